@@ -1,0 +1,98 @@
+"""Writing to the Trainer's loggers beyond ``self.log``: params, MLflow tags and artifacts.
+
+All functions here are meant for global rank 0 and never raise into the fit: a logger that
+refuses something gets one warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+
+
+def mlflow_loggers(trainer: pl.Trainer) -> list[MLFlowLogger]:
+    """The trainer's MLflow loggers."""
+    return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+
+
+def ordered_loggers(trainer: pl.Trainer) -> list[Any]:
+    """The trainer's loggers, MLflow first."""
+    return sorted(trainer.loggers, key=lambda lg: not isinstance(lg, MLFlowLogger))
+
+
+def log_params(trainer: pl.Trainer, params: dict[str, Any]) -> None:
+    """Record run parameters on every logger (MLflow params, TensorBoard/CSV hparams).
+
+    A parameter that an MLflow run already holds with another value (a resumed run whose
+    energy source changed) is recorded as a tag ``<name>.resumed`` instead.
+
+    Args:
+        trainer: The trainer.
+        params: Names and plain values.
+    """
+    for logger in ordered_loggers(trainer):
+        try:
+            logger.log_hyperparams(params)
+        except Exception as err:
+            if isinstance(logger, MLFlowLogger):
+                set_tags(trainer, {f"{k}.resumed": v for k, v in params.items()})
+            else:
+                warnings.warn(
+                    f"lightning_green: {type(logger).__name__} refused params {params}: {err}", stacklevel=2
+                )
+
+
+def set_tags(trainer: pl.Trainer, tags: dict[str, Any]) -> None:
+    """Set tags on every MLflow run of the trainer (other loggers have no tags).
+
+    Args:
+        trainer: The trainer.
+        tags: Names and values (converted to str).
+    """
+    for logger in mlflow_loggers(trainer):
+        try:
+            for key, value in tags.items():
+                logger.experiment.set_tag(logger.run_id, key, str(value))
+        except Exception as err:
+            warnings.warn(f"lightning_green: could not set MLflow tags {tags}: {err}", stacklevel=2)
+
+
+def log_artifact(trainer: pl.Trainer, path: Path, artifact_path: str = "lightning_green") -> None:
+    """Upload a file to every MLflow run of the trainer.
+
+    Args:
+        trainer: The trainer.
+        path: Local file.
+        artifact_path: Folder inside the run's artifacts.
+    """
+    for logger in mlflow_loggers(trainer):
+        try:
+            logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=artifact_path)
+        except Exception as err:
+            warnings.warn(f"lightning_green: could not log artifact {path} to MLflow: {err}", stacklevel=2)
+
+
+def output_dir(trainer: pl.Trainer) -> Path:
+    """Where to write report files: the first logger's directory, else the trainer's root.
+
+    TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
+    per-run folder under ``default_root_dir`` (its own ``save_dir`` only exists for file stores).
+
+    Args:
+        trainer: The trainer.
+
+    Returns:
+        A directory path (not created).
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger.log_dir:
+            return Path(logger.log_dir)
+        if isinstance(logger, MLFlowLogger):
+            return Path(trainer.default_root_dir) / "lightning_green" / str(logger.run_id)
+        if getattr(logger, "log_dir", None):
+            return Path(logger.log_dir)
+    return Path(trainer.default_root_dir) / "lightning_green"

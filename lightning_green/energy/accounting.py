@@ -1,0 +1,234 @@
+"""Per-epoch energy accounting: cumulative totals in, epoch records out (no Lightning).
+
+The Lightning adapter feeds the ledger one *cumulative* figure per boundary - the energy of
+every rank and device since the meters were started, already summed across ranks - and the
+ledger turns it into epoch records: energy of the epoch (times PUE), the running total
+continued across resume, average power, samples per joule, CO2 and the marginal gain of the
+monitored metric per kWh. Its state is plain data, so a resumed run continues the series.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from lightning_green.energy.carbon import co2_kg
+from lightning_green.energy.units import J_PER_KWH, j_to_kwh
+
+Mode = Literal["min", "max"]
+
+
+def marginal_gain_per_kwh(previous: float, current: float, energy_kwh: float, mode: Mode) -> float | None:
+    """Change of a metric over an interval per kWh, positive when it improved.
+
+    Args:
+        previous: Metric value at the start of the interval.
+        current: Metric value at the end of the interval.
+        energy_kwh: Energy of the interval in kWh.
+        mode: ``"min"`` when lower is better, ``"max"`` when higher is better.
+
+    Returns:
+        The signed gain per kWh, or None when the energy is zero or a value is not finite.
+
+    Example:
+        >>> round(marginal_gain_per_kwh(0.50, 0.40, 0.01, "min"), 9)
+        10.0
+        >>> marginal_gain_per_kwh(90.0, 89.0, 0.5, "max")
+        -2.0
+    """
+    if not (math.isfinite(previous) and math.isfinite(current)) or energy_kwh <= 0:
+        return None
+    sign = 1.0 if mode == "max" else -1.0
+    return sign * (current - previous) / energy_kwh
+
+
+@dataclass(frozen=True)
+class EpochEnergy:
+    """What one epoch cost and bought.
+
+    Attributes:
+        epoch: Zero-based epoch index.
+        energy_j: Energy of the epoch (training and validation, all ranks and devices, times
+            PUE), in joules.
+        total_j: Cumulative energy since the start of the run (across resumes), in joules.
+        duration_s: Wall time of the epoch in seconds.
+        samples: Training samples processed in the epoch, all ranks.
+        source: Energy source label.
+        partial: True when a measurement fault happened during the epoch.
+        metric: The monitored metric at the end of the epoch, if any.
+        marginal_per_kwh: Change of the monitored metric over the epoch per kWh, positive when
+            it improved; None when not defined (no metric, or no earlier value).
+        co2_kg: Cumulative CO2-eq in kg, when a carbon intensity is known.
+    """
+
+    epoch: int
+    energy_j: float
+    total_j: float
+    duration_s: float
+    samples: int
+    source: str
+    partial: bool
+    metric: float | None = None
+    marginal_per_kwh: float | None = None
+    co2_kg: float | None = None
+
+    @property
+    def energy_kwh(self) -> float:
+        """Energy of the epoch in kWh."""
+        return j_to_kwh(self.energy_j)
+
+    @property
+    def total_kwh(self) -> float:
+        """Cumulative energy at the end of the epoch in kWh."""
+        return j_to_kwh(self.total_j)
+
+    @property
+    def avg_power_w(self) -> float:
+        """Mean power over the epoch in watts (0 for a zero-length epoch)."""
+        return self.energy_j / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def samples_per_j(self) -> float:
+        """Training samples per joule (0 when no energy was recorded)."""
+        return self.samples / self.energy_j if self.energy_j > 0 else 0.0
+
+
+class EnergyLedger:
+    """Turns cumulative energy figures into per-epoch records, continued across resume.
+
+    Args:
+        pue: Power usage effectiveness applied to every measured joule.
+        carbon_intensity_g_per_kwh: Grid intensity for CO2, or None to report no CO2.
+        mode: Direction of the monitored metric.
+
+    Example:
+        >>> ledger = EnergyLedger(pue=1.5, carbon_intensity_g_per_kwh=400.0, mode="max")
+        >>> ledger.begin(measured_j=0.0, faults=0)
+        >>> rec = ledger.close_epoch(0, measured_j=2.4e6, faults=0, samples=1000, duration_s=60.0,
+        ...                          source="estimate", metric=50.0)
+        >>> round(rec.energy_kwh, 6), round(rec.co2_kg, 6)
+        (1.0, 0.4)
+        >>> rec = ledger.close_epoch(1, measured_j=4.8e6, faults=0, samples=1000, duration_s=60.0,
+        ...                          source="estimate", metric=60.0)
+        >>> rec.total_kwh, rec.marginal_per_kwh
+        (2.0, 10.0)
+    """
+
+    def __init__(
+        self, pue: float = 1.0, carbon_intensity_g_per_kwh: float | None = None, mode: Mode = "min"
+    ) -> None:
+        self.pue = float(pue)
+        self.carbon_intensity_g_per_kwh = carbon_intensity_g_per_kwh
+        self.mode: Mode = mode
+        self.history: list[EpochEnergy] = []
+        self.offset_j = 0.0  # energy of earlier processes of this run (restored on resume)
+        self.baseline_metric: float | None = None  # metric before the first epoch, when known
+        self.partial_before = False  # a restored run that was already partial
+        self._measured0_j = 0.0  # measured figure at begin() (this process)
+        self._last_total_j = 0.0
+        self._last_faults = 0
+
+    # -- feeding -------------------------------------------------------------------------------
+    def begin(self, measured_j: float, faults: int) -> None:
+        """Mark the start of this process's accounting.
+
+        Args:
+            measured_j: The cumulative measured figure now (usually 0 right after start).
+            faults: The cumulative fault count now.
+        """
+        self._measured0_j = measured_j
+        self._last_total_j = self.offset_j
+        self._last_faults = faults
+
+    def total_j_at(self, measured_j: float) -> float:
+        """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
+        return self.offset_j + self.pue * max(0.0, measured_j - self._measured0_j)
+
+    def close_epoch(
+        self,
+        epoch: int,
+        *,
+        measured_j: float,
+        faults: int,
+        samples: int,
+        duration_s: float,
+        source: str,
+        metric: float | None = None,
+    ) -> EpochEnergy:
+        """Record the end of an epoch.
+
+        Args:
+            epoch: Zero-based epoch index.
+            measured_j: Cumulative measured energy of all ranks since the meters started, in J.
+            faults: Cumulative measurement faults of all ranks.
+            samples: Training samples of this epoch, all ranks.
+            duration_s: Wall time of the epoch.
+            source: Energy source label.
+            metric: Monitored metric at the end of the epoch, if logged.
+
+        Returns:
+            The epoch's record (also appended to :attr:`history`).
+        """
+        total_j = max(self._last_total_j, self.total_j_at(measured_j))
+        energy_j = total_j - self._last_total_j
+        partial = faults > self._last_faults
+        previous = self.history[-1].metric if self.history else self.baseline_metric
+        marginal = None
+        if metric is not None and previous is not None:
+            marginal = marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
+        record = EpochEnergy(
+            epoch=int(epoch),
+            energy_j=energy_j,
+            total_j=total_j,
+            duration_s=float(duration_s),
+            samples=int(samples),
+            source=source,
+            partial=partial,
+            metric=metric,
+            marginal_per_kwh=marginal,
+            co2_kg=self.co2_kg(total_j),
+        )
+        self.history.append(record)
+        self._last_total_j = total_j
+        self._last_faults = faults
+        return record
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def total_j(self) -> float:
+        """Cumulative energy at the last closed epoch (or the restored offset), in joules."""
+        return self._last_total_j
+
+    def co2_kg(self, total_j: float) -> float | None:
+        """CO2-eq in kg for a cumulative energy, or None when no intensity is known."""
+        if self.carbon_intensity_g_per_kwh is None:
+            return None
+        return co2_kg(total_j / J_PER_KWH, self.carbon_intensity_g_per_kwh)
+
+    @property
+    def partial(self) -> bool:
+        """Whether any epoch of the run (including before a resume) was partial."""
+        return self.partial_before or any(r.partial for r in self.history)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Plain-data state: totals and history."""
+        return {
+            "total_j": self._last_total_j,
+            "history": [asdict(r) for r in self.history],
+            "baseline_metric": self.baseline_metric,
+            "partial": self.partial,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from a saved state: later epochs add to the restored total.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+        """
+        self.history = [EpochEnergy(**r) for r in state.get("history", [])]
+        self.offset_j = float(state.get("total_j", 0.0))
+        self.baseline_metric = state.get("baseline_metric")
+        self.partial_before = bool(state.get("partial", False))
+        self._last_total_j = self.offset_j

@@ -1,0 +1,147 @@
+"""Carbon intensity of the electricity grid and the data-centre PUE factor.
+
+CO2 is only reported where a carbon intensity is known: given as an argument, through the
+``LIGHTNING_GREEN_CARBON_INTENSITY`` environment variable (grams CO2-eq per kWh, or a region
+code from :data:`CARBON_INTENSITY_G_PER_KWH`), or looked up from a region code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+CARBON_INTENSITY_ENV: str = "LIGHTNING_GREEN_CARBON_INTENSITY"
+"""Environment variable: grid carbon intensity in gCO2e/kWh, or a region code of the table."""
+
+# Annual average life-cycle carbon intensity of electricity generation, gCO2e/kWh, 2023
+# (Ember, "Yearly electricity data", generation-weighted). Rounded; a fair default where the
+# user has no better figure for their data centre's grid or contract.
+CARBON_INTENSITY_G_PER_KWH: dict[str, float] = {
+    "WORLD": 480.0,
+    "EU": 240.0,
+    "AT": 100.0,
+    "AU": 500.0,
+    "BE": 130.0,
+    "BR": 100.0,
+    "CA": 130.0,
+    "CH": 40.0,
+    "CN": 580.0,
+    "DE": 380.0,
+    "DK": 150.0,
+    "ES": 170.0,
+    "FI": 80.0,
+    "FR": 55.0,
+    "GB": 220.0,
+    "IE": 290.0,
+    "IN": 710.0,
+    "IT": 330.0,
+    "JP": 480.0,
+    "KR": 430.0,
+    "NL": 270.0,
+    "NO": 30.0,
+    "PL": 660.0,
+    "SE": 40.0,
+    "SG": 470.0,
+    "US": 370.0,
+    "ZA": 710.0,
+}
+
+
+def resolve_carbon_intensity_g_per_kwh(
+    carbon_intensity_g_per_kwh: float | None = None,
+    region: str | None = None,
+) -> tuple[float | None, str]:
+    """The grid carbon intensity to report CO2 with, and where it came from.
+
+    Precedence: the explicit number, then the region code, then the environment variable.
+
+    Args:
+        carbon_intensity_g_per_kwh: Grams CO2-eq per kWh, or None.
+        region: A key of :data:`CARBON_INTENSITY_G_PER_KWH` (ISO 3166 alpha-2, ``EU``,
+            ``WORLD``), case-insensitive, or None.
+
+    Returns:
+        ``(g_per_kwh, origin)``; ``(None, "unknown")`` when no intensity is known, in which
+        case CO2 is not reported.
+
+    Raises:
+        ValueError: For a negative or non-finite intensity or an unknown region code.
+
+    Example:
+        >>> resolve_carbon_intensity_g_per_kwh(region="fr")
+        (55.0, 'region FR')
+        >>> resolve_carbon_intensity_g_per_kwh(300)
+        (300.0, 'argument')
+    """
+    if carbon_intensity_g_per_kwh is not None:
+        return _check_intensity(carbon_intensity_g_per_kwh, "carbon_intensity_g_per_kwh"), "argument"
+    if region is not None:
+        return _lookup(region, "region"), f"region {region.strip().upper()}"
+    env = os.environ.get(CARBON_INTENSITY_ENV, "").strip()
+    if not env:
+        return None, "unknown"
+    try:
+        value = float(env)
+    except ValueError:
+        return _lookup(env, CARBON_INTENSITY_ENV), f"{CARBON_INTENSITY_ENV} region {env.upper()}"
+    return _check_intensity(value, CARBON_INTENSITY_ENV), CARBON_INTENSITY_ENV
+
+
+def _lookup(region: str, name: str) -> float:
+    key = str(region).strip().upper()
+    if key not in CARBON_INTENSITY_G_PER_KWH:
+        allowed = ", ".join(sorted(CARBON_INTENSITY_G_PER_KWH))
+        raise ValueError(f"{name}={region!r} is not a known region code; allowed: {allowed}")
+    return CARBON_INTENSITY_G_PER_KWH[key]
+
+
+def _check_intensity(value: object, name: str) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {value!r}")
+    return number
+
+
+def validate_pue(pue: float) -> float:
+    """Check a power usage effectiveness factor.
+
+    Args:
+        pue: Facility energy over IT energy; 1.0 counts the IT equipment alone.
+
+    Returns:
+        The factor as a float.
+
+    Raises:
+        ValueError: If it is not a finite number >= 1.0.
+
+    Example:
+        >>> validate_pue(1.2)
+        1.2
+    """
+    try:
+        value = float(pue)
+    except (TypeError, ValueError):
+        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}") from None
+    if not math.isfinite(value) or value < 1.0:
+        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
+    return value
+
+
+def co2_kg(energy_kwh: float, intensity_g_per_kwh: float) -> float:
+    """CO2-eq in kilograms for an energy and a grid intensity.
+
+    Args:
+        energy_kwh: Energy in kWh (PUE already applied).
+        intensity_g_per_kwh: Grid carbon intensity in gCO2e/kWh.
+
+    Returns:
+        Kilograms of CO2-eq.
+
+    Example:
+        >>> co2_kg(2.0, 500.0)
+        1.0
+    """
+    return energy_kwh * intensity_g_per_kwh / 1000.0

@@ -1,0 +1,208 @@
+"""A labelled estimate for machines where nothing can be measured: CPU time times a per-core power.
+
+The estimate counts the CPU time of a process tree - the training process, its data-loader
+workers and, under DDP on local rank 0, every local rank and their workers - and multiplies
+it by a per-core power (watts drawn by one fully busy core). It ignores idle power, DRAM and
+any accelerator, so it is a rough figure and is labelled ``estimate`` wherever it appears.
+
+On Linux the tree is read from ``/proc``: a live process counts its own CPU time plus that of
+the children it has already waited for (``utime + stime + cutime + cstime``), so a worker is
+counted while it runs and, once reaped, inside its parent - never twice. Elsewhere the
+estimate falls back to ``resource.getrusage`` of this process and its reaped children.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Sequence
+
+from lightning_green.energy.meter import EnergyMeter
+
+DEFAULT_CPU_POWER_PER_CORE_W: float = 10.0
+"""Watts drawn by one fully busy core when the user gives no figure (a mid-range server or
+desktop core: 65-200 W package TDP over 8-32 cores)."""
+
+CPU_POWER_ENV: str = "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W"
+"""Environment variable that sets the per-core power of the estimate, in watts."""
+
+_PROC = "/proc"
+
+
+def resolve_cpu_power_per_core_w(power_per_core_w: float | None) -> float:
+    """The per-core power to use: the argument, else the environment variable, else the default.
+
+    Args:
+        power_per_core_w: Watts per fully busy core, or None.
+
+    Returns:
+        The power in watts.
+
+    Raises:
+        ValueError: If the value (argument or environment) is not a positive finite number.
+
+    Example:
+        >>> resolve_cpu_power_per_core_w(12.5)
+        12.5
+    """
+    origin = "cpu_power_per_core_w"
+    value: object = power_per_core_w
+    if value is None:
+        env = os.environ.get(CPU_POWER_ENV)
+        if env is None or env.strip() == "":
+            return DEFAULT_CPU_POWER_PER_CORE_W
+        origin = CPU_POWER_ENV
+        value = env
+    try:
+        watts = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}") from None
+    if not (watts > 0 and watts < float("inf")):
+        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}")
+    return watts
+
+
+def _clock_ticks_per_s() -> float:
+    try:
+        return float(os.sysconf("SC_CLK_TCK"))
+    except (AttributeError, ValueError, OSError):
+        return 100.0
+
+
+def _read_stat(pid: int, proc_root: str) -> tuple[int, float] | None:
+    """``(ppid, utime + stime + cutime + cstime in ticks)`` of a live process, None if gone."""
+    try:
+        with open(f"{proc_root}/{pid}/stat", "rb") as fh:
+            data = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name is in parentheses and may contain spaces or parentheses.
+    fields = data[data.rfind(")") + 2 :].split()
+    # fields[0] is field 3 (state) of proc(5): ppid is field 4, utime..cstime are 14..17.
+    try:
+        return int(fields[1]), float(fields[11]) + float(fields[12]) + float(fields[13]) + float(fields[14])
+    except (IndexError, ValueError):
+        return None
+
+
+def _children(pid: int, proc_root: str) -> list[int] | None:
+    """Direct children from ``/proc/PID/task/*/children``; None where the kernel lacks it."""
+    try:
+        tids = os.listdir(f"{proc_root}/{pid}/task")
+    except OSError:
+        return []
+    out: list[int] = []
+    for tid in tids:
+        try:
+            with open(f"{proc_root}/{pid}/task/{tid}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+        except FileNotFoundError:
+            return None
+        except OSError:
+            continue
+    return out
+
+
+def process_tree_cpu_s(root_pids: Iterable[int], proc_root: str = _PROC) -> float:
+    """CPU seconds of the processes rooted at ``root_pids`` and all their descendants.
+
+    Each process is counted once even when roots overlap (a DDP rank that is a child of
+    another rank). Reaped children are included through their parent's ``cutime``/``cstime``.
+
+    Args:
+        root_pids: The roots of the trees.
+        proc_root: The procfs mount point (tests may point it elsewhere).
+
+    Returns:
+        Total user + system CPU time in seconds; roots that no longer exist count zero.
+    """
+    ticks = _clock_ticks_per_s()
+    seen: set[int] = set()
+    stack = list(root_pids)
+    parents: dict[int, list[int]] | None = None
+    total_ticks = 0.0
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        stat = _read_stat(pid, proc_root)
+        if stat is None:
+            continue
+        total_ticks += stat[1]
+        kids = _children(pid, proc_root) if parents is None else None
+        if kids is None:
+            if parents is None:
+                parents = _parent_map(proc_root)
+            kids = parents.get(pid, [])
+        stack.extend(kids)
+    return total_ticks / ticks
+
+
+def _parent_map(proc_root: str) -> dict[int, list[int]]:
+    """Children of every process, from a full scan of ``/proc`` (slow path)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir(proc_root):
+        if not entry.isdigit():
+            continue
+        stat = _read_stat(int(entry), proc_root)
+        if stat is not None:
+            children.setdefault(stat[0], []).append(int(entry))
+    return children
+
+
+def _rusage_cpu_s() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class CpuTimeEstimateMeter(EnergyMeter):
+    """Estimated energy: CPU time of a process tree times a per-core power.
+
+    Args:
+        power_per_core_w: Watts drawn by one fully busy core; None reads
+            ``LIGHTNING_GREEN_CPU_POWER_PER_CORE_W`` or uses :data:`DEFAULT_CPU_POWER_PER_CORE_W`.
+        root_pids: The processes whose trees are counted; None means this process only. Under
+            DDP, local rank 0 passes the pids of every local rank.
+        proc_root: The procfs mount point.
+
+    Example:
+        >>> meter = CpuTimeEstimateMeter(power_per_core_w=10.0)
+        >>> meter.start()
+        >>> _ = sum(i * i for i in range(200_000))
+        >>> meter.read().energy_j >= 0.0
+        True
+        >>> meter.read().source
+        'estimate'
+    """
+
+    source = "estimate"
+    domain = "cpu-estimate"
+
+    def __init__(
+        self,
+        power_per_core_w: float | None = None,
+        root_pids: Sequence[int] | None = None,
+        proc_root: str = _PROC,
+    ) -> None:
+        super().__init__()
+        self.power_per_core_w = resolve_cpu_power_per_core_w(power_per_core_w)
+        self.root_pids: tuple[int, ...] = tuple(root_pids) if root_pids else (os.getpid(),)
+        self.proc_root = proc_root
+        self._use_proc = sys.platform.startswith("linux") and os.path.isdir(f"{proc_root}/{os.getpid()}")
+        self._cpu0_s = 0.0
+
+    def cpu_s(self) -> float:
+        """CPU seconds of the tree now (absolute, not since start)."""
+        if self._use_proc:
+            return process_tree_cpu_s(self.root_pids, self.proc_root)
+        return _rusage_cpu_s()
+
+    def _start(self) -> None:
+        self._cpu0_s = self.cpu_s()
+
+    def _read_j(self) -> dict[str, float]:
+        return {self.domain: max(0.0, self.cpu_s() - self._cpu0_s) * self.power_per_core_w}

@@ -1,0 +1,171 @@
+"""The meter interface shared by every energy source.
+
+A meter is started once, read at boundaries (epoch or step ends) and closed at the end of
+the fit. ``read()`` never raises: a fault is warned about once per kind, counted in the
+reading's ``faults`` and measurement carries on with what is still available.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import warnings
+from abc import ABC, abstractmethod
+
+from lightning_green.energy.readings import EnergyReading
+
+
+class EnergyMeasurementWarning(UserWarning):
+    """A meter could not measure something; the affected readings are marked partial."""
+
+
+class EnergyMeter(ABC):
+    """Base class of every meter: cumulative energy since :meth:`start`, never decreasing.
+
+    Subclasses implement :meth:`_start` and :meth:`_read_j`, returning cumulative joules per
+    domain since ``_start``; the base class turns exceptions into counted, warned-once faults
+    and guarantees that readings never go down.
+
+    Attributes:
+        source: The label of this meter's readings (``nvml``, ``nvml-sampled``, ``rapl``,
+            ``estimate`` or a ``+``-joined combination).
+    """
+
+    source: str = "estimate"
+
+    def __init__(self) -> None:
+        self._faults = 0
+        self._warned: set[str] = set()
+        self._last_domains_j: dict[str, float] = {}
+        self._started = False
+        self._lock = threading.Lock()
+
+    # -- public API -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Take the baseline: later readings count energy from now on."""
+        with self._lock:
+            self._faults = 0
+            self._last_domains_j = {}
+            try:
+                self._start()
+            except Exception as err:  # a broken meter must not stop training
+                self.record_fault("start", f"{type(self).__name__} could not start: {err!r}")
+            self._started = True
+
+    def read(self) -> EnergyReading:
+        """Read cumulative energy since :meth:`start`.
+
+        Returns:
+            A reading whose energy never decreases from one call to the next. On a fault the
+            last good per-domain values are kept and ``faults`` grows.
+        """
+        with self._lock:
+            if not self._started:
+                raise RuntimeError(f"{type(self).__name__}.read() called before start()")
+            try:
+                domains_j = self._read_j()
+            except Exception as err:  # a broken meter must not stop training
+                self.record_fault("read", f"{type(self).__name__} read failed: {err!r}")
+                domains_j = dict(self._last_domains_j)
+            merged = dict(self._last_domains_j)
+            for name, value_j in domains_j.items():
+                # Monotonic per domain: a meter that went backwards keeps its last value.
+                merged[name] = max(value_j, self._last_domains_j.get(name, 0.0))
+            self._last_domains_j = merged
+            return EnergyReading(
+                timestamp_s=time.monotonic(),
+                energy_j=float(sum(merged.values())),
+                domains_j=merged,
+                source=self.source,
+                faults=self.faults,
+            )
+
+    def close(self) -> None:
+        """Release resources (threads, library handles). Safe to call more than once."""
+        try:
+            self._close()
+        except Exception as err:  # closing must never raise into the fit
+            self.record_fault("close", f"{type(self).__name__} could not close cleanly: {err!r}")
+
+    @property
+    def faults(self) -> int:
+        """Number of faults recorded since :meth:`start`."""
+        return self._faults
+
+    def record_fault(self, kind: str, message: str) -> None:
+        """Count a fault and warn about it, once per ``kind``.
+
+        Args:
+            kind: A short key; the first fault of each kind is warned about, later ones only
+                counted.
+            message: What happened and what it means for the readings.
+        """
+        self._faults += 1
+        if kind not in self._warned:
+            self._warned.add(kind)
+            warnings.warn(
+                f"{message} Energy readings from now on are marked partial; training continues.",
+                EnergyMeasurementWarning,
+                stacklevel=3,
+            )
+
+    # -- to implement ---------------------------------------------------------------------------
+    @abstractmethod
+    def _start(self) -> None:
+        """Take the hardware baseline."""
+
+    @abstractmethod
+    def _read_j(self) -> dict[str, float]:
+        """Cumulative joules per domain since :meth:`_start`; may raise on a fault."""
+
+    def _close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    def __enter__(self) -> EnergyMeter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class CompositeMeter(EnergyMeter):
+    """Several meters read together: their domains are merged, their labels ``+``-joined.
+
+    Args:
+        meters: The meters to combine; domain names must not overlap.
+
+    Example:
+        >>> from lightning_green.energy.estimate import CpuTimeEstimateMeter
+        >>> meter = CompositeMeter([CpuTimeEstimateMeter(power_per_core_w=10.0)])
+        >>> meter.source
+        'estimate'
+    """
+
+    def __init__(self, meters: list[EnergyMeter]) -> None:
+        super().__init__()
+        if not meters:
+            raise ValueError("CompositeMeter needs at least one meter, got an empty list")
+        self.meters = list(meters)
+        self.source = "+".join(dict.fromkeys(m.source for m in self.meters))
+
+    def _start(self) -> None:
+        for meter in self.meters:
+            meter.start()
+
+    def _read_j(self) -> dict[str, float]:
+        domains_j: dict[str, float] = {}
+        for meter in self.meters:
+            domains_j.update(meter.read().domains_j)
+        # A part may have degraded to another source (NVML to its power sampler, say).
+        self.source = "+".join(dict.fromkeys(m.source for m in self.meters))
+        return domains_j
+
+    @property
+    def faults(self) -> int:
+        """Faults of the composite itself plus those of its parts."""
+        return self._faults + sum(meter.faults for meter in self.meters)
+
+    def _close(self) -> None:
+        for meter in self.meters:
+            meter.close()

@@ -1,0 +1,562 @@
+"""GPU energy from NVML: the cumulative energy counter, or a power sampler where it is missing.
+
+Volta and newer GPUs have a cumulative energy counter (``nvmlDeviceGetTotalEnergyConsumption``,
+millijoules since the driver loaded); it is read at each boundary and costs nothing in between.
+Older GPUs only report instantaneous power (``nvmlDeviceGetPowerUsage``, milliwatts): for those
+a daemon thread samples the power every ``sampling_interval_s`` and integrates it with the
+trapezoid rule against ``time.monotonic()``.
+
+Which NVML device a torch CUDA index is follows ``CUDA_VISIBLE_DEVICES`` (integer indices, GPU
+UUIDs or unique UUID prefixes, as CUDA accepts them). It assumes CUDA enumerates the visible
+devices in PCI bus order, as NVML does: always true for identical GPUs, and for mixed GPUs
+when ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` is set (CUDA's default order is "fastest first").
+
+MIG instances are refused (:class:`NvmlUnavailableError`): NVML has no energy counter for a MIG
+instance, and the parent GPU's counter includes the work of every other tenant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from lightning_green.energy.meter import EnergyMeter
+
+DEFAULT_SAMPLING_INTERVAL_S: float = 0.1
+"""Power sampling period of the fallback sampler (10 Hz)."""
+
+_NVML_ERROR_NOT_SUPPORTED = 3
+_NVML_ERROR_DRIVER_NOT_LOADED = 9
+_NVML_ERROR_LIBRARY_NOT_FOUND = 12
+_NVML_DEVICE_MIG_ENABLE = 1
+
+
+class NvmlUnavailableError(RuntimeError):
+    """NVML cannot measure the requested GPUs.
+
+    Args:
+        reason: A human-readable reason ("NVML library not found (no NVIDIA driver)", ...).
+
+    Attributes:
+        reason: The same reason.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- CUDA_VISIBLE_DEVICES -> NVML indices (pure) ------------------------------------------------
+_MIG = -1
+
+
+def _visible_nvml_indices(visible_devices: str | None, nvml_uuids: Sequence[str]) -> list[int]:
+    """NVML index of each CUDA-visible device in CUDA order; ``_MIG`` marks a MIG instance.
+
+    Follows CUDA: the list ends at the first entry that names no device (an invalid index, an
+    unknown or ambiguous UUID prefix, a repeated device, an empty entry).
+    """
+    count = len(nvml_uuids)
+    if visible_devices is None:
+        return list(range(count))
+    out: list[int] = []
+    upper_uuids = [uuid.upper() for uuid in nvml_uuids]
+    for raw in visible_devices.split(","):
+        entry = raw.strip()
+        upper = entry.upper()
+        if upper.startswith("MIG-"):
+            out.append(_MIG)
+            continue
+        if entry.isdigit():
+            index = int(entry)
+        elif upper.startswith("GPU-") and len(upper) > len("GPU-"):
+            matches = [i for i, uuid in enumerate(upper_uuids) if uuid.startswith(upper)]
+            if len(matches) != 1:
+                break
+            index = matches[0]
+        else:
+            break
+        if index >= count or index in out:
+            break
+        out.append(index)
+    return out
+
+
+def resolve_nvml_indices(
+    cuda_indices: Sequence[int],
+    visible_devices: str | None,
+    nvml_uuids: Sequence[str],
+) -> list[int]:
+    """Map torch CUDA device indices to NVML device indices.
+
+    Args:
+        cuda_indices: Torch CUDA indices (``torch.device("cuda", i)``) used by this process.
+        visible_devices: The value of ``CUDA_VISIBLE_DEVICES``; None when unset (every device
+            visible, CUDA index = NVML index). An empty string hides every device.
+        nvml_uuids: The UUID of every NVML device, by NVML index (``"GPU-..."``); its length
+            is the NVML device count.
+
+    Returns:
+        The NVML index of each entry of ``cuda_indices``, in the same order.
+
+    Raises:
+        NvmlUnavailableError: If an index is not visible (out of range, or past an entry CUDA
+            would reject) or is a MIG instance.
+
+    Example:
+        >>> resolve_nvml_indices([0, 1], "2,3", ["GPU-a", "GPU-b", "GPU-c", "GPU-d"])
+        [2, 3]
+        >>> resolve_nvml_indices([0], "GPU-d", ["GPU-a", "GPU-b", "GPU-c", "GPU-d"])
+        [3]
+    """
+    visible = _visible_nvml_indices(visible_devices, nvml_uuids)
+    shown = "unset" if visible_devices is None else repr(visible_devices)
+    out: list[int] = []
+    for cuda_index in cuda_indices:
+        if not 0 <= cuda_index < len(visible):
+            raise NvmlUnavailableError(
+                f"CUDA device {cuda_index} not found: NVML sees {len(nvml_uuids)} GPU(s) and "
+                f"CUDA_VISIBLE_DEVICES ({shown}) exposes {len(visible)}"
+            )
+        if visible[cuda_index] == _MIG:
+            raise NvmlUnavailableError(
+                f"CUDA device {cuda_index} is a MIG instance: NVML cannot attribute its energy "
+                "(no counter per instance; the GPU's counter includes the other instances)"
+            )
+        out.append(visible[cuda_index])
+    return out
+
+
+# -- NVML helpers ---------------------------------------------------------------------------------
+def _import_nvml(nvml: ModuleType | None) -> ModuleType:
+    if nvml is not None:
+        return nvml
+    try:
+        import pynvml
+    except ImportError as err:  # pragma: no cover - a declared dependency
+        raise NvmlUnavailableError(f"pynvml (package nvidia-ml-py) cannot be imported: {err}") from None
+    return pynvml
+
+
+def _error_code(err: BaseException) -> int | None:
+    value = getattr(err, "value", None)
+    return value if isinstance(value, int) else None
+
+
+def _is_nvml_error(nvml: ModuleType, err: BaseException) -> bool:
+    cls = getattr(nvml, "NVMLError", None)
+    return isinstance(cls, type) and isinstance(err, cls)
+
+
+def _is_not_supported(nvml: ModuleType, err: BaseException) -> bool:
+    code = getattr(nvml, "NVML_ERROR_NOT_SUPPORTED", _NVML_ERROR_NOT_SUPPORTED)
+    return _is_nvml_error(nvml, err) and _error_code(err) == code
+
+
+def _init_nvml(nvml: ModuleType) -> None:
+    try:
+        nvml.nvmlInit()
+    except Exception as err:
+        code = _error_code(err)
+        if code == getattr(nvml, "NVML_ERROR_LIBRARY_NOT_FOUND", _NVML_ERROR_LIBRARY_NOT_FOUND):
+            reason = "NVML library not found (no NVIDIA driver)"
+        elif code == getattr(nvml, "NVML_ERROR_DRIVER_NOT_LOADED", _NVML_ERROR_DRIVER_NOT_LOADED):
+            reason = "NVIDIA driver not loaded"
+        else:
+            reason = f"NVML initialisation failed: {err}"
+        raise NvmlUnavailableError(reason) from err
+
+
+def _device_uuid(nvml: ModuleType, index: int) -> str:
+    try:
+        uuid = nvml.nvmlDeviceGetUUID(nvml.nvmlDeviceGetHandleByIndex(index))
+    except Exception:  # an unreadable UUID only means this device cannot be named by UUID
+        return ""
+    return uuid.decode() if isinstance(uuid, bytes) else str(uuid)
+
+
+@dataclass
+class _Gpu:
+    """One GPU of the meter: its counter or sampler state."""
+
+    cuda_index: int
+    nvml_index: int
+    sampled_at_probe: bool
+    handle: Any = None
+    sampled: bool = False
+    # Cumulative energy since start, in joules.
+    energy_j: float = 0.0
+    # Counter mode: energy = acc_j + (raw - base_mj) / 1000.
+    acc_j: float = 0.0
+    base_mj: int | None = None
+    last_raw_mj: int | None = None
+    # Sampler mode (guarded by the meter's sampler lock): the previous sample.
+    last_t_s: float | None = None
+    last_p_w: float = 0.0
+    power_errors: int = 0
+    last_power_error: str = ""
+
+    @property
+    def domain(self) -> str:
+        return f"gpu:{self.cuda_index}"
+
+    def reset(self) -> None:
+        self.handle = None
+        self.sampled = self.sampled_at_probe
+        self.energy_j = self.acc_j = 0.0
+        self.base_mj = self.last_raw_mj = None
+        self.last_t_s = None
+        self.last_p_w = 0.0
+        self.power_errors = 0
+        self.last_power_error = ""
+
+
+def _probe(cuda_indices: Sequence[int], nvml: ModuleType, environ: Mapping[str, str]) -> list[_Gpu]:
+    """Check that NVML can measure ``cuda_indices`` and choose counter or sampler for each GPU."""
+    indices = list(dict.fromkeys(int(i) for i in cuda_indices))
+    if not indices:
+        raise NvmlUnavailableError("no CUDA device is used by this process")
+    _init_nvml(nvml)
+    try:
+        try:
+            count = int(nvml.nvmlDeviceGetCount())
+        except Exception as err:
+            raise NvmlUnavailableError(f"NVML could not count the GPUs: {err}") from err
+        if count == 0:
+            raise NvmlUnavailableError("NVML sees no GPU")
+        visible = environ.get("CUDA_VISIBLE_DEVICES")
+        uuids = [_device_uuid(nvml, i) for i in range(count)]
+        nvml_indices = resolve_nvml_indices(indices, visible, uuids)
+        return [_probe_gpu(nvml, cuda, index) for cuda, index in zip(indices, nvml_indices, strict=True)]
+    finally:
+        with contextlib.suppress(Exception):  # the probe's result stands; shutdown is bookkeeping
+            nvml.nvmlShutdown()
+
+
+def _probe_gpu(nvml: ModuleType, cuda_index: int, nvml_index: int) -> _Gpu:
+    where = f"CUDA device {cuda_index} (NVML GPU {nvml_index})"
+    try:
+        handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index)
+    except Exception as err:
+        raise NvmlUnavailableError(f"{where}: NVML has no handle for it: {err}") from err
+    try:
+        mig_mode = nvml.nvmlDeviceGetMigMode(handle)
+        current = int(mig_mode[0] if isinstance(mig_mode, Sequence) else mig_mode)
+    except Exception:  # NotSupported on GPUs without MIG; a missing function in old bindings
+        current = 0
+    if current == getattr(nvml, "NVML_DEVICE_MIG_ENABLE", _NVML_DEVICE_MIG_ENABLE):
+        raise NvmlUnavailableError(
+            f"{where} has MIG mode enabled, so CUDA device {cuda_index} is a MIG instance: "
+            "NVML cannot attribute its energy (no counter per instance; the GPU's counter "
+            "includes the other instances)"
+        )
+    try:
+        nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
+        return _Gpu(cuda_index, nvml_index, sampled_at_probe=False)
+    except Exception as err:
+        if not _is_not_supported(nvml, err):
+            raise NvmlUnavailableError(f"{where}: reading its energy counter failed: {err}") from err
+    try:
+        nvml.nvmlDeviceGetPowerUsage(handle)
+    except Exception as err:
+        raise NvmlUnavailableError(
+            f"{where} has neither an energy counter nor a power reading: {err}"
+        ) from err
+    return _Gpu(cuda_index, nvml_index, sampled_at_probe=True)
+
+
+def nvml_available(
+    cuda_indices: Sequence[int],
+    nvml: ModuleType | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[bool, str]:
+    """Whether :class:`NvmlMeter` can measure these GPUs, and why not.
+
+    Args:
+        cuda_indices: Torch CUDA indices used by this process.
+        nvml: The ``pynvml`` module, or a stand-in; None imports ``pynvml``.
+        environ: Environment to read ``CUDA_VISIBLE_DEVICES`` from; None means ``os.environ``.
+
+    Returns:
+        ``(True, description)`` or ``(False, reason)``, e.g. ``(False, "NVML library not found
+        (no NVIDIA driver)")``.
+    """
+    try:
+        gpus = _probe(cuda_indices, _import_nvml(nvml), os.environ if environ is None else environ)
+    except NvmlUnavailableError as err:
+        return False, err.reason
+    counters = [g.domain for g in gpus if not g.sampled_at_probe]
+    sampled = [g.domain for g in gpus if g.sampled_at_probe]
+    parts = []
+    if counters:
+        parts.append(f"energy counter on {', '.join(counters)}")
+    if sampled:
+        parts.append(f"power sampling on {', '.join(sampled)}")
+    return True, "NVML " + "; ".join(parts)
+
+
+class NvmlMeter(EnergyMeter):
+    """Energy of this process's GPUs from NVML, one domain ``gpu:<torch index>`` per GPU.
+
+    Each GPU is read through its cumulative energy counter where it has one (Volta and newer,
+    label ``nvml``), else through a background power sampler (label ``nvml-sampled``); a
+    meter with both kinds is labelled ``nvml+nvml-sampled``.
+
+    Faults are per GPU and never stop the others: a failed counter read keeps that GPU's last
+    value and is retried at the next read (the counter is cumulative, so nothing is lost once it
+    works again); a counter that goes backwards (driver reload, GPU reset) becomes a new
+    baseline; a counter that starts answering "not supported" hands the GPU to the sampler;
+    failed power reads are counted (the integral bridges the gap between good samples); a
+    sampler thread that died is restarted at the next read, the energy of the dead period being
+    missing. Every fault is counted and marks the interval that contains it partial.
+
+    Args:
+        cuda_indices: Torch CUDA indices this process uses (under DDP, the rank's device).
+        sampling_interval_s: Power sampling period for GPUs without an energy counter.
+        nvml: The ``pynvml`` module, or a stand-in for tests; None imports ``pynvml``.
+        environ: Environment to read ``CUDA_VISIBLE_DEVICES`` from; None means ``os.environ``.
+
+    Raises:
+        NvmlUnavailableError: If NVML cannot measure these GPUs (no driver, no such device, a
+            MIG instance, neither counter nor power reading); ``reason`` says why.
+        ValueError: If ``sampling_interval_s`` is not a positive number.
+    """
+
+    source = "nvml"
+
+    def __init__(
+        self,
+        cuda_indices: Sequence[int],
+        *,
+        sampling_interval_s: float = DEFAULT_SAMPLING_INTERVAL_S,
+        nvml: ModuleType | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if not (isinstance(sampling_interval_s, int | float) and 0 < sampling_interval_s < math.inf):
+            raise ValueError(
+                f"sampling_interval_s must be a positive number of seconds, got {sampling_interval_s!r}"
+            )
+        self.sampling_interval_s = float(sampling_interval_s)
+        self._nvml = _import_nvml(nvml)
+        self._gpus = _probe(cuda_indices, self._nvml, os.environ if environ is None else environ)
+        for gpu in self._gpus:
+            gpu.reset()
+        self._initialized = False
+        self._sample_lock = threading.Lock()
+        self._sampler: threading.Thread | None = None
+        self._sampler_stop = threading.Event()
+        self._sampler_error: BaseException | None = None
+        self._starting = False
+        self._closed = False
+        self._update_source()
+
+    @property
+    def domains(self) -> list[str]:
+        """Domain names of this meter, ``gpu:<torch index>`` in the order given."""
+        return [gpu.domain for gpu in self._gpus]
+
+    @property
+    def nvml_indices(self) -> dict[str, int]:
+        """The NVML device index behind each domain."""
+        return {gpu.domain: gpu.nvml_index for gpu in self._gpus}
+
+    # -- EnergyMeter hooks ------------------------------------------------------------------
+    def _start(self) -> None:
+        self._closed = False
+        self._stop_sampler()
+        for gpu in self._gpus:
+            gpu.reset()
+        self._update_source()
+        if not self._initialized:
+            self._nvml.nvmlInit()
+            self._initialized = True
+        self._starting = True
+        try:
+            self._take_baselines()
+        finally:
+            self._starting = False
+        self._closed = False
+        self._update_source()
+        self._ensure_sampler()
+
+    def _take_baselines(self) -> None:
+        for gpu in self._gpus:
+            try:
+                gpu.handle = self._nvml.nvmlDeviceGetHandleByIndex(gpu.nvml_index)
+            except Exception as err:
+                self.record_fault(
+                    f"nvml-handle:{gpu.domain}", f"NVML has no handle for {gpu.domain}: {err!r}."
+                )
+                continue
+            if not gpu.sampled:
+                self._read_counter(gpu)
+            if gpu.sampled:
+                self._sample_now(gpu)
+
+    def _read_j(self) -> dict[str, float]:
+        if not self._initialized and not self._closed:
+            # NVML failed to initialise at start: retry; a failure raises again and the base
+            # class counts it, so every interval without a measurement is marked partial.
+            self._start()
+        if self._initialized:
+            self._check_sampler()
+            for gpu in self._gpus:
+                try:
+                    if gpu.handle is None:
+                        gpu.handle = self._nvml.nvmlDeviceGetHandleByIndex(gpu.nvml_index)
+                    if not gpu.sampled:
+                        self._read_counter(gpu)
+                    if gpu.sampled:
+                        self._sample_now(gpu)
+                except Exception as err:  # one bad GPU must not freeze the others
+                    self.record_fault(
+                        f"nvml-read:{gpu.domain}",
+                        f"NVML read of {gpu.domain} failed: {err!r}; its last value is kept.",
+                    )
+            self._update_source()
+            self._ensure_sampler()
+        with self._sample_lock:
+            for gpu in self._gpus:
+                if gpu.power_errors:
+                    errors, last = gpu.power_errors, gpu.last_power_error
+                    gpu.power_errors = 0
+                    self.record_fault(
+                        f"nvml-power:{gpu.domain}",
+                        f"NVML power reads of {gpu.domain} failed ({errors} since the previous reading, "
+                        f"last: {last}); the power between good samples is interpolated.",
+                    )
+            return {gpu.domain: gpu.energy_j for gpu in self._gpus}
+
+    def _close(self) -> None:
+        self._closed = True
+        self._stop_sampler()
+        if self._initialized:
+            self._initialized = False
+            self._nvml.nvmlShutdown()
+
+    # -- counter --------------------------------------------------------------------------------
+    def _read_counter(self, gpu: _Gpu) -> None:
+        try:
+            raw_mj = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle))
+        except Exception as err:
+            if _is_not_supported(self._nvml, err):
+                self._switch_to_sampler(gpu)
+            else:
+                self.record_fault(
+                    f"nvml-read:{gpu.domain}",
+                    f"NVML energy counter read of {gpu.domain} failed: {err!r}; its last value is kept "
+                    "and the counter is read again next time (a counter that recovers loses nothing).",
+                )
+            return
+        if gpu.base_mj is None or gpu.last_raw_mj is None:
+            gpu.base_mj = gpu.last_raw_mj = raw_mj
+            gpu.acc_j = gpu.energy_j
+            return
+        if raw_mj < gpu.last_raw_mj:
+            self.record_fault(
+                f"nvml-reset:{gpu.domain}",
+                f"NVML energy counter of {gpu.domain} went backwards ({gpu.last_raw_mj} mJ -> {raw_mj} mJ: "
+                "driver reload or GPU reset); it is taken as a new baseline and the energy since the "
+                "previous read is missing.",
+            )
+            gpu.acc_j = gpu.energy_j
+            gpu.base_mj = raw_mj
+        gpu.last_raw_mj = raw_mj
+        gpu.energy_j = gpu.acc_j + (raw_mj - gpu.base_mj) / 1000.0
+
+    def _switch_to_sampler(self, gpu: _Gpu) -> None:
+        if not self._starting:  # at start no energy is lost: it is only the choice of method
+            self.record_fault(
+                f"nvml-unsupported:{gpu.domain}",
+                f"The NVML energy counter of {gpu.domain} stopped being supported; the GPU is now "
+                "measured by power sampling and the energy since the previous read is missing.",
+            )
+        with self._sample_lock:
+            gpu.sampled = True
+            gpu.last_t_s = None
+
+    # -- sampler --------------------------------------------------------------------------------
+    def _sample(self, gpu: _Gpu) -> None:
+        """Take one power sample and integrate it; the caller holds ``_sample_lock``."""
+        try:
+            power_mw = self._nvml.nvmlDeviceGetPowerUsage(gpu.handle)
+        except Exception as err:
+            if not _is_nvml_error(self._nvml, err):
+                raise
+            gpu.power_errors += 1
+            gpu.last_power_error = repr(err)
+            return
+        now_s = time.monotonic()
+        power_w = float(power_mw) / 1000.0
+        if gpu.last_t_s is not None:
+            gpu.energy_j += 0.5 * (gpu.last_p_w + power_w) * max(0.0, now_s - gpu.last_t_s)
+        gpu.last_t_s, gpu.last_p_w = now_s, power_w
+
+    def _sample_now(self, gpu: _Gpu) -> None:
+        with self._sample_lock:
+            self._sample(gpu)
+
+    def _run_sampler(self, stop: threading.Event) -> None:
+        try:
+            while not stop.wait(self.sampling_interval_s):
+                with self._sample_lock:
+                    for gpu in self._gpus:
+                        if gpu.sampled and gpu.handle is not None:
+                            self._sample(gpu)
+        except BaseException as err:  # reported by the next read(), which restarts the sampler
+            self._sampler_error = err
+
+    def _ensure_sampler(self) -> None:
+        if not any(gpu.sampled for gpu in self._gpus):
+            return
+        if self._sampler is not None and self._sampler.is_alive():
+            return
+        self._sampler_stop = threading.Event()
+        self._sampler_error = None
+        self._sampler = threading.Thread(
+            target=self._run_sampler,
+            args=(self._sampler_stop,),
+            name="lightning-green-nvml-sampler",
+            daemon=True,
+        )
+        self._sampler.start()
+
+    def _check_sampler(self) -> None:
+        """Detect a dead sampler thread: count the fault and start afresh (the gap is lost)."""
+        thread = self._sampler
+        if thread is None or thread.is_alive() or self._sampler_stop.is_set():
+            return
+        dead = [gpu for gpu in self._gpus if gpu.sampled]
+        self.record_fault(
+            "nvml-sampler",
+            f"The NVML power sampler thread died ({self._sampler_error!r}); it is restarted and the "
+            f"energy of {', '.join(g.domain for g in dead)} while it was dead is missing.",
+        )
+        with self._sample_lock:
+            for gpu in dead:
+                gpu.last_t_s = None
+        self._sampler = None
+
+    def _stop_sampler(self) -> None:
+        thread = self._sampler
+        self._sampler_stop.set()
+        if thread is not None:
+            thread.join(timeout=max(2.0, 5 * self.sampling_interval_s))
+        self._sampler = None
+
+    def _update_source(self) -> None:
+        kinds = {gpu.sampled for gpu in self._gpus}
+        if kinds == {True}:
+            self.source = "nvml-sampled"
+        elif kinds == {False}:
+            self.source = "nvml"
+        else:
+            self.source = "nvml+nvml-sampled"

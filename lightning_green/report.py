@@ -1,0 +1,170 @@
+"""End-of-run summary: what the run cost, where the energy came from, what each kWh bought."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lightning_green.energy.accounting import EpochEnergy
+from lightning_green.energy.units import j_to_kwh
+
+SUMMARY_FILENAME = "energy_summary.json"
+"""Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
+
+
+def build_summary(
+    history: Sequence[EpochEnergy],
+    *,
+    total_j: float,
+    source: str,
+    partial: bool,
+    pue: float,
+    carbon_intensity_g_per_kwh: float | None,
+    monitor: str | None = None,
+    mode: str = "min",
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The end-of-run summary as plain data.
+
+    Args:
+        history: Epoch records of the whole run (resumes included).
+        total_j: Energy of the whole run, including what followed the last epoch, in J.
+        source: Energy source label (``estimate`` means nothing was measured).
+        partial: Whether any reading of the run was partial.
+        pue: The PUE factor applied.
+        carbon_intensity_g_per_kwh: Grid intensity used for CO2, or None.
+        monitor: Name of the monitored metric, if any.
+        mode: ``"min"`` or ``"max"``.
+        extra: More fields to include (stop reason, adapted settings ...).
+
+    Returns:
+        A JSON-able dictionary.
+    """
+    total_kwh = j_to_kwh(total_j)
+    epochs = len(history)
+    summary: dict[str, Any] = {
+        "total_kwh": total_kwh,
+        "co2_kg": None
+        if carbon_intensity_g_per_kwh is None
+        else total_kwh * carbon_intensity_g_per_kwh / 1000.0,
+        "energy_source": source,
+        "is_estimate": "estimate" in source.split("+"),
+        "partial": bool(partial),
+        "pue": pue,
+        "carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh,
+        "epochs": epochs,
+        "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / 3.6e6) if epochs else None,
+        "duration_s": sum(r.duration_s for r in history),
+        "monitor": monitor,
+        "mode": mode,
+    }
+    if monitor is not None:
+        summary.update(_metric_fields(history, mode, total_kwh))
+    summary["per_epoch"] = [
+        {
+            "epoch": r.epoch,
+            "energy_kwh": r.energy_kwh,
+            "total_kwh": r.total_kwh,
+            "avg_power_w": r.avg_power_w,
+            "samples_per_j": r.samples_per_j,
+            "metric": r.metric,
+            "marginal_per_kwh": r.marginal_per_kwh,
+            "partial": r.partial,
+        }
+        for r in history
+    ]
+    if extra:
+        summary.update(extra)
+    return summary
+
+
+def _metric_fields(history: Sequence[EpochEnergy], mode: str, total_kwh: float) -> dict[str, Any]:
+    scored = [r for r in history if r.metric is not None and math.isfinite(r.metric)]
+    if not scored:
+        return {"best_metric": None}
+    pick = max if mode == "max" else min
+    best = pick(scored, key=lambda r: r.metric)  # type: ignore[arg-type,return-value]
+    marginals = [r.marginal_per_kwh for r in history if r.marginal_per_kwh is not None]
+    return {
+        "best_metric": best.metric,
+        "best_epoch": best.epoch,
+        "kwh_to_best": best.total_kwh,
+        "kwh_after_best": max(0.0, total_kwh - best.total_kwh),
+        "best_marginal_per_kwh": max(marginals) if marginals else None,
+        "last_marginal_per_kwh": marginals[-1] if marginals else None,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A short human-readable table of a summary.
+
+    Args:
+        summary: What :func:`build_summary` returned.
+
+    Returns:
+        Multi-line text.
+    """
+    label = summary["energy_source"] + (" (ESTIMATE, not measured)" if summary["is_estimate"] else "")
+    if summary["partial"]:
+        label += " [partial: some readings failed]"
+    rows = [
+        ("energy", f"{summary['total_kwh']:.6g} kWh"),
+        (
+            "CO2",
+            "unknown (no carbon intensity given)"
+            if summary["co2_kg"] is None
+            else f"{summary['co2_kg']:.6g} kg CO2e at {summary['carbon_intensity_g_per_kwh']:g} g/kWh",
+        ),
+        ("source", label),
+        ("epochs", str(summary["epochs"])),
+    ]
+    if summary.get("kwh_per_epoch") is not None:
+        rows.append(("kWh per epoch", f"{summary['kwh_per_epoch']:.6g}"))
+    if summary.get("monitor") and summary.get("best_metric") is not None:
+        rows.append(
+            (
+                f"best {summary['monitor']}",
+                f"{summary['best_metric']:.6g} at epoch {summary['best_epoch']} "
+                f"after {summary['kwh_to_best']:.6g} kWh",
+            )
+        )
+        if summary.get("best_marginal_per_kwh") is not None:
+            rows.append(
+                (f"best {summary['monitor']} gain per kWh", f"{summary['best_marginal_per_kwh']:.6g}")
+            )
+        rows.append(("kWh spent after best", f"{summary['kwh_after_best']:.6g}"))
+    for key in ("stop_reason", "stopped_epoch"):
+        if summary.get(key) is not None:
+            rows.append((key.replace("_", " "), str(summary[key])))
+    width = max(len(k) for k, _ in rows)
+    lines = ["lightning_green energy summary", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
+    return "\n".join(lines)
+
+
+def write_summary_json(summary: dict[str, Any], path: str | Path) -> Path:
+    """Write a summary as JSON (non-finite numbers as null).
+
+    Args:
+        summary: What :func:`build_summary` returned.
+        path: Destination file; parent directories are created.
+
+    Returns:
+        The path written.
+    """
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_finite(summary), indent=2, sort_keys=False) + "\n")
+    return out
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

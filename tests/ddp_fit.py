@@ -1,0 +1,146 @@
+"""A real 2-process DDP fit over gloo on the CPU, run by the tests as a standalone script.
+
+Lightning's ``ddp`` strategy re-runs this script for rank 1, so it must be importable as a
+script. Each rank writes what it saw to ``OUT/rank<N>.json``.
+
+    python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,...]
+
+``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
+every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import warnings
+from pathlib import Path
+
+warnings.filterwarnings("ignore")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+
+import pytorch_lightning as pl  # noqa: E402
+from digits import DigitsClassifier, DigitsDataModule  # noqa: E402
+
+import lightning_green  # noqa: E402
+from lightning_green.callbacks import energy_monitor as energy_monitor_module  # noqa: E402
+from lightning_green.energy.meter import EnergyMeter  # noqa: E402
+
+GPU_J_PER_READ = 1000.0  # rank r's scripted GPU adds (r + 1) * this per read
+HOST_J_PER_READ = 10.0
+
+
+class ScriptedMeter(EnergyMeter):
+    """A counter that grows by a fixed amount per read: exact expectations under DDP."""
+
+    def __init__(self, rank: int, host: bool) -> None:
+        super().__init__()
+        self.rank, self.host, self.reads = rank, host, 0
+        self.source = "nvml+rapl" if host else "nvml"
+
+    def _start(self) -> None:
+        self.reads = 0
+
+    def _read_j(self) -> dict[str, float]:
+        self.reads += 1
+        out = {f"gpu:{self.rank}": self.reads * GPU_J_PER_READ * (self.rank + 1)}
+        if self.host:
+            out["rapl:package-0"] = self.reads * HOST_J_PER_READ
+        return out
+
+
+def _cpu_s() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+class Recorder(pl.Callback):
+    """Records, after every lightning_green callback, what this rank saw."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.cpu0_s = 0.0
+        self.rows: list[dict] = []
+
+    def setup(self, trainer, pl_module, stage):
+        self.cpu0_s = _cpu_s()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        monitor = lightning_green.EnergyMonitor.for_trainer(trainer)
+        self.rows.append(
+            {
+                "epoch": trainer.current_epoch,
+                "cpu_s": _cpu_s() - self.cpu0_s,
+                "total_j": monitor.ledger.total_j,
+            }
+        )
+
+    def on_fit_end(self, trainer, pl_module):
+        monitor = lightning_green.EnergyMonitor.for_trainer(trainer)
+        stopper = next((c for c in trainer.callbacks if type(c).__name__ == "EnergyAwareEarlyStopping"), None)
+        payload = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "pid": os.getpid(),
+            "rows": self.rows,
+            "history": [r.__dict__ for r in monitor.history],
+            "source": monitor.energy_source,
+            "monitors": sum(isinstance(c, lightning_green.EnergyMonitor) for c in trainer.callbacks),
+            "epochs_run": trainer.current_epoch,
+            "stopper": None
+            if stopper is None
+            else {
+                "stopped_epoch": stopper.stopped_epoch,
+                "stop_reason": None if stopper.stop_reason is None else stopper.stop_reason.value,
+            },
+        }
+        (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(payload))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--scripted", action="store_true")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--callbacks", default="monitor")
+    parser.add_argument("--stopper-args", default="{}", help="JSON kwargs of EnergyAwareEarlyStopping")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.scripted:
+
+        def scripted_build_meter(spec, *, cuda_indices=(), host_reader=True, **_):
+            return ScriptedMeter(int(os.environ.get("LOCAL_RANK", "0")), host_reader)
+
+        energy_monitor_module.build_meter = scripted_build_meter
+
+    callbacks: list[pl.Callback] = []
+    for name in args.callbacks.split(","):
+        if name == "monitor":
+            callbacks.append(lightning_green.EnergyMonitor(monitor="val_acc", mode="max"))
+        elif name == "stopper":
+            callbacks.append(lightning_green.EnergyAwareEarlyStopping(**json.loads(args.stopper_args)))
+    callbacks.append(Recorder(args.out))
+    pl.seed_everything(0)
+    trainer = pl.Trainer(
+        max_epochs=args.epochs,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp",
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(args.out),
+    )
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+
+
+if __name__ == "__main__":
+    main()

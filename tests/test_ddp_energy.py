@@ -1,0 +1,57 @@
+"""EnergyMonitor under a real 2-process DDP run over gloo on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_green.energy.estimate import DEFAULT_CPU_POWER_PER_CORE_W
+
+SCRIPT = Path(__file__).with_name("ddp_fit.py")
+pytestmark = pytest.mark.slow
+
+
+def run_ddp(out: Path, *args: str, timeout: int = 240) -> list[dict]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W": ""}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_ddp_scripted_meters_sum_every_rank_once(tmp_path):
+    ranks = run_ddp(tmp_path, "--scripted", "--epochs", "3")
+    assert [r["world_size"] for r in ranks] == [2, 2]
+    # One read per epoch boundary: rank 0 GPU 1000 J + host 10 J, rank 1 GPU 2000 J, host not again.
+    for rank in ranks:
+        energies = [h["energy_j"] for h in rank["history"]]
+        assert energies == pytest.approx([3010.0] * 3)
+        assert [h["total_j"] for h in rank["history"]] == pytest.approx([3010.0, 6020.0, 9030.0])
+        assert rank["source"] == "nvml+rapl"
+    assert ranks[0]["history"] == ranks[1]["history"]  # identical on every rank
+
+
+def test_ddp_cpu_estimate_counts_each_rank_once(tmp_path):
+    ranks = run_ddp(tmp_path, "--epochs", "2")
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert ranks[0]["source"] == "estimate"
+    # The estimate is CPU time x 10 W/core: rank 0 reads the tree of both local ranks. Compare
+    # with each rank's own CPU time over the same span: a double count would give ~2x, a
+    # missed rank ~0.5x.
+    rows0, rows1 = ranks[0]["rows"], ranks[1]["rows"]
+    own_cpu_s = rows0[-1]["cpu_s"] + rows1[-1]["cpu_s"]
+    measured_cpu_s = ranks[0]["history"][-1]["total_j"] / DEFAULT_CPU_POWER_PER_CORE_W
+    assert measured_cpu_s == pytest.approx(own_cpu_s, rel=0.2)
+    # And the epoch metric is rank 0's, identical everywhere.
+    assert all(h["metric"] is not None for h in ranks[0]["history"])

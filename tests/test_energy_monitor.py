@@ -1,0 +1,222 @@
+"""EnergyMonitor on real fits: what a user sees in MLflow, TensorBoard, CSV and the progress bar."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+from conftest import make_trainer
+from digits import DigitsClassifier, DigitsDataModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+
+from lightning_green import EnergyMonitor
+from lightning_green.callbacks import MonitorNotLoggedError
+from lightning_green.energy.units import J_PER_KWH
+
+EPOCH_KEYS = ["energy/epoch_kwh", "energy/total_kwh", "energy/avg_power_w", "energy/samples_per_j"]
+
+
+def _fit(tmp_path, monitor_cb, max_epochs=3, logger=False, **kwargs):
+    pl.seed_everything(0)
+    trainer = make_trainer(tmp_path, [monitor_cb], logger=logger, max_epochs=max_epochs, **kwargs)
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=64))
+    return trainer
+
+
+def _history(client, run_id, key):
+    return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+
+
+def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri):
+    from mlflow.tracking import MlflowClient
+
+    logger = MLFlowLogger(experiment_name="monitor", tracking_uri=sqlite_uri)
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0, pue=1.25)
+    _fit(tmp_path, monitor, max_epochs=4, logger=logger)
+
+    client = MlflowClient(sqlite_uri)
+    run = client.get_run(logger.run_id)
+    assert run.data.params["lightning_green.energy_source"] == "estimate"
+    assert run.data.params["lightning_green.pue"] == "1.25"
+    assert run.data.tags["lightning_green.partial"] == "false"
+
+    series = {key: _history(client, logger.run_id, key) for key in [*EPOCH_KEYS, "energy/co2_kg"]}
+    for key, values in series.items():
+        assert len(values) == 4, f"{key}: expected one value per epoch, got {len(values)}"
+    totals = [m.value for m in series["energy/total_kwh"]]
+    epochs = [m.value for m in series["energy/epoch_kwh"]]
+    assert all(e > 0 for e in epochs)
+    assert totals == sorted(totals) and totals[0] > 0
+    assert totals == pytest.approx([sum(epochs[: i + 1]) for i in range(4)], rel=1e-6)
+    assert [m.value for m in series["energy/co2_kg"]] == pytest.approx([t * 0.4 for t in totals], rel=1e-6)
+
+    # The marginal metric is the change of the logged val_acc over the epoch per epoch kWh.
+    acc = {m.step: m.value for m in _history(client, logger.run_id, "val_acc")}
+    marginal = _history(client, logger.run_id, "energy/marginal_val_acc_per_kwh")
+    assert len(marginal) >= 3
+    steps = sorted(acc)
+    epoch_kwh = {m.step: m.value for m in series["energy/epoch_kwh"]}
+    for m in marginal:
+        i = steps.index(m.step)
+        if i == 0:
+            continue  # relative to the sanity-check baseline
+        expected = (acc[steps[i]] - acc[steps[i - 1]]) / epoch_kwh[m.step]
+        assert m.value == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+    # Summary: printed figures as JSON artifact and in the logger's folder.
+    artifacts = [a.path for a in client.list_artifacts(logger.run_id, "lightning_green")]
+    assert "lightning_green/energy_summary.json" in artifacts
+    summary = json.loads(Path(monitor.summary_path).read_text())
+    assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
+    assert summary["epochs"] == 4
+    assert summary["total_kwh"] >= totals[-1]
+    assert summary["best_metric"] == pytest.approx(max(acc.values()), rel=1e-6)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9)
+
+
+def test_every_logger_and_progress_bar(tmp_path):
+    tb = TensorBoardLogger(str(tmp_path), name="tb")
+    csv = CSVLogger(str(tmp_path), name="csv")
+    trainer = _fit(tmp_path, EnergyMonitor(monitor="val_loss"), max_epochs=2, logger=[tb, csv])
+    assert "energy/total_kwh" in trainer.progress_bar_metrics
+    assert trainer.callback_metrics["energy/total_kwh"] > 0
+
+    import csv as csvlib
+
+    rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
+    for key in [*EPOCH_KEYS, "energy/marginal_val_loss_per_kwh"]:
+        values = [r[key] for r in rows if r.get(key)]
+        assert len(values) == 2, key
+    hparams = (Path(csv.log_dir) / "hparams.yaml").read_text()
+    assert "lightning_green.energy_source: estimate" in hparams
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(tb.log_dir)
+    acc.Reload()
+    assert len(acc.Scalars("energy/total_kwh")) == 2
+    assert (Path(tb.log_dir) / "energy_summary.json").exists()
+
+
+def test_monitor_never_logged_lists_logged_metrics(tmp_path):
+    with pytest.raises(MonitorNotLoggedError, match=r"val_accuracy.*\['train_loss', 'val_acc', 'val_loss'\]"):
+        _fit(tmp_path, EnergyMonitor(monitor="val_accuracy"), max_epochs=1)
+
+
+def test_monitor_not_strict_warns_and_keeps_measuring(tmp_path):
+    monitor = EnergyMonitor(monitor="val_accuracy", strict=False)
+    with pytest.warns(UserWarning, match="val_accuracy"):
+        _fit(tmp_path, monitor, max_epochs=2)
+    assert len(monitor.history) == 2 and monitor.total_kwh > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"meter": "gpu"}, r"meter.*'gpu'.*auto"),
+        ({"pue": -1.0}, r"pue.*-1\.0"),
+        ({"pue": 0.5}, r"pue.*>= 1\.0"),
+        ({"mode": "maximize"}, r"mode.*'maximize'"),
+        ({"carbon_intensity_g_per_kwh": -3}, r"carbon_intensity_g_per_kwh.*-3"),
+        ({"region": "Atlantis"}, r"region='Atlantis'.*allowed"),
+        ({"cpu_power_per_core_w": 0}, r"cpu_power_per_core_w.*0"),
+        ({"step_interval": -1}, r"step_interval.*-1"),
+        ({"sampling_interval_s": 0}, r"sampling_interval_s.*0"),
+    ],
+)
+def test_bad_arguments_raise_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EnergyMonitor(**kwargs)
+
+
+def test_carbon_intensity_from_environment(monkeypatch):
+    monkeypatch.setenv("LIGHTNING_GREEN_CARBON_INTENSITY", "FR")
+    assert EnergyMonitor().carbon_intensity_g_per_kwh == 55.0
+    monkeypatch.setenv("LIGHTNING_GREEN_CARBON_INTENSITY", "123.5")
+    assert EnergyMonitor().carbon_intensity_g_per_kwh == 123.5
+    monkeypatch.delenv("LIGHTNING_GREEN_CARBON_INTENSITY")
+    assert EnergyMonitor().carbon_intensity_g_per_kwh is None
+
+
+def test_resume_continues_total_series(tmp_path, sqlite_uri):
+    """A run stopped after epoch 3 and resumed reports totals continuing from the checkpoint."""
+    from mlflow.tracking import MlflowClient
+
+    ckpt_dir = tmp_path / "ckpt"
+    logger = MLFlowLogger(experiment_name="resume", tracking_uri=sqlite_uri)
+    first = EnergyMonitor(monitor="val_loss")
+    pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path,
+        [first, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)],
+        logger=logger,
+        max_epochs=3,
+        enable_checkpointing=True,
+    )
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=64))
+    saved = first.history
+    assert len(saved) == 3
+
+    # A new process would construct everything anew: so do we.
+    resumed_logger = MLFlowLogger(experiment_name="resume", tracking_uri=sqlite_uri, run_id=logger.run_id)
+    second = EnergyMonitor(monitor="val_loss")
+    pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path,
+        [second, ModelCheckpoint(dirpath=ckpt_dir, save_last=True)],
+        logger=resumed_logger,
+        max_epochs=5,
+        enable_checkpointing=True,
+    )
+    trainer.fit(
+        DigitsClassifier(), datamodule=DigitsDataModule(batch_size=64), ckpt_path=str(ckpt_dir / "last.ckpt")
+    )
+
+    history = second.history
+    assert [r.epoch for r in history] == [0, 1, 2, 3, 4]
+    assert history[:3] == saved  # restored as recorded
+    assert history[3].total_j == pytest.approx(saved[-1].total_j + history[3].energy_j)
+    assert history[3].energy_j > 0 and history[4].total_j > history[3].total_j
+    # The marginal gain of the first resumed epoch is relative to the restored epoch's metric.
+    assert history[3].marginal_per_kwh == pytest.approx(
+        -(history[3].metric - saved[-1].metric) / (history[3].energy_j / J_PER_KWH), rel=1e-6
+    )
+
+    totals = [m.value for m in _history(MlflowClient(sqlite_uri), logger.run_id, "energy/total_kwh")]
+    assert len(totals) == 5 and totals == sorted(totals)
+    assert totals[3] > totals[2]
+
+
+def test_checkpoint_state_round_trip_without_fit():
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    monitor.ledger.begin(0.0, 0)
+    monitor.ledger.close_epoch(
+        0, measured_j=7.2e6, faults=0, samples=10, duration_s=1.0, source="rapl", metric=1.0
+    )
+    other = EnergyMonitor(monitor="val_acc", mode="max")
+    other.load_state_dict(json.loads(json.dumps(monitor.state_dict())))
+    assert other.total_kwh == pytest.approx(2.0)
+    assert other.history == monitor.history
+
+
+def test_step_interval_logs_step_energy(tmp_path):
+    csv = CSVLogger(str(tmp_path), name="csv")
+    _fit(tmp_path, EnergyMonitor(step_interval=10), max_epochs=1, logger=csv, log_every_n_steps=1)
+    import csv as csvlib
+
+    rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
+    values = [float(r["energy/step_j"]) for r in rows if r.get("energy/step_j")]
+    assert len(values) >= 1 and all(v >= 0 and math.isfinite(v) for v in values)
+
+
+def test_samples_per_joule_counts_training_samples(tmp_path):
+    monitor = EnergyMonitor()
+    _fit(tmp_path, monitor, max_epochs=2)
+    n_train = 1797 - round(1797 * 0.2)
+    for record in monitor.history:
+        assert record.samples == n_train
+        assert record.samples_per_j == pytest.approx(n_train / record.energy_j)

@@ -1,0 +1,218 @@
+"""build_meter / validate_meter_spec: auto-selection, fallbacks, DDP roles."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from nvml_double import FakeNvml, gpus
+
+from lightning_green.energy.estimate import CpuTimeEstimateMeter
+from lightning_green.energy.meter import CompositeMeter, EnergyMeasurementWarning
+from lightning_green.energy.nvml import NvmlMeter, nvml_available
+from lightning_green.energy.rapl import RaplMeter
+from lightning_green.energy.select import METER_SPECS, build_meter, validate_meter_spec
+
+
+@pytest.fixture
+def no_rapl(tmp_path: Path) -> str:
+    return str(tmp_path / "no-powercap")
+
+
+@pytest.fixture
+def rapl_root(tmp_path: Path) -> str:
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "energy_uj").write_text("1000\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    return str(tmp_path / "powercap")
+
+
+def build(spec: str, **kwargs):
+    """build_meter, returning the meter and the EnergyMeasurementWarnings it gave."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meter = build_meter(spec, **kwargs)
+    return meter, [str(w.message) for w in record if issubclass(w.category, EnergyMeasurementWarning)]
+
+
+# -- validate_meter_spec --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("auto", "auto"),
+        ("nvml", "nvml"),
+        ("rapl", "rapl"),
+        ("estimate", "estimate"),
+        ("nvml+rapl", "nvml+rapl"),
+        ("rapl+nvml", "nvml+rapl"),
+        (" NVML + Estimate ", "nvml+estimate"),
+    ],
+)
+def test_valid_specs_are_normalised(spec, expected):
+    assert validate_meter_spec(spec) == expected
+    assert expected in METER_SPECS
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("gpu", "unknown source 'gpu'"),
+        ("nvml+", "an empty part"),
+        ("", "an empty part"),
+        ("estimate+estimate", "twice"),
+        ("auto+nvml", "'auto' cannot be combined"),
+        ("rapl+estimate", "count it twice"),
+    ],
+)
+def test_invalid_specs_raise_naming_meter_the_value_and_the_allowed_values(spec, problem):
+    with pytest.raises(ValueError) as info:
+        validate_meter_spec(spec)
+    message = str(info.value)
+    assert message.startswith(f"meter={spec!r} is invalid")
+    assert problem in message
+    assert "allowed values: 'auto', 'nvml', 'rapl', 'estimate', 'nvml+rapl', 'nvml+estimate'" in message
+
+
+def test_non_string_spec_is_rejected():
+    with pytest.raises(ValueError, match="meter must be a string"):
+        validate_meter_spec(None)  # type: ignore[arg-type]
+
+
+def test_build_meter_validates_too():
+    with pytest.raises(ValueError, match="meter='gpu'"):
+        build_meter("gpu")
+
+
+# -- auto -----------------------------------------------------------------------------------------
+def test_auto_on_a_cpu_only_machine_is_the_estimate(no_rapl):
+    meter, warned = build("auto", rapl_root=no_rapl, cpu_power_per_core_w=12.0, root_pids=[os.getpid()])
+    assert isinstance(meter, CpuTimeEstimateMeter) and meter.source == "estimate"
+    assert meter.power_per_core_w == 12.0 and meter.root_pids == (os.getpid(),)
+    assert warned == []
+
+
+def test_auto_with_gpu_and_rapl_is_nvml_plus_rapl(rapl_root):
+    nvml = FakeNvml(gpus(2, energy_mj=0))
+    meter, warned = build("auto", cuda_indices=[1], rapl_root=rapl_root, nvml=nvml, environ={})
+    assert warned == []
+    assert isinstance(meter, CompositeMeter) and meter.source == "nvml+rapl"
+    assert [type(m) for m in meter.meters] == [NvmlMeter, RaplMeter]
+    meter.start()
+    nvml.gpus[1].energy_mj = 2_000
+    (Path(rapl_root) / "intel-rapl:0" / "energy_uj").write_text("3001000\n")
+    reading = meter.read()
+    meter.close()
+    assert dict(reading.domains_j) == {"gpu:1": pytest.approx(2.0), "rapl:package-0": pytest.approx(3.0)}
+    assert reading.source == "nvml+rapl" and not reading.is_estimate
+
+
+def test_auto_with_gpu_and_no_rapl_is_nvml_plus_estimate(no_rapl):
+    meter, warned = build("auto", cuda_indices=[0], rapl_root=no_rapl, nvml=FakeNvml(gpus(1)), environ={})
+    assert warned == []
+    assert isinstance(meter, CompositeMeter) and meter.source == "nvml+estimate"
+
+
+def test_auto_on_a_gpu_rank_that_is_not_the_host_reader_is_nvml_only(rapl_root):
+    meter, warned = build(
+        "auto", cuda_indices=[0], host_reader=False, rapl_root=rapl_root, nvml=FakeNvml(gpus(1)), environ={}
+    )
+    assert warned == [] and isinstance(meter, NvmlMeter) and meter.source == "nvml"
+
+
+def test_auto_with_gpus_but_no_nvml_warns_that_the_gpu_is_not_measured(no_rapl):
+    nvml = FakeNvml(gpus(1), library_found=False)
+    meter, warned = build("auto", cuda_indices=[0], rapl_root=no_rapl, nvml=nvml, environ={})
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "NVML library not found" in warned[0] and "estimate" in warned[0]
+
+
+def test_auto_with_unreadable_rapl_warns_how_to_grant_access(rapl_root):
+    energy = Path(rapl_root) / "intel-rapl:0" / "energy_uj"
+    energy.unlink()
+    energy.mkdir()  # unreadable, even for root
+    meter, warned = build("auto", rapl_root=rapl_root)
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "sudo chmod -R a+r" in warned[0] and "estimate is used instead" in warned[0]
+
+
+@pytest.mark.parametrize("spec", ["auto", "estimate", "rapl"])
+def test_nothing_to_read_on_a_cpu_rank_that_is_not_the_host_reader(spec, rapl_root):
+    meter, warned = build(spec, host_reader=False, rapl_root=rapl_root)
+    assert meter is None and warned == []
+
+
+# -- named sources and fallbacks ------------------------------------------------------------------
+def test_named_nvml_without_nvml_warns_once_and_uses_the_estimate(no_rapl):
+    nvml = FakeNvml(gpus(1), library_found=False)
+    meter, warned = build("nvml", cuda_indices=[0], rapl_root=no_rapl, nvml=nvml, environ={})
+    assert isinstance(meter, CpuTimeEstimateMeter) and meter.source == "estimate"
+    assert len(warned) == 1
+    assert "NVML library not found (no NVIDIA driver)" in warned[0]
+    assert "the CPU-time estimate is used instead" in warned[0]
+
+
+def test_named_nvml_on_a_cpu_run_falls_back_to_the_estimate(no_rapl):
+    meter, warned = build("nvml", rapl_root=no_rapl, nvml=FakeNvml(gpus(1)), environ={})
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "uses no CUDA device" in warned[0]
+
+
+def test_named_nvml_with_the_real_library_on_a_machine_without_nvml(no_rapl):
+    ok, reason = nvml_available([0])
+    if ok:
+        pytest.skip(f"this machine has working NVML ({reason}); the fallback needs a machine without it")
+    meter, warned = build("nvml", cuda_indices=[0], rapl_root=no_rapl)
+    assert isinstance(meter, CpuTimeEstimateMeter) and meter.source == "estimate"
+    assert len(warned) == 1 and reason in warned[0]
+
+
+def test_named_nvml_on_a_non_host_rank_without_nvml_measures_nothing():
+    nvml = FakeNvml(gpus(1), library_found=False)
+    meter, warned = build("nvml", cuda_indices=[0], host_reader=False, nvml=nvml, environ={})
+    assert meter is None
+    assert len(warned) == 1 and "measures nothing" in warned[0]
+
+
+def test_named_rapl_without_rapl_falls_back_to_the_estimate(no_rapl):
+    meter, warned = build("rapl", rapl_root=no_rapl)
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "RAPL is unavailable" in warned[0] and "estimate" in warned[0]
+
+
+def test_named_rapl_that_works_is_rapl(rapl_root):
+    meter, warned = build("rapl", rapl_root=rapl_root)
+    assert warned == [] and isinstance(meter, RaplMeter) and meter.source == "rapl"
+
+
+def test_nvml_plus_rapl_without_nvml_keeps_rapl_and_says_so(rapl_root):
+    nvml = FakeNvml(gpus(1), library_found=False)
+    meter, warned = build("nvml+rapl", cuda_indices=[0], rapl_root=rapl_root, nvml=nvml, environ={})
+    # RAPL already measures the host CPU: the estimate would count it twice.
+    assert isinstance(meter, RaplMeter) and meter.source == "rapl"
+    assert len(warned) == 1 and "energy source is now 'rapl'" in warned[0]
+
+
+def test_nvml_plus_estimate_with_mig_falls_back_with_the_reason(no_rapl):
+    environ = {"CUDA_VISIBLE_DEVICES": "MIG-5c4ae3b9-1b32-5c0e-9b3f-1f2e3d4c5b6a"}
+    nvml = FakeNvml(gpus(1))
+    meter, warned = build("nvml+estimate", cuda_indices=[0], rapl_root=no_rapl, nvml=nvml, environ=environ)
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "MIG instance" in warned[0]
+
+
+def test_named_estimate_ignores_readable_rapl(rapl_root):
+    meter, warned = build("estimate", rapl_root=rapl_root)
+    assert warned == [] and isinstance(meter, CpuTimeEstimateMeter)
+
+
+def test_sampling_interval_reaches_the_nvml_meter(no_rapl):
+    nvml = FakeNvml(gpus(1, energy_mj=None))
+    meter, _ = build(
+        "nvml", cuda_indices=[0], host_reader=False, sampling_interval_s=0.05, nvml=nvml, environ={}
+    )
+    assert isinstance(meter, NvmlMeter) and meter.sampling_interval_s == 0.05
+    assert meter.source == "nvml-sampled"
