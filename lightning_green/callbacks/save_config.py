@@ -1,0 +1,53 @@
+"""LightningCLI's config saving for every logger, MLflow included.
+
+LightningCLI's default ``SaveConfigCallback`` writes ``config.yaml`` to ``trainer.log_dir``, which
+an MLflow logger on a database or server store does not have (``assert log_dir is not None``).
+:class:`SaveConfigToLoggers` writes the fully resolved config next to the energy reports and logs
+it as an artifact of every MLflow run, so the run records exactly what was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from pytorch_lightning.cli import SaveConfigCallback
+
+from lightning_green.callbacks import _loggers
+
+
+class SaveConfigToLoggers(SaveConfigCallback):
+    """Save the resolved LightningCLI config locally and as an artifact of every MLflow run.
+
+    Use it as ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)``. The file goes to
+    the first logger's directory (TensorBoard/CSV), or ``<default_root_dir>/energy_reports/<run_id>``
+    for MLflow, and is uploaded to each MLflow run under ``config/``. Written once, on global rank 0.
+
+    Args:
+        parser: Set by LightningCLI.
+        config: Set by LightningCLI.
+        config_filename: Name of the written file.
+        overwrite: Unused (each MLflow run gets its own folder); kept for LightningCLI's signature.
+        multifile: Save the config as several files (LightningCLI's option).
+        save_to_log_dir: Ignored: the file always goes where :func:`output_dir` says.
+    """
+
+    def __init__(
+        self,
+        parser,  # jsonargparse parser, typed by LightningCLI
+        config,  # jsonargparse Namespace
+        config_filename: str = "config.yaml",
+        overwrite: bool = False,
+        multifile: bool = False,
+        save_to_log_dir: bool = False,
+    ) -> None:
+        super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
+        self.saved_path: Path | None = None
+
+    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Write the config and log it to every MLflow run (called on global rank 0 only)."""
+        path = _loggers.output_dir(trainer) / self.config_filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+        self.saved_path = path
+        _loggers.log_artifact(trainer, path, artifact_path="config")
