@@ -5,8 +5,21 @@ epochs stop paying for themselves, adapt batch size and precision by measurement
 energy, CO2 and the gain per kWh to every Lightning logger.
 """
 
-from lightning_green.callbacks import EnergyMonitor
+from lightning_green.callbacks import (
+    AdaptationUnsupportedError,
+    AdaptiveBatchSize,
+    AdaptivePrecision,
+    EnergyAwareEarlyStopping,
+    EnergyMonitor,
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["EnergyMonitor", "__version__"]
+__all__ = [
+    "AdaptationUnsupportedError",
+    "AdaptiveBatchSize",
+    "AdaptivePrecision",
+    "EnergyAwareEarlyStopping",
+    "EnergyMonitor",
+    "__version__",
+]

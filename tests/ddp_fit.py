@@ -3,7 +3,7 @@
 Lightning's ``ddp`` strategy re-runs this script for rank 1, so it must be importable as a
 script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
-    python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,...]
+    python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,batch,precision,...]
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
@@ -35,7 +35,7 @@ GPU_J_PER_READ = 1000.0  # rank r's scripted GPU adds (r + 1) * this per read
 HOST_J_PER_READ = 10.0
 
 
-class ScriptedMeter(EnergyMeter):
+class RankScriptedMeter(EnergyMeter):
     """A counter that grows by a fixed amount per read: exact expectations under DDP."""
 
     def __init__(self, rank: int, host: bool) -> None:
@@ -70,6 +70,13 @@ class Recorder(pl.Callback):
     def setup(self, trainer, pl_module, stage):
         self.cpu0_s = _cpu_s()
 
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.epoch_batch_size = None
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if getattr(self, "epoch_batch_size", None) is None:
+            self.epoch_batch_size = len(batch[0])  # what the dataloader really yields
+
     def on_train_epoch_end(self, trainer, pl_module):
         monitor = lightning_green.EnergyMonitor.for_trainer(trainer)
         self.rows.append(
@@ -77,6 +84,9 @@ class Recorder(pl.Callback):
                 "epoch": trainer.current_epoch,
                 "cpu_s": _cpu_s() - self.cpu0_s,
                 "total_j": monitor.ledger.total_j,
+                "batch_size": getattr(self, "epoch_batch_size", None),
+                "precision": trainer.precision,
+                "lr": trainer.optimizers[0].param_groups[0]["lr"],
             }
         )
 
@@ -92,6 +102,11 @@ class Recorder(pl.Callback):
             "source": monitor.energy_source,
             "monitors": sum(isinstance(c, lightning_green.EnergyMonitor) for c in trainer.callbacks),
             "epochs_run": trainer.current_epoch,
+            "adapt": {
+                c.adapt_role: {"history": c.history, "state": c.state_dict()}
+                for c in trainer.callbacks
+                if hasattr(c, "adapt_role")
+            },
             "stopper": None
             if stopper is None
             else {
@@ -109,13 +124,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--callbacks", default="monitor")
     parser.add_argument("--stopper-args", default="{}", help="JSON kwargs of EnergyAwareEarlyStopping")
+    parser.add_argument("--batch-args", default="{}", help="JSON kwargs of AdaptiveBatchSize")
+    parser.add_argument("--precision-args", default="{}", help="JSON kwargs of AdaptivePrecision")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     if args.scripted:
 
         def scripted_build_meter(spec, *, cuda_indices=(), host_reader=True, **_):
-            return ScriptedMeter(int(os.environ.get("LOCAL_RANK", "0")), host_reader)
+            return RankScriptedMeter(int(os.environ.get("LOCAL_RANK", "0")), host_reader)
 
         energy_monitor_module.build_meter = scripted_build_meter
 
@@ -125,6 +142,10 @@ def main() -> None:
             callbacks.append(lightning_green.EnergyMonitor(monitor="val_acc", mode="max"))
         elif name == "stopper":
             callbacks.append(lightning_green.EnergyAwareEarlyStopping(**json.loads(args.stopper_args)))
+        elif name == "batch":
+            callbacks.append(lightning_green.AdaptiveBatchSize(**json.loads(args.batch_args)))
+        elif name == "precision":
+            callbacks.append(lightning_green.AdaptivePrecision(**json.loads(args.precision_args)))
     callbacks.append(Recorder(args.out))
     pl.seed_everything(0)
     trainer = pl.Trainer(

@@ -13,6 +13,9 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
+REPORTS_DIRNAME = "energy_reports"
+"""Folder for summaries and plots when no logger has a directory of its own."""
+
 
 def mlflow_loggers(trainer: pl.Trainer) -> list[MLFlowLogger]:
     """The trainer's MLflow loggers."""
@@ -80,7 +83,9 @@ def output_dir(trainer: pl.Trainer) -> Path:
     """Where to write report files: the first logger's directory, else the trainer's root.
 
     TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
-    per-run folder under ``default_root_dir`` (its own ``save_dir`` only exists for file stores).
+    per-run folder ``energy_reports/<run_id>`` under ``default_root_dir`` (its own ``save_dir``
+    only exists for file stores); without a logger, ``energy_reports`` under ``default_root_dir``.
+    (Never a folder named after the package: in the working directory it would shadow it.)
 
     Args:
         trainer: The trainer.
@@ -92,7 +97,7 @@ def output_dir(trainer: pl.Trainer) -> Path:
         if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger.log_dir:
             return Path(logger.log_dir)
         if isinstance(logger, MLFlowLogger):
-            return Path(trainer.default_root_dir) / "lightning_green" / str(logger.run_id)
+            return Path(trainer.default_root_dir) / REPORTS_DIRNAME / str(logger.run_id)
         if getattr(logger, "log_dir", None):
             return Path(logger.log_dir)
-    return Path(trainer.default_root_dir) / "lightning_green"
+    return Path(trainer.default_root_dir) / REPORTS_DIRNAME

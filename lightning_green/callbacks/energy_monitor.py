@@ -13,6 +13,7 @@ import contextlib
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
@@ -28,7 +29,14 @@ from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.meter import EnergyMeter
 from lightning_green.energy.select import build_meter, validate_meter_spec
 from lightning_green.energy.units import j_to_kwh
-from lightning_green.report import SUMMARY_FILENAME, build_summary, format_summary, write_summary_json
+from lightning_green.report import (
+    PLOT_FILENAME,
+    SUMMARY_FILENAME,
+    build_summary,
+    format_summary,
+    plot_summary,
+    write_summary_json,
+)
 
 SOURCES: tuple[str, ...] = ("nvml", "nvml-sampled", "rapl", "estimate")
 """Energy source labels, in the order they are joined."""
@@ -151,6 +159,8 @@ class EnergyMonitor(Callback):
         self.ledger = EnergyLedger(self.pue, self.carbon_intensity_g_per_kwh, mode)
         self.energy_source: str | None = None
         self.last_summary: dict[str, Any] | None = None
+        self.summary_path: Path | None = None
+        self.plot_path: Path | None = None
         self.implicit = False  # created by another lightning_green callback
         self._meter: EnergyMeter | None = None
         self._ready = False
@@ -197,7 +207,9 @@ class EnergyMonitor(Callback):
         found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if found:
             return found[0]
-        created = cls(monitor=monitor, mode=mode, summary=True)
+        # The requester validates its own metric (strict or not): the implicit monitor only
+        # logs the gain per kWh of it when it is there.
+        created = cls(monitor=monitor, mode=mode, strict=False, summary=True)
         created.implicit = True
         index = len(trainer.callbacks)
         if requester is not None and requester in trainer.callbacks:
@@ -397,7 +409,7 @@ class EnergyMonitor(Callback):
         )
         if self.strict:
             raise MonitorNotLoggedError(message + ".")
-        if not self._warned_missing:
+        if not self._warned_missing and not self.implicit:
             self._warned_missing = True
             rank_zero_warn(message + "; its gain per kWh is not logged (strict=False).")
 
@@ -424,6 +436,9 @@ class EnergyMonitor(Callback):
         if trainer.global_rank == 0 and not self._source_logged:
             self._source_logged = True
             params: dict[str, Any] = {PARAM_ENERGY_SOURCE: record.source, "lightning_green.pue": self.pue}
+            if self.monitor is not None:
+                params["lightning_green.monitor"] = self.monitor
+                params["lightning_green.mode"] = self.mode
             if self.carbon_intensity_g_per_kwh is not None:
                 params["lightning_green.carbon_intensity_g_per_kwh"] = self.carbon_intensity_g_per_kwh
             _loggers.log_params(trainer, params)
@@ -453,9 +468,18 @@ class EnergyMonitor(Callback):
         if not self.summary:
             return
         rank_zero_info(format_summary(self.last_summary))
-        path = write_summary_json(self.last_summary, _loggers.output_dir(trainer) / SUMMARY_FILENAME)
-        self.summary_path = path
-        _loggers.log_artifact(trainer, path)
+        out_dir = _loggers.output_dir(trainer)
+        self.summary_path = write_summary_json(self.last_summary, out_dir / SUMMARY_FILENAME)
+        _loggers.log_artifact(trainer, self.summary_path)
+        try:
+            self.plot_path = plot_summary(self.last_summary, out_dir / PLOT_FILENAME)
+        except ImportError:
+            rank_zero_info(
+                "lightning_green: matplotlib is not installed, so no energy plot was drawn "
+                "(pip install 'lightning_green[plot]')."
+            )
+        else:
+            _loggers.log_artifact(trainer, self.plot_path)
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Stop the meters (their threads and library handles)."""

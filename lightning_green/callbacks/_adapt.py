@@ -1,0 +1,414 @@
+"""What AdaptiveBatchSize and AdaptivePrecision share: measured training windows, checks, coordination.
+
+A *training window* is a run of optimizer steps between two boundaries that every DDP rank
+reaches at the same global step. Its energy comes from the Trainer's shared
+:class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor` (a collective read at each
+boundary), its duration from rank 0's clock, its samples and losses are summed (losses
+averaged) over ranks - so every rank holds the same figures and its policy decides the same.
+Validation, checkpointing and the other epoch-end work are excluded: the window pauses at
+``on_validation_start``/``on_train_epoch_end`` and resumes at the next ``on_train_batch_start``,
+so a window may span epochs at the same setting.
+
+Nothing here decides anything; the policies in :mod:`lightning_green.policy` do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.strategies import (
+    DDPStrategy,
+    DeepSpeedStrategy,
+    SingleDeviceStrategy,
+    SingleDeviceXLAStrategy,
+    XLAStrategy,
+)
+from pytorch_lightning.utilities.exceptions import MisconfigurationException
+
+from lightning_green.callbacks import _loggers
+from lightning_green.callbacks._distributed import sum_across_ranks
+
+if TYPE_CHECKING:  # pragma: no cover
+    from lightning_green.callbacks.energy_monitor import EnergyMonitor
+
+ADAPTATIONS_FILENAME = "adaptations.json"
+"""File written next to the energy summary with every adaptation and its reason."""
+
+MAX_TAG_CHARS = 4900
+"""MLflow tag values are limited to 5000 characters; the switch texts stay below."""
+
+MAX_HISTORY = 500
+"""Entries kept in an adaptation history (the most recent); a run switches a handful of times."""
+
+
+class AdaptationUnsupportedError(MisconfigurationException):
+    """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_strategy(trainer: pl.Trainer, who: str) -> None:
+    """Refuse strategies whose batch size or precision plugin cannot be changed in flight.
+
+    Supported: one device (``SingleDeviceStrategy``) and data parallel (``DDPStrategy``:
+    ``ddp``, ``ddp_spawn``, ``ddp_find_unused_parameters_true`` ...). DeepSpeed fixes the
+    micro-batch size and precision in its engine config, FSDP and model parallelism shard
+    gradients (so gradient norms and precision plugins are per shard), XLA has its own
+    precision plugins.
+
+    Args:
+        trainer: The trainer.
+        who: The callback's name, for the message.
+
+    Raises:
+        AdaptationUnsupportedError: For any other strategy.
+    """
+    strategy = trainer.strategy
+    single = isinstance(strategy, SingleDeviceStrategy) and not isinstance(strategy, SingleDeviceXLAStrategy)
+    ddp = isinstance(strategy, DDPStrategy) and not isinstance(strategy, (DeepSpeedStrategy, XLAStrategy))
+    if not (single or ddp):
+        raise AdaptationUnsupportedError(
+            f"{who} supports a single device or DDP (strategy='auto', 'ddp', 'ddp_spawn', ...); "
+            f"got {type(strategy).__name__}. DeepSpeed, FSDP, model-parallel and XLA strategies "
+            f"fix or shard what {who} changes. Remove {who} or use a supported strategy."
+        )
+
+
+def check_window_s(name: str, value: object) -> float | None:
+    """Validate a window length in seconds (None: chosen from the energy source).
+
+    Args:
+        name: Argument name, for the message.
+        value: The value given.
+
+    Returns:
+        The value as a float, or None.
+
+    Raises:
+        ValueError: Unless None or a number in (0, 600].
+
+    Example:
+        >>> check_window_s("window_s", 0.5)
+        0.5
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 600):
+        raise ValueError(
+            f"{name} must be None (chosen from the energy source) or seconds in (0, 600], got {value!r}"
+        )
+    return float(value)
+
+
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Validate an integer argument.
+
+    Raises:
+        ValueError: Naming the argument, the value and what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def check_fraction(name: str, value: object, upper: float = 1.0) -> float:
+    """Validate a number in ``[0, upper)``.
+
+    Raises:
+        ValueError: Naming the argument, the value and what is allowed.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < upper):
+        raise ValueError(f"{name} must be a number in [0, {upper:g}), got {value!r}")
+    return float(value)
+
+
+def default_window_s(source: str) -> float:
+    """Window length suited to an energy source's resolution.
+
+    NVML's energy counter updates every few tens of milliseconds (and some GPUs are only
+    sampled at 10 Hz): 1 s windows resolve a window to a few percent. RAPL counters update
+    every millisecond and the CPU-time estimate every clock tick (10 ms): 0.25 s holds 25 ticks
+    of one busy core, about 4 % per window, well inside the margins the policies use.
+
+    Args:
+        source: The source label (``nvml``, ``nvml-sampled``, ``rapl``, ``estimate``, ``+``-joined).
+
+    Returns:
+        Seconds.
+
+    Example:
+        >>> default_window_s("nvml+rapl"), default_window_s("estimate")
+        (1.0, 0.25)
+    """
+    return 1.0 if "nvml" in source else 0.25
+
+
+# --------------------------------------------------------------------------- coordination
+
+
+def find_callback(trainer: pl.Trainer, role: str) -> Any | None:
+    """The Trainer's lightning_green adaptive callback of ``role`` (``"batch_size"``/``"precision"``)."""
+    return next((cb for cb in trainer.callbacks if getattr(cb, "adapt_role", None) == role), None)
+
+
+# --------------------------------------------------------------------------- windows
+
+
+@dataclass
+class WindowRecord:
+    """What a closed training window measured, identical on every rank.
+
+    Attributes:
+        energy_j: Energy of the window, all ranks and devices summed, before PUE.
+        duration_s: Rank 0's wall time in training during the window.
+        samples: Training samples of all ranks.
+        steps: Optimizer steps.
+        losses: Per-step training losses, averaged over ranks.
+        extras: The caller's extra values, summed over ranks.
+        source: The energy source label.
+    """
+
+    energy_j: float
+    duration_s: float
+    samples: int
+    steps: int
+    losses: list[float] = field(default_factory=list)
+    extras: list[float] = field(default_factory=list)
+    source: str = "estimate"
+
+
+def _synchronize(trainer: pl.Trainer) -> None:
+    # Kernels are queued asynchronously: wait for them, so that the energy counter read now
+    # covers the steps counted so far (one sync per window boundary, about once a second).
+    try:
+        device = trainer.strategy.root_device
+    except Exception:  # pragma: no cover - strategies without a root device
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class TrainingWindow:
+    """Energy, time, samples and losses of training steps, paused outside training.
+
+    Every method that reads the meters is a collective under DDP: callers use it at points
+    every rank reaches at the same global step, with the same window state on every rank. On a
+    GPU each read first waits for the queued kernels.
+    """
+
+    def __init__(self) -> None:
+        self.paused = True
+        self.target_steps = 1
+        self._mark_j = 0.0
+        self._mark_t = 0.0
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop what was accumulated (no collective; the next resume or close starts afresh)."""
+        self.energy_j = 0.0
+        self.duration_s = 0.0
+        self.samples_local = 0
+        self.steps = 0
+        self._losses: list[torch.Tensor | None] = []
+        self._step_loss: torch.Tensor | None = None
+
+    def resume(self, trainer: pl.Trainer, monitor: EnergyMonitor) -> None:
+        """Start counting again (collective when paused)."""
+        if not self.paused:
+            return
+        _synchronize(trainer)
+        self._mark_j = monitor.measure(trainer)[0]
+        self._mark_t = time.monotonic()
+        self.paused = False
+
+    def pause(self, trainer: pl.Trainer, monitor: EnergyMonitor) -> None:
+        """Stop counting, adding what passed since the last mark (collective when running)."""
+        if self.paused:
+            return
+        _synchronize(trainer)
+        now_j = monitor.measure(trainer)[0]
+        self.energy_j += now_j - self._mark_j
+        self.duration_s += time.monotonic() - self._mark_t
+        self.paused = True
+
+    def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
+        """Count one (micro-)batch: its samples and its loss (already divided by accumulation)."""
+        self.samples_local += int(samples)
+        if loss is not None:
+            value = loss.detach().float().reshape(())
+            self._step_loss = value if self._step_loss is None else self._step_loss + value
+
+    def end_step(self, with_loss: bool = True) -> None:
+        """Close one optimizer step (after the last micro-batch of an accumulation cycle)."""
+        self.steps += 1
+        if with_loss:
+            self._losses.append(self._step_loss)  # None: the step had no loss (training_step returned None)
+        self._step_loss = None
+
+    @property
+    def due(self) -> bool:
+        """Whether the window has its target number of steps."""
+        return self.steps >= self.target_steps
+
+    def close(
+        self, trainer: pl.Trainer, monitor: EnergyMonitor, extras: Sequence[float] = ()
+    ) -> WindowRecord:
+        """Read the meters, sum over ranks and start the next window right here (collective).
+
+        Args:
+            trainer: The trainer.
+            monitor: The shared energy monitor.
+            extras: Values of this rank to sum over ranks with the record (same length everywhere).
+
+        Returns:
+            The record, identical on every rank.
+        """
+        _synchronize(trainer)
+        measured_j, _, _, source = monitor.measure(trainer)
+        now = time.monotonic()
+        energy_j, duration_s = self.energy_j, self.duration_s
+        if not self.paused:
+            energy_j += measured_j - self._mark_j
+            duration_s += now - self._mark_t
+            self._mark_j, self._mark_t = measured_j, now
+        present = [v for v in self._losses if v is not None]
+        values = iter(torch.stack(present).cpu().tolist() if present else [])
+        # Per step: (loss, 1) or (0, 0) - the same length on every rank, one sync for all steps.
+        pairs: list[float] = []
+        for v in self._losses:
+            pairs += [0.0, 0.0] if v is None else [float(next(values)), 1.0]
+        rank0 = trainer.global_rank == 0
+        vector = [duration_s if rank0 else 0.0, float(self.samples_local), *extras, *pairs]
+        summed = sum_across_ranks(trainer, vector)
+        n_extra = len(extras)
+        tail = summed[2 + n_extra :]
+        record = WindowRecord(
+            energy_j=max(energy_j, 0.0),
+            duration_s=max(summed[0], 0.0),
+            samples=round(summed[1]),
+            steps=self.steps,
+            extras=summed[2 : 2 + n_extra],
+            losses=[tail[i] / tail[i + 1] for i in range(0, len(tail), 2) if tail[i + 1] > 0],
+            source=source,
+        )
+        self.reset()
+        return record
+
+
+def batch_size_of(batch: Any) -> int:
+    """Samples in a batch as Lightning counts them; 0 when it cannot tell."""
+    from pytorch_lightning.utilities.data import extract_batch_size
+
+    try:
+        return int(extract_batch_size(batch))
+    except Exception:
+        return 0
+
+
+def loss_of(outputs: Any) -> torch.Tensor | None:
+    """The training loss in ``on_train_batch_end``'s ``outputs`` (automatic optimization)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
+        return outputs["loss"]
+    return None
+
+
+def agree_across_ranks(trainer: pl.Trainer, values: Sequence[float], what: str) -> None:
+    """Check that every rank holds the same values (a collective under DDP).
+
+    Decisions are made on every rank from identical (summed) inputs; this verifies it at every
+    switch, so a divergence fails loudly instead of training ranks with different settings.
+
+    Raises:
+        RuntimeError: When the ranks disagree.
+    """
+    world = int(trainer.world_size)
+    if world <= 1:
+        return
+    local = [float(v) for v in values]
+    summed = sum_across_ranks(trainer, local + [v * v for v in local])
+    n = len(local)
+    for i, v in enumerate(local):
+        mean = summed[i] / world
+        var = summed[n + i] / world - mean * mean
+        if not (math.isclose(mean, v, rel_tol=1e-9, abs_tol=1e-9) and var <= 1e-9 * max(1.0, v * v)):
+            raise RuntimeError(
+                f"lightning_green: DDP ranks disagree on {what}: rank {trainer.global_rank} has {local}"
+            )
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data: mappings to dicts, tuples to lists, enums to values, non-finite to None."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
+        return value.value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def switch_text(history: Sequence[Mapping[str, Any]], limit: int = MAX_TAG_CHARS) -> str:
+    """A compact one-line text of switches, e.g. ``"e0 s45 32->64 probe; e2 s90 64->128 cheaper"``.
+
+    The most recent entries are kept when it would exceed ``limit`` characters.
+
+    Example:
+        >>> switch_text([{"epoch": 0, "step": 45, "from": 32, "to": 64, "reason": "probe"}])
+        'e0 s45 32->64 probe'
+    """
+    parts = [f"e{h['epoch']} s{h['step']} {h['from']}->{h['to']} {h['reason']}" for h in history]
+    text = "; ".join(parts)
+    while len(text) > limit and parts:
+        parts.pop(0)
+        text = "...; " + "; ".join(parts)
+    return text
+
+
+def write_adaptations(trainer: pl.Trainer, key: str, payload: Mapping[str, Any]) -> Path | None:
+    """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
+
+    Rank 0 only; both adaptive callbacks write their own key into the same file.
+
+    Args:
+        trainer: The trainer.
+        key: ``"batch_size"`` or ``"precision"``.
+        payload: JSON-able data.
+
+    Returns:
+        The path written, or None on other ranks or when writing failed.
+    """
+    if trainer.global_rank != 0:
+        return None
+    path = _loggers.output_dir(trainer) / ADAPTATIONS_FILENAME
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.loads(path.read_text()) if path.exists() else {}
+        if not isinstance(data, dict):
+            data = {}
+        data[key] = jsonable(payload)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except (OSError, ValueError) as err:
+        import warnings
+
+        warnings.warn(f"lightning_green: could not write {path}: {err}", stacklevel=2)
+        return None
+    _loggers.log_artifact(trainer, path)
+    return path

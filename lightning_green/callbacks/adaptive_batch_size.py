@@ -1,0 +1,720 @@
+"""AdaptiveBatchSize: train at the batch size that reaches the target for the fewest joules.
+
+Joules per sample usually fall as the batch grows, but a bigger batch also needs more samples
+to reach the same quality: McCandlish et al. 2018 model the samples to a target as
+``E_min (1 + B / B_noise)`` with ``B_noise`` the gradient noise scale. The deciding is
+:class:`~lightning_green.policy.batch_size.BatchSizePolicy`'s (probe the candidates for joules
+per sample, then minimise ``j_per_sample(B) · (1 + B / B_noise)``); this module measures,
+changes the batch size, scales the learning rate, logs and saves state.
+
+How it works in Lightning terms:
+
+- **Changing the batch size** happens between epochs, as Lightning's ``BatchSizeFinder`` does
+  it: the ``batch_size`` attribute (``attr_name``) is set on the model, its ``hparams`` and the
+  datamodule (``lightning_setattr``), and the fit loop's train dataloader is dropped
+  (``trainer.fit_loop._combined_loader = None``) so that the next epoch's
+  ``fit_loop.setup_data()`` requests a new one from the datamodule or module (with the
+  distributed sampler re-injected under DDP). Validation dataloaders are left alone.
+- **Probing** is ordinary training: each candidate trains for at least one whole epoch (so the
+  trajectory and logged metrics are the run's own), and its joules per sample are the median of
+  measurement windows (``window_s`` seconds of training each, validation and epoch-end work
+  excluded, the first window of each visit discarded). A window spans epochs when epochs are
+  shorter than a window. Probe order: the user's size, then the others by distance from it,
+  larger first.
+- **Gradient noise scale**: every fourth optimizer step the gradient is kept and compared with
+  the next step's (``on_before_optimizer_step``, after DDP's all-reduce and accumulation, before
+  clipping): the mean of their squared norms is ``|G_B|²`` and the squared norm of their mean is
+  ``|G_2B|²`` at batch ``B`` = samples per optimizer step over all ranks (McCandlish et al.,
+  appendix A.1, with consecutive steps as the two halves of a batch of 2B; the parameters move
+  by one step in between, which biases ``B_noise`` slightly upwards at large learning rates).
+  Cost: one copy of the gradients and three norm passes per four steps - a fraction of one
+  optimizer step - and one extra gradient-sized buffer; none once the size has settled with
+  ``grow=False``.
+- **Learning rate**: on every switch all optimizer param groups' ``lr`` (and ``initial_lr``,
+  ``max_lr``, ``min_lr`` where present) and the schedulers' ``base_lrs``/``max_lrs`` are scaled
+  by the rule, relative to the size they were set for, so a scheduler does not undo it.
+- **Out of memory** (one device): while adapting, the module's ``training_step`` and
+  ``backward`` are wrapped so that ``torch.OutOfMemoryError`` frees memory, skips the step
+  (gradients dropped) and the rest of the epoch; at the epoch end that size and every larger one
+  are ruled out for good and training continues at a smaller size. Under DDP an out-of-memory
+  error on one rank cannot be recovered consistently and is raised as usual.
+- **DDP**: windows close at the same global step on every rank; energy is the shared
+  ``EnergyMonitor``'s (summed over ranks), samples are summed, time is rank 0's, gradient
+  norms come from all-reduced gradients - so every rank's policy decides the same, which is
+  checked by a collective at each switch.
+- With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` in the same
+  Trainer the precision is probed first, at the user's batch size: it changes the joules per
+  sample at every size and the memory each size needs. The batch size holds still and measures
+  nothing while a precision probe runs (a window never mixes precisions, a precision probe
+  never straddles a batch-size change), then it is probed at the chosen precision.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import math
+from typing import Any, Literal
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
+
+from lightning_green.callbacks import _loggers
+from lightning_green.callbacks._adapt import (
+    AdaptationUnsupportedError,
+    TrainingWindow,
+    agree_across_ranks,
+    batch_size_of,
+    check_fraction,
+    check_int,
+    check_strategy,
+    check_window_s,
+    default_window_s,
+    find_callback,
+    jsonable,
+    switch_text,
+    write_adaptations,
+)
+from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.policy.batch_size import (
+    BatchSizeDecision,
+    BatchSizePolicy,
+    BatchSizeReason,
+    scale_learning_rate,
+)
+
+TAG_BATCH_SIZE = "lightning_green.batch_size"
+"""MLflow tag holding the batch size in use (updated at every switch and at fit end)."""
+
+TAG_BATCH_SIZE_SWITCHES = "lightning_green.batch_size_switches"
+"""MLflow tag holding the switches so far as compact text (< 5000 characters)."""
+
+LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
+"""Values of ``lr_scaling``."""
+
+NOISE_EVERY = 4
+"""A gradient-noise pair starts every this many optimizer steps."""
+
+_STATE_VERSION = 1
+_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
+_DEFAULT_FACTOR = 8  # the policy's default reach: the user's size times or divided by 8
+
+
+def resolve_lr_rule(rule: str, optimizer: torch.optim.Optimizer | None) -> str:
+    """The learning-rate rule to use: ``auto`` is ``linear`` for SGD, ``sqrt`` for the others.
+
+    Linear scaling (Goyal et al. 2017) holds for SGD with momentum; for adaptive optimisers
+    (Adam, AdamW, RMSprop, Adagrad ...) the square-root rule is the one that keeps the training
+    dynamics (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient
+    Algorithms").
+
+    Example:
+        >>> resolve_lr_rule("auto", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+        'linear'
+    """
+    if rule != "auto":
+        return rule
+    return "linear" if isinstance(optimizer, torch.optim.SGD) else "sqrt"
+
+
+def _power_of_two_at_least(x: float) -> int:
+    k = 1
+    while k < x:
+        k *= 2
+    return k
+
+
+class AdaptiveBatchSize(Callback):
+    r"""Probe batch sizes for joules per sample and train at the one cheapest to the target.
+
+    The candidates are the user's batch size times powers of two within
+    ``[min_batch_size, max_batch_size]`` (default: 8 times smaller to 8 times larger, the reach
+    the policy was checked with on the Zeus traces). The run trains at each candidate for at
+    least an epoch while its joules per sample are measured (after the precision has settled
+    when :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` is there); then the
+    policy picks the size minimising ``j_per_sample(B) · (1 + B / B_noise)`` with the measured
+    gradient noise scale ``B_noise``, switching only for a predicted saving over
+    ``switch_margin``. With ``grow=True`` it keeps re-deciding at every epoch end as the noise
+    scale grows. The learning rate follows each switch by ``lr_scaling``.
+
+    Logs ``energy/batch_size`` each epoch to every logger, the MLflow tags
+    ``lightning_green.batch_size`` and ``lightning_green.batch_size_switches``; each switch with
+    its reason goes to the end-of-run summary and ``adaptations.json`` (also an MLflow
+    artifact).
+
+    Needs: the train dataloader built by the LightningModule or LightningDataModule from an
+    integer attribute ``attr_name`` (model, ``model.hparams`` or datamodule), one device or DDP.
+    Otherwise :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` is raised
+    at fit start. The batch size only changes between epochs, so probing costs about an epoch
+    per candidate: with very long epochs, narrow the range or shorten epochs
+    (``limit_train_batches``). LR schedulers stepped per optimizer step see a different number of
+    steps per epoch after a switch.
+
+    Args:
+        min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
+        max_batch_size: Largest per-device batch size to try; None: the user's × 8.
+        lr_scaling: How the learning rate follows the batch size: ``"linear"``, ``"sqrt"``,
+            ``"none"``, or ``"auto"`` (linear for SGD, sqrt for adaptive optimisers such as Adam).
+        attr_name: The attribute the dataloader reads its batch size from.
+        switch_margin: Fraction of predicted energy to target a new size must save. Default
+            0.1 (the model misses epochs-to-target on the Zeus traces by about 6-10 %).
+        probe_windows: Measurement windows per candidate (after one discarded warm-up window);
+            the median is used. Default 3.
+        window_s: Seconds of training per window; None picks by energy source: 1.0 s with
+            NVML, 0.25 s with RAPL or the CPU-time estimate.
+        grow: Keep re-deciding at every epoch end as the noise scale grows (only among measured
+            sizes); False settles once after probing.
+
+    Raises:
+        ValueError: For an argument out of range, naming it.
+
+    Example:
+        >>> cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=256, lr_scaling="sqrt")
+        >>> cb.lr_scaling, cb.grow
+        ('sqrt', True)
+    """
+
+    adapt_role = "batch_size"
+
+    def __init__(
+        self,
+        min_batch_size: int | None = None,
+        max_batch_size: int | None = None,
+        lr_scaling: Literal["auto", "linear", "sqrt", "none"] = "auto",
+        attr_name: str = "batch_size",
+        switch_margin: float = 0.1,
+        probe_windows: int = 3,
+        window_s: float | None = None,
+        grow: bool = True,
+    ) -> None:
+        super().__init__()
+        if min_batch_size is not None:
+            check_int("min_batch_size", min_batch_size, 1)
+        if max_batch_size is not None:
+            check_int("max_batch_size", max_batch_size, 1)
+        if min_batch_size is not None and max_batch_size is not None and min_batch_size > max_batch_size:
+            raise ValueError(
+                f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
+                f"and max_batch_size={max_batch_size!r}"
+            )
+        if lr_scaling not in LR_RULES:
+            raise ValueError(f"lr_scaling must be one of {list(LR_RULES)}, got {lr_scaling!r}")
+        if not isinstance(attr_name, str) or not attr_name.isidentifier():
+            raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
+        if not isinstance(grow, bool):
+            raise ValueError(f"grow must be True or False, got {grow!r}")
+        self.min_batch_size = min_batch_size
+        self.max_batch_size = max_batch_size
+        self.lr_scaling = lr_scaling
+        self.attr_name = attr_name
+        self.switch_margin = check_fraction("switch_margin", switch_margin)
+        self.probe_windows = check_int("probe_windows", probe_windows, 1)
+        self.window_s = check_window_s("window_s", window_s)
+        self.grow = grow
+
+        self.policy: BatchSizePolicy | None = None
+        self.initial_batch_size: int | None = None
+        self.current_batch_size: int | None = None
+        self.settled = False
+        self.history: list[dict[str, Any]] = []
+        self.lr_rule: str | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._monitor: EnergyMonitor | None = None
+        self._window = TrainingWindow()
+        self._window_s_used: float | None = None
+        self._step_s: dict[int, float] = {}
+        self._active = False
+        self._last_global_step = -1
+        self._step_batch = 0
+        self._pair_first: list[torch.Tensor] | None = None
+        self._pair_step = -1
+        self._noise_sum: torch.Tensor | None = None
+        self._noise_pairs = 0
+        self._oom_epoch = False
+        self._guarded: pl.LightningModule | None = None
+
+    @property
+    def state_key(self) -> str:
+        """One AdaptiveBatchSize per Trainer."""
+        return "lightning_green.AdaptiveBatchSize"
+
+    @property
+    def probing(self) -> bool:
+        """Whether candidates are still being probed (AdaptivePrecision waits meanwhile)."""
+        return self.policy is not None and not self.settled
+
+    @property
+    def b_noise(self) -> float | None:
+        """The current gradient noise scale estimate, in samples per optimizer step (all ranks)."""
+        return self.policy.noise_scale.b_noise if self.policy is not None else None
+
+    # -- setup ---------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Check what can be done (raising clearly when not), build the policy, attach the monitor."""
+        if stage != "fit":
+            return
+        check_strategy(trainer, "AdaptiveBatchSize")
+        if not trainer.fit_loop._data_source.is_module():
+            raise AdaptationUnsupportedError(
+                "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
+                "Trainer.fit(train_dataloaders=...). Build the train dataloader in your LightningDataModule "
+                f"or LightningModule `train_dataloader()` from an attribute `{self.attr_name}` (or set "
+                "attr_name) and pass datamodule=..., or remove AdaptiveBatchSize."
+            )
+        if not lightning_hasattr(pl_module, self.attr_name):
+            raise AdaptationUnsupportedError(
+                f"AdaptiveBatchSize(attr_name={self.attr_name!r}): no attribute {self.attr_name!r} in the "
+                "model, model.hparams or the datamodule, so there is no batch size to change. Give your "
+                f"datamodule or model a `{self.attr_name}` attribute that train_dataloader() reads."
+            )
+        value = lightning_getattr(pl_module, self.attr_name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise AdaptationUnsupportedError(
+                f"AdaptiveBatchSize(attr_name={self.attr_name!r}): the attribute must be an integer >= 1, "
+                f"got {value!r}."
+            )
+        if self.initial_batch_size is None:
+            self.initial_batch_size = value
+        if self.current_batch_size is None:
+            self.current_batch_size = value
+        if self.policy is None:
+            self.policy = self._build_policy(trainer, self.initial_batch_size)
+        self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
+        if trainer.world_size <= 1:
+            self._install_oom_guard(pl_module)
+
+    def _build_policy(self, trainer: pl.Trainer, initial: int) -> BatchSizePolicy:
+        low = self.min_batch_size if self.min_batch_size is not None else max(1, initial // _DEFAULT_FACTOR)
+        high = self.max_batch_size if self.max_batch_size is not None else initial * _DEFAULT_FACTOR
+        if not low <= initial <= high:
+            raise AdaptationUnsupportedError(
+                f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
+                f"max_batch_size={self.max_batch_size!r}): the range must contain the batch size the "
+                f"run starts with, {self.attr_name}={initial}."
+            )
+        factor = max(_power_of_two_at_least(high / initial), _power_of_two_at_least(initial / low), 1)
+        return BatchSizePolicy(
+            initial,
+            low,
+            high,
+            switch_margin=self.switch_margin,
+            min_windows=self.probe_windows,
+            history_windows=max(16, self.probe_windows),
+            max_factor=factor,
+            global_batch_factor=max(int(trainer.world_size), 1)
+            * max(int(trainer.accumulate_grad_batches), 1),
+        )
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Apply a restored batch size (its learning rate comes back with the optimizer state)."""
+        assert self.current_batch_size is not None
+        if self.policy is not None and self._pending_state is not None:
+            self._load_policy_state(trainer)
+        if lightning_getattr(pl_module, self.attr_name) != self.current_batch_size:
+            lightning_setattr(pl_module, self.attr_name, self.current_batch_size)
+            rank_zero_info(
+                f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}"
+            )
+        if self.lr_rule is None:
+            self.lr_rule = resolve_lr_rule(
+                self.lr_scaling, trainer.optimizers[0] if trainer.optimizers else None
+            )
+        if any(cfg.interval == "step" for cfg in trainer.lr_scheduler_configs):
+            rank_zero_warn(
+                "AdaptiveBatchSize: an LR scheduler is stepped per optimizer step; the number of steps per "
+                "epoch changes with the batch size, so a schedule sized in steps ends early or late."
+            )
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Pick the window length from the energy source (collective: every rank is here)."""
+        assert self._monitor is not None
+        _, _, _, source = self._monitor.measure(trainer)
+        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(source)
+        self._window = TrainingWindow()
+        self._window.target_steps = self._target_steps()
+        self._publish(trainer)
+
+    # -- out of memory -------------------------------------------------------------------------------
+    def _install_oom_guard(self, pl_module: pl.LightningModule) -> None:
+        if self._guarded is pl_module:
+            return
+        callback = self
+        original_step = pl_module.training_step
+        original_backward = pl_module.backward
+
+        @functools.wraps(original_step)
+        def training_step(*args: Any, **kwargs: Any) -> Any:
+            if callback._oom_epoch:
+                return None  # the rest of an epoch whose size ran out of memory is skipped
+            try:
+                return original_step(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                callback._out_of_memory(pl_module)
+                return None
+
+        @functools.wraps(original_backward)
+        def backward(*args: Any, **kwargs: Any) -> None:
+            try:
+                original_backward(*args, **kwargs)
+            except torch.OutOfMemoryError:
+                callback._out_of_memory(pl_module)
+
+        pl_module.training_step = training_step  # type: ignore[method-assign]
+        pl_module.backward = backward  # type: ignore[method-assign]
+        self._guarded = pl_module
+
+    def _remove_oom_guard(self) -> None:
+        module = self._guarded
+        if module is not None:
+            for name in ("training_step", "backward"):
+                module.__dict__.pop(name, None)
+        self._guarded = None
+
+    def _out_of_memory(self, pl_module: pl.LightningModule) -> None:
+        if not self._oom_epoch:
+            rank_zero_warn(
+                f"AdaptiveBatchSize: out of memory at {self.attr_name}={self.current_batch_size}; "
+                "skipping the rest of the epoch and ruling this size and larger ones out."
+            )
+        self._oom_epoch = True
+        for param in pl_module.parameters():
+            param.grad = None
+        self._pair_first = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # -- measuring -----------------------------------------------------------------------------------
+    def _measuring(self) -> bool:
+        return self.policy is not None and (not self.settled or self.grow)
+
+    def _held(self, trainer: pl.Trainer) -> bool:
+        sibling = find_callback(trainer, "precision")
+        return bool(sibling is not None and getattr(sibling, "busy", False))
+
+    def _target_steps(self) -> int:
+        size, window_s = self.current_batch_size, self._window_s_used
+        if size is None or not window_s:
+            return NOISE_EVERY
+        if size in self._step_s:
+            return max(1, math.ceil(window_s / self._step_s[size]))
+        if self._step_s:  # a new size: time per sample of the nearest measured size
+            near = min(self._step_s, key=lambda b: abs(math.log2(b / size)))
+            return max(1, math.ceil(window_s / (self._step_s[near] / near * size)))
+        return NOISE_EVERY
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Resume the measurement window unless the precision is being probed."""
+        self._step_batch = batch_size_of(batch)
+        if self._monitor is None or not self._measuring() or self._oom_epoch:
+            self._active = False
+            return
+        if self._held(trainer):
+            if not self._window.paused:
+                self._window.pause(trainer, self._monitor)
+            self._window.reset()
+            self._reset_noise()
+            self._active = False
+            return
+        if not self._active:
+            self._last_global_step = trainer.global_step
+            self._active = True
+        self._window.resume(trainer, self._monitor)
+
+    def on_before_optimizer_step(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one."""
+        if not self._active or self._step_batch != self.current_batch_size:
+            self._pair_first = None
+            return
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if not grads:
+            return
+        step = trainer.global_step
+        first = self._pair_first
+        if first is None:
+            if step % NOISE_EVERY == 0:
+                self._pair_first = [g.detach().clone() for g in grads]
+                self._pair_step = step
+            return
+        self._pair_first = None
+        if step != self._pair_step + 1 or len(first) != len(grads):
+            return
+        with torch.no_grad():
+            sq1 = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
+            sq2 = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
+            torch._foreach_add_(first, grads)
+            sq_sum = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
+            pair = torch.stack([(sq1 + sq2) / 2.0, sq_sum / 4.0])
+        self._noise_sum = pair if self._noise_sum is None else self._noise_sum + pair
+        self._noise_pairs += 1
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        """Count the batch; after an optimizer step, close a due window."""
+        if not self._active:
+            return
+        self._window.add_batch(self._step_batch, None)
+        if trainer.global_step == self._last_global_step:
+            return  # inside a gradient-accumulation cycle
+        self._last_global_step = trainer.global_step
+        self._window.end_step(with_loss=False)
+        if self._window.due:
+            self._close_window(trainer)
+
+    def _reset_noise(self) -> None:
+        self._pair_first = None
+        self._noise_sum = None
+        self._noise_pairs = 0
+
+    def _close_window(self, trainer: pl.Trainer, min_duration_s: float = 0.0) -> None:
+        policy, monitor = self.policy, self._monitor
+        assert policy is not None and monitor is not None and self.current_batch_size is not None
+        noise = [0.0, 0.0]
+        if self._noise_sum is not None:
+            noise = [float(v) for v in self._noise_sum.cpu().tolist()]
+        record = self._window.close(trainer, monitor, extras=[float(self._noise_pairs), *noise])
+        self._noise_sum, self._noise_pairs = None, 0
+        world = max(int(trainer.world_size), 1)
+        pairs = record.extras[0] / world
+        size = self.current_batch_size
+        if record.steps >= 1 and record.duration_s > 0:
+            self._step_s[size] = record.duration_s / record.steps
+        if record.samples >= 1 and record.duration_s >= min_duration_s:
+            policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
+        if pairs >= 1:
+            small, big = record.extras[1] / world / pairs, record.extras[2] / world / pairs
+            if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
+                global_batch = size * policy.global_batch_factor
+                policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
+        self._window.target_steps = self._target_steps()
+
+    # -- epoch end: decide ---------------------------------------------------------------------------
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation is not training: pause the window."""
+        if self._monitor is not None and not trainer.sanity_checking:
+            self._window.pause(trainer, self._monitor)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Log ``energy/batch_size``; record the epoch's window, decide and apply between epochs."""
+        policy, monitor = self.policy, self._monitor
+        if policy is None or monitor is None or self.current_batch_size is None:
+            return
+        pl_module.log(
+            "energy/batch_size",
+            float(self.current_batch_size),
+            on_step=False,
+            on_epoch=True,
+            logger=bool(trainer.loggers),
+        )
+        self._window.pause(trainer, monitor)
+        self._pair_first = None
+        self._active = False
+        if self._oom_epoch:
+            policy.record_probe(self.current_batch_size, 0.0, 0, 0.0, oom=True)
+            self._window.reset()
+            self._reset_noise()
+        elif (
+            self._measuring()
+            and self._window.steps > 0
+            and self._window_s_used
+            and self._window.duration_s >= self._window_s_used / 2
+        ):
+            # A window spans epochs at the same size; what a short epoch left is recorded only
+            # when it is at least half a window (else it carries on into the next epoch).
+            self._close_window(trainer)
+        if not self._measuring() and not self._oom_epoch:
+            return
+        if self._held(trainer) and not self._oom_epoch:
+            return
+        decision = policy.decide()
+        # Every rank decided from the same numbers; check it (a collective at every decision,
+        # once per epoch) rather than train ranks at different sizes.
+        agree_across_ranks(trainer, [decision.batch_size], "the batch size")
+        self._oom_epoch = False
+        if decision.reason is BatchSizeReason.OUT_OF_MEMORY and not policy.candidates:
+            raise RuntimeError(
+                f"AdaptiveBatchSize: every candidate batch size ran out of memory (smallest failing: "
+                f"{policy.oom_batch_size}); lower min_batch_size."
+            )
+        self._apply(trainer, pl_module, decision)
+
+    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: BatchSizeDecision) -> None:
+        previous = self.current_batch_size
+        assert previous is not None
+        new = decision.batch_size
+        first_settle = not self.settled and decision.reason is not BatchSizeReason.PROBE
+        if decision.reason is not BatchSizeReason.PROBE:
+            self.settled = True
+        if new == previous and not first_settle:
+            return
+        lr_factor = 1.0
+        if new != previous:
+            lr_factor = self._scale_learning_rates(trainer, previous, new)
+            lightning_setattr(pl_module, self.attr_name, new)
+            self.current_batch_size = new
+            trainer.fit_loop._combined_loader = None  # the next epoch's setup_data() reloads
+            self._window.reset()
+            self._reset_noise()
+            self._window.target_steps = self._target_steps()
+        entry = {
+            "epoch": int(trainer.current_epoch),
+            "step": int(trainer.global_step),
+            "from": previous,
+            "to": new,
+            "reason": decision.reason.value,
+            "lr_factor": lr_factor,
+            "lr": self._first_lr(trainer),
+            "b_noise": jsonable(policy_b_noise(decision)),
+            "details": jsonable(decision.details),
+        }
+        self.history.append(entry)
+        del self.history[:-500]
+        if new != previous:
+            rank_zero_info(
+                f"lightning_green: {self.attr_name} {previous} -> {new} at epoch {entry['epoch']} "
+                f"({decision.reason.value}; lr x{lr_factor:.3g})"
+            )
+        self._publish(trainer)
+
+    def _scale_learning_rates(self, trainer: pl.Trainer, old: int, new: int) -> float:
+        rule = self.lr_rule or resolve_lr_rule(
+            self.lr_scaling, trainer.optimizers[0] if trainer.optimizers else None
+        )
+        self.lr_rule = rule
+        factor = scale_learning_rate(1.0, old, new, rule)
+        if factor == 1.0:
+            return factor
+        for optimizer in trainer.optimizers:
+            for group in optimizer.param_groups:
+                for key in _LR_KEYS:
+                    value = group.get(key)
+                    if isinstance(value, torch.Tensor):
+                        value.mul_(factor)
+                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                        group[key] = value * factor
+        for config in trainer.lr_scheduler_configs:
+            for attr in ("base_lrs", "max_lrs"):
+                values = getattr(config.scheduler, attr, None)
+                if isinstance(values, list):
+                    setattr(config.scheduler, attr, [v * factor for v in values])
+        return factor
+
+    @staticmethod
+    def _first_lr(trainer: pl.Trainer) -> float | None:
+        try:
+            return float(trainer.optimizers[0].param_groups[0]["lr"])
+        except (IndexError, KeyError, TypeError, ValueError):
+            return None
+
+    def _switches(self) -> list[dict[str, Any]]:
+        return [h for h in self.history if h["from"] != h["to"]]
+
+    def _publish(self, trainer: pl.Trainer) -> None:
+        if self._monitor is not None:
+            self._monitor.add_summary_fields(**self.summary_fields())
+        if trainer.global_rank == 0:
+            _loggers.set_tags(
+                trainer,
+                {
+                    TAG_BATCH_SIZE: self.current_batch_size,
+                    TAG_BATCH_SIZE_SWITCHES: switch_text(self._switches()) or "none",
+                },
+            )
+
+    def summary_fields(self) -> dict[str, Any]:
+        """What goes into the end-of-run summary: the batch size, switches, measurements."""
+        return {
+            "batch_size": self.current_batch_size,
+            "batch_size_initial": self.initial_batch_size,
+            "batch_size_switches": switch_text(self._switches()),
+            "batch_size_adaptations": jsonable(self.history),
+            "batch_size_j_per_sample": jsonable(self.policy.measured()) if self.policy is not None else {},
+            "b_noise": jsonable(self.b_noise),
+            "lr_scaling": self.lr_rule or self.lr_scaling,
+        }
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
+        self._publish(trainer)
+        fields = self.summary_fields()
+        write_adaptations(trainer, "batch_size", fields)
+        rank_zero_info(
+            f"lightning_green: {self.attr_name} {self.initial_batch_size} -> {self.current_batch_size}; "
+            f"switches: {fields['batch_size_switches'] or 'none'}"
+        )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Remove the out-of-memory guard from the module."""
+        if stage == "fit":
+            self._remove_oom_guard()
+            self._reset_noise()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Remove the out-of-memory guard when the fit fails."""
+        self._remove_oom_guard()
+        self._reset_noise()
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Policy state (measurements, noise scale, ruled-out sizes), current size, history, lr rule."""
+        policy_state = self.policy.state_dict() if self.policy is not None else None
+        if self._pending_state is not None and self._pending_state.get("policy") is not None:
+            policy_state = self._pending_state["policy"]
+        return {
+            "version": _STATE_VERSION,
+            "policy": policy_state,
+            "initial_batch_size": self.initial_batch_size,
+            "current_batch_size": self.current_batch_size,
+            "settled": self.settled,
+            "history": [dict(h) for h in self.history],
+            "lr_rule": self.lr_rule,
+            "step_s": {str(k): v for k, v in self._step_s.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the batch size is applied at fit start.
+
+        Raises:
+            ValueError: For a state of another version.
+        """
+        if state_dict.get("version") != _STATE_VERSION:
+            raise ValueError(
+                f"AdaptiveBatchSize state version must be {_STATE_VERSION}, got {state_dict.get('version')!r}"
+            )
+        self.initial_batch_size = state_dict["initial_batch_size"]
+        self.current_batch_size = state_dict["current_batch_size"]
+        self.settled = bool(state_dict["settled"])
+        self.history = [dict(h) for h in state_dict.get("history", [])]
+        self.lr_rule = state_dict.get("lr_rule")
+        self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
+        self._pending_state = dict(state_dict)
+        if self.policy is not None:
+            self._load_policy_state(None)
+
+    def _load_policy_state(self, trainer: pl.Trainer | None) -> None:
+        state = self._pending_state
+        assert state is not None and self.policy is not None
+        if self.policy.initial_batch_size != self.initial_batch_size and trainer is not None:
+            assert self.initial_batch_size is not None
+            self.policy = self._build_policy(trainer, self.initial_batch_size)
+        if self.policy.initial_batch_size != self.initial_batch_size:
+            return  # rebuilt at fit start, with the trainer at hand
+        if state.get("policy") is not None:
+            self.policy.load_state_dict(state["policy"])
+        self._pending_state = None
+
+
+def policy_b_noise(decision: BatchSizeDecision) -> float | None:
+    """The noise scale a decision was made with (None when unknown)."""
+    value = decision.details.get("b_noise")
+    return None if value is None else float(value)

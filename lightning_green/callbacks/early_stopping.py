@@ -1,0 +1,332 @@
+"""EnergyAwareEarlyStopping: stop when more epochs stop paying for themselves.
+
+A drop-in for Lightning's ``EarlyStopping`` (same argument names and meaning, and it *is* an
+``EarlyStopping``, so ``trainer.early_stopping_callback`` finds it) whose decision is the pure
+:class:`~lightning_green.policy.StoppingPolicy`: the plateau rule, the marginal gain per kWh
+(measured and projected by a learning-curve fit) and an energy budget. The energy comes from the
+Trainer's shared :class:`~lightning_green.EnergyMonitor` (created if the user added none).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import EarlyStopping
+
+from lightning_green.callbacks import _loggers
+from lightning_green.callbacks._schedules import epochs_until_lr_decay
+from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+
+TAG_STOP_REASON = "lightning_green.stop_reason"
+"""MLflow tag holding the :class:`StopReason` value when the callback stopped the run."""
+
+_DEFAULTS = StoppingConfig()
+_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
+_FIT_POINTS = 50
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = None) -> dict[str, Any]:
+    """The numbers behind a decision as plain data, with the fitted curve sampled for plotting.
+
+    Args:
+        decision: A decision of the stopping policy.
+        fitted_from_kwh: Cumulative energy of the first check the fit used (the curve is drawn
+            from there; the fitted families are singular at the start of their window).
+
+    Returns:
+        A JSON-able dictionary: the decision's diagnostics and, when a learning curve was
+        fitted, ``fit`` with its family and ``curve_kwh``/``curve_metric``: the fit drawn from
+        the start of its window to the end of the projected run, in the metric's own units.
+    """
+    out: dict[str, Any] = {
+        "epoch": decision.epoch,
+        "should_stop": decision.should_stop,
+        "reason": None if decision.reason is None else decision.reason.value,
+        "message": decision.message,
+        "best_metric": _finite_or_none(decision.best_metric),
+        "wait_count": decision.wait_count,
+        "hold": decision.hold,
+    }
+    for key in (
+        "gain_per_kwh",
+        "average_gain_per_kwh",
+        "projected_gain",
+        "projected_cost_kwh",
+        "projected_gain_per_kwh",
+        "relative_gain",
+        "next_epoch_kwh",
+    ):
+        out[key] = _finite_or_none(getattr(decision, key))
+    fit = decision.fit
+    if fit is not None:
+        fitted_until = fit.cost_ref_kwh + fit.cost_scale_kwh
+        end_kwh = fitted_until + (decision.projected_cost_kwh or 0.0)
+        start_kwh = fit.cost_ref_kwh if fitted_from_kwh is None else max(fit.cost_ref_kwh, fitted_from_kwh)
+        grid = np.linspace(start_kwh, end_kwh, _FIT_POINTS)
+        grid = grid[grid > fit.cost_ref_kwh]
+        out["fit"] = {
+            "family": fit.family,
+            "params": [float(p) for p in fit.params],
+            "rmse": float(fit.rmse),
+            "n_points": fit.n_points,
+            "fitted_until_kwh": fitted_until,
+            "curve_kwh": [float(x) for x in grid],
+            "curve_metric": [float(y) for y in fit.predict(grid)],
+        }
+    return out
+
+
+class EnergyAwareEarlyStopping(EarlyStopping):
+    r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
+
+    Takes Lightning ``EarlyStopping``'s arguments with the same meaning (``monitor``, ``mode``,
+    ``patience``, ``min_delta``, ``check_finite``, ``stopping_threshold``,
+    ``divergence_threshold``, ``strict``, ``verbose``, ``check_on_train_epoch_end``,
+    ``log_rank_zero_only``) plus the energy ones. Each check feeds the monitored metric (rank 0's
+    value, so every DDP rank decides alike) and the cumulative energy to the stopping policy; a
+    stop is recorded in :attr:`stopped_epoch` and :attr:`stop_reason` and as the MLflow tag
+    ``lightning_green.stop_reason``. Every check logs the policy's view when it has one:
+    ``energy/gain_per_kwh`` (recent improvement per kWh), ``energy/projected_gain`` (what the
+    learning-curve fit still expects up to ``max_epochs``) and ``energy/projected_gain_per_kwh``.
+
+    Scheduled learning-rate drops (``StepLR``, ``MultiStepLR``, ``ReduceLROnPlateau``, also
+    inside ``SequentialLR``/``ChainedScheduler``) are read from the trainer: a flat stretch that
+    a drop within the planned run is about to end is not a reason to stop.
+
+    Args:
+        monitor: Metric to watch, as logged.
+        min_delta: Minimum change that counts as an improvement for the plateau rule (metric units).
+        patience: Checks without improvement before the plateau rule stops.
+        verbose: Print each stop decision's reasoning.
+        mode: ``"min"`` or ``"max"``.
+        strict: Raise, listing the logged metrics, when ``monitor`` is missing.
+        check_finite: Stop when the metric becomes NaN or infinite.
+        stopping_threshold: Stop once the metric is better than this (the goal is reached).
+        divergence_threshold: Stop once the metric is worse than this.
+        check_on_train_epoch_end: Check at the end of the training epoch (None: decided as Lightning
+            does: at epoch end when validation runs once per epoch, else after each validation).
+        log_rank_zero_only: Log the stop message on rank 0 only.
+        min_epochs: Never stop on plateau or marginal-gain grounds before this many epochs.
+        energy_budget_kwh: Stop before the next epoch would take the run's energy over this (kWh).
+        min_gain_per_kwh: Absolute threshold in metric units per kWh (None: off).
+        min_relative_gain: Scale-free threshold: stop when a further kWh is projected to buy less
+            than this fraction of what the average kWh bought so far (None: off).
+        min_horizon_fraction: Never stop on marginal-gain grounds before this fraction of the
+            planned epochs (``max_epochs``, or what ``max_steps`` allows) has run. Without a plan
+            (``max_epochs`` unset: Lightning's implicit 1000 counts as unset) the learning-curve
+            projection has no horizon and this hold does not apply.
+
+    Example:
+        >>> stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.0)
+        >>> stopper.config.energy_budget_kwh, stopper.stop_reason is None
+        (2.0, True)
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        min_delta: float = _DEFAULTS.min_delta,
+        patience: int = _DEFAULTS.patience,
+        verbose: bool = False,
+        mode: Literal["min", "max"] = "min",
+        strict: bool = True,
+        check_finite: bool = _DEFAULTS.check_finite,
+        stopping_threshold: float | None = None,
+        divergence_threshold: float | None = None,
+        check_on_train_epoch_end: bool | None = None,
+        log_rank_zero_only: bool = False,
+        min_epochs: int = _DEFAULTS.min_epochs,
+        energy_budget_kwh: float | None = _DEFAULTS.energy_budget_kwh,
+        min_gain_per_kwh: float | None = _DEFAULTS.min_gain_per_kwh,
+        min_relative_gain: float | None = _DEFAULTS.min_relative_gain,
+        min_horizon_fraction: float = _DEFAULTS.min_horizon_fraction,
+    ) -> None:
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        # Validates every policy argument (ValueError naming it) before Lightning sees them.
+        self.config = StoppingConfig(
+            mode=mode,
+            min_delta=min_delta,
+            patience=patience,
+            check_finite=check_finite,
+            stopping_threshold=stopping_threshold,
+            divergence_threshold=divergence_threshold,
+            min_epochs=min_epochs,
+            energy_budget_kwh=energy_budget_kwh,
+            min_gain_per_kwh=min_gain_per_kwh,
+            min_relative_gain=min_relative_gain,
+            min_horizon_fraction=min_horizon_fraction,
+        )
+        super().__init__(
+            monitor=monitor,
+            min_delta=min_delta,
+            patience=patience,
+            verbose=verbose,
+            mode=mode,
+            strict=strict,
+            check_finite=check_finite,
+            stopping_threshold=stopping_threshold,
+            divergence_threshold=divergence_threshold,
+            check_on_train_epoch_end=check_on_train_epoch_end,
+            log_rank_zero_only=log_rank_zero_only,
+        )
+        self.min_epochs = min_epochs
+        self.energy_budget_kwh = energy_budget_kwh
+        self.min_gain_per_kwh = min_gain_per_kwh
+        self.min_relative_gain = min_relative_gain
+        self.min_horizon_fraction = min_horizon_fraction
+        self.policy = StoppingPolicy(self.config, monitor=monitor)
+        self.stop_reason: StopReason | None = None
+        self.last_decision: StopDecision | None = None
+        self._energy: EnergyMonitor | None = None
+
+    # -- wiring -------------------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Decide where to check (as Lightning does) and attach to the shared energy measurement."""
+        super().setup(trainer, pl_module, stage)
+        if stage == "fit":
+            self._energy = EnergyMonitor.for_trainer(
+                trainer, requester=self, monitor=self.monitor, mode=self.mode
+            )
+
+    @property
+    def energy_monitor(self) -> EnergyMonitor | None:
+        """The EnergyMonitor this callback reads its energy from (set at fit setup)."""
+        return self._energy
+
+    # -- the check ------------------------------------------------------------------------------------
+    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+        logs = trainer.callback_metrics
+        if trainer.fast_dev_run or not self._validate_condition_metric(logs):
+            return
+        if self._energy is None:  # fit set-up ran without us (a trainer re-used oddly): attach now
+            self._energy = EnergyMonitor.for_trainer(
+                trainer, requester=self, monitor=self.monitor, mode=self.mode
+            )
+        pl_module = trainer.lightning_module
+        if self._check_on_train_epoch_end:
+            cost_kwh = self._energy.close_epoch(trainer, pl_module).total_kwh
+        else:
+            cost_kwh = self._energy.cumulative_kwh(trainer)
+        # Every rank decides on rank 0's metric: identical inputs, identical decisions.
+        metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
+        decision = self.policy.update(
+            metric,
+            cost_kwh,
+            epoch=trainer.current_epoch,
+            max_epochs=self._horizon_epochs(trainer),
+            epochs_until_lr_decay=epochs_until_lr_decay(
+                trainer.lr_scheduler_configs, trainer.num_training_batches
+            ),
+        )
+        # Bit-identical on every rank by construction; the broadcast guards against platforms
+        # whose floating point differs (multi-node with mixed hardware).
+        should_stop, reason = trainer.strategy.broadcast(
+            (decision.should_stop, None if decision.reason is None else decision.reason.value), src=0
+        )
+        self.last_decision = decision
+        self.wait_count = self.policy.wait_count
+        self.best_score = torch.tensor(self.policy.best_score)
+        self._log_decision(trainer, pl_module, decision)
+        if should_stop:
+            self._stop(trainer, StopReason(reason), decision)
+        self._energy.add_summary_fields(**self._summary_fields())
+
+    def _horizon_epochs(self, trainer: pl.Trainer) -> int | None:
+        """The planned length of the run in epochs, or None when there is no plan.
+
+        Lightning turns ``max_epochs=None`` (with no ``max_steps``) into 1000 before any hook
+        runs; that is no plan, and 1000 read as one would hold the marginal rule for 500 epochs.
+        """
+        horizon = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
+        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and (trainer.max_steps is None or trainer.max_steps < 0):
+            horizon = None
+        steps_per_epoch = trainer.num_training_batches
+        if (
+            trainer.max_steps is not None
+            and trainer.max_steps > 0
+            and steps_per_epoch
+            and math.isfinite(steps_per_epoch)
+        ):
+            accumulate = max(1, trainer.accumulate_grad_batches)
+            by_steps = math.ceil(trainer.max_steps * accumulate / steps_per_epoch)
+            horizon = by_steps if horizon is None else min(horizon, by_steps)
+        return horizon
+
+    def _stop(self, trainer: pl.Trainer, reason: StopReason, decision: StopDecision) -> None:
+        trainer.should_stop = True
+        self.stopped_epoch = trainer.current_epoch
+        self.stop_reason = reason
+        self.stopping_reason_message = decision.message
+        if self.verbose:
+            self._log_info(trainer, decision.message, self.log_rank_zero_only)
+        if trainer.global_rank == 0:
+            _loggers.set_tags(
+                trainer, {TAG_STOP_REASON: reason.value, "lightning_green.stopped_epoch": self.stopped_epoch}
+            )
+
+    def _log_decision(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: StopDecision
+    ) -> None:
+        metrics = {
+            key: float(value)
+            for key, value in (
+                ("energy/gain_per_kwh", decision.gain_per_kwh),
+                ("energy/projected_gain", decision.projected_gain),
+                ("energy/projected_gain_per_kwh", decision.projected_gain_per_kwh),
+            )
+            if value is not None and math.isfinite(value)
+        }
+        if not metrics or not trainer.loggers:
+            return
+        if self._check_on_train_epoch_end:
+            pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
+        elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
+            for logger in _loggers.ordered_loggers(trainer):
+                logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _summary_fields(self) -> dict[str, Any]:
+        decision = self.last_decision
+        fields: dict[str, Any] = {
+            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
+            "stopped_epoch": self.stopped_epoch if self.stop_reason is not None else None,
+            "stop_message": self.stopping_reason_message if self.stop_reason is not None else None,
+        }
+        if decision is not None:
+            fitted_from = None
+            if decision.fit is not None:
+                costs = self.policy.state_dict()["costs_kwh"]
+                fitted_from = costs[max(0, len(costs) - decision.fit.n_points)]
+            fields["stopping_policy"] = decision_summary(decision, fitted_from)
+        return fields
+
+    # -- persistence --------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The policy's history and plateau state, plus Lightning's EarlyStopping fields."""
+        state = super().state_dict()
+        state.update(
+            {
+                "policy": self.policy.state_dict(),
+                "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
+            }
+        )
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore so that the resumed run makes the decisions the uninterrupted one would."""
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("policy", "stop_reason")})
+        if "policy" in state_dict:
+            self.policy.load_state_dict(state_dict["policy"])
+        reason = state_dict.get("stop_reason")
+        self.stop_reason = None if reason is None else StopReason(reason)

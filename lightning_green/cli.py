@@ -1,0 +1,216 @@
+"""The ``lightning-green`` command.
+
+``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
+over logged learning curves (the long format of ``shared/data/curves``) and writes one decision per
+curve; ``lightning-green replay --mlflow-uri URI --experiment NAME --monitor val_loss -o
+DECISIONS.csv`` does the same over MLflow runs that logged the metric and ``energy/total_kwh``.
+The policy options are the :class:`~lightning_green.policy.StoppingConfig` fields (the policy
+arguments of ``EnergyAwareEarlyStopping``) in kebab case, with the same defaults; ``none``
+switches an optional threshold off (``--min-relative-gain none``).
+
+Exit codes: 0 success, 1 bad input data (reported as ``file:line:column``), 2 bad arguments.
+Nothing is written unless the whole replay succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from lightning_green.policy import StoppingConfig
+from lightning_green.replay import (
+    ENERGY_KEY,
+    CurveFormatError,
+    plot_tradeoff,
+    read_curves_csv,
+    read_mlflow_curves,
+    replay,
+    summarize,
+    write_decisions_csv,
+)
+
+_HELP = {
+    "mode": "min: lower is better; max: higher is better (MLflow input; CSV curves carry higher_is_better)",
+    "min_delta": "minimum change that counts as improvement for the plateau rule",
+    "patience": "checks without improvement before the plateau rule stops",
+    "check_finite": "stop when the metric becomes NaN or infinite",
+    "stopping_threshold": "stop once the metric is better than this",
+    "divergence_threshold": "stop once the metric is worse than this",
+    "min_epochs": "no plateau or marginal-gain stop before this many epochs",
+    "energy_budget_kwh": "stop before the next epoch would exceed this cumulative cost",
+    "min_gain_per_kwh": "stop when the rest of the run is projected to buy less than this per kWh",
+    "min_relative_gain": "stop when a further kWh is projected to buy less than this fraction of "
+    "what the average kWh bought so far",
+    "min_horizon_fraction": "no marginal-gain stop until more than this fraction of max epochs has run",
+}
+
+
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_optional(text: str) -> Any:
+        return None if text.strip().lower() == "none" else parse(text)
+
+    parse_optional.__name__ = getattr(parse, "__name__", "value")
+    return parse_optional
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("policy options (EnergyAwareEarlyStopping arguments)")
+    for f in dataclasses.fields(StoppingConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        help_text = f"{_HELP.get(f.name, '')} (default: {default})"
+        kind = str(f.type)
+        if f.name == "mode":
+            group.add_argument(
+                flag, choices=("min", "max"), default=None, help=_HELP["mode"] + " (default: min)"
+            )
+        elif kind == "bool":
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        else:
+            parse: Callable[[str], Any] = int if kind.startswith("int") else float
+            if "None" in kind:
+                parse = _optional(parse)
+            group.add_argument(
+                flag, type=parse, default=default, metavar="N" if parse is int else "X", help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``lightning-green``."""
+    parser = argparse.ArgumentParser(
+        prog="lightning-green", description="Energy-aware training: offline tools."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    rp = sub.add_parser(
+        "replay",
+        help="replay the stopping policy over logged learning curves",
+        description="Replay the stopping policy over logged learning curves (CSV or MLflow) and report "
+        "what it would have saved.",
+    )
+    rp.add_argument(
+        "curves",
+        nargs="?",
+        help="curves CSV (long format: curve_id, epoch, metric, higher_is_better, time_s, energy_J)",
+    )
+    rp.add_argument("-o", "--output", required=True, help="decisions CSV to write")
+    rp.add_argument(
+        "--max-epochs",
+        type=int,
+        default=None,
+        help="planned length of the runs in epochs (default: each curve's last epoch)",
+    )
+    rp.add_argument(
+        "--plot", default=None, help="also draw cost saved against regret to this image (matplotlib)"
+    )
+    mlf = rp.add_argument_group("MLflow input")
+    mlf.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
+    mlf.add_argument("--experiment", default=None, help="MLflow experiment name")
+    mlf.add_argument("--monitor", default=None, help="monitored metric key (MLflow input; e.g. val_loss)")
+    mlf.add_argument("--cost-key", default=ENERGY_KEY, help=f"cumulative kWh metric (default: {ENERGY_KEY})")
+    _add_policy_options(rp)
+    return parser
+
+
+def _config_from(args: argparse.Namespace, mode: str) -> StoppingConfig:
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StoppingConfig)}
+    values["mode"] = mode
+    return StoppingConfig(**values)
+
+
+def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    from_mlflow = args.mlflow_uri is not None or args.experiment is not None
+    if from_mlflow == (args.curves is not None):
+        parser.error("give either CURVES.csv or --mlflow-uri URI --experiment NAME")
+    if from_mlflow and (args.mlflow_uri is None or args.experiment is None or args.monitor is None):
+        parser.error("MLflow input needs --mlflow-uri, --experiment and --monitor")
+    if args.max_epochs is not None and args.max_epochs <= 0:
+        parser.error(f"--max-epochs must be a positive integer, got {args.max_epochs}")
+    try:
+        config = _config_from(args, args.mode or "min")
+    except ValueError as e:
+        parser.error(str(e))
+
+    source = args.curves
+    try:
+        if from_mlflow:
+            curves, skipped = read_mlflow_curves(
+                args.mlflow_uri, args.experiment, args.monitor, mode=config.mode, cost_key=args.cost_key
+            )
+            source = f"{args.mlflow_uri} experiment {args.experiment!r}"
+            if skipped:
+                print(f"skipped {len(skipped)} run(s) without both {args.monitor!r} and {args.cost_key!r}")
+            if not curves:
+                print(
+                    f"error: no run in {source} logged both {args.monitor!r} and {args.cost_key!r}",
+                    file=sys.stderr,
+                )
+                return 1
+        else:
+            curves = read_curves_csv(args.curves)
+            if args.mode is not None:
+                wrong = [c.curve_id for c in curves if c.mode != args.mode]
+                if wrong:
+                    parser.error(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
+    except CurveFormatError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+    results = replay(curves, config, max_epochs=args.max_epochs, monitor=args.monitor or "metric")
+    try:
+        write_decisions_csv(results, args.output)
+    except OSError as e:
+        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
+        return 1
+
+    units = sorted({r.cost_unit for r in results})
+    print(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)})")
+    groups = {"all": results}
+    if len({r.higher_is_better for r in results}) > 1:
+        groups = {
+            "lower is better": [r for r in results if not r.higher_is_better],
+            "higher is better": [r for r in results if r.higher_is_better],
+        }
+    for label, group in groups.items():
+        s = summarize(group)
+        prefix = "" if label == "all" else f"[{label}, {s.n_curves} curves] "
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items(), key=lambda kv: -kv[1]))
+        print(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%)")
+        print(
+            f"{prefix}mean regret: {s.mean_regret:.4g} (metric units, best of the whole curve minus best "
+            "up to the stop)"
+        )
+        print(f"{prefix}stops: {stops}")
+    print(f"wrote {args.output}")
+    if args.plot:
+        if plot_tradeoff(results, args.plot):
+            print(f"wrote {args.plot}")
+        else:
+            print("matplotlib is not installed: skipped --plot (pip install 'lightning_green[plot]')")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        0 on success, 1 on bad input data, 2 on bad arguments.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "replay":
+        return _replay(args, parser)
+    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
+    return 2  # pragma: no cover
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Deciding: pure functions and small state objects over numpy arrays. Knows nothing of Lightning.
+
+The stopping policy (plateau, marginal gain per kWh, energy budget) is :class:`StoppingPolicy`,
+configured by :class:`StoppingConfig`; each check returns a :class:`StopDecision` whose
+``reason`` is a :class:`StopReason`.
+"""
+
+from lightning_green.policy.config import StoppingConfig
+from lightning_green.policy.decision import StopDecision, StopReason
+from lightning_green.policy.learning_curve import CurveFit
+from lightning_green.policy.plateau import PlateauState, evaluate_plateau
+from lightning_green.policy.stopping import History, StoppingPolicy, decide
+
+__all__ = [
+    "CurveFit",
+    "History",
+    "PlateauState",
+    "StopDecision",
+    "StopReason",
+    "StoppingConfig",
+    "StoppingPolicy",
+    "decide",
+    "evaluate_plateau",
+]
+
+# Adapting batch size and precision to what measurement shows is cheapest.
+from lightning_green.policy.batch_size import (
+    BatchSizeDecision,
+    BatchSizePolicy,
+    BatchSizeReason,
+    LRScalingRule,
+    candidate_batch_sizes,
+    choose_batch_size,
+    relative_samples_to_target,
+    scale_learning_rate,
+)
+from lightning_green.policy.noise_scale import GradientNoiseScale, noise_scale_components
+from lightning_green.policy.precision import (
+    PRECISIONS,
+    REFERENCE_PRECISION,
+    PlanSegment,
+    PrecisionDecision,
+    PrecisionPolicy,
+    PrecisionReason,
+    probe_plan,
+)
+
+__all__ += [
+    "PRECISIONS",
+    "REFERENCE_PRECISION",
+    "BatchSizeDecision",
+    "BatchSizePolicy",
+    "BatchSizeReason",
+    "GradientNoiseScale",
+    "LRScalingRule",
+    "PlanSegment",
+    "PrecisionDecision",
+    "PrecisionPolicy",
+    "PrecisionReason",
+    "candidate_batch_sizes",
+    "choose_batch_size",
+    "noise_scale_components",
+    "probe_plan",
+    "relative_samples_to_target",
+    "scale_learning_rate",
+]

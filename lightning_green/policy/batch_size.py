@@ -1,0 +1,665 @@
+"""Batch size: the one that reaches the user's quality for the fewest joules.
+
+Joules per sample usually fall as the batch grows (better device utilisation), but a bigger
+batch also needs more samples to reach the same loss. McCandlish et al. 2018 ("An Empirical
+Model of Large-Batch Training") model the samples ``E`` to reach a target at batch size ``B``
+as
+
+    E(B) = E_min (1 + B / B_noise)
+
+with ``B_noise`` the gradient noise scale (:mod:`lightning_green.policy.noise_scale`); the
+steps follow ``S(B) = S_min (1 + B_noise / B)``, and ``(S / S_min - 1)(E / E_min - 1) = 1``.
+So the energy to reach the target is
+
+    energy_to_target(B) = j_per_sample(B) · E_min · (1 + B / B_noise)
+
+and the best batch size minimises ``j_per_sample(B) · (1 + B / B_noise)``: a batch well below
+``B_noise`` costs almost no extra samples, one well above it wastes most of them. ``E_min``
+is the same for every ``B`` and drops out of the comparison.
+
+The pieces:
+
+- :func:`candidate_batch_sizes`: the user's batch size times powers of two within
+  ``[min_batch_size, max_batch_size]``, minus what ran out of memory.
+- :func:`relative_samples_to_target` and :func:`choose_batch_size`: the model and its argmin,
+  with hysteresis.
+- :func:`scale_learning_rate`: the learning rate to go with a new batch size.
+- :class:`BatchSizePolicy`: the state that probes each candidate for joules per sample on
+  real training steps, rules out sizes that ran out of memory, and decides.
+
+Nothing Lightning here: the callback measures, calls :meth:`BatchSizePolicy.record_probe` and
+:meth:`BatchSizePolicy.decide`, and applies the decision. Decisions depend only on what was
+recorded, in plain Python floats, so every DDP rank decides the same when fed the same
+(all-reduced) numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+from lightning_green.policy.noise_scale import GradientNoiseScale
+
+__all__ = [
+    "USE_ESTIMATE",
+    "BatchSizeDecision",
+    "BatchSizePolicy",
+    "BatchSizeReason",
+    "LRScalingRule",
+    "candidate_batch_sizes",
+    "choose_batch_size",
+    "relative_samples_to_target",
+    "scale_learning_rate",
+]
+
+_STATE_VERSION = 1
+
+USE_ESTIMATE = "estimate"
+"""Default of :meth:`BatchSizePolicy.decide`: use the policy's own noise-scale estimate."""
+
+
+# --------------------------------------------------------------------------- argument checks
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_fraction(name: str, value: object) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
+    if not (0.0 <= number < 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
+    return number
+
+
+def _check_b_noise(b_noise: object) -> float | None:
+    if b_noise is None:
+        return None
+    try:
+        number = float(b_noise)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"b_noise must be None or a number >= 0 (inf allowed), got {b_noise!r}") from None
+    if math.isnan(number) or number < 0:
+        raise ValueError(f"b_noise must be None or a number >= 0 (inf allowed), got {b_noise!r}")
+    return number
+
+
+# --------------------------------------------------------------------------- learning rate
+
+
+class LRScalingRule(str, Enum):
+    """How the learning rate follows the batch size.
+
+    ``linear`` (Goyal et al. 2017) suits SGD with momentum; ``sqrt`` keeps the gradient noise
+    per step comparable and suits Adam-type optimisers (Hoffer et al. 2017; the Zeus traces
+    use it for their Adam/AdamW workloads); ``none`` leaves the learning rate alone (an
+    adaptive optimiser or a schedule that already accounts for it).
+    """
+
+    LINEAR = "linear"
+    SQRT = "sqrt"
+    NONE = "none"
+
+
+def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rule: str = "linear") -> float:
+    """The learning rate to use after the batch size changes from ``old`` to ``new``.
+
+    Args:
+        lr: The learning rate in use at ``old_batch_size`` (> 0).
+        old_batch_size: The batch size ``lr`` was tuned for (>= 1).
+        new_batch_size: The batch size about to be used (>= 1).
+        rule: ``"linear"`` (lr × new/old), ``"sqrt"`` (lr × sqrt(new/old)) or ``"none"``.
+
+    Returns:
+        The scaled learning rate.
+
+    Raises:
+        ValueError: For a non-positive ``lr``, a batch size < 1 or an unknown ``rule``.
+
+    Example:
+        >>> scale_learning_rate(0.1, 32, 128, "linear")
+        0.4
+        >>> scale_learning_rate(0.1, 32, 128, "sqrt")
+        0.2
+        >>> scale_learning_rate(0.1, 32, 128, "none")
+        0.1
+    """
+    try:
+        value = float(lr)
+    except (TypeError, ValueError):
+        raise ValueError(f"lr must be a positive number, got {lr!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    old = _check_int("old_batch_size", old_batch_size, 1)
+    new = _check_int("new_batch_size", new_batch_size, 1)
+    allowed = [r.value for r in LRScalingRule]
+    if isinstance(rule, LRScalingRule):
+        rule = rule.value
+    if rule not in allowed:
+        raise ValueError(f"rule must be one of {allowed}, got {rule!r}")
+    if rule == "linear":
+        return value * new / old
+    if rule == "sqrt":
+        return value * math.sqrt(new / old)
+    return value
+
+
+# --------------------------------------------------------------------------- candidates and model
+
+
+def candidate_batch_sizes(
+    current: int,
+    min_batch_size: int,
+    max_batch_size: int,
+    *,
+    max_factor: int = 8,
+    oom_batch_size: int | None = None,
+) -> list[int]:
+    """The batch sizes worth trying: ``current`` times powers of two, within bounds.
+
+    Multiplying the user's size (rather than rounding to powers of two) keeps their
+    granularity (a user at 96 gets 48, 96, 192) and always includes their own choice.
+
+    Args:
+        current: The user's batch size; always a candidate unless it ran out of memory.
+        min_batch_size: Smallest size allowed (>= 1, <= ``current``).
+        max_batch_size: Largest size allowed (>= ``current``).
+        max_factor: How far from ``current`` to go either way, a power of two >= 1. Default 8
+            (three doublings or halvings): each candidate costs a probe, and the model rarely
+            recommends going further in one run.
+        oom_batch_size: Smallest size known to run out of memory; it and anything larger are
+            left out. None: nothing known.
+
+    Returns:
+        Candidate sizes, ascending.
+
+    Raises:
+        ValueError: For arguments outside the ranges above.
+
+    Example:
+        >>> candidate_batch_sizes(64, 16, 1024)
+        [16, 32, 64, 128, 256, 512]
+        >>> candidate_batch_sizes(96, 1, 4096, max_factor=2, oom_batch_size=192)
+        [48, 96]
+    """
+    cur = _check_int("current", current, 1)
+    low = _check_int("min_batch_size", min_batch_size, 1)
+    high = _check_int("max_batch_size", max_batch_size, 1)
+    if low > cur:
+        raise ValueError(f"min_batch_size must be <= current={cur}, got {min_batch_size!r}")
+    if high < cur:
+        raise ValueError(f"max_batch_size must be >= current={cur}, got {max_batch_size!r}")
+    factor = _check_int("max_factor", max_factor, 1)
+    if factor & (factor - 1):
+        raise ValueError(f"max_factor must be a power of two (1, 2, 4, 8, ...), got {max_factor!r}")
+    if oom_batch_size is not None:
+        _check_int("oom_batch_size", oom_batch_size, 1)
+    limit = high if oom_batch_size is None else min(high, oom_batch_size - 1)
+    sizes = {cur} if cur <= limit else set()
+    k = 2
+    while k <= factor:
+        if cur * k <= limit:
+            sizes.add(cur * k)
+        if cur % k == 0 and cur // k >= low:
+            sizes.add(cur // k)
+        k *= 2
+    return sorted(sizes)
+
+
+def relative_samples_to_target(batch_size: float, b_noise: float) -> float:
+    """Samples needed to reach a target at ``batch_size``, relative to the minimum ``E_min``.
+
+    ``E(B) / E_min = 1 + B / B_noise`` (McCandlish et al. 2018).
+
+    Args:
+        batch_size: The (global) batch size, > 0.
+        b_noise: The gradient noise scale in samples, >= 0; ``inf`` gives 1.
+
+    Returns:
+        ``1 + batch_size / b_noise`` (``inf`` when ``b_noise`` is 0).
+
+    Raises:
+        ValueError: For a non-positive batch size or a negative or NaN ``b_noise``.
+
+    Example:
+        >>> relative_samples_to_target(256, 256.0)
+        2.0
+        >>> relative_samples_to_target(256, float("inf"))
+        1.0
+    """
+    try:
+        b = float(batch_size)
+    except (TypeError, ValueError):
+        raise ValueError(f"batch_size must be a positive number, got {batch_size!r}") from None
+    if not (math.isfinite(b) and b > 0):
+        raise ValueError(f"batch_size must be a positive number, got {batch_size!r}")
+    noise = _check_b_noise(b_noise)
+    if noise is None:
+        raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
+    if noise == 0:
+        return math.inf
+    return 1.0 + b / noise
+
+
+def _energy_score(j_per_sample: float, global_batch: float, b_noise: float) -> float:
+    # Proportional to j_per_sample * (1 + B / B_noise) with the same factor for every B, and
+    # finite at both ends: B_noise = inf -> j_per_sample, B_noise = 0 -> joules per step.
+    if math.isinf(b_noise):
+        return j_per_sample
+    return j_per_sample * (b_noise + global_batch)
+
+
+def choose_batch_size(
+    j_per_sample: Mapping[int, float],
+    b_noise: float,
+    current_batch_size: int | None = None,
+    *,
+    switch_margin: float = 0.0,
+    global_batch_factor: int = 1,
+) -> tuple[int, dict[int, float]]:
+    """The batch size with the least predicted energy to reach the target.
+
+    Minimises ``j_per_sample(B) · (1 + G·B / b_noise)`` over the measured sizes, with
+    ``G = global_batch_factor``. Hysteresis: a size other than ``current_batch_size`` is only
+    chosen when its predicted energy is lower by more than ``switch_margin`` (a fraction).
+
+    Args:
+        j_per_sample: Measured joules per training sample, by (per-device) batch size.
+        b_noise: Gradient noise scale in samples (global), >= 0, ``inf`` allowed. At ``inf``
+            this is the size with the least joules per sample; at 0, the least joules per step.
+        current_batch_size: The size in use; None (or a size not in ``j_per_sample``) means
+            no hysteresis.
+        switch_margin: Fraction of predicted energy a new size must save, in ``[0, 1)``.
+        global_batch_factor: Samples per optimizer step per unit of batch size:
+            ``world_size × accumulate_grad_batches``. ``B_noise`` counts samples per optimizer
+            step over all ranks.
+
+    Returns:
+        ``(batch_size, energy_vs_current)``: the choice, and each size's predicted energy to
+        target relative to ``current_batch_size`` (relative to the choice when there is no
+        current).
+
+    Raises:
+        ValueError: For an empty or invalid ``j_per_sample`` or arguments out of range.
+
+    Example:
+        >>> j = {64: 1.0, 128: 0.7, 256: 0.6}
+        >>> choose_batch_size(j, b_noise=50.0, current_batch_size=64)[0]  # 2.28, 2.49, 3.67
+        64
+        >>> choose_batch_size(j, b_noise=1000.0, current_batch_size=64)[0]  # 1.064, 0.790, 0.754
+        256
+        >>> # 0.754 is not 10 % below 0.790: stay at 128
+        >>> choose_batch_size(j, b_noise=1000.0, current_batch_size=128, switch_margin=0.1)[0]
+        128
+    """
+    if not j_per_sample:
+        raise ValueError("j_per_sample must map at least one batch size to joules per sample, got {}")
+    noise = _check_b_noise(b_noise)
+    if noise is None:
+        raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
+    margin = _check_fraction("switch_margin", switch_margin)
+    factor = _check_int("global_batch_factor", global_batch_factor, 1)
+    scores: dict[int, float] = {}
+    for size, j in sorted(j_per_sample.items()):
+        _check_int("batch size in j_per_sample", size, 1)
+        jv = float(j)
+        if not (math.isfinite(jv) and jv > 0):
+            raise ValueError(f"j_per_sample[{size}] must be a positive number of joules, got {j!r}")
+        scores[size] = _energy_score(jv, size * factor, noise)
+    anchor = current_batch_size if current_batch_size in scores else None
+    # Deterministic tie-break: lower score, then closer to the current size, then smaller.
+    ref = anchor if anchor is not None else min(scores)
+    best = min(scores, key=lambda b: (scores[b], abs(math.log2(b / ref)), b))
+    if anchor is not None and best != anchor and not scores[best] < scores[anchor] * (1.0 - margin):
+        best = anchor
+    base = scores[anchor if anchor is not None else best]
+    return best, {b: s / base for b, s in scores.items()}
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+class BatchSizeReason(str, Enum):
+    """Why :meth:`BatchSizePolicy.decide` returned what it did."""
+
+    PROBE = "probe"
+    """Measuring joules per sample at this size."""
+    CHEAPER = "cheaper"
+    """Switching: predicted energy to target lower by more than the margin."""
+    KEEP = "keep"
+    """Staying (or going back) at the settled size: nothing predicted cheaper enough."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The size in use ran out of memory: backing off to a smaller one."""
+    UNKNOWN_NOISE_SCALE = "unknown_noise_scale"
+    """No gradient noise scale yet: sizes cannot be ranked, staying at the settled size."""
+
+
+@dataclass(frozen=True)
+class BatchSizeDecision:
+    """What :meth:`BatchSizePolicy.decide` decided.
+
+    Attributes:
+        batch_size: The per-device batch size to use from now on.
+        reason: Why.
+        details: Figures behind it (JSON-able values): ``previous_batch_size``, ``b_noise``,
+            ``j_per_sample`` and ``energy_vs_current`` by size, where known.
+    """
+
+    batch_size: int
+    reason: BatchSizeReason
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @property
+    def changed(self) -> bool:
+        """Whether the batch size differs from the one in use before the decision."""
+        return self.details.get("previous_batch_size", self.batch_size) != self.batch_size
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+class BatchSizePolicy:
+    """Probe candidate batch sizes for joules per sample, then keep the cheapest to target.
+
+    Usage by the callback: after every training window (one or a few steps) at batch size
+    ``b``, call :meth:`record_probe`, and feed squared gradient norms to :attr:`noise_scale`
+    (a :class:`~lightning_green.policy.noise_scale.GradientNoiseScale`, saved with the
+    policy's state); at a boundary where the batch size can change (while probing, after each
+    window; later, at epoch ends, as the noise scale grows), call :meth:`decide` and apply the
+    returned batch size (scaling the learning rate with :func:`scale_learning_rate`). Report
+    an out-of-memory error with ``oom=True``.
+
+    Probing order: the user's size, then the others by distance from it (larger first at
+    equal distance, so an out-of-memory failure rules out the even larger ones untried).
+    Each visit to a size discards its first ``warmup_windows`` records (allocator, kernel
+    autotuning, dataloader restart) and the joules per sample of a size is the median over
+    its last ``history_windows`` kept records.
+
+    Args:
+        initial_batch_size: The user's per-device batch size.
+        min_batch_size: Smallest size the policy may choose.
+        max_batch_size: Largest size the policy may choose.
+        switch_margin: Fraction of predicted energy to target a new size must save before
+            the policy leaves the settled size. Default 0.1: the model is approximate (fitted
+            to the Zeus traces it misses epochs-to-target by 6 % at the median, 10 % at the
+            75th percentile), the online noise-scale estimate is noisier still, and a change of
+            batch size costs a dataloader restart and a learning-rate jump. On the Zeus traces
+            (``benchmarks/zeus_batch_size_model.py``) 0.05 and 0.1 choose identically, 0.2
+            loses about 1 % of energy, 0 chose one size that never reached the target.
+        warmup_windows: Records discarded at the start of each visit to a size. Default 1.
+        min_windows: Kept records a size needs before it counts as measured. Default 3: the
+            median of three is robust to one outlier.
+        max_factor: How far from ``initial_batch_size`` candidates go (power of two).
+            Default 8.
+        history_windows: Kept records per size (the most recent). Default 16.
+        global_batch_factor: ``world_size × accumulate_grad_batches``: the noise scale counts
+            samples per optimizer step over all ranks. Default 1.
+        noise_ema_decay: ``ema_decay`` of :attr:`noise_scale`. Default 0.99.
+        noise_min_updates: ``min_updates`` of :attr:`noise_scale`. Default 10.
+
+    Raises:
+        ValueError: For arguments out of range, naming the argument.
+
+    Example:
+        >>> policy = BatchSizePolicy(64, 32, 128, min_windows=1, warmup_windows=0)
+        >>> policy.decide(b_noise=None).reason.value
+        'probe'
+        >>> for b, j in [(64, 1.0), (128, 0.6), (32, 1.8)]:
+        ...     policy.record_probe(b, energy_j=j * b, samples=b, duration_s=0.1)
+        >>> d = policy.decide(b_noise=2000.0)
+        >>> d.batch_size, d.reason.value
+        (128, 'cheaper')
+    """
+
+    def __init__(
+        self,
+        initial_batch_size: int,
+        min_batch_size: int,
+        max_batch_size: int,
+        *,
+        switch_margin: float = 0.1,
+        warmup_windows: int = 1,
+        min_windows: int = 3,
+        max_factor: int = 8,
+        history_windows: int = 16,
+        global_batch_factor: int = 1,
+        noise_ema_decay: float = 0.99,
+        noise_min_updates: int = 10,
+    ) -> None:
+        self.noise_scale = GradientNoiseScale(noise_ema_decay, noise_min_updates)
+        self.initial_batch_size = _check_int("initial_batch_size", initial_batch_size, 1)
+        self.min_batch_size = _check_int("min_batch_size", min_batch_size, 1)
+        self.max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
+        self.max_factor = max_factor
+        self.grid = candidate_batch_sizes(
+            initial_batch_size, min_batch_size, max_batch_size, max_factor=max_factor
+        )
+        self.switch_margin = _check_fraction("switch_margin", switch_margin)
+        self.warmup_windows = _check_int("warmup_windows", warmup_windows, 0)
+        self.min_windows = _check_int("min_windows", min_windows, 1)
+        self.history_windows = _check_int("history_windows", history_windows, 1)
+        if self.history_windows < self.min_windows:
+            raise ValueError(
+                f"history_windows must be >= min_windows={self.min_windows}, got {history_windows!r}"
+            )
+        self.global_batch_factor = _check_int("global_batch_factor", global_batch_factor, 1)
+        self._windows: dict[int, list[tuple[float, float, float]]] = {}
+        self._oom_batch_size: int | None = None
+        self._current = self.initial_batch_size
+        self._settled = self.initial_batch_size
+        self._last_recorded: int | None = None
+        self._visit_records = 0
+
+    # ------------------------------------------------------------------ recording
+
+    def record_probe(
+        self, batch_size: int, energy_j: float, samples: int, duration_s: float, oom: bool = False
+    ) -> None:
+        """Record one window of training at ``batch_size`` (or that it ran out of memory).
+
+        Args:
+            batch_size: Per-device batch size the window ran at.
+            energy_j: Energy of the window in joules (all ranks summed under DDP).
+            samples: Training samples processed in the window (all ranks).
+            duration_s: Wall time of the window in seconds (reported in details only).
+            oom: The size ran out of memory: it and every larger size are ruled out for good,
+                and the other arguments are ignored.
+
+        Raises:
+            ValueError: For a batch size < 1, negative or non-finite energy or duration, or
+                ``samples < 1`` when ``oom`` is False.
+        """
+        size = _check_int("batch_size", batch_size, 1)
+        if oom:
+            if self._oom_batch_size is None or size < self._oom_batch_size:
+                self._oom_batch_size = size
+            self._last_recorded = None
+            self._visit_records = 0
+            return
+        try:
+            energy = float(energy_j)
+            duration = float(duration_s)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"energy_j and duration_s must be numbers >= 0, got energy_j={energy_j!r}, "
+                f"duration_s={duration_s!r}"
+            ) from None
+        if not (math.isfinite(energy) and energy >= 0):
+            raise ValueError(f"energy_j must be a finite number of joules >= 0, got {energy_j!r}")
+        if not (math.isfinite(duration) and duration >= 0):
+            raise ValueError(f"duration_s must be a finite number of seconds >= 0, got {duration_s!r}")
+        count = _check_int("samples", samples, 1)
+        if size != self._last_recorded:
+            self._last_recorded = size
+            self._visit_records = 0
+        self._visit_records += 1
+        if self._visit_records <= self.warmup_windows:
+            return
+        kept = self._windows.setdefault(size, [])
+        kept.append((energy, float(count), duration))
+        del kept[: -self.history_windows]
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def current_batch_size(self) -> int:
+        """The batch size of the last decision (the user's before any)."""
+        return self._current
+
+    @property
+    def oom_batch_size(self) -> int | None:
+        """Smallest size that ran out of memory, or None."""
+        return self._oom_batch_size
+
+    @property
+    def candidates(self) -> list[int]:
+        """Candidate sizes still allowed, ascending."""
+        if self._oom_batch_size is None:
+            return list(self.grid)
+        return [b for b in self.grid if b < self._oom_batch_size]
+
+    def j_per_sample(self, batch_size: int) -> float | None:
+        """Median joules per sample measured at ``batch_size``; None until ``min_windows``."""
+        kept = self._windows.get(batch_size, [])
+        if len(kept) < self.min_windows:
+            return None
+        return _median([e / s for e, s, _ in kept])
+
+    def measured(self) -> dict[int, float]:
+        """Joules per sample of every allowed candidate measured so far."""
+        out = {}
+        for b in self.candidates:
+            j = self.j_per_sample(b)
+            if j is not None and j > 0:
+                out[b] = j
+        return out
+
+    def probe_order(self) -> list[int]:
+        """Allowed candidates in the order they are probed."""
+        ref = self.initial_batch_size
+        return sorted(self.candidates, key=lambda b: (abs(math.log2(b / ref)), -b))
+
+    def next_probe(self) -> int | None:
+        """The next candidate lacking measurements (the one in use first), or None."""
+        order = self.probe_order()
+        if self._current in order and self.j_per_sample(self._current) is None:
+            return self._current
+        for b in order:
+            if self.j_per_sample(b) is None:
+                return b
+        return None
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, b_noise: float | str | None = USE_ESTIMATE) -> BatchSizeDecision:
+        """Decide the batch size for what follows.
+
+        Args:
+            b_noise: The gradient noise scale in samples per optimizer step, ``inf`` allowed;
+                None when unknown. Default :data:`USE_ESTIMATE`: the current estimate of
+                :attr:`noise_scale`.
+
+        Returns:
+            The decision; the policy then assumes it is applied.
+
+        Raises:
+            ValueError: For a negative or NaN ``b_noise``.
+        """
+        noise = self.noise_scale.b_noise if b_noise == USE_ESTIMATE else _check_b_noise(b_noise)
+        previous = self._current
+        details: dict[str, Any] = {"previous_batch_size": previous, "b_noise": noise}
+        allowed = self.candidates
+        if not allowed:
+            details["error"] = f"every candidate ran out of memory (smallest failing: {self._oom_batch_size})"
+            return BatchSizeDecision(previous, BatchSizeReason.OUT_OF_MEMORY, details)
+        measured = self.measured()
+        details["j_per_sample"] = measured
+        oom_now = self._oom_batch_size is not None and previous >= self._oom_batch_size
+
+        probe = self.next_probe()
+        if probe is not None:
+            reason = BatchSizeReason.OUT_OF_MEMORY if oom_now else BatchSizeReason.PROBE
+            return self._apply(probe, reason, details)
+
+        # None: the settled size itself ran out of memory, choose without hysteresis.
+        anchor = self._settled if self._settled in allowed else None
+        if noise is None or not measured:
+            fallback = anchor if anchor is not None else max(allowed)
+            reason = BatchSizeReason.OUT_OF_MEMORY if oom_now else BatchSizeReason.UNKNOWN_NOISE_SCALE
+            self._settled = fallback
+            return self._apply(fallback, reason, details)
+
+        best, energy_vs = choose_batch_size(
+            measured,
+            noise,
+            anchor,
+            switch_margin=self.switch_margin,
+            global_batch_factor=self.global_batch_factor,
+        )
+        details["energy_vs_current"] = energy_vs
+        if oom_now:
+            reason = BatchSizeReason.OUT_OF_MEMORY
+        elif best != self._settled:
+            reason = BatchSizeReason.CHEAPER
+        else:
+            reason = BatchSizeReason.KEEP
+        self._settled = best
+        return self._apply(best, reason, details)
+
+    def _apply(self, batch_size: int, reason: BatchSizeReason, details: dict[str, Any]) -> BatchSizeDecision:
+        self._current = batch_size
+        return BatchSizeDecision(batch_size, reason, details)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: kept windows per size, ruled-out sizes, current and settled size, noise scale."""
+        return {
+            "version": _STATE_VERSION,
+            "windows": {str(b): [list(w) for w in ws] for b, ws in sorted(self._windows.items())},
+            "oom_batch_size": self._oom_batch_size,
+            "current": self._current,
+            "settled": self._settled,
+            "last_recorded": self._last_recorded,
+            "visit_records": self._visit_records,
+            "noise_scale": self.noise_scale.state_dict(),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: For a state of another version.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"state version must be {_STATE_VERSION}, got {state.get('version')!r}")
+        self._windows = {
+            int(b): [(float(e), float(s), float(d)) for e, s, d in ws] for b, ws in state["windows"].items()
+        }
+        oom = state["oom_batch_size"]
+        self._oom_batch_size = None if oom is None else int(oom)
+        self._current = int(state["current"])
+        self._settled = int(state["settled"])
+        last = state["last_recorded"]
+        self._last_recorded = None if last is None else int(last)
+        self._visit_records = int(state["visit_records"])
+        self.noise_scale.load_state_dict(state["noise_scale"])

@@ -1,0 +1,108 @@
+"""Cost per epoch, the cost of the rest of the run, and the energy budget.
+
+Cumulative energy readings are not smooth: a meter that updates late reports the same total
+twice and then catches up (the MLPerf power logs do this). The cost per epoch is therefore the
+total cost over a recent window divided by the epochs in it, never a single difference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+COST_WINDOW = 5
+"""Check intervals averaged to estimate the cost per epoch."""
+
+
+def cost_per_epoch(costs_kwh: np.ndarray, epochs: np.ndarray, window: int = COST_WINDOW) -> float:
+    """Recent cost per epoch: cost over the last ``window`` check intervals / epochs in them.
+
+    With a single check, the cost so far divided by the epochs completed (``epoch + 1``).
+
+    Args:
+        costs_kwh: Cumulative cost at every check.
+        epochs: Epoch index (0-based) of every check.
+        window: Number of recent intervals.
+
+    Returns:
+        Cost per epoch (``>= 0``).
+
+    Example:
+        >>> cost_per_epoch(np.array([1.0, 2.0, 2.0, 4.0]), np.array([0, 1, 2, 3]))
+        1.0
+    """
+    n = len(costs_kwh)
+    if n >= 2:
+        i = max(0, n - 1 - window)
+        d_epochs = float(epochs[-1] - epochs[i])
+        if d_epochs > 0:
+            return max(float(costs_kwh[-1] - costs_kwh[i]) / d_epochs, 0.0)
+    return max(float(costs_kwh[-1]), 0.0) / (float(epochs[-1]) + 1.0)
+
+
+def epochs_per_check(epochs: np.ndarray) -> float:
+    """Epochs between the last two checks (1 with a single check, or if the epoch did not advance).
+
+    Example:
+        >>> epochs_per_check(np.array([3359, 6719]))
+        3360.0
+    """
+    if len(epochs) >= 2 and epochs[-1] > epochs[-2]:
+        return float(epochs[-1] - epochs[-2])
+    return 1.0
+
+
+def next_check_cost(costs_kwh: np.ndarray, epochs: np.ndarray) -> float:
+    """Projected cost until the next check: recent cost per epoch times epochs per check.
+
+    Example:
+        >>> next_check_cost(np.array([1.0, 2.0, 3.1]), np.array([0, 1, 2]))
+        1.05
+    """
+    return cost_per_epoch(costs_kwh, epochs) * epochs_per_check(epochs)
+
+
+def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | None) -> float:
+    """Projected cost of the rest of the planned run.
+
+    ``(max_epochs - epochs completed) * cost per epoch``; without a planned horizon, as much again
+    as the run has cost so far (the question becomes "would doubling this run pay?").
+
+    Args:
+        costs_kwh: Cumulative cost at every check.
+        epochs: Epoch index (0-based) of every check.
+        max_epochs: Planned number of epochs, or ``None``.
+
+    Returns:
+        Projected remaining cost (``>= 0``).
+
+    Example:
+        >>> remaining_cost(np.array([1.0, 2.0]), np.array([0, 1]), max_epochs=10)
+        8.0
+    """
+    if max_epochs is None:
+        return max(float(costs_kwh[-1]), 0.0)
+    left = max(max_epochs - (int(epochs[-1]) + 1), 0)
+    return left * cost_per_epoch(costs_kwh, epochs)
+
+
+def exceeds_budget(costs_kwh: np.ndarray, epochs: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:
+    """Whether the next check interval would take the cumulative cost over the budget.
+
+    Args:
+        costs_kwh: Cumulative cost at every check.
+        epochs: Epoch index of every check.
+        budget_kwh: The budget, or ``None``.
+
+    Returns:
+        ``(would_exceed, projected_cost_of_next_interval)``.
+
+    Example:
+        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2]), 3.5)
+        (True, 1.0)
+        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2]), 4.0)
+        (False, 1.0)
+    """
+    step = next_check_cost(costs_kwh, epochs)
+    if budget_kwh is None:
+        return False, step
+    return float(costs_kwh[-1]) + step > budget_kwh, step

@@ -1,0 +1,111 @@
+"""What a stopping decision says: stop or not, why, and the numbers behind it.
+
+:class:`StopReason` names why training was stopped (its value is what the callback logs as the
+MLflow tag ``lightning_green.stop_reason``); :class:`StopDecision` is what
+:meth:`lightning_green.policy.StoppingPolicy.update` returns for every check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+
+from lightning_green.policy.learning_curve import CurveFit
+
+
+class StopReason(str, Enum):
+    """Why training was stopped.
+
+    Example:
+        >>> StopReason("marginal_gain") is StopReason.MARGINAL_GAIN
+        True
+        >>> StopReason.PLATEAU.value
+        'plateau'
+    """
+
+    PLATEAU = "plateau"
+    """The monitored metric did not improve by more than ``min_delta`` for ``patience`` checks."""
+    MARGINAL_GAIN = "marginal_gain"
+    """What the rest of the planned run would still buy per kWh is below the threshold."""
+    ENERGY_BUDGET = "energy_budget"
+    """The next epoch would exceed ``energy_budget_kwh``."""
+    NON_FINITE = "non_finite"
+    """The monitored metric is NaN or infinite (``check_finite``)."""
+    DIVERGENCE = "divergence"
+    """The monitored metric is worse than ``divergence_threshold``."""
+    THRESHOLD_REACHED = "threshold_reached"
+    """The monitored metric reached ``stopping_threshold``: the goal is met."""
+
+
+@dataclass(frozen=True)
+class StopDecision:
+    """The outcome of one check of the stopping policy.
+
+    Attributes:
+        should_stop: Whether training should stop now.
+        reason: Why, when ``should_stop``; else ``None``.
+        message: A human-readable account of the decision (Lightning ``EarlyStopping``'s
+            messages for the plateau, threshold and non-finite cases).
+        epoch: The epoch index this decision was made at (as passed to ``update``).
+        best_metric: Best value of the monitored metric so far (in its own units and direction).
+        wait_count: Checks since the last improvement by more than ``min_delta``.
+        gain_per_kwh: Recent improvement of the metric per unit cost, a least-squares slope over
+            a window of recent checks (improvement positive), or ``None`` with too few checks.
+        average_gain_per_kwh: Improvement per unit cost over the run so far (the reference of the
+            scale-free threshold), or ``None``.
+        projected_gain: Improvement the learning-curve fit still expects up to the planned horizon
+            (metric units, improvement positive; optimistic by one standard error), or ``None``
+            while the marginal rule is held (the fit is skipped then).
+        projected_cost_kwh: Cost of the rest of the planned run, extrapolated from the measured
+            cost per epoch, or ``None``.
+        projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``, or ``None``.
+        relative_gain: ``projected_gain_per_kwh / average_gain_per_kwh``: what a further kWh buys
+            as a fraction of what the average kWh bought so far, or ``None``.
+        next_epoch_kwh: Projected cost of the next check interval (used by the budget), or ``None``.
+        hold: Why stopping is held off right now, or ``None``: ``"min_epochs"``,
+            ``"lr_decay_ahead"`` (a known learning-rate decay is ahead, or just happened) and
+            ``"lr_step_seen"`` (the curve made a step-jump) hold the plateau and the marginal rule;
+            ``"horizon_fraction"`` (not yet past ``min_horizon_fraction`` of the planned epochs)
+            holds the marginal rule only.
+        fit: The learning-curve fit behind ``projected_gain`` (``None`` when no fit passed the
+            quality checks and the recent slope was extrapolated instead). ``fit.predict(cost)``
+            draws it in metric units.
+    """
+
+    should_stop: bool
+    reason: StopReason | None
+    message: str
+    epoch: int
+    best_metric: float
+    wait_count: int
+    gain_per_kwh: float | None = None
+    average_gain_per_kwh: float | None = None
+    projected_gain: float | None = None
+    projected_cost_kwh: float | None = None
+    projected_gain_per_kwh: float | None = None
+    relative_gain: float | None = None
+    next_epoch_kwh: float | None = None
+    hold: str | None = None
+    fit: CurveFit | None = None
+
+    def __iter__(self) -> Iterator[bool | StopReason | None]:
+        """Unpack as ``should_stop, reason = decision``.
+
+        Example:
+            >>> should_stop, reason = StopDecision(True, StopReason.PLATEAU, "", epoch=3, best_metric=0.5,
+            ...                                    wait_count=3)
+            >>> should_stop, reason.value
+            (True, 'plateau')
+        """
+        return iter((self.should_stop, self.reason))
+
+    @property
+    def fit_family(self) -> str | None:
+        """Name of the fitted learning-curve family (``"pow3"``, ``"exp3"``, ...), if any."""
+        return None if self.fit is None else self.fit.family
+
+    @property
+    def fit_params(self) -> tuple[float, ...] | None:
+        """Parameters of the fitted family in its normalised coordinates, if any."""
+        return None if self.fit is None else self.fit.params

@@ -1,0 +1,251 @@
+"""Marginal gain per kWh: what the run buys now, what it bought on average, what it will still buy.
+
+Three rates, all in metric units per unit of cost and oriented so that improvement is positive:
+
+- the **recent** rate, a least-squares slope of the metric against cumulative cost over a window
+  of recent checks (single-epoch differences are far too noisy to act on);
+- the **average** rate so far, from the first check to the present (the fitted level now):
+  the reference of the scale-free threshold;
+- the **projected** rate: the gain a learning-curve fit (:mod:`.learning_curve`) still expects
+  between now and the planned horizon, divided by the projected cost of getting there. Of the
+  families that pass the quality checks, the most optimistic one is used, and it is optimistic by
+  one standard error of its projection (noisy or short histories give wide projections, so they
+  are not stopped on a lucky fit); when no family passes, the straight line through the current
+  segment, also optimistic by one standard error, is extrapolated instead.
+
+The ratio projected / average is the *relative gain*: "a further kWh buys this fraction of what
+the average kWh bought so far", the same for a loss in nats and an accuracy in points, for a run
+of joules and one of megawatt-hours.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from lightning_green.policy.learning_curve import (
+    FAMILIES,
+    CurveFit,
+    NormalisedFit,
+    acceptable,
+    fit_family,
+    grid_fit,
+    noise_sd,
+)
+
+MIN_FIT_POINTS = 6
+"""Checks in the current segment needed before a learning curve is fitted."""
+RECENT_WINDOW_MIN = 5
+"""Smallest window (checks) of the recent slope."""
+RECENT_WINDOW_FRACTION = 1.0 / 3.0
+"""The recent window covers this fraction of the current segment, at least ``RECENT_WINDOW_MIN``."""
+OPTIMISM_SE = 1.0
+"""Standard errors added to projections (and taken off the recent slope in the safety check)."""
+
+
+@dataclass(frozen=True)
+class MarginalAssessment:
+    """Rates of gain per unit cost at one check (metric units per kWh, improvement positive).
+
+    Attributes:
+        gain_per_kwh: Recent rate (slope over the recent window), or ``None``.
+        gain_per_kwh_se: Its standard error, or ``None``.
+        average_gain_per_kwh: Average rate since the start of the run, or ``None``.
+        projected_gain: Gain still expected up to the horizon (optimistic by ``OPTIMISM_SE``).
+        projected_cost_kwh: Projected cost up to the horizon.
+        projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``.
+        relative_gain: ``projected_gain_per_kwh / average_gain_per_kwh`` (``None`` when the run
+            has not improved on average, or nothing is left to project).
+        fit: The learning-curve fit used, or ``None`` (straight line extrapolated, or not projected).
+    """
+
+    gain_per_kwh: float | None = None
+    gain_per_kwh_se: float | None = None
+    average_gain_per_kwh: float | None = None
+    projected_gain: float | None = None
+    projected_cost_kwh: float | None = None
+    projected_gain_per_kwh: float | None = None
+    relative_gain: float | None = None
+    fit: CurveFit | None = None
+
+    def recent_rate_lower_bound(self) -> float | None:
+        """The recent rate minus ``OPTIMISM_SE`` standard errors: what the run surely still buys."""
+        if self.gain_per_kwh is None or self.gain_per_kwh_se is None:
+            return None
+        return self.gain_per_kwh - OPTIMISM_SE * self.gain_per_kwh_se
+
+
+def linear_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
+    """Least-squares line through ``(x, y)``: ``(slope, standard_error, value_at_last_x)``.
+
+    The standard error is ``inf`` with fewer than three points.
+
+    Example:
+        >>> s, se, last = linear_slope(np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0]))
+        >>> float(s), float(se), float(last)
+        (2.0, 0.0, 5.0)
+    """
+    n = len(x)
+    xm, ym = float(x.mean()), float(y.mean())
+    dx = x - xm
+    sxx = float(dx @ dx)
+    if n < 2 or sxx <= 0:
+        return 0.0, math.inf, ym
+    slope = float(dx @ (y - ym)) / sxx
+    at_last = ym + slope * (float(x[-1]) - xm)
+    if n < 3:
+        return slope, math.inf, at_last
+    resid = y - (ym + slope * dx)
+    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    return slope, se, at_last
+
+
+def recent_window(n_points: int) -> int:
+    """Number of checks in the recent window for a segment of ``n_points`` checks.
+
+    Example:
+        >>> recent_window(6), recent_window(30)
+        (5, 10)
+    """
+    return min(n_points, max(RECENT_WINDOW_MIN, round(n_points * RECENT_WINDOW_FRACTION)))
+
+
+def _best_fit(
+    x: np.ndarray, y: np.ndarray, window: int, recent: tuple[float, float], x_h: float
+) -> tuple[NormalisedFit, float, float] | None:
+    """The acceptable fit projecting the most gain up to ``x_h`` (optimistic by ``OPTIMISM_SE``).
+
+    Several families often describe the same history equally well and extrapolate differently;
+    taking the most optimistic one means the policy stops only when every acceptable
+    extrapolation agrees that the rest of the run is not worth its cost. Every family is fitted on
+    its grid (:func:`~.learning_curve.grid_fit`); the chosen one is then refined with
+    ``curve_fit`` (:func:`~.learning_curve.fit_family`), which keeps a decision within a few
+    milliseconds.
+
+    Returns:
+        ``(fit, gain, standard_error)`` in normalised units, or ``None`` if no family passes.
+    """
+    noise = noise_sd(y)
+    recent_x = x[-window:]
+    best: tuple[float, NormalisedFit] | None = None
+    for family in FAMILIES.values():
+        fit = grid_fit(family, x, y)
+        if fit is None or not acceptable(fit, noise, recent_x, recent):
+            continue
+        gain, se = fit.gain(1.0, x_h)
+        if best is None or gain + OPTIMISM_SE * se > best[0]:
+            best = (gain + OPTIMISM_SE * se, fit)
+    if best is None:
+        return None
+    coarse = best[1]
+    fit = fit_family(coarse.family, x, y, start=coarse.params)
+    if fit is None or not acceptable(fit, noise, recent_x, recent):
+        fit = coarse
+    gain, se = fit.gain(1.0, x_h)
+    return fit, gain, se
+
+
+def assess_marginal(
+    costs_kwh: np.ndarray,
+    values: np.ndarray,
+    *,
+    segment_start: int,
+    horizon_cost_kwh: float,
+    sign: float,
+    project: bool = True,
+) -> MarginalAssessment:
+    """Recent, average and projected gain per unit cost at the latest check.
+
+    Args:
+        costs_kwh: Cumulative cost at every (finite) check, non-decreasing.
+        values: The metric at those checks, oriented so that higher is better.
+        segment_start: Index of the first check of the current segment (after the last step-jump
+            of the curve; 0 without one). The recent slope and the fit use the segment only.
+        horizon_cost_kwh: Projected cost of the rest of the planned run.
+        sign: +1 when higher is better, -1 when lower is better (to report the fit in the
+            metric's own orientation).
+        project: Fit the learning curve and project to the horizon (``False``: only the recent and
+            average rates, which are cheap; the policy skips the fit while the marginal rule is held).
+
+    Returns:
+        The assessment (fields are ``None`` where there is too little data).
+    """
+    n = len(values)
+    if n < 2:
+        return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
+    c_now = float(costs_kwh[-1])
+    seg_c = costs_kwh[segment_start:]
+    seg_v = values[segment_start:]
+    if segment_start > 0:
+        c_ref = float(costs_kwh[segment_start - 1])
+    elif float(costs_kwh[0]) > 0:
+        c_ref = 0.0
+    else:  # a run whose first check reports no cost yet: one check interval before it
+        c_ref = float(costs_kwh[0]) - (c_now - float(costs_kwh[0])) / max(n - 1, 1)
+    span = c_now - c_ref
+    if span <= 0 or len(seg_v) < 2:
+        return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
+
+    w = recent_window(len(seg_v))
+    slope, slope_se, _ = linear_slope(seg_c[-w:], seg_v[-w:])
+    seg_slope, seg_slope_se, seg_level = linear_slope(seg_c, seg_v)
+    c_start, v_start = float(costs_kwh[0]), float(values[0])
+    if not project:
+        average = (seg_level - v_start) / (c_now - c_start) if c_now > c_start else None
+        return MarginalAssessment(gain_per_kwh=slope, gain_per_kwh_se=slope_se, average_gain_per_kwh=average)
+
+    best: tuple[NormalisedFit, float, float] | None = None
+    x = (seg_c - c_ref) / span
+    x_h = 1.0 + horizon_cost_kwh / span
+    offset, scale = 0.0, 1.0
+    if len(seg_v) >= MIN_FIT_POINTS:
+        keep = x > 1e-9
+        x, y_raw = x[keep], seg_v[keep]
+        offset = float(np.median(y_raw))
+        scale = float(y_raw.max() - y_raw.min()) or 1.0
+        y = (y_raw - offset) / scale
+        if len(x) >= MIN_FIT_POINTS:
+            wx = min(w, len(x))
+            recent_x = (slope * span / scale, slope_se * span / scale)
+            best = _best_fit(x, y, wx, recent_x, x_h)
+
+    fit_out: CurveFit | None = None
+    if best is not None:
+        fit, gain, se = best
+        projected_gain = (gain + OPTIMISM_SE * se) * scale
+        level_now = offset + scale * float(fit.params[0])
+        fit_out = CurveFit(
+            family=fit.family.name,
+            params=tuple(float(p) for p in fit.params),
+            cost_ref_kwh=c_ref,
+            cost_scale_kwh=span,
+            metric_offset=sign * offset,
+            metric_scale=scale,
+            sign=sign,
+            rmse=fit.rmse,
+            n_points=fit.n_points,
+            aicc=fit.aicc,
+        )
+    else:  # no family describes the segment: continue its straight line, optimistically
+        se = seg_slope_se if math.isfinite(seg_slope_se) else abs(seg_slope)
+        projected_gain = max(seg_slope + OPTIMISM_SE * se, 0.0) * horizon_cost_kwh
+        level_now = seg_level
+
+    average = (level_now - v_start) / (c_now - c_start) if c_now > c_start else None
+
+    projected_rate = projected_gain / horizon_cost_kwh if horizon_cost_kwh > 0 else None
+    relative = None
+    if projected_rate is not None and average is not None and average > 0:
+        relative = projected_rate / average
+    return MarginalAssessment(
+        gain_per_kwh=slope,
+        gain_per_kwh_se=slope_se,
+        average_gain_per_kwh=average,
+        projected_gain=projected_gain,
+        projected_cost_kwh=horizon_cost_kwh,
+        projected_gain_per_kwh=projected_rate,
+        relative_gain=relative,
+        fit=fit_out,
+    )

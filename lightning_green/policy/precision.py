@@ -1,0 +1,773 @@
+"""Precision: the cheapest one whose training loss tracks the full-precision run.
+
+Mixed precision is not cheaper everywhere: on an H100 ``bf16-mixed`` costs a fraction of the
+joules per sample of ``32-true``, on a CPU without native bf16 kernels it costs about three
+times more. So nothing is assumed: the policy measures joules per sample of each supported
+precision on a few real training steps, checks that the loss under it stays on the
+full-precision trajectory, and keeps the cheapest precision that passes, if it saves more than
+a margin. It rolls back when a precision misbehaves later and bans it for a cooling period.
+
+**Windows.** The caller reports training steps with :meth:`PrecisionPolicy.record` (one step
+or a few at a time: energy, samples, wall time, losses, GradScaler overflows). After each
+change of precision the first ``warmup_steps`` steps are excluded from measurement (autocast
+caches, kernel selection, a fresh GradScaler calibrating its scale); the rest is cut into
+windows of at least ``window_steps`` steps *and* ``min_window_s`` seconds (so an energy
+counter with coarse updates still resolves a window). A window gives one joules-per-sample
+figure and the mean and spread of its losses.
+
+**Probe plan** (:func:`probe_plan`), starting at step ``start_step``: reference windows at the
+base precision (normally ``32-true``), then each candidate sandwiched between reference
+segments::
+
+    32-true ×R | bf16-mixed ≤P | 32-true ×R | 16-mixed ≤P | 32-true ×R
+
+``R = reference_windows``, ``P = probe_windows``. A probe stops after its first window when
+it costs more than ``1 + early_stop_margin`` times the base. The extra energy of a probe that
+turns out ``r`` times more expensive is therefore ``(r - 1)/r`` of what its
+``warmup_steps`` + one window (``max(window_steps steps, min_window_s)``) cost - on a CPU
+where bf16 costs 3x and a step takes over a quarter of a second, with the defaults, the
+energy of 12 fp32 steps, once per run (2 % of a 600-step run). Reference steps cost nothing
+extra: they are ordinary training at the base precision.
+
+**Loss check.** After the reference segment that follows a probe, a straight line is fitted
+(weighted least squares) to the mean losses of the reference windows before and after the
+probe, over step number: the local trend of the base run. The probe's mean loss (all its
+steps, warm-up included) is compared with that line at the probe's mean step. It fails when
+it is higher by more than ``loss_tolerance × |trend|`` plus ``loss_noise_z`` standard errors
+of the difference (per-step loss noise, pooled within the reference windows). Only a higher
+loss counts against a precision.
+
+**Rollback** (while probing a precision, or after adopting one): a non-finite loss;
+``max_overflows`` GradScaler overflows within one window; or a window whose mean loss jumps
+above the median of the previous three windows' means by more than ``loss_tolerance`` (plus
+the same noise allowance). The policy goes back to the precision it came from and bans the
+offender until ``cooldown_epochs`` epochs have passed; then it is probed again.
+
+Nothing Lightning here. Decisions are pure functions of what was recorded, in plain Python
+floats: every DDP rank decides the same when fed the same (all-reduced) numbers, and a state
+round trip through JSON continues identically.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+__all__ = [
+    "PRECISIONS",
+    "REFERENCE_PRECISION",
+    "PlanSegment",
+    "PrecisionDecision",
+    "PrecisionPolicy",
+    "PrecisionReason",
+    "probe_plan",
+]
+
+PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
+"""Precisions the policy knows, in Lightning's spelling, in probing order."""
+
+REFERENCE_PRECISION: str = "32-true"
+"""Full precision: always supported, the trajectory the others are held to."""
+
+_STATE_VERSION = 1
+_MAX_WINDOWS = 64
+_JUMP_HISTORY = 3
+
+
+class PrecisionReason(str, Enum):
+    """Why :meth:`PrecisionPolicy.decide` returned what it did."""
+
+    PROBE = "probe"
+    """Following the probe plan: measuring a candidate or the reference around it."""
+    CHEAPER = "cheaper"
+    """Switching: measured cheaper by more than the margin and the loss tracks the reference."""
+    KEEP = "keep"
+    """Staying: nothing to probe, or nothing passed and saved enough."""
+    TOO_EXPENSIVE = "too_expensive"
+    """A probe stopped early: the candidate clearly costs more than the base."""
+    LOSS_DEVIATION = "loss_deviation"
+    """A probed candidate's loss left the reference trend: banned for the cooling period."""
+    ROLLBACK_NON_FINITE = "rollback_non_finite"
+    """A non-finite loss: back to the previous precision, the offender banned."""
+    ROLLBACK_LOSS_JUMP = "rollback_loss_jump"
+    """The loss jumped beyond tolerance: back to the previous precision, the offender banned."""
+    ROLLBACK_OVERFLOW = "rollback_overflow"
+    """Repeated GradScaler overflows: back to the previous precision, the offender banned."""
+    COOLDOWN_OVER = "cooldown_over"
+    """A banned precision's cooling period ended: it will be probed again."""
+
+
+@dataclass(frozen=True)
+class PrecisionDecision:
+    """What :meth:`PrecisionPolicy.decide` decided.
+
+    Attributes:
+        precision: The precision to train with from now on (Lightning's spelling).
+        reason: Why.
+        details: Figures behind it (JSON-able values): ``previous_precision``, ``step``,
+            ``epoch`` and, where relevant, ``j_per_sample`` by precision, the probe's loss
+            check, the banned precision and until which epoch.
+    """
+
+    precision: str
+    reason: PrecisionReason
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
+
+    @property
+    def changed(self) -> bool:
+        """Whether the precision differs from the one in use before the decision."""
+        return self.details.get("previous_precision", self.precision) != self.precision
+
+
+@dataclass(frozen=True)
+class PlanSegment:
+    """One segment of a probe plan.
+
+    Attributes:
+        precision: The precision trained with in this segment.
+        role: ``"reference"`` (the base precision, ``reference_windows`` windows) or
+            ``"probe"`` (a candidate, up to ``probe_windows`` windows).
+    """
+
+    precision: str
+    role: str
+
+
+def probe_plan(candidates: Sequence[str], base: str = REFERENCE_PRECISION) -> tuple[PlanSegment, ...]:
+    """The order in which precisions are measured: each candidate between two references.
+
+    Args:
+        candidates: Precisions to probe, in order; ``base`` and duplicates are skipped.
+        base: The precision in use, whose loss trajectory the candidates are held to.
+
+    Returns:
+        ``reference, probe, reference, probe, ..., reference``; empty when there is no
+        candidate.
+
+    Raises:
+        ValueError: For a precision not in :data:`PRECISIONS`.
+
+    Example:
+        >>> [(s.precision, s.role) for s in probe_plan(["bf16-mixed"])]
+        [('32-true', 'reference'), ('bf16-mixed', 'probe'), ('32-true', 'reference')]
+    """
+    _check_precision("base", base)
+    todo = []
+    for c in candidates:
+        _check_precision("candidates", c)
+        if c != base and c not in todo:
+            todo.append(c)
+    if not todo:
+        return ()
+    plan = [PlanSegment(base, "reference")]
+    for c in todo:
+        plan += [PlanSegment(c, "probe"), PlanSegment(base, "reference")]
+    return tuple(plan)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _check_precision(name: str, value: object) -> str:
+    if value not in PRECISIONS:
+        raise ValueError(f"{name} must name a precision in {list(PRECISIONS)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _check_float(
+    name: str, value: object, minimum: float, maximum: float = math.inf, what: str = ""
+) -> float:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}") from None
+    if not (minimum <= number < maximum):
+        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}")
+    return number
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
+
+
+def _new_acc() -> dict[str, float]:
+    return {
+        "energy_j": 0.0,
+        "samples": 0.0,
+        "duration_s": 0.0,
+        "steps": 0.0,
+        "loss_n": 0.0,
+        "loss_sum": 0.0,
+        "loss_sq": 0.0,
+        "loss_step_sum": 0.0,
+        "overflows": 0.0,
+    }
+
+
+def _loss_stats(items: Sequence[Mapping[str, float]]) -> tuple[float, float, float, float]:
+    """(n, mean, pooled within-item variance, mean step) over window-like loss accumulators."""
+    n = sum(w["loss_n"] for w in items)
+    if n <= 0:
+        return 0.0, math.nan, math.nan, math.nan
+    total = sum(w["loss_sum"] for w in items)
+    ss_within, dof = 0.0, 0.0
+    for w in items:
+        if w["loss_n"] > 1:
+            ss_within += max(w["loss_sq"] - w["loss_sum"] ** 2 / w["loss_n"], 0.0)
+            dof += w["loss_n"] - 1
+    var = ss_within / dof if dof > 0 else 0.0
+    return n, total / n, var, sum(w["loss_step_sum"] for w in items) / n
+
+
+def _trend_at(windows: Sequence[Mapping[str, float]], step: float) -> float:
+    """Weighted least-squares line through the windows' mean losses, evaluated at ``step``."""
+    pts = [(w["loss_step_sum"] / w["loss_n"], w["loss_sum"] / w["loss_n"], w["loss_n"]) for w in windows]
+    sw = sum(p[2] for p in pts)
+    mx = sum(p[0] * p[2] for p in pts) / sw
+    my = sum(p[1] * p[2] for p in pts) / sw
+    sxx = sum(p[2] * (p[0] - mx) ** 2 for p in pts)
+    if sxx <= 0:
+        return my
+    slope = sum(p[2] * (p[0] - mx) * (p[1] - my) for p in pts) / sxx
+    return my + slope * (step - mx)
+
+
+# --------------------------------------------------------------------------- the policy
+
+
+class PrecisionPolicy:
+    """Measure each supported precision, keep the cheapest that tracks the reference loss.
+
+    Usage by the callback: after every training step (or every few), call :meth:`record`
+    with what the steps cost and their losses, then :meth:`decide` with the current epoch,
+    and apply the returned precision.
+
+    Args:
+        supported: Precisions the hardware supports, Lightning's spelling (``"bf16-mixed"``,
+            ``"16-mixed"``; ``"32-true"`` is always added).
+        initial_precision: The precision training starts with. Default ``"32-true"``.
+        loss_tolerance: Relative excess of the mean training loss over the reference
+            trend (probe check) or over the recent windows (jump check) that counts as
+            harm, on top of the noise allowance. Default 0.05: where mixed precision works,
+            its training loss stays within about 1 % of fp32 at the same step; where it
+            does not (fp16 gradient underflow, a bf16 accumulation problem), the gap is
+            several percent and grows, or the loss diverges. 5 % separates the two while a
+            local linear trend over a few dozen steps stays well within it. Per-step noise
+            is accounted for separately (``loss_noise_z``).
+        switch_margin: Fraction of joules per sample a cheaper precision must save before
+            the policy switches. Default 0.1: window-to-window scatter of energy readings is
+            a few percent, and a precision change carries a small numerical risk, so a
+            saving under 10 % is not worth it. (Typical savings are 2x or more where there
+            are any.)
+        cooldown_epochs: Epochs a precision stays banned after a rollback or failed loss
+            check, after which it is probed again. Default 2.
+        max_overflows: GradScaler overflows (skipped steps) within one measured window that
+            trigger a rollback. Default 3: a few overflows while the scale calibrates are
+            normal (and fall in the warm-up), three in one window of four or more steps means
+            most of the work is being thrown away.
+        window_steps: Minimum steps per measurement window. Default 4.
+        min_window_s: Minimum seconds per window. Default 1.0: long enough for GPU energy
+            counters (updated every few tens of milliseconds) to resolve a window.
+        warmup_steps: Steps after each change of precision excluded from measurement.
+            Default 2.
+        reference_windows: Windows at the base precision before and after each probe.
+            Default 2 (the trend line needs at least two points on each side to be robust).
+        probe_windows: Windows measured for a candidate, at most. Default 3 (median of 3).
+        early_stop_margin: A probe stops after its first window when its joules per sample
+            exceed the base's by more than this fraction. Default 0.25: a candidate that
+            looks 25 % more expensive in one window will not turn out 10 % cheaper.
+        start_step: Steps before probing begins. Default 20: the first steps carry one-off
+            costs (compilation, caches, data loader start) and the steepest loss drop, both
+            bad for comparisons.
+        loss_noise_z: Standard errors of per-step loss noise added to the loss tolerance.
+            Default 2.0.
+
+    Raises:
+        ValueError: For arguments out of range, naming the argument.
+
+    Example:
+        >>> policy = PrecisionPolicy(["bf16-mixed"], start_step=0, min_window_s=0.0)
+        >>> policy.decide(epoch=0).reason.value  # the plan starts with reference windows
+        'probe'
+    """
+
+    def __init__(
+        self,
+        supported: Sequence[str],
+        *,
+        initial_precision: str = REFERENCE_PRECISION,
+        loss_tolerance: float = 0.05,
+        switch_margin: float = 0.1,
+        cooldown_epochs: int = 2,
+        max_overflows: int = 3,
+        window_steps: int = 4,
+        min_window_s: float = 1.0,
+        warmup_steps: int = 2,
+        reference_windows: int = 2,
+        probe_windows: int = 3,
+        early_stop_margin: float = 0.25,
+        start_step: int = 20,
+        loss_noise_z: float = 2.0,
+    ) -> None:
+        if isinstance(supported, str) or not isinstance(supported, Sequence):
+            raise ValueError(
+                f"supported must be a list of precisions from {list(PRECISIONS)}, got {supported!r}"
+            )
+        listed = {_check_precision("supported", p) for p in supported} | {REFERENCE_PRECISION}
+        self.supported: tuple[str, ...] = tuple(p for p in PRECISIONS if p in listed)
+        initial = _check_precision("initial_precision", initial_precision)
+        if initial not in self.supported:
+            raise ValueError(
+                f"initial_precision must be one of supported={list(self.supported)}, "
+                f"got {initial_precision!r}"
+            )
+        self.initial_precision = initial
+        self.loss_tolerance = _check_float("loss_tolerance", loss_tolerance, 0.0, math.inf, " (a fraction)")
+        self.switch_margin = _check_float("switch_margin", switch_margin, 0.0, 1.0)
+        self.cooldown_epochs = _check_int("cooldown_epochs", cooldown_epochs, 0)
+        self.max_overflows = _check_int("max_overflows", max_overflows, 1)
+        self.window_steps = _check_int("window_steps", window_steps, 1)
+        self.min_window_s = _check_float("min_window_s", min_window_s, 0.0, math.inf, " (seconds)")
+        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
+        self.reference_windows = _check_int("reference_windows", reference_windows, 1)
+        self.probe_windows = _check_int("probe_windows", probe_windows, 1)
+        self.early_stop_margin = _check_float("early_stop_margin", early_stop_margin, 0.0, math.inf)
+        self.start_step = _check_int("start_step", start_step, 0)
+        self.loss_noise_z = _check_float("loss_noise_z", loss_noise_z, 0.0, math.inf)
+
+        self._step = 0
+        self._current = initial
+        self._previous: list[str] = []  # precisions switched away from, most recent last
+        self._seg_precision: str | None = None
+        self._seg_steps = 0
+        self._acc = _new_acc()
+        self._windows: list[dict[str, Any]] = []
+        self._plan: list[list[str]] = []  # [precision, role] pairs; empty: no plan
+        self._plan_pos = 0
+        self._plan_id = 0  # counts plans, so windows of an earlier plan never count in a later one
+        self._plan_losses: dict[str, dict[str, float]] = {}  # str(pos) -> loss accumulator
+        self._outcomes: dict[str, dict[str, Any]] = {}  # candidate -> status, j_per_sample
+        self._started = False
+        self._pending: list[str] = []
+        self._banned: dict[str, int] = {}  # precision -> epoch from which it may be probed again
+        self._alarm: dict[str, Any] | None = None
+        self._j: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ queries
+
+    @property
+    def current_precision(self) -> str:
+        """The precision of the last decision (the initial one before any)."""
+        return self._current
+
+    @property
+    def step(self) -> int:
+        """Training steps recorded so far."""
+        return self._step
+
+    @property
+    def banned(self) -> dict[str, int]:
+        """Banned precisions and the epoch from which each may be probed again."""
+        return dict(self._banned)
+
+    @property
+    def plan(self) -> tuple[PlanSegment, ...]:
+        """The probe plan in progress (empty when none) ..."""
+        return tuple(PlanSegment(p, r) for p, r in self._plan)
+
+    @property
+    def plan_position(self) -> int | None:
+        """... and the index of its current segment, or None."""
+        return self._plan_pos if self._plan else None
+
+    def j_per_sample(self) -> dict[str, float]:
+        """Joules per sample measured per precision (median of its windows in the last plan)."""
+        return dict(self._j)
+
+    # ------------------------------------------------------------------ recording
+
+    def record(
+        self,
+        precision: str,
+        energy_j: float,
+        samples: int,
+        duration_s: float,
+        losses: Sequence[float] = (),
+        overflows: int = 0,
+        steps: int | None = None,
+    ) -> None:
+        """Record one or a few training steps that ran at ``precision``.
+
+        Args:
+            precision: The precision the steps actually ran at.
+            energy_j: Their energy in joules (all ranks summed under DDP).
+            samples: Training samples they processed (all ranks).
+            duration_s: Their wall time in seconds.
+            losses: Their training losses, one per step (all-reduced under DDP); NaN or inf
+                entries count as non-finite losses. Without losses no loss checks can be made
+                and no candidate is adopted.
+            overflows: GradScaler overflows (skipped optimizer steps) among them.
+            steps: How many steps; default ``max(len(losses), 1)``.
+
+        Raises:
+            ValueError: For an unknown or unsupported precision or out-of-range numbers.
+        """
+        prec = _check_precision("precision", precision)
+        if prec not in self.supported:
+            raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
+        energy = _check_float("energy_j", energy_j, 0.0, math.inf, " (joules)")
+        duration = _check_float("duration_s", duration_s, 0.0, math.inf, " (seconds)")
+        count = _check_int("samples", samples, 1)
+        n_over = _check_int("overflows", overflows, 0)
+        values = []
+        for v in losses:
+            try:
+                values.append(float(v))
+            except (TypeError, ValueError):
+                raise ValueError(f"losses must be numbers, got {v!r}") from None
+        n_steps = _check_int("steps", max(len(values), 1) if steps is None else steps, 1)
+
+        if prec != self._seg_precision:
+            self._seg_precision, self._seg_steps, self._acc = prec, 0, _new_acc()
+        mid_step = self._step + (n_steps + 1) / 2.0
+        finite = [v for v in values if math.isfinite(v)]
+        non_finite = len(values) - len(finite)
+        in_plan = bool(self._plan) and self._plan[self._plan_pos][0] == prec
+        if in_plan and finite:
+            acc = self._plan_losses.setdefault(str(self._plan_pos), _new_acc())
+            acc["loss_n"] += len(finite)
+            acc["loss_sum"] += math.fsum(finite)
+            acc["loss_sq"] += math.fsum(v * v for v in finite)
+            acc["loss_step_sum"] += mid_step * len(finite)
+        can_roll_back = prec == self._current and self._rollback_target() not in (None, prec)
+        if non_finite and can_roll_back:
+            self._raise_alarm(PrecisionReason.ROLLBACK_NON_FINITE, prec, {"non_finite_losses": non_finite})
+
+        warm = self._seg_steps < self.warmup_steps
+        self._step += n_steps
+        self._seg_steps += n_steps
+        if warm:
+            return
+        acc = self._acc
+        acc["energy_j"] += energy
+        acc["samples"] += count
+        acc["duration_s"] += duration
+        acc["steps"] += n_steps
+        acc["overflows"] += n_over
+        acc["loss_n"] += len(finite)
+        acc["loss_sum"] += math.fsum(finite)
+        acc["loss_sq"] += math.fsum(v * v for v in finite)
+        acc["loss_step_sum"] += mid_step * len(finite)
+        if acc["steps"] < self.window_steps or acc["duration_s"] < self.min_window_s:
+            return
+        window: dict[str, Any] = dict(acc)
+        window["precision"] = prec
+        window["plan_pos"] = self._plan_pos if in_plan else None
+        window["plan_id"] = self._plan_id
+        self._acc = _new_acc()
+        if can_roll_back:
+            self._check_window(window)
+        self._windows.append(window)
+        del self._windows[:-_MAX_WINDOWS]
+
+    def _check_window(self, window: dict[str, Any]) -> None:
+        prec = window["precision"]
+        if window["overflows"] >= self.max_overflows:
+            self._raise_alarm(
+                PrecisionReason.ROLLBACK_OVERFLOW, prec, {"overflows": int(window["overflows"])}
+            )
+            return
+        if window["loss_n"] <= 0:
+            return
+        recent = [w for w in self._windows if w["loss_n"] > 0][-_JUMP_HISTORY:]
+        if not recent:
+            return
+        ref = _median([w["loss_sum"] / w["loss_n"] for w in recent])
+        n_ref, _, var, _ = _loss_stats(recent)
+        mean = window["loss_sum"] / window["loss_n"]
+        allowed = self.loss_tolerance * abs(ref) + self.loss_noise_z * math.sqrt(
+            var * (1.0 / window["loss_n"] + 1.0 / n_ref)
+        )
+        if mean - ref > allowed:
+            self._raise_alarm(
+                PrecisionReason.ROLLBACK_LOSS_JUMP,
+                prec,
+                {"window_loss": mean, "recent_loss": ref, "allowed_excess": allowed},
+            )
+
+    def _raise_alarm(self, reason: PrecisionReason, precision: str, details: dict[str, Any]) -> None:
+        if self._alarm is None:
+            self._alarm = {"reason": reason.value, "precision": precision, "details": details}
+
+    def _rollback_target(self) -> str | None:
+        if self._plan and self._plan[self._plan_pos][1] == "probe":
+            return self._plan[0][0]  # the plan's base
+        return self._previous[-1] if self._previous else None
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(self, epoch: int) -> PrecisionDecision:
+        """Decide the precision for what follows.
+
+        Args:
+            epoch: The current epoch (0-based); drives the cooling periods.
+
+        Returns:
+            The decision; the policy then assumes it is applied.
+
+        Raises:
+            ValueError: For a negative or non-integer epoch.
+        """
+        ep = _check_int("epoch", epoch, 0)
+        details: dict[str, Any] = {"previous_precision": self._current, "step": self._step, "epoch": ep}
+
+        if self._alarm is not None:
+            alarm, self._alarm = self._alarm, None
+            if alarm["precision"] == self._current:
+                return self._roll_back(PrecisionReason(alarm["reason"]), ep, {**details, **alarm["details"]})
+
+        expired = [p for p in PRECISIONS if p in self._banned and ep >= self._banned[p]]
+        if expired:
+            for p in expired:
+                del self._banned[p]
+                if p not in self._pending:
+                    self._pending.append(p)
+            return self._emit(
+                self._current, PrecisionReason.COOLDOWN_OVER, {**details, "precisions": expired}
+            )
+
+        if not self._plan and self._step >= self.start_step:
+            if not self._started:
+                self._started = True
+                todo = [p for p in self.supported if p != self._current and p not in self._banned]
+            else:
+                todo = [p for p in self._pending if p != self._current and p not in self._banned]
+            self._pending = []
+            self._start_plan(todo)
+
+        if self._plan:
+            return self._advance_plan(ep, details)
+        return self._emit(self._current, PrecisionReason.KEEP, details)
+
+    def _start_plan(self, candidates: list[str]) -> None:
+        plan = probe_plan(candidates, self._current)
+        self._plan = [[s.precision, s.role] for s in plan]
+        self._plan_pos = 0
+        self._plan_id += 1
+        self._plan_losses = {}
+        self._outcomes = {}
+
+    def _plan_windows(self, pos: int) -> list[dict[str, Any]]:
+        prec = self._plan[pos][0]
+        return [
+            w
+            for w in self._windows
+            if w["plan_id"] == self._plan_id and w["plan_pos"] == pos and w["precision"] == prec
+        ]
+
+    def _base_j(self) -> float | None:
+        base = self._plan[0][0]
+        js = [
+            w["energy_j"] / w["samples"]
+            for pos, (p, role) in enumerate(self._plan)
+            if role == "reference"
+            for w in self._plan_windows(pos)
+            if p == base
+        ]
+        return _median(js) if js else None
+
+    def _advance_plan(self, ep: int, details: dict[str, Any]) -> PrecisionDecision:
+        base = self._plan[0][0]
+        while True:
+            prec, role = self._plan[self._plan_pos]
+            windows = self._plan_windows(self._plan_pos)
+            if role == "reference":
+                if len(windows) < self.reference_windows:
+                    return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
+                prev = self._plan_pos - 1
+                failed = None
+                if prev >= 0 and self._plan[prev][0] not in self._outcomes:
+                    failed = self._verdict(prev, ep)
+                self._plan_pos += 1
+                done = self._plan_pos >= len(self._plan)
+                if failed is not None:
+                    deviation = {**details, **failed}
+                    if done:
+                        final = self._finish_plan(deviation)
+                        if final.reason is PrecisionReason.CHEAPER:  # an earlier candidate passed
+                            return final
+                    return self._emit(base, PrecisionReason.LOSS_DEVIATION, deviation)
+                if done:
+                    return self._finish_plan(details)
+                continue
+            # probe segment
+            js = [w["energy_j"] / w["samples"] for w in windows]
+            base_j = self._base_j()
+            if js and base_j is not None and _median(js) > base_j * (1.0 + self.early_stop_margin):
+                self._outcomes[prec] = {"status": "too_expensive", "j_per_sample": _median(js)}
+                self._j[prec] = _median(js)
+                self._plan_pos += 1
+                return self._emit(
+                    base,
+                    PrecisionReason.TOO_EXPENSIVE,
+                    {**details, "candidate": prec, "j_per_sample": {base: base_j, prec: _median(js)}},
+                )
+            if len(js) >= self.probe_windows:
+                self._plan_pos += 1
+                return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
+            return self._emit(prec, PrecisionReason.PROBE, {**details, "segment": "probe"})
+
+    def _verdict(self, probe_pos: int, ep: int) -> dict[str, Any] | None:
+        """Judge the probe at ``probe_pos`` once the reference after it is complete.
+
+        Returns details when the loss check failed (the candidate is banned), else None.
+        """
+        cand = self._plan[probe_pos][0]
+        js = [w["energy_j"] / w["samples"] for w in self._plan_windows(probe_pos)]
+        before = self._plan_windows(probe_pos - 1)[-self.reference_windows :]
+        after = self._plan_windows(probe_pos + 1)[: self.reference_windows]
+        refs = [w for w in before + after if w["loss_n"] > 0]
+        probe_acc = self._plan_losses.get(str(probe_pos))
+        if not js:
+            self._outcomes[cand] = {"status": "unmeasured"}
+            return None
+        j = _median(js)
+        self._j[cand] = j
+        if probe_acc is None or probe_acc["loss_n"] <= 0 or len(refs) < 2:
+            self._outcomes[cand] = {"status": "unverified", "j_per_sample": j}
+            return None
+        n_c, mean_c, _, step_c = _loss_stats([probe_acc])
+        n_r, _, var_r, _ = _loss_stats(refs)
+        trend = _trend_at(refs, step_c)
+        allowed = self.loss_tolerance * abs(trend) + self.loss_noise_z * math.sqrt(
+            var_r * (1 / n_c + 1 / n_r)
+        )
+        check = {
+            "candidate": cand,
+            "probe_loss": mean_c,
+            "reference_trend_loss": trend,
+            "allowed_excess": allowed,
+        }
+        if mean_c - trend > allowed:
+            self._outcomes[cand] = {"status": "loss_deviation", "j_per_sample": j, **check}
+            self._banned[cand] = ep + self.cooldown_epochs
+            return {**check, "banned_until_epoch": ep + self.cooldown_epochs}
+        self._outcomes[cand] = {"status": "ok", "j_per_sample": j, **check}
+        return None
+
+    def _finish_plan(self, details: dict[str, Any]) -> PrecisionDecision:
+        base = self._plan[0][0]
+        base_j = self._base_j()
+        outcomes = {p: dict(o) for p, o in self._outcomes.items()}
+        self._plan, self._plan_pos, self._plan_losses = [], 0, {}
+        if base_j is None:
+            return self._emit(base, PrecisionReason.KEEP, {**details, "outcomes": outcomes})
+        self._j[base] = base_j
+        passed = {
+            p: o["j_per_sample"] for p, o in outcomes.items() if o["status"] == "ok" and p not in self._banned
+        }
+        info = {**details, "j_per_sample": {base: base_j, **passed}, "outcomes": outcomes}
+        if passed:
+            best = min(passed, key=lambda p: (passed[p], PRECISIONS.index(p)))
+            saving = 1.0 - passed[best] / base_j
+            if saving > self.switch_margin:
+                self._previous.append(base)
+                return self._emit(best, PrecisionReason.CHEAPER, {**info, "saving": saving})
+        return self._emit(base, PrecisionReason.KEEP, info)
+
+    def _roll_back(self, reason: PrecisionReason, ep: int, details: dict[str, Any]) -> PrecisionDecision:
+        offender = self._current
+        if self._plan and self._plan[self._plan_pos][1] == "probe":
+            target = self._plan[0][0]
+            self._outcomes[offender] = {"status": reason.value}
+            self._plan_pos += 1  # on to the reference after the probe; no verdict needed
+        else:
+            target = self._previous.pop() if self._previous else offender
+            if self._plan:  # a re-probe plan based on the offender: abandon it, probe later
+                rest = [p for p, role in self._plan[self._plan_pos :] if role == "probe"]
+                self._pending += [p for p in rest if p not in self._pending]
+                self._plan, self._plan_pos, self._plan_losses = [], 0, {}
+        self._banned[offender] = ep + self.cooldown_epochs
+        return self._emit(
+            target, reason, {**details, "banned": offender, "banned_until_epoch": ep + self.cooldown_epochs}
+        )
+
+    def _emit(self, precision: str, reason: PrecisionReason, details: dict[str, Any]) -> PrecisionDecision:
+        self._current = precision
+        return PrecisionDecision(precision, reason, details)
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able state: windows, plan, outcomes, bans, the current precision and history."""
+        return {
+            "version": _STATE_VERSION,
+            "step": self._step,
+            "current": self._current,
+            "previous": list(self._previous),
+            "seg_precision": self._seg_precision,
+            "seg_steps": self._seg_steps,
+            "acc": dict(self._acc),
+            "windows": [dict(w) for w in self._windows],
+            "plan": [list(s) for s in self._plan],
+            "plan_pos": self._plan_pos,
+            "plan_id": self._plan_id,
+            "plan_losses": {k: dict(v) for k, v in self._plan_losses.items()},
+            "outcomes": {k: dict(v) for k, v in self._outcomes.items()},
+            "started": self._started,
+            "pending": list(self._pending),
+            "banned": dict(self._banned),
+            "alarm": None if self._alarm is None else dict(self._alarm),
+            "j_per_sample": dict(self._j),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
+
+        Args:
+            state: What :meth:`state_dict` returned.
+
+        Raises:
+            ValueError: For a state of another version.
+        """
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"state version must be {_STATE_VERSION}, got {state.get('version')!r}")
+        self._step = int(state["step"])
+        self._current = str(state["current"])
+        self._previous = [str(p) for p in state["previous"]]
+        self._seg_precision = state["seg_precision"]
+        self._seg_steps = int(state["seg_steps"])
+        self._acc = {k: float(v) for k, v in state["acc"].items()}
+        self._windows = [
+            {k: (v if k in ("precision", "plan_pos", "plan_id") else float(v)) for k, v in w.items()}
+            for w in state["windows"]
+        ]
+        self._plan = [[str(p), str(r)] for p, r in state["plan"]]
+        self._plan_pos = int(state["plan_pos"])
+        self._plan_id = int(state["plan_id"])
+        self._plan_losses = {
+            str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in state["plan_losses"].items()
+        }
+        self._outcomes = {str(k): dict(v) for k, v in state["outcomes"].items()}
+        self._started = bool(state["started"])
+        self._pending = [str(p) for p in state["pending"]]
+        self._banned = {str(k): int(v) for k, v in state["banned"].items()}
+        alarm = state["alarm"]
+        self._alarm = None if alarm is None else dict(alarm)
+        self._j = {str(k): float(v) for k, v in state["j_per_sample"].items()}

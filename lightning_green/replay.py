@@ -1,0 +1,621 @@
+r"""The stopping policy replayed offline over logged learning curves: what it would have saved.
+
+The policy is the one the callback runs (:class:`lightning_green.policy.StoppingPolicy`), fed one
+check at a time, so a decision replayed here is the decision the callback would have made on the
+same numbers. Curves come from a CSV in the long format of ``shared/data/curves`` or from MLflow
+runs that logged the monitored metric and ``energy/total_kwh``.
+
+CSV columns used (others are ignored): ``curve_id, epoch, metric, higher_is_better, time_s,
+energy_J``. ``epoch`` counts epochs completed at the check (the first check after one epoch is
+1); the policy's epoch index is ``epoch - 1``. The cost of a curve is cumulative ``energy_J``
+(converted to kWh) when every row has it, else cumulative ``time_s`` (seconds). Malformed input
+raises :class:`CurveFormatError` naming the file, line and column.
+
+Example:
+    >>> import io
+    >>> text = "curve_id,epoch,metric,higher_is_better,time_s,energy_J\n" + "".join(
+    ...     f"a,{e},{1 / e},0,{10 * e},\n" for e in range(1, 21))
+    >>> curves = read_curves_csv(io.StringIO(text), name="demo.csv")
+    >>> result = replay_curve(curves[0], StoppingConfig())
+    >>> result.stop_reason.value, result.stop_epoch, round(result.cost_saved, 2)
+    ('marginal_gain', 16, 0.2)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from lightning_green.energy.units import J_PER_KWH
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+
+REQUIRED_COLUMNS = ("curve_id", "epoch", "metric", "higher_is_better", "time_s", "energy_J")
+"""Columns a curves CSV must have."""
+DECISION_COLUMNS = (
+    "curve_id",
+    "stop_epoch",
+    "stop_reason",
+    "best_metric_at_stop",
+    "cost_at_stop",
+    "cost_total",
+)
+"""Columns of the decisions CSV."""
+ENERGY_KEY = "energy/total_kwh"
+"""MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
+
+_TRUE = {"1", "true", "True", "TRUE", "yes"}
+_FALSE = {"0", "false", "False", "FALSE", "no"}
+
+
+class CurveFormatError(ValueError):
+    """Malformed curve input, located as ``file:line:column``.
+
+    Attributes:
+        path: The file.
+        line: 1-based line number (1 is the header).
+        column: 1-based column number (0 when the problem is not one cell).
+        column_name: The column's name, if known.
+        problem: What is wrong.
+    """
+
+    def __init__(self, path: str, line: int, column: int, column_name: str | None, problem: str) -> None:
+        self.path, self.line, self.column, self.column_name, self.problem = (
+            path,
+            line,
+            column,
+            column_name,
+            problem,
+        )
+        where = f"{path}:{line}:{column}"
+        what = f" (column '{column_name}')" if column_name else ""
+        super().__init__(f"{where}: {problem}{what}")
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """One learning curve: the checks of one run.
+
+    Attributes:
+        curve_id: Identifier (a CSV ``curve_id`` or an MLflow run id).
+        epochs: Epochs completed at each check (1 for the first check after one epoch).
+        metrics: The monitored metric at each check.
+        costs: Cumulative cost at each check (kWh, or seconds when no energy was logged).
+        higher_is_better: Direction of the metric.
+        cost_unit: ``"kWh"`` or ``"s"``.
+        lrs: Learning rate of each epoch when known (optional ``lr`` CSV column), else ``None``.
+        metric_name: Name of the metric when known (optional ``metric_name`` CSV column).
+    """
+
+    curve_id: str
+    epochs: np.ndarray
+    metrics: np.ndarray
+    costs: np.ndarray
+    higher_is_better: bool
+    cost_unit: str = "kWh"
+    lrs: np.ndarray | None = field(default=None, repr=False)
+    metric_name: str | None = None
+
+    @property
+    def mode(self) -> str:
+        """``"max"`` or ``"min"``."""
+        return "max" if self.higher_is_better else "min"
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What the policy did on one curve.
+
+    Attributes:
+        curve_id: The curve.
+        stop_epoch: Epochs completed when it stopped (the last epoch when it never stopped).
+        stop_reason: Why, or ``None`` when it ran to the end.
+        best_metric_at_stop: Best metric up to and including the stop.
+        cost_at_stop: Cumulative cost at the stop.
+        cost_total: Cumulative cost of the whole logged curve.
+        best_metric_total: Best metric of the whole curve.
+        higher_is_better: Direction of the metric.
+        cost_unit: ``"kWh"`` or ``"s"``.
+        decision: The policy's last decision (the stop, or the final check).
+    """
+
+    curve_id: str
+    stop_epoch: int
+    stop_reason: StopReason | None
+    best_metric_at_stop: float
+    cost_at_stop: float
+    cost_total: float
+    best_metric_total: float
+    higher_is_better: bool
+    cost_unit: str
+    decision: StopDecision | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cost_saved(self) -> float:
+        """Fraction of the curve's total cost not spent because of the stop."""
+        return (self.cost_total - self.cost_at_stop) / self.cost_total if self.cost_total > 0 else 0.0
+
+    @property
+    def regret(self) -> float:
+        """Best metric of the whole curve minus best up to the stop, improving direction (>= 0)."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        return max(sign * (self.best_metric_total - self.best_metric_at_stop), 0.0)
+
+
+def _best(values: np.ndarray, higher_is_better: bool) -> float:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return math.nan
+    return float(finite.max() if higher_is_better else finite.min())
+
+
+def epochs_until_lr_decay(lrs: np.ndarray, epoch_index: int) -> int | None:
+    """Epochs still at the current learning rate before the next decay, from per-epoch rates.
+
+    Args:
+        lrs: Learning rate of every epoch, indexed by 0-based epoch.
+        epoch_index: The epoch just completed.
+
+    Returns:
+        ``k`` such that epoch ``epoch_index + k + 1`` is the first at a lower rate, or ``None``.
+
+    Example:
+        >>> epochs_until_lr_decay(np.array([0.1, 0.1, 0.1, 0.01, 0.01]), 0)
+        2
+        >>> epochs_until_lr_decay(np.array([0.1, 0.1, 0.1, 0.01, 0.01]), 3) is None
+        True
+    """
+    if epoch_index + 1 >= len(lrs):
+        return None
+    later = np.nonzero(lrs[epoch_index + 1 :] < lrs[epoch_index])[0]
+    return int(later[0]) if len(later) else None
+
+
+def replay_curve(
+    curve: Curve,
+    config: StoppingConfig,
+    *,
+    max_epochs: int | None = None,
+    monitor: str = "metric",
+    use_lr_schedule: bool = False,
+) -> ReplayResult:
+    """Run the policy over one curve, one check at a time, until it stops.
+
+    Args:
+        curve: The curve.
+        config: Policy arguments; its ``mode`` is replaced by the curve's direction.
+        max_epochs: Planned length of the run in epochs (default: the curve's last epoch).
+        monitor: Metric name for the messages.
+        use_lr_schedule: Pass ``epochs_until_lr_decay`` from the curve's ``lrs`` (as the callback
+            would from the trainer's schedulers); without it the policy gets no schedule information.
+
+    Returns:
+        The result.
+    """
+    config = replace(config, mode=curve.mode)
+    policy = StoppingPolicy(config, monitor=monitor)
+    horizon = int(curve.epochs[-1]) if max_epochs is None else int(max_epochs)
+    n = len(curve.metrics)
+    stop = n - 1
+    decision: StopDecision | None = None
+    for i in range(n):
+        epoch_index = max(int(curve.epochs[i]) - 1, 0)
+        lr_hint = None
+        if use_lr_schedule and curve.lrs is not None:
+            lr_hint = epochs_until_lr_decay(curve.lrs, epoch_index)
+        decision = policy.update(
+            float(curve.metrics[i]),
+            float(curve.costs[i]),
+            epoch=epoch_index,
+            max_epochs=horizon,
+            epochs_until_lr_decay=lr_hint,
+        )
+        if decision.should_stop:
+            stop = i
+            break
+    return ReplayResult(
+        curve_id=curve.curve_id,
+        stop_epoch=int(curve.epochs[stop]),
+        stop_reason=decision.reason if decision is not None and decision.should_stop else None,
+        best_metric_at_stop=_best(curve.metrics[: stop + 1], curve.higher_is_better),
+        cost_at_stop=float(curve.costs[stop]),
+        cost_total=float(curve.costs[-1]),
+        best_metric_total=_best(curve.metrics, curve.higher_is_better),
+        higher_is_better=curve.higher_is_better,
+        cost_unit=curve.cost_unit,
+        decision=decision,
+    )
+
+
+def replay(
+    curves: Iterable[Curve],
+    config: StoppingConfig,
+    *,
+    max_epochs: int | None = None,
+    monitor: str = "metric",
+    use_lr_schedule: bool = False,
+) -> list[ReplayResult]:
+    """:func:`replay_curve` over several curves."""
+    return [
+        replay_curve(c, config, max_epochs=max_epochs, monitor=monitor, use_lr_schedule=use_lr_schedule)
+        for c in curves
+    ]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Aggregate of replay results.
+
+    Attributes:
+        n_curves: Number of curves.
+        mean_cost_saved: Mean fraction of cost saved.
+        mean_regret: Mean regret (metric units).
+        stops: Number of curves per stop reason (``"none"`` for curves run to the end).
+    """
+
+    n_curves: int
+    mean_cost_saved: float
+    mean_regret: float
+    stops: dict[str, int]
+
+
+def summarize(results: Sequence[ReplayResult]) -> Summary:
+    """Mean cost saved, mean regret and the count of each stop reason.
+
+    Example:
+        >>> r = ReplayResult("a", 5, StopReason.PLATEAU, 1.0, 5.0, 10.0, 0.9, False, "s")
+        >>> s = summarize([r])
+        >>> s.mean_cost_saved, round(s.mean_regret, 3), s.stops
+        (0.5, 0.1, {'plateau': 1})
+    """
+    stops: dict[str, int] = {}
+    for r in results:
+        key = r.stop_reason.value if r.stop_reason is not None else "none"
+        stops[key] = stops.get(key, 0) + 1
+    n = len(results)
+    return Summary(
+        n_curves=n,
+        mean_cost_saved=float(np.mean([r.cost_saved for r in results])) if n else 0.0,
+        mean_regret=float(np.mean([r.regret for r in results])) if n else 0.0,
+        stops=stops,
+    )
+
+
+# --------------------------------------------------------------------------- CSV input
+
+
+def _parse_float(text: str, path: str, line: int, col: int, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CurveFormatError(path, line, col, name, f"not a number: {text!r}") from None
+
+
+def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | None = None) -> list[Curve]:
+    """Read and validate curves in the long format of ``shared/data/curves``.
+
+    Args:
+        source: A path or an open text stream.
+        name: File name to report in errors (default: the path, or ``"<stream>"``).
+
+    Returns:
+        The curves, in order of first appearance.
+
+    Raises:
+        CurveFormatError: A missing column, a non-numeric value, an epoch that goes backwards
+            within a curve, an unknown or inconsistent ``higher_is_better``, a negative cost, a
+            curve without a complete cost column, or no rows at all.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = str(source) if name is None else name
+        with open(source, newline="") as f:
+            return _read_curves(f, path)
+    return _read_curves(source, name or "<stream>")
+
+
+def _read_curves(f: IO[str], path: str) -> list[Curve]:
+    reader = csv.reader(f)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CurveFormatError(path, 1, 0, None, "empty file: no header") from None
+    index = {h.strip(): i for i, h in enumerate(header)}
+    for col in REQUIRED_COLUMNS:
+        if col not in index:
+            raise CurveFormatError(
+                path, 1, len(header) + 1, col, f"missing required column; header has {header}"
+            )
+    lr_col = index.get("lr")
+    name_col = index.get("metric_name")
+    metric_names: dict[str, str] = {}
+
+    rows: dict[str, list[tuple[int, float, float, float | None, float | None, float | None]]] = {}
+    direction: dict[str, tuple[bool, int]] = {}
+    for line_no, row in enumerate(reader, start=2):
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            row = row + [""] * (len(header) - len(row))
+
+        def cell(col: str, row: list[str] = row) -> str:
+            return row[index[col]].strip()
+
+        def at(col: str) -> int:
+            return index[col] + 1
+
+        curve_id = cell("curve_id")
+        if not curve_id:
+            raise CurveFormatError(path, line_no, at("curve_id"), "curve_id", "empty curve_id")
+        epoch_f = _parse_float(cell("epoch"), path, line_no, at("epoch"), "epoch")
+        if not math.isfinite(epoch_f) or epoch_f < 0:
+            raise CurveFormatError(
+                path, line_no, at("epoch"), "epoch", f"epoch must be a number >= 0, got {cell('epoch')!r}"
+            )
+        metric = _parse_float(cell("metric"), path, line_no, at("metric"), "metric")
+        hib_text = cell("higher_is_better")
+        if hib_text in _TRUE:
+            hib = True
+        elif hib_text in _FALSE:
+            hib = False
+        else:
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("higher_is_better"),
+                "higher_is_better",
+                f"unknown value {hib_text!r}: expected 1 or 0",
+            )
+        costs: list[float | None] = []
+        for col in ("time_s", "energy_J"):
+            text = cell(col)
+            if not text:
+                costs.append(None)
+                continue
+            value = _parse_float(text, path, line_no, at(col), col)
+            if not math.isfinite(value) or value < 0:
+                raise CurveFormatError(
+                    path, line_no, at(col), col, f"cumulative cost must be finite and >= 0, got {text!r}"
+                )
+            costs.append(value)
+        lr = None
+        if lr_col is not None and row[lr_col].strip():
+            lr = _parse_float(row[lr_col].strip(), path, line_no, lr_col + 1, "lr")
+
+        if curve_id in direction and direction[curve_id][0] != hib:
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("higher_is_better"),
+                "higher_is_better",
+                f"curve {curve_id!r} changes direction (line {direction[curve_id][1]} says "
+                f"{int(direction[curve_id][0])})",
+            )
+        direction.setdefault(curve_id, (hib, line_no))
+        if name_col is not None and curve_id not in metric_names:
+            metric_names[curve_id] = row[name_col].strip()
+        series = rows.setdefault(curve_id, [])
+        epoch = math.floor(epoch_f)
+        if series and epoch < series[-1][1]:
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("epoch"),
+                "epoch",
+                f"epochs of curve {curve_id!r} go backwards: {cell('epoch')} after {series[-1][1]}",
+            )
+        series.append((line_no, epoch, metric, costs[0], costs[1], lr))
+
+    if not rows:
+        raise CurveFormatError(path, 2, 0, None, "no data rows")
+    curves = []
+    for curve_id, series in rows.items():
+        energy = [r[4] for r in series]
+        time_s = [r[3] for r in series]
+        if all(e is not None for e in energy):
+            costs_arr, unit = np.array(energy, dtype=float) / J_PER_KWH, "kWh"
+        elif all(t is not None for t in time_s):
+            costs_arr, unit = np.array(time_s, dtype=float), "s"
+        else:
+            line = next(r[0] for r in series if r[3] is None)
+            raise CurveFormatError(
+                path,
+                line,
+                index["time_s"] + 1,
+                "time_s",
+                f"curve {curve_id!r} has neither energy_J nor time_s on every row",
+            )
+        lrs = None
+        if all(r[5] is not None for r in series):
+            lrs = _per_epoch(np.array([r[1] for r in series]), np.array([r[5] for r in series], dtype=float))
+        curves.append(
+            Curve(
+                curve_id=curve_id,
+                epochs=np.array([r[1] for r in series], dtype=int),
+                metrics=np.array([r[2] for r in series], dtype=float),
+                costs=costs_arr,
+                higher_is_better=direction[curve_id][0],
+                cost_unit=unit,
+                lrs=lrs,
+                metric_name=metric_names.get(curve_id) or None,
+            )
+        )
+    return curves
+
+
+def _per_epoch(epochs_completed: np.ndarray, lrs: np.ndarray) -> np.ndarray | None:
+    """Learning rate indexed by 0-based epoch, from the rate logged at each check.
+
+    Epochs without a check take the rate of the next check (a decay shows at the check after it).
+    """
+    if len(epochs_completed) == 0 or epochs_completed.min() < 1:
+        return None
+    out = np.empty(int(epochs_completed.max()))
+    start = 0
+    for epoch, lr in zip(epochs_completed.tolist(), lrs.tolist(), strict=True):
+        out[start:epoch] = lr
+        start = max(start, epoch)
+    return out
+
+
+# --------------------------------------------------------------------------- MLflow input
+
+
+def read_mlflow_curves(
+    tracking_uri: str,
+    experiment: str,
+    monitor: str,
+    *,
+    mode: str = "min",
+    cost_key: str = ENERGY_KEY,
+) -> tuple[list[Curve], list[str]]:
+    """Curves from the runs of an MLflow experiment that logged ``monitor`` and ``cost_key``.
+
+    The two metric histories are joined on their step (the callbacks log both at the same step,
+    once per epoch). The epoch of each check comes from the ``epoch`` metric Lightning logs at the
+    same step (0-based, so epochs completed is one more) when present, else from the check's
+    position.
+
+    Args:
+        tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://...``, a directory).
+        experiment: Experiment name.
+        monitor: The monitored metric's key.
+        mode: ``"min"`` or ``"max"``: direction of the metric.
+        cost_key: Key of cumulative cost in kWh.
+
+    Returns:
+        ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
+        and the ids of runs skipped because they lack one of the metrics.
+
+    Raises:
+        RuntimeError: If mlflow is not installed.
+        ValueError: If the experiment does not exist.
+    """
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "replaying MLflow runs needs mlflow: pip install 'lightning_green[mlflow]'"
+        ) from None
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"MLflow experiment {experiment!r} not found at {tracking_uri}")
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    curves, skipped = [], []
+    for run in runs:
+        run_id = run.info.run_id
+        metric = _history(client, run_id, monitor)
+        cost = _history(client, run_id, cost_key)
+        steps = sorted(set(metric) & set(cost))
+        if not steps:
+            skipped.append(run_id)
+            continue
+        epoch_hist = _history(client, run_id, "epoch")
+        if all(s in epoch_hist for s in steps):
+            epochs = np.array([int(epoch_hist[s]) + 1 for s in steps])
+        else:
+            epochs = np.arange(1, len(steps) + 1)
+        curves.append(
+            Curve(
+                curve_id=run_id,
+                epochs=epochs,
+                metrics=np.array([metric[s] for s in steps], dtype=float),
+                costs=np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float)),
+                higher_is_better=mode == "max",
+                cost_unit="kWh",
+            )
+        )
+    return curves, skipped
+
+
+def _history(client: Any, run_id: str, key: str) -> dict[int, float]:
+    """``step -> value`` of a metric (the latest value where a step was logged twice)."""
+    out: dict[int, tuple[int, float]] = {}
+    for m in client.get_metric_history(run_id, key):
+        if m.step not in out or m.timestamp >= out[m.step][0]:
+            out[m.step] = (m.timestamp, float(m.value))
+    return {step: value for step, (_, value) in out.items()}
+
+
+# --------------------------------------------------------------------------- output
+
+
+def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
+    """The decisions CSV as rows of strings (header first)."""
+    rows = [list(DECISION_COLUMNS)]
+    for r in results:
+        rows.append(
+            [
+                r.curve_id,
+                str(r.stop_epoch),
+                r.stop_reason.value if r.stop_reason is not None else "none",
+                repr(r.best_metric_at_stop),
+                repr(r.cost_at_stop),
+                repr(r.cost_total),
+            ]
+        )
+    return rows
+
+
+def write_decisions_csv(results: Sequence[ReplayResult], path: str | os.PathLike[str]) -> None:
+    """Write the decisions CSV atomically (a temporary file renamed into place).
+
+    Columns: ``curve_id, stop_epoch, stop_reason, best_metric_at_stop, cost_at_stop, cost_total``
+    (``stop_reason`` is ``none`` for a curve the policy never stopped).
+    """
+    target = Path(path)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(decisions_rows(results))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(buffer.getvalue())
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def plot_tradeoff(results: Sequence[ReplayResult], path: str | os.PathLike[str], *, title: str = "") -> bool:
+    """Scatter of cost saved against regret, one point per curve; ``False`` if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    saved = [100 * r.cost_saved for r in results]
+    regret = [r.regret for r in results]
+    ax.scatter(saved, regret, s=14, alpha=0.6, label="curves")
+    s = summarize(results)
+    ax.scatter([100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean")
+    ax.set_xlabel("cost saved (%)")
+    ax.set_ylabel("regret (metric units, improving direction)")
+    ax.set_title(
+        title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True

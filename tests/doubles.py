@@ -1,0 +1,72 @@
+"""Doubles for what this machine lacks (energy hardware), and scripted-curve modules.
+
+``ScriptedMeter`` stands in for a GPU/RAPL counter: it grows by a fixed amount per read, so
+energy expectations are exact. ``CurveModule`` is a real LightningModule trained on real data
+whose *logged* validation metric follows a scripted curve, so stopping decisions are exact too.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from digits import DigitsClassifier
+
+from lightning_green.energy.meter import EnergyMeter
+
+
+class ScriptedMeter(EnergyMeter):
+    """A counter that grows by ``j_per_read`` joules at every read (``source`` as given)."""
+
+    def __init__(self, j_per_read: float = 1000.0, source: str = "nvml", domain: str = "gpu:0") -> None:
+        super().__init__()
+        self.j_per_read, self.source, self.domain = j_per_read, source, domain
+        self.reads = 0
+
+    def _start(self) -> None:
+        self.reads = 0
+
+    def _read_j(self) -> dict[str, float]:
+        self.reads += 1
+        return {self.domain: self.reads * self.j_per_read}
+
+
+def install_scripted_meter(monkeypatch, j_per_read: float = 1000.0) -> list[ScriptedMeter]:
+    """Make EnergyMonitor build ScriptedMeters; returns the list of meters built."""
+    from lightning_green.callbacks import energy_monitor
+
+    built: list[ScriptedMeter] = []
+
+    def build(spec, **_kwargs):
+        meter = ScriptedMeter(j_per_read)
+        built.append(meter)
+        return meter
+
+    monkeypatch.setattr(energy_monitor, "build_meter", build)
+    return built
+
+
+class CurveModule(DigitsClassifier):
+    """Trains the digits CNN for real but logs ``val_loss`` = ``curve[current_epoch]``.
+
+    Args:
+        curve: The scripted validation loss per epoch.
+        lr_milestones: MultiStepLR milestones (the schedule the stopper reads).
+    """
+
+    def __init__(self, curve: list[float], lr_milestones: list[int] | None = None) -> None:
+        super().__init__(lr_milestones=lr_milestones)
+        self.curve = list(curve)
+
+    def validation_step(self, batch, batch_idx):
+        value = self.curve[min(self.current_epoch, len(self.curve) - 1)]
+        self.log("val_loss", torch.tensor(value), sync_dist=True)
+
+
+def saturating_curve(epochs: int, floor: float = 1.0, tau: float = 3.0) -> list[float]:
+    """A loss that falls fast, then flattens: ``floor + 2 exp(-epoch / tau)``."""
+    import math
+
+    return [floor + 2.0 * math.exp(-e / tau) for e in range(epochs)]
+
+
+__all__ = ["CurveModule", "ScriptedMeter", "install_scripted_meter", "pl", "saturating_curve"]

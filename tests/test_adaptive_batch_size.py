@@ -1,0 +1,302 @@
+"""AdaptiveBatchSize on real fits (digits, CPU); both adaptive callbacks from YAML, MLflow and DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import make_trainer
+from digits import DigitsClassifier, DigitsDataModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
+from pytorch_lightning.strategies import FSDPStrategy
+from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+from torch.utils.data import DataLoader
+
+from lightning_green import (
+    AdaptationUnsupportedError,
+    AdaptiveBatchSize,
+    AdaptivePrecision,
+    EnergyMonitor,
+)
+from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
+
+# One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = dict(window_s=0.001, probe_windows=2)  # scripted energy needs no long windows
+STEP_HEAVY = dict(overhead_j=0.2, per_sample_j=0.001)  # per-step overhead: bigger batches are cheaper
+
+
+def fit(tmp_path, callbacks, model=None, dm=None, epochs=3, batches=20, ckpt_path=None, **trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    model = model if model is not None else CostedDigits()
+    dm = dm if dm is not None else DigitsDataModule(batch_size=32)
+    trainer = make_trainer(
+        tmp_path, callbacks, max_epochs=epochs, limit_train_batches=batches, **trainer_kwargs
+    )
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    return trainer, model, dm
+
+
+def moves(cb):
+    return [(h["epoch"], h["from"], h["to"], h["reason"]) for h in cb.history]
+
+
+# -- construction -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"min_batch_size": 0}, "min_batch_size"),
+        ({"max_batch_size": 2.5}, "max_batch_size"),
+        ({"min_batch_size": 64, "max_batch_size": 32}, "min_batch_size"),
+        ({"lr_scaling": "cubic"}, "lr_scaling"),
+        ({"attr_name": "batch size"}, "attr_name"),
+        ({"switch_margin": 1.0}, "switch_margin"),
+        ({"probe_windows": 0}, "probe_windows"),
+        ({"window_s": -1.0}, "window_s"),
+        ({"grow": "yes"}, "grow"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        AdaptiveBatchSize(**kwargs)
+
+
+# -- switching between epochs -----------------------------------------------------------------------
+def test_switches_between_epochs_the_loader_yields_the_new_size_lr_follows_and_it_is_logged(
+    tmp_path, monkeypatch
+):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    logger = CSVLogger(str(tmp_path), name="csv")
+    trainer, _, dm = fit(tmp_path, [spy, cb], epochs=4, logger=logger)  # spy sees each epoch's lr
+    # Epoch 0 measures the user's 32, epoch 1 probes 64, then the model decides (64 is 1.8x
+    # cheaper per sample here, so it wins for any noise scale above ~25 samples).
+    assert moves(cb)[0] == (0, 32, 64, "probe")
+    assert [r["batch_size"] for r in spy.rows] == [32, 64, 64, 64]  # what the loader really yielded
+    assert spy.rows[1]["lr"] == pytest.approx(2 * spy.rows[0]["lr"])  # linear rule
+    assert cb.settled and cb.b_noise is not None and cb.b_noise > 0
+    assert moves(cb)[1][1:] == (64, 64, "cheaper")  # settles on 64 (cheaper than the user's 32)
+    assert dm.batch_size == cb.current_batch_size == 64
+    rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
+    assert [float(r["energy/batch_size"]) for r in rows if r.get("energy/batch_size")] == [32, 64, 64, 64]
+    adaptations = json.loads((Path(logger.log_dir) / "adaptations.json").read_text())
+    assert adaptations["batch_size"]["batch_size_switches"] == "e0 s20 32->64 probe"
+    summary = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor)).last_summary
+    assert summary["batch_size"] == 64 and summary["batch_size_initial"] == 32
+    assert set(summary["batch_size_j_per_sample"]) == {"32", "64"}
+
+
+def test_learning_rate_rules_scale_optimizers_and_schedulers():
+    param = torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([param], lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(adam, max_lr=1e-2, total_steps=100)
+    sgd = torch.optim.SGD([param], lr=0.1)
+    assert resolve_lr_rule("auto", adam) == "sqrt" and resolve_lr_rule("auto", sgd) == "linear"
+    assert resolve_lr_rule("none", sgd) == "none"
+    trainer = SimpleNamespace(optimizers=[adam], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])
+    group = adam.param_groups[0]
+    before = {k: group[k] for k in ("lr", "initial_lr", "max_lr", "min_lr")}
+    for rule, factor in [("linear", 4.0), ("sqrt", 2.0), ("none", 1.0)]:
+        cb = AdaptiveBatchSize(lr_scaling=rule)
+        cb.lr_rule = rule
+        start = {k: group[k] for k in before}
+        assert cb._scale_learning_rates(trainer, 32, 128) == pytest.approx(factor)
+        for key in before:
+            assert group[key] == pytest.approx(start[key] * factor)
+    assert group["max_lr"] == pytest.approx(before["max_lr"] * 8.0)  # 4 x 2 x 1
+    sched.step()  # the schedule goes on from the scaled values, not back to the old ones
+    assert group["lr"] > before["lr"] * 7
+
+
+def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monkeypatch):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
+    spy = Spy()
+    trainer, model, _ = fit(tmp_path, [cb, spy], model=CostedDigits(oom_above=32), epochs=5)
+    assert moves(cb)[:2] == [(0, 32, 64, "probe"), (1, 64, 16, "out_of_memory")]
+    assert cb.policy.oom_batch_size == 64 and 64 not in cb.policy.candidates
+    assert [r["batch_size"] for r in spy.rows][:3] == [32, 64, 16]
+    assert trainer.current_epoch == 5 and cb.current_batch_size <= 32  # all epochs ran, at sizes that fit
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert "val_acc" in trainer.callback_metrics
+
+
+def test_resume_restores_the_batch_size_and_makes_the_same_decisions(tmp_path, monkeypatch):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1)
+    whole = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST)
+    spy_whole = Spy()
+    fit(tmp_path / "a", [spy_whole, whole, ckpt], epochs=3, enable_checkpointing=True)
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST), Spy()
+    ckpt_b = ModelCheckpoint(dirpath=str(tmp_path / "ckpt_b"), every_n_epochs=1, save_top_k=-1)
+    first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=20.ckpt")  # saved right after the 32 -> 64 switch
+    fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=3, ckpt_path=first_epoch, enable_checkpointing=True)
+    assert spy.rows[0]["batch_size"] == 64  # the restored size, applied at fit start
+    assert spy.rows[0]["lr"] == pytest.approx(spy_whole.rows[1]["lr"])  # scaled once, not twice
+    assert moves(resumed) == moves(whole)  # the same later decisions
+    assert resumed.current_batch_size == whole.current_batch_size
+
+
+# -- refusals at fit start --------------------------------------------------------------------------
+def test_dataloaders_passed_directly_are_refused(tmp_path):
+    dm = DigitsDataModule()
+    dm.setup()
+    trainer = make_trainer(tmp_path, [AdaptiveBatchSize()], max_epochs=1)
+    with pytest.raises(AdaptationUnsupportedError, match="passed directly"):
+        trainer.fit(DigitsClassifier(), train_dataloaders=DataLoader(dm.train_set, batch_size=32))
+
+
+def test_a_loader_without_the_attribute_is_refused(tmp_path):
+    class NoAttr(DigitsDataModule):
+        def __init__(self):
+            super().__init__()
+            self.bs = self.__dict__.pop("batch_size")
+
+    trainer = make_trainer(tmp_path, [AdaptiveBatchSize()], max_epochs=1)
+    with pytest.raises(AdaptationUnsupportedError, match="no attribute 'batch_size'"):
+        trainer.fit(DigitsClassifier(), datamodule=NoAttr())
+
+
+def test_a_range_without_the_users_size_is_refused(tmp_path):
+    trainer = make_trainer(tmp_path, [AdaptiveBatchSize(min_batch_size=64)], max_epochs=1)
+    with pytest.raises(AdaptationUnsupportedError, match="range must contain"):
+        trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+
+
+@pytest.mark.parametrize("callback", [AdaptiveBatchSize, AdaptivePrecision])
+def test_sharding_strategies_are_refused(callback):
+    trainer = SimpleNamespace(strategy=FSDPStrategy())
+    with pytest.raises(AdaptationUnsupportedError, match="FSDPStrategy"):
+        callback().setup(trainer, DigitsClassifier(), "fit")
+
+
+# -- configuration from LightningCLI YAML -----------------------------------------------------------
+CONFIG = """
+trainer:
+  max_epochs: 1
+  logger: false
+  callbacks:
+    - class_path: lightning_green.AdaptiveBatchSize
+      init_args: {min_batch_size: 16, max_batch_size: 128, lr_scaling: %s, grow: false}
+    - class_path: lightning_green.AdaptivePrecision
+      init_args: {precisions: "32-true,bf16-mixed", cooldown_epochs: %s, window_s: 0.5}
+"""
+
+
+def cli(tmp_path, lr_scaling="sqrt", cooldown=3):
+    from pytorch_lightning.cli import LightningCLI
+
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG % (lr_scaling, cooldown))
+    return LightningCLI(
+        DigitsClassifier,
+        DigitsDataModule,
+        run=False,
+        args=["--config", str(config)],
+        parser_kwargs={"exit_on_error": False},
+        save_config_callback=None,
+    )
+
+
+def test_both_callbacks_are_built_from_lightning_cli_yaml(tmp_path):
+    built = cli(tmp_path).trainer.callbacks
+    batch = next(c for c in built if isinstance(c, AdaptiveBatchSize))
+    precision = next(c for c in built if isinstance(c, AdaptivePrecision))
+    assert (batch.min_batch_size, batch.max_batch_size, batch.lr_scaling, batch.grow) == (
+        16,
+        128,
+        "sqrt",
+        False,
+    )
+    assert (precision.precisions, precision.cooldown_epochs, precision.window_s) == (
+        ("32-true", "bf16-mixed"),
+        3,
+        0.5,
+    )
+
+
+@pytest.mark.parametrize(
+    ("lr_scaling", "cooldown", "field"), [("cubic", 3, "lr_scaling"), ("sqrt", -1, "cooldown")]
+)
+def test_a_bad_yaml_value_names_the_field(tmp_path, lr_scaling, cooldown, field):
+    with pytest.raises(Exception, match=field):
+        cli(tmp_path, lr_scaling, cooldown)
+
+
+# -- MLflow: per-epoch metrics, tags and the adaptations artifact -----------------------------------
+def test_both_callbacks_log_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    logger = MLFlowLogger(
+        experiment_name="adapt", tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "artifacts")
+    )
+    batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    precision = AdaptivePrecision(window_s=0.001, start_step=4)
+    fit(tmp_path, [batch, precision], epochs=4, logger=logger)
+    client = logger.experiment
+    per_epoch = {
+        key: [m.value for m in sorted(client.get_metric_history(logger.run_id, key), key=lambda m: m.step)]
+        for key in ("energy/batch_size", "energy/precision")
+    }
+    assert len(per_epoch["energy/batch_size"]) == len(per_epoch["energy/precision"]) == 4
+    assert per_epoch["energy/precision"][-1] == 32.0  # bf16 is 3x dearer in this scripted hardware
+    assert 64.0 in per_epoch["energy/batch_size"]
+    tags = client.get_run(logger.run_id).data.tags
+    assert tags["lightning_green.precision"] == "32-true"
+    assert "32-true->bf16-mixed probe" in tags["lightning_green.precision_switches"]
+    assert "32->64 probe" in tags["lightning_green.batch_size_switches"]
+    assert tags["lightning_green.batch_size"] == str(batch.current_batch_size)
+    artifacts = [a.path for a in client.list_artifacts(logger.run_id, "lightning_green")]
+    assert "lightning_green/adaptations.json" in artifacts
+    # The precision was probed first (at the user's size); the batch size only moved after.
+    first_batch_switch = next(h["step"] for h in batch.history if h["from"] != h["to"])
+    last_precision_probe = max(h["step"] for h in precision.history)
+    assert first_batch_switch >= last_precision_probe
+
+
+# -- a real 2-process DDP run over gloo -------------------------------------------------------------
+@pytest.mark.slow
+def test_ddp_ranks_make_identical_decisions(tmp_path):
+    script = Path(__file__).with_name("ddp_fit.py")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    args = [
+        "--epochs",
+        "4",
+        "--callbacks",
+        "monitor,batch,precision",
+        "--batch-args",
+        json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 0.02, "probe_windows": 2}),
+        "--precision-args",
+        json.dumps({"window_s": 0.02, "start_step": 4}),
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["adapt"] == ranks[1]["adapt"]  # histories and whole states, bit for bit
+    batch = ranks[0]["adapt"]["batch_size"]["history"]
+    precision = ranks[0]["adapt"]["precision"]["history"]
+    assert any(h["to"] == 64 for h in batch) and any(h["to"] == "bf16-mixed" for h in precision)
+    for key in ("batch_size", "precision", "lr"):  # what each rank really trained with, per epoch
+        assert [r[key] for r in ranks[0]["rows"]] == [r[key] for r in ranks[1]["rows"]]
+    sizes = [r["batch_size"] for r in ranks[0]["rows"]]
+    assert 64 in sizes and all(isinstance(s, int) and s in (32, 64) for s in sizes)
+    assert all(math.isfinite(r["lr"]) for r in ranks[0]["rows"])

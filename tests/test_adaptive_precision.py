@@ -1,0 +1,201 @@
+"""AdaptivePrecision on real fits (digits, CPU): swaps, real measurement, rollbacks, resume, refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import make_trainer
+from digits import DigitsClassifier, DigitsDataModule
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.plugins.precision import MixedPrecision
+from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+
+from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
+from lightning_green.callbacks import adaptive_precision
+
+# One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
+FAST = dict(window_s=0.001, start_step=4)  # scripted energy needs no long windows
+
+
+def fit(tmp_path, callbacks, model=None, epochs=3, batches=20, ckpt_path=None, **trainer_kwargs):
+    pl.seed_everything(0, verbose=False)
+    model = model if model is not None else CostedDigits()
+    trainer = make_trainer(
+        tmp_path, callbacks, max_epochs=epochs, limit_train_batches=batches, **trainer_kwargs
+    )
+    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    return trainer, model
+
+
+def switches(cb):
+    return [(h["from"], h["to"], h["reason"]) for h in cb.history if h["from"] != h["to"]]
+
+
+# -- construction -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        ({"precisions": "fp8"}, "precisions"),
+        ({"precisions": ""}, "precisions"),
+        ({"precisions": 16}, "precisions"),
+        ({"loss_tolerance": -0.1}, "loss_tolerance"),
+        ({"switch_margin": 1.5}, "switch_margin"),
+        ({"cooldown_epochs": -1}, "cooldown_epochs"),
+        ({"cooldown_epochs": "2"}, "cooldown_epochs"),
+        ({"max_overflows": 0}, "max_overflows"),
+        ({"window_s": 0}, "window_s"),
+        ({"start_step": -1}, "start_step"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        AdaptivePrecision(**kwargs)
+
+
+def test_precisions_parsed_in_policy_order():
+    assert AdaptivePrecision(precisions="16-mixed, 32-true").precisions == ("32-true", "16-mixed")
+    assert AdaptivePrecision().precisions is None
+
+
+# -- swapping and measuring -------------------------------------------------------------------------
+def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_dropped(tmp_path, monkeypatch):
+    install_step_cost(monkeypatch)  # bf16 costs 3x per step
+    cb = AdaptivePrecision(**FAST)
+    trainer, model = fit(tmp_path, [cb], epochs=2)
+    to_bf16, back = [h for h in cb.history if h["from"] != h["to"]]
+    assert (to_bf16["to"], to_bf16["reason"]) == ("bf16-mixed", "probe")
+    assert (back["to"], back["reason"]) == ("32-true", "too_expensive")
+    dtypes = [d for _, d in model.steps]
+    start, end = to_bf16["step"], back["step"]
+    # Decided after step `start` completed: steps start.. end-1 ran under bf16 autocast, no others.
+    assert set(dtypes[start:end]) == {"bfloat16"}
+    assert set(dtypes[:start]) == set(dtypes[end:]) == {"float32"}
+    assert end - start == 2 + 4  # the policy's warm-up steps, then one window stopped early
+    assert cb.current == "32-true" and trainer.precision == "32-true"
+    assert cb.policy.j_per_sample()["bf16-mixed"] == pytest.approx(3 * cb.policy.j_per_sample()["32-true"])
+    summary = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor)).last_summary
+    assert summary["precision"] == "32-true"
+    assert "32-true->bf16-mixed probe" in summary["precision_switches"]
+    assert summary["precision_probe_extra_j"] > 0
+
+
+def test_on_this_cpu_bf16_is_measured_costlier_and_training_ends_on_fp32(tmp_path):
+    # Real measurement: the CPU-time estimate of this machine, real bf16 autocast kernels.
+    cb = AdaptivePrecision(window_s=0.1, start_step=10)
+    logger = CSVLogger(str(tmp_path), name="csv")
+    fit(tmp_path, [cb], model=DigitsClassifier(), epochs=6, batches=1.0, logger=logger)
+    j = cb.policy.j_per_sample()
+    assert set(j) == {"32-true", "bf16-mixed"}, cb.history  # the plan ran to the end
+    assert cb.current == "32-true", (j, cb.history)
+    assert j["bf16-mixed"] > 0.9 * j["32-true"], j  # never measured >10 % cheaper here
+    rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
+    logged = [float(r["energy/precision"]) for r in rows if r.get("energy/precision")]
+    assert len(logged) == 6 and logged[-1] == 32.0
+
+
+def test_nan_under_bf16_rolls_back_skips_the_step_and_respects_the_cooldown(tmp_path, monkeypatch):
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 0.5, "float16": 0.5})
+    cb = AdaptivePrecision(cooldown_epochs=2, **FAST)
+    _, model = fit(tmp_path, [cb], model=CostedDigits(nan_under="bfloat16"), epochs=5)
+    rollbacks = [h for h in cb.history if h["reason"] == "rollback_non_finite"]
+    assert rollbacks and all(h["to"] == "32-true" for h in rollbacks)
+    assert rollbacks[0]["details"]["banned_until_epoch"] == rollbacks[0]["epoch"] + 2
+    bf16_epochs = sorted({i // 20 for i, (_, d) in enumerate(model.steps) if d == "bfloat16"})
+    first = rollbacks[0]["epoch"]
+    assert first + 1 not in bf16_epochs  # banned: not tried again during the cooling period
+    assert any(h["reason"] == "cooldown_over" and h["epoch"] == first + 2 for h in cb.history)
+    assert first + 2 in bf16_epochs  # then probed again
+    assert cb.current == "32-true" and cb.skipped_steps >= 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())  # NaN steps never applied
+
+
+# -- 16-mixed with a GradScaler (a CPU double of a CUDA device: CPU fp16 autocast + GradScaler) ----
+@pytest.fixture
+def fp16_capable(monkeypatch):
+    monkeypatch.setattr(
+        adaptive_precision, "hardware_precisions", lambda device: ("32-true", "bf16-mixed", "16-mixed")
+    )
+
+
+def test_repeated_gradscaler_overflows_roll_back(tmp_path, monkeypatch, fp16_capable):
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.5})
+    cb = AdaptivePrecision(precisions="16-mixed", max_overflows=3, **FAST)
+    fit(tmp_path, [cb], model=CostedDigits(huge_under="float16"), epochs=2)
+    reasons = [h["reason"] for h in cb.history]
+    assert "rollback_overflow" in reasons, cb.history
+    assert cb.current == "32-true"
+    assert cb.policy.banned.get("16-mixed") is not None
+
+
+def test_resume_restores_16_mixed_with_its_gradscaler_state_and_goes_on_deciding(
+    tmp_path, monkeypatch, fp16_capable
+):
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.3})
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, every_n_epochs=1, save_top_k=-1)
+    first = AdaptivePrecision(precisions="16-mixed", **FAST)
+    fit(tmp_path, [first, ckpt], epochs=3, enable_checkpointing=True)
+    assert first.current == "16-mixed", first.history  # adopted: 3x cheaper and the loss tracks fp32
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"]
+    state = saved["lightning_green.AdaptivePrecision"]
+    assert state["current"] == "16-mixed" and state["scaler"]["scale"] > 0
+
+    class ScaleAtStart(pl.Callback):
+        def on_train_start(self, trainer, pl_module):
+            plugin = trainer.strategy.precision_plugin
+            self.plugin, self.scale = plugin, float(plugin.scaler.get_scale())
+
+    probe = ScaleAtStart()
+    resumed = AdaptivePrecision(precisions="16-mixed", **FAST)
+    spy = Spy()
+    ckpt2 = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, every_n_epochs=1, save_top_k=-1)
+    callbacks = [resumed, probe, spy, ckpt2]
+    fit(
+        tmp_path / "b",
+        callbacks,
+        epochs=5,
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+        enable_checkpointing=True,
+    )
+    assert isinstance(probe.plugin, MixedPrecision) and probe.plugin.precision == "16-mixed"
+    assert probe.scale == state["scaler"]["scale"]
+    assert [r["precision"] for r in spy.rows] == ["16-mixed", "16-mixed"]  # epochs 3 and 4
+    assert resumed.history[: len(state["history"])] == state["history"]
+    assert resumed.policy.step > state["policy"]["step"]  # the restored policy carried on
+    assert not [h for h in resumed.history[len(state["history"]) :] if h["reason"] == "probe"]
+
+
+# -- refusals at fit start --------------------------------------------------------------------------
+class ManualDigits(DigitsClassifier):
+    def __init__(self):
+        super().__init__()
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        loss = super().training_step(batch, batch_idx)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    ("cb_kwargs", "trainer_kwargs", "model", "match"),
+    [
+        ({}, {}, ManualDigits, "automatic optimization"),
+        ({}, {"precision": "64-true"}, DigitsClassifier, "64-true"),
+        ({}, {"precision": "bf16-true"}, DigitsClassifier, "cast the weights"),
+        ({"precisions": "16-mixed"}, {}, DigitsClassifier, "not supported on this cpu"),
+    ],
+)
+def test_what_cannot_be_done_is_refused_clearly_at_fit_start(
+    tmp_path, cb_kwargs, trainer_kwargs, model, match
+):
+    trainer = make_trainer(tmp_path, [AdaptivePrecision(**cb_kwargs)], max_epochs=1, **trainer_kwargs)
+    with pytest.raises(AdaptationUnsupportedError, match=match):
+        trainer.fit(model(), datamodule=DigitsDataModule())

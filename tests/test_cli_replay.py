@@ -1,0 +1,165 @@
+"""The ``lightning-green replay`` command."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from lightning_green.cli import main
+
+CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
+
+
+@pytest.fixture(scope="module")
+def curves_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six real curves: four NAS-Bench-NLP losses and two MLPerf Dice accuracies."""
+    out = tmp_path_factory.mktemp("curves") / "curves.csv"
+    rows: list[list[str]] = []
+    for name, n in (("nasbench_nlp_wt2_dev.csv", 4), ("mlperf_v4_power_dev.csv", 2)):
+        with open(CURVES / name, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            ids: list[str] = []
+            for row in reader:
+                if row[1] not in ids:
+                    if len(ids) == n:
+                        break
+                    ids.append(row[1])
+                rows.append(row)
+    with out.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+    return out
+
+
+def test_replay_writes_decisions_and_prints_summary(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "decisions.csv"
+    assert main(["replay", str(curves_csv), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 6
+    assert set(rows[0]) == {
+        "curve_id",
+        "stop_epoch",
+        "stop_reason",
+        "best_metric_at_stop",
+        "cost_at_stop",
+        "cost_total",
+    }
+    assert {r["stop_reason"] for r in rows} <= {"none", "plateau", "marginal_gain"}
+    printed = capsys.readouterr().out
+    assert "mean cost saved" in printed and "mean regret" in printed
+    assert "[lower is better, 4 curves]" in printed and "[higher is better, 2 curves]" in printed
+
+
+def test_policy_options_change_decisions(curves_csv: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert (
+        main(["replay", str(curves_csv), "-o", str(a), "--min-relative-gain", "none", "--patience", "2"]) == 0
+    )
+    assert (
+        main(
+            [
+                "replay",
+                str(curves_csv),
+                "-o",
+                str(b),
+                "--min-relative-gain",
+                "0.5",
+                "--min-horizon-fraction",
+                "0",
+                "--patience",
+                "1000",
+                "--no-check-finite",
+            ]
+        )
+        == 0
+    )
+    reasons_a = {r["stop_reason"] for r in csv.DictReader(a.open())}
+    reasons_b = {r["stop_reason"] for r in csv.DictReader(b.open())}
+    assert "plateau" in reasons_a and "marginal_gain" not in reasons_a
+    assert "marginal_gain" in reasons_b and "plateau" not in reasons_b
+
+
+def test_budget_option(curves_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "d.csv"
+    assert main(["replay", str(curves_csv), "-o", str(out), "--energy-budget-kwh", "1.0"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    mlperf = [r for r in rows if "unet3d" in r["curve_id"]]
+    assert all(r["stop_reason"] == "energy_budget" and float(r["cost_at_stop"]) <= 1.0 for r in mlperf)
+
+
+def test_malformed_csv_reports_location_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text(
+        "curve_id,epoch,metric,higher_is_better,time_s,energy_J\n"
+        "a,1,1.0,0,10,\n"
+        "a,2,0.9,0,20,\n"
+        "a,3,n/a,0,30,\n"
+    )
+    out = tmp_path / "decisions.csv"
+    assert main(["replay", str(bad), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}:4:3:" in err and "metric" in err
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv"]
+
+
+def test_bad_option_names_the_argument(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curves_csv), "-o", str(out), "--min-relative-gain", "2"])
+    assert info.value.code == 2
+    assert "min_relative_gain" in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(["replay", str(curves_csv), "-o", str(out), "--mode", "max"])  # contradicts the losses
+    with pytest.raises(SystemExit):
+        main(["replay", "-o", str(out)])  # no input at all
+    assert not out.exists()
+
+
+def test_plot(curves_csv: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    fig = tmp_path / "tradeoff.png"
+    assert main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--plot", str(fig)]) == 0
+    assert fig.stat().st_size > 1000
+
+
+def test_mlflow_input(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("mlflow")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("cli")
+    run = client.create_run(exp)
+    for i in range(40):
+        client.log_metric(run.info.run_id, "val_loss", 2.0 + 3.0 * 0.85**i, step=i)
+        client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+    out = tmp_path / "d.csv"
+    assert (
+        main(["replay", "--mlflow-uri", uri, "--experiment", "cli", "--monitor", "val_loss", "-o", str(out)])
+        == 0
+    )
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["curve_id"] == run.info.run_id and row["stop_reason"] == "marginal_gain"
+    assert (
+        main(
+            [
+                "replay",
+                "--mlflow-uri",
+                uri,
+                "--experiment",
+                "missing",
+                "--monitor",
+                "val_loss",
+                "-o",
+                str(tmp_path / "e.csv"),
+            ]
+        )
+        == 1
+    )
+    assert "not found" in capsys.readouterr().err

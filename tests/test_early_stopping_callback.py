@@ -1,0 +1,248 @@
+"""EnergyAwareEarlyStopping in real fits: why and when it stops, what it logs, resume, DDP."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import pytorch_lightning as pl
+from conftest import make_trainer
+from digits import DigitsClassifier, DigitsDataModule
+from doubles import CurveModule, install_scripted_meter, saturating_curve
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+
+from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
+from lightning_green.energy.units import J_PER_KWH
+from lightning_green.policy import StopReason
+
+FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
+EPOCH_KWH = 1000.0 / J_PER_KWH  # the scripted meter: 1000 J per epoch boundary
+
+
+def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, **kwargs):
+    pl.seed_everything(0)
+    trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **{**FAST, **kwargs})
+    trainer.fit(module, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    built = install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    logger = MLFlowLogger(experiment_name="stop", tracking_uri=sqlite_uri)
+    trainer = _fit(tmp_path, [stopper], CurveModule(saturating_curve(40)), max_epochs=40, logger=logger)
+
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN
+    assert stopper.config.min_epochs <= stopper.stopped_epoch < 39
+    assert trainer.current_epoch == stopper.stopped_epoch + 1  # stopped right there
+    assert trainer.early_stopping_callback is stopper
+    # One measurement, created implicitly right after the stopper.
+    monitors = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
+    assert len(monitors) == 1 and monitors[0].implicit and len(built) == 1
+    assert trainer.callbacks.index(monitors[0]) == trainer.callbacks.index(stopper) + 1
+
+    client = MlflowClient(sqlite_uri)
+    run = client.get_run(logger.run_id)
+    assert run.data.tags["lightning_green.stop_reason"] == "marginal_gain"
+    assert run.data.tags["lightning_green.stopped_epoch"] == str(stopper.stopped_epoch)
+    projected = client.get_metric_history(logger.run_id, "energy/projected_gain_per_kwh")
+    assert len(projected) >= 1
+    summary = monitors[0].last_summary
+    assert summary["stop_reason"] == "marginal_gain" and summary["stopped_epoch"] == stopper.stopped_epoch
+    assert summary["stopping_policy"]["reason"] == "marginal_gain"
+
+
+def test_energy_budget_stops_before_it_would_be_exceeded(tmp_path, monkeypatch):
+    install_scripted_meter(monkeypatch)
+    budget_kwh = 5.4 * EPOCH_KWH
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
+    trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=20)
+    history = stopper.energy_monitor.history
+    assert stopper.stop_reason is StopReason.ENERGY_BUDGET
+    assert stopper.stopped_epoch == 4  # after 5 epochs: a 6th would make 6 x 1000 J > 5.4 x 1000 J
+    assert history[-1].total_kwh <= budget_kwh
+    assert trainer.current_epoch == 5
+
+
+def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypatch):
+    built = install_scripted_meter(monkeypatch)
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", energy_budget_kwh=2.5 * EPOCH_KWH)
+    trainer = _fit(tmp_path, [stopper, monitor], DigitsClassifier(), max_epochs=10)
+    assert [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)] == [monitor]
+    assert len(built) == 1 and stopper.energy_monitor is monitor
+    assert stopper.stopped_epoch == 1 and len(monitor.history) == 2
+    assert [r.energy_j for r in monitor.history] == [1000.0, 1000.0]
+
+
+def test_replaying_the_logged_run_reproduces_the_callbacks_decision(tmp_path, sqlite_uri, monkeypatch):
+    """DESIGN: a decision replayed on a logged curve is the decision the callback would have made."""
+    import csv
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    logger = MLFlowLogger(experiment_name="replay-me", tracking_uri=sqlite_uri)
+    _fit(tmp_path, [stopper], CurveModule(saturating_curve(40, tau=5.0)), max_epochs=40, logger=logger)
+    assert stopper.stop_reason is not None
+
+    out = tmp_path / "decisions.csv"
+    argv = [
+        "replay",
+        "--mlflow-uri",
+        sqlite_uri,
+        "--experiment",
+        "replay-me",
+        "--monitor",
+        "val_loss",
+        "--mode",
+        "min",
+        "--max-epochs",
+        "40",
+        "-o",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["stop_reason"] == stopper.stop_reason.value
+    assert int(row["stop_epoch"]) == stopper.stopped_epoch + 1  # replay counts epochs completed
+    assert float(row["cost_at_stop"]) == pytest.approx(stopper.energy_monitor.history[-1].total_kwh)
+
+
+class KilledError(Exception):
+    pass
+
+
+class KillAt(pl.Callback):
+    """Simulates the process dying at the start of an epoch (after the last checkpoint)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KilledError
+
+
+def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
+    install_scripted_meter(monkeypatch)
+    curve = saturating_curve(40, tau=4.0)
+    reference = EnergyAwareEarlyStopping(monitor="val_loss")
+    _fit(tmp_path / "a", [reference], CurveModule(curve), max_epochs=40)
+    assert reference.stop_reason is not None
+
+    ckpt = tmp_path / "b" / "ckpt"
+    first = EnergyAwareEarlyStopping(monitor="val_loss")
+    with pytest.raises(KilledError):
+        _fit(
+            tmp_path / "b",
+            [first, ModelCheckpoint(dirpath=ckpt, save_last=True), KillAt(9)],
+            CurveModule(curve),
+            max_epochs=40,
+            enable_checkpointing=True,
+        )
+    resumed = EnergyAwareEarlyStopping(monitor="val_loss")
+    _fit(
+        tmp_path / "b",
+        [resumed, ModelCheckpoint(dirpath=ckpt, save_last=True)],
+        CurveModule(curve),
+        max_epochs=40,
+        enable_checkpointing=True,
+        ckpt_path=str(ckpt / "last.ckpt"),
+    )
+
+    assert (resumed.stopped_epoch, resumed.stop_reason) == (reference.stopped_epoch, reference.stop_reason)
+    assert resumed.policy.state_dict() == reference.policy.state_dict()
+    assert resumed.last_decision.projected_gain == reference.last_decision.projected_gain
+    energy = [r.total_j for r in resumed.energy_monitor.history]
+    assert energy == [r.total_j for r in reference.energy_monitor.history]
+
+
+def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
+    install_scripted_meter(monkeypatch)
+    # Flat from ~epoch 10, then the learning-rate drop at epoch 26 buys a big step.
+    curve = [v if e < 26 else v - 0.6 for e, v in enumerate(saturating_curve(40))]
+    without = EnergyAwareEarlyStopping(monitor="val_loss")
+    _fit(tmp_path / "a", [without], CurveModule(curve), max_epochs=40)
+    assert without.stop_reason is not None and without.stopped_epoch < 25  # blind: stops on the flat
+
+    aware = EnergyAwareEarlyStopping(monitor="val_loss")
+    _fit(tmp_path / "b", [aware], CurveModule(curve, lr_milestones=[26]), max_epochs=40)
+    assert aware.stop_reason is None or aware.stopped_epoch >= 26
+    assert aware.energy_monitor.history[-1].epoch >= 26
+
+
+def test_check_after_validation_path(tmp_path, monkeypatch):
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(
+        monitor="val_loss", check_on_train_epoch_end=False, energy_budget_kwh=3.5 * EPOCH_KWH
+    )
+    _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=10)
+    assert stopper.stop_reason is StopReason.ENERGY_BUDGET
+    assert stopper.policy.n_checks == stopper.stopped_epoch + 1
+
+
+def test_missing_metric_lists_the_logged_ones(tmp_path):
+    stopper = EnergyAwareEarlyStopping(monitor="val_accuracy")
+    with pytest.raises(RuntimeError, match=r"val_accuracy.*`val_loss`, `val_acc`, `train_loss`"):
+        _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=2)
+
+
+def test_not_strict_missing_metric_never_stops(tmp_path):
+    stopper = EnergyAwareEarlyStopping(monitor="val_accuracy", strict=False)
+    trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=2)
+    assert stopper.stop_reason is None and trainer.current_epoch == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"patience": -1}, r"patience.*-1"),
+        ({"mode": "up"}, r"mode.*'up'"),
+        ({"min_relative_gain": -0.1}, r"min_relative_gain.*-0\.1"),
+        ({"energy_budget_kwh": 0}, r"energy_budget_kwh.*0"),
+        ({"min_epochs": -2}, r"min_epochs.*-2"),
+        ({"monitor": ""}, r"monitor.*''"),
+        ({"min_delta": -1.0}, r"min_delta.*-1\.0"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        EnergyAwareEarlyStopping(**kwargs)
+
+
+def test_state_survives_a_safe_checkpoint_round_trip():
+    import io
+
+    import torch
+
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    for epoch, value in enumerate([3.0, 2.0, 1.5]):
+        stopper.policy.update(value, 0.1 * (epoch + 1), epoch=epoch)
+    buffer = io.BytesIO()
+    torch.save(stopper.state_dict(), buffer)
+    buffer.seek(0)
+    other = EnergyAwareEarlyStopping(monitor="val_loss")
+    other.load_state_dict(torch.load(buffer, weights_only=True))  # what Lightning's safe loading allows
+    assert other.policy.state_dict() == stopper.policy.state_dict()
+    assert other.policy.update(1.4, 0.4, epoch=3) == stopper.policy.update(1.4, 0.4, epoch=3)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together(tmp_path):
+    from test_ddp_energy import run_ddp
+
+    budget_kwh = 0.0035  # scripted: 3010 J per epoch over both ranks; a 5th epoch would exceed it
+    args = json.dumps({"monitor": "val_acc", "mode": "max", "energy_budget_kwh": budget_kwh})
+    ranks = run_ddp(
+        tmp_path, "--scripted", "--epochs", "12", "--callbacks", "stopper", "--stopper-args", args
+    )
+    for rank in ranks:
+        assert rank["stopper"] == {"stopped_epoch": 3, "stop_reason": "energy_budget"}
+        assert rank["monitors"] == 1 and rank["epochs_run"] == 4
+        assert rank["history"][-1]["total_j"] <= budget_kwh * J_PER_KWH
+    assert ranks[0]["history"] == ranks[1]["history"]

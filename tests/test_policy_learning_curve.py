@@ -1,0 +1,119 @@
+"""Learning-curve fits, the step-jump detector and the cost projections."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lightning_green.policy import budget, schedule
+from lightning_green.policy.learning_curve import (
+    FAMILIES,
+    CurveFit,
+    acceptable,
+    fit_family,
+    grid_fit,
+    noise_sd,
+)
+from lightning_green.policy.marginal import assess_marginal, linear_slope
+
+
+@pytest.mark.parametrize(
+    ("family", "truth"),
+    [("pow3", (0.2, 0.5, 0.7)), ("exp3", (1.0, 0.3, 4.0)), ("hyp3", (0.5, 0.8, 0.3))],
+)
+def test_fit_recovers_parameters(family: str, truth: tuple[float, ...]) -> None:
+    fam = FAMILIES[family]
+    x = np.linspace(0.05, 1.0, 30)
+    y = fam.func(x, *truth)
+    fit = fit_family(fam, x, y)
+    assert fit is not None
+    np.testing.assert_allclose(fit.params, truth, rtol=1e-4, atol=1e-6)
+    coarse = grid_fit(fam, x, y)
+    np.testing.assert_allclose(coarse.params, truth, rtol=0.05, atol=1e-3)
+
+
+def test_shape_parameter_held_at_its_bound_for_a_straight_line() -> None:
+    x = np.linspace(0.1, 1.0, 20)
+    fit = fit_family(FAMILIES["exp3"], x, 2.0 * x)  # no saturation at all
+    assert fit is not None and fit.params[2] == pytest.approx(FAMILIES["exp3"].lower[2], rel=1e-3)
+    gain, _ = fit.gain(1.0, 2.0)
+    assert gain == pytest.approx(2.0, rel=0.01)  # a straight line is extrapolated as one
+
+
+def test_projection_uncertainty_grows_with_noise() -> None:
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.05, 1.0, 30)
+    clean = FAMILIES["pow3"].func(x, 0.2, 0.5, 0.7)
+    _, se_small = fit_family(FAMILIES["pow3"], x, clean + rng.normal(0, 0.001, 30)).gain(1.0, 2.0)
+    _, se_large = fit_family(FAMILIES["pow3"], x, clean + rng.normal(0, 0.05, 30)).gain(1.0, 2.0)
+    assert se_large > 10 * se_small
+
+
+def test_acceptance_rejects_a_family_that_misses_the_recent_trend() -> None:
+    x = np.linspace(0.05, 1.0, 40)
+    y = np.where(x < 0.5, np.sqrt(x), np.sqrt(0.5) + 2.0 * (x - 0.5))  # saturating, then a new rise
+    fit = grid_fit(FAMILIES["exp3"], x, y)
+    slope, se, _ = linear_slope(x[-10:], y[-10:])
+    assert not acceptable(fit, noise_sd(y), x[-10:], (slope, se))
+
+
+def test_curve_fit_predicts_in_metric_units() -> None:
+    fit = CurveFit(
+        "pow3",
+        (0.0, 1.0, 0.5),
+        cost_ref_kwh=0.0,
+        cost_scale_kwh=10.0,
+        metric_offset=3.0,
+        metric_scale=2.0,
+        sign=-1.0,
+        rmse=0.0,
+        n_points=10,
+        aicc=0.0,
+    )
+    # A loss (sign -1): at the latest check (cost 10) the fit is at its offset; it falls after.
+    assert float(fit.predict(10.0)) == pytest.approx(3.0)
+    assert float(fit.predict(40.0)) < 3.0
+
+
+def test_assessment_is_unit_free() -> None:
+    rng = np.random.default_rng(2)
+    costs = np.arange(1, 41) * 0.3
+    values = -(2.0 + 3.0 * costs**-0.6) + rng.normal(0, 0.01, 40)
+    a = assess_marginal(costs, values, segment_start=0, horizon_cost_kwh=6.0, sign=-1.0)
+    b = assess_marginal(costs * 1e6, 100 * values + 7, segment_start=0, horizon_cost_kwh=6e6, sign=-1.0)
+    assert a.relative_gain == pytest.approx(b.relative_gain, rel=1e-6)
+    assert a.fit.family == b.fit.family
+
+
+def test_noise_sd_ignores_a_smooth_trend() -> None:
+    rng = np.random.default_rng(4)
+    trend = np.linspace(0, 10, 200)
+    assert noise_sd(trend + rng.normal(0, 0.1, 200)) == pytest.approx(0.1, rel=0.2)
+
+
+def test_detect_steps_finds_decays_not_early_training() -> None:
+    rng = np.random.default_rng(5)
+    e = np.arange(90)
+    early = 1.0 - np.exp(-e / 4.0)  # fast early training: no step
+    level = early + np.select([e < 30, e < 60], [0.0, 0.5], 0.8) + rng.normal(0, 0.02, 90)
+    steps = schedule.detect_steps(level)
+    assert len(steps) == 2 and abs(steps[0] - 30) <= 1 and abs(steps[1] - 60) <= 1
+    assert schedule.detect_steps(early + rng.normal(0, 0.02, 90)) == []
+    assert schedule.step_hold_until(e, steps, max_epochs=90) == 89  # 60 + (60 - 30), capped
+
+
+def test_lr_decay_ahead_within_horizon() -> None:
+    assert schedule.lr_decay_ahead(10, 0, 100)
+    assert not schedule.lr_decay_ahead(98, 1, 100)  # the decayed epoch would be the 101st
+    assert schedule.lr_decay_ahead(98, 0, 100)
+    assert schedule.lr_decay_ahead(10, 500, None)
+
+
+def test_cost_per_epoch_robust_to_a_late_meter() -> None:
+    costs = np.array([1.0, 2.0, 2.0, 2.0, 5.0, 6.0])  # stale twice, then caught up
+    epochs = np.arange(6)
+    assert budget.cost_per_epoch(costs, epochs) == pytest.approx(1.0)
+    assert budget.remaining_cost(costs, epochs, max_epochs=10) == pytest.approx(4.0)
+    assert budget.remaining_cost(costs, epochs, max_epochs=None) == pytest.approx(6.0)
+    mlperf_like = np.array([10.0, 11.0, 12.0])
+    assert budget.next_check_cost(mlperf_like, np.array([167999, 171359, 174719])) == pytest.approx(1.0)

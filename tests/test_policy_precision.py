@@ -1,0 +1,323 @@
+"""Precision policy on scripted runs: cost ratios, loss tracking, rollbacks, cooldown, state."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from lightning_green.policy.precision import (
+    PrecisionPolicy,
+    PrecisionReason,
+    probe_plan,
+)
+
+FP32, BF16, FP16 = "32-true", "bf16-mixed", "16-mixed"
+_RNG = np.random.default_rng(0)
+LOSS_NOISE = _RNG.normal(size=4000)
+ENERGY_NOISE = _RNG.normal(size=4000)
+SAMPLES = 32
+
+
+def base_loss(t: int) -> float:
+    """A training loss falling fast early and flattening: 3.5 at the start, 0.5 at the end."""
+    return 3.0 * math.exp(-t / 200) + 0.5
+
+
+def simulate(
+    policy: PrecisionPolicy,
+    j_per_sample: dict[str, float],
+    steps: int,
+    *,
+    start: int = 0,
+    epoch_steps: int = 100,
+    loss_factor: Callable[[int, str], float] = lambda t, p: 1.0,
+    overflows: Callable[[int, str], int] = lambda t, p: 0,
+    loss_noise: float = 0.01,
+    step_s_per_j: float = 0.25,
+) -> dict:
+    """Train ``steps`` steps from ``start``, applying each decision; one record per step.
+
+    Joules per sample per precision with 2 % noise, wall time proportional to the energy, loss
+    = the base curve × (1 + loss_noise·N(0,1)) × loss_factor(t, precision).
+    """
+    used: Counter = Counter()
+    decisions = []
+    energy_j = 0.0
+    precision = policy.current_precision
+    for t in range(start, start + steps):
+        j = j_per_sample[precision] * (1.0 + 0.02 * ENERGY_NOISE[t])
+        loss = base_loss(t) * (1.0 + loss_noise * LOSS_NOISE[t]) * loss_factor(t, precision)
+        policy.record(
+            precision,
+            energy_j=j * SAMPLES,
+            samples=SAMPLES,
+            duration_s=step_s_per_j * j,
+            losses=[loss],
+            overflows=overflows(t, precision),
+        )
+        energy_j += j * SAMPLES
+        used[precision] += 1
+        d = policy.decide(epoch=t // epoch_steps)
+        decisions.append((t, d.precision, d.reason))
+        precision = d.precision
+    return {"decisions": decisions, "used": used, "energy_j": energy_j, "final": precision}
+
+
+def reasons(run: dict) -> list[PrecisionReason]:
+    return [r for _, _, r in run["decisions"]]
+
+
+def first(run: dict, reason: PrecisionReason) -> tuple[int, str]:
+    return next((t, p) for t, p, r in run["decisions"] if r is reason)
+
+
+# ----------------------------------------------------------------------------- cost
+
+
+def test_cpu_where_bf16_costs_3x_ends_on_fp32_with_bounded_probe_cost():
+    policy = PrecisionPolicy([BF16])  # the defaults
+    steps = 600
+    run = simulate(policy, {FP32: 1.0, BF16: 3.0}, steps)
+    assert run["final"] == FP32
+    assert PrecisionReason.TOO_EXPENSIVE in reasons(run)
+    assert PrecisionReason.CHEAPER not in reasons(run)
+    # The probe stops after its warm-up and one window.
+    assert run["used"][BF16] == policy.warmup_steps + policy.window_steps
+    extra = run["energy_j"] / (steps * 1.0 * SAMPLES) - 1.0
+    assert extra <= 2 * (policy.warmup_steps + policy.window_steps) / steps * 1.1
+    assert extra < 0.05  # the CPU benchmark target: at most 5 % extra energy for probing
+
+
+def test_h100_where_bf16_is_2x_cheaper_and_tracks_fp32_switches_to_bf16():
+    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 600)
+    t, precision = first(run, PrecisionReason.CHEAPER)
+    assert precision == BF16 and t < 100
+    assert run["final"] == BF16
+    assert run["used"][BF16] > 0.8 * 600
+    assert not any(r.value.startswith("rollback") for r in reasons(run))
+
+
+def test_cheapest_of_several_precisions_wins():
+    run = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.4}, 300)
+    assert first(run, PrecisionReason.CHEAPER)[1] == FP16
+    assert run["final"] == FP16
+
+
+def test_a_saving_below_the_margin_is_not_worth_switching():
+    costs = {FP32: 1.0, BF16: 0.95}
+    run = simulate(PrecisionPolicy([BF16]), costs, 300)
+    assert run["final"] == FP32 and PrecisionReason.CHEAPER not in reasons(run)
+    eager = simulate(PrecisionPolicy([BF16], switch_margin=0.01), costs, 300)
+    assert eager["final"] == BF16
+
+
+def test_probing_waits_for_start_step_and_uses_reference_windows_around_each_probe():
+    policy = PrecisionPolicy([BF16, FP16], start_step=50, min_window_s=0.0)
+    run = simulate(policy, {FP32: 1.0, BF16: 0.9, FP16: 0.85}, 200)
+    sequence = [p for _, p, _ in run["decisions"]]
+    first_probe = next(t for t, p, _ in run["decisions"] if p != FP32)
+    assert first_probe >= 50 + policy.reference_windows * policy.window_steps - 1
+    # fp32 | bf16 | fp32 | fp16 | fp32 ...
+    changes = [p for i, p in enumerate(sequence) if i == 0 or p != sequence[i - 1]]
+    assert changes[:5] == [FP32, BF16, FP32, FP16, FP32]
+
+
+# ----------------------------------------------------------------------------- loss tracking
+
+
+def test_a_probe_whose_loss_leaves_the_fp32_trend_is_banned_then_reprobed_after_cooldown():
+    def biased(t, p):  # bf16 loss 7 % above fp32 at the same step: beyond the 5 % tolerance
+        return 1.07 if p == BF16 else 1.0
+
+    policy = PrecisionPolicy([BF16], cooldown_epochs=2)
+    run = simulate(policy, {FP32: 1.0, BF16: 0.5}, 320, loss_factor=biased)
+    t_dev, precision = first(run, PrecisionReason.LOSS_DEVIATION)
+    assert precision == FP32 and t_dev < 100
+    assert PrecisionReason.CHEAPER not in reasons(run)
+    # Banned through epochs 0 and 1: no bf16 step there after the verdict ...
+    assert all(p == FP32 for t, p, _ in run["decisions"] if t_dev <= t < 200)
+    # ... then probed again at epoch 2.
+    t_over, _ = first(run, PrecisionReason.COOLDOWN_OVER)
+    assert t_over == 200
+    assert any(p == BF16 for t, p, _ in run["decisions"] if t > 200)
+
+
+def test_a_probe_within_tolerance_is_adopted():
+    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 200, loss_factor=lambda t, p: 1.02)
+    assert first(run, PrecisionReason.CHEAPER)[1] == BF16
+
+
+def test_without_losses_no_candidate_is_adopted():
+    policy = PrecisionPolicy([BF16], start_step=0, min_window_s=0.0)
+    precision = FP32
+    for _ in range(60):
+        policy.record(
+            precision, energy_j=SAMPLES * (0.5 if precision == BF16 else 1.0), samples=SAMPLES, duration_s=1
+        )
+        precision = policy.decide(0).precision
+    assert precision == FP32
+
+
+# ----------------------------------------------------------------------------- rollbacks
+
+
+def test_non_finite_loss_after_adoption_rolls_back_and_respects_cooldown():
+    def nan_once(t, p):
+        return math.nan if t == 350 and p == BF16 else 1.0
+
+    run = simulate(
+        PrecisionPolicy([BF16], cooldown_epochs=2), {FP32: 1.0, BF16: 0.5}, 800, loss_factor=nan_once
+    )
+    t_rb, precision = first(run, PrecisionReason.ROLLBACK_NON_FINITE)
+    assert (t_rb, precision) == (350, FP32)
+    # Epoch 3 is the ban's start: no bf16 until epoch 5.
+    assert all(p == FP32 for t, p, _ in run["decisions"] if 350 <= t < 500)
+    assert first(run, PrecisionReason.COOLDOWN_OVER)[0] == 500
+    assert run["final"] == BF16  # re-probed, fine again, re-adopted
+
+
+def test_non_finite_loss_during_a_probe_aborts_it_and_the_plan_goes_on():
+    def nan_bf16(t, p):
+        return math.nan if p == BF16 else 1.0
+
+    policy = PrecisionPolicy([BF16, FP16], cooldown_epochs=2)
+    run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.6}, 190, loss_factor=nan_bf16)
+    assert first(run, PrecisionReason.ROLLBACK_NON_FINITE)[1] == FP32
+    assert run["used"][BF16] == 1  # rolled back at the first bad step
+    assert policy.banned == {BF16: 2}
+    assert run["final"] == FP16
+
+
+def test_repeated_gradscaler_overflows_roll_back():
+    costs = {FP32: 1.0, FP16: 0.5}
+
+    def every_step(t, p):
+        return 1 if p == FP16 else 0
+
+    run = simulate(PrecisionPolicy([FP16]), costs, 300, overflows=every_step)
+    assert PrecisionReason.ROLLBACK_OVERFLOW in reasons(run)
+    assert run["final"] == FP32
+
+    # Overflows only while the fresh GradScaler calibrates (the warm-up steps) are normal.
+    switched_at: dict[str, int] = {}
+
+    def calibrating(t, p):
+        if p != FP16:
+            switched_at.pop(FP16, None)
+            return 0
+        start = switched_at.setdefault(FP16, t)
+        return 1 if t - start < 2 else 0
+
+    calm = simulate(PrecisionPolicy([FP16]), costs, 300, overflows=calibrating)
+    assert PrecisionReason.ROLLBACK_OVERFLOW not in reasons(calm)
+    assert calm["final"] == FP16
+
+
+def test_loss_jump_after_adoption_rolls_back():
+    def jump(t, p):
+        return 1.5 if t >= 400 and p == BF16 else 1.0
+
+    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 500, loss_factor=jump)
+    t_rb, precision = first(run, PrecisionReason.ROLLBACK_LOSS_JUMP)
+    assert precision == FP32 and 400 <= t_rb < 400 + 3 * 8
+    assert run["final"] == FP32
+    assert PrecisionReason.ROLLBACK_LOSS_JUMP not in reasons(
+        simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 500)
+    )
+
+
+def test_nan_at_the_initial_precision_has_nothing_to_roll_back_to():
+    policy = PrecisionPolicy([BF16], start_step=1000)
+    policy.record(FP32, energy_j=10.0, samples=32, duration_s=1.0, losses=[math.nan])
+    d = policy.decide(0)
+    assert d.precision == FP32 and d.reason is PrecisionReason.KEEP
+
+
+# ----------------------------------------------------------------------------- state, plan, arguments
+
+
+@pytest.mark.parametrize("cut", [30, 45, 70, 250, 360, 520])
+def test_state_round_trip_gives_identical_decisions(cut):
+    def nan_once(t, p):
+        return math.nan if t == 350 and p != FP32 else 1.0
+
+    kwargs = dict(loss_factor=nan_once)
+    costs = {FP32: 1.0, BF16: 0.5, FP16: 0.45}
+    whole = simulate(PrecisionPolicy([BF16, FP16]), costs, 700, **kwargs)
+    first_part = PrecisionPolicy([BF16, FP16])
+    head = simulate(first_part, costs, cut, **kwargs)
+    resumed = PrecisionPolicy([BF16, FP16])
+    resumed.load_state_dict(json.loads(json.dumps(first_part.state_dict())))
+    tail = simulate(resumed, costs, 700 - cut, start=cut, **kwargs)
+    assert head["decisions"] + tail["decisions"] == whole["decisions"]
+    assert len(set(reasons(whole))) >= 4  # probes, a switch, a rollback, a cooldown
+
+
+def test_decision_details_are_json_able():
+    run_policy = PrecisionPolicy([BF16])
+    precision = FP32
+    for t in range(80):
+        run_policy.record(precision, energy_j=32.0, samples=32, duration_s=1.0, losses=[base_loss(t)])
+        d = run_policy.decide(0)
+        json.dumps(dict(d.details))
+        precision = d.precision
+
+
+def test_probe_plan_sandwiches_each_candidate_between_references():
+    plan = probe_plan([BF16, FP16, BF16, FP32])
+    assert [(s.precision, s.role) for s in plan] == [
+        (FP32, "reference"),
+        (BF16, "probe"),
+        (FP32, "reference"),
+        (FP16, "probe"),
+        (FP32, "reference"),
+    ]
+    assert probe_plan([FP32]) == ()
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: PrecisionPolicy(["fp8"]),
+            r"supported must name a precision in \['32-true', 'bf16-mixed', '16-mixed'\], got 'fp8'",
+        ),
+        (lambda: PrecisionPolicy("bf16-mixed"), "supported must be a list of precisions"),
+        (
+            lambda: PrecisionPolicy([BF16], initial_precision=FP16),
+            "initial_precision must be one of supported=",
+        ),
+        (
+            lambda: PrecisionPolicy([BF16], loss_tolerance=-0.1),
+            r"loss_tolerance must be a number in \[0.0, inf\)",
+        ),
+        (
+            lambda: PrecisionPolicy([BF16], switch_margin=1.0),
+            r"switch_margin must be a number in \[0.0, 1.0\), got 1.0",
+        ),
+        (
+            lambda: PrecisionPolicy([BF16], cooldown_epochs=-1),
+            "cooldown_epochs must be an integer >= 0, got -1",
+        ),
+        (lambda: PrecisionPolicy([BF16], max_overflows=0), "max_overflows must be an integer >= 1, got 0"),
+        (lambda: PrecisionPolicy([BF16]).record(FP16, 1.0, 1, 1.0), "precision must be one of supported="),
+        (
+            lambda: PrecisionPolicy([BF16]).record(BF16, -1.0, 1, 1.0),
+            r"energy_j must be a number in \[0.0, inf\)",
+        ),
+        (
+            lambda: PrecisionPolicy([BF16]).record(BF16, 1.0, 1, 1.0, losses=["x"]),
+            "losses must be numbers, got 'x'",
+        ),
+        (lambda: PrecisionPolicy([BF16]).decide(-1), "epoch must be an integer >= 0, got -1"),
+        (lambda: PrecisionPolicy([BF16]).load_state_dict({}), "state version must be 1, got None"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_them(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
