@@ -382,6 +382,41 @@ def switch_text(history: Sequence[Mapping[str, Any]], limit: int = MAX_TAG_CHARS
     return text
 
 
+def switches(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The entries of an adaptation history that changed the setting.
+
+    Example:
+        >>> switches([{"from": 32, "to": 32}, {"from": 32, "to": 64}])
+        [{'from': 32, 'to': 64}]
+    """
+    return [h for h in history if h["from"] != h["to"]]
+
+
+def publish(
+    trainer: pl.Trainer,
+    monitor: Any | None,
+    summary_fields: Mapping[str, Any],
+    current_tag: tuple[str, Any],
+    switches_tag: tuple[str, Sequence[Mapping[str, Any]]],
+) -> None:
+    """Show an adaptive callback's state now: summary fields, and MLflow tags on rank 0.
+
+    Args:
+        trainer: The trainer.
+        monitor: The shared EnergyMonitor (None before setup).
+        summary_fields: Fields for the end-of-run summary.
+        current_tag: ``(tag name, current setting)``.
+        switches_tag: ``(tag name, history)``; the switches in it become a compact text.
+    """
+    if monitor is not None:
+        monitor.add_summary_fields(**summary_fields)
+    if trainer.global_rank == 0:
+        name, history = switches_tag
+        _loggers.set_tags(
+            trainer, {current_tag[0]: current_tag[1], name: switch_text(switches(history)) or "none"}
+        )
+
+
 def write_adaptations(trainer: pl.Trainer, key: str, payload: Mapping[str, Any]) -> Path | None:
     """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
 

@@ -62,7 +62,6 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 
-from lightning_green.callbacks import _loggers
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     TrainingWindow,
@@ -75,7 +74,9 @@ from lightning_green.callbacks._adapt import (
     default_window_s,
     find_callback,
     jsonable,
+    publish,
     switch_text,
+    switches,
     write_adaptations,
 )
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
@@ -614,27 +615,22 @@ class AdaptiveBatchSize(Callback):
         except (IndexError, KeyError, TypeError, ValueError):
             return None
 
-    def _switches(self) -> list[dict[str, Any]]:
-        return [h for h in self.history if h["from"] != h["to"]]
-
     def _publish(self, trainer: pl.Trainer) -> None:
-        if self._monitor is not None:
-            self._monitor.add_summary_fields(**self.summary_fields())
-        if trainer.global_rank == 0:
-            _loggers.set_tags(
-                trainer,
-                {
-                    TAG_BATCH_SIZE: self.current_batch_size,
-                    TAG_BATCH_SIZE_SWITCHES: switch_text(self._switches()) or "none",
-                },
-            )
+        """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
+        publish(
+            trainer,
+            self._monitor,
+            self.summary_fields(),
+            (TAG_BATCH_SIZE, self.current_batch_size),
+            (TAG_BATCH_SIZE_SWITCHES, self.history),
+        )
 
     def summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary: the batch size, switches, measurements."""
         return {
             "batch_size": self.current_batch_size,
             "batch_size_initial": self.initial_batch_size,
-            "batch_size_switches": switch_text(self._switches()),
+            "batch_size_switches": switch_text(switches(self.history)),
             "batch_size_adaptations": jsonable(self.history),
             "batch_size_j_per_sample": jsonable(self.policy.measured()) if self.policy is not None else {},
             "b_noise": jsonable(self.b_noise),

@@ -46,7 +46,6 @@ from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.utilities import rank_zero_info
 
-from lightning_green.callbacks import _loggers
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     TrainingWindow,
@@ -57,7 +56,9 @@ from lightning_green.callbacks._adapt import (
     default_window_s,
     jsonable,
     loss_of,
+    publish,
     switch_text,
+    switches,
     write_adaptations,
 )
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
@@ -495,21 +496,15 @@ class AdaptivePrecision(Callback):
             )
         self._publish(trainer)
 
-    def _switches(self) -> list[dict[str, Any]]:
-        return [h for h in self.history if h["from"] != h["to"]]
-
     def _publish(self, trainer: pl.Trainer) -> None:
         """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
-        if self._monitor is not None:
-            self._monitor.add_summary_fields(**self.summary_fields())
-        if trainer.global_rank == 0:
-            _loggers.set_tags(
-                trainer,
-                {
-                    TAG_PRECISION: self.current,
-                    TAG_PRECISION_SWITCHES: switch_text(self._switches()) or "none",
-                },
-            )
+        publish(
+            trainer,
+            self._monitor,
+            self.summary_fields(),
+            (TAG_PRECISION, self.current),
+            (TAG_PRECISION_SWITCHES, self.history),
+        )
 
     def summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary: the precision, switches, probing cost."""
@@ -522,7 +517,7 @@ class AdaptivePrecision(Callback):
         return {
             "precision": self.current,
             "precision_initial": self.baseline,
-            "precision_switches": switch_text(self._switches()),
+            "precision_switches": switch_text(switches(self.history)),
             "precision_adaptations": jsonable(self.history),
             "precision_j_per_sample": jsonable(self.policy.j_per_sample()) if self.policy is not None else {},
             "precision_probe_j": sum(self.probe_energy_j.values()),
