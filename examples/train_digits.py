@@ -1,8 +1,12 @@
 """Train a small CNN on scikit-learn's digits with lightning_green, logging to a local MLflow store.
 
+Uses every callback: EnergyMonitor measures and logs, AdaptivePrecision and AdaptiveBatchSize
+pick the cheapest setting by measurement, EnergyAwareEarlyStopping stops when more epochs stop
+paying for themselves.
+
 Run from the repository root:
 
-    python examples/train_digits.py                      # sqlite:///mlflow.db, 15 epochs at most
+    python examples/train_digits.py                      # sqlite:///mlflow.db, 30 epochs at most
     python examples/train_digits.py --max-epochs 5 --tracking-uri sqlite:///other.db
 
 Then open the run in the MLflow UI:
@@ -32,7 +36,12 @@ def build_callbacks(args: argparse.Namespace) -> list[pl.Callback]:
     callbacks: list[pl.Callback] = [
         lightning_green.EnergyMonitor(monitor="val_acc", mode="max", pue=args.pue, region=args.region),
     ]
-    if hasattr(lightning_green, "EnergyAwareEarlyStopping") and not args.no_stopping:
+    if not args.no_adapt:
+        callbacks += [
+            lightning_green.AdaptivePrecision(),
+            lightning_green.AdaptiveBatchSize(lr_scaling="sqrt"),
+        ]
+    if not args.no_stopping:
         callbacks.append(lightning_green.EnergyAwareEarlyStopping(monitor="val_acc", mode="max"))
     return callbacks
 
@@ -41,14 +50,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--max-epochs", type=int, default=15)
+    parser.add_argument("--max-epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--tracking-uri", default="sqlite:///mlflow.db")
     parser.add_argument("--experiment", default="lightning_green-digits")
     parser.add_argument("--pue", type=float, default=1.0)
     parser.add_argument("--region", default="EU", help="grid region for CO2 (a code of the carbon table)")
-    parser.add_argument("--no-stopping", action="store_true", help="measure only, never stop early")
+    parser.add_argument("--no-stopping", action="store_true", help="never stop early")
+    parser.add_argument("--no-adapt", action="store_true", help="keep the batch size and precision fixed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
     pl.seed_everything(args.seed, workers=True)
@@ -61,12 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         callbacks=build_callbacks(args),
         enable_checkpointing=False,
         log_every_n_steps=10,
+        enable_progress_bar=not args.quiet,
         default_root_dir="lightning_logs",
     )
     trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=args.batch_size, seed=args.seed))
+    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, lightning_green.EnergyMonitor))
 
     print(f"\nMLflow run {logger.run_id} in experiment {args.experiment!r} at {args.tracking_uri}")
+    print(f"Summary and plot: {monitor.summary_path} and {monitor.plot_path} (also artifacts of the run)")
     print(f"Open it with:  mlflow ui --backend-store-uri {args.tracking_uri}   (then http://127.0.0.1:5000)")
+    print(f"or redraw it:  lightning-green report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}")
     return 0
 
 

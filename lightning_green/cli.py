@@ -1,5 +1,9 @@
 """The ``lightning-green`` command.
 
+``lightning-green report --mlflow-uri URI --run-id ID [-o PLOT.png]`` draws the end-of-run plot
+(the monitored metric against cumulative kWh, epoch energy, the stop and the learning-curve fit)
+for a past run.
+
 ``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
 over logged learning curves (the long format of ``shared/data/curves``) and writes one decision per
 curve; ``lightning-green replay --mlflow-uri URI --experiment NAME --monitor val_loss -o
@@ -111,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     mlf.add_argument("--monitor", default=None, help="monitored metric key (MLflow input; e.g. val_loss)")
     mlf.add_argument("--cost-key", default=ENERGY_KEY, help=f"cumulative kWh metric (default: {ENERGY_KEY})")
     _add_policy_options(rp)
+
+    rep = sub.add_parser(
+        "report",
+        help="draw the energy report of a past MLflow run",
+        description="Draw the monitored metric against cumulative kWh (epoch energy as bars, the stop and "
+        "its reason, the learning-curve fit and its projection) for a run logged with lightning_green.",
+    )
+    rep.add_argument("--mlflow-uri", required=True, help="MLflow tracking URI")
+    rep.add_argument("--run-id", required=True, help="the MLflow run")
+    rep.add_argument("--monitor", default=None, help="metric to draw (default: the run's monitored metric)")
+    rep.add_argument(
+        "-o", "--output", default=None, help="PNG to write (default: energy_report_<run_id>.png)"
+    )
+    rep.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     return parser
 
 
@@ -195,6 +213,31 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, write_summary_json
+
+    try:
+        summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
+    except ImportError:
+        print(
+            "error: the report command needs mlflow (pip install 'lightning_green[mlflow]')", file=sys.stderr
+        )
+        return 1
+    except Exception as e:  # unknown run, unreachable server, no energy metrics
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if "pue" in summary:
+        print(format_summary(summary))
+    if args.json:
+        print(f"wrote {write_summary_json(summary, args.json)}")
+    output = args.output or f"energy_report_{args.run_id}.png"
+    try:
+        print(f"wrote {plot_summary(summary, output)}")
+    except ImportError:
+        print("matplotlib is not installed: no plot drawn (pip install 'lightning_green[plot]')")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code.
 
@@ -208,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "replay":
         return _replay(args, parser)
+    if args.command == "report":
+        return _report(args)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
     return 2  # pragma: no cover
 

@@ -280,3 +280,86 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = None) -> dict[str, Any]:
+    """The summary of a past run, read back from MLflow.
+
+    Uses the run's ``lightning_green/energy_summary.json`` artifact when it has one (it holds the
+    stopping policy's fit); otherwise rebuilds the summary from the logged metric histories
+    (``energy/epoch_kwh``, ``energy/total_kwh``, the monitored metric), the params and the tags.
+
+    Args:
+        tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000`` ...).
+        run_id: The run.
+        monitor: Metric to draw; default: the run's ``lightning_green.monitor`` param.
+
+    Returns:
+        A summary as :func:`build_summary` makes it.
+
+    Raises:
+        ValueError: When the run logged no energy metrics.
+    """
+    import os
+    import tempfile
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    run = client.get_run(run_id)
+    try:
+        names = {a.path for a in client.list_artifacts(run_id, "lightning_green")}
+    except Exception:  # a store without artifact access: rebuild from metrics
+        names = set()
+    if f"lightning_green/{SUMMARY_FILENAME}" in names and monitor in (
+        None,
+        run.data.params.get("lightning_green.monitor"),
+    ):
+        with tempfile.TemporaryDirectory() as tmp:
+            local = client.download_artifacts(run_id, f"lightning_green/{SUMMARY_FILENAME}", tmp)
+            return json.loads(Path(local).read_text())
+    return _summary_from_metrics(client, run, monitor)
+
+
+def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[str, Any]:
+    run_id = run.info.run_id
+    params, tags = run.data.params, run.data.tags
+    monitor = monitor or params.get("lightning_green.monitor")
+    mode = params.get("lightning_green.mode", "min")
+
+    def history(key: str) -> dict[int, float]:
+        return {m.step: m.value for m in client.get_metric_history(run_id, key)} if key else {}
+
+    totals, epoch_kwh = history("energy/total_kwh"), history("energy/epoch_kwh")
+    if not totals:
+        raise ValueError(f"run {run_id} logged no energy/total_kwh: was EnergyMonitor attached?")
+    metric, epochs = history(monitor) if monitor else {}, history("epoch")
+    per_epoch = []
+    for i, step in enumerate(sorted(totals)):
+        per_epoch.append(
+            {
+                "epoch": int(epochs.get(step, i)),
+                "energy_kwh": epoch_kwh.get(step, 0.0),
+                "total_kwh": totals[step],
+                "metric": metric.get(step),
+            }
+        )
+    source = params.get("lightning_green.energy_source", "unknown")
+    intensity = params.get("lightning_green.carbon_intensity_g_per_kwh")
+    total_kwh = per_epoch[-1]["total_kwh"]
+    stopped = tags.get("lightning_green.stopped_epoch")
+    summary: dict[str, Any] = {
+        "total_kwh": total_kwh,
+        "co2_kg": None if intensity is None else total_kwh * float(intensity) / 1000.0,
+        "energy_source": source,
+        "is_estimate": "estimate" in source.split("+"),
+        "partial": tags.get("lightning_green.partial") == "true",
+        "epochs": len(per_epoch),
+        "monitor": monitor,
+        "mode": mode,
+        "stop_reason": tags.get("lightning_green.stop_reason"),
+        "stopped_epoch": None if stopped is None else int(stopped),
+        "per_epoch": per_epoch,
+    }
+    return summary

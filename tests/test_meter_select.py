@@ -13,7 +13,7 @@ from lightning_green.energy.estimate import CpuTimeEstimateMeter
 from lightning_green.energy.meter import CompositeMeter, EnergyMeasurementWarning
 from lightning_green.energy.nvml import NvmlMeter, nvml_available
 from lightning_green.energy.rapl import RaplMeter
-from lightning_green.energy.select import METER_SPECS, build_meter, validate_meter_spec
+from lightning_green.energy.selection import METER_SPECS, build_meter, validate_meter_spec
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ def epochs_until_lr_decay(configs: Iterable[Any], steps_per_epoch: int | float |
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         >>> s = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[30, 45])
         >>> for _ in range(10):
+        ...     opt.step()
         ...     s.step()
         >>> epochs_until_lr_decay([SimpleNamespace(scheduler=s, interval="epoch", frequency=1)], 100)
         19

@@ -27,7 +27,7 @@ from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.meter import EnergyMeter
-from lightning_green.energy.select import build_meter, validate_meter_spec
+from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.units import j_to_kwh
 from lightning_green.report import (
     PLOT_FILENAME,

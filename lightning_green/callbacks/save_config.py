@@ -48,6 +48,15 @@ class SaveConfigToLoggers(SaveConfigCallback):
         """Write the config and log it to every MLflow run (called on global rank 0 only)."""
         path = _loggers.output_dir(trainer) / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, str(path), skip_none=False, overwrite=True, multifile=self.multifile)
+        # Keep None values: the saved config must rebuild exactly this run (jsonargparse >= 4.49
+        # calls the option skip_unset, older releases skip_none and reject the new name).
+        try:
+            self.parser.save(
+                self.config, str(path), overwrite=True, multifile=self.multifile, skip_unset=False
+            )
+        except TypeError:
+            self.parser.save(
+                self.config, str(path), overwrite=True, multifile=self.multifile, skip_none=False
+            )
         self.saved_path = path
         _loggers.log_artifact(trainer, path, artifact_path="config")

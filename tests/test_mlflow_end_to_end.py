@@ -1,0 +1,157 @@
+"""MLflow end to end: a LightningCLI run logged to a real ``mlflow server`` and to the embedded store.
+
+The server runs on 127.0.0.1 with a sqlite backend and a local artifact root on a free port;
+everything is read back through MLflow's REST client, as a user looking at the run would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from test_config_driven import load_example
+
+from lightning_green import cli as green_cli
+
+pytestmark = pytest.mark.slow
+CONFIG = ROOT / "examples" / "configs" / "digits.yaml"
+EPOCH_KEYS = [
+    "energy/epoch_kwh",
+    "energy/total_kwh",
+    "energy/avg_power_w",
+    "energy/samples_per_j",
+    "energy/co2_kg",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'backend.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
+        time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(params=["server", "embedded"])
+def tracking_uri(request, tmp_path):
+    if request.param == "server":
+        return request.getfixturevalue("mlflow_server")
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_cli_run_reads_back_through_mlflow(tracking_uri, tmp_path, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.chdir(tmp_path)
+    cli = load_example("cli").main(
+        [
+            "fit",
+            "--config",
+            str(CONFIG),
+            "--trainer.max_epochs",
+            "12",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+            "--trainer.logger.init_args.tracking_uri",
+            tracking_uri,
+            "--trainer.callbacks.init_args.stopping_threshold",
+            "88",  # the goal: stop once val_acc > 88
+        ]
+    )
+    trainer = cli.trainer
+    run_id = trainer.logger.run_id
+    epochs = trainer.current_epoch
+    assert 1 <= epochs < 12  # stopped early
+
+    client = MlflowClient(tracking_uri)  # REST for the server
+    run = client.get_run(run_id)
+    assert run.data.params["lightning_green.energy_source"] == "estimate"
+    assert run.data.params["lightning_green.monitor"] == "val_acc"
+    assert run.data.tags["lightning_green.stop_reason"] == "threshold_reached"
+    assert run.data.tags["lightning_green.precision"] in ("32-true", "bf16-mixed")
+    for key in [*EPOCH_KEYS, "energy/batch_size", "energy/precision"]:
+        history = client.get_metric_history(run_id, key)
+        assert len(history) == epochs, key
+    totals = [
+        m.value for m in sorted(client.get_metric_history(run_id, "energy/total_kwh"), key=lambda m: m.step)
+    ]
+    assert totals == sorted(totals) and totals[0] > 0
+
+    artifacts = {a.path for a in client.list_artifacts(run_id, "lightning_green")}
+    assert {
+        "lightning_green/energy_summary.json",
+        "lightning_green/energy_report.png",
+        "lightning_green/adaptations.json",
+    } <= artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "config")} == {"config/config.yaml"}
+    local = Path(client.download_artifacts(run_id, "lightning_green", str(tmp_path / "dl")))
+    summary = json.loads((local / "energy_summary.json").read_text())
+    assert summary["stop_reason"] == "threshold_reached" and summary["epochs"] == epochs
+    assert summary["total_kwh"] >= totals[-1]
+    assert (local / "energy_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # The same plot for the past run, from the command line.
+    capsys.readouterr()
+    out = tmp_path / "again.png"
+    assert green_cli.main(["report", "--mlflow-uri", tracking_uri, "--run-id", run_id, "-o", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "stop reason" in capsys.readouterr().out

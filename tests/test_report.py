@@ -1,0 +1,97 @@
+"""The end-of-run report: summary, PNG plot, matplotlib as an optional extra, past runs from MLflow."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import pytest
+import pytorch_lightning as pl
+from conftest import make_trainer
+from digits import DigitsClassifier, DigitsDataModule
+from doubles import CurveModule, install_scripted_meter, saturating_curve
+from pytorch_lightning.loggers import MLFlowLogger
+
+from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
+from lightning_green import cli as green_cli
+from lightning_green.report import format_summary, plot_summary
+
+PNG = b"\x89PNG\r\n\x1a\n"
+FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
+
+
+def test_stopped_run_report_has_the_fit_the_projection_and_the_stop(tmp_path, monkeypatch):
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    pl.seed_everything(0)
+    make_trainer(tmp_path, [stopper], max_epochs=40, **FAST).fit(
+        CurveModule(saturating_curve(40)), datamodule=DigitsDataModule()
+    )
+    monitor = stopper.energy_monitor
+    summary = json.loads(monitor.summary_path.read_text())
+    assert summary["stop_reason"] == "marginal_gain"
+    fit = summary["stopping_policy"]["fit"]
+    # The fit is drawn over the epochs it used and projected to the planned end of the run.
+    assert fit["curve_kwh"][0] >= summary["per_epoch"][0]["total_kwh"] - 1e-12
+    assert fit["curve_kwh"][-1] > summary["per_epoch"][-1]["total_kwh"]
+    assert len(fit["curve_metric"]) == len(fit["curve_kwh"])
+    assert monitor.plot_path.read_bytes()[:8] == PNG
+    text = format_summary(summary)
+    assert "stop reason" in text and "marginal_gain" in text and "ESTIMATE" not in text  # scripted: nvml
+
+
+def test_without_matplotlib_the_plot_is_skipped_with_one_info_line(tmp_path, monkeypatch, caplog):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    with caplog.at_level(logging.INFO):
+        make_trainer(tmp_path, [monitor], max_epochs=1, **FAST).fit(
+            DigitsClassifier(), datamodule=DigitsDataModule()
+        )
+    assert monitor.plot_path is None
+    assert monitor.summary_path.exists()  # the JSON summary does not need matplotlib
+    notes = [r for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
+    assert len(notes) == 1
+    with pytest.raises(ImportError):
+        plot_summary(monitor.last_summary, tmp_path / "x.png")
+
+
+def test_report_command_rebuilds_a_past_run_from_its_metrics(tmp_path, sqlite_uri, capsys):
+    logger = MLFlowLogger(experiment_name="past", tracking_uri=sqlite_uri)
+    pl.seed_everything(0)
+    make_trainer(
+        tmp_path,
+        [EnergyMonitor(monitor="val_acc", mode="max", summary=False)],
+        logger=logger,
+        max_epochs=3,
+        **FAST,
+    ).fit(DigitsClassifier(), datamodule=DigitsDataModule())
+    out, as_json = tmp_path / "past.png", tmp_path / "past.json"
+    argv = [
+        "report",
+        "--mlflow-uri",
+        sqlite_uri,
+        "--run-id",
+        logger.run_id,
+        "-o",
+        str(out),
+        "--json",
+        str(as_json),
+    ]
+    assert green_cli.main(argv) == 0
+    assert out.read_bytes()[:8] == PNG
+    summary = json.loads(as_json.read_text())
+    assert summary["monitor"] == "val_acc" and summary["epochs"] == 3
+    assert [e["metric"] is not None for e in summary["per_epoch"]] == [True] * 3
+    assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
+
+
+def test_report_command_on_a_run_without_energy_says_so(tmp_path, sqlite_uri, capsys):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_uri)
+    run = client.create_run(client.create_experiment("plain"))
+    assert green_cli.main(["report", "--mlflow-uri", sqlite_uri, "--run-id", run.info.run_id]) == 1
+    assert "energy/total_kwh" in capsys.readouterr().err
