@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\nMLflow run {logger.run_id} in experiment {args.experiment!r} at {args.tracking_uri}")
     print(f"Summary and plot: {monitor.summary_path} and {monitor.plot_path} (also artifacts of the run)")
-    print(f"Open it with:  mlflow ui --backend-store-uri {args.tracking_uri}   (then http://127.0.0.1:5000)")
-    print(f"or redraw it:  lightning-green report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}")
+    bin_dir = Path(sys.executable).parent  # the virtual environment's scripts
+    print(
+        f"Open it with:  {bin_dir / 'mlflow'} ui --backend-store-uri {args.tracking_uri}   (then http://127.0.0.1:5000)"
+    )
+    print(
+        f"or redraw it:  {bin_dir / 'lightning-green'} report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}"
+    )
     return 0
 
 
