@@ -84,9 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Open it with:  {bin_dir / 'mlflow'} ui --backend-store-uri {args.tracking_uri}   (then http://127.0.0.1:5000)"
     )
-    print(
-        f"or redraw it:  {bin_dir / 'lightning-green'} report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}"
-    )
+    report = f"{bin_dir / 'lightning-green'} report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}"
+    print(f"or redraw it:  {report}")
     return 0
 
 

@@ -9,7 +9,6 @@ what comes back through ``LightningModule.log`` (so every attached logger, the p
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.data import extract_batch_size
@@ -57,6 +57,26 @@ def marginal_key(monitor: str) -> str:
         'energy/marginal_val_acc_per_kwh'
     """
     return f"energy/marginal_{monitor}_per_kwh"
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in a training batch: the first dimension of its first tensor (0 when unknown).
+
+    The common shapes (a tensor, or a list/tuple whose first item is one) take a fast path;
+    anything else goes through Lightning's ``extract_batch_size``.
+
+    Example:
+        >>> import torch
+        >>> count_samples((torch.zeros(32, 3), torch.zeros(32))), count_samples({"x": torch.zeros(8, 2)})
+        (32, 8)
+    """
+    first = batch[0] if isinstance(batch, (list, tuple)) and batch else batch
+    if isinstance(first, torch.Tensor) and first.ndim:
+        return int(first.shape[0])
+    try:
+        return int(extract_batch_size(batch))
+    except Exception:  # a batch of unknown structure counts nothing
+        return 0
 
 
 def _source_label(flags: list[float]) -> str:
@@ -311,8 +331,7 @@ class EnergyMonitor(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count samples; every ``step_interval`` steps log the energy per step."""
-        with contextlib.suppress(Exception):  # batches of unknown structure count nothing
-            self._samples_local += extract_batch_size(batch)
+        self._samples_local += count_samples(batch)
         if self.step_interval and self._ready and trainer.global_step % self.step_interval == 0:
             self._log_step_energy(trainer, pl_module)
 
