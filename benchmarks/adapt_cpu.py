@@ -65,6 +65,16 @@ class Outcome:
     probe_extra_j: float = 0.0
     j_per_sample: dict = field(default_factory=dict)
 
+    def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision, pue: float) -> None:
+        """Copy the final settings, switches and probing energy from the adaptive callbacks."""
+        fields = {**batch.summary_fields(), **precision.summary_fields()}
+        self.batch_size, self.precision = fields["batch_size"], fields["precision"]
+        self.batch_switches = fields["batch_size_switches"]
+        self.precision_switches = fields["precision_switches"]
+        self.probe_j = fields["precision_probe_j"] * pue
+        self.probe_extra_j = (fields["precision_probe_extra_j"] or 0.0) * pue
+        self.j_per_sample = fields["precision_j_per_sample"]
+
 
 class StopAtTarget(pl.Callback):
     """Stops at the end of the first epoch whose validation accuracy reached the target."""
@@ -118,14 +128,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
     out.seconds = time.perf_counter() - start
     out.source = monitor.energy_source or "?"
     if batch is not None and precision is not None:
-        fields = {**batch.summary_fields(), **precision.summary_fields()}
-        out.batch_size = fields["batch_size"]
-        out.precision = fields["precision"]
-        out.batch_switches = fields["batch_size_switches"]
-        out.precision_switches = fields["precision_switches"]
-        out.probe_j = fields["precision_probe_j"] * monitor.pue
-        out.probe_extra_j = (fields["precision_probe_extra_j"] or 0.0) * monitor.pue
-        out.j_per_sample = fields["precision_j_per_sample"]
+        out.record_adaptation(batch, precision, monitor.pue)
     return out
 
 

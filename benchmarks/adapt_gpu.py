@@ -207,15 +207,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
     out.seconds = time.perf_counter() - start
     out.source = monitor.energy_source or "?"
     if batch is not None and precision is not None:
-        fields = {**batch.summary_fields(), **precision.summary_fields()}
-        out.batch_size, out.precision = fields["batch_size"], fields["precision"]
-        out.batch_switches, out.precision_switches = (
-            fields["batch_size_switches"],
-            fields["precision_switches"],
-        )
-        out.probe_j = fields["precision_probe_j"] * monitor.pue
-        out.probe_extra_j = (fields["precision_probe_extra_j"] or 0.0) * monitor.pue
-        out.j_per_sample = fields["precision_j_per_sample"]
+        out.record_adaptation(batch, precision, monitor.pue)
     return out
 
 
