@@ -105,6 +105,21 @@ def test_meter_matches_gpu_uuid_prefixes():
     assert meter.nvml_indices == {"gpu:0": 2}
 
 
+def test_meter_matches_torch_uuids_whatever_the_device_order():
+    # CUDA's default order is fastest-first, NVML's is by PCI bus: torch index 0 may be NVML GPU 1.
+    nvml = FakeNvml(gpus(2, energy_mj=0))
+    torch_uuid = nvml.gpus[1].uuid.removeprefix("GPU-")  # what str(props.uuid) gives
+    meter = NvmlMeter([0], nvml=nvml, environ={}, cuda_uuids=[torch_uuid])
+    assert meter.nvml_indices == {"gpu:0": 1}
+    meter.start()
+    nvml.gpus[0].energy_mj += 9_000  # the other GPU
+    nvml.gpus[1].energy_mj += 4_000
+    assert meter.read().energy_j == pytest.approx(4.0)
+    meter.close()
+    # No UUID from torch: the index mapping applies.
+    assert NvmlMeter([0], nvml=FakeNvml(gpus(2)), environ={}, cuda_uuids=[None]).nvml_indices == {"gpu:0": 0}
+
+
 # -- counter path ---------------------------------------------------------------------------------
 def test_steady_counter_gives_millijoule_deltas_since_start():
     nvml = FakeNvml(gpus(1, energy_mj=5_000_000))

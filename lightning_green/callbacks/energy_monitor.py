@@ -79,6 +79,14 @@ def count_samples(batch: Any) -> int:
         return 0
 
 
+def _cuda_uuid(index: int) -> str | None:
+    """Torch's UUID of a CUDA device (``GPU-...`` without the prefix), None when unavailable."""
+    try:
+        return str(torch.cuda.get_device_properties(index).uuid)
+    except Exception:  # older torch, or no CUDA: fall back to index mapping
+        return None
+
+
 def _source_label(flags: list[float]) -> str:
     parts = [name for name, flag in zip(SOURCES, flags, strict=True) if flag > 0]
     return "+".join(parts) if parts else "estimate"
@@ -301,6 +309,7 @@ class EnergyMonitor(Callback):
                 self.ledger.mode = self.mode
         device = trainer.strategy.root_device
         cuda_indices = [device.index or 0] if device.type == "cuda" else []
+        cuda_uuids = [_cuda_uuid(i) for i in cuda_indices]
         host_reader = trainer.local_rank == 0
         root_pids = local_rank_pids(trainer)
         self._meter = build_meter(
@@ -310,6 +319,7 @@ class EnergyMonitor(Callback):
             cpu_power_per_core_w=self.cpu_power_per_core_w,
             root_pids=root_pids if host_reader else None,
             sampling_interval_s=self.sampling_interval_s,
+            cuda_uuids=cuda_uuids,
         )
         if self._meter is not None:
             self._meter.start()

@@ -218,7 +218,45 @@ class _Gpu:
         self.last_power_error = ""
 
 
-def _probe(cuda_indices: Sequence[int], nvml: ModuleType, environ: Mapping[str, str]) -> list[_Gpu]:
+def match_uuids(
+    cuda_indices: Sequence[int], cuda_uuids: Sequence[str | None], nvml_uuids: Sequence[str]
+) -> dict[int, int]:
+    """NVML indices of the CUDA devices whose UUID torch reported, matched exactly.
+
+    CUDA orders devices fastest first unless ``CUDA_DEVICE_ORDER=PCI_BUS_ID``, NVML by PCI bus:
+    on a box with mixed GPU models an index mapping can pick the wrong GPU; a UUID cannot.
+
+    Args:
+        cuda_indices: Torch CUDA indices.
+        cuda_uuids: Torch's UUID of each (``str(torch.cuda.get_device_properties(i).uuid)``, with
+            or without the ``GPU-`` prefix), None where unknown.
+        nvml_uuids: The UUID of every NVML device, by NVML index.
+
+    Returns:
+        ``{cuda_index: nvml_index}`` for the devices matched; the others are left to
+        :func:`resolve_nvml_indices`.
+
+    Example:
+        >>> match_uuids([0, 1], ["c-3", None], ["GPU-a-1", "GPU-b-2", "GPU-c-3"])
+        {0: 2}
+    """
+    by_uuid = {u.lower(): i for i, u in enumerate(nvml_uuids) if u}
+    out: dict[int, int] = {}
+    for cuda_index, uuid in zip(cuda_indices, cuda_uuids, strict=False):
+        if not uuid:
+            continue
+        key = uuid.lower() if uuid.lower().startswith(("gpu-", "mig-")) else f"gpu-{uuid.lower()}"
+        if key in by_uuid:
+            out[int(cuda_index)] = by_uuid[key]
+    return out
+
+
+def _probe(
+    cuda_indices: Sequence[int],
+    nvml: ModuleType,
+    environ: Mapping[str, str],
+    cuda_uuids: Sequence[str | None] = (),
+) -> list[_Gpu]:
     """Check that NVML can measure ``cuda_indices`` and choose counter or sampler for each GPU."""
     indices = list(dict.fromkeys(int(i) for i in cuda_indices))
     if not indices:
@@ -233,7 +271,10 @@ def _probe(cuda_indices: Sequence[int], nvml: ModuleType, environ: Mapping[str, 
             raise NvmlUnavailableError("NVML sees no GPU")
         visible = environ.get("CUDA_VISIBLE_DEVICES")
         uuids = [_device_uuid(nvml, i) for i in range(count)]
-        nvml_indices = resolve_nvml_indices(indices, visible, uuids)
+        by_uuid = match_uuids(cuda_indices, cuda_uuids, uuids)
+        unmatched = [i for i in indices if i not in by_uuid]
+        by_index = dict(zip(unmatched, resolve_nvml_indices(unmatched, visible, uuids), strict=True))
+        nvml_indices = [by_uuid.get(i, by_index.get(i)) for i in indices]
         return [_probe_gpu(nvml, cuda, index) for cuda, index in zip(indices, nvml_indices, strict=True)]
     finally:
         with contextlib.suppress(Exception):  # the probe's result stands; shutdown is bookkeeping
@@ -322,6 +363,9 @@ class NvmlMeter(EnergyMeter):
         sampling_interval_s: Power sampling period for GPUs without an energy counter.
         nvml: The ``pynvml`` module, or a stand-in for tests; None imports ``pynvml``.
         environ: Environment to read ``CUDA_VISIBLE_DEVICES`` from; None means ``os.environ``.
+        cuda_uuids: Torch's UUID of each CUDA device, where known: matched exactly against
+            NVML's (robust to CUDA's fastest-first device order on mixed-GPU boxes); devices
+            without one are mapped by index through ``CUDA_VISIBLE_DEVICES``.
 
     Raises:
         NvmlUnavailableError: If NVML cannot measure these GPUs (no driver, no such device, a
@@ -338,6 +382,7 @@ class NvmlMeter(EnergyMeter):
         sampling_interval_s: float = DEFAULT_SAMPLING_INTERVAL_S,
         nvml: ModuleType | None = None,
         environ: Mapping[str, str] | None = None,
+        cuda_uuids: Sequence[str | None] = (),
     ) -> None:
         super().__init__()
         if not (isinstance(sampling_interval_s, int | float) and 0 < sampling_interval_s < math.inf):
@@ -346,7 +391,7 @@ class NvmlMeter(EnergyMeter):
             )
         self.sampling_interval_s = float(sampling_interval_s)
         self._nvml = _import_nvml(nvml)
-        self._gpus = _probe(cuda_indices, self._nvml, os.environ if environ is None else environ)
+        self._gpus = _probe(cuda_indices, self._nvml, os.environ if environ is None else environ, cuda_uuids)
         for gpu in self._gpus:
             gpu.reset()
         self._initialized = False

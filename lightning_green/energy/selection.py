@@ -84,6 +84,7 @@ def build_meter(
     rapl_root: str = DEFAULT_POWERCAP_ROOT,
     nvml: ModuleType | None = None,
     environ: Mapping[str, str] | None = None,
+    cuda_uuids: Sequence[str | None] = (),
 ) -> EnergyMeter | None:
     """Build the meter this process should read.
 
@@ -103,6 +104,7 @@ def build_meter(
         rapl_root: The powercap directory.
         nvml: The ``pynvml`` module or a stand-in; None imports ``pynvml``.
         environ: Environment for ``CUDA_VISIBLE_DEVICES``; None means ``os.environ``.
+        cuda_uuids: Torch's UUID of each CUDA device where known (exact NVML matching).
 
     Returns:
         The meter, a :class:`CompositeMeter` when there are several sources, or None when this
@@ -122,7 +124,11 @@ def build_meter(
             try:
                 meters.append(
                     NvmlMeter(
-                        cuda_indices, sampling_interval_s=sampling_interval_s, nvml=nvml, environ=environ
+                        cuda_indices,
+                        sampling_interval_s=sampling_interval_s,
+                        nvml=nvml,
+                        environ=environ,
+                        cuda_uuids=cuda_uuids,
                     )
                 )
             except NvmlUnavailableError as err:
