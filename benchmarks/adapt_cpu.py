@@ -65,14 +65,14 @@ class Outcome:
     probe_extra_j: float = 0.0
     j_per_sample: dict = field(default_factory=dict)
 
-    def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision, pue: float) -> None:
-        """Copy the final settings, switches and probing energy from the adaptive callbacks."""
+    def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision) -> None:
+        """Copy the final settings, switches and probing energy (PUE included) from the adaptive callbacks."""
         fields = {**batch.summary_fields(), **precision.summary_fields()}
         self.batch_size, self.precision = fields["batch_size"], fields["precision"]
         self.batch_switches = fields["batch_size_switches"]
         self.precision_switches = fields["precision_switches"]
-        self.probe_j = fields["precision_probe_j"] * pue
-        self.probe_extra_j = (fields["precision_probe_extra_j"] or 0.0) * pue
+        self.probe_j = fields["precision_probe_j"]
+        self.probe_extra_j = fields["precision_probe_extra_j"] or 0.0
         self.j_per_sample = fields["precision_j_per_sample"]
 
 
@@ -128,7 +128,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
     out.seconds = time.perf_counter() - start
     out.source = monitor.energy_source or "?"
     if batch is not None and precision is not None:
-        out.record_adaptation(batch, precision, monitor.pue)
+        out.record_adaptation(batch, precision)
     return out
 
 

@@ -207,7 +207,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
     out.seconds = time.perf_counter() - start
     out.source = monitor.energy_source or "?"
     if batch is not None and precision is not None:
-        out.record_adaptation(batch, precision, monitor.pue)
+        out.record_adaptation(batch, precision)
     return out
 
 

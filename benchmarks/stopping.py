@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from lightning_green.policy import PlateauState, StoppingConfig, StoppingPolicy, evaluate_plateau
-from lightning_green.replay import Curve, ReplayResult, read_curves_csv, replay_curve
+from lightning_green.replay import Curve, ReplayResult, read_curves_csv, replay_curve, result_at, summarize
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CURVES = HERE.parents[1] / "shared" / "data" / "curves"
@@ -69,17 +69,10 @@ class Stats:
 
 
 def stats(curves: Sequence[Curve], results: Sequence[ReplayResult]) -> Stats:
-    stops: dict[str, int] = {}
-    for r in results:
-        key = r.stop_reason.value if r.stop_reason is not None else "none"
-        stops[key] = stops.get(key, 0) + 1
-    return Stats(
-        saved=float(np.mean([r.cost_saved for r in results])),
-        regret=float(np.mean([r.regret for r in results])),
-        harm=float(np.mean([r.regret > harm_threshold(c) for c, r in zip(curves, results, strict=True)])),
-        n=len(results),
-        stops=stops,
-    )
+    """The library's summary, plus the share of curves harmed (regret above the curve's threshold)."""
+    s = summarize(results)
+    harmed = [r.regret > harm_threshold(c) for c, r in zip(curves, results, strict=True)]
+    return Stats(s.mean_cost_saved, s.mean_regret, float(np.mean(harmed)), s.n_curves, s.stops)
 
 
 def patience_stop(curve: Curve, patience: int, min_delta: float) -> int:
@@ -91,22 +84,6 @@ def patience_stop(curve: Curve, patience: int, min_delta: float) -> int:
         if r.should_stop:
             return i
     return len(curve.metrics) - 1
-
-
-def result_at(curve: Curve, i: int) -> ReplayResult:
-    sign = 1.0 if curve.higher_is_better else -1.0
-    best = lambda a: float(sign * np.nanmax(sign * a))  # noqa: E731
-    return ReplayResult(
-        curve.curve_id,
-        int(curve.epochs[i]),
-        None,
-        best(curve.metrics[: i + 1]),
-        float(curve.costs[i]),
-        float(curve.costs[-1]),
-        best(curve.metrics),
-        curve.higher_is_better,
-        curve.cost_unit,
-    )
 
 
 def patience_table(curves: Sequence[Curve]) -> list[tuple[int, float, Stats]]:

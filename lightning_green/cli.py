@@ -12,22 +12,36 @@ The policy options are the :class:`~lightning_green.policy.StoppingConfig` field
 arguments of ``EnergyAwareEarlyStopping``) in kebab case, with the same defaults; ``none``
 switches an optional threshold off (``--min-relative-gain none``).
 
-Exit codes: 0 success, 1 bad input data (reported as ``file:line:column``), 2 bad arguments.
-Nothing is written unless the whole replay succeeded.
+The replay tells the policy what the callback told it: where a CSV curve has an ``lr`` column
+(the learning rate of each epoch), ``epochs_until_lr_decay`` follows from it; MLflow runs carry
+the callback's own ``energy/epochs_until_lr_decay`` and planned horizon
+(``lightning_green.max_epochs``). ``--ignore-lr`` replays without schedule information;
+``--max-epochs`` overrides the planned horizon (default: the run's recorded plan, else each
+curve's last epoch).
+
+Exit codes: 0 success, 1 bad input data (reported as ``file:line:column``) or a failure to write
+the outputs, 2 bad arguments (including an output or ``--plot`` destination in a directory that
+does not exist, or ``--plot`` without matplotlib). Nothing is written unless everything
+succeeded: DECISIONS and the plot are written to temporary files beside their targets and renamed
+into place only once both exist.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning_green.policy import StoppingConfig
 from lightning_green.replay import (
     ENERGY_KEY,
-    CurveFormatError,
+    make_readable,
     plot_tradeoff,
     read_curves_csv,
     read_mlflow_curves,
@@ -44,7 +58,7 @@ _HELP = {
     "stopping_threshold": "stop once the metric is better than this",
     "divergence_threshold": "stop once the metric is worse than this",
     "min_epochs": "no plateau or marginal-gain stop before this many epochs",
-    "energy_budget_kwh": "stop before the next epoch would exceed this cumulative cost",
+    "energy_budget_kwh": "stop before the next check would take the cumulative cost over this",
     "min_gain_per_kwh": "stop when the rest of the run is projected to buy less than this per kWh",
     "min_relative_gain": "stop when a further kWh is projected to buy less than this fraction of "
     "what the average kWh bought so far",
@@ -104,7 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-epochs",
         type=int,
         default=None,
-        help="planned length of the runs in epochs (default: each curve's last epoch)",
+        help="planned length of the runs in epochs (default: the horizon an MLflow run recorded, "
+        "else each curve's last epoch)",
+    )
+    rp.add_argument(
+        "--ignore-lr",
+        action="store_true",
+        help="give the policy no learning-rate schedule information (by default it gets what the "
+        "callback got: epochs_until_lr_decay from a CSV 'lr' column or the MLflow runs)",
     )
     rp.add_argument(
         "--plot", default=None, help="also draw cost saved against regret to this image (matplotlib)"
@@ -138,6 +159,14 @@ def _config_from(args: argparse.Namespace, mode: str) -> StoppingConfig:
     return StoppingConfig(**values)
 
 
+def _check_destination(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
+    parent = Path(path).parent
+    if not parent.is_dir():
+        parser.error(f"{flag} {path}: directory {str(parent)!r} does not exist")
+    if Path(path).is_dir():
+        parser.error(f"{flag} {path}: is a directory")
+
+
 def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from_mlflow = args.mlflow_uri is not None or args.experiment is not None
     if from_mlflow == (args.curves is not None):
@@ -146,6 +175,11 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("MLflow input needs --mlflow-uri, --experiment and --monitor")
     if args.max_epochs is not None and args.max_epochs <= 0:
         parser.error(f"--max-epochs must be a positive integer, got {args.max_epochs}")
+    _check_destination(parser, "-o/--output", args.output)
+    if args.plot:
+        _check_destination(parser, "--plot", args.plot)
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib: pip install 'lightning_green[plot]'")
     try:
         config = _config_from(args, args.mode or "min")
     except ValueError as e:
@@ -172,22 +206,29 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 wrong = [c.curve_id for c in curves if c.mode != args.mode]
                 if wrong:
                     parser.error(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
-    except CurveFormatError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError, RuntimeError) as e:
+    except (OSError, ValueError, RuntimeError) as e:  # CurveFormatError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    results = replay(curves, config, max_epochs=args.max_epochs, monitor=args.monitor or "metric")
+    results = replay(
+        curves,
+        config,
+        max_epochs=args.max_epochs,
+        monitor=args.monitor or "metric",
+        use_lr_schedule=not args.ignore_lr,
+    )
     try:
-        write_decisions_csv(results, args.output)
-    except OSError as e:
-        print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
+        _write_outputs(results, args.output, args.plot)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"error: nothing written: {e}", file=sys.stderr)
         return 1
 
     units = sorted({r.cost_unit for r in results})
-    print(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)})")
+    with_lr = sum(1 for c in curves if c.lr_hints is not None or c.lrs is not None)
+    lr_note = ""
+    if with_lr:
+        lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
+    print(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
     groups = {"all": results}
     if len({r.higher_is_better for r in results}) > 1:
         groups = {
@@ -206,11 +247,40 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"{prefix}stops: {stops}")
     print(f"wrote {args.output}")
     if args.plot:
-        if plot_tradeoff(results, args.plot):
-            print(f"wrote {args.plot}")
-        else:
-            print("matplotlib is not installed: skipped --plot (pip install 'lightning_green[plot]')")
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _write_outputs(results: Sequence[Any], output: str, plot: str | None) -> None:
+    """Write DECISIONS (and the plot) all or nothing.
+
+    Each is first written to a temporary file beside its target (the plot first: it is the one
+    that can fail late, e.g. on an image format matplotlib does not know); only when both exist
+    are they renamed into place. A rename within a directory is atomic, so a failure can only
+    leave a half-done state if the file system fails between the two renames.
+    """
+    staged: list[tuple[str, str]] = []
+    try:
+        if plot:
+            target = Path(plot)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+            os.close(fd)
+            staged.append((tmp, plot))
+            # The format from the target's extension (the temporary name has none of its own).
+            if not plot_tradeoff(results, tmp, image_format=target.suffix.lstrip(".") or "png"):
+                raise RuntimeError("matplotlib is not installed: pip install 'lightning_green[plot]'")
+            make_readable(tmp)
+        target = Path(output)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        staged.append((tmp, output))
+        write_decisions_csv(results, tmp)
+        for tmp, target_path in reversed(staged):  # DECISIONS first, the plot last
+            os.replace(tmp, target_path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -226,8 +296,7 @@ def _report(args: argparse.Namespace) -> int:
     except Exception as e:  # unknown run, unreachable server, no energy metrics
         print(f"error: {e}", file=sys.stderr)
         return 1
-    if "pue" in summary:
-        print(format_summary(summary))
+    print(format_summary(summary))
     if args.json:
         print(f"wrote {write_summary_json(summary, args.json)}")
     output = args.output or f"energy_report_{args.run_id}.png"

@@ -6,10 +6,20 @@ same numbers. Curves come from a CSV in the long format of ``shared/data/curves`
 runs that logged the monitored metric and ``energy/total_kwh``.
 
 CSV columns used (others are ignored): ``curve_id, epoch, metric, higher_is_better, time_s,
-energy_J``. ``epoch`` counts epochs completed at the check (the first check after one epoch is
-1); the policy's epoch index is ``epoch - 1``. The cost of a curve is cumulative ``energy_J``
-(converted to kWh) when every row has it, else cumulative ``time_s`` (seconds). Malformed input
-raises :class:`CurveFormatError` naming the file, line and column.
+energy_J`` and, optionally, ``lr`` and ``metric_name``. ``epoch`` counts epochs completed at the
+check, a whole number (the first check after one epoch is 1), increasing within a curve; the
+policy's epoch index is ``epoch - 1`` (a check at ``epoch`` 0, before any epoch completed, counts
+as one in the first epoch). The cost of a curve is cumulative ``energy_J`` (converted
+to kWh) when every row has it, else cumulative ``time_s`` (seconds); neither may decrease. When
+every row of a curve has ``lr`` (the learning rate the epoch was trained at), the policy is told
+``epochs_until_lr_decay`` from it, as the callback is from the trainer's schedulers. The planned
+horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise. The file is UTF-8
+(a byte-order mark is allowed). Malformed input raises :class:`CurveFormatError` naming the
+file, line and column.
+
+MLflow runs carry what the callback told the policy beyond the curves: the run parameter
+``lightning_green.max_epochs`` (the planned horizon, or ``none``) and the metric
+``energy/epochs_until_lr_decay`` at each check where a decay was announced; replay passes both on.
 
 Example:
     >>> import io
@@ -27,14 +37,16 @@ import csv
 import io
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
+from lightning_green import keys
 from lightning_green.energy.units import J_PER_KWH
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 
@@ -49,11 +61,16 @@ DECISION_COLUMNS = (
     "cost_total",
 )
 """Columns of the decisions CSV."""
-ENERGY_KEY = "energy/total_kwh"
+ENERGY_KEY = keys.TOTAL_KWH
 """MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
+LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
+"""MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
+MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
+"""MLflow run parameter: the planned horizon the callback passed to the policy (``none``: no plan)."""
 
-_TRUE = {"1", "true", "True", "TRUE", "yes"}
-_FALSE = {"0", "false", "False", "FALSE", "no"}
+_TRUE = {"true", "yes"}
+_FALSE = {"false", "no"}
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
 
 
 class CurveFormatError(ValueError):
@@ -93,6 +110,14 @@ class Curve:
         cost_unit: ``"kWh"`` or ``"s"``.
         lrs: Learning rate of each epoch when known (optional ``lr`` CSV column), else ``None``.
         metric_name: Name of the metric when known (optional ``metric_name`` CSV column).
+        planned_max_epochs: The planned horizon the run's policy was given (``None``: no plan),
+            when it was recorded (``plan_recorded``; the MLflow parameter
+            ``lightning_green.max_epochs``).
+        plan_recorded: Whether ``planned_max_epochs`` was recorded. If not, the planned horizon
+            defaults to the curve's last epoch.
+        lr_hints: The ``epochs_until_lr_decay`` the run's policy was given at each check (``None``
+            where none was), when recorded (the MLflow metric ``energy/epochs_until_lr_decay``);
+            else ``None``, and replay derives them from ``lrs`` where it can.
     """
 
     curve_id: str
@@ -103,11 +128,31 @@ class Curve:
     cost_unit: str = "kWh"
     lrs: np.ndarray | None = field(default=None, repr=False)
     metric_name: str | None = None
+    planned_max_epochs: int | None = None
+    plan_recorded: bool = False
+    lr_hints: tuple[int | None, ...] | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
         """``"max"`` or ``"min"``."""
         return "max" if self.higher_is_better else "min"
+
+    @property
+    def default_max_epochs(self) -> int | None:
+        """The planned horizon replay uses unless told otherwise: the recorded one, else the last epoch."""
+        return self.planned_max_epochs if self.plan_recorded else int(self.epochs[-1])
+
+    def lr_hint(self, i: int) -> int | None:
+        """The ``epochs_until_lr_decay`` to pass to the policy at check ``i``, if known.
+
+        The recorded hint when the curve has them (MLflow), else derived from the per-epoch
+        learning rates (CSV ``lr``), else ``None``.
+        """
+        if self.lr_hints is not None:
+            return self.lr_hints[i]
+        if self.lrs is not None:
+            return epochs_until_lr_decay(self.lrs, max(int(self.epochs[i]) - 1, 0))
+        return None
 
 
 @dataclass(frozen=True)
@@ -147,7 +192,8 @@ class ReplayResult:
     def regret(self) -> float:
         """Best metric of the whole curve minus best up to the stop, improving direction (>= 0)."""
         sign = 1.0 if self.higher_is_better else -1.0
-        return max(sign * (self.best_metric_total - self.best_metric_at_stop), 0.0)
+        lost = sign * (self.best_metric_total - self.best_metric_at_stop)
+        return lost if lost > 0 else 0.0
 
 
 def _best(values: np.ndarray, higher_is_better: bool) -> float:
@@ -179,54 +225,23 @@ def epochs_until_lr_decay(lrs: np.ndarray, epoch_index: int) -> int | None:
     return int(later[0]) if len(later) else None
 
 
-def replay_curve(
-    curve: Curve,
-    config: StoppingConfig,
-    *,
-    max_epochs: int | None = None,
-    monitor: str = "metric",
-    use_lr_schedule: bool = False,
+def result_at(
+    curve: Curve, index: int, reason: StopReason | None = None, decision: StopDecision | None = None
 ) -> ReplayResult:
-    """Run the policy over one curve, one check at a time, until it stops.
+    """The outcome of stopping ``curve`` at check ``index`` (0-based) for ``reason``.
 
-    Args:
-        curve: The curve.
-        config: Policy arguments; its ``mode`` is replaced by the curve's direction.
-        max_epochs: Planned length of the run in epochs (default: the curve's last epoch).
-        monitor: Metric name for the messages.
-        use_lr_schedule: Pass ``epochs_until_lr_decay`` from the curve's ``lrs`` (as the callback
-            would from the trainer's schedulers); without it the policy gets no schedule information.
-
-    Returns:
-        The result.
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 3]), np.array([3.0, 2.0, 2.5]), np.array([1.0, 2.0, 3.0]), False)
+        >>> r = result_at(c, 1)
+        >>> r.stop_epoch, r.best_metric_at_stop, round(r.cost_saved, 3), r.regret
+        (2, 2.0, 0.333, 0.0)
     """
-    config = replace(config, mode=curve.mode)
-    policy = StoppingPolicy(config, monitor=monitor)
-    horizon = int(curve.epochs[-1]) if max_epochs is None else int(max_epochs)
-    n = len(curve.metrics)
-    stop = n - 1
-    decision: StopDecision | None = None
-    for i in range(n):
-        epoch_index = max(int(curve.epochs[i]) - 1, 0)
-        lr_hint = None
-        if use_lr_schedule and curve.lrs is not None:
-            lr_hint = epochs_until_lr_decay(curve.lrs, epoch_index)
-        decision = policy.update(
-            float(curve.metrics[i]),
-            float(curve.costs[i]),
-            epoch=epoch_index,
-            max_epochs=horizon,
-            epochs_until_lr_decay=lr_hint,
-        )
-        if decision.should_stop:
-            stop = i
-            break
     return ReplayResult(
         curve_id=curve.curve_id,
-        stop_epoch=int(curve.epochs[stop]),
-        stop_reason=decision.reason if decision is not None and decision.should_stop else None,
-        best_metric_at_stop=_best(curve.metrics[: stop + 1], curve.higher_is_better),
-        cost_at_stop=float(curve.costs[stop]),
+        stop_epoch=int(curve.epochs[index]),
+        stop_reason=reason,
+        best_metric_at_stop=_best(curve.metrics[: index + 1], curve.higher_is_better),
+        cost_at_stop=float(curve.costs[index]),
         cost_total=float(curve.costs[-1]),
         best_metric_total=_best(curve.metrics, curve.higher_is_better),
         higher_is_better=curve.higher_is_better,
@@ -235,13 +250,56 @@ def replay_curve(
     )
 
 
+def replay_curve(
+    curve: Curve,
+    config: StoppingConfig,
+    *,
+    max_epochs: int | None = None,
+    monitor: str = "metric",
+    use_lr_schedule: bool = True,
+) -> ReplayResult:
+    """Run the policy over one curve, one check at a time, until it stops.
+
+    The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index,
+    the planned horizon and, where known, ``epochs_until_lr_decay`` (:meth:`Curve.lr_hint`).
+
+    Args:
+        curve: The curve.
+        config: Policy arguments; its ``mode`` is replaced by the curve's direction.
+        max_epochs: Planned length of the run in epochs (default: :attr:`Curve.default_max_epochs`,
+            the recorded plan, else the curve's last epoch).
+        monitor: Metric name for the messages.
+        use_lr_schedule: Pass ``epochs_until_lr_decay`` where the curve knows it (recorded hints, or
+            learning rates); ``False`` gives the policy no schedule information.
+
+    Returns:
+        The result.
+    """
+    config = replace(config, mode=curve.mode)
+    policy = StoppingPolicy(config, monitor=monitor)
+    horizon = curve.default_max_epochs if max_epochs is None else int(max_epochs)
+    n = len(curve.metrics)
+    decision: StopDecision | None = None
+    for i in range(n):
+        decision = policy.update(
+            float(curve.metrics[i]),
+            float(curve.costs[i]),
+            epoch=max(int(curve.epochs[i]) - 1, 0),
+            max_epochs=horizon,
+            epochs_until_lr_decay=curve.lr_hint(i) if use_lr_schedule else None,
+        )
+        if decision.should_stop:
+            return result_at(curve, i, decision.reason, decision)
+    return result_at(curve, n - 1, None, decision)
+
+
 def replay(
     curves: Iterable[Curve],
     config: StoppingConfig,
     *,
     max_epochs: int | None = None,
     monitor: str = "metric",
-    use_lr_schedule: bool = False,
+    use_lr_schedule: bool = True,
 ) -> list[ReplayResult]:
     """:func:`replay_curve` over several curves."""
     return [
@@ -299,47 +357,91 @@ def _parse_float(text: str, path: str, line: int, col: int, name: str) -> float:
         raise CurveFormatError(path, line, col, name, f"not a number: {text!r}") from None
 
 
+def _parse_bool(text: str) -> bool | None:
+    """``1``/``0`` (also ``1.0``/``0.0``), ``true``/``false``, ``yes``/``no`` (any case), else None."""
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return True if number == 1 else False if number == 0 else None
+
+
 def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | None = None) -> list[Curve]:
     """Read and validate curves in the long format of ``shared/data/curves``.
 
     Args:
-        source: A path or an open text stream.
+        source: A path (read as UTF-8, a byte-order mark allowed) or an open text stream.
         name: File name to report in errors (default: the path, or ``"<stream>"``).
 
     Returns:
         The curves, in order of first appearance.
 
     Raises:
-        CurveFormatError: A missing column, a non-numeric value, an epoch that goes backwards
-            within a curve, an unknown or inconsistent ``higher_is_better``, a negative cost, a
-            curve without a complete cost column, or no rows at all.
+        CurveFormatError: Bytes that are not UTF-8, malformed CSV, a missing column, a
+            non-numeric value, an epoch that is not a whole number >= 0, an epoch repeated or going
+            backwards within a curve, a cumulative cost that is negative or decreases, an unknown
+            or inconsistent ``higher_is_better``, a curve without a complete cost column, or no
+            rows at all.
     """
     if isinstance(source, (str, os.PathLike)):
         path = str(source) if name is None else name
-        with open(source, newline="") as f:
+        with open(source, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
             return _read_curves(f, path)
     return _read_curves(source, name or "<stream>")
 
 
-def _read_curves(f: IO[str], path: str) -> list[Curve]:
+_Row = tuple[int, int, float, float | None, float | None, float | None]
+"""(line, epoch, metric, time_s, energy_J, lr) of one CSV row."""
+
+
+def _records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, cells)`` of every CSV record; undecodable bytes are reported where they are."""
     reader = csv.reader(f)
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise CurveFormatError(path, 1, 0, None, "empty file: no header") from None
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise CurveFormatError(path, start, 0, None, f"malformed CSV: {e}") from None
+        if _UNDECODABLE.search("".join(row)):
+            col = next(i for i, cell in enumerate(row) if _UNDECODABLE.search(cell))
+            bad = _UNDECODABLE.search(row[col]).group()  # type: ignore[union-attr]
+            raise CurveFormatError(
+                path, start, col + 1, None, f"not UTF-8 text (byte 0x{ord(bad) - 0xDC00:02x})"
+            )
+        yield start, row
+
+
+def _read_curves(f: IO[str], path: str) -> list[Curve]:
+    records = _records(f, path)
+    header_line, header = next(records, (0, []))
+    while header_line and not any(cell.strip() for cell in header):  # blank lines before the header
+        header_line, header = next(records, (0, []))
+    if not header_line:
+        raise CurveFormatError(path, 1, 0, None, "empty file: no header")
+    if header and header[0].startswith("\ufeff"):  # a byte-order mark on a stream
+        header = [header[0][1:], *header[1:]]
     index = {h.strip(): i for i, h in enumerate(header)}
     for col in REQUIRED_COLUMNS:
         if col not in index:
             raise CurveFormatError(
-                path, 1, len(header) + 1, col, f"missing required column; header has {header}"
+                path, header_line, len(header) + 1, col, f"missing required column; header has {header}"
             )
     lr_col = index.get("lr")
     name_col = index.get("metric_name")
     metric_names: dict[str, str] = {}
 
-    rows: dict[str, list[tuple[int, float, float, float | None, float | None, float | None]]] = {}
+    rows: dict[str, list[_Row]] = {}
     direction: dict[str, tuple[bool, int]] = {}
-    for line_no, row in enumerate(reader, start=2):
+    last_cost: dict[tuple[str, str], tuple[float, str]] = {}
+    for line_no, row in records:
         if not row or all(not cell.strip() for cell in row):
             continue
         if len(row) < len(header):
@@ -355,23 +457,24 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         if not curve_id:
             raise CurveFormatError(path, line_no, at("curve_id"), "curve_id", "empty curve_id")
         epoch_f = _parse_float(cell("epoch"), path, line_no, at("epoch"), "epoch")
-        if not math.isfinite(epoch_f) or epoch_f < 0:
+        if not math.isfinite(epoch_f) or epoch_f < 0 or epoch_f != math.floor(epoch_f):
             raise CurveFormatError(
-                path, line_no, at("epoch"), "epoch", f"epoch must be a number >= 0, got {cell('epoch')!r}"
+                path,
+                line_no,
+                at("epoch"),
+                "epoch",
+                f"epoch must be a whole number >= 0 (epochs completed), got {cell('epoch')!r}",
             )
+        epoch = int(epoch_f)
         metric = _parse_float(cell("metric"), path, line_no, at("metric"), "metric")
-        hib_text = cell("higher_is_better")
-        if hib_text in _TRUE:
-            hib = True
-        elif hib_text in _FALSE:
-            hib = False
-        else:
+        hib = _parse_bool(cell("higher_is_better"))
+        if hib is None:
             raise CurveFormatError(
                 path,
                 line_no,
                 at("higher_is_better"),
                 "higher_is_better",
-                f"unknown value {hib_text!r}: expected 1 or 0",
+                f"unknown value {cell('higher_is_better')!r}: expected 1 or 0 (or true/false)",
             )
         costs: list[float | None] = []
         for col in ("time_s", "energy_J"):
@@ -384,6 +487,16 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
                 raise CurveFormatError(
                     path, line_no, at(col), col, f"cumulative cost must be finite and >= 0, got {text!r}"
                 )
+            previous = last_cost.get((curve_id, col))
+            if previous is not None and value < previous[0]:
+                raise CurveFormatError(
+                    path,
+                    line_no,
+                    at(col),
+                    col,
+                    f"cumulative {col} of curve {curve_id!r} decreases: {text} after {previous[1]}",
+                )
+            last_cost[(curve_id, col)] = (value, text)
             costs.append(value)
         lr = None
         if lr_col is not None and row[lr_col].strip():
@@ -402,19 +515,17 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         if name_col is not None and curve_id not in metric_names:
             metric_names[curve_id] = row[name_col].strip()
         series = rows.setdefault(curve_id, [])
-        epoch = math.floor(epoch_f)
-        if series and epoch < series[-1][1]:
-            raise CurveFormatError(
-                path,
-                line_no,
-                at("epoch"),
-                "epoch",
-                f"epochs of curve {curve_id!r} go backwards: {cell('epoch')} after {series[-1][1]}",
+        if series and epoch <= series[-1][1]:
+            problem = (
+                f"duplicate row: curve {curve_id!r} already has epoch {epoch} (line {series[-1][0]})"
+                if epoch == series[-1][1]
+                else f"epochs of curve {curve_id!r} go backwards: {cell('epoch')} after {series[-1][1]}"
             )
+            raise CurveFormatError(path, line_no, at("epoch"), "epoch", problem)
         series.append((line_no, epoch, metric, costs[0], costs[1], lr))
 
     if not rows:
-        raise CurveFormatError(path, 2, 0, None, "no data rows")
+        raise CurveFormatError(path, header_line + 1, 0, None, "no data rows")
     curves = []
     for curve_id, series in rows.items():
         energy = [r[4] for r in series]
@@ -478,10 +589,19 @@ def read_mlflow_curves(
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged ``monitor`` and ``cost_key``.
 
-    The two metric histories are joined on their step (the callbacks log both at the same step,
-    once per epoch). The epoch of each check comes from the ``epoch`` metric Lightning logs at the
-    same step (0-based, so epochs completed is one more) when present, else from the check's
-    position.
+    The metric histories are joined on their step (the callbacks log the monitored metric,
+    ``energy/total_kwh`` and ``energy/epochs_until_lr_decay`` at the same step, once per check).
+    The epoch of each check comes from the ``epoch`` metric Lightning logs at the same step
+    (0-based, so epochs completed is one more) when present, else from the check's position.
+    What the callback told the policy beyond the curves is passed on as it was: the run parameter
+    ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
+    ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
+    epoch), and ``energy/epochs_until_lr_decay`` at a step is that check's
+    ``epochs_until_lr_decay`` (``None`` at a step without it).
+
+    Where a step of a metric was logged more than once, the value kept is MLflow's "latest": the
+    largest timestamp, ties broken by the largest value (so the result does not depend on the
+    order the tracking server returns the history in).
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://...``, a directory).
@@ -496,7 +616,8 @@ def read_mlflow_curves(
 
     Raises:
         RuntimeError: If mlflow is not installed.
-        ValueError: If the experiment does not exist.
+        ValueError: If the experiment does not exist, or a run's ``lightning_green.max_epochs`` is
+            neither a positive integer nor ``none``.
     """
     try:
         from mlflow.tracking import MlflowClient
@@ -532,6 +653,8 @@ def read_mlflow_curves(
             epochs = np.array([int(epoch_hist[s]) + 1 for s in steps])
         else:
             epochs = np.arange(1, len(steps) + 1)
+        hint_hist = _history(client, run_id, LR_HINT_KEY)
+        plan_recorded, planned = _planned_max_epochs(run_id, run.data.params.get(MAX_EPOCHS_PARAM))
         curves.append(
             Curve(
                 curve_id=run_id,
@@ -540,18 +663,54 @@ def read_mlflow_curves(
                 costs=np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float)),
                 higher_is_better=mode == "max",
                 cost_unit="kWh",
+                metric_name=monitor,
+                planned_max_epochs=planned,
+                plan_recorded=plan_recorded,
+                lr_hints=tuple(_hint(run_id, hint_hist[s]) if s in hint_hist else None for s in steps),
             )
         )
     return curves, skipped
 
 
+def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | None]:
+    """``(recorded, horizon)`` from the run parameter ``lightning_green.max_epochs``."""
+    if text is None:
+        return False, None
+    if text.strip().lower() == "none":
+        return True, None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive integer or 'none',"
+            f" got {text!r}"
+        )
+    return True, value
+
+
+def _hint(run_id: str, value: float) -> int:
+    if not math.isfinite(value) or value < 0 or value != math.floor(value):
+        raise ValueError(
+            f"MLflow run {run_id}: metric {LR_HINT_KEY} must be a whole number >= 0, got {value!r}"
+        )
+    return int(value)
+
+
 def _history(client: Any, run_id: str, key: str) -> dict[int, float]:
-    """``step -> value`` of a metric (the latest value where a step was logged twice)."""
-    out: dict[int, tuple[int, float]] = {}
+    """``step -> value`` of a metric; a step logged twice keeps MLflow's latest value.
+
+    MLflow's own rule for a run's latest metric: the largest timestamp, ties broken by the
+    largest value (NaN lowest). The history's order as returned by the server plays no part.
+    """
+    out: dict[int, tuple[int, float, float]] = {}
     for m in client.get_metric_history(run_id, key):
-        if m.step not in out or m.timestamp >= out[m.step][0]:
-            out[m.step] = (m.timestamp, float(m.value))
-    return {step: value for step, (_, value) in out.items()}
+        value = float(m.value)
+        key_ = (int(m.timestamp), -math.inf if math.isnan(value) else value, value)
+        if m.step not in out or key_[:2] > out[m.step][:2]:
+            out[m.step] = key_
+    return {step: value for step, (_, _, value) in out.items()}
 
 
 # --------------------------------------------------------------------------- output
@@ -587,6 +746,7 @@ def write_decisions_csv(results: Sequence[ReplayResult], path: str | os.PathLike
     try:
         with os.fdopen(fd, "w", newline="") as f:
             f.write(buffer.getvalue())
+        make_readable(tmp)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -594,8 +754,24 @@ def write_decisions_csv(results: Sequence[ReplayResult], path: str | os.PathLike
         raise
 
 
-def plot_tradeoff(results: Sequence[ReplayResult], path: str | os.PathLike[str], *, title: str = "") -> bool:
-    """Scatter of cost saved against regret, one point per curve; ``False`` if matplotlib is missing."""
+def make_readable(path: str | os.PathLike[str]) -> None:
+    """Give a temporary file the permissions a new file gets (``mkstemp`` makes it owner-only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def plot_tradeoff(
+    results: Sequence[ReplayResult],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    image_format: str | None = None,
+) -> bool:
+    """Scatter of cost saved against regret, one point per curve; ``False`` if matplotlib is missing.
+
+    ``image_format`` (``"png"``, ``"svg"``, ...) defaults to the extension of ``path``.
+    """
     try:
         import matplotlib
 
@@ -604,18 +780,22 @@ def plot_tradeoff(results: Sequence[ReplayResult], path: str | os.PathLike[str],
     except ImportError:
         return False
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    saved = [100 * r.cost_saved for r in results]
-    regret = [r.regret for r in results]
-    ax.scatter(saved, regret, s=14, alpha=0.6, label="curves")
-    s = summarize(results)
-    ax.scatter([100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean")
-    ax.set_xlabel("cost saved (%)")
-    ax.set_ylabel("regret (metric units, improving direction)")
-    ax.set_title(
-        title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
-    )
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        saved = [100 * r.cost_saved for r in results]
+        regret = [r.regret for r in results]
+        ax.scatter(saved, regret, s=14, alpha=0.6, label="curves")
+        s = summarize(results)
+        ax.scatter(
+            [100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean"
+        )
+        ax.set_xlabel("cost saved (%)")
+        ax.set_ylabel("regret (metric units, improving direction)")
+        ax.set_title(
+            title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=120, format=image_format)
+    finally:
+        plt.close(fig)
     return True

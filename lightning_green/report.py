@@ -8,8 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_green import keys
 from lightning_green.energy.accounting import EpochEnergy
-from lightning_green.energy.units import j_to_kwh
+from lightning_green.energy.units import J_PER_KWH, j_to_kwh
 
 SUMMARY_FILENAME = "energy_summary.json"
 """Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
@@ -56,7 +57,7 @@ def build_summary(
         "pue": pue,
         "carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh,
         "epochs": epochs,
-        "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / 3.6e6) if epochs else None,
+        "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / J_PER_KWH) if epochs else None,
         "duration_s": sum(r.duration_s for r in history),
         "monitor": monitor,
         "mode": mode,
@@ -314,7 +315,7 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
         names = set()
     if f"lightning_green/{SUMMARY_FILENAME}" in names and monitor in (
         None,
-        run.data.params.get("lightning_green.monitor"),
+        run.data.params.get(keys.PARAM_MONITOR),
     ):
         with tempfile.TemporaryDirectory() as tmp:
             local = client.download_artifacts(run_id, f"lightning_green/{SUMMARY_FILENAME}", tmp)
@@ -323,43 +324,60 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
 
 
 def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[str, Any]:
+    """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact)."""
     run_id = run.info.run_id
     params, tags = run.data.params, run.data.tags
-    monitor = monitor or params.get("lightning_green.monitor")
-    mode = params.get("lightning_green.mode", "min")
+    monitor = monitor or params.get(keys.PARAM_MONITOR)
+    mode = params.get(keys.PARAM_MODE, "min")
 
     def history(key: str) -> dict[int, float]:
-        return {m.step: m.value for m in client.get_metric_history(run_id, key)} if key else {}
+        return {m.step: m.value for m in client.get_metric_history(run_id, key)}
 
-    totals, epoch_kwh = history("energy/total_kwh"), history("energy/epoch_kwh")
+    totals = history(keys.TOTAL_KWH)
     if not totals:
-        raise ValueError(f"run {run_id} logged no energy/total_kwh: was EnergyMonitor attached?")
-    metric, epochs = history(monitor) if monitor else {}, history("epoch")
-    per_epoch = []
+        raise ValueError(f"run {run_id} logged no {keys.TOTAL_KWH}: was EnergyMonitor attached?")
+    epoch_kwh, power_w, per_j = (
+        history(keys.EPOCH_KWH),
+        history(keys.AVG_POWER_W),
+        history(keys.SAMPLES_PER_J),
+    )
+    metric = history(monitor) if monitor else {}
+    marginal = history(keys.marginal_key(monitor)) if monitor else {}
+    epochs = history("epoch")
+    source = params.get(keys.PARAM_ENERGY_SOURCE, "unknown")
+    intensity = params.get(keys.PARAM_CARBON_INTENSITY)
+    intensity_g_per_kwh = None if intensity is None else float(intensity)
+    partial = tags.get(keys.TAG_PARTIAL) == "true"
+    records = []
     for i, step in enumerate(sorted(totals)):
-        per_epoch.append(
-            {
-                "epoch": int(epochs.get(step, i)),
-                "energy_kwh": epoch_kwh.get(step, 0.0),
-                "total_kwh": totals[step],
-                "metric": metric.get(step),
-            }
+        energy_j = epoch_kwh.get(step, 0.0) * J_PER_KWH
+        power = power_w.get(step, 0.0)
+        records.append(
+            EpochEnergy(
+                epoch=int(epochs.get(step, i)),
+                energy_j=energy_j,
+                total_j=totals[step] * J_PER_KWH,
+                duration_s=energy_j / power if power > 0 else 0.0,
+                samples=round(per_j.get(step, 0.0) * energy_j),
+                source=source,
+                partial=partial,
+                metric=metric.get(step),
+                marginal_per_kwh=marginal.get(step),
+            )
         )
-    source = params.get("lightning_green.energy_source", "unknown")
-    intensity = params.get("lightning_green.carbon_intensity_g_per_kwh")
-    total_kwh = per_epoch[-1]["total_kwh"]
-    stopped = tags.get("lightning_green.stopped_epoch")
-    summary: dict[str, Any] = {
-        "total_kwh": total_kwh,
-        "co2_kg": None if intensity is None else total_kwh * float(intensity) / 1000.0,
-        "energy_source": source,
-        "is_estimate": "estimate" in source.split("+"),
-        "partial": tags.get("lightning_green.partial") == "true",
-        "epochs": len(per_epoch),
-        "monitor": monitor,
-        "mode": mode,
-        "stop_reason": tags.get("lightning_green.stop_reason"),
-        "stopped_epoch": None if stopped is None else int(stopped),
-        "per_epoch": per_epoch,
-    }
-    return summary
+    stopped = tags.get(keys.TAG_STOPPED_EPOCH)
+    return build_summary(
+        records,
+        total_j=records[-1].total_j,
+        source=source,
+        partial=partial,
+        pue=float(params.get(keys.PARAM_PUE, 1.0)),
+        carbon_intensity_g_per_kwh=intensity_g_per_kwh,
+        monitor=monitor,
+        mode=mode,
+        extra={
+            "stop_reason": tags.get(keys.TAG_STOP_REASON),
+            "stopped_epoch": None if stopped is None else int(stopped),
+            "rebuilt_from_metrics": True,
+        },
+    )

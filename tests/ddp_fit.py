@@ -7,6 +7,8 @@ script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
+``--rank1-clock-rate R`` makes rank 1's clock, as the adaptive callbacks' training windows read
+it, run R times as fast as rank 0's: each rank's own time must never decide a collective.
 """
 
 from __future__ import annotations
@@ -126,8 +128,18 @@ def main() -> None:
     parser.add_argument("--stopper-args", default="{}", help="JSON kwargs of EnergyAwareEarlyStopping")
     parser.add_argument("--batch-args", default="{}", help="JSON kwargs of AdaptiveBatchSize")
     parser.add_argument("--precision-args", default="{}", help="JSON kwargs of AdaptivePrecision")
+    parser.add_argument("--rank1-clock-rate", type=float, default=1.0, help="rank 1's window clock rate")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+
+    if args.rank1_clock_rate != 1.0 and os.environ.get("LOCAL_RANK") == "1":
+        import time
+        from types import SimpleNamespace
+
+        from lightning_green.callbacks import _adapt
+
+        rate, origin = args.rank1_clock_rate, time.monotonic()
+        _adapt.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
 
     if args.scripted:
 

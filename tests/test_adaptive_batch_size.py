@@ -28,7 +28,10 @@ from lightning_green import (
     AdaptivePrecision,
     EnergyMonitor,
 )
+from lightning_green.callbacks import _adapt, adaptive_batch_size
+from lightning_green.callbacks._adapt import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
+from lightning_green.policy.batch_size import BatchSizePolicy
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -132,22 +135,141 @@ def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monke
     assert "val_acc" in trainer.callback_metrics
 
 
-def test_resume_restores_the_batch_size_and_makes_the_same_decisions(tmp_path, monkeypatch):
+@pytest.mark.parametrize("at_validation_end", [False, True])
+def test_resume_restores_the_batch_size_and_makes_the_same_decisions(
+    tmp_path, monkeypatch, at_validation_end
+):
+    # Lightning saves either after the epoch-end hooks (its default with per-epoch validation) or
+    # at validation end, before them: then the resumed run makes the epoch-end decision, once.
+    def checkpoint(name):
+        return ModelCheckpoint(
+            dirpath=str(tmp_path / name),
+            every_n_epochs=1,
+            save_top_k=-1,
+            save_on_train_epoch_end=not at_validation_end,
+        )
+
     install_step_cost(monkeypatch, **STEP_HEAVY)
-    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1)
     whole = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST)
     spy_whole = Spy()
-    fit(tmp_path / "a", [spy_whole, whole, ckpt], epochs=3, enable_checkpointing=True)
+    fit(tmp_path / "a", [spy_whole, whole, checkpoint("ckpt")], epochs=3, enable_checkpointing=True)
 
     install_step_cost(monkeypatch, **STEP_HEAVY)
     resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST), Spy()
-    ckpt_b = ModelCheckpoint(dirpath=str(tmp_path / "ckpt_b"), every_n_epochs=1, save_top_k=-1)
-    first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=20.ckpt")  # saved right after the 32 -> 64 switch
+    first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=20.ckpt")
+    saved = torch.load(first_epoch, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert saved["current_batch_size"] == (32 if at_validation_end else 64)  # before / after the switch
+    ckpt_b = checkpoint("ckpt_b")
     fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=3, ckpt_path=first_epoch, enable_checkpointing=True)
-    assert spy.rows[0]["batch_size"] == 64  # the restored size, applied at fit start
-    assert spy.rows[0]["lr"] == pytest.approx(spy_whole.rows[1]["lr"])  # scaled once, not twice
-    assert moves(resumed) == moves(whole)  # the same later decisions
+    trained = [r for r in spy.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
+    assert trained[0]["batch_size"] == 64  # the restored (or just decided) size, from epoch 1 on
+    assert trained[0]["lr"] == pytest.approx(spy_whole.rows[1]["lr"])  # scaled once, not twice
+    assert moves(resumed) == moves(whole)  # the same decisions, none repeated
     assert resumed.current_batch_size == whole.current_batch_size
+
+
+def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    decided: list[tuple[int, int]] = []
+    real_decide = BatchSizePolicy.decide
+
+    def counting_decide(policy, *args, **kwargs):
+        decided.append((trainer_ref[0].current_epoch, trainer_ref[0].global_step))
+        return real_decide(policy, *args, **kwargs)
+
+    monkeypatch.setattr(BatchSizePolicy, "decide", counting_decide)
+
+    class EpochEndAgain(pl.Callback):  # what a re-run of the epoch-end hooks would do
+        def __init__(self, cb):
+            self.cb = cb
+
+        def on_train_start(self, trainer, pl_module):
+            trainer_ref[:] = [trainer]
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.cb.on_train_epoch_end(trainer, pl_module)
+
+    trainer_ref: list = [None]
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
+    fit(tmp_path, [cb, EpochEndAgain(cb)], epochs=4)
+    assert decided == [(e, 20 * (e + 1)) for e in range(4)]  # one decision per epoch end
+
+
+# -- what a switch would crash is refused at fit start ----------------------------------------------
+def test_an_integer_val_check_interval_is_refused_at_fit_start(tmp_path, monkeypatch):
+    # At 64 an epoch has 23 batches, fewer than 30: Lightning would stop the run after the switch.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    model = CostedDigits()
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    with pytest.raises(AdaptationUnsupportedError, match=r"val_check_interval=30\).*fraction of the epoch"):
+        fit(tmp_path, [cb], model=model, epochs=3, batches=1.0, val_check_interval=30)
+    assert model.steps == []  # refused before any training
+    # Validating every 30 batches across epochs is fine: the run adapts and completes.
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    across = dict(val_check_interval=30, check_val_every_n_epoch=None)
+    trainer, _, _ = fit(tmp_path, [cb], epochs=3, batches=1.0, **across)
+    assert trainer.current_epoch == 3 and (0, 32, 64, "probe") in moves(cb)
+
+
+class OneCycleDigits(CostedDigits):
+    def __init__(self, interval="step"):
+        super().__init__()
+        self.interval = interval
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.Adam(self.parameters(), lr=1e-3)
+        steps = (
+            self.trainer.estimated_stepping_batches if self.interval == "step" else self.trainer.max_epochs
+        )
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=1e-2, total_steps=int(steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.interval}}
+
+
+def test_one_cycle_lr_stepped_per_step_is_refused_at_fit_start(tmp_path, monkeypatch):
+    # Sized for 3 epochs of 45 steps at 32; probing 16 takes 90 steps in an epoch and OneCycleLR
+    # would raise once stepped past its total_steps.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    model = OneCycleDigits()
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
+    with pytest.raises(AdaptationUnsupportedError, match="OneCycleLR stepped per optimizer step"):
+        fit(tmp_path, [cb], model=model, epochs=3, batches=1.0)
+    assert model.steps == []
+    # Stepped per epoch it is sized in epochs, which the batch size does not change.
+    cb2 = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
+    trainer, _, _ = fit(tmp_path, [cb2], model=OneCycleDigits(interval="epoch"), epochs=3, batches=1.0)
+    assert trainer.current_epoch == 3 and [m[2] for m in moves(cb2)][:2] == [64, 16]
+
+
+# -- per-step cost ----------------------------------------------------------------------------------
+def test_per_step_work_gathers_gradients_only_for_noise_pairs_and_finds_the_sibling_once(
+    tmp_path, monkeypatch
+):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    gathered, lookups = [], []
+    real_gradients, real_find = adaptive_batch_size._gradients, _adapt.find_callback
+    monkeypatch.setattr(
+        adaptive_batch_size, "_gradients", lambda opt: gathered.append(1) or real_gradients(opt)
+    )
+    monkeypatch.setattr(_adapt, "find_callback", lambda *a: lookups.append(1) or real_find(*a))
+    batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    precision = AdaptivePrecision(precisions="32-true", window_s=0.001, start_step=4)
+    fit(tmp_path, [batch, precision], epochs=2)
+    assert len(lookups) == 2  # each callback looks its sibling up once, at setup
+    assert batch.policy.noise_scale.num_updates >= 1  # pairs were measured ...
+    assert 0 < len(gathered) <= 2 * 40 / 4  # ... gathering gradients on 2 of every 4 steps at most
+
+
+def test_ranks_must_agree_exactly():
+    def trainer_of(rows):
+        gathered = torch.tensor(rows, dtype=torch.float64)
+        return SimpleNamespace(
+            world_size=2,
+            strategy=SimpleNamespace(root_device=torch.device("cpu"), all_gather=lambda tensor: gathered),
+        )
+
+    agree_across_ranks(trainer_of([[64.0], [64.0]]), [64], "the batch size")
+    with pytest.raises(RuntimeError, match="disagree on the batch size"):
+        agree_across_ranks(trainer_of([[0.1], [0.1 + 1e-15]]), [0.1], "the batch size")
 
 
 # -- refusals at fit start --------------------------------------------------------------------------
@@ -300,3 +422,38 @@ def test_ddp_ranks_make_identical_decisions(tmp_path):
     sizes = [r["batch_size"] for r in ranks[0]["rows"]]
     assert 64 in sizes and all(isinstance(s, int) and s in (32, 64) for s in sizes)
     assert all(math.isfinite(r["lr"]) for r in ranks[0]["rows"])
+
+
+@pytest.mark.slow
+def test_ddp_a_rank_whose_clock_runs_fast_still_calls_the_same_collectives(tmp_path):
+    # Rank 1's window clock runs 1000x fast; windows (5 s) outlast the epochs, so at each epoch
+    # end only rank 1 would see half a window by its own clock. The decision to close what the
+    # epoch left (a collective) must not depend on it: no hang, identical states on both ranks.
+    script = Path(__file__).with_name("ddp_fit.py")
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    env.pop("LOCAL_RANK", None)
+    args = [
+        "--epochs",
+        "3",
+        "--callbacks",
+        "monitor,batch,precision",
+        "--rank1-clock-rate",
+        "1000",
+        "--batch-args",
+        json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 5.0}),
+        "--precision-args",
+        json.dumps({"window_s": 0.02, "start_step": 4}),
+    ]
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["epochs_run"] == 3
+    assert ranks[0]["adapt"] == ranks[1]["adapt"]
+    for key in ("batch_size", "precision", "lr"):
+        assert [r[key] for r in ranks[0]["rows"]] == [r[key] for r in ranks[1]["rows"]]

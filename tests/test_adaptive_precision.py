@@ -16,7 +16,7 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
 
 from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
-from lightning_green.callbacks import adaptive_precision
+from lightning_green.callbacks import _adapt, adaptive_precision
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -67,7 +67,7 @@ def test_precisions_parsed_in_policy_order():
 def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_dropped(tmp_path, monkeypatch):
     install_step_cost(monkeypatch)  # bf16 costs 3x per step
     cb = AdaptivePrecision(**FAST)
-    trainer, model = fit(tmp_path, [cb], epochs=2)
+    trainer, model = fit(tmp_path, [cb, EnergyMonitor(pue=2.0)], epochs=2)
     to_bf16, back = [h for h in cb.history if h["from"] != h["to"]]
     assert (to_bf16["to"], to_bf16["reason"]) == ("bf16-mixed", "probe")
     assert (back["to"], back["reason"]) == ("32-true", "too_expensive")
@@ -83,6 +83,12 @@ def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_droppe
     assert summary["precision"] == "32-true"
     assert "32-true->bf16-mixed probe" in summary["precision_switches"]
     assert summary["precision_probe_extra_j"] > 0
+    # Joules in the summary carry the PUE, like its totals.
+    assert summary["precision_probe_j"] == pytest.approx(2.0 * sum(cb.probe_energy_j.values()))
+    j = cb.policy.j_per_sample()
+    assert summary["precision_j_per_sample"] == pytest.approx({p: 2.0 * v for p, v in j.items()})
+    bf16_extra = cb.probe_energy_j["bf16-mixed"] - cb.probe_samples["bf16-mixed"] * j["32-true"]
+    assert summary["precision_probe_extra_j"] == pytest.approx(2.0 * bf16_extra)
 
 
 def test_on_this_cpu_bf16_is_measured_costlier_and_training_ends_on_fp32(tmp_path):
@@ -131,6 +137,43 @@ def test_repeated_gradscaler_overflows_roll_back(tmp_path, monkeypatch, fp16_cap
     assert "rollback_overflow" in reasons, cb.history
     assert cb.current == "32-true"
     assert cb.policy.banned.get("16-mixed") is not None
+
+
+def test_16_mixed_reads_the_gradscaler_scale_only_at_window_boundaries(tmp_path, monkeypatch, fp16_capable):
+    # get_scale() syncs with the device: never once per step, only when a window closes.
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.3})
+    reads, closes = [], []
+    real_get_scale, real_close = torch.amp.GradScaler.get_scale, _adapt.TrainingWindow.close
+    monkeypatch.setattr(torch.amp.GradScaler, "get_scale", lambda s: reads.append(1) or real_get_scale(s))
+    monkeypatch.setattr(
+        _adapt.TrainingWindow, "close", lambda w, *a, **k: closes.append(1) or real_close(w, *a, **k)
+    )
+    cb = AdaptivePrecision(precisions="16-mixed", **FAST)
+    _, model = fit(tmp_path, [cb], epochs=3)
+    fp16_steps = sum(d == "float16" for _, d in model.steps)
+    assert cb.current == "16-mixed" and fp16_steps >= 30, cb.history
+    switches_to_16 = sum(h["to"] == "16-mixed" and h["from"] != "16-mixed" for h in cb.history)
+    assert len(reads) <= len(closes) + switches_to_16 + 1 < fp16_steps
+
+
+def test_gradscaler_overflows_are_counted_from_the_scale_at_the_window_ends(
+    tmp_path, monkeypatch, fp16_capable
+):
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.5})
+    recorded = []
+    real_record = adaptive_precision.PrecisionPolicy.record
+
+    def record(policy, precision, **kwargs):
+        recorded.append((precision, kwargs["steps"], kwargs["overflows"]))
+        return real_record(policy, precision, **kwargs)
+
+    monkeypatch.setattr(adaptive_precision.PrecisionPolicy, "record", record)
+    cb = AdaptivePrecision(precisions="16-mixed", max_overflows=3, **FAST)
+    fit(tmp_path, [cb], model=CostedDigits(huge_under="float16"), epochs=1)
+    fp16 = [(steps, overflows) for p, steps, overflows in recorded if p == "16-mixed"]
+    # Every fp16 step overflows here (the loss is scaled to fp16's limit): one halving per step.
+    assert fp16 and all(overflows == steps for steps, overflows in fp16), fp16
+    assert all(overflows == 0 for p, _, overflows in recorded if p != "16-mixed")
 
 
 def test_resume_restores_16_mixed_with_its_gradscaler_state_and_goes_on_deciding(

@@ -163,3 +163,80 @@ def test_mlflow_input(tmp_path: Path, capsys) -> None:
         == 1
     )
     assert "not found" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- review B3 (a), B6
+
+STEP_CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "step_schedule_curves.csv"
+
+
+@pytest.fixture(scope="module")
+def lr_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Eight real curves with learning-rate step schedules and their ``lr`` column."""
+    out = tmp_path_factory.mktemp("lr") / "lr.csv"
+    with open(STEP_CURVES, newline="") as f:
+        rows = list(csv.reader(f))
+    ids: list[str] = []
+    keep = [rows[0]]
+    for row in rows[1:]:
+        if row[1] not in ids:
+            if len(ids) == 8:
+                break
+            ids.append(row[1])
+        keep.append(row)
+    with out.open("w", newline="") as f:
+        csv.writer(f).writerows(keep)
+    return out
+
+
+def test_lr_column_is_used_unless_ignored(lr_csv: Path, tmp_path: Path, capsys) -> None:
+    from lightning_green.policy import StoppingConfig
+    from lightning_green.replay import read_curves_csv, replay
+
+    curves = read_curves_csv(lr_csv)
+    assert all(c.lrs is not None for c in curves)
+    used, ignored = tmp_path / "used.csv", tmp_path / "ignored.csv"
+    assert main(["replay", str(lr_csv), "-o", str(used)]) == 0
+    assert "learning-rate schedule used for 8" in capsys.readouterr().out
+    assert main(["replay", str(lr_csv), "-o", str(ignored), "--ignore-lr"]) == 0
+
+    def stops(path: Path) -> list[tuple[str, str]]:
+        return [(r["stop_epoch"], r["stop_reason"]) for r in csv.DictReader(path.open())]
+
+    def expected(use: bool) -> list[tuple[str, str]]:
+        results = replay(curves, StoppingConfig(), use_lr_schedule=use)
+        return [(str(r.stop_epoch), r.stop_reason.value if r.stop_reason else "none") for r in results]
+
+    assert stops(used) == expected(True) and stops(ignored) == expected(False)
+    assert stops(used) != stops(ignored)  # the schedule changes decisions on these curves
+
+
+def test_plot_into_a_missing_directory_writes_nothing(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "missing" / "p.png")])
+    assert info.value.code == 2 and "does not exist" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["replay", str(curves_csv), "-o", str(tmp_path / "missing" / "d.csv")])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_that_fails_late_writes_nothing(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    out = tmp_path / "d.csv"
+    out.write_text("previous\n")
+    # An image format matplotlib does not know: found out only when drawing.
+    assert main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "p.notaformat")]) == 1
+    assert "nothing written" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no temporary left behind
+    assert out.read_text() == "previous\n"  # the old DECISIONS untouched
+
+
+def test_outputs_are_readable_like_any_new_file(curves_csv: Path, tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out, fig = tmp_path / "d.csv", tmp_path / "p.svg"
+    assert main(["replay", str(curves_csv), "-o", str(out), "--plot", str(fig)]) == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == fig.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert fig.read_text().lstrip().startswith("<?xml")  # the format the name asks for

@@ -78,16 +78,28 @@ def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypat
     assert [r.energy_j for r in monitor.history] == [1000.0, 1000.0]
 
 
-def test_replaying_the_logged_run_reproduces_the_callbacks_decision(tmp_path, sqlite_uri, monkeypatch):
-    """DESIGN: a decision replayed on a logged curve is the decision the callback would have made."""
+@pytest.mark.parametrize("scheduled", [False, True], ids=["constant-lr", "multistep-lr"])
+def test_replaying_the_logged_run_reproduces_the_callbacks_decision(
+    tmp_path, sqlite_uri, monkeypatch, scheduled
+):
+    """DESIGN: a decision replayed on a logged curve is the decision the callback would have made.
+
+    The run logs its planned horizon and each check's distance to a scheduled learning-rate drop;
+    MLflow replay reads them back, so nothing but the run itself is needed.
+    """
     import csv
 
     from lightning_green import cli
 
     install_scripted_meter(monkeypatch)
+    epochs = 60 if scheduled else 40
+    module = CurveModule(saturating_curve(epochs, tau=5.0))
+    if scheduled:  # flat from ~epoch 10, the drop at 26 buys a step, then flat again
+        curve = [v if e < 26 else v - 0.6 for e, v in enumerate(saturating_curve(epochs))]
+        module = CurveModule(curve, lr_milestones=[26])
     stopper = EnergyAwareEarlyStopping(monitor="val_loss")
     logger = MLFlowLogger(experiment_name="replay-me", tracking_uri=sqlite_uri)
-    _fit(tmp_path, [stopper], CurveModule(saturating_curve(40, tau=5.0)), max_epochs=40, logger=logger)
+    _fit(tmp_path, [stopper], module, max_epochs=epochs, logger=logger)
     assert stopper.stop_reason is not None
 
     out = tmp_path / "decisions.csv"
@@ -101,8 +113,6 @@ def test_replaying_the_logged_run_reproduces_the_callbacks_decision(tmp_path, sq
         "val_loss",
         "--mode",
         "min",
-        "--max-epochs",
-        "40",
         "-o",
         str(out),
     ]
@@ -131,8 +141,16 @@ class KillAt(pl.Callback):
 def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)
     curve = saturating_curve(40, tau=4.0)
+    # The scripted meter adds energy per read and checkpoints read it (to keep an open epoch's
+    # energy): the reference checkpoints the same way, it just is never killed.
     reference = EnergyAwareEarlyStopping(monitor="val_loss")
-    _fit(tmp_path / "a", [reference], CurveModule(curve), max_epochs=40)
+    _fit(
+        tmp_path / "a",
+        [reference, ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)],
+        CurveModule(curve),
+        max_epochs=40,
+        enable_checkpointing=True,
+    )
     assert reference.stop_reason is not None
 
     ckpt = tmp_path / "b" / "ckpt"

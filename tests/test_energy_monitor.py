@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import torch
 from conftest import make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -193,7 +194,7 @@ def test_resume_continues_total_series(tmp_path, sqlite_uri):
 
 def test_checkpoint_state_round_trip_without_fit():
     monitor = EnergyMonitor(monitor="val_acc", mode="max")
-    monitor.ledger.begin(0.0, 0)
+    monitor.ledger.begin()
     monitor.ledger.close_epoch(
         0, measured_j=7.2e6, faults=0, samples=10, duration_s=1.0, source="rapl", metric=1.0
     )
@@ -220,3 +221,134 @@ def test_samples_per_joule_counts_training_samples(tmp_path):
     for record in monitor.history:
         assert record.samples == n_train
         assert record.samples_per_j == pytest.approx(n_train / record.energy_j)
+
+
+class _KilledError(Exception):
+    pass
+
+
+class _KillAt(pl.Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise _KilledError
+
+
+def test_checkpoint_saved_before_the_epoch_closed_keeps_its_energy(tmp_path, monkeypatch):
+    """Validation every 2 epochs: ModelCheckpoint saves at validation end, before the epoch closes."""
+    from doubles import install_scripted_meter
+
+    install_scripted_meter(monkeypatch)  # +1000 J per meter read: exact bookkeeping
+    kwargs = dict(
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=2,
+        enable_checkpointing=True,
+    )
+
+    def run(root, extra, ckpt_path=None, max_epochs=5):
+        monitor = EnergyMonitor(monitor="val_loss")
+        pl.seed_everything(0)
+        trainer = make_trainer(
+            root,
+            [monitor, ModelCheckpoint(dirpath=root / "ckpt", save_last=True), *extra],
+            max_epochs=max_epochs,
+            **kwargs,
+        )
+        trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
+        return monitor
+
+    reference = run(tmp_path / "a", [])
+    with pytest.raises(_KilledError):
+        run(tmp_path / "b", [_KillAt(2)])
+    saved = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
+    assert saved["lightning_green.EnergyMonitor"]["open_epoch"]["energy_j"] > 0  # epoch 1 was still open
+    resumed = run(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    assert [r.epoch for r in resumed.history] == [r.epoch for r in reference.history]
+    assert [r.total_j for r in resumed.history] == [r.total_j for r in reference.history]
+    assert [r.energy_j for r in resumed.history] == [r.energy_j for r in reference.history]
+
+
+class _MetricAtEpochEnd(DigitsClassifier):
+    """Logs its monitored metric in its own on_train_epoch_end (after plain callbacks ran)."""
+
+    def on_train_epoch_end(self):
+        self.log("epoch_score", float(self.current_epoch + 1))
+
+
+def test_metric_logged_in_the_modules_epoch_end(tmp_path, sqlite_uri):
+    """Lightning runs plain callbacks before the module's on_train_epoch_end: no stale values."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import EnergyAwareEarlyStopping
+
+    fast = dict(limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0)
+    logger = MLFlowLogger(experiment_name="late", tracking_uri=sqlite_uri)
+    alone = EnergyMonitor(monitor="epoch_score", mode="max")
+    make_trainer(tmp_path / "a", [alone], logger=logger, max_epochs=3, **fast).fit(
+        _MetricAtEpochEnd(), DigitsDataModule()
+    )
+    assert [r.metric for r in alone.history] == [1.0, 2.0, 3.0]  # each epoch its own value
+    marginal = MlflowClient(sqlite_uri).get_metric_history(
+        logger.run_id, "energy/marginal_epoch_score_per_kwh"
+    )
+    assert sorted(m.value for m in marginal) == sorted(r.marginal_per_kwh for r in alone.history[1:])
+
+    stopper = EnergyAwareEarlyStopping(monitor="epoch_score", mode="max")
+    make_trainer(tmp_path / "b", [stopper], max_epochs=3, **fast).fit(_MetricAtEpochEnd(), DigitsDataModule())
+    history = stopper.energy_monitor.history
+    assert [r.metric for r in history] == [1.0, 2.0, 3.0]
+    assert history[1].marginal_per_kwh == pytest.approx(1.0 / history[1].energy_kwh)
+
+
+def test_a_second_fit_continues_the_total(tmp_path):
+    monitor = EnergyMonitor()
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule())
+    first = monitor.history[-1].total_j
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(trainer.lightning_module, datamodule=DigitsDataModule())
+    totals = [r.total_j for r in monitor.history]
+    assert len(totals) == 4 and totals == sorted(totals) and totals[2] > first
+
+
+def test_step_energy_once_per_optimizer_step_with_accumulation(tmp_path):
+    csv = CSVLogger(str(tmp_path), name="csv")
+    _fit(
+        tmp_path,
+        EnergyMonitor(step_interval=4),
+        max_epochs=1,
+        logger=csv,
+        log_every_n_steps=1,
+        accumulate_grad_batches=3,
+    )
+    rows = list(csvlib_rows(Path(csv.log_dir) / "metrics.csv"))
+    steps = [int(r["step"]) for r in rows if r.get("energy/step_j")]
+    assert steps and len(steps) == len(set(steps))  # not once per micro-batch
+    assert all(r.get("energy/step_power_w") for r in rows if r.get("energy/step_j"))
+
+
+def csvlib_rows(path):
+    import csv as csvlib
+
+    return csvlib.DictReader(path.read_text().splitlines())
+
+
+@pytest.mark.parametrize("name", ["strict", "prog_bar", "summary"])
+def test_flags_must_be_booleans(name):
+    with pytest.raises(ValueError, match=f"{name} must be True or False, got 'false'"):
+        EnergyMonitor(**{name: "false"})
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path):
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("a file where the report folder would go")
+    monitor = EnergyMonitor()
+    with pytest.warns(UserWarning, match="could not write the energy report"):
+        make_trainer(blocker, [monitor], max_epochs=1, limit_train_batches=2, limit_val_batches=1).fit(
+            DigitsClassifier(), datamodule=DigitsDataModule()
+        )
+    assert monitor.last_summary["epochs"] == 1 and monitor.summary_path is None

@@ -316,7 +316,7 @@ def test_power_read_errors_in_the_sampler_are_counted_and_sampling_goes_on():
         second = meter.read()
         time.sleep(0.1)
         third = meter.read()
-        alive = meter._sampler is not None and meter._sampler.is_alive()
+        alive = meter._sampler.alive
         meter.close()
     messages = energy_warnings(record)
     assert len(messages) == 1 and "power reads" in messages[0]
@@ -373,7 +373,7 @@ def test_init_once_at_start_shutdown_at_close_and_double_close_is_harmless():
         warnings.simplefilter("always")
         meter.start()
         assert nvml.init_refcount == 1
-        thread = meter._sampler
+        thread = meter._sampler.thread
         assert thread is not None and thread.is_alive() and thread.daemon
         meter.read()
         meter.close()

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from pytorch_lightning.callbacks.early_stopping import EarlyStopping
 
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, schedule
 from lightning_green.replay import Curve, read_curves_csv
 
 CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
@@ -322,3 +324,141 @@ def test_decision_is_fast_with_50_checks(nas_curves) -> None:
             policy.update(float(curve.metrics[i]), float(curve.costs[i]), epoch=i, max_epochs=75)
             times.append(time.perf_counter() - t0)
     assert np.median(times[-8:]) < 0.02  # the benchmark measures the 5 ms budget precisely
+
+
+# --------------------------------------------------------------------------- bounded holds (review B1, B2)
+
+
+def step_lr_hint(period: int):
+    """StepLR(step_size=period): epoch ``k * period`` is the first at each lower rate."""
+    return lambda e: period - e % period - 1
+
+
+def test_periodic_decays_are_not_waited_for_forever_without_a_plan() -> None:
+    # A flat metric, StepLR every 30 epochs, no planned end: there is always a decay ahead. The
+    # first decay is waited for; it buys nothing, so later ones are not.
+    flat = 1.0 + 0.001 * np.random.default_rng(0).standard_normal(500)
+    decisions = run(flat, np.arange(1, 501) * 0.1, StoppingConfig(patience=3), lr_hint=step_lr_hint(30))
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.PLATEAU
+    assert 30 <= i < 30 + schedule.DECAY_WINDOW + 3  # after the first decay's window, not 500 epochs on
+    assert all(d.hold == "lr_decay_ahead" for d in decisions[5:30])
+
+
+def test_decays_are_waited_for_while_they_pay() -> None:
+    # Each of the first three decays buys a step; the fourth buys nothing: the policy waits for
+    # the first four and stops in the fourth's window. (A noise-level new best in a decay's window
+    # counts as paying, with min_delta 0 as for the plateau rule: this curve has no noise.)
+    e = np.arange(200)
+    metric = 1.0 - 0.1 * np.minimum(e // 30, 3)  # a loss: steps down at 30, 60, 90, flat after
+    decisions = run(metric, (e + 1) * 0.1, StoppingConfig(patience=3), lr_hint=step_lr_hint(30))
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.PLATEAU
+    assert 120 <= i < 120 + schedule.DECAY_WINDOW + 3
+    assert not any(d.should_stop for d in decisions[:120])
+
+
+def test_announced_decay_forgotten_when_no_longer_announced() -> None:
+    # ReduceLROnPlateau announces a decay only while its bad-epoch count is > 0; if the metric
+    # improves the announcement stops, and no decay happened.
+    decays = schedule.DecayTracker().advance(check=0, epoch=0, epochs_until_lr_decay=2)
+    decays = decays.advance(check=1, epoch=1, epochs_until_lr_decay=None)
+    decays = decays.advance(check=3, epoch=3, epochs_until_lr_decay=None)
+    assert decays.last_decay_epoch is None and decays.decay_check is None
+
+
+def test_patience_counts_from_a_known_decay() -> None:
+    # The MultiStepLR curve of the review: best on the flat stretch long before the decay at 57, and
+    # the decay needs 8 epochs to beat it. Patience restarts at the decay.
+    e = np.arange(80)
+    acc = np.where(e < 57, 80.0 + 10 * (1 - np.exp(-e / 4.0)), 88.0 + 0.5 * (e - 57))
+    acc[12] = 91.0  # the best of the flat stretch, 45 epochs before the decay
+    decisions = run(acc, (e + 1) * 1.0, StoppingConfig(mode="max", patience=10), lr_hint=lr_hint_for(57))
+    i, _ = stop_of(decisions)
+    assert i >= 57 + 10  # not when the post-decay hold lifts
+    assert max(d.best_metric for d in decisions) > 91.0  # the decay paid off before any stop
+
+
+def test_plateau_after_a_decay_says_so() -> None:
+    flat = np.full(80, 1.0)
+    decisions = run(flat, np.arange(1, 81) * 0.1, StoppingConfig(patience=8), lr_hint=lr_hint_for(40))
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.PLATEAU and i == 40 + 8 - 1
+    assert "since the learning-rate decay at epoch 40" in decisions[-1].message
+    assert decisions[-1].wait_count == i  # Lightning's count, from the first check
+
+
+def test_post_decay_hold_is_counted_in_checks() -> None:
+    # Validation every 5 epochs: the hold after a decay lasts DECAY_WINDOW checks, not 5 epochs.
+    epochs = np.arange(4, 200, 5)
+    flat = np.full(len(epochs), 1.0)
+    hint = lambda i: 100 - epochs[i] - 1 if epochs[i] < 100 else None  # noqa: E731
+    decisions = run(flat, (epochs + 1) * 0.1, StoppingConfig(patience=2), epochs=epochs, lr_hint=hint)
+    first_after = int(np.argmax(epochs >= 100))
+    held = [d.hold for d in decisions[first_after : first_after + schedule.DECAY_WINDOW]]
+    assert held == ["lr_decay_ahead"] * schedule.DECAY_WINDOW
+    assert stop_of(decisions) == (first_after + schedule.DECAY_WINDOW, StopReason.PLATEAU)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None:
+    # No schedule information, no step-jump in the curve, the marginal rule off: Lightning's rule.
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        n = int(rng.integers(20, 80))
+        metric = 1.0 + np.cumsum(rng.normal(-0.002, 0.01, n))
+        if schedule.detect_steps(-metric):
+            continue
+        patience = int(rng.integers(1, 12))
+        config = StoppingConfig(patience=patience, min_epochs=0, min_relative_gain=None)
+        ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=None))
+        lightning = EarlyStopping(monitor="m", patience=patience, mode="min")
+        theirs = (n - 1, None)
+        for i, value in enumerate(metric):
+            if lightning._evaluate_stopping_criteria(torch.tensor(float(value), dtype=torch.float64))[0]:
+                theirs = (i, StopReason.PLATEAU)
+                break
+        assert ours == theirs
+
+
+# --------------------------------------------------------------------------- budget per check (review B8)
+
+
+def test_budget_with_several_checks_per_epoch() -> None:
+    # Four checks per epoch (val_check_interval=0.25), each costing 0.25: the budget must project
+    # the next check (0.25), not the next epoch, so it stops at the last check within budget.
+    n = 40
+    epochs = np.arange(n) // 4
+    costs = 0.25 * np.arange(1, n + 1)
+    metrics = 2.0 - 0.01 * np.arange(n)
+    decisions = run(metrics, costs, StoppingConfig(energy_budget_kwh=5.1), epochs=epochs, max_epochs=10)
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.ENERGY_BUDGET
+    assert costs[i] == pytest.approx(5.0) and decisions[-1].next_epoch_kwh == pytest.approx(0.25)
+
+
+# --------------------------------------------------------------------------- state version
+
+
+def test_state_of_another_version_is_refused() -> None:
+    policy = StoppingPolicy()
+    policy.update(1.0, 0.1, epoch=0)
+    state = policy.state_dict()
+    with pytest.raises(ValueError, match="state version must be 2, got 1"):
+        StoppingPolicy().load_state_dict({**state, "version": 1})
+    with pytest.raises(ValueError, match="got None"):
+        StoppingPolicy().load_state_dict({k: v for k, v in state.items() if k != "version"})
+
+
+def test_state_round_trip_keeps_the_decay_tracker() -> None:
+    flat = np.full(60, 1.0)
+    config = StoppingConfig(patience=8)
+    hint = lr_hint_for(30)
+    full = run(flat, np.arange(1, 61) * 0.1, config, lr_hint=hint, stop_on_first=False)
+    first = StoppingPolicy(config)
+    for e in range(33):
+        first.update(1.0, 0.1 * (e + 1), epoch=e, epochs_until_lr_decay=hint(e))
+    resumed = StoppingPolicy(config)
+    resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    got = [resumed.update(1.0, 0.1 * (e + 1), epoch=e, epochs_until_lr_decay=hint(e)) for e in range(33, 60)]
+    assert got == full[33:]

@@ -275,7 +275,7 @@ def test_dead_poller_is_detected_and_restarted(tmp_path, monkeypatch):
         real_poll_all()
 
     monkeypatch.setattr(meter, "_poll_all", poll_all_that_dies_in_the_thread)
-    first_thread = meter._poller
+    first_thread = meter._poller.thread
     assert first_thread is not None
     first_thread.join(timeout=2.0)
     assert not first_thread.is_alive()
@@ -287,11 +287,11 @@ def test_dead_poller_is_detected_and_restarted(tmp_path, monkeypatch):
     messages = energy_warnings(record)
     assert len(messages) == 1 and "died" in messages[0] and "RuntimeError" in messages[0]
     assert reading.faults == 1 and reading.energy_j == pytest.approx(2.0)
-    assert meter._poller is not None and meter._poller.is_alive() and meter._poller is not first_thread
+    assert meter._poller.alive and meter._poller.thread is not first_thread
     wait_for_poll(meter)
     meter.close()
     meter.close()
-    assert meter._poller is None and not [t for t in threading.enumerate() if "rapl-poller" in t.name]
+    assert meter._poller.thread is None and not [t for t in threading.enumerate() if "rapl-poller" in t.name]
 
 
 def test_default_poll_interval_runs_a_daemon_poller(server):
@@ -299,12 +299,12 @@ def test_default_poll_interval_runs_a_daemon_poller(server):
     meter = RaplMeter(str(cap.root))
     assert meter.poll_interval_s == 10.0
     meter.start()
-    thread = meter._poller
+    thread = meter._poller.thread
     assert thread is not None and thread.daemon and thread.is_alive()
     meter.close()
     assert not thread.is_alive()
     meter.read()  # a read after close gives the last values and starts no thread
-    assert meter._poller is None
+    assert meter._poller.thread is None
 
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("inf"), "10"])

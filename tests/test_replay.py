@@ -101,6 +101,19 @@ def test_max_epochs_sets_the_planned_horizon(nas_text: str) -> None:
         (HEADER + "s,a,g,0,1,loss,1.0,0,-5,\n", 2, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,2,loss,0.9,0,,\n", 3, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,1e3x\n", 2, 10, "energy_J"),
+        # review B4: a repeated epoch, a fractional epoch
+        (
+            HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,b,g,0,1,loss,1.0,0,1,\ns,a,g,1,1,loss,0.9,0,2,\n",
+            4,
+            5,
+            "epoch",
+        ),
+        (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,1.5,loss,0.9,0,2,\n", 3, 5, "epoch"),
+        # review B5: a decreasing cumulative cost; the line after a quoted multi-line field
+        (HEADER + "s,a,g,0,1,loss,1.0,0,10,\ns,a,g,1,2,loss,0.9,0,5,\n", 3, 9, "time_s"),
+        (HEADER + "s,a,g,0,1,loss,1.0,0,1,100\ns,a,g,1,2,loss,0.9,0,2,90\n", 3, 10, "energy_J"),
+        (HEADER + 's,a,"g\nh",0,1,loss,1.0,0,1,\ns,a,g,1,2,loss,oops,0,2,\n', 4, 7, "metric"),
+        ("\n\ncurve_id,epoch,metric,higher_is_better,time_s\na,1,1.0,0,1\n", 3, 6, "energy_J"),
     ],
 )
 def test_malformed_input_names_file_line_and_column(text: str, line: int, column: int, name: str) -> None:
@@ -111,11 +124,68 @@ def test_malformed_input_names_file_line_and_column(text: str, line: int, column
     assert str(err).startswith(f"bad.csv:{line}:{column}: ")
 
 
+def test_duplicate_rows_are_refused_not_replayed(nas_text: str) -> None:
+    # Every row twice: refused, where it used to change the decisions silently.
+    lines = nas_text.splitlines(keepends=True)
+    doubled = lines[0] + "".join(line + line for line in lines[1:])
+    with pytest.raises(
+        CurveFormatError, match=r"duplicate row: curve .* already has epoch 1 \(line 2\)"
+    ) as info:
+        read_curves_csv(io.StringIO(doubled), name="twice.csv")
+    assert (info.value.line, info.value.column) == (3, 5)
+
+
+def test_whole_epochs_written_as_floats_are_accepted() -> None:
+    text = HEADER + "s,a,g,0,1.0,loss,1.0,0,1,\ns,a,g,1,2.0,loss,0.9,0,2,\n"
+    assert read_curves_csv(io.StringIO(text))[0].epochs.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("true", "false"), [("1.0", "0.0"), ("TRUE", "false"), ("tRuE", "FaLsE"), ("yes", "no")]
+)
+def test_higher_is_better_spellings(true: str, false: str) -> None:
+    text = HEADER + f"s,a,g,0,1,acc,1.0,{true},1,\ns,b,g,0,1,loss,1.0,{false},1,\n"
+    a, b = read_curves_csv(io.StringIO(text))
+    assert a.higher_is_better and not b.higher_is_better
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    text = "curve_id,epoch,metric,higher_is_better,time_s,energy_J\n" + "".join(
+        f"a,{e},{1 / e},0,{10 * e},\n" for e in range(1, 13)
+    )
+    path = tmp_path / "bom.csv"
+    path.write_text(text, encoding="utf-8-sig")  # as Excel writes "CSV UTF-8"
+    from_file = read_curves_csv(path)
+    from_stream = read_curves_csv(io.StringIO("\ufeff" + text))
+    plain = read_curves_csv(io.StringIO(text))
+    assert [c.curve_id for c in from_file] == [c.curve_id for c in from_stream] == ["a"]
+    assert np.array_equal(from_file[0].metrics, plain[0].metrics)
+
+
+def test_bytes_that_are_not_utf8_are_located(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.csv"
+    rows = [HEADER, "s,a,g,0,1,loss,1.0,0,1,\n", "s,a,g\xe9,1,2,loss,0.9,0,2,\n"]
+    path.write_bytes("".join(rows).encode("latin-1") + b"s,a,g,2,3,loss,0.8,0,3,\n" * 3000)
+    with pytest.raises(CurveFormatError, match="not UTF-8") as info:
+        read_curves_csv(path, name="latin1.csv")
+    assert (info.value.line, info.value.column) == (3, 3)  # the line and the cell, not a buffer offset
+
+
+def test_leading_blank_lines_are_skipped() -> None:
+    text = "\n\n" + HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,x,loss,0.9,0,2,\n"
+    with pytest.raises(CurveFormatError) as info:  # the lines are still counted
+        read_curves_csv(io.StringIO(text), name="blank.csv")
+    assert (info.value.line, info.value.column) == (5, 5)
+    assert len(read_curves_csv(io.StringIO("\n\n" + HEADER + "s,a,g,0,1,loss,1.0,0,1,\n"))) == 1
+
+
 def test_empty_input_is_an_error() -> None:
     with pytest.raises(CurveFormatError, match="empty"):
         read_curves_csv(io.StringIO(""), name="empty.csv")
     with pytest.raises(CurveFormatError, match="no data rows"):
         read_curves_csv(io.StringIO(HEADER), name="header_only.csv")
+    with pytest.raises(CurveFormatError, match="empty"):
+        read_curves_csv(io.StringIO("\n \n\n"), name="blank.csv")
 
 
 def test_decisions_csv_columns(tmp_path: Path, nas_text: str) -> None:
@@ -197,3 +267,115 @@ def test_costs_summary_matches_numpy(nas_text: str) -> None:
     results = replay(read_curves_csv(io.StringIO(nas_text)), StoppingConfig())
     s = summarize(results)
     assert s.mean_cost_saved == pytest.approx(np.mean([r.cost_saved for r in results]))
+
+
+# --------------------------------------------------------------------------- callback's inputs (review B3)
+
+
+def saturating(n: int) -> list[float]:
+    return [2.0 + 3.0 * 0.85**i for i in range(n)]
+
+
+def log_policy_run(client, exp: str, metrics, *, max_epochs: str | None, hints: dict[int, int]) -> str:
+    """A run as the callback logs it: the metric, energy, epoch, the plan and the per-check hints."""
+    from mlflow.entities import Metric, Param
+
+    run = client.create_run(exp)
+    logged = []
+    for i, m in enumerate(metrics):
+        step = 10 * (i + 1)
+        logged += [
+            Metric("val_loss", float(m), 1_000 + i, step),
+            Metric("energy/total_kwh", 0.01 * (i + 1), 1_000 + i, step),
+            Metric("epoch", float(i), 1_000 + i, step),
+        ]
+        if i in hints:
+            logged.append(Metric("energy/epochs_until_lr_decay", float(hints[i]), 1_000 + i, step))
+    params = [] if max_epochs is None else [Param("lightning_green.max_epochs", max_epochs)]
+    client.log_batch(run.info.run_id, metrics=logged, params=params)
+    return run.info.run_id
+
+
+def by_hand(metrics, *, max_epochs, hints, patience: int = 30) -> tuple[int, StopReason | None]:
+    policy = StoppingPolicy(StoppingConfig(mode="min", patience=patience), monitor="val_loss")
+    for i, m in enumerate(metrics):
+        hint = hints.get(i)
+        d = policy.update(m, 0.01 * (i + 1), epoch=i, max_epochs=max_epochs, epochs_until_lr_decay=hint)
+        if d.should_stop:
+            return i + 1, d.reason
+    return len(metrics), None
+
+
+def test_mlflow_replay_uses_the_recorded_plan_and_lr_hints(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("plans")
+    curve = [2.0 + 3.0 * 0.7**i for i in range(40)]
+    flat = [1.0] * 20 + [0.8] * 20  # flat until the decay at epoch 20, announced from the start
+    hints = {i: 19 - i for i in range(20)}
+    ids = [
+        log_policy_run(client, exp, curve, max_epochs="none", hints={}),
+        log_policy_run(client, exp, curve, max_epochs="100", hints={}),
+        log_policy_run(client, exp, curve, max_epochs=None, hints={}),  # logged without the callback
+        log_policy_run(client, exp, flat, max_epochs="40", hints=hints),
+    ]
+    curves, skipped = read_mlflow_curves(uri, "plans", "val_loss", mode="min")
+    assert [c.curve_id for c in curves] == ids and not skipped
+    assert [(c.plan_recorded, c.planned_max_epochs) for c in curves] == [
+        (True, None),
+        (True, 100),
+        (False, None),
+        (True, 40),
+    ]
+    assert curves[3].lr_hints == tuple(hints.get(i) for i in range(40))
+    expected = [
+        by_hand(curve, max_epochs=None, hints={}),  # "none": no plan, not the last epoch
+        by_hand(curve, max_epochs=100, hints={}),
+        by_hand(curve, max_epochs=40, hints={}),  # nothing recorded: the last epoch
+        by_hand(flat, max_epochs=40, hints=hints, patience=5),
+    ]
+    config = StoppingConfig()
+    got = [(r.stop_epoch, r.stop_reason) for r in replay(curves[:3], config)]
+    got.append(astuple(replay_curve(curves[3], replace(config, patience=5))))
+    assert got == expected
+    assert len({expected[0], expected[1], expected[2]}) == 3  # the plan matters on this curve
+    blind = by_hand(flat, max_epochs=40, hints={}, patience=5)
+    assert blind[0] < 20 < expected[3][0]  # and so do the hints on that one
+    # An explicit horizon overrides the recorded one; ignoring the schedule drops the hints.
+    assert replay_curve(curves[0], config, max_epochs=40).stop_epoch == expected[2][0]
+    assert astuple(replay_curve(curves[3], replace(config, patience=5), use_lr_schedule=False)) == blind
+
+
+def astuple(result) -> tuple[int, StopReason | None]:
+    return result.stop_epoch, result.stop_reason
+
+
+def test_mlflow_bad_recorded_plan(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("bad")
+    run_id = log_policy_run(client, exp, saturating(5), max_epochs="forty", hints={})
+    with pytest.raises(ValueError, match=f"{run_id}.*lightning_green.max_epochs.*'forty'"):
+        read_mlflow_curves(uri, "bad", "val_loss")
+
+
+def test_metric_history_repeated_step_is_read_deterministically() -> None:
+    from types import SimpleNamespace
+
+    from lightning_green.replay import _history
+
+    points = [(5, 1000, 2.0), (5, 1000, 3.0), (5, 999, 9.0), (6, 1000, float("nan")), (6, 1000, 1.0)]
+
+    def client(order):
+        items = [SimpleNamespace(step=s, timestamp=t, value=v) for s, t, v in order]
+        return SimpleNamespace(get_metric_history=lambda run_id, key: items)
+
+    forward = _history(client(points), "r", "m")
+    backward = _history(client(points[::-1]), "r", "m")
+    assert forward == backward == {5: 3.0, 6: 1.0}  # latest timestamp, then largest value

@@ -9,6 +9,13 @@ Validation, checkpointing and the other epoch-end work are excluded: the window 
 ``on_validation_start``/``on_train_epoch_end`` and resumes at the next ``on_train_batch_start``,
 so a window may span epochs at the same setting.
 
+Every branch that leads to a collective depends only on what is identical on every rank: step
+counts, the records summed over ranks, and the policies' decisions made from them. A rank's own
+clock never decides whether a collective is called.
+
+:class:`AdaptiveCallback` holds what both callbacks do alike: the shared monitor, window
+pausing, step-boundary detection, history, publishing and the state-version check.
+
 Nothing here decides anything; the policies in :mod:`lightning_green.policy` do.
 """
 
@@ -20,10 +27,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.strategies import (
     DDPStrategy,
     DeepSpeedStrategy,
@@ -31,13 +39,12 @@ from pytorch_lightning.strategies import (
     SingleDeviceXLAStrategy,
     XLAStrategy,
 )
+from pytorch_lightning.utilities import rank_zero_info
 from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
 from lightning_green.callbacks import _loggers
-from lightning_green.callbacks._distributed import sum_across_ranks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.callbacks._distributed import _device, sum_across_ranks
+from lightning_green.callbacks.energy_monitor import EnergyMonitor
 
 ADAPTATIONS_FILENAME = "adaptations.json"
 """File written next to the energy summary with every adaptation and its reason."""
@@ -244,7 +251,7 @@ class TrainingWindow:
         """Count one (micro-)batch: its samples and its loss (already divided by accumulation)."""
         self.samples_local += int(samples)
         if loss is not None:
-            value = loss.detach().float().reshape(())
+            value = loss.detach()  # cast and shaped at close: one op per window, not per step
             self._step_loss = value if self._step_loss is None else self._step_loss + value
 
     def end_step(self, with_loss: bool = True) -> None:
@@ -258,6 +265,11 @@ class TrainingWindow:
     def due(self) -> bool:
         """Whether the window has its target number of steps."""
         return self.steps >= self.target_steps
+
+    @property
+    def half_due(self) -> bool:
+        """Whether the window has at least half its target steps (a step count: the same on every rank)."""
+        return self.steps > 0 and 2 * self.steps >= self.target_steps
 
     def close(
         self, trainer: pl.Trainer, monitor: EnergyMonitor, extras: Sequence[float] = ()
@@ -280,8 +292,10 @@ class TrainingWindow:
             energy_j += measured_j - self._mark_j
             duration_s += now - self._mark_t
             self._mark_j, self._mark_t = measured_j, now
-        present = [v for v in self._losses if v is not None]
-        values = iter(torch.stack(present).cpu().tolist() if present else [])
+        present = [v.reshape(()) for v in self._losses if v is not None]
+        if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
+            present = [v.double() for v in present]
+        values = iter(torch.stack(present).double().cpu().tolist() if present else [])
         # Per step: (loss, 1) or (0, 0) - the same length on every rank, one sync for all steps.
         pairs: list[float] = []
         for v in self._losses:
@@ -304,16 +318,6 @@ class TrainingWindow:
         return record
 
 
-def batch_size_of(batch: Any) -> int:
-    """Samples in a batch as Lightning counts them; 0 when it cannot tell."""
-    from pytorch_lightning.utilities.data import extract_batch_size
-
-    try:
-        return int(extract_batch_size(batch))
-    except Exception:
-        return 0
-
-
 def loss_of(outputs: Any) -> torch.Tensor | None:
     """The training loss in ``on_train_batch_end``'s ``outputs`` (automatic optimization)."""
     if isinstance(outputs, torch.Tensor):
@@ -324,27 +328,22 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
 
 
 def agree_across_ranks(trainer: pl.Trainer, values: Sequence[float], what: str) -> None:
-    """Check that every rank holds the same values (a collective under DDP).
+    """Check that every rank holds exactly the same values (an all-gather under DDP).
 
-    Decisions are made on every rank from identical (summed) inputs; this verifies it at every
-    switch, so a divergence fails loudly instead of training ranks with different settings.
+    Decisions are made on every rank from identical (summed) inputs, so that every rank's
+    policy state stays the same; this verifies it at every decision, so a divergence fails
+    loudly on every rank at once instead of training ranks with different settings.
 
     Raises:
-        RuntimeError: When the ranks disagree.
+        RuntimeError: On every rank, when the ranks disagree.
     """
     world = int(trainer.world_size)
     if world <= 1:
         return
-    local = [float(v) for v in values]
-    summed = sum_across_ranks(trainer, local + [v * v for v in local])
-    n = len(local)
-    for i, v in enumerate(local):
-        mean = summed[i] / world
-        var = summed[n + i] / world - mean * mean
-        if not (math.isclose(mean, v, rel_tol=1e-9, abs_tol=1e-9) and var <= 1e-9 * max(1.0, v * v)):
-            raise RuntimeError(
-                f"lightning_green: DDP ranks disagree on {what}: rank {trainer.global_rank} has {local}"
-            )
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device(trainer))
+    rows = trainer.strategy.all_gather(local).reshape(world, -1).cpu().tolist()
+    if any(row != rows[0] for row in rows):
+        raise RuntimeError(f"lightning_green: DDP ranks disagree on {what}: {rows} (one row per rank)")
 
 
 # --------------------------------------------------------------------------- reporting
@@ -447,3 +446,154 @@ def write_adaptations(trainer: pl.Trainer, key: str, payload: Mapping[str, Any])
         return None
     _loggers.log_artifact(trainer, path)
     return path
+
+
+# --------------------------------------------------------------------------- the shared callback base
+
+
+class AdaptiveCallback(Callback):
+    """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy and its setting.
+
+    Subclasses set the class attributes, implement :meth:`summary_fields`, :meth:`setting` and
+    :meth:`initial_setting`, and call :meth:`attach` from ``setup``, :meth:`begin_training` from
+    ``on_train_start``, :meth:`resume_window` from ``on_train_batch_start`` and
+    :meth:`optimizer_stepped` from ``on_train_batch_end``.
+
+    Args:
+        window_s: Seconds per measurement window; None: chosen from the energy source.
+    """
+
+    adapt_role: ClassVar[str] = ""
+    """``"batch_size"`` or ``"precision"``: the key in ``adaptations.json``; the sibling finds it by it."""
+    sibling_role: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
+    setting_label = ""
+    """What the setting is called in messages."""
+    tag_setting: ClassVar[str] = ""
+    tag_switches: ClassVar[str] = ""
+    state_version: ClassVar[int] = 1
+
+    def __init__(self, window_s: float | None = None) -> None:
+        super().__init__()
+        self.window_s = check_window_s("window_s", window_s)
+        self.history: list[dict[str, Any]] = []
+        self._monitor: EnergyMonitor | None = None
+        self._sibling: Any | None = None
+        self._window = TrainingWindow()
+        self._window_s_used: float | None = None
+        self._active = False
+        self._last_global_step = -1
+
+    @property
+    def state_key(self) -> str:
+        """One callback of each kind per Trainer: the key does not depend on the arguments."""
+        return f"lightning_green.{self.display_name}"
+
+    # -- to implement --------------------------------------------------------------------------------
+    def summary_fields(self) -> dict[str, Any]:
+        """What goes into the end-of-run summary."""
+        raise NotImplementedError
+
+    def setting(self) -> Any:
+        """The setting in use now (batch size or precision name)."""
+        raise NotImplementedError
+
+    def initial_setting(self) -> Any:
+        """The setting the run started with."""
+        raise NotImplementedError
+
+    def release(self) -> None:
+        """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
+
+    # -- shared steps of the hooks -------------------------------------------------------------------
+    def attach(self, trainer: pl.Trainer) -> None:
+        """Find the shared EnergyMonitor (adding one) and the sibling adaptive callback, once, at setup."""
+        self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
+        self._sibling = find_callback(trainer, self.sibling_role) if self.sibling_role else None
+
+    def begin_training(self, trainer: pl.Trainer) -> None:
+        """Pick the window length from the energy source and start with a fresh window (collective)."""
+        assert self._monitor is not None
+        _, _, _, source = self._monitor.measure(trainer)
+        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(source)
+        self._window = TrainingWindow()
+        self._active = False
+        self._last_global_step = trainer.global_step
+
+    def resume_window(self, trainer: pl.Trainer) -> None:
+        """At a batch start: note the step we are at when (re)activated, and resume the window."""
+        assert self._monitor is not None
+        if not self._active:
+            self._last_global_step = trainer.global_step
+            self._active = True
+        self._window.resume(trainer, self._monitor)
+
+    def optimizer_stepped(self, trainer: pl.Trainer) -> bool:
+        """At a batch end: whether an optimizer step completed (False inside gradient accumulation)."""
+        if trainer.global_step == self._last_global_step:
+            return False
+        self._last_global_step = trainer.global_step
+        return True
+
+    def pause_window(self, trainer: pl.Trainer) -> None:
+        """Stop counting (a collective only while running, which every rank agrees on)."""
+        if self._monitor is not None:
+            self._window.pause(trainer, self._monitor)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        """Append an adaptation to the history (the most recent :data:`MAX_HISTORY` are kept)."""
+        self.history.append(entry)
+        del self.history[:-MAX_HISTORY]
+
+    def pue(self) -> float:
+        """The shared monitor's PUE (1.0 before setup): summary joules carry it like the summary totals."""
+        return float(getattr(self._monitor, "pue", 1.0))
+
+    def publish_state(self, trainer: pl.Trainer) -> None:
+        """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
+        publish(
+            trainer,
+            self._monitor,
+            self.summary_fields(),
+            (self.tag_setting, self.setting()),
+            (self.tag_switches, self.history),
+        )
+
+    def check_state_version(self, state_dict: Mapping[str, Any]) -> None:
+        """Refuse a saved state of another version.
+
+        Raises:
+            ValueError: Naming the callback, the expected and the given version.
+        """
+        if state_dict.get("version") != self.state_version:
+            raise ValueError(
+                f"{self.display_name} state version must be {self.state_version}, "
+                f"got {state_dict.get('version')!r}"
+            )
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Validation is not training: pause the window."""
+        if not trainer.sanity_checking:
+            self.pause_window(trainer)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
+        self.publish_state(trainer)
+        fields = self.summary_fields()
+        write_adaptations(trainer, self.adapt_role, fields)
+        rank_zero_info(
+            f"lightning_green: {self.setting_label} {self.initial_setting()} -> {self.setting()}; "
+            f"switches: {switch_text(switches(self.history)) or 'none'}"
+        )
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Undo what was attached to the module (see :meth:`release`)."""
+        if stage == "fit":
+            self.release()
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        """Undo what was attached to the module when the fit fails."""
+        self.release()

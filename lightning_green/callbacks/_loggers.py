@@ -49,6 +49,24 @@ def log_params(trainer: pl.Trainer, params: dict[str, Any]) -> None:
                 )
 
 
+def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+    """Log metrics straight to every logger (for hooks where ``LightningModule.log`` is not allowed).
+
+    Args:
+        trainer: The trainer.
+        metrics: Names and values.
+        step: The step to log them at.
+    """
+    for logger in ordered_loggers(trainer):
+        try:
+            logger.log_metrics(metrics, step=step)
+        except Exception as err:
+            warnings.warn(
+                f"lightning_green: {type(logger).__name__} refused metrics {list(metrics)}: {err}",
+                stacklevel=2,
+            )
+
+
 def set_tags(trainer: pl.Trainer, tags: dict[str, Any]) -> None:
     """Set tags on every MLflow run of the trainer (other loggers have no tags).
 

@@ -1,13 +1,19 @@
-"""How far away the next scheduled learning-rate decay is, read off the trainer's schedulers.
+"""How far away the next scheduled learning-rate drop is, read off the trainer's schedulers.
 
 Step schedules (``StepLR``, ``MultiStepLR``) and ``ReduceLROnPlateau`` make a learning curve
-jump after a flat stretch; the stopping policy must not stop on a flat stretch that a decay is
+jump after a flat stretch; the stopping policy must not stop on a flat stretch that a drop is
 about to end. Schedules that decay continuously (cosine, exponential, one-cycle, lambdas) have
 no step ahead and report none.
+
+Lightning steps epoch-interval schedulers (other than ``ReduceLROnPlateau``) at the last batch of
+the epoch, before validation and ``on_train_epoch_end``: at the end of an epoch their
+``last_epoch`` already positions them for the next epoch. ``ReduceLROnPlateau`` is stepped after
+``on_train_epoch_end``, with the epoch's metric.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -15,44 +21,62 @@ from typing import Any
 from torch.optim import lr_scheduler as sched
 
 
-def _steps_until_decay(scheduler: Any) -> int | None:
-    """Scheduler steps until the learning rate next drops, or None when no drop is scheduled.
-
-    ``last_epoch`` counts the ``step()`` calls so far; the drop happens at the step that makes
-    ``last_epoch`` reach the milestone.
-    """
+def _next_milestone(scheduler: Any, position: int) -> int | None:
+    """The first scheduler position >= ``position`` at which the learning rate drops."""
     if isinstance(scheduler, sched.StepLR):
         if scheduler.gamma >= 1:
             return None
-        done = scheduler.last_epoch
-        return (done // scheduler.step_size + 1) * scheduler.step_size - done
+        return max(1, math.ceil(position / scheduler.step_size)) * scheduler.step_size
     if isinstance(scheduler, sched.MultiStepLR):
         if scheduler.gamma >= 1:
             return None
-        ahead = [m for m in scheduler.milestones if m > scheduler.last_epoch]
-        return min(ahead) - scheduler.last_epoch if ahead else None
-    if isinstance(scheduler, sched.ReduceLROnPlateau):
-        lrs = [group["lr"] for group in scheduler.optimizer.param_groups]
-        if all(lr - min_lr <= scheduler.eps for lr, min_lr in zip(lrs, scheduler.min_lrs, strict=False)):
-            return None  # already at the floor: no further drop
-        return max(1, scheduler.cooldown_counter + scheduler.patience + 1 - scheduler.num_bad_epochs)
-    if isinstance(scheduler, (sched.SequentialLR, sched.ChainedScheduler)):
-        parts = getattr(scheduler, "_schedulers", [])
-        found = [s for s in (_steps_until_decay(p) for p in parts) if s is not None]
-        return min(found) if found else None
+        ahead = [m for m in scheduler.milestones if m >= position]
+        return min(ahead) if ahead else None
     return None
 
 
-def epochs_until_lr_decay(configs: Iterable[Any], steps_per_epoch: int | float | None) -> int | None:
+def _steps_until_drop(scheduler: Any, stepped: bool) -> int | None:
+    """Scheduler steps from the next step period until the rate drops (0: it drops for the next one).
+
+    Args:
+        scheduler: A torch LR scheduler.
+        stepped: Whether the scheduler has already been stepped for the period just finished.
+    """
+    if isinstance(scheduler, sched.ReduceLROnPlateau):
+        lrs = [group["lr"] for group in scheduler.optimizer.param_groups]
+        at_floor = all(lr - floor <= scheduler.eps for lr, floor in zip(lrs, scheduler.min_lrs, strict=False))
+        if at_floor or scheduler.num_bad_epochs == 0:
+            return None  # no plateau forming (or nothing left to drop): no drop is coming
+        # It drops once num_bad_epochs exceeds patience, counting the step about to come.
+        return max(0, scheduler.patience - scheduler.num_bad_epochs)
+    if isinstance(scheduler, sched.SequentialLR):
+        # Only the child in charge now matters (SequentialLR hands over at its milestones).
+        active = bisect.bisect_right(scheduler._milestones, scheduler.last_epoch)
+        return _steps_until_drop(scheduler._schedulers[active], stepped)
+    if isinstance(scheduler, sched.ChainedScheduler):
+        found = [s for s in (_steps_until_drop(c, stepped) for c in scheduler._schedulers) if s is not None]
+        return min(found) if found else None
+    position = scheduler.last_epoch + (0 if stepped else 1)
+    milestone = _next_milestone(scheduler, position)
+    return None if milestone is None else milestone - position
+
+
+def epochs_until_lr_decay(
+    configs: Iterable[Any], optimizer_steps_per_epoch: int | float | None, epoch_done: bool = True
+) -> int | None:
     """Epochs after the current one before the next learning-rate drop takes effect.
 
-    ``0`` means the drop happens at the end of the current epoch (the next epoch trains at the
-    lower rate). Called at the end of an epoch, before Lightning steps epoch-interval schedulers.
+    ``0`` means the next epoch is the first one at the lower rate (the policy's convention:
+    epoch ``current + n + 1`` is the first at the lower rate).
 
     Args:
         configs: ``trainer.lr_scheduler_configs`` (objects with ``scheduler``, ``interval``,
             ``frequency``).
-        steps_per_epoch: Optimizer steps per epoch, to convert step-interval schedules.
+        optimizer_steps_per_epoch: Optimizer steps per epoch (training batches divided by
+            ``accumulate_grad_batches``), to convert step-interval schedules.
+        epoch_done: Whether the training epoch is complete (checks at the end of the epoch, where
+            Lightning has stepped the epoch-interval schedulers); False for a check after a
+            validation in the middle of an epoch.
 
     Returns:
         The smallest distance over all schedulers, or None when none has a drop ahead.
@@ -62,23 +86,28 @@ def epochs_until_lr_decay(configs: Iterable[Any], steps_per_epoch: int | float |
         >>> from types import SimpleNamespace
         >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
         >>> s = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[30, 45])
-        >>> for _ in range(10):
+        >>> for _ in range(10):  # ten epochs done, stepped by Lightning at each epoch's last batch
         ...     opt.step()
         ...     s.step()
         >>> epochs_until_lr_decay([SimpleNamespace(scheduler=s, interval="epoch", frequency=1)], 100)
-        19
+        20
     """
     best: int | None = None
     for config in configs:
-        steps = _steps_until_decay(config.scheduler)
-        if steps is None:
-            continue
         frequency = max(1, int(getattr(config, "frequency", 1) or 1))
         if getattr(config, "interval", "epoch") == "step":
-            if not steps_per_epoch or not math.isfinite(steps_per_epoch):
+            if not optimizer_steps_per_epoch or not math.isfinite(optimizer_steps_per_epoch):
                 continue
-            epochs = max(0, math.ceil(steps * frequency / steps_per_epoch) - 1)
+            steps = _steps_until_drop(config.scheduler, stepped=True)
+            if steps is None:
+                continue
+            # The drop happens during the epoch that contains optimizer step number steps + 1.
+            epochs = max(0, math.ceil((steps + 1) * frequency / optimizer_steps_per_epoch) - 1)
         else:
-            epochs = steps * frequency - 1
+            is_plateau = isinstance(config.scheduler, sched.ReduceLROnPlateau)
+            steps = _steps_until_drop(config.scheduler, stepped=epoch_done and not is_plateau)
+            if steps is None:
+                continue
+            epochs = steps * frequency
         best = epochs if best is None else min(best, epochs)
     return best

@@ -28,8 +28,8 @@ How it works in Lightning terms:
   appendix A.1, with consecutive steps as the two halves of a batch of 2B; the parameters move
   by one step in between, which biases ``B_noise`` slightly upwards at large learning rates).
   Cost: one copy of the gradients and three norm passes per four steps - a fraction of one
-  optimizer step - and one extra gradient-sized buffer; none once the size has settled with
-  ``grow=False``.
+  optimizer step - and one extra gradient-sized buffer; the other steps only compare two
+  integers; none once the size has settled with ``grow=False``.
 - **Learning rate**: on every switch all optimizer param groups' ``lr`` (and ``initial_lr``,
   ``max_lr``, ``min_lr`` where present) and the schedulers' ``base_lrs``/``max_lrs`` are scaled
   by the rule, relative to the size they were set for, so a scheduler does not undo it.
@@ -41,7 +41,14 @@ How it works in Lightning terms:
 - **DDP**: windows close at the same global step on every rank; energy is the shared
   ``EnergyMonitor``'s (summed over ranks), samples are summed, time is rank 0's, gradient
   norms come from all-reduced gradients - so every rank's policy decides the same, which is
-  checked by a collective at each switch.
+  checked exactly (an all-gather) at each decision. Whether a collective runs never depends on
+  a rank's own clock: what an epoch leaves of a window is closed when it holds half the
+  window's steps.
+- **Refused at fit start**, because a switch would crash the run: an integer
+  ``val_check_interval`` with per-epoch validation when sizes above the user's are candidates
+  (Lightning requires it to be at most the batches of an epoch, and a larger batch makes epochs
+  shorter), and ``OneCycleLR`` stepped per optimizer step when sizes below the user's are (it
+  raises once stepped past ``total_steps``, which smaller batches reach).
 - With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` in the same
   Trainer the precision is probed first, at the user's batch size: it changes the joules per
   sample at every size and the memory each size needs. The batch size holds still and measures
@@ -58,28 +65,21 @@ from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
-    TrainingWindow,
+    AdaptiveCallback,
     agree_across_ranks,
-    batch_size_of,
     check_fraction,
     check_int,
     check_strategy,
-    check_window_s,
-    default_window_s,
-    find_callback,
     jsonable,
-    publish,
     switch_text,
     switches,
-    write_adaptations,
 )
-from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.callbacks.energy_monitor import count_samples
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
@@ -99,7 +99,6 @@ LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 NOISE_EVERY = 4
 """A gradient-noise pair starts every this many optimizer steps."""
 
-_STATE_VERSION = 1
 _LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 _DEFAULT_FACTOR = 8  # the policy's default reach: the user's size times or divided by 8
 
@@ -128,7 +127,14 @@ def _power_of_two_at_least(x: float) -> int:
     return k
 
 
-class AdaptiveBatchSize(Callback):
+def _raises_past_its_end(scheduler: Any) -> bool:
+    """Whether a scheduler raises when stepped past the length it was built for (OneCycleLR)."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return True
+    return any(_raises_past_its_end(s) for s in getattr(scheduler, "_schedulers", ()))
+
+
+class AdaptiveBatchSize(AdaptiveCallback):
     r"""Probe batch sizes for joules per sample and train at the one cheapest to the target.
 
     The candidates are the user's batch size times powers of two within
@@ -149,10 +155,12 @@ class AdaptiveBatchSize(Callback):
     Needs: the train dataloader built by the LightningModule or LightningDataModule from an
     integer attribute ``attr_name`` (model, ``model.hparams`` or datamodule), one device or DDP.
     Otherwise :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` is raised
-    at fit start. The batch size only changes between epochs, so probing costs about an epoch
-    per candidate: with very long epochs, narrow the range or shorten epochs
-    (``limit_train_batches``). LR schedulers stepped per optimizer step see a different number of
-    steps per epoch after a switch.
+    at fit start, as are an integer ``val_check_interval`` with per-epoch validation (unless
+    ``max_batch_size`` is the user's size) and ``OneCycleLR`` stepped per optimizer step (unless
+    ``min_batch_size`` is): a switch would crash them. The batch size only
+    changes between epochs, so probing costs about an epoch per candidate: with very long
+    epochs, narrow the range or shorten epochs (``limit_train_batches``). Other LR schedulers
+    stepped per optimizer step see a different number of steps per epoch after a switch.
 
     Args:
         min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
@@ -179,6 +187,10 @@ class AdaptiveBatchSize(Callback):
     """
 
     adapt_role = "batch_size"
+    sibling_role = "precision"
+    display_name = "AdaptiveBatchSize"
+    tag_setting = TAG_BATCH_SIZE
+    tag_switches = TAG_BATCH_SIZE_SWITCHES
 
     def __init__(
         self,
@@ -191,7 +203,7 @@ class AdaptiveBatchSize(Callback):
         window_s: float | None = None,
         grow: bool = True,
     ) -> None:
-        super().__init__()
+        super().__init__(window_s)
         if min_batch_size is not None:
             check_int("min_batch_size", min_batch_size, 1)
         if max_batch_size is not None:
@@ -211,24 +223,19 @@ class AdaptiveBatchSize(Callback):
         self.max_batch_size = max_batch_size
         self.lr_scaling = lr_scaling
         self.attr_name = attr_name
+        self.setting_label = attr_name
         self.switch_margin = check_fraction("switch_margin", switch_margin)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
-        self.window_s = check_window_s("window_s", window_s)
         self.grow = grow
 
         self.policy: BatchSizePolicy | None = None
         self.initial_batch_size: int | None = None
         self.current_batch_size: int | None = None
         self.settled = False
-        self.history: list[dict[str, Any]] = []
         self.lr_rule: str | None = None
-        self._pending_state: dict[str, Any] | None = None
-        self._monitor: EnergyMonitor | None = None
-        self._window = TrainingWindow()
-        self._window_s_used: float | None = None
+        self._restored_policy: dict[str, Any] | None = None
+        self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
-        self._active = False
-        self._last_global_step = -1
         self._step_batch = 0
         self._pair_first: list[torch.Tensor] | None = None
         self._pair_step = -1
@@ -237,14 +244,17 @@ class AdaptiveBatchSize(Callback):
         self._oom_epoch = False
         self._guarded: pl.LightningModule | None = None
 
-    @property
-    def state_key(self) -> str:
-        """One AdaptiveBatchSize per Trainer."""
-        return "lightning_green.AdaptiveBatchSize"
+    def setting(self) -> int | None:
+        """The batch size in use."""
+        return self.current_batch_size
+
+    def initial_setting(self) -> int | None:
+        """The user's batch size."""
+        return self.initial_batch_size
 
     @property
     def probing(self) -> bool:
-        """Whether candidates are still being probed (AdaptivePrecision waits meanwhile)."""
+        """Whether candidates are still being probed."""
         return self.policy is not None and not self.settled
 
     @property
@@ -254,10 +264,10 @@ class AdaptiveBatchSize(Callback):
 
     # -- setup ---------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Check what can be done (raising clearly when not), build the policy, attach the monitor."""
+        """Check what can be done (raising clearly when not), attach the monitor and the OOM guard."""
         if stage != "fit":
             return
-        check_strategy(trainer, "AdaptiveBatchSize")
+        check_strategy(trainer, self.display_name)
         if not trainer.fit_loop._data_source.is_module():
             raise AdaptationUnsupportedError(
                 "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
@@ -277,13 +287,7 @@ class AdaptiveBatchSize(Callback):
                 f"AdaptiveBatchSize(attr_name={self.attr_name!r}): the attribute must be an integer >= 1, "
                 f"got {value!r}."
             )
-        if self.initial_batch_size is None:
-            self.initial_batch_size = value
-        if self.current_batch_size is None:
-            self.current_batch_size = value
-        if self.policy is None:
-            self.policy = self._build_policy(trainer, self.initial_batch_size)
-        self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
+        self.attach(trainer)
         if trainer.world_size <= 1:
             self._install_oom_guard(pl_module)
 
@@ -310,33 +314,67 @@ class AdaptiveBatchSize(Callback):
         )
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Apply a restored batch size (its learning rate comes back with the optimizer state)."""
-        assert self.current_batch_size is not None
-        if self.policy is not None and self._pending_state is not None:
-            self._load_policy_state(trainer)
+        """Build the policy (with a restored state), refuse what a switch would crash, apply the size.
+
+        Runs after Lightning restored the callbacks' states and before the first dataloader is
+        built; a restored batch size's learning rate comes back with the optimizer state.
+
+        Raises:
+            AdaptationUnsupportedError: For a range without the user's size, an integer
+                ``val_check_interval`` with per-epoch validation, or ``OneCycleLR`` stepped per step.
+        """
+        if self.initial_batch_size is None:  # a first fit, nothing restored
+            self.initial_batch_size = self.current_batch_size = lightning_getattr(pl_module, self.attr_name)
+        assert self.initial_batch_size is not None and self.current_batch_size is not None
+        if self.policy is None:  # else a second fit with the same callback: carry on
+            self.policy = self._build_policy(trainer, self.initial_batch_size)
+            if self._restored_policy is not None:
+                self.policy.load_state_dict(self._restored_policy)
+        self._restored_policy = None
+        self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
         if lightning_getattr(pl_module, self.attr_name) != self.current_batch_size:
             lightning_setattr(pl_module, self.attr_name, self.current_batch_size)
             rank_zero_info(
                 f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}"
             )
         if self.lr_rule is None:
-            self.lr_rule = resolve_lr_rule(
-                self.lr_scaling, trainer.optimizers[0] if trainer.optimizers else None
-            )
+            optimizer = trainer.optimizers[0] if trainer.optimizers else None
+            self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
         if any(cfg.interval == "step" for cfg in trainer.lr_scheduler_configs):
             rank_zero_warn(
                 "AdaptiveBatchSize: an LR scheduler is stepped per optimizer step; the number of steps per "
                 "epoch changes with the batch size, so a schedule sized in steps ends early or late."
             )
 
+    def _refuse_what_a_switch_would_crash(self, trainer: pl.Trainer, grid: list[int], initial: int) -> None:
+        # Larger sizes make epochs shorter (fewer batches), smaller ones add optimizer steps.
+        interval = trainer.val_check_interval
+        per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
+        integer = isinstance(interval, int) and not isinstance(interval, bool)
+        if integer and per_epoch_validation and max(grid) > initial:
+            raise AdaptationUnsupportedError(
+                f"AdaptiveBatchSize cannot work with Trainer(val_check_interval={interval}) (an integer: "
+                "validate every that many batches within an epoch): a larger batch size makes epochs "
+                "shorter, and Lightning stops the run when an epoch has fewer batches than the interval. "
+                "Give val_check_interval as a fraction of the epoch (e.g. 0.25) or 1.0, validate across "
+                f"epochs with check_val_every_n_epoch=None, or set max_batch_size={initial} (no larger "
+                "sizes)."
+            )
+        for config in trainer.lr_scheduler_configs:
+            if config.interval == "step" and _raises_past_its_end(config.scheduler) and min(grid) < initial:
+                raise AdaptationUnsupportedError(
+                    f"AdaptiveBatchSize cannot work with {type(config.scheduler).__name__} stepped per "
+                    "optimizer step: OneCycleLR is sized in total_steps and raises once stepped past them, "
+                    "and smaller batch sizes take more steps per epoch. Step it per epoch (interval='epoch', "
+                    "total_steps=max_epochs), use a schedule that tolerates a changing number of steps, or "
+                    f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
+                )
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Pick the window length from the energy source (collective: every rank is here)."""
-        assert self._monitor is not None
-        _, _, _, source = self._monitor.measure(trainer)
-        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(source)
-        self._window = TrainingWindow()
+        self.begin_training(trainer)
         self._window.target_steps = self._target_steps()
-        self._publish(trainer)
+        self.publish_state(trainer)
 
     # -- out of memory -------------------------------------------------------------------------------
     def _install_oom_guard(self, pl_module: pl.LightningModule) -> None:
@@ -374,6 +412,11 @@ class AdaptiveBatchSize(Callback):
                 module.__dict__.pop(name, None)
         self._guarded = None
 
+    def release(self) -> None:
+        """Remove the out-of-memory guard from the module and drop the noise buffers."""
+        self._remove_oom_guard()
+        self._reset_noise()
+
     def _out_of_memory(self, pl_module: pl.LightningModule) -> None:
         if not self._oom_epoch:
             rank_zero_warn(
@@ -392,9 +435,9 @@ class AdaptiveBatchSize(Callback):
     def _measuring(self) -> bool:
         return self.policy is not None and (not self.settled or self.grow)
 
-    def _held(self, trainer: pl.Trainer) -> bool:
-        sibling = find_callback(trainer, "precision")
-        return bool(sibling is not None and getattr(sibling, "busy", False))
+    def _held(self) -> bool:
+        """Whether the sibling AdaptivePrecision probes (its state is the same on every rank)."""
+        return bool(self._sibling is not None and self._sibling.busy)
 
     def _target_steps(self) -> int:
         size, window_s = self.current_batch_size, self._window_s_used
@@ -411,41 +454,43 @@ class AdaptiveBatchSize(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
-        self._step_batch = batch_size_of(batch)
+        self._step_batch = count_samples(batch)
         if self._monitor is None or not self._measuring() or self._oom_epoch:
             self._active = False
             return
-        if self._held(trainer):
-            if not self._window.paused:
-                self._window.pause(trainer, self._monitor)
+        if self._held():
+            self.pause_window(trainer)
             self._window.reset()
             self._reset_noise()
             self._active = False
             return
-        if not self._active:
-            self._last_global_step = trainer.global_step
-            self._active = True
-        self._window.resume(trainer, self._monitor)
+        self.resume_window(trainer)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one."""
+        """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one.
+
+        The gradients are only gathered on the two steps of a pair; the others return after
+        comparing step counts.
+        """
         if not self._active or self._step_batch != self.current_batch_size:
             self._pair_first = None
-            return
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
             return
         step = trainer.global_step
         first = self._pair_first
         if first is None:
             if step % NOISE_EVERY == 0:
-                self._pair_first = [g.detach().clone() for g in grads]
-                self._pair_step = step
+                grads = _gradients(optimizer)
+                if grads:
+                    self._pair_first = [g.detach().clone() for g in grads]
+                    self._pair_step = step
             return
         self._pair_first = None
-        if step != self._pair_step + 1 or len(first) != len(grads):
+        if step != self._pair_step + 1:
+            return
+        grads = _gradients(optimizer)
+        if len(first) != len(grads):
             return
         with torch.no_grad():
             sq1 = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
@@ -463,9 +508,8 @@ class AdaptiveBatchSize(Callback):
         if not self._active:
             return
         self._window.add_batch(self._step_batch, None)
-        if trainer.global_step == self._last_global_step:
+        if not self.optimizer_stepped(trainer):
             return  # inside a gradient-accumulation cycle
-        self._last_global_step = trainer.global_step
         self._window.end_step(with_loss=False)
         if self._window.due:
             self._close_window(trainer)
@@ -475,7 +519,7 @@ class AdaptiveBatchSize(Callback):
         self._noise_sum = None
         self._noise_pairs = 0
 
-    def _close_window(self, trainer: pl.Trainer, min_duration_s: float = 0.0) -> None:
+    def _close_window(self, trainer: pl.Trainer) -> None:
         policy, monitor = self.policy, self._monitor
         assert policy is not None and monitor is not None and self.current_batch_size is not None
         noise = [0.0, 0.0]
@@ -488,7 +532,7 @@ class AdaptiveBatchSize(Callback):
         size = self.current_batch_size
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
-        if record.samples >= 1 and record.duration_s >= min_duration_s:
+        if record.samples >= 1:
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
         if pairs >= 1:
             small, big = record.extras[1] / world / pairs, record.extras[2] / world / pairs
@@ -498,13 +542,11 @@ class AdaptiveBatchSize(Callback):
         self._window.target_steps = self._target_steps()
 
     # -- epoch end: decide ---------------------------------------------------------------------------
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Validation is not training: pause the window."""
-        if self._monitor is not None and not trainer.sanity_checking:
-            self._window.pause(trainer, self._monitor)
-
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log ``energy/batch_size``; record the epoch's window, decide and apply between epochs."""
+        """Log ``energy/batch_size``; record the epoch's window, decide and apply between epochs.
+
+        The decision is made at most once per ``(epoch, global_step)``, also across a resume.
+        """
         policy, monitor = self.policy, self._monitor
         if policy is None or monitor is None or self.current_batch_size is None:
             return
@@ -515,29 +557,26 @@ class AdaptiveBatchSize(Callback):
             on_epoch=True,
             logger=bool(trainer.loggers),
         )
-        self._window.pause(trainer, monitor)
+        self.pause_window(trainer)
         self._pair_first = None
         self._active = False
-        if self._oom_epoch:
+        key = (int(trainer.current_epoch), int(trainer.global_step))
+        if key == self._decided_at:
+            return  # this epoch end was decided already
+        oom = self._oom_epoch  # rank-local, but only ever set on one device (no guard under DDP)
+        if oom:
             policy.record_probe(self.current_batch_size, 0.0, 0, 0.0, oom=True)
             self._window.reset()
             self._reset_noise()
-        elif (
-            self._measuring()
-            and self._window.steps > 0
-            and self._window_s_used
-            and self._window.duration_s >= self._window_s_used / 2
-        ):
+        elif self._measuring() and self._window.half_due:
             # A window spans epochs at the same size; what a short epoch left is recorded only
-            # when it is at least half a window (else it carries on into the next epoch).
+            # when it holds at least half a window's steps (else it carries on into the next
+            # epoch). Steps, not seconds: every rank must make the same call (a collective).
             self._close_window(trainer)
-        if not self._measuring() and not self._oom_epoch:
+        if not oom and (not self._measuring() or self._held()):
             return
-        if self._held(trainer) and not self._oom_epoch:
-            return
+        self._decided_at = key
         decision = policy.decide()
-        # Every rank decided from the same numbers; check it (a collective at every decision,
-        # once per epoch) rather than train ranks at different sizes.
         agree_across_ranks(trainer, [decision.batch_size], "the batch size")
         self._oom_epoch = False
         if decision.reason is BatchSizeReason.OUT_OF_MEMORY and not policy.candidates:
@@ -576,21 +615,17 @@ class AdaptiveBatchSize(Callback):
             "b_noise": jsonable(policy_b_noise(decision)),
             "details": jsonable(decision.details),
         }
-        self.history.append(entry)
-        del self.history[:-500]
+        self.record(entry)
         if new != previous:
             rank_zero_info(
                 f"lightning_green: {self.attr_name} {previous} -> {new} at epoch {entry['epoch']} "
                 f"({decision.reason.value}; lr x{lr_factor:.3g})"
             )
-        self._publish(trainer)
+        self.publish_state(trainer)
 
     def _scale_learning_rates(self, trainer: pl.Trainer, old: int, new: int) -> float:
-        rule = self.lr_rule or resolve_lr_rule(
-            self.lr_scaling, trainer.optimizers[0] if trainer.optimizers else None
-        )
-        self.lr_rule = rule
-        factor = scale_learning_rate(1.0, old, new, rule)
+        assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
+        factor = scale_learning_rate(1.0, old, new, self.lr_rule)
         if factor == 1.0:
             return factor
         for optimizer in trainer.optimizers:
@@ -615,99 +650,59 @@ class AdaptiveBatchSize(Callback):
         except (IndexError, KeyError, TypeError, ValueError):
             return None
 
-    def _publish(self, trainer: pl.Trainer) -> None:
-        """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
-        publish(
-            trainer,
-            self._monitor,
-            self.summary_fields(),
-            (TAG_BATCH_SIZE, self.current_batch_size),
-            (TAG_BATCH_SIZE_SWITCHES, self.history),
-        )
-
     def summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the batch size, switches, measurements."""
+        """What goes into the end-of-run summary: the batch size, switches, measurements.
+
+        ``batch_size_j_per_sample`` carries the PUE, like the summary's energy totals.
+        """
+        measured = self.policy.measured() if self.policy is not None else {}
+        pue = self.pue()
         return {
             "batch_size": self.current_batch_size,
             "batch_size_initial": self.initial_batch_size,
             "batch_size_switches": switch_text(switches(self.history)),
             "batch_size_adaptations": jsonable(self.history),
-            "batch_size_j_per_sample": jsonable(self.policy.measured()) if self.policy is not None else {},
+            "batch_size_j_per_sample": jsonable({b: j * pue for b, j in measured.items()}),
             "b_noise": jsonable(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
-        self._publish(trainer)
-        fields = self.summary_fields()
-        write_adaptations(trainer, "batch_size", fields)
-        rank_zero_info(
-            f"lightning_green: {self.attr_name} {self.initial_batch_size} -> {self.current_batch_size}; "
-            f"switches: {fields['batch_size_switches'] or 'none'}"
-        )
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        """Remove the out-of-memory guard from the module."""
-        if stage == "fit":
-            self._remove_oom_guard()
-            self._reset_noise()
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        """Remove the out-of-memory guard when the fit fails."""
-        self._remove_oom_guard()
-        self._reset_noise()
-
     # -- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Policy state (measurements, noise scale, ruled-out sizes), current size, history, lr rule."""
-        policy_state = self.policy.state_dict() if self.policy is not None else None
-        if self._pending_state is not None and self._pending_state.get("policy") is not None:
-            policy_state = self._pending_state["policy"]
         return {
-            "version": _STATE_VERSION,
-            "policy": policy_state,
+            "version": self.state_version,
+            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
             "initial_batch_size": self.initial_batch_size,
             "current_batch_size": self.current_batch_size,
             "settled": self.settled,
             "history": [dict(h) for h in self.history],
             "lr_rule": self.lr_rule,
             "step_s": {str(k): v for k, v in self._step_s.items()},
+            "decided_at": list(self._decided_at) if self._decided_at is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the batch size is applied at fit start.
+        """Restore a :meth:`state_dict`; the policy is rebuilt from it and the size applied at fit start.
 
         Raises:
             ValueError: For a state of another version.
         """
-        if state_dict.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"AdaptiveBatchSize state version must be {_STATE_VERSION}, got {state_dict.get('version')!r}"
-            )
+        self.check_state_version(state_dict)
         self.initial_batch_size = state_dict["initial_batch_size"]
         self.current_batch_size = state_dict["current_batch_size"]
         self.settled = bool(state_dict["settled"])
         self.history = [dict(h) for h in state_dict.get("history", [])]
         self.lr_rule = state_dict.get("lr_rule")
         self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
-        self._pending_state = dict(state_dict)
-        if self.policy is not None:
-            self._load_policy_state(None)
+        decided = state_dict.get("decided_at")
+        self._decided_at = (int(decided[0]), int(decided[1])) if decided is not None else None
+        self.policy = None  # rebuilt at fit start around the restored initial size
+        self._restored_policy = state_dict.get("policy")
 
-    def _load_policy_state(self, trainer: pl.Trainer | None) -> None:
-        state = self._pending_state
-        assert state is not None and self.policy is not None
-        if self.policy.initial_batch_size != self.initial_batch_size and trainer is not None:
-            assert self.initial_batch_size is not None
-            self.policy = self._build_policy(trainer, self.initial_batch_size)
-        if self.policy.initial_batch_size != self.initial_batch_size:
-            return  # rebuilt at fit start, with the trainer at hand
-        if state.get("policy") is not None:
-            self.policy.load_state_dict(state["policy"])
-        self._pending_state = None
+
+def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
 
 
 def policy_b_noise(decision: BatchSizeDecision) -> float | None:

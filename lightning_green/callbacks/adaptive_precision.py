@@ -18,13 +18,18 @@ How it works in Lightning terms:
   global step advanced, never inside a gradient-accumulation cycle) that every DDP rank reaches
   together: energy from the shared :class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor`
   (a collective), losses averaged and samples summed over ranks, wall time from rank 0 - so the
-  policy on every rank sees the same numbers and decides the same; each decision is checked for
-  agreement across ranks. Validation and epoch-end work are excluded from windows. A window
-  holds as many steps as take ``window_s`` (from the measured step time, at least the policy's
-  4); the first one after a switch is exactly the policy's warm-up steps, which it discards.
+  policy on every rank sees the same numbers and decides the same; each decision is checked
+  exactly (an all-gather) across ranks. When a window closes depends on step counts only.
+  Validation and epoch-end work are excluded from windows. A window holds as many steps as take
+  ``window_s`` (from the measured step time, at least the policy's 4); the first one after a
+  switch is exactly the policy's warm-up steps, which it discards.
 - One GradScaler serves every visit to ``16-mixed``; overflows are counted by the scale going
-  down. Under ``bf16-mixed`` (no scaler) a step with non-finite gradients is skipped (gradients
-  set to None, so the optimizer leaves the weights alone) before the policy rolls back, so a
+  down, read only at window boundaries (``GradScaler.get_scale`` syncs with the device): the
+  scale halves at each overflow and grows only after ``growth_interval`` (2000) clean steps, so
+  a window's overflows are ``log2(scale at start / scale at end)`` - exact unless the scale
+  also grew within the window, i.e. after 2000 clean steps in it. Nothing is read per step.
+  Under ``bf16-mixed`` (no scaler) a step with non-finite gradients is skipped (gradients set
+  to None, so the optimizer leaves the weights alone) before the policy rolls back, so a
   failing probe cannot poison the fp32 weights. That check costs one norm pass over the
   gradients and a host sync per step, only while a non-baseline precision without scaler runs.
 - With :class:`~lightning_green.callbacks.adaptive_batch_size.AdaptiveBatchSize` in the same
@@ -42,26 +47,20 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
 from pytorch_lightning.plugins.precision import MixedPrecision, Precision
 from pytorch_lightning.utilities import rank_zero_info
 
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
-    TrainingWindow,
+    AdaptiveCallback,
     agree_across_ranks,
-    batch_size_of,
     check_strategy,
-    check_window_s,
-    default_window_s,
     jsonable,
     loss_of,
-    publish,
     switch_text,
     switches,
-    write_adaptations,
 )
-from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.callbacks.energy_monitor import count_samples
 from lightning_green.policy.precision import (
     PRECISIONS,
     REFERENCE_PRECISION,
@@ -79,7 +78,6 @@ TAG_PRECISION_SWITCHES = "lightning_green.precision_switches"
 PRECISION_BITS: dict[str, int] = {"32-true": 32, "bf16-mixed": 16, "16-mixed": 16}
 """``energy/precision`` as logged: the bits of the compute type (the name is in the tag and summary)."""
 
-_STATE_VERSION = 1
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
     PrecisionReason.LOSS_DEVIATION,
@@ -140,7 +138,7 @@ def parse_precisions(precisions: str | None) -> tuple[str, ...] | None:
     return tuple(p for p in PRECISIONS if p in names)
 
 
-class AdaptivePrecision(Callback):
+class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
     Early in the run (after ``start_step`` optimizer steps) the callback probes each precision
@@ -188,6 +186,11 @@ class AdaptivePrecision(Callback):
     """
 
     adapt_role = "precision"
+    sibling_role = "batch_size"
+    display_name = "AdaptivePrecision"
+    setting_label = "precision"
+    tag_setting = TAG_PRECISION
+    tag_switches = TAG_PRECISION_SWITCHES
 
     def __init__(
         self,
@@ -199,49 +202,53 @@ class AdaptivePrecision(Callback):
         window_s: float | None = None,
         start_step: int = 20,
     ) -> None:
-        super().__init__()
+        super().__init__(window_s)
         self.precisions = parse_precisions(precisions)
-        self.window_s = check_window_s("window_s", window_s)
-        self._policy_kwargs: dict[str, Any] = {
-            "loss_tolerance": loss_tolerance,
-            "switch_margin": switch_margin,
-            "cooldown_epochs": cooldown_epochs,
-            "max_overflows": max_overflows,
-            "start_step": start_step,
-        }
-        PrecisionPolicy(PRECISIONS, min_window_s=0.0, **self._policy_kwargs)  # validates, naming the argument
-        self.loss_tolerance = float(loss_tolerance)
-        self.switch_margin = float(switch_margin)
-        self.cooldown_epochs = int(cooldown_epochs)
-        self.max_overflows = int(max_overflows)
-        self.start_step = int(start_step)
+        self.loss_tolerance = loss_tolerance
+        self.switch_margin = switch_margin
+        self.cooldown_epochs = cooldown_epochs
+        self.max_overflows = max_overflows
+        self.start_step = start_step
+        self._new_policy(PRECISIONS, REFERENCE_PRECISION)  # validates the arguments, naming them
 
         self.policy: PrecisionPolicy | None = None
         self.baseline: str | None = None
         self.current: str | None = None
-        self.history: list[dict[str, Any]] = []
         self.probe_energy_j: dict[str, float] = {}
         self.probe_samples: dict[str, int] = {}
         self.skipped_steps = 0
-        self._monitor: EnergyMonitor | None = None
         self._supported: tuple[str, ...] = ()
         self._device_type = "cpu"
         self._original_plugin: Precision | None = None
         self._scaler: Any = None
-        self._pending_state: dict[str, Any] | None = None
-        self._window = TrainingWindow()
-        self._window_s_used: float | None = None
-        self._active = False
-        self._last_global_step = -1
-        self._overflows = 0
-        self._scale_before: float | None = None
+        self._restored_policy: dict[str, Any] | None = None
+        self._restored_scaler: dict[str, Any] | None = None
+        self._scale_start: float | None = None  # GradScaler scale when the window began (16-mixed)
         self._step_s: float | None = None
         self._first_plan_done = False
 
-    @property
-    def state_key(self) -> str:
-        """One AdaptivePrecision per Trainer."""
-        return "lightning_green.AdaptivePrecision"
+    def _new_policy(self, supported: tuple[str, ...], initial: str) -> PrecisionPolicy:
+        # The callback sizes each record to window_s from the measured step time, and each
+        # record is one policy window: a duration floor in the policy would merge a record
+        # that came out slightly short with the next one and double a probe's cost.
+        return PrecisionPolicy(
+            supported,
+            initial_precision=initial,
+            loss_tolerance=self.loss_tolerance,
+            switch_margin=self.switch_margin,
+            cooldown_epochs=self.cooldown_epochs,
+            max_overflows=self.max_overflows,
+            start_step=self.start_step,
+            min_window_s=0.0,
+        )
+
+    def setting(self) -> str | None:
+        """The precision in use."""
+        return self.current
+
+    def initial_setting(self) -> str | None:
+        """The Trainer's own precision (the baseline)."""
+        return self.baseline
 
     @property
     def busy(self) -> bool:
@@ -253,17 +260,16 @@ class AdaptivePrecision(Callback):
         policy = self.policy
         if policy is None:
             return False
-        if policy.plan:
+        if policy.plan_position is not None:  # a plan is running (cheap: read every batch)
             return True
-        candidates = [p for p in policy.supported if p != policy.current_precision]
-        return bool(candidates) and not self._first_plan_done
+        return not self._first_plan_done and any(p != policy.current_precision for p in policy.supported)
 
     # -- setup ---------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not) and attach the shared EnergyMonitor."""
         if stage != "fit":
             return
-        check_strategy(trainer, "AdaptivePrecision")
+        check_strategy(trainer, self.display_name)
         if not pl_module.automatic_optimization:
             raise AdaptationUnsupportedError(
                 "AdaptivePrecision needs automatic optimization: with manual optimization the callback "
@@ -301,7 +307,7 @@ class AdaptivePrecision(Callback):
             self.current = name
         if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
             self._scaler = plugin.scaler
-        self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
+        self.attach(trainer)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Apply a restored precision (and GradScaler state) before Lightning restores the plugin.
@@ -320,44 +326,37 @@ class AdaptivePrecision(Callback):
         self._supported = tuple(
             p for p in PRECISIONS if p in self._supported or p in (self.baseline, self.current)
         )
-        state = self._pending_state
-        if state is not None and state.get("scaler") is not None:
-            self._get_scaler().load_state_dict(state["scaler"])
+        if self._restored_scaler is not None:
+            self._get_scaler().load_state_dict(self._restored_scaler)
+            self._restored_scaler = None
         if self.current is not None and self.current != trainer.strategy.precision_plugin.precision:
             self._swap(trainer, self.current)
             rank_zero_info(f"lightning_green: AdaptivePrecision resumed in {self.current}")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Build the policy once the energy source is known (collective: every rank is here)."""
-        assert self._monitor is not None
-        _, _, _, source = self._monitor.measure(trainer)
-        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(source)
+        """Build the policy (with a restored state) once the energy source is known (collective)."""
+        self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
-        policy = PrecisionPolicy(
-            self._supported,
-            initial_precision=self.baseline,
-            # The callback sizes each record to window_s from the measured step time, and each
-            # record is one policy window: a duration floor in the policy would merge a record
-            # that came out slightly short with the next one and double a probe's cost.
-            min_window_s=0.0,
-            **self._policy_kwargs,
-        )
-        if self._pending_state is not None and self._pending_state.get("policy") is not None:
-            policy.load_state_dict(self._pending_state["policy"])
-        elif self.policy is not None:  # a second fit with the same callback: carry on
-            policy = self.policy
-        self._pending_state = None
-        self.policy = policy
-        self._last_global_step = trainer.global_step
-        self._window = TrainingWindow()
-        self._window.target_steps = max(policy.window_steps, 1)
-        self._publish(trainer)
+        if self.policy is None:  # else a second fit with the same callback: carry on
+            self.policy = self._new_policy(self._supported, self.baseline)
+            if self._restored_policy is not None:
+                self.policy.load_state_dict(self._restored_policy)
+        self._restored_policy = None
+        self._window.target_steps = max(self.policy.window_steps, 1)
+        self._scale_start = self._read_scale()
+        self.publish_state(trainer)
 
     # -- the plugin ----------------------------------------------------------------------------------
     def _get_scaler(self) -> Any:
         if self._scaler is None:
             self._scaler = torch.amp.GradScaler(device=self._device_type)
         return self._scaler
+
+    def _read_scale(self) -> float | None:
+        """The GradScaler's scale under ``16-mixed`` (a device sync: window boundaries only), else None."""
+        if self.current != "16-mixed" or self._scaler is None:
+            return None
+        return float(self._scaler.get_scale())
 
     def _plugin_for(self, precision: str) -> Precision:
         original = self._original_plugin
@@ -372,21 +371,15 @@ class AdaptivePrecision(Callback):
     def _swap(self, trainer: pl.Trainer, precision: str) -> None:
         trainer.strategy.precision_plugin = self._plugin_for(precision)
         self.current = precision
-        self._scale_before = None
+        self._scale_start = self._read_scale()
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Resume the measurement window."""
-        if self.policy is None or self._monitor is None:
-            return
-        if not self._active:
-            self._last_global_step = trainer.global_step
-            self._active = True
-        self._window.resume(trainer, self._monitor)
-        if self.current == "16-mixed" and self._scaler is not None and self._scale_before is None:
-            self._scale_before = float(self._scaler.get_scale())
+        if self.policy is not None and self._monitor is not None:
+            self.resume_window(trainer)
 
     def on_before_optimizer_step(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
@@ -410,25 +403,30 @@ class AdaptivePrecision(Callback):
         """Count the batch; after an optimizer step, close a due window and apply the decision."""
         if not self._active or self.policy is None:
             return
-        self._window.add_batch(batch_size_of(batch), loss_of(outputs))
-        if trainer.global_step == self._last_global_step:
+        self._window.add_batch(count_samples(batch), loss_of(outputs))
+        if not self.optimizer_stepped(trainer):
             return  # inside a gradient-accumulation cycle: never switch here
-        self._last_global_step = trainer.global_step
         self._window.end_step()
-        if self.current == "16-mixed" and self._scaler is not None:
-            scale = float(self._scaler.get_scale())
-            if self._scale_before is not None and scale < self._scale_before:
-                self._overflows += 1
-            self._scale_before = scale
         if self._window.due:
-            self._close_window(trainer, pl_module)
+            self._close_window(trainer)
 
-    def _close_window(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _overflows_since_window_start(self) -> int:
+        """GradScaler overflows in the window now closing, from its scale at both ends (one sync)."""
+        start, end = self._scale_start, self._read_scale()
+        self._scale_start = end
+        if start is None or end is None or not (0 < end < start):
+            return 0
+        backoff = float(self._scaler.get_backoff_factor())
+        if not 0 < backoff < 1:
+            return 0
+        return max(0, round(math.log(end / start) / math.log(backoff)))
+
+    def _close_window(self, trainer: pl.Trainer) -> None:
         policy = self.policy
         assert policy is not None and self._monitor is not None and self.current is not None
         world = max(int(trainer.world_size), 1)
-        record = self._window.close(trainer, self._monitor, extras=[float(self._overflows)])
-        self._overflows = 0
+        overflows_local = self._overflows_since_window_start()
+        record = self._window.close(trainer, self._monitor, extras=[float(overflows_local)])
         overflows = round(record.extras[0] / world)
         precision = self.current
         position = policy.plan_position
@@ -451,8 +449,6 @@ class AdaptivePrecision(Callback):
             )
             self._step_s = record.duration_s / record.steps
         decision = policy.decide(trainer.current_epoch)
-        # Every rank decided from the same numbers; check it (one tiny collective per window)
-        # rather than train ranks in different precisions.
         agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
         if policy.step >= policy.start_step and not policy.plan:
             self._first_plan_done = True
@@ -479,39 +475,36 @@ class AdaptivePrecision(Callback):
             return
         if changed:
             self._swap(trainer, decision.precision)
-        entry = {
-            "epoch": int(trainer.current_epoch),
-            "step": int(trainer.global_step),
-            "from": previous,
-            "to": decision.precision,
-            "reason": decision.reason.value,
-            "details": jsonable(decision.details),
-        }
-        self.history.append(entry)
-        del self.history[:-500]
+        self.record(
+            {
+                "epoch": int(trainer.current_epoch),
+                "step": int(trainer.global_step),
+                "from": previous,
+                "to": decision.precision,
+                "reason": decision.reason.value,
+                "details": jsonable(decision.details),
+            }
+        )
         if changed:
             rank_zero_info(
-                f"lightning_green: precision {previous} -> {decision.precision} at epoch {entry['epoch']} "
-                f"step {entry['step']} ({decision.reason.value})"
+                f"lightning_green: precision {previous} -> {decision.precision} at epoch "
+                f"{trainer.current_epoch} step {trainer.global_step} ({decision.reason.value})"
             )
-        self._publish(trainer)
-
-    def _publish(self, trainer: pl.Trainer) -> None:
-        """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
-        publish(
-            trainer,
-            self._monitor,
-            self.summary_fields(),
-            (TAG_PRECISION, self.current),
-            (TAG_PRECISION_SWITCHES, self.history),
-        )
+        self.publish_state(trainer)
 
     def summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the precision, switches, probing cost."""
-        base_j = self.policy.j_per_sample().get(self.baseline or "") if self.policy is not None else None
+        """What goes into the end-of-run summary: the precision, switches, probing cost.
+
+        The joules carry the PUE, like the summary's energy totals: ``precision_probe_j`` is
+        the energy of the probe windows of non-baseline precisions, ``precision_probe_extra_j``
+        what they cost beyond the same samples at the baseline's joules per sample.
+        """
+        pue = self.pue()
+        j_per_sample = self.policy.j_per_sample() if self.policy is not None else {}
+        base_j = j_per_sample.get(self.baseline or "")
         extra = None
         if base_j is not None:
-            extra = sum(
+            extra = pue * sum(
                 self.probe_energy_j[p] - self.probe_samples.get(p, 0) * base_j for p in self.probe_energy_j
             )
         return {
@@ -519,16 +512,11 @@ class AdaptivePrecision(Callback):
             "precision_initial": self.baseline,
             "precision_switches": switch_text(switches(self.history)),
             "precision_adaptations": jsonable(self.history),
-            "precision_j_per_sample": jsonable(self.policy.j_per_sample()) if self.policy is not None else {},
-            "precision_probe_j": sum(self.probe_energy_j.values()),
+            "precision_j_per_sample": jsonable({p: j * pue for p, j in j_per_sample.items()}),
+            "precision_probe_j": pue * sum(self.probe_energy_j.values()),
             "precision_probe_extra_j": extra,
             "precision_skipped_steps": self.skipped_steps,
         }
-
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Validation is not training: pause the window."""
-        if self._active and self._monitor is not None and not trainer.sanity_checking:
-            self._window.pause(trainer, self._monitor)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
@@ -540,32 +528,18 @@ class AdaptivePrecision(Callback):
                 on_epoch=True,
                 logger=bool(trainer.loggers),
             )
-        if self._monitor is not None:
-            self._window.pause(trainer, self._monitor)  # a collective only when running: same on all ranks
-
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
-        self._publish(trainer)
-        fields = self.summary_fields()
-        write_adaptations(trainer, "precision", fields)
-        if trainer.global_rank == 0:
-            rank_zero_info(
-                f"lightning_green: precision {self.baseline} -> {self.current}; switches: "
-                f"{fields['precision_switches'] or 'none'}"
-            )
+        self.pause_window(trainer)
 
     # -- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Policy state, current and baseline precision, GradScaler state, history, probing cost."""
-        policy_state = self.policy.state_dict() if self.policy is not None else None
-        if policy_state is None and self._pending_state is not None:
-            policy_state = self._pending_state.get("policy")
+        scaler = self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
         return {
-            "version": _STATE_VERSION,
-            "policy": policy_state,
+            "version": self.state_version,
+            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
             "baseline": self.baseline,
             "current": self.current,
-            "scaler": self._scaler.state_dict() if self._scaler is not None else None,
+            "scaler": scaler,
             "history": [dict(h) for h in self.history],
             "probe_energy_j": dict(self.probe_energy_j),
             "probe_samples": dict(self.probe_samples),
@@ -574,15 +548,12 @@ class AdaptivePrecision(Callback):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the precision is applied at fit start.
+        """Restore a :meth:`state_dict`: the precision applied at fit start, the policy built at train start.
 
         Raises:
             ValueError: For a state of another version.
         """
-        if state_dict.get("version") != _STATE_VERSION:
-            raise ValueError(
-                f"AdaptivePrecision state version must be {_STATE_VERSION}, got {state_dict.get('version')!r}"
-            )
+        self.check_state_version(state_dict)
         self.baseline = state_dict["baseline"]
         self.current = state_dict["current"]
         self.history = [dict(h) for h in state_dict.get("history", [])]
@@ -590,7 +561,6 @@ class AdaptivePrecision(Callback):
         self.probe_samples = {str(k): int(v) for k, v in state_dict.get("probe_samples", {}).items()}
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self._first_plan_done = bool(state_dict.get("first_plan_done", False))
-        self._pending_state = dict(state_dict)
-        if self.policy is not None and state_dict.get("policy") is not None:
-            self.policy.load_state_dict(state_dict["policy"])
-            self._pending_state.pop("policy")
+        self.policy = None
+        self._restored_policy = state_dict.get("policy")
+        self._restored_scaler = state_dict.get("scaler")

@@ -17,13 +17,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
 
+from lightning_green import keys
 from lightning_green.callbacks import _loggers
 from lightning_green.callbacks._schedules import epochs_until_lr_decay
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
-
-TAG_STOP_REASON = "lightning_green.stop_reason"
-"""MLflow tag holding the :class:`StopReason` value when the callback stopped the run."""
 
 _DEFAULTS = StoppingConfig()
 _LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
@@ -32,6 +31,13 @@ _FIT_POINTS = 50
 
 def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> float | None:
+    batches = trainer.num_training_batches
+    if not batches or not math.isfinite(batches):
+        return None
+    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
 
 
 def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = None) -> dict[str, Any]:
@@ -190,6 +196,8 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
         self._energy: EnergyMonitor | None = None
+        self._inputs_logged = False
+        self._pending_metrics: dict[str, float] = {}
 
     # -- wiring -------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -210,10 +218,6 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         logs = trainer.callback_metrics
         if trainer.fast_dev_run or not self._validate_condition_metric(logs):
             return
-        if self._energy is None:  # fit set-up ran without us (a trainer re-used oddly): attach now
-            self._energy = EnergyMonitor.for_trainer(
-                trainer, requester=self, monitor=self.monitor, mode=self.mode
-            )
         pl_module = trainer.lightning_module
         if self._check_on_train_epoch_end:
             cost_kwh = self._energy.close_epoch(trainer, pl_module).total_kwh
@@ -221,15 +225,19 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             cost_kwh = self._energy.cumulative_kwh(trainer)
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
-        decision = self.policy.update(
-            metric,
-            cost_kwh,
-            epoch=trainer.current_epoch,
-            max_epochs=self._horizon_epochs(trainer),
-            epochs_until_lr_decay=epochs_until_lr_decay(
-                trainer.lr_scheduler_configs, trainer.num_training_batches
-            ),
+        if self._check_on_train_epoch_end and self._energy.monitor == self.monitor:
+            # A metric the module logged in its own on_train_epoch_end reached us only now.
+            self._energy.attach_metric(trainer, pl_module, metric)
+        horizon = self._horizon_epochs(trainer)
+        lr_hint = epochs_until_lr_decay(
+            trainer.lr_scheduler_configs,
+            _optimizer_steps_per_epoch(trainer),
+            epoch_done=bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", True)),
         )
+        decision = self.policy.update(
+            metric, cost_kwh, epoch=trainer.current_epoch, max_epochs=horizon, epochs_until_lr_decay=lr_hint
+        )
+        self._record_inputs(trainer, horizon, lr_hint)
         # Bit-identical on every rank by construction; the broadcast guards against platforms
         # whose floating point differs (multi-node with mixed hardware).
         should_stop, reason = trainer.strategy.broadcast(
@@ -242,6 +250,19 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         if should_stop:
             self._stop(trainer, StopReason(reason), decision)
         self._energy.add_summary_fields(**self._summary_fields())
+
+    def _record_inputs(self, trainer: pl.Trainer, horizon: int | None, lr_hint: int | None) -> None:
+        """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
+
+        The planned horizon goes into the run parameter ``lightning_green.max_epochs`` (``none``
+        without a plan) and each check's ``epochs_until_lr_decay`` into the metric
+        ``energy/epochs_until_lr_decay`` (at the step of the check; absent when there was none).
+        """
+        if not self._inputs_logged and trainer.global_rank == 0:
+            self._inputs_logged = True
+            _loggers.log_params(trainer, {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon})
+        if lr_hint is not None:
+            self._pending_metrics[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
 
     def _horizon_epochs(self, trainer: pl.Trainer) -> int | None:
         """The planned length of the run in epochs, or None when there is no plan.
@@ -273,7 +294,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             self._log_info(trainer, decision.message, self.log_rank_zero_only)
         if trainer.global_rank == 0:
             _loggers.set_tags(
-                trainer, {TAG_STOP_REASON: reason.value, "lightning_green.stopped_epoch": self.stopped_epoch}
+                trainer, {TAG_STOP_REASON: reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
             )
 
     def _log_decision(
@@ -282,19 +303,20 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         metrics = {
             key: float(value)
             for key, value in (
-                ("energy/gain_per_kwh", decision.gain_per_kwh),
-                ("energy/projected_gain", decision.projected_gain),
-                ("energy/projected_gain_per_kwh", decision.projected_gain_per_kwh),
+                (keys.GAIN_PER_KWH, decision.gain_per_kwh),
+                (keys.PROJECTED_GAIN, decision.projected_gain),
+                (keys.PROJECTED_GAIN_PER_KWH, decision.projected_gain_per_kwh),
             )
             if value is not None and math.isfinite(value)
         }
+        metrics.update(self._pending_metrics)
+        self._pending_metrics = {}
         if not metrics or not trainer.loggers:
             return
         if self._check_on_train_epoch_end:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
-            for logger in _loggers.ordered_loggers(trainer):
-                logger.log_metrics(metrics, step=trainer.global_step)
+            _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
     def _summary_fields(self) -> dict[str, Any]:
         decision = self.last_decision

@@ -10,7 +10,6 @@ what comes back through ``LightningModule.log`` (so every attached logger, the p
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +19,9 @@ import torch
 from pytorch_lightning.callbacks import Callback, EarlyStopping
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.data import extract_batch_size
+from pytorch_lightning.utilities.model_helpers import is_overridden
 
+from lightning_green import keys
 from lightning_green.callbacks import _loggers
 from lightning_green.callbacks._distributed import local_rank_pids, sum_across_ranks
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
@@ -29,6 +30,7 @@ from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.meter import EnergyMeter
 from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.units import j_to_kwh
+from lightning_green.keys import PARAM_ENERGY_SOURCE, marginal_key
 from lightning_green.report import (
     PLOT_FILENAME,
     SUMMARY_FILENAME,
@@ -41,22 +43,9 @@ from lightning_green.report import (
 SOURCES: tuple[str, ...] = ("nvml", "nvml-sampled", "rapl", "estimate")
 """Energy source labels, in the order they are joined."""
 
-PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
-"""Run parameter recording where the energy figures came from."""
-
 
 class MonitorNotLoggedError(RuntimeError):
     """The monitored metric was not logged; the message lists the metrics that were."""
-
-
-def marginal_key(monitor: str) -> str:
-    """The logged name of the marginal gain of ``monitor`` per kWh.
-
-    Example:
-        >>> marginal_key("val_acc")
-        'energy/marginal_val_acc_per_kwh'
-    """
-    return f"energy/marginal_{monitor}_per_kwh"
 
 
 def count_samples(batch: Any) -> int:
@@ -168,9 +157,12 @@ class EnergyMonitor(Callback):
             raise ValueError(
                 f"step_interval must be an integer >= 0 (0 = per epoch only), got {step_interval!r}"
             )
+        for name, flag in (("strict", strict), ("prog_bar", prog_bar), ("summary", summary)):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
         self.monitor = monitor
         self.mode: Literal["min", "max"] = mode
-        self.strict = bool(strict)
+        self.strict = strict
         self.pue = validate_pue(pue)
         self.carbon_intensity_g_per_kwh, self.carbon_intensity_origin = resolve_carbon_intensity_g_per_kwh(
             carbon_intensity_g_per_kwh, region
@@ -181,8 +173,8 @@ class EnergyMonitor(Callback):
         )
         self.sampling_interval_s = float(sampling_interval_s)
         self.step_interval = step_interval
-        self.prog_bar = bool(prog_bar)
-        self.summary = bool(summary)
+        self.prog_bar = prog_bar
+        self.summary = summary
 
         self.ledger = EnergyLedger(self.pue, self.carbon_intensity_g_per_kwh, mode)
         self.energy_source: str | None = None
@@ -198,8 +190,9 @@ class EnergyMonitor(Callback):
         self._samples_local = 0
         self._val_ran = False
         self._closed: EpochEnergy | None = None
+        self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
         self._closed_key: tuple[int, int] | None = None
-        self._step_mark: tuple[float, int] | None = None  # (measured_j, global_step)
+        self._step_mark: tuple[float, int, float] | None = None  # (energy_j, global_step, monotonic_s)
         self._summary_extras: dict[str, Any] = {}
 
     # -- identity and sharing -----------------------------------------------------------------------
@@ -323,7 +316,7 @@ class EnergyMonitor(Callback):
         )
         if self._meter is not None:
             self._meter.start()
-        self.ledger.begin(measured_j=0.0, faults=0)
+        self.ledger.begin()
         self._boundary_s = time.monotonic()
         self._samples_local = 0
         self._ready = True
@@ -342,16 +335,21 @@ class EnergyMonitor(Callback):
     ) -> None:
         """Count samples; every ``step_interval`` steps log the energy per step."""
         self._samples_local += count_samples(batch)
-        if self.step_interval and self._ready and trainer.global_step % self.step_interval == 0:
-            self._log_step_energy(trainer, pl_module)
+        if self.step_interval and self._ready:
+            step = trainer.global_step
+            due = step % self.step_interval == 0
+            if due and (self._step_mark is None or step != self._step_mark[1]):  # once per optimizer step
+                self._log_step_energy(trainer, pl_module)
 
     def _log_step_energy(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         measured_j, _, _, _ = self.measure(trainer)
-        now = (self.pue * measured_j, trainer.global_step)
+        now = (self.pue * measured_j, trainer.global_step, time.monotonic())
         if self._step_mark is not None and now[1] > self._step_mark[1]:
-            steps = now[1] - self._step_mark[1]
-            step_j = (now[0] - self._step_mark[0]) / steps
-            pl_module.log("energy/step_j", step_j, on_step=True, on_epoch=False, logger=bool(trainer.loggers))
+            energy_j = now[0] - self._step_mark[0]
+            metrics = {keys.STEP_J: energy_j / (now[1] - self._step_mark[1])}
+            if now[2] > self._step_mark[2]:
+                metrics[keys.STEP_POWER_W] = energy_j / (now[2] - self._step_mark[2])
+            pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=bool(trainer.loggers))
         self._step_mark = now
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -380,26 +378,34 @@ class EnergyMonitor(Callback):
         key = (trainer.current_epoch, trainer.global_step)
         if self._closed is not None and self._closed_key == key:
             return self._closed
-        metric_local = self._read_metric(trainer)
+        # A metric the module logs in its own on_train_epoch_end is written after this hook (Lightning
+        # calls plain callbacks first): read later, when it is fresh (see _resolve_deferred_metric).
+        defer = self.monitor is not None and is_overridden("on_train_epoch_end", pl_module)
+        metric_local = None if defer else self._read_metric(trainer)
         is_rank0 = trainer.global_rank == 0
         vector = self._local_vector(trainer)
         # Rank 0's metric and clock reach every rank through the same sum: identical ledgers.
         now = time.monotonic()
+        baseline = self.ledger.baseline_metric
         rank0_only = [
             metric_local if metric_local is not None else 0.0,
             1.0 if metric_local is not None else 0.0,
             1.0 if self._val_ran else 0.0,
             now - self._boundary_s,
+            baseline if baseline is not None else 0.0,
+            1.0 if baseline is not None else 0.0,
         ]
         vector += [v if is_rank0 else 0.0 for v in rank0_only]
         values = sum_across_ranks(trainer, vector)
         measured_j, faults, samples = values[0], int(values[1]), int(values[2])
         source = _source_label(values[3 : 3 + len(SOURCES)])
-        metric_sum, has_metric, val_ran, duration_s = values[3 + len(SOURCES) :]
+        metric_sum, has_metric, val_ran, duration_s, baseline_sum, has_baseline = values[3 + len(SOURCES) :]
+        if not self.ledger.history:  # the first epoch's gain is measured from rank 0's baseline
+            self.ledger.baseline_metric = baseline_sum if has_baseline > 0 else None
         metric = metric_sum if has_metric > 0 else None
         if metric is not None and not math.isfinite(metric):
             metric = None
-        if self.monitor is not None and has_metric == 0:
+        if self.monitor is not None and has_metric == 0 and not defer:
             self._missing_monitor(trainer, val_ran > 0)
 
         record = self.ledger.close_epoch(
@@ -417,7 +423,34 @@ class EnergyMonitor(Callback):
         self.energy_source = source
         self._log_epoch(trainer, pl_module, record)
         self._closed, self._closed_key = record, key
+        self._deferred = (trainer.global_step, val_ran > 0) if defer else None
         return record
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Pick up a deferred metric of the previous epoch (now fresh in ``callback_metrics``)."""
+        self._resolve_deferred_metric(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Pick up a deferred metric of the last epoch before the summary."""
+        self._resolve_deferred_metric(trainer)
+
+    def _resolve_deferred_metric(self, trainer: pl.Trainer) -> None:
+        if self._deferred is None:
+            return
+        step, val_ran = self._deferred
+        self._deferred = None
+        metric_local = self._read_metric(trainer)
+        is_rank0 = trainer.global_rank == 0
+        has_local = is_rank0 and metric_local is not None
+        metric_sum, has_metric = sum_across_ranks(
+            trainer, [metric_local if has_local else 0.0, float(has_local)]
+        )
+        if has_metric == 0:
+            self._missing_monitor(trainer, val_ran)
+            return
+        record = self.ledger.attach_metric(metric_sum)
+        if record.marginal_per_kwh is not None and is_rank0 and trainer.loggers:
+            _loggers.log_metrics(trainer, {marginal_key(self.monitor): record.marginal_per_kwh}, step=step)
 
     def _read_metric(self, trainer: pl.Trainer) -> float | None:
         if self.monitor is None:
@@ -442,20 +475,48 @@ class EnergyMonitor(Callback):
             self._warned_missing = True
             rank_zero_warn(message + "; its gain per kWh is not logged (strict=False).")
 
+    def attach_metric(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> None:
+        """Give the epoch just closed its monitored metric when it was logged after the close.
+
+        Called by :class:`EnergyAwareEarlyStopping` (which runs after the LightningModule's
+        ``on_train_epoch_end``) with the value it decided on, identical on every rank. Does
+        nothing when the epoch already has its metric.
+
+        Args:
+            trainer: The trainer.
+            pl_module: The module (for logging the gain per kWh).
+            value: The metric at the end of the epoch.
+        """
+        if self._deferred is None or self._closed_key != (trainer.current_epoch, trainer.global_step):
+            return
+        self._deferred = None
+        if not math.isfinite(value):
+            return
+        record = self.ledger.attach_metric(value)
+        self._closed = record
+        if record.marginal_per_kwh is not None:
+            pl_module.log(
+                marginal_key(self.monitor),
+                record.marginal_per_kwh,
+                on_step=False,
+                on_epoch=True,
+                logger=bool(trainer.loggers),
+            )
+
     def _log_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, record: EpochEnergy) -> None:
         metrics: dict[str, float] = {
-            "energy/epoch_kwh": record.energy_kwh,
-            "energy/avg_power_w": record.avg_power_w,
-            "energy/samples_per_j": record.samples_per_j,
+            keys.EPOCH_KWH: record.energy_kwh,
+            keys.AVG_POWER_W: record.avg_power_w,
+            keys.SAMPLES_PER_J: record.samples_per_j,
         }
         if record.co2_kg is not None:
-            metrics["energy/co2_kg"] = record.co2_kg
+            metrics[keys.CO2_KG] = record.co2_kg
         if self.monitor is not None and record.marginal_per_kwh is not None:
             metrics[marginal_key(self.monitor)] = record.marginal_per_kwh
         to_loggers = bool(trainer.loggers)
         pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=to_loggers, prog_bar=False)
         pl_module.log(
-            "energy/total_kwh",
+            keys.TOTAL_KWH,
             record.total_kwh,
             on_step=False,
             on_epoch=True,
@@ -464,12 +525,12 @@ class EnergyMonitor(Callback):
         )
         if trainer.global_rank == 0 and not self._source_logged:
             self._source_logged = True
-            params: dict[str, Any] = {PARAM_ENERGY_SOURCE: record.source, "lightning_green.pue": self.pue}
+            params: dict[str, Any] = {PARAM_ENERGY_SOURCE: record.source, keys.PARAM_PUE: self.pue}
             if self.monitor is not None:
-                params["lightning_green.monitor"] = self.monitor
-                params["lightning_green.mode"] = self.mode
+                params[keys.PARAM_MONITOR] = self.monitor
+                params[keys.PARAM_MODE] = self.mode
             if self.carbon_intensity_g_per_kwh is not None:
-                params["lightning_green.carbon_intensity_g_per_kwh"] = self.carbon_intensity_g_per_kwh
+                params[keys.PARAM_CARBON_INTENSITY] = self.carbon_intensity_g_per_kwh
             _loggers.log_params(trainer, params)
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -488,27 +549,30 @@ class EnergyMonitor(Callback):
             carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
             monitor=self.monitor,
             mode=self.mode,
-            extra=dict(self._summary_extras),
+            extra={"carbon_intensity_origin": self.carbon_intensity_origin, **self._summary_extras},
         )
         if trainer.global_rank != 0:
             return
-        tags = {"lightning_green.partial": str(partial).lower(), PARAM_ENERGY_SOURCE: source}
+        tags = {keys.TAG_PARTIAL: str(partial).lower(), PARAM_ENERGY_SOURCE: source}
         _loggers.set_tags(trainer, tags)
         if not self.summary:
             return
         rank_zero_info(format_summary(self.last_summary))
-        out_dir = _loggers.output_dir(trainer)
-        self.summary_path = write_summary_json(self.last_summary, out_dir / SUMMARY_FILENAME)
-        _loggers.log_artifact(trainer, self.summary_path)
         try:
-            self.plot_path = plot_summary(self.last_summary, out_dir / PLOT_FILENAME)
-        except ImportError:
-            rank_zero_info(
-                "lightning_green: matplotlib is not installed, so no energy plot was drawn "
-                "(pip install 'lightning_green[plot]')."
-            )
-        else:
-            _loggers.log_artifact(trainer, self.plot_path)
+            out_dir = _loggers.output_dir(trainer)
+            self.summary_path = write_summary_json(self.last_summary, out_dir / SUMMARY_FILENAME)
+            _loggers.log_artifact(trainer, self.summary_path)
+            try:
+                self.plot_path = plot_summary(self.last_summary, out_dir / PLOT_FILENAME)
+            except ImportError:
+                rank_zero_info(
+                    "lightning_green: matplotlib is not installed, so no energy plot was drawn "
+                    "(pip install 'lightning_green[plot]')."
+                )
+            else:
+                _loggers.log_artifact(trainer, self.plot_path)
+        except Exception as err:  # the report must never fail a finished run
+            rank_zero_warn(f"lightning_green: could not write the energy report: {err!r}")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Stop the meters (their threads and library handles)."""
@@ -529,14 +593,31 @@ class EnergyMonitor(Callback):
     # -- persistence --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Energy totals and history, so a resumed run continues the series."""
-        return {
-            "ledger": self.ledger.state_dict(),
-            "energy_source": self.energy_source,
-            "monitor": self.monitor,
-            "pid": os.getpid(),
+        return {"ledger": self.ledger.state_dict(), "energy_source": self.energy_source}
+
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Add the energy of the epoch in progress, so a resume from a mid-epoch checkpoint keeps it.
+
+        Lightning saves checkpoints on every rank (``dump_checkpoint``), so the sum is safe.
+        """
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is None or not self._ready:
+            return
+        measured_j, _, samples, _ = self.measure(trainer)
+        state["open_epoch"] = {
+            "energy_j": max(0.0, self.ledger.total_j_at(measured_j) - self.ledger.total_j),
+            "samples": samples,
+            "duration_s": time.monotonic() - self._boundary_s,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Continue from a checkpoint: later epochs add to the restored total."""
         self.ledger.load_state_dict(state_dict["ledger"])
         self.energy_source = state_dict.get("energy_source")
+        open_epoch = state_dict.get("open_epoch")
+        if open_epoch:
+            self.ledger.carry_open_epoch(
+                open_epoch["energy_j"], open_epoch["samples"], open_epoch["duration_s"]
+            )

@@ -10,7 +10,7 @@ monitored metric per kWh. Its state is plain data, so a resumed run continues th
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from lightning_green.energy.carbon import co2_kg
@@ -104,7 +104,7 @@ class EnergyLedger:
 
     Example:
         >>> ledger = EnergyLedger(pue=1.5, carbon_intensity_g_per_kwh=400.0, mode="max")
-        >>> ledger.begin(measured_j=0.0, faults=0)
+        >>> ledger.begin()
         >>> rec = ledger.close_epoch(0, measured_j=2.4e6, faults=0, samples=1000, duration_s=60.0,
         ...                          source="estimate", metric=50.0)
         >>> round(rec.energy_kwh, 6), round(rec.co2_kg, 6)
@@ -125,25 +125,26 @@ class EnergyLedger:
         self.offset_j = 0.0  # energy of earlier processes of this run (restored on resume)
         self.baseline_metric: float | None = None  # metric before the first epoch, when known
         self.partial_before = False  # a restored run that was already partial
-        self._measured0_j = 0.0  # measured figure at begin() (this process)
         self._last_total_j = 0.0
         self._last_faults = 0
+        # An epoch a checkpoint caught open (saved before the epoch was closed): its energy is
+        # in offset_j, its samples and time are added when the epoch closes after the resume.
+        self._carry_samples = 0
+        self._carry_duration_s = 0.0
 
     # -- feeding -------------------------------------------------------------------------------
-    def begin(self, measured_j: float, faults: int) -> None:
-        """Mark the start of this process's accounting.
+    def begin(self) -> None:
+        """Start this process's accounting on meters that were just started (reading zero).
 
-        Args:
-            measured_j: The cumulative measured figure now (usually 0 right after start).
-            faults: The cumulative fault count now.
+        The run's total so far (a restored checkpoint's, or an earlier ``fit`` with the same
+        ledger) is kept: later epochs add to it.
         """
-        self._measured0_j = measured_j
-        self._last_total_j = self.offset_j
-        self._last_faults = faults
+        self.offset_j = self._last_total_j
+        self._last_faults = 0
 
     def total_j_at(self, measured_j: float) -> float:
         """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
-        return self.offset_j + self.pue * max(0.0, measured_j - self._measured0_j)
+        return self.offset_j + self.pue * max(0.0, measured_j)
 
     def close_epoch(
         self,
@@ -173,26 +174,59 @@ class EnergyLedger:
         total_j = max(self._last_total_j, self.total_j_at(measured_j))
         energy_j = total_j - self._last_total_j
         partial = faults > self._last_faults
-        previous = self.history[-1].metric if self.history else self.baseline_metric
-        marginal = None
-        if metric is not None and previous is not None:
-            marginal = marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
         record = EpochEnergy(
             epoch=int(epoch),
             energy_j=energy_j,
             total_j=total_j,
-            duration_s=float(duration_s),
-            samples=int(samples),
+            duration_s=float(duration_s) + self._carry_duration_s,
+            samples=int(samples) + self._carry_samples,
             source=source,
             partial=partial,
             metric=metric,
-            marginal_per_kwh=marginal,
+            marginal_per_kwh=self._marginal(metric, energy_j, self.history),
             co2_kg=self.co2_kg(total_j),
         )
         self.history.append(record)
         self._last_total_j = total_j
         self._last_faults = faults
+        self._carry_samples, self._carry_duration_s = 0, 0.0
         return record
+
+    def attach_metric(self, metric: float) -> EpochEnergy:
+        """Give the last closed epoch its metric when it was logged after the epoch was closed.
+
+        Args:
+            metric: The monitored metric at the end of that epoch.
+
+        Returns:
+            The updated record (also replaced in :attr:`history`).
+
+        Raises:
+            IndexError: When no epoch was closed yet.
+        """
+        last = self.history[-1]
+        value = float(metric) if math.isfinite(metric) else None
+        marginal = self._marginal(value, last.energy_j, self.history[:-1])
+        self.history[-1] = replace(last, metric=value, marginal_per_kwh=marginal)
+        return self.history[-1]
+
+    def _marginal(self, metric: float | None, energy_j: float, before: list[EpochEnergy]) -> float | None:
+        previous = before[-1].metric if before else self.baseline_metric
+        if metric is None or previous is None:
+            return None
+        return marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
+
+    def carry_open_epoch(self, energy_j: float, samples: int, duration_s: float) -> None:
+        """Continue an epoch that a checkpoint caught open, after restoring that checkpoint.
+
+        Args:
+            energy_j: Energy the epoch had used when the checkpoint was saved (PUE applied).
+            samples: Training samples it had processed.
+            duration_s: Time it had run.
+        """
+        self.offset_j += max(0.0, energy_j)
+        self._carry_samples += int(samples)
+        self._carry_duration_s += max(0.0, duration_s)
 
     # -- derived ---------------------------------------------------------------------------------
     @property

@@ -11,12 +11,86 @@ import threading
 import time
 import warnings
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from lightning_green.energy.readings import EnergyReading
 
 
 class EnergyMeasurementWarning(UserWarning):
     """A meter could not measure something; the affected readings are marked partial."""
+
+
+class PeriodicWorker:
+    """A daemon thread calling ``fn`` every ``interval_s`` seconds until :meth:`stop`.
+
+    The meters' background work (the NVML power sampler, the RAPL wrap poller): an exception
+    escaping ``fn`` ends the thread but is kept, and :meth:`reap` hands it to the meter's next
+    read, which counts the fault and calls :meth:`ensure` to start a fresh thread.
+
+    Args:
+        name: The thread's name.
+        fn: Called in the thread every ``interval_s`` seconds (first call after one interval).
+        interval_s: Seconds between calls.
+
+    Example:
+        >>> import threading
+        >>> ticked = threading.Event()
+        >>> worker = PeriodicWorker("example", ticked.set, 0.001)
+        >>> worker.ensure()
+        >>> ticked.wait(5.0), worker.alive
+        (True, True)
+        >>> worker.stop()
+        >>> worker.alive, worker.reap()
+        (False, None)
+    """
+
+    def __init__(self, name: str, fn: Callable[[], object], interval_s: float) -> None:
+        self.name = name
+        self.fn = fn
+        self.interval_s = float(interval_s)
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self._stop = threading.Event()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread is running."""
+        return self.thread is not None and self.thread.is_alive()
+
+    def ensure(self) -> None:
+        """Start the thread unless it is running (a dead one is replaced)."""
+        if self.alive:
+            return
+        self._stop = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._run, args=(self._stop,), name=self.name, daemon=True)
+        self.thread.start()
+
+    def reap(self) -> BaseException | None:
+        """The exception that ended the thread on its own, or None while it runs or after :meth:`stop`.
+
+        A dead thread is forgotten, so the next :meth:`ensure` starts a new one.
+        """
+        thread = self.thread
+        if thread is None or thread.is_alive() or self._stop.is_set():
+            return None
+        self.thread = None
+        return self.error if self.error is not None else RuntimeError(f"{self.name} thread ended")
+
+    def stop(self, timeout_s: float | None = None) -> None:
+        """Stop the thread and wait for it (default: ``max(2 s, 5 intervals)``). Safe to repeat."""
+        thread = self.thread
+        self._stop.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=max(2.0, 5 * self.interval_s) if timeout_s is None else timeout_s)
+        self.thread = None
+
+    def _run(self, stop: threading.Event) -> None:
+        try:
+            while not stop.wait(self.interval_s):
+                self.fn()
+        except BaseException as err:  # kept for reap(): the meter's next read reports it and restarts
+            self.error = err
 
 
 class EnergyMeter(ABC):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from lightning_green.energy.meter import EnergyMeter
+from lightning_green.energy.meter import EnergyMeter, PeriodicWorker
 
 DEFAULT_SAMPLING_INTERVAL_S: float = 0.1
 """Power sampling period of the fallback sampler (10 Hz)."""
@@ -396,9 +396,9 @@ class NvmlMeter(EnergyMeter):
             gpu.reset()
         self._initialized = False
         self._sample_lock = threading.Lock()
-        self._sampler: threading.Thread | None = None
-        self._sampler_stop = threading.Event()
-        self._sampler_error: BaseException | None = None
+        self._sampler = PeriodicWorker(
+            "lightning-green-nvml-sampler", self._sample_background, self.sampling_interval_s
+        )
         self._starting = False
         self._closed = False
         self._update_source()
@@ -549,53 +549,34 @@ class NvmlMeter(EnergyMeter):
         with self._sample_lock:
             self._sample(gpu)
 
-    def _run_sampler(self, stop: threading.Event) -> None:
-        try:
-            while not stop.wait(self.sampling_interval_s):
-                with self._sample_lock:
-                    for gpu in self._gpus:
-                        if gpu.sampled and gpu.handle is not None:
-                            self._sample(gpu)
-        except BaseException as err:  # reported by the next read(), which restarts the sampler
-            self._sampler_error = err
+    def _sample_background(self) -> None:
+        """One round of the sampler thread: every sampled GPU (an escaping error ends the thread)."""
+        with self._sample_lock:
+            for gpu in self._gpus:
+                if gpu.sampled and gpu.handle is not None:
+                    self._sample(gpu)
 
     def _ensure_sampler(self) -> None:
-        if not any(gpu.sampled for gpu in self._gpus):
-            return
-        if self._sampler is not None and self._sampler.is_alive():
-            return
-        self._sampler_stop = threading.Event()
-        self._sampler_error = None
-        self._sampler = threading.Thread(
-            target=self._run_sampler,
-            args=(self._sampler_stop,),
-            name="lightning-green-nvml-sampler",
-            daemon=True,
-        )
-        self._sampler.start()
+        if any(gpu.sampled for gpu in self._gpus):
+            self._sampler.ensure()
 
     def _check_sampler(self) -> None:
-        """Detect a dead sampler thread: count the fault and start afresh (the gap is lost)."""
-        thread = self._sampler
-        if thread is None or thread.is_alive() or self._sampler_stop.is_set():
+        """Detect a dead sampler thread: count the fault; the next ensure starts afresh (the gap is lost)."""
+        error = self._sampler.reap()
+        if error is None:
             return
         dead = [gpu for gpu in self._gpus if gpu.sampled]
         self.record_fault(
             "nvml-sampler",
-            f"The NVML power sampler thread died ({self._sampler_error!r}); it is restarted and the "
+            f"The NVML power sampler thread died ({error!r}); it is restarted and the "
             f"energy of {', '.join(g.domain for g in dead)} while it was dead is missing.",
         )
         with self._sample_lock:
             for gpu in dead:
                 gpu.last_t_s = None
-        self._sampler = None
 
     def _stop_sampler(self) -> None:
-        thread = self._sampler
-        self._sampler_stop.set()
-        if thread is not None:
-            thread.join(timeout=max(2.0, 5 * self.sampling_interval_s))
-        self._sampler = None
+        self._sampler.stop()
 
     def _update_source(self) -> None:
         kinds = {gpu.sampled for gpu in self._gpus}

@@ -27,7 +27,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from lightning_green.energy.meter import EnergyMeter
+from lightning_green.energy.meter import EnergyMeter, PeriodicWorker
 
 DEFAULT_POWERCAP_ROOT: str = "/sys/class/powercap"
 """Where the kernel exposes the powercap zones."""
@@ -258,9 +258,11 @@ class RaplMeter(EnergyMeter):
         self.zones: list[RaplZone] = _check_zones(root)
         self._states = [_ZoneState(zone) for zone in self.zones]
         self._poll_lock = threading.Lock()
-        self._poller: threading.Thread | None = None
-        self._poller_stop = threading.Event()
-        self._poller_error: BaseException | None = None
+        self._poller = PeriodicWorker(
+            "lightning-green-rapl-poller",
+            self._poll_background,
+            self.poll_interval_s or DEFAULT_POLL_INTERVAL_S,
+        )
         self._poll_count = 0
         self._closed = False
 
@@ -335,43 +337,23 @@ class RaplMeter(EnergyMeter):
             state.resets += 1
 
     # -- poller -----------------------------------------------------------------------------
-    def _run_poller(self, stop: threading.Event, interval_s: float) -> None:
-        try:
-            while not stop.wait(interval_s):
-                with self._poll_lock:
-                    self._poll_all()
-        except BaseException as err:  # reported by the next read(), which restarts the poller
-            self._poller_error = err
+    def _poll_background(self) -> None:
+        """One round of the poller thread (an escaping error ends the thread, see :meth:`_check_poller`)."""
+        with self._poll_lock:
+            self._poll_all()
 
     def _ensure_poller(self) -> None:
-        if self._closed or self.poll_interval_s is None:
-            return
-        if self._poller is not None and self._poller.is_alive():
-            return
-        self._poller_stop = threading.Event()
-        self._poller_error = None
-        self._poller = threading.Thread(
-            target=self._run_poller,
-            args=(self._poller_stop, self.poll_interval_s),
-            name="lightning-green-rapl-poller",
-            daemon=True,
-        )
-        self._poller.start()
+        if not self._closed and self.poll_interval_s is not None:
+            self._poller.ensure()
 
     def _check_poller(self) -> None:
-        thread = self._poller
-        if thread is None or thread.is_alive() or self._poller_stop.is_set():
-            return
-        self.record_fault(
-            "rapl-poller",
-            f"The RAPL poller thread died ({self._poller_error!r}); it is restarted, and a counter "
-            "that wrapped more than once while it was dead lost whole ranges.",
-        )
-        self._poller = None
+        error = self._poller.reap()
+        if error is not None:
+            self.record_fault(
+                "rapl-poller",
+                f"The RAPL poller thread died ({error!r}); it is restarted, and a counter "
+                "that wrapped more than once while it was dead lost whole ranges.",
+            )
 
     def _stop_poller(self) -> None:
-        thread = self._poller
-        self._poller_stop.set()
-        if thread is not None:
-            thread.join(timeout=2.0)
-        self._poller = None
+        self._poller.stop(timeout_s=2.0)

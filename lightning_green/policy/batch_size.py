@@ -42,6 +42,7 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from lightning_green.policy._util import check_fraction, check_int, median
 from lightning_green.policy.noise_scale import GradientNoiseScale
 
 __all__ = [
@@ -63,22 +64,6 @@ USE_ESTIMATE = "estimate"
 
 
 # --------------------------------------------------------------------------- argument checks
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _check_fraction(name: str, value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
-    if not (0.0 <= number < 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return number
 
 
 def _check_b_noise(b_noise: object) -> float | None:
@@ -139,8 +124,8 @@ def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rul
         raise ValueError(f"lr must be a positive number, got {lr!r}") from None
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"lr must be a positive number, got {lr!r}")
-    old = _check_int("old_batch_size", old_batch_size, 1)
-    new = _check_int("new_batch_size", new_batch_size, 1)
+    old = check_int("old_batch_size", old_batch_size, 1)
+    new = check_int("new_batch_size", new_batch_size, 1)
     allowed = [r.value for r in LRScalingRule]
     if isinstance(rule, LRScalingRule):
         rule = rule.value
@@ -191,18 +176,18 @@ def candidate_batch_sizes(
         >>> candidate_batch_sizes(96, 1, 4096, max_factor=2, oom_batch_size=192)
         [48, 96]
     """
-    cur = _check_int("current", current, 1)
-    low = _check_int("min_batch_size", min_batch_size, 1)
-    high = _check_int("max_batch_size", max_batch_size, 1)
+    cur = check_int("current", current, 1)
+    low = check_int("min_batch_size", min_batch_size, 1)
+    high = check_int("max_batch_size", max_batch_size, 1)
     if low > cur:
         raise ValueError(f"min_batch_size must be <= current={cur}, got {min_batch_size!r}")
     if high < cur:
         raise ValueError(f"max_batch_size must be >= current={cur}, got {max_batch_size!r}")
-    factor = _check_int("max_factor", max_factor, 1)
+    factor = check_int("max_factor", max_factor, 1)
     if factor & (factor - 1):
         raise ValueError(f"max_factor must be a power of two (1, 2, 4, 8, ...), got {max_factor!r}")
     if oom_batch_size is not None:
-        _check_int("oom_batch_size", oom_batch_size, 1)
+        check_int("oom_batch_size", oom_batch_size, 1)
     limit = high if oom_batch_size is None else min(high, oom_batch_size - 1)
     sizes = {cur} if cur <= limit else set()
     k = 2
@@ -306,11 +291,11 @@ def choose_batch_size(
     noise = _check_b_noise(b_noise)
     if noise is None:
         raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
-    margin = _check_fraction("switch_margin", switch_margin)
-    factor = _check_int("global_batch_factor", global_batch_factor, 1)
+    margin = check_fraction("switch_margin", switch_margin)
+    factor = check_int("global_batch_factor", global_batch_factor, 1)
     scores: dict[int, float] = {}
     for size, j in sorted(j_per_sample.items()):
-        _check_int("batch size in j_per_sample", size, 1)
+        check_int("batch size in j_per_sample", size, 1)
         jv = float(j)
         if not (math.isfinite(jv) and jv > 0):
             raise ValueError(f"j_per_sample[{size}] must be a positive number of joules, got {j!r}")
@@ -365,13 +350,6 @@ class BatchSizeDecision:
     def changed(self) -> bool:
         """Whether the batch size differs from the one in use before the decision."""
         return self.details.get("previous_batch_size", self.batch_size) != self.batch_size
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 class BatchSizePolicy:
@@ -443,22 +421,22 @@ class BatchSizePolicy:
         noise_min_updates: int = 10,
     ) -> None:
         self.noise_scale = GradientNoiseScale(noise_ema_decay, noise_min_updates)
-        self.initial_batch_size = _check_int("initial_batch_size", initial_batch_size, 1)
-        self.min_batch_size = _check_int("min_batch_size", min_batch_size, 1)
-        self.max_batch_size = _check_int("max_batch_size", max_batch_size, 1)
+        self.initial_batch_size = check_int("initial_batch_size", initial_batch_size, 1)
+        self.min_batch_size = check_int("min_batch_size", min_batch_size, 1)
+        self.max_batch_size = check_int("max_batch_size", max_batch_size, 1)
         self.max_factor = max_factor
         self.grid = candidate_batch_sizes(
             initial_batch_size, min_batch_size, max_batch_size, max_factor=max_factor
         )
-        self.switch_margin = _check_fraction("switch_margin", switch_margin)
-        self.warmup_windows = _check_int("warmup_windows", warmup_windows, 0)
-        self.min_windows = _check_int("min_windows", min_windows, 1)
-        self.history_windows = _check_int("history_windows", history_windows, 1)
+        self.switch_margin = check_fraction("switch_margin", switch_margin)
+        self.warmup_windows = check_int("warmup_windows", warmup_windows, 0)
+        self.min_windows = check_int("min_windows", min_windows, 1)
+        self.history_windows = check_int("history_windows", history_windows, 1)
         if self.history_windows < self.min_windows:
             raise ValueError(
                 f"history_windows must be >= min_windows={self.min_windows}, got {history_windows!r}"
             )
-        self.global_batch_factor = _check_int("global_batch_factor", global_batch_factor, 1)
+        self.global_batch_factor = check_int("global_batch_factor", global_batch_factor, 1)
         self._windows: dict[int, list[tuple[float, float, float]]] = {}
         self._oom_batch_size: int | None = None
         self._current = self.initial_batch_size
@@ -485,7 +463,7 @@ class BatchSizePolicy:
             ValueError: For a batch size < 1, negative or non-finite energy or duration, or
                 ``samples < 1`` when ``oom`` is False.
         """
-        size = _check_int("batch_size", batch_size, 1)
+        size = check_int("batch_size", batch_size, 1)
         if oom:
             if self._oom_batch_size is None or size < self._oom_batch_size:
                 self._oom_batch_size = size
@@ -504,7 +482,7 @@ class BatchSizePolicy:
             raise ValueError(f"energy_j must be a finite number of joules >= 0, got {energy_j!r}")
         if not (math.isfinite(duration) and duration >= 0):
             raise ValueError(f"duration_s must be a finite number of seconds >= 0, got {duration_s!r}")
-        count = _check_int("samples", samples, 1)
+        count = check_int("samples", samples, 1)
         if size != self._last_recorded:
             self._last_recorded = size
             self._visit_records = 0
@@ -539,7 +517,7 @@ class BatchSizePolicy:
         kept = self._windows.get(batch_size, [])
         if len(kept) < self.min_windows:
             return None
-        return _median([e / s for e, s, _ in kept])
+        return median([e / s for e, s, _ in kept])
 
     def measured(self) -> dict[int, float]:
         """Joules per sample of every allowed candidate measured so far."""

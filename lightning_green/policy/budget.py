@@ -1,8 +1,9 @@
-"""Cost per epoch, the cost of the rest of the run, and the energy budget.
+"""Cost per epoch, cost per check, the cost of the rest of the run, and the energy budget.
 
 Cumulative energy readings are not smooth: a meter that updates late reports the same total
-twice and then catches up (the MLPerf power logs do this). The cost per epoch is therefore the
-total cost over a recent window divided by the epochs in it, never a single difference.
+twice and then catches up (the MLPerf power logs do this). Rates are therefore the total cost
+over a recent window divided by the epochs (or checks) in it, never a single difference, nor a
+median of differences (which a meter that is stale half the time would put at zero).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 COST_WINDOW = 5
-"""Check intervals averaged to estimate the cost per epoch."""
+"""Check intervals averaged to estimate the cost per epoch and per check."""
 
 
 def cost_per_epoch(costs_kwh: np.ndarray, epochs: np.ndarray, window: int = COST_WINDOW) -> float:
@@ -39,26 +40,32 @@ def cost_per_epoch(costs_kwh: np.ndarray, epochs: np.ndarray, window: int = COST
     return max(float(costs_kwh[-1]), 0.0) / (float(epochs[-1]) + 1.0)
 
 
-def epochs_per_check(epochs: np.ndarray) -> float:
-    """Epochs between the last two checks (1 with a single check, or if the epoch did not advance).
+def next_check_cost(costs_kwh: np.ndarray, window: int = COST_WINDOW) -> float:
+    """Projected cost of the next check interval: the mean cost of the recent ones.
+
+    The cost over the last ``window`` check intervals divided by their number (with a single
+    check, the cost up to it: one interval from the start). This is what the energy budget needs
+    whatever the checks are: one per epoch, one every few epochs, or several per epoch
+    (``val_check_interval``).
+
+    Args:
+        costs_kwh: Cumulative cost at every check.
+        window: Number of recent intervals.
+
+    Returns:
+        Projected cost (``>= 0``).
 
     Example:
-        >>> epochs_per_check(np.array([3359, 6719]))
-        3360.0
-    """
-    if len(epochs) >= 2 and epochs[-1] > epochs[-2]:
-        return float(epochs[-1] - epochs[-2])
-    return 1.0
-
-
-def next_check_cost(costs_kwh: np.ndarray, epochs: np.ndarray) -> float:
-    """Projected cost until the next check: recent cost per epoch times epochs per check.
-
-    Example:
-        >>> next_check_cost(np.array([1.0, 2.0, 3.1]), np.array([0, 1, 2]))
+        >>> next_check_cost(np.array([1.0, 2.0, 3.1]))
         1.05
+        >>> next_check_cost(np.array([0.25, 0.5, 0.75, 1.0, 1.25]))  # four checks per epoch of cost 1
+        0.25
     """
-    return cost_per_epoch(costs_kwh, epochs) * epochs_per_check(epochs)
+    n = len(costs_kwh)
+    if n >= 2:
+        i = max(0, n - 1 - window)
+        return max(float(costs_kwh[-1] - costs_kwh[i]) / (n - 1 - i), 0.0)
+    return max(float(costs_kwh[-1]), 0.0)
 
 
 def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | None) -> float:
@@ -85,24 +92,23 @@ def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | 
     return left * cost_per_epoch(costs_kwh, epochs)
 
 
-def exceeds_budget(costs_kwh: np.ndarray, epochs: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:
+def exceeds_budget(costs_kwh: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:
     """Whether the next check interval would take the cumulative cost over the budget.
 
     Args:
         costs_kwh: Cumulative cost at every check.
-        epochs: Epoch index of every check.
         budget_kwh: The budget, or ``None``.
 
     Returns:
-        ``(would_exceed, projected_cost_of_next_interval)``.
+        ``(would_exceed, projected_cost_of_next_interval)`` (:func:`next_check_cost`).
 
     Example:
-        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2]), 3.5)
+        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), 3.5)
         (True, 1.0)
-        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), np.array([0, 1, 2]), 4.0)
+        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), 4.0)
         (False, 1.0)
     """
-    step = next_check_cost(costs_kwh, epochs)
+    step = next_check_cost(costs_kwh)
     if budget_kwh is None:
         return False, step
     return float(costs_kwh[-1]) + step > budget_kwh, step

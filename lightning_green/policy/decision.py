@@ -29,7 +29,8 @@ class StopReason(str, Enum):
     MARGINAL_GAIN = "marginal_gain"
     """What the rest of the planned run would still buy per kWh is below the threshold."""
     ENERGY_BUDGET = "energy_budget"
-    """The next epoch would exceed ``energy_budget_kwh``."""
+    """Cumulative energy would exceed ``energy_budget_kwh`` by the next check (projected from the
+    recent check intervals); with one check per epoch, by the end of the next epoch."""
     NON_FINITE = "non_finite"
     """The monitored metric is NaN or infinite (``check_finite``)."""
     DIVERGENCE = "divergence"
@@ -49,7 +50,9 @@ class StopDecision:
             messages for the plateau, threshold and non-finite cases).
         epoch: The epoch index this decision was made at (as passed to ``update``).
         best_metric: Best value of the monitored metric so far (in its own units and direction).
-        wait_count: Checks since the last improvement by more than ``min_delta``.
+        wait_count: Checks since the last improvement by more than ``min_delta`` (Lightning's
+            ``wait_count``; after a learning-rate decay the plateau rule counts from the decay
+            when that is later, see :mod:`.stopping`).
         gain_per_kwh: Recent improvement of the metric per unit cost, a least-squares slope over
             a window of recent checks (improvement positive), or ``None`` with too few checks.
         average_gain_per_kwh: Improvement per unit cost over the run so far (the reference of the
@@ -62,9 +65,11 @@ class StopDecision:
         projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``, or ``None``.
         relative_gain: ``projected_gain_per_kwh / average_gain_per_kwh``: what a further kWh buys
             as a fraction of what the average kWh bought so far, or ``None``.
-        next_epoch_kwh: Projected cost of the next check interval (used by the budget), or ``None``.
+        next_epoch_kwh: Projected cost of the next check interval (used by the budget; with one
+            check per epoch, of the next epoch), or ``None``.
         hold: Why stopping is held off right now, or ``None``: ``"min_epochs"``,
-            ``"lr_decay_ahead"`` (a known learning-rate decay is ahead, or just happened) and
+            ``"lr_decay_ahead"`` (a known learning-rate decay is ahead, or happened within the last
+            ``DECAY_WINDOW`` checks, and decays still pay) and
             ``"lr_step_seen"`` (the curve made a step-jump) hold the plateau and the marginal rule;
             ``"horizon_fraction"`` (not yet past ``min_horizon_fraction`` of the planned epochs)
             holds the marginal rule only.

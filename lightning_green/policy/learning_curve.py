@@ -22,7 +22,7 @@ Fitting, all within each family's bounds: separable least squares over a log-spa
 closed form; :func:`grid_fit`), then ``scipy.optimize.curve_fit`` (Levenberg-Marquardt with the
 analytic Jacobian) from there (:func:`fit_family`); a shape parameter that leaves its bounds is
 held at the bound. Quality checks (:func:`acceptable`): residuals within three times the noise of
-the data, and a recent slope not below the measured one.
+the data, and a recent slope not more than three standard errors below the measured one.
 """
 
 from __future__ import annotations
@@ -101,13 +101,6 @@ class Family:
         """Number of parameters."""
         return len(self.lower)
 
-    def asymptote(self, params: FloatArray) -> float:
-        """Limit of the curve as cost grows without bound (``inf`` for a logarithm)."""
-        c, a, theta = (float(p) for p in params)
-        if self.name == "hyp3":
-            return c + a * (1.0 + theta)
-        return c + a / theta
-
 
 MAX_EVALUATIONS = 60
 """Function evaluations allowed to ``curve_fit``: from the separable start a family that describes
@@ -161,7 +154,6 @@ class CurveFit:
         sign: +1 when higher is better, -1 when lower is better.
         rmse: Root-mean-square residual in normalised units.
         n_points: Number of checks fitted.
-        aicc: Corrected Akaike information criterion of the fit (lower is better).
     """
 
     family: str
@@ -173,7 +165,6 @@ class CurveFit:
     sign: float
     rmse: float
     n_points: int
-    aicc: float
 
     def x_of(self, cost_kwh: FloatArray | float) -> FloatArray:
         """Normalised cost coordinate of a cumulative cost."""
@@ -183,7 +174,7 @@ class CurveFit:
         """The fitted metric at the given cumulative costs, in the metric's own units.
 
         Example:
-            >>> fit = CurveFit("exp3", (1.0, 0.5, 2.0), 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 5, 0.0)
+            >>> fit = CurveFit("exp3", (1.0, 0.5, 2.0), 0.0, 1.0, 0.0, 1.0, 1.0, 0.0, 5)
             >>> float(fit.predict(1.0)), round(float(fit.predict(100.0)), 6)
             (1.0, 1.25)
         """
@@ -214,14 +205,6 @@ class NormalisedFit:
     def rmse(self) -> float:
         """Root-mean-square residual."""
         return math.sqrt(self.sse / self.n_points)
-
-    @property
-    def aicc(self) -> float:
-        """Corrected Akaike information criterion (Gaussian residuals)."""
-        n, k = self.n_points, self.family.n_params + 1
-        sse = max(self.sse, 1e-300)
-        penalty = 2 * k * n / (n - k - 1) if n - k - 1 > 0 else math.inf
-        return n * math.log(sse / n) + penalty
 
     def gain(self, x_from: float, x_to: float) -> tuple[float, float]:
         """Fitted gain ``y(x_to) - y(x_from)`` and its standard error (delta method).
@@ -361,8 +344,6 @@ def fit_family(
         >>> fit = fit_family(FAMILIES["exp3"], x, y)
         >>> [round(float(p), 3) for p in fit.params]  # level and slope at x = 1, rate
         [1.925, 0.224, 3.0]
-        >>> round(FAMILIES["exp3"].asymptote(fit.params), 3)
-        2.0
     """
     if len(x) <= family.n_params:
         return None
@@ -404,25 +385,70 @@ def fit_family(
 
 
 def noise_sd(y: FloatArray) -> float:
-    """Robust standard deviation of the noise around a smooth trend (from successive differences).
+    """Robust standard deviation of the noise around a smooth trend (from second differences).
 
-    Uses the median absolute deviation of first differences, which a smooth trend barely
-    affects: ``1.4826 * MAD(diff(y)) / sqrt(2)``.
+    Second differences ``y[i] - 2 y[i+1] + y[i+2]`` cancel any straight-line trend (a smooth curve
+    leaves only its change of slope) and carry ``sqrt(6)`` times the standard deviation of
+    independent noise; their median absolute value about zero, scaled for a normal distribution,
+    gives ``1.4826 * median(|d2|) / sqrt(6)``. (Differences are not taken about their median: a
+    metric that alternates between two levels has differences of a single size, and their spread
+    about the median is zero.)
+
+    When more than half of the second differences are exactly zero the median cannot see the
+    noise: the metric moves on a grid (accuracies in whole points, losses to a few decimals) and
+    mostly repeats itself. The estimate is then the standard deviation of rounding to the data's
+    quantum ``q``, the smallest non-zero gap between its values: ``q / sqrt(12)``. A constant
+    metric, or an exact straight line, has no noise.
 
     Example:
         >>> round(noise_sd(np.array([0.0, 1.0, 0.0, 1.0, 0.0, 1.0])), 3)
-        0.0
+        1.211
+        >>> round(noise_sd(np.array([90.0, 90, 91, 90, 90, 90, 91, 90, 90])), 3)
+        0.605
+        >>> round(noise_sd(np.array([90.0, 90, 90, 90, 91, 90, 90, 90, 90, 90, 90, 90, 91, 90, 90])), 3)
+        0.289
+        >>> noise_sd(np.linspace(0.0, 1.0, 10)), noise_sd(np.full(5, 3.0))
+        (0.0, 0.0)
     """
+    y = np.asarray(y, dtype=float)
     if len(y) < 3:
         return 0.0
-    d = np.diff(y)
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+    d2 = np.abs(y[2:] - 2.0 * y[1:-1] + y[:-2])
+    resolution = 64.0 * np.finfo(float).eps * float(np.abs(y).max())  # floating-point rounding
+    middle = float(np.median(d2))
+    if middle > resolution:
+        return 1.4826 * middle / math.sqrt(6.0)
+    if float(d2.max()) <= resolution:
+        return 0.0  # constant, or a straight line
+    gaps = np.diff(np.unique(y))
+    gaps = gaps[gaps > resolution]
+    return float(gaps.min()) / math.sqrt(12.0) if len(gaps) else 0.0
 
 
-def _line_slope(x: FloatArray, y: FloatArray) -> float:
-    dx = x - x.mean()
+def linear_slope(x: FloatArray, y: FloatArray) -> tuple[float, float, float]:
+    """Least-squares line through ``(x, y)``: ``(slope, standard_error, value_at_last_x)``.
+
+    The slope is 0 and its standard error ``inf`` when ``x`` does not vary; the standard error is
+    ``inf`` with fewer than three points.
+
+    Example:
+        >>> s, se, last = linear_slope(np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0]))
+        >>> float(s), float(se), float(last)
+        (2.0, 0.0, 5.0)
+    """
+    n = len(x)
+    xm, ym = float(x.mean()), float(y.mean())
+    dx = x - xm
     sxx = float(dx @ dx)
-    return float(dx @ (y - y.mean())) / sxx if sxx > 0 else 0.0
+    if n < 2 or sxx <= 0:
+        return 0.0, math.inf, ym
+    slope = float(dx @ (y - ym)) / sxx
+    at_last = ym + slope * (float(x[-1]) - xm)
+    if n < 3:
+        return slope, math.inf, at_last
+    resid = y - (ym + slope * dx)
+    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
+    return slope, se, at_last
 
 
 def acceptable(
@@ -433,11 +459,13 @@ def acceptable(
 ) -> bool:
     """Quality checks of a fit (normalised units).
 
-    A fit is kept when: its residuals are no more than three times the noise of the data (the
-    family describes the trend); and, over the recent window, the straight line through its
-    predictions has a slope within
-    three standard errors of the slope measured on the data (its extrapolation starts from what
-    the run does now, not from what a fit dominated by early checks says).
+    A fit is kept when: its root-mean-square residual is no more than three times the noise of
+    the data (the family describes the trend); and, over the recent window, the straight line
+    through its predictions does not fall more than three standard errors *below* the slope
+    measured on the data (its extrapolation starts from what the run does now, not from what a
+    fit dominated by early checks says). The slope test is one-sided on purpose: a fit that
+    improves faster than measured only makes the policy more cautious (it projects more gain),
+    while one that improves slower would stop a run that is still improving.
 
     Args:
         fit: The fit.
@@ -453,7 +481,7 @@ def acceptable(
         return False
     if recent_x is not None and recent_slope is not None and len(recent_x) >= 2:
         slope, se = recent_slope
-        fitted = _line_slope(recent_x, fit.family.func(recent_x, *fit.params))
+        fitted = linear_slope(recent_x, fit.family.func(recent_x, *fit.params))[0]
         if fitted < slope - 3.0 * max(se, floor):
             return False
     return True

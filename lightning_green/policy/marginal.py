@@ -32,8 +32,11 @@ from lightning_green.policy.learning_curve import (
     acceptable,
     fit_family,
     grid_fit,
+    linear_slope,
     noise_sd,
 )
+
+__all__ = ["MarginalAssessment", "assess_marginal", "linear_slope", "recent_window"]
 
 MIN_FIT_POINTS = 6
 """Checks in the current segment needed before a learning curve is fitted."""
@@ -75,31 +78,6 @@ class MarginalAssessment:
         if self.gain_per_kwh is None or self.gain_per_kwh_se is None:
             return None
         return self.gain_per_kwh - OPTIMISM_SE * self.gain_per_kwh_se
-
-
-def linear_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Least-squares line through ``(x, y)``: ``(slope, standard_error, value_at_last_x)``.
-
-    The standard error is ``inf`` with fewer than three points.
-
-    Example:
-        >>> s, se, last = linear_slope(np.array([0.0, 1.0, 2.0]), np.array([1.0, 3.0, 5.0]))
-        >>> float(s), float(se), float(last)
-        (2.0, 0.0, 5.0)
-    """
-    n = len(x)
-    xm, ym = float(x.mean()), float(y.mean())
-    dx = x - xm
-    sxx = float(dx @ dx)
-    if n < 2 or sxx <= 0:
-        return 0.0, math.inf, ym
-    slope = float(dx @ (y - ym)) / sxx
-    at_last = ym + slope * (float(x[-1]) - xm)
-    if n < 3:
-        return slope, math.inf, at_last
-    resid = y - (ym + slope * dx)
-    se = math.sqrt(float(resid @ resid) / (n - 2) / sxx)
-    return slope, se, at_last
 
 
 def recent_window(n_points: int) -> int:
@@ -200,16 +178,14 @@ def assess_marginal(
     x = (seg_c - c_ref) / span
     x_h = 1.0 + horizon_cost_kwh / span
     offset, scale = 0.0, 1.0
-    if len(seg_v) >= MIN_FIT_POINTS:
-        keep = x > 1e-9
+    keep = x > 1e-9  # a check at the reference cost itself carries no information on the shape
+    if int(np.count_nonzero(keep)) >= MIN_FIT_POINTS:
         x, y_raw = x[keep], seg_v[keep]
         offset = float(np.median(y_raw))
         scale = float(y_raw.max() - y_raw.min()) or 1.0
         y = (y_raw - offset) / scale
-        if len(x) >= MIN_FIT_POINTS:
-            wx = min(w, len(x))
-            recent_x = (slope * span / scale, slope_se * span / scale)
-            best = _best_fit(x, y, wx, recent_x, x_h)
+        recent_x = (slope * span / scale, slope_se * span / scale)
+        best = _best_fit(x, y, min(w, len(x)), recent_x, x_h)
 
     fit_out: CurveFit | None = None
     if best is not None:
@@ -226,7 +202,6 @@ def assess_marginal(
             sign=sign,
             rmse=fit.rmse,
             n_points=fit.n_points,
-            aicc=fit.aicc,
         )
     else:  # no family describes the segment: continue its straight line, optimistically
         se = seg_slope_se if math.isfinite(seg_slope_se) else abs(seg_slope)

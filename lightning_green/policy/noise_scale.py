@@ -44,6 +44,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lightning_green.policy._util import check_fraction, check_int
+
 __all__ = ["GradientNoiseScale", "noise_scale_components"]
 
 _STATE_VERSION = 1
@@ -138,16 +140,8 @@ class GradientNoiseScale:
     """
 
     def __init__(self, ema_decay: float = 0.99, min_updates: int = 10) -> None:
-        try:
-            decay = float(ema_decay)
-        except (TypeError, ValueError):
-            raise ValueError(f"ema_decay must be a number in [0, 1), got {ema_decay!r}") from None
-        if not (0.0 <= decay < 1.0):
-            raise ValueError(f"ema_decay must be a number in [0, 1), got {ema_decay!r}")
-        if isinstance(min_updates, bool) or not isinstance(min_updates, int) or min_updates < 0:
-            raise ValueError(f"min_updates must be an integer >= 0, got {min_updates!r}")
-        self.ema_decay = decay
-        self.min_updates = min_updates
+        self.ema_decay = check_fraction("ema_decay", ema_decay)
+        self.min_updates = check_int("min_updates", min_updates, 0)
         self._grad_sq_ema = 0.0
         self._trace_ema = 0.0
         self._weight = 0.0  # 1 - decay**n, the bias correction of both EMAs

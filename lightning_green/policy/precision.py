@@ -57,6 +57,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from lightning_green.policy._util import check_int, median
+
 __all__ = [
     "PRECISIONS",
     "REFERENCE_PRECISION",
@@ -181,12 +183,6 @@ def _check_precision(name: str, value: object) -> str:
     return value  # type: ignore[return-value]
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _check_float(
     name: str, value: object, minimum: float, maximum: float = math.inf, what: str = ""
 ) -> float:
@@ -197,13 +193,6 @@ def _check_float(
     if not (minimum <= number < maximum):
         raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}")
     return number
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else 0.5 * (ordered[mid - 1] + ordered[mid])
 
 
 def _new_acc() -> dict[str, float]:
@@ -340,15 +329,15 @@ class PrecisionPolicy:
         self.initial_precision = initial
         self.loss_tolerance = _check_float("loss_tolerance", loss_tolerance, 0.0, math.inf, " (a fraction)")
         self.switch_margin = _check_float("switch_margin", switch_margin, 0.0, 1.0)
-        self.cooldown_epochs = _check_int("cooldown_epochs", cooldown_epochs, 0)
-        self.max_overflows = _check_int("max_overflows", max_overflows, 1)
-        self.window_steps = _check_int("window_steps", window_steps, 1)
+        self.cooldown_epochs = check_int("cooldown_epochs", cooldown_epochs, 0)
+        self.max_overflows = check_int("max_overflows", max_overflows, 1)
+        self.window_steps = check_int("window_steps", window_steps, 1)
         self.min_window_s = _check_float("min_window_s", min_window_s, 0.0, math.inf, " (seconds)")
-        self.warmup_steps = _check_int("warmup_steps", warmup_steps, 0)
-        self.reference_windows = _check_int("reference_windows", reference_windows, 1)
-        self.probe_windows = _check_int("probe_windows", probe_windows, 1)
+        self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
+        self.reference_windows = check_int("reference_windows", reference_windows, 1)
+        self.probe_windows = check_int("probe_windows", probe_windows, 1)
         self.early_stop_margin = _check_float("early_stop_margin", early_stop_margin, 0.0, math.inf)
-        self.start_step = _check_int("start_step", start_step, 0)
+        self.start_step = check_int("start_step", start_step, 0)
         self.loss_noise_z = _check_float("loss_noise_z", loss_noise_z, 0.0, math.inf)
 
         self._step = 0
@@ -433,15 +422,15 @@ class PrecisionPolicy:
             raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
         energy = _check_float("energy_j", energy_j, 0.0, math.inf, " (joules)")
         duration = _check_float("duration_s", duration_s, 0.0, math.inf, " (seconds)")
-        count = _check_int("samples", samples, 1)
-        n_over = _check_int("overflows", overflows, 0)
+        count = check_int("samples", samples, 1)
+        n_over = check_int("overflows", overflows, 0)
         values = []
         for v in losses:
             try:
                 values.append(float(v))
             except (TypeError, ValueError):
                 raise ValueError(f"losses must be numbers, got {v!r}") from None
-        n_steps = _check_int("steps", max(len(values), 1) if steps is None else steps, 1)
+        n_steps = check_int("steps", max(len(values), 1) if steps is None else steps, 1)
 
         if prec != self._seg_precision:
             self._seg_precision, self._seg_steps, self._acc = prec, 0, _new_acc()
@@ -498,7 +487,7 @@ class PrecisionPolicy:
         recent = [w for w in self._windows if w["loss_n"] > 0][-_JUMP_HISTORY:]
         if not recent:
             return
-        ref = _median([w["loss_sum"] / w["loss_n"] for w in recent])
+        ref = median([w["loss_sum"] / w["loss_n"] for w in recent])
         n_ref, _, var, _ = _loss_stats(recent)
         mean = window["loss_sum"] / window["loss_n"]
         allowed = self.loss_tolerance * abs(ref) + self.loss_noise_z * math.sqrt(
@@ -534,7 +523,7 @@ class PrecisionPolicy:
         Raises:
             ValueError: For a negative or non-integer epoch.
         """
-        ep = _check_int("epoch", epoch, 0)
+        ep = check_int("epoch", epoch, 0)
         details: dict[str, Any] = {"previous_precision": self._current, "step": self._step, "epoch": ep}
 
         if self._alarm is not None:
@@ -590,7 +579,7 @@ class PrecisionPolicy:
             for w in self._plan_windows(pos)
             if p == base
         ]
-        return _median(js) if js else None
+        return median(js) if js else None
 
     def _advance_plan(self, ep: int, details: dict[str, Any]) -> PrecisionDecision:
         base = self._plan[0][0]
@@ -619,14 +608,14 @@ class PrecisionPolicy:
             # probe segment
             js = [w["energy_j"] / w["samples"] for w in windows]
             base_j = self._base_j()
-            if js and base_j is not None and _median(js) > base_j * (1.0 + self.early_stop_margin):
-                self._outcomes[prec] = {"status": "too_expensive", "j_per_sample": _median(js)}
-                self._j[prec] = _median(js)
+            if js and base_j is not None and median(js) > base_j * (1.0 + self.early_stop_margin):
+                self._outcomes[prec] = {"status": "too_expensive", "j_per_sample": median(js)}
+                self._j[prec] = median(js)
                 self._plan_pos += 1
                 return self._emit(
                     base,
                     PrecisionReason.TOO_EXPENSIVE,
-                    {**details, "candidate": prec, "j_per_sample": {base: base_j, prec: _median(js)}},
+                    {**details, "candidate": prec, "j_per_sample": {base: base_j, prec: median(js)}},
                 )
             if len(js) >= self.probe_windows:
                 self._plan_pos += 1
@@ -647,7 +636,7 @@ class PrecisionPolicy:
         if not js:
             self._outcomes[cand] = {"status": "unmeasured"}
             return None
-        j = _median(js)
+        j = median(js)
         self._j[cand] = j
         if probe_acc is None or probe_acc["loss_n"] <= 0 or len(refs) < 2:
             self._outcomes[cand] = {"status": "unverified", "j_per_sample": j}

@@ -4,16 +4,24 @@ With ``MultiStepLR``/``StepLR`` the monitored metric wanders on a long flat stre
 learning rate and then jumps at the decay. Two ways to know:
 
 - the callback knows the schedule: ``epochs_until_lr_decay`` (from the trainer's schedulers)
-  says a decay is ahead, and :func:`lr_decay_ahead` holds plateau and marginal stops until it
-  has happened, if it happens within the planned horizon;
-- offline (replay) nobody knows it, but a curve that has already made one step-jump has shown
-  that its flat stretches are not final: :func:`detect_steps` finds step-jumps in the history
-  and :func:`step_hold_until` holds plateau and marginal stops for as long again as the stretch
-  that preceded the last jump (schedules decay at regular fractions of the run: 30/60/90 %,
-  50/75 %, every N epochs), within the horizon. The learning-curve fit then starts at the jump.
+  says a decay is ahead. :class:`DecayTracker` records the decays as they happen and holds
+  plateau and marginal stops while one is ahead within the planned horizon and for
+  ``DECAY_WINDOW`` checks after it, *as long as decays keep paying*: once a decay has bought no
+  new best within its window, further decays are not waited for (a periodic ``StepLR`` always has
+  one ahead, and a run without a planned end would otherwise be held forever);
+- offline (replay without learning rates) nobody knows it, but a curve that has already made one
+  step-jump has shown that its flat stretches are not final: :func:`detect_steps` finds
+  step-jumps in the history and :func:`step_hold_until` holds plateau and marginal stops for as
+  long again as the stretch that preceded the last jump (schedules decay at regular fractions of
+  the run: 30/60/90 %, 50/75 %, every N epochs), within the horizon.
+
+After a decay, known or detected, the plateau rule counts its patience from the later of the last
+improvement and the decay, and the learning-curve fit starts at the decay.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -28,6 +36,10 @@ STEP_SIGNIFICANCE = 2.0
 """A jump must exceed the median of the stretch before it by this many noise standard deviations."""
 STEP_MIN_FRACTION = 0.1
 """A jump must also be at least this fraction of the range the curve has covered before it."""
+DECAY_WINDOW = STEP_WINDOW
+"""Checks after a known learning-rate decay during which stops are held, and within which the
+decay must buy a new best for later decays to be waited for (the checks :func:`detect_steps`
+compares after a jump)."""
 
 
 def detect_steps(values: np.ndarray) -> list[int]:
@@ -118,6 +130,9 @@ def step_hold_until(epochs: np.ndarray, steps: list[int], max_epochs: int | None
 def lr_decay_ahead(epoch: int, epochs_until_lr_decay: int | None, max_epochs: int | None) -> bool:
     """Whether a scheduled learning-rate decay happens before the planned end of the run.
 
+    Without a planned end (``max_epochs=None``) every announced decay is ahead; what bounds the
+    wait is :class:`DecayTracker` (decays are waited for only while they keep paying).
+
     Args:
         epoch: The epoch index just completed (0-based).
         epochs_until_lr_decay: Epochs that still run at the current learning rate before the next
@@ -136,3 +151,106 @@ def lr_decay_ahead(epoch: int, epochs_until_lr_decay: int | None, max_epochs: in
     if max_epochs is None:
         return True
     return epoch + epochs_until_lr_decay + 1 < max_epochs
+
+
+@dataclass(frozen=True)
+class DecayTracker:
+    """Known learning-rate decays: which happened, which are waited for, whether they still pay.
+
+    A decay announced through ``epochs_until_lr_decay`` at epoch ``e`` (``n`` epochs still at the
+    current rate) happens at epoch ``e + n + 1``, the first epoch at the lower rate; it is taken to
+    have happened at the first check at or after that epoch. A check without an announcement
+    forgets a pending one (a ``ReduceLROnPlateau`` whose metric improved again will not decay).
+
+    A decay is *credited* when decays still pay and the previously credited one has bought a new
+    best (a decay inside the window of an unproven one belongs to that window). The checks from the
+    credited decay's first check on are its window: for ``DECAY_WINDOW`` checks stops are held, and
+    the plateau rule counts patience from the decay. If no check of the window improves on the
+    best, decays have stopped paying: later ones are neither waited for nor credited.
+
+    Attributes:
+        next_decay_epoch: First epoch at the lower rate of the decay announced last, not yet reached.
+        last_decay_epoch: First epoch at the lower rate of the latest decay that happened (the
+            learning-curve fit starts there).
+        decay_check: Index of the first check after the latest credited decay, or ``None``.
+        decay_paid: Whether a check since ``decay_check`` improved on the best.
+        decays_pay: False once a credited decay bought no new best within its window.
+
+    Example:
+        >>> t, announced = DecayTracker(), {0: 1, 1: 0}  # at epoch 1: the next epoch decays
+        >>> for i in range(3):  # one check per epoch
+        ...     t = t.advance(check=i, epoch=i, epochs_until_lr_decay=announced.get(i)).record(improved=False)
+        >>> t.last_decay_epoch, t.decay_check, t.holds(check=2, epoch=2, epochs_until_lr_decay=None)
+        (2, 2, True)
+        >>> for i in range(3, 7):  # the metric stays flat
+        ...     t = t.advance(check=i, epoch=i, epochs_until_lr_decay=None).record(improved=False)
+        >>> t = t.advance(check=7, epoch=7, epochs_until_lr_decay=20)  # the window closed, no new best
+        >>> t.decays_pay, t.holds(check=7, epoch=7, epochs_until_lr_decay=20)  # later ones: not waited for
+        (False, False)
+    """
+
+    next_decay_epoch: int | None = None
+    last_decay_epoch: int | None = None
+    decay_check: int | None = None
+    decay_paid: bool = False
+    decays_pay: bool = True
+
+    def advance(self, *, check: int, epoch: int, epochs_until_lr_decay: int | None) -> DecayTracker:
+        """The tracker at check number ``check`` (0-based) of epoch ``epoch``, before its metric counts.
+
+        Judges the credited decay whose window has just closed, records a decay that happened by
+        this epoch, and notes the one announced now.
+        """
+        t = self
+        if t.decay_check is not None and not t.decay_paid and check >= t.decay_check + DECAY_WINDOW:
+            t = replace(t, decays_pay=False)
+        if t.next_decay_epoch is not None and t.next_decay_epoch <= epoch:
+            t = replace(t, last_decay_epoch=t.next_decay_epoch, next_decay_epoch=None)
+            if t.decays_pay and (t.decay_check is None or t.decay_paid):
+                t = replace(t, decay_check=check, decay_paid=False)
+        announced = None
+        if epochs_until_lr_decay is not None and epochs_until_lr_decay >= 0:
+            announced = int(epoch) + int(epochs_until_lr_decay) + 1
+        return replace(t, next_decay_epoch=announced)
+
+    def record(self, *, improved: bool) -> DecayTracker:
+        """The tracker after the current check's metric: ``improved`` on the best or not."""
+        if improved and self.decay_check is not None and not self.decay_paid:
+            return replace(self, decay_paid=True)
+        return self
+
+    def holds(
+        self, *, check: int, epoch: int, epochs_until_lr_decay: int | None, max_epochs: int | None = None
+    ) -> bool:
+        """Whether plateau and marginal stops are held at this check for a known decay."""
+        if not self.decays_pay:
+            return False
+        if self.decay_check is not None and check < self.decay_check + DECAY_WINDOW:
+            return True
+        return lr_decay_ahead(epoch, epochs_until_lr_decay, max_epochs)
+
+    def to_dict(self) -> dict[str, int | bool | None]:
+        """Plain JSON-able values."""
+        return {
+            "next_decay_epoch": self.next_decay_epoch,
+            "last_decay_epoch": self.last_decay_epoch,
+            "decay_check": self.decay_check,
+            "decay_paid": self.decay_paid,
+            "decays_pay": self.decays_pay,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int | bool | None]) -> DecayTracker:
+        """Inverse of :meth:`to_dict`."""
+
+        def opt_int(key: str) -> int | None:
+            value = values.get(key)
+            return None if value is None else int(value)
+
+        return cls(
+            next_decay_epoch=opt_int("next_decay_epoch"),
+            last_decay_epoch=opt_int("last_decay_epoch"),
+            decay_check=opt_int("decay_check"),
+            decay_paid=bool(values.get("decay_paid", False)),
+            decays_pay=bool(values.get("decays_pay", True)),
+        )

@@ -11,13 +11,16 @@ Order of the checks at every update:
 1. Lightning ``EarlyStopping``'s chain (:mod:`.plateau`): non-finite, stopping threshold and
    divergence threshold stop at once, whatever the epoch; otherwise the improvement/patience
    bookkeeping is updated exactly as Lightning does.
-2. Energy budget: stop if the next check interval, projected from the measured ones, would take
+2. Energy budget: stop if the next check interval, projected from the recent ones, would take
    the cumulative cost over ``energy_budget_kwh`` (at once, whatever the epoch).
 3. Holds of both the plateau and the marginal rule: before ``min_epochs`` epochs; while a known
-   learning-rate decay is ahead within the horizon (``epochs_until_lr_decay``) and for a few
-   epochs after it; after the curve made a step-jump, for as long again as the stretch before it
-   (:mod:`.schedule`).
-4. Plateau: ``patience`` checks without improvement (Lightning's rule).
+   learning-rate decay is ahead within the horizon (``epochs_until_lr_decay``) and for
+   ``DECAY_WINDOW`` checks after it, as long as decays keep paying (once one bought no new best
+   within those checks, later ones are not waited for); after the curve made a step-jump, for as
+   long again as the stretch before it (:mod:`.schedule`).
+4. Plateau: ``patience`` checks without improvement (Lightning's rule), counted from the later of
+   the last improvement and the latest learning-rate decay (known, or seen as a step-jump). With
+   no schedule information and no step-jump this is exactly Lightning ``EarlyStopping``.
 5. Marginal gain, only once more than ``min_horizon_fraction`` of the planned epochs has run: the
    gain the learning curve still projects up to the planned horizon, per unit of projected cost,
    is below ``min_relative_gain`` times the average rate so far (or below ``min_gain_per_kwh``),
@@ -42,8 +45,10 @@ from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
 from lightning_green.policy.marginal import MarginalAssessment, assess_marginal
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
+from lightning_green.policy.schedule import DecayTracker
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+"""Version of :meth:`StoppingPolicy.state_dict` (2: the learning-rate decay tracker)."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +78,9 @@ def decide(
     *,
     max_epochs: int | None = None,
     epochs_until_lr_decay: int | None = None,
-    known_decay_epoch: int | None = None,
+    decays: DecayTracker | None = None,
     monitor: str = "metric",
-) -> tuple[StopDecision, PlateauState]:
+) -> tuple[StopDecision, PlateauState, DecayTracker]:
     """Decide at the latest check of ``history``; a pure function.
 
     Args:
@@ -84,16 +89,20 @@ def decide(
         config: Policy arguments.
         max_epochs: Planned number of epochs of the run (``None``: unknown).
         epochs_until_lr_decay: Epochs until a scheduled learning-rate decay, if known.
-        known_decay_epoch: Epoch index of the latest learning-rate decay announced through
-            ``epochs_until_lr_decay`` (the curve segment after it is fitted on its own).
+        decays: The learning-rate decays known after the previous check (``DecayTracker()`` at the
+            start; ``None`` is the same).
         monitor: The metric's name, for messages.
 
     Returns:
-        The decision and the plateau state after this check.
+        The decision, the plateau state and the decay tracker after this check.
     """
     metrics, costs, epochs = history.metrics, history.costs_kwh, history.epochs
     current = float(metrics[-1])
     epoch = int(epochs[-1])
+    check = len(metrics) - 1
+    tracker = (DecayTracker() if decays is None else decays).advance(
+        check=check, epoch=epoch, epochs_until_lr_decay=epochs_until_lr_decay
+    )
     plateau = evaluate_plateau(
         current,
         plateau_state,
@@ -106,30 +115,32 @@ def decide(
         monitor=monitor,
     )
     state = plateau.state
+    tracker = tracker.record(improved=plateau.improved)
     base: dict[str, Any] = {"epoch": epoch, "best_metric": state.best_score, "wait_count": state.wait_count}
     if plateau.reason in (StopReason.NON_FINITE, StopReason.THRESHOLD_REACHED, StopReason.DIVERGENCE):
-        return StopDecision(True, plateau.reason, plateau.message or "", **base), state
+        return StopDecision(True, plateau.reason, plateau.message or "", **base), state, tracker
 
-    over, next_kwh = _budget.exceeds_budget(costs, epochs, config.energy_budget_kwh)
+    over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh)
     base["next_epoch_kwh"] = next_kwh
     if over:
         message = (
-            f"Energy budget: {costs[-1]:.6g} kWh spent, the next epoch would need about"
+            f"Energy budget: {costs[-1]:.6g} kWh spent, the next check interval would need about"
             f" {next_kwh:.3g} kWh more,"
             f" over energy_budget_kwh = {config.energy_budget_kwh}. Signaling Trainer to stop."
         )
-        return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state
+        return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state, tracker
 
     # Holds, from the finite part of the history.
     finite = np.isfinite(metrics)
     values = config.sign * metrics[finite]
     f_costs, f_epochs = costs[finite], epochs[finite]
+    f_index = np.nonzero(finite)[0]  # check index of every finite check
     steps = _schedule.detect_steps(values)
     hold = None
     if epoch + 1 < config.min_epochs:
         hold = "min_epochs"
-    elif _schedule.lr_decay_ahead(epoch, epochs_until_lr_decay, max_epochs) or (
-        known_decay_epoch is not None and epoch < known_decay_epoch + _schedule.STEP_WINDOW
+    elif tracker.holds(
+        check=check, epoch=epoch, epochs_until_lr_decay=epochs_until_lr_decay, max_epochs=max_epochs
     ):
         hold = "lr_decay_ahead"
     else:
@@ -150,8 +161,8 @@ def decide(
 
     # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
     segment_start = steps[-1] if steps else 0
-    if known_decay_epoch is not None:
-        after = np.nonzero(f_epochs >= known_decay_epoch)[0]
+    if tracker.last_decay_epoch is not None:
+        after = np.nonzero(f_epochs >= tracker.last_decay_epoch)[0]
         if len(after) and after[0] > segment_start:
             segment_start = int(after[0])
     assessment = MarginalAssessment()
@@ -175,19 +186,35 @@ def decide(
         fit=assessment.fit,
     )
 
-    if hold is None and plateau.should_stop:
-        return StopDecision(True, StopReason.PLATEAU, plateau.message or "", **base), state
+    if hold is None and plateau.reason is StopReason.PLATEAU:
+        # Patience counts from the later of the last improvement and the latest decay: the check
+        # before the decay's first one is taken as the reference, as if it had improved.
+        since, restart = state.wait_count, ""
+        if tracker.decay_check is not None and check - tracker.decay_check + 1 < since:
+            since = check - tracker.decay_check + 1
+            restart = f"the learning-rate decay at epoch {int(epochs[tracker.decay_check])}"
+        if steps and check - int(f_index[steps[-1]]) + 1 < since:
+            since = check - int(f_index[steps[-1]]) + 1
+            restart = f"the step-jump at epoch {int(f_epochs[steps[-1]])}"
+        if since >= config.patience:
+            message = plateau.message or ""
+            if restart:
+                message = (
+                    f"Monitored metric {monitor} did not improve in the {since} records since {restart}."
+                    f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."
+                )
+            return StopDecision(True, StopReason.PLATEAU, message, **base), state, tracker
     if evaluate_marginal:
         marginal = _marginal_stop(assessment, config)
         if marginal is not None:
-            return StopDecision(True, StopReason.MARGINAL_GAIN, marginal, **base), state
+            return StopDecision(True, StopReason.MARGINAL_GAIN, marginal, **base), state, tracker
 
     message = plateau.message or (
         f"Metric {monitor} did not improve in the last {state.wait_count} records;"
         f" projected gain per kWh {_fmt(assessment.projected_gain_per_kwh)},"
         f" relative {_fmt(assessment.relative_gain)}" + (f" (held: {marginal_hold})" if marginal_hold else "")
     )
-    return StopDecision(False, None, message, **base), state
+    return StopDecision(False, None, message, **base), state, tracker
 
 
 def _marginal_stop(a: MarginalAssessment, config: StoppingConfig) -> str | None:
@@ -242,8 +269,7 @@ class StoppingPolicy:
         self._costs: list[float] = []
         self._epochs: list[int] = []
         self._plateau = PlateauState.initial(self.config.mode)
-        self._next_decay_epoch: int | None = None
-        self._last_decay_epoch: int | None = None
+        self._decays = DecayTracker()
         self.last_decision: StopDecision | None = None
 
     @property
@@ -279,7 +305,9 @@ class StoppingPolicy:
             epoch: Index of the epoch just completed, 0-based, as ``trainer.current_epoch``;
                 non-decreasing across updates.
             max_epochs: Planned number of epochs (``trainer.max_epochs``), or ``None`` if unbounded.
-            epochs_until_lr_decay: Epochs until the next scheduled learning-rate decay, if known.
+            epochs_until_lr_decay: Epochs that still run at the current learning rate before the next
+                scheduled decay (0: the next epoch is the first at the lower rate), or ``None``
+                when no decay is known to be coming.
 
         Returns:
             The decision.
@@ -306,21 +334,17 @@ class StoppingPolicy:
             )
         if self._costs:
             cost = max(cost, self._costs[-1])
-        if self._next_decay_epoch is not None and self._next_decay_epoch <= epoch:
-            self._last_decay_epoch, self._next_decay_epoch = self._next_decay_epoch, None
-        if epochs_until_lr_decay is not None and epochs_until_lr_decay >= 0:
-            self._next_decay_epoch = int(epoch) + int(epochs_until_lr_decay) + 1
         self._metrics.append(metric)
         self._costs.append(cost)
         self._epochs.append(int(epoch))
         history = History(np.array(self._metrics), np.array(self._costs), np.array(self._epochs))
-        decision, self._plateau = decide(
+        decision, self._plateau, self._decays = decide(
             history,
             self._plateau,
             self.config,
             max_epochs=max_epochs,
             epochs_until_lr_decay=epochs_until_lr_decay,
-            known_decay_epoch=self._last_decay_epoch,
+            decays=self._decays,
             monitor=self.monitor,
         )
         self.last_decision = decision
@@ -344,8 +368,7 @@ class StoppingPolicy:
             "epochs": list(self._epochs),
             "best_score": _json_float(self._plateau.best_score),
             "wait_count": self._plateau.wait_count,
-            "next_decay_epoch": self._next_decay_epoch,
-            "last_decay_epoch": self._last_decay_epoch,
+            "decays": self._decays.to_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -353,14 +376,21 @@ class StoppingPolicy:
 
         The config stored in ``state`` is informational: the policy keeps its own (so a resumed run
         may change, for instance, ``patience``, as with Lightning's ``EarlyStopping``).
+
+        Raises:
+            ValueError: If ``state`` was written by another version of the policy (its ``version``
+                is not :data:`STATE_VERSION`).
         """
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(
+                f"StoppingPolicy state version must be {STATE_VERSION}, got {state.get('version')!r}"
+                " (a checkpoint from another version of lightning_green)"
+            )
         self._metrics = [_from_json_float(m) for m in state["metrics"]]
         self._costs = [float(c) for c in state["costs_kwh"]]
         self._epochs = [int(e) for e in state["epochs"]]
         self._plateau = PlateauState(_from_json_float(state["best_score"]), int(state["wait_count"]))
-        nxt, last = state.get("next_decay_epoch"), state.get("last_decay_epoch")
-        self._next_decay_epoch = None if nxt is None else int(nxt)
-        self._last_decay_epoch = None if last is None else int(last)
+        self._decays = DecayTracker.from_dict(state["decays"])
 
 
 def _json_float(x: float) -> float | str:

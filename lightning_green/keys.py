@@ -1,0 +1,43 @@
+"""Names of what lightning_green logs: metrics, run parameters and MLflow tags.
+
+The callbacks write them and ``replay``/``report`` read them back from MLflow runs, so they are
+defined once, here (no Lightning import: the offline tools use them too).
+"""
+
+from __future__ import annotations
+
+# Metrics, per epoch unless noted.
+EPOCH_KWH = "energy/epoch_kwh"
+TOTAL_KWH = "energy/total_kwh"
+AVG_POWER_W = "energy/avg_power_w"
+CO2_KG = "energy/co2_kg"
+SAMPLES_PER_J = "energy/samples_per_j"
+STEP_J = "energy/step_j"  # every ``step_interval`` steps
+STEP_POWER_W = "energy/step_power_w"  # every ``step_interval`` steps
+GAIN_PER_KWH = "energy/gain_per_kwh"
+PROJECTED_GAIN = "energy/projected_gain"
+PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
+EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
+
+# Run parameters.
+PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
+PARAM_PUE = "lightning_green.pue"
+PARAM_CARBON_INTENSITY = "lightning_green.carbon_intensity_g_per_kwh"
+PARAM_MONITOR = "lightning_green.monitor"
+PARAM_MODE = "lightning_green.mode"
+PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned horizon, or "none"
+
+# MLflow tags.
+TAG_STOP_REASON = "lightning_green.stop_reason"
+TAG_STOPPED_EPOCH = "lightning_green.stopped_epoch"
+TAG_PARTIAL = "lightning_green.partial"
+
+
+def marginal_key(monitor: str) -> str:
+    """The logged name of the marginal gain of ``monitor`` per kWh.
+
+    Example:
+        >>> marginal_key("val_acc")
+        'energy/marginal_val_acc_per_kwh'
+    """
+    return f"energy/marginal_{monitor}_per_kwh"
