@@ -93,43 +93,70 @@ class StopAtTarget(pl.Callback):
             trainer.should_stop = True
 
 
-def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
-    pl.seed_everything(seed, verbose=False)
+def fit_to_target(
+    model: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+    adaptive: tuple[AdaptiveBatchSize, AdaptivePrecision] | None,
+    *,
+    target: float,
+    max_epochs: int,
+    root_dir: Path,
+    **trainer_kwargs,
+) -> Outcome:
+    """Fit (32-true, one device, batch size from the datamodule) until ``val_acc`` reaches ``target``.
+
+    Shared by the CPU and GPU benchmarks so that the fixed and the adaptive runs differ only
+    in the callbacks given in ``adaptive``.
+    """
     monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=False, prog_bar=False)
-    callbacks: list[pl.Callback] = [monitor]
-    batch = precision = None
-    if adaptive:
-        batch = AdaptiveBatchSize(
-            min_batch_size=args.min_batch_size,
-            max_batch_size=args.max_batch_size,
-            window_s=args.window_s,
-            probe_windows=args.probe_windows,
-        )
-        precision = AdaptivePrecision(window_s=args.precision_window_s)
-        callbacks += [batch, precision]
-    stopper = StopAtTarget(monitor, args.target)
-    callbacks.append(stopper)
+    stopper = StopAtTarget(monitor, target)
     trainer = pl.Trainer(
-        max_epochs=args.max_epochs,
-        accelerator="cpu",
+        max_epochs=max_epochs,
         devices=1,
         precision="32-true",
         logger=False,
-        callbacks=callbacks,
+        callbacks=[monitor, *(adaptive or ()), stopper],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        default_root_dir=str(args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}"),
+        default_root_dir=str(root_dir),
+        **trainer_kwargs,
     )
     start = time.perf_counter()
-    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32, seed=seed))
+    trainer.fit(model, datamodule=datamodule)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
     out = stopper.outcome
     out.seconds = time.perf_counter() - start
     out.source = monitor.energy_source or "?"
-    if batch is not None and precision is not None:
-        out.record_adaptation(batch, precision)
+    if adaptive is not None:
+        out.record_adaptation(*adaptive)
     return out
+
+
+def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
+    pl.seed_everything(seed, verbose=False)
+    callbacks = None
+    if adaptive:
+        callbacks = (
+            AdaptiveBatchSize(
+                min_batch_size=args.min_batch_size,
+                max_batch_size=args.max_batch_size,
+                window_s=args.window_s,
+                probe_windows=args.probe_windows,
+            ),
+            AdaptivePrecision(window_s=args.precision_window_s),
+        )
+    return fit_to_target(
+        DigitsClassifier(),
+        DigitsDataModule(batch_size=32, seed=seed),
+        callbacks,
+        target=args.target,
+        max_epochs=args.max_epochs,
+        root_dir=args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}",
+        accelerator="cpu",
+    )
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -31,13 +30,13 @@ import logging  # noqa: E402
 import numpy as np  # noqa: E402
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
-from adapt_cpu import Outcome, StopAtTarget  # noqa: E402
+from adapt_cpu import Outcome, fit_to_target  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn import functional  # noqa: E402
 from torch.utils.data import DataLoader, Dataset, TensorDataset  # noqa: E402
 
-from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor  # noqa: E402
+from lightning_green import AdaptiveBatchSize, AdaptivePrecision  # noqa: E402
 
 for name in ("pytorch_lightning", "lightning", "lightning.pytorch"):
     logging.getLogger(name).setLevel(logging.ERROR)
@@ -171,44 +170,27 @@ class DigitsCNN(pl.LightningModule):
 
 def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
     pl.seed_everything(seed, verbose=False)
-    monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=False, prog_bar=False)
-    callbacks: list[pl.Callback] = [monitor]
-    batch = precision = None
+    callbacks = None
     if adaptive:
-        batch = AdaptiveBatchSize(
-            min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size, window_s=args.window_s
+        callbacks = (
+            AdaptiveBatchSize(
+                min_batch_size=args.min_batch_size, max_batch_size=args.max_batch_size, window_s=args.window_s
+            ),
+            AdaptivePrecision(window_s=args.window_s, start_step=args.start_step),
         )
-        precision = AdaptivePrecision(window_s=args.window_s, start_step=args.start_step)
-        callbacks += [batch, precision]
-    stopper = StopAtTarget(monitor, args.target)
-    callbacks.append(stopper)
-    trainer = pl.Trainer(
-        max_epochs=args.max_epochs,
-        accelerator=args.accelerator,
-        devices=1,
-        precision="32-true",
-        logger=False,
-        callbacks=callbacks,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        num_sanity_val_steps=0,
-        limit_train_batches=args.limit_train_batches,
-        default_root_dir=str(args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}"),
-    )
     data = UpsampledDigits(
         batch_size=32, side=args.side, repeat=args.repeat, seed=seed, num_workers=args.workers
     )
-    start = time.perf_counter()
-    trainer.fit(DigitsCNN(width=args.width), datamodule=data)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    out = stopper.outcome
-    out.seconds = time.perf_counter() - start
-    out.source = monitor.energy_source or "?"
-    if batch is not None and precision is not None:
-        out.record_adaptation(batch, precision)
-    return out
+    return fit_to_target(
+        DigitsCNN(width=args.width),
+        data,
+        callbacks,
+        target=args.target,
+        max_epochs=args.max_epochs,
+        root_dir=args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}",
+        accelerator=args.accelerator,
+        limit_train_batches=args.limit_train_batches,
+    )
 
 
 def main() -> None:
