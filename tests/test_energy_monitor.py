@@ -304,6 +304,36 @@ def test_metric_logged_in_the_modules_epoch_end(tmp_path, sqlite_uri):
     assert history[1].marginal_per_kwh == pytest.approx(1.0 / history[1].energy_kwh)
 
 
+def test_resume_keeps_a_metric_the_module_logged_after_the_epoch_closed(tmp_path, sqlite_uri, monkeypatch):
+    """Checkpoint saved at train epoch end, killed before the next epoch: the late metric survives."""
+    from doubles import install_scripted_meter
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    fast = dict(limit_train_batches=3, limit_val_batches=1, num_sanity_val_steps=0, enable_checkpointing=True)
+
+    def run(root, extra, logger, ckpt_path=None):
+        monitor = EnergyMonitor(monitor="epoch_score", mode="max")
+        checkpoint = ModelCheckpoint(dirpath=root / "ckpt", save_last=True, save_on_train_epoch_end=True)
+        pl.seed_everything(0)
+        trainer = make_trainer(root, [*extra, monitor, checkpoint], logger=logger, max_epochs=4, **fast)
+        trainer.fit(_MetricAtEpochEnd(), DigitsDataModule(), ckpt_path=ckpt_path)
+        return monitor
+
+    reference = run(tmp_path / "a", [], False)
+    logger = MLFlowLogger(experiment_name="late-resume", tracking_uri=sqlite_uri)
+    with pytest.raises(_KilledError):  # the kill comes before the monitor's epoch-start hook
+        run(tmp_path / "b", [_KillAt(2)], logger)
+    again = MLFlowLogger(experiment_name="late-resume", tracking_uri=sqlite_uri, run_id=logger.run_id)
+    resumed = run(tmp_path / "b", [], again, ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+
+    assert [r.metric for r in resumed.history] == [1.0, 2.0, 3.0, 4.0]
+    assert [r.marginal_per_kwh for r in resumed.history] == [r.marginal_per_kwh for r in reference.history]
+    key = "energy/marginal_epoch_score_per_kwh"
+    marginal = MlflowClient(sqlite_uri).get_metric_history(logger.run_id, key)
+    assert sorted(m.value for m in marginal) == sorted(r.marginal_per_kwh for r in resumed.history[1:])
+
+
 def test_a_second_fit_continues_the_total(tmp_path):
     monitor = EnergyMonitor()
     trainer = make_trainer(tmp_path, [monitor], max_epochs=2, limit_train_batches=3, limit_val_batches=1)

@@ -192,6 +192,7 @@ class EnergyMonitor(Callback):
         self._closed: EpochEnergy | None = None
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
         self._closed_key: tuple[int, int] | None = None
+        self._restored_marginal: tuple[int, float] | None = None  # (step, value) to log after a resume
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j, global_step, monotonic_s)
         self._summary_extras: dict[str, Any] = {}
 
@@ -435,6 +436,11 @@ class EnergyMonitor(Callback):
         self._resolve_deferred_metric(trainer)
 
     def _resolve_deferred_metric(self, trainer: pl.Trainer) -> None:
+        if self._restored_marginal is not None:
+            step, marginal = self._restored_marginal
+            self._restored_marginal = None
+            if trainer.global_rank == 0 and trainer.loggers:
+                _loggers.log_metrics(trainer, {marginal_key(self.monitor): marginal}, step=step)
         if self._deferred is None:
             return
         step, val_ran = self._deferred
@@ -605,6 +611,12 @@ class EnergyMonitor(Callback):
         state = checkpoint.get("callbacks", {}).get(self.state_key)
         if state is None or not self._ready:
             return
+        if self._deferred is not None and self._closed_key == (trainer.current_epoch, trainer.global_step):
+            # Saved after the module's on_train_epoch_end (checkpoint callbacks run last): the metric
+            # the closed epoch waits for is fresh now; keep it, or a resume would lose it.
+            metric = self._read_metric(trainer)
+            if metric is not None and math.isfinite(metric):
+                state["deferred_metric"] = {"value": metric, "step": self._deferred[0]}
         measured_j, _, samples, _ = self.measure(trainer)
         state["open_epoch"] = {
             "energy_j": max(0.0, self.ledger.total_j_at(measured_j) - self.ledger.total_j),
@@ -616,6 +628,11 @@ class EnergyMonitor(Callback):
         """Continue from a checkpoint: later epochs add to the restored total."""
         self.ledger.load_state_dict(state_dict["ledger"])
         self.energy_source = state_dict.get("energy_source")
+        deferred = state_dict.get("deferred_metric")
+        if deferred and self.ledger.history:
+            record = self.ledger.attach_metric(deferred["value"])
+            if record.marginal_per_kwh is not None and self.monitor is not None:
+                self._restored_marginal = (int(deferred["step"]), record.marginal_per_kwh)
         open_epoch = state_dict.get("open_epoch")
         if open_epoch:
             self.ledger.carry_open_epoch(
