@@ -81,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nMLflow run {logger.run_id} in experiment {args.experiment!r} at {args.tracking_uri}")
     print(f"Summary and plot: {monitor.summary_path} and {monitor.plot_path} (also artifacts of the run)")
     bin_dir = Path(sys.executable).parent  # the virtual environment's scripts
-    print(
-        f"Open it with:  {bin_dir / 'mlflow'} ui --backend-store-uri {args.tracking_uri}   (then http://127.0.0.1:5000)"
-    )
+    if args.tracking_uri.startswith(("http://", "https://")):  # a tracking server serves its own UI
+        run_page = f"#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
+        print(f"Open it at:    {args.tracking_uri.rstrip('/')}/{run_page}")
+    else:
+        ui = f"{bin_dir / 'mlflow'} ui --backend-store-uri {args.tracking_uri}"
+        print(f"Open it with:  {ui}   (then http://127.0.0.1:5000)")
     report = f"{bin_dir / 'lightning-green'} report --mlflow-uri {args.tracking_uri} --run-id {logger.run_id}"
     print(f"or redraw it:  {report}")
     return 0

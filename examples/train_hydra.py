@@ -2,8 +2,8 @@
 
 From the repository root:
 
-    python examples/train_hydra.py
-    python examples/train_hydra.py callbacks.stopping.energy_budget_kwh=0.00002 trainer.max_epochs=10
+    .venv/bin/python examples/train_hydra.py
+    .venv/bin/python examples/train_hydra.py callbacks.stopping.energy_budget_kwh=2e-5 trainer.max_epochs=10
 
 Any callback can be dropped with ``~callbacks.batch_size`` (Hydra's delete syntax).
 """
@@ -17,11 +17,17 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hydra
+try:
+    import hydra
+    from hydra.utils import instantiate
+    from omegaconf import DictConfig, OmegaConf
+except ImportError as error:  # hydra-core is a dev extra, not a dependency of lightning_green
+    raise SystemExit(
+        f"examples/train_hydra.py needs hydra-core ({error}): pip install 'hydra-core>=1.3' "
+        "(or install lightning_green with the dev extra)"
+    ) from error
 import pytorch_lightning as pl
 from digits import DigitsClassifier, DigitsDataModule
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
 
 
 def run(cfg: DictConfig) -> pl.Trainer:
@@ -36,7 +42,7 @@ def run(cfg: DictConfig) -> pl.Trainer:
     return trainer
 
 
-@hydra.main(version_base=None, config_path="hydra", config_name="config")
+@hydra.main(version_base=None, config_path="hydra_config", config_name="config")
 def main(cfg: DictConfig) -> None:
     """The Hydra entry point."""
     run(cfg)

@@ -12,7 +12,7 @@ from conftest import ROOT
 from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyAwareEarlyStopping, EnergyMonitor
 
 CONFIG = ROOT / "examples" / "configs" / "digits.yaml"
-HYDRA_DIR = ROOT / "examples" / "hydra"
+HYDRA_DIR = ROOT / "examples" / "hydra_config"
 
 
 def load_example(name: str):

@@ -204,14 +204,17 @@ def test_checkpoint_state_round_trip_without_fit():
     assert other.history == monitor.history
 
 
-def test_step_interval_logs_step_energy(tmp_path):
+def test_step_interval_logs_step_energy_every_interval_once(tmp_path):
+    """Every step_interval optimizer steps, whatever Trainer(log_every_n_steps) says."""
     csv = CSVLogger(str(tmp_path), name="csv")
-    _fit(tmp_path, EnergyMonitor(step_interval=10), max_epochs=1, logger=csv, log_every_n_steps=1)
+    trainer = _fit(tmp_path, EnergyMonitor(step_interval=10), max_epochs=2, logger=csv, log_every_n_steps=50)
     import csv as csvlib
 
     rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
-    values = [float(r["energy/step_j"]) for r in rows if r.get("energy/step_j")]
-    assert len(values) >= 1 and all(v >= 0 and math.isfinite(v) for v in values)
+    logged = [(int(r["step"]), float(r["energy/step_j"])) for r in rows if r.get("energy/step_j")]
+    # The first due step (10) only sets the mark; then one value per interval, none twice.
+    assert [step for step, _ in logged] == list(range(20, trainer.global_step + 1, 10))
+    assert all(value > 0 and math.isfinite(value) for _, value in logged)
 
 
 def test_samples_per_joule_counts_training_samples(tmp_path):

@@ -350,7 +350,9 @@ class EnergyMonitor(Callback):
             metrics = {keys.STEP_J: energy_j / (now[1] - self._step_mark[1])}
             if now[2] > self._step_mark[2]:
                 metrics[keys.STEP_POWER_W] = energy_j / (now[2] - self._step_mark[2])
-            pl_module.log_dict(metrics, on_step=True, on_epoch=False, logger=bool(trainer.loggers))
+            # Straight to the loggers: self.log would follow Trainer(log_every_n_steps), not step_interval.
+            if trainer.global_rank == 0 and trainer.loggers:
+                _loggers.log_metrics(trainer, metrics, step=now[1])
         self._step_mark = now
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
