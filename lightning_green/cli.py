@@ -6,11 +6,20 @@ for a past run.
 
 ``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
 over logged learning curves (the long format of ``shared/data/curves``) and writes one decision per
-curve; ``lightning-green replay --mlflow-uri URI --experiment NAME --monitor val_loss -o
-DECISIONS.csv`` does the same over MLflow runs that logged the metric and ``energy/total_kwh``.
+curve; ``lightning-green replay --mlflow-uri URI --experiment NAME -o DECISIONS.csv`` does the same
+over MLflow runs that logged the monitored metric and ``energy/total_kwh``.
 The policy options are the :class:`~lightning_green.policy.StoppingConfig` fields (the policy
 arguments of ``EnergyAwareEarlyStopping``) in kebab case, with the same defaults; ``none``
 switches an optional threshold off (``--min-relative-gain none``).
+
+MLflow runs logged with ``EnergyAwareEarlyStopping`` recorded its settings as run parameters, and
+replay uses them per run for everything not given on the command line: the monitored metric and
+its direction (``lightning_green.monitor``/``lightning_green.mode``, so ``--monitor`` and ``--mode``
+may be left out) and every policy argument (``lightning_green.<name>``), so the replayed decision
+is the callback's. Options given explicitly override the recorded arguments; a ``--mode`` that
+contradicts the direction a run recorded for the same metric is an error (exit 2). A ``--monitor``
+other than the run's recorded metric replays that metric with the command-line options and
+defaults, as for runs that recorded nothing.
 
 The replay tells the policy what the callback told it: where a CSV curve has an ``lr`` column
 (the learning rate of each epoch), ``epochs_until_lr_decay`` follows from it; MLflow runs carry
@@ -21,7 +30,9 @@ curve's last epoch).
 
 Exit codes: 0 success, 1 bad input data (reported as ``file:line:column``) or a failure to write
 the outputs, 2 bad arguments (including an output or ``--plot`` destination in a directory that
-does not exist, or ``--plot`` without matplotlib). Nothing is written unless everything
+does not exist, ``--plot`` without matplotlib, a ``sqlite:///PATH`` tracking URI whose database
+file does not exist (checked before MLflow would create an empty one), or arguments that
+contradict what an MLflow run recorded). Nothing is written unless everything
 succeeded: DECISIONS and the plot are written to temporary files beside their targets and renamed
 into place only once both exist.
 """
@@ -41,17 +52,20 @@ from typing import Any
 from lightning_green.policy import StoppingConfig
 from lightning_green.replay import (
     ENERGY_KEY,
+    RecordedParamError,
+    config_for,
     make_readable,
     plot_tradeoff,
     read_curves_csv,
     read_mlflow_curves,
-    replay,
+    replay_curve,
     summarize,
     write_decisions_csv,
 )
 
 _HELP = {
-    "mode": "min: lower is better; max: higher is better (MLflow input; CSV curves carry higher_is_better)",
+    "mode": "min: lower is better; max: higher is better (MLflow input, default: the direction each run "
+    "recorded for the metric, lightning_green.mode, else min; CSV curves carry higher_is_better)",
     "min_delta": "minimum change that counts as improvement for the plateau rule",
     "patience": "checks without improvement before the plateau rule stops",
     "check_finite": "stop when the metric becomes NaN or infinite",
@@ -66,6 +80,9 @@ _HELP = {
 }
 
 
+_URI_HELP = "MLflow tracking URI (sqlite:///PATH: the database file must exist; http://HOST:PORT)"
+
+
 def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     def parse_optional(text: str) -> Any:
         return None if text.strip().lower() == "none" else parse(text)
@@ -75,24 +92,37 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("policy options (EnergyAwareEarlyStopping arguments)")
+    """The StoppingConfig fields as options; one not given is absent from the parsed namespace.
+
+    (``argparse.SUPPRESS`` as the default: that is how replay tells an explicit option, which
+    overrides what an MLflow run recorded, from a default, which does not.)
+    """
+    group = parser.add_argument_group(
+        "policy options (EnergyAwareEarlyStopping arguments)",
+        "Defaults are the callback's. For MLflow input, an option not given takes the value each run "
+        "recorded (run parameter lightning_green.<name>, logged by EnergyAwareEarlyStopping), so the "
+        "replay reproduces the callback's decision; an option given overrides it.",
+    )
     for f in dataclasses.fields(StoppingConfig):
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_text = f"{_HELP.get(f.name, '')} (default: {default})"
+        help_text = f"{_HELP.get(f.name, '')} (default: {f.default})"
         kind = str(f.type)
         if f.name == "mode":
-            group.add_argument(
-                flag, choices=("min", "max"), default=None, help=_HELP["mode"] + " (default: min)"
-            )
+            group.add_argument(flag, choices=("min", "max"), default=None, help=_HELP["mode"])
         elif kind == "bool":
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+            group.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         else:
             parse: Callable[[str], Any] = int if kind.startswith("int") else float
             if "None" in kind:
                 parse = _optional(parse)
             group.add_argument(
-                flag, type=parse, default=default, metavar="N" if parse is int else "X", help=help_text
+                flag,
+                type=parse,
+                default=argparse.SUPPRESS,
+                metavar="N" if parse is int else "X",
+                help=help_text,
             )
 
 
@@ -131,9 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--plot", default=None, help="also draw cost saved against regret to this image (matplotlib)"
     )
     mlf = rp.add_argument_group("MLflow input")
-    mlf.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI")
+    mlf.add_argument("--mlflow-uri", default=None, help=_URI_HELP)
     mlf.add_argument("--experiment", default=None, help="MLflow experiment name")
-    mlf.add_argument("--monitor", default=None, help="monitored metric key (MLflow input; e.g. val_loss)")
+    mlf.add_argument(
+        "--monitor",
+        default=None,
+        help="monitored metric key (MLflow input; e.g. val_loss; default: the metric each run recorded, "
+        "lightning_green.monitor)",
+    )
     mlf.add_argument("--cost-key", default=ENERGY_KEY, help=f"cumulative kWh metric (default: {ENERGY_KEY})")
     _add_policy_options(rp)
 
@@ -143,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw the monitored metric against cumulative kWh (epoch energy as bars, the stop and "
         "its reason, the learning-curve fit and its projection) for a run logged with lightning_green.",
     )
-    rep.add_argument("--mlflow-uri", required=True, help="MLflow tracking URI")
+    rep.add_argument("--mlflow-uri", required=True, help=_URI_HELP)
     rep.add_argument("--run-id", required=True, help="the MLflow run")
     rep.add_argument("--monitor", default=None, help="metric to draw (default: the run's monitored metric)")
     rep.add_argument(
@@ -153,10 +188,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config_from(args: argparse.Namespace, mode: str) -> StoppingConfig:
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(StoppingConfig)}
-    values["mode"] = mode
-    return StoppingConfig(**values)
+def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy options given on the command line (``mode`` excepted: curves carry it)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(StoppingConfig)
+        if f.name != "mode" and hasattr(args, f.name)
+    }
+
+
+def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
+    """Refuse a ``sqlite:///PATH`` URI whose file does not exist (MLflow would create it, empty)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    path = uri[len(prefix) :].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return
+    if not Path(path).is_file():
+        parser.error(
+            f"--mlflow-uri {uri}: no MLflow database at {path!r} (the file does not exist; "
+            "give the path of an existing store)"
+        )
 
 
 def _check_destination(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
@@ -171,8 +224,10 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from_mlflow = args.mlflow_uri is not None or args.experiment is not None
     if from_mlflow == (args.curves is not None):
         parser.error("give either CURVES.csv or --mlflow-uri URI --experiment NAME")
-    if from_mlflow and (args.mlflow_uri is None or args.experiment is None or args.monitor is None):
-        parser.error("MLflow input needs --mlflow-uri, --experiment and --monitor")
+    if from_mlflow and (args.mlflow_uri is None or args.experiment is None):
+        parser.error("MLflow input needs --mlflow-uri and --experiment")
+    if from_mlflow:
+        _check_tracking_uri(parser, args.mlflow_uri)
     if args.max_epochs is not None and args.max_epochs <= 0:
         parser.error(f"--max-epochs must be a positive integer, got {args.max_epochs}")
     _check_destination(parser, "-o/--output", args.output)
@@ -180,8 +235,9 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _check_destination(parser, "--plot", args.plot)
         if importlib.util.find_spec("matplotlib") is None:
             parser.error("--plot needs matplotlib: pip install 'lightning_green[plot]'")
+    options = _explicit_options(args)
     try:
-        config = _config_from(args, args.mode or "min")
+        StoppingConfig.from_dict({**options, "mode": args.mode or "min"})
     except ValueError as e:
         parser.error(str(e))
 
@@ -189,15 +245,15 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if from_mlflow:
             curves, skipped = read_mlflow_curves(
-                args.mlflow_uri, args.experiment, args.monitor, mode=config.mode, cost_key=args.cost_key
+                args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=args.cost_key
             )
             source = f"{args.mlflow_uri} experiment {args.experiment!r}"
+            metric = repr(args.monitor) if args.monitor else "the monitored metric"
             if skipped:
-                print(f"skipped {len(skipped)} run(s) without both {args.monitor!r} and {args.cost_key!r}")
+                print(f"skipped {len(skipped)} run(s) without both {metric} and {args.cost_key!r}")
             if not curves:
                 print(
-                    f"error: no run in {source} logged both {args.monitor!r} and {args.cost_key!r}",
-                    file=sys.stderr,
+                    f"error: no run in {source} logged both {metric} and {args.cost_key!r}", file=sys.stderr
                 )
                 return 1
         else:
@@ -206,17 +262,26 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                 wrong = [c.curve_id for c in curves if c.mode != args.mode]
                 if wrong:
                     parser.error(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
+    except RecordedParamError as e:
+        parser.error(str(e))
     except (OSError, ValueError, RuntimeError) as e:  # CurveFormatError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 1
 
-    results = replay(
-        curves,
-        config,
-        max_epochs=args.max_epochs,
-        monitor=args.monitor or "metric",
-        use_lr_schedule=not args.ignore_lr,
-    )
+    try:
+        configs = [config_for(c, options) for c in curves]
+    except ValueError as e:  # explicit options that the recorded ones make invalid together
+        parser.error(str(e))
+    results = [
+        replay_curve(
+            c,
+            config,
+            max_epochs=args.max_epochs,
+            monitor=c.metric_name or args.monitor or "metric",
+            use_lr_schedule=not args.ignore_lr,
+        )
+        for c, config in zip(curves, configs, strict=True)
+    ]
     try:
         _write_outputs(results, args.output, args.plot)
     except (OSError, ValueError, RuntimeError) as e:
@@ -229,6 +294,18 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if with_lr:
         lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
     print(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
+    if from_mlflow:
+        recorded = [c for c in curves if c.recorded_config]
+        if recorded:
+            given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
+            print(f"policy arguments as recorded by {len(recorded)} run(s){given}")
+        elsewhere = [c for c in curves if c.recorded_monitor and c.recorded_monitor != c.metric_name]
+        if elsewhere:
+            other = ", ".join(sorted({str(c.recorded_monitor) for c in elsewhere}))
+            print(
+                f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
+                f"{args.monitor!r} with the command-line options and defaults"
+            )
     groups = {"all": results}
     if len({r.higher_is_better for r in results}) > 1:
         groups = {
@@ -283,8 +360,10 @@ def _write_outputs(results: Sequence[Any], output: str, plot: str | None) -> Non
                 os.unlink(tmp)
 
 
-def _report(args: argparse.Namespace) -> int:
+def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, write_summary_json
+
+    _check_tracking_uri(parser, args.mlflow_uri)
 
     try:
         summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
@@ -321,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(args, parser)
     if args.command == "report":
-        return _report(args)
+        return _report(args, parser)
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
     return 2  # pragma: no cover
 

@@ -26,11 +26,27 @@ PARAM_CARBON_INTENSITY = "lightning_green.carbon_intensity_g_per_kwh"
 PARAM_MONITOR = "lightning_green.monitor"
 PARAM_MODE = "lightning_green.mode"
 PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned horizon, or "none"
+# EnergyAwareEarlyStopping's metric and direction when they differ from the EnergyMonitor's (which
+# holds ``lightning_green.monitor``/``.mode``); absent otherwise.
+PARAM_STOPPING_MONITOR = "lightning_green.stopping_monitor"
+PARAM_STOPPING_MODE = "lightning_green.stopping_mode"
+PARAM_PREFIX = "lightning_green."  # + a StoppingConfig field: the stopping policy's arguments
 
 # MLflow tags.
 TAG_STOP_REASON = "lightning_green.stop_reason"
+NO_STOP = "none"  # its value (and replay's stop_reason) when EnergyAwareEarlyStopping did not stop the run
 TAG_STOPPED_EPOCH = "lightning_green.stopped_epoch"
 TAG_PARTIAL = "lightning_green.partial"
+
+
+def policy_param(name: str) -> str:
+    """The run parameter recording the stopping policy argument ``name`` (``None`` as ``none``).
+
+    Example:
+        >>> policy_param("energy_budget_kwh")
+        'lightning_green.energy_budget_kwh'
+    """
+    return PARAM_PREFIX + name
 
 
 def marginal_key(monitor: str) -> str:

@@ -20,6 +20,11 @@ file, line and column.
 MLflow runs carry what the callback told the policy beyond the curves: the run parameter
 ``lightning_green.max_epochs`` (the planned horizon, or ``none``) and the metric
 ``energy/epochs_until_lr_decay`` at each check where a decay was announced; replay passes both on.
+They also carry the callback's own settings: the monitored metric and its direction
+(``lightning_green.monitor``/``lightning_green.mode``) and every policy argument
+(``lightning_green.<name>``, a :class:`StoppingConfig` field); :func:`read_mlflow_curves` takes
+the metric and direction from them where not told otherwise, and :func:`config_for` builds each
+run's policy from the recorded arguments, so a replay reproduces the callback's decision.
 
 Example:
     >>> import io
@@ -39,8 +44,8 @@ import math
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,9 +73,20 @@ LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
 MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
 """MLflow run parameter: the planned horizon the callback passed to the policy (``none``: no plan)."""
 
+NO_STOP = keys.NO_STOP
+"""``stop_reason`` of a curve the policy never stopped (also the MLflow tag of such a run)."""
+
 _TRUE = {"true", "yes"}
 _FALSE = {"false", "no"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+
+
+class RecordedParamError(ValueError):
+    """What an MLflow run recorded contradicts what replay was told, or replay lacks what it needs.
+
+    A usage problem rather than bad data: a ``mode`` that contradicts the direction the run
+    recorded for the same metric, or no monitored metric given for a run that recorded none.
+    """
 
 
 class CurveFormatError(ValueError):
@@ -118,6 +134,11 @@ class Curve:
         lr_hints: The ``epochs_until_lr_decay`` the run's policy was given at each check (``None``
             where none was), when recorded (the MLflow metric ``energy/epochs_until_lr_decay``);
             else ``None``, and replay derives them from ``lrs`` where it can.
+        recorded_monitor: The metric the run recorded as monitored (MLflow parameter
+            ``lightning_green.stopping_monitor``, else ``lightning_green.monitor``), if any.
+        recorded_config: The policy arguments the run recorded for this metric (MLflow parameters
+            ``lightning_green.<name>``, parsed; ``mode`` excluded, it is :attr:`higher_is_better`),
+            when the curve is of the recorded metric; else ``None``. :func:`config_for` uses them.
     """
 
     curve_id: str
@@ -131,6 +152,8 @@ class Curve:
     planned_max_epochs: int | None = None
     plan_recorded: bool = False
     lr_hints: tuple[int | None, ...] | None = field(default=None, repr=False)
+    recorded_monitor: str | None = None
+    recorded_config: Mapping[str, Any] | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -265,7 +288,8 @@ def replay_curve(
 
     Args:
         curve: The curve.
-        config: Policy arguments; its ``mode`` is replaced by the curve's direction.
+        config: Policy arguments; its ``mode`` is replaced by the curve's direction. For the
+            arguments an MLflow run recorded, pass :func:`config_for` ``(curve)``.
         max_epochs: Planned length of the run in epochs (default: :attr:`Curve.default_max_epochs`,
             the recorded plan, else the curve's last epoch).
         monitor: Metric name for the messages.
@@ -291,6 +315,35 @@ def replay_curve(
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
     return result_at(curve, n - 1, None, decision)
+
+
+def config_for(curve: Curve, options: Mapping[str, Any] | None = None) -> StoppingConfig:
+    """The policy arguments to replay ``curve`` with, as the run's callback had them.
+
+    Each argument is taken from ``options`` where given there (explicit choices win), else from
+    what the run recorded (:attr:`Curve.recorded_config`, MLflow runs), else the default;
+    ``mode`` is always the curve's direction.
+
+    Args:
+        curve: The curve.
+        options: :class:`StoppingConfig` fields given explicitly (e.g. on the command line).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: On an unknown field or an invalid value.
+
+    Example:
+        >>> c = Curve("a", np.array([1]), np.array([1.0]), np.array([1.0]), True,
+        ...           recorded_config={"patience": 5, "energy_budget_kwh": 2.0})
+        >>> cfg = config_for(c, {"patience": 7})
+        >>> cfg.mode, cfg.patience, cfg.energy_budget_kwh, cfg.min_epochs
+        ('max', 7, 2.0, 5)
+    """
+    values = {**(curve.recorded_config or {}), **(options or {})}
+    values["mode"] = curve.mode
+    return StoppingConfig.from_dict(values)
 
 
 def replay(
@@ -336,7 +389,7 @@ def summarize(results: Sequence[ReplayResult]) -> Summary:
     """
     stops: dict[str, int] = {}
     for r in results:
-        key = r.stop_reason.value if r.stop_reason is not None else "none"
+        key = r.stop_reason.value if r.stop_reason is not None else NO_STOP
         stops[key] = stops.get(key, 0) + 1
     n = len(results)
     return Summary(
@@ -582,12 +635,12 @@ def _per_epoch(epochs_completed: np.ndarray, lrs: np.ndarray) -> np.ndarray | No
 def read_mlflow_curves(
     tracking_uri: str,
     experiment: str,
-    monitor: str,
+    monitor: str | None = None,
     *,
-    mode: str = "min",
+    mode: str | None = None,
     cost_key: str = ENERGY_KEY,
 ) -> tuple[list[Curve], list[str]]:
-    """Curves from the runs of an MLflow experiment that logged ``monitor`` and ``cost_key``.
+    """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
     The metric histories are joined on their step (the callbacks log the monitored metric,
     ``energy/total_kwh`` and ``energy/epochs_until_lr_decay`` at the same step, once per check).
@@ -599,6 +652,16 @@ def read_mlflow_curves(
     epoch), and ``energy/epochs_until_lr_decay`` at a step is that check's
     ``epochs_until_lr_decay`` (``None`` at a step without it).
 
+    Each run's recorded settings are used where the caller gives none: the metric is ``monitor``,
+    else the one the run recorded (``lightning_green.stopping_monitor``, written by
+    EnergyAwareEarlyStopping when it watched another metric than the EnergyMonitor, else
+    ``lightning_green.monitor``); the direction is the one the run recorded for that metric
+    (``lightning_green.stopping_mode``/``lightning_green.mode``), else ``mode``, else ``"min"``.
+    A ``mode`` contradicting the recorded direction of the same metric is an error. The policy
+    arguments the run recorded (``lightning_green.<name>``) go into :attr:`Curve.recorded_config`
+    when the curve is of the recorded metric; a run replayed on another metric than it recorded
+    is replayed like a run that recorded nothing (``mode`` or ``"min"``, no recorded arguments).
+
     Where a step of a metric was logged more than once, the value kept is MLflow's "latest": the
     largest timestamp, ties broken by the largest value (so the result does not depend on the
     order the tracking server returns the history in).
@@ -606,8 +669,9 @@ def read_mlflow_curves(
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://...``, a directory).
         experiment: Experiment name.
-        monitor: The monitored metric's key.
-        mode: ``"min"`` or ``"max"``: direction of the metric.
+        monitor: The monitored metric's key (default: each run's recorded one).
+        mode: ``"min"`` or ``"max"``: direction of the metric (default: each run's recorded one,
+            else ``"min"``).
         cost_key: Key of cumulative cost in kWh.
 
     Returns:
@@ -616,9 +680,14 @@ def read_mlflow_curves(
 
     Raises:
         RuntimeError: If mlflow is not installed.
-        ValueError: If the experiment does not exist, or a run's ``lightning_green.max_epochs`` is
-            neither a positive integer nor ``none``.
+        RecordedParamError: If ``mode`` contradicts the direction a run recorded for the metric,
+            or ``monitor`` is not given and a run that logged ``cost_key`` recorded no metric.
+        ValueError: If the experiment does not exist, or a run's recorded parameters are invalid
+            (``lightning_green.max_epochs`` neither a positive integer nor ``none``, a policy
+            argument of the wrong type or out of range).
     """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     try:
         from mlflow.tracking import MlflowClient
     except ImportError:  # pragma: no cover - depends on the environment
@@ -642,8 +711,25 @@ def read_mlflow_curves(
     curves, skipped = [], []
     for run in runs:
         run_id = run.info.run_id
-        metric = _history(client, run_id, monitor)
+        params = run.data.params
         cost = _history(client, run_id, cost_key)
+        if not cost:
+            skipped.append(run_id)
+            continue
+        target = _recorded_target(run_id, params)
+        key = monitor or target.monitor
+        if key is None:
+            raise RecordedParamError(
+                f"MLflow run {run_id} recorded no {keys.PARAM_MONITOR}: name the monitored metric (--monitor)"
+            )
+        own = key == target.monitor
+        if own and mode is not None and target.mode is not None and mode != target.mode:
+            raise RecordedParamError(
+                f"MLflow run {run_id} recorded {target.mode_param}={target.mode} for {key!r}; "
+                f"mode {mode!r} (--mode) contradicts it"
+            )
+        run_mode = (target.mode if own else None) or mode or "min"
+        metric = _history(client, run_id, key)
         steps = sorted(set(metric) & set(cost))
         if not steps:
             skipped.append(run_id)
@@ -654,22 +740,83 @@ def read_mlflow_curves(
         else:
             epochs = np.arange(1, len(steps) + 1)
         hint_hist = _history(client, run_id, LR_HINT_KEY)
-        plan_recorded, planned = _planned_max_epochs(run_id, run.data.params.get(MAX_EPOCHS_PARAM))
+        plan_recorded, planned = _planned_max_epochs(run_id, params.get(MAX_EPOCHS_PARAM))
         curves.append(
             Curve(
                 curve_id=run_id,
                 epochs=epochs,
                 metrics=np.array([metric[s] for s in steps], dtype=float),
                 costs=np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float)),
-                higher_is_better=mode == "max",
+                higher_is_better=run_mode == "max",
                 cost_unit="kWh",
-                metric_name=monitor,
+                metric_name=key,
                 planned_max_epochs=planned,
                 plan_recorded=plan_recorded,
                 lr_hints=tuple(_hint(run_id, hint_hist[s]) if s in hint_hist else None for s in steps),
+                recorded_monitor=target.monitor,
+                recorded_config=_recorded_config(run_id, params) if own else None,
             )
         )
     return curves, skipped
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The metric and direction a run recorded, and the parameters that hold them."""
+
+    monitor: str | None
+    mode: str | None
+    mode_param: str
+
+
+def _recorded_target(run_id: str, params: Mapping[str, str]) -> _Target:
+    """The stopper's metric and direction: its own parameters, else the shared ones."""
+    if keys.PARAM_STOPPING_MONITOR in params:
+        monitor_param, mode_param = keys.PARAM_STOPPING_MONITOR, keys.PARAM_STOPPING_MODE
+    else:
+        monitor_param, mode_param = keys.PARAM_MONITOR, keys.PARAM_MODE
+    monitor = params.get(monitor_param) or None
+    mode = params.get(mode_param)
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"MLflow run {run_id}: parameter {mode_param} must be 'min' or 'max', got {mode!r}")
+    return _Target(monitor, mode if monitor is not None else None, mode_param)
+
+
+def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """The :class:`StoppingConfig` fields a run recorded as ``lightning_green.<name>``, parsed.
+
+    ``mode`` is left out (the curve's direction carries it). Values are validated as the callback
+    validated them.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(StoppingConfig):
+        name = keys.policy_param(f.name)
+        if f.name == "mode" or name not in params:
+            continue
+        text = params[name].strip()
+        kind = str(f.type)
+        try:
+            if "None" in kind and text.lower() == "none":
+                value: Any = None
+            elif kind == "bool":
+                value = _parse_bool(text)
+                if value is None:
+                    raise ValueError
+            elif kind.startswith("int"):
+                value = int(text)
+            else:
+                value = float(text)
+        except ValueError:
+            raise ValueError(
+                f"MLflow run {run_id}: parameter {name} must be {kind.replace(' | None', ' or none')}, "
+                f"got {params[name]!r}"
+            ) from None
+        out[f.name] = value
+    try:
+        StoppingConfig.from_dict(out)
+    except ValueError as e:
+        raise ValueError(f"MLflow run {run_id}: recorded policy arguments: {e}") from None
+    return out
 
 
 def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | None]:
@@ -724,7 +871,7 @@ def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
             [
                 r.curve_id,
                 str(r.stop_epoch),
-                r.stop_reason.value if r.stop_reason is not None else "none",
+                r.stop_reason.value if r.stop_reason is not None else NO_STOP,
                 repr(r.best_metric_at_stop),
                 repr(r.cost_at_stop),
                 repr(r.cost_total),

@@ -137,9 +137,14 @@ def format_summary(summary: dict[str, Any]) -> str:
                 (f"best {summary['monitor']} gain per kWh", f"{summary['best_marginal_per_kwh']:.6g}")
             )
         rows.append(("kWh spent after best", f"{summary['kwh_after_best']:.6g}"))
-    for key in ("stop_reason", "stopped_epoch"):
-        if summary.get(key) is not None:
-            rows.append((key.replace("_", " "), str(summary[key])))
+    reason = summary.get("stop_reason")
+    if reason == keys.NO_STOP:  # the stopper was there and did not stop the run
+        end = summary.get("training_end")
+        rows.append(("stop reason", f"{reason} ({end})" if end else reason))
+    else:
+        for key in ("stop_reason", "stopped_epoch"):
+            if summary.get(key) is not None:
+                rows.append((key.replace("_", " "), str(summary[key])))
     width = max(len(k) for k, _ in rows)
     lines = ["lightning_green energy summary", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
     return "\n".join(lines)
@@ -246,22 +251,27 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
             ax.plot(*zip(*beyond, strict=True), "--", color="#e6550d", linewidth=1.2, label="projection")
     stop_reason = summary.get("stop_reason")
     stopped_epoch = summary.get("stopped_epoch")
-    if stop_reason and stopped_epoch is not None:
+    at, marker = None, None
+    if stop_reason == keys.NO_STOP and epochs:  # the stopper held back: mark where training ended
+        at = epochs[-1]
+        marker = f"{summary.get('training_end') or 'training ended'}\nstop reason: {keys.NO_STOP}"
+    elif stop_reason and stopped_epoch is not None:
         at = next((e for e in epochs if e["epoch"] == stopped_epoch), epochs[-1] if epochs else None)
-        if at is not None:
-            ax.axvline(at["total_kwh"], color="#a50f15", linestyle=":", linewidth=1.5)
-            ax.annotate(
-                f"stopped after epoch {stopped_epoch}\n{stop_reason}",
-                xy=(at["total_kwh"], 0.5),
-                xycoords=("data", "axes fraction"),
-                xytext=(-6, 0),
-                textcoords="offset points",
-                ha="right",
-                va="center",
-                fontsize=8,
-                color="#a50f15",
-                bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#a50f15", "alpha": 0.85},
-            )
+        marker = f"stopped after epoch {stopped_epoch}\n{stop_reason}"
+    if at is not None:
+        ax.axvline(at["total_kwh"], color="#a50f15", linestyle=":", linewidth=1.5)
+        ax.annotate(
+            marker,
+            xy=(at["total_kwh"], 0.5),
+            xycoords=("data", "axes fraction"),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=8,
+            color="#a50f15",
+            bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#a50f15", "alpha": 0.85},
+        )
     source = summary.get("energy_source", "?")
     estimate = " (an estimate, not a measurement)" if summary.get("is_estimate") else ""
     label = f"cumulative energy, kWh - source: {source}{estimate}"
@@ -366,6 +376,13 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
             )
         )
     stopped = tags.get(keys.TAG_STOPPED_EPOCH)
+    extra: dict[str, Any] = {
+        "stop_reason": tags.get(keys.TAG_STOP_REASON),
+        "stopped_epoch": None if stopped is None else int(stopped),
+        "rebuilt_from_metrics": True,
+    }
+    if extra["stop_reason"] == keys.NO_STOP:
+        extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
     return build_summary(
         records,
         total_j=records[-1].total_j,
@@ -375,9 +392,17 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
         carbon_intensity_g_per_kwh=intensity_g_per_kwh,
         monitor=monitor,
         mode=mode,
-        extra={
-            "stop_reason": tags.get(keys.TAG_STOP_REASON),
-            "stopped_epoch": None if stopped is None else int(stopped),
-            "rebuilt_from_metrics": True,
-        },
+        extra=extra,
     )
+
+
+def _training_end(records: Sequence[EpochEnergy], planned: str | None) -> str:
+    """How a run the stopper did not stop ended, from its epochs and planned horizon.
+
+    The recorded horizon (``lightning_green.max_epochs``) is ``max_epochs`` unless ``max_steps``
+    cut the plan shorter, so a run whose epochs reach it "ran to" it.
+    """
+    epochs_done = records[-1].epoch + 1
+    if planned is not None and planned.strip().isdigit() and epochs_done >= int(planned):
+        return f"ran to max_epochs={int(planned)}"
+    return f"ended after {epochs_done} epochs"

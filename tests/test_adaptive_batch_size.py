@@ -26,9 +26,10 @@ from lightning_green import (
     AdaptationUnsupportedError,
     AdaptiveBatchSize,
     AdaptivePrecision,
+    EnergyAwareEarlyStopping,
     EnergyMonitor,
 )
-from lightning_green.callbacks import _adapt, adaptive_batch_size
+from lightning_green.callbacks import _adapt, _loggers, adaptive_batch_size
 from lightning_green.callbacks._adapt import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
 from lightning_green.policy.batch_size import BatchSizePolicy
@@ -100,6 +101,66 @@ def test_switches_between_epochs_the_loader_yields_the_new_size_lr_follows_and_i
     assert set(summary["batch_size_j_per_sample"]) == {"32", "64"}
 
 
+class ScriptedValLoss(CostedDigits):
+    """CostedDigits whose logged ``val_loss`` is ``curve[epoch]``: a stopper stops where told."""
+
+    def __init__(self, curve):
+        super().__init__()
+        self.curve = list(curve)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val_loss", torch.tensor(self.curve[min(self.current_epoch, len(self.curve) - 1)]))
+
+
+@pytest.mark.parametrize("ended_by", ["stopper", "max_epochs"])
+def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported(
+    tmp_path, monkeypatch, sqlite_uri, ended_by
+):
+    # Probing goes 32 -> 64 -> 16: the switch to 16 is decided at the end of epoch 1, where the
+    # run ends - by EnergyAwareEarlyStopping (Lightning runs its epoch-end hook after this
+    # callback's) or by max_epochs. 16 must not be reported, tagged or paid for in the lr.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    logger = MLFlowLogger(
+        experiment_name="last", tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "artifacts")
+    )
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0)
+    callbacks, model, epochs = [spy, cb, ckpt], CostedDigits(), 2
+    if ended_by == "stopper":
+        stopper = EnergyAwareEarlyStopping(monitor="val_loss", stopping_threshold=1.0)
+        callbacks, model, epochs = [*callbacks, stopper], ScriptedValLoss([2.0, 0.5]), 6
+    trainer, _, dm = fit(
+        tmp_path, callbacks, model=model, epochs=epochs, logger=logger, enable_checkpointing=True
+    )
+    if ended_by == "stopper":
+        assert stopper.stopped_epoch == 1
+    lr0 = model.lr
+    assert [r["batch_size"] for r in spy.rows] == [32, 64]  # what trained
+    assert moves(cb) == [(0, 32, 64, "probe")]  # no 64 -> 16 that never trained
+    assert cb.current_batch_size == dm.batch_size == 64
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2 * lr0)  # scaled for 64 only
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert (summary["batch_size"], summary["batch_size_switches"]) == (64, "e0 s20 32->64 probe")
+    written = json.loads((_loggers.output_dir(trainer) / _adapt.ADAPTATIONS_FILENAME).read_text())
+    assert written["batch_size"]["batch_size"] == 64
+    assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
+    tags = logger.experiment.get_run(logger.run_id).data.tags
+    assert tags["lightning_green.batch_size"] == "64"
+    assert tags["lightning_green.batch_size_switches"] == "e0 s20 32->64 probe"
+    # The decision is not lost: resumed for one more epoch, the run trains at 16 from its start,
+    # with the lr scaled once for it - as a run that had not stopped would have.
+    resumed, spy_b = (
+        AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, lr_scaling="linear", **FAST),
+        Spy(),
+    )
+    fit(tmp_path / "b", [spy_b, resumed], epochs=3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    trained = [r for r in spy_b.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
+    assert [r["batch_size"] for r in trained] == [16]
+    assert trained[0]["lr"] == pytest.approx(lr0 / 2)
+    assert moves(resumed) == [(0, 32, 64, "probe"), (1, 64, 16, "probe")]
+
+
 def test_learning_rate_rules_scale_optimizers_and_schedulers():
     param = torch.nn.Parameter(torch.zeros(2))
     adam = torch.optim.Adam([param], lr=1e-3)
@@ -158,7 +219,10 @@ def test_resume_restores_the_batch_size_and_makes_the_same_decisions(
     resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST), Spy()
     first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=20.ckpt")
     saved = torch.load(first_epoch, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
-    assert saved["current_batch_size"] == (32 if at_validation_end else 64)  # before / after the switch
+    # Saved before the epoch-end decision, or after it with the switch pending (applied when the
+    # next epoch starts): either way the checkpoint trained at 32.
+    assert saved["current_batch_size"] == 32
+    assert (saved["pending"] or {}).get("to") == (None if at_validation_end else 64)
     ckpt_b = checkpoint("ckpt_b")
     fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=3, ckpt_path=first_epoch, enable_checkpointing=True)
     trained = [r for r in spy.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing

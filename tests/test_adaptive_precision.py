@@ -91,6 +91,22 @@ def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_droppe
     assert summary["precision_probe_extra_j"] == pytest.approx(2.0 * bf16_extra)
 
 
+def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(tmp_path, monkeypatch):
+    # Where an uninterrupted run switches to bf16 (after step `start`), this run ends: max_steps.
+    install_step_cost(monkeypatch)
+    reference = AdaptivePrecision(**FAST)
+    fit(tmp_path / "reference", [reference], epochs=1)
+    start = next(h["step"] for h in reference.history if h["from"] != h["to"])
+    install_step_cost(monkeypatch)
+    cb = AdaptivePrecision(**FAST)
+    trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start)
+    assert trainer.global_step == start and {d for _, d in model.steps} == {"float32"}
+    assert switches(cb) == [] and cb.current == trainer.precision == "32-true"
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert (summary["precision"], summary["precision_switches"]) == ("32-true", "")
+    assert summary["precision_probe_j"] == 0.0  # no bf16 probe was paid for
+
+
 def test_on_this_cpu_bf16_is_measured_costlier_and_training_ends_on_fp32(tmp_path):
     # Real measurement: the CPU-time estimate of this machine, real bf16 autocast kernels.
     cb = AdaptivePrecision(window_s=0.1, start_step=10)

@@ -240,3 +240,92 @@ def test_outputs_are_readable_like_any_new_file(curves_csv: Path, tmp_path: Path
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == fig.stat().st_mode & 0o777 == 0o666 & ~umask
     assert fig.read_text().lstrip().startswith("<?xml")  # the format the name asks for
+
+
+# --------------------------------------------------------------------------- what MLflow runs recorded
+
+
+@pytest.fixture
+def accuracy_run(tmp_path: Path, sqlite_uri: str) -> tuple[str, list[float]]:
+    """A real digits fit that monitored ``val_acc`` (higher is better), logged to MLflow."""
+    import pytorch_lightning as pl
+    from conftest import make_trainer
+    from digits import DigitsClassifier, DigitsDataModule
+    from mlflow.tracking import MlflowClient
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    from lightning_green import EnergyMonitor
+
+    logger = MLFlowLogger(experiment_name="digits", tracking_uri=sqlite_uri)
+    pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path,
+        [EnergyMonitor(monitor="val_acc", mode="max", summary=False)],
+        logger=logger,
+        max_epochs=4,
+        limit_train_batches=4,
+        limit_val_batches=2,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+    history = MlflowClient(sqlite_uri).get_metric_history(logger.run_id, "val_acc")
+    accuracies = [m.value for m in sorted(history, key=lambda m: m.step)]
+    assert max(accuracies) != min(accuracies)
+    return logger.run_id, accuracies
+
+
+def test_mlflow_replay_takes_the_recorded_direction(
+    accuracy_run: tuple[str, list[float]], sqlite_uri: str, tmp_path: Path, capsys
+) -> None:
+    run_id, accuracies = accuracy_run
+    out = tmp_path / "d.csv"
+    base = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "digits", "-o", str(out)]
+    for monitor in (["--monitor", "val_acc"], []):  # the metric too comes from the run
+        assert main([*base, *monitor]) == 0
+        (row,) = list(csv.DictReader(out.open()))
+        assert float(row["best_metric_at_stop"]) == pytest.approx(max(accuracies))  # an accuracy, not a loss
+    out.unlink()
+
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as info:
+        main([*base, "--mode", "min"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert run_id in err and "lightning_green.mode=max" in err and "'min'" in err
+    assert not out.exists()
+
+    # Another metric than the recorded one is a what-if: the command line decides its direction.
+    assert main([*base, "--monitor", "val_loss"]) == 0
+    assert "recorded another monitored metric (val_acc)" in capsys.readouterr().out
+
+
+def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Path, sqlite_uri: str, capsys):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    run = client.create_run(client.create_experiment("bare"))
+    for i in range(5):
+        client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
+        client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+    out = tmp_path / "d.csv"
+    with pytest.raises(SystemExit) as info:
+        main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "bare", "-o", str(out)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert run.info.run_id in err and "lightning_green.monitor" in err and "--monitor" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_missing_sqlite_store_is_refused_not_created(tmp_path: Path, capsys, command: str) -> None:
+    typo = tmp_path / "typo.db"
+    uri = f"sqlite:///{typo}"
+    if command == "report":
+        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
+    else:
+        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert f"no MLflow database at {str(typo)!r}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # typo.db not created, nothing written

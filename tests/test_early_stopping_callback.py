@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import pytorch_lightning as pl
@@ -121,6 +122,94 @@ def test_replaying_the_logged_run_reproduces_the_callbacks_decision(
     assert row["stop_reason"] == stopper.stop_reason.value
     assert int(row["stop_epoch"]) == stopper.stopped_epoch + 1  # replay counts epochs completed
     assert float(row["cost_at_stop"]) == pytest.approx(stopper.energy_monitor.history[-1].total_kwh)
+
+
+@pytest.mark.parametrize("shared_monitor", ["implicit", "other-metric"])
+def test_replay_of_a_budget_stop_needs_no_policy_options(tmp_path, sqlite_uri, monkeypatch, shared_monitor):
+    """The run records the stopper's arguments; a plain MLflow replay reproduces its decision.
+
+    Also when the run's EnergyMonitor watches another metric: the stopper's metric and direction
+    then go into their own parameters and replay takes those.
+    """
+    import csv
+
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    budget_kwh = 5.4 * EPOCH_KWH
+    stopper = EnergyAwareEarlyStopping(
+        monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh, patience=7
+    )
+    callbacks: list[pl.Callback] = [stopper]
+    if shared_monitor == "other-metric":
+        callbacks.append(EnergyMonitor(monitor="val_loss", mode="min"))
+    logger = MLFlowLogger(experiment_name="budget", tracking_uri=sqlite_uri)
+    _fit(tmp_path, callbacks, DigitsClassifier(), max_epochs=20, logger=logger)
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.ENERGY_BUDGET, 4)
+
+    client = MlflowClient(sqlite_uri)
+    params = client.get_run(logger.run_id).data.params
+    assert float(params["lightning_green.energy_budget_kwh"]) == budget_kwh
+    assert params["lightning_green.patience"] == "7"
+    assert params["lightning_green.min_gain_per_kwh"] == "none"
+    if shared_monitor == "other-metric":  # the EnergyMonitor's own, untouched
+        assert (params["lightning_green.monitor"], params["lightning_green.mode"]) == ("val_loss", "min")
+
+    out = tmp_path / "decisions.csv"
+    assert cli.main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "budget", "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (row["stop_reason"], int(row["stop_epoch"])) == ("energy_budget", stopper.stopped_epoch + 1)
+    accuracies = [m.value for m in client.get_metric_history(logger.run_id, "val_acc")]
+    assert float(row["best_metric_at_stop"]) == pytest.approx(max(accuracies))  # replayed as "max"
+
+    # An option given on the command line overrides the recorded one.
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "budget", "-o", str(out)]
+    assert cli.main([*argv, "--energy-budget-kwh", "none"]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["stop_reason"] != "energy_budget"
+
+
+@pytest.mark.parametrize("artifact", [True, False], ids=["summary-artifact", "rebuilt-from-metrics"])
+def test_run_the_stopper_did_not_stop_says_so(tmp_path, sqlite_uri, monkeypatch, capsys, artifact):
+    """Tag, summary (printed and JSON), plot and ``lightning-green report`` all show "none"."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import cli
+    from lightning_green.report import format_summary, plot_summary
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max")  # min_epochs 5 > 3 epochs
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=artifact)
+    logger = MLFlowLogger(experiment_name="held", tracking_uri=sqlite_uri)
+    trainer = _fit(tmp_path, [stopper, monitor], DigitsClassifier(), max_epochs=3, logger=logger)
+    assert stopper.stop_reason is None and trainer.current_epoch == 3
+
+    run = MlflowClient(sqlite_uri).get_run(logger.run_id)
+    assert run.data.tags["lightning_green.stop_reason"] == "none"
+    assert "lightning_green.stopped_epoch" not in run.data.tags
+    summary = monitor.last_summary
+    assert (summary["stop_reason"], summary["training_end"]) == ("none", "ran to max_epochs=3")
+    assert summary["stopped_epoch"] is None
+    if artifact:
+        assert json.loads(monitor.summary_path.read_text())["stop_reason"] == "none"
+    assert re.search(r"\n  stop reason +none \(ran to max_epochs=3\)", format_summary(summary))
+
+    capsys.readouterr()
+    as_json = tmp_path / "report.json"
+    argv = ["report", "--mlflow-uri", sqlite_uri, "--run-id", logger.run_id, "--json", str(as_json)]
+    assert cli.main([*argv, "-o", str(tmp_path / "report.png")]) == 0
+    assert re.search(r"\n  stop reason +none \(ran to max_epochs=3\)", capsys.readouterr().out)
+    reported = json.loads(as_json.read_text())
+    assert reported.get("rebuilt_from_metrics", False) is not artifact
+    assert (reported["stop_reason"], reported["training_end"]) == ("none", "ran to max_epochs=3")
+
+    # The plot marks where training ended, with that label.
+    matplotlib = pytest.importorskip("matplotlib")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, to read it back
+        svg = plot_summary(reported, tmp_path / "report.svg").read_text()
+    assert "ran to max_epochs=3" in svg and "stop reason: none" in svg
 
 
 class KilledError(Exception):

@@ -14,7 +14,17 @@ counts, the records summed over ranks, and the policies' decisions made from the
 clock never decides whether a collective is called.
 
 :class:`AdaptiveCallback` holds what both callbacks do alike: the shared monitor, window
-pausing, step-boundary detection, history, publishing and the state-version check.
+pausing, step-boundary detection, history, publishing, the state-version check, and *pending*
+switches.
+
+A switch is decided where a window or an epoch ends, but it only takes effect - the setting
+changed, the learning rate scaled, the switch recorded, logged and tagged - where training
+goes on: AdaptivePrecision at the next ``on_train_batch_start``, AdaptiveBatchSize at the next
+``on_train_epoch_start``. Whether the run goes on is only known after the decision
+(``EarlyStopping`` runs its epoch-end hook after the plain callbacks', ``max_epochs`` and
+``max_steps`` are checked after the hooks); a switch decided at the end of the last step or
+epoch stays pending and is never reported as trained. It is saved with the state, so a resumed (or a
+further) fit applies it where it trains, as an uninterrupted run would have.
 
 Nothing here decides anything; the policies in :mod:`lightning_green.policy` do.
 """
@@ -457,7 +467,9 @@ class AdaptiveCallback(Callback):
     Subclasses set the class attributes, implement :meth:`summary_fields`, :meth:`setting` and
     :meth:`initial_setting`, and call :meth:`attach` from ``setup``, :meth:`begin_training` from
     ``on_train_start``, :meth:`resume_window` from ``on_train_batch_start`` and
-    :meth:`optimizer_stepped` from ``on_train_batch_end``.
+    :meth:`optimizer_stepped` from ``on_train_batch_end``. A switch decided is kept with
+    :meth:`defer` and applied, once training goes on, from :meth:`take_pending`; subclasses save
+    :attr:`pending` with their state.
 
     Args:
         window_s: Seconds per measurement window; None: chosen from the energy source.
@@ -483,6 +495,8 @@ class AdaptiveCallback(Callback):
         self._window_s_used: float | None = None
         self._active = False
         self._last_global_step = -1
+        self.pending: dict[str, Any] | None = None
+        """A decided switch not applied yet (``epoch``, ``step``, ``to``, ``reason``, ``details``)."""
 
     @property
     def state_key(self) -> str:
@@ -540,6 +554,28 @@ class AdaptiveCallback(Callback):
         if self._monitor is not None:
             self._window.pause(trainer, self._monitor)
 
+    def defer(self, trainer: pl.Trainer, to: Any, reason: str, details: Mapping[str, Any]) -> None:
+        """Keep a decided switch pending until training goes on (see :meth:`take_pending`).
+
+        Args:
+            trainer: The trainer (the decision's epoch and global step are kept with it).
+            to: The new setting.
+            reason: The decision's reason (its value).
+            details: The decision's details.
+        """
+        self.pending = {
+            "epoch": int(trainer.current_epoch),
+            "step": int(trainer.global_step),
+            "to": to,
+            "reason": reason,
+            "details": jsonable(details),
+        }
+
+    def take_pending(self) -> dict[str, Any] | None:
+        """The pending switch, now to be applied (None when there is none); it is no longer pending."""
+        pending, self.pending = self.pending, None
+        return pending
+
     def record(self, entry: dict[str, Any]) -> None:
         """Append an adaptation to the history (the most recent :data:`MAX_HISTORY` are kept)."""
         self.history.append(entry)
@@ -586,6 +622,13 @@ class AdaptiveCallback(Callback):
             f"lightning_green: {self.setting_label} {self.initial_setting()} -> {self.setting()}; "
             f"switches: {switch_text(switches(self.history)) or 'none'}"
         )
+        pending = self.pending
+        if pending is not None:
+            rank_zero_info(
+                f"lightning_green: {self.setting_label} {self.setting()} -> {pending['to']} decided at "
+                f"epoch {pending['epoch']} step {pending['step']} ({pending['reason']}) was not applied: "
+                "training ended first (a resumed fit applies it)"
+            )
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Undo what was attached to the module (see :meth:`release`)."""

@@ -11,10 +11,17 @@ How it works in Lightning terms:
 
 - **Changing the batch size** happens between epochs, as Lightning's ``BatchSizeFinder`` does
   it: the ``batch_size`` attribute (``attr_name``) is set on the model, its ``hparams`` and the
-  datamodule (``lightning_setattr``), and the fit loop's train dataloader is dropped
-  (``trainer.fit_loop._combined_loader = None``) so that the next epoch's
-  ``fit_loop.setup_data()`` requests a new one from the datamodule or module (with the
-  distributed sampler re-injected under DDP). Validation dataloaders are left alone.
+  datamodule (``lightning_setattr``), and the fit loop's train dataloader is rebuilt
+  (``trainer.fit_loop._combined_loader = None``, then ``fit_loop.setup_data()`` requests a new
+  one from the datamodule or module, with the distributed sampler re-injected under DDP).
+  Validation dataloaders are left alone.
+- **Decided at an epoch end, applied at the next epoch start**: Lightning runs
+  ``EarlyStopping`` callbacks' epoch-end hooks after this one's and checks ``max_epochs`` and
+  ``max_steps`` after all of them, so whether another epoch trains is unknown when the decision
+  is made. A switch stays pending (saved in checkpoints) and takes effect - batch size, learning
+  rate, dataloader, the switch's record, log line and MLflow tags - in ``on_train_epoch_start``
+  (after Lightning's own ``setup_data()``, hence the explicit rebuild). A run that ends first
+  never reports a batch size it did not train with; a resumed or further fit applies it.
 - **Probing** is ordinary training: each candidate trains for at least one whole epoch (so the
   trajectory and logged metrics are the run's own), and its joules per sample are the median of
   measurement windows (``window_s`` seconds of training each, validation and epoch-end work
@@ -61,10 +68,12 @@ from __future__ import annotations
 import functools
 import gc
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import pytorch_lightning as pl
 import torch
+from lightning_fabric.utilities.data import _set_sampler_epoch
 from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 
@@ -543,9 +552,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     # -- epoch end: decide ---------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log ``energy/batch_size``; record the epoch's window, decide and apply between epochs.
+        """Log ``energy/batch_size``; record the epoch's window and decide (a switch stays pending).
 
-        The decision is made at most once per ``(epoch, global_step)``, also across a resume.
+        The decision is made at most once per ``(epoch, global_step)``, also across a resume. A
+        switch is applied by :meth:`on_train_epoch_start`, if another epoch trains.
         """
         policy, monitor = self.policy, self._monitor
         if policy is None or monitor is None or self.current_batch_size is None:
@@ -584,44 +594,92 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 f"AdaptiveBatchSize: every candidate batch size ran out of memory (smallest failing: "
                 f"{policy.oom_batch_size}); lower min_batch_size."
             )
-        self._apply(trainer, pl_module, decision)
+        self._decided(trainer, decision)
 
-    def _apply(self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: BatchSizeDecision) -> None:
+    def _decided(self, trainer: pl.Trainer, decision: BatchSizeDecision) -> None:
+        """Keep a switch pending; record a first settling on the size in use right away."""
         previous = self.current_batch_size
         assert previous is not None
-        new = decision.batch_size
         first_settle = not self.settled and decision.reason is not BatchSizeReason.PROBE
         if decision.reason is not BatchSizeReason.PROBE:
             self.settled = True
-        if new == previous and not first_settle:
-            return
-        lr_factor = 1.0
-        if new != previous:
-            lr_factor = self._scale_learning_rates(trainer, previous, new)
-            lightning_setattr(pl_module, self.attr_name, new)
-            self.current_batch_size = new
-            trainer.fit_loop._combined_loader = None  # the next epoch's setup_data() reloads
-            self._window.reset()
-            self._reset_noise()
-            self._window.target_steps = self._target_steps()
-        entry = {
-            "epoch": int(trainer.current_epoch),
-            "step": int(trainer.global_step),
-            "from": previous,
-            "to": new,
-            "reason": decision.reason.value,
-            "lr_factor": lr_factor,
-            "lr": self._first_lr(trainer),
-            "b_noise": jsonable(policy_b_noise(decision)),
-            "details": jsonable(decision.details),
-        }
-        self.record(entry)
-        if new != previous:
-            rank_zero_info(
-                f"lightning_green: {self.attr_name} {previous} -> {new} at epoch {entry['epoch']} "
-                f"({decision.reason.value}; lr x{lr_factor:.3g})"
+        if decision.batch_size != previous:
+            self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
+        elif first_settle:  # nothing changes: nothing to wait for
+            self._record(
+                previous,
+                previous,
+                int(trainer.current_epoch),
+                int(trainer.global_step),
+                decision.reason.value,
+                decision.details,
+                1.0,
+                trainer,
             )
+            self.publish_state(trainer)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Apply a pending switch: this epoch trains at the new size.
+
+        Lightning built (or kept) the train dataloader before this hook; it is rebuilt here at
+        the new size. Every rank is here with the same pending switch (the dataloader rebuild
+        includes a barrier).
+        """
+        if self.current_batch_size is None or self.pending is None:
+            return
+        pending = self.take_pending()
+        assert pending is not None
+        previous, new = self.current_batch_size, int(pending["to"])
+        if new == previous:
+            return
+        lr_factor = self._scale_learning_rates(trainer, previous, new)
+        lightning_setattr(pl_module, self.attr_name, new)
+        self.current_batch_size = new
+        _rebuild_train_dataloader(trainer)
+        self._window.reset()
+        self._reset_noise()
+        self._window.target_steps = self._target_steps()
+        self._record(
+            previous,
+            new,
+            int(pending["epoch"]),
+            int(pending["step"]),
+            str(pending["reason"]),
+            pending["details"],
+            lr_factor,
+            trainer,
+        )
+        rank_zero_info(
+            f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
+            f"(decided at the end of epoch {pending['epoch']}: {pending['reason']}; lr x{lr_factor:.3g})"
+        )
         self.publish_state(trainer)
+
+    def _record(
+        self,
+        previous: int,
+        new: int,
+        epoch: int,
+        step: int,
+        reason: str,
+        details: Mapping[str, Any],
+        lr_factor: float,
+        trainer: pl.Trainer,
+    ) -> None:
+        noise = details.get("b_noise")
+        self.record(
+            {
+                "epoch": epoch,
+                "step": step,
+                "from": previous,
+                "to": new,
+                "reason": reason,
+                "lr_factor": lr_factor,
+                "lr": self._first_lr(trainer),
+                "b_noise": jsonable(None if noise is None else float(noise)),
+                "details": jsonable(details),
+            }
+        )
 
     def _scale_learning_rates(self, trainer: pl.Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
@@ -669,7 +727,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     # -- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Policy state (measurements, noise scale, ruled-out sizes), current size, history, lr rule."""
+        """Policy state, batch sizes (initial, current, pending), history, LR rule, step times."""
         return {
             "version": self.state_version,
             "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
@@ -680,6 +738,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "lr_rule": self.lr_rule,
             "step_s": {str(k): v for k, v in self._step_s.items()},
             "decided_at": list(self._decided_at) if self._decided_at is not None else None,
+            "pending": dict(self.pending) if self.pending is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -697,8 +756,26 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
         decided = state_dict.get("decided_at")
         self._decided_at = (int(decided[0]), int(decided[1])) if decided is not None else None
+        pending = state_dict.get("pending")
+        self.pending = dict(pending) if pending is not None else None
         self.policy = None  # rebuilt at fit start around the restored initial size
         self._restored_policy = state_dict.get("policy")
+
+
+def _rebuild_train_dataloader(trainer: pl.Trainer) -> None:
+    """Have the fit loop request the train dataloader again, now, at the epoch start.
+
+    ``fit_loop.setup_data()`` ran before ``on_train_epoch_start`` and built or kept the loader at
+    the old size; its epoch start also set the sampler's epoch, which is repeated for the new one.
+    """
+    loop = trainer.fit_loop
+    if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
+        loop._data_fetcher.teardown()
+    loop._combined_loader = None
+    loop.setup_data()
+    if loop._combined_loader is not None:
+        for dataloader in loop._combined_loader.flattened:
+            _set_sampler_epoch(dataloader, loop.epoch_progress.current.processed)
 
 
 def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

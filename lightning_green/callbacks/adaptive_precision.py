@@ -14,6 +14,10 @@ How it works in Lightning terms:
   at call time for the autocast context (``train_step_context``), backward and the optimizer
   step, so the swap takes effect from the next step on. Weights stay in fp32 under every
   supported precision (mixed precision only autocasts), so nothing has to be converted.
+- A switch is decided when a window closes, after an optimizer step, and applied - plugin
+  swapped, switch recorded, logged and tagged - at the next ``on_train_batch_start``: a switch
+  decided at the run's last step (``max_steps``, ``max_epochs``, an early stop) stays pending
+  and is never reported as trained; it is saved in checkpoints and a resumed fit applies it.
 - Measurement windows close at optimizer-step boundaries (``on_train_batch_end`` after the
   global step advanced, never inside a gradient-accumulation cycle) that every DDP rank reaches
   together: energy from the shared :class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor`
@@ -316,15 +320,16 @@ class AdaptivePrecision(AdaptiveCallback):
             AdaptationUnsupportedError: When the checkpoint's precisions are not available here.
         """
         hardware = hardware_precisions(trainer.strategy.root_device)
-        foreign = [p for p in (self.baseline, self.current) if p is not None and p not in hardware]
+        pending = self.pending["to"] if self.pending is not None else None
+        foreign = [p for p in (self.baseline, self.current, pending) if p is not None and p not in hardware]
         if foreign:
             raise AdaptationUnsupportedError(
-                f"AdaptivePrecision resumed a run that trained in {foreign}, which this "
-                f"{trainer.strategy.root_device.type} device does not support ({list(hardware)}). Resume on "
-                "such a device, or without the checkpoint's AdaptivePrecision state."
+                f"AdaptivePrecision resumed a run that trained in (or was switching to) {foreign}, which "
+                f"this {trainer.strategy.root_device.type} device does not support ({list(hardware)}). "
+                "Resume on such a device, or without the checkpoint's AdaptivePrecision state."
             )
         self._supported = tuple(
-            p for p in PRECISIONS if p in self._supported or p in (self.baseline, self.current)
+            p for p in PRECISIONS if p in self._supported or p in (self.baseline, self.current, pending)
         )
         if self._restored_scaler is not None:
             self._get_scaler().load_state_dict(self._restored_scaler)
@@ -377,8 +382,10 @@ class AdaptivePrecision(AdaptiveCallback):
     def on_train_batch_start(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Resume the measurement window."""
+        """Apply a pending switch (this batch trains in the new precision); resume the window."""
         if self.policy is not None and self._monitor is not None:
+            if self.pending is not None:
+                self._switch(trainer)
             self.resume_window(trainer)
 
     def on_before_optimizer_step(
@@ -466,30 +473,47 @@ class AdaptivePrecision(AdaptiveCallback):
         return steps
 
     def _apply(self, trainer: pl.Trainer, decision: PrecisionDecision) -> None:
-        previous = self.current
-        changed = decision.precision != previous
-        notable = decision.reason in _NOTABLE or (
-            decision.reason is PrecisionReason.KEEP and "outcomes" in decision.details
-        )
-        if not (changed or notable):
+        """Keep a switch pending until the next step starts; record a notable keep right away."""
+        if decision.precision != self.current:
+            self.defer(trainer, decision.precision, decision.reason.value, decision.details)
             return
-        if changed:
-            self._swap(trainer, decision.precision)
+        if decision.reason in _NOTABLE or (
+            decision.reason is PrecisionReason.KEEP and "outcomes" in decision.details
+        ):
+            self.record(
+                {
+                    "epoch": int(trainer.current_epoch),
+                    "step": int(trainer.global_step),
+                    "from": self.current,
+                    "to": decision.precision,
+                    "reason": decision.reason.value,
+                    "details": jsonable(decision.details),
+                }
+            )
+            self.publish_state(trainer)
+
+    def _switch(self, trainer: pl.Trainer) -> None:
+        """Apply the pending switch, recorded at the step it was decided after."""
+        pending = self.take_pending()
+        assert pending is not None
+        previous, new = self.current, str(pending["to"])
+        if new == previous:
+            return
+        self._swap(trainer, new)
         self.record(
             {
-                "epoch": int(trainer.current_epoch),
-                "step": int(trainer.global_step),
+                "epoch": pending["epoch"],
+                "step": pending["step"],
                 "from": previous,
-                "to": decision.precision,
-                "reason": decision.reason.value,
-                "details": jsonable(decision.details),
+                "to": new,
+                "reason": pending["reason"],
+                "details": pending["details"],
             }
         )
-        if changed:
-            rank_zero_info(
-                f"lightning_green: precision {previous} -> {decision.precision} at epoch "
-                f"{trainer.current_epoch} step {trainer.global_step} ({decision.reason.value})"
-            )
+        rank_zero_info(
+            f"lightning_green: precision {previous} -> {new} at epoch {pending['epoch']} "
+            f"step {pending['step']} ({pending['reason']})"
+        )
         self.publish_state(trainer)
 
     def summary_fields(self) -> dict[str, Any]:
@@ -532,7 +556,7 @@ class AdaptivePrecision(AdaptiveCallback):
 
     # -- persistence ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Policy state, current and baseline precision, GradScaler state, history, probing cost."""
+        """Policy state, current, pending and baseline precision, GradScaler state, history, probing cost."""
         scaler = self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
         return {
             "version": self.state_version,
@@ -545,6 +569,7 @@ class AdaptivePrecision(AdaptiveCallback):
             "probe_samples": dict(self.probe_samples),
             "skipped_steps": self.skipped_steps,
             "first_plan_done": self._first_plan_done,
+            "pending": dict(self.pending) if self.pending is not None else None,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -561,6 +586,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self.probe_samples = {str(k): int(v) for k, v in state_dict.get("probe_samples", {}).items()}
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self._first_plan_done = bool(state_dict.get("first_plan_done", False))
+        pending = state_dict.get("pending")
+        self.pending = dict(pending) if pending is not None else None
         self.policy = None
         self._restored_policy = state_dict.get("policy")
         self._restored_scaler = state_dict.get("scaler")

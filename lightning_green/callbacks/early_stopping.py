@@ -100,7 +100,11 @@ class EnergyAwareEarlyStopping(EarlyStopping):
     ``log_rank_zero_only``) plus the energy ones. Each check feeds the monitored metric (rank 0's
     value, so every DDP rank decides alike) and the cumulative energy to the stopping policy; a
     stop is recorded in :attr:`stopped_epoch` and :attr:`stop_reason` and as the MLflow tag
-    ``lightning_green.stop_reason``. Every check logs the policy's view when it has one:
+    ``lightning_green.stop_reason``; a run it did not stop gets the tag value ``none`` and a
+    ``stop reason: none (ran to max_epochs=N)`` line in the summary (:attr:`stop_reason` stays
+    ``None``). The policy's arguments are logged as run parameters ``lightning_green.<name>``
+    (:meth:`policy_params`), so ``lightning-green replay`` over the MLflow run reproduces the
+    decision without repeating them. Every check logs the policy's view when it has one:
     ``energy/gain_per_kwh`` (recent improvement per kWh), ``energy/projected_gain`` (what the
     learning-curve fit still expects up to ``max_epochs``) and ``energy/projected_gain_per_kwh``.
 
@@ -255,14 +259,44 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
 
         The planned horizon goes into the run parameter ``lightning_green.max_epochs`` (``none``
-        without a plan) and each check's ``epochs_until_lr_decay`` into the metric
-        ``energy/epochs_until_lr_decay`` (at the step of the check; absent when there was none).
+        without a plan), the policy's arguments into :meth:`policy_params`, and each check's
+        ``epochs_until_lr_decay`` into the metric ``energy/epochs_until_lr_decay`` (at the step of
+        the check; absent when there was none).
         """
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
-            _loggers.log_params(trainer, {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon})
+            params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
+            _loggers.log_params(trainer, params)
         if lr_hint is not None:
             self._pending_metrics[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
+
+    def policy_params(self) -> dict[str, Any]:
+        """The run parameters that record this stopper's policy, for replay to reproduce it.
+
+        Every :class:`~lightning_green.policy.StoppingConfig` field as ``lightning_green.<name>``
+        (``None`` as ``none``), and the monitored metric and its direction as
+        ``lightning_green.monitor``/``lightning_green.mode``, the parameters the shared
+        EnergyMonitor logs for its own metric. Where that monitor watches another metric (or the
+        same one in the other direction), the stopper's go into
+        ``lightning_green.stopping_monitor``/``lightning_green.stopping_mode`` instead, so neither
+        overwrites the other.
+
+        Returns:
+            Parameter names and plain values (str, int, float, bool).
+        """
+        params: dict[str, Any] = {
+            keys.policy_param(name): "none" if value is None else value
+            for name, value in self.config.to_dict().items()
+            if name != "mode"
+        }
+        shared = self._energy
+        shared_target = None if shared is None or shared.monitor is None else (shared.monitor, shared.mode)
+        if shared_target in (None, (self.monitor, self.mode)):
+            params[keys.PARAM_MONITOR], params[keys.PARAM_MODE] = self.monitor, self.mode
+        else:
+            params[keys.PARAM_STOPPING_MONITOR] = self.monitor
+            params[keys.PARAM_STOPPING_MODE] = self.mode
+        return params
 
     def _horizon_epochs(self, trainer: pl.Trainer) -> int | None:
         """The planned length of the run in epochs, or None when there is no plan.
@@ -296,6 +330,39 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             _loggers.set_tags(
                 trainer, {TAG_STOP_REASON: reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
             )
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Record that training ended without this stopper stopping it, and how it ended.
+
+        Sets the MLflow tag ``lightning_green.stop_reason`` to ``none`` (the word replay writes for
+        a curve the policy never stopped) and gives the summary ``stop_reason: "none"`` with
+        ``training_end`` saying how the run ended (``ran to max_epochs=N`` ...), so a run the
+        stopper held back is told apart from one without a stopper. :attr:`stop_reason` stays
+        ``None``. Runs before the summary is written (``on_fit_end``).
+        """
+        if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
+            return
+        end = self._training_end(trainer)
+        if self._energy is not None:
+            self._energy.add_summary_fields(
+                stop_reason=keys.NO_STOP,
+                stopped_epoch=None,
+                stop_message=f"{type(self).__name__} did not stop the run: {end}",
+                training_end=end,
+            )
+        if trainer.global_rank == 0:
+            _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
+
+    @staticmethod
+    def _training_end(trainer: pl.Trainer) -> str:
+        """How a run this stopper did not stop ended, in words."""
+        epochs_done = trainer.current_epoch
+        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
+        if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
+            return f"ran to max_epochs={max_epochs}"
+        if max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps:
+            return f"ran to max_steps={max_steps}"
+        return f"ended after {epochs_done} epochs for another reason"
 
     def _log_decision(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: StopDecision
