@@ -169,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="monitored metric key (MLflow input; e.g. val_loss; default: the metric each run recorded, "
         "lightning_green.monitor)",
     )
-    mlf.add_argument("--cost-key", default=ENERGY_KEY, help=f"cumulative kWh metric (default: {ENERGY_KEY})")
+    mlf.add_argument(
+        "--cost-key", default=None, help=f"cumulative kWh metric (MLflow input; default: {ENERGY_KEY})"
+    )
     _add_policy_options(rp)
 
     rep = sub.add_parser(
@@ -198,7 +200,14 @@ def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
-    """Refuse a ``sqlite:///PATH`` URI whose file does not exist (MLflow would create it, empty)."""
+    """Refuse a tracking URI that would make MLflow create a store instead of reading one.
+
+    An empty URI (MLflow would fall back to its default store in the working directory) and a
+    ``sqlite:///PATH`` whose file does not exist, or is not an SQLite database (an empty file
+    included), are refused.
+    """
+    if not uri.strip():
+        parser.error("--mlflow-uri is empty: give the store to read (sqlite:///PATH or http://HOST:PORT)")
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return
@@ -209,6 +218,28 @@ def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
         parser.error(
             f"--mlflow-uri {uri}: no MLflow database at {path!r} (the file does not exist; "
             "give the path of an existing store)"
+        )
+    try:
+        with open(path, "rb") as f:
+            header = f.read(16)
+    except OSError as e:
+        parser.error(f"--mlflow-uri {uri}: cannot read {path!r}: {e}")
+    if header != b"SQLite format 3\x00":
+        parser.error(
+            f"--mlflow-uri {uri}: {path!r} is not an SQLite database ("
+            f"{'an empty file' if not header else 'another kind of file'}); give the path of an MLflow store"
+        )
+
+
+def _check_image_format(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
+    """Refuse an image file name whose extension matplotlib cannot write (none means PNG)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = Path(path).suffix.lstrip(".").lower()
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if suffix and suffix not in formats:
+        parser.error(
+            f"{flag} {path}: matplotlib cannot write {suffix!r} images; use one of {sorted(formats)}"
         )
 
 
@@ -228,6 +259,16 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("MLflow input needs --mlflow-uri and --experiment")
     if from_mlflow:
         _check_tracking_uri(parser, args.mlflow_uri)
+    else:
+        given = [
+            flag for flag, value in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if value
+        ]
+        if given:
+            parser.error(
+                f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment); a CSV names "
+                "its metric and cost in its columns"
+            )
+    cost_key = args.cost_key or ENERGY_KEY
     if args.max_epochs is not None and args.max_epochs <= 0:
         parser.error(f"--max-epochs must be a positive integer, got {args.max_epochs}")
     _check_destination(parser, "-o/--output", args.output)
@@ -235,26 +276,31 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         _check_destination(parser, "--plot", args.plot)
         if importlib.util.find_spec("matplotlib") is None:
             parser.error("--plot needs matplotlib: pip install 'lightning_green[plot]'")
+        _check_image_format(parser, "--plot", args.plot)
     options = _explicit_options(args)
-    try:
-        StoppingConfig.from_dict({**options, "mode": args.mode or "min"})
-    except ValueError as e:
-        parser.error(str(e))
+    # Checked up front; without --mode each curve's own direction decides (e.g. the thresholds' order).
+    errors: list[str] = []
+    for mode in (args.mode,) if args.mode else ("min", "max"):
+        try:
+            StoppingConfig.from_dict({**options, "mode": mode})
+            break
+        except ValueError as e:
+            errors.append(str(e))
+    else:
+        parser.error(errors[0])
 
     source = args.curves
     try:
         if from_mlflow:
             curves, skipped = read_mlflow_curves(
-                args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=args.cost_key
+                args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=cost_key
             )
             source = f"{args.mlflow_uri} experiment {args.experiment!r}"
             metric = repr(args.monitor) if args.monitor else "the monitored metric"
             if skipped:
-                print(f"skipped {len(skipped)} run(s) without both {metric} and {args.cost_key!r}")
+                print(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}")
             if not curves:
-                print(
-                    f"error: no run in {source} logged both {metric} and {args.cost_key!r}", file=sys.stderr
-                )
+                print(f"error: no run in {source} logged both {metric} and {cost_key!r}", file=sys.stderr)
                 return 1
         else:
             curves = read_curves_csv(args.curves)
@@ -268,6 +314,13 @@ def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
 
+    if args.max_epochs is not None:
+        longer = [c for c in curves if int(c.epochs[-1]) > args.max_epochs]
+        if longer:
+            parser.error(
+                f"--max-epochs {args.max_epochs} is below the {int(longer[0].epochs[-1])} epochs curve "
+                f"{longer[0].curve_id!r} ran: the planned length must be at least what was trained"
+            )
     try:
         configs = [config_for(c, options) for c in curves]
     except ValueError as e:  # explicit options that the recorded ones make invalid together
@@ -364,6 +417,12 @@ def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, write_summary_json
 
     _check_tracking_uri(parser, args.mlflow_uri)
+    if args.output:
+        _check_destination(parser, "-o/--output", args.output)
+        if importlib.util.find_spec("matplotlib") is not None:
+            _check_image_format(parser, "-o/--output", args.output)
+    if args.json:
+        _check_destination(parser, "--json", args.json)
 
     try:
         summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)

@@ -554,6 +554,14 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         lr = None
         if lr_col is not None and row[lr_col].strip():
             lr = _parse_float(row[lr_col].strip(), path, line_no, lr_col + 1, "lr")
+            if not math.isfinite(lr) or lr < 0:
+                raise CurveFormatError(
+                    path,
+                    line_no,
+                    lr_col + 1,
+                    "lr",
+                    f"learning rate must be finite and >= 0, got {row[lr_col].strip()!r}",
+                )
 
         if curve_id in direction and direction[curve_id][0] != hib:
             raise CurveFormatError(

@@ -51,6 +51,9 @@ def switches(cb):
         ({"max_overflows": 0}, "max_overflows"),
         ({"window_s": 0}, "window_s"),
         ({"start_step": -1}, "start_step"),
+        ({"loss_tolerance": "0.05"}, "loss_tolerance"),
+        ({"loss_tolerance": True}, "loss_tolerance"),
+        ({"switch_margin": "0.1"}, "switch_margin"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):

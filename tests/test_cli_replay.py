@@ -221,13 +221,17 @@ def test_plot_into_a_missing_directory_writes_nothing(curves_csv: Path, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
-def test_plot_that_fails_late_writes_nothing(curves_csv: Path, tmp_path: Path, capsys) -> None:
+def test_plot_format_matplotlib_cannot_write_is_refused_before_replaying(
+    curves_csv: Path, tmp_path: Path, capsys
+) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "d.csv"
     out.write_text("previous\n")
-    # An image format matplotlib does not know: found out only when drawing.
-    assert main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "p.notaformat")]) == 1
-    assert "nothing written" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "p.notaformat")])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert "p.notaformat" in err and "'notaformat'" in err and "png" in err  # names value and choices
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no temporary left behind
     assert out.read_text() == "previous\n"  # the old DECISIONS untouched
 
@@ -329,3 +333,85 @@ def test_missing_sqlite_store_is_refused_not_created(tmp_path: Path, capsys, com
     assert info.value.code == 2
     assert f"no MLflow database at {str(typo)!r}" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # typo.db not created, nothing written
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+@pytest.mark.parametrize("content", [b"", b"curve_id,epoch\n"], ids=["empty-file", "csv-file"])
+def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
+    tmp_path: Path, capsys, command: str, content: bytes
+) -> None:
+    store = tmp_path / "not_a_store.csv"
+    store.write_bytes(content)
+    uri = f"sqlite:///{store}"
+    if command == "report":
+        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
+    else:
+        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "is not an SQLite database" in capsys.readouterr().err
+    assert store.read_bytes() == content  # MLflow did not turn it into a database
+    assert [p.name for p in tmp_path.iterdir()] == ["not_a_store.csv"]
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_empty_tracking_uri_is_refused(tmp_path: Path, capsys, command: str, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    if command == "report":
+        argv = ["report", "--mlflow-uri", "", "--run-id", "0123abcd"]
+    else:
+        argv = ["replay", "--mlflow-uri", "", "--experiment", "x", "-o", "d.csv"]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "--mlflow-uri is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no default ./mlflow.db created
+
+
+@pytest.mark.parametrize("flag", ["--monitor", "--cost-key"])
+def test_mlflow_only_options_with_a_csv_are_refused(curves_csv: Path, tmp_path: Path, capsys, flag) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), flag, "val_acc"])
+    assert info.value.code == 2 and f"{flag} only apply to MLflow input" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_max_epochs_below_what_a_curve_trained_is_refused(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--max-epochs", "5"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "--max-epochs 5 is below the" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("lr", ["-0.1", "nan", "inf"])
+def test_a_bad_learning_rate_is_located(tmp_path: Path, capsys, lr: str) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text(
+        f"curve_id,epoch,metric,higher_is_better,time_s,energy_J,lr\na,1,2.0,0,1,1,0.1\na,2,1.5,0,2,2,{lr}\n"
+    )
+    assert main(["replay", str(src), "-o", str(tmp_path / "d.csv")]) == 1
+    err = capsys.readouterr().err
+    assert f"{src}:3:7" in err and "learning rate must be finite and >= 0" in err and repr(lr) in err
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_threshold_order_is_checked_against_each_curves_direction(tmp_path: Path, capsys) -> None:
+    def curve(path: Path, higher_is_better: int) -> Path:
+        rows = "".join(f"a,{e},{50 + 10 * e},{higher_is_better},{e},{e}\n" for e in range(1, 6))
+        path.write_text("curve_id,epoch,metric,higher_is_better,time_s,energy_J\n" + rows)
+        return path
+
+    out = tmp_path / "d.csv"
+    thresholds = ["--stopping-threshold", "75", "--divergence-threshold", "10"]
+    # Right for an accuracy (stop above 75, diverged below 10): replayed, stopped by the threshold.
+    assert main(["replay", str(curve(tmp_path / "acc.csv", 1)), "-o", str(out), *thresholds]) == 0
+    with out.open() as f:
+        assert next(csv.DictReader(f))["stop_reason"] == "threshold_reached"
+    # The same order for a loss would stop every run at once: refused, naming both values.
+    out.unlink()
+    with pytest.raises(SystemExit) as info:
+        main(["replay", str(curve(tmp_path / "loss.csv", 0)), "-o", str(out), *thresholds])
+    assert info.value.code == 2
+    assert "stopping_threshold=75.0 must be below divergence_threshold=10.0" in capsys.readouterr().err
+    assert not out.exists()

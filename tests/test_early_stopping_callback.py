@@ -299,10 +299,20 @@ def test_missing_metric_lists_the_logged_ones(tmp_path):
         _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=2)
 
 
-def test_not_strict_missing_metric_never_stops(tmp_path):
-    stopper = EnergyAwareEarlyStopping(monitor="val_accuracy", strict=False)
-    trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=2)
-    assert stopper.stop_reason is None and trainer.current_epoch == 2
+def test_not_strict_missing_metric_never_stops_and_warns_once(tmp_path):
+    stopper = EnergyAwareEarlyStopping(monitor="val_accuracy", strict=False, energy_budget_kwh=1e-12)
+    with pytest.warns(UserWarning, match=r"'val_accuracy' was not logged.*energy budget") as record:
+        trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=3)
+    assert stopper.stop_reason is None and trainer.current_epoch == 3
+    ours = [w for w in record if "was not logged" in str(w.message)]
+    assert len(ours) == 1 and "val_acc" in str(ours[0].message)  # once, listing what was logged
+
+
+def test_a_shared_monitor_watching_the_same_metric_the_other_way_is_refused_at_fit_start(tmp_path):
+    monitor = EnergyMonitor(monitor="val_loss", mode="max")
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", mode="min")
+    with pytest.raises(ValueError, match=r"mode='min'.*mode='max'.*disagree.*'val_loss'"):
+        _fit(tmp_path, [monitor, stopper], DigitsClassifier(), max_epochs=2)
 
 
 @pytest.mark.parametrize(
@@ -315,6 +325,16 @@ def test_not_strict_missing_metric_never_stops(tmp_path):
         ({"min_epochs": -2}, r"min_epochs.*-2"),
         ({"monitor": ""}, r"monitor.*''"),
         ({"min_delta": -1.0}, r"min_delta.*-1\.0"),
+        ({"strict": "no"}, r"strict must be True or False, got 'no'"),
+        ({"strict": None}, r"strict must be True or False, got None"),
+        ({"verbose": 1}, r"verbose must be True or False, got 1"),
+        ({"log_rank_zero_only": "yes"}, r"log_rank_zero_only.*'yes'"),
+        ({"check_on_train_epoch_end": "auto"}, r"check_on_train_epoch_end.*None.*'auto'"),
+        ({"stopping_threshold": 1.0, "divergence_threshold": 0.5}, r"stopping_threshold=1\.0 must be below"),
+        (
+            {"mode": "max", "stopping_threshold": 90, "divergence_threshold": 95},
+            r"stopping_threshold=90 must be above divergence_threshold=95 with mode='max'",
+        ),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(kwargs, match):

@@ -127,6 +127,12 @@ def test_monitor_not_strict_warns_and_keeps_measuring(tmp_path):
         ({"cpu_power_per_core_w": 0}, r"cpu_power_per_core_w.*0"),
         ({"step_interval": -1}, r"step_interval.*-1"),
         ({"sampling_interval_s": 0}, r"sampling_interval_s.*0"),
+        ({"sampling_interval_s": True}, r"sampling_interval_s.*True"),
+        ({"pue": "1.5"}, r"pue.*'1\.5'"),
+        ({"pue": True}, r"pue.*True"),
+        ({"carbon_intensity_g_per_kwh": "300"}, r"carbon_intensity_g_per_kwh.*'300'"),
+        ({"carbon_intensity_g_per_kwh": True}, r"carbon_intensity_g_per_kwh.*True"),
+        ({"cpu_power_per_core_w": "10"}, r"cpu_power_per_core_w.*'10'"),
     ],
 )
 def test_bad_arguments_raise_at_construction(kwargs, match):
@@ -139,6 +145,9 @@ def test_carbon_intensity_from_environment(monkeypatch):
     assert EnergyMonitor().carbon_intensity_g_per_kwh == 55.0
     monkeypatch.setenv("LIGHTNING_GREEN_CARBON_INTENSITY", "123.5")
     assert EnergyMonitor().carbon_intensity_g_per_kwh == 123.5
+    monkeypatch.setenv("LIGHTNING_GREEN_CARBON_INTENSITY", "1e400")  # the error quotes what was set
+    with pytest.raises(ValueError, match=r"LIGHTNING_GREEN_CARBON_INTENSITY.*got '1e400'"):
+        EnergyMonitor()
     monkeypatch.delenv("LIGHTNING_GREEN_CARBON_INTENSITY")
     assert EnergyMonitor().carbon_intensity_g_per_kwh is None
 

@@ -213,7 +213,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self.cooldown_epochs = cooldown_epochs
         self.max_overflows = max_overflows
         self.start_step = start_step
-        self._new_policy(PRECISIONS, REFERENCE_PRECISION)  # validates the arguments, naming them
+        checked = self._new_policy(PRECISIONS, REFERENCE_PRECISION)  # validates the arguments, naming them
+        self.loss_tolerance, self.switch_margin = checked.loss_tolerance, checked.switch_margin
 
         self.policy: PrecisionPolicy | None = None
         self.baseline: str | None = None

@@ -16,6 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_green import keys
 from lightning_green.callbacks import _loggers
@@ -164,6 +165,18 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        for name, flag in (
+            ("verbose", verbose),
+            ("strict", strict),
+            ("log_rank_zero_only", log_rank_zero_only),
+        ):
+            if not isinstance(flag, bool):
+                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        if check_on_train_epoch_end is not None and not isinstance(check_on_train_epoch_end, bool):
+            raise ValueError(
+                "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "
+                f"got {check_on_train_epoch_end!r}"
+            )
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
         self.config = StoppingConfig(
             mode=mode,
@@ -202,6 +215,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         self._energy: EnergyMonitor | None = None
         self._inputs_logged = False
         self._pending_metrics: dict[str, float] = {}
+        self._missing_warned = False
 
     # -- wiring -------------------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -211,6 +225,13 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             self._energy = EnergyMonitor.for_trainer(
                 trainer, requester=self, monitor=self.monitor, mode=self.mode
             )
+            shared = self._energy
+            if shared.monitor == self.monitor and shared.mode != self.mode:
+                raise ValueError(
+                    f"EnergyAwareEarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}) and "
+                    f"EnergyMonitor(monitor={shared.monitor!r}, mode={shared.mode!r}) disagree on whether "
+                    f"{self.monitor!r} should go down or up; give both the same mode"
+                )
 
     @property
     def energy_monitor(self) -> EnergyMonitor | None:
@@ -220,7 +241,16 @@ class EnergyAwareEarlyStopping(EarlyStopping):
     # -- the check ------------------------------------------------------------------------------------
     def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
         logs = trainer.callback_metrics
-        if trainer.fast_dev_run or not self._validate_condition_metric(logs):
+        if trainer.fast_dev_run:
+            return
+        if not self._validate_condition_metric(logs):  # raises when strict
+            if not self._missing_warned:
+                self._missing_warned = True
+                rank_zero_warn(
+                    f"EnergyAwareEarlyStopping(strict=False): the monitored metric {self.monitor!r} was not "
+                    f"logged, so this check was skipped: nothing, the energy budget included, is checked "
+                    f"until it is. Logged metrics: {sorted(logs)}"
+                )
             return
         pl_module = trainer.lightning_module
         if self._check_on_train_epoch_end:

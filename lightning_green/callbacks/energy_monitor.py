@@ -151,7 +151,9 @@ class EnergyMonitor(Callback):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise ValueError(f"monitor must be a non-empty metric name or None, got {monitor!r}")
-        if not (isinstance(sampling_interval_s, (int, float)) and 0 < sampling_interval_s <= 60):
+        if isinstance(sampling_interval_s, bool) or not (
+            isinstance(sampling_interval_s, (int, float)) and 0 < sampling_interval_s <= 60
+        ):
             raise ValueError(f"sampling_interval_s must be in (0, 60] seconds, got {sampling_interval_s!r}")
         if isinstance(step_interval, bool) or not isinstance(step_interval, int) or step_interval < 0:
             raise ValueError(

@@ -84,7 +84,7 @@ def resolve_carbon_intensity_g_per_kwh(
         value = float(env)
     except ValueError:
         return _lookup(env, CARBON_INTENSITY_ENV), f"{CARBON_INTENSITY_ENV} region {env.upper()}"
-    return _check_intensity(value, CARBON_INTENSITY_ENV), CARBON_INTENSITY_ENV
+    return _check_intensity(value, CARBON_INTENSITY_ENV, given=env), CARBON_INTENSITY_ENV
 
 
 def _lookup(region: str, name: str) -> float:
@@ -95,13 +95,17 @@ def _lookup(region: str, name: str) -> float:
     return CARBON_INTENSITY_G_PER_KWH[key]
 
 
-def _check_intensity(value: object, name: str) -> float:
+def _check_intensity(value: object, name: str, given: object = None) -> float:
+    shown = value if given is None else given
+    message = f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {shown!r}"
+    if isinstance(value, (bool, str)):  # a number, not its text (environment text is parsed first)
+        raise ValueError(message)
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {value!r}") from None
+        raise ValueError(message) from None
     if not math.isfinite(number) or number < 0:
-        raise ValueError(f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {value!r}")
+        raise ValueError(message)
     return number
 
 
@@ -121,6 +125,8 @@ def validate_pue(pue: float) -> float:
         >>> validate_pue(1.2)
         1.2
     """
+    if isinstance(pue, (bool, str)):
+        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
     try:
         value = float(pue)
     except (TypeError, ValueError):

@@ -53,6 +53,8 @@ def resolve_cpu_power_per_core_w(power_per_core_w: float | None) -> float:
             return DEFAULT_CPU_POWER_PER_CORE_W
         origin = CPU_POWER_ENV
         value = env
+    if origin != CPU_POWER_ENV and isinstance(value, (bool, str)):  # the argument is a number
+        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}")
     try:
         watts = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -28,6 +28,8 @@ def check_fraction(name: str, value: object) -> float:
         >>> check_fraction("ema_decay", 0.99)
         0.99
     """
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -130,6 +130,16 @@ class StoppingConfig:
             value = getattr(self, name)
             if value is not None and (not _is_number(value) or not math.isfinite(value)):
                 raise _bad(name, value, "a finite number or None")
+        stop_at, diverge_at = self.stopping_threshold, self.divergence_threshold
+        if stop_at is not None and diverge_at is not None:
+            better = stop_at > diverge_at if self.mode == "max" else stop_at < diverge_at
+            if not better:
+                relation = "above" if self.mode == "max" else "below"
+                raise ValueError(
+                    f"stopping_threshold={stop_at!r} must be {relation} divergence_threshold={diverge_at!r} "
+                    f"with mode={self.mode!r}: otherwise every value of the metric meets one of them and "
+                    "training stops at the first check"
+                )
         budget = self.energy_budget_kwh
         if budget is not None and (not _is_number(budget) or not math.isfinite(budget) or budget <= 0):
             raise _bad("energy_budget_kwh", budget, "a finite number > 0 or None")

@@ -186,6 +186,8 @@ def _check_precision(name: str, value: object) -> str:
 def _check_float(
     name: str, value: object, minimum: float, maximum: float = math.inf, what: str = ""
 ) -> float:
+    if isinstance(value, (bool, str)):
+        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
