@@ -204,10 +204,16 @@ def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
 
     An empty URI (MLflow would fall back to its default store in the working directory) and a
     ``sqlite:///PATH`` whose file does not exist, or is not an SQLite database (an empty file
-    included), are refused.
+    included), are refused, and so is an ``http(s)://`` address where no server answers within
+    a few seconds (MLflow itself retries for minutes before it says so).
     """
     if not uri.strip():
         parser.error("--mlflow-uri is empty: give the store to read (sqlite:///PATH or http://HOST:PORT)")
+    if uri.startswith(("http://", "https://")):
+        problem = _unreachable(uri)
+        if problem is not None:
+            parser.error(f"--mlflow-uri {uri}: no MLflow server answers there ({problem})")
+        return
     prefix = "sqlite:///"
     if not uri.startswith(prefix):
         return
@@ -229,6 +235,23 @@ def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
             f"--mlflow-uri {uri}: {path!r} is not an SQLite database ("
             f"{'an empty file' if not header else 'another kind of file'}); give the path of an MLflow store"
         )
+
+
+def _unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why no server answers at ``uri`` (its ``/health`` endpoint), or None when one does.
+
+    Any HTTP answer counts, an error status included (a proxy or an authenticating server).
+    """
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        return str(getattr(e, "reason", e))
 
 
 def _check_image_format(parser: argparse.ArgumentParser, flag: str, path: str) -> None:

@@ -58,6 +58,8 @@ def build_summary(
         "carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh,
         "epochs": epochs,
         "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / J_PER_KWH) if epochs else None,
+        # What followed the last epoch record (end-of-fit work): in total_kwh, in no epoch.
+        "kwh_after_last_epoch": max(0.0, total_kwh - history[-1].total_kwh) if epochs else None,
         "duration_s": sum(r.duration_s for r in history),
         "monitor": monitor,
         "mode": mode,
@@ -124,6 +126,10 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("kwh_per_epoch") is not None:
         rows.append(("kWh per epoch", f"{summary['kwh_per_epoch']:.6g}"))
+    if summary.get("kwh_after_last_epoch"):
+        rows.append(
+            ("after the last epoch", f"{summary['kwh_after_last_epoch']:.6g} kWh (end of fit, in no epoch)")
+        )
     if summary.get("monitor") and summary.get("best_metric") is not None:
         rows.append(
             (

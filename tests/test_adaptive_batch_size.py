@@ -141,12 +141,14 @@ def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported
     assert cb.current_batch_size == dm.batch_size == 64
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2 * lr0)  # scaled for 64 only
     summary = EnergyMonitor.for_trainer(trainer).last_summary
-    assert (summary["batch_size"], summary["batch_size_switches"]) == (64, "e0 s20 32->64 probe")
+    # The run ended probing 64: chosen is still the user's 32; the last epoch trained at 64.
+    assert (summary["batch_size"], summary["batch_size_last"]) == (32, 64)
+    assert summary["batch_size_switches"] == "e0 s20 32->64 probe"
     written = json.loads((_loggers.output_dir(trainer) / _adapt.ADAPTATIONS_FILENAME).read_text())
-    assert written["batch_size"]["batch_size"] == 64
+    assert (written["batch_size"]["batch_size"], written["batch_size"]["batch_size_last"]) == (32, 64)
     assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
     tags = logger.experiment.get_run(logger.run_id).data.tags
-    assert tags["lightning_green.batch_size"] == "64"
+    assert tags["lightning_green.batch_size"] == "32"
     assert tags["lightning_green.batch_size_switches"] == "e0 s20 32->64 probe"
     # The decision is not lost: resumed for one more epoch, the run trains at 16 from its start,
     # with the lr scaled once for it - as a run that had not stopped would have.
@@ -443,7 +445,7 @@ def test_both_callbacks_log_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
     assert tags["lightning_green.precision"] == "32-true"
     assert "32-true->bf16-mixed probe" in tags["lightning_green.precision_switches"]
     assert "32->64 probe" in tags["lightning_green.batch_size_switches"]
-    assert tags["lightning_green.batch_size"] == str(batch.current_batch_size)
+    assert tags["lightning_green.batch_size"] == str(batch.chosen_setting())
     artifacts = [a.path for a in client.list_artifacts(logger.run_id, "lightning_green")]
     assert "lightning_green/adaptations.json" in artifacts
     # The precision was probed first (at the user's size); the batch size only moved after.

@@ -110,6 +110,24 @@ def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(t
     assert summary["precision_probe_j"] == 0.0  # no bf16 probe was paid for
 
 
+def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path, monkeypatch, caplog):
+    # The run ends two steps into the bf16 probe (max_steps): it trained its last steps in bf16,
+    # but the policy never adopted bf16 - tag and summary say 32-true, the last precision is kept.
+    install_step_cost(monkeypatch)
+    reference = AdaptivePrecision(**FAST)
+    fit(tmp_path / "reference", [reference], epochs=1)
+    start = next(h["step"] for h in reference.history if h["from"] != h["to"])
+    install_step_cost(monkeypatch)
+    cb = AdaptivePrecision(**FAST)
+    trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
+    assert [d for _, d in model.steps][-2:] == ["bfloat16", "bfloat16"] and cb.current == "bf16-mixed"
+    assert switches(cb) == [("32-true", "bf16-mixed", "probe")]
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert (summary["precision"], summary["precision_last"]) == ("32-true", "bf16-mixed")
+    assert cb.chosen_setting() == "32-true"
+    assert "precision 32-true -> 32-true (ended while probing bf16-mixed" in caplog.text
+
+
 def test_on_this_cpu_bf16_is_measured_costlier_and_training_ends_on_fp32(tmp_path):
     # Real measurement: the CPU-time estimate of this machine, real bf16 autocast kernels.
     cb = AdaptivePrecision(window_s=0.1, start_step=10)

@@ -415,3 +415,23 @@ def test_threshold_order_is_checked_against_each_curves_direction(tmp_path: Path
     assert info.value.code == 2
     assert "stopping_threshold=75.0 must be below divergence_threshold=10.0" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_an_address_where_no_server_answers_fails_fast(tmp_path: Path, capsys, command: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        uri = f"http://127.0.0.1:{s.getsockname()[1]}"
+    if command == "report":
+        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
+    else:
+        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert (
+        info.value.code == 2
+        and f"--mlflow-uri {uri}: no MLflow server answers there" in capsys.readouterr().err
+    )
+    assert list(tmp_path.iterdir()) == []

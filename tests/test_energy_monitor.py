@@ -75,6 +75,9 @@ def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri)
     assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
     assert summary["epochs"] == 4
     assert summary["total_kwh"] >= totals[-1]
+    # The logged series ends at the last epoch; the summary says what followed it.
+    assert summary["kwh_after_last_epoch"] >= 0
+    assert totals[-1] + summary["kwh_after_last_epoch"] == pytest.approx(summary["total_kwh"], rel=1e-6)
     assert summary["best_metric"] == pytest.approx(max(acc.values()), rel=1e-6)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9)
 

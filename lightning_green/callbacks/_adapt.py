@@ -65,6 +65,10 @@ MAX_TAG_CHARS = 4900
 MAX_HISTORY = 500
 """Entries kept in an adaptation history (the most recent); a run switches a handful of times."""
 
+PROBE_REASON = "probe"
+"""The reason both policies give a switch that only measures (``BatchSizeReason.PROBE`` and
+``PrecisionReason.PROBE``)."""
+
 
 class AdaptationUnsupportedError(MisconfigurationException):
     """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
@@ -516,6 +520,19 @@ class AdaptiveCallback(Callback):
         """The setting the run started with."""
         raise NotImplementedError
 
+    def chosen_setting(self) -> Any:
+        """The setting the policy chose, probes aside (what the MLflow tag and the summary report).
+
+        The target of the last applied switch that was not a probe, else the initial setting.
+        Differs from :meth:`setting` only while a probe runs: a run that ends then trained its
+        last steps at the probed setting, but did not choose it.
+        """
+        chosen = self.initial_setting()
+        for entry in self.history:
+            if entry.get("reason") != PROBE_REASON:
+                chosen = entry["to"]
+        return chosen
+
     def release(self) -> None:
         """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
 
@@ -591,7 +608,7 @@ class AdaptiveCallback(Callback):
             trainer,
             self._monitor,
             self.summary_fields(),
-            (self.tag_setting, self.setting()),
+            (self.tag_setting, self.chosen_setting()),
             (self.tag_switches, self.history),
         )
 
@@ -618,8 +635,10 @@ class AdaptiveCallback(Callback):
         self.publish_state(trainer)
         fields = self.summary_fields()
         write_adaptations(trainer, self.adapt_role, fields)
+        chosen, last = self.chosen_setting(), self.setting()
+        probing = "" if chosen == last else f" (ended while probing {last}; trained at {last} last)"
         rank_zero_info(
-            f"lightning_green: {self.setting_label} {self.initial_setting()} -> {self.setting()}; "
+            f"lightning_green: {self.setting_label} {self.initial_setting()} -> {chosen}{probing}; "
             f"switches: {switch_text(switches(self.history)) or 'none'}"
         )
         pending = self.pending

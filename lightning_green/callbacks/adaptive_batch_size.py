@@ -716,7 +716,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         measured = self.policy.measured() if self.policy is not None else {}
         pue = self.pue()
         return {
-            "batch_size": self.current_batch_size,
+            "batch_size": self.chosen_setting(),
+            "batch_size_last": self.current_batch_size,
             "batch_size_initial": self.initial_batch_size,
             "batch_size_switches": switch_text(switches(self.history)),
             "batch_size_adaptations": jsonable(self.history),

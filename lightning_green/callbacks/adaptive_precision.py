@@ -533,7 +533,8 @@ class AdaptivePrecision(AdaptiveCallback):
                 self.probe_energy_j[p] - self.probe_samples.get(p, 0) * base_j for p in self.probe_energy_j
             )
         return {
-            "precision": self.current,
+            "precision": self.chosen_setting(),
+            "precision_last": self.current,
             "precision_initial": self.baseline,
             "precision_switches": switch_text(switches(self.history)),
             "precision_adaptations": jsonable(self.history),
