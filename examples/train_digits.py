@@ -39,7 +39,7 @@ def build_callbacks(args: argparse.Namespace) -> list[pl.Callback]:
     if not args.no_adapt:
         callbacks += [
             lightning_green.AdaptivePrecision(),
-            lightning_green.AdaptiveBatchSize(lr_scaling="sqrt"),
+            lightning_green.AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, lr_scaling="sqrt"),
         ]
     if not args.no_stopping:
         callbacks.append(lightning_green.EnergyAwareEarlyStopping(monitor="val_acc", mode="max"))

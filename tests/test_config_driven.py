@@ -10,6 +10,7 @@ import yaml
 from conftest import ROOT
 
 from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyAwareEarlyStopping, EnergyMonitor
+from lightning_green.policy import StopReason
 
 CONFIG = ROOT / "examples" / "configs" / "digits.yaml"
 HYDRA_DIR = ROOT / "examples" / "hydra_config"
@@ -138,3 +139,43 @@ def test_hydra_bad_value_is_reported_with_its_name():
     cfg = _compose(["callbacks.stopping.min_relative_gain=-1"])
     with pytest.raises(InstantiationException, match=r"min_relative_gain.*-1"):
         instantiate(cfg.callbacks.stopping)
+
+
+def test_the_readme_example_trains_logs_to_mlflow_and_prints_how_to_open_it(tmp_path):
+    """README command 1's script, as a user runs it (from a directory of their own, default store)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONWARNINGS": "ignore"}
+    script = ROOT / "examples" / "train_digits.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quiet", "--max-epochs", "4"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    logged = proc.stderr  # the summary goes through Lightning's logging
+    assert "lightning_green energy summary" in logged and "estimate (ESTIMATE, not measured)" in logged
+    run_id = re.search(
+        r"MLflow run ([0-9a-f]{32}) in experiment 'lightning_green-digits' at sqlite:///mlflow.db", out
+    )[1]
+    summary_path, plot_path = re.search(r"Summary and plot: (\S+) and (\S+) \(also artifacts", out).groups()
+    assert (tmp_path / summary_path).is_file() and (tmp_path / plot_path).is_file()
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in out
+    assert f"lightning-green report --mlflow-uri sqlite:///mlflow.db --run-id {run_id}" in out
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    totals = client.get_metric_history(run_id, "energy/total_kwh")
+    assert len(totals) == 4 and run.data.params["lightning_green.energy_source"] == "estimate"
+    assert run.data.tags["lightning_green.stop_reason"] in {"none", *(r.value for r in StopReason)}
+    artifacts = {a.path for a in client.list_artifacts(run_id, "lightning_green")}
+    assert {"lightning_green/energy_summary.json", "lightning_green/energy_report.png"} <= artifacts
