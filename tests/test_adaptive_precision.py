@@ -94,12 +94,17 @@ def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_droppe
     assert summary["precision_probe_extra_j"] == pytest.approx(2.0 * bf16_extra)
 
 
-def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(tmp_path, monkeypatch):
-    # Where an uninterrupted run switches to bf16 (after step `start`), this run ends: max_steps.
+def _first_switch_step(tmp_path, monkeypatch):
+    """The global step after which an uninterrupted run (bf16 3x dearer) first switches precision."""
     install_step_cost(monkeypatch)
     reference = AdaptivePrecision(**FAST)
-    fit(tmp_path / "reference", [reference], epochs=1)
-    start = next(h["step"] for h in reference.history if h["from"] != h["to"])
+    fit(tmp_path, [reference], epochs=1)
+    return next(h["step"] for h in reference.history if h["from"] != h["to"])
+
+
+def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(tmp_path, monkeypatch):
+    # Where an uninterrupted run switches to bf16 (after step `start`), this run ends: max_steps.
+    start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
     cb = AdaptivePrecision(**FAST)
     trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start)
@@ -113,10 +118,7 @@ def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(t
 def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path, monkeypatch, caplog):
     # The run ends two steps into the bf16 probe (max_steps): it trained its last steps in bf16,
     # but the policy never adopted bf16 - tag and summary say 32-true, the last precision is kept.
-    install_step_cost(monkeypatch)
-    reference = AdaptivePrecision(**FAST)
-    fit(tmp_path / "reference", [reference], epochs=1)
-    start = next(h["step"] for h in reference.history if h["from"] != h["to"])
+    start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
     cb = AdaptivePrecision(**FAST)
     trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)

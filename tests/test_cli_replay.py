@@ -320,14 +320,18 @@ def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Pat
     assert not out.exists()
 
 
+def _store_argv(command: str, uri: str, output: str) -> list[str]:
+    """``report`` or ``replay`` reading the store at ``uri`` (replay writing ``output``)."""
+    if command == "report":
+        return ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
+    return ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", output]
+
+
 @pytest.mark.parametrize("command", ["report", "replay"])
 def test_missing_sqlite_store_is_refused_not_created(tmp_path: Path, capsys, command: str) -> None:
     typo = tmp_path / "typo.db"
     uri = f"sqlite:///{typo}"
-    if command == "report":
-        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
-    else:
-        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -343,10 +347,7 @@ def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
     store = tmp_path / "not_a_store.csv"
     store.write_bytes(content)
     uri = f"sqlite:///{store}"
-    if command == "report":
-        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
-    else:
-        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -358,10 +359,7 @@ def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
 @pytest.mark.parametrize("command", ["report", "replay"])
 def test_empty_tracking_uri_is_refused(tmp_path: Path, capsys, command: str, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    if command == "report":
-        argv = ["report", "--mlflow-uri", "", "--run-id", "0123abcd"]
-    else:
-        argv = ["replay", "--mlflow-uri", "", "--experiment", "x", "-o", "d.csv"]
+    argv = _store_argv(command, "", "d.csv")
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "--mlflow-uri is empty" in capsys.readouterr().err
@@ -424,10 +422,7 @@ def test_an_address_where_no_server_answers_fails_fast(tmp_path: Path, capsys, c
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
-    if command == "report":
-        argv = ["report", "--mlflow-uri", uri, "--run-id", "0123abcd"]
-    else:
-        argv = ["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")]
+    argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert (

@@ -588,6 +588,15 @@ class AdaptiveCallback(Callback):
             "details": jsonable(details),
         }
 
+    def pending_state(self) -> dict[str, Any] | None:
+        """A copy of :attr:`pending` for the subclass's ``state_dict`` (key ``"pending"``)."""
+        return dict(self.pending) if self.pending is not None else None
+
+    def load_pending(self, state_dict: Mapping[str, Any]) -> None:
+        """Restore :attr:`pending` from a ``state_dict`` (absent in older states: none)."""
+        pending = state_dict.get("pending")
+        self.pending = dict(pending) if pending is not None else None
+
     def take_pending(self) -> dict[str, Any] | None:
         """The pending switch, now to be applied (None when there is none); it is no longer pending."""
         pending, self.pending = self.pending, None

@@ -89,6 +89,7 @@ from lightning_green.callbacks._adapt import (
     switches,
 )
 from lightning_green.callbacks.energy_monitor import count_samples
+from lightning_green.policy._util import check_bools
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
@@ -226,8 +227,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             raise ValueError(f"lr_scaling must be one of {list(LR_RULES)}, got {lr_scaling!r}")
         if not isinstance(attr_name, str) or not attr_name.isidentifier():
             raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
-        if not isinstance(grow, bool):
-            raise ValueError(f"grow must be True or False, got {grow!r}")
+        check_bools(grow=grow)
         self.min_batch_size = min_batch_size
         self.max_batch_size = max_batch_size
         self.lr_scaling = lr_scaling
@@ -739,7 +739,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "lr_rule": self.lr_rule,
             "step_s": {str(k): v for k, v in self._step_s.items()},
             "decided_at": list(self._decided_at) if self._decided_at is not None else None,
-            "pending": dict(self.pending) if self.pending is not None else None,
+            "pending": self.pending_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -757,8 +757,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
         decided = state_dict.get("decided_at")
         self._decided_at = (int(decided[0]), int(decided[1])) if decided is not None else None
-        pending = state_dict.get("pending")
-        self.pending = dict(pending) if pending is not None else None
+        self.load_pending(state_dict)
         self.policy = None  # rebuilt at fit start around the restored initial size
         self._restored_policy = state_dict.get("policy")
 

@@ -571,7 +571,7 @@ class AdaptivePrecision(AdaptiveCallback):
             "probe_samples": dict(self.probe_samples),
             "skipped_steps": self.skipped_steps,
             "first_plan_done": self._first_plan_done,
-            "pending": dict(self.pending) if self.pending is not None else None,
+            "pending": self.pending_state(),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -588,8 +588,7 @@ class AdaptivePrecision(AdaptiveCallback):
         self.probe_samples = {str(k): int(v) for k, v in state_dict.get("probe_samples", {}).items()}
         self.skipped_steps = int(state_dict.get("skipped_steps", 0))
         self._first_plan_done = bool(state_dict.get("first_plan_done", False))
-        pending = state_dict.get("pending")
-        self.pending = dict(pending) if pending is not None else None
+        self.load_pending(state_dict)
         self.policy = None
         self._restored_policy = state_dict.get("policy")
         self._restored_scaler = state_dict.get("scaler")

@@ -24,6 +24,7 @@ from lightning_green.callbacks._schedules import epochs_until_lr_decay
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+from lightning_green.policy._util import check_bools
 
 _DEFAULTS = StoppingConfig()
 _LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
@@ -165,13 +166,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
-        for name, flag in (
-            ("verbose", verbose),
-            ("strict", strict),
-            ("log_rank_zero_only", log_rank_zero_only),
-        ):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        check_bools(verbose=verbose, strict=strict, log_rank_zero_only=log_rank_zero_only)
         if check_on_train_epoch_end is not None and not isinstance(check_on_train_epoch_end, bool):
             raise ValueError(
                 "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "

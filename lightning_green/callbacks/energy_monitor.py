@@ -31,6 +31,7 @@ from lightning_green.energy.meter import EnergyMeter
 from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.units import j_to_kwh
 from lightning_green.keys import PARAM_ENERGY_SOURCE, marginal_key
+from lightning_green.policy._util import check_bools
 from lightning_green.report import (
     PLOT_FILENAME,
     SUMMARY_FILENAME,
@@ -159,9 +160,7 @@ class EnergyMonitor(Callback):
             raise ValueError(
                 f"step_interval must be an integer >= 0 (0 = per epoch only), got {step_interval!r}"
             )
-        for name, flag in (("strict", strict), ("prog_bar", prog_bar), ("summary", summary)):
-            if not isinstance(flag, bool):
-                raise ValueError(f"{name} must be True or False, got {flag!r}")
+        check_bools(strict=strict, prog_bar=prog_bar, summary=summary)
         self.monitor = monitor
         self.mode: Literal["min", "max"] = mode
         self.strict = strict

@@ -21,6 +21,20 @@ def check_int(name: str, value: object, minimum: int) -> int:
     return value
 
 
+def check_bools(**flags: object) -> None:
+    """Raise a ``ValueError`` naming the first of ``flags`` that is not ``True`` or ``False``.
+
+    Example:
+        >>> check_bools(strict=True, verbose="no")
+        Traceback (most recent call last):
+        ...
+        ValueError: verbose must be True or False, got 'no'
+    """
+    for name, flag in flags.items():
+        if not isinstance(flag, bool):
+            raise ValueError(f"{name} must be True or False, got {flag!r}")
+
+
 def check_fraction(name: str, value: object) -> float:
     """``value`` as a float in ``[0, 1)``, else a ``ValueError`` naming it.
 
