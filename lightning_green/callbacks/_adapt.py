@@ -130,17 +130,6 @@ def check_window_s(name: str, value: object) -> float | None:
     return float(value)
 
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """Validate an integer argument.
-
-    Raises:
-        ValueError: Naming the argument, the value and what is allowed.
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def check_fraction(name: str, value: object, upper: float = 1.0) -> float:
     """Validate a number in ``[0, upper)``.
 

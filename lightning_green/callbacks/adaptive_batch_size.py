@@ -82,14 +82,13 @@ from lightning_green.callbacks._adapt import (
     AdaptiveCallback,
     agree_across_ranks,
     check_fraction,
-    check_int,
     check_strategy,
     jsonable,
     switch_text,
     switches,
 )
 from lightning_green.callbacks.energy_monitor import count_samples
-from lightning_green.policy._util import check_bools
+from lightning_green.policy._util import check_bools, check_int
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
