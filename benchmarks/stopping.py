@@ -38,7 +38,7 @@ from lightning_green.policy import PlateauState, StoppingConfig, StoppingPolicy,
 from lightning_green.replay import Curve, ReplayResult, read_curves_csv, replay_curve, result_at, summarize
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_CURVES = HERE.parents[1] / "shared" / "data" / "curves"
+DEFAULT_CURVES = HERE / "data" / "curves"
 DEFAULT_STEP_CURVES = HERE / "data" / "step_schedule_curves.csv"
 PATIENCES = range(1, 16)
 MIN_DELTAS = (0.0, 1e-3)

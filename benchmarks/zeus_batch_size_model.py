@@ -34,7 +34,7 @@ A choice whose median seed never reached the target has infinite regret (counted
 
 Run (from the repository root):
 
-    python benchmarks/zeus_batch_size_model.py [--data ../shared/data/zeus_traces]
+    python benchmarks/zeus_batch_size_model.py [--data benchmarks/data/zeus_traces]
         [--power-limits max|all] [--targets default|all]
 """
 
@@ -56,7 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 from lightning_green.policy.batch_size import choose_batch_size  # noqa: E402
 
-DEFAULT_DATA = ROOT.parent / "shared" / "data" / "zeus_traces"
+DEFAULT_DATA = ROOT / "benchmarks" / "data" / "zeus_traces"
 GPUS = ("a40", "p100", "rtx6000", "v100")
 
 # The Zeus defaults (examples/research_reproducibility/zeus_nsdi23/run_alibaba.py): the batch

@@ -13,7 +13,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA = ROOT / "benchmarks" / "data"
 for path in (ROOT, ROOT / "examples"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

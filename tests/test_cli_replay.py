@@ -10,7 +10,7 @@ import pytest
 
 from lightning_green.cli import main
 
-CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
+CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "curves"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from lightning_green.policy.batch_size import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-ZEUS = ROOT.parent / "shared" / "data" / "zeus_traces"
+ZEUS = ROOT / "benchmarks" / "data" / "zeus_traces"
 
 # Joules per sample falling with the batch size, flattening out (device saturates).
 J_PER_SAMPLE = {16: 2.0, 32: 1.2, 64: 0.8, 128: 0.62, 256: 0.55, 512: 0.52}
@@ -268,7 +268,6 @@ def _load_benchmark():
     return module
 
 
-@pytest.mark.skipif(not ZEUS.is_dir(), reason="Zeus traces not available")
 def test_model_beats_naive_choices_on_zeus_traces():
     bench = _load_benchmark()
     results, _ = bench.evaluate(ZEUS, "max", "default")

@@ -15,7 +15,7 @@ from pytorch_lightning.callbacks.early_stopping import EarlyStopping
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, schedule
 from lightning_green.replay import Curve, read_curves_csv
 
-CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
+CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "curves"
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from lightning_green.replay import (
     write_decisions_csv,
 )
 
-CURVES = Path(__file__).resolve().parents[2] / "shared" / "data" / "curves"
+CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "curves"
 HEADER = "source,curve_id,group,step,epoch,metric_name,metric,higher_is_better,time_s,energy_J\n"
 
 
