@@ -7,10 +7,9 @@ import re
 
 import pytest
 import pytorch_lightning as pl
-from conftest import make_trainer
-from digits import DigitsClassifier, DigitsDataModule
-from doubles import CurveModule, install_scripted_meter, saturating_curve
-from pytorch_lightning.callbacks import ModelCheckpoint
+from conftest import PL, AnyCallback, make_trainer
+from digits import DigitsClassifier
+from doubles import CurveModule, curve_module, install_scripted_meter, saturating_curve
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
@@ -21,20 +20,23 @@ FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
 EPOCH_KWH = 1000.0 / J_PER_KWH  # the scripted meter: 1000 J per epoch boundary
 
 
-def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, **kwargs):
+def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, lightning=PL, **kwargs):
     pl.seed_everything(0)
-    trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **{**FAST, **kwargs})
-    trainer.fit(module, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    trainer = make_trainer(
+        tmp_path, callbacks, max_epochs=max_epochs, lightning=lightning, **{**FAST, **kwargs}
+    )
+    trainer.fit(module, datamodule=lightning.DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
     return trainer
 
 
-def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri, monkeypatch):
+def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri, monkeypatch, ns):
     from mlflow.tracking import MlflowClient
 
     built = install_scripted_meter(monkeypatch)
     stopper = EnergyAwareEarlyStopping(monitor="val_loss")
-    logger = MLFlowLogger(experiment_name="stop", tracking_uri=sqlite_uri)
-    trainer = _fit(tmp_path, [stopper], CurveModule(saturating_curve(40)), max_epochs=40, logger=logger)
+    logger = ns.loggers.MLFlowLogger(experiment_name="stop", tracking_uri=sqlite_uri)
+    module = ns.module(curve_module)(saturating_curve(40))
+    trainer = _fit(tmp_path, [stopper], module, max_epochs=40, logger=logger, lightning=ns)
 
     assert stopper.stop_reason is StopReason.MARGINAL_GAIN
     assert stopper.config.min_epochs <= stopper.stopped_epoch < 39
@@ -216,7 +218,7 @@ class KilledError(Exception):
     pass
 
 
-class KillAt(pl.Callback):
+class KillAt(AnyCallback):
     """Simulates the process dying at the start of an epoch (after the last checkpoint)."""
 
     def __init__(self, epoch: int) -> None:
@@ -227,7 +229,7 @@ class KillAt(pl.Callback):
             raise KilledError
 
 
-def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
+def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, ns):
     install_scripted_meter(monkeypatch)
     curve = saturating_curve(40, tau=4.0)
     # The scripted meter adds energy per read and checkpoints read it (to keep an open epoch's
@@ -235,10 +237,11 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
     reference = EnergyAwareEarlyStopping(monitor="val_loss")
     _fit(
         tmp_path / "a",
-        [reference, ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)],
-        CurveModule(curve),
+        [reference, ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)],
+        ns.module(curve_module)(curve),
         max_epochs=40,
         enable_checkpointing=True,
+        lightning=ns,
     )
     assert reference.stop_reason is not None
 
@@ -247,18 +250,20 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
     with pytest.raises(KilledError):
         _fit(
             tmp_path / "b",
-            [first, ModelCheckpoint(dirpath=ckpt, save_last=True), KillAt(9)],
-            CurveModule(curve),
+            [first, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), KillAt(9)],
+            ns.module(curve_module)(curve),
             max_epochs=40,
             enable_checkpointing=True,
+            lightning=ns,
         )
     resumed = EnergyAwareEarlyStopping(monitor="val_loss")
     _fit(
         tmp_path / "b",
-        [resumed, ModelCheckpoint(dirpath=ckpt, save_last=True)],
-        CurveModule(curve),
+        [resumed, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True)],
+        ns.module(curve_module)(curve),
         max_epochs=40,
         enable_checkpointing=True,
+        lightning=ns,
         ckpt_path=str(ckpt / "last.ckpt"),
     )
 

@@ -39,20 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback
-from pytorch_lightning.strategies import (
-    DDPStrategy,
-    DeepSpeedStrategy,
-    SingleDeviceStrategy,
-    SingleDeviceXLAStrategy,
-    XLAStrategy,
-)
-from pytorch_lightning.utilities import rank_zero_info
-from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
-from lightning_green.callbacks import _loggers
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks._distributed import _device, sum_across_ranks
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
 
@@ -70,14 +60,14 @@ PROBE_REASON = "probe"
 ``PrecisionReason.PROBE``)."""
 
 
-class AdaptationUnsupportedError(MisconfigurationException):
+class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
     """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def check_strategy(trainer: pl.Trainer, who: str) -> None:
+def check_strategy(trainer: Trainer, who: str) -> None:
     """Refuse strategies whose batch size or precision plugin cannot be changed in flight.
 
     Supported: one device (``SingleDeviceStrategy``) and data parallel (``DDPStrategy``:
@@ -94,9 +84,7 @@ def check_strategy(trainer: pl.Trainer, who: str) -> None:
         AdaptationUnsupportedError: For any other strategy.
     """
     strategy = trainer.strategy
-    single = isinstance(strategy, SingleDeviceStrategy) and not isinstance(strategy, SingleDeviceXLAStrategy)
-    ddp = isinstance(strategy, DDPStrategy) and not isinstance(strategy, (DeepSpeedStrategy, XLAStrategy))
-    if not (single or ddp):
+    if _compat.strategy_kind(trainer) is None:
         raise AdaptationUnsupportedError(
             f"{who} supports a single device or DDP (strategy='auto', 'ddp', 'ddp_spawn', ...); "
             f"got {type(strategy).__name__}. DeepSpeed, FSDP, model-parallel and XLA strategies "
@@ -165,7 +153,7 @@ def default_window_s(source: str) -> float:
 # --------------------------------------------------------------------------- coordination
 
 
-def find_callback(trainer: pl.Trainer, role: str) -> Any | None:
+def find_callback(trainer: Trainer, role: str) -> Any | None:
     """The Trainer's lightning_green adaptive callback of ``role`` (``"batch_size"``/``"precision"``)."""
     return next((cb for cb in trainer.callbacks if getattr(cb, "adapt_role", None) == role), None)
 
@@ -196,7 +184,7 @@ class WindowRecord:
     source: str = "estimate"
 
 
-def _synchronize(trainer: pl.Trainer) -> None:
+def _synchronize(trainer: Trainer) -> None:
     # Kernels are queued asynchronously: wait for them, so that the energy counter read now
     # covers the steps counted so far (one sync per window boundary, about once a second).
     try:
@@ -231,7 +219,7 @@ class TrainingWindow:
         self._losses: list[torch.Tensor | None] = []
         self._step_loss: torch.Tensor | None = None
 
-    def resume(self, trainer: pl.Trainer, monitor: EnergyMonitor) -> None:
+    def resume(self, trainer: Trainer, monitor: EnergyMonitor) -> None:
         """Start counting again (collective when paused)."""
         if not self.paused:
             return
@@ -240,7 +228,7 @@ class TrainingWindow:
         self._mark_t = time.monotonic()
         self.paused = False
 
-    def pause(self, trainer: pl.Trainer, monitor: EnergyMonitor) -> None:
+    def pause(self, trainer: Trainer, monitor: EnergyMonitor) -> None:
         """Stop counting, adding what passed since the last mark (collective when running)."""
         if self.paused:
             return
@@ -274,9 +262,7 @@ class TrainingWindow:
         """Whether the window has at least half its target steps (a step count: the same on every rank)."""
         return self.steps > 0 and 2 * self.steps >= self.target_steps
 
-    def close(
-        self, trainer: pl.Trainer, monitor: EnergyMonitor, extras: Sequence[float] = ()
-    ) -> WindowRecord:
+    def close(self, trainer: Trainer, monitor: EnergyMonitor, extras: Sequence[float] = ()) -> WindowRecord:
         """Read the meters, sum over ranks and start the next window right here (collective).
 
         Args:
@@ -330,7 +316,7 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     return None
 
 
-def agree_across_ranks(trainer: pl.Trainer, values: Sequence[float], what: str) -> None:
+def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> None:
     """Check that every rank holds exactly the same values (an all-gather under DDP).
 
     Decisions are made on every rank from identical (summed) inputs, so that every rank's
@@ -395,7 +381,7 @@ def switches(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 
 def publish(
-    trainer: pl.Trainer,
+    trainer: Trainer,
     monitor: Any | None,
     summary_fields: Mapping[str, Any],
     current_tag: tuple[str, Any],
@@ -419,7 +405,7 @@ def publish(
         )
 
 
-def write_adaptations(trainer: pl.Trainer, key: str, payload: Mapping[str, Any]) -> Path | None:
+def write_adaptations(trainer: Trainer, key: str, payload: Mapping[str, Any]) -> Path | None:
     """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
 
     Rank 0 only; both adaptive callbacks write their own key into the same file.
@@ -454,7 +440,7 @@ def write_adaptations(trainer: pl.Trainer, key: str, payload: Mapping[str, Any])
 # --------------------------------------------------------------------------- the shared callback base
 
 
-class AdaptiveCallback(Callback):
+class AdaptiveCallback(*_compat.CALLBACK_BASES):
     """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy and its setting.
 
     Subclasses set the class attributes, implement :meth:`summary_fields`, :meth:`setting` and
@@ -526,12 +512,12 @@ class AdaptiveCallback(Callback):
         """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
 
     # -- shared steps of the hooks -------------------------------------------------------------------
-    def attach(self, trainer: pl.Trainer) -> None:
+    def attach(self, trainer: Trainer) -> None:
         """Find the shared EnergyMonitor (adding one) and the sibling adaptive callback, once, at setup."""
         self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
         self._sibling = find_callback(trainer, self.sibling_role) if self.sibling_role else None
 
-    def begin_training(self, trainer: pl.Trainer) -> None:
+    def begin_training(self, trainer: Trainer) -> None:
         """Pick the window length from the energy source and start with a fresh window (collective)."""
         assert self._monitor is not None
         _, _, _, source = self._monitor.measure(trainer)
@@ -540,7 +526,7 @@ class AdaptiveCallback(Callback):
         self._active = False
         self._last_global_step = trainer.global_step
 
-    def resume_window(self, trainer: pl.Trainer) -> None:
+    def resume_window(self, trainer: Trainer) -> None:
         """At a batch start: note the step we are at when (re)activated, and resume the window."""
         assert self._monitor is not None
         if not self._active:
@@ -548,19 +534,19 @@ class AdaptiveCallback(Callback):
             self._active = True
         self._window.resume(trainer, self._monitor)
 
-    def optimizer_stepped(self, trainer: pl.Trainer) -> bool:
+    def optimizer_stepped(self, trainer: Trainer) -> bool:
         """At a batch end: whether an optimizer step completed (False inside gradient accumulation)."""
         if trainer.global_step == self._last_global_step:
             return False
         self._last_global_step = trainer.global_step
         return True
 
-    def pause_window(self, trainer: pl.Trainer) -> None:
+    def pause_window(self, trainer: Trainer) -> None:
         """Stop counting (a collective only while running, which every rank agrees on)."""
         if self._monitor is not None:
             self._window.pause(trainer, self._monitor)
 
-    def defer(self, trainer: pl.Trainer, to: Any, reason: str, details: Mapping[str, Any]) -> None:
+    def defer(self, trainer: Trainer, to: Any, reason: str, details: Mapping[str, Any]) -> None:
         """Keep a decided switch pending until training goes on (see :meth:`take_pending`).
 
         Args:
@@ -600,7 +586,7 @@ class AdaptiveCallback(Callback):
         """The shared monitor's PUE (1.0 before setup): summary joules carry it like the summary totals."""
         return float(getattr(self._monitor, "pue", 1.0))
 
-    def publish_state(self, trainer: pl.Trainer) -> None:
+    def publish_state(self, trainer: Trainer) -> None:
         """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
         publish(
             trainer,
@@ -623,37 +609,37 @@ class AdaptiveCallback(Callback):
             )
 
     # -- hooks ---------------------------------------------------------------------------------------
-    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Validation is not training: pause the window."""
         if not trainer.sanity_checking:
             self.pause_window(trainer)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
         self.publish_state(trainer)
         fields = self.summary_fields()
         write_adaptations(trainer, self.adapt_role, fields)
         chosen, last = self.chosen_setting(), self.setting()
         probing = "" if chosen == last else f" (ended while probing {last}; trained at {last} last)"
-        rank_zero_info(
+        _compat.info(
+            trainer,
             f"lightning_green: {self.setting_label} {self.initial_setting()} -> {chosen}{probing}; "
-            f"switches: {switch_text(switches(self.history)) or 'none'}"
+            f"switches: {switch_text(switches(self.history)) or 'none'}",
         )
         pending = self.pending
         if pending is not None:
-            rank_zero_info(
+            _compat.info(
+                trainer,
                 f"lightning_green: {self.setting_label} {self.setting()} -> {pending['to']} decided at "
                 f"epoch {pending['epoch']} step {pending['step']} ({pending['reason']}) was not applied: "
-                "training ended first (a resumed fit applies it)"
+                "training ended first (a resumed fit applies it)",
             )
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Undo what was attached to the module (see :meth:`release`)."""
         if stage == "fit":
             self.release()
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Undo what was attached to the module when the fit fails."""
         self.release()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-import pytorch_lightning as pl
 import torch
 
+from lightning_green.callbacks._compat import Trainer
 
-def _device(trainer: pl.Trainer) -> torch.device:
+
+def _device(trainer: Trainer) -> torch.device:
     # NCCL needs CUDA tensors, gloo takes CPU ones: the strategy's root device suits both.
     try:
         return trainer.strategy.root_device
@@ -17,7 +18,7 @@ def _device(trainer: pl.Trainer) -> torch.device:
         return torch.device("cpu")
 
 
-def sum_across_ranks(trainer: pl.Trainer, values: Sequence[float]) -> list[float]:
+def sum_across_ranks(trainer: Trainer, values: Sequence[float]) -> list[float]:
     """Sum a short vector of floats over all ranks (a no-op on one process).
 
     Every rank must call this at the same point, like any collective.
@@ -36,7 +37,7 @@ def sum_across_ranks(trainer: pl.Trainer, values: Sequence[float]) -> list[float
     return [float(v) for v in reduced.cpu().tolist()]
 
 
-def local_rank_pids(trainer: pl.Trainer) -> list[int]:
+def local_rank_pids(trainer: Trainer) -> list[int]:
     """Pids of every rank on this node (collective under DDP).
 
     Args:

@@ -10,24 +10,24 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import pytorch_lightning as pl
-from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+from lightning_green.callbacks import _compat
+from lightning_green.callbacks._compat import Trainer
 
 REPORTS_DIRNAME = "energy_reports"
 """Folder for summaries and plots when no logger has a directory of its own."""
 
 
-def mlflow_loggers(trainer: pl.Trainer) -> list[MLFlowLogger]:
+def mlflow_loggers(trainer: Trainer) -> list[Any]:
     """The trainer's MLflow loggers."""
-    return [lg for lg in trainer.loggers if isinstance(lg, MLFlowLogger)]
+    return [lg for lg in trainer.loggers if _compat.is_mlflow_logger(lg)]
 
 
-def ordered_loggers(trainer: pl.Trainer) -> list[Any]:
+def ordered_loggers(trainer: Trainer) -> list[Any]:
     """The trainer's loggers, MLflow first."""
-    return sorted(trainer.loggers, key=lambda lg: not isinstance(lg, MLFlowLogger))
+    return sorted(trainer.loggers, key=lambda lg: not _compat.is_mlflow_logger(lg))
 
 
-def log_params(trainer: pl.Trainer, params: dict[str, Any]) -> None:
+def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
     """Record run parameters on every logger (MLflow params, TensorBoard/CSV hparams).
 
     A parameter that an MLflow run already holds with another value (a resumed run whose
@@ -41,7 +41,7 @@ def log_params(trainer: pl.Trainer, params: dict[str, Any]) -> None:
         try:
             logger.log_hyperparams(params)
         except Exception as err:
-            if isinstance(logger, MLFlowLogger):
+            if _compat.is_mlflow_logger(logger):
                 set_tags(trainer, {f"{k}.resumed": v for k, v in params.items()})
             else:
                 warnings.warn(
@@ -49,7 +49,7 @@ def log_params(trainer: pl.Trainer, params: dict[str, Any]) -> None:
                 )
 
 
-def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
+def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
     """Log metrics straight to every logger (for hooks where ``LightningModule.log`` is not allowed).
 
     Args:
@@ -67,7 +67,7 @@ def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> No
             )
 
 
-def set_tags(trainer: pl.Trainer, tags: dict[str, Any]) -> None:
+def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
     """Set tags on every MLflow run of the trainer (other loggers have no tags).
 
     Args:
@@ -82,7 +82,7 @@ def set_tags(trainer: pl.Trainer, tags: dict[str, Any]) -> None:
             warnings.warn(f"lightning_green: could not set MLflow tags {tags}: {err}", stacklevel=2)
 
 
-def log_artifact(trainer: pl.Trainer, path: Path, artifact_path: str = "lightning_green") -> None:
+def log_artifact(trainer: Trainer, path: Path, artifact_path: str = "lightning_green") -> None:
     """Upload a file to every MLflow run of the trainer.
 
     Args:
@@ -97,7 +97,7 @@ def log_artifact(trainer: pl.Trainer, path: Path, artifact_path: str = "lightnin
             warnings.warn(f"lightning_green: could not log artifact {path} to MLflow: {err}", stacklevel=2)
 
 
-def output_dir(trainer: pl.Trainer) -> Path:
+def output_dir(trainer: Trainer) -> Path:
     """Where to write report files: the first logger's directory, else the trainer's root.
 
     TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
@@ -112,9 +112,9 @@ def output_dir(trainer: pl.Trainer) -> Path:
         A directory path (not created).
     """
     for logger in trainer.loggers:
-        if isinstance(logger, (TensorBoardLogger, CSVLogger)) and logger.log_dir:
+        if _compat.is_file_logger(logger) and logger.log_dir:
             return Path(logger.log_dir)
-        if isinstance(logger, MLFlowLogger):
+        if _compat.is_mlflow_logger(logger):
             return Path(trainer.default_root_dir) / REPORTS_DIRNAME / str(logger.run_id)
         if getattr(logger, "log_dir", None):
             return Path(logger.log_dir)

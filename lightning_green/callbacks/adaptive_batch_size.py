@@ -12,7 +12,7 @@ How it works in Lightning terms:
 - **Changing the batch size** happens between epochs, as Lightning's ``BatchSizeFinder`` does
   it: the ``batch_size`` attribute (``attr_name``) is set on the model, its ``hparams`` and the
   datamodule (``lightning_setattr``), and the fit loop's train dataloader is rebuilt
-  (``trainer.fit_loop._combined_loader = None``, then ``fit_loop.setup_data()`` requests a new
+  (``_compat.rebuild_train_dataloader``: ``fit_loop.setup_data()`` requests a new
   one from the datamodule or module, with the distributed sampler re-injected under DDP).
   Validation dataloaders are left alone.
 - **Decided at an epoch end, applied at the next epoch start**: Lightning runs
@@ -71,12 +71,9 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.data import _set_sampler_epoch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 
+from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
@@ -86,6 +83,13 @@ from lightning_green.callbacks._adapt import (
     jsonable,
     switch_text,
     switches,
+)
+from lightning_green.callbacks._compat import (
+    LightningModule,
+    Trainer,
+    lightning_getattr,
+    lightning_hasattr,
+    lightning_setattr,
 )
 from lightning_green.callbacks.energy_monitor import count_samples
 from lightning_green.policy._util import check_bools, check_int
@@ -250,7 +254,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._noise_sum: torch.Tensor | None = None
         self._noise_pairs = 0
         self._oom_epoch = False
-        self._guarded: pl.LightningModule | None = None
+        self._guarded: LightningModule | None = None
 
     def setting(self) -> int | None:
         """The batch size in use."""
@@ -271,12 +275,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return self.policy.noise_scale.b_noise if self.policy is not None else None
 
     # -- setup ---------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not), attach the monitor and the OOM guard."""
         if stage != "fit":
             return
         check_strategy(trainer, self.display_name)
-        if not trainer.fit_loop._data_source.is_module():
+        if not _compat.train_dataloader_from_module(trainer):
             raise AdaptationUnsupportedError(
                 "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
                 "Trainer.fit(train_dataloaders=...). Build the train dataloader in your LightningDataModule "
@@ -299,7 +303,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if trainer.world_size <= 1:
             self._install_oom_guard(pl_module)
 
-    def _build_policy(self, trainer: pl.Trainer, initial: int) -> BatchSizePolicy:
+    def _build_policy(self, trainer: Trainer, initial: int) -> BatchSizePolicy:
         low = self.min_batch_size if self.min_batch_size is not None else max(1, initial // _DEFAULT_FACTOR)
         high = self.max_batch_size if self.max_batch_size is not None else initial * _DEFAULT_FACTOR
         if not low <= initial <= high:
@@ -321,7 +325,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             * max(int(trainer.accumulate_grad_batches), 1),
         )
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state), refuse what a switch would crash, apply the size.
 
         Runs after Lightning restored the callbacks' states and before the first dataloader is
@@ -342,19 +346,21 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
         if lightning_getattr(pl_module, self.attr_name) != self.current_batch_size:
             lightning_setattr(pl_module, self.attr_name, self.current_batch_size)
-            rank_zero_info(
-                f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}"
+            _compat.info(
+                trainer,
+                f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}",
             )
         if self.lr_rule is None:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
         if any(cfg.interval == "step" for cfg in trainer.lr_scheduler_configs):
-            rank_zero_warn(
+            _compat.warn(
+                trainer,
                 "AdaptiveBatchSize: an LR scheduler is stepped per optimizer step; the number of steps per "
-                "epoch changes with the batch size, so a schedule sized in steps ends early or late."
+                "epoch changes with the batch size, so a schedule sized in steps ends early or late.",
             )
 
-    def _refuse_what_a_switch_would_crash(self, trainer: pl.Trainer, grid: list[int], initial: int) -> None:
+    def _refuse_what_a_switch_would_crash(self, trainer: Trainer, grid: list[int], initial: int) -> None:
         # Larger sizes make epochs shorter (fewer batches), smaller ones add optimizer steps.
         interval = trainer.val_check_interval
         per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
@@ -378,14 +384,14 @@ class AdaptiveBatchSize(AdaptiveCallback):
                     f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
                 )
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick the window length from the energy source (collective: every rank is here)."""
         self.begin_training(trainer)
         self._window.target_steps = self._target_steps()
         self.publish_state(trainer)
 
     # -- out of memory -------------------------------------------------------------------------------
-    def _install_oom_guard(self, pl_module: pl.LightningModule) -> None:
+    def _install_oom_guard(self, pl_module: LightningModule) -> None:
         if self._guarded is pl_module:
             return
         callback = self
@@ -425,11 +431,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._remove_oom_guard()
         self._reset_noise()
 
-    def _out_of_memory(self, pl_module: pl.LightningModule) -> None:
+    def _out_of_memory(self, pl_module: LightningModule) -> None:
         if not self._oom_epoch:
-            rank_zero_warn(
+            _compat.warn(
+                pl_module.trainer,
                 f"AdaptiveBatchSize: out of memory at {self.attr_name}={self.current_batch_size}; "
-                "skipping the rest of the epoch and ruling this size and larger ones out."
+                "skipping the rest of the epoch and ruling this size and larger ones out.",
             )
         self._oom_epoch = True
         for param in pl_module.parameters():
@@ -459,7 +466,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return NOISE_EVERY
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
@@ -475,7 +482,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.resume_window(trainer)
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one.
 
@@ -510,7 +517,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._noise_pairs += 1
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count the batch; after an optimizer step, close a due window."""
         if not self._active:
@@ -527,7 +534,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._noise_sum = None
         self._noise_pairs = 0
 
-    def _close_window(self, trainer: pl.Trainer) -> None:
+    def _close_window(self, trainer: Trainer) -> None:
         policy, monitor = self.policy, self._monitor
         assert policy is not None and monitor is not None and self.current_batch_size is not None
         noise = [0.0, 0.0]
@@ -550,7 +557,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._window.target_steps = self._target_steps()
 
     # -- epoch end: decide ---------------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/batch_size``; record the epoch's window and decide (a switch stays pending).
 
         The decision is made at most once per ``(epoch, global_step)``, also across a resume. A
@@ -595,7 +602,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
         self._decided(trainer, decision)
 
-    def _decided(self, trainer: pl.Trainer, decision: BatchSizeDecision) -> None:
+    def _decided(self, trainer: Trainer, decision: BatchSizeDecision) -> None:
         """Keep a switch pending; record a first settling on the size in use right away."""
         previous = self.current_batch_size
         assert previous is not None
@@ -617,7 +624,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
             self.publish_state(trainer)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Apply a pending switch: this epoch trains at the new size.
 
         Lightning built (or kept) the train dataloader before this hook; it is rebuilt here at
@@ -634,7 +641,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         lr_factor = self._scale_learning_rates(trainer, previous, new)
         lightning_setattr(pl_module, self.attr_name, new)
         self.current_batch_size = new
-        _rebuild_train_dataloader(trainer)
+        _compat.rebuild_train_dataloader(trainer)
         self._window.reset()
         self._reset_noise()
         self._window.target_steps = self._target_steps()
@@ -648,9 +655,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
             lr_factor,
             trainer,
         )
-        rank_zero_info(
+        _compat.info(
+            trainer,
             f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
-            f"(decided at the end of epoch {pending['epoch']}: {pending['reason']}; lr x{lr_factor:.3g})"
+            f"(decided at the end of epoch {pending['epoch']}: {pending['reason']}; lr x{lr_factor:.3g})",
         )
         self.publish_state(trainer)
 
@@ -663,7 +671,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         reason: str,
         details: Mapping[str, Any],
         lr_factor: float,
-        trainer: pl.Trainer,
+        trainer: Trainer,
     ) -> None:
         noise = details.get("b_noise")
         self.record(
@@ -680,7 +688,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             }
         )
 
-    def _scale_learning_rates(self, trainer: pl.Trainer, old: int, new: int) -> float:
+    def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
         factor = scale_learning_rate(1.0, old, new, self.lr_rule)
         if factor == 1.0:
@@ -701,7 +709,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return factor
 
     @staticmethod
-    def _first_lr(trainer: pl.Trainer) -> float | None:
+    def _first_lr(trainer: Trainer) -> float | None:
         try:
             return float(trainer.optimizers[0].param_groups[0]["lr"])
         except (IndexError, KeyError, TypeError, ValueError):
@@ -759,22 +767,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.load_pending(state_dict)
         self.policy = None  # rebuilt at fit start around the restored initial size
         self._restored_policy = state_dict.get("policy")
-
-
-def _rebuild_train_dataloader(trainer: pl.Trainer) -> None:
-    """Have the fit loop request the train dataloader again, now, at the epoch start.
-
-    ``fit_loop.setup_data()`` ran before ``on_train_epoch_start`` and built or kept the loader at
-    the old size; its epoch start also set the sampler's epoch, which is repeated for the new one.
-    """
-    loop = trainer.fit_loop
-    if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
-        loop._data_fetcher.teardown()
-    loop._combined_loader = None
-    loop.setup_data()
-    if loop._combined_loader is not None:
-        for dataloader in loop._combined_loader.flattened:
-            _set_sampler_epoch(dataloader, loop.epoch_progress.current.processed)
 
 
 def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:

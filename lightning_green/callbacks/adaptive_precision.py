@@ -49,11 +49,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.precision import MixedPrecision, Precision
-from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
@@ -64,6 +62,7 @@ from lightning_green.callbacks._adapt import (
     switch_text,
     switches,
 )
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import count_samples
 from lightning_green.policy.precision import (
     PRECISIONS,
@@ -224,7 +223,7 @@ class AdaptivePrecision(AdaptiveCallback):
         self.skipped_steps = 0
         self._supported: tuple[str, ...] = ()
         self._device_type = "cpu"
-        self._original_plugin: Precision | None = None
+        self._original_plugin: Any = None
         self._scaler: Any = None
         self._restored_policy: dict[str, Any] | None = None
         self._restored_scaler: dict[str, Any] | None = None
@@ -270,7 +269,7 @@ class AdaptivePrecision(AdaptiveCallback):
         return not self._first_plan_done and any(p != policy.current_precision for p in policy.supported)
 
     # -- setup ---------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not) and attach the shared EnergyMonitor."""
         if stage != "fit":
             return
@@ -283,7 +282,7 @@ class AdaptivePrecision(AdaptiveCallback):
             )
         plugin = trainer.strategy.precision_plugin
         name = getattr(plugin, "precision", None)
-        if type(plugin) not in (Precision, MixedPrecision) or name not in PRECISIONS:
+        if not _compat.is_swappable_precision_plugin(plugin) or name not in PRECISIONS:
             raise AdaptationUnsupportedError(
                 f"AdaptivePrecision can start from Trainer(precision=...) in {list(PRECISIONS)}; got "
                 f"{name!r} ({type(plugin).__name__}). Precisions that cast the weights (64-true, "
@@ -310,11 +309,11 @@ class AdaptivePrecision(AdaptiveCallback):
             self.baseline = name
         if self.current is None:
             self.current = name
-        if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
-            self._scaler = plugin.scaler
+        if _compat.mixed_precision_scaler(plugin) is not None:
+            self._scaler = _compat.mixed_precision_scaler(plugin)
         self.attach(trainer)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Apply a restored precision (and GradScaler state) before Lightning restores the plugin.
 
         Raises:
@@ -337,9 +336,9 @@ class AdaptivePrecision(AdaptiveCallback):
             self._restored_scaler = None
         if self.current is not None and self.current != trainer.strategy.precision_plugin.precision:
             self._swap(trainer, self.current)
-            rank_zero_info(f"lightning_green: AdaptivePrecision resumed in {self.current}")
+            _compat.info(trainer, f"lightning_green: AdaptivePrecision resumed in {self.current}")
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state) once the energy source is known (collective)."""
         self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
@@ -364,24 +363,21 @@ class AdaptivePrecision(AdaptiveCallback):
             return None
         return float(self._scaler.get_scale())
 
-    def _plugin_for(self, precision: str) -> Precision:
+    def _plugin_for(self, trainer: Trainer, precision: str) -> Any:
         original = self._original_plugin
         if original is not None and getattr(original, "precision", None) == precision:
             return original
-        if precision == REFERENCE_PRECISION:
-            return Precision()
-        if precision == "16-mixed":
-            return MixedPrecision("16-mixed", device=self._device_type, scaler=self._get_scaler())
-        return MixedPrecision("bf16-mixed", device=self._device_type)
+        scaler = self._get_scaler() if precision == "16-mixed" else None
+        return _compat.precision_plugin(trainer, precision, self._device_type, scaler)
 
-    def _swap(self, trainer: pl.Trainer, precision: str) -> None:
-        trainer.strategy.precision_plugin = self._plugin_for(precision)
+    def _swap(self, trainer: Trainer, precision: str) -> None:
+        trainer.strategy.precision_plugin = self._plugin_for(trainer, precision)
         self.current = precision
         self._scale_start = self._read_scale()
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Apply a pending switch (this batch trains in the new precision); resume the window."""
         if self.policy is not None and self._monitor is not None:
@@ -390,7 +386,7 @@ class AdaptivePrecision(AdaptiveCallback):
             self.resume_window(trainer)
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """Under a non-baseline precision without GradScaler, skip steps with non-finite gradients."""
         if not self._active or self.current != "bf16-mixed" or self.current == self.baseline:
@@ -406,7 +402,7 @@ class AdaptivePrecision(AdaptiveCallback):
             self.skipped_steps += 1
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count the batch; after an optimizer step, close a due window and apply the decision."""
         if not self._active or self.policy is None:
@@ -429,7 +425,7 @@ class AdaptivePrecision(AdaptiveCallback):
             return 0
         return max(0, round(math.log(end / start) / math.log(backoff)))
 
-    def _close_window(self, trainer: pl.Trainer) -> None:
+    def _close_window(self, trainer: Trainer) -> None:
         policy = self.policy
         assert policy is not None and self._monitor is not None and self.current is not None
         world = max(int(trainer.world_size), 1)
@@ -473,7 +469,7 @@ class AdaptivePrecision(AdaptiveCallback):
             steps = max(steps, math.ceil(self._window_s_used / self._step_s))
         return steps
 
-    def _apply(self, trainer: pl.Trainer, decision: PrecisionDecision) -> None:
+    def _apply(self, trainer: Trainer, decision: PrecisionDecision) -> None:
         """Keep a switch pending until the next step starts; record a notable keep right away."""
         if decision.precision != self.current:
             self.defer(trainer, decision.precision, decision.reason.value, decision.details)
@@ -493,7 +489,7 @@ class AdaptivePrecision(AdaptiveCallback):
             )
             self.publish_state(trainer)
 
-    def _switch(self, trainer: pl.Trainer) -> None:
+    def _switch(self, trainer: Trainer) -> None:
         """Apply the pending switch, recorded at the step it was decided after."""
         pending = self.take_pending()
         assert pending is not None
@@ -511,9 +507,10 @@ class AdaptivePrecision(AdaptiveCallback):
                 "details": pending["details"],
             }
         )
-        rank_zero_info(
+        _compat.info(
+            trainer,
             f"lightning_green: precision {previous} -> {new} at epoch {pending['epoch']} "
-            f"step {pending['step']} ({pending['reason']})"
+            f"step {pending['step']} ({pending['reason']})",
         )
         self.publish_state(trainer)
 
@@ -544,7 +541,7 @@ class AdaptivePrecision(AdaptiveCallback):
             "precision_skipped_steps": self.skipped_steps,
         }
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
         if self.current is not None:
             pl_module.log(

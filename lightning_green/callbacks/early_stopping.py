@@ -13,13 +13,11 @@ import math
 from typing import Any, Literal
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
-from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_green import keys
-from lightning_green.callbacks import _loggers
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks._schedules import epochs_until_lr_decay
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
@@ -35,7 +33,7 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
-def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> float | None:
+def _optimizer_steps_per_epoch(trainer: Trainer) -> float | None:
     batches = trainer.num_training_batches
     if not batches or not math.isfinite(batches):
         return None
@@ -93,7 +91,7 @@ def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = Non
     return out
 
 
-class EnergyAwareEarlyStopping(EarlyStopping):
+class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
 
     Takes Lightning ``EarlyStopping``'s arguments with the same meaning (``monitor``, ``mode``,
@@ -213,7 +211,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         self._missing_warned = False
 
     # -- wiring -------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Decide where to check (as Lightning does) and attach to the shared energy measurement."""
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
@@ -234,17 +232,18 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         return self._energy
 
     # -- the check ------------------------------------------------------------------------------------
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+    def _run_early_stopping_check(self, trainer: Trainer) -> None:
         logs = trainer.callback_metrics
         if trainer.fast_dev_run:
             return
         if not self._validate_condition_metric(logs):  # raises when strict
             if not self._missing_warned:
                 self._missing_warned = True
-                rank_zero_warn(
+                _compat.warn(
+                    trainer,
                     f"EnergyAwareEarlyStopping(strict=False): the monitored metric {self.monitor!r} was not "
                     f"logged, so this check was skipped: nothing, the energy budget included, is checked "
-                    f"until it is. Logged metrics: {sorted(logs)}"
+                    f"until it is. Logged metrics: {sorted(logs)}",
                 )
             return
         pl_module = trainer.lightning_module
@@ -261,7 +260,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         lr_hint = epochs_until_lr_decay(
             trainer.lr_scheduler_configs,
             _optimizer_steps_per_epoch(trainer),
-            epoch_done=bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", True)),
+            epoch_done=_compat.epoch_done(trainer),
         )
         decision = self.policy.update(
             metric, cost_kwh, epoch=trainer.current_epoch, max_epochs=horizon, epochs_until_lr_decay=lr_hint
@@ -280,7 +279,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             self._stop(trainer, StopReason(reason), decision)
         self._energy.add_summary_fields(**self._summary_fields())
 
-    def _record_inputs(self, trainer: pl.Trainer, horizon: int | None, lr_hint: int | None) -> None:
+    def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
         """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
 
         The planned horizon goes into the run parameter ``lightning_green.max_epochs`` (``none``
@@ -323,7 +322,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             params[keys.PARAM_STOPPING_MODE] = self.mode
         return params
 
-    def _horizon_epochs(self, trainer: pl.Trainer) -> int | None:
+    def _horizon_epochs(self, trainer: Trainer) -> int | None:
         """The planned length of the run in epochs, or None when there is no plan.
 
         Lightning turns ``max_epochs=None`` (with no ``max_steps``) into 1000 before any hook
@@ -344,7 +343,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             horizon = by_steps if horizon is None else min(horizon, by_steps)
         return horizon
 
-    def _stop(self, trainer: pl.Trainer, reason: StopReason, decision: StopDecision) -> None:
+    def _stop(self, trainer: Trainer, reason: StopReason, decision: StopDecision) -> None:
         trainer.should_stop = True
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
@@ -356,7 +355,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
                 trainer, {TAG_STOP_REASON: reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
             )
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Record that training ended without this stopper stopping it, and how it ended.
 
         Sets the MLflow tag ``lightning_green.stop_reason`` to ``none`` (the word replay writes for
@@ -379,7 +378,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
 
     @staticmethod
-    def _training_end(trainer: pl.Trainer) -> str:
+    def _training_end(trainer: Trainer) -> str:
         """How a run this stopper did not stop ended, in words."""
         epochs_done = trainer.current_epoch
         max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
@@ -389,9 +388,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             return f"ran to max_steps={max_steps}"
         return f"ended after {epochs_done} epochs for another reason"
 
-    def _log_decision(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: StopDecision
-    ) -> None:
+    def _log_decision(self, trainer: Trainer, pl_module: LightningModule, decision: StopDecision) -> None:
         metrics = {
             key: float(value)
             for key, value in (

@@ -14,15 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, EarlyStopping
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.data import extract_batch_size
-from pytorch_lightning.utilities.model_helpers import is_overridden
 
 from lightning_green import keys
-from lightning_green.callbacks import _loggers
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks._distributed import local_rank_pids, sum_across_ranks
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
@@ -64,7 +60,7 @@ def count_samples(batch: Any) -> int:
     if isinstance(first, torch.Tensor) and first.ndim:
         return int(first.shape[0])
     try:
-        return int(extract_batch_size(batch))
+        return _compat.extract_batch_size(batch)
     except Exception:  # a batch of unknown structure counts nothing
         return 0
 
@@ -87,7 +83,7 @@ def _source_flags(label: str | None) -> list[float]:
     return [1.0 if name in parts else 0.0 for name in SOURCES]
 
 
-class EnergyMonitor(Callback):
+class EnergyMonitor(*_compat.CALLBACK_BASES):
     r"""Measure the energy of every epoch and log it, with CO2 and the gain per kWh, to every logger.
 
     Logged each epoch (on ``on_train_epoch_end``, through ``LightningModule.log``):
@@ -206,8 +202,8 @@ class EnergyMonitor(Callback):
     @classmethod
     def for_trainer(
         cls,
-        trainer: pl.Trainer,
-        requester: Callback | None = None,
+        trainer: Trainer,
+        requester: Any | None = None,
         monitor: str | None = None,
         mode: Literal["min", "max"] = "min",
     ) -> EnergyMonitor:
@@ -257,7 +253,7 @@ class EnergyMonitor(Callback):
         """Epoch records of the run, resumes included."""
         return list(self.ledger.history)
 
-    def _local_vector(self, trainer: pl.Trainer) -> list[float]:
+    def _local_vector(self, trainer: Trainer) -> list[float]:
         reading = self._meter.read() if self._meter is not None else None
         energy_j = reading.energy_j if reading is not None else 0.0
         faults = reading.faults if reading is not None else 0
@@ -268,7 +264,7 @@ class EnergyMonitor(Callback):
             *_source_flags(reading and reading.source),
         ]
 
-    def measure(self, trainer: pl.Trainer) -> tuple[float, int, int, str]:
+    def measure(self, trainer: Trainer) -> tuple[float, int, int, str]:
         """Read every rank's meters now and sum them (a collective under DDP).
 
         Args:
@@ -281,13 +277,13 @@ class EnergyMonitor(Callback):
         values = sum_across_ranks(trainer, self._local_vector(trainer))
         return values[0], int(values[1]), int(values[2]), _source_label(values[3:])
 
-    def cumulative_kwh(self, trainer: pl.Trainer) -> float:
+    def cumulative_kwh(self, trainer: Trainer) -> float:
         """Energy of the run up to now (PUE applied, resumes included); a collective under DDP."""
         measured_j, _, _, _ = self.measure(trainer)
         return j_to_kwh(self.ledger.total_j_at(measured_j))
 
     # -- hooks ------------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Build and start the meters for fitting (idempotent)."""
         if stage != "fit" or self._ready:
             return
@@ -298,7 +294,7 @@ class EnergyMonitor(Callback):
                 "every lightning_green callback and logs for all of them)."
             )
         if self.monitor is None:
-            stopper = next((cb for cb in trainer.callbacks if isinstance(cb, EarlyStopping)), None)
+            stopper = next(iter(_compat.early_stopping_callbacks(trainer)), None)
             if stopper is not None:
                 self.monitor, self.mode = stopper.monitor, stopper.mode  # type: ignore[assignment]
                 self.ledger.mode = self.mode
@@ -323,7 +319,7 @@ class EnergyMonitor(Callback):
         self._samples_local = 0
         self._ready = True
 
-    def on_sanity_check_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Keep the untrained model's metric as the baseline of the first epoch's gain."""
         if self.monitor is None or self.ledger.history or self.ledger.baseline_metric is not None:
             return
@@ -333,7 +329,7 @@ class EnergyMonitor(Callback):
             self.ledger.baseline_metric = value if math.isfinite(value) else None
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count samples; every ``step_interval`` steps log the energy per step."""
         self._samples_local += count_samples(batch)
@@ -343,7 +339,7 @@ class EnergyMonitor(Callback):
             if due and (self._step_mark is None or step != self._step_mark[1]):  # once per optimizer step
                 self._log_step_energy(trainer, pl_module)
 
-    def _log_step_energy(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log_step_energy(self, trainer: Trainer, pl_module: LightningModule) -> None:
         measured_j, _, _, _ = self.measure(trainer)
         now = (self.pue * measured_j, trainer.global_step, time.monotonic())
         if self._step_mark is not None and now[1] > self._step_mark[1]:
@@ -356,16 +352,16 @@ class EnergyMonitor(Callback):
                 _loggers.log_metrics(trainer, metrics, step=now[1])
         self._step_mark = now
 
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Note that this epoch validated (a missing val metric is then an error)."""
         if not trainer.sanity_checking:
             self._val_ran = True
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Close the epoch's accounting and log it."""
         self.close_epoch(trainer, pl_module)
 
-    def close_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> EpochEnergy:
+    def close_epoch(self, trainer: Trainer, pl_module: LightningModule) -> EpochEnergy:
         """Close the current epoch's accounting and log it; later calls in the epoch return it.
 
         Every rank must call this at the same point (it sums across ranks). Other
@@ -384,7 +380,7 @@ class EnergyMonitor(Callback):
             return self._closed
         # A metric the module logs in its own on_train_epoch_end is written after this hook (Lightning
         # calls plain callbacks first): read later, when it is fresh (see _resolve_deferred_metric).
-        defer = self.monitor is not None and is_overridden("on_train_epoch_end", pl_module)
+        defer = self.monitor is not None and _compat.is_overridden("on_train_epoch_end", pl_module)
         metric_local = None if defer else self._read_metric(trainer)
         is_rank0 = trainer.global_rank == 0
         vector = self._local_vector(trainer)
@@ -430,15 +426,15 @@ class EnergyMonitor(Callback):
         self._deferred = (trainer.global_step, val_ran > 0) if defer else None
         return record
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the previous epoch (now fresh in ``callback_metrics``)."""
         self._resolve_deferred_metric(trainer)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the last epoch before the summary."""
         self._resolve_deferred_metric(trainer)
 
-    def _resolve_deferred_metric(self, trainer: pl.Trainer) -> None:
+    def _resolve_deferred_metric(self, trainer: Trainer) -> None:
         if self._restored_marginal is not None:
             step, marginal = self._restored_marginal
             self._restored_marginal = None
@@ -461,13 +457,13 @@ class EnergyMonitor(Callback):
         if record.marginal_per_kwh is not None and is_rank0 and trainer.loggers:
             _loggers.log_metrics(trainer, {marginal_key(self.monitor): record.marginal_per_kwh}, step=step)
 
-    def _read_metric(self, trainer: pl.Trainer) -> float | None:
+    def _read_metric(self, trainer: Trainer) -> float | None:
         if self.monitor is None:
             return None
         value = trainer.callback_metrics.get(self.monitor)
         return None if value is None else float(value)
 
-    def _missing_monitor(self, trainer: pl.Trainer, val_ran: bool) -> None:
+    def _missing_monitor(self, trainer: Trainer, val_ran: bool) -> None:
         # A metric may legitimately be absent after an epoch that did not validate (validation
         # every n epochs); after one that did, or when there is no validation at all, it is missing.
         if not val_ran and getattr(trainer, "enable_validation", False):
@@ -482,9 +478,9 @@ class EnergyMonitor(Callback):
             raise MonitorNotLoggedError(message + ".")
         if not self._warned_missing and not self.implicit:
             self._warned_missing = True
-            rank_zero_warn(message + "; its gain per kWh is not logged (strict=False).")
+            _compat.warn(trainer, message + "; its gain per kWh is not logged (strict=False).")
 
-    def attach_metric(self, trainer: pl.Trainer, pl_module: pl.LightningModule, value: float) -> None:
+    def attach_metric(self, trainer: Trainer, pl_module: LightningModule, value: float) -> None:
         """Give the epoch just closed its monitored metric when it was logged after the close.
 
         Called by :class:`EnergyAwareEarlyStopping` (which runs after the LightningModule's
@@ -512,7 +508,7 @@ class EnergyMonitor(Callback):
                 logger=bool(trainer.loggers),
             )
 
-    def _log_epoch(self, trainer: pl.Trainer, pl_module: pl.LightningModule, record: EpochEnergy) -> None:
+    def _log_epoch(self, trainer: Trainer, pl_module: LightningModule, record: EpochEnergy) -> None:
         metrics: dict[str, float] = {
             keys.EPOCH_KWH: record.energy_kwh,
             keys.AVG_POWER_W: record.avg_power_w,
@@ -542,7 +538,7 @@ class EnergyMonitor(Callback):
                 params[keys.PARAM_CARBON_INTENSITY] = self.carbon_intensity_g_per_kwh
             _loggers.log_params(trainer, params)
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the final reading and write the summary."""
         if not self._ready:
             return
@@ -566,7 +562,7 @@ class EnergyMonitor(Callback):
         _loggers.set_tags(trainer, tags)
         if not self.summary:
             return
-        rank_zero_info(format_summary(self.last_summary))
+        _compat.info(trainer, format_summary(self.last_summary))
         try:
             out_dir = _loggers.output_dir(trainer)
             self.summary_path = write_summary_json(self.last_summary, out_dir / SUMMARY_FILENAME)
@@ -574,25 +570,24 @@ class EnergyMonitor(Callback):
             try:
                 self.plot_path = plot_summary(self.last_summary, out_dir / PLOT_FILENAME)
             except ImportError:
-                rank_zero_info(
+                _compat.info(
+                    trainer,
                     "lightning_green: matplotlib is not installed, so no energy plot was drawn "
-                    "(pip install 'lightning_green[plot]')."
+                    "(pip install 'lightning_green[plot]').",
                 )
             else:
                 _loggers.log_artifact(trainer, self.plot_path)
         except Exception as err:  # the report must never fail a finished run
-            rank_zero_warn(f"lightning_green: could not write the energy report: {err!r}")
+            _compat.warn(trainer, f"lightning_green: could not write the energy report: {err!r}")
 
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Stop the meters (their threads and library handles)."""
         if stage == "fit" and self._meter is not None:
             self._meter.close()
             self._meter = None
             self._ready = False
 
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Stop the meters when the fit fails."""
         if self._meter is not None:
             self._meter.close()
@@ -605,7 +600,7 @@ class EnergyMonitor(Callback):
         return {"ledger": self.ledger.state_dict(), "energy_source": self.energy_source}
 
     def on_save_checkpoint(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """Add the energy of the epoch in progress, so a resume from a mid-epoch checkpoint keeps it.
 

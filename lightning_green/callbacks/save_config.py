@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import SaveConfigCallback
-
-from lightning_green.callbacks import _loggers
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 
 
-class SaveConfigToLoggers(SaveConfigCallback):
+class SaveConfigToLoggers(*_compat.save_config_bases()):
     """Save the resolved LightningCLI config locally and as an artifact of every MLflow run.
 
-    Use it as ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)``. The file goes to
+    Use it as ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)``, with the
+    ``LightningCLI`` of ``lightning.pytorch.cli`` or of ``pytorch_lightning.cli`` alike (the class is
+    a ``SaveConfigCallback`` of every installed namespace). The file goes to
     the first logger's directory (TensorBoard/CSV), or ``<default_root_dir>/energy_reports/<run_id>``
     for MLflow, and is uploaded to each MLflow run under ``config/``. Written once, on global rank 0.
 
@@ -44,7 +44,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self.saved_path: Path | None = None
 
-    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Write the config and log it to every MLflow run (called on global rank 0 only)."""
         path = _loggers.output_dir(trainer) / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)

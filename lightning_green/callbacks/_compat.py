@@ -1,0 +1,318 @@
+"""The one place that knows Lightning's namespaces and the Lightning internals the callbacks use.
+
+Lightning ships the same code twice: ``pytorch_lightning`` (with ``lightning_fabric``) and
+``lightning.pytorch`` (with ``lightning.fabric``, in the unified ``lightning`` package). A
+callback, logger, strategy or module of one is not an instance of the other's classes, so the
+rest of :mod:`lightning_green.callbacks` never imports either: it asks this module.
+
+- **Bases**: the public callbacks inherit from the ``Callback`` (``EarlyStopping``) class of
+  *every* installed namespace (:data:`CALLBACK_BASES`, :data:`EARLY_STOPPING_BASES`), so one
+  object passes the isinstance checks of either Trainer and of either ``LightningCLI``'s
+  ``class_path`` validation.
+- **Per trainer**: what depends on the trainer's namespace (the ``EarlyStoppingReason`` enum, the
+  precision plugins, ``is_overridden``, ``lightning_getattr``, the logger used for messages) is
+  resolved from the trainer with :func:`namespace_of`; isinstance checks on strategies and
+  loggers accept the classes of every namespace.
+- **Internals**: the private Lightning attributes the adaptive callbacks need (the fit loop's
+  data source and combined loader, the sampler epoch) are behind small named functions here.
+
+This is the only module of lightning_green that imports ``pytorch_lightning``,
+``lightning.pytorch`` or ``lightning_fabric``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import warnings
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for annotations only: every namespace's Trainer and LightningModule are accepted
+    from pytorch_lightning import LightningModule, Trainer
+else:
+    Trainer = LightningModule = Any
+
+__all__ = [
+    "CALLBACK_BASES",
+    "DEFAULT",
+    "EARLY_STOPPING_BASES",
+    "MISCONFIGURATION_BASES",
+    "NAMESPACES",
+    "LightningModule",
+    "Namespace",
+    "Trainer",
+    "namespace_of",
+]
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One installed Lightning namespace.
+
+    Attributes:
+        name: ``"pytorch_lightning"`` or ``"lightning.pytorch"``.
+        fabric: Its fabric package, ``"lightning_fabric"`` or ``"lightning.fabric"``.
+        package: The imported package.
+    """
+
+    name: str
+    fabric: str
+    package: ModuleType
+
+    def attr(self, module: str, name: str) -> Any:
+        """``<namespace>.<module>.<name>``, e.g. ``attr("loggers", "MLFlowLogger")`` (imported when used)."""
+        return _lookup(self.name if not module else f"{self.name}.{module}", name)
+
+    def fabric_attr(self, module: str, name: str) -> Any:
+        """``<fabric>.<module>.<name>`` of this namespace's fabric package."""
+        return _lookup(f"{self.fabric}.{module}", name)
+
+
+@functools.cache
+def _lookup(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+def _load(name: str, fabric: str) -> Namespace | None:
+    try:
+        return Namespace(name, fabric, importlib.import_module(name))
+    except ImportError:
+        return None
+
+
+NAMESPACES: tuple[Namespace, ...] = tuple(
+    ns
+    for ns in (_load("pytorch_lightning", "lightning_fabric"), _load("lightning.pytorch", "lightning.fabric"))
+    if ns is not None
+)
+"""The installed namespaces, ``pytorch_lightning`` first."""
+
+if not NAMESPACES:  # pragma: no cover - pytorch-lightning is a dependency
+    raise ImportError("lightning_green needs pytorch-lightning or lightning (pip install pytorch-lightning)")
+
+DEFAULT: Namespace = NAMESPACES[0]
+"""The namespace used where there is no trainer to ask (construction-time messages)."""
+
+CALLBACK_BASES: tuple[type, ...] = tuple(ns.attr("callbacks", "Callback") for ns in NAMESPACES)
+"""``Callback`` of every installed namespace: the bases of every lightning_green callback."""
+
+MISCONFIGURATION_BASES: tuple[type, ...] = tuple(
+    ns.attr("utilities.exceptions", "MisconfigurationException") for ns in NAMESPACES
+)
+"""``MisconfigurationException`` of every installed namespace (caught alike by either)."""
+
+
+class _EndOfInit(CALLBACK_BASES[0]):  # type: ignore[misc,valid-type]
+    """Ends the ``__init__`` chain of the EarlyStopping bases.
+
+    The first EarlyStopping's ``super().__init__()`` would otherwise land in the second's
+    ``__init__``, without its arguments.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _early_stopping_bases() -> tuple[type, ...]:
+    stoppers = [ns.attr("callbacks", "EarlyStopping") for ns in NAMESPACES]
+    return (stoppers[0], _EndOfInit, *stoppers[1:]) if len(stoppers) > 1 else tuple(stoppers)
+
+
+EARLY_STOPPING_BASES: tuple[type, ...] = _early_stopping_bases()
+"""Bases of EnergyAwareEarlyStopping: ``EarlyStopping`` of every namespace, initialised once."""
+
+
+def namespace_of(obj: Any) -> Namespace:
+    """The Lightning namespace an object (a Trainer, a strategy, a module ...) comes from.
+
+    Looks at the modules of the object's classes (a user's subclass of ``Trainer`` counts as
+    its base's), then at ``obj.strategy``; anything else gets :data:`DEFAULT`.
+
+    Example:
+        >>> import lightning.pytorch as L
+        >>> namespace_of(L.Trainer(logger=False, enable_progress_bar=False)).name
+        'lightning.pytorch'
+    """
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        for ns in NAMESPACES:
+            if module == ns.name or module.startswith(ns.name + "."):
+                return ns
+    strategy = getattr(obj, "strategy", None)
+    return namespace_of(strategy) if strategy is not None else DEFAULT
+
+
+def classes(module: str, name: str) -> tuple[type, ...]:
+    """The class ``<namespace>.<module>.<name>`` of every installed namespace, for isinstance checks."""
+    return tuple(ns.attr(module, name) for ns in NAMESPACES)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _rank(trainer: Trainer | None) -> int:
+    if trainer is not None:
+        return int(getattr(trainer, "global_rank", 0))
+    return int(getattr(DEFAULT.fabric_attr("utilities.rank_zero", "rank_zero_only"), "rank", 0))
+
+
+def info(trainer: Trainer | None, message: str) -> None:
+    """Log ``message`` on global rank 0, through the trainer's namespace's logger (as Lightning's own)."""
+    if _rank(trainer) == 0:
+        ns = namespace_of(trainer) if trainer is not None else DEFAULT
+        logging.getLogger(f"{ns.name}.utilities.rank_zero").info(message)
+
+
+def warn(trainer: Trainer | None, message: str, stacklevel: int = 3) -> None:
+    """Warn (``UserWarning``) on global rank 0."""
+    if _rank(trainer) == 0:
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+
+
+# --------------------------------------------------------------------------- modules and batches
+
+
+def is_overridden(method: str, pl_module: LightningModule) -> bool:
+    """Whether the LightningModule overrides hook ``method`` (of its own namespace's LightningModule)."""
+    ns = namespace_of(pl_module)
+    return bool(
+        ns.attr("utilities.model_helpers", "is_overridden")(method, pl_module, ns.attr("", "LightningModule"))
+    )
+
+
+def extract_batch_size(batch: Any) -> int:
+    """Lightning's ``extract_batch_size`` (raises when the batch has no tensor)."""
+    return int(DEFAULT.attr("utilities.data", "extract_batch_size")(batch))
+
+
+def lightning_hasattr(pl_module: LightningModule, name: str) -> bool:
+    """Lightning's ``lightning_hasattr``: ``name`` on the module, its ``hparams`` or the datamodule."""
+    return bool(namespace_of(pl_module).attr("utilities.parsing", "lightning_hasattr")(pl_module, name))
+
+
+def lightning_getattr(pl_module: LightningModule, name: str) -> Any:
+    """Lightning's ``lightning_getattr`` (the first holder of ``name``)."""
+    return namespace_of(pl_module).attr("utilities.parsing", "lightning_getattr")(pl_module, name)
+
+
+def lightning_setattr(pl_module: LightningModule, name: str, value: Any) -> None:
+    """Lightning's ``lightning_setattr``: set ``name`` on every holder."""
+    namespace_of(pl_module).attr("utilities.parsing", "lightning_setattr")(pl_module, name, value)
+
+
+# --------------------------------------------------------------------------- callbacks, loggers, strategies
+
+
+def early_stopping_callbacks(trainer: Trainer) -> list[Any]:
+    """The trainer's ``EarlyStopping`` callbacks (of any namespace)."""
+    bases = classes("callbacks", "EarlyStopping")
+    return [cb for cb in trainer.callbacks if isinstance(cb, bases)]
+
+
+def stopping_reason(trainer: Trainer, name: str) -> Any:
+    """The member ``name`` (``"PATIENCE_EXHAUSTED"`` ...) of the trainer's ``EarlyStoppingReason``."""
+    enum = namespace_of(trainer).attr("callbacks.early_stopping", "EarlyStoppingReason")
+    return enum[name]
+
+
+def is_mlflow_logger(logger: Any) -> bool:
+    """Whether ``logger`` is an ``MLFlowLogger`` (of any namespace)."""
+    return isinstance(logger, classes("loggers", "MLFlowLogger"))
+
+
+def is_file_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``TensorBoardLogger`` or ``CSVLogger`` (a versioned ``log_dir``)."""
+    return isinstance(logger, classes("loggers", "TensorBoardLogger") + classes("loggers", "CSVLogger"))
+
+
+def strategy_kind(trainer: Trainer) -> str | None:
+    """``"single"`` (one device), ``"ddp"`` (data parallel) or None (DeepSpeed, FSDP, XLA ...)."""
+    strategy = trainer.strategy
+
+    def of(name: str) -> tuple[type, ...]:
+        return classes("strategies", name)
+
+    if isinstance(strategy, of("SingleDeviceStrategy")) and not isinstance(
+        strategy, of("SingleDeviceXLAStrategy")
+    ):
+        return "single"
+    if isinstance(strategy, of("DDPStrategy")) and not isinstance(
+        strategy, of("DeepSpeedStrategy") + of("XLAStrategy")
+    ):
+        return "ddp"
+    return None
+
+
+# --------------------------------------------------------------------------- precision plugins
+
+
+def is_swappable_precision_plugin(plugin: Any) -> bool:
+    """Whether ``plugin`` is exactly ``Precision`` or ``MixedPrecision`` (nothing that casts weights)."""
+    exact = classes("plugins.precision", "Precision") + classes("plugins.precision", "MixedPrecision")
+    return type(plugin) in exact
+
+
+def mixed_precision_scaler(plugin: Any) -> Any:
+    """The GradScaler of a ``MixedPrecision`` plugin (None for other plugins or without one)."""
+    if isinstance(plugin, classes("plugins.precision", "MixedPrecision")):
+        return plugin.scaler
+    return None
+
+
+def precision_plugin(trainer: Trainer, precision: str, device_type: str, scaler: Any = None) -> Any:
+    """A precision plugin of the trainer's namespace: ``Precision`` for ``32-true``, else ``MixedPrecision``.
+
+    Args:
+        trainer: The trainer (its namespace's plugin classes are used).
+        precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"``.
+        device_type: ``"cpu"`` or ``"cuda"``.
+        scaler: The GradScaler of ``16-mixed``.
+    """
+    ns = namespace_of(trainer)
+    if precision == "32-true":
+        return ns.attr("plugins.precision", "Precision")()
+    mixed = ns.attr("plugins.precision", "MixedPrecision")
+    return mixed(precision, device=device_type, scaler=scaler if precision == "16-mixed" else None)
+
+
+# --------------------------------------------------------------------------- the fit loop's internals
+
+
+def train_dataloader_from_module(trainer: Trainer) -> bool:
+    """Whether the train dataloader comes from the LightningModule or DataModule (not passed to ``fit``)."""
+    return bool(trainer.fit_loop._data_source.is_module())
+
+
+def epoch_done(trainer: Trainer) -> bool:
+    """Whether the training epoch in progress has reached its last batch (True outside one)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return bool(getattr(progress, "is_last_batch", True))
+
+
+def rebuild_train_dataloader(trainer: Trainer) -> None:
+    """Have the fit loop request the train dataloader again, now, at an epoch start.
+
+    ``fit_loop.setup_data()`` ran before ``on_train_epoch_start`` and built or kept the loader;
+    its epoch start also set the sampler's epoch, which is repeated for the new one (as
+    Lightning's ``BatchSizeFinder`` resets the loader).
+    """
+    loop = trainer.fit_loop
+    if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
+        loop._data_fetcher.teardown()
+    loop._combined_loader = None
+    loop.setup_data()
+    if loop._combined_loader is not None:
+        set_epoch = namespace_of(trainer).fabric_attr("utilities.data", "_set_sampler_epoch")
+        for dataloader in loop._combined_loader.flattened:
+            set_epoch(dataloader, loop.epoch_progress.current.processed)
+
+
+# --------------------------------------------------------------------------- LightningCLI
+
+
+def save_config_bases() -> tuple[type, ...]:
+    """``cli.SaveConfigCallback`` of every installed namespace (imports ``cli``: needs jsonargparse)."""
+    return classes("cli", "SaveConfigCallback")
