@@ -8,8 +8,8 @@ script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
-``--rank1-clock-rate R`` makes rank 1's clock, as the adaptive callbacks' training windows read
-it, run R times as fast as rank 0's: each rank's own time must never decide a collective.
+``--rank1-clock-rate R`` makes rank 1's clock, as its measurement session reads it, run R times as
+fast as rank 0's: each rank's own time must never decide a collective.
 """
 
 from __future__ import annotations
@@ -112,9 +112,9 @@ class Recorder(pl.Callback):
             "epochs_run": trainer.current_epoch,
             "trainer_class": f"{type(trainer).__module__}.{type(trainer).__name__}",
             "adapt": {
-                c.adapt_role: {"history": c.history, "state": c.state_dict()}
+                c.key: {"history": c.history, "state": c.state_dict()}
                 for c in trainer.callbacks
-                if hasattr(c, "adapt_role")
+                if isinstance(c, (lightning_green.AdaptiveBatchSize, lightning_green.AdaptivePrecision))
             },
             "stopper": None
             if stopper is None
@@ -144,10 +144,10 @@ def main() -> None:
         import time
         from types import SimpleNamespace
 
-        from lightning_green.callbacks import _adapt
+        from lightning_green.energy import session
 
         rate, origin = args.rank1_clock_rate, time.monotonic()
-        _adapt.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
+        session.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
 
     if args.scripted:
 

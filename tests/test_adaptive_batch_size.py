@@ -30,7 +30,7 @@ from lightning_green import (
     EnergyMonitor,
 )
 from lightning_green.callbacks import _adapt, _loggers, adaptive_batch_size
-from lightning_green.callbacks._adapt import agree_across_ranks
+from lightning_green.callbacks._compat import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
 from lightning_green.policy.batch_size import BatchSizePolicy
 
@@ -324,20 +324,16 @@ def test_one_cycle_lr_stepped_per_step_is_refused_at_fit_start(tmp_path, monkeyp
 
 
 # -- per-step cost ----------------------------------------------------------------------------------
-def test_per_step_work_gathers_gradients_only_for_noise_pairs_and_finds_the_sibling_once(
-    tmp_path, monkeypatch
-):
+def test_per_step_work_gathers_gradients_only_for_noise_pairs(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
-    gathered, lookups = [], []
-    real_gradients, real_find = adaptive_batch_size._gradients, _adapt.find_callback
+    gathered = []
+    real_gradients = adaptive_batch_size._gradients
     monkeypatch.setattr(
         adaptive_batch_size, "_gradients", lambda opt: gathered.append(1) or real_gradients(opt)
     )
-    monkeypatch.setattr(_adapt, "find_callback", lambda *a: lookups.append(1) or real_find(*a))
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     precision = AdaptivePrecision(precisions="32-true", window_s=0.001, start_step=4)
     fit(tmp_path, [batch, precision], epochs=2)
-    assert len(lookups) == 2  # each callback looks its sibling up once, at setup
     assert batch.policy.noise_scale.num_updates >= 1  # pairs were measured ...
     assert 0 < len(gathered) <= 2 * 40 / 4  # ... gathering gradients on 2 of every 4 steps at most
 

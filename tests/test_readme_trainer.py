@@ -1,8 +1,8 @@
 """Acceptance: the README's "In a Trainer" snippet as written (``import lightning as L``) runs every callback.
 
 The snippet is read from README.md and run with a real digits model and datamodule of
-``lightning.pytorch``; only the run's length is shortened. The MLflow run it logs to (an sqlite
-store in the working directory, as the snippet says) must hold what the README promises.
+``lightning.pytorch``; only the run's length and the store's folder are changed. The MLflow run
+it logs to must hold what the README promises.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ def test_the_readme_trainer_snippet_with_import_lightning_runs_every_callback(tm
     code = readme_snippet()
     assert "import lightning as L" in code and "from lightning.pytorch.loggers import MLFlowLogger" in code
     assert code.count("max_epochs=50,") == 1
-    # Shorter (3 epochs of 20 batches, on the CPU, quiet); everything else as written.
+    # Shorter (3 epochs of 20 batches, on the CPU, quiet) and the store in this test's folder
+    # (MLflow caches stores by URI: a relative one would be another test's); the rest as written.
+    assert code.count('tracking_uri="sqlite:///mlflow.db"') == 1
     code = code.replace(
         "max_epochs=50,",
         "max_epochs=3, limit_train_batches=20, accelerator='cpu', enable_progress_bar=False,",
-    )
-    monkeypatch.chdir(tmp_path)  # the snippet's store is sqlite:///mlflow.db, here
+    ).replace('tracking_uri="sqlite:///mlflow.db"', f'tracking_uri="sqlite:///{tmp_path / "mlflow.db"}"')
+    monkeypatch.chdir(tmp_path)  # the trainer's root directory
     lightning = Lightning("lightning.pytorch")
     scope = {"model": lightning.DigitsClassifier(), "dm": lightning.DigitsDataModule(batch_size=32)}
     exec(compile(code, "README.md#in-a-trainer", "exec"), scope)

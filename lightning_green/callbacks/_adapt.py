@@ -1,39 +1,24 @@
-"""What AdaptiveBatchSize and AdaptivePrecision share: measured training windows, checks, coordination.
+"""What AdaptiveBatchSize and AdaptivePrecision share: measured training windows, switches, records.
 
 A *training window* is a run of optimizer steps between two boundaries that every DDP rank
-reaches at the same global step. Its energy comes from the Trainer's shared
-:class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor` (a collective read at each
-boundary), its duration from rank 0's clock, its samples and losses are summed (losses
-averaged) over ranks - so every rank holds the same figures and its policy decides the same.
-Validation, checkpointing and the other epoch-end work are excluded: the window pauses at
-``on_validation_start``/``on_train_epoch_end`` and resumes at the next ``on_train_batch_start``,
-so a window may span epochs at the same setting.
+reaches at the same global step. Its energy and time come from a named window of the Trainer's
+:class:`~lightning_green.energy.session.EnergySession` (a collective at each boundary), its
+samples, losses and the caller's counts are summed over ranks with it - so every rank holds the
+same figures and its policy decides the same. Validation and epoch-end work are excluded: the
+window pauses at ``on_validation_start``/``on_train_epoch_end`` and resumes at the next
+``on_train_batch_start``. Whether a collective is called depends only on what is identical on
+every rank (step counts, summed records, decisions), never on a rank's own clock.
 
-Every branch that leads to a collective depends only on what is identical on every rank: step
-counts, the records summed over ranks, and the policies' decisions made from them. A rank's own
-clock never decides whether a collective is called.
-
-:class:`AdaptiveCallback` holds what both callbacks do alike: the shared monitor, window
-pausing, step-boundary detection, history, publishing, the state-version check, and *pending*
-switches.
-
-A switch is decided where a window or an epoch ends, but it only takes effect - the setting
-changed, the learning rate scaled, the switch recorded, logged and tagged - where training
-goes on: AdaptivePrecision at the next ``on_train_batch_start``, AdaptiveBatchSize at the next
-``on_train_epoch_start``. Whether the run goes on is only known after the decision
-(``EarlyStopping`` runs its epoch-end hook after the plain callbacks', ``max_epochs`` and
-``max_steps`` are checked after the hooks); a switch decided at the end of the last step or
-epoch stays pending and is never reported as trained. It is saved with the state, so a resumed (or a
-further) fit applies it where it trains, as an uninterrupted run would have.
-
-Nothing here decides anything; the policies in :mod:`lightning_green.policy` do.
+A switch is decided where a window or an epoch ends but *applied* where training goes on
+(AdaptivePrecision at the next ``on_train_batch_start``, AdaptiveBatchSize at the next
+``on_train_epoch_start``): a switch decided at the run's last step stays :attr:`pending`, is
+never reported as trained, and is saved with the state so a resumed fit applies it.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +28,9 @@ import torch
 
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.callbacks._distributed import _device, sum_across_ranks
-from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.callbacks.energy_monitor import session_for
+from lightning_green.energy.session import EnergySession
+from lightning_green.state import load_attributes, save_attributes
 
 ADAPTATIONS_FILENAME = "adaptations.json"
 """File written next to the energy summary with every adaptation and its reason."""
@@ -56,54 +42,33 @@ MAX_HISTORY = 500
 """Entries kept in an adaptation history (the most recent); a run switches a handful of times."""
 
 PROBE_REASON = "probe"
-"""The reason both policies give a switch that only measures (``BatchSizeReason.PROBE`` and
-``PrecisionReason.PROBE``)."""
+"""The reason both policies give a switch that only measures."""
 
 
 class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
     """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
 
 
-# --------------------------------------------------------------------------- checks
-
-
 def check_strategy(trainer: Trainer, who: str) -> None:
     """Refuse strategies whose batch size or precision plugin cannot be changed in flight.
 
-    Supported: one device (``SingleDeviceStrategy``) and data parallel (``DDPStrategy``:
-    ``ddp``, ``ddp_spawn``, ``ddp_find_unused_parameters_true`` ...). DeepSpeed fixes the
-    micro-batch size and precision in its engine config, FSDP and model parallelism shard
-    gradients (so gradient norms and precision plugins are per shard), XLA has its own
-    precision plugins.
-
-    Args:
-        trainer: The trainer.
-        who: The callback's name, for the message.
+    Supported: one device and data parallel (``ddp``, ``ddp_spawn`` ...). DeepSpeed fixes the
+    micro-batch size and precision in its config, FSDP and model parallelism shard gradients,
+    XLA has its own precision plugins.
 
     Raises:
         AdaptationUnsupportedError: For any other strategy.
     """
-    strategy = trainer.strategy
     if _compat.strategy_kind(trainer) is None:
         raise AdaptationUnsupportedError(
             f"{who} supports a single device or DDP (strategy='auto', 'ddp', 'ddp_spawn', ...); "
-            f"got {type(strategy).__name__}. DeepSpeed, FSDP, model-parallel and XLA strategies "
+            f"got {type(trainer.strategy).__name__}. DeepSpeed, FSDP, model-parallel and XLA strategies "
             f"fix or shard what {who} changes. Remove {who} or use a supported strategy."
         )
 
 
 def check_window_s(name: str, value: object) -> float | None:
-    """Validate a window length in seconds (None: chosen from the energy source).
-
-    Args:
-        name: Argument name, for the message.
-        value: The value given.
-
-    Returns:
-        The value as a float, or None.
-
-    Raises:
-        ValueError: Unless None or a number in (0, 600].
+    """A window length in seconds: None (chosen from the energy source) or a number in (0, 600].
 
     Example:
         >>> check_window_s("window_s", 0.5)
@@ -119,29 +84,14 @@ def check_window_s(name: str, value: object) -> float | None:
 
 
 def check_fraction(name: str, value: object, upper: float = 1.0) -> float:
-    """Validate a number in ``[0, upper)``.
-
-    Raises:
-        ValueError: Naming the argument, the value and what is allowed.
-    """
+    """A number in ``[0, upper)``, else a ``ValueError`` naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < upper):
         raise ValueError(f"{name} must be a number in [0, {upper:g}), got {value!r}")
     return float(value)
 
 
 def default_window_s(source: str) -> float:
-    """Window length suited to an energy source's resolution.
-
-    NVML's energy counter updates every few tens of milliseconds (and some GPUs are only
-    sampled at 10 Hz): 1 s windows resolve a window to a few percent. RAPL counters update
-    every millisecond and the CPU-time estimate every clock tick (10 ms): 0.25 s holds 25 ticks
-    of one busy core, about 4 % per window, well inside the margins the policies use.
-
-    Args:
-        source: The source label (``nvml``, ``nvml-sampled``, ``rapl``, ``estimate``, ``+``-joined).
-
-    Returns:
-        Seconds.
+    """Window length suited to an energy source: 1 s for NVML's counter, 0.25 s for RAPL and the estimate.
 
     Example:
         >>> default_window_s("nvml+rapl"), default_window_s("estimate")
@@ -150,28 +100,28 @@ def default_window_s(source: str) -> float:
     return 1.0 if "nvml" in source else 0.25
 
 
-# --------------------------------------------------------------------------- coordination
-
-
-def find_callback(trainer: Trainer, role: str) -> Any | None:
-    """The Trainer's lightning_green adaptive callback of ``role`` (``"batch_size"``/``"precision"``)."""
-    return next((cb for cb in trainer.callbacks if getattr(cb, "adapt_role", None) == role), None)
-
-
-# --------------------------------------------------------------------------- windows
-
-
 @dataclass
-class WindowRecord:
+class Pending:
+    """A switch decided at ``epoch``/``step`` and not applied yet."""
+
+    epoch: int
+    step: int
+    to: int | str
+    reason: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AdaptWindow:
     """What a closed training window measured, identical on every rank.
 
     Attributes:
-        energy_j: Energy of the window, all ranks and devices summed, before PUE.
+        energy_j: Energy of the window, all ranks and devices, before PUE.
         duration_s: Rank 0's wall time in training during the window.
         samples: Training samples of all ranks.
         steps: Optimizer steps.
         losses: Per-step training losses, averaged over ranks.
-        extras: The caller's extra values, summed over ranks.
+        extras: The caller's named values, summed over ranks.
         source: The energy source label.
     """
 
@@ -179,39 +129,26 @@ class WindowRecord:
     duration_s: float
     samples: int
     steps: int
-    losses: list[float] = field(default_factory=list)
-    extras: list[float] = field(default_factory=list)
-    source: str = "estimate"
-
-
-def _synchronize(trainer: Trainer) -> None:
-    # Kernels are queued asynchronously: wait for them, so that the energy counter read now
-    # covers the steps counted so far (one sync per window boundary, about once a second).
-    try:
-        device = trainer.strategy.root_device
-    except Exception:  # pragma: no cover - strategies without a root device
-        return
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    losses: list[float]
+    extras: dict[str, float]
+    source: str
 
 
 class TrainingWindow:
     """Energy, time, samples and losses of training steps, paused outside training.
 
-    Every method that reads the meters is a collective under DDP: callers use it at points
-    every rank reaches at the same global step, with the same window state on every rank. On a
-    GPU each read first waits for the queued kernels.
+    Every method that takes the session is a collective under DDP (a session window read); on a
+    GPU it first waits for the queued kernels.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, key: str) -> None:
+        self.key = key
         self.paused = True
         self.target_steps = 1
-        self._mark_j = 0.0
-        self._mark_t = 0.0
         self.reset()
 
     def reset(self) -> None:
-        """Drop what was accumulated (no collective; the next resume or close starts afresh)."""
+        """Drop what was accumulated (no collective)."""
         self.energy_j = 0.0
         self.duration_s = 0.0
         self.samples_local = 0
@@ -219,24 +156,21 @@ class TrainingWindow:
         self._losses: list[torch.Tensor | None] = []
         self._step_loss: torch.Tensor | None = None
 
-    def resume(self, trainer: Trainer, monitor: EnergyMonitor) -> None:
+    def resume(self, trainer: Trainer, session: EnergySession) -> None:
         """Start counting again (collective when paused)."""
-        if not self.paused:
-            return
-        _synchronize(trainer)
-        self._mark_j = monitor.measure(trainer)[0]
-        self._mark_t = time.monotonic()
-        self.paused = False
-
-    def pause(self, trainer: Trainer, monitor: EnergyMonitor) -> None:
-        """Stop counting, adding what passed since the last mark (collective when running)."""
         if self.paused:
-            return
-        _synchronize(trainer)
-        now_j = monitor.measure(trainer)[0]
-        self.energy_j += now_j - self._mark_j
-        self.duration_s += time.monotonic() - self._mark_t
-        self.paused = True
+            _compat.synchronize(trainer)
+            session.begin(self.key)
+            self.paused = False
+
+    def pause(self, trainer: Trainer, session: EnergySession) -> None:
+        """Stop counting, adding what passed since the last resume (collective when running)."""
+        if not self.paused:
+            _compat.synchronize(trainer)
+            record = session.end(self.key)
+            self.energy_j += record.energy_j
+            self.duration_s += record.duration_s
+            self.paused = True
 
     def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
         """Count one (micro-)batch: its samples and its loss (already divided by accumulation)."""
@@ -249,7 +183,7 @@ class TrainingWindow:
         """Close one optimizer step (after the last micro-batch of an accumulation cycle)."""
         self.steps += 1
         if with_loss:
-            self._losses.append(self._step_loss)  # None: the step had no loss (training_step returned None)
+            self._losses.append(self._step_loss)  # None: the step had no loss
         self._step_loss = None
 
     @property
@@ -262,49 +196,49 @@ class TrainingWindow:
         """Whether the window has at least half its target steps (a step count: the same on every rank)."""
         return self.steps > 0 and 2 * self.steps >= self.target_steps
 
-    def close(self, trainer: Trainer, monitor: EnergyMonitor, extras: Sequence[float] = ()) -> WindowRecord:
+    def close(
+        self, trainer: Trainer, session: EnergySession, extras: Mapping[str, float] = {}
+    ) -> AdaptWindow:
         """Read the meters, sum over ranks and start the next window right here (collective).
 
         Args:
             trainer: The trainer.
-            monitor: The shared energy monitor.
-            extras: Values of this rank to sum over ranks with the record (same length everywhere).
-
-        Returns:
-            The record, identical on every rank.
+            session: The shared measurement session.
+            extras: This rank's named values to sum over ranks with the record.
         """
-        _synchronize(trainer)
-        measured_j, _, _, source = monitor.measure(trainer)
-        now = time.monotonic()
-        energy_j, duration_s = self.energy_j, self.duration_s
-        if not self.paused:
-            energy_j += measured_j - self._mark_j
-            duration_s += now - self._mark_t
-            self._mark_j, self._mark_t = measured_j, now
+        _compat.synchronize(trainer)
         present = [v.reshape(()) for v in self._losses if v is not None]
         if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
             present = [v.double() for v in present]
         values = iter(torch.stack(present).double().cpu().tolist() if present else [])
-        # Per step: (loss, 1) or (0, 0) - the same length on every rank, one sync for all steps.
-        pairs: list[float] = []
-        for v in self._losses:
-            pairs += [0.0, 0.0] if v is None else [float(next(values)), 1.0]
-        rank0 = trainer.global_rank == 0
-        vector = [duration_s if rank0 else 0.0, float(self.samples_local), *extras, *pairs]
-        summed = sum_across_ranks(trainer, vector)
-        n_extra = len(extras)
-        tail = summed[2 + n_extra :]
-        record = WindowRecord(
+        # Per step: (loss, 1) or (0, 0) - the same length on every rank, summed in one collective.
+        losses = [0.0 if v is None else float(next(values)) for v in self._losses]
+        fields = {
+            "samples": float(self.samples_local),
+            "loss_sum": losses,
+            "loss_n": [0.0 if v is None else 1.0 for v in self._losses],
+            **{f"extra.{k}": float(v) for k, v in extras.items()},
+        }
+        energy_j, duration_s = self.energy_j, self.duration_s
+        if self.paused:
+            reading, summed = session.read(fields)
+            source = reading.source
+        else:
+            record = session.end(self.key, fields, restart=True)
+            energy_j, duration_s = energy_j + record.energy_j, duration_s + record.duration_s
+            summed, source = record.fields, record.source
+        pairs = zip(summed["loss_sum"], summed["loss_n"], strict=True)  # type: ignore[call-overload]
+        window = AdaptWindow(
             energy_j=max(energy_j, 0.0),
-            duration_s=max(summed[0], 0.0),
-            samples=round(summed[1]),
+            duration_s=max(duration_s, 0.0),
+            samples=round(summed["samples"]),  # type: ignore[call-overload]
             steps=self.steps,
-            extras=summed[2 : 2 + n_extra],
-            losses=[tail[i] / tail[i + 1] for i in range(0, len(tail), 2) if tail[i + 1] > 0],
+            losses=[total / n for total, n in pairs if n > 0],
+            extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},  # type: ignore[arg-type]
             source=source,
         )
         self.reset()
-        return record
+        return window
 
 
 def loss_of(outputs: Any) -> torch.Tensor | None:
@@ -314,28 +248,6 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
         return outputs["loss"]
     return None
-
-
-def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> None:
-    """Check that every rank holds exactly the same values (an all-gather under DDP).
-
-    Decisions are made on every rank from identical (summed) inputs, so that every rank's
-    policy state stays the same; this verifies it at every decision, so a divergence fails
-    loudly on every rank at once instead of training ranks with different settings.
-
-    Raises:
-        RuntimeError: On every rank, when the ranks disagree.
-    """
-    world = int(trainer.world_size)
-    if world <= 1:
-        return
-    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device(trainer))
-    rows = trainer.strategy.all_gather(local).reshape(world, -1).cpu().tolist()
-    if any(row != rows[0] for row in rows):
-        raise RuntimeError(f"lightning_green: DDP ranks disagree on {what}: {rows} (one row per rank)")
-
-
-# --------------------------------------------------------------------------- reporting
 
 
 def jsonable(value: Any) -> Any:
@@ -354,9 +266,7 @@ def jsonable(value: Any) -> Any:
 
 
 def switch_text(history: Sequence[Mapping[str, Any]], limit: int = MAX_TAG_CHARS) -> str:
-    """A compact one-line text of switches, e.g. ``"e0 s45 32->64 probe; e2 s90 64->128 cheaper"``.
-
-    The most recent entries are kept when it would exceed ``limit`` characters.
+    """A compact one-line text of switches (the most recent kept within ``limit`` characters).
 
     Example:
         >>> switch_text([{"epoch": 0, "step": 45, "from": 32, "to": 64, "reason": "probe"}])
@@ -380,40 +290,13 @@ def switches(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [h for h in history if h["from"] != h["to"]]
 
 
-def publish(
-    trainer: Trainer,
-    monitor: Any | None,
-    summary_fields: Mapping[str, Any],
-    current_tag: tuple[str, Any],
-    switches_tag: tuple[str, Sequence[Mapping[str, Any]]],
-) -> None:
-    """Show an adaptive callback's state now: summary fields, and MLflow tags on rank 0.
-
-    Args:
-        trainer: The trainer.
-        monitor: The shared EnergyMonitor (None before setup).
-        summary_fields: Fields for the end-of-run summary.
-        current_tag: ``(tag name, current setting)``.
-        switches_tag: ``(tag name, history)``; the switches in it become a compact text.
-    """
-    if monitor is not None:
-        monitor.add_summary_fields(**summary_fields)
-    if trainer.global_rank == 0:
-        name, history = switches_tag
-        _loggers.set_tags(
-            trainer, {current_tag[0]: current_tag[1], name: switch_text(switches(history)) or "none"}
-        )
-
-
-def write_adaptations(trainer: Trainer, key: str, payload: Mapping[str, Any]) -> Path | None:
+def write_adaptations(
+    trainer: Trainer, key: str, payload: Mapping[str, Any], failed: bool = False
+) -> Path | None:
     """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
 
-    Rank 0 only; both adaptive callbacks write their own key into the same file.
-
-    Args:
-        trainer: The trainer.
-        key: ``"batch_size"`` or ``"precision"``.
-        payload: JSON-able data.
+    Rank 0 only; both adaptive callbacks write their own key into the same file. A fit that
+    failed is marked ``"failed": true`` at the top of the file.
 
     Returns:
         The path written, or None on other ranks or when writing failed.
@@ -424,58 +307,53 @@ def write_adaptations(trainer: Trainer, key: str, payload: Mapping[str, Any]) ->
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = json.loads(path.read_text()) if path.exists() else {}
-        if not isinstance(data, dict):
-            data = {}
+        data = data if isinstance(data, dict) else {}
         data[key] = jsonable(payload)
+        if failed:
+            data["failed"] = True
         path.write_text(json.dumps(data, indent=2) + "\n")
     except (OSError, ValueError) as err:
-        import warnings
-
-        warnings.warn(f"lightning_green: could not write {path}: {err}", stacklevel=2)
+        _compat.warn(trainer, f"lightning_green: could not write {path}: {err}")
         return None
     _loggers.log_artifact(trainer, path)
     return path
 
 
-# --------------------------------------------------------------------------- the shared callback base
-
-
 class AdaptiveCallback(*_compat.CALLBACK_BASES):
     """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy and its setting.
 
-    Subclasses set the class attributes, implement :meth:`summary_fields`, :meth:`setting` and
-    :meth:`initial_setting`, and call :meth:`attach` from ``setup``, :meth:`begin_training` from
-    ``on_train_start``, :meth:`resume_window` from ``on_train_batch_start`` and
-    :meth:`optimizer_stepped` from ``on_train_batch_end``. A switch decided is kept with
-    :meth:`defer` and applied, once training goes on, from :meth:`take_pending`; subclasses save
-    :attr:`pending` with their state.
+    Subclasses set the class attributes (``State``: the dataclass of what they save), implement
+    :meth:`energy_summary_fields`, :meth:`setting` and :meth:`initial_setting`, and call
+    :meth:`attach` from ``setup``, :meth:`begin_training` from ``on_train_start``,
+    :meth:`resume_window` from ``on_train_batch_start`` and :meth:`optimizer_stepped` from
+    ``on_train_batch_end``. A decided switch is kept with :meth:`defer` and applied from
+    :meth:`take_pending`.
 
     Args:
         window_s: Seconds per measurement window; None: chosen from the energy source.
     """
 
-    adapt_role: ClassVar[str] = ""
-    """``"batch_size"`` or ``"precision"``: the key in ``adaptations.json``; the sibling finds it by it."""
-    sibling_role: ClassVar[str] = ""
+    key: ClassVar[str] = ""
+    """``"batch_size"`` or ``"precision"``: the window's name, the key in ``adaptations.json``."""
     display_name: ClassVar[str] = ""
     setting_label = ""
-    """What the setting is called in messages."""
     tag_setting: ClassVar[str] = ""
     tag_switches: ClassVar[str] = ""
     state_version: ClassVar[int] = 1
+    State: ClassVar[type]
 
     def __init__(self, window_s: float | None = None) -> None:
         super().__init__()
         self.window_s = check_window_s("window_s", window_s)
         self.history: list[dict[str, Any]] = []
-        self._monitor: EnergyMonitor | None = None
-        self._sibling: Any | None = None
-        self._window = TrainingWindow()
+        self.pending: Pending | None = None
+        self.policy: Any = None
+        self._restored_policy: dict[str, Any] | None = None
+        self._session: EnergySession | None = None
+        self._window = TrainingWindow(self.key)
         self._window_s_used: float | None = None
         self._active = False
         self._last_global_step = -1
-        self.pending: dict[str, Any] | None = None
-        """A decided switch not applied yet (``epoch``, ``step``, ``to``, ``reason``, ``details``)."""
 
     @property
     def state_key(self) -> str:
@@ -483,7 +361,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         return f"lightning_green.{self.display_name}"
 
     # -- to implement --------------------------------------------------------------------------------
-    def summary_fields(self) -> dict[str, Any]:
+    def energy_summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary."""
         raise NotImplementedError
 
@@ -495,12 +373,14 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         """The setting the run started with."""
         raise NotImplementedError
 
-    def chosen_setting(self) -> Any:
-        """The setting the policy chose, probes aside (what the MLflow tag and the summary report).
+    def release(self) -> None:
+        """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
 
-        The target of the last applied switch that was not a probe, else the initial setting.
-        Differs from :meth:`setting` only while a probe runs: a run that ends then trained its
-        last steps at the probed setting, but did not choose it.
+    def chosen_setting(self) -> Any:
+        """The setting the policy chose, probes aside: the last applied switch that was not a probe.
+
+        Differs from :meth:`setting` only while a probe runs (a run ending then trained its last
+        steps at the probed setting but did not choose it).
         """
         chosen = self.initial_setting()
         for entry in self.history:
@@ -508,31 +388,27 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
                 chosen = entry["to"]
         return chosen
 
-    def release(self) -> None:
-        """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
-
     # -- shared steps of the hooks -------------------------------------------------------------------
     def attach(self, trainer: Trainer) -> None:
-        """Find the shared EnergyMonitor (adding one) and the sibling adaptive callback, once, at setup."""
-        self._monitor = EnergyMonitor.for_trainer(trainer, requester=self)
-        self._sibling = find_callback(trainer, self.sibling_role) if self.sibling_role else None
+        """Find (or add) the shared measurement session, at setup."""
+        self._session = session_for(trainer, requester=self)
 
     def begin_training(self, trainer: Trainer) -> None:
         """Pick the window length from the energy source and start with a fresh window (collective)."""
-        assert self._monitor is not None
-        _, _, _, source = self._monitor.measure(trainer)
-        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(source)
-        self._window = TrainingWindow()
+        assert self._session is not None
+        reading, _ = self._session.read()
+        self._window_s_used = self.window_s if self.window_s is not None else default_window_s(reading.source)
+        self._window = TrainingWindow(self.key)
         self._active = False
         self._last_global_step = trainer.global_step
 
     def resume_window(self, trainer: Trainer) -> None:
         """At a batch start: note the step we are at when (re)activated, and resume the window."""
-        assert self._monitor is not None
+        assert self._session is not None
         if not self._active:
             self._last_global_step = trainer.global_step
             self._active = True
-        self._window.resume(trainer, self._monitor)
+        self._window.resume(trainer, self._session)
 
     def optimizer_stepped(self, trainer: Trainer) -> bool:
         """At a batch end: whether an optimizer step completed (False inside gradient accumulation)."""
@@ -543,36 +419,16 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
 
     def pause_window(self, trainer: Trainer) -> None:
         """Stop counting (a collective only while running, which every rank agrees on)."""
-        if self._monitor is not None:
-            self._window.pause(trainer, self._monitor)
+        if self._session is not None:
+            self._window.pause(trainer, self._session)
 
-    def defer(self, trainer: Trainer, to: Any, reason: str, details: Mapping[str, Any]) -> None:
-        """Keep a decided switch pending until training goes on (see :meth:`take_pending`).
+    def defer(self, trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> None:
+        """Keep a decided switch pending until training goes on (see :meth:`take_pending`)."""
+        self.pending = Pending(
+            int(trainer.current_epoch), int(trainer.global_step), to, reason, jsonable(details)
+        )
 
-        Args:
-            trainer: The trainer (the decision's epoch and global step are kept with it).
-            to: The new setting.
-            reason: The decision's reason (its value).
-            details: The decision's details.
-        """
-        self.pending = {
-            "epoch": int(trainer.current_epoch),
-            "step": int(trainer.global_step),
-            "to": to,
-            "reason": reason,
-            "details": jsonable(details),
-        }
-
-    def pending_state(self) -> dict[str, Any] | None:
-        """A copy of :attr:`pending` for the subclass's ``state_dict`` (key ``"pending"``)."""
-        return dict(self.pending) if self.pending is not None else None
-
-    def load_pending(self, state_dict: Mapping[str, Any]) -> None:
-        """Restore :attr:`pending` from a ``state_dict`` (absent in older states: none)."""
-        pending = state_dict.get("pending")
-        self.pending = dict(pending) if pending is not None else None
-
-    def take_pending(self) -> dict[str, Any] | None:
+    def take_pending(self) -> Pending | None:
         """The pending switch, now to be applied (None when there is none); it is no longer pending."""
         pending, self.pending = self.pending, None
         return pending
@@ -583,30 +439,14 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         del self.history[:-MAX_HISTORY]
 
     def pue(self) -> float:
-        """The shared monitor's PUE (1.0 before setup): summary joules carry it like the summary totals."""
-        return float(getattr(self._monitor, "pue", 1.0))
+        """The session's PUE (1.0 before setup): summary joules carry it like the summary totals."""
+        return self._session.pue if self._session is not None else 1.0
 
-    def publish_state(self, trainer: Trainer) -> None:
-        """Summary fields and MLflow tags reflecting the state now (cheap; called at each change)."""
-        publish(
-            trainer,
-            self._monitor,
-            self.summary_fields(),
-            (self.tag_setting, self.chosen_setting()),
-            (self.tag_switches, self.history),
-        )
-
-    def check_state_version(self, state_dict: Mapping[str, Any]) -> None:
-        """Refuse a saved state of another version.
-
-        Raises:
-            ValueError: Naming the callback, the expected and the given version.
-        """
-        if state_dict.get("version") != self.state_version:
-            raise ValueError(
-                f"{self.display_name} state version must be {self.state_version}, "
-                f"got {state_dict.get('version')!r}"
-            )
+    def publish_tags(self, trainer: Trainer) -> None:
+        """MLflow tags with the chosen setting and the switches so far (rank 0; at each change)."""
+        if trainer.global_rank == 0:
+            text = switch_text(switches(self.history)) or "none"
+            _loggers.set_tags(trainer, {self.tag_setting: self.chosen_setting(), self.tag_switches: text})
 
     # -- hooks ---------------------------------------------------------------------------------------
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -615,10 +455,9 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
             self.pause_window(trainer)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Write the switches into the summary, ``adaptations.json`` and the MLflow tags."""
-        self.publish_state(trainer)
-        fields = self.summary_fields()
-        write_adaptations(trainer, self.adapt_role, fields)
+        """Write the switches into ``adaptations.json`` and the MLflow tags, and say what was chosen."""
+        self.publish_tags(trainer)
+        write_adaptations(trainer, self.key, self.energy_summary_fields())
         chosen, last = self.chosen_setting(), self.setting()
         probing = "" if chosen == last else f" (ended while probing {last}; trained at {last} last)"
         _compat.info(
@@ -630,9 +469,9 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         if pending is not None:
             _compat.info(
                 trainer,
-                f"lightning_green: {self.setting_label} {self.setting()} -> {pending['to']} decided at "
-                f"epoch {pending['epoch']} step {pending['step']} ({pending['reason']}) was not applied: "
-                "training ended first (a resumed fit applies it)",
+                f"lightning_green: {self.setting_label} {self.setting()} -> {pending.to} decided at epoch "
+                f"{pending.epoch} step {pending.step} ({pending.reason}) was not applied: training ended "
+                "first (a resumed fit applies it)",
             )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -641,5 +480,45 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
             self.release()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Undo what was attached to the module when the fit fails."""
+        """Undo what was attached; write what was adapted until the failure, marked failed."""
         self.release()
+        write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    @property
+    def saved_policy(self) -> dict[str, Any] | None:
+        """The policy's state to save: the live policy's, or the one restored and not rebuilt yet."""
+        return self.policy.state_dict() if self.policy is not None else self._restored_policy
+
+    @saved_policy.setter
+    def saved_policy(self, state: dict[str, Any] | None) -> None:
+        self.policy, self._restored_policy = None, state  # rebuilt at fit start around it
+
+    def state_dict(self) -> dict[str, Any]:
+        """The fields of :attr:`State`, as plain data."""
+        return save_attributes(self, self.State)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`; the policy is rebuilt from it at fit start.
+
+        Raises:
+            ValueError: For a state of another version, naming the callback and both versions.
+        """
+        if state_dict.get("version") != self.state_version:
+            raise ValueError(
+                f"{self.display_name} state version must be {self.state_version}, "
+                f"got {state_dict.get('version')!r}"
+            )
+        load_attributes(self, self.State, state_dict)
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Warn once when the checkpoint has no state of this callback: its adaptation restarts."""
+        if self.state_key not in checkpoint.get("callbacks", {}):
+            _compat.warn(
+                trainer,
+                f"lightning_green: the checkpoint (epoch {checkpoint.get('epoch', '?')}) holds no "
+                f"{self.display_name} state (it was added at resume): its probing and history restart "
+                f"from the {self.setting_label} the resumed run starts with.",
+            )

@@ -25,10 +25,16 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_green.energy.session import Fields, Reduce, local_reduce
 
 if TYPE_CHECKING:  # for annotations only: every namespace's Trainer and LightningModule are accepted
     from pytorch_lightning import LightningModule, Trainer
@@ -148,6 +154,82 @@ def namespace_of(obj: Any) -> Namespace:
 def classes(module: str, name: str) -> tuple[type, ...]:
     """The class ``<namespace>.<module>.<name>`` of every installed namespace, for isinstance checks."""
     return tuple(ns.attr(module, name) for ns in NAMESPACES)
+
+
+# --------------------------------------------------------------------------- across ranks
+
+
+def _device(trainer: Trainer) -> torch.device:
+    # NCCL needs CUDA tensors, gloo takes CPU ones: the strategy's root device suits both.
+    try:
+        return trainer.strategy.root_device
+    except Exception:  # pragma: no cover - strategies without a root device
+        return torch.device("cpu")
+
+
+def summing(trainer: Trainer) -> Reduce:
+    """The reduce of an :class:`~lightning_green.energy.session.EnergySession` in ``trainer``.
+
+    Packs the named fields (in key order, the same on every rank) into one float64 tensor,
+    sums it with ``trainer.strategy.reduce`` and unpacks it: one collective per call.
+    """
+    if int(trainer.world_size) <= 1:
+        return local_reduce
+
+    def reduce(fields: Fields) -> Fields:
+        keys = sorted(fields)
+        flat: list[float] = []
+        for key in keys:
+            value = fields[key]
+            flat += [float(v) for v in value] if isinstance(value, list) else [float(value)]
+        tensor = torch.tensor(flat, dtype=torch.float64, device=_device(trainer))
+        summed = iter(trainer.strategy.reduce(tensor, reduce_op="sum").cpu().tolist())
+        out: Fields = {}
+        for key in keys:
+            value = fields[key]
+            out[key] = [next(summed) for _ in value] if isinstance(value, list) else next(summed)
+        return out
+
+    return reduce
+
+
+def local_rank_pids(trainer: Trainer) -> list[int]:
+    """Pids of every rank on this node, this process first (collective under DDP)."""
+    pid = os.getpid()
+    if int(trainer.world_size) <= 1:
+        return [pid]
+    mine = torch.tensor([trainer.node_rank, pid], dtype=torch.int64, device=_device(trainer))
+    gathered = trainer.strategy.all_gather(mine).reshape(-1, 2).cpu().tolist()
+    others = [int(p) for node, p in gathered if int(node) == trainer.node_rank and int(p) != pid]
+    return [pid, *others]
+
+
+def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> None:
+    """Check that every rank holds exactly the same values (an all-gather under DDP).
+
+    Decisions are made on every rank from identical (summed) inputs; this verifies it, so a
+    divergence fails loudly on every rank at once instead of training ranks differently.
+
+    Raises:
+        RuntimeError: On every rank, when the ranks disagree.
+    """
+    world = int(trainer.world_size)
+    if world <= 1:
+        return
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device(trainer))
+    rows = trainer.strategy.all_gather(local).reshape(world, -1).cpu().tolist()
+    if any(row != rows[0] for row in rows):
+        raise RuntimeError(f"lightning_green: DDP ranks disagree on {what}: {rows} (one row per rank)")
+
+
+def synchronize(trainer: Trainer) -> None:
+    """Wait for the device's queued kernels, so an energy counter read now covers them (CUDA)."""
+    try:
+        device = trainer.strategy.root_device
+    except Exception:  # pragma: no cover - strategies without a root device
+        return
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- messages

@@ -3,64 +3,29 @@
 Joules per sample usually fall as the batch grows, but a bigger batch also needs more samples
 to reach the same quality: McCandlish et al. 2018 model the samples to a target as
 ``E_min (1 + B / B_noise)`` with ``B_noise`` the gradient noise scale. The deciding is
-:class:`~lightning_green.policy.batch_size.BatchSizePolicy`'s (probe the candidates for joules
-per sample, then minimise ``j_per_sample(B) · (1 + B / B_noise)``); this module measures,
-changes the batch size, scales the learning rate, logs and saves state.
+:class:`~lightning_green.policy.batch_size.BatchSizePolicy`'s; this module measures, changes the
+batch size, scales the learning rate, logs and saves state. In Lightning terms:
 
-How it works in Lightning terms:
-
-- **Changing the batch size** happens between epochs, as Lightning's ``BatchSizeFinder`` does
-  it: the ``batch_size`` attribute (``attr_name``) is set on the model, its ``hparams`` and the
-  datamodule (``lightning_setattr``), and the fit loop's train dataloader is rebuilt
-  (``_compat.rebuild_train_dataloader``: ``fit_loop.setup_data()`` requests a new
-  one from the datamodule or module, with the distributed sampler re-injected under DDP).
-  Validation dataloaders are left alone.
-- **Decided at an epoch end, applied at the next epoch start**: Lightning runs
-  ``EarlyStopping`` callbacks' epoch-end hooks after this one's and checks ``max_epochs`` and
-  ``max_steps`` after all of them, so whether another epoch trains is unknown when the decision
-  is made. A switch stays pending (saved in checkpoints) and takes effect - batch size, learning
-  rate, dataloader, the switch's record, log line and MLflow tags - in ``on_train_epoch_start``
-  (after Lightning's own ``setup_data()``, hence the explicit rebuild). A run that ends first
-  never reports a batch size it did not train with; a resumed or further fit applies it.
-- **Probing** is ordinary training: each candidate trains for at least one whole epoch (so the
-  trajectory and logged metrics are the run's own), and its joules per sample are the median of
-  measurement windows (``window_s`` seconds of training each, validation and epoch-end work
-  excluded, the first window of each visit discarded). A window spans epochs when epochs are
-  shorter than a window. Probe order: the user's size, then the others by distance from it,
-  larger first.
+- **Switching** happens between epochs, as Lightning's ``BatchSizeFinder`` does it: the
+  ``attr_name`` attribute is set on the model, its ``hparams`` and the datamodule, and the fit
+  loop's train dataloader is rebuilt (validation dataloaders are left alone). A switch decided
+  at an epoch end is applied at the next ``on_train_epoch_start`` (see :mod:`._adapt`).
+- **Probing** is ordinary training: each candidate trains for at least one epoch while its
+  joules per sample are the median of ``window_s`` training windows (validation excluded, the
+  first window of each visit discarded). Order: the user's size, then by distance, larger first.
 - **Gradient noise scale**: every fourth optimizer step the gradient is kept and compared with
-  the next step's (``on_before_optimizer_step``, after DDP's all-reduce and accumulation, before
-  clipping): the mean of their squared norms is ``|G_B|²`` and the squared norm of their mean is
-  ``|G_2B|²`` at batch ``B`` = samples per optimizer step over all ranks (McCandlish et al.,
-  appendix A.1, with consecutive steps as the two halves of a batch of 2B; the parameters move
-  by one step in between, which biases ``B_noise`` slightly upwards at large learning rates).
-  Cost: one copy of the gradients and three norm passes per four steps - a fraction of one
-  optimizer step - and one extra gradient-sized buffer; the other steps only compare two
-  integers; none once the size has settled with ``grow=False``.
-- **Learning rate**: on every switch all optimizer param groups' ``lr`` (and ``initial_lr``,
-  ``max_lr``, ``min_lr`` where present) and the schedulers' ``base_lrs``/``max_lrs`` are scaled
-  by the rule, relative to the size they were set for, so a scheduler does not undo it.
-- **Out of memory** (one device): while adapting, the module's ``training_step`` and
-  ``backward`` are wrapped so that ``torch.OutOfMemoryError`` frees memory, skips the step
-  (gradients dropped) and the rest of the epoch; at the epoch end that size and every larger one
-  are ruled out for good and training continues at a smaller size. Under DDP an out-of-memory
-  error on one rank cannot be recovered consistently and is raised as usual.
-- **DDP**: windows close at the same global step on every rank; energy is the shared
-  ``EnergyMonitor``'s (summed over ranks), samples are summed, time is rank 0's, gradient
-  norms come from all-reduced gradients - so every rank's policy decides the same, which is
-  checked exactly (an all-gather) at each decision. Whether a collective runs never depends on
-  a rank's own clock: what an epoch leaves of a window is closed when it holds half the
-  window's steps.
-- **Refused at fit start**, because a switch would crash the run: an integer
-  ``val_check_interval`` with per-epoch validation when sizes above the user's are candidates
-  (Lightning requires it to be at most the batches of an epoch, and a larger batch makes epochs
-  shorter), and ``OneCycleLR`` stepped per optimizer step when sizes below the user's are (it
-  raises once stepped past ``total_steps``, which smaller batches reach).
-- With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` in the same
-  Trainer the precision is probed first, at the user's batch size: it changes the joules per
-  sample at every size and the memory each size needs. The batch size holds still and measures
-  nothing while a precision probe runs (a window never mixes precisions, a precision probe
-  never straddles a batch-size change), then it is probed at the chosen precision.
+  the next step's (after DDP's all-reduce, before clipping): ``|G_B|²`` and ``|G_2B|²`` at
+  ``B`` = samples per optimizer step over all ranks (McCandlish et al., appendix A.1). Cost: one
+  gradient copy and three norm passes per four steps.
+- **Learning rate**: on every switch all param groups' ``lr`` (and ``initial_lr``, ``max_lr``,
+  ``min_lr``) and the schedulers' ``base_lrs``/``max_lrs`` are scaled by the rule.
+- **Out of memory** (one device): ``training_step`` and ``backward`` are wrapped so that
+  ``torch.OutOfMemoryError`` skips the rest of the epoch; that size and larger ones are ruled
+  out. Under DDP it is raised as usual.
+- **DDP**: windows close at the same global step on every rank and are summed over ranks, so
+  every rank's policy decides the same (checked exactly at each decision).
+- With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` the precision
+  is probed first; the batch size holds still while the session says a precision is probed.
 """
 
 from __future__ import annotations
@@ -69,15 +34,17 @@ import functools
 import gc
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from lightning_green import keys
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    agree_across_ranks,
+    Pending,
     check_fraction,
     check_strategy,
     jsonable,
@@ -92,19 +59,13 @@ from lightning_green.callbacks._compat import (
     lightning_setattr,
 )
 from lightning_green.callbacks.energy_monitor import count_samples
-from lightning_green.policy._util import check_bools, check_int
+from lightning_green.policy import check_bools, check_int
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
     BatchSizeReason,
     scale_learning_rate,
 )
-
-TAG_BATCH_SIZE = "lightning_green.batch_size"
-"""MLflow tag holding the batch size in use (updated at every switch and at fit end)."""
-
-TAG_BATCH_SIZE_SWITCHES = "lightning_green.batch_size_switches"
-"""MLflow tag holding the switches so far as compact text (< 5000 characters)."""
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -145,6 +106,22 @@ def _raises_past_its_end(scheduler: Any) -> bool:
     if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
         return True
     return any(_raises_past_its_end(s) for s in getattr(scheduler, "_schedulers", ()))
+
+
+@dataclass
+class BatchSizeState:
+    """What AdaptiveBatchSize saves in checkpoints (the keys of its ``state_dict``)."""
+
+    version: int = field(default=1, metadata={"attr": "state_version"})
+    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
+    initial_batch_size: int | None = None
+    current_batch_size: int | None = None
+    settled: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    lr_rule: str | None = None
+    step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
+    decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
+    pending: Pending | None = None
 
 
 class AdaptiveBatchSize(AdaptiveCallback):
@@ -199,11 +176,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
         ('sqrt', True)
     """
 
-    adapt_role = "batch_size"
-    sibling_role = "precision"
+    key = "batch_size"
     display_name = "AdaptiveBatchSize"
-    tag_setting = TAG_BATCH_SIZE
-    tag_switches = TAG_BATCH_SIZE_SWITCHES
+    tag_setting = keys.TAG_BATCH_SIZE
+    tag_switches = keys.TAG_BATCH_SIZE_SWITCHES
+    State = BatchSizeState
 
     def __init__(
         self,
@@ -245,7 +222,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.current_batch_size: int | None = None
         self.settled = False
         self.lr_rule: str | None = None
-        self._restored_policy: dict[str, Any] | None = None
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
         self._step_batch = 0
@@ -388,7 +364,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         """Pick the window length from the energy source (collective: every rank is here)."""
         self.begin_training(trainer)
         self._window.target_steps = self._target_steps()
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
     # -- out of memory -------------------------------------------------------------------------------
     def _install_oom_guard(self, pl_module: LightningModule) -> None:
@@ -451,8 +427,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return self.policy is not None and (not self.settled or self.grow)
 
     def _held(self) -> bool:
-        """Whether the sibling AdaptivePrecision probes (its state is the same on every rank)."""
-        return bool(self._sibling is not None and self._sibling.busy)
+        """Whether another setting (the precision) is being probed: the same on every rank."""
+        return self._session is not None and self._session.probing_other_than(self.key)
 
     def _target_steps(self) -> int:
         size, window_s = self.current_batch_size, self._window_s_used
@@ -470,7 +446,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
-        if self._monitor is None or not self._measuring() or self._oom_epoch:
+        if self._session is None or not self._measuring() or self._oom_epoch:
             self._active = False
             return
         if self._held():
@@ -535,22 +511,26 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._noise_pairs = 0
 
     def _close_window(self, trainer: Trainer) -> None:
-        policy, monitor = self.policy, self._monitor
-        assert policy is not None and monitor is not None and self.current_batch_size is not None
-        noise = [0.0, 0.0]
-        if self._noise_sum is not None:
-            noise = [float(v) for v in self._noise_sum.cpu().tolist()]
-        record = self._window.close(trainer, monitor, extras=[float(self._noise_pairs), *noise])
+        policy, session = self.policy, self._session
+        assert policy is not None and session is not None and self.current_batch_size is not None
+        small, big = (
+            [float(v) for v in self._noise_sum.cpu().tolist()] if self._noise_sum is not None else [0, 0]
+        )
+        extras = {"noise_pairs": float(self._noise_pairs), "noise_small": small, "noise_big": big}
+        record = self._window.close(trainer, session, extras)
         self._noise_sum, self._noise_pairs = None, 0
         world = max(int(trainer.world_size), 1)
-        pairs = record.extras[0] / world
+        pairs = record.extras["noise_pairs"] / world
         size = self.current_batch_size
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
         if record.samples >= 1:
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
         if pairs >= 1:
-            small, big = record.extras[1] / world / pairs, record.extras[2] / world / pairs
+            small, big = (
+                record.extras["noise_small"] / world / pairs,
+                record.extras["noise_big"] / world / pairs,
+            )
             if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
                 global_batch = size * policy.global_batch_factor
                 policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
@@ -563,11 +543,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
         The decision is made at most once per ``(epoch, global_step)``, also across a resume. A
         switch is applied by :meth:`on_train_epoch_start`, if another epoch trains.
         """
-        policy, monitor = self.policy, self._monitor
-        if policy is None or monitor is None or self.current_batch_size is None:
+        policy = self.policy
+        if policy is None or self._session is None or self.current_batch_size is None:
             return
         pl_module.log(
-            "energy/batch_size",
+            keys.BATCH_SIZE,
             float(self.current_batch_size),
             on_step=False,
             on_epoch=True,
@@ -593,7 +573,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             return
         self._decided_at = key
         decision = policy.decide()
-        agree_across_ranks(trainer, [decision.batch_size], "the batch size")
+        _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")
         self._oom_epoch = False
         if decision.reason is BatchSizeReason.OUT_OF_MEMORY and not policy.candidates:
             raise RuntimeError(
@@ -622,7 +602,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 1.0,
                 trainer,
             )
-            self.publish_state(trainer)
+            self.publish_tags(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Apply a pending switch: this epoch trains at the new size.
@@ -635,7 +615,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             return
         pending = self.take_pending()
         assert pending is not None
-        previous, new = self.current_batch_size, int(pending["to"])
+        previous, new = self.current_batch_size, int(pending.to)
         if new == previous:
             return
         lr_factor = self._scale_learning_rates(trainer, previous, new)
@@ -646,21 +626,14 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._reset_noise()
         self._window.target_steps = self._target_steps()
         self._record(
-            previous,
-            new,
-            int(pending["epoch"]),
-            int(pending["step"]),
-            str(pending["reason"]),
-            pending["details"],
-            lr_factor,
-            trainer,
+            previous, new, pending.epoch, pending.step, pending.reason, pending.details, lr_factor, trainer
         )
         _compat.info(
             trainer,
             f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
-            f"(decided at the end of epoch {pending['epoch']}: {pending['reason']}; lr x{lr_factor:.3g})",
+            f"(decided at the end of epoch {pending.epoch}: {pending.reason}; lr x{lr_factor:.3g})",
         )
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
     def _record(
         self,
@@ -715,7 +688,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         except (IndexError, KeyError, TypeError, ValueError):
             return None
 
-    def summary_fields(self) -> dict[str, Any]:
+    def energy_summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary: the batch size, switches, measurements.
 
         ``batch_size_j_per_sample`` carries the PUE, like the summary's energy totals.
@@ -733,47 +706,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }
 
-    # -- persistence ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Policy state, batch sizes (initial, current, pending), history, LR rule, step times."""
-        return {
-            "version": self.state_version,
-            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
-            "initial_batch_size": self.initial_batch_size,
-            "current_batch_size": self.current_batch_size,
-            "settled": self.settled,
-            "history": [dict(h) for h in self.history],
-            "lr_rule": self.lr_rule,
-            "step_s": {str(k): v for k, v in self._step_s.items()},
-            "decided_at": list(self._decided_at) if self._decided_at is not None else None,
-            "pending": self.pending_state(),
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the policy is rebuilt from it and the size applied at fit start.
-
-        Raises:
-            ValueError: For a state of another version.
-        """
-        self.check_state_version(state_dict)
-        self.initial_batch_size = state_dict["initial_batch_size"]
-        self.current_batch_size = state_dict["current_batch_size"]
-        self.settled = bool(state_dict["settled"])
-        self.history = [dict(h) for h in state_dict.get("history", [])]
-        self.lr_rule = state_dict.get("lr_rule")
-        self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
-        decided = state_dict.get("decided_at")
-        self._decided_at = (int(decided[0]), int(decided[1])) if decided is not None else None
-        self.load_pending(state_dict)
-        self.policy = None  # rebuilt at fit start around the restored initial size
-        self._restored_policy = state_dict.get("policy")
-
 
 def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-
-
-def policy_b_noise(decision: BatchSizeDecision) -> float | None:
-    """The noise scale a decision was made with (None when unknown)."""
-    value = decision.details.get("b_noise")
-    return None if value is None else float(value)

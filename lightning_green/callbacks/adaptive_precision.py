@@ -2,60 +2,40 @@
 
 Mixed precision is not cheaper everywhere: on an H100 ``bf16-mixed`` costs a fraction of the
 joules per sample of ``32-true``, on a CPU without bf16 matrix units it costs more. The callback
-assumes nothing: it measures joules per sample under each precision the hardware supports on
-real training steps, keeps the cheapest whose training loss stays on the fp32 trajectory, and
-rolls back when a precision misbehaves. The deciding is :class:`~lightning_green.policy.precision.
-PrecisionPolicy`'s; this module only measures, swaps plugins, logs and saves state.
+measures joules per sample under each precision the hardware supports on real training steps,
+keeps the cheapest whose loss stays on the fp32 trajectory and rolls back when a precision
+misbehaves; the deciding is :class:`~lightning_green.policy.precision.PrecisionPolicy`'s. In
+Lightning terms:
 
-How it works in Lightning terms:
-
-- The Trainer's precision plugin is swapped between optimizer steps
-  (``trainer.strategy.precision_plugin = MixedPrecision(...)``). The strategy reads the plugin
-  at call time for the autocast context (``train_step_context``), backward and the optimizer
-  step, so the swap takes effect from the next step on. Weights stay in fp32 under every
-  supported precision (mixed precision only autocasts), so nothing has to be converted.
-- A switch is decided when a window closes, after an optimizer step, and applied - plugin
-  swapped, switch recorded, logged and tagged - at the next ``on_train_batch_start``: a switch
-  decided at the run's last step (``max_steps``, ``max_epochs``, an early stop) stays pending
-  and is never reported as trained; it is saved in checkpoints and a resumed fit applies it.
-- Measurement windows close at optimizer-step boundaries (``on_train_batch_end`` after the
-  global step advanced, never inside a gradient-accumulation cycle) that every DDP rank reaches
-  together: energy from the shared :class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor`
-  (a collective), losses averaged and samples summed over ranks, wall time from rank 0 - so the
-  policy on every rank sees the same numbers and decides the same; each decision is checked
-  exactly (an all-gather) across ranks. When a window closes depends on step counts only.
-  Validation and epoch-end work are excluded from windows. A window holds as many steps as take
-  ``window_s`` (from the measured step time, at least the policy's 4); the first one after a
-  switch is exactly the policy's warm-up steps, which it discards.
-- One GradScaler serves every visit to ``16-mixed``; overflows are counted by the scale going
-  down, read only at window boundaries (``GradScaler.get_scale`` syncs with the device): the
-  scale halves at each overflow and grows only after ``growth_interval`` (2000) clean steps, so
-  a window's overflows are ``log2(scale at start / scale at end)`` - exact unless the scale
-  also grew within the window, i.e. after 2000 clean steps in it. Nothing is read per step.
-  Under ``bf16-mixed`` (no scaler) a step with non-finite gradients is skipped (gradients set
-  to None, so the optimizer leaves the weights alone) before the policy rolls back, so a
-  failing probe cannot poison the fp32 weights. That check costs one norm pass over the
-  gradients and a host sync per step, only while a non-baseline precision without scaler runs.
-- With :class:`~lightning_green.callbacks.adaptive_batch_size.AdaptiveBatchSize` in the same
-  Trainer the precision is probed first (see :attr:`AdaptivePrecision.busy`); the batch size
-  holds still meanwhile.
-- State (policy, current and baseline precision, GradScaler state, switch history) is saved in
-  checkpoints; a resumed run swaps to the saved precision in ``on_fit_start``, before Lightning
-  restores the precision plugin's own state.
+- The precision plugin is swapped between optimizer steps (``strategy.precision_plugin``, read
+  at call time for autocast, backward and the optimizer step). Weights stay fp32 under every
+  supported precision, so nothing is converted. A switch decided when a window closes is
+  applied at the next ``on_train_batch_start`` (see :mod:`._adapt`).
+- Windows close at optimizer-step boundaries every DDP rank reaches together; losses are
+  averaged and samples summed over ranks, so every rank decides the same (checked exactly).
+- One GradScaler serves every visit to ``16-mixed``; overflows are counted from the scale at
+  the window's ends (``log2`` of its halvings), never per step. Under ``bf16-mixed`` a step with
+  non-finite gradients is skipped before the policy rolls back.
+- While a precision is probed, the session says so (``set_probing``) and AdaptiveBatchSize
+  holds its size.
+- State (policy, precisions, GradScaler state, history) is saved in checkpoints; a resumed run
+  swaps to the saved precision in ``on_fit_start``, before Lightning restores the plugin's state.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from lightning_green import keys
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    agree_across_ranks,
+    Pending,
     check_strategy,
     jsonable,
     loss_of,
@@ -71,12 +51,6 @@ from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
 )
-
-TAG_PRECISION = "lightning_green.precision"
-"""MLflow tag holding the precision in use (updated at every switch and at fit end)."""
-
-TAG_PRECISION_SWITCHES = "lightning_green.precision_switches"
-"""MLflow tag holding the switches so far as compact text (< 5000 characters)."""
 
 PRECISION_BITS: dict[str, int] = {"32-true": 32, "bf16-mixed": 16, "16-mixed": 16}
 """``energy/precision`` as logged: the bits of the compute type (the name is in the tag and summary)."""
@@ -141,6 +115,23 @@ def parse_precisions(precisions: str | None) -> tuple[str, ...] | None:
     return tuple(p for p in PRECISIONS if p in names)
 
 
+@dataclass
+class PrecisionState:
+    """What AdaptivePrecision saves in checkpoints (the keys of its ``state_dict``)."""
+
+    version: int = field(default=1, metadata={"attr": "state_version"})
+    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
+    baseline: str | None = None
+    current: str | None = None
+    scaler: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_scaler"})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    probe_energy_j: dict[str, float] = field(default_factory=dict)
+    probe_samples: dict[str, int] = field(default_factory=dict)
+    skipped_steps: int = 0
+    first_plan_done: bool = field(default=False, metadata={"attr": "_first_plan_done"})
+    pending: Pending | None = None
+
+
 class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
@@ -188,12 +179,12 @@ class AdaptivePrecision(AdaptiveCallback):
         (('32-true', 'bf16-mixed'), 3)
     """
 
-    adapt_role = "precision"
-    sibling_role = "batch_size"
+    key = "precision"
     display_name = "AdaptivePrecision"
     setting_label = "precision"
-    tag_setting = TAG_PRECISION
-    tag_switches = TAG_PRECISION_SWITCHES
+    tag_setting = keys.TAG_PRECISION
+    tag_switches = keys.TAG_PRECISION_SWITCHES
+    State = PrecisionState
 
     def __init__(
         self,
@@ -225,7 +216,6 @@ class AdaptivePrecision(AdaptiveCallback):
         self._device_type = "cpu"
         self._original_plugin: Any = None
         self._scaler: Any = None
-        self._restored_policy: dict[str, Any] | None = None
         self._restored_scaler: dict[str, Any] | None = None
         self._scale_start: float | None = None  # GradScaler scale when the window began (16-mixed)
         self._step_s: float | None = None
@@ -256,7 +246,7 @@ class AdaptivePrecision(AdaptiveCallback):
 
     @property
     def busy(self) -> bool:
-        """Whether precisions are being (or about to be) probed; AdaptiveBatchSize holds meanwhile.
+        """Whether precisions are being (or about to be) probed (announced to the session: ``set_probing``).
 
         True from the start of the run until the first probe plan is over (when there is
         anything to probe), and during every later plan (after a cooling period).
@@ -320,7 +310,7 @@ class AdaptivePrecision(AdaptiveCallback):
             AdaptationUnsupportedError: When the checkpoint's precisions are not available here.
         """
         hardware = hardware_precisions(trainer.strategy.root_device)
-        pending = self.pending["to"] if self.pending is not None else None
+        pending = self.pending.to if self.pending is not None else None
         foreign = [p for p in (self.baseline, self.current, pending) if p is not None and p not in hardware]
         if foreign:
             raise AdaptationUnsupportedError(
@@ -349,7 +339,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self._restored_policy = None
         self._window.target_steps = max(self.policy.window_steps, 1)
         self._scale_start = self._read_scale()
-        self.publish_state(trainer)
+        self._session.set_probing(self.key, self.busy)
+        self.publish_tags(trainer)
 
     # -- the plugin ----------------------------------------------------------------------------------
     def _get_scaler(self) -> Any:
@@ -380,7 +371,7 @@ class AdaptivePrecision(AdaptiveCallback):
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Apply a pending switch (this batch trains in the new precision); resume the window."""
-        if self.policy is not None and self._monitor is not None:
+        if self.policy is not None and self._session is not None:
             if self.pending is not None:
                 self._switch(trainer)
             self.resume_window(trainer)
@@ -427,11 +418,12 @@ class AdaptivePrecision(AdaptiveCallback):
 
     def _close_window(self, trainer: Trainer) -> None:
         policy = self.policy
-        assert policy is not None and self._monitor is not None and self.current is not None
+        session = self._session
+        assert policy is not None and session is not None and self.current is not None
         world = max(int(trainer.world_size), 1)
         overflows_local = self._overflows_since_window_start()
-        record = self._window.close(trainer, self._monitor, extras=[float(overflows_local)])
-        overflows = round(record.extras[0] / world)
+        record = self._window.close(trainer, session, {"overflows": float(overflows_local)})
+        overflows = round(record.extras["overflows"] / world)
         precision = self.current
         position = policy.plan_position
         if (
@@ -453,9 +445,10 @@ class AdaptivePrecision(AdaptiveCallback):
             )
             self._step_s = record.duration_s / record.steps
         decision = policy.decide(trainer.current_epoch)
-        agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
+        _compat.agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
         if policy.step >= policy.start_step and not policy.plan:
             self._first_plan_done = True
+        session.set_probing(self.key, self.busy)
         self._apply(trainer, decision)
         self._window.target_steps = self._next_target(decision.changed)
 
@@ -487,34 +480,34 @@ class AdaptivePrecision(AdaptiveCallback):
                     "details": jsonable(decision.details),
                 }
             )
-            self.publish_state(trainer)
+            self.publish_tags(trainer)
 
     def _switch(self, trainer: Trainer) -> None:
         """Apply the pending switch, recorded at the step it was decided after."""
         pending = self.take_pending()
         assert pending is not None
-        previous, new = self.current, str(pending["to"])
+        previous, new = self.current, str(pending.to)
         if new == previous:
             return
         self._swap(trainer, new)
         self.record(
             {
-                "epoch": pending["epoch"],
-                "step": pending["step"],
+                "epoch": pending.epoch,
+                "step": pending.step,
                 "from": previous,
                 "to": new,
-                "reason": pending["reason"],
-                "details": pending["details"],
+                "reason": pending.reason,
+                "details": pending.details,
             }
         )
         _compat.info(
             trainer,
-            f"lightning_green: precision {previous} -> {new} at epoch {pending['epoch']} "
-            f"step {pending['step']} ({pending['reason']})",
+            f"lightning_green: precision {previous} -> {new} at epoch {pending.epoch} "
+            f"step {pending.step} ({pending.reason})",
         )
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
-    def summary_fields(self) -> dict[str, Any]:
+    def energy_summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary: the precision, switches, probing cost.
 
         The joules carry the PUE, like the summary's energy totals: ``precision_probe_j`` is
@@ -545,7 +538,7 @@ class AdaptivePrecision(AdaptiveCallback):
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
         if self.current is not None:
             pl_module.log(
-                "energy/precision",
+                keys.PRECISION,
                 float(PRECISION_BITS[self.current]),
                 on_step=False,
                 on_epoch=True,
@@ -553,39 +546,11 @@ class AdaptivePrecision(AdaptiveCallback):
             )
         self.pause_window(trainer)
 
-    # -- persistence ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Policy state, current, pending and baseline precision, GradScaler state, history, probing cost."""
-        scaler = self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
-        return {
-            "version": self.state_version,
-            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
-            "baseline": self.baseline,
-            "current": self.current,
-            "scaler": scaler,
-            "history": [dict(h) for h in self.history],
-            "probe_energy_j": dict(self.probe_energy_j),
-            "probe_samples": dict(self.probe_samples),
-            "skipped_steps": self.skipped_steps,
-            "first_plan_done": self._first_plan_done,
-            "pending": self.pending_state(),
-        }
+    @property
+    def saved_scaler(self) -> dict[str, Any] | None:
+        """The GradScaler's state to save: the live scaler's, or the one restored and not applied yet."""
+        return self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: the precision applied at fit start, the policy built at train start.
-
-        Raises:
-            ValueError: For a state of another version.
-        """
-        self.check_state_version(state_dict)
-        self.baseline = state_dict["baseline"]
-        self.current = state_dict["current"]
-        self.history = [dict(h) for h in state_dict.get("history", [])]
-        self.probe_energy_j = {str(k): float(v) for k, v in state_dict.get("probe_energy_j", {}).items()}
-        self.probe_samples = {str(k): int(v) for k, v in state_dict.get("probe_samples", {}).items()}
-        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self._first_plan_done = bool(state_dict.get("first_plan_done", False))
-        self.load_pending(state_dict)
-        self.policy = None
-        self._restored_policy = state_dict.get("policy")
-        self._restored_scaler = state_dict.get("scaler")
+    @saved_scaler.setter
+    def saved_scaler(self, state: dict[str, Any] | None) -> None:
+        self._restored_scaler = state  # applied in on_fit_start

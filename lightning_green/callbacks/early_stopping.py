@@ -1,18 +1,18 @@
 """EnergyAwareEarlyStopping: stop when more epochs stop paying for themselves.
 
-A drop-in for Lightning's ``EarlyStopping`` (same argument names and meaning, and it *is* an
-``EarlyStopping``, so ``trainer.early_stopping_callback`` finds it) whose decision is the pure
-:class:`~lightning_green.policy.StoppingPolicy`: the plateau rule, the marginal gain per kWh
+A drop-in for Lightning's ``EarlyStopping`` (same arguments; it *is* an ``EarlyStopping`` of
+every installed namespace, so ``trainer.early_stopping_callback`` finds it) whose decision is the
+pure :class:`~lightning_green.policy.StoppingPolicy`: the plateau rule, the marginal gain per kWh
 (measured and projected by a learning-curve fit) and an energy budget. The energy comes from the
-Trainer's shared :class:`~lightning_green.EnergyMonitor` (created if the user added none).
+Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.session_for`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
 import torch
 
 from lightning_green import keys
@@ -20,17 +20,32 @@ from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks._schedules import epochs_until_lr_decay
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
-from lightning_green.policy._util import check_bools
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, check_bools
+from lightning_green.report import decision_summary
+from lightning_green.state import from_state, to_state
 
 _DEFAULTS = StoppingConfig()
 _LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
-_FIT_POINTS = 50
+
+LIGHTNING_REASONS: dict[StopReason, str] = {
+    StopReason.PLATEAU: "PATIENCE_EXHAUSTED",
+    StopReason.MARGINAL_GAIN: "PATIENCE_EXHAUSTED",  # waiting longer is not worth its energy
+    StopReason.ENERGY_BUDGET: "STOPPING_THRESHOLD",  # a threshold on what the run may spend
+    StopReason.NON_FINITE: "NON_FINITE_METRIC",
+    StopReason.DIVERGENCE: "DIVERGENCE_THRESHOLD",
+    StopReason.THRESHOLD_REACHED: "STOPPING_THRESHOLD",
+}
+"""The member of Lightning's ``EarlyStoppingReason`` each stop reason sets ``stopping_reason`` to."""
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+@dataclass
+class StopperState:
+    """What EnergyAwareEarlyStopping saves beyond Lightning's ``EarlyStopping`` fields."""
+
+    policy: dict[str, Any] | None = None
+    stop_reason: str | None = None
 
 
 def _optimizer_steps_per_epoch(trainer: Trainer) -> float | None:
@@ -38,57 +53,6 @@ def _optimizer_steps_per_epoch(trainer: Trainer) -> float | None:
     if not batches or not math.isfinite(batches):
         return None
     return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-
-
-def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = None) -> dict[str, Any]:
-    """The numbers behind a decision as plain data, with the fitted curve sampled for plotting.
-
-    Args:
-        decision: A decision of the stopping policy.
-        fitted_from_kwh: Cumulative energy of the first check the fit used (the curve is drawn
-            from there; the fitted families are singular at the start of their window).
-
-    Returns:
-        A JSON-able dictionary: the decision's diagnostics and, when a learning curve was
-        fitted, ``fit`` with its family and ``curve_kwh``/``curve_metric``: the fit drawn from
-        the start of its window to the end of the projected run, in the metric's own units.
-    """
-    out: dict[str, Any] = {
-        "epoch": decision.epoch,
-        "should_stop": decision.should_stop,
-        "reason": None if decision.reason is None else decision.reason.value,
-        "message": decision.message,
-        "best_metric": _finite_or_none(decision.best_metric),
-        "wait_count": decision.wait_count,
-        "hold": decision.hold,
-    }
-    for key in (
-        "gain_per_kwh",
-        "average_gain_per_kwh",
-        "projected_gain",
-        "projected_cost_kwh",
-        "projected_gain_per_kwh",
-        "relative_gain",
-        "next_epoch_kwh",
-    ):
-        out[key] = _finite_or_none(getattr(decision, key))
-    fit = decision.fit
-    if fit is not None:
-        fitted_until = fit.cost_ref_kwh + fit.cost_scale_kwh
-        end_kwh = fitted_until + (decision.projected_cost_kwh or 0.0)
-        start_kwh = fit.cost_ref_kwh if fitted_from_kwh is None else max(fit.cost_ref_kwh, fitted_from_kwh)
-        grid = np.linspace(start_kwh, end_kwh, _FIT_POINTS)
-        grid = grid[grid > fit.cost_ref_kwh]
-        out["fit"] = {
-            "family": fit.family,
-            "params": [float(p) for p in fit.params],
-            "rmse": float(fit.rmse),
-            "n_points": fit.n_points,
-            "fitted_until_kwh": fitted_until,
-            "curve_kwh": [float(x) for x in grid],
-            "curve_metric": [float(y) for y in fit.predict(grid)],
-        }
-    return out
 
 
 class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
@@ -206,6 +170,8 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
         self._energy: EnergyMonitor | None = None
+        self._session: EnergySession | None = None
+        self._training_end_text: str | None = None
         self._inputs_logged = False
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
@@ -218,7 +184,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             self._energy = EnergyMonitor.for_trainer(
                 trainer, requester=self, monitor=self.monitor, mode=self.mode
             )
-            shared = self._energy
+            shared = self._session = self._energy.session
             if shared.monitor == self.monitor and shared.mode != self.mode:
                 raise ValueError(
                     f"EnergyAwareEarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}) and "
@@ -228,8 +194,12 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
 
     @property
     def energy_monitor(self) -> EnergyMonitor | None:
-        """The EnergyMonitor this callback reads its energy from (set at fit setup)."""
+        """The EnergyMonitor whose session this callback reads its energy from (set at fit setup)."""
         return self._energy
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Hold ``stopping_reason`` as a member of the trainer's ``EarlyStoppingReason`` (after a restore)."""
+        self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
 
     # -- the check ------------------------------------------------------------------------------------
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
@@ -246,16 +216,15 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
                     f"until it is. Logged metrics: {sorted(logs)}",
                 )
             return
-        pl_module = trainer.lightning_module
-        if self._check_on_train_epoch_end:
-            cost_kwh = self._energy.close_epoch(trainer, pl_module).total_kwh
+        pl_module, session = trainer.lightning_module, self._session
+        assert session is not None
+        closed = session.last_epoch
+        if self._check_on_train_epoch_end and closed is not None and closed.epoch == trainer.current_epoch:
+            cost_kwh = closed.total_kwh  # the EnergyMonitor (a plain callback) closed the epoch before us
         else:
-            cost_kwh = self._energy.cumulative_kwh(trainer)
+            cost_kwh = session.total_kwh_now()
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
-        if self._check_on_train_epoch_end and self._energy.monitor == self.monitor:
-            # A metric the module logged in its own on_train_epoch_end reached us only now.
-            self._energy.attach_metric(trainer, pl_module, metric)
         horizon = self._horizon_epochs(trainer)
         lr_hint = epochs_until_lr_decay(
             trainer.lr_scheduler_configs,
@@ -277,7 +246,6 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         self._log_decision(trainer, pl_module, decision)
         if should_stop:
             self._stop(trainer, StopReason(reason), decision)
-        self._energy.add_summary_fields(**self._summary_fields())
 
     def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
         """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
@@ -313,7 +281,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             for name, value in self.config.to_dict().items()
             if name != "mode"
         }
-        shared = self._energy
+        shared = self._session
         shared_target = None if shared is None or shared.monitor is None else (shared.monitor, shared.mode)
         if shared_target in (None, (self.monitor, self.mode)):
             params[keys.PARAM_MONITOR], params[keys.PARAM_MODE] = self.monitor, self.mode
@@ -344,9 +312,11 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         return horizon
 
     def _stop(self, trainer: Trainer, reason: StopReason, decision: StopDecision) -> None:
+        """Stop, keeping Lightning's own fields true (``stopping_reason`` as :data:`LIGHTNING_REASONS`)."""
         trainer.should_stop = True
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
+        self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
             self._log_info(trainer, decision.message, self.log_rank_zero_only)
@@ -359,21 +329,12 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         """Record that training ended without this stopper stopping it, and how it ended.
 
         Sets the MLflow tag ``lightning_green.stop_reason`` to ``none`` (the word replay writes for
-        a curve the policy never stopped) and gives the summary ``stop_reason: "none"`` with
-        ``training_end`` saying how the run ended (``ran to max_epochs=N`` ...), so a run the
-        stopper held back is told apart from one without a stopper. :attr:`stop_reason` stays
-        ``None``. Runs before the summary is written (``on_fit_end``).
+        a curve the policy never stopped); the summary gets ``stop_reason: "none"`` and
+        ``training_end`` (``ran to max_epochs=N`` ...). :attr:`stop_reason` stays ``None``.
         """
         if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        end = self._training_end(trainer)
-        if self._energy is not None:
-            self._energy.add_summary_fields(
-                stop_reason=keys.NO_STOP,
-                stopped_epoch=None,
-                stop_message=f"{type(self).__name__} did not stop the run: {end}",
-                training_end=end,
-            )
+        self._training_end_text = self._training_end(trainer)
         if trainer.global_rank == 0:
             _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
 
@@ -407,13 +368,25 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
             _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
-    def _summary_fields(self) -> dict[str, Any]:
+    def energy_summary_fields(self) -> dict[str, Any]:
+        """The stop (or how the run ended without one) and the policy's last view, for the summary."""
+        fields: dict[str, Any] = {}
+        if self.stop_reason is not None:
+            fields = {
+                "stop_reason": self.stop_reason.value,
+                "stopped_epoch": self.stopped_epoch,
+                "stop_message": self.stopping_reason_message,
+            }
+        elif self._training_end_text is not None:
+            fields = {
+                "stop_reason": keys.NO_STOP,
+                "stopped_epoch": None,
+                "stop_message": f"{type(self).__name__} did not stop the run: {self._training_end_text}",
+                "training_end": self._training_end_text,
+            }
+        elif self.last_decision is not None:
+            fields = {"stop_reason": None, "stopped_epoch": None, "stop_message": None}
         decision = self.last_decision
-        fields: dict[str, Any] = {
-            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
-            "stopped_epoch": self.stopped_epoch if self.stop_reason is not None else None,
-            "stop_message": self.stopping_reason_message if self.stop_reason is not None else None,
-        }
         if decision is not None:
             fitted_from = None
             if decision.fit is not None:
@@ -424,20 +397,35 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
 
     # -- persistence --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The policy's history and plateau state, plus Lightning's EarlyStopping fields."""
-        state = super().state_dict()
-        state.update(
-            {
-                "policy": self.policy.state_dict(),
-                "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
-            }
-        )
-        return state
+        """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
+        reason = None if self.stop_reason is None else self.stop_reason.value
+        return {**super().state_dict(), **to_state(StopperState(self.policy.state_dict(), reason))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore so that the resumed run makes the decisions the uninterrupted one would."""
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("policy", "stop_reason")})
-        if "policy" in state_dict:
-            self.policy.load_state_dict(state_dict["policy"])
-        reason = state_dict.get("stop_reason")
-        self.stop_reason = None if reason is None else StopReason(reason)
+        ours = set(StopperState.__dataclass_fields__)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ours})
+        state = from_state(StopperState, state_dict)
+        if state.policy is not None:
+            self.policy.load_state_dict(state.policy)
+        self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Warn once when the checkpoint has no state for this stopper: its history restarts.
+
+        The state is found by ``state_key`` (the monitor and mode, as Lightning's): a stopper whose
+        monitor or mode changed since the checkpoint starts a new history.
+        """
+        saved = checkpoint.get("callbacks", {})
+        if self.state_key in saved:
+            return
+        others = [key for key in saved if key.startswith(f"{type(self).__name__}{{")]
+        was = f" (the checkpoint has the state of {', '.join(others)})" if others else ""
+        _compat.warn(
+            trainer,
+            f"lightning_green: no state of {self.state_key} in the checkpoint (epoch "
+            f"{checkpoint.get('epoch', '?')}){was}: its history restarts here - patience, the "
+            "learning-curve fit and the budget forecast start from the resumed epoch.",
+        )
