@@ -29,10 +29,11 @@ from lightning_green import (
     EnergyAwareEarlyStopping,
     EnergyMonitor,
 )
-from lightning_green.callbacks import _adapt, _loggers, adaptive_batch_size
+from lightning_green.callbacks import _adapt, _loggers
 from lightning_green.callbacks._compat import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
 from lightning_green.policy.batch_size import BatchSizePolicy
+from lightning_green.training import gradient_pairs
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -327,10 +328,8 @@ def test_one_cycle_lr_stepped_per_step_is_refused_at_fit_start(tmp_path, monkeyp
 def test_per_step_work_gathers_gradients_only_for_noise_pairs(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     gathered = []
-    real_gradients = adaptive_batch_size._gradients
-    monkeypatch.setattr(
-        adaptive_batch_size, "_gradients", lambda opt: gathered.append(1) or real_gradients(opt)
-    )
+    real_gradients = gradient_pairs.gradients
+    monkeypatch.setattr(gradient_pairs, "gradients", lambda opt: gathered.append(1) or real_gradients(opt))
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     precision = AdaptivePrecision(precisions="32-true", window_s=0.001, start_step=4)
     fit(tmp_path, [batch, precision], epochs=2)

@@ -16,7 +16,8 @@ from pytorch_lightning.plugins.precision import MixedPrecision
 from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
 
 from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
-from lightning_green.callbacks import _adapt, adaptive_precision
+from lightning_green.callbacks import adaptive_precision
+from lightning_green.training import windows
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -189,10 +190,10 @@ def test_16_mixed_reads_the_gradscaler_scale_only_at_window_boundaries(tmp_path,
     # get_scale() syncs with the device: never once per step, only when a window closes.
     install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.3})
     reads, closes = [], []
-    real_get_scale, real_close = torch.amp.GradScaler.get_scale, _adapt.TrainingWindow.close
+    real_get_scale, real_close = torch.amp.GradScaler.get_scale, windows.TrainingWindow.close
     monkeypatch.setattr(torch.amp.GradScaler, "get_scale", lambda s: reads.append(1) or real_get_scale(s))
     monkeypatch.setattr(
-        _adapt.TrainingWindow, "close", lambda w, *a, **k: closes.append(1) or real_close(w, *a, **k)
+        windows.TrainingWindow, "close", lambda w, *a, **k: closes.append(1) or real_close(w, *a, **k)
     )
     cb = AdaptivePrecision(precisions="16-mixed", **FAST)
     _, model = fit(tmp_path, [cb], epochs=3)

@@ -24,13 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import session_for
 from lightning_green.energy.session import EnergySession
 from lightning_green.state import load_attributes, save_attributes
+from lightning_green.training.windows import TrainingWindow
 
 ADAPTATIONS_FILENAME = "adaptations.json"
 """File written next to the energy summary with every adaptation and its reason."""
@@ -109,145 +108,6 @@ class Pending:
     to: int | str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class AdaptWindow:
-    """What a closed training window measured, identical on every rank.
-
-    Attributes:
-        energy_j: Energy of the window, all ranks and devices, before PUE.
-        duration_s: Rank 0's wall time in training during the window.
-        samples: Training samples of all ranks.
-        steps: Optimizer steps.
-        losses: Per-step training losses, averaged over ranks.
-        extras: The caller's named values, summed over ranks.
-        source: The energy source label.
-    """
-
-    energy_j: float
-    duration_s: float
-    samples: int
-    steps: int
-    losses: list[float]
-    extras: dict[str, float]
-    source: str
-
-
-class TrainingWindow:
-    """Energy, time, samples and losses of training steps, paused outside training.
-
-    Every method that takes the session is a collective under DDP (a session window read); on a
-    GPU it first waits for the queued kernels.
-    """
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        self.paused = True
-        self.target_steps = 1
-        self.reset()
-
-    def reset(self) -> None:
-        """Drop what was accumulated (no collective)."""
-        self.energy_j = 0.0
-        self.duration_s = 0.0
-        self.samples_local = 0
-        self.steps = 0
-        self._losses: list[torch.Tensor | None] = []
-        self._step_loss: torch.Tensor | None = None
-
-    def resume(self, trainer: Trainer, session: EnergySession) -> None:
-        """Start counting again (collective when paused)."""
-        if self.paused:
-            _compat.synchronize(trainer)
-            session.begin(self.key)
-            self.paused = False
-
-    def pause(self, trainer: Trainer, session: EnergySession) -> None:
-        """Stop counting, adding what passed since the last resume (collective when running)."""
-        if not self.paused:
-            _compat.synchronize(trainer)
-            record = session.end(self.key)
-            self.energy_j += record.energy_j
-            self.duration_s += record.duration_s
-            self.paused = True
-
-    def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
-        """Count one (micro-)batch: its samples and its loss (already divided by accumulation)."""
-        self.samples_local += int(samples)
-        if loss is not None:
-            value = loss.detach()  # cast and shaped at close: one op per window, not per step
-            self._step_loss = value if self._step_loss is None else self._step_loss + value
-
-    def end_step(self, with_loss: bool = True) -> None:
-        """Close one optimizer step (after the last micro-batch of an accumulation cycle)."""
-        self.steps += 1
-        if with_loss:
-            self._losses.append(self._step_loss)  # None: the step had no loss
-        self._step_loss = None
-
-    @property
-    def due(self) -> bool:
-        """Whether the window has its target number of steps."""
-        return self.steps >= self.target_steps
-
-    @property
-    def half_due(self) -> bool:
-        """Whether the window has at least half its target steps (a step count: the same on every rank)."""
-        return self.steps > 0 and 2 * self.steps >= self.target_steps
-
-    def close(
-        self, trainer: Trainer, session: EnergySession, extras: Mapping[str, float] = {}
-    ) -> AdaptWindow:
-        """Read the meters, sum over ranks and start the next window right here (collective).
-
-        Args:
-            trainer: The trainer.
-            session: The shared measurement session.
-            extras: This rank's named values to sum over ranks with the record.
-        """
-        _compat.synchronize(trainer)
-        present = [v.reshape(()) for v in self._losses if v is not None]
-        if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
-            present = [v.double() for v in present]
-        values = iter(torch.stack(present).double().cpu().tolist() if present else [])
-        # Per step: (loss, 1) or (0, 0) - the same length on every rank, summed in one collective.
-        losses = [0.0 if v is None else float(next(values)) for v in self._losses]
-        fields = {
-            "samples": float(self.samples_local),
-            "loss_sum": losses,
-            "loss_n": [0.0 if v is None else 1.0 for v in self._losses],
-            **{f"extra.{k}": float(v) for k, v in extras.items()},
-        }
-        energy_j, duration_s = self.energy_j, self.duration_s
-        if self.paused:
-            reading, summed = session.read(fields)
-            source = reading.source
-        else:
-            record = session.end(self.key, fields, restart=True)
-            energy_j, duration_s = energy_j + record.energy_j, duration_s + record.duration_s
-            summed, source = record.fields, record.source
-        pairs = zip(summed["loss_sum"], summed["loss_n"], strict=True)  # type: ignore[call-overload]
-        window = AdaptWindow(
-            energy_j=max(energy_j, 0.0),
-            duration_s=max(duration_s, 0.0),
-            samples=round(summed["samples"]),  # type: ignore[call-overload]
-            steps=self.steps,
-            losses=[total / n for total, n in pairs if n > 0],
-            extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},  # type: ignore[arg-type]
-            source=source,
-        )
-        self.reset()
-        return window
-
-
-def loss_of(outputs: Any) -> torch.Tensor | None:
-    """The training loss in ``on_train_batch_end``'s ``outputs`` (automatic optimization)."""
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
-        return outputs["loss"]
-    return None
 
 
 def jsonable(value: Any) -> Any:
@@ -350,7 +210,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         self.policy: Any = None
         self._restored_policy: dict[str, Any] | None = None
         self._session: EnergySession | None = None
-        self._window = TrainingWindow(self.key)
+        self._window: TrainingWindow = None  # type: ignore[assignment] - made at setup, with the session
         self._window_s_used: float | None = None
         self._active = False
         self._last_global_step = -1
@@ -392,13 +252,14 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
     def attach(self, trainer: Trainer) -> None:
         """Find (or add) the shared measurement session, at setup."""
         self._session = session_for(trainer, requester=self)
+        self._window = TrainingWindow(self.key, self._session, lambda: _compat.synchronize(trainer))
 
     def begin_training(self, trainer: Trainer) -> None:
         """Pick the window length from the energy source and start with a fresh window (collective)."""
         assert self._session is not None
         reading, _ = self._session.read()
         self._window_s_used = self.window_s if self.window_s is not None else default_window_s(reading.source)
-        self._window = TrainingWindow(self.key)
+        self._window = TrainingWindow(self.key, self._session, lambda: _compat.synchronize(trainer))
         self._active = False
         self._last_global_step = trainer.global_step
 
@@ -408,7 +269,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         if not self._active:
             self._last_global_step = trainer.global_step
             self._active = True
-        self._window.resume(trainer, self._session)
+        self._window.resume()
 
     def optimizer_stepped(self, trainer: Trainer) -> bool:
         """At a batch end: whether an optimizer step completed (False inside gradient accumulation)."""
@@ -420,7 +281,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
     def pause_window(self, trainer: Trainer) -> None:
         """Stop counting (a collective only while running, which every rank agrees on)."""
         if self._session is not None:
-            self._window.pause(trainer, self._session)
+            self._window.pause()
 
     def defer(self, trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> None:
         """Keep a decided switch pending until training goes on (see :meth:`take_pending`)."""

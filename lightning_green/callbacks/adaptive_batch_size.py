@@ -66,6 +66,13 @@ from lightning_green.policy.batch_size import (
     BatchSizeReason,
     scale_learning_rate,
 )
+from lightning_green.training.gradient_pairs import GradientPairs
+from lightning_green.training.learning_rates import (
+    first_lr,
+    raises_past_its_end,
+    resolve_lr_rule,
+    scale_learning_rates,
+)
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -73,25 +80,7 @@ LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 NOISE_EVERY = 4
 """A gradient-noise pair starts every this many optimizer steps."""
 
-_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 _DEFAULT_FACTOR = 8  # the policy's default reach: the user's size times or divided by 8
-
-
-def resolve_lr_rule(rule: str, optimizer: torch.optim.Optimizer | None) -> str:
-    """The learning-rate rule to use: ``auto`` is ``linear`` for SGD, ``sqrt`` for the others.
-
-    Linear scaling (Goyal et al. 2017) holds for SGD with momentum; for adaptive optimisers
-    (Adam, AdamW, RMSprop, Adagrad ...) the square-root rule is the one that keeps the training
-    dynamics (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient
-    Algorithms").
-
-    Example:
-        >>> resolve_lr_rule("auto", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
-        'linear'
-    """
-    if rule != "auto":
-        return rule
-    return "linear" if isinstance(optimizer, torch.optim.SGD) else "sqrt"
 
 
 def _power_of_two_at_least(x: float) -> int:
@@ -99,13 +88,6 @@ def _power_of_two_at_least(x: float) -> int:
     while k < x:
         k *= 2
     return k
-
-
-def _raises_past_its_end(scheduler: Any) -> bool:
-    """Whether a scheduler raises when stepped past the length it was built for (OneCycleLR)."""
-    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        return True
-    return any(_raises_past_its_end(s) for s in getattr(scheduler, "_schedulers", ()))
 
 
 @dataclass
@@ -225,10 +207,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
         self._step_batch = 0
-        self._pair_first: list[torch.Tensor] | None = None
-        self._pair_step = -1
-        self._noise_sum: torch.Tensor | None = None
-        self._noise_pairs = 0
+        self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guarded: LightningModule | None = None
 
@@ -351,7 +330,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "sizes)."
             )
         for config in trainer.lr_scheduler_configs:
-            if config.interval == "step" and _raises_past_its_end(config.scheduler) and min(grid) < initial:
+            if config.interval == "step" and raises_past_its_end(config.scheduler) and min(grid) < initial:
                 raise AdaptationUnsupportedError(
                     f"AdaptiveBatchSize cannot work with {type(config.scheduler).__name__} stepped per "
                     "optimizer step: OneCycleLR is sized in total_steps and raises once stepped past them, "
@@ -417,7 +396,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._oom_epoch = True
         for param in pl_module.parameters():
             param.grad = None
-        self._pair_first = None
+        self._pairs.drop()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -460,37 +439,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one.
-
-        The gradients are only gathered on the two steps of a pair; the others return after
-        comparing step counts.
-        """
+        """Gradient-noise pairs: every fourth step's gradients are kept and compared with the next step's."""
         if not self._active or self._step_batch != self.current_batch_size:
-            self._pair_first = None
-            return
-        step = trainer.global_step
-        first = self._pair_first
-        if first is None:
-            if step % NOISE_EVERY == 0:
-                grads = _gradients(optimizer)
-                if grads:
-                    self._pair_first = [g.detach().clone() for g in grads]
-                    self._pair_step = step
-            return
-        self._pair_first = None
-        if step != self._pair_step + 1:
-            return
-        grads = _gradients(optimizer)
-        if len(first) != len(grads):
-            return
-        with torch.no_grad():
-            sq1 = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
-            sq2 = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
-            torch._foreach_add_(first, grads)
-            sq_sum = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
-            pair = torch.stack([(sq1 + sq2) / 2.0, sq_sum / 4.0])
-        self._noise_sum = pair if self._noise_sum is None else self._noise_sum + pair
-        self._noise_pairs += 1
+            self._pairs.drop()
+        else:
+            self._pairs.offer(trainer.global_step, optimizer)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -506,19 +459,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._close_window(trainer)
 
     def _reset_noise(self) -> None:
-        self._pair_first = None
-        self._noise_sum = None
-        self._noise_pairs = 0
+        self._pairs.reset()
 
     def _close_window(self, trainer: Trainer) -> None:
         policy, session = self.policy, self._session
         assert policy is not None and session is not None and self.current_batch_size is not None
-        small, big = (
-            [float(v) for v in self._noise_sum.cpu().tolist()] if self._noise_sum is not None else [0, 0]
-        )
-        extras = {"noise_pairs": float(self._noise_pairs), "noise_small": small, "noise_big": big}
-        record = self._window.close(trainer, session, extras)
-        self._noise_sum, self._noise_pairs = None, 0
+        count, small, big = self._pairs.take()
+        record = self._window.close({"noise_pairs": count, "noise_small": small, "noise_big": big})
         world = max(int(trainer.world_size), 1)
         pairs = record.extras["noise_pairs"] / world
         size = self.current_batch_size
@@ -554,7 +501,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             logger=bool(trainer.loggers),
         )
         self.pause_window(trainer)
-        self._pair_first = None
+        self._pairs.drop()
         self._active = False
         key = (int(trainer.current_epoch), int(trainer.global_step))
         if key == self._decided_at:
@@ -655,7 +602,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "to": new,
                 "reason": reason,
                 "lr_factor": lr_factor,
-                "lr": self._first_lr(trainer),
+                "lr": first_lr(trainer.optimizers),
                 "b_noise": jsonable(None if noise is None else float(noise)),
                 "details": jsonable(details),
             }
@@ -664,29 +611,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
         factor = scale_learning_rate(1.0, old, new, self.lr_rule)
-        if factor == 1.0:
-            return factor
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                for key in _LR_KEYS:
-                    value = group.get(key)
-                    if isinstance(value, torch.Tensor):
-                        value.mul_(factor)
-                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                        group[key] = value * factor
-        for config in trainer.lr_scheduler_configs:
-            for attr in ("base_lrs", "max_lrs"):
-                values = getattr(config.scheduler, attr, None)
-                if isinstance(values, list):
-                    setattr(config.scheduler, attr, [v * factor for v in values])
+        if factor != 1.0:
+            scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, factor)
         return factor
-
-    @staticmethod
-    def _first_lr(trainer: Trainer) -> float | None:
-        try:
-            return float(trainer.optimizers[0].param_groups[0]["lr"])
-        except (IndexError, KeyError, TypeError, ValueError):
-            return None
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary: the batch size, switches, measurements.
@@ -705,7 +632,3 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "b_noise": jsonable(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }
-
-
-def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]

@@ -38,7 +38,6 @@ from lightning_green.callbacks._adapt import (
     Pending,
     check_strategy,
     jsonable,
-    loss_of,
     switch_text,
     switches,
 )
@@ -51,6 +50,7 @@ from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
 )
+from lightning_green.training.windows import loss_of
 
 PRECISION_BITS: dict[str, int] = {"32-true": 32, "bf16-mixed": 16, "16-mixed": 16}
 """``energy/precision`` as logged: the bits of the compute type (the name is in the tag and summary)."""
@@ -422,7 +422,7 @@ class AdaptivePrecision(AdaptiveCallback):
         assert policy is not None and session is not None and self.current is not None
         world = max(int(trainer.world_size), 1)
         overflows_local = self._overflows_since_window_start()
-        record = self._window.close(trainer, session, {"overflows": float(overflows_local)})
+        record = self._window.close({"overflows": float(overflows_local)})
         overflows = round(record.extras["overflows"] / world)
         precision = self.current
         position = policy.plan_position
