@@ -283,20 +283,24 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         if self._session is not None:
             self._window.pause()
 
+    @staticmethod
+    def decided(trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> Pending:
+        """A switch decided now (at the trainer's epoch and global step)."""
+        return Pending(int(trainer.current_epoch), int(trainer.global_step), to, reason, jsonable(details))
+
     def defer(self, trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> None:
         """Keep a decided switch pending until training goes on (see :meth:`take_pending`)."""
-        self.pending = Pending(
-            int(trainer.current_epoch), int(trainer.global_step), to, reason, jsonable(details)
-        )
+        self.pending = self.decided(trainer, to, reason, details)
 
     def take_pending(self) -> Pending | None:
         """The pending switch, now to be applied (None when there is none); it is no longer pending."""
         pending, self.pending = self.pending, None
         return pending
 
-    def record(self, entry: dict[str, Any]) -> None:
-        """Append an adaptation to the history (the most recent :data:`MAX_HISTORY` are kept)."""
-        self.history.append(entry)
+    def record(self, switch: Pending, previous: int | str, **extra: Any) -> None:
+        """Append an adaptation from ``previous`` to the history (the last :data:`MAX_HISTORY` are kept)."""
+        entry = {"epoch": switch.epoch, "step": switch.step, "from": previous, "to": switch.to}
+        self.history.append({**entry, "reason": switch.reason, **extra, "details": jsonable(switch.details)})
         del self.history[:-MAX_HISTORY]
 
     def pue(self) -> float:

@@ -1,31 +1,15 @@
 """AdaptiveBatchSize: train at the batch size that reaches the target for the fewest joules.
 
-Joules per sample usually fall as the batch grows, but a bigger batch also needs more samples
-to reach the same quality: McCandlish et al. 2018 model the samples to a target as
-``E_min (1 + B / B_noise)`` with ``B_noise`` the gradient noise scale. The deciding is
-:class:`~lightning_green.policy.batch_size.BatchSizePolicy`'s; this module measures, changes the
-batch size, scales the learning rate, logs and saves state. In Lightning terms:
-
-- **Switching** happens between epochs, as Lightning's ``BatchSizeFinder`` does it: the
-  ``attr_name`` attribute is set on the model, its ``hparams`` and the datamodule, and the fit
-  loop's train dataloader is rebuilt (validation dataloaders are left alone). A switch decided
-  at an epoch end is applied at the next ``on_train_epoch_start`` (see :mod:`._adapt`).
-- **Probing** is ordinary training: each candidate trains for at least one epoch while its
-  joules per sample are the median of ``window_s`` training windows (validation excluded, the
-  first window of each visit discarded). Order: the user's size, then by distance, larger first.
-- **Gradient noise scale**: every fourth optimizer step the gradient is kept and compared with
-  the next step's (after DDP's all-reduce, before clipping): ``|G_B|²`` and ``|G_2B|²`` at
-  ``B`` = samples per optimizer step over all ranks (McCandlish et al., appendix A.1). Cost: one
-  gradient copy and three norm passes per four steps.
-- **Learning rate**: on every switch all param groups' ``lr`` (and ``initial_lr``, ``max_lr``,
-  ``min_lr``) and the schedulers' ``base_lrs``/``max_lrs`` are scaled by the rule.
-- **Out of memory** (one device): ``training_step`` and ``backward`` are wrapped so that
-  ``torch.OutOfMemoryError`` skips the rest of the epoch; that size and larger ones are ruled
-  out. Under DDP it is raised as usual.
-- **DDP**: windows close at the same global step on every rank and are summed over ranks, so
-  every rank's policy decides the same (checked exactly at each decision).
-- With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` the precision
-  is probed first; the batch size holds still while the session says a precision is probed.
+Bigger batches usually cost fewer joules per sample but need more samples to reach the same
+quality (McCandlish et al. 2018: ``E_min (1 + B / B_noise)``, ``B_noise`` the gradient noise
+scale). :class:`~lightning_green.policy.batch_size.BatchSizePolicy` decides; this callback
+measures (training windows of the session; gradient pairs for ``B_noise``), switches between
+epochs as Lightning's ``BatchSizeFinder`` does (``attr_name`` on the model, its ``hparams`` and
+the datamodule, then the train dataloader rebuilt), scales every learning rate, guards against
+out-of-memory on one device, logs and saves state. A switch decided at an epoch end is applied
+at the next ``on_train_epoch_start``; while the session says another setting (the precision) is
+probed, the batch size holds still. Under DDP every rank sums the same windows and decides the
+same, checked exactly at each decision.
 """
 
 from __future__ import annotations
@@ -33,7 +17,6 @@ from __future__ import annotations
 import functools
 import gc
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -73,6 +56,7 @@ from lightning_green.training.learning_rates import (
     resolve_lr_rule,
     scale_learning_rates,
 )
+from lightning_green.training.windows import steps_for_window
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -109,30 +93,17 @@ class BatchSizeState:
 class AdaptiveBatchSize(AdaptiveCallback):
     r"""Probe batch sizes for joules per sample and train at the one cheapest to the target.
 
-    The candidates are the user's batch size times powers of two within
-    ``[min_batch_size, max_batch_size]`` (default: 8 times smaller to 8 times larger, the reach
-    the policy was checked with on the Zeus traces). The run trains at each candidate for at
-    least an epoch while its joules per sample are measured (after the precision has settled
-    when :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` is there); then the
-    policy picks the size minimising ``j_per_sample(B) · (1 + B / B_noise)`` with the measured
-    gradient noise scale ``B_noise``, switching only for a predicted saving over
-    ``switch_margin``. With ``grow=True`` it keeps re-deciding at every epoch end as the noise
-    scale grows. The learning rate follows each switch by ``lr_scaling``.
+    Candidates: the user's batch size times powers of two within ``[min_batch_size,
+    max_batch_size]``. Each trains for at least an epoch while measured; then the policy picks
+    the size minimising ``j_per_sample(B) · (1 + B / B_noise)``, switching for a predicted saving
+    over ``switch_margin`` (and, with ``grow``, re-deciding at every epoch end). Logs
+    ``energy/batch_size`` per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``,
+    and each switch in the summary and ``adaptations.json``.
 
-    Logs ``energy/batch_size`` each epoch to every logger, the MLflow tags
-    ``lightning_green.batch_size`` and ``lightning_green.batch_size_switches``; each switch with
-    its reason goes to the end-of-run summary and ``adaptations.json`` (also an MLflow
-    artifact).
-
-    Needs: the train dataloader built by the LightningModule or LightningDataModule from an
-    integer attribute ``attr_name`` (model, ``model.hparams`` or datamodule), one device or DDP.
-    Otherwise :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` is raised
-    at fit start, as are an integer ``val_check_interval`` with per-epoch validation (unless
-    ``max_batch_size`` is the user's size) and ``OneCycleLR`` stepped per optimizer step (unless
-    ``min_batch_size`` is): a switch would crash them. The batch size only
-    changes between epochs, so probing costs about an epoch per candidate: with very long
-    epochs, narrow the range or shorten epochs (``limit_train_batches``). Other LR schedulers
-    stepped per optimizer step see a different number of steps per epoch after a switch.
+    Needs the train dataloader built by the module or datamodule from an integer attribute
+    ``attr_name`` and one device or DDP; an integer ``val_check_interval`` with per-epoch
+    validation (with larger candidates) and ``OneCycleLR`` stepped per step (with smaller ones)
+    would crash at a switch: all are refused at fit start (``AdaptationUnsupportedError``).
 
     Args:
         min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
@@ -140,14 +111,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         lr_scaling: How the learning rate follows the batch size: ``"linear"``, ``"sqrt"``,
             ``"none"``, or ``"auto"`` (linear for SGD, sqrt for adaptive optimisers such as Adam).
         attr_name: The attribute the dataloader reads its batch size from.
-        switch_margin: Fraction of predicted energy to target a new size must save. Default
-            0.1 (the model misses epochs-to-target on the Zeus traces by about 6-10 %).
-        probe_windows: Measurement windows per candidate (after one discarded warm-up window);
-            the median is used. Default 3.
-        window_s: Seconds of training per window; None picks by energy source: 1.0 s with
-            NVML, 0.25 s with RAPL or the CPU-time estimate.
-        grow: Keep re-deciding at every epoch end as the noise scale grows (only among measured
-            sizes); False settles once after probing.
+        switch_margin: Fraction of predicted energy to target a new size must save.
+        probe_windows: Measurement windows per candidate (their median; one warm-up discarded).
+        window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
+        grow: Keep re-deciding at every epoch end (among measured sizes); False settles once.
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -229,7 +196,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         """The current gradient noise scale estimate, in samples per optimizer step (all ranks)."""
         return self.policy.noise_scale.b_noise if self.policy is not None else None
 
-    # -- setup ---------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not), attach the monitor and the OOM guard."""
         if stage != "fit":
@@ -345,7 +311,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._window.target_steps = self._target_steps()
         self.publish_tags(trainer)
 
-    # -- out of memory -------------------------------------------------------------------------------
     def _install_oom_guard(self, pl_module: LightningModule) -> None:
         if self._guarded is pl_module:
             return
@@ -401,7 +366,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    # -- measuring -----------------------------------------------------------------------------------
     def _measuring(self) -> bool:
         return self.policy is not None and (not self.settled or self.grow)
 
@@ -410,15 +374,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return self._session is not None and self._session.probing_other_than(self.key)
 
     def _target_steps(self) -> int:
-        size, window_s = self.current_batch_size, self._window_s_used
-        if size is None or not window_s:
-            return NOISE_EVERY
-        if size in self._step_s:
-            return max(1, math.ceil(window_s / self._step_s[size]))
-        if self._step_s:  # a new size: time per sample of the nearest measured size
-            near = min(self._step_s, key=lambda b: abs(math.log2(b / size)))
-            return max(1, math.ceil(window_s / (self._step_s[near] / near * size)))
-        return NOISE_EVERY
+        return steps_for_window(self._window_s_used, self._step_s, self.current_batch_size, NOISE_EVERY)
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
@@ -474,16 +430,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if record.samples >= 1:
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
         if pairs >= 1:
-            small, big = (
-                record.extras["noise_small"] / world / pairs,
-                record.extras["noise_big"] / world / pairs,
-            )
+            small, big = (record.extras[k] / world / pairs for k in ("noise_small", "noise_big"))
             if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
                 global_batch = size * policy.global_batch_factor
                 policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
         self._window.target_steps = self._target_steps()
 
-    # -- epoch end: decide ---------------------------------------------------------------------------
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/batch_size``; record the epoch's window and decide (a switch stays pending).
 
@@ -493,13 +445,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         policy = self.policy
         if policy is None or self._session is None or self.current_batch_size is None:
             return
-        pl_module.log(
-            keys.BATCH_SIZE,
-            float(self.current_batch_size),
-            on_step=False,
-            on_epoch=True,
-            logger=bool(trainer.loggers),
-        )
+        size = float(self.current_batch_size)
+        pl_module.log(keys.BATCH_SIZE, size, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
         self.pause_window(trainer)
         self._pairs.drop()
         self._active = False
@@ -539,16 +486,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if decision.batch_size != previous:
             self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
         elif first_settle:  # nothing changes: nothing to wait for
-            self._record(
-                previous,
-                previous,
-                int(trainer.current_epoch),
-                int(trainer.global_step),
-                decision.reason.value,
-                decision.details,
-                1.0,
-                trainer,
-            )
+            settle = self.decided(trainer, previous, decision.reason.value, decision.details)
+            self._record(trainer, previous, settle, 1.0)
             self.publish_tags(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -572,9 +511,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._window.reset()
         self._reset_noise()
         self._window.target_steps = self._target_steps()
-        self._record(
-            previous, new, pending.epoch, pending.step, pending.reason, pending.details, lr_factor, trainer
-        )
+        self._record(trainer, previous, pending, lr_factor)
         _compat.info(
             trainer,
             f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
@@ -582,31 +519,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         )
         self.publish_tags(trainer)
 
-    def _record(
-        self,
-        previous: int,
-        new: int,
-        epoch: int,
-        step: int,
-        reason: str,
-        details: Mapping[str, Any],
-        lr_factor: float,
-        trainer: Trainer,
-    ) -> None:
-        noise = details.get("b_noise")
-        self.record(
-            {
-                "epoch": epoch,
-                "step": step,
-                "from": previous,
-                "to": new,
-                "reason": reason,
-                "lr_factor": lr_factor,
-                "lr": first_lr(trainer.optimizers),
-                "b_noise": jsonable(None if noise is None else float(noise)),
-                "details": jsonable(details),
-            }
-        )
+    def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
+        noise = switch.details.get("b_noise")
+        b_noise = jsonable(None if noise is None else float(noise))
+        self.record(switch, previous, lr_factor=lr_factor, lr=first_lr(trainer.optimizers), b_noise=b_noise)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"

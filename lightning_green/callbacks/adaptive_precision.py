@@ -50,69 +50,20 @@ from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
 )
+from lightning_green.training.precision import (
+    PRECISION_BITS,
+    gradient_overflows,
+    hardware_precisions,
+    parse_precisions,
+    skip_non_finite_step,
+)
 from lightning_green.training.windows import loss_of
-
-PRECISION_BITS: dict[str, int] = {"32-true": 32, "bf16-mixed": 16, "16-mixed": 16}
-"""``energy/precision`` as logged: the bits of the compute type (the name is in the tag and summary)."""
 
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
     PrecisionReason.LOSS_DEVIATION,
     PrecisionReason.COOLDOWN_OVER,
 }
-
-
-def hardware_precisions(device: torch.device) -> tuple[str, ...]:
-    """The precisions this device can train in with a swappable plugin, in policy order.
-
-    CPU: ``32-true`` and ``bf16-mixed`` (CPU autocast). CUDA: ``32-true``, ``bf16-mixed`` where
-    the GPU has native bf16 (Ampere and newer), and ``16-mixed`` with a GradScaler.
-
-    Args:
-        device: The strategy's root device.
-
-    Returns:
-        Precision names, ``32-true`` first; empty for device types not supported.
-
-    Example:
-        >>> hardware_precisions(torch.device("cpu"))
-        ('32-true', 'bf16-mixed')
-    """
-    if device.type == "cpu":
-        return ("32-true", "bf16-mixed")
-    if device.type == "cuda":
-        try:
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch
-            bf16 = torch.cuda.is_bf16_supported()
-        return ("32-true", "bf16-mixed", "16-mixed") if bf16 else ("32-true", "16-mixed")
-    return ()
-
-
-def parse_precisions(precisions: str | None) -> tuple[str, ...] | None:
-    """Parse the ``precisions`` argument: comma-separated names, or None for all the hardware supports.
-
-    Raises:
-        ValueError: For an unknown name or an empty list.
-
-    Example:
-        >>> parse_precisions("32-true, bf16-mixed")
-        ('32-true', 'bf16-mixed')
-    """
-    if precisions is None:
-        return None
-    if not isinstance(precisions, str):
-        raise ValueError(
-            f"precisions must be None or a comma-separated string of {list(PRECISIONS)}, got {precisions!r}"
-        )
-    names = [p.strip() for p in precisions.split(",") if p.strip()]
-    bad = [p for p in names if p not in PRECISIONS]
-    if bad or not names:
-        raise ValueError(
-            f"precisions must be None (all the hardware supports) or a comma-separated list of "
-            f"{list(PRECISIONS)}, got {precisions!r}"
-        )
-    return tuple(p for p in PRECISIONS if p in names)
 
 
 @dataclass
@@ -135,40 +86,24 @@ class PrecisionState:
 class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
-    Early in the run (after ``start_step`` optimizer steps) the callback probes each precision
-    the hardware supports between windows of the Trainer's own precision (the baseline), keeps
-    the cheapest that saves more than ``switch_margin`` and whose loss stays within
-    ``loss_tolerance`` of the baseline's trend, and rolls back on a non-finite loss, a loss jump
-    or repeated GradScaler overflows, banning the offender for ``cooldown_epochs``. On a CPU it
-    ends on ``32-true`` (bf16 costs more there), on an H100 on ``bf16-mixed``.
-
-    Logs ``energy/precision`` each epoch (32 or 16 - the bits of the compute type) to every
-    logger, the MLflow tags ``lightning_green.precision`` and
-    ``lightning_green.precision_switches``; each switch with its reason goes to the end-of-run
-    summary and ``adaptations.json`` (also an MLflow artifact).
-
-    Supported: one device or DDP on CPU or CUDA, automatic optimization, Trainer precision
-    ``32-true``, ``bf16-mixed`` or ``16-mixed`` (the baseline). Anything else raises
-    :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` at fit start.
+    After ``start_step`` optimizer steps it probes each precision the hardware supports between
+    windows of the Trainer's own (the baseline), keeps the cheapest that saves over
+    ``switch_margin`` with a loss within ``loss_tolerance`` of the baseline's trend, and rolls
+    back on a non-finite loss, a loss jump or repeated GradScaler overflows (banned for
+    ``cooldown_epochs``). Logs ``energy/precision`` (bits: 32 or 16) per epoch, the MLflow tags
+    ``lightning_green.precision[_switches]``, and each switch in the summary and
+    ``adaptations.json``. Needs one device or DDP on CPU or CUDA, automatic optimization and a
+    Trainer precision of ``32-true``, ``bf16-mixed`` or ``16-mixed`` (refused at fit start).
 
     Args:
-        precisions: Comma-separated precisions to consider (``"32-true,bf16-mixed"``), or None
-            for all the hardware supports. The Trainer's precision is always the baseline.
-        loss_tolerance: Relative excess of a precision's training loss over the baseline's trend
-            that counts as harm (on top of a noise allowance). Default 0.05: working mixed
-            precision stays within about 1 % of fp32, failing mixed precision drifts by several
-            percent or diverges.
+        precisions: Comma-separated precisions to consider, or None for all the hardware supports.
+        loss_tolerance: Relative excess of the training loss over the baseline's trend that counts
+            as harm (working mixed precision stays within about 1 %).
         switch_margin: Fraction of joules per sample a precision must save to be adopted.
-            Default 0.1: window-to-window scatter of energy readings is a few percent.
         cooldown_epochs: Epochs a precision stays banned after a rollback or failed loss check.
-            Default 2.
-        max_overflows: GradScaler overflows within one window that trigger a rollback of
-            ``16-mixed``. Default 3.
-        window_s: Seconds of training per measurement window; None picks by energy source:
-            1.0 s with NVML (its counter updates every few tens of ms), 0.25 s with RAPL or
-            the CPU-time estimate (10 ms ticks).
-        start_step: Optimizer steps before probing begins (first steps carry one-off costs and
-            the steepest loss drop). Default 20.
+        max_overflows: GradScaler overflows within one window that roll ``16-mixed`` back.
+        window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
+        start_step: Optimizer steps before probing begins.
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -246,10 +181,10 @@ class AdaptivePrecision(AdaptiveCallback):
 
     @property
     def busy(self) -> bool:
-        """Whether precisions are being (or about to be) probed (announced to the session: ``set_probing``).
+        """Whether precisions are being (or about to be) probed: announced to the session (``set_probing``).
 
-        True from the start of the run until the first probe plan is over (when there is
-        anything to probe), and during every later plan (after a cooling period).
+        True until the first probe plan is over (when there is anything to probe) and during
+        every later plan (after a cooling period).
         """
         policy = self.policy
         if policy is None:
@@ -258,7 +193,6 @@ class AdaptivePrecision(AdaptiveCallback):
             return True
         return not self._first_plan_done and any(p != policy.current_precision for p in policy.supported)
 
-    # -- setup ---------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not) and attach the shared EnergyMonitor."""
         if stage != "fit":
@@ -342,7 +276,6 @@ class AdaptivePrecision(AdaptiveCallback):
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
 
-    # -- the plugin ----------------------------------------------------------------------------------
     def _get_scaler(self) -> Any:
         if self._scaler is None:
             self._scaler = torch.amp.GradScaler(device=self._device_type)
@@ -366,7 +299,6 @@ class AdaptivePrecision(AdaptiveCallback):
         self.current = precision
         self._scale_start = self._read_scale()
 
-    # -- hooks ---------------------------------------------------------------------------------------
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
@@ -382,14 +314,7 @@ class AdaptivePrecision(AdaptiveCallback):
         """Under a non-baseline precision without GradScaler, skip steps with non-finite gradients."""
         if not self._active or self.current != "bf16-mixed" or self.current == self.baseline:
             return
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if not finite:  # identical on every rank: gradients are all-reduced before this hook
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = None
+        if skip_non_finite_step(optimizer):  # the same on every rank: gradients are all-reduced by now
             self.skipped_steps += 1
 
     def on_train_batch_end(
@@ -409,12 +334,7 @@ class AdaptivePrecision(AdaptiveCallback):
         """GradScaler overflows in the window now closing, from its scale at both ends (one sync)."""
         start, end = self._scale_start, self._read_scale()
         self._scale_start = end
-        if start is None or end is None or not (0 < end < start):
-            return 0
-        backoff = float(self._scaler.get_backoff_factor())
-        if not 0 < backoff < 1:
-            return 0
-        return max(0, round(math.log(end / start) / math.log(backoff)))
+        return gradient_overflows(self._scaler, start, end)
 
     def _close_window(self, trainer: Trainer) -> None:
         policy = self.policy
@@ -470,16 +390,8 @@ class AdaptivePrecision(AdaptiveCallback):
         if decision.reason in _NOTABLE or (
             decision.reason is PrecisionReason.KEEP and "outcomes" in decision.details
         ):
-            self.record(
-                {
-                    "epoch": int(trainer.current_epoch),
-                    "step": int(trainer.global_step),
-                    "from": self.current,
-                    "to": decision.precision,
-                    "reason": decision.reason.value,
-                    "details": jsonable(decision.details),
-                }
-            )
+            keep = self.decided(trainer, decision.precision, decision.reason.value, decision.details)
+            self.record(keep, self.current)
             self.publish_tags(trainer)
 
     def _switch(self, trainer: Trainer) -> None:
@@ -490,16 +402,7 @@ class AdaptivePrecision(AdaptiveCallback):
         if new == previous:
             return
         self._swap(trainer, new)
-        self.record(
-            {
-                "epoch": pending.epoch,
-                "step": pending.step,
-                "from": previous,
-                "to": new,
-                "reason": pending.reason,
-                "details": pending.details,
-            }
-        )
+        self.record(pending, previous)
         _compat.info(
             trainer,
             f"lightning_green: precision {previous} -> {new} at epoch {pending.epoch} "
@@ -537,13 +440,8 @@ class AdaptivePrecision(AdaptiveCallback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
         if self.current is not None:
-            pl_module.log(
-                keys.PRECISION,
-                float(PRECISION_BITS[self.current]),
-                on_step=False,
-                on_epoch=True,
-                logger=bool(trainer.loggers),
-            )
+            bits = float(PRECISION_BITS[self.current])
+            pl_module.log(keys.PRECISION, bits, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
         self.pause_window(trainer)
 
     @property

@@ -58,23 +58,14 @@ def _optimizer_steps_per_epoch(trainer: Trainer) -> float | None:
 class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
 
-    Takes Lightning ``EarlyStopping``'s arguments with the same meaning (``monitor``, ``mode``,
-    ``patience``, ``min_delta``, ``check_finite``, ``stopping_threshold``,
-    ``divergence_threshold``, ``strict``, ``verbose``, ``check_on_train_epoch_end``,
-    ``log_rank_zero_only``) plus the energy ones. Each check feeds the monitored metric (rank 0's
-    value, so every DDP rank decides alike) and the cumulative energy to the stopping policy; a
-    stop is recorded in :attr:`stopped_epoch` and :attr:`stop_reason` and as the MLflow tag
-    ``lightning_green.stop_reason``; a run it did not stop gets the tag value ``none`` and a
-    ``stop reason: none (ran to max_epochs=N)`` line in the summary (:attr:`stop_reason` stays
-    ``None``). The policy's arguments are logged as run parameters ``lightning_green.<name>``
-    (:meth:`policy_params`), so ``lightning-green replay`` over the MLflow run reproduces the
-    decision without repeating them. Every check logs the policy's view when it has one:
-    ``energy/gain_per_kwh`` (recent improvement per kWh), ``energy/projected_gain`` (what the
-    learning-curve fit still expects up to ``max_epochs``) and ``energy/projected_gain_per_kwh``.
-
-    Scheduled learning-rate drops (``StepLR``, ``MultiStepLR``, ``ReduceLROnPlateau``, also
-    inside ``SequentialLR``/``ChainedScheduler``) are read from the trainer: a flat stretch that
-    a drop within the planned run is about to end is not a reason to stop.
+    Takes Lightning ``EarlyStopping``'s arguments with the same meaning plus the energy ones.
+    Each check feeds rank 0's metric and the run's energy to the stopping policy (so every DDP
+    rank decides alike), and reads the scheduled learning-rate drops ahead from the trainer. A
+    stop sets :attr:`stop_reason` (exact), Lightning's ``stopped_epoch``, ``stopping_reason``
+    (the nearest :data:`LIGHTNING_REASONS`), ``wait_count`` and ``best_score``, and the MLflow
+    tag ``lightning_green.stop_reason`` (``none`` for a run it did not stop). The policy's
+    arguments become run parameters (:meth:`policy_params`) for ``lightning-green replay``; each
+    check logs ``energy/gain_per_kwh`` and ``energy/projected_gain[_per_kwh]`` when known.
 
     Args:
         monitor: Metric to watch, as logged.
@@ -134,14 +125,17 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
                 "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "
                 f"got {check_on_train_epoch_end!r}"
             )
-        # Validates every policy argument (ValueError naming it) before Lightning sees them.
-        self.config = StoppingConfig(
+        shared: dict[str, Any] = dict(
             mode=mode,
             min_delta=min_delta,
             patience=patience,
             check_finite=check_finite,
             stopping_threshold=stopping_threshold,
             divergence_threshold=divergence_threshold,
+        )
+        # Validates every policy argument (ValueError naming it) before Lightning sees them.
+        self.config = StoppingConfig(
+            **shared,
             min_epochs=min_epochs,
             energy_budget_kwh=energy_budget_kwh,
             min_gain_per_kwh=min_gain_per_kwh,
@@ -150,16 +144,11 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         )
         super().__init__(
             monitor=monitor,
-            min_delta=min_delta,
-            patience=patience,
             verbose=verbose,
-            mode=mode,
             strict=strict,
-            check_finite=check_finite,
-            stopping_threshold=stopping_threshold,
-            divergence_threshold=divergence_threshold,
             check_on_train_epoch_end=check_on_train_epoch_end,
             log_rank_zero_only=log_rank_zero_only,
+            **shared,
         )
         self.min_epochs = min_epochs
         self.energy_budget_kwh = energy_budget_kwh
@@ -176,7 +165,6 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
 
-    # -- wiring -------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Decide where to check (as Lightning does) and attach to the shared energy measurement."""
         super().setup(trainer, pl_module, stage)
@@ -201,7 +189,6 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         """Hold ``stopping_reason`` as a member of the trainer's ``EarlyStoppingReason`` (after a restore)."""
         self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
 
-    # -- the check ------------------------------------------------------------------------------------
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
         logs = trainer.callback_metrics
         if trainer.fast_dev_run:
@@ -250,10 +237,8 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
         """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
 
-        The planned horizon goes into the run parameter ``lightning_green.max_epochs`` (``none``
-        without a plan), the policy's arguments into :meth:`policy_params`, and each check's
-        ``epochs_until_lr_decay`` into the metric ``energy/epochs_until_lr_decay`` (at the step of
-        the check; absent when there was none).
+        The planned horizon (``lightning_green.max_epochs``, ``none`` without a plan) and
+        :meth:`policy_params` as run parameters; each check's ``energy/epochs_until_lr_decay``.
         """
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
@@ -266,15 +251,9 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         """The run parameters that record this stopper's policy, for replay to reproduce it.
 
         Every :class:`~lightning_green.policy.StoppingConfig` field as ``lightning_green.<name>``
-        (``None`` as ``none``), and the monitored metric and its direction as
-        ``lightning_green.monitor``/``lightning_green.mode``, the parameters the shared
-        EnergyMonitor logs for its own metric. Where that monitor watches another metric (or the
-        same one in the other direction), the stopper's go into
-        ``lightning_green.stopping_monitor``/``lightning_green.stopping_mode`` instead, so neither
-        overwrites the other.
-
-        Returns:
-            Parameter names and plain values (str, int, float, bool).
+        (``None`` as ``none``); the metric and direction as ``lightning_green.monitor``/``.mode``,
+        or as ``lightning_green.stopping_monitor``/``.stopping_mode`` when the session's
+        EnergyMonitor watches another metric (or direction), so neither overwrites the other.
         """
         params: dict[str, Any] = {
             keys.policy_param(name): "none" if value is None else value
@@ -297,17 +276,12 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         runs; that is no plan, and 1000 read as one would hold the marginal rule for 500 epochs.
         """
         horizon = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and (trainer.max_steps is None or trainer.max_steps < 0):
+        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
+        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and max_steps is None:
             horizon = None
-        steps_per_epoch = trainer.num_training_batches
-        if (
-            trainer.max_steps is not None
-            and trainer.max_steps > 0
-            and steps_per_epoch
-            and math.isfinite(steps_per_epoch)
-        ):
-            accumulate = max(1, trainer.accumulate_grad_batches)
-            by_steps = math.ceil(trainer.max_steps * accumulate / steps_per_epoch)
+        batches = trainer.num_training_batches
+        if max_steps is not None and batches and math.isfinite(batches):
+            by_steps = math.ceil(max_steps * max(1, trainer.accumulate_grad_batches) / batches)
             horizon = by_steps if horizon is None else min(horizon, by_steps)
         return horizon
 

@@ -36,7 +36,8 @@ class GradientPairs:
         >>> for step, grad in [(4, [1.0, 0.0]), (5, [0.0, 1.0])]:
         ...     w.grad = torch.tensor(grad)
         ...     pairs.offer(step, opt)
-        >>> pairs.take()  # |G_B|² = mean(1, 1); |G_2B|² = |(0.5, 0.5)|²
+        >>> count, small, big = pairs.take()  # |G_B|² = mean(1, 1); |G_2B|² = |(0.5, 0.5)|²
+        >>> count, small, round(big, 6)
         (1, 1.0, 0.5)
     """
 

@@ -9,6 +9,7 @@ figures. The window pauses outside training (validation, epoch-end work) and res
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -159,3 +160,25 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
         return outputs["loss"]
     return None
+
+
+def steps_for_window(
+    window_s: float | None, step_s: Mapping[int, float], size: int | None, default: int
+) -> int:
+    """Optimizer steps that take about ``window_s`` at batch size ``size``, from measured step times.
+
+    A size not measured yet is scaled from the nearest measured one (time per sample); with no
+    measurement at all, ``default``.
+
+    Example:
+        >>> steps_for_window(1.0, {32: 0.1}, 32, 4), steps_for_window(1.0, {32: 0.1}, 64, 4)
+        (10, 5)
+    """
+    if size is None or not window_s:
+        return default
+    if size in step_s:
+        return max(1, math.ceil(window_s / step_s[size]))
+    if step_s:
+        near = min(step_s, key=lambda b: abs(math.log2(b / size)))
+        return max(1, math.ceil(window_s / (step_s[near] / near * size)))
+    return default
