@@ -244,6 +244,19 @@ PLOT_FILENAME = "energy_report.png"
 """Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
 
 
+def write_report(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write :data:`SUMMARY_FILENAME` and, when matplotlib is installed, :data:`PLOT_FILENAME` in ``out_dir``.
+
+    Returns:
+        The JSON path and the plot path (None without matplotlib).
+    """
+    json_path = write_summary_json(summary, Path(out_dir) / SUMMARY_FILENAME)
+    try:
+        return json_path, plot_summary(summary, Path(out_dir) / PLOT_FILENAME)
+    except ImportError:
+        return json_path, None
+
+
 def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
 

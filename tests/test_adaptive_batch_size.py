@@ -29,7 +29,8 @@ from lightning_green import (
     EnergyAwareEarlyStopping,
     EnergyMonitor,
 )
-from lightning_green.callbacks import _adapt, _loggers
+from lightning_green.adaptations import ADAPTATIONS_FILENAME
+from lightning_green.callbacks import _loggers
 from lightning_green.callbacks._compat import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
 from lightning_green.policy.batch_size import BatchSizePolicy
@@ -162,7 +163,7 @@ def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported
     # The run ended probing 64: chosen is still the user's 32; the last epoch trained at 64.
     assert (summary["batch_size"], summary["batch_size_last"]) == (32, 64)
     assert summary["batch_size_switches"] == "e0 s20 32->64 probe"
-    written = json.loads((_loggers.output_dir(trainer) / _adapt.ADAPTATIONS_FILENAME).read_text())
+    written = json.loads((_loggers.output_dir(trainer) / ADAPTATIONS_FILENAME).read_text())
     assert (written["batch_size"]["batch_size"], written["batch_size"]["batch_size_last"]) == (32, 64)
     assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
     tags = logger.experiment.get_run(logger.run_id).data.tags

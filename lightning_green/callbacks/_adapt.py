@@ -1,29 +1,29 @@
-"""What AdaptiveBatchSize and AdaptivePrecision share: measured training windows, switches, records.
+"""What AdaptiveBatchSize and AdaptivePrecision share: the session, windows, switches, records.
 
-A *training window* is a run of optimizer steps between two boundaries that every DDP rank
-reaches at the same global step. Its energy and time come from a named window of the Trainer's
-:class:`~lightning_green.energy.session.EnergySession` (a collective at each boundary), its
-samples, losses and the caller's counts are summed over ranks with it - so every rank holds the
-same figures and its policy decides the same. Validation and epoch-end work are excluded: the
-window pauses at ``on_validation_start``/``on_train_epoch_end`` and resumes at the next
-``on_train_batch_start``. Whether a collective is called depends only on what is identical on
-every rank (step counts, summed records, decisions), never on a rank's own clock.
-
-A switch is decided where a window or an epoch ends but *applied* where training goes on
-(AdaptivePrecision at the next ``on_train_batch_start``, AdaptiveBatchSize at the next
+Each measures on a :class:`~lightning_green.training.windows.TrainingWindow` of the Trainer's
+session (named by its :attr:`AdaptiveCallback.key`), summed over ranks, so every rank decides
+the same. A switch is decided where a window or an epoch ends but *applied* where training goes
+on (AdaptivePrecision at the next ``on_train_batch_start``, AdaptiveBatchSize at the next
 ``on_train_epoch_start``): a switch decided at the run's last step stays :attr:`pending`, is
 never reported as trained, and is saved with the state so a resumed fit applies it.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
+from lightning_green.adaptations import (
+    ADAPTATIONS_FILENAME,
+    MAX_HISTORY,
+    Pending,
+    chosen_setting,
+    jsonable,
+    merge_adaptations,
+    switch_text,
+    switches,
+)
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import session_for
@@ -31,32 +31,16 @@ from lightning_green.energy.session import EnergySession
 from lightning_green.state import load_attributes, save_attributes
 from lightning_green.training.windows import TrainingWindow
 
-ADAPTATIONS_FILENAME = "adaptations.json"
-"""File written next to the energy summary with every adaptation and its reason."""
-
-MAX_TAG_CHARS = 4900
-"""MLflow tag values are limited to 5000 characters; the switch texts stay below."""
-
-MAX_HISTORY = 500
-"""Entries kept in an adaptation history (the most recent); a run switches a handful of times."""
-
-PROBE_REASON = "probe"
-"""The reason both policies give a switch that only measures."""
-
 
 class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
     """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
 
 
 def check_strategy(trainer: Trainer, who: str) -> None:
-    """Refuse strategies whose batch size or precision plugin cannot be changed in flight.
+    """Refuse strategies other than one device and data parallel (``AdaptationUnsupportedError``).
 
-    Supported: one device and data parallel (``ddp``, ``ddp_spawn`` ...). DeepSpeed fixes the
-    micro-batch size and precision in its config, FSDP and model parallelism shard gradients,
-    XLA has its own precision plugins.
-
-    Raises:
-        AdaptationUnsupportedError: For any other strategy.
+    DeepSpeed fixes the micro-batch size and precision in its config, FSDP and model
+    parallelism shard gradients, XLA has its own precision plugins.
     """
     if _compat.strategy_kind(trainer) is None:
         raise AdaptationUnsupportedError(
@@ -99,79 +83,18 @@ def default_window_s(source: str) -> float:
     return 1.0 if "nvml" in source else 0.25
 
 
-@dataclass
-class Pending:
-    """A switch decided at ``epoch``/``step`` and not applied yet."""
-
-    epoch: int
-    step: int
-    to: int | str
-    reason: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data: mappings to dicts, tuples to lists, enums to values, non-finite to None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def switch_text(history: Sequence[Mapping[str, Any]], limit: int = MAX_TAG_CHARS) -> str:
-    """A compact one-line text of switches (the most recent kept within ``limit`` characters).
-
-    Example:
-        >>> switch_text([{"epoch": 0, "step": 45, "from": 32, "to": 64, "reason": "probe"}])
-        'e0 s45 32->64 probe'
-    """
-    parts = [f"e{h['epoch']} s{h['step']} {h['from']}->{h['to']} {h['reason']}" for h in history]
-    text = "; ".join(parts)
-    while len(text) > limit and parts:
-        parts.pop(0)
-        text = "...; " + "; ".join(parts)
-    return text
-
-
-def switches(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """The entries of an adaptation history that changed the setting.
-
-    Example:
-        >>> switches([{"from": 32, "to": 32}, {"from": 32, "to": 64}])
-        [{'from': 32, 'to': 64}]
-    """
-    return [h for h in history if h["from"] != h["to"]]
-
-
 def write_adaptations(
     trainer: Trainer, key: str, payload: Mapping[str, Any], failed: bool = False
 ) -> Path | None:
     """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
 
-    Rank 0 only; both adaptive callbacks write their own key into the same file. A fit that
-    failed is marked ``"failed": true`` at the top of the file.
-
-    Returns:
-        The path written, or None on other ranks or when writing failed.
+    Rank 0 only (None elsewhere, or when writing failed); a failed fit is marked in the file.
     """
     if trainer.global_rank != 0:
         return None
     path = _loggers.output_dir(trainer) / ADAPTATIONS_FILENAME
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data = data if isinstance(data, dict) else {}
-        data[key] = jsonable(payload)
-        if failed:
-            data["failed"] = True
-        path.write_text(json.dumps(data, indent=2) + "\n")
+        merge_adaptations(path, key, payload, failed)
     except (OSError, ValueError) as err:
         _compat.warn(trainer, f"lightning_green: could not write {path}: {err}")
         return None
@@ -220,7 +143,6 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         """One callback of each kind per Trainer: the key does not depend on the arguments."""
         return f"lightning_green.{self.display_name}"
 
-    # -- to implement --------------------------------------------------------------------------------
     def energy_summary_fields(self) -> dict[str, Any]:
         """What goes into the end-of-run summary."""
         raise NotImplementedError
@@ -242,13 +164,8 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         Differs from :meth:`setting` only while a probe runs (a run ending then trained its last
         steps at the probed setting but did not choose it).
         """
-        chosen = self.initial_setting()
-        for entry in self.history:
-            if entry.get("reason") != PROBE_REASON:
-                chosen = entry["to"]
-        return chosen
+        return chosen_setting(self.history, self.initial_setting())
 
-    # -- shared steps of the hooks -------------------------------------------------------------------
     def attach(self, trainer: Trainer) -> None:
         """Find (or add) the shared measurement session, at setup."""
         self._session = session_for(trainer, requester=self)
@@ -313,7 +230,6 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
             text = switch_text(switches(self.history)) or "none"
             _loggers.set_tags(trainer, {self.tag_setting: self.chosen_setting(), self.tag_switches: text})
 
-    # -- hooks ---------------------------------------------------------------------------------------
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Validation is not training: pause the window."""
         if not trainer.sanity_checking:
@@ -349,7 +265,6 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         self.release()
         write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
 
-    # -- persistence ---------------------------------------------------------------------------------
     @property
     def saved_policy(self) -> dict[str, Any] | None:
         """The policy's state to save: the live policy's, or the one restored and not rebuilt yet."""

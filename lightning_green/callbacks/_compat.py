@@ -1,23 +1,13 @@
-"""The one place that knows Lightning's namespaces and the Lightning internals the callbacks use.
+"""The one module of lightning_green that imports Lightning: both namespaces and its internals.
 
-Lightning ships the same code twice: ``pytorch_lightning`` (with ``lightning_fabric``) and
-``lightning.pytorch`` (with ``lightning.fabric``, in the unified ``lightning`` package). A
-callback, logger, strategy or module of one is not an instance of the other's classes, so the
-rest of :mod:`lightning_green.callbacks` never imports either: it asks this module.
-
-- **Bases**: the public callbacks inherit from the ``Callback`` (``EarlyStopping``) class of
-  *every* installed namespace (:data:`CALLBACK_BASES`, :data:`EARLY_STOPPING_BASES`), so one
-  object passes the isinstance checks of either Trainer and of either ``LightningCLI``'s
-  ``class_path`` validation.
-- **Per trainer**: what depends on the trainer's namespace (the ``EarlyStoppingReason`` enum, the
-  precision plugins, ``is_overridden``, ``lightning_getattr``, the logger used for messages) is
-  resolved from the trainer with :func:`namespace_of`; isinstance checks on strategies and
-  loggers accept the classes of every namespace.
-- **Internals**: the private Lightning attributes the adaptive callbacks need (the fit loop's
-  data source and combined loader, the sampler epoch) are behind small named functions here.
-
-This is the only module of lightning_green that imports ``pytorch_lightning``,
-``lightning.pytorch`` or ``lightning_fabric``.
+Lightning ships the same code twice, ``pytorch_lightning`` and ``lightning.pytorch`` (``import
+lightning as L``); an object of one is no instance of the other's classes. The public callbacks
+inherit from ``Callback`` (``EarlyStopping``) of *every* installed namespace
+(:data:`CALLBACK_BASES`, :data:`EARLY_STOPPING_BASES`), so either Trainer and either
+LightningCLI accepts them. What depends on the trainer's namespace (enums, precision plugins,
+``is_overridden``, ``lightning_getattr``, message loggers) is resolved per trainer with
+:func:`namespace_of`; isinstance checks accept every namespace's classes. The fit loop's private
+attributes, the DDP collectives and the device sync are behind the small functions here.
 """
 
 from __future__ import annotations
@@ -29,7 +19,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -41,32 +30,13 @@ if TYPE_CHECKING:  # for annotations only: every namespace's Trainer and Lightni
 else:
     Trainer = LightningModule = Any
 
-__all__ = [
-    "CALLBACK_BASES",
-    "DEFAULT",
-    "EARLY_STOPPING_BASES",
-    "MISCONFIGURATION_BASES",
-    "NAMESPACES",
-    "LightningModule",
-    "Namespace",
-    "Trainer",
-    "namespace_of",
-]
-
 
 @dataclass(frozen=True)
 class Namespace:
-    """One installed Lightning namespace.
-
-    Attributes:
-        name: ``"pytorch_lightning"`` or ``"lightning.pytorch"``.
-        fabric: Its fabric package, ``"lightning_fabric"`` or ``"lightning.fabric"``.
-        package: The imported package.
-    """
+    """One installed namespace: ``name`` (``pytorch_lightning``, ``lightning.pytorch``) and its ``fabric``."""
 
     name: str
     fabric: str
-    package: ModuleType
 
     def attr(self, module: str, name: str) -> Any:
         """``<namespace>.<module>.<name>``, e.g. ``attr("loggers", "MLFlowLogger")`` (imported when used)."""
@@ -84,9 +54,10 @@ def _lookup(module: str, name: str) -> Any:
 
 def _load(name: str, fabric: str) -> Namespace | None:
     try:
-        return Namespace(name, fabric, importlib.import_module(name))
+        importlib.import_module(name)
     except ImportError:
         return None
+    return Namespace(name, fabric)
 
 
 NAMESPACES: tuple[Namespace, ...] = tuple(
@@ -156,9 +127,6 @@ def classes(module: str, name: str) -> tuple[type, ...]:
     return tuple(ns.attr(module, name) for ns in NAMESPACES)
 
 
-# --------------------------------------------------------------------------- across ranks
-
-
 def _device(trainer: Trainer) -> torch.device:
     # NCCL needs CUDA tensors, gloo takes CPU ones: the strategy's root device suits both.
     try:
@@ -207,11 +175,8 @@ def local_rank_pids(trainer: Trainer) -> list[int]:
 def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> None:
     """Check that every rank holds exactly the same values (an all-gather under DDP).
 
-    Decisions are made on every rank from identical (summed) inputs; this verifies it, so a
-    divergence fails loudly on every rank at once instead of training ranks differently.
-
     Raises:
-        RuntimeError: On every rank, when the ranks disagree.
+        RuntimeError: On every rank, when the ranks disagree (a decision must never diverge).
     """
     world = int(trainer.world_size)
     if world <= 1:
@@ -224,15 +189,9 @@ def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> 
 
 def synchronize(trainer: Trainer) -> None:
     """Wait for the device's queued kernels, so an energy counter read now covers them (CUDA)."""
-    try:
-        device = trainer.strategy.root_device
-    except Exception:  # pragma: no cover - strategies without a root device
-        return
+    device = _device(trainer)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-# --------------------------------------------------------------------------- messages
 
 
 def _rank(trainer: Trainer | None) -> int:
@@ -254,9 +213,6 @@ def warn(trainer: Trainer | None, message: str, stacklevel: int = 3) -> None:
         warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
-# --------------------------------------------------------------------------- modules and batches
-
-
 def is_overridden(method: str, pl_module: LightningModule) -> bool:
     """Whether the LightningModule overrides hook ``method`` (of its own namespace's LightningModule)."""
     ns = namespace_of(pl_module)
@@ -265,27 +221,12 @@ def is_overridden(method: str, pl_module: LightningModule) -> bool:
     )
 
 
-def extract_batch_size(batch: Any) -> int:
-    """Lightning's ``extract_batch_size`` (raises when the batch has no tensor)."""
-    return int(DEFAULT.attr("utilities.data", "extract_batch_size")(batch))
+def lightning_attr(function: str, pl_module: LightningModule, *args: Any) -> Any:
+    """Lightning's ``lightning_hasattr``/``lightning_getattr``/``lightning_setattr`` (``function``).
 
-
-def lightning_hasattr(pl_module: LightningModule, name: str) -> bool:
-    """Lightning's ``lightning_hasattr``: ``name`` on the module, its ``hparams`` or the datamodule."""
-    return bool(namespace_of(pl_module).attr("utilities.parsing", "lightning_hasattr")(pl_module, name))
-
-
-def lightning_getattr(pl_module: LightningModule, name: str) -> Any:
-    """Lightning's ``lightning_getattr`` (the first holder of ``name``)."""
-    return namespace_of(pl_module).attr("utilities.parsing", "lightning_getattr")(pl_module, name)
-
-
-def lightning_setattr(pl_module: LightningModule, name: str, value: Any) -> None:
-    """Lightning's ``lightning_setattr``: set ``name`` on every holder."""
-    namespace_of(pl_module).attr("utilities.parsing", "lightning_setattr")(pl_module, name, value)
-
-
-# --------------------------------------------------------------------------- callbacks, loggers, strategies
+    They find an attribute on the module, its ``hparams`` or the datamodule.
+    """
+    return namespace_of(pl_module).attr("utilities.parsing", function)(pl_module, *args)
 
 
 def early_stopping_callbacks(trainer: Trainer) -> list[Any]:
@@ -328,9 +269,6 @@ def strategy_kind(trainer: Trainer) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- precision plugins
-
-
 def is_swappable_precision_plugin(plugin: Any) -> bool:
     """Whether ``plugin`` is exactly ``Precision`` or ``MixedPrecision`` (nothing that casts weights)."""
     exact = classes("plugins.precision", "Precision") + classes("plugins.precision", "MixedPrecision")
@@ -360,9 +298,6 @@ def precision_plugin(trainer: Trainer, precision: str, device_type: str, scaler:
     return mixed(precision, device=device_type, scaler=scaler if precision == "16-mixed" else None)
 
 
-# --------------------------------------------------------------------------- the fit loop's internals
-
-
 def train_dataloader_from_module(trainer: Trainer) -> bool:
     """Whether the train dataloader comes from the LightningModule or DataModule (not passed to ``fit``)."""
     return bool(trainer.fit_loop._data_source.is_module())
@@ -390,9 +325,6 @@ def rebuild_train_dataloader(trainer: Trainer) -> None:
         set_epoch = namespace_of(trainer).fabric_attr("utilities.data", "_set_sampler_epoch")
         for dataloader in loop._combined_loader.flattened:
             set_epoch(dataloader, loop.epoch_progress.current.processed)
-
-
-# --------------------------------------------------------------------------- LightningCLI
 
 
 def save_config_bases() -> tuple[type, ...]:

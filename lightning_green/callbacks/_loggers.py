@@ -30,12 +30,8 @@ def ordered_loggers(trainer: Trainer) -> list[Any]:
 def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
     """Record run parameters on every logger (MLflow params, TensorBoard/CSV hparams).
 
-    A parameter that an MLflow run already holds with another value (a resumed run whose
-    energy source changed) is recorded as a tag ``<name>.resumed`` instead.
-
-    Args:
-        trainer: The trainer.
-        params: Names and plain values.
+    A parameter an MLflow run already holds with another value (a resumed run whose energy
+    source changed) is recorded as a tag ``<name>.resumed`` instead.
     """
     for logger in ordered_loggers(trainer):
         try:
@@ -50,13 +46,7 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
 
 
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-    """Log metrics straight to every logger (for hooks where ``LightningModule.log`` is not allowed).
-
-    Args:
-        trainer: The trainer.
-        metrics: Names and values.
-        step: The step to log them at.
-    """
+    """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed)."""
     for logger in ordered_loggers(trainer):
         try:
             logger.log_metrics(metrics, step=step)
@@ -68,12 +58,7 @@ def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
 
 
 def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
-    """Set tags on every MLflow run of the trainer (other loggers have no tags).
-
-    Args:
-        trainer: The trainer.
-        tags: Names and values (converted to str).
-    """
+    """Set tags (values as str) on every MLflow run of the trainer (other loggers have no tags)."""
     for logger in mlflow_loggers(trainer):
         try:
             for key, value in tags.items():
@@ -83,13 +68,7 @@ def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
 
 
 def log_artifact(trainer: Trainer, path: Path, artifact_path: str = "lightning_green") -> None:
-    """Upload a file to every MLflow run of the trainer.
-
-    Args:
-        trainer: The trainer.
-        path: Local file.
-        artifact_path: Folder inside the run's artifacts.
-    """
+    """Upload a local file into folder ``artifact_path`` of every MLflow run of the trainer."""
     for logger in mlflow_loggers(trainer):
         try:
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=artifact_path)
@@ -103,13 +82,7 @@ def output_dir(trainer: Trainer) -> Path:
     TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
     per-run folder ``energy_reports/<run_id>`` under ``default_root_dir`` (its own ``save_dir``
     only exists for file stores); without a logger, ``energy_reports`` under ``default_root_dir``.
-    (Never a folder named after the package: in the working directory it would shadow it.)
-
-    Args:
-        trainer: The trainer.
-
-    Returns:
-        A directory path (not created).
+    The directory is not created.
     """
     for logger in trainer.loggers:
         if _compat.is_file_logger(logger) and logger.log_dir:

@@ -14,8 +14,6 @@ same, checked exactly at each decision.
 
 from __future__ import annotations
 
-import functools
-import gc
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -23,25 +21,15 @@ from typing import Any, Literal
 import torch
 
 from lightning_green import keys
+from lightning_green.adaptations import Pending, jsonable, switch_text, switches
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    Pending,
     check_fraction,
     check_strategy,
-    jsonable,
-    switch_text,
-    switches,
 )
-from lightning_green.callbacks._compat import (
-    LightningModule,
-    Trainer,
-    lightning_getattr,
-    lightning_hasattr,
-    lightning_setattr,
-)
-from lightning_green.callbacks.energy_monitor import count_samples
+from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
 from lightning_green.policy import check_bools, check_int
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
@@ -56,7 +44,8 @@ from lightning_green.training.learning_rates import (
     resolve_lr_rule,
     scale_learning_rates,
 )
-from lightning_green.training.windows import steps_for_window
+from lightning_green.training.oom import OutOfMemoryGuard
+from lightning_green.training.windows import count_samples, steps_for_window
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -176,7 +165,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._step_batch = 0
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
-        self._guarded: LightningModule | None = None
+        self._guard: OutOfMemoryGuard | None = None
 
     def setting(self) -> int | None:
         """The batch size in use."""
@@ -208,13 +197,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 f"or LightningModule `train_dataloader()` from an attribute `{self.attr_name}` (or set "
                 "attr_name) and pass datamodule=..., or remove AdaptiveBatchSize."
             )
-        if not lightning_hasattr(pl_module, self.attr_name):
+        if not lightning_attr("lightning_hasattr", pl_module, self.attr_name):
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(attr_name={self.attr_name!r}): no attribute {self.attr_name!r} in the "
                 "model, model.hparams or the datamodule, so there is no batch size to change. Give your "
                 f"datamodule or model a `{self.attr_name}` attribute that train_dataloader() reads."
             )
-        value = lightning_getattr(pl_module, self.attr_name)
+        value = self._size(pl_module)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(attr_name={self.attr_name!r}): the attribute must be an integer >= 1, "
@@ -223,6 +212,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.attach(trainer)
         if trainer.world_size <= 1:
             self._install_oom_guard(pl_module)
+
+    def _size(self, pl_module: LightningModule, new: int | None = None) -> Any:
+        """The batch size attribute's value (Lightning's ``lightning_getattr``), or set it everywhere."""
+        if new is not None:
+            return lightning_attr("lightning_setattr", pl_module, self.attr_name, new)
+        return lightning_attr("lightning_getattr", pl_module, self.attr_name)
 
     def _build_policy(self, trainer: Trainer, initial: int) -> BatchSizePolicy:
         low = self.min_batch_size if self.min_batch_size is not None else max(1, initial // _DEFAULT_FACTOR)
@@ -257,7 +252,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 ``val_check_interval`` with per-epoch validation, or ``OneCycleLR`` stepped per step.
         """
         if self.initial_batch_size is None:  # a first fit, nothing restored
-            self.initial_batch_size = self.current_batch_size = lightning_getattr(pl_module, self.attr_name)
+            self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
         if self.policy is None:  # else a second fit with the same callback: carry on
             self.policy = self._build_policy(trainer, self.initial_batch_size)
@@ -265,8 +260,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 self.policy.load_state_dict(self._restored_policy)
         self._restored_policy = None
         self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
-        if lightning_getattr(pl_module, self.attr_name) != self.current_batch_size:
-            lightning_setattr(pl_module, self.attr_name, self.current_batch_size)
+        if self._size(pl_module) != self.current_batch_size:
+            self._size(pl_module, self.current_batch_size)
             _compat.info(
                 trainer,
                 f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}",
@@ -312,43 +307,16 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.publish_tags(trainer)
 
     def _install_oom_guard(self, pl_module: LightningModule) -> None:
-        if self._guarded is pl_module:
-            return
-        callback = self
-        original_step = pl_module.training_step
-        original_backward = pl_module.backward
-
-        @functools.wraps(original_step)
-        def training_step(*args: Any, **kwargs: Any) -> Any:
-            if callback._oom_epoch:
-                return None  # the rest of an epoch whose size ran out of memory is skipped
-            try:
-                return original_step(*args, **kwargs)
-            except torch.OutOfMemoryError:
-                callback._out_of_memory(pl_module)
-                return None
-
-        @functools.wraps(original_backward)
-        def backward(*args: Any, **kwargs: Any) -> None:
-            try:
-                original_backward(*args, **kwargs)
-            except torch.OutOfMemoryError:
-                callback._out_of_memory(pl_module)
-
-        pl_module.training_step = training_step  # type: ignore[method-assign]
-        pl_module.backward = backward  # type: ignore[method-assign]
-        self._guarded = pl_module
-
-    def _remove_oom_guard(self) -> None:
-        module = self._guarded
-        if module is not None:
-            for name in ("training_step", "backward"):
-                module.__dict__.pop(name, None)
-        self._guarded = None
+        if self._guard is None or self._guard.module is not pl_module:
+            self._guard = OutOfMemoryGuard(
+                pl_module, lambda: self._oom_epoch, lambda: self._out_of_memory(pl_module)
+            )
 
     def release(self) -> None:
         """Remove the out-of-memory guard from the module and drop the noise buffers."""
-        self._remove_oom_guard()
+        if self._guard is not None:
+            self._guard.remove()
+            self._guard = None
         self._reset_noise()
 
     def _out_of_memory(self, pl_module: LightningModule) -> None:
@@ -359,12 +327,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "skipping the rest of the epoch and ruling this size and larger ones out.",
             )
         self._oom_epoch = True
-        for param in pl_module.parameters():
-            param.grad = None
         self._pairs.drop()
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
 
     def _measuring(self) -> bool:
         return self.policy is not None and (not self.settled or self.grow)
@@ -505,7 +468,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if new == previous:
             return
         lr_factor = self._scale_learning_rates(trainer, previous, new)
-        lightning_setattr(pl_module, self.attr_name, new)
+        self._size(pl_module, new)
         self.current_batch_size = new
         _compat.rebuild_train_dataloader(trainer)
         self._window.reset()

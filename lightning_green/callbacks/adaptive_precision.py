@@ -31,18 +31,14 @@ from typing import Any
 import torch
 
 from lightning_green import keys
+from lightning_green.adaptations import Pending, jsonable, switch_text, switches
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    Pending,
     check_strategy,
-    jsonable,
-    switch_text,
-    switches,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.callbacks.energy_monitor import count_samples
 from lightning_green.policy.precision import (
     PRECISIONS,
     REFERENCE_PRECISION,
@@ -57,7 +53,7 @@ from lightning_green.training.precision import (
     parse_precisions,
     skip_non_finite_step,
 )
-from lightning_green.training.windows import loss_of
+from lightning_green.training.windows import count_samples, loss_of
 
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,

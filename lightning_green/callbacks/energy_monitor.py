@@ -26,17 +26,11 @@ from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
-from lightning_green.energy.session import EnergySession
+from lightning_green.energy.session import EnergySession, OpenEpoch
 from lightning_green.policy import check_bools
-from lightning_green.report import (
-    PLOT_FILENAME,
-    SUMMARY_FILENAME,
-    build_summary,
-    format_summary,
-    plot_summary,
-    write_summary_json,
-)
+from lightning_green.report import build_summary, format_summary, write_report
 from lightning_green.state import from_state, to_state
+from lightning_green.training.windows import count_samples
 
 
 class MonitorNotLoggedError(RuntimeError):
@@ -48,25 +42,7 @@ class SummaryContributor(Protocol):
     """A callback that adds fields to the end-of-run summary (the stopper, the adaptive callbacks)."""
 
     def energy_summary_fields(self) -> dict[str, Any]:
-        """The fields, as plain data (called on every rank at the end of the fit, or when it fails)."""
-        ...
-
-
-def count_samples(batch: Any) -> int:
-    """Samples in a training batch: the first dimension of its first tensor (0 when unknown).
-
-    Example:
-        >>> import torch
-        >>> count_samples((torch.zeros(32, 3), torch.zeros(32))), count_samples({"x": torch.zeros(8, 2)})
-        (32, 8)
-    """
-    first = batch[0] if isinstance(batch, (list, tuple)) and batch else batch
-    if isinstance(first, torch.Tensor) and first.ndim:
-        return int(first.shape[0])
-    try:
-        return _compat.extract_batch_size(batch)
-    except Exception:  # a batch of unknown structure counts nothing
-        return 0
+        """The fields, as plain data (asked on every rank when the fit ends or fails)."""
 
 
 def _cuda_uuid(index: int) -> str | None:
@@ -85,15 +61,6 @@ class DeferredMetric:
 
 
 @dataclass
-class OpenEpoch:
-    """What the epoch in progress had used when a checkpoint was saved (PUE applied)."""
-
-    energy_j: float
-    samples: int
-    duration_s: float
-
-
-@dataclass
 class MonitorState:
     """What EnergyMonitor saves in checkpoints."""
 
@@ -106,16 +73,12 @@ class MonitorState:
 class EnergyMonitor(*_compat.CALLBACK_BASES):
     r"""Measure the energy of every epoch and log it, with CO2 and the gain per kWh, to every logger.
 
-    Logged each epoch (on ``on_train_epoch_end``, through ``LightningModule.log``):
-    ``energy/epoch_kwh`` (train + validation, all ranks and devices, times ``pue``),
-    ``energy/total_kwh`` (cumulative, continued across resume; also on the progress bar),
-    ``energy/avg_power_w``, ``energy/samples_per_j``, ``energy/co2_kg`` (when a carbon
-    intensity is known) and, with ``monitor`` set, ``energy/marginal_<monitor>_per_kwh``: the
-    change of the metric over the epoch divided by the epoch's kWh, positive when it improved.
-    The run parameter ``lightning_green.energy_source`` says where the figures came from. At
-    the end of fit (and when it fails, marked ``failed``) a summary is printed on rank 0 and
-    written as ``energy_summary.json`` and a plot in the logger's directory (and logged as
-    MLflow artifacts).
+    Logs each epoch, through ``LightningModule.log``, ``energy/epoch_kwh``, ``energy/total_kwh``
+    (continued across resume), ``energy/avg_power_w``, ``energy/samples_per_j``,
+    ``energy/co2_kg`` and ``energy/marginal_<monitor>_per_kwh`` (see :mod:`lightning_green.keys`),
+    and the run parameter ``lightning_green.energy_source``. When the fit ends (or fails, marked
+    ``failed``) a summary is printed on rank 0 and written as ``energy_summary.json`` and a plot
+    in the logger's directory (and logged as MLflow artifacts).
 
     Args:
         meter: ``"auto"``, ``"nvml"``, ``"rapl"``, ``"estimate"`` or a ``+``-joined combination;
@@ -126,12 +89,10 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         strict: Raise when ``monitor`` is not among the logged metrics at the end of an epoch
             in which it should have been (like ``EarlyStopping(strict=True)``); else warn once.
         pue: Power usage effectiveness of the facility, >= 1.0; multiplies every measured joule.
-        carbon_intensity_g_per_kwh: Grid carbon intensity in gCO2e/kWh. None uses ``region``,
-            then the ``LIGHTNING_GREEN_CARBON_INTENSITY`` environment variable; with none of
-            these, CO2 is not reported.
+        carbon_intensity_g_per_kwh: Grid carbon intensity in gCO2e/kWh; None uses ``region``, then
+            ``LIGHTNING_GREEN_CARBON_INTENSITY``; with none, CO2 is not reported.
         region: A region code of :data:`lightning_green.energy.carbon.CARBON_INTENSITY_G_PER_KWH`.
-        cpu_power_per_core_w: Watts per fully busy core for the CPU-time estimate. None reads
-            ``LIGHTNING_GREEN_CPU_POWER_PER_CORE_W`` or uses 10 W.
+        cpu_power_per_core_w: Watts per busy core for the estimate (None: the environment or 10 W).
         sampling_interval_s: Period of the NVML power sampler on GPUs without an energy counter.
         step_interval: Every this many training steps, also log ``energy/step_j`` and
             ``energy/step_power_w``; 0 logs per epoch only.
@@ -199,7 +160,6 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         self._restored_marginal: tuple[int, float] | None = None  # (step, value) to log after a resume
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j, global_step, seconds)
 
-    # -- identity and sharing -----------------------------------------------------------------------
     @property
     def state_key(self) -> str:
         """One EnergyMonitor per Trainer: the key does not depend on the arguments."""
@@ -243,17 +203,10 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         monitor: str | None = None,
         mode: Literal["min", "max"] = "min",
     ) -> EnergyMonitor:
-        """The Trainer's EnergyMonitor, added right after ``requester`` if it has none.
+        """The Trainer's EnergyMonitor, set up for fitting; one is added right after ``requester`` if none.
 
-        Args:
-            trainer: The trainer.
-            requester: The callback asking; a new monitor is inserted right after it, so it
-                runs before checkpointing callbacks and its state is saved with them.
-            monitor: Metric for the new monitor's gain per kWh (when one is created).
-            mode: Direction of ``monitor``.
-
-        Returns:
-            The shared monitor, set up for fitting.
+        A new monitor (with ``monitor``/``mode`` for its gain per kWh) goes right after the callback
+        asking, so it runs before checkpointing callbacks and its state is saved with them.
         """
         found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if found:
@@ -269,7 +222,6 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
             created.setup(trainer, trainer.lightning_module, "fit")
         return created
 
-    # -- hooks ------------------------------------------------------------------------------------------
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Build the meters and start the session for fitting (idempotent)."""
         if stage != "fit" or self.session.running:
@@ -435,7 +387,6 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
                 params[keys.PARAM_CARBON_INTENSITY] = self.carbon_intensity_g_per_kwh
             _loggers.log_params(trainer, params)
 
-    # -- the end of the fit -------------------------------------------------------------------------
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the final reading (every rank: a collective) and write the summary."""
         if self.session.running:
@@ -443,10 +394,9 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
             self._report(trainer, reading.energy_j, reading.faults, reading.source, failure=None)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Write the summary of what was measured, marked failed, then stop the meters.
+        """Write the summary of what was measured, marked failed, and stop the meters.
 
-        No collective: the other ranks may not be here. One process takes a final reading; under
-        DDP the summary counts the epochs closed before the failure.
+        No collective: under DDP the other ranks may not be here, so it counts the closed epochs.
         """
         if self.session.running:
             if int(trainer.world_size) <= 1:
@@ -481,34 +431,27 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         if trainer.global_rank != 0:
             return
         _loggers.set_tags(trainer, {keys.TAG_PARTIAL: str(partial).lower(), keys.PARAM_ENERGY_SOURCE: source})
-        if self.summary:
-            _compat.info(trainer, format_summary(self.last_summary))
-            self._write(trainer)
-
-    def _write(self, trainer: Trainer) -> None:
+        if not self.summary:
+            return
+        _compat.info(trainer, format_summary(self.last_summary))
         try:
-            out_dir = _loggers.output_dir(trainer)
-            self.summary_path = write_summary_json(self.last_summary, out_dir / SUMMARY_FILENAME)
-            _loggers.log_artifact(trainer, self.summary_path)
-            try:
-                self.plot_path = plot_summary(self.last_summary, out_dir / PLOT_FILENAME)
-            except ImportError:
-                _compat.info(
-                    trainer,
-                    "lightning_green: matplotlib is not installed, so no energy plot was drawn "
-                    "(pip install 'lightning_green[plot]').",
-                )
-            else:
-                _loggers.log_artifact(trainer, self.plot_path)
+            self.summary_path, self.plot_path = write_report(self.last_summary, _loggers.output_dir(trainer))
         except Exception as err:  # the report must never fail a run
             _compat.warn(trainer, f"lightning_green: could not write the energy report: {err!r}")
+            return
+        for path in (self.summary_path, self.plot_path):
+            if path is not None:
+                _loggers.log_artifact(trainer, path)
+        if self.plot_path is None:
+            _compat.info(
+                trainer, "lightning_green: matplotlib is not installed, so no energy plot was drawn."
+            )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Stop the meters (their threads and library handles)."""
         if stage == "fit":
             self.session.stop()
 
-    # -- persistence --------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Energy totals and history, so a resumed run continues the series."""
         return to_state(MonitorState(**self.session.state_dict()))
@@ -530,7 +473,7 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
             metric = self._read_metric(trainer)
             if metric is not None and math.isfinite(metric):
                 state.deferred_metric = DeferredMetric(metric, self._deferred[0])
-        state.open_epoch = from_state(OpenEpoch, self.session.open_epoch())
+        state.open_epoch = self.session.open_epoch()
         saved.update(to_state(state))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -543,9 +486,7 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
             if record.marginal_per_kwh is not None and self.monitor is not None:
                 self._restored_marginal = (deferred.step, record.marginal_per_kwh)
         if state.open_epoch is not None:
-            ledger.carry_open_epoch(
-                state.open_epoch.energy_j, state.open_epoch.samples, state.open_epoch.duration_s
-            )
+            self.session.carry(state.open_epoch)
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]

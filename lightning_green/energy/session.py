@@ -109,6 +109,15 @@ class WindowRecord:
 
 
 @dataclass
+class OpenEpoch:
+    """What the epoch in progress has used so far: energy (PUE applied), samples, seconds."""
+
+    energy_j: float
+    samples: int
+    duration_s: float
+
+
+@dataclass
 class _Mark:
     energy_j: float
     time_s: float
@@ -344,14 +353,15 @@ class EnergySession:
             return None
         return self.ledger.attach_metric(float(summed["metric"]))  # type: ignore[arg-type]
 
-    def open_epoch(self) -> dict[str, float]:
-        """What the epoch in progress has used so far (energy with PUE, samples, seconds; collective)."""
+    def open_epoch(self) -> OpenEpoch:
+        """What the epoch in progress has used so far (collective), e.g. to keep it in a checkpoint."""
         reading, _ = self.read()
-        return {
-            "energy_j": max(0.0, self.ledger.total_j_at(reading.energy_j) - self.ledger.total_j),
-            "samples": float(reading.samples),
-            "duration_s": self._clock() - self._epoch_start_s,
-        }
+        energy_j = max(0.0, self.ledger.total_j_at(reading.energy_j) - self.ledger.total_j)
+        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s)
+
+    def carry(self, epoch: OpenEpoch) -> None:
+        """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
+        self.ledger.carry_open_epoch(epoch.energy_j, epoch.samples, epoch.duration_s)
 
     # -- coordination of probes -------------------------------------------------------------------
     def set_probing(self, key: str, probing: bool) -> None:

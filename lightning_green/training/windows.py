@@ -162,6 +162,21 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     return None
 
 
+def count_samples(batch: Any) -> int:
+    """Samples in a batch: the first dimension of the first tensor in it (0 when there is none).
+
+    Example:
+        >>> count_samples((torch.zeros(32, 3), torch.zeros(32))), count_samples({"x": [torch.zeros(8, 2)]})
+        (32, 8)
+    """
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    items = (
+        batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    )
+    return next((n for n in map(count_samples, items) if n), 0)
+
+
 def steps_for_window(
     window_s: float | None, step_s: Mapping[int, float], size: int | None, default: int
 ) -> int:
