@@ -29,7 +29,7 @@ from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import session_for
 from lightning_green.energy.session import EnergySession
 from lightning_green.state import load_attributes, save_attributes
-from lightning_green.training.windows import TrainingWindow
+from lightning_green.training.windows import TrainingWindow, default_window_s
 
 
 class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
@@ -73,16 +73,6 @@ def check_fraction(name: str, value: object, upper: float = 1.0) -> float:
     return float(value)
 
 
-def default_window_s(source: str) -> float:
-    """Window length suited to an energy source: 1 s for NVML's counter, 0.25 s for RAPL and the estimate.
-
-    Example:
-        >>> default_window_s("nvml+rapl"), default_window_s("estimate")
-        (1.0, 0.25)
-    """
-    return 1.0 if "nvml" in source else 0.25
-
-
 def write_adaptations(
     trainer: Trainer, key: str, payload: Mapping[str, Any], failed: bool = False
 ) -> Path | None:
@@ -103,14 +93,7 @@ def write_adaptations(
 
 
 class AdaptiveCallback(*_compat.CALLBACK_BASES):
-    """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy and its setting.
-
-    Subclasses set the class attributes (``State``: the dataclass of what they save), implement
-    :meth:`energy_summary_fields`, :meth:`setting` and :meth:`initial_setting`, and call
-    :meth:`attach` from ``setup``, :meth:`begin_training` from ``on_train_start``,
-    :meth:`resume_window` from ``on_train_batch_start`` and :meth:`optimizer_stepped` from
-    ``on_train_batch_end``. A decided switch is kept with :meth:`defer` and applied from
-    :meth:`take_pending`.
+    """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy, setting and ``State``.
 
     Args:
         window_s: Seconds per measurement window; None: chosen from the energy source.
@@ -159,11 +142,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
 
     def chosen_setting(self) -> Any:
-        """The setting the policy chose, probes aside: the last applied switch that was not a probe.
-
-        Differs from :meth:`setting` only while a probe runs (a run ending then trained its last
-        steps at the probed setting but did not choose it).
-        """
+        """The setting the policy chose, probes aside (differs from :meth:`setting` only during a probe)."""
         return chosen_setting(self.history, self.initial_setting())
 
     def attach(self, trainer: Trainer) -> None:

@@ -83,11 +83,7 @@ MISCONFIGURATION_BASES: tuple[type, ...] = tuple(
 
 
 class _EndOfInit(CALLBACK_BASES[0]):  # type: ignore[misc,valid-type]
-    """Ends the ``__init__`` chain of the EarlyStopping bases.
-
-    The first EarlyStopping's ``super().__init__()`` would otherwise land in the second's
-    ``__init__``, without its arguments.
-    """
+    """Ends the ``__init__`` chain: the first EarlyStopping's ``super().__init__()`` stops here."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         pass
@@ -103,10 +99,7 @@ EARLY_STOPPING_BASES: tuple[type, ...] = _early_stopping_bases()
 
 
 def namespace_of(obj: Any) -> Namespace:
-    """The Lightning namespace an object (a Trainer, a strategy, a module ...) comes from.
-
-    Looks at the modules of the object's classes (a user's subclass of ``Trainer`` counts as
-    its base's), then at ``obj.strategy``; anything else gets :data:`DEFAULT`.
+    """The Lightning namespace of an object (its classes' modules, then its ``strategy``, else DEFAULT).
 
     Example:
         >>> import lightning.pytorch as L
@@ -283,14 +276,7 @@ def mixed_precision_scaler(plugin: Any) -> Any:
 
 
 def precision_plugin(trainer: Trainer, precision: str, device_type: str, scaler: Any = None) -> Any:
-    """A precision plugin of the trainer's namespace: ``Precision`` for ``32-true``, else ``MixedPrecision``.
-
-    Args:
-        trainer: The trainer (its namespace's plugin classes are used).
-        precision: ``"32-true"``, ``"bf16-mixed"`` or ``"16-mixed"``.
-        device_type: ``"cpu"`` or ``"cuda"``.
-        scaler: The GradScaler of ``16-mixed``.
-    """
+    """A new precision plugin of the trainer's namespace (``Precision`` or ``MixedPrecision``)."""
     ns = namespace_of(trainer)
     if precision == "32-true":
         return ns.attr("plugins.precision", "Precision")()
@@ -310,12 +296,7 @@ def epoch_done(trainer: Trainer) -> bool:
 
 
 def rebuild_train_dataloader(trainer: Trainer) -> None:
-    """Have the fit loop request the train dataloader again, now, at an epoch start.
-
-    ``fit_loop.setup_data()`` ran before ``on_train_epoch_start`` and built or kept the loader;
-    its epoch start also set the sampler's epoch, which is repeated for the new one (as
-    Lightning's ``BatchSizeFinder`` resets the loader).
-    """
+    """Have the fit loop build the train dataloader again now (at an epoch start), its sampler's epoch set."""
     loop = trainer.fit_loop
     if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
         loop._data_fetcher.teardown()

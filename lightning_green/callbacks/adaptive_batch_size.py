@@ -244,12 +244,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state), refuse what a switch would crash, apply the size.
 
-        Runs after Lightning restored the callbacks' states and before the first dataloader is
-        built; a restored batch size's learning rate comes back with the optimizer state.
-
-        Raises:
-            AdaptationUnsupportedError: For a range without the user's size, an integer
-                ``val_check_interval`` with per-epoch validation, or ``OneCycleLR`` stepped per step.
+        Runs after Lightning restored the callbacks' states and before the first dataloader is built.
         """
         if self.initial_batch_size is None:  # a first fit, nothing restored
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
@@ -400,11 +395,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._window.target_steps = self._target_steps()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Log ``energy/batch_size``; record the epoch's window and decide (a switch stays pending).
-
-        The decision is made at most once per ``(epoch, global_step)``, also across a resume. A
-        switch is applied by :meth:`on_train_epoch_start`, if another epoch trains.
-        """
+        """Log ``energy/batch_size``; record the epoch's window and decide, once per (epoch, step)."""
         policy = self.policy
         if policy is None or self._session is None or self.current_batch_size is None:
             return
@@ -454,12 +445,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self.publish_tags(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Apply a pending switch: this epoch trains at the new size.
-
-        Lightning built (or kept) the train dataloader before this hook; it is rebuilt here at
-        the new size. Every rank is here with the same pending switch (the dataloader rebuild
-        includes a barrier).
-        """
+        """Apply a pending switch: this epoch trains at the new size (its dataloader rebuilt here)."""
         if self.current_batch_size is None or self.pending is None:
             return
         pending = self.take_pending()
@@ -495,10 +481,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return factor
 
     def energy_summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the batch size, switches, measurements.
-
-        ``batch_size_j_per_sample`` carries the PUE, like the summary's energy totals.
-        """
+        """The batch size, switches and measurements (``batch_size_j_per_sample`` with the PUE)."""
         measured = self.policy.measured() if self.policy is not None else {}
         pue = self.pue()
         return {

@@ -1,25 +1,12 @@
 """AdaptivePrecision: train in the precision that measurement shows is cheapest and still tracks fp32.
 
-Mixed precision is not cheaper everywhere: on an H100 ``bf16-mixed`` costs a fraction of the
-joules per sample of ``32-true``, on a CPU without bf16 matrix units it costs more. The callback
-measures joules per sample under each precision the hardware supports on real training steps,
-keeps the cheapest whose loss stays on the fp32 trajectory and rolls back when a precision
-misbehaves; the deciding is :class:`~lightning_green.policy.precision.PrecisionPolicy`'s. In
-Lightning terms:
-
-- The precision plugin is swapped between optimizer steps (``strategy.precision_plugin``, read
-  at call time for autocast, backward and the optimizer step). Weights stay fp32 under every
-  supported precision, so nothing is converted. A switch decided when a window closes is
-  applied at the next ``on_train_batch_start`` (see :mod:`._adapt`).
-- Windows close at optimizer-step boundaries every DDP rank reaches together; losses are
-  averaged and samples summed over ranks, so every rank decides the same (checked exactly).
-- One GradScaler serves every visit to ``16-mixed``; overflows are counted from the scale at
-  the window's ends (``log2`` of its halvings), never per step. Under ``bf16-mixed`` a step with
-  non-finite gradients is skipped before the policy rolls back.
-- While a precision is probed, the session says so (``set_probing``) and AdaptiveBatchSize
-  holds its size.
-- State (policy, precisions, GradScaler state, history) is saved in checkpoints; a resumed run
-  swaps to the saved precision in ``on_fit_start``, before Lightning restores the plugin's state.
+Mixed precision is not cheaper everywhere (bf16 costs a fraction of fp32 on an H100, more on a
+CPU without bf16 units): the callback measures joules per sample under each precision the
+hardware supports on training windows, keeps the cheapest whose loss stays on the fp32 trajectory
+and rolls back when one misbehaves; :class:`~lightning_green.policy.precision.PrecisionPolicy`
+decides. The Trainer's precision plugin is swapped between optimizer steps (weights stay fp32
+under every supported precision); a switch decided when a window closes applies at the next
+``on_train_batch_start``. While it probes, the session says so and AdaptiveBatchSize holds.
 """
 
 from __future__ import annotations
@@ -177,11 +164,7 @@ class AdaptivePrecision(AdaptiveCallback):
 
     @property
     def busy(self) -> bool:
-        """Whether precisions are being (or about to be) probed: announced to the session (``set_probing``).
-
-        True until the first probe plan is over (when there is anything to probe) and during
-        every later plan (after a cooling period).
-        """
+        """Whether precisions are (about to be) probed: until the first plan is over, and in later plans."""
         policy = self.policy
         if policy is None:
             return False
@@ -234,10 +217,10 @@ class AdaptivePrecision(AdaptiveCallback):
         self.attach(trainer)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Apply a restored precision (and GradScaler state) before Lightning restores the plugin.
+        """Apply a restored precision and GradScaler state before Lightning restores the plugin's.
 
         Raises:
-            AdaptationUnsupportedError: When the checkpoint's precisions are not available here.
+            AdaptationUnsupportedError: For precisions of the checkpoint this device lacks.
         """
         hardware = hardware_precisions(trainer.strategy.root_device)
         pending = self.pending.to if self.pending is not None else None
@@ -407,11 +390,9 @@ class AdaptivePrecision(AdaptiveCallback):
         self.publish_tags(trainer)
 
     def energy_summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the precision, switches, probing cost.
+        """The precision, switches and probing cost (joules with the PUE, like the summary's totals).
 
-        The joules carry the PUE, like the summary's energy totals: ``precision_probe_j`` is
-        the energy of the probe windows of non-baseline precisions, ``precision_probe_extra_j``
-        what they cost beyond the same samples at the baseline's joules per sample.
+        ``precision_probe_extra_j`` is what the probes cost beyond the same samples at the baseline.
         """
         pue = self.pue()
         j_per_sample = self.policy.j_per_sample() if self.policy is not None else {}

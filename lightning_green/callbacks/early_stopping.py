@@ -235,11 +235,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             self._stop(trainer, StopReason(reason), decision)
 
     def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
-        """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
-
-        The planned horizon (``lightning_green.max_epochs``, ``none`` without a plan) and
-        :meth:`policy_params` as run parameters; each check's ``energy/epochs_until_lr_decay``.
-        """
+        """Log what the policy was told beyond the curves (horizon, policy arguments, LR hints) for replay."""
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
             params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
@@ -270,11 +266,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         return params
 
     def _horizon_epochs(self, trainer: Trainer) -> int | None:
-        """The planned length of the run in epochs, or None when there is no plan.
-
-        Lightning turns ``max_epochs=None`` (with no ``max_steps``) into 1000 before any hook
-        runs; that is no plan, and 1000 read as one would hold the marginal rule for 500 epochs.
-        """
+        """The planned length in epochs, None without a plan (Lightning's implicit 1000 epochs is none)."""
         horizon = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
         max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
         if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and max_steps is None:
@@ -300,12 +292,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             )
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Record that training ended without this stopper stopping it, and how it ended.
-
-        Sets the MLflow tag ``lightning_green.stop_reason`` to ``none`` (the word replay writes for
-        a curve the policy never stopped); the summary gets ``stop_reason: "none"`` and
-        ``training_end`` (``ran to max_epochs=N`` ...). :attr:`stop_reason` stays ``None``.
-        """
+        """Record (summary ``stop_reason: "none"``, tag ``none``) that the run ended without this stopper."""
         if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
             return
         self._training_end_text = self._training_end(trainer)
@@ -344,23 +331,18 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The stop (or how the run ended without one) and the policy's last view, for the summary."""
+        end, decision = self._training_end_text, self.last_decision
         fields: dict[str, Any] = {}
         if self.stop_reason is not None:
-            fields = {
-                "stop_reason": self.stop_reason.value,
-                "stopped_epoch": self.stopped_epoch,
-                "stop_message": self.stopping_reason_message,
-            }
-        elif self._training_end_text is not None:
-            fields = {
-                "stop_reason": keys.NO_STOP,
-                "stopped_epoch": None,
-                "stop_message": f"{type(self).__name__} did not stop the run: {self._training_end_text}",
-                "training_end": self._training_end_text,
-            }
-        elif self.last_decision is not None:
-            fields = {"stop_reason": None, "stopped_epoch": None, "stop_message": None}
-        decision = self.last_decision
+            fields = dict(stop_reason=self.stop_reason.value, stopped_epoch=self.stopped_epoch)
+            fields["stop_message"] = self.stopping_reason_message
+        elif end is not None:
+            message = f"{type(self).__name__} did not stop the run: {end}"
+            fields = dict(
+                stop_reason=keys.NO_STOP, stopped_epoch=None, stop_message=message, training_end=end
+            )
+        elif decision is not None:
+            fields = dict(stop_reason=None, stopped_epoch=None, stop_message=None)
         if decision is not None:
             fitted_from = None
             if decision.fit is not None:
@@ -369,7 +351,6 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             fields["stopping_policy"] = decision_summary(decision, fitted_from)
         return fields
 
-    # -- persistence --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
         reason = None if self.stop_reason is None else self.stop_reason.value
@@ -387,11 +368,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Warn once when the checkpoint has no state for this stopper: its history restarts.
-
-        The state is found by ``state_key`` (the monitor and mode, as Lightning's): a stopper whose
-        monitor or mode changed since the checkpoint starts a new history.
-        """
+        """Warn once when the checkpoint has no state for this stopper's ``state_key`` (monitor, mode)."""
         saved = checkpoint.get("callbacks", {})
         if self.state_key in saved:
             return

@@ -1,12 +1,9 @@
 """EnergyMonitor: measure every epoch's energy and log it, with CO2 and gain per kWh, everywhere.
 
-The callback only adapts Lightning's hooks to one
-:class:`~lightning_green.energy.session.EnergySession` (the meter, the ledger, the windows): it
-starts the session at fit setup, closes an epoch at each ``on_train_epoch_end`` and logs the
-record through ``LightningModule.log`` (so every logger, the progress bar and
-``trainer.callback_metrics`` see it). The other lightning_green callbacks use the same session
-through :func:`session_for`; at the end of the fit the monitor asks each of them for its summary
-fields (:class:`SummaryContributor`) and writes the summary, also when the fit fails.
+It only adapts Lightning's hooks to one :class:`~lightning_green.energy.session.EnergySession`:
+starts it at setup, closes an epoch at each ``on_train_epoch_end`` and logs the record through
+``LightningModule.log``. The other callbacks use the same session (:func:`session_for`); when the
+fit ends (or fails) the monitor asks each for its summary fields (:class:`SummaryContributor`).
 """
 
 from __future__ import annotations
@@ -203,11 +200,7 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         monitor: str | None = None,
         mode: Literal["min", "max"] = "min",
     ) -> EnergyMonitor:
-        """The Trainer's EnergyMonitor, set up for fitting; one is added right after ``requester`` if none.
-
-        A new monitor (with ``monitor``/``mode`` for its gain per kWh) goes right after the callback
-        asking, so it runs before checkpointing callbacks and its state is saved with them.
-        """
+        """The Trainer's EnergyMonitor, set up; one is added right after ``requester`` when there is none."""
         found = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if found:
             return found[0]
@@ -296,11 +289,10 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         self._resolve_deferred_metric(trainer)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Close the epoch's accounting (every rank: a collective) and log it.
+        """Close the epoch (every rank: a collective) and log it.
 
-        Lightning runs plain callbacks' epoch-end hooks before the module's and before
-        ``EarlyStopping``'s: a metric the module logs in its own ``on_train_epoch_end`` is read
-        later (deferred), and the stopper finds the epoch closed.
+        Plain callbacks run before the module's and EarlyStopping's epoch-end hooks: a metric the module
+        logs in its own ``on_train_epoch_end`` is read later (deferred); the stopper finds the epoch closed.
         """
         if not self.session.running:
             return
@@ -459,10 +451,7 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Add the epoch in progress (and a metric logged after its close), so a resume keeps them.
-
-        Lightning saves checkpoints on every rank (``dump_checkpoint``), so the sum is safe.
-        """
+        """Keep the epoch in progress (and a metric logged after its close) in the checkpoint (collective)."""
         saved = checkpoint.get("callbacks", {}).get(self.state_key)
         if saved is None or not self.session.running:
             return
@@ -507,12 +496,5 @@ def session_for(
     monitor: str | None = None,
     mode: Literal["min", "max"] = "min",
 ) -> EnergySession:
-    """The Trainer's measurement session (its EnergyMonitor's), adding a monitor when it has none.
-
-    Args:
-        trainer: The trainer.
-        requester: The callback asking (a new monitor goes right after it).
-        monitor: Metric for a new monitor's gain per kWh.
-        mode: Direction of ``monitor``.
-    """
+    """The Trainer's measurement session (its EnergyMonitor's; one is added after ``requester`` if none)."""
     return EnergyMonitor.for_trainer(trainer, requester, monitor, mode).session

@@ -15,21 +15,19 @@ from lightning_green.callbacks._compat import LightningModule, Trainer
 
 
 class SaveConfigToLoggers(*_compat.save_config_bases()):
-    """Save the resolved LightningCLI config locally and as an artifact of every MLflow run.
+    """Save the resolved LightningCLI config locally and as an artifact ``config/`` of every MLflow run.
 
-    Use it as ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)``, with the
-    ``LightningCLI`` of ``lightning.pytorch.cli`` or of ``pytorch_lightning.cli`` alike (the class is
-    a ``SaveConfigCallback`` of every installed namespace). The file goes to
-    the first logger's directory (TensorBoard/CSV), or ``<default_root_dir>/energy_reports/<run_id>``
-    for MLflow, and is uploaded to each MLflow run under ``config/``. Written once, on global rank 0.
+    Use ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)`` with either namespace's
+    ``LightningCLI``. The file goes where :func:`~lightning_green.callbacks._loggers.output_dir` says;
+    written once, on global rank 0.
 
     Args:
         parser: Set by LightningCLI.
         config: Set by LightningCLI.
         config_filename: Name of the written file.
-        overwrite: Unused (each MLflow run gets its own folder); kept for LightningCLI's signature.
+        overwrite: Unused (each MLflow run gets its own folder).
         multifile: Save the config as several files (LightningCLI's option).
-        save_to_log_dir: Ignored: the file always goes where :func:`output_dir` says.
+        save_to_log_dir: Ignored.
     """
 
     def __init__(

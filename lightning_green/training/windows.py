@@ -177,6 +177,19 @@ def count_samples(batch: Any) -> int:
     return next((n for n in map(count_samples, items) if n), 0)
 
 
+def default_window_s(source: str) -> float:
+    """Window length suited to an energy source: 1 s for NVML's counter, 0.25 s for RAPL and the estimate.
+
+    NVML's counter updates every few tens of milliseconds; RAPL every millisecond and the CPU-time
+    estimate every 10 ms clock tick (25 ticks of one busy core in 0.25 s).
+
+    Example:
+        >>> default_window_s("nvml+rapl"), default_window_s("estimate")
+        (1.0, 0.25)
+    """
+    return 1.0 if "nvml" in source else 0.25
+
+
 def steps_for_window(
     window_s: float | None, step_s: Mapping[int, float], size: int | None, default: int
 ) -> int:
