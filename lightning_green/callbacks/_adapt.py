@@ -10,7 +10,7 @@ never reported as trained, and is saved with the state so a resumed fit applies 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -243,6 +243,14 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         """Undo what was attached; write what was adapted until the failure, marked failed."""
         self.release()
         write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
+
+    def ensure_policy(self, build: Callable[[], Any]) -> None:
+        """Build the policy (with the restored state) unless a previous fit of this callback left one."""
+        if self.policy is None:
+            self.policy = build()
+            if self._restored_policy is not None:
+                self.policy.load_state_dict(self._restored_policy)
+        self._restored_policy = None
 
     @property
     def saved_policy(self) -> dict[str, Any] | None:

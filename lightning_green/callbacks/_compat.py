@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -287,6 +288,14 @@ def precision_plugin(trainer: Trainer, precision: str, device_type: str, scaler:
 def train_dataloader_from_module(trainer: Trainer) -> bool:
     """Whether the train dataloader comes from the LightningModule or DataModule (not passed to ``fit``)."""
     return bool(trainer.fit_loop._data_source.is_module())
+
+
+def optimizer_steps_per_epoch(trainer: Trainer) -> int | None:
+    """Optimizer steps in a training epoch (batches over gradient accumulation), None if unknown."""
+    batches = trainer.num_training_batches
+    if not batches or not math.isfinite(batches):
+        return None
+    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
 
 
 def epoch_done(trainer: Trainer) -> bool:

@@ -249,11 +249,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self.initial_batch_size is None:  # a first fit, nothing restored
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
-        if self.policy is None:  # else a second fit with the same callback: carry on
-            self.policy = self._build_policy(trainer, self.initial_batch_size)
-            if self._restored_policy is not None:
-                self.policy.load_state_dict(self._restored_policy)
-        self._restored_policy = None
+        self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
         self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
         if self._size(pl_module) != self.current_batch_size:
             self._size(pl_module, self.current_batch_size)

@@ -245,11 +245,7 @@ class AdaptivePrecision(AdaptiveCallback):
         """Build the policy (with a restored state) once the energy source is known (collective)."""
         self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
-        if self.policy is None:  # else a second fit with the same callback: carry on
-            self.policy = self._new_policy(self._supported, self.baseline)
-            if self._restored_policy is not None:
-                self.policy.load_state_dict(self._restored_policy)
-        self._restored_policy = None
+        self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
         self._window.target_steps = max(self.policy.window_steps, 1)
         self._scale_start = self._read_scale()
         self._session.set_probing(self.key, self.busy)

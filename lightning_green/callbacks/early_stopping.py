@@ -48,13 +48,6 @@ class StopperState:
     stop_reason: str | None = None
 
 
-def _optimizer_steps_per_epoch(trainer: Trainer) -> float | None:
-    batches = trainer.num_training_batches
-    if not batches or not math.isfinite(batches):
-        return None
-    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-
-
 class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
 
@@ -69,7 +62,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
 
     Args:
         monitor: Metric to watch, as logged.
-        min_delta: Minimum change that counts as an improvement for the plateau rule (metric units).
+        min_delta: Minimum change that counts as an improvement for the plateau rule.
         patience: Checks without improvement before the plateau rule stops.
         verbose: Print each stop decision's reasoning.
         mode: ``"min"`` or ``"max"``.
@@ -77,18 +70,15 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         check_finite: Stop when the metric becomes NaN or infinite.
         stopping_threshold: Stop once the metric is better than this (the goal is reached).
         divergence_threshold: Stop once the metric is worse than this.
-        check_on_train_epoch_end: Check at the end of the training epoch (None: decided as Lightning
-            does: at epoch end when validation runs once per epoch, else after each validation).
+        check_on_train_epoch_end: Check at the training epoch's end (None: decided as Lightning does).
         log_rank_zero_only: Log the stop message on rank 0 only.
         min_epochs: Never stop on plateau or marginal-gain grounds before this many epochs.
         energy_budget_kwh: Stop before the next epoch would take the run's energy over this (kWh).
         min_gain_per_kwh: Absolute threshold in metric units per kWh (None: off).
-        min_relative_gain: Scale-free threshold: stop when a further kWh is projected to buy less
-            than this fraction of what the average kWh bought so far (None: off).
-        min_horizon_fraction: Never stop on marginal-gain grounds before this fraction of the
-            planned epochs (``max_epochs``, or what ``max_steps`` allows) has run. Without a plan
-            (``max_epochs`` unset: Lightning's implicit 1000 counts as unset) the learning-curve
-            projection has no horizon and this hold does not apply.
+        min_relative_gain: Stop when a further kWh is projected to buy less than this fraction of
+            what the average kWh bought so far (None: off).
+        min_horizon_fraction: No marginal-gain stop before this fraction of the planned epochs
+            (``max_epochs`` or what ``max_steps`` allows; without a plan, no hold).
 
     Example:
         >>> stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.0)
@@ -215,7 +205,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         horizon = self._horizon_epochs(trainer)
         lr_hint = epochs_until_lr_decay(
             trainer.lr_scheduler_configs,
-            _optimizer_steps_per_epoch(trainer),
+            _compat.optimizer_steps_per_epoch(trainer),
             epoch_done=_compat.epoch_done(trainer),
         )
         decision = self.policy.update(

@@ -78,21 +78,18 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
     in the logger's directory (and logged as MLflow artifacts).
 
     Args:
-        meter: ``"auto"``, ``"nvml"``, ``"rapl"``, ``"estimate"`` or a ``+``-joined combination;
-            a named source that is unavailable falls back to the estimate with one warning.
-        monitor: A logged metric whose gain per kWh to log, e.g. ``"val_acc"``. None adopts the
-            monitor of an ``EarlyStopping`` callback of the Trainer, if any.
+        meter: ``"auto"``, ``"nvml"``, ``"rapl"``, ``"estimate"`` or a ``+``-joined combination (an
+            unavailable named source falls back to the estimate with one warning).
+        monitor: A logged metric whose gain per kWh to log; None adopts an ``EarlyStopping``'s.
         mode: ``"min"`` if lower values of ``monitor`` are better, ``"max"`` if higher.
-        strict: Raise when ``monitor`` is not among the logged metrics at the end of an epoch
-            in which it should have been (like ``EarlyStopping(strict=True)``); else warn once.
+        strict: Raise when ``monitor`` is missing after an epoch that should have logged it.
         pue: Power usage effectiveness of the facility, >= 1.0; multiplies every measured joule.
         carbon_intensity_g_per_kwh: Grid carbon intensity in gCO2e/kWh; None uses ``region``, then
             ``LIGHTNING_GREEN_CARBON_INTENSITY``; with none, CO2 is not reported.
         region: A region code of :data:`lightning_green.energy.carbon.CARBON_INTENSITY_G_PER_KWH`.
         cpu_power_per_core_w: Watts per busy core for the estimate (None: the environment or 10 W).
         sampling_interval_s: Period of the NVML power sampler on GPUs without an energy counter.
-        step_interval: Every this many training steps, also log ``energy/step_j`` and
-            ``energy/step_power_w``; 0 logs per epoch only.
+        step_interval: Also log ``energy/step_j`` and ``energy/step_power_w`` every this many steps.
         prog_bar: Show ``energy/total_kwh`` on the progress bar.
         summary: Print and save the end-of-run summary.
 
