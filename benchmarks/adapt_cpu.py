@@ -67,7 +67,7 @@ class Outcome:
 
     def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision) -> None:
         """Copy the final settings, switches and probing energy (PUE included) from the adaptive callbacks."""
-        fields = {**batch.summary_fields(), **precision.summary_fields()}
+        fields = {**batch.energy_summary_fields(), **precision.energy_summary_fields()}
         self.batch_size, self.precision = fields["batch_size"], fields["precision"]
         self.batch_switches = fields["batch_size_switches"]
         self.precision_switches = fields["precision_switches"]

@@ -18,6 +18,8 @@ GAIN_PER_KWH = "energy/gain_per_kwh"
 PROJECTED_GAIN = "energy/projected_gain"
 PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
+BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
+PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
 
 # Run parameters.
 PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
@@ -37,6 +39,10 @@ TAG_STOP_REASON = "lightning_green.stop_reason"
 NO_STOP = "none"  # its value (and replay's stop_reason) when EnergyAwareEarlyStopping did not stop the run
 TAG_STOPPED_EPOCH = "lightning_green.stopped_epoch"
 TAG_PARTIAL = "lightning_green.partial"
+TAG_BATCH_SIZE = "lightning_green.batch_size"  # the batch size chosen (probes aside)
+TAG_BATCH_SIZE_SWITCHES = "lightning_green.batch_size_switches"  # the switches as compact text
+TAG_PRECISION = "lightning_green.precision"  # the precision chosen (probes aside)
+TAG_PRECISION_SWITCHES = "lightning_green.precision_switches"  # the switches as compact text
 
 
 def policy_param(name: str) -> str:

@@ -8,12 +8,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lightning_green import keys
 from lightning_green.energy.accounting import EpochEnergy
 from lightning_green.energy.units import J_PER_KWH, j_to_kwh
+from lightning_green.policy import StopDecision
 
 SUMMARY_FILENAME = "energy_summary.json"
 """Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
+
+_FIT_POINTS = 50  # points of a fitted learning curve drawn in the plot
 
 
 def build_summary(
@@ -101,6 +106,57 @@ def _metric_fields(history: Sequence[EpochEnergy], mode: str, total_kwh: float) 
     }
 
 
+def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = None) -> dict[str, Any]:
+    """The numbers behind a decision as plain data, with the fitted curve sampled for plotting.
+
+    Args:
+        decision: A decision of the stopping policy.
+        fitted_from_kwh: Cumulative energy of the first check the fit used (the curve is drawn
+            from there; the fitted families are singular at the start of their window).
+
+    Returns:
+        A JSON-able dictionary: the decision's diagnostics and, when a learning curve was
+        fitted, ``fit`` with its family and ``curve_kwh``/``curve_metric``: the fit drawn from
+        the start of its window to the end of the projected run, in the metric's own units.
+    """
+    out: dict[str, Any] = {
+        "epoch": decision.epoch,
+        "should_stop": decision.should_stop,
+        "reason": None if decision.reason is None else decision.reason.value,
+        "message": decision.message,
+        "best_metric": _finite(decision.best_metric),
+        "wait_count": decision.wait_count,
+        "hold": decision.hold,
+    }
+    for key in (
+        "gain_per_kwh",
+        "average_gain_per_kwh",
+        "projected_gain",
+        "projected_cost_kwh",
+        "projected_gain_per_kwh",
+        "relative_gain",
+        "next_epoch_kwh",
+    ):
+        out[key] = _finite(getattr(decision, key))
+    fit = decision.fit
+    if fit is not None:
+        fitted_until = fit.cost_ref_kwh + fit.cost_scale_kwh
+        end_kwh = fitted_until + (decision.projected_cost_kwh or 0.0)
+        start_kwh = fit.cost_ref_kwh if fitted_from_kwh is None else max(fit.cost_ref_kwh, fitted_from_kwh)
+        grid = np.linspace(start_kwh, end_kwh, _FIT_POINTS)
+        grid = grid[grid > fit.cost_ref_kwh]
+        out["fit"] = {
+            "family": fit.family,
+            "params": [float(p) for p in fit.params],
+            "rmse": float(fit.rmse),
+            "n_points": fit.n_points,
+            "fitted_until_kwh": fitted_until,
+            "curve_kwh": [float(x) for x in grid],
+            "curve_metric": [float(y) for y in fit.predict(grid)],
+        }
+    return out
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable table of a summary.
 
@@ -151,6 +207,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         for key in ("stop_reason", "stopped_epoch"):
             if summary.get(key) is not None:
                 rows.append((key.replace("_", " "), str(summary[key])))
+    if summary.get("failed"):  # written by a fit that raised: what was measured until then
+        rows.insert(0, ("status", f"FAILED ({summary.get('error') or 'the fit raised'})"))
     width = max(len(k) for k, _ in rows)
     lines = ["lightning_green energy summary", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
     return "\n".join(lines)
@@ -186,6 +244,19 @@ PLOT_FILENAME = "energy_report.png"
 """Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
 
 
+def write_report(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path | None]:
+    """Write :data:`SUMMARY_FILENAME` and, when matplotlib is installed, :data:`PLOT_FILENAME` in ``out_dir``.
+
+    Returns:
+        The JSON path and the plot path (None without matplotlib).
+    """
+    json_path = write_summary_json(summary, Path(out_dir) / SUMMARY_FILENAME)
+    try:
+        return json_path, plot_summary(summary, Path(out_dir) / PLOT_FILENAME)
+    except ImportError:
+        return json_path, None
+
+
 def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
 
@@ -204,10 +275,9 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     Raises:
         ImportError: When matplotlib (the ``plot`` extra) is not installed.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A Figure drawn by the Agg canvas directly: no pyplot, no backend change for the process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = summary.get("per_epoch", [])
     totals = [e["total_kwh"] for e in epochs]
@@ -215,7 +285,9 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     metric_points = [(e["total_kwh"], e["metric"]) for e in epochs if e.get("metric") is not None]
     monitor = summary.get("monitor") or "metric"
 
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    fig = Figure(figsize=(8, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     bars = ax.twinx()
     bars.bar(
         [t - e for t, e in zip(totals, energies, strict=True)],
@@ -295,7 +367,6 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -17,6 +22,80 @@ DATA = ROOT / "benchmarks" / "data"
 for path in (ROOT, ROOT / "examples"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
+
+
+NAMESPACES = ("lightning.pytorch", "pytorch_lightning")
+"""Lightning's two namespaces: the unified package's (``import lightning as L``) and the standalone one."""
+
+
+@dataclass(frozen=True)
+class Lightning:
+    """One Lightning namespace as a test sees it: its Trainer, loggers, callbacks and the digits task."""
+
+    name: str
+
+    @property
+    def pl(self) -> ModuleType:
+        """The namespace's package (``lightning.pytorch`` or ``pytorch_lightning``)."""
+        return importlib.import_module(self.name)
+
+    @property
+    def Trainer(self) -> type:  # noqa: N802 - the class, as ``pl.Trainer``
+        return self.pl.Trainer
+
+    @property
+    def LightningModule(self) -> type:  # noqa: N802
+        return self.pl.LightningModule
+
+    @property
+    def loggers(self) -> ModuleType:
+        return importlib.import_module(f"{self.name}.loggers")
+
+    @property
+    def callbacks(self) -> ModuleType:
+        return importlib.import_module(f"{self.name}.callbacks")
+
+    @property
+    def cli(self) -> ModuleType:
+        return importlib.import_module(f"{self.name}.cli")
+
+    @property
+    def DigitsDataModule(self) -> type:  # noqa: N802
+        from digits import for_lightning
+
+        return for_lightning(self.pl)[0]
+
+    @property
+    def DigitsClassifier(self) -> type:  # noqa: N802
+        from digits import for_lightning
+
+        return for_lightning(self.pl)[1]
+
+    def module(self, factory: Any) -> type:
+        """A test LightningModule of this namespace: ``factory(DigitsClassifier)``, built once."""
+        return _module(factory, self.name)
+
+
+@functools.cache
+def _module(factory: Any, name: str) -> type:
+    return factory(Lightning(name).DigitsClassifier)
+
+
+PL = Lightning("pytorch_lightning")
+
+
+@pytest.fixture(params=NAMESPACES)
+def ns(request) -> Lightning:
+    """Each Lightning namespace in turn (integration tests that must pass under both)."""
+    return Lightning(request.param)
+
+
+def _any_callback_bases() -> tuple[type, ...]:
+    return tuple(Lightning(name).pl.Callback for name in NAMESPACES)
+
+
+class AnyCallback(*_any_callback_bases()):
+    """A test callback that the Trainer of either namespace accepts."""
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +114,10 @@ def sqlite_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
-def make_trainer(tmp_path: Path, callbacks: list, logger=False, max_epochs: int = 3, **kwargs):
-    """A quiet CPU trainer for tests."""
-    import pytorch_lightning as pl
-
+def make_trainer(
+    tmp_path: Path, callbacks: list, logger=False, max_epochs: int = 3, lightning: Lightning = PL, **kwargs
+):
+    """A quiet CPU trainer for tests (of ``lightning``'s namespace)."""
     defaults = dict(
         max_epochs=max_epochs,
         accelerator="cpu",
@@ -52,4 +131,4 @@ def make_trainer(tmp_path: Path, callbacks: list, logger=False, max_epochs: int 
         log_every_n_steps=5,
     )
     defaults.update(kwargs)
-    return pl.Trainer(**defaults)
+    return lightning.Trainer(**defaults)

@@ -4,16 +4,18 @@ Lightning's ``ddp`` strategy re-runs this script for rank 1, so it must be impor
 script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
     python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,batch,precision,...]
+        [--lightning pytorch_lightning|lightning.pytorch]
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
-``--rank1-clock-rate R`` makes rank 1's clock, as the adaptive callbacks' training windows read
-it, run R times as fast as rank 0's: each rank's own time must never decide a collective.
+``--rank1-clock-rate R`` makes rank 1's clock, as its measurement session reads it, run R times as
+fast as rank 0's: each rank's own time must never decide a collective.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import resource
@@ -26,12 +28,16 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
-import pytorch_lightning as pl  # noqa: E402
-from digits import DigitsClassifier, DigitsDataModule  # noqa: E402
+from digits import for_lightning  # noqa: E402
 
 import lightning_green  # noqa: E402
 from lightning_green.callbacks import energy_monitor as energy_monitor_module  # noqa: E402
 from lightning_green.energy.meter import EnergyMeter  # noqa: E402
+
+# The Lightning namespace to train under (read before argparse: the classes below depend on it).
+NAMESPACE = sys.argv[sys.argv.index("--lightning") + 1] if "--lightning" in sys.argv else "pytorch_lightning"
+pl = importlib.import_module(NAMESPACE)
+DigitsDataModule, DigitsClassifier = for_lightning(pl)
 
 GPU_J_PER_READ = 1000.0  # rank r's scripted GPU adds (r + 1) * this per read
 HOST_J_PER_READ = 10.0
@@ -104,10 +110,11 @@ class Recorder(pl.Callback):
             "source": monitor.energy_source,
             "monitors": sum(isinstance(c, lightning_green.EnergyMonitor) for c in trainer.callbacks),
             "epochs_run": trainer.current_epoch,
+            "trainer_class": f"{type(trainer).__module__}.{type(trainer).__name__}",
             "adapt": {
-                c.adapt_role: {"history": c.history, "state": c.state_dict()}
+                c.key: {"history": c.history, "state": c.state_dict()}
                 for c in trainer.callbacks
-                if hasattr(c, "adapt_role")
+                if isinstance(c, (lightning_green.AdaptiveBatchSize, lightning_green.AdaptivePrecision))
             },
             "stopper": None
             if stopper is None
@@ -128,6 +135,7 @@ def main() -> None:
     parser.add_argument("--stopper-args", default="{}", help="JSON kwargs of EnergyAwareEarlyStopping")
     parser.add_argument("--batch-args", default="{}", help="JSON kwargs of AdaptiveBatchSize")
     parser.add_argument("--precision-args", default="{}", help="JSON kwargs of AdaptivePrecision")
+    parser.add_argument("--lightning", default="pytorch_lightning", help="the Lightning namespace")
     parser.add_argument("--rank1-clock-rate", type=float, default=1.0, help="rank 1's window clock rate")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -136,10 +144,10 @@ def main() -> None:
         import time
         from types import SimpleNamespace
 
-        from lightning_green.callbacks import _adapt
+        from lightning_green.energy import session
 
         rate, origin = args.rank1_clock_rate, time.monotonic()
-        _adapt.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
+        session.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
 
     if args.scripted:
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 import torch
-from digits import DigitsClassifier
+from conftest import PL
 
 from lightning_green.energy.meter import EnergyMeter
 
@@ -45,21 +45,29 @@ def install_scripted_meter(monkeypatch, j_per_read: float = 1000.0) -> list[Scri
     return built
 
 
-class CurveModule(DigitsClassifier):
-    """Trains the digits CNN for real but logs ``val_loss`` = ``curve[current_epoch]``.
+def curve_module(base: type) -> type:
+    """``CurveModule`` on ``base`` (a ``DigitsClassifier`` of either Lightning namespace)."""
 
-    Args:
-        curve: The scripted validation loss per epoch.
-        lr_milestones: MultiStepLR milestones (the schedule the stopper reads).
-    """
+    class CurveModule(base):
+        """Trains the digits CNN for real but logs ``val_loss`` = ``curve[current_epoch]``.
 
-    def __init__(self, curve: list[float], lr_milestones: list[int] | None = None) -> None:
-        super().__init__(lr_milestones=lr_milestones)
-        self.curve = list(curve)
+        Args:
+            curve: The scripted validation loss per epoch.
+            lr_milestones: MultiStepLR milestones (the schedule the stopper reads).
+        """
 
-    def validation_step(self, batch, batch_idx):
-        value = self.curve[min(self.current_epoch, len(self.curve) - 1)]
-        self.log("val_loss", torch.tensor(value), sync_dist=True)
+        def __init__(self, curve: list[float], lr_milestones: list[int] | None = None) -> None:
+            super().__init__(lr_milestones=lr_milestones)
+            self.curve = list(curve)
+
+        def validation_step(self, batch, batch_idx):
+            value = self.curve[min(self.current_epoch, len(self.curve) - 1)]
+            self.log("val_loss", torch.tensor(value), sync_dist=True)
+
+    return CurveModule
+
+
+CurveModule = PL.module(curve_module)
 
 
 def saturating_curve(epochs: int, floor: float = 1.0, tau: float = 3.0) -> list[float]:
@@ -69,4 +77,4 @@ def saturating_curve(epochs: int, floor: float = 1.0, tau: float = 3.0) -> list[
     return [floor + 2.0 * math.exp(-e / tau) for e in range(epochs)]
 
 
-__all__ = ["CurveModule", "ScriptedMeter", "install_scripted_meter", "pl", "saturating_curve"]
+__all__ = ["CurveModule", "ScriptedMeter", "curve_module", "install_scripted_meter", "pl", "saturating_curve"]

@@ -14,12 +14,12 @@ from types import SimpleNamespace
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import make_trainer
+from conftest import NAMESPACES, PL, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, MLFlowLogger
+from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.strategies import FSDPStrategy
-from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
 from torch.utils.data import DataLoader
 
 from lightning_green import (
@@ -29,10 +29,12 @@ from lightning_green import (
     EnergyAwareEarlyStopping,
     EnergyMonitor,
 )
-from lightning_green.callbacks import _adapt, _loggers, adaptive_batch_size
-from lightning_green.callbacks._adapt import agree_across_ranks
+from lightning_green.adaptations import ADAPTATIONS_FILENAME
+from lightning_green.callbacks import _loggers
+from lightning_green.callbacks._compat import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
 from lightning_green.policy.batch_size import BatchSizePolicy
+from lightning_green.training import gradient_pairs
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,12 +42,27 @@ FAST = dict(window_s=0.001, probe_windows=2)  # scripted energy needs no long wi
 STEP_HEAVY = dict(overhead_j=0.2, per_sample_j=0.001)  # per-step overhead: bigger batches are cheaper
 
 
-def fit(tmp_path, callbacks, model=None, dm=None, epochs=3, batches=20, ckpt_path=None, **trainer_kwargs):
+def fit(
+    tmp_path,
+    callbacks,
+    model=None,
+    dm=None,
+    epochs=3,
+    batches=20,
+    ckpt_path=None,
+    lightning=PL,
+    **trainer_kwargs,
+):
     pl.seed_everything(0, verbose=False)
-    model = model if model is not None else CostedDigits()
-    dm = dm if dm is not None else DigitsDataModule(batch_size=32)
+    model = model if model is not None else lightning.module(costed_digits)()
+    dm = dm if dm is not None else lightning.DigitsDataModule(batch_size=32)
     trainer = make_trainer(
-        tmp_path, callbacks, max_epochs=epochs, limit_train_batches=batches, **trainer_kwargs
+        tmp_path,
+        callbacks,
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        lightning=lightning,
+        **trainer_kwargs,
     )
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     return trainer, model, dm
@@ -77,13 +94,15 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
 
 # -- switching between epochs -----------------------------------------------------------------------
 def test_switches_between_epochs_the_loader_yields_the_new_size_lr_follows_and_it_is_logged(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, ns
 ):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
     spy = Spy()
-    logger = CSVLogger(str(tmp_path), name="csv")
-    trainer, _, dm = fit(tmp_path, [spy, cb], epochs=4, logger=logger)  # spy sees each epoch's lr
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    trainer, _, dm = fit(
+        tmp_path, [spy, cb], epochs=4, logger=logger, lightning=ns
+    )  # spy sees each epoch's lr
     # Epoch 0 measures the user's 32, epoch 1 probes 64, then the model decides (64 is 1.8x
     # cheaper per sample here, so it wins for any noise scale above ~25 samples).
     assert moves(cb)[0] == (0, 32, 64, "probe")
@@ -144,7 +163,7 @@ def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported
     # The run ended probing 64: chosen is still the user's 32; the last epoch trained at 64.
     assert (summary["batch_size"], summary["batch_size_last"]) == (32, 64)
     assert summary["batch_size_switches"] == "e0 s20 32->64 probe"
-    written = json.loads((_loggers.output_dir(trainer) / _adapt.ADAPTATIONS_FILENAME).read_text())
+    written = json.loads((_loggers.output_dir(trainer) / ADAPTATIONS_FILENAME).read_text())
     assert (written["batch_size"]["batch_size"], written["batch_size"]["batch_size_last"]) == (32, 64)
     assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
     tags = logger.experiment.get_run(logger.run_id).data.tags
@@ -307,20 +326,14 @@ def test_one_cycle_lr_stepped_per_step_is_refused_at_fit_start(tmp_path, monkeyp
 
 
 # -- per-step cost ----------------------------------------------------------------------------------
-def test_per_step_work_gathers_gradients_only_for_noise_pairs_and_finds_the_sibling_once(
-    tmp_path, monkeypatch
-):
+def test_per_step_work_gathers_gradients_only_for_noise_pairs(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
-    gathered, lookups = [], []
-    real_gradients, real_find = adaptive_batch_size._gradients, _adapt.find_callback
-    monkeypatch.setattr(
-        adaptive_batch_size, "_gradients", lambda opt: gathered.append(1) or real_gradients(opt)
-    )
-    monkeypatch.setattr(_adapt, "find_callback", lambda *a: lookups.append(1) or real_find(*a))
+    gathered = []
+    real_gradients = gradient_pairs.gradients
+    monkeypatch.setattr(gradient_pairs, "gradients", lambda opt: gathered.append(1) or real_gradients(opt))
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     precision = AdaptivePrecision(precisions="32-true", window_s=0.001, start_step=4)
     fit(tmp_path, [batch, precision], epochs=2)
-    assert len(lookups) == 2  # each callback looks its sibling up once, at setup
     assert batch.policy.noise_scale.num_updates >= 1  # pairs were measured ...
     assert 0 < len(gathered) <= 2 * 40 / 4  # ... gathering gradients on 2 of every 4 steps at most
 
@@ -456,7 +469,8 @@ def test_both_callbacks_log_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
 
 # -- a real 2-process DDP run over gloo -------------------------------------------------------------
 @pytest.mark.slow
-def test_ddp_ranks_make_identical_decisions(tmp_path):
+@pytest.mark.parametrize("lightning", NAMESPACES)
+def test_ddp_ranks_make_identical_decisions(tmp_path, lightning):
     script = Path(__file__).with_name("ddp_fit.py")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("LOCAL_RANK", None)
@@ -469,6 +483,8 @@ def test_ddp_ranks_make_identical_decisions(tmp_path):
         json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 0.02, "probe_windows": 2}),
         "--precision-args",
         json.dumps({"window_s": 0.02, "start_step": 4}),
+        "--lightning",
+        lightning,
     ]
     proc = subprocess.run(
         [sys.executable, str(script), str(tmp_path), *args],
@@ -479,6 +495,7 @@ def test_ddp_ranks_make_identical_decisions(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["trainer_class"] == f"{lightning}.trainer.trainer.Trainer"
     assert ranks[0]["adapt"] == ranks[1]["adapt"]  # histories and whole states, bit for bit
     batch = ranks[0]["adapt"]["batch_size"]["history"]
     precision = ranks[0]["adapt"]["precision"]["history"]

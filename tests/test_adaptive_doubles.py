@@ -13,9 +13,8 @@ import math
 from dataclasses import dataclass, field
 
 import pytest
-import pytorch_lightning as pl
 import torch
-from digits import DigitsClassifier
+from conftest import PL, AnyCallback
 from torch.nn import functional
 
 from lightning_green.energy.meter import EnergyMeter
@@ -66,40 +65,48 @@ def autocast_dtype() -> str:
     return "float32"
 
 
-class CostedDigits(DigitsClassifier):
-    """The digits CNN, charging the scripted cost per step and recording what each step ran in.
+def costed_digits(base: type) -> type:
+    """``CostedDigits`` on ``base`` (a ``DigitsClassifier`` of either Lightning namespace)."""
 
-    Args:
-        nan_under: A dtype (``"bfloat16"``) under which the loss is NaN (a numerically failing
-            precision).
-        oom_above: Batch sizes above this raise ``torch.OutOfMemoryError`` (a device too small).
-        huge_under: A dtype under which the loss is scaled up so that fp16 gradients overflow.
-        kwargs: DigitsClassifier arguments.
-    """
+    class CostedDigits(base):
+        """The digits CNN, charging the scripted cost per step and recording what each step ran in.
 
-    def __init__(self, nan_under=None, oom_above=None, huge_under=None, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.nan_under, self.oom_above, self.huge_under = nan_under, oom_above, huge_under
-        self.steps: list[tuple[int, str]] = []
+        Args:
+            nan_under: A dtype (``"bfloat16"``) under which the loss is NaN (a numerically failing
+                precision).
+            oom_above: Batch sizes above this raise ``torch.OutOfMemoryError`` (a device too small).
+            huge_under: A dtype under which the loss is scaled up so that fp16 gradients overflow.
+            kwargs: DigitsClassifier arguments.
+        """
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        if self.oom_above is not None and len(x) > self.oom_above:
-            raise torch.OutOfMemoryError("CUDA out of memory (scripted)")
-        dtype = autocast_dtype()
-        self.steps.append((len(x), dtype))
-        COST.charge(len(x), dtype)
-        logits = self(x)
-        loss = functional.cross_entropy(logits, y)
-        if dtype == self.huge_under:
-            loss = loss * 6.0e4 / loss.detach().float()  # the same gradient direction, fp16-sized
-        if dtype == self.nan_under:
-            loss = loss * math.nan
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        return loss
+        def __init__(self, nan_under=None, oom_above=None, huge_under=None, **kwargs) -> None:
+            super().__init__(**kwargs)
+            self.nan_under, self.oom_above, self.huge_under = nan_under, oom_above, huge_under
+            self.steps: list[tuple[int, str]] = []
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            if self.oom_above is not None and len(x) > self.oom_above:
+                raise torch.OutOfMemoryError("CUDA out of memory (scripted)")
+            dtype = autocast_dtype()
+            self.steps.append((len(x), dtype))
+            COST.charge(len(x), dtype)
+            logits = self(x)
+            loss = functional.cross_entropy(logits, y)
+            if dtype == self.huge_under:
+                loss = loss * 6.0e4 / loss.detach().float()  # the same gradient direction, fp16-sized
+            if dtype == self.nan_under:
+                loss = loss * math.nan
+            self.log("train_loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+    return CostedDigits
 
 
-class Spy(pl.Callback):
+CostedDigits = PL.module(costed_digits)
+
+
+class Spy(AnyCallback):
     """Per epoch: the batch size the dataloader really yielded, the precision and the lr."""
 
     def __init__(self) -> None:

@@ -8,28 +8,36 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import make_trainer
+from conftest import PL, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.precision import MixedPrecision
-from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
 
 from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
-from lightning_green.callbacks import _adapt, adaptive_precision
+from lightning_green.callbacks import adaptive_precision
+from lightning_green.training import windows
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
 FAST = dict(window_s=0.001, start_step=4)  # scripted energy needs no long windows
 
 
-def fit(tmp_path, callbacks, model=None, epochs=3, batches=20, ckpt_path=None, **trainer_kwargs):
+def fit(
+    tmp_path, callbacks, model=None, epochs=3, batches=20, ckpt_path=None, lightning=PL, **trainer_kwargs
+):
     pl.seed_everything(0, verbose=False)
-    model = model if model is not None else CostedDigits()
+    model = model if model is not None else lightning.module(costed_digits)()
     trainer = make_trainer(
-        tmp_path, callbacks, max_epochs=epochs, limit_train_batches=batches, **trainer_kwargs
+        tmp_path,
+        callbacks,
+        max_epochs=epochs,
+        limit_train_batches=batches,
+        lightning=lightning,
+        **trainer_kwargs,
     )
-    trainer.fit(model, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    trainer.fit(model, datamodule=lightning.DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
     return trainer, model
 
 
@@ -67,10 +75,10 @@ def test_precisions_parsed_in_policy_order():
 
 
 # -- swapping and measuring -------------------------------------------------------------------------
-def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_dropped(tmp_path, monkeypatch):
+def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_dropped(tmp_path, monkeypatch, ns):
     install_step_cost(monkeypatch)  # bf16 costs 3x per step
     cb = AdaptivePrecision(**FAST)
-    trainer, model = fit(tmp_path, [cb, EnergyMonitor(pue=2.0)], epochs=2)
+    trainer, model = fit(tmp_path, [cb, EnergyMonitor(pue=2.0)], epochs=2, lightning=ns)
     to_bf16, back = [h for h in cb.history if h["from"] != h["to"]]
     assert (to_bf16["to"], to_bf16["reason"]) == ("bf16-mixed", "probe")
     assert (back["to"], back["reason"]) == ("32-true", "too_expensive")
@@ -182,10 +190,10 @@ def test_16_mixed_reads_the_gradscaler_scale_only_at_window_boundaries(tmp_path,
     # get_scale() syncs with the device: never once per step, only when a window closes.
     install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 3.0, "float16": 0.3})
     reads, closes = [], []
-    real_get_scale, real_close = torch.amp.GradScaler.get_scale, _adapt.TrainingWindow.close
+    real_get_scale, real_close = torch.amp.GradScaler.get_scale, windows.TrainingWindow.close
     monkeypatch.setattr(torch.amp.GradScaler, "get_scale", lambda s: reads.append(1) or real_get_scale(s))
     monkeypatch.setattr(
-        _adapt.TrainingWindow, "close", lambda w, *a, **k: closes.append(1) or real_close(w, *a, **k)
+        windows.TrainingWindow, "close", lambda w, *a, **k: closes.append(1) or real_close(w, *a, **k)
     )
     cb = AdaptivePrecision(precisions="16-mixed", **FAST)
     _, model = fit(tmp_path, [cb], epochs=3)

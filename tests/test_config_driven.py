@@ -30,8 +30,21 @@ def by_type(callbacks, cls):
     return found
 
 
-def test_lightning_cli_yaml_builds_every_callback_and_takes_command_line_overrides(tmp_path, sqlite_uri):
-    cli = load_example("cli").main(
+def lightning_cli(ns, args: list[str], tmp_path: Path):
+    """``examples/cli.py`` under ``ns``: its LightningCLI, with the config's class paths in that namespace."""
+    from lightning_green.callbacks.save_config import SaveConfigToLoggers
+
+    config = tmp_path / "digits.yaml"
+    config.write_text(CONFIG.read_text().replace("pytorch_lightning.", f"{ns.name}."))
+    args = [str(config) if arg == str(CONFIG) else arg for arg in args]
+    return ns.cli.LightningCLI(
+        ns.DigitsClassifier, ns.DigitsDataModule, save_config_callback=SaveConfigToLoggers, args=args
+    )
+
+
+def test_lightning_cli_yaml_builds_every_callback_and_takes_command_line_overrides(tmp_path, sqlite_uri, ns):
+    cli = lightning_cli(
+        ns,
         [
             "fit",
             "--config",
@@ -47,8 +60,10 @@ def test_lightning_cli_yaml_builds_every_callback_and_takes_command_line_overrid
             # Overrides the last callback of the list: the stopper.
             "--trainer.callbacks.init_args.energy_budget_kwh",
             "0.5",
-        ]
+        ],
+        tmp_path,
     )
+    assert isinstance(cli.trainer, ns.Trainer) and isinstance(cli.trainer.logger, ns.loggers.MLFlowLogger)
     callbacks = cli.trainer.callbacks
     monitor = by_type(callbacks, EnergyMonitor)
     assert (monitor.pue, monitor.carbon_intensity_g_per_kwh, monitor.meter) == (1.2, 240.0, "auto")

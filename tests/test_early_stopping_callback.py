@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 
 import pytest
 import pytorch_lightning as pl
-from conftest import make_trainer
-from digits import DigitsClassifier, DigitsDataModule
-from doubles import CurveModule, install_scripted_meter, saturating_curve
-from pytorch_lightning.callbacks import ModelCheckpoint
+from conftest import PL, AnyCallback, make_trainer
+from digits import DigitsClassifier
+from doubles import CurveModule, curve_module, install_scripted_meter, saturating_curve
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
@@ -21,20 +21,23 @@ FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
 EPOCH_KWH = 1000.0 / J_PER_KWH  # the scripted meter: 1000 J per epoch boundary
 
 
-def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, **kwargs):
+def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, lightning=PL, **kwargs):
     pl.seed_everything(0)
-    trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, **{**FAST, **kwargs})
-    trainer.fit(module, datamodule=DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    trainer = make_trainer(
+        tmp_path, callbacks, max_epochs=max_epochs, lightning=lightning, **{**FAST, **kwargs}
+    )
+    trainer.fit(module, datamodule=lightning.DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
     return trainer
 
 
-def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri, monkeypatch):
+def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri, monkeypatch, ns):
     from mlflow.tracking import MlflowClient
 
     built = install_scripted_meter(monkeypatch)
     stopper = EnergyAwareEarlyStopping(monitor="val_loss")
-    logger = MLFlowLogger(experiment_name="stop", tracking_uri=sqlite_uri)
-    trainer = _fit(tmp_path, [stopper], CurveModule(saturating_curve(40)), max_epochs=40, logger=logger)
+    logger = ns.loggers.MLFlowLogger(experiment_name="stop", tracking_uri=sqlite_uri)
+    module = ns.module(curve_module)(saturating_curve(40))
+    trainer = _fit(tmp_path, [stopper], module, max_epochs=40, logger=logger, lightning=ns)
 
     assert stopper.stop_reason is StopReason.MARGINAL_GAIN
     assert stopper.config.min_epochs <= stopper.stopped_epoch < 39
@@ -216,7 +219,7 @@ class KilledError(Exception):
     pass
 
 
-class KillAt(pl.Callback):
+class KillAt(AnyCallback):
     """Simulates the process dying at the start of an epoch (after the last checkpoint)."""
 
     def __init__(self, epoch: int) -> None:
@@ -227,7 +230,7 @@ class KillAt(pl.Callback):
             raise KilledError
 
 
-def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
+def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, ns):
     install_scripted_meter(monkeypatch)
     curve = saturating_curve(40, tau=4.0)
     # The scripted meter adds energy per read and checkpoints read it (to keep an open epoch's
@@ -235,10 +238,11 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
     reference = EnergyAwareEarlyStopping(monitor="val_loss")
     _fit(
         tmp_path / "a",
-        [reference, ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)],
-        CurveModule(curve),
+        [reference, ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "a" / "ckpt", save_last=True)],
+        ns.module(curve_module)(curve),
         max_epochs=40,
         enable_checkpointing=True,
+        lightning=ns,
     )
     assert reference.stop_reason is not None
 
@@ -247,18 +251,20 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch):
     with pytest.raises(KilledError):
         _fit(
             tmp_path / "b",
-            [first, ModelCheckpoint(dirpath=ckpt, save_last=True), KillAt(9)],
-            CurveModule(curve),
+            [first, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), KillAt(9)],
+            ns.module(curve_module)(curve),
             max_epochs=40,
             enable_checkpointing=True,
+            lightning=ns,
         )
     resumed = EnergyAwareEarlyStopping(monitor="val_loss")
     _fit(
         tmp_path / "b",
-        [resumed, ModelCheckpoint(dirpath=ckpt, save_last=True)],
-        CurveModule(curve),
+        [resumed, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True)],
+        ns.module(curve_module)(curve),
         max_epochs=40,
         enable_checkpointing=True,
+        lightning=ns,
         ckpt_path=str(ckpt / "last.ckpt"),
     )
 
@@ -373,3 +379,87 @@ def test_ddp_ranks_stop_together(tmp_path):
         assert rank["monitors"] == 1 and rank["epochs_run"] == 4
         assert rank["history"][-1]["total_j"] <= budget_kwh * J_PER_KWH
     assert ranks[0]["history"] == ranks[1]["history"]
+
+
+STOP_KINDS = [
+    # (kind, stopper arguments, scripted val_loss per epoch, Lightning's reason, namespace)
+    (
+        "plateau",
+        dict(patience=3, min_epochs=1, min_relative_gain=None),
+        [2.0, 1.0] + [1.0] * 8,
+        "PATIENCE_EXHAUSTED",
+        "lightning.pytorch",
+    ),
+    ("marginal_gain", {}, saturating_curve(40), "PATIENCE_EXHAUSTED", "pytorch_lightning"),
+    (
+        "energy_budget",
+        dict(energy_budget_kwh=3.5 * EPOCH_KWH),
+        [3.0, 2.0, 1.5, 1.2, 1.0, 0.9],
+        "STOPPING_THRESHOLD",
+        "lightning.pytorch",
+    ),
+    ("non_finite", {}, [2.0, 1.5, float("nan"), 1.0], "NON_FINITE_METRIC", "pytorch_lightning"),
+    (
+        "divergence",
+        dict(divergence_threshold=5.0),
+        [2.0, 1.5, 9.0, 1.0],
+        "DIVERGENCE_THRESHOLD",
+        "lightning.pytorch",
+    ),
+    (
+        "threshold_reached",
+        dict(stopping_threshold=1.2),
+        [2.0, 1.5, 1.1, 1.0],
+        "STOPPING_THRESHOLD",
+        "pytorch_lightning",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "curve", "lightning_reason", "namespace"), STOP_KINDS, ids=[k[0] for k in STOP_KINDS]
+)
+def test_every_kind_of_stop_keeps_lightnings_own_fields_true(
+    tmp_path, monkeypatch, kind, kwargs, curve, lightning_reason, namespace
+):
+    """After any stop, Lightning's stopped_epoch, stopping_reason, wait_count and best_score say it too.
+
+    Where Lightning's own EarlyStopping knows the reason, it runs alongside on the same metric
+    and its fields are the reference.
+    """
+    from conftest import Lightning
+
+    install_scripted_meter(monkeypatch)
+    ns = Lightning(namespace)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", **kwargs)
+    callbacks = [stopper]
+    lightning_args = {
+        k: v for k, v in kwargs.items() if k in ("patience", "stopping_threshold", "divergence_threshold")
+    }
+    reference = None
+    if kind in ("plateau", "non_finite", "divergence", "threshold_reached"):
+        reference = ns.callbacks.EarlyStopping(monitor="val_loss", **{"patience": 30, **lightning_args})
+        callbacks.append(reference)
+    module = ns.module(curve_module)(curve)
+    trainer = _fit(tmp_path, callbacks, module, max_epochs=len(curve), lightning=ns)
+
+    assert stopper.stop_reason is StopReason(kind)
+    assert trainer.current_epoch == stopper.stopped_epoch + 1  # stopped right after that epoch
+    reasons = importlib.import_module(f"{namespace}.callbacks.early_stopping").EarlyStoppingReason
+    assert stopper.stopping_reason is reasons[lightning_reason]  # the trainer's own enum
+    assert stopper.stopping_reason_message == stopper.last_decision.message
+    assert stopper.wait_count == stopper.last_decision.wait_count
+    if reference is not None:
+        assert (stopper.stopped_epoch, stopper.stopping_reason) == (
+            reference.stopped_epoch,
+            reference.stopping_reason,
+        )
+        assert (stopper.wait_count, float(stopper.best_score)) == (
+            reference.wait_count,
+            float(reference.best_score),
+        )
+    else:  # no Lightning counterpart: the best metric seen
+        assert float(stopper.best_score) == pytest.approx(min(curve[: stopper.stopped_epoch + 1]))
+    state = stopper.state_dict()  # what Lightning saves: the same fields, in its own form
+    assert state["stopping_reason"] == reasons[lightning_reason].value
+    assert state["stopped_epoch"] == stopper.stopped_epoch

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import make_trainer
+from conftest import PL, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
@@ -21,10 +21,12 @@ from lightning_green.energy.units import J_PER_KWH
 EPOCH_KEYS = ["energy/epoch_kwh", "energy/total_kwh", "energy/avg_power_w", "energy/samples_per_j"]
 
 
-def _fit(tmp_path, monitor_cb, max_epochs=3, logger=False, **kwargs):
+def _fit(tmp_path, monitor_cb, max_epochs=3, logger=False, lightning=PL, **kwargs):
     pl.seed_everything(0)
-    trainer = make_trainer(tmp_path, [monitor_cb], logger=logger, max_epochs=max_epochs, **kwargs)
-    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=64))
+    trainer = make_trainer(
+        tmp_path, [monitor_cb], logger=logger, max_epochs=max_epochs, lightning=lightning, **kwargs
+    )
+    trainer.fit(lightning.DigitsClassifier(), datamodule=lightning.DigitsDataModule(batch_size=64))
     return trainer
 
 
@@ -32,12 +34,12 @@ def _history(client, run_id, key):
     return sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
 
 
-def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri):
+def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri, ns):
     from mlflow.tracking import MlflowClient
 
-    logger = MLFlowLogger(experiment_name="monitor", tracking_uri=sqlite_uri)
+    logger = ns.loggers.MLFlowLogger(experiment_name="monitor", tracking_uri=sqlite_uri)
     monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0, pue=1.25)
-    _fit(tmp_path, monitor, max_epochs=4, logger=logger)
+    _fit(tmp_path, monitor, max_epochs=4, logger=logger, lightning=ns)
 
     client = MlflowClient(sqlite_uri)
     run = client.get_run(logger.run_id)
@@ -70,7 +72,10 @@ def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri)
 
     # Summary: printed figures as JSON artifact and in the logger's folder.
     artifacts = [a.path for a in client.list_artifacts(logger.run_id, "lightning_green")]
-    assert "lightning_green/energy_summary.json" in artifacts
+    assert {"lightning_green/energy_summary.json", "lightning_green/energy_report.png"} <= set(artifacts)
+    # Locally: in a folder of its own run, under the trainer's root.
+    assert monitor.summary_path == tmp_path / "energy_reports" / logger.run_id / "energy_summary.json"
+    assert monitor.plot_path == monitor.summary_path.with_name("energy_report.png")
     summary = json.loads(Path(monitor.summary_path).read_text())
     assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
     assert summary["epochs"] == 4

@@ -8,7 +8,7 @@ import torch
 from conftest import make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 
-from lightning_green.callbacks._schedules import epochs_until_lr_decay
+from lightning_green.training.learning_rates import epochs_until_lr_decay
 
 
 class ScheduledDigits(DigitsClassifier):

@@ -1,106 +1,51 @@
 """AdaptiveBatchSize: train at the batch size that reaches the target for the fewest joules.
 
-Joules per sample usually fall as the batch grows, but a bigger batch also needs more samples
-to reach the same quality: McCandlish et al. 2018 model the samples to a target as
-``E_min (1 + B / B_noise)`` with ``B_noise`` the gradient noise scale. The deciding is
-:class:`~lightning_green.policy.batch_size.BatchSizePolicy`'s (probe the candidates for joules
-per sample, then minimise ``j_per_sample(B) · (1 + B / B_noise)``); this module measures,
-changes the batch size, scales the learning rate, logs and saves state.
-
-How it works in Lightning terms:
-
-- **Changing the batch size** happens between epochs, as Lightning's ``BatchSizeFinder`` does
-  it: the ``batch_size`` attribute (``attr_name``) is set on the model, its ``hparams`` and the
-  datamodule (``lightning_setattr``), and the fit loop's train dataloader is rebuilt
-  (``trainer.fit_loop._combined_loader = None``, then ``fit_loop.setup_data()`` requests a new
-  one from the datamodule or module, with the distributed sampler re-injected under DDP).
-  Validation dataloaders are left alone.
-- **Decided at an epoch end, applied at the next epoch start**: Lightning runs
-  ``EarlyStopping`` callbacks' epoch-end hooks after this one's and checks ``max_epochs`` and
-  ``max_steps`` after all of them, so whether another epoch trains is unknown when the decision
-  is made. A switch stays pending (saved in checkpoints) and takes effect - batch size, learning
-  rate, dataloader, the switch's record, log line and MLflow tags - in ``on_train_epoch_start``
-  (after Lightning's own ``setup_data()``, hence the explicit rebuild). A run that ends first
-  never reports a batch size it did not train with; a resumed or further fit applies it.
-- **Probing** is ordinary training: each candidate trains for at least one whole epoch (so the
-  trajectory and logged metrics are the run's own), and its joules per sample are the median of
-  measurement windows (``window_s`` seconds of training each, validation and epoch-end work
-  excluded, the first window of each visit discarded). A window spans epochs when epochs are
-  shorter than a window. Probe order: the user's size, then the others by distance from it,
-  larger first.
-- **Gradient noise scale**: every fourth optimizer step the gradient is kept and compared with
-  the next step's (``on_before_optimizer_step``, after DDP's all-reduce and accumulation, before
-  clipping): the mean of their squared norms is ``|G_B|²`` and the squared norm of their mean is
-  ``|G_2B|²`` at batch ``B`` = samples per optimizer step over all ranks (McCandlish et al.,
-  appendix A.1, with consecutive steps as the two halves of a batch of 2B; the parameters move
-  by one step in between, which biases ``B_noise`` slightly upwards at large learning rates).
-  Cost: one copy of the gradients and three norm passes per four steps - a fraction of one
-  optimizer step - and one extra gradient-sized buffer; the other steps only compare two
-  integers; none once the size has settled with ``grow=False``.
-- **Learning rate**: on every switch all optimizer param groups' ``lr`` (and ``initial_lr``,
-  ``max_lr``, ``min_lr`` where present) and the schedulers' ``base_lrs``/``max_lrs`` are scaled
-  by the rule, relative to the size they were set for, so a scheduler does not undo it.
-- **Out of memory** (one device): while adapting, the module's ``training_step`` and
-  ``backward`` are wrapped so that ``torch.OutOfMemoryError`` frees memory, skips the step
-  (gradients dropped) and the rest of the epoch; at the epoch end that size and every larger one
-  are ruled out for good and training continues at a smaller size. Under DDP an out-of-memory
-  error on one rank cannot be recovered consistently and is raised as usual.
-- **DDP**: windows close at the same global step on every rank; energy is the shared
-  ``EnergyMonitor``'s (summed over ranks), samples are summed, time is rank 0's, gradient
-  norms come from all-reduced gradients - so every rank's policy decides the same, which is
-  checked exactly (an all-gather) at each decision. Whether a collective runs never depends on
-  a rank's own clock: what an epoch leaves of a window is closed when it holds half the
-  window's steps.
-- **Refused at fit start**, because a switch would crash the run: an integer
-  ``val_check_interval`` with per-epoch validation when sizes above the user's are candidates
-  (Lightning requires it to be at most the batches of an epoch, and a larger batch makes epochs
-  shorter), and ``OneCycleLR`` stepped per optimizer step when sizes below the user's are (it
-  raises once stepped past ``total_steps``, which smaller batches reach).
-- With :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` in the same
-  Trainer the precision is probed first, at the user's batch size: it changes the joules per
-  sample at every size and the memory each size needs. The batch size holds still and measures
-  nothing while a precision probe runs (a window never mixes precisions, a precision probe
-  never straddles a batch-size change), then it is probed at the chosen precision.
+Bigger batches usually cost fewer joules per sample but need more samples to reach the same
+quality (McCandlish et al. 2018: ``E_min (1 + B / B_noise)``, ``B_noise`` the gradient noise
+scale). :class:`~lightning_green.policy.batch_size.BatchSizePolicy` decides; this callback
+measures (training windows of the session; gradient pairs for ``B_noise``), switches between
+epochs as Lightning's ``BatchSizeFinder`` does (``attr_name`` on the model, its ``hparams`` and
+the datamodule, then the train dataloader rebuilt), scales every learning rate, guards against
+out-of-memory on one device, logs and saves state. A switch decided at an epoch end is applied
+at the next ``on_train_epoch_start``; while the session says another setting (the precision) is
+probed, the batch size holds still. Under DDP every rank sums the same windows and decides the
+same, checked exactly at each decision.
 """
 
 from __future__ import annotations
 
-import functools
-import gc
 import math
-from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import pytorch_lightning as pl
 import torch
-from lightning_fabric.utilities.data import _set_sampler_epoch
-from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
-from pytorch_lightning.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
 
+from lightning_green import keys
+from lightning_green.adaptations import Pending, jsonable, switch_text, switches
+from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    agree_across_ranks,
     check_fraction,
     check_strategy,
-    jsonable,
-    switch_text,
-    switches,
 )
-from lightning_green.callbacks.energy_monitor import count_samples
-from lightning_green.policy._util import check_bools, check_int
+from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
+from lightning_green.policy import check_bools, check_int
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
     BatchSizeReason,
     scale_learning_rate,
 )
-
-TAG_BATCH_SIZE = "lightning_green.batch_size"
-"""MLflow tag holding the batch size in use (updated at every switch and at fit end)."""
-
-TAG_BATCH_SIZE_SWITCHES = "lightning_green.batch_size_switches"
-"""MLflow tag holding the switches so far as compact text (< 5000 characters)."""
+from lightning_green.training.gradient_pairs import GradientPairs
+from lightning_green.training.learning_rates import (
+    first_lr,
+    raises_past_its_end,
+    resolve_lr_rule,
+    scale_learning_rates,
+)
+from lightning_green.training.oom import OutOfMemoryGuard
+from lightning_green.training.windows import count_samples, steps_for_window
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -108,25 +53,7 @@ LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 NOISE_EVERY = 4
 """A gradient-noise pair starts every this many optimizer steps."""
 
-_LR_KEYS = ("lr", "initial_lr", "max_lr", "min_lr")
 _DEFAULT_FACTOR = 8  # the policy's default reach: the user's size times or divided by 8
-
-
-def resolve_lr_rule(rule: str, optimizer: torch.optim.Optimizer | None) -> str:
-    """The learning-rate rule to use: ``auto`` is ``linear`` for SGD, ``sqrt`` for the others.
-
-    Linear scaling (Goyal et al. 2017) holds for SGD with momentum; for adaptive optimisers
-    (Adam, AdamW, RMSprop, Adagrad ...) the square-root rule is the one that keeps the training
-    dynamics (Malladi et al. 2022, "On the SDEs and Scaling Rules for Adaptive Gradient
-    Algorithms").
-
-    Example:
-        >>> resolve_lr_rule("auto", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
-        'linear'
-    """
-    if rule != "auto":
-        return rule
-    return "linear" if isinstance(optimizer, torch.optim.SGD) else "sqrt"
 
 
 def _power_of_two_at_least(x: float) -> int:
@@ -136,40 +63,36 @@ def _power_of_two_at_least(x: float) -> int:
     return k
 
 
-def _raises_past_its_end(scheduler: Any) -> bool:
-    """Whether a scheduler raises when stepped past the length it was built for (OneCycleLR)."""
-    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
-        return True
-    return any(_raises_past_its_end(s) for s in getattr(scheduler, "_schedulers", ()))
+@dataclass
+class BatchSizeState:
+    """What AdaptiveBatchSize saves in checkpoints (the keys of its ``state_dict``)."""
+
+    version: int = field(default=1, metadata={"attr": "state_version"})
+    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
+    initial_batch_size: int | None = None
+    current_batch_size: int | None = None
+    settled: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    lr_rule: str | None = None
+    step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
+    decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
+    pending: Pending | None = None
 
 
 class AdaptiveBatchSize(AdaptiveCallback):
     r"""Probe batch sizes for joules per sample and train at the one cheapest to the target.
 
-    The candidates are the user's batch size times powers of two within
-    ``[min_batch_size, max_batch_size]`` (default: 8 times smaller to 8 times larger, the reach
-    the policy was checked with on the Zeus traces). The run trains at each candidate for at
-    least an epoch while its joules per sample are measured (after the precision has settled
-    when :class:`~lightning_green.callbacks.adaptive_precision.AdaptivePrecision` is there); then the
-    policy picks the size minimising ``j_per_sample(B) · (1 + B / B_noise)`` with the measured
-    gradient noise scale ``B_noise``, switching only for a predicted saving over
-    ``switch_margin``. With ``grow=True`` it keeps re-deciding at every epoch end as the noise
-    scale grows. The learning rate follows each switch by ``lr_scaling``.
+    Candidates: the user's batch size times powers of two within ``[min_batch_size,
+    max_batch_size]``. Each trains for at least an epoch while measured; then the policy picks
+    the size minimising ``j_per_sample(B) · (1 + B / B_noise)``, switching for a predicted saving
+    over ``switch_margin`` (and, with ``grow``, re-deciding at every epoch end). Logs
+    ``energy/batch_size`` per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``,
+    and each switch in the summary and ``adaptations.json``.
 
-    Logs ``energy/batch_size`` each epoch to every logger, the MLflow tags
-    ``lightning_green.batch_size`` and ``lightning_green.batch_size_switches``; each switch with
-    its reason goes to the end-of-run summary and ``adaptations.json`` (also an MLflow
-    artifact).
-
-    Needs: the train dataloader built by the LightningModule or LightningDataModule from an
-    integer attribute ``attr_name`` (model, ``model.hparams`` or datamodule), one device or DDP.
-    Otherwise :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` is raised
-    at fit start, as are an integer ``val_check_interval`` with per-epoch validation (unless
-    ``max_batch_size`` is the user's size) and ``OneCycleLR`` stepped per optimizer step (unless
-    ``min_batch_size`` is): a switch would crash them. The batch size only
-    changes between epochs, so probing costs about an epoch per candidate: with very long
-    epochs, narrow the range or shorten epochs (``limit_train_batches``). Other LR schedulers
-    stepped per optimizer step see a different number of steps per epoch after a switch.
+    Needs the train dataloader built by the module or datamodule from an integer attribute
+    ``attr_name`` and one device or DDP; an integer ``val_check_interval`` with per-epoch
+    validation (with larger candidates) and ``OneCycleLR`` stepped per step (with smaller ones)
+    would crash at a switch: all are refused at fit start (``AdaptationUnsupportedError``).
 
     Args:
         min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
@@ -177,14 +100,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         lr_scaling: How the learning rate follows the batch size: ``"linear"``, ``"sqrt"``,
             ``"none"``, or ``"auto"`` (linear for SGD, sqrt for adaptive optimisers such as Adam).
         attr_name: The attribute the dataloader reads its batch size from.
-        switch_margin: Fraction of predicted energy to target a new size must save. Default
-            0.1 (the model misses epochs-to-target on the Zeus traces by about 6-10 %).
-        probe_windows: Measurement windows per candidate (after one discarded warm-up window);
-            the median is used. Default 3.
-        window_s: Seconds of training per window; None picks by energy source: 1.0 s with
-            NVML, 0.25 s with RAPL or the CPU-time estimate.
-        grow: Keep re-deciding at every epoch end as the noise scale grows (only among measured
-            sizes); False settles once after probing.
+        switch_margin: Fraction of predicted energy to target a new size must save.
+        probe_windows: Measurement windows per candidate (their median; one warm-up discarded).
+        window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
+        grow: Keep re-deciding at every epoch end (among measured sizes); False settles once.
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -195,11 +114,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
         ('sqrt', True)
     """
 
-    adapt_role = "batch_size"
-    sibling_role = "precision"
+    key = "batch_size"
     display_name = "AdaptiveBatchSize"
-    tag_setting = TAG_BATCH_SIZE
-    tag_switches = TAG_BATCH_SIZE_SWITCHES
+    tag_setting = keys.TAG_BATCH_SIZE
+    tag_switches = keys.TAG_BATCH_SIZE_SWITCHES
+    State = BatchSizeState
 
     def __init__(
         self,
@@ -241,16 +160,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.current_batch_size: int | None = None
         self.settled = False
         self.lr_rule: str | None = None
-        self._restored_policy: dict[str, Any] | None = None
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
         self._step_batch = 0
-        self._pair_first: list[torch.Tensor] | None = None
-        self._pair_step = -1
-        self._noise_sum: torch.Tensor | None = None
-        self._noise_pairs = 0
+        self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
-        self._guarded: pl.LightningModule | None = None
+        self._guard: OutOfMemoryGuard | None = None
 
     def setting(self) -> int | None:
         """The batch size in use."""
@@ -270,26 +185,25 @@ class AdaptiveBatchSize(AdaptiveCallback):
         """The current gradient noise scale estimate, in samples per optimizer step (all ranks)."""
         return self.policy.noise_scale.b_noise if self.policy is not None else None
 
-    # -- setup ---------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not), attach the monitor and the OOM guard."""
         if stage != "fit":
             return
         check_strategy(trainer, self.display_name)
-        if not trainer.fit_loop._data_source.is_module():
+        if not _compat.train_dataloader_from_module(trainer):
             raise AdaptationUnsupportedError(
                 "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
                 "Trainer.fit(train_dataloaders=...). Build the train dataloader in your LightningDataModule "
                 f"or LightningModule `train_dataloader()` from an attribute `{self.attr_name}` (or set "
                 "attr_name) and pass datamodule=..., or remove AdaptiveBatchSize."
             )
-        if not lightning_hasattr(pl_module, self.attr_name):
+        if not lightning_attr("lightning_hasattr", pl_module, self.attr_name):
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(attr_name={self.attr_name!r}): no attribute {self.attr_name!r} in the "
                 "model, model.hparams or the datamodule, so there is no batch size to change. Give your "
                 f"datamodule or model a `{self.attr_name}` attribute that train_dataloader() reads."
             )
-        value = lightning_getattr(pl_module, self.attr_name)
+        value = self._size(pl_module)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(attr_name={self.attr_name!r}): the attribute must be an integer >= 1, "
@@ -299,7 +213,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if trainer.world_size <= 1:
             self._install_oom_guard(pl_module)
 
-    def _build_policy(self, trainer: pl.Trainer, initial: int) -> BatchSizePolicy:
+    def _size(self, pl_module: LightningModule, new: int | None = None) -> Any:
+        """The batch size attribute's value (Lightning's ``lightning_getattr``), or set it everywhere."""
+        if new is not None:
+            return lightning_attr("lightning_setattr", pl_module, self.attr_name, new)
+        return lightning_attr("lightning_getattr", pl_module, self.attr_name)
+
+    def _build_policy(self, trainer: Trainer, initial: int) -> BatchSizePolicy:
         low = self.min_batch_size if self.min_batch_size is not None else max(1, initial // _DEFAULT_FACTOR)
         high = self.max_batch_size if self.max_batch_size is not None else initial * _DEFAULT_FACTOR
         if not low <= initial <= high:
@@ -321,40 +241,33 @@ class AdaptiveBatchSize(AdaptiveCallback):
             * max(int(trainer.accumulate_grad_batches), 1),
         )
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state), refuse what a switch would crash, apply the size.
 
-        Runs after Lightning restored the callbacks' states and before the first dataloader is
-        built; a restored batch size's learning rate comes back with the optimizer state.
-
-        Raises:
-            AdaptationUnsupportedError: For a range without the user's size, an integer
-                ``val_check_interval`` with per-epoch validation, or ``OneCycleLR`` stepped per step.
+        Runs after Lightning restored the callbacks' states and before the first dataloader is built.
         """
         if self.initial_batch_size is None:  # a first fit, nothing restored
-            self.initial_batch_size = self.current_batch_size = lightning_getattr(pl_module, self.attr_name)
+            self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
-        if self.policy is None:  # else a second fit with the same callback: carry on
-            self.policy = self._build_policy(trainer, self.initial_batch_size)
-            if self._restored_policy is not None:
-                self.policy.load_state_dict(self._restored_policy)
-        self._restored_policy = None
+        self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
         self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
-        if lightning_getattr(pl_module, self.attr_name) != self.current_batch_size:
-            lightning_setattr(pl_module, self.attr_name, self.current_batch_size)
-            rank_zero_info(
-                f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}"
+        if self._size(pl_module) != self.current_batch_size:
+            self._size(pl_module, self.current_batch_size)
+            _compat.info(
+                trainer,
+                f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}",
             )
         if self.lr_rule is None:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
         if any(cfg.interval == "step" for cfg in trainer.lr_scheduler_configs):
-            rank_zero_warn(
+            _compat.warn(
+                trainer,
                 "AdaptiveBatchSize: an LR scheduler is stepped per optimizer step; the number of steps per "
-                "epoch changes with the batch size, so a schedule sized in steps ends early or late."
+                "epoch changes with the batch size, so a schedule sized in steps ends early or late.",
             )
 
-    def _refuse_what_a_switch_would_crash(self, trainer: pl.Trainer, grid: list[int], initial: int) -> None:
+    def _refuse_what_a_switch_would_crash(self, trainer: Trainer, grid: list[int], initial: int) -> None:
         # Larger sizes make epochs shorter (fewer batches), smaller ones add optimizer steps.
         interval = trainer.val_check_interval
         per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
@@ -369,7 +282,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "sizes)."
             )
         for config in trainer.lr_scheduler_configs:
-            if config.interval == "step" and _raises_past_its_end(config.scheduler) and min(grid) < initial:
+            if config.interval == "step" and raises_past_its_end(config.scheduler) and min(grid) < initial:
                 raise AdaptationUnsupportedError(
                     f"AdaptiveBatchSize cannot work with {type(config.scheduler).__name__} stepped per "
                     "optimizer step: OneCycleLR is sized in total_steps and raises once stepped past them, "
@@ -378,92 +291,51 @@ class AdaptiveBatchSize(AdaptiveCallback):
                     f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
                 )
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick the window length from the energy source (collective: every rank is here)."""
         self.begin_training(trainer)
         self._window.target_steps = self._target_steps()
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
-    # -- out of memory -------------------------------------------------------------------------------
-    def _install_oom_guard(self, pl_module: pl.LightningModule) -> None:
-        if self._guarded is pl_module:
-            return
-        callback = self
-        original_step = pl_module.training_step
-        original_backward = pl_module.backward
-
-        @functools.wraps(original_step)
-        def training_step(*args: Any, **kwargs: Any) -> Any:
-            if callback._oom_epoch:
-                return None  # the rest of an epoch whose size ran out of memory is skipped
-            try:
-                return original_step(*args, **kwargs)
-            except torch.OutOfMemoryError:
-                callback._out_of_memory(pl_module)
-                return None
-
-        @functools.wraps(original_backward)
-        def backward(*args: Any, **kwargs: Any) -> None:
-            try:
-                original_backward(*args, **kwargs)
-            except torch.OutOfMemoryError:
-                callback._out_of_memory(pl_module)
-
-        pl_module.training_step = training_step  # type: ignore[method-assign]
-        pl_module.backward = backward  # type: ignore[method-assign]
-        self._guarded = pl_module
-
-    def _remove_oom_guard(self) -> None:
-        module = self._guarded
-        if module is not None:
-            for name in ("training_step", "backward"):
-                module.__dict__.pop(name, None)
-        self._guarded = None
+    def _install_oom_guard(self, pl_module: LightningModule) -> None:
+        if self._guard is None or self._guard.module is not pl_module:
+            self._guard = OutOfMemoryGuard(
+                pl_module, lambda: self._oom_epoch, lambda: self._out_of_memory(pl_module)
+            )
 
     def release(self) -> None:
         """Remove the out-of-memory guard from the module and drop the noise buffers."""
-        self._remove_oom_guard()
+        if self._guard is not None:
+            self._guard.remove()
+            self._guard = None
         self._reset_noise()
 
-    def _out_of_memory(self, pl_module: pl.LightningModule) -> None:
+    def _out_of_memory(self, pl_module: LightningModule) -> None:
         if not self._oom_epoch:
-            rank_zero_warn(
+            _compat.warn(
+                pl_module.trainer,
                 f"AdaptiveBatchSize: out of memory at {self.attr_name}={self.current_batch_size}; "
-                "skipping the rest of the epoch and ruling this size and larger ones out."
+                "skipping the rest of the epoch and ruling this size and larger ones out.",
             )
         self._oom_epoch = True
-        for param in pl_module.parameters():
-            param.grad = None
-        self._pair_first = None
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        self._pairs.drop()
 
-    # -- measuring -----------------------------------------------------------------------------------
     def _measuring(self) -> bool:
         return self.policy is not None and (not self.settled or self.grow)
 
     def _held(self) -> bool:
-        """Whether the sibling AdaptivePrecision probes (its state is the same on every rank)."""
-        return bool(self._sibling is not None and self._sibling.busy)
+        """Whether another setting (the precision) is being probed: the same on every rank."""
+        return self._session is not None and self._session.probing_other_than(self.key)
 
     def _target_steps(self) -> int:
-        size, window_s = self.current_batch_size, self._window_s_used
-        if size is None or not window_s:
-            return NOISE_EVERY
-        if size in self._step_s:
-            return max(1, math.ceil(window_s / self._step_s[size]))
-        if self._step_s:  # a new size: time per sample of the nearest measured size
-            near = min(self._step_s, key=lambda b: abs(math.log2(b / size)))
-            return max(1, math.ceil(window_s / (self._step_s[near] / near * size)))
-        return NOISE_EVERY
+        return steps_for_window(self._window_s_used, self._step_s, self.current_batch_size, NOISE_EVERY)
 
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
-        if self._monitor is None or not self._measuring() or self._oom_epoch:
+        if self._session is None or not self._measuring() or self._oom_epoch:
             self._active = False
             return
         if self._held():
@@ -475,42 +347,16 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.resume_window(trainer)
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        """Gradient-noise pairs: keep every fourth step's gradient, compare with the next one.
-
-        The gradients are only gathered on the two steps of a pair; the others return after
-        comparing step counts.
-        """
+        """Gradient-noise pairs: every fourth step's gradients are kept and compared with the next step's."""
         if not self._active or self._step_batch != self.current_batch_size:
-            self._pair_first = None
-            return
-        step = trainer.global_step
-        first = self._pair_first
-        if first is None:
-            if step % NOISE_EVERY == 0:
-                grads = _gradients(optimizer)
-                if grads:
-                    self._pair_first = [g.detach().clone() for g in grads]
-                    self._pair_step = step
-            return
-        self._pair_first = None
-        if step != self._pair_step + 1:
-            return
-        grads = _gradients(optimizer)
-        if len(first) != len(grads):
-            return
-        with torch.no_grad():
-            sq1 = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
-            sq2 = torch.stack(torch._foreach_norm(grads)).double().pow(2).sum()
-            torch._foreach_add_(first, grads)
-            sq_sum = torch.stack(torch._foreach_norm(first)).double().pow(2).sum()
-            pair = torch.stack([(sq1 + sq2) / 2.0, sq_sum / 4.0])
-        self._noise_sum = pair if self._noise_sum is None else self._noise_sum + pair
-        self._noise_pairs += 1
+            self._pairs.drop()
+        else:
+            self._pairs.offer(trainer.global_step, optimizer)
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count the batch; after an optimizer step, close a due window."""
         if not self._active:
@@ -523,51 +369,36 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._close_window(trainer)
 
     def _reset_noise(self) -> None:
-        self._pair_first = None
-        self._noise_sum = None
-        self._noise_pairs = 0
+        self._pairs.reset()
 
-    def _close_window(self, trainer: pl.Trainer) -> None:
-        policy, monitor = self.policy, self._monitor
-        assert policy is not None and monitor is not None and self.current_batch_size is not None
-        noise = [0.0, 0.0]
-        if self._noise_sum is not None:
-            noise = [float(v) for v in self._noise_sum.cpu().tolist()]
-        record = self._window.close(trainer, monitor, extras=[float(self._noise_pairs), *noise])
-        self._noise_sum, self._noise_pairs = None, 0
+    def _close_window(self, trainer: Trainer) -> None:
+        policy, session = self.policy, self._session
+        assert policy is not None and session is not None and self.current_batch_size is not None
+        count, small, big = self._pairs.take()
+        record = self._window.close({"noise_pairs": count, "noise_small": small, "noise_big": big})
         world = max(int(trainer.world_size), 1)
-        pairs = record.extras[0] / world
+        pairs = record.extras["noise_pairs"] / world
         size = self.current_batch_size
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
         if record.samples >= 1:
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
         if pairs >= 1:
-            small, big = record.extras[1] / world / pairs, record.extras[2] / world / pairs
+            small, big = (record.extras[k] / world / pairs for k in ("noise_small", "noise_big"))
             if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
                 global_batch = size * policy.global_batch_factor
                 policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
         self._window.target_steps = self._target_steps()
 
-    # -- epoch end: decide ---------------------------------------------------------------------------
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Log ``energy/batch_size``; record the epoch's window and decide (a switch stays pending).
-
-        The decision is made at most once per ``(epoch, global_step)``, also across a resume. A
-        switch is applied by :meth:`on_train_epoch_start`, if another epoch trains.
-        """
-        policy, monitor = self.policy, self._monitor
-        if policy is None or monitor is None or self.current_batch_size is None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Log ``energy/batch_size``; record the epoch's window and decide, once per (epoch, step)."""
+        policy = self.policy
+        if policy is None or self._session is None or self.current_batch_size is None:
             return
-        pl_module.log(
-            "energy/batch_size",
-            float(self.current_batch_size),
-            on_step=False,
-            on_epoch=True,
-            logger=bool(trainer.loggers),
-        )
+        size = float(self.current_batch_size)
+        pl_module.log(keys.BATCH_SIZE, size, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
         self.pause_window(trainer)
-        self._pair_first = None
+        self._pairs.drop()
         self._active = False
         key = (int(trainer.current_epoch), int(trainer.global_step))
         if key == self._decided_at:
@@ -586,7 +417,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             return
         self._decided_at = key
         decision = policy.decide()
-        agree_across_ranks(trainer, [decision.batch_size], "the batch size")
+        _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")
         self._oom_epoch = False
         if decision.reason is BatchSizeReason.OUT_OF_MEMORY and not policy.candidates:
             raise RuntimeError(
@@ -595,7 +426,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
         self._decided(trainer, decision)
 
-    def _decided(self, trainer: pl.Trainer, decision: BatchSizeDecision) -> None:
+    def _decided(self, trainer: Trainer, decision: BatchSizeDecision) -> None:
         """Keep a switch pending; record a first settling on the size in use right away."""
         previous = self.current_batch_size
         assert previous is not None
@@ -605,113 +436,48 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if decision.batch_size != previous:
             self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
         elif first_settle:  # nothing changes: nothing to wait for
-            self._record(
-                previous,
-                previous,
-                int(trainer.current_epoch),
-                int(trainer.global_step),
-                decision.reason.value,
-                decision.details,
-                1.0,
-                trainer,
-            )
-            self.publish_state(trainer)
+            settle = self.decided(trainer, previous, decision.reason.value, decision.details)
+            self._record(trainer, previous, settle, 1.0)
+            self.publish_tags(trainer)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Apply a pending switch: this epoch trains at the new size.
-
-        Lightning built (or kept) the train dataloader before this hook; it is rebuilt here at
-        the new size. Every rank is here with the same pending switch (the dataloader rebuild
-        includes a barrier).
-        """
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Apply a pending switch: this epoch trains at the new size (its dataloader rebuilt here)."""
         if self.current_batch_size is None or self.pending is None:
             return
         pending = self.take_pending()
         assert pending is not None
-        previous, new = self.current_batch_size, int(pending["to"])
+        previous, new = self.current_batch_size, int(pending.to)
         if new == previous:
             return
         lr_factor = self._scale_learning_rates(trainer, previous, new)
-        lightning_setattr(pl_module, self.attr_name, new)
+        self._size(pl_module, new)
         self.current_batch_size = new
-        _rebuild_train_dataloader(trainer)
+        _compat.rebuild_train_dataloader(trainer)
         self._window.reset()
         self._reset_noise()
         self._window.target_steps = self._target_steps()
-        self._record(
-            previous,
-            new,
-            int(pending["epoch"]),
-            int(pending["step"]),
-            str(pending["reason"]),
-            pending["details"],
-            lr_factor,
+        self._record(trainer, previous, pending, lr_factor)
+        _compat.info(
             trainer,
-        )
-        rank_zero_info(
             f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
-            f"(decided at the end of epoch {pending['epoch']}: {pending['reason']}; lr x{lr_factor:.3g})"
+            f"(decided at the end of epoch {pending.epoch}: {pending.reason}; lr x{lr_factor:.3g})",
         )
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
-    def _record(
-        self,
-        previous: int,
-        new: int,
-        epoch: int,
-        step: int,
-        reason: str,
-        details: Mapping[str, Any],
-        lr_factor: float,
-        trainer: pl.Trainer,
-    ) -> None:
-        noise = details.get("b_noise")
-        self.record(
-            {
-                "epoch": epoch,
-                "step": step,
-                "from": previous,
-                "to": new,
-                "reason": reason,
-                "lr_factor": lr_factor,
-                "lr": self._first_lr(trainer),
-                "b_noise": jsonable(None if noise is None else float(noise)),
-                "details": jsonable(details),
-            }
-        )
+    def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
+        noise = switch.details.get("b_noise")
+        b_noise = jsonable(None if noise is None else float(noise))
+        self.record(switch, previous, lr_factor=lr_factor, lr=first_lr(trainer.optimizers), b_noise=b_noise)
 
-    def _scale_learning_rates(self, trainer: pl.Trainer, old: int, new: int) -> float:
+    def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
         factor = scale_learning_rate(1.0, old, new, self.lr_rule)
-        if factor == 1.0:
-            return factor
-        for optimizer in trainer.optimizers:
-            for group in optimizer.param_groups:
-                for key in _LR_KEYS:
-                    value = group.get(key)
-                    if isinstance(value, torch.Tensor):
-                        value.mul_(factor)
-                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                        group[key] = value * factor
-        for config in trainer.lr_scheduler_configs:
-            for attr in ("base_lrs", "max_lrs"):
-                values = getattr(config.scheduler, attr, None)
-                if isinstance(values, list):
-                    setattr(config.scheduler, attr, [v * factor for v in values])
+        if factor != 1.0:
+            scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, factor)
         return factor
 
-    @staticmethod
-    def _first_lr(trainer: pl.Trainer) -> float | None:
-        try:
-            return float(trainer.optimizers[0].param_groups[0]["lr"])
-        except (IndexError, KeyError, TypeError, ValueError):
-            return None
-
-    def summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the batch size, switches, measurements.
-
-        ``batch_size_j_per_sample`` carries the PUE, like the summary's energy totals.
-        """
+    def energy_summary_fields(self) -> dict[str, Any]:
+        """The batch size, switches and measurements (``batch_size_j_per_sample`` with the PUE)."""
         measured = self.policy.measured() if self.policy is not None else {}
         pue = self.pue()
         return {
@@ -724,64 +490,3 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "b_noise": jsonable(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }
-
-    # -- persistence ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Policy state, batch sizes (initial, current, pending), history, LR rule, step times."""
-        return {
-            "version": self.state_version,
-            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
-            "initial_batch_size": self.initial_batch_size,
-            "current_batch_size": self.current_batch_size,
-            "settled": self.settled,
-            "history": [dict(h) for h in self.history],
-            "lr_rule": self.lr_rule,
-            "step_s": {str(k): v for k, v in self._step_s.items()},
-            "decided_at": list(self._decided_at) if self._decided_at is not None else None,
-            "pending": self.pending_state(),
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the policy is rebuilt from it and the size applied at fit start.
-
-        Raises:
-            ValueError: For a state of another version.
-        """
-        self.check_state_version(state_dict)
-        self.initial_batch_size = state_dict["initial_batch_size"]
-        self.current_batch_size = state_dict["current_batch_size"]
-        self.settled = bool(state_dict["settled"])
-        self.history = [dict(h) for h in state_dict.get("history", [])]
-        self.lr_rule = state_dict.get("lr_rule")
-        self._step_s = {int(k): float(v) for k, v in state_dict.get("step_s", {}).items()}
-        decided = state_dict.get("decided_at")
-        self._decided_at = (int(decided[0]), int(decided[1])) if decided is not None else None
-        self.load_pending(state_dict)
-        self.policy = None  # rebuilt at fit start around the restored initial size
-        self._restored_policy = state_dict.get("policy")
-
-
-def _rebuild_train_dataloader(trainer: pl.Trainer) -> None:
-    """Have the fit loop request the train dataloader again, now, at the epoch start.
-
-    ``fit_loop.setup_data()`` ran before ``on_train_epoch_start`` and built or kept the loader at
-    the old size; its epoch start also set the sampler's epoch, which is repeated for the new one.
-    """
-    loop = trainer.fit_loop
-    if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
-        loop._data_fetcher.teardown()
-    loop._combined_loader = None
-    loop.setup_data()
-    if loop._combined_loader is not None:
-        for dataloader in loop._combined_loader.flattened:
-            _set_sampler_epoch(dataloader, loop.epoch_progress.current.processed)
-
-
-def _gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-
-
-def policy_b_noise(decision: BatchSizeDecision) -> float | None:
-    """The noise scale a decision was made with (None when unknown)."""
-    value = decision.details.get("b_noise")
-    return None if value is None else float(value)

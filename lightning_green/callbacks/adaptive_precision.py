@@ -1,70 +1,31 @@
 """AdaptivePrecision: train in the precision that measurement shows is cheapest and still tracks fp32.
 
-Mixed precision is not cheaper everywhere: on an H100 ``bf16-mixed`` costs a fraction of the
-joules per sample of ``32-true``, on a CPU without bf16 matrix units it costs more. The callback
-assumes nothing: it measures joules per sample under each precision the hardware supports on
-real training steps, keeps the cheapest whose training loss stays on the fp32 trajectory, and
-rolls back when a precision misbehaves. The deciding is :class:`~lightning_green.policy.precision.
-PrecisionPolicy`'s; this module only measures, swaps plugins, logs and saves state.
-
-How it works in Lightning terms:
-
-- The Trainer's precision plugin is swapped between optimizer steps
-  (``trainer.strategy.precision_plugin = MixedPrecision(...)``). The strategy reads the plugin
-  at call time for the autocast context (``train_step_context``), backward and the optimizer
-  step, so the swap takes effect from the next step on. Weights stay in fp32 under every
-  supported precision (mixed precision only autocasts), so nothing has to be converted.
-- A switch is decided when a window closes, after an optimizer step, and applied - plugin
-  swapped, switch recorded, logged and tagged - at the next ``on_train_batch_start``: a switch
-  decided at the run's last step (``max_steps``, ``max_epochs``, an early stop) stays pending
-  and is never reported as trained; it is saved in checkpoints and a resumed fit applies it.
-- Measurement windows close at optimizer-step boundaries (``on_train_batch_end`` after the
-  global step advanced, never inside a gradient-accumulation cycle) that every DDP rank reaches
-  together: energy from the shared :class:`~lightning_green.callbacks.energy_monitor.EnergyMonitor`
-  (a collective), losses averaged and samples summed over ranks, wall time from rank 0 - so the
-  policy on every rank sees the same numbers and decides the same; each decision is checked
-  exactly (an all-gather) across ranks. When a window closes depends on step counts only.
-  Validation and epoch-end work are excluded from windows. A window holds as many steps as take
-  ``window_s`` (from the measured step time, at least the policy's 4); the first one after a
-  switch is exactly the policy's warm-up steps, which it discards.
-- One GradScaler serves every visit to ``16-mixed``; overflows are counted by the scale going
-  down, read only at window boundaries (``GradScaler.get_scale`` syncs with the device): the
-  scale halves at each overflow and grows only after ``growth_interval`` (2000) clean steps, so
-  a window's overflows are ``log2(scale at start / scale at end)`` - exact unless the scale
-  also grew within the window, i.e. after 2000 clean steps in it. Nothing is read per step.
-  Under ``bf16-mixed`` (no scaler) a step with non-finite gradients is skipped (gradients set
-  to None, so the optimizer leaves the weights alone) before the policy rolls back, so a
-  failing probe cannot poison the fp32 weights. That check costs one norm pass over the
-  gradients and a host sync per step, only while a non-baseline precision without scaler runs.
-- With :class:`~lightning_green.callbacks.adaptive_batch_size.AdaptiveBatchSize` in the same
-  Trainer the precision is probed first (see :attr:`AdaptivePrecision.busy`); the batch size
-  holds still meanwhile.
-- State (policy, current and baseline precision, GradScaler state, switch history) is saved in
-  checkpoints; a resumed run swaps to the saved precision in ``on_fit_start``, before Lightning
-  restores the precision plugin's own state.
+Mixed precision is not cheaper everywhere (bf16 costs a fraction of fp32 on an H100, more on a
+CPU without bf16 units): the callback measures joules per sample under each precision the
+hardware supports on training windows, keeps the cheapest whose loss stays on the fp32 trajectory
+and rolls back when one misbehaves; :class:`~lightning_green.policy.precision.PrecisionPolicy`
+decides. The Trainer's precision plugin is swapped between optimizer steps (weights stay fp32
+under every supported precision); a switch decided when a window closes applies at the next
+``on_train_batch_start``. While it probes, the session says so and AdaptiveBatchSize holds.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any
 
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.plugins.precision import MixedPrecision, Precision
-from pytorch_lightning.utilities import rank_zero_info
 
+from lightning_green import keys
+from lightning_green.adaptations import Pending, jsonable, switch_text, switches
+from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    agree_across_ranks,
     check_strategy,
-    jsonable,
-    loss_of,
-    switch_text,
-    switches,
 )
-from lightning_green.callbacks.energy_monitor import count_samples
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.policy.precision import (
     PRECISIONS,
     REFERENCE_PRECISION,
@@ -72,15 +33,14 @@ from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
 )
-
-TAG_PRECISION = "lightning_green.precision"
-"""MLflow tag holding the precision in use (updated at every switch and at fit end)."""
-
-TAG_PRECISION_SWITCHES = "lightning_green.precision_switches"
-"""MLflow tag holding the switches so far as compact text (< 5000 characters)."""
-
-PRECISION_BITS: dict[str, int] = {"32-true": 32, "bf16-mixed": 16, "16-mixed": 16}
-"""``energy/precision`` as logged: the bits of the compute type (the name is in the tag and summary)."""
+from lightning_green.training.precision import (
+    PRECISION_BITS,
+    gradient_overflows,
+    hardware_precisions,
+    parse_precisions,
+    skip_non_finite_step,
+)
+from lightning_green.training.windows import count_samples, loss_of
 
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
@@ -89,96 +49,44 @@ _NOTABLE = {
 }
 
 
-def hardware_precisions(device: torch.device) -> tuple[str, ...]:
-    """The precisions this device can train in with a swappable plugin, in policy order.
+@dataclass
+class PrecisionState:
+    """What AdaptivePrecision saves in checkpoints (the keys of its ``state_dict``)."""
 
-    CPU: ``32-true`` and ``bf16-mixed`` (CPU autocast). CUDA: ``32-true``, ``bf16-mixed`` where
-    the GPU has native bf16 (Ampere and newer), and ``16-mixed`` with a GradScaler.
-
-    Args:
-        device: The strategy's root device.
-
-    Returns:
-        Precision names, ``32-true`` first; empty for device types not supported.
-
-    Example:
-        >>> hardware_precisions(torch.device("cpu"))
-        ('32-true', 'bf16-mixed')
-    """
-    if device.type == "cpu":
-        return ("32-true", "bf16-mixed")
-    if device.type == "cuda":
-        try:
-            bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch
-            bf16 = torch.cuda.is_bf16_supported()
-        return ("32-true", "bf16-mixed", "16-mixed") if bf16 else ("32-true", "16-mixed")
-    return ()
-
-
-def parse_precisions(precisions: str | None) -> tuple[str, ...] | None:
-    """Parse the ``precisions`` argument: comma-separated names, or None for all the hardware supports.
-
-    Raises:
-        ValueError: For an unknown name or an empty list.
-
-    Example:
-        >>> parse_precisions("32-true, bf16-mixed")
-        ('32-true', 'bf16-mixed')
-    """
-    if precisions is None:
-        return None
-    if not isinstance(precisions, str):
-        raise ValueError(
-            f"precisions must be None or a comma-separated string of {list(PRECISIONS)}, got {precisions!r}"
-        )
-    names = [p.strip() for p in precisions.split(",") if p.strip()]
-    bad = [p for p in names if p not in PRECISIONS]
-    if bad or not names:
-        raise ValueError(
-            f"precisions must be None (all the hardware supports) or a comma-separated list of "
-            f"{list(PRECISIONS)}, got {precisions!r}"
-        )
-    return tuple(p for p in PRECISIONS if p in names)
+    version: int = field(default=1, metadata={"attr": "state_version"})
+    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
+    baseline: str | None = None
+    current: str | None = None
+    scaler: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_scaler"})
+    history: list[dict[str, Any]] = field(default_factory=list)
+    probe_energy_j: dict[str, float] = field(default_factory=dict)
+    probe_samples: dict[str, int] = field(default_factory=dict)
+    skipped_steps: int = 0
+    first_plan_done: bool = field(default=False, metadata={"attr": "_first_plan_done"})
+    pending: Pending | None = None
 
 
 class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
-    Early in the run (after ``start_step`` optimizer steps) the callback probes each precision
-    the hardware supports between windows of the Trainer's own precision (the baseline), keeps
-    the cheapest that saves more than ``switch_margin`` and whose loss stays within
-    ``loss_tolerance`` of the baseline's trend, and rolls back on a non-finite loss, a loss jump
-    or repeated GradScaler overflows, banning the offender for ``cooldown_epochs``. On a CPU it
-    ends on ``32-true`` (bf16 costs more there), on an H100 on ``bf16-mixed``.
-
-    Logs ``energy/precision`` each epoch (32 or 16 - the bits of the compute type) to every
-    logger, the MLflow tags ``lightning_green.precision`` and
-    ``lightning_green.precision_switches``; each switch with its reason goes to the end-of-run
-    summary and ``adaptations.json`` (also an MLflow artifact).
-
-    Supported: one device or DDP on CPU or CUDA, automatic optimization, Trainer precision
-    ``32-true``, ``bf16-mixed`` or ``16-mixed`` (the baseline). Anything else raises
-    :class:`~lightning_green.callbacks._adapt.AdaptationUnsupportedError` at fit start.
+    After ``start_step`` optimizer steps it probes each precision the hardware supports between
+    windows of the Trainer's own (the baseline), keeps the cheapest that saves over
+    ``switch_margin`` with a loss within ``loss_tolerance`` of the baseline's trend, and rolls
+    back on a non-finite loss, a loss jump or repeated GradScaler overflows (banned for
+    ``cooldown_epochs``). Logs ``energy/precision`` (bits: 32 or 16) per epoch, the MLflow tags
+    ``lightning_green.precision[_switches]``, and each switch in the summary and
+    ``adaptations.json``. Needs one device or DDP on CPU or CUDA, automatic optimization and a
+    Trainer precision of ``32-true``, ``bf16-mixed`` or ``16-mixed`` (refused at fit start).
 
     Args:
-        precisions: Comma-separated precisions to consider (``"32-true,bf16-mixed"``), or None
-            for all the hardware supports. The Trainer's precision is always the baseline.
-        loss_tolerance: Relative excess of a precision's training loss over the baseline's trend
-            that counts as harm (on top of a noise allowance). Default 0.05: working mixed
-            precision stays within about 1 % of fp32, failing mixed precision drifts by several
-            percent or diverges.
+        precisions: Comma-separated precisions to consider, or None for all the hardware supports.
+        loss_tolerance: Relative excess of the training loss over the baseline's trend that counts
+            as harm (working mixed precision stays within about 1 %).
         switch_margin: Fraction of joules per sample a precision must save to be adopted.
-            Default 0.1: window-to-window scatter of energy readings is a few percent.
         cooldown_epochs: Epochs a precision stays banned after a rollback or failed loss check.
-            Default 2.
-        max_overflows: GradScaler overflows within one window that trigger a rollback of
-            ``16-mixed``. Default 3.
-        window_s: Seconds of training per measurement window; None picks by energy source:
-            1.0 s with NVML (its counter updates every few tens of ms), 0.25 s with RAPL or
-            the CPU-time estimate (10 ms ticks).
-        start_step: Optimizer steps before probing begins (first steps carry one-off costs and
-            the steepest loss drop). Default 20.
+        max_overflows: GradScaler overflows within one window that roll ``16-mixed`` back.
+        window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
+        start_step: Optimizer steps before probing begins.
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -189,12 +97,12 @@ class AdaptivePrecision(AdaptiveCallback):
         (('32-true', 'bf16-mixed'), 3)
     """
 
-    adapt_role = "precision"
-    sibling_role = "batch_size"
+    key = "precision"
     display_name = "AdaptivePrecision"
     setting_label = "precision"
-    tag_setting = TAG_PRECISION
-    tag_switches = TAG_PRECISION_SWITCHES
+    tag_setting = keys.TAG_PRECISION
+    tag_switches = keys.TAG_PRECISION_SWITCHES
+    State = PrecisionState
 
     def __init__(
         self,
@@ -224,9 +132,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self.skipped_steps = 0
         self._supported: tuple[str, ...] = ()
         self._device_type = "cpu"
-        self._original_plugin: Precision | None = None
+        self._original_plugin: Any = None
         self._scaler: Any = None
-        self._restored_policy: dict[str, Any] | None = None
         self._restored_scaler: dict[str, Any] | None = None
         self._scale_start: float | None = None  # GradScaler scale when the window began (16-mixed)
         self._step_s: float | None = None
@@ -257,11 +164,7 @@ class AdaptivePrecision(AdaptiveCallback):
 
     @property
     def busy(self) -> bool:
-        """Whether precisions are being (or about to be) probed; AdaptiveBatchSize holds meanwhile.
-
-        True from the start of the run until the first probe plan is over (when there is
-        anything to probe), and during every later plan (after a cooling period).
-        """
+        """Whether precisions are (about to be) probed: until the first plan is over, and in later plans."""
         policy = self.policy
         if policy is None:
             return False
@@ -269,8 +172,7 @@ class AdaptivePrecision(AdaptiveCallback):
             return True
         return not self._first_plan_done and any(p != policy.current_precision for p in policy.supported)
 
-    # -- setup ---------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Check what can be done (raising clearly when not) and attach the shared EnergyMonitor."""
         if stage != "fit":
             return
@@ -283,7 +185,7 @@ class AdaptivePrecision(AdaptiveCallback):
             )
         plugin = trainer.strategy.precision_plugin
         name = getattr(plugin, "precision", None)
-        if type(plugin) not in (Precision, MixedPrecision) or name not in PRECISIONS:
+        if not _compat.is_swappable_precision_plugin(plugin) or name not in PRECISIONS:
             raise AdaptationUnsupportedError(
                 f"AdaptivePrecision can start from Trainer(precision=...) in {list(PRECISIONS)}; got "
                 f"{name!r} ({type(plugin).__name__}). Precisions that cast the weights (64-true, "
@@ -310,18 +212,18 @@ class AdaptivePrecision(AdaptiveCallback):
             self.baseline = name
         if self.current is None:
             self.current = name
-        if isinstance(plugin, MixedPrecision) and plugin.scaler is not None:
-            self._scaler = plugin.scaler
+        if _compat.mixed_precision_scaler(plugin) is not None:
+            self._scaler = _compat.mixed_precision_scaler(plugin)
         self.attach(trainer)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Apply a restored precision (and GradScaler state) before Lightning restores the plugin.
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Apply a restored precision and GradScaler state before Lightning restores the plugin's.
 
         Raises:
-            AdaptationUnsupportedError: When the checkpoint's precisions are not available here.
+            AdaptationUnsupportedError: For precisions of the checkpoint this device lacks.
         """
         hardware = hardware_precisions(trainer.strategy.root_device)
-        pending = self.pending["to"] if self.pending is not None else None
+        pending = self.pending.to if self.pending is not None else None
         foreign = [p for p in (self.baseline, self.current, pending) if p is not None and p not in hardware]
         if foreign:
             raise AdaptationUnsupportedError(
@@ -337,22 +239,18 @@ class AdaptivePrecision(AdaptiveCallback):
             self._restored_scaler = None
         if self.current is not None and self.current != trainer.strategy.precision_plugin.precision:
             self._swap(trainer, self.current)
-            rank_zero_info(f"lightning_green: AdaptivePrecision resumed in {self.current}")
+            _compat.info(trainer, f"lightning_green: AdaptivePrecision resumed in {self.current}")
 
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state) once the energy source is known (collective)."""
         self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
-        if self.policy is None:  # else a second fit with the same callback: carry on
-            self.policy = self._new_policy(self._supported, self.baseline)
-            if self._restored_policy is not None:
-                self.policy.load_state_dict(self._restored_policy)
-        self._restored_policy = None
+        self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
         self._window.target_steps = max(self.policy.window_steps, 1)
         self._scale_start = self._read_scale()
-        self.publish_state(trainer)
+        self._session.set_probing(self.key, self.busy)
+        self.publish_tags(trainer)
 
-    # -- the plugin ----------------------------------------------------------------------------------
     def _get_scaler(self) -> Any:
         if self._scaler is None:
             self._scaler = torch.amp.GradScaler(device=self._device_type)
@@ -364,49 +262,38 @@ class AdaptivePrecision(AdaptiveCallback):
             return None
         return float(self._scaler.get_scale())
 
-    def _plugin_for(self, precision: str) -> Precision:
+    def _plugin_for(self, trainer: Trainer, precision: str) -> Any:
         original = self._original_plugin
         if original is not None and getattr(original, "precision", None) == precision:
             return original
-        if precision == REFERENCE_PRECISION:
-            return Precision()
-        if precision == "16-mixed":
-            return MixedPrecision("16-mixed", device=self._device_type, scaler=self._get_scaler())
-        return MixedPrecision("bf16-mixed", device=self._device_type)
+        scaler = self._get_scaler() if precision == "16-mixed" else None
+        return _compat.precision_plugin(trainer, precision, self._device_type, scaler)
 
-    def _swap(self, trainer: pl.Trainer, precision: str) -> None:
-        trainer.strategy.precision_plugin = self._plugin_for(precision)
+    def _swap(self, trainer: Trainer, precision: str) -> None:
+        trainer.strategy.precision_plugin = self._plugin_for(trainer, precision)
         self.current = precision
         self._scale_start = self._read_scale()
 
-    # -- hooks ---------------------------------------------------------------------------------------
     def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Apply a pending switch (this batch trains in the new precision); resume the window."""
-        if self.policy is not None and self._monitor is not None:
+        if self.policy is not None and self._session is not None:
             if self.pending is not None:
                 self._switch(trainer)
             self.resume_window(trainer)
 
     def on_before_optimizer_step(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, optimizer: torch.optim.Optimizer
+        self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
         """Under a non-baseline precision without GradScaler, skip steps with non-finite gradients."""
         if not self._active or self.current != "bf16-mixed" or self.current == self.baseline:
             return
-        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
-        if not grads:
-            return
-        finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        if not finite:  # identical on every rank: gradients are all-reduced before this hook
-            for group in optimizer.param_groups:
-                for p in group["params"]:
-                    p.grad = None
+        if skip_non_finite_step(optimizer):  # the same on every rank: gradients are all-reduced by now
             self.skipped_steps += 1
 
     def on_train_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count the batch; after an optimizer step, close a due window and apply the decision."""
         if not self._active or self.policy is None:
@@ -422,20 +309,16 @@ class AdaptivePrecision(AdaptiveCallback):
         """GradScaler overflows in the window now closing, from its scale at both ends (one sync)."""
         start, end = self._scale_start, self._read_scale()
         self._scale_start = end
-        if start is None or end is None or not (0 < end < start):
-            return 0
-        backoff = float(self._scaler.get_backoff_factor())
-        if not 0 < backoff < 1:
-            return 0
-        return max(0, round(math.log(end / start) / math.log(backoff)))
+        return gradient_overflows(self._scaler, start, end)
 
-    def _close_window(self, trainer: pl.Trainer) -> None:
+    def _close_window(self, trainer: Trainer) -> None:
         policy = self.policy
-        assert policy is not None and self._monitor is not None and self.current is not None
+        session = self._session
+        assert policy is not None and session is not None and self.current is not None
         world = max(int(trainer.world_size), 1)
         overflows_local = self._overflows_since_window_start()
-        record = self._window.close(trainer, self._monitor, extras=[float(overflows_local)])
-        overflows = round(record.extras[0] / world)
+        record = self._window.close({"overflows": float(overflows_local)})
+        overflows = round(record.extras["overflows"] / world)
         precision = self.current
         position = policy.plan_position
         if (
@@ -457,9 +340,10 @@ class AdaptivePrecision(AdaptiveCallback):
             )
             self._step_s = record.duration_s / record.steps
         decision = policy.decide(trainer.current_epoch)
-        agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
+        _compat.agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
         if policy.step >= policy.start_step and not policy.plan:
             self._first_plan_done = True
+        session.set_probing(self.key, self.busy)
         self._apply(trainer, decision)
         self._window.target_steps = self._next_target(decision.changed)
 
@@ -473,7 +357,7 @@ class AdaptivePrecision(AdaptiveCallback):
             steps = max(steps, math.ceil(self._window_s_used / self._step_s))
         return steps
 
-    def _apply(self, trainer: pl.Trainer, decision: PrecisionDecision) -> None:
+    def _apply(self, trainer: Trainer, decision: PrecisionDecision) -> None:
         """Keep a switch pending until the next step starts; record a notable keep right away."""
         if decision.precision != self.current:
             self.defer(trainer, decision.precision, decision.reason.value, decision.details)
@@ -481,48 +365,30 @@ class AdaptivePrecision(AdaptiveCallback):
         if decision.reason in _NOTABLE or (
             decision.reason is PrecisionReason.KEEP and "outcomes" in decision.details
         ):
-            self.record(
-                {
-                    "epoch": int(trainer.current_epoch),
-                    "step": int(trainer.global_step),
-                    "from": self.current,
-                    "to": decision.precision,
-                    "reason": decision.reason.value,
-                    "details": jsonable(decision.details),
-                }
-            )
-            self.publish_state(trainer)
+            keep = self.decided(trainer, decision.precision, decision.reason.value, decision.details)
+            self.record(keep, self.current)
+            self.publish_tags(trainer)
 
-    def _switch(self, trainer: pl.Trainer) -> None:
+    def _switch(self, trainer: Trainer) -> None:
         """Apply the pending switch, recorded at the step it was decided after."""
         pending = self.take_pending()
         assert pending is not None
-        previous, new = self.current, str(pending["to"])
+        previous, new = self.current, str(pending.to)
         if new == previous:
             return
         self._swap(trainer, new)
-        self.record(
-            {
-                "epoch": pending["epoch"],
-                "step": pending["step"],
-                "from": previous,
-                "to": new,
-                "reason": pending["reason"],
-                "details": pending["details"],
-            }
+        self.record(pending, previous)
+        _compat.info(
+            trainer,
+            f"lightning_green: precision {previous} -> {new} at epoch {pending.epoch} "
+            f"step {pending.step} ({pending.reason})",
         )
-        rank_zero_info(
-            f"lightning_green: precision {previous} -> {new} at epoch {pending['epoch']} "
-            f"step {pending['step']} ({pending['reason']})"
-        )
-        self.publish_state(trainer)
+        self.publish_tags(trainer)
 
-    def summary_fields(self) -> dict[str, Any]:
-        """What goes into the end-of-run summary: the precision, switches, probing cost.
+    def energy_summary_fields(self) -> dict[str, Any]:
+        """The precision, switches and probing cost (joules with the PUE, like the summary's totals).
 
-        The joules carry the PUE, like the summary's energy totals: ``precision_probe_j`` is
-        the energy of the probe windows of non-baseline precisions, ``precision_probe_extra_j``
-        what they cost beyond the same samples at the baseline's joules per sample.
+        ``precision_probe_extra_j`` is what the probes cost beyond the same samples at the baseline.
         """
         pue = self.pue()
         j_per_sample = self.policy.j_per_sample() if self.policy is not None else {}
@@ -544,51 +410,18 @@ class AdaptivePrecision(AdaptiveCallback):
             "precision_skipped_steps": self.skipped_steps,
         }
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
         if self.current is not None:
-            pl_module.log(
-                "energy/precision",
-                float(PRECISION_BITS[self.current]),
-                on_step=False,
-                on_epoch=True,
-                logger=bool(trainer.loggers),
-            )
+            bits = float(PRECISION_BITS[self.current])
+            pl_module.log(keys.PRECISION, bits, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
         self.pause_window(trainer)
 
-    # -- persistence ---------------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """Policy state, current, pending and baseline precision, GradScaler state, history, probing cost."""
-        scaler = self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
-        return {
-            "version": self.state_version,
-            "policy": self.policy.state_dict() if self.policy is not None else self._restored_policy,
-            "baseline": self.baseline,
-            "current": self.current,
-            "scaler": scaler,
-            "history": [dict(h) for h in self.history],
-            "probe_energy_j": dict(self.probe_energy_j),
-            "probe_samples": dict(self.probe_samples),
-            "skipped_steps": self.skipped_steps,
-            "first_plan_done": self._first_plan_done,
-            "pending": self.pending_state(),
-        }
+    @property
+    def saved_scaler(self) -> dict[str, Any] | None:
+        """The GradScaler's state to save: the live scaler's, or the one restored and not applied yet."""
+        return self._scaler.state_dict() if self._scaler is not None else self._restored_scaler
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`: the precision applied at fit start, the policy built at train start.
-
-        Raises:
-            ValueError: For a state of another version.
-        """
-        self.check_state_version(state_dict)
-        self.baseline = state_dict["baseline"]
-        self.current = state_dict["current"]
-        self.history = [dict(h) for h in state_dict.get("history", [])]
-        self.probe_energy_j = {str(k): float(v) for k, v in state_dict.get("probe_energy_j", {}).items()}
-        self.probe_samples = {str(k): int(v) for k, v in state_dict.get("probe_samples", {}).items()}
-        self.skipped_steps = int(state_dict.get("skipped_steps", 0))
-        self._first_plan_done = bool(state_dict.get("first_plan_done", False))
-        self.load_pending(state_dict)
-        self.policy = None
-        self._restored_policy = state_dict.get("policy")
-        self._restored_scaler = state_dict.get("scaler")
+    @saved_scaler.setter
+    def saved_scaler(self, state: dict[str, Any] | None) -> None:
+        self._restored_scaler = state  # applied in on_fit_start

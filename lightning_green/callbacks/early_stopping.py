@@ -1,122 +1,68 @@
 """EnergyAwareEarlyStopping: stop when more epochs stop paying for themselves.
 
-A drop-in for Lightning's ``EarlyStopping`` (same argument names and meaning, and it *is* an
-``EarlyStopping``, so ``trainer.early_stopping_callback`` finds it) whose decision is the pure
-:class:`~lightning_green.policy.StoppingPolicy`: the plateau rule, the marginal gain per kWh
+A drop-in for Lightning's ``EarlyStopping`` (same arguments; it *is* an ``EarlyStopping`` of
+every installed namespace, so ``trainer.early_stopping_callback`` finds it) whose decision is the
+pure :class:`~lightning_green.policy.StoppingPolicy`: the plateau rule, the marginal gain per kWh
 (measured and projected by a learning-curve fit) and an energy budget. The energy comes from the
-Trainer's shared :class:`~lightning_green.EnergyMonitor` (created if the user added none).
+Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.session_for`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal
 
-import numpy as np
-import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import EarlyStopping
-from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_green import keys
-from lightning_green.callbacks import _loggers
-from lightning_green.callbacks._schedules import epochs_until_lr_decay
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
-from lightning_green.policy._util import check_bools
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, check_bools
+from lightning_green.report import decision_summary
+from lightning_green.state import from_state, to_state
+from lightning_green.training.learning_rates import epochs_until_lr_decay
 
 _DEFAULTS = StoppingConfig()
 _LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
-_FIT_POINTS = 50
+
+LIGHTNING_REASONS: dict[StopReason, str] = {
+    StopReason.PLATEAU: "PATIENCE_EXHAUSTED",
+    StopReason.MARGINAL_GAIN: "PATIENCE_EXHAUSTED",  # waiting longer is not worth its energy
+    StopReason.ENERGY_BUDGET: "STOPPING_THRESHOLD",  # a threshold on what the run may spend
+    StopReason.NON_FINITE: "NON_FINITE_METRIC",
+    StopReason.DIVERGENCE: "DIVERGENCE_THRESHOLD",
+    StopReason.THRESHOLD_REACHED: "STOPPING_THRESHOLD",
+}
+"""The member of Lightning's ``EarlyStoppingReason`` each stop reason sets ``stopping_reason`` to."""
 
 
-def _finite_or_none(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(value) else float(value)
+@dataclass
+class StopperState:
+    """What EnergyAwareEarlyStopping saves beyond Lightning's ``EarlyStopping`` fields."""
+
+    policy: dict[str, Any] | None = None
+    stop_reason: str | None = None
 
 
-def _optimizer_steps_per_epoch(trainer: pl.Trainer) -> float | None:
-    batches = trainer.num_training_batches
-    if not batches or not math.isfinite(batches):
-        return None
-    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-
-
-def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = None) -> dict[str, Any]:
-    """The numbers behind a decision as plain data, with the fitted curve sampled for plotting.
-
-    Args:
-        decision: A decision of the stopping policy.
-        fitted_from_kwh: Cumulative energy of the first check the fit used (the curve is drawn
-            from there; the fitted families are singular at the start of their window).
-
-    Returns:
-        A JSON-able dictionary: the decision's diagnostics and, when a learning curve was
-        fitted, ``fit`` with its family and ``curve_kwh``/``curve_metric``: the fit drawn from
-        the start of its window to the end of the projected run, in the metric's own units.
-    """
-    out: dict[str, Any] = {
-        "epoch": decision.epoch,
-        "should_stop": decision.should_stop,
-        "reason": None if decision.reason is None else decision.reason.value,
-        "message": decision.message,
-        "best_metric": _finite_or_none(decision.best_metric),
-        "wait_count": decision.wait_count,
-        "hold": decision.hold,
-    }
-    for key in (
-        "gain_per_kwh",
-        "average_gain_per_kwh",
-        "projected_gain",
-        "projected_cost_kwh",
-        "projected_gain_per_kwh",
-        "relative_gain",
-        "next_epoch_kwh",
-    ):
-        out[key] = _finite_or_none(getattr(decision, key))
-    fit = decision.fit
-    if fit is not None:
-        fitted_until = fit.cost_ref_kwh + fit.cost_scale_kwh
-        end_kwh = fitted_until + (decision.projected_cost_kwh or 0.0)
-        start_kwh = fit.cost_ref_kwh if fitted_from_kwh is None else max(fit.cost_ref_kwh, fitted_from_kwh)
-        grid = np.linspace(start_kwh, end_kwh, _FIT_POINTS)
-        grid = grid[grid > fit.cost_ref_kwh]
-        out["fit"] = {
-            "family": fit.family,
-            "params": [float(p) for p in fit.params],
-            "rmse": float(fit.rmse),
-            "n_points": fit.n_points,
-            "fitted_until_kwh": fitted_until,
-            "curve_kwh": [float(x) for x in grid],
-            "curve_metric": [float(y) for y in fit.predict(grid)],
-        }
-    return out
-
-
-class EnergyAwareEarlyStopping(EarlyStopping):
+class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
 
-    Takes Lightning ``EarlyStopping``'s arguments with the same meaning (``monitor``, ``mode``,
-    ``patience``, ``min_delta``, ``check_finite``, ``stopping_threshold``,
-    ``divergence_threshold``, ``strict``, ``verbose``, ``check_on_train_epoch_end``,
-    ``log_rank_zero_only``) plus the energy ones. Each check feeds the monitored metric (rank 0's
-    value, so every DDP rank decides alike) and the cumulative energy to the stopping policy; a
-    stop is recorded in :attr:`stopped_epoch` and :attr:`stop_reason` and as the MLflow tag
-    ``lightning_green.stop_reason``; a run it did not stop gets the tag value ``none`` and a
-    ``stop reason: none (ran to max_epochs=N)`` line in the summary (:attr:`stop_reason` stays
-    ``None``). The policy's arguments are logged as run parameters ``lightning_green.<name>``
-    (:meth:`policy_params`), so ``lightning-green replay`` over the MLflow run reproduces the
-    decision without repeating them. Every check logs the policy's view when it has one:
-    ``energy/gain_per_kwh`` (recent improvement per kWh), ``energy/projected_gain`` (what the
-    learning-curve fit still expects up to ``max_epochs``) and ``energy/projected_gain_per_kwh``.
-
-    Scheduled learning-rate drops (``StepLR``, ``MultiStepLR``, ``ReduceLROnPlateau``, also
-    inside ``SequentialLR``/``ChainedScheduler``) are read from the trainer: a flat stretch that
-    a drop within the planned run is about to end is not a reason to stop.
+    Takes Lightning ``EarlyStopping``'s arguments with the same meaning plus the energy ones.
+    Each check feeds rank 0's metric and the run's energy to the stopping policy (so every DDP
+    rank decides alike), and reads the scheduled learning-rate drops ahead from the trainer. A
+    stop sets :attr:`stop_reason` (exact), Lightning's ``stopped_epoch``, ``stopping_reason``
+    (the nearest :data:`LIGHTNING_REASONS`), ``wait_count`` and ``best_score``, and the MLflow
+    tag ``lightning_green.stop_reason`` (``none`` for a run it did not stop). The policy's
+    arguments become run parameters (:meth:`policy_params`) for ``lightning-green replay``; each
+    check logs ``energy/gain_per_kwh`` and ``energy/projected_gain[_per_kwh]`` when known.
 
     Args:
         monitor: Metric to watch, as logged.
-        min_delta: Minimum change that counts as an improvement for the plateau rule (metric units).
+        min_delta: Minimum change that counts as an improvement for the plateau rule.
         patience: Checks without improvement before the plateau rule stops.
         verbose: Print each stop decision's reasoning.
         mode: ``"min"`` or ``"max"``.
@@ -124,18 +70,15 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         check_finite: Stop when the metric becomes NaN or infinite.
         stopping_threshold: Stop once the metric is better than this (the goal is reached).
         divergence_threshold: Stop once the metric is worse than this.
-        check_on_train_epoch_end: Check at the end of the training epoch (None: decided as Lightning
-            does: at epoch end when validation runs once per epoch, else after each validation).
+        check_on_train_epoch_end: Check at the training epoch's end (None: decided as Lightning does).
         log_rank_zero_only: Log the stop message on rank 0 only.
         min_epochs: Never stop on plateau or marginal-gain grounds before this many epochs.
         energy_budget_kwh: Stop before the next epoch would take the run's energy over this (kWh).
         min_gain_per_kwh: Absolute threshold in metric units per kWh (None: off).
-        min_relative_gain: Scale-free threshold: stop when a further kWh is projected to buy less
-            than this fraction of what the average kWh bought so far (None: off).
-        min_horizon_fraction: Never stop on marginal-gain grounds before this fraction of the
-            planned epochs (``max_epochs``, or what ``max_steps`` allows) has run. Without a plan
-            (``max_epochs`` unset: Lightning's implicit 1000 counts as unset) the learning-curve
-            projection has no horizon and this hold does not apply.
+        min_relative_gain: Stop when a further kWh is projected to buy less than this fraction of
+            what the average kWh bought so far (None: off).
+        min_horizon_fraction: No marginal-gain stop before this fraction of the planned epochs
+            (``max_epochs`` or what ``max_steps`` allows; without a plan, no hold).
 
     Example:
         >>> stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.0)
@@ -172,14 +115,17 @@ class EnergyAwareEarlyStopping(EarlyStopping):
                 "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "
                 f"got {check_on_train_epoch_end!r}"
             )
-        # Validates every policy argument (ValueError naming it) before Lightning sees them.
-        self.config = StoppingConfig(
+        shared: dict[str, Any] = dict(
             mode=mode,
             min_delta=min_delta,
             patience=patience,
             check_finite=check_finite,
             stopping_threshold=stopping_threshold,
             divergence_threshold=divergence_threshold,
+        )
+        # Validates every policy argument (ValueError naming it) before Lightning sees them.
+        self.config = StoppingConfig(
+            **shared,
             min_epochs=min_epochs,
             energy_budget_kwh=energy_budget_kwh,
             min_gain_per_kwh=min_gain_per_kwh,
@@ -188,16 +134,11 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         )
         super().__init__(
             monitor=monitor,
-            min_delta=min_delta,
-            patience=patience,
             verbose=verbose,
-            mode=mode,
             strict=strict,
-            check_finite=check_finite,
-            stopping_threshold=stopping_threshold,
-            divergence_threshold=divergence_threshold,
             check_on_train_epoch_end=check_on_train_epoch_end,
             log_rank_zero_only=log_rank_zero_only,
+            **shared,
         )
         self.min_epochs = min_epochs
         self.energy_budget_kwh = energy_budget_kwh
@@ -208,19 +149,20 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
         self._energy: EnergyMonitor | None = None
+        self._session: EnergySession | None = None
+        self._training_end_text: str | None = None
         self._inputs_logged = False
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
 
-    # -- wiring -------------------------------------------------------------------------------------
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Decide where to check (as Lightning does) and attach to the shared energy measurement."""
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
             self._energy = EnergyMonitor.for_trainer(
                 trainer, requester=self, monitor=self.monitor, mode=self.mode
             )
-            shared = self._energy
+            shared = self._session = self._energy.session
             if shared.monitor == self.monitor and shared.mode != self.mode:
                 raise ValueError(
                     f"EnergyAwareEarlyStopping(monitor={self.monitor!r}, mode={self.mode!r}) and "
@@ -230,38 +172,41 @@ class EnergyAwareEarlyStopping(EarlyStopping):
 
     @property
     def energy_monitor(self) -> EnergyMonitor | None:
-        """The EnergyMonitor this callback reads its energy from (set at fit setup)."""
+        """The EnergyMonitor whose session this callback reads its energy from (set at fit setup)."""
         return self._energy
 
-    # -- the check ------------------------------------------------------------------------------------
-    def _run_early_stopping_check(self, trainer: pl.Trainer) -> None:
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Hold ``stopping_reason`` as a member of the trainer's ``EarlyStoppingReason`` (after a restore)."""
+        self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
+
+    def _run_early_stopping_check(self, trainer: Trainer) -> None:
         logs = trainer.callback_metrics
         if trainer.fast_dev_run:
             return
         if not self._validate_condition_metric(logs):  # raises when strict
             if not self._missing_warned:
                 self._missing_warned = True
-                rank_zero_warn(
+                _compat.warn(
+                    trainer,
                     f"EnergyAwareEarlyStopping(strict=False): the monitored metric {self.monitor!r} was not "
                     f"logged, so this check was skipped: nothing, the energy budget included, is checked "
-                    f"until it is. Logged metrics: {sorted(logs)}"
+                    f"until it is. Logged metrics: {sorted(logs)}",
                 )
             return
-        pl_module = trainer.lightning_module
-        if self._check_on_train_epoch_end:
-            cost_kwh = self._energy.close_epoch(trainer, pl_module).total_kwh
+        pl_module, session = trainer.lightning_module, self._session
+        assert session is not None
+        closed = session.last_epoch
+        if self._check_on_train_epoch_end and closed is not None and closed.epoch == trainer.current_epoch:
+            cost_kwh = closed.total_kwh  # the EnergyMonitor (a plain callback) closed the epoch before us
         else:
-            cost_kwh = self._energy.cumulative_kwh(trainer)
+            cost_kwh = session.total_kwh_now()
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
-        if self._check_on_train_epoch_end and self._energy.monitor == self.monitor:
-            # A metric the module logged in its own on_train_epoch_end reached us only now.
-            self._energy.attach_metric(trainer, pl_module, metric)
         horizon = self._horizon_epochs(trainer)
         lr_hint = epochs_until_lr_decay(
             trainer.lr_scheduler_configs,
-            _optimizer_steps_per_epoch(trainer),
-            epoch_done=bool(getattr(trainer.fit_loop.epoch_loop.batch_progress, "is_last_batch", True)),
+            _compat.optimizer_steps_per_epoch(trainer),
+            epoch_done=_compat.epoch_done(trainer),
         )
         decision = self.policy.update(
             metric, cost_kwh, epoch=trainer.current_epoch, max_epochs=horizon, epochs_until_lr_decay=lr_hint
@@ -278,16 +223,9 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         self._log_decision(trainer, pl_module, decision)
         if should_stop:
             self._stop(trainer, StopReason(reason), decision)
-        self._energy.add_summary_fields(**self._summary_fields())
 
-    def _record_inputs(self, trainer: pl.Trainer, horizon: int | None, lr_hint: int | None) -> None:
-        """Log what the policy was told beyond the logged curves, so MLflow replay can tell it the same.
-
-        The planned horizon goes into the run parameter ``lightning_green.max_epochs`` (``none``
-        without a plan), the policy's arguments into :meth:`policy_params`, and each check's
-        ``epochs_until_lr_decay`` into the metric ``energy/epochs_until_lr_decay`` (at the step of
-        the check; absent when there was none).
-        """
+    def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
+        """Log what the policy was told beyond the curves (horizon, policy arguments, LR hints) for replay."""
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
             params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
@@ -299,22 +237,16 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         """The run parameters that record this stopper's policy, for replay to reproduce it.
 
         Every :class:`~lightning_green.policy.StoppingConfig` field as ``lightning_green.<name>``
-        (``None`` as ``none``), and the monitored metric and its direction as
-        ``lightning_green.monitor``/``lightning_green.mode``, the parameters the shared
-        EnergyMonitor logs for its own metric. Where that monitor watches another metric (or the
-        same one in the other direction), the stopper's go into
-        ``lightning_green.stopping_monitor``/``lightning_green.stopping_mode`` instead, so neither
-        overwrites the other.
-
-        Returns:
-            Parameter names and plain values (str, int, float, bool).
+        (``None`` as ``none``); the metric and direction as ``lightning_green.monitor``/``.mode``,
+        or as ``lightning_green.stopping_monitor``/``.stopping_mode`` when the session's
+        EnergyMonitor watches another metric (or direction), so neither overwrites the other.
         """
         params: dict[str, Any] = {
             keys.policy_param(name): "none" if value is None else value
             for name, value in self.config.to_dict().items()
             if name != "mode"
         }
-        shared = self._energy
+        shared = self._session
         shared_target = None if shared is None or shared.monitor is None else (shared.monitor, shared.mode)
         if shared_target in (None, (self.monitor, self.mode)):
             params[keys.PARAM_MONITOR], params[keys.PARAM_MODE] = self.monitor, self.mode
@@ -323,31 +255,24 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             params[keys.PARAM_STOPPING_MODE] = self.mode
         return params
 
-    def _horizon_epochs(self, trainer: pl.Trainer) -> int | None:
-        """The planned length of the run in epochs, or None when there is no plan.
-
-        Lightning turns ``max_epochs=None`` (with no ``max_steps``) into 1000 before any hook
-        runs; that is no plan, and 1000 read as one would hold the marginal rule for 500 epochs.
-        """
+    def _horizon_epochs(self, trainer: Trainer) -> int | None:
+        """The planned length in epochs, None without a plan (Lightning's implicit 1000 epochs is none)."""
         horizon = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and (trainer.max_steps is None or trainer.max_steps < 0):
+        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
+        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and max_steps is None:
             horizon = None
-        steps_per_epoch = trainer.num_training_batches
-        if (
-            trainer.max_steps is not None
-            and trainer.max_steps > 0
-            and steps_per_epoch
-            and math.isfinite(steps_per_epoch)
-        ):
-            accumulate = max(1, trainer.accumulate_grad_batches)
-            by_steps = math.ceil(trainer.max_steps * accumulate / steps_per_epoch)
+        batches = trainer.num_training_batches
+        if max_steps is not None and batches and math.isfinite(batches):
+            by_steps = math.ceil(max_steps * max(1, trainer.accumulate_grad_batches) / batches)
             horizon = by_steps if horizon is None else min(horizon, by_steps)
         return horizon
 
-    def _stop(self, trainer: pl.Trainer, reason: StopReason, decision: StopDecision) -> None:
+    def _stop(self, trainer: Trainer, reason: StopReason, decision: StopDecision) -> None:
+        """Stop, keeping Lightning's own fields true (``stopping_reason`` as :data:`LIGHTNING_REASONS`)."""
         trainer.should_stop = True
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
+        self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
             self._log_info(trainer, decision.message, self.log_rank_zero_only)
@@ -356,30 +281,16 @@ class EnergyAwareEarlyStopping(EarlyStopping):
                 trainer, {TAG_STOP_REASON: reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
             )
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Record that training ended without this stopper stopping it, and how it ended.
-
-        Sets the MLflow tag ``lightning_green.stop_reason`` to ``none`` (the word replay writes for
-        a curve the policy never stopped) and gives the summary ``stop_reason: "none"`` with
-        ``training_end`` saying how the run ended (``ran to max_epochs=N`` ...), so a run the
-        stopper held back is told apart from one without a stopper. :attr:`stop_reason` stays
-        ``None``. Runs before the summary is written (``on_fit_end``).
-        """
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record (summary ``stop_reason: "none"``, tag ``none``) that the run ended without this stopper."""
         if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        end = self._training_end(trainer)
-        if self._energy is not None:
-            self._energy.add_summary_fields(
-                stop_reason=keys.NO_STOP,
-                stopped_epoch=None,
-                stop_message=f"{type(self).__name__} did not stop the run: {end}",
-                training_end=end,
-            )
+        self._training_end_text = self._training_end(trainer)
         if trainer.global_rank == 0:
             _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
 
     @staticmethod
-    def _training_end(trainer: pl.Trainer) -> str:
+    def _training_end(trainer: Trainer) -> str:
         """How a run this stopper did not stop ended, in words."""
         epochs_done = trainer.current_epoch
         max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
@@ -389,9 +300,7 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             return f"ran to max_steps={max_steps}"
         return f"ended after {epochs_done} epochs for another reason"
 
-    def _log_decision(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, decision: StopDecision
-    ) -> None:
+    def _log_decision(self, trainer: Trainer, pl_module: LightningModule, decision: StopDecision) -> None:
         metrics = {
             key: float(value)
             for key, value in (
@@ -410,13 +319,20 @@ class EnergyAwareEarlyStopping(EarlyStopping):
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
             _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
-    def _summary_fields(self) -> dict[str, Any]:
-        decision = self.last_decision
-        fields: dict[str, Any] = {
-            "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
-            "stopped_epoch": self.stopped_epoch if self.stop_reason is not None else None,
-            "stop_message": self.stopping_reason_message if self.stop_reason is not None else None,
-        }
+    def energy_summary_fields(self) -> dict[str, Any]:
+        """The stop (or how the run ended without one) and the policy's last view, for the summary."""
+        end, decision = self._training_end_text, self.last_decision
+        fields: dict[str, Any] = {}
+        if self.stop_reason is not None:
+            fields = dict(stop_reason=self.stop_reason.value, stopped_epoch=self.stopped_epoch)
+            fields["stop_message"] = self.stopping_reason_message
+        elif end is not None:
+            message = f"{type(self).__name__} did not stop the run: {end}"
+            fields = dict(
+                stop_reason=keys.NO_STOP, stopped_epoch=None, stop_message=message, training_end=end
+            )
+        elif decision is not None:
+            fields = dict(stop_reason=None, stopped_epoch=None, stop_message=None)
         if decision is not None:
             fitted_from = None
             if decision.fit is not None:
@@ -425,22 +341,32 @@ class EnergyAwareEarlyStopping(EarlyStopping):
             fields["stopping_policy"] = decision_summary(decision, fitted_from)
         return fields
 
-    # -- persistence --------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The policy's history and plateau state, plus Lightning's EarlyStopping fields."""
-        state = super().state_dict()
-        state.update(
-            {
-                "policy": self.policy.state_dict(),
-                "stop_reason": None if self.stop_reason is None else self.stop_reason.value,
-            }
-        )
-        return state
+        """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
+        reason = None if self.stop_reason is None else self.stop_reason.value
+        return {**super().state_dict(), **to_state(StopperState(self.policy.state_dict(), reason))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore so that the resumed run makes the decisions the uninterrupted one would."""
-        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ("policy", "stop_reason")})
-        if "policy" in state_dict:
-            self.policy.load_state_dict(state_dict["policy"])
-        reason = state_dict.get("stop_reason")
-        self.stop_reason = None if reason is None else StopReason(reason)
+        ours = set(StopperState.__dataclass_fields__)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in ours})
+        state = from_state(StopperState, state_dict)
+        if state.policy is not None:
+            self.policy.load_state_dict(state.policy)
+        self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Warn once when the checkpoint has no state for this stopper's ``state_key`` (monitor, mode)."""
+        saved = checkpoint.get("callbacks", {})
+        if self.state_key in saved:
+            return
+        others = [key for key in saved if key.startswith(f"{type(self).__name__}{{")]
+        was = f" (the checkpoint has the state of {', '.join(others)})" if others else ""
+        _compat.warn(
+            trainer,
+            f"lightning_green: no state of {self.state_key} in the checkpoint (epoch "
+            f"{checkpoint.get('epoch', '?')}){was}: its history restarts here - patience, the "
+            "learning-curve fit and the budget forecast start from the resumed epoch.",
+        )

@@ -10,26 +10,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
-from pytorch_lightning.cli import SaveConfigCallback
-
-from lightning_green.callbacks import _loggers
+from lightning_green.callbacks import _compat, _loggers
+from lightning_green.callbacks._compat import LightningModule, Trainer
 
 
-class SaveConfigToLoggers(SaveConfigCallback):
-    """Save the resolved LightningCLI config locally and as an artifact of every MLflow run.
+class SaveConfigToLoggers(*_compat.save_config_bases()):
+    """Save the resolved LightningCLI config locally and as an artifact ``config/`` of every MLflow run.
 
-    Use it as ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)``. The file goes to
-    the first logger's directory (TensorBoard/CSV), or ``<default_root_dir>/energy_reports/<run_id>``
-    for MLflow, and is uploaded to each MLflow run under ``config/``. Written once, on global rank 0.
+    Use ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)`` with either namespace's
+    ``LightningCLI``. The file goes where :func:`~lightning_green.callbacks._loggers.output_dir` says;
+    written once, on global rank 0.
 
     Args:
         parser: Set by LightningCLI.
         config: Set by LightningCLI.
         config_filename: Name of the written file.
-        overwrite: Unused (each MLflow run gets its own folder); kept for LightningCLI's signature.
+        overwrite: Unused (each MLflow run gets its own folder).
         multifile: Save the config as several files (LightningCLI's option).
-        save_to_log_dir: Ignored: the file always goes where :func:`output_dir` says.
+        save_to_log_dir: Ignored.
     """
 
     def __init__(
@@ -44,7 +42,7 @@ class SaveConfigToLoggers(SaveConfigCallback):
         super().__init__(parser, config, config_filename, overwrite, multifile, save_to_log_dir=False)
         self.saved_path: Path | None = None
 
-    def save_config(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+    def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Write the config and log it to every MLflow run (called on global rank 0 only)."""
         path = _loggers.output_dir(trainer) / self.config_filename
         path.parent.mkdir(parents=True, exist_ok=True)

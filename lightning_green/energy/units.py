@@ -20,19 +20,3 @@ def j_to_kwh(energy_j: float) -> float:
         1.0
     """
     return energy_j / J_PER_KWH
-
-
-def kwh_to_j(energy_kwh: float) -> float:
-    """Convert kilowatt-hours to joules.
-
-    Args:
-        energy_kwh: Energy in kWh.
-
-    Returns:
-        The same energy in joules.
-
-    Example:
-        >>> kwh_to_j(0.5)
-        1800000.0
-    """
-    return energy_kwh * J_PER_KWH

@@ -109,8 +109,3 @@ class StopDecision:
     def fit_family(self) -> str | None:
         """Name of the fitted learning-curve family (``"pow3"``, ``"exp3"``, ...), if any."""
         return None if self.fit is None else self.fit.family
-
-    @property
-    def fit_params(self) -> tuple[float, ...] | None:
-        """Parameters of the fitted family in its normalised coordinates, if any."""
-        return None if self.fit is None else self.fit.params

@@ -1,6 +1,7 @@
-"""How far away the next scheduled learning-rate drop is, read off the trainer's schedulers.
+"""Learning rates in torch optimizers and schedulers: the next scheduled drop, and scaling them.
 
-Step schedules (``StepLR``, ``MultiStepLR``) and ``ReduceLROnPlateau`` make a learning curve
+:func:`epochs_until_lr_decay` reads how far away the next scheduled learning-rate drop is. Step
+schedules (``StepLR``, ``MultiStepLR``) and ``ReduceLROnPlateau`` make a learning curve
 jump after a flat stretch; the stopping policy must not stop on a flat stretch that a drop is
 about to end. Schedules that decay continuously (cosine, exponential, one-cycle, lambdas) have
 no step ahead and report none.
@@ -9,16 +10,23 @@ Lightning steps epoch-interval schedulers (other than ``ReduceLROnPlateau``) at 
 the epoch, before validation and ``on_train_epoch_end``: at the end of an epoch their
 ``last_epoch`` already positions them for the next epoch. ``ReduceLROnPlateau`` is stepped after
 ``on_train_epoch_end``, with the epoch's metric.
+
+:func:`scale_learning_rates` makes every learning rate follow a batch-size switch (the rule from
+:func:`resolve_lr_rule`). Torch only: no Lightning here.
 """
 
 from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch.optim import lr_scheduler as sched
+
+LR_KEYS: tuple[str, ...] = ("lr", "initial_lr", "max_lr", "min_lr")
+"""The param-group entries a learning-rate scaling multiplies."""
 
 
 def _next_milestone(scheduler: Any, position: int) -> int | None:
@@ -111,3 +119,61 @@ def epochs_until_lr_decay(
             epochs = steps * frequency
         best = epochs if best is None else min(best, epochs)
     return best
+
+
+def resolve_lr_rule(rule: str, optimizer: torch.optim.Optimizer | None) -> str:
+    """The learning-rate rule to use: ``auto`` is ``linear`` for SGD, ``sqrt`` for the others.
+
+    Linear scaling (Goyal et al. 2017) holds for SGD with momentum; for adaptive optimisers
+    (Adam, AdamW, RMSprop ...) the square-root rule keeps the training dynamics (Malladi et al.
+    2022, "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms").
+
+    Example:
+        >>> resolve_lr_rule("auto", torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
+        'linear'
+    """
+    if rule != "auto":
+        return rule
+    return "linear" if isinstance(optimizer, torch.optim.SGD) else "sqrt"
+
+
+def scale_learning_rates(
+    optimizers: Iterable[torch.optim.Optimizer], configs: Iterable[Any], factor: float
+) -> None:
+    """Multiply every learning rate by ``factor``: param groups (:data:`LR_KEYS`) and schedulers' bases.
+
+    The schedulers' ``base_lrs``/``max_lrs`` follow, so a scheduler does not undo the scaling.
+
+    Args:
+        optimizers: The optimizers.
+        configs: Scheduler configs (objects with ``scheduler``), e.g. ``trainer.lr_scheduler_configs``.
+        factor: The multiplier.
+    """
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            for key in LR_KEYS:
+                value = group.get(key)
+                if isinstance(value, torch.Tensor):
+                    value.mul_(factor)
+                elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                    group[key] = value * factor
+    for config in configs:
+        for attr in ("base_lrs", "max_lrs"):
+            values = getattr(config.scheduler, attr, None)
+            if isinstance(values, list):
+                setattr(config.scheduler, attr, [v * factor for v in values])
+
+
+def first_lr(optimizers: Sequence[torch.optim.Optimizer]) -> float | None:
+    """The learning rate of the first param group of the first optimizer (None when there is none)."""
+    try:
+        return float(optimizers[0].param_groups[0]["lr"])
+    except (IndexError, KeyError, TypeError, ValueError):
+        return None
+
+
+def raises_past_its_end(scheduler: Any) -> bool:
+    """Whether a scheduler raises when stepped past the length it was built for (OneCycleLR)."""
+    if isinstance(scheduler, sched.OneCycleLR):
+        return True
+    return any(raises_past_its_end(s) for s in getattr(scheduler, "_schedulers", ()))

@@ -1,0 +1,322 @@
+"""The one module of lightning_green that imports Lightning: both namespaces and its internals.
+
+Lightning ships the same code twice, ``pytorch_lightning`` and ``lightning.pytorch`` (``import
+lightning as L``); an object of one is no instance of the other's classes. The public callbacks
+inherit from ``Callback`` (``EarlyStopping``) of *every* installed namespace
+(:data:`CALLBACK_BASES`, :data:`EARLY_STOPPING_BASES`), so either Trainer and either
+LightningCLI accepts them. What depends on the trainer's namespace (enums, precision plugins,
+``is_overridden``, ``lightning_getattr``, message loggers) is resolved per trainer with
+:func:`namespace_of`; isinstance checks accept every namespace's classes. The fit loop's private
+attributes, the DDP collectives and the device sync are behind the small functions here.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lightning_green.energy.session import Fields, Reduce, local_reduce
+
+if TYPE_CHECKING:  # for annotations only: every namespace's Trainer and LightningModule are accepted
+    from pytorch_lightning import LightningModule, Trainer
+else:
+    Trainer = LightningModule = Any
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """One installed namespace: ``name`` (``pytorch_lightning``, ``lightning.pytorch``) and its ``fabric``."""
+
+    name: str
+    fabric: str
+
+    def attr(self, module: str, name: str) -> Any:
+        """``<namespace>.<module>.<name>``, e.g. ``attr("loggers", "MLFlowLogger")`` (imported when used)."""
+        return _lookup(self.name if not module else f"{self.name}.{module}", name)
+
+    def fabric_attr(self, module: str, name: str) -> Any:
+        """``<fabric>.<module>.<name>`` of this namespace's fabric package."""
+        return _lookup(f"{self.fabric}.{module}", name)
+
+
+@functools.cache
+def _lookup(module: str, name: str) -> Any:
+    return getattr(importlib.import_module(module), name)
+
+
+def _load(name: str, fabric: str) -> Namespace | None:
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return None
+    return Namespace(name, fabric)
+
+
+NAMESPACES: tuple[Namespace, ...] = tuple(
+    ns
+    for ns in (_load("pytorch_lightning", "lightning_fabric"), _load("lightning.pytorch", "lightning.fabric"))
+    if ns is not None
+)
+"""The installed namespaces, ``pytorch_lightning`` first."""
+
+if not NAMESPACES:  # pragma: no cover - pytorch-lightning is a dependency
+    raise ImportError("lightning_green needs pytorch-lightning or lightning (pip install pytorch-lightning)")
+
+DEFAULT: Namespace = NAMESPACES[0]
+"""The namespace used where there is no trainer to ask (construction-time messages)."""
+
+CALLBACK_BASES: tuple[type, ...] = tuple(ns.attr("callbacks", "Callback") for ns in NAMESPACES)
+"""``Callback`` of every installed namespace: the bases of every lightning_green callback."""
+
+MISCONFIGURATION_BASES: tuple[type, ...] = tuple(
+    ns.attr("utilities.exceptions", "MisconfigurationException") for ns in NAMESPACES
+)
+"""``MisconfigurationException`` of every installed namespace (caught alike by either)."""
+
+
+class _EndOfInit(CALLBACK_BASES[0]):  # type: ignore[misc,valid-type]
+    """Ends the ``__init__`` chain: the first EarlyStopping's ``super().__init__()`` stops here."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def _early_stopping_bases() -> tuple[type, ...]:
+    stoppers = [ns.attr("callbacks", "EarlyStopping") for ns in NAMESPACES]
+    return (stoppers[0], _EndOfInit, *stoppers[1:]) if len(stoppers) > 1 else tuple(stoppers)
+
+
+EARLY_STOPPING_BASES: tuple[type, ...] = _early_stopping_bases()
+"""Bases of EnergyAwareEarlyStopping: ``EarlyStopping`` of every namespace, initialised once."""
+
+
+def namespace_of(obj: Any) -> Namespace:
+    """The Lightning namespace of an object (its classes' modules, then its ``strategy``, else DEFAULT).
+
+    Example:
+        >>> import lightning.pytorch as L
+        >>> namespace_of(L.Trainer(logger=False, enable_progress_bar=False)).name
+        'lightning.pytorch'
+    """
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        for ns in NAMESPACES:
+            if module == ns.name or module.startswith(ns.name + "."):
+                return ns
+    strategy = getattr(obj, "strategy", None)
+    return namespace_of(strategy) if strategy is not None else DEFAULT
+
+
+def classes(module: str, name: str) -> tuple[type, ...]:
+    """The class ``<namespace>.<module>.<name>`` of every installed namespace, for isinstance checks."""
+    return tuple(ns.attr(module, name) for ns in NAMESPACES)
+
+
+def _device(trainer: Trainer) -> torch.device:
+    # NCCL needs CUDA tensors, gloo takes CPU ones: the strategy's root device suits both.
+    try:
+        return trainer.strategy.root_device
+    except Exception:  # pragma: no cover - strategies without a root device
+        return torch.device("cpu")
+
+
+def summing(trainer: Trainer) -> Reduce:
+    """The reduce of an :class:`~lightning_green.energy.session.EnergySession` in ``trainer``.
+
+    Packs the named fields (in key order, the same on every rank) into one float64 tensor,
+    sums it with ``trainer.strategy.reduce`` and unpacks it: one collective per call.
+    """
+    if int(trainer.world_size) <= 1:
+        return local_reduce
+
+    def reduce(fields: Fields) -> Fields:
+        keys = sorted(fields)
+        flat: list[float] = []
+        for key in keys:
+            value = fields[key]
+            flat += [float(v) for v in value] if isinstance(value, list) else [float(value)]
+        tensor = torch.tensor(flat, dtype=torch.float64, device=_device(trainer))
+        summed = iter(trainer.strategy.reduce(tensor, reduce_op="sum").cpu().tolist())
+        out: Fields = {}
+        for key in keys:
+            value = fields[key]
+            out[key] = [next(summed) for _ in value] if isinstance(value, list) else next(summed)
+        return out
+
+    return reduce
+
+
+def local_rank_pids(trainer: Trainer) -> list[int]:
+    """Pids of every rank on this node, this process first (collective under DDP)."""
+    pid = os.getpid()
+    if int(trainer.world_size) <= 1:
+        return [pid]
+    mine = torch.tensor([trainer.node_rank, pid], dtype=torch.int64, device=_device(trainer))
+    gathered = trainer.strategy.all_gather(mine).reshape(-1, 2).cpu().tolist()
+    others = [int(p) for node, p in gathered if int(node) == trainer.node_rank and int(p) != pid]
+    return [pid, *others]
+
+
+def agree_across_ranks(trainer: Trainer, values: Sequence[float], what: str) -> None:
+    """Check that every rank holds exactly the same values (an all-gather under DDP).
+
+    Raises:
+        RuntimeError: On every rank, when the ranks disagree (a decision must never diverge).
+    """
+    world = int(trainer.world_size)
+    if world <= 1:
+        return
+    local = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_device(trainer))
+    rows = trainer.strategy.all_gather(local).reshape(world, -1).cpu().tolist()
+    if any(row != rows[0] for row in rows):
+        raise RuntimeError(f"lightning_green: DDP ranks disagree on {what}: {rows} (one row per rank)")
+
+
+def synchronize(trainer: Trainer) -> None:
+    """Wait for the device's queued kernels, so an energy counter read now covers them (CUDA)."""
+    device = _device(trainer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rank(trainer: Trainer | None) -> int:
+    if trainer is not None:
+        return int(getattr(trainer, "global_rank", 0))
+    return int(getattr(DEFAULT.fabric_attr("utilities.rank_zero", "rank_zero_only"), "rank", 0))
+
+
+def info(trainer: Trainer | None, message: str) -> None:
+    """Log ``message`` on global rank 0, through the trainer's namespace's logger (as Lightning's own)."""
+    if _rank(trainer) == 0:
+        ns = namespace_of(trainer) if trainer is not None else DEFAULT
+        logging.getLogger(f"{ns.name}.utilities.rank_zero").info(message)
+
+
+def warn(trainer: Trainer | None, message: str, stacklevel: int = 3) -> None:
+    """Warn (``UserWarning``) on global rank 0."""
+    if _rank(trainer) == 0:
+        warnings.warn(message, UserWarning, stacklevel=stacklevel)
+
+
+def is_overridden(method: str, pl_module: LightningModule) -> bool:
+    """Whether the LightningModule overrides hook ``method`` (of its own namespace's LightningModule)."""
+    ns = namespace_of(pl_module)
+    return bool(
+        ns.attr("utilities.model_helpers", "is_overridden")(method, pl_module, ns.attr("", "LightningModule"))
+    )
+
+
+def lightning_attr(function: str, pl_module: LightningModule, *args: Any) -> Any:
+    """Lightning's ``lightning_hasattr``/``lightning_getattr``/``lightning_setattr`` (``function``).
+
+    They find an attribute on the module, its ``hparams`` or the datamodule.
+    """
+    return namespace_of(pl_module).attr("utilities.parsing", function)(pl_module, *args)
+
+
+def early_stopping_callbacks(trainer: Trainer) -> list[Any]:
+    """The trainer's ``EarlyStopping`` callbacks (of any namespace)."""
+    bases = classes("callbacks", "EarlyStopping")
+    return [cb for cb in trainer.callbacks if isinstance(cb, bases)]
+
+
+def stopping_reason(trainer: Trainer, name: str) -> Any:
+    """The member ``name`` (``"PATIENCE_EXHAUSTED"`` ...) of the trainer's ``EarlyStoppingReason``."""
+    enum = namespace_of(trainer).attr("callbacks.early_stopping", "EarlyStoppingReason")
+    return enum[name]
+
+
+def is_mlflow_logger(logger: Any) -> bool:
+    """Whether ``logger`` is an ``MLFlowLogger`` (of any namespace)."""
+    return isinstance(logger, classes("loggers", "MLFlowLogger"))
+
+
+def is_file_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``TensorBoardLogger`` or ``CSVLogger`` (a versioned ``log_dir``)."""
+    return isinstance(logger, classes("loggers", "TensorBoardLogger") + classes("loggers", "CSVLogger"))
+
+
+def strategy_kind(trainer: Trainer) -> str | None:
+    """``"single"`` (one device), ``"ddp"`` (data parallel) or None (DeepSpeed, FSDP, XLA ...)."""
+    strategy = trainer.strategy
+
+    def of(name: str) -> tuple[type, ...]:
+        return classes("strategies", name)
+
+    if isinstance(strategy, of("SingleDeviceStrategy")) and not isinstance(
+        strategy, of("SingleDeviceXLAStrategy")
+    ):
+        return "single"
+    if isinstance(strategy, of("DDPStrategy")) and not isinstance(
+        strategy, of("DeepSpeedStrategy") + of("XLAStrategy")
+    ):
+        return "ddp"
+    return None
+
+
+def is_swappable_precision_plugin(plugin: Any) -> bool:
+    """Whether ``plugin`` is exactly ``Precision`` or ``MixedPrecision`` (nothing that casts weights)."""
+    exact = classes("plugins.precision", "Precision") + classes("plugins.precision", "MixedPrecision")
+    return type(plugin) in exact
+
+
+def mixed_precision_scaler(plugin: Any) -> Any:
+    """The GradScaler of a ``MixedPrecision`` plugin (None for other plugins or without one)."""
+    if isinstance(plugin, classes("plugins.precision", "MixedPrecision")):
+        return plugin.scaler
+    return None
+
+
+def precision_plugin(trainer: Trainer, precision: str, device_type: str, scaler: Any = None) -> Any:
+    """A new precision plugin of the trainer's namespace (``Precision`` or ``MixedPrecision``)."""
+    ns = namespace_of(trainer)
+    if precision == "32-true":
+        return ns.attr("plugins.precision", "Precision")()
+    mixed = ns.attr("plugins.precision", "MixedPrecision")
+    return mixed(precision, device=device_type, scaler=scaler if precision == "16-mixed" else None)
+
+
+def train_dataloader_from_module(trainer: Trainer) -> bool:
+    """Whether the train dataloader comes from the LightningModule or DataModule (not passed to ``fit``)."""
+    return bool(trainer.fit_loop._data_source.is_module())
+
+
+def optimizer_steps_per_epoch(trainer: Trainer) -> int | None:
+    """Optimizer steps in a training epoch (batches over gradient accumulation), None if unknown."""
+    batches = trainer.num_training_batches
+    if not batches or not math.isfinite(batches):
+        return None
+    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
+
+
+def epoch_done(trainer: Trainer) -> bool:
+    """Whether the training epoch in progress has reached its last batch (True outside one)."""
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    return bool(getattr(progress, "is_last_batch", True))
+
+
+def rebuild_train_dataloader(trainer: Trainer) -> None:
+    """Have the fit loop build the train dataloader again now (at an epoch start), its sampler's epoch set."""
+    loop = trainer.fit_loop
+    if loop._data_fetcher is not None:  # exhausted; release its workers as Lightning's teardown does
+        loop._data_fetcher.teardown()
+    loop._combined_loader = None
+    loop.setup_data()
+    if loop._combined_loader is not None:
+        set_epoch = namespace_of(trainer).fabric_attr("utilities.data", "_set_sampler_epoch")
+        for dataloader in loop._combined_loader.flattened:
+            set_epoch(dataloader, loop.epoch_progress.current.processed)
+
+
+def save_config_bases() -> tuple[type, ...]:
+    """``cli.SaveConfigCallback`` of every installed namespace (imports ``cli``: needs jsonargparse)."""
+    return classes("cli", "SaveConfigCallback")

@@ -1,0 +1,387 @@
+"""One measurement session: the meter, the ledger, named windows and epochs, summed over ranks.
+
+A training run has one :class:`EnergySession`. It owns the meter (started and closed with the
+fit), the :class:`~lightning_green.energy.accounting.EnergyLedger` (per-epoch records and the
+run's total, continued across resume) and any number of named *windows* - ``begin(key)`` /
+``end(key)`` return what the energy, time and caller's counts between them were, as Zeus's
+``ZeusMonitor`` does. Every reading is a *collective* across the processes of a distributed run:
+the session sums named fields (``{"energy_j": ..., "samples": ...}``) through an injected
+``reduce`` function, so every rank holds identical figures. It knows nothing of Lightning: the
+callbacks inject a reduce built on ``trainer.strategy.reduce``; one process needs none.
+
+Conventions: energies are joules measured before PUE (the ledger applies it), durations are
+rank 0's clock, fields marked *rank 0* count rank 0's value only.
+
+Example:
+    >>> from lightning_green.energy.meter import EnergyMeter
+    >>> class Counter(EnergyMeter):  # 5 J more at every read
+    ...     source = "rapl"
+    ...     def _start(self): self.reads = 0
+    ...     def _read_j(self):
+    ...         self.reads += 1
+    ...         return {"package-0": 5.0 * self.reads}
+    >>> session = EnergySession(pue=2.0)
+    >>> session.start(Counter())
+    >>> session.begin("probe")
+    >>> window = session.end("probe", {"samples": 64.0})
+    >>> window.energy_j, window.fields
+    (5.0, {'samples': 64.0})
+    >>> session.add_samples(32)
+    >>> record, _ = session.close_epoch(0)
+    >>> record.energy_j, record.samples, record.source   # 3 reads x 5 J, times PUE 2
+    (30.0, 32, 'rapl')
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
+from lightning_green.energy.meter import EnergyMeter
+from lightning_green.energy.units import j_to_kwh
+
+Value = float | list[float]
+Fields = dict[str, Value]
+"""Named values summed across ranks: a float, or a list of floats of the same length on every rank."""
+
+Reduce = Callable[[Fields], Fields]
+"""Sums every field over all ranks (a collective: every rank calls it at the same point)."""
+
+SOURCES: tuple[str, ...] = ("nvml", "nvml-sampled", "rapl", "estimate")
+"""Energy source labels, in the order a combined label joins them."""
+
+
+def local_reduce(fields: Fields) -> Fields:
+    """The reduce of a single process: the fields themselves.
+
+    Example:
+        >>> local_reduce({"energy_j": 2.0, "losses": [1.0, 0.5]})
+        {'energy_j': 2.0, 'losses': [1.0, 0.5]}
+    """
+    return {k: [float(x) for x in v] if isinstance(v, list) else float(v) for k, v in fields.items()}
+
+
+def _source_label(summed: Mapping[str, Value]) -> str:
+    parts = [name for name in SOURCES if float(summed.get(f"source.{name}", 0.0)) > 0]  # type: ignore[arg-type]
+    return "+".join(parts) if parts else "estimate"
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The session's meters read on every rank and summed.
+
+    Attributes:
+        energy_j: Measured since the session started, all ranks and devices, before PUE.
+        faults: Measurement faults since the session started, all ranks.
+        samples: Training samples counted since the current epoch began, all ranks.
+        source: The energy source label (``nvml``, ``rapl``, ``estimate``, ``+``-joined ...).
+    """
+
+    energy_j: float
+    faults: int
+    samples: int
+    source: str
+
+
+@dataclass(frozen=True)
+class WindowRecord:
+    """What a named window measured, identical on every rank.
+
+    Attributes:
+        key: The window's name.
+        energy_j: Energy between ``begin`` and ``end``, all ranks and devices, before PUE.
+        duration_s: Rank 0's wall time between ``begin`` and ``end``.
+        fields: The caller's named values given to ``end``, summed over ranks.
+        source: The energy source label.
+        partial: Whether a measurement fault happened inside the window.
+    """
+
+    key: str
+    energy_j: float
+    duration_s: float
+    fields: Fields = field(default_factory=dict)
+    source: str = "estimate"
+    partial: bool = False
+
+
+@dataclass
+class OpenEpoch:
+    """What the epoch in progress has used so far: energy (PUE applied), samples, seconds."""
+
+    energy_j: float
+    samples: int
+    duration_s: float
+
+
+@dataclass
+class _Mark:
+    energy_j: float
+    time_s: float
+    faults: int
+
+
+class EnergySession:
+    """The measurement of one training run, shared by every callback of the Trainer.
+
+    Args:
+        pue: Power usage effectiveness applied to every measured joule (>= 1.0).
+        carbon_intensity_g_per_kwh: Grid intensity for CO2, or None.
+        monitor: The metric whose gain per kWh the epochs record, or None.
+        mode: ``"min"`` or ``"max"``: the direction of ``monitor``.
+        clock: Monotonic seconds (default ``time.monotonic``; rank 0's is the one that counts).
+    """
+
+    def __init__(
+        self,
+        pue: float = 1.0,
+        carbon_intensity_g_per_kwh: float | None = None,
+        monitor: str | None = None,
+        mode: Literal["min", "max"] = "min",
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.ledger = EnergyLedger(pue, carbon_intensity_g_per_kwh, mode)
+        self.monitor = monitor
+        self.energy_source: str | None = None
+        self._clock = clock or time.monotonic
+        self._meter: EnergyMeter | None = None
+        self._running = False
+        self._reduce: Reduce = local_reduce
+        self._rank0 = True
+        self._samples_local = 0
+        self._epoch_start_s = 0.0
+        self._windows: dict[str, _Mark] = {}
+        self._probing: set[str] = set()
+
+    # -- identity ---------------------------------------------------------------------------------
+    @property
+    def mode(self) -> Literal["min", "max"]:
+        """Direction of :attr:`monitor` (``"min"``: lower is better)."""
+        return self.ledger.mode
+
+    def watch(self, monitor: str | None, mode: Literal["min", "max"]) -> None:
+        """Record the gain per kWh of ``monitor`` (in direction ``mode``) from now on."""
+        self.monitor, self.ledger.mode = monitor, mode
+
+    @property
+    def pue(self) -> float:
+        """The PUE applied to measured joules."""
+        return self.ledger.pue
+
+    @property
+    def running(self) -> bool:
+        """Whether the session is measuring (between :meth:`start` and :meth:`stop`)."""
+        return self._running
+
+    @property
+    def history(self) -> list[EpochEnergy]:
+        """Closed epochs of the run, resumes included."""
+        return list(self.ledger.history)
+
+    @property
+    def last_epoch(self) -> EpochEnergy | None:
+        """The last closed epoch, or None."""
+        return self.ledger.history[-1] if self.ledger.history else None
+
+    @property
+    def total_kwh(self) -> float:
+        """The run's energy at the last closed epoch (or restored), in kWh."""
+        return j_to_kwh(self.ledger.total_j)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def start(self, meter: EnergyMeter | None, reduce: Reduce = local_reduce, rank0: bool = True) -> None:
+        """Start measuring with ``meter`` (this process's share of the run).
+
+        Args:
+            meter: This rank's meter, not started yet (None: this rank measures nothing itself).
+            reduce: Sums named fields over every rank (:func:`local_reduce` for one process).
+            rank0: Whether this process is global rank 0 (whose clock and metric count).
+        """
+        self._meter, self._reduce, self._rank0 = meter, reduce, rank0
+        if meter is not None:
+            meter.start()
+        self._running = True
+        self.ledger.begin()
+        self._samples_local = 0
+        self._epoch_start_s = self._clock()
+        self._windows.clear()
+
+    def stop(self) -> None:
+        """Stop the meter (threads, library handles). Safe to repeat."""
+        meter, self._meter, self._running = self._meter, None, False
+        if meter is not None:
+            meter.close()
+
+    def add_samples(self, samples: int) -> None:
+        """Count training samples of this rank in the current epoch."""
+        self._samples_local += int(samples)
+
+    # -- reading (collectives) --------------------------------------------------------------------
+    def sum(self, fields: Mapping[str, Value], rank0: Mapping[str, Value] | None = None) -> Fields:
+        """Sum named fields over ranks; ``rank0`` fields count global rank 0's value only (collective)."""
+        local: Fields = {k: list(v) if isinstance(v, list) else float(v) for k, v in fields.items()}
+        for key, value in (rank0 or {}).items():
+            if self._rank0:
+                local[key] = list(value) if isinstance(value, list) else float(value)
+            else:
+                local[key] = [0.0] * len(value) if isinstance(value, list) else 0.0
+        return self._reduce(local)
+
+    def read(
+        self, fields: Mapping[str, Value] | None = None, rank0: Mapping[str, Value] | None = None
+    ) -> tuple[Reading, Fields]:
+        """Read every rank's meter and sum, with the caller's fields in the same collective.
+
+        Returns:
+            The reading and the caller's summed fields.
+        """
+        reading = self._meter.read() if self._meter is not None else None
+        parts = set(reading.source.split("+")) if reading is not None else set()
+        own: Fields = {
+            "meter.energy_j": reading.energy_j if reading is not None else 0.0,
+            "meter.faults": float(reading.faults) if reading is not None else 0.0,
+            "meter.samples": float(self._samples_local),
+            **{f"source.{name}": float(name in parts) for name in SOURCES},
+        }
+        summed = self.sum({**own, **(fields or {})}, rank0)
+        measured = Reading(
+            energy_j=float(summed.pop("meter.energy_j")),  # type: ignore[arg-type]
+            faults=round(summed.pop("meter.faults")),  # type: ignore[arg-type]
+            samples=round(summed.pop("meter.samples")),  # type: ignore[arg-type]
+            source=_source_label(summed),
+        )
+        for name in SOURCES:
+            summed.pop(f"source.{name}")
+        return measured, summed
+
+    def total_kwh_now(self) -> float:
+        """The run's energy up to now (PUE applied, resumes included), in kWh (collective)."""
+        reading, _ = self.read()
+        return j_to_kwh(max(self.ledger.total_j, self.ledger.total_j_at(reading.energy_j)))
+
+    def begin(self, key: str) -> None:
+        """Open the window ``key`` here (collective)."""
+        reading, _ = self.read()
+        self._windows[key] = _Mark(reading.energy_j, self._clock(), reading.faults)
+
+    def end(self, key: str, fields: Mapping[str, Value] | None = None, restart: bool = False) -> WindowRecord:
+        """Close the window ``key`` here, summing the caller's ``fields`` with it (collective).
+
+        Args:
+            key: A window opened by :meth:`begin`.
+            fields: This rank's named values to sum over ranks (e.g. samples, losses).
+            restart: Open the window again from this very reading (nothing falls between).
+
+        Raises:
+            KeyError: When the window is not open.
+        """
+        mark = self._windows.pop(key)
+        now = self._clock()
+        reading, summed = self.read(fields, rank0={"window.duration_s": now - mark.time_s})
+        duration_s = float(summed.pop("window.duration_s"))  # type: ignore[arg-type]
+        if restart:
+            self._windows[key] = _Mark(reading.energy_j, now, reading.faults)
+        return WindowRecord(
+            key=key,
+            energy_j=max(0.0, reading.energy_j - mark.energy_j),
+            duration_s=max(0.0, duration_s),
+            fields=summed,
+            source=reading.source,
+            partial=reading.faults > mark.faults,
+        )
+
+    def is_open(self, key: str) -> bool:
+        """Whether the window ``key`` is open."""
+        return key in self._windows
+
+    # -- epochs (collectives) -----------------------------------------------------------------------
+    def close_epoch(
+        self, epoch: int, metric: float | None = None, rank0: Mapping[str, float] | None = None
+    ) -> tuple[EpochEnergy, Fields]:
+        """Close the epoch in progress: one record for the ledger, identical on every rank.
+
+        Args:
+            epoch: The epoch's index.
+            metric: Rank 0's value of :attr:`monitor` at the epoch's end (None: not logged).
+            rank0: More of rank 0's values to hand to every rank with the record.
+
+        Returns:
+            The record (also in :attr:`history`) and the summed fields: ``rank0``'s, plus
+            ``metric_logged`` (1.0 when rank 0 had a metric, finite or not).
+        """
+        now = self._clock()
+        baseline = self.ledger.baseline_metric if not self.ledger.history else None
+        values = {
+            "epoch.duration_s": now - self._epoch_start_s,
+            "metric": metric if metric is not None else 0.0,
+            "metric_logged": float(metric is not None),
+            "baseline": baseline if baseline is not None else 0.0,
+            "baseline_known": float(baseline is not None),
+            **(rank0 or {}),
+        }
+        reading, summed = self.read(rank0=values)
+        if not self.ledger.history:  # the first epoch's gain is measured from rank 0's baseline
+            self.ledger.baseline_metric = float(summed["baseline"]) if summed["baseline_known"] else None  # type: ignore[arg-type]
+        value = float(summed["metric"]) if summed["metric_logged"] else None  # type: ignore[arg-type]
+        record = self.ledger.close_epoch(
+            epoch,
+            measured_j=reading.energy_j,
+            faults=reading.faults,
+            samples=reading.samples,
+            duration_s=float(summed["epoch.duration_s"]),  # type: ignore[arg-type]
+            source=reading.source,
+            metric=value if value is not None and math.isfinite(value) else None,
+        )
+        self._epoch_start_s = now
+        self._samples_local = 0
+        self.energy_source = reading.source
+        extra = {k: v for k, v in summed.items() if k not in ("metric", "baseline", "baseline_known")}
+        extra.pop("epoch.duration_s")
+        return record, extra
+
+    def attach_metric(self, metric: float | None) -> EpochEnergy | None:
+        """Give the last closed epoch rank 0's ``metric`` when it was logged after the close (collective).
+
+        Returns:
+            The updated record, or None when rank 0 had no metric (nothing changes).
+        """
+        summed = self.sum({}, rank0={"metric": metric or 0.0, "logged": float(metric is not None)})
+        if not summed["logged"] or not self.ledger.history:
+            return None
+        return self.ledger.attach_metric(float(summed["metric"]))  # type: ignore[arg-type]
+
+    def open_epoch(self) -> OpenEpoch:
+        """What the epoch in progress has used so far (collective), e.g. to keep it in a checkpoint."""
+        reading, _ = self.read()
+        energy_j = max(0.0, self.ledger.total_j_at(reading.energy_j) - self.ledger.total_j)
+        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s)
+
+    def carry(self, epoch: OpenEpoch) -> None:
+        """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
+        self.ledger.carry_open_epoch(epoch.energy_j, epoch.samples, epoch.duration_s)
+
+    # -- coordination of probes -------------------------------------------------------------------
+    def set_probing(self, key: str, probing: bool) -> None:
+        """Declare that the setting ``key`` (``"precision"`` ...) is being probed, or no longer.
+
+        Other adaptive callbacks hold their setting still meanwhile, so a window never mixes two
+        settings; the state must be the same on every rank (it is decided from summed figures).
+        """
+        (self._probing.add if probing else self._probing.discard)(key)
+
+    def probing_other_than(self, key: str) -> bool:
+        """Whether a setting other than ``key`` is being probed."""
+        return bool(self._probing - {key})
+
+    # -- persistence ------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The ledger (totals, history) and the energy source, as plain data."""
+        return {"ledger": self.ledger.state_dict(), "energy_source": self.energy_source}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: later epochs add to the restored total."""
+        self.ledger.load_state_dict(dict(state["ledger"]))
+        self.energy_source = state.get("energy_source")

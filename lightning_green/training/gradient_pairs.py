@@ -1,0 +1,86 @@
+"""Gradient pairs of consecutive optimizer steps: the inputs of the gradient noise scale (torch only).
+
+McCandlish et al. 2018 (appendix A.1) estimate the gradient noise scale from squared gradient
+norms at two batch sizes. Consecutive optimizer steps serve as the two halves of a batch of
+``2B``: the mean of their squared norms is ``|G_B|²`` and the squared norm of their mean is
+``|G_2B|²`` (the parameters move by one step in between, which biases the estimate slightly
+upwards at large learning rates). :class:`GradientPairs` keeps one step's gradients every
+``every`` steps and compares them with the next step's; the other steps compare two integers.
+The estimator itself is :class:`~lightning_green.policy.noise_scale.GradientNoiseScale`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The gradients of an optimizer's parameters that have one."""
+    return [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+
+
+def _squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(torch._foreach_norm(tensors)).double().pow(2).sum()
+
+
+class GradientPairs:
+    """Sums of ``(|G_B|², |G_2B|²)`` over gradient pairs of consecutive steps (on the device, no sync).
+
+    Args:
+        every: A pair starts every this many optimizer steps.
+
+    Example:
+        >>> w = torch.nn.Parameter(torch.zeros(2))
+        >>> opt = torch.optim.SGD([w], lr=0.1)
+        >>> pairs = GradientPairs(every=4)
+        >>> for step, grad in [(4, [1.0, 0.0]), (5, [0.0, 1.0])]:
+        ...     w.grad = torch.tensor(grad)
+        ...     pairs.offer(step, opt)
+        >>> count, small, big = pairs.take()  # |G_B|² = mean(1, 1); |G_2B|² = |(0.5, 0.5)|²
+        >>> count, small, round(big, 6)
+        (1, 1.0, 0.5)
+    """
+
+    def __init__(self, every: int = 4) -> None:
+        self.every = every
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the kept gradient and the sums."""
+        self.drop()
+        self._sum: torch.Tensor | None = None
+        self.count = 0
+
+    def drop(self) -> None:
+        """Forget a kept first gradient (the next pair starts afresh)."""
+        self._first: list[torch.Tensor] | None = None
+        self._first_step = -1
+
+    def offer(self, step: int, optimizer: torch.optim.Optimizer) -> None:
+        """See the gradients of optimizer step ``step`` (before the optimizer uses them)."""
+        first = self._first
+        if first is None:
+            if step % self.every == 0:
+                grads = gradients(optimizer)
+                if grads:
+                    self._first, self._first_step = [g.detach().clone() for g in grads], step
+            return
+        self._first = None
+        if step != self._first_step + 1:
+            return
+        grads = gradients(optimizer)
+        if len(first) != len(grads):
+            return
+        with torch.no_grad():
+            small = (_squared_norm(first) + _squared_norm(grads)) / 2.0
+            torch._foreach_add_(first, grads)
+            pair = torch.stack([small, _squared_norm(first) / 4.0])
+        self._sum = pair if self._sum is None else self._sum + pair
+        self.count += 1
+
+    def take(self) -> tuple[int, float, float]:
+        """``(pairs, sum of |G_B|², sum of |G_2B|²)`` since the last take (one device sync); then zero."""
+        small, big = [float(v) for v in self._sum.cpu().tolist()] if self._sum is not None else (0.0, 0.0)
+        count = self.count
+        self._sum, self.count = None, 0
+        return count, small, big

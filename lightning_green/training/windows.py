@@ -1,0 +1,212 @@
+"""Measured training windows: energy, time, samples and losses of optimizer steps (torch, no Lightning).
+
+A *training window* is a run of optimizer steps between two boundaries that every rank of a
+distributed run reaches at the same step. Its energy and time come from a named window of the
+run's :class:`~lightning_green.energy.session.EnergySession`; its samples, per-step losses and
+the caller's counts are summed over ranks in the same collective, so every rank holds the same
+figures. The window pauses outside training (validation, epoch-end work) and resumes after.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from lightning_green.energy.session import EnergySession
+
+
+@dataclass(frozen=True)
+class AdaptWindow:
+    """What a closed training window measured, identical on every rank.
+
+    Attributes:
+        energy_j: Energy of the window, all ranks and devices, before PUE.
+        duration_s: Rank 0's wall time in training during the window.
+        samples: Training samples of all ranks.
+        steps: Optimizer steps.
+        losses: Per-step training losses, averaged over ranks.
+        extras: The caller's named values, summed over ranks.
+        source: The energy source label.
+    """
+
+    energy_j: float
+    duration_s: float
+    samples: int
+    steps: int
+    losses: list[float]
+    extras: dict[str, float]
+    source: str
+
+
+class TrainingWindow:
+    """Energy, time, samples and losses of training steps, paused outside training.
+
+    :meth:`resume`, :meth:`pause` and :meth:`close` read the session's meters: collectives
+    in a distributed run. Each first calls ``sync`` (waiting for queued GPU kernels, so the
+    counter read covers the steps counted).
+
+    Args:
+        key: The name of the session window.
+        session: The run's measurement session.
+        sync: Waits for the device (nothing on a CPU).
+    """
+
+    def __init__(self, key: str, session: EnergySession, sync: Callable[[], None] = lambda: None) -> None:
+        self.key = key
+        self.session = session
+        self.sync = sync
+        self.paused = True
+        self.target_steps = 1
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop what was accumulated (no collective)."""
+        self.energy_j = 0.0
+        self.duration_s = 0.0
+        self.samples_local = 0
+        self.steps = 0
+        self._losses: list[torch.Tensor | None] = []
+        self._step_loss: torch.Tensor | None = None
+
+    def resume(self) -> None:
+        """Start counting again (collective when paused)."""
+        if self.paused:
+            self.sync()
+            self.session.begin(self.key)
+            self.paused = False
+
+    def pause(self) -> None:
+        """Stop counting, adding what passed since the last resume (collective when running)."""
+        if not self.paused:
+            self.sync()
+            record = self.session.end(self.key)
+            self.energy_j += record.energy_j
+            self.duration_s += record.duration_s
+            self.paused = True
+
+    def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
+        """Count one (micro-)batch: its samples and its loss (already divided by accumulation)."""
+        self.samples_local += int(samples)
+        if loss is not None:
+            value = loss.detach()  # cast and shaped at close: one op per window, not per step
+            self._step_loss = value if self._step_loss is None else self._step_loss + value
+
+    def end_step(self, with_loss: bool = True) -> None:
+        """Close one optimizer step (after the last micro-batch of an accumulation cycle)."""
+        self.steps += 1
+        if with_loss:
+            self._losses.append(self._step_loss)  # None: the step had no loss
+        self._step_loss = None
+
+    @property
+    def due(self) -> bool:
+        """Whether the window has its target number of steps."""
+        return self.steps >= self.target_steps
+
+    @property
+    def half_due(self) -> bool:
+        """Whether the window has at least half its target steps (a step count: the same on every rank)."""
+        return self.steps > 0 and 2 * self.steps >= self.target_steps
+
+    def close(self, extras: Mapping[str, float] | None = None) -> AdaptWindow:
+        """Read the meters, sum over ranks and start the next window right here (collective).
+
+        Args:
+            extras: This rank's named values to sum over ranks with the record.
+        """
+        self.sync()
+        present = [v.reshape(()) for v in self._losses if v is not None]
+        if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
+            present = [v.double() for v in present]
+        values = iter(torch.stack(present).double().cpu().tolist() if present else [])
+        # Per step: (loss, 1) or (0, 0) - the same length on every rank, summed in one collective.
+        losses = [0.0 if v is None else float(next(values)) for v in self._losses]
+        fields = {
+            "samples": float(self.samples_local),
+            "loss_sum": losses,
+            "loss_n": [0.0 if v is None else 1.0 for v in self._losses],
+            **{f"extra.{k}": float(v) for k, v in (extras or {}).items()},
+        }
+        energy_j, duration_s = self.energy_j, self.duration_s
+        if self.paused:
+            reading, summed = self.session.read(fields)
+            source = reading.source
+        else:
+            record = self.session.end(self.key, fields, restart=True)
+            energy_j, duration_s = energy_j + record.energy_j, duration_s + record.duration_s
+            summed, source = record.fields, record.source
+        pairs = zip(summed["loss_sum"], summed["loss_n"], strict=True)  # type: ignore[call-overload]
+        window = AdaptWindow(
+            energy_j=max(energy_j, 0.0),
+            duration_s=max(duration_s, 0.0),
+            samples=round(summed["samples"]),  # type: ignore[call-overload]
+            steps=self.steps,
+            losses=[total / n for total, n in pairs if n > 0],
+            extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},  # type: ignore[arg-type]
+            source=source,
+        )
+        self.reset()
+        return window
+
+
+def loss_of(outputs: Any) -> torch.Tensor | None:
+    """The training loss in ``on_train_batch_end``'s ``outputs`` (automatic optimization)."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping) and isinstance(outputs.get("loss"), torch.Tensor):
+        return outputs["loss"]
+    return None
+
+
+def count_samples(batch: Any) -> int:
+    """Samples in a batch: the first dimension of the first tensor in it (0 when there is none).
+
+    Example:
+        >>> count_samples((torch.zeros(32, 3), torch.zeros(32))), count_samples({"x": [torch.zeros(8, 2)]})
+        (32, 8)
+    """
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    items = (
+        batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    )
+    return next((n for n in map(count_samples, items) if n), 0)
+
+
+def default_window_s(source: str) -> float:
+    """Window length suited to an energy source: 1 s for NVML's counter, 0.25 s for RAPL and the estimate.
+
+    NVML's counter updates every few tens of milliseconds; RAPL every millisecond and the CPU-time
+    estimate every 10 ms clock tick (25 ticks of one busy core in 0.25 s).
+
+    Example:
+        >>> default_window_s("nvml+rapl"), default_window_s("estimate")
+        (1.0, 0.25)
+    """
+    return 1.0 if "nvml" in source else 0.25
+
+
+def steps_for_window(
+    window_s: float | None, step_s: Mapping[int, float], size: int | None, default: int
+) -> int:
+    """Optimizer steps that take about ``window_s`` at batch size ``size``, from measured step times.
+
+    A size not measured yet is scaled from the nearest measured one (time per sample); with no
+    measurement at all, ``default``.
+
+    Example:
+        >>> steps_for_window(1.0, {32: 0.1}, 32, 4), steps_for_window(1.0, {32: 0.1}, 64, 4)
+        (10, 5)
+    """
+    if size is None or not window_s:
+        return default
+    if size in step_s:
+        return max(1, math.ceil(window_s / step_s[size]))
+    if step_s:
+        near = min(step_s, key=lambda b: abs(math.log2(b / size)))
+        return max(1, math.ceil(window_s / (step_s[near] / near * size)))
+    return default
