@@ -49,12 +49,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning_green.policy import StoppingConfig
-from lightning_green.replay import (
+from lightning_green.offline import (
     ENERGY_KEY,
     RecordedParamError,
     config_for,
-    make_readable,
     plot_tradeoff,
     read_curves_csv,
     read_mlflow_curves,
@@ -62,6 +60,8 @@ from lightning_green.replay import (
     summarize,
     write_decisions_csv,
 )
+from lightning_green.offline.outputs import make_readable
+from lightning_green.policy import StoppingConfig
 
 _HELP = {
     "mode": "min: lower is better; max: higher is better (MLflow input, default: the direction each run "

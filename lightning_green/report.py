@@ -204,10 +204,8 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     Raises:
         ImportError: When matplotlib (the ``plot`` extra) is not installed.
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     epochs = summary.get("per_epoch", [])
     totals = [e["total_kwh"] for e in epochs]
@@ -215,7 +213,9 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     metric_points = [(e["total_kwh"], e["metric"]) for e in epochs if e.get("metric") is not None]
     monitor = summary.get("monitor") or "metric"
 
-    fig, ax = plt.subplots(figsize=(8, 4.8), dpi=110)
+    fig = Figure(figsize=(8, 4.8), dpi=110)  # its own canvas: no pyplot, no global backend change
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
     bars = ax.twinx()
     bars.bar(
         [t - e for t, e in zip(totals, energies, strict=True)],
@@ -295,7 +295,6 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 
@@ -305,6 +304,9 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
     Uses the run's ``lightning_green/energy_summary.json`` artifact when it has one (it holds the
     stopping policy's fit); otherwise rebuilds the summary from the logged metric histories
     (``energy/epoch_kwh``, ``energy/total_kwh``, the monitored metric), the params and the tags.
+    The run is read with the offline tools' one MLflow reader
+    (:class:`~lightning_green.offline.mlflow_runs.MlflowRun`: a step logged twice keeps the value
+    with the latest timestamp, as in replay).
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000`` ...).
@@ -317,38 +319,26 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
     Raises:
         ValueError: When the run logged no energy metrics.
     """
-    import os
     import tempfile
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.tracking import MlflowClient
+    from lightning_green.offline.mlflow_runs import MlflowRun
 
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    try:
-        names = {a.path for a in client.list_artifacts(run_id, "lightning_green")}
-    except Exception:  # a store without artifact access: rebuild from metrics
-        names = set()
-    if f"lightning_green/{SUMMARY_FILENAME}" in names and monitor in (
+    run = MlflowRun.open(tracking_uri, run_id)
+    artifact = f"lightning_green/{SUMMARY_FILENAME}"
+    if artifact in run.artifact_names("lightning_green") and monitor in (
         None,
-        run.data.params.get(keys.PARAM_MONITOR),
+        run.params.get(keys.PARAM_MONITOR),
     ):
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run_id, f"lightning_green/{SUMMARY_FILENAME}", tmp)
-            return json.loads(Path(local).read_text())
-    return _summary_from_metrics(client, run, monitor)
+            return json.loads(Path(run.download_artifact(artifact, tmp)).read_text())
+    return _summary_from_metrics(run, monitor)
 
 
-def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[str, Any]:
+def _summary_from_metrics(run: Any, monitor: str | None) -> dict[str, Any]:
     """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact)."""
-    run_id = run.info.run_id
-    params, tags = run.data.params, run.data.tags
+    run_id, params, tags, history = run.run_id, run.params, run.tags, run.history
     monitor = monitor or params.get(keys.PARAM_MONITOR)
     mode = params.get(keys.PARAM_MODE, "min")
-
-    def history(key: str) -> dict[int, float]:
-        return {m.step: m.value for m in client.get_metric_history(run_id, key)}
-
     totals = history(keys.TOTAL_KWH)
     if not totals:
         raise ValueError(f"run {run_id} logged no {keys.TOTAL_KWH}: was EnergyMonitor attached?")

@@ -190,8 +190,8 @@ def lr_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lr_column_is_used_unless_ignored(lr_csv: Path, tmp_path: Path, capsys) -> None:
+    from lightning_green.offline import read_curves_csv, replay
     from lightning_green.policy import StoppingConfig
-    from lightning_green.replay import read_curves_csv, replay
 
     curves = read_curves_csv(lr_csv)
     assert all(c.lrs is not None for c in curves)

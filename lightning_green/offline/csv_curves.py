@@ -1,0 +1,269 @@
+"""Curves CSV reader: the long format of ``benchmarks/data/curves``, validated cell by cell.
+
+Columns used (others are ignored): ``curve_id, epoch, metric, higher_is_better, time_s,
+energy_J`` and, optionally, ``lr`` and ``metric_name``. ``epoch`` counts epochs completed at the
+check, a whole number (the first check after one epoch is 1), increasing within a curve; the
+policy's epoch index is ``epoch - 1`` (a check at ``epoch`` 0, before any epoch completed, counts
+as one in the first epoch). The cost of a curve is cumulative ``energy_J`` (converted
+to kWh) when every row has it, else cumulative ``time_s`` (seconds); neither may decrease. When
+every row of a curve has ``lr`` (the learning rate the epoch was trained at), the policy is told
+``epochs_until_lr_decay`` from it, as the callback is from the trainer's schedulers. The planned
+horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise. The file is UTF-8
+(a byte-order mark is allowed). Malformed input raises :class:`CurveFormatError` naming the
+file, line and column.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from collections.abc import Iterator
+from typing import IO
+
+import numpy as np
+
+from lightning_green.energy.units import J_PER_KWH
+from lightning_green.offline.curve import Curve, CurveFormatError
+
+REQUIRED_COLUMNS = ("curve_id", "epoch", "metric", "higher_is_better", "time_s", "energy_J")
+"""Columns a curves CSV must have."""
+
+_TRUE = {"true", "yes"}
+_FALSE = {"false", "no"}
+_UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+
+
+def _parse_float(text: str, path: str, line: int, col: int, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CurveFormatError(path, line, col, name, f"not a number: {text!r}") from None
+
+
+def parse_bool(text: str) -> bool | None:
+    """``1``/``0`` (also ``1.0``/``0.0``), ``true``/``false``, ``yes``/``no`` (any case), else None."""
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return True if number == 1 else False if number == 0 else None
+
+
+def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | None = None) -> list[Curve]:
+    """Read and validate curves in the long format of ``shared/data/curves``.
+
+    Args:
+        source: A path (read as UTF-8, a byte-order mark allowed) or an open text stream.
+        name: File name to report in errors (default: the path, or ``"<stream>"``).
+
+    Returns:
+        The curves, in order of first appearance.
+
+    Raises:
+        CurveFormatError: Bytes that are not UTF-8, malformed CSV, a missing column, a
+            non-numeric value, an epoch that is not a whole number >= 0, an epoch repeated or going
+            backwards within a curve, a cumulative cost that is negative or decreases, an unknown
+            or inconsistent ``higher_is_better``, a curve without a complete cost column, or no
+            rows at all.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = str(source) if name is None else name
+        with open(source, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+            return _read_curves(f, path)
+    return _read_curves(source, name or "<stream>")
+
+
+_Row = tuple[int, int, float, float | None, float | None, float | None]
+"""(line, epoch, metric, time_s, energy_J, lr) of one CSV row."""
+
+
+def _records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, cells)`` of every CSV record; undecodable bytes are reported where they are."""
+    reader = csv.reader(f)
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise CurveFormatError(path, start, 0, None, f"malformed CSV: {e}") from None
+        if _UNDECODABLE.search("".join(row)):
+            col = next(i for i, cell in enumerate(row) if _UNDECODABLE.search(cell))
+            bad = _UNDECODABLE.search(row[col]).group()  # type: ignore[union-attr]
+            raise CurveFormatError(
+                path, start, col + 1, None, f"not UTF-8 text (byte 0x{ord(bad) - 0xDC00:02x})"
+            )
+        yield start, row
+
+
+def _read_curves(f: IO[str], path: str) -> list[Curve]:
+    records = _records(f, path)
+    header_line, header = next(records, (0, []))
+    while header_line and not any(cell.strip() for cell in header):  # blank lines before the header
+        header_line, header = next(records, (0, []))
+    if not header_line:
+        raise CurveFormatError(path, 1, 0, None, "empty file: no header")
+    if header and header[0].startswith("\ufeff"):  # a byte-order mark on a stream
+        header = [header[0][1:], *header[1:]]
+    index = {h.strip(): i for i, h in enumerate(header)}
+    for col in REQUIRED_COLUMNS:
+        if col not in index:
+            raise CurveFormatError(
+                path, header_line, len(header) + 1, col, f"missing required column; header has {header}"
+            )
+    lr_col = index.get("lr")
+    name_col = index.get("metric_name")
+    metric_names: dict[str, str] = {}
+
+    rows: dict[str, list[_Row]] = {}
+    direction: dict[str, tuple[bool, int]] = {}
+    last_cost: dict[tuple[str, str], tuple[float, str]] = {}
+    for line_no, row in records:
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) < len(header):
+            row = row + [""] * (len(header) - len(row))
+
+        def cell(col: str, row: list[str] = row) -> str:
+            return row[index[col]].strip()
+
+        def at(col: str) -> int:
+            return index[col] + 1
+
+        curve_id = cell("curve_id")
+        if not curve_id:
+            raise CurveFormatError(path, line_no, at("curve_id"), "curve_id", "empty curve_id")
+        epoch_f = _parse_float(cell("epoch"), path, line_no, at("epoch"), "epoch")
+        if not math.isfinite(epoch_f) or epoch_f < 0 or epoch_f != math.floor(epoch_f):
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("epoch"),
+                "epoch",
+                f"epoch must be a whole number >= 0 (epochs completed), got {cell('epoch')!r}",
+            )
+        epoch = int(epoch_f)
+        metric = _parse_float(cell("metric"), path, line_no, at("metric"), "metric")
+        hib = parse_bool(cell("higher_is_better"))
+        if hib is None:
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("higher_is_better"),
+                "higher_is_better",
+                f"unknown value {cell('higher_is_better')!r}: expected 1 or 0 (or true/false)",
+            )
+        costs: list[float | None] = []
+        for col in ("time_s", "energy_J"):
+            text = cell(col)
+            if not text:
+                costs.append(None)
+                continue
+            value = _parse_float(text, path, line_no, at(col), col)
+            if not math.isfinite(value) or value < 0:
+                raise CurveFormatError(
+                    path, line_no, at(col), col, f"cumulative cost must be finite and >= 0, got {text!r}"
+                )
+            previous = last_cost.get((curve_id, col))
+            if previous is not None and value < previous[0]:
+                raise CurveFormatError(
+                    path,
+                    line_no,
+                    at(col),
+                    col,
+                    f"cumulative {col} of curve {curve_id!r} decreases: {text} after {previous[1]}",
+                )
+            last_cost[(curve_id, col)] = (value, text)
+            costs.append(value)
+        lr = None
+        if lr_col is not None and row[lr_col].strip():
+            lr = _parse_float(row[lr_col].strip(), path, line_no, lr_col + 1, "lr")
+            if not math.isfinite(lr) or lr < 0:
+                raise CurveFormatError(
+                    path,
+                    line_no,
+                    lr_col + 1,
+                    "lr",
+                    f"learning rate must be finite and >= 0, got {row[lr_col].strip()!r}",
+                )
+
+        if curve_id in direction and direction[curve_id][0] != hib:
+            raise CurveFormatError(
+                path,
+                line_no,
+                at("higher_is_better"),
+                "higher_is_better",
+                f"curve {curve_id!r} changes direction (line {direction[curve_id][1]} says "
+                f"{int(direction[curve_id][0])})",
+            )
+        direction.setdefault(curve_id, (hib, line_no))
+        if name_col is not None and curve_id not in metric_names:
+            metric_names[curve_id] = row[name_col].strip()
+        series = rows.setdefault(curve_id, [])
+        if series and epoch <= series[-1][1]:
+            problem = (
+                f"duplicate row: curve {curve_id!r} already has epoch {epoch} (line {series[-1][0]})"
+                if epoch == series[-1][1]
+                else f"epochs of curve {curve_id!r} go backwards: {cell('epoch')} after {series[-1][1]}"
+            )
+            raise CurveFormatError(path, line_no, at("epoch"), "epoch", problem)
+        series.append((line_no, epoch, metric, costs[0], costs[1], lr))
+
+    if not rows:
+        raise CurveFormatError(path, header_line + 1, 0, None, "no data rows")
+    curves = []
+    for curve_id, series in rows.items():
+        energy = [r[4] for r in series]
+        time_s = [r[3] for r in series]
+        if all(e is not None for e in energy):
+            costs_arr, unit = np.array(energy, dtype=float) / J_PER_KWH, "kWh"
+        elif all(t is not None for t in time_s):
+            costs_arr, unit = np.array(time_s, dtype=float), "s"
+        else:
+            line = next(r[0] for r in series if r[3] is None)
+            raise CurveFormatError(
+                path,
+                line,
+                index["time_s"] + 1,
+                "time_s",
+                f"curve {curve_id!r} has neither energy_J nor time_s on every row",
+            )
+        lrs = None
+        if all(r[5] is not None for r in series):
+            lrs = _per_epoch(np.array([r[1] for r in series]), np.array([r[5] for r in series], dtype=float))
+        curves.append(
+            Curve(
+                curve_id=curve_id,
+                epochs=np.array([r[1] for r in series], dtype=int),
+                metrics=np.array([r[2] for r in series], dtype=float),
+                costs=costs_arr,
+                higher_is_better=direction[curve_id][0],
+                cost_unit=unit,
+                lrs=lrs,
+                metric_name=metric_names.get(curve_id) or None,
+            )
+        )
+    return curves
+
+
+def _per_epoch(epochs_completed: np.ndarray, lrs: np.ndarray) -> np.ndarray | None:
+    """Learning rate indexed by 0-based epoch, from the rate logged at each check.
+
+    Epochs without a check take the rate of the next check (a decay shows at the check after it).
+    """
+    if len(epochs_completed) == 0 or epochs_completed.min() < 1:
+        return None
+    out = np.empty(int(epochs_completed.max()))
+    start = 0
+    for epoch, lr in zip(epochs_completed.tolist(), lrs.tolist(), strict=True):
+        out[start:epoch] = lr
+        start = max(start, epoch)
+    return out
