@@ -408,3 +408,41 @@ def test_a_step_logged_twice_reads_the_same_in_replay_and_report(tmp_path: Path,
     from_replay = curve.costs.tolist(), curve.metrics.tolist()
     assert from_report[0] == pytest.approx(from_replay[0]) and from_report[1] == from_replay[1]
     assert (from_replay[0][2], from_replay[1][2], from_replay[1][3]) == (pytest.approx(0.035), 0.25, 0.4)
+
+
+def _dense_hint(epochs: list[int], lrs: list[float], i: int) -> int | None:
+    """The schedule hint the way replay derived it before: a learning rate for every epoch."""
+    if min(epochs) < 1:
+        return None
+    per_epoch = np.empty(max(epochs))
+    start = 0
+    for epoch, lr in zip(epochs, lrs, strict=True):
+        per_epoch[start:epoch] = lr
+        start = epoch
+    e = epochs[i] - 1
+    if e + 1 >= len(per_epoch):
+        return None
+    later = np.nonzero(per_epoch[e + 1 :] < per_epoch[e])[0]
+    return int(later[0]) if len(later) else None
+
+
+def test_schedule_hints_from_sparse_checks_equal_the_per_epoch_rule() -> None:
+    from lightning_green.offline import Curve, policy_inputs
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        epochs = np.cumsum(rng.integers(1, 4, size=n)) - int(rng.integers(0, 2))
+        lrs = rng.choice([0.1, 0.05, 0.01, 0.001], size=n)
+        curve = Curve("a", epochs, np.zeros(n), np.arange(1.0, n + 1), False, lrs=lrs)
+        hints = policy_inputs(curve).lr_hints
+        assert hints == [_dense_hint(epochs.tolist(), lrs.tolist(), i) for i in range(n)]
+
+
+def test_a_huge_epoch_with_a_learning_rate_needs_no_per_epoch_array() -> None:
+    text = "curve_id,epoch,metric,higher_is_better,time_s,energy_J,lr\n" + "".join(
+        f"a,{e * 10**12},{1 / e},0,{e},,{0.1 if e < 5 else 0.01}\n" for e in range(1, 9)
+    )
+    (curve,) = read_curves_csv(io.StringIO(text))
+    result = replay_curve(curve, StoppingConfig())  # used to allocate a float per epoch: 8e12 of them
+    assert result.stop_epoch >= 10**12

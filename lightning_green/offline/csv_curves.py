@@ -6,11 +6,17 @@ check, a whole number (the first check after one epoch is 1), increasing within 
 policy's epoch index is ``epoch - 1`` (a check at ``epoch`` 0, before any epoch completed, counts
 as one in the first epoch). The cost of a curve is cumulative ``energy_J`` (converted
 to kWh) when every row has it, else cumulative ``time_s`` (seconds); neither may decrease. When
-every row of a curve has ``lr`` (the learning rate the epoch was trained at), the policy is told
-``epochs_until_lr_decay`` from it, as the callback is from the trainer's schedulers. The planned
-horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise. The file is UTF-8
-(a byte-order mark is allowed). Malformed input raises :class:`CurveFormatError` naming the
-file, line and column.
+every row of a curve has ``lr`` (the learning rate the check's epoch was trained at), the policy
+is told ``epochs_until_lr_decay`` from it, as the callback is from the trainer's schedulers. The
+planned horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise.
+
+The file is UTF-8 (a byte-order mark is allowed). Numbers are plain decimal or scientific
+notation (``12``, ``0.5``, ``1e-3``, ``nan``, ``inf``): no digit separators (``1_000``), no
+non-ASCII digits. A column name may appear once in the header, and no row may have more cells
+than the header. Limits, checked while reading (so a wrong file fails fast, with bounded
+memory): :data:`MAX_LINE_CHARS` characters a line, :data:`MAX_ROWS` data rows a file, epochs
+below :data:`MAX_EPOCH`. Malformed input raises :class:`CurveFormatError` naming the file, line
+and column.
 """
 
 from __future__ import annotations
@@ -25,21 +31,43 @@ from typing import IO
 import numpy as np
 
 from lightning_green.energy.units import J_PER_KWH
-from lightning_green.offline.curve import Curve, CurveFormatError
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.errors import CurveFormatError
 
 REQUIRED_COLUMNS = ("curve_id", "epoch", "metric", "higher_is_better", "time_s", "energy_J")
 """Columns a curves CSV must have."""
+MAX_LINE_CHARS = 1_048_576
+"""Longest line of a curves CSV, in characters (a CSV line of a curve is well under 1 kB)."""
+MAX_ROWS = 1_000_000
+"""Most data rows in one curves CSV."""
+MAX_EPOCH = 1e15
+"""Epoch values must be below this (beyond it a float no longer holds every whole number)."""
 
 _TRUE = {"true", "yes"}
 _FALSE = {"false", "no"}
 _UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8 (surrogateescape)
+_NUMBER = re.compile(
+    r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|nan|inf|infinity)", re.IGNORECASE
+)
+
+
+def parse_number(text: str) -> float | None:
+    """The number ``text`` spells in plain decimal or scientific notation, else ``None``.
+
+    Stricter than :func:`float`: no ``_`` digit separators, no non-ASCII digits, no inner spaces.
+
+    Example:
+        >>> parse_number("1e-3"), parse_number("-2.5"), parse_number("1_000"), parse_number("")
+        (0.001, -2.5, None, None)
+    """
+    return float(text) if _NUMBER.fullmatch(text) else None
 
 
 def _parse_float(text: str, path: str, line: int, col: int, name: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise CurveFormatError(path, line, col, name, f"not a number: {text!r}") from None
+    value = parse_number(text)
+    if value is None:
+        raise CurveFormatError(path, line, col, name, f"not a number: {text!r}")
+    return value
 
 
 def parse_bool(text: str) -> bool | None:
@@ -49,15 +77,12 @@ def parse_bool(text: str) -> bool | None:
         return True
     if low in _FALSE:
         return False
-    try:
-        number = float(text)
-    except ValueError:
-        return None
+    number = parse_number(text)
     return True if number == 1 else False if number == 0 else None
 
 
 def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | None = None) -> list[Curve]:
-    """Read and validate curves in the long format of ``shared/data/curves``.
+    """Read and validate curves in the long format of ``benchmarks/data/curves``.
 
     Args:
         source: A path (read as UTF-8, a byte-order mark allowed) or an open text stream.
@@ -67,11 +92,13 @@ def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | Non
         The curves, in order of first appearance.
 
     Raises:
-        CurveFormatError: Bytes that are not UTF-8, malformed CSV, a missing column, a
-            non-numeric value, an epoch that is not a whole number >= 0, an epoch repeated or going
-            backwards within a curve, a cumulative cost that is negative or decreases, an unknown
-            or inconsistent ``higher_is_better``, a curve without a complete cost column, or no
-            rows at all.
+        CurveFormatError: Bytes that are not UTF-8, a NUL byte, a line over
+            :data:`MAX_LINE_CHARS`, more than :data:`MAX_ROWS` rows, malformed CSV, a missing or
+            repeated column, cells beyond the header, a value that is not a plain number, an epoch
+            that is not a whole number in ``[0, MAX_EPOCH)``, an epoch repeated or going backwards
+            within a curve, a cumulative cost that is negative or decreases, an unknown or
+            inconsistent ``higher_is_better``, a curve without a complete cost column, or no rows.
+        OSError: If the file cannot be opened or read.
     """
     if isinstance(source, (str, os.PathLike)):
         path = str(source) if name is None else name
@@ -84,9 +111,33 @@ _Row = tuple[int, int, float, float | None, float | None, float | None]
 """(line, epoch, metric, time_s, energy_J, lr) of one CSV row."""
 
 
+def _lines(f: IO[str], path: str) -> Iterator[str]:
+    """The lines of ``f``, none longer than :data:`MAX_LINE_CHARS`, read without unbounded buffers."""
+    line_no = 0
+    while True:
+        line = f.readline(MAX_LINE_CHARS + 2)  # room for the line's own "\r\n"
+        if not line:
+            return
+        line_no += 1
+        if "\x00" in line:
+            raise CurveFormatError(
+                path, line_no, 0, None, "NUL byte: not a text file (a curves CSV is UTF-8 text)"
+            )
+        if len(line.rstrip("\r\n")) > MAX_LINE_CHARS:
+            raise CurveFormatError(
+                path,
+                line_no,
+                0,
+                None,
+                f"line longer than {MAX_LINE_CHARS:,} characters (the limit of a curves CSV line): "
+                "not a curves CSV",
+            )
+        yield line
+
+
 def _records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
     """``(first line, cells)`` of every CSV record; undecodable bytes are reported where they are."""
-    reader = csv.reader(f)
+    reader = csv.reader(_lines(f, path))
     while True:
         start = reader.line_num + 1
         try:
@@ -104,6 +155,28 @@ def _records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
         yield start, row
 
 
+def _header_index(header: list[str], path: str, line: int) -> dict[str, int]:
+    """Column name -> 0-based index; a repeated name or a missing required column is refused."""
+    index: dict[str, int] = {}
+    for i, cell in enumerate(header):
+        name = cell.strip()
+        if name and name in index:
+            raise CurveFormatError(
+                path,
+                line,
+                i + 1,
+                name,
+                f"column {name!r} appears twice in the header (columns {index[name] + 1} and {i + 1})",
+            )
+        index[name] = i
+    for col in REQUIRED_COLUMNS:
+        if col not in index:
+            raise CurveFormatError(
+                path, line, len(header) + 1, col, f"missing required column; header has {header}"
+            )
+    return index
+
+
 def _read_curves(f: IO[str], path: str) -> list[Curve]:
     records = _records(f, path)
     header_line, header = next(records, (0, []))
@@ -113,12 +186,7 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         raise CurveFormatError(path, 1, 0, None, "empty file: no header")
     if header and header[0].startswith("\ufeff"):  # a byte-order mark on a stream
         header = [header[0][1:], *header[1:]]
-    index = {h.strip(): i for i, h in enumerate(header)}
-    for col in REQUIRED_COLUMNS:
-        if col not in index:
-            raise CurveFormatError(
-                path, header_line, len(header) + 1, col, f"missing required column; header has {header}"
-            )
+    index = _header_index(header, path, header_line)
     lr_col = index.get("lr")
     name_col = index.get("metric_name")
     metric_names: dict[str, str] = {}
@@ -126,9 +194,23 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
     rows: dict[str, list[_Row]] = {}
     direction: dict[str, tuple[bool, int]] = {}
     last_cost: dict[tuple[str, str], tuple[float, str]] = {}
+    n_rows = 0
     for line_no, row in records:
         if not row or all(not cell.strip() for cell in row):
             continue
+        n_rows += 1
+        if n_rows > MAX_ROWS:
+            raise CurveFormatError(
+                path, line_no, 0, None, f"more than {MAX_ROWS:,} data rows (the limit of a curves CSV)"
+            )
+        if len(row) > len(header):
+            raise CurveFormatError(
+                path,
+                line_no,
+                len(header) + 1,
+                None,
+                f"{len(row)} cells where the header has {len(header)} columns",
+            )
         if len(row) < len(header):
             row = row + [""] * (len(header) - len(row))
 
@@ -142,15 +224,25 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         if not curve_id:
             raise CurveFormatError(path, line_no, at("curve_id"), "curve_id", "empty curve_id")
         epoch_f = _parse_float(cell("epoch"), path, line_no, at("epoch"), "epoch")
-        if not math.isfinite(epoch_f) or epoch_f < 0 or epoch_f != math.floor(epoch_f):
+        if not (0 <= epoch_f < MAX_EPOCH) or epoch_f != math.floor(epoch_f):
             raise CurveFormatError(
                 path,
                 line_no,
                 at("epoch"),
                 "epoch",
-                f"epoch must be a whole number >= 0 (epochs completed), got {cell('epoch')!r}",
+                f"epoch must be a whole number >= 0 and below {MAX_EPOCH:.0e} (epochs completed), "
+                f"got {cell('epoch')!r}",
             )
         epoch = int(epoch_f)
+        series = rows.setdefault(curve_id, [])
+        if series and epoch <= series[-1][1]:
+            problem = (
+                f"duplicate row: curve {curve_id!r} already has epoch {epoch} (line {series[-1][0]})"
+                if epoch == series[-1][1]
+                else f"epochs of curve {curve_id!r} are not in increasing order: {cell('epoch')} after "
+                f"{series[-1][1]} (line {series[-1][0]}); sort each curve's rows by epoch"
+            )
+            raise CurveFormatError(path, line_no, at("epoch"), "epoch", problem)
         metric = _parse_float(cell("metric"), path, line_no, at("metric"), "metric")
         hib = parse_bool(cell("higher_is_better"))
         if hib is None:
@@ -207,14 +299,6 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         direction.setdefault(curve_id, (hib, line_no))
         if name_col is not None and curve_id not in metric_names:
             metric_names[curve_id] = row[name_col].strip()
-        series = rows.setdefault(curve_id, [])
-        if series and epoch <= series[-1][1]:
-            problem = (
-                f"duplicate row: curve {curve_id!r} already has epoch {epoch} (line {series[-1][0]})"
-                if epoch == series[-1][1]
-                else f"epochs of curve {curve_id!r} go backwards: {cell('epoch')} after {series[-1][1]}"
-            )
-            raise CurveFormatError(path, line_no, at("epoch"), "epoch", problem)
         series.append((line_no, epoch, metric, costs[0], costs[1], lr))
 
     if not rows:
@@ -238,11 +322,11 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
             )
         lrs = None
         if all(r[5] is not None for r in series):
-            lrs = _per_epoch(np.array([r[1] for r in series]), np.array([r[5] for r in series], dtype=float))
+            lrs = np.array([r[5] for r in series], dtype=float)
         curves.append(
             Curve(
                 curve_id=curve_id,
-                epochs=np.array([r[1] for r in series], dtype=int),
+                epochs=np.array([r[1] for r in series], dtype=np.int64),
                 metrics=np.array([r[2] for r in series], dtype=float),
                 costs=costs_arr,
                 higher_is_better=direction[curve_id][0],
@@ -252,18 +336,3 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
             )
         )
     return curves
-
-
-def _per_epoch(epochs_completed: np.ndarray, lrs: np.ndarray) -> np.ndarray | None:
-    """Learning rate indexed by 0-based epoch, from the rate logged at each check.
-
-    Epochs without a check take the rate of the next check (a decay shows at the check after it).
-    """
-    if len(epochs_completed) == 0 or epochs_completed.min() < 1:
-        return None
-    out = np.empty(int(epochs_completed.max()))
-    start = 0
-    for epoch, lr in zip(epochs_completed.tolist(), lrs.tolist(), strict=True):
-        out[start:epoch] = lr
-        start = max(start, epoch)
-    return out

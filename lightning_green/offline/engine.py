@@ -105,6 +105,76 @@ def result_at(
     )
 
 
+@dataclass(frozen=True)
+class PolicyInputs:
+    """What the policy is told at each check of a curve, beyond the metric and the cost.
+
+    Attributes:
+        epochs: The ``epoch`` argument of each check (0-based epoch index).
+        max_epochs: The planned horizon (``None``: no plan).
+        lr_hints: The ``epochs_until_lr_decay`` of each check (``None`` where none is known).
+    """
+
+    epochs: list[int]
+    max_epochs: int | None
+    lr_hints: list[int | None]
+
+
+def policy_inputs(curve: Curve, max_epochs: int | None = None, use_lr_schedule: bool = True) -> PolicyInputs:
+    """The policy's epoch, horizon and schedule hint at each check of ``curve``: their one source.
+
+    The epoch index is ``epoch - 1`` (epochs completed minus one; a check at ``epoch`` 0 counts
+    as one in the first epoch). The horizon is ``max_epochs``, else :attr:`Curve.default_max_epochs`.
+    The hint is the recorded one (MLflow), else derived from the learning rate at each check
+    (CSV ``lr``): the epochs still at the check's rate before the first later check at a lower
+    rate begins (none where no rate is lower later, or the curve has a check at ``epoch`` 0).
+
+    Args:
+        curve: The curve.
+        max_epochs: Planned length of the run in epochs (default: the curve's own).
+        use_lr_schedule: ``False`` gives no hints.
+
+    Returns:
+        The inputs, one per check.
+
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 4, 5]), np.zeros(4), np.arange(1.0, 5.0), False,
+        ...           lrs=np.array([0.1, 0.1, 0.01, 0.01]))
+        >>> policy_inputs(c)
+        PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None])
+    """
+    epochs = [max(int(e) - 1, 0) for e in curve.epochs.tolist()]
+    horizon = curve.default_max_epochs if max_epochs is None else int(max_epochs)
+    n = len(epochs)
+    hints: list[int | None] = [None] * n
+    if use_lr_schedule and curve.lr_hints is not None:
+        hints = list(curve.lr_hints)
+    elif use_lr_schedule and curve.lrs is not None and int(curve.epochs[0]) >= 1:
+        # The epochs of check j are (epochs[j-1], epochs[j]]: the first epoch at a lower rate than
+        # check i's is the first of check k, the first later check at a lower rate.
+        completed = curve.epochs.tolist()
+        for i, k in enumerate(_next_lower(curve.lrs.tolist())):
+            if k is not None:
+                hints[i] = int(completed[k - 1] - completed[i])
+    return PolicyInputs(epochs, horizon, hints)
+
+
+def _next_lower(values: list[float]) -> list[int | None]:
+    """For each position, the first later position holding a smaller value (``None``: none); linear.
+
+    Example:
+        >>> _next_lower([3.0, 1.0, 2.0, 0.5, 0.5])
+        [1, 3, 3, None, None]
+    """
+    out: list[int | None] = [None] * len(values)
+    stack: list[int] = []
+    for j, value in enumerate(values):
+        while stack and values[stack[-1]] > value:
+            out[stack.pop()] = j
+        stack.append(j)
+    return out
+
+
 def replay_curve(
     curve: Curve,
     config: StoppingConfig,
@@ -116,7 +186,7 @@ def replay_curve(
     """Run the policy over one curve, one check at a time, until it stops.
 
     The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index,
-    the planned horizon and, where known, ``epochs_until_lr_decay`` (:meth:`Curve.lr_hint`).
+    the planned horizon and, where known, ``epochs_until_lr_decay`` (:func:`policy_inputs`).
 
     Args:
         curve: The curve.
@@ -133,20 +203,20 @@ def replay_curve(
     """
     config = replace(config, mode=curve.mode)
     policy = StoppingPolicy(config, monitor=monitor)
-    horizon = curve.default_max_epochs if max_epochs is None else int(max_epochs)
-    n = len(curve.metrics)
+    inputs = policy_inputs(curve, max_epochs, use_lr_schedule)
+    metrics, costs = curve.metrics.tolist(), curve.costs.tolist()
     decision: StopDecision | None = None
-    for i in range(n):
+    for i, epoch in enumerate(inputs.epochs):
         decision = policy.update(
-            float(curve.metrics[i]),
-            float(curve.costs[i]),
-            epoch=max(int(curve.epochs[i]) - 1, 0),
-            max_epochs=horizon,
-            epochs_until_lr_decay=curve.lr_hint(i) if use_lr_schedule else None,
+            metrics[i],
+            costs[i],
+            epoch=epoch,
+            max_epochs=inputs.max_epochs,
+            epochs_until_lr_decay=inputs.lr_hints[i],
         )
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
-    return result_at(curve, n - 1, None, decision)
+    return result_at(curve, len(inputs.epochs) - 1, None, decision)
 
 
 def config_for(curve: Curve, options: Mapping[str, Any] | None = None) -> StoppingConfig:

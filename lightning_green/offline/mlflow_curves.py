@@ -15,6 +15,7 @@ arguments, so a replay reproduces the callback's decision. Runs are read through
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
@@ -22,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from lightning_green import keys
-from lightning_green.offline.csv_curves import parse_bool
-from lightning_green.offline.curve import Curve, RecordedParamError
+from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.errors import OfflineInputError, RecordedParamError
 from lightning_green.offline.mlflow_runs import experiment_runs
 from lightning_green.policy import StoppingConfig
 
@@ -33,6 +35,9 @@ LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
 """MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
 MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
 """MLflow run parameter: the planned horizon the callback passed to the policy (``none``: no plan)."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_CHECKS = MAX_ROWS
+"""Most checks read from one run (as many as rows from a curves CSV)."""
 
 
 def read_mlflow_curves(
@@ -86,9 +91,11 @@ def read_mlflow_curves(
         RuntimeError: If mlflow is not installed.
         RecordedParamError: If ``mode`` contradicts the direction a run recorded for the metric,
             or ``monitor`` is not given and a run that logged ``cost_key`` recorded no metric.
-        ValueError: If the experiment does not exist, or a run's recorded parameters are invalid
-            (``lightning_green.max_epochs`` neither a positive integer nor ``none``, a policy
-            argument of the wrong type or out of range).
+        ValueError: If the experiment does not exist.
+        OfflineInputError: If a run's records are invalid (``lightning_green.max_epochs``
+            neither a positive integer nor ``none``, a policy argument of the wrong type or out of
+            range, an ``epoch`` or ``energy/epochs_until_lr_decay`` that is not a whole number >= 0,
+            more than :data:`MAX_CHECKS` checks).
     """
     if mode not in (None, "min", "max"):
         raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
@@ -117,9 +124,13 @@ def read_mlflow_curves(
         if not steps:
             skipped.append(run_id)
             continue
+        if len(steps) > MAX_CHECKS:
+            raise OfflineInputError(
+                f"MLflow run {run_id}: {len(steps):,} checks of {key!r}; replay reads at most {MAX_CHECKS:,}"
+            )
         epoch_hist = run.history("epoch")
         if all(s in epoch_hist for s in steps):
-            epochs = np.array([int(epoch_hist[s]) + 1 for s in steps])
+            epochs = np.array([_epoch(run_id, epoch_hist[s]) + 1 for s in steps])
         else:
             epochs = np.arange(1, len(steps) + 1)
         hint_hist = run.history(LR_HINT_KEY)
@@ -161,7 +172,9 @@ def _recorded_target(run_id: str, params: Mapping[str, str]) -> _Target:
     monitor = params.get(monitor_param) or None
     mode = params.get(mode_param)
     if mode is not None and mode not in ("min", "max"):
-        raise ValueError(f"MLflow run {run_id}: parameter {mode_param} must be 'min' or 'max', got {mode!r}")
+        raise OfflineInputError(
+            f"MLflow run {run_id}: parameter {mode_param} must be 'min' or 'max', got {mode!r}"
+        )
     return _Target(monitor, mode if monitor is not None else None, mode_param)
 
 
@@ -178,27 +191,25 @@ def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
             continue
         text = params[name].strip()
         kind = str(f.type)
-        try:
-            if "None" in kind and text.lower() == "none":
-                value: Any = None
-            elif kind == "bool":
-                value = parse_bool(text)
-                if value is None:
-                    raise ValueError
-            elif kind.startswith("int"):
-                value = int(text)
-            else:
-                value = float(text)
-        except ValueError:
-            raise ValueError(
+        value: Any
+        if "None" in kind and text.lower() == "none":
+            value = None
+        elif kind == "bool":
+            value = parse_bool(text)
+        elif kind.startswith("int"):
+            value = int(text) if _INTEGER.fullmatch(text) else None
+        else:
+            value = parse_number(text)
+        if value is None and not ("None" in kind and text.lower() == "none"):
+            raise OfflineInputError(
                 f"MLflow run {run_id}: parameter {name} must be {kind.replace(' | None', ' or none')}, "
                 f"got {params[name]!r}"
-            ) from None
+            )
         out[f.name] = value
     try:
         StoppingConfig.from_dict(out)
     except ValueError as e:
-        raise ValueError(f"MLflow run {run_id}: recorded policy arguments: {e}") from None
+        raise OfflineInputError(f"MLflow run {run_id}: recorded policy arguments: {e}") from None
     return out
 
 
@@ -208,21 +219,27 @@ def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | None
         return False, None
     if text.strip().lower() == "none":
         return True, None
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
+    value = int(text) if _INTEGER.fullmatch(text.strip()) else 0
     if value <= 0:
-        raise ValueError(
+        raise OfflineInputError(
             f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive integer or 'none',"
             f" got {text!r}"
         )
     return True, value
 
 
+def _epoch(run_id: str, value: float) -> int:
+    if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
+        raise OfflineInputError(
+            f"MLflow run {run_id}: metric 'epoch' must be a whole number >= 0 below {MAX_EPOCH:.0e}, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
 def _hint(run_id: str, value: float) -> int:
-    if not math.isfinite(value) or value < 0 or value != math.floor(value):
-        raise ValueError(
+    if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
+        raise OfflineInputError(
             f"MLflow run {run_id}: metric {LR_HINT_KEY} must be a whole number >= 0, got {value!r}"
         )
     return int(value)

@@ -1,15 +1,12 @@
-"""Replay outputs: the decisions CSV (one row per curve) and the trade-off plot."""
+"""Replay outputs: the decisions CSV (one row per curve, spreadsheet-safe) and the trade-off plot."""
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 from lightning_green.offline.engine import NO_STOP, ReplayResult, summarize
+from lightning_green.offline.staging import StagedOutputs
 
 DECISION_COLUMNS = (
     "curve_id",
@@ -22,13 +19,33 @@ DECISION_COLUMNS = (
 """Columns of the decisions CSV."""
 
 
+_FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would read it as a formula.
+
+    A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula to
+    Excel, LibreOffice and Google Sheets (CSV formula injection); the ``'`` makes it text.
+
+    Example:
+        >>> spreadsheet_safe("=HYPERLINK(1)"), spreadsheet_safe("run-1")
+        ("'=HYPERLINK(1)", 'run-1')
+    """
+    return "'" + text if text.startswith(_FORMULA_LEAD) else text
+
+
 def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
-    """The decisions CSV as rows of strings (header first)."""
+    """The decisions CSV as rows of strings (header first).
+
+    Text taken from the input (``curve_id``) is made spreadsheet-safe (:func:`spreadsheet_safe`);
+    numbers are written with :func:`repr`, so they read back exactly.
+    """
     rows = [list(DECISION_COLUMNS)]
     for r in results:
         rows.append(
             [
-                r.curve_id,
+                spreadsheet_safe(r.curve_id),
                 str(r.stop_epoch),
                 r.stop_reason.value if r.stop_reason is not None else NO_STOP,
                 repr(r.best_metric_at_stop),
@@ -39,32 +56,32 @@ def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
     return rows
 
 
+def _csv_cell(text: str) -> str:
+    """One CSV cell: quoted (quotes doubled) where it holds a comma, a quote or a line break."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def decisions_text(results: Sequence[ReplayResult]) -> str:
+    """The decisions CSV as text: one newline-terminated line per row.
+
+    A cell holding a comma, a double quote, a carriage return or a newline is quoted, so every
+    row reads back as one record.
+    """
+    return "".join(",".join(_csv_cell(c) for c in row) + "\n" for row in decisions_rows(results))
+
+
 def write_decisions_csv(results: Sequence[ReplayResult], path: str | os.PathLike[str]) -> None:
     """Write the decisions CSV atomically (a temporary file renamed into place).
 
     Columns: ``curve_id, stop_epoch, stop_reason, best_metric_at_stop, cost_at_stop, cost_total``
-    (``stop_reason`` is ``none`` for a curve the policy never stopped).
+    (``stop_reason`` is ``none`` for a curve the policy never stopped). The file gets the
+    permissions of any new file (the process umask applies; it is not changed).
     """
-    target = Path(path)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(decisions_rows(results))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(buffer.getvalue())
-        make_readable(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def make_readable(path: str | os.PathLike[str]) -> None:
-    """Give a temporary file the permissions a new file gets (``mkstemp`` makes it owner-only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    with StagedOutputs() as out:
+        out.write_text(path, decisions_text(results))
+        out.commit()
 
 
 def plot_tradeoff(
