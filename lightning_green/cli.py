@@ -134,8 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "curves",
-        nargs="?",
-        help="curves CSV (long format: curve_id, epoch, metric, higher_is_better, time_s, energy_J)",
+        nargs="*",
+        metavar="CURVES.csv",
+        help="curves CSV files or quoted glob patterns ('runs/*.csv'; long format: curve_id, epoch, "
+        "metric, higher_is_better, time_s, energy_J; epoch may be fractional progress). From several "
+        "files, each curve_id is written FILE:curve_id",
     )
     rp.add_argument(
         "-o", "--output", required=True, help="decisions CSV to write (never an input; replaced atomically)"
@@ -204,8 +207,6 @@ def _run(argv: Sequence[str] | None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "replay":
-        args.curves = [args.curves] if args.curves else []
     try:
         return commands.run_replay(args) if args.command == "replay" else commands.run_report(args)
     except OfflineInputError as e:  # bad arguments or input, found before anything was written

@@ -101,14 +101,14 @@ def test_max_epochs_sets_the_planned_horizon(nas_text: str) -> None:
         (HEADER + "s,a,g,0,1,loss,1.0,0,-5,\n", 2, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,2,loss,0.9,0,,\n", 3, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,1e3x\n", 2, 10, "energy_J"),
-        # review B4: a repeated epoch, a fractional epoch
+        # review B4: a repeated epoch; an epoch beyond what a float counts exactly
         (
             HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,b,g,0,1,loss,1.0,0,1,\ns,a,g,1,1,loss,0.9,0,2,\n",
             4,
             5,
             "epoch",
         ),
-        (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,1.5,loss,0.9,0,2,\n", 3, 5, "epoch"),
+        (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,1e15,loss,0.9,0,2,\n", 3, 5, "epoch"),
         # review B5: a decreasing cumulative cost; the line after a quoted multi-line field
         (HEADER + "s,a,g,0,1,loss,1.0,0,10,\ns,a,g,1,2,loss,0.9,0,5,\n", 3, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,100\ns,a,g,1,2,loss,0.9,0,2,90\n", 3, 10, "energy_J"),

@@ -12,6 +12,7 @@ lies in a directory that does not exist or cannot be written.
 
 from __future__ import annotations
 
+import glob
 import os
 import stat
 from collections.abc import Sequence
@@ -108,6 +109,41 @@ def check_input_file(what: str, path: str) -> None:
         raise UsageError(f"{what} {path}: is a directory, not a file")
     if not os.access(path, os.R_OK):
         raise UsageError(f"{what} {path}: not readable")
+
+
+def expand_inputs(what: str, patterns: Sequence[str]) -> list[str]:
+    """The input files named by ``patterns``: paths, or glob patterns such as ``'runs/*.csv'``.
+
+    A pattern that is not an existing path and holds ``*``, ``?`` or ``[`` is expanded (sorted;
+    directories it matches are left out), so a quoted pattern works where the shell does not
+    expand it.
+
+    Args:
+        what: What the files are, for messages (``"curves file"``).
+        patterns: As given on the command line.
+
+    Returns:
+        The files, in order.
+
+    Raises:
+        UsageError: For a path that does not exist or is a directory, a pattern that matches no
+            file, or a file named twice.
+    """
+    files: list[str] = []
+    for pattern in patterns:
+        if not os.path.exists(pattern) and glob.has_magic(pattern):
+            matches = [p for p in sorted(glob.glob(pattern)) if not os.path.isdir(p)]
+            if not matches:
+                raise UsageError(f"{what} pattern {pattern!r}: no file matches")
+            files += matches
+        else:
+            check_input_file(what, pattern)
+            files.append(pattern)
+    for k, path in enumerate(files):
+        for other in files[:k]:
+            if _same(path, other):
+                raise UsageError(f"{what} {path} is given twice (as {other})")
+    return files
 
 
 def sqlite_file(uri: str) -> str | None:

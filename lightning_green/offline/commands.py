@@ -75,9 +75,8 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
                 f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment); a CSV names "
                 "its metric and cost in its columns"
             )
-        for path in args.curves:
-            checks.check_input_file("curves file", path)
-            inputs.append(("curves file", path))
+        args.curves = checks.expand_inputs("curves file", args.curves)
+        inputs += [("curves file", path) for path in args.curves]
     cost_key = args.cost_key or ENERGY_KEY
     if args.max_epochs is not None and args.max_epochs <= 0:
         raise UsageError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
@@ -95,7 +94,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         longer = [c for c in curves if float(c.epochs[-1]) > args.max_epochs]
         if longer:
             raise UsageError(
-                f"--max-epochs {args.max_epochs} is below the {longer[0].epochs[-1]} epochs curve "
+                f"--max-epochs {args.max_epochs} is below the {longer[0].epoch_text(-1)} epochs curve "
                 f"{longer[0].curve_id!r} ran: the planned length must be at least what was trained"
             )
     try:
@@ -118,16 +117,28 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
 
 
 def _csv_curves(args: argparse.Namespace) -> tuple[list[Curve], str]:
+    """The curves of every file, in order; from several files, each ``curve_id`` is ``FILE:curve_id``."""
     from lightning_green.offline.csv_curves import read_curves_csv
 
     curves: list[Curve] = []
+    several = len(args.curves) > 1
     for path in args.curves:
-        curves += read_curves_csv(path)
+        curves += [
+            dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c
+            for c in read_curves_csv(path)
+        ]
+    seen: dict[str, Curve] = {}
+    for c in curves:
+        if c.curve_id in seen:
+            raise UsageError(f"two curves read as {c.curve_id!r}: rename one (curve ids must be distinct)")
+        seen[c.curve_id] = c
     if args.mode is not None:
         wrong = [c.curve_id for c in curves if c.mode != args.mode]
         if wrong:
             raise UsageError(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
-    return curves, ", ".join(args.curves)
+    files = args.curves
+    source = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]}, ..., {files[-1]})"
+    return curves, source
 
 
 def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:

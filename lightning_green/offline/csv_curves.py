@@ -1,14 +1,17 @@
 """Curves CSV reader: the long format of ``benchmarks/data/curves``, validated cell by cell.
 
 Columns used (others are ignored): ``curve_id, epoch, metric, higher_is_better, time_s,
-energy_J`` and, optionally, ``lr`` and ``metric_name``. ``epoch`` counts epochs completed at the
-check, a whole number (the first check after one epoch is 1), increasing within a curve; the
-policy's epoch index is ``epoch - 1`` (a check at ``epoch`` 0, before any epoch completed, counts
-as one in the first epoch). The cost of a curve is cumulative ``energy_J`` (converted
-to kWh) when every row has it, else cumulative ``time_s`` (seconds); neither may decrease. When
-every row of a curve has ``lr`` (the learning rate the check's epoch was trained at), the policy
-is told ``epochs_until_lr_decay`` from it, as the callback is from the trainer's schedulers. The
-planned horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise.
+energy_J`` and, optionally, ``lr`` and ``metric_name``. ``epoch`` is the training progress at the
+check in epochs, increasing within a curve: a whole number counts epochs completed (the first
+check after one epoch is 1), a fraction is progress within an epoch, as MLPerf (``0.0499809``)
+and DAWNBench (``1.00096``) logs write it; each check's ``epoch`` is kept as written
+(:attr:`Curve.epoch_texts`). How the policy is told the epoch of a check is decided in one
+place, :func:`~lightning_green.offline.engine.policy_inputs`. The cost of a curve is cumulative
+``energy_J`` (converted to kWh) when every row has it, else cumulative ``time_s`` (seconds);
+neither may decrease. When every row of a curve has ``lr`` (the learning rate the check's epoch
+was trained at), the policy is told ``epochs_until_lr_decay`` from it, as the callback is from the
+trainer's schedulers. The planned horizon of a CSV curve is its last epoch unless ``max_epochs``
+says otherwise.
 
 The file is UTF-8 (a byte-order mark is allowed). Numbers are plain decimal or scientific
 notation (``12``, ``0.5``, ``1e-3``, ``nan``, ``inf``): no digit separators (``1_000``), no
@@ -95,7 +98,7 @@ def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | Non
         CurveFormatError: Bytes that are not UTF-8, a NUL byte, a line over
             :data:`MAX_LINE_CHARS`, more than :data:`MAX_ROWS` rows, malformed CSV, a missing or
             repeated column, cells beyond the header, a value that is not a plain number, an epoch
-            that is not a whole number in ``[0, MAX_EPOCH)``, an epoch repeated or going backwards
+            outside ``[0, MAX_EPOCH)``, an epoch repeated or going backwards
             within a curve, a cumulative cost that is negative or decreases, an unknown or
             inconsistent ``higher_is_better``, a curve without a complete cost column, or no rows.
         OSError: If the file cannot be opened or read.
@@ -107,8 +110,8 @@ def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | Non
     return _read_curves(source, name or "<stream>")
 
 
-_Row = tuple[int, int, float, float | None, float | None, float | None]
-"""(line, epoch, metric, time_s, energy_J, lr) of one CSV row."""
+_Row = tuple[int, float, str, float, float | None, float | None, float | None]
+"""(line, epoch, epoch as written, metric, time_s, energy_J, lr) of one CSV row."""
 
 
 def _lines(f: IO[str], path: str) -> Iterator[str]:
@@ -223,24 +226,24 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         curve_id = cell("curve_id")
         if not curve_id:
             raise CurveFormatError(path, line_no, at("curve_id"), "curve_id", "empty curve_id")
-        epoch_f = _parse_float(cell("epoch"), path, line_no, at("epoch"), "epoch")
-        if not (0 <= epoch_f < MAX_EPOCH) or epoch_f != math.floor(epoch_f):
+        epoch_text = cell("epoch")
+        epoch = _parse_float(epoch_text, path, line_no, at("epoch"), "epoch")
+        if not 0 <= epoch < MAX_EPOCH:
             raise CurveFormatError(
                 path,
                 line_no,
                 at("epoch"),
                 "epoch",
-                f"epoch must be a whole number >= 0 and below {MAX_EPOCH:.0e} (epochs completed), "
-                f"got {cell('epoch')!r}",
+                f"epoch must be a number >= 0 and below {MAX_EPOCH:.0e} (training progress in epochs), "
+                f"got {epoch_text!r}",
             )
-        epoch = int(epoch_f)
         series = rows.setdefault(curve_id, [])
         if series and epoch <= series[-1][1]:
             problem = (
-                f"duplicate row: curve {curve_id!r} already has epoch {epoch} (line {series[-1][0]})"
+                f"duplicate row: curve {curve_id!r} already has epoch {epoch_text} (line {series[-1][0]})"
                 if epoch == series[-1][1]
-                else f"epochs of curve {curve_id!r} are not in increasing order: {cell('epoch')} after "
-                f"{series[-1][1]} (line {series[-1][0]}); sort each curve's rows by epoch"
+                else f"epochs of curve {curve_id!r} are not in increasing order: {epoch_text} after "
+                f"{series[-1][2]} (line {series[-1][0]}); sort each curve's rows by epoch"
             )
             raise CurveFormatError(path, line_no, at("epoch"), "epoch", problem)
         metric = _parse_float(cell("metric"), path, line_no, at("metric"), "metric")
@@ -299,20 +302,20 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
         direction.setdefault(curve_id, (hib, line_no))
         if name_col is not None and curve_id not in metric_names:
             metric_names[curve_id] = row[name_col].strip()
-        series.append((line_no, epoch, metric, costs[0], costs[1], lr))
+        series.append((line_no, epoch, epoch_text, metric, costs[0], costs[1], lr))
 
     if not rows:
         raise CurveFormatError(path, header_line + 1, 0, None, "no data rows")
     curves = []
     for curve_id, series in rows.items():
-        energy = [r[4] for r in series]
-        time_s = [r[3] for r in series]
+        energy = [r[5] for r in series]
+        time_s = [r[4] for r in series]
         if all(e is not None for e in energy):
             costs_arr, unit = np.array(energy, dtype=float) / J_PER_KWH, "kWh"
         elif all(t is not None for t in time_s):
             costs_arr, unit = np.array(time_s, dtype=float), "s"
         else:
-            line = next(r[0] for r in series if r[3] is None)
+            line = next(r[0] for r in series if r[4] is None)
             raise CurveFormatError(
                 path,
                 line,
@@ -321,18 +324,22 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
                 f"curve {curve_id!r} has neither energy_J nor time_s on every row",
             )
         lrs = None
-        if all(r[5] is not None for r in series):
-            lrs = np.array([r[5] for r in series], dtype=float)
+        if all(r[6] is not None for r in series):
+            lrs = np.array([r[6] for r in series], dtype=float)
+        epochs = np.array([r[1] for r in series])
+        if np.all(epochs == np.floor(epochs)):
+            epochs = epochs.astype(np.int64)
         curves.append(
             Curve(
                 curve_id=curve_id,
-                epochs=np.array([r[1] for r in series], dtype=np.int64),
-                metrics=np.array([r[2] for r in series], dtype=float),
+                epochs=epochs,
+                metrics=np.array([r[3] for r in series], dtype=float),
                 costs=costs_arr,
                 higher_is_better=direction[curve_id][0],
                 cost_unit=unit,
                 lrs=lrs,
                 metric_name=metric_names.get(curve_id) or None,
+                epoch_texts=tuple(r[2] for r in series),
             )
         )
     return curves

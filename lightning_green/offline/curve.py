@@ -15,7 +15,9 @@ class Curve:
 
     Attributes:
         curve_id: Identifier (a CSV ``curve_id`` or an MLflow run id).
-        epochs: Epochs completed at each check (1 for the first check after one epoch).
+        epochs: Training progress at each check, in epochs: whole numbers count epochs completed
+            (1 for the first check after one epoch; an integer array), fractions are progress
+            within an epoch (``0.05``: a twentieth of the first epoch; a float array).
         metrics: The monitored metric at each check.
         costs: Cumulative cost at each check (kWh, or seconds when no energy was logged).
         higher_is_better: Direction of the metric.
@@ -37,6 +39,8 @@ class Curve:
         recorded_config: The policy arguments the run recorded for this metric (MLflow parameters
             ``lightning_green.<name>``, parsed; ``mode`` excluded, it is :attr:`higher_is_better`),
             when the curve is of the recorded metric; else ``None``. ``config_for`` uses them.
+        epoch_texts: Each check's ``epoch`` as the input wrote it (a CSV cell), or ``None`` where
+            the input was numbers (MLflow): then :meth:`epoch_text` writes them.
     """
 
     curve_id: str
@@ -52,6 +56,7 @@ class Curve:
     lr_hints: tuple[int | None, ...] | None = field(default=None, repr=False)
     recorded_monitor: str | None = None
     recorded_config: Mapping[str, Any] | None = field(default=None, repr=False)
+    epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
@@ -59,6 +64,26 @@ class Curve:
         return "max" if self.higher_is_better else "min"
 
     @property
-    def default_max_epochs(self) -> int | None:
+    def fractional(self) -> bool:
+        """Whether some check is at a fraction of an epoch (``0.0499809``, ``1.00096``)."""
+        return self.epochs.dtype.kind == "f" and not bool(np.all(self.epochs == np.floor(self.epochs)))
+
+    @property
+    def default_max_epochs(self) -> int | float | None:
         """The planned horizon replay uses unless told otherwise: the recorded one, else the last epoch."""
-        return self.planned_max_epochs if self.plan_recorded else int(self.epochs[-1])
+        if self.plan_recorded:
+            return self.planned_max_epochs
+        last = float(self.epochs[-1])
+        return int(last) if last.is_integer() else last
+
+    def epoch_text(self, index: int) -> str:
+        """The ``epoch`` of check ``index`` as the input wrote it (numbers: ``2``, ``0.05``).
+
+        Example:
+            >>> Curve("a", np.array([1, 2]), np.zeros(2), np.ones(2), False).epoch_text(-1)
+            '2'
+        """
+        if self.epoch_texts is not None:
+            return self.epoch_texts[index]
+        value = float(self.epochs[index])
+        return str(int(value)) if value.is_integer() else repr(value)

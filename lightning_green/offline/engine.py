@@ -38,7 +38,9 @@ class ReplayResult:
 
     Attributes:
         curve_id: The curve.
-        stop_epoch: Epochs completed when it stopped (the last epoch when it never stopped).
+        stop_epoch: The ``epoch`` of the last check the run completed: where it stopped, or its
+            last check when it never stopped (a whole number, or a fraction for fractional
+            progress).
         stop_reason: Why, or ``None`` when it ran to the end.
         best_metric_at_stop: Best metric up to and including the stop.
         cost_at_stop: Cumulative cost at the stop.
@@ -47,10 +49,12 @@ class ReplayResult:
         higher_is_better: Direction of the metric.
         cost_unit: ``"kWh"`` or ``"s"``.
         decision: The policy's last decision (the stop, or the final check).
+        stop_epoch_text: ``stop_epoch`` as the input wrote it (what the decisions CSV writes);
+            empty when unknown, and then ``stop_epoch`` is written.
     """
 
     curve_id: str
-    stop_epoch: int
+    stop_epoch: int | float
     stop_reason: StopReason | None
     best_metric_at_stop: float
     cost_at_stop: float
@@ -59,6 +63,7 @@ class ReplayResult:
     higher_is_better: bool
     cost_unit: str
     decision: StopDecision | None = field(default=None, repr=False, compare=False)
+    stop_epoch_text: str = field(default="", repr=False)
 
     @property
     def cost_saved(self) -> float:
@@ -91,9 +96,10 @@ def result_at(
         >>> r.stop_epoch, r.best_metric_at_stop, round(r.cost_saved, 3), r.regret
         (2, 2.0, 0.333, 0.0)
     """
+    epoch = float(curve.epochs[index])
     return ReplayResult(
         curve_id=curve.curve_id,
-        stop_epoch=int(curve.epochs[index]),
+        stop_epoch=int(epoch) if epoch.is_integer() else epoch,
         stop_reason=reason,
         best_metric_at_stop=_best(curve.metrics[: index + 1], curve.higher_is_better),
         cost_at_stop=float(curve.costs[index]),
@@ -102,6 +108,7 @@ def result_at(
         higher_is_better=curve.higher_is_better,
         cost_unit=curve.cost_unit,
         decision=decision,
+        stop_epoch_text=curve.epoch_text(index),
     )
 
 
@@ -111,7 +118,7 @@ class PolicyInputs:
 
     Attributes:
         epochs: The ``epoch`` argument of each check (0-based epoch index).
-        max_epochs: The planned horizon (``None``: no plan).
+        max_epochs: The planned horizon, in the same unit (``None``: no plan).
         lr_hints: The ``epochs_until_lr_decay`` of each check (``None`` where none is known).
     """
 
@@ -120,14 +127,25 @@ class PolicyInputs:
     lr_hints: list[int | None]
 
 
-def policy_inputs(curve: Curve, max_epochs: int | None = None, use_lr_schedule: bool = True) -> PolicyInputs:
+def policy_inputs(
+    curve: Curve, max_epochs: int | float | None = None, use_lr_schedule: bool = True
+) -> PolicyInputs:
     """The policy's epoch, horizon and schedule hint at each check of ``curve``: their one source.
 
-    The epoch index is ``epoch - 1`` (epochs completed minus one; a check at ``epoch`` 0 counts
-    as one in the first epoch). The horizon is ``max_epochs``, else :attr:`Curve.default_max_epochs`.
+    Whole-number epochs: the epoch index is ``epoch - 1`` (epochs completed minus one; a check
+    at ``epoch`` 0 counts as one in the first epoch) and the horizon is ``max_epochs``, else
+    :attr:`Curve.default_max_epochs`.
+
+    Fractional progress (:attr:`Curve.fractional`): :meth:`StoppingPolicy.update` takes a whole
+    epoch index, so the check is the unit: the epoch index is the check's position, the horizon
+    the number of checks (scaled from ``max_epochs`` by the curve's checks per epoch when given).
+    This is the only place that converts progress for the policy; when the policy takes
+    fractional progress, pass the curve's ``epochs`` here instead.
+
     The hint is the recorded one (MLflow), else derived from the learning rate at each check
-    (CSV ``lr``): the epochs still at the check's rate before the first later check at a lower
-    rate begins (none where no rate is lower later, or the curve has a check at ``epoch`` 0).
+    (CSV ``lr``): the epochs (checks, for fractional progress) still at the check's rate before
+    the first later check at a lower rate begins (none where no rate is lower later, or a
+    whole-number curve has a check at ``epoch`` 0).
 
     Args:
         curve: The curve.
@@ -142,20 +160,39 @@ def policy_inputs(curve: Curve, max_epochs: int | None = None, use_lr_schedule: 
         ...           lrs=np.array([0.1, 0.1, 0.01, 0.01]))
         >>> policy_inputs(c)
         PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None])
+        >>> policy_inputs(Curve("b", np.array([0.25, 0.5, 0.75]), np.zeros(3), np.ones(3), False), 1.5)
+        PolicyInputs(epochs=[0, 1, 2], max_epochs=6, lr_hints=[None, None, None])
     """
-    epochs = [max(int(e) - 1, 0) for e in curve.epochs.tolist()]
-    horizon = curve.default_max_epochs if max_epochs is None else int(max_epochs)
-    n = len(epochs)
+    n = len(curve.epochs)
+    clock: list[int] | list[float]
+    if curve.fractional:
+        epochs = list(range(n))
+        clock = epochs
+        planned = max_epochs
+        if max_epochs is None and curve.plan_recorded:
+            planned = curve.planned_max_epochs
+        last = float(curve.epochs[-1])
+        horizon: int | None = n
+        if planned is not None and last > 0:
+            horizon = max(n, round(float(planned) * n / last))
+        elif max_epochs is None and curve.plan_recorded:  # recorded: no plan
+            horizon = None
+        with_hints = True
+    else:
+        clock = curve.epochs.tolist()
+        epochs = [max(int(e) - 1, 0) for e in clock]
+        planned = curve.default_max_epochs if max_epochs is None else max_epochs
+        horizon = None if planned is None else int(planned)
+        with_hints = n > 0 and clock[0] >= 1
     hints: list[int | None] = [None] * n
     if use_lr_schedule and curve.lr_hints is not None:
         hints = list(curve.lr_hints)
-    elif use_lr_schedule and curve.lrs is not None and int(curve.epochs[0]) >= 1:
-        # The epochs of check j are (epochs[j-1], epochs[j]]: the first epoch at a lower rate than
+    elif use_lr_schedule and curve.lrs is not None and with_hints:
+        # The epochs of check j are (clock[j-1], clock[j]]: the first epoch at a lower rate than
         # check i's is the first of check k, the first later check at a lower rate.
-        completed = curve.epochs.tolist()
         for i, k in enumerate(_next_lower(curve.lrs.tolist())):
             if k is not None:
-                hints[i] = int(completed[k - 1] - completed[i])
+                hints[i] = int(clock[k - 1] - clock[i])
     return PolicyInputs(epochs, horizon, hints)
 
 
@@ -179,7 +216,7 @@ def replay_curve(
     curve: Curve,
     config: StoppingConfig,
     *,
-    max_epochs: int | None = None,
+    max_epochs: int | float | None = None,
     monitor: str = "metric",
     use_lr_schedule: bool = True,
 ) -> ReplayResult:

@@ -38,15 +38,17 @@ def spreadsheet_safe(text: str) -> str:
 def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
     """The decisions CSV as rows of strings (header first).
 
-    Text taken from the input (``curve_id``) is made spreadsheet-safe (:func:`spreadsheet_safe`);
-    numbers are written with :func:`repr`, so they read back exactly.
+    ``stop_epoch`` is written as the input wrote it (:attr:`ReplayResult.stop_epoch_text`). Text
+    taken from the input (``curve_id``, ``stop_epoch``) is made spreadsheet-safe
+    (:func:`spreadsheet_safe`); the other numbers are written with :func:`repr`, so they read back
+    exactly.
     """
     rows = [list(DECISION_COLUMNS)]
     for r in results:
         rows.append(
             [
                 spreadsheet_safe(r.curve_id),
-                str(r.stop_epoch),
+                spreadsheet_safe(r.stop_epoch_text or str(r.stop_epoch)),
                 r.stop_reason.value if r.stop_reason is not None else NO_STOP,
                 repr(r.best_metric_at_stop),
                 repr(r.cost_at_stop),
