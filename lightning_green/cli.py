@@ -53,9 +53,11 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from lightning_green import __version__, keys
 from lightning_green.offline.errors import OfflineInputError
-from lightning_green.offline.mlflow_curves import ENERGY_KEY
 from lightning_green.policy import StoppingConfig
+
+ENERGY_KEY = keys.TOTAL_KWH
 
 _HELP = {
     "mode": "min: lower is better; max: higher is better (MLflow input, default: the direction each run "
@@ -125,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-green", description="Energy-aware training: offline tools."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     rp = sub.add_parser(
         "replay",
