@@ -120,9 +120,17 @@ def test_output_that_is_not_a_regular_file(curves: Path, tmp_path: Path, capsys,
     assert Path("/dev/null").is_char_device()
 
 
-def test_empty_output_says_it_is_empty(curves: Path, tmp_path: Path, capsys) -> None:
+def test_empty_output_says_it_is_empty(curves: Path, tmp_path: Path, capsys, sqlite_uri: str) -> None:
     line = refused(["replay", str(curves), "-o", ""], capsys, tmp_path, "-o/--output is empty")
     assert "directory" not in line
+    refused(["replay", str(curves), "-o", "d.csv", "--plot", ""], capsys, tmp_path, "--plot is empty")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    report = ["report", "--mlflow-uri", sqlite_uri, "--run-id", run_id]
+    refused([*report, "-o", ""], capsys, tmp_path, "-o/--output is empty")
+    refused([*report, "--json", ""], capsys, tmp_path, "--json is empty")
 
 
 def test_missing_curves_file(tmp_path: Path, capsys) -> None:

@@ -230,13 +230,13 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     checks.check_tracking_uri(args.mlflow_uri)
     database = checks.sqlite_file(args.mlflow_uri)
     inputs = [("MLflow database", database)] if database else []
-    plot: str | None = args.output or f"energy_report_{args.run_id}.png"
-    if not args.output and importlib.util.find_spec("matplotlib") is None:
+    plot: str | None = f"energy_report_{args.run_id}.png" if args.output is None else args.output
+    if args.output is None and importlib.util.find_spec("matplotlib") is None:
         plot = None  # the default plot, without matplotlib: skipped with a note
-    outputs = [("-o/--output", plot)] if plot else []
+    outputs = [("-o/--output", plot)] if plot is not None else []
     outputs += [("--json", args.json)] if args.json is not None else []
     targets = dict(zip((flag for flag, _ in outputs), checks.check_outputs(outputs, inputs), strict=True))
-    image_format = checks.image_format("-o/--output", plot) if plot else None
+    image_format = checks.image_format("-o/--output", plot) if plot is not None else None
 
     summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
     text = format_summary(summary)
