@@ -34,8 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lightning_green.offline import Curve, ReplayResult, read_curves_csv, replay_curve, result_at, summarize
 from lightning_green.policy import PlateauState, StoppingConfig, StoppingPolicy, evaluate_plateau
-from lightning_green.replay import Curve, ReplayResult, read_curves_csv, replay_curve, result_at, summarize
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CURVES = HERE / "data" / "curves"

@@ -1,13 +1,13 @@
 """The ``lightning-green`` command.
 
-``lightning-green report --mlflow-uri URI --run-id ID [-o PLOT.png]`` draws the end-of-run plot
-(the monitored metric against cumulative kWh, epoch energy, the stop and the learning-curve fit)
-for a past run.
+``lightning-green report --mlflow-uri URI --run-id ID [-o PLOT.png] [--json SUMMARY.json]`` prints
+the summary of a past run and draws its end-of-run plot (the monitored metric against cumulative
+kWh, epoch energy, the stop and the learning-curve fit).
 
 ``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
-over logged learning curves (the long format of ``shared/data/curves``) and writes one decision per
-curve; ``lightning-green replay --mlflow-uri URI --experiment NAME -o DECISIONS.csv`` does the same
-over MLflow runs that logged the monitored metric and ``energy/total_kwh``.
+over logged learning curves (the long format of ``benchmarks/data/curves``) and writes one decision
+per curve; ``lightning-green replay --mlflow-uri URI --experiment NAME -o DECISIONS.csv`` does the
+same over MLflow runs that logged the monitored metric and ``energy/total_kwh``.
 The policy options are the :class:`~lightning_green.policy.StoppingConfig` fields (the policy
 arguments of ``EnergyAwareEarlyStopping``) in kebab case, with the same defaults; ``none``
 switches an optional threshold off (``--min-relative-gain none``).
@@ -28,40 +28,36 @@ the callback's own ``energy/epochs_until_lr_decay`` and planned horizon
 ``--max-epochs`` overrides the planned horizon (default: the run's recorded plan, else each
 curve's last epoch).
 
-Exit codes: 0 success, 1 bad input data (reported as ``file:line:column``) or a failure to write
-the outputs, 2 bad arguments (including an output or ``--plot`` destination in a directory that
-does not exist, ``--plot`` without matplotlib, a ``sqlite:///PATH`` tracking URI whose database
-file does not exist (checked before MLflow would create an empty one), or arguments that
-contradict what an MLflow run recorded). Nothing is written unless everything
-succeeded: DECISIONS and the plot are written to temporary files beside their targets and renamed
-into place only once both exist.
+Nothing is written unless the whole command succeeded: every output is written to a temporary
+file beside it and renamed into place once all of them are complete. An output that would
+replace an input (the curves file, the MLflow sqlite database, the other output; however the
+path is spelled) or that is not a regular file (a directory, a device, a FIFO) is refused before
+any work. Inputs are bounded (:data:`~lightning_green.offline.csv_curves.MAX_LINE_CHARS`
+characters a CSV line, :data:`~lightning_green.offline.csv_curves.MAX_ROWS` rows a CSV file,
+:data:`~lightning_green.offline.summary_artifact.MAX_PER_EPOCH` epochs a summary).
+
+Exit codes: 0 success; 2 bad arguments or bad input, reported as one ``error:`` line (malformed
+CSV as ``file:line:column``, a malformed ``energy_summary.json`` artifact naming the field, an
+output that must not be written, arguments that contradict what an MLflow run recorded); 1 any
+other failure (no such experiment or run, a run without energy metrics, an MLflow server error,
+the outputs could not be written). No traceback is shown (set ``LIGHTNING_GREEN_TRACEBACK=1`` to
+see one for a failure that is not about the input).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
+from lightning_green import __version__, keys
+from lightning_green.offline.errors import OfflineInputError
 from lightning_green.policy import StoppingConfig
-from lightning_green.replay import (
-    ENERGY_KEY,
-    RecordedParamError,
-    config_for,
-    make_readable,
-    plot_tradeoff,
-    read_curves_csv,
-    read_mlflow_curves,
-    replay_curve,
-    summarize,
-    write_decisions_csv,
-)
+
+ENERGY_KEY = keys.TOTAL_KWH
 
 _HELP = {
     "mode": "min: lower is better; max: higher is better (MLflow input, default: the direction each run "
@@ -131,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lightning-green", description="Energy-aware training: offline tools."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     rp = sub.add_parser(
         "replay",
@@ -140,10 +137,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rp.add_argument(
         "curves",
-        nargs="?",
-        help="curves CSV (long format: curve_id, epoch, metric, higher_is_better, time_s, energy_J)",
+        nargs="*",
+        metavar="CURVES.csv",
+        help="curves CSV files or quoted glob patterns ('runs/*.csv'; long format: curve_id, epoch, "
+        "metric, higher_is_better, time_s, energy_J; epoch may be fractional progress). From several "
+        "files, each curve_id is written FILE:curve_id",
     )
-    rp.add_argument("-o", "--output", required=True, help="decisions CSV to write")
+    rp.add_argument(
+        "-o", "--output", required=True, help="decisions CSV to write (never an input; replaced atomically)"
+    )
     rp.add_argument(
         "--max-epochs",
         type=int,
@@ -187,304 +189,64 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", default=None, help="PNG to write (default: energy_report_<run_id>.png)"
     )
     rep.add_argument("--json", default=None, help="also write the summary as JSON to this file")
+    parser.epilog = (
+        "Exit status: 0 success, 2 bad arguments or input (one 'error:' line; nothing written), "
+        "1 any other failure."
+    )
     return parser
 
 
-def _explicit_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The policy options given on the command line (``mode`` excepted: curves carry it)."""
-    return {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(StoppingConfig)
-        if f.name != "mode" and hasattr(args, f.name)
-    }
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 2000 else text[:1997] + "..."
 
 
-def _check_tracking_uri(parser: argparse.ArgumentParser, uri: str) -> None:
-    """Refuse a tracking URI that would make MLflow create a store instead of reading one.
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
 
-    An empty URI (MLflow would fall back to its default store in the working directory) and a
-    ``sqlite:///PATH`` whose file does not exist, or is not an SQLite database (an empty file
-    included), are refused, and so is an ``http(s)://`` address where no server answers within
-    a few seconds (MLflow itself retries for minutes before it says so).
-    """
-    if not uri.strip():
-        parser.error("--mlflow-uri is empty: give the store to read (sqlite:///PATH or http://HOST:PORT)")
-    if uri.startswith(("http://", "https://")):
-        problem = _unreachable(uri)
-        if problem is not None:
-            parser.error(f"--mlflow-uri {uri}: no MLflow server answers there ({problem})")
-        return
-    prefix = "sqlite:///"
-    if not uri.startswith(prefix):
-        return
-    path = uri[len(prefix) :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return
-    if not Path(path).is_file():
-        parser.error(
-            f"--mlflow-uri {uri}: no MLflow database at {path!r} (the file does not exist; "
-            "give the path of an existing store)"
-        )
+
+def _run(argv: Sequence[str] | None) -> int:
+    from lightning_green.offline import commands
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        with open(path, "rb") as f:
-            header = f.read(16)
-    except OSError as e:
-        parser.error(f"--mlflow-uri {uri}: cannot read {path!r}: {e}")
-    if header != b"SQLite format 3\x00":
-        parser.error(
-            f"--mlflow-uri {uri}: {path!r} is not an SQLite database ("
-            f"{'an empty file' if not header else 'another kind of file'}); give the path of an MLflow store"
-        )
-
-
-def _unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
-    """Why no server answers at ``uri`` (its ``/health`` endpoint), or None when one does.
-
-    Any HTTP answer counts, an error status included (a proxy or an authenticating server).
-    """
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
-            return None
-    except urllib.error.HTTPError:
-        return None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        return str(getattr(e, "reason", e))
-
-
-def _check_image_format(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
-    """Refuse an image file name whose extension matplotlib cannot write (none means PNG)."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    suffix = Path(path).suffix.lstrip(".").lower()
-    formats = FigureCanvasBase.get_supported_filetypes()
-    if suffix and suffix not in formats:
-        parser.error(
-            f"{flag} {path}: matplotlib cannot write {suffix!r} images; use one of {sorted(formats)}"
-        )
-
-
-def _check_destination(parser: argparse.ArgumentParser, flag: str, path: str) -> None:
-    parent = Path(path).parent
-    if not parent.is_dir():
-        parser.error(f"{flag} {path}: directory {str(parent)!r} does not exist")
-    if Path(path).is_dir():
-        parser.error(f"{flag} {path}: is a directory")
-
-
-def _replay(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from_mlflow = args.mlflow_uri is not None or args.experiment is not None
-    if from_mlflow == (args.curves is not None):
-        parser.error("give either CURVES.csv or --mlflow-uri URI --experiment NAME")
-    if from_mlflow and (args.mlflow_uri is None or args.experiment is None):
-        parser.error("MLflow input needs --mlflow-uri and --experiment")
-    if from_mlflow:
-        _check_tracking_uri(parser, args.mlflow_uri)
-    else:
-        given = [
-            flag for flag, value in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if value
-        ]
-        if given:
-            parser.error(
-                f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment); a CSV names "
-                "its metric and cost in its columns"
-            )
-    cost_key = args.cost_key or ENERGY_KEY
-    if args.max_epochs is not None and args.max_epochs <= 0:
-        parser.error(f"--max-epochs must be a positive integer, got {args.max_epochs}")
-    _check_destination(parser, "-o/--output", args.output)
-    if args.plot:
-        _check_destination(parser, "--plot", args.plot)
-        if importlib.util.find_spec("matplotlib") is None:
-            parser.error("--plot needs matplotlib: pip install 'lightning_green[plot]'")
-        _check_image_format(parser, "--plot", args.plot)
-    options = _explicit_options(args)
-    # Checked up front; without --mode each curve's own direction decides (e.g. the thresholds' order).
-    errors: list[str] = []
-    for mode in (args.mode,) if args.mode else ("min", "max"):
-        try:
-            StoppingConfig.from_dict({**options, "mode": mode})
-            break
-        except ValueError as e:
-            errors.append(str(e))
-    else:
-        parser.error(errors[0])
-
-    source = args.curves
-    try:
-        if from_mlflow:
-            curves, skipped = read_mlflow_curves(
-                args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=cost_key
-            )
-            source = f"{args.mlflow_uri} experiment {args.experiment!r}"
-            metric = repr(args.monitor) if args.monitor else "the monitored metric"
-            if skipped:
-                print(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}")
-            if not curves:
-                print(f"error: no run in {source} logged both {metric} and {cost_key!r}", file=sys.stderr)
-                return 1
-        else:
-            curves = read_curves_csv(args.curves)
-            if args.mode is not None:
-                wrong = [c.curve_id for c in curves if c.mode != args.mode]
-                if wrong:
-                    parser.error(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
-    except RecordedParamError as e:
-        parser.error(str(e))
-    except (OSError, ValueError, RuntimeError) as e:  # CurveFormatError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
+        return commands.run_replay(args) if args.command == "replay" else commands.run_report(args)
+    except OfflineInputError as e:  # bad arguments or input, found before anything was written
+        _fail(_one_line(e))
+        return 2
+    except (OSError, LookupError, ValueError, RuntimeError, ImportError) as e:
+        _fail(f"nothing written: {_one_line(e)}")
         return 1
-
-    if args.max_epochs is not None:
-        longer = [c for c in curves if int(c.epochs[-1]) > args.max_epochs]
-        if longer:
-            parser.error(
-                f"--max-epochs {args.max_epochs} is below the {int(longer[0].epochs[-1])} epochs curve "
-                f"{longer[0].curve_id!r} ran: the planned length must be at least what was trained"
-            )
-    try:
-        configs = [config_for(c, options) for c in curves]
-    except ValueError as e:  # explicit options that the recorded ones make invalid together
-        parser.error(str(e))
-    results = [
-        replay_curve(
-            c,
-            config,
-            max_epochs=args.max_epochs,
-            monitor=c.metric_name or args.monitor or "metric",
-            use_lr_schedule=not args.ignore_lr,
-        )
-        for c, config in zip(curves, configs, strict=True)
-    ]
-    try:
-        _write_outputs(results, args.output, args.plot)
-    except (OSError, ValueError, RuntimeError) as e:
-        print(f"error: nothing written: {e}", file=sys.stderr)
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "mlflow":
+            raise
+        _fail(f"nothing written: MLflow: {_one_line(e)}")  # unknown run, server error
         return 1
-
-    units = sorted({r.cost_unit for r in results})
-    with_lr = sum(1 for c in curves if c.lr_hints is not None or c.lrs is not None)
-    lr_note = ""
-    if with_lr:
-        lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
-    print(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
-    if from_mlflow:
-        recorded = [c for c in curves if c.recorded_config]
-        if recorded:
-            given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
-            print(f"policy arguments as recorded by {len(recorded)} run(s){given}")
-        elsewhere = [c for c in curves if c.recorded_monitor and c.recorded_monitor != c.metric_name]
-        if elsewhere:
-            other = ", ".join(sorted({str(c.recorded_monitor) for c in elsewhere}))
-            print(
-                f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
-                f"{args.monitor!r} with the command-line options and defaults"
-            )
-    groups = {"all": results}
-    if len({r.higher_is_better for r in results}) > 1:
-        groups = {
-            "lower is better": [r for r in results if not r.higher_is_better],
-            "higher is better": [r for r in results if r.higher_is_better],
-        }
-    for label, group in groups.items():
-        s = summarize(group)
-        prefix = "" if label == "all" else f"[{label}, {s.n_curves} curves] "
-        stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items(), key=lambda kv: -kv[1]))
-        print(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%)")
-        print(
-            f"{prefix}mean regret: {s.mean_regret:.4g} (metric units, best of the whole curve minus best "
-            "up to the stop)"
-        )
-        print(f"{prefix}stops: {stops}")
-    print(f"wrote {args.output}")
-    if args.plot:
-        print(f"wrote {args.plot}")
-    return 0
-
-
-def _write_outputs(results: Sequence[Any], output: str, plot: str | None) -> None:
-    """Write DECISIONS (and the plot) all or nothing.
-
-    Each is first written to a temporary file beside its target (the plot first: it is the one
-    that can fail late, e.g. on an image format matplotlib does not know); only when both exist
-    are they renamed into place. A rename within a directory is atomic, so a failure can only
-    leave a half-done state if the file system fails between the two renames.
-    """
-    staged: list[tuple[str, str]] = []
-    try:
-        if plot:
-            target = Path(plot)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-            os.close(fd)
-            staged.append((tmp, plot))
-            # The format from the target's extension (the temporary name has none of its own).
-            if not plot_tradeoff(results, tmp, image_format=target.suffix.lstrip(".") or "png"):
-                raise RuntimeError("matplotlib is not installed: pip install 'lightning_green[plot]'")
-            make_readable(tmp)
-        target = Path(output)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-        staged.append((tmp, output))
-        write_decisions_csv(results, tmp)
-        for tmp, target_path in reversed(staged):  # DECISIONS first, the plot last
-            os.replace(tmp, target_path)
-    finally:
-        for tmp, _ in staged:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def _report(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, write_summary_json
-
-    _check_tracking_uri(parser, args.mlflow_uri)
-    if args.output:
-        _check_destination(parser, "-o/--output", args.output)
-        if importlib.util.find_spec("matplotlib") is not None:
-            _check_image_format(parser, "-o/--output", args.output)
-    if args.json:
-        _check_destination(parser, "--json", args.json)
-
-    try:
-        summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
-    except ImportError:
-        print(
-            "error: the report command needs mlflow (pip install 'lightning_green[mlflow]')", file=sys.stderr
-        )
-        return 1
-    except Exception as e:  # unknown run, unreachable server, no energy metrics
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(format_summary(summary))
-    if args.json:
-        print(f"wrote {write_summary_json(summary, args.json)}")
-    output = args.output or f"energy_report_{args.run_id}.png"
-    try:
-        print(f"wrote {plot_summary(summary, output)}")
-    except ImportError:
-        print("matplotlib is not installed: no plot drawn (pip install 'lightning_green[plot]')")
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code.
+    """Run the command; returns the exit code (no traceback reaches the user).
 
     Args:
         argv: Arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        0 on success, 1 on bad input data, 2 on bad arguments.
+        0 on success, 2 on bad arguments or bad input, 1 on any other failure.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command == "replay":
-        return _replay(args, parser)
-    if args.command == "report":
-        return _report(args, parser)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
-    return 2  # pragma: no cover
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing written")
+        return 130
+    except Exception as e:  # the last resort: a failure nothing above foresaw
+        if os.environ.get("LIGHTNING_GREEN_TRACEBACK"):
+            raise
+        _fail(
+            f"nothing written: unexpected {type(e).__name__}: {_one_line(e)} "
+            "(set LIGHTNING_GREEN_TRACEBACK=1 to see where; please report it)"
+        )
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -226,8 +227,13 @@ def write_summary_json(summary: dict[str, Any], path: str | Path) -> Path:
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_finite(summary), indent=2, sort_keys=False) + "\n")
+    out.write_text(summary_json_text(summary))
     return out
+
+
+def summary_json_text(summary: dict[str, Any]) -> str:
+    """A summary as the JSON text :func:`write_summary_json` writes (non-finite numbers as null)."""
+    return json.dumps(_finite(summary), indent=2, sort_keys=False) + "\n"
 
 
 def _finite(value: Any) -> Any:
@@ -257,7 +263,7 @@ def write_report(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
         return json_path, None
 
 
-def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
+def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
     """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
 
     The metric is a line over cumulative energy (one point per epoch); each epoch's energy is a
@@ -268,6 +274,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     Args:
         summary: What :func:`build_summary` returned (with the stopper's fields when it ran).
         path: Destination PNG; parent directories are created.
+        image_format: ``"png"``, ``"svg"``, ... (default: from the extension of ``path``, else PNG).
 
     Returns:
         The path written.
@@ -285,9 +292,9 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     metric_points = [(e["total_kwh"], e["metric"]) for e in epochs if e.get("metric") is not None]
     monitor = summary.get("monitor") or "metric"
 
-    fig = Figure(figsize=(8, 4.8), dpi=110)
+    fig = Figure(figsize=(8, 4.8), dpi=110)  # its own canvas: no pyplot, no global backend change
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
+    ax = fig.add_subplot()
     bars = ax.twinx()
     bars.bar(
         [t - e for t, e in zip(totals, energies, strict=True)],
@@ -366,7 +373,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path) -> Path:
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    fig.savefig(out, format=image_format)
     return out
 
 
@@ -376,6 +383,9 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
     Uses the run's ``lightning_green/energy_summary.json`` artifact when it has one (it holds the
     stopping policy's fit); otherwise rebuilds the summary from the logged metric histories
     (``energy/epoch_kwh``, ``energy/total_kwh``, the monitored metric), the params and the tags.
+    The run is read with the offline tools' one MLflow reader
+    (:class:`~lightning_green.offline.mlflow_runs.MlflowRun`: a step logged twice keeps the value
+    with the latest timestamp, as in replay).
 
     Args:
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000`` ...).
@@ -387,42 +397,49 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
 
     Raises:
         ValueError: When the run logged no energy metrics.
+        lightning_green.offline.OfflineInputError: When the summary artifact is malformed or too
+            large (:func:`~lightning_green.offline.summary_artifact.load_summary`), or the run
+            recorded values of the wrong type or more epochs than the report draws.
     """
-    import os
     import tempfile
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from mlflow.tracking import MlflowClient
+    from lightning_green.offline.mlflow_runs import MlflowRun
+    from lightning_green.offline.summary_artifact import load_summary
 
-    client = MlflowClient(tracking_uri)
-    run = client.get_run(run_id)
-    try:
-        names = {a.path for a in client.list_artifacts(run_id, "lightning_green")}
-    except Exception:  # a store without artifact access: rebuild from metrics
-        names = set()
-    if f"lightning_green/{SUMMARY_FILENAME}" in names and monitor in (
+    run = MlflowRun.open(tracking_uri, run_id)
+    artifact = f"lightning_green/{SUMMARY_FILENAME}"
+    if artifact in run.artifact_names("lightning_green") and monitor in (
         None,
-        run.data.params.get(keys.PARAM_MONITOR),
+        run.params.get(keys.PARAM_MONITOR),
     ):
         with tempfile.TemporaryDirectory() as tmp:
-            local = client.download_artifacts(run_id, f"lightning_green/{SUMMARY_FILENAME}", tmp)
-            return json.loads(Path(local).read_text())
-    return _summary_from_metrics(client, run, monitor)
+            return load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
+    return _summary_from_metrics(run, monitor)
 
 
-def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[str, Any]:
+def _summary_from_metrics(run: Any, monitor: str | None) -> dict[str, Any]:
     """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact)."""
-    run_id = run.info.run_id
-    params, tags = run.data.params, run.data.tags
+    run_id, params, tags, history = run.run_id, run.params, run.tags, run.history
     monitor = monitor or params.get(keys.PARAM_MONITOR)
     mode = params.get(keys.PARAM_MODE, "min")
+    from lightning_green.offline.csv_curves import parse_number
+    from lightning_green.offline.errors import OfflineInputError
+    from lightning_green.offline.summary_artifact import MAX_PER_EPOCH
 
-    def history(key: str) -> dict[int, float]:
-        return {m.step: m.value for m in client.get_metric_history(run_id, key)}
+    def number(text: str | None, name: str, default: float | None) -> float | None:
+        value = default if text is None else parse_number(text.strip())
+        if value is None and text is not None:
+            raise OfflineInputError(f"run {run_id}: {name} must be a number, got {text!r}")
+        return value
 
     totals = history(keys.TOTAL_KWH)
     if not totals:
         raise ValueError(f"run {run_id} logged no {keys.TOTAL_KWH}: was EnergyMonitor attached?")
+    if len(totals) > MAX_PER_EPOCH:
+        raise OfflineInputError(
+            f"run {run_id} logged {len(totals):,} epochs of {keys.TOTAL_KWH}; the report draws at most "
+            f"{MAX_PER_EPOCH:,}"
+        )
     epoch_kwh, power_w, per_j = (
         history(keys.EPOCH_KWH),
         history(keys.AVG_POWER_W),
@@ -433,7 +450,7 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
     epochs = history("epoch")
     source = params.get(keys.PARAM_ENERGY_SOURCE, "unknown")
     intensity = params.get(keys.PARAM_CARBON_INTENSITY)
-    intensity_g_per_kwh = None if intensity is None else float(intensity)
+    intensity_g_per_kwh = number(intensity, f"parameter {keys.PARAM_CARBON_INTENSITY}", None)
     partial = tags.get(keys.TAG_PARTIAL) == "true"
     records = []
     for i, step in enumerate(sorted(totals)):
@@ -441,7 +458,7 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
         power = power_w.get(step, 0.0)
         records.append(
             EpochEnergy(
-                epoch=int(epochs.get(step, i)),
+                epoch=_whole(run_id, "metric epoch", repr(epochs[step])) if step in epochs else i,
                 energy_j=energy_j,
                 total_j=totals[step] * J_PER_KWH,
                 duration_s=energy_j / power if power > 0 else 0.0,
@@ -453,9 +470,10 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
             )
         )
     stopped = tags.get(keys.TAG_STOPPED_EPOCH)
+    stopped_epoch = None if stopped is None else _whole(run_id, f"tag {keys.TAG_STOPPED_EPOCH}", stopped)
     extra: dict[str, Any] = {
         "stop_reason": tags.get(keys.TAG_STOP_REASON),
-        "stopped_epoch": None if stopped is None else int(stopped),
+        "stopped_epoch": stopped_epoch,
         "rebuilt_from_metrics": True,
     }
     if extra["stop_reason"] == keys.NO_STOP:
@@ -465,12 +483,23 @@ def _summary_from_metrics(client: Any, run: Any, monitor: str | None) -> dict[st
         total_j=records[-1].total_j,
         source=source,
         partial=partial,
-        pue=float(params.get(keys.PARAM_PUE, 1.0)),
+        pue=number(params.get(keys.PARAM_PUE), f"parameter {keys.PARAM_PUE}", 1.0),  # type: ignore[arg-type]
         carbon_intensity_g_per_kwh=intensity_g_per_kwh,
         monitor=monitor,
         mode=mode,
         extra=extra,
     )
+
+
+def _whole(run_id: str, name: str, text: str) -> int:
+    from lightning_green.offline.errors import OfflineInputError
+
+    text = text.strip()
+    if text.endswith(".0"):  # a metric: a float
+        text = text[:-2]
+    if not re.fullmatch(r"[0-9]{1,15}", text):
+        raise OfflineInputError(f"run {run_id}: {name} must be a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def _training_end(records: Sequence[EpochEnergy], planned: str | None) -> str:

@@ -99,7 +99,7 @@ def test_malformed_csv_reports_location_and_writes_nothing(tmp_path: Path, capsy
         "a,3,n/a,0,30,\n"
     )
     out = tmp_path / "decisions.csv"
-    assert main(["replay", str(bad), "-o", str(out)]) == 1
+    assert main(["replay", str(bad), "-o", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}:4:3:" in err and "metric" in err
     assert not out.exists()
@@ -108,15 +108,12 @@ def test_malformed_csv_reports_location_and_writes_nothing(tmp_path: Path, capsy
 
 def test_bad_option_names_the_argument(curves_csv: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "d.csv"
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curves_csv), "-o", str(out), "--min-relative-gain", "2"])
-    assert info.value.code == 2
+    rc = main(["replay", str(curves_csv), "-o", str(out), "--min-relative-gain", "2"])
+    assert rc == 2
     assert "min_relative_gain" in capsys.readouterr().err
     assert not out.exists()
-    with pytest.raises(SystemExit):
-        main(["replay", str(curves_csv), "-o", str(out), "--mode", "max"])  # contradicts the losses
-    with pytest.raises(SystemExit):
-        main(["replay", "-o", str(out)])  # no input at all
+    assert main(["replay", str(curves_csv), "-o", str(out), "--mode", "max"]) == 2  # contradicts the losses
+    assert main(["replay", "-o", str(out)]) == 2  # no input at all
     assert not out.exists()
 
 
@@ -190,8 +187,8 @@ def lr_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lr_column_is_used_unless_ignored(lr_csv: Path, tmp_path: Path, capsys) -> None:
+    from lightning_green.offline import read_curves_csv, replay
     from lightning_green.policy import StoppingConfig
-    from lightning_green.replay import read_curves_csv, replay
 
     curves = read_curves_csv(lr_csv)
     assert all(c.lrs is not None for c in curves)
@@ -213,11 +210,9 @@ def test_lr_column_is_used_unless_ignored(lr_csv: Path, tmp_path: Path, capsys) 
 
 def test_plot_into_a_missing_directory_writes_nothing(curves_csv: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "d.csv"
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "missing" / "p.png")])
-    assert info.value.code == 2 and "does not exist" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        main(["replay", str(curves_csv), "-o", str(tmp_path / "missing" / "d.csv")])
+    rc = main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "missing" / "p.png")])
+    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    assert main(["replay", str(curves_csv), "-o", str(tmp_path / "missing" / "d.csv")]) == 2
     assert list(tmp_path.iterdir()) == []
 
 
@@ -227,10 +222,9 @@ def test_plot_format_matplotlib_cannot_write_is_refused_before_replaying(
     pytest.importorskip("matplotlib")
     out = tmp_path / "d.csv"
     out.write_text("previous\n")
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "p.notaformat")])
+    rc = main(["replay", str(curves_csv), "-o", str(out), "--plot", str(tmp_path / "p.notaformat")])
     err = capsys.readouterr().err
-    assert info.value.code == 2
+    assert rc == 2
     assert "p.notaformat" in err and "'notaformat'" in err and "png" in err  # names value and choices
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv"]  # no temporary left behind
     assert out.read_text() == "previous\n"  # the old DECISIONS untouched
@@ -291,9 +285,8 @@ def test_mlflow_replay_takes_the_recorded_direction(
     out.unlink()
 
     capsys.readouterr()
-    with pytest.raises(SystemExit) as info:
-        main([*base, "--mode", "min"])
-    assert info.value.code == 2
+    rc = main([*base, "--mode", "min"])
+    assert rc == 2
     err = capsys.readouterr().err
     assert run_id in err and "lightning_green.mode=max" in err and "'min'" in err
     assert not out.exists()
@@ -312,9 +305,8 @@ def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Pat
         client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
         client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
     out = tmp_path / "d.csv"
-    with pytest.raises(SystemExit) as info:
-        main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "bare", "-o", str(out)])
-    assert info.value.code == 2
+    rc = main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "bare", "-o", str(out)])
+    assert rc == 2
     err = capsys.readouterr().err
     assert run.info.run_id in err and "lightning_green.monitor" in err and "--monitor" in err
     assert not out.exists()
@@ -332,9 +324,8 @@ def test_missing_sqlite_store_is_refused_not_created(tmp_path: Path, capsys, com
     typo = tmp_path / "typo.db"
     uri = f"sqlite:///{typo}"
     argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
+    rc = main(argv)
+    assert rc == 2
     assert f"no MLflow database at {str(typo)!r}" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # typo.db not created, nothing written
 
@@ -348,9 +339,8 @@ def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
     store.write_bytes(content)
     uri = f"sqlite:///{store}"
     argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
+    rc = main(argv)
+    assert rc == 2
     assert "is not an SQLite database" in capsys.readouterr().err
     assert store.read_bytes() == content  # MLflow did not turn it into a database
     assert [p.name for p in tmp_path.iterdir()] == ["not_a_store.csv"]
@@ -360,25 +350,22 @@ def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
 def test_empty_tracking_uri_is_refused(tmp_path: Path, capsys, command: str, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     argv = _store_argv(command, "", "d.csv")
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2 and "--mlflow-uri is empty" in capsys.readouterr().err
+    rc = main(argv)
+    assert rc == 2 and "--mlflow-uri is empty" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []  # no default ./mlflow.db created
 
 
 @pytest.mark.parametrize("flag", ["--monitor", "--cost-key"])
 def test_mlflow_only_options_with_a_csv_are_refused(curves_csv: Path, tmp_path: Path, capsys, flag) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), flag, "val_acc"])
-    assert info.value.code == 2 and f"{flag} only apply to MLflow input" in capsys.readouterr().err
+    rc = main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), flag, "val_acc"])
+    assert rc == 2 and f"{flag} only apply to MLflow input" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
 def test_max_epochs_below_what_a_curve_trained_is_refused(curves_csv: Path, tmp_path: Path, capsys) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--max-epochs", "5"])
+    rc = main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--max-epochs", "5"])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and "--max-epochs 5 is below the" in err
+    assert rc == 2 and "--max-epochs 5 is below the" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -388,7 +375,7 @@ def test_a_bad_learning_rate_is_located(tmp_path: Path, capsys, lr: str) -> None
     src.write_text(
         f"curve_id,epoch,metric,higher_is_better,time_s,energy_J,lr\na,1,2.0,0,1,1,0.1\na,2,1.5,0,2,2,{lr}\n"
     )
-    assert main(["replay", str(src), "-o", str(tmp_path / "d.csv")]) == 1
+    assert main(["replay", str(src), "-o", str(tmp_path / "d.csv")]) == 2
     err = capsys.readouterr().err
     assert f"{src}:3:7" in err and "learning rate must be finite and >= 0" in err and repr(lr) in err
     assert not (tmp_path / "d.csv").exists()
@@ -408,9 +395,8 @@ def test_threshold_order_is_checked_against_each_curves_direction(tmp_path: Path
         assert next(csv.DictReader(f))["stop_reason"] == "threshold_reached"
     # The same order for a loss would stop every run at once: refused, naming both values.
     out.unlink()
-    with pytest.raises(SystemExit) as info:
-        main(["replay", str(curve(tmp_path / "loss.csv", 0)), "-o", str(out), *thresholds])
-    assert info.value.code == 2
+    rc = main(["replay", str(curve(tmp_path / "loss.csv", 0)), "-o", str(out), *thresholds])
+    assert rc == 2
     assert "stopping_threshold=75.0 must be below divergence_threshold=10.0" in capsys.readouterr().err
     assert not out.exists()
 
@@ -423,10 +409,6 @@ def test_an_address_where_no_server_answers_fails_fast(tmp_path: Path, capsys, c
         s.bind(("127.0.0.1", 0))
         uri = f"http://127.0.0.1:{s.getsockname()[1]}"
     argv = _store_argv(command, uri, str(tmp_path / "d.csv"))
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert (
-        info.value.code == 2
-        and f"--mlflow-uri {uri}: no MLflow server answers there" in capsys.readouterr().err
-    )
+    rc = main(argv)
+    assert rc == 2 and f"--mlflow-uri {uri}: no MLflow server answers there" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []

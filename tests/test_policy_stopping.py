@@ -12,8 +12,8 @@ import pytest
 import torch
 from pytorch_lightning.callbacks.early_stopping import EarlyStopping
 
+from lightning_green.offline import Curve, read_curves_csv
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, schedule
-from lightning_green.replay import Curve, read_curves_csv
 
 CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "curves"
 

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightning_green.policy import StoppingConfig, StoppingPolicy, StopReason
-from lightning_green.replay import (
+from lightning_green.offline import (
     CurveFormatError,
     read_curves_csv,
     read_mlflow_curves,
@@ -21,6 +20,7 @@ from lightning_green.replay import (
     summarize,
     write_decisions_csv,
 )
+from lightning_green.policy import StoppingConfig, StoppingPolicy, StopReason
 
 CURVES = Path(__file__).resolve().parents[1] / "benchmarks" / "data" / "curves"
 HEADER = "source,curve_id,group,step,epoch,metric_name,metric,higher_is_better,time_s,energy_J\n"
@@ -101,14 +101,14 @@ def test_max_epochs_sets_the_planned_horizon(nas_text: str) -> None:
         (HEADER + "s,a,g,0,1,loss,1.0,0,-5,\n", 2, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,2,loss,0.9,0,,\n", 3, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,1e3x\n", 2, 10, "energy_J"),
-        # review B4: a repeated epoch, a fractional epoch
+        # review B4: a repeated epoch; an epoch beyond what a float counts exactly
         (
             HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,b,g,0,1,loss,1.0,0,1,\ns,a,g,1,1,loss,0.9,0,2,\n",
             4,
             5,
             "epoch",
         ),
-        (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,1.5,loss,0.9,0,2,\n", 3, 5, "epoch"),
+        (HEADER + "s,a,g,0,1,loss,1.0,0,1,\ns,a,g,1,1e15,loss,0.9,0,2,\n", 3, 5, "epoch"),
         # review B5: a decreasing cumulative cost; the line after a quoted multi-line field
         (HEADER + "s,a,g,0,1,loss,1.0,0,10,\ns,a,g,1,2,loss,0.9,0,5,\n", 3, 9, "time_s"),
         (HEADER + "s,a,g,0,1,loss,1.0,0,1,100\ns,a,g,1,2,loss,0.9,0,2,90\n", 3, 10, "energy_J"),
@@ -365,17 +365,84 @@ def test_mlflow_bad_recorded_plan(tmp_path: Path) -> None:
         read_mlflow_curves(uri, "bad", "val_loss")
 
 
-def test_metric_history_repeated_step_is_read_deterministically() -> None:
-    from types import SimpleNamespace
+def test_a_step_logged_twice_reads_the_same_in_replay_and_report(tmp_path: Path, monkeypatch) -> None:
+    """One rule for a step logged twice (the latest timestamp), whichever tool reads the run.
 
-    from lightning_green.replay import _history
+    A file store returns a history in the order it was logged, so the value logged last is not
+    the latest one here: the report used to keep the value logged last, replay the latest.
+    """
+    pytest.importorskip("mlflow")
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking import MlflowClient
 
-    points = [(5, 1000, 2.0), (5, 1000, 3.0), (5, 999, 9.0), (6, 1000, float("nan")), (6, 1000, 1.0)]
+    from lightning_green.report import summary_from_mlflow
 
-    def client(order):
-        items = [SimpleNamespace(step=s, timestamp=t, value=v) for s, t, v in order]
-        return SimpleNamespace(get_metric_history=lambda run_id, key: items)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    client = MlflowClient(tracking_uri=uri)
+    run_id = client.create_run(client.create_experiment("twice")).info.run_id
+    logged = []
+    for i in range(6):
+        step, t = 10 * (i + 1), 1_000 * (i + 1)
+        logged += [
+            Metric("val_loss", 1.0 / (i + 1), t, step),
+            Metric("energy/total_kwh", 0.01 * (i + 1), t, step),
+            Metric("energy/epoch_kwh", 0.01, t, step),
+            Metric("epoch", float(i), t, step),
+        ]
+    client.log_batch(run_id, metrics=logged, params=[Param("lightning_green.monitor", "val_loss")])
+    # Step 30 again: the later timestamp first, then an earlier one logged last.
+    client.log_batch(
+        run_id, metrics=[Metric("val_loss", 0.25, 3_500, 30), Metric("energy/total_kwh", 0.035, 3_500, 30)]
+    )
+    client.log_batch(
+        run_id, metrics=[Metric("val_loss", 9.0, 2_900, 30), Metric("energy/total_kwh", 0.9, 2_900, 30)]
+    )
+    # And a tie on the timestamp: the larger value is MLflow's latest.
+    client.log_batch(run_id, metrics=[Metric("val_loss", 0.4, 4_000, 40)])
+    client.log_batch(run_id, metrics=[Metric("val_loss", 0.3, 4_000, 40)])
 
-    forward = _history(client(points), "r", "m")
-    backward = _history(client(points[::-1]), "r", "m")
-    assert forward == backward == {5: 3.0, 6: 1.0}  # latest timestamp, then largest value
+    (curve,), _ = read_mlflow_curves(uri, "twice", "val_loss", mode="min")
+    summary = summary_from_mlflow(uri, run_id)
+    from_report = [e["total_kwh"] for e in summary["per_epoch"]], [e["metric"] for e in summary["per_epoch"]]
+    from_replay = curve.costs.tolist(), curve.metrics.tolist()
+    assert from_report[0] == pytest.approx(from_replay[0]) and from_report[1] == from_replay[1]
+    assert (from_replay[0][2], from_replay[1][2], from_replay[1][3]) == (pytest.approx(0.035), 0.25, 0.4)
+
+
+def _dense_hint(epochs: list[int], lrs: list[float], i: int) -> int | None:
+    """The schedule hint the way replay derived it before: a learning rate for every epoch."""
+    if min(epochs) < 1:
+        return None
+    per_epoch = np.empty(max(epochs))
+    start = 0
+    for epoch, lr in zip(epochs, lrs, strict=True):
+        per_epoch[start:epoch] = lr
+        start = epoch
+    e = epochs[i] - 1
+    if e + 1 >= len(per_epoch):
+        return None
+    later = np.nonzero(per_epoch[e + 1 :] < per_epoch[e])[0]
+    return int(later[0]) if len(later) else None
+
+
+def test_schedule_hints_from_sparse_checks_equal_the_per_epoch_rule() -> None:
+    from lightning_green.offline import Curve, policy_inputs
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(1, 12))
+        epochs = np.cumsum(rng.integers(1, 4, size=n)) - int(rng.integers(0, 2))
+        lrs = rng.choice([0.1, 0.05, 0.01, 0.001], size=n)
+        curve = Curve("a", epochs, np.zeros(n), np.arange(1.0, n + 1), False, lrs=lrs)
+        hints = policy_inputs(curve).lr_hints
+        assert hints == [_dense_hint(epochs.tolist(), lrs.tolist(), i) for i in range(n)]
+
+
+def test_a_huge_epoch_with_a_learning_rate_needs_no_per_epoch_array() -> None:
+    text = "curve_id,epoch,metric,higher_is_better,time_s,energy_J,lr\n" + "".join(
+        f"a,{e * 10**12},{1 / e},0,{e},,{0.1 if e < 5 else 0.01}\n" for e in range(1, 9)
+    )
+    (curve,) = read_curves_csv(io.StringIO(text))
+    result = replay_curve(curve, StoppingConfig())  # used to allocate a float per epoch: 8e12 of them
+    assert result.stop_epoch >= 10**12

@@ -1,0 +1,256 @@
+"""The work of ``lightning-green replay`` and ``lightning-green report``, behind the argument parser.
+
+Each command checks everything it can before any work (inputs, outputs, options:
+:mod:`~lightning_green.offline.checks`), then reads, computes, stages its outputs
+(:class:`~lightning_green.offline.staging.StagedOutputs`) and renames them into place only when
+all of them are complete. Refusals are :class:`~lightning_green.offline.errors.OfflineInputError`
+(the command line reports them as one ``error:`` line, exit 2); each command prints what it did
+and returns 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from lightning_green.offline import checks
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
+from lightning_green.offline.errors import UsageError
+from lightning_green.offline.mlflow_curves import ENERGY_KEY
+from lightning_green.offline.staging import StagedOutputs
+from lightning_green.policy import StoppingConfig
+
+Printer = Callable[[str], None]
+
+
+def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The policy options given on the command line (``mode`` excepted: curves carry it)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(StoppingConfig)
+        if f.name != "mode" and hasattr(args, f.name)
+    }
+
+
+def _check_options(options: Mapping[str, Any], mode: str | None) -> None:
+    """Refuse policy options that are invalid whatever the curves (without ``--mode``: for both)."""
+    errors: list[str] = []
+    for candidate in (mode,) if mode else ("min", "max"):
+        try:
+            StoppingConfig.from_dict({**options, "mode": candidate})
+            return
+        except ValueError as e:
+            errors.append(str(e))
+    raise UsageError(errors[0])
+
+
+def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
+    """``lightning-green replay``: replay the policy over curves; write DECISIONS (and the plot).
+
+    Args:
+        args: The parsed command line (see :func:`lightning_green.cli.build_parser`).
+        echo: Where the report lines go.
+
+    Returns:
+        0 (every refusal is raised).
+    """
+    from_mlflow = args.mlflow_uri is not None or args.experiment is not None
+    if from_mlflow == bool(args.curves):
+        raise UsageError("give either CURVES.csv or --mlflow-uri URI --experiment NAME")
+    if from_mlflow and (args.mlflow_uri is None or args.experiment is None):
+        raise UsageError("MLflow input needs --mlflow-uri and --experiment")
+    inputs: list[tuple[str, str]] = []
+    if from_mlflow:
+        checks.check_tracking_uri(args.mlflow_uri)
+        database = checks.sqlite_file(args.mlflow_uri)
+        inputs += [("MLflow database", database)] if database else []
+    else:
+        given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment); a CSV names "
+                "its metric and cost in its columns"
+            )
+        args.curves = checks.expand_inputs("curves file", args.curves)
+        inputs += [("curves file", path) for path in args.curves]
+    cost_key = args.cost_key or ENERGY_KEY
+    if args.max_epochs is not None and args.max_epochs <= 0:
+        raise UsageError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
+    outputs = [("-o/--output", args.output)] + ([("--plot", args.plot)] if args.plot is not None else [])
+    targets = checks.check_outputs(outputs, inputs)
+    image_format = checks.image_format("--plot", args.plot) if args.plot is not None else None
+    options = explicit_options(args)
+    _check_options(options, args.mode)
+
+    if from_mlflow:
+        curves, source = _mlflow_curves(args, cost_key, echo)
+    else:
+        curves, source = _csv_curves(args)
+    if args.max_epochs is not None:
+        longer = [c for c in curves if float(c.epochs[-1]) > args.max_epochs]
+        if longer:
+            raise UsageError(
+                f"--max-epochs {args.max_epochs} is below the {longer[0].epoch_text(-1)} epochs curve "
+                f"{longer[0].curve_id!r} ran: the planned length must be at least what was trained"
+            )
+    try:
+        configs = [config_for(c, options) for c in curves]
+    except ValueError as e:  # explicit options that the recorded ones make invalid together
+        raise UsageError(str(e)) from None
+    results = [
+        replay_curve(
+            c,
+            config,
+            max_epochs=args.max_epochs,
+            monitor=c.metric_name or args.monitor or "metric",
+            use_lr_schedule=not args.ignore_lr,
+        )
+        for c, config in zip(curves, configs, strict=True)
+    ]
+    _write_replay_outputs(results, targets, image_format)
+    _print_replay(args, curves, results, source, options, echo)
+    return 0
+
+
+def _csv_curves(args: argparse.Namespace) -> tuple[list[Curve], str]:
+    """The curves of every file, in order; from several files, each ``curve_id`` is ``FILE:curve_id``."""
+    from lightning_green.offline.csv_curves import read_curves_csv
+
+    curves: list[Curve] = []
+    several = len(args.curves) > 1
+    for path in args.curves:
+        curves += [
+            dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c
+            for c in read_curves_csv(path)
+        ]
+    seen: dict[str, Curve] = {}
+    for c in curves:
+        if c.curve_id in seen:
+            raise UsageError(f"two curves read as {c.curve_id!r}: rename one (curve ids must be distinct)")
+        seen[c.curve_id] = c
+    if args.mode is not None:
+        wrong = [c.curve_id for c in curves if c.mode != args.mode]
+        if wrong:
+            raise UsageError(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
+    files = args.curves
+    source = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]}, ..., {files[-1]})"
+    return curves, source
+
+
+def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
+    from lightning_green.offline.mlflow_curves import read_mlflow_curves
+
+    curves, skipped = read_mlflow_curves(
+        args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=cost_key
+    )
+    source = f"{args.mlflow_uri} experiment {args.experiment!r}"
+    metric = repr(args.monitor) if args.monitor else "the monitored metric"
+    if skipped:
+        echo(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}")
+    if not curves:
+        raise LookupError(f"no run in {source} logged both {metric} and {cost_key!r}")
+    return curves, source
+
+
+def _write_replay_outputs(
+    results: Sequence[ReplayResult], targets: Sequence[Any], image_format: str | None
+) -> None:
+    from lightning_green.offline.outputs import decisions_text, plot_tradeoff
+
+    with StagedOutputs() as out:
+        out.write_text(targets[0], decisions_text(results))
+        if image_format is not None:
+            plot_tradeoff(results, out.stage(targets[1]), image_format=image_format)
+        out.commit()
+
+
+def _print_replay(
+    args: argparse.Namespace,
+    curves: Sequence[Curve],
+    results: Sequence[ReplayResult],
+    source: str,
+    options: Mapping[str, Any],
+    echo: Printer,
+) -> None:
+    units = sorted({r.cost_unit for r in results})
+    with_lr = sum(1 for c in curves if c.lr_hints is not None or c.lrs is not None)
+    lr_note = ""
+    if with_lr:
+        lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
+    echo(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
+    if args.mlflow_uri is not None:
+        recorded = [c for c in curves if c.recorded_config]
+        if recorded:
+            given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
+            echo(f"policy arguments as recorded by {len(recorded)} run(s){given}")
+        elsewhere = [c for c in curves if c.recorded_monitor and c.recorded_monitor != c.metric_name]
+        if elsewhere:
+            other = ", ".join(sorted({str(c.recorded_monitor) for c in elsewhere}))
+            echo(
+                f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
+                f"{args.monitor!r} with the command-line options and defaults"
+            )
+    groups = {"all": list(results)}
+    if len({r.higher_is_better for r in results}) > 1:
+        groups = {
+            "lower is better": [r for r in results if not r.higher_is_better],
+            "higher is better": [r for r in results if r.higher_is_better],
+        }
+    for label, group in groups.items():
+        s = summarize(group)
+        prefix = "" if label == "all" else f"[{label}, {s.n_curves} curves] "
+        stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items(), key=lambda kv: -kv[1]))
+        echo(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%)")
+        echo(
+            f"{prefix}mean regret: {s.mean_regret:.4g} (metric units, best of the whole curve minus best "
+            "up to the stop)"
+        )
+        echo(f"{prefix}stops: {stops}")
+    echo(f"wrote {args.output}")
+    if args.plot:
+        echo(f"wrote {args.plot}")
+
+
+def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
+    """``lightning-green report``: print a past run's summary; write its plot (and ``--json``).
+
+    Args:
+        args: The parsed command line (see :func:`lightning_green.cli.build_parser`).
+        echo: Where the report lines go.
+
+    Returns:
+        0 (every refusal is raised).
+    """
+    from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, summary_json_text
+
+    checks.check_tracking_uri(args.mlflow_uri)
+    database = checks.sqlite_file(args.mlflow_uri)
+    inputs = [("MLflow database", database)] if database else []
+    plot: str | None = f"energy_report_{args.run_id}.png" if args.output is None else args.output
+    if args.output is None and importlib.util.find_spec("matplotlib") is None:
+        plot = None  # the default plot, without matplotlib: skipped with a note
+    outputs = [("-o/--output", plot)] if plot is not None else []
+    outputs += [("--json", args.json)] if args.json is not None else []
+    targets = dict(zip((flag for flag, _ in outputs), checks.check_outputs(outputs, inputs), strict=True))
+    image_format = checks.image_format("-o/--output", plot) if plot is not None else None
+
+    summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
+    text = format_summary(summary)
+    with StagedOutputs() as out:
+        if "--json" in targets:
+            out.write_text(targets["--json"], summary_json_text(summary))
+        if plot is not None:
+            plot_summary(summary, out.stage(targets["-o/--output"]), image_format=image_format)
+        out.commit()
+    echo(text)
+    if args.json is not None:
+        echo(f"wrote {args.json}")
+    if plot is None:
+        echo("matplotlib is not installed: no plot drawn (pip install 'lightning_green[plot]')")
+    else:
+        echo(f"wrote {plot}")
+    return 0

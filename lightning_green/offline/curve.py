@@ -1,0 +1,89 @@
+"""A logged learning curve, as replay reads it from a CSV file or an MLflow run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """One learning curve: the checks of one run.
+
+    Attributes:
+        curve_id: Identifier (a CSV ``curve_id`` or an MLflow run id).
+        epochs: Training progress at each check, in epochs: whole numbers count epochs completed
+            (1 for the first check after one epoch; an integer array), fractions are progress
+            within an epoch (``0.05``: a twentieth of the first epoch; a float array).
+        metrics: The monitored metric at each check.
+        costs: Cumulative cost at each check (kWh, or seconds when no energy was logged).
+        higher_is_better: Direction of the metric.
+        cost_unit: ``"kWh"`` or ``"s"``.
+        lrs: Learning rate at each check when known (optional ``lr`` CSV column: the rate the
+            check's epoch was trained at), else ``None``.
+        metric_name: Name of the metric when known (optional ``metric_name`` CSV column).
+        planned_max_epochs: The planned horizon the run's policy was given (``None``: no plan),
+            when it was recorded (``plan_recorded``; the MLflow parameter
+            ``lightning_green.max_epochs``).
+        plan_recorded: Whether ``planned_max_epochs`` was recorded. If not, the planned horizon
+            defaults to the curve's last epoch.
+        lr_hints: The ``epochs_until_lr_decay`` the run's policy was given at each check (``None``
+            where none was), when recorded (the MLflow metric ``energy/epochs_until_lr_decay``);
+            else ``None``, and replay derives them from ``lrs`` where it can
+            (:func:`~lightning_green.offline.engine.policy_inputs`).
+        recorded_monitor: The metric the run recorded as monitored (MLflow parameter
+            ``lightning_green.stopping_monitor``, else ``lightning_green.monitor``), if any.
+        recorded_config: The policy arguments the run recorded for this metric (MLflow parameters
+            ``lightning_green.<name>``, parsed; ``mode`` excluded, it is :attr:`higher_is_better`),
+            when the curve is of the recorded metric; else ``None``. ``config_for`` uses them.
+        epoch_texts: Each check's ``epoch`` as the input wrote it (a CSV cell), or ``None`` where
+            the input was numbers (MLflow): then :meth:`epoch_text` writes them.
+    """
+
+    curve_id: str
+    epochs: np.ndarray
+    metrics: np.ndarray
+    costs: np.ndarray
+    higher_is_better: bool
+    cost_unit: str = "kWh"
+    lrs: np.ndarray | None = field(default=None, repr=False)
+    metric_name: str | None = None
+    planned_max_epochs: int | None = None
+    plan_recorded: bool = False
+    lr_hints: tuple[int | None, ...] | None = field(default=None, repr=False)
+    recorded_monitor: str | None = None
+    recorded_config: Mapping[str, Any] | None = field(default=None, repr=False)
+    epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
+
+    @property
+    def mode(self) -> str:
+        """``"max"`` or ``"min"``."""
+        return "max" if self.higher_is_better else "min"
+
+    @property
+    def fractional(self) -> bool:
+        """Whether some check is at a fraction of an epoch (``0.0499809``, ``1.00096``)."""
+        return self.epochs.dtype.kind == "f" and not bool(np.all(self.epochs == np.floor(self.epochs)))
+
+    @property
+    def default_max_epochs(self) -> int | float | None:
+        """The planned horizon replay uses unless told otherwise: the recorded one, else the last epoch."""
+        if self.plan_recorded:
+            return self.planned_max_epochs
+        last = float(self.epochs[-1])
+        return int(last) if last.is_integer() else last
+
+    def epoch_text(self, index: int) -> str:
+        """The ``epoch`` of check ``index`` as the input wrote it (numbers: ``2``, ``0.05``).
+
+        Example:
+            >>> Curve("a", np.array([1, 2]), np.zeros(2), np.ones(2), False).epoch_text(-1)
+            '2'
+        """
+        if self.epoch_texts is not None:
+            return self.epoch_texts[index]
+        value = float(self.epochs[index])
+        return str(int(value)) if value.is_integer() else repr(value)

@@ -1,0 +1,339 @@
+r"""The replay engine: the stopping policy fed a logged curve one check at a time.
+
+The policy is the one the callback runs (:class:`lightning_green.policy.StoppingPolicy`), fed
+what the callback fed it, so a decision replayed here is the decision the callback would have
+made on the same numbers.
+
+Example:
+    >>> import io
+    >>> from lightning_green.offline.csv_curves import read_curves_csv
+    >>> text = "curve_id,epoch,metric,higher_is_better,time_s,energy_J\n" + "".join(
+    ...     f"a,{e},{1 / e},0,{10 * e},\n" for e in range(1, 21))
+    >>> curves = read_curves_csv(io.StringIO(text), name="demo.csv")
+    >>> result = replay_curve(curves[0], StoppingConfig())
+    >>> result.stop_reason.value, result.stop_epoch, round(result.cost_saved, 2)
+    ('marginal_gain', 16, 0.2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from lightning_green import keys
+from lightning_green.offline.curve import Curve
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+
+NO_STOP = keys.NO_STOP
+"""``stop_reason`` of a curve the policy never stopped (also the MLflow tag of such a run)."""
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    """What the policy did on one curve.
+
+    Attributes:
+        curve_id: The curve.
+        stop_epoch: The ``epoch`` of the last check the run completed: where it stopped, or its
+            last check when it never stopped (a whole number, or a fraction for fractional
+            progress).
+        stop_reason: Why, or ``None`` when it ran to the end.
+        best_metric_at_stop: Best metric up to and including the stop.
+        cost_at_stop: Cumulative cost at the stop.
+        cost_total: Cumulative cost of the whole logged curve.
+        best_metric_total: Best metric of the whole curve.
+        higher_is_better: Direction of the metric.
+        cost_unit: ``"kWh"`` or ``"s"``.
+        decision: The policy's last decision (the stop, or the final check).
+        stop_epoch_text: ``stop_epoch`` as the input wrote it (what the decisions CSV writes);
+            empty when unknown, and then ``stop_epoch`` is written.
+    """
+
+    curve_id: str
+    stop_epoch: int | float
+    stop_reason: StopReason | None
+    best_metric_at_stop: float
+    cost_at_stop: float
+    cost_total: float
+    best_metric_total: float
+    higher_is_better: bool
+    cost_unit: str
+    decision: StopDecision | None = field(default=None, repr=False, compare=False)
+    stop_epoch_text: str = field(default="", repr=False)
+
+    @property
+    def cost_saved(self) -> float:
+        """Fraction of the curve's total cost not spent because of the stop."""
+        return (self.cost_total - self.cost_at_stop) / self.cost_total if self.cost_total > 0 else 0.0
+
+    @property
+    def regret(self) -> float:
+        """Best metric of the whole curve minus best up to the stop, improving direction (>= 0)."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        lost = sign * (self.best_metric_total - self.best_metric_at_stop)
+        return lost if lost > 0 else 0.0
+
+
+def _best(values: np.ndarray, higher_is_better: bool) -> float:
+    finite = values[np.isfinite(values)]
+    if len(finite) == 0:
+        return math.nan
+    return float(finite.max() if higher_is_better else finite.min())
+
+
+def result_at(
+    curve: Curve, index: int, reason: StopReason | None = None, decision: StopDecision | None = None
+) -> ReplayResult:
+    """The outcome of stopping ``curve`` at check ``index`` (0-based) for ``reason``.
+
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 3]), np.array([3.0, 2.0, 2.5]), np.array([1.0, 2.0, 3.0]), False)
+        >>> r = result_at(c, 1)
+        >>> r.stop_epoch, r.best_metric_at_stop, round(r.cost_saved, 3), r.regret
+        (2, 2.0, 0.333, 0.0)
+    """
+    epoch = float(curve.epochs[index])
+    return ReplayResult(
+        curve_id=curve.curve_id,
+        stop_epoch=int(epoch) if epoch.is_integer() else epoch,
+        stop_reason=reason,
+        best_metric_at_stop=_best(curve.metrics[: index + 1], curve.higher_is_better),
+        cost_at_stop=float(curve.costs[index]),
+        cost_total=float(curve.costs[-1]),
+        best_metric_total=_best(curve.metrics, curve.higher_is_better),
+        higher_is_better=curve.higher_is_better,
+        cost_unit=curve.cost_unit,
+        decision=decision,
+        stop_epoch_text=curve.epoch_text(index),
+    )
+
+
+@dataclass(frozen=True)
+class PolicyInputs:
+    """What the policy is told at each check of a curve, beyond the metric and the cost.
+
+    Attributes:
+        epochs: The ``epoch`` argument of each check (0-based epoch index).
+        max_epochs: The planned horizon, in the same unit (``None``: no plan).
+        lr_hints: The ``epochs_until_lr_decay`` of each check (``None`` where none is known).
+    """
+
+    epochs: list[int]
+    max_epochs: int | None
+    lr_hints: list[int | None]
+
+
+def policy_inputs(
+    curve: Curve, max_epochs: int | float | None = None, use_lr_schedule: bool = True
+) -> PolicyInputs:
+    """The policy's epoch, horizon and schedule hint at each check of ``curve``: their one source.
+
+    Whole-number epochs: the epoch index is ``epoch - 1`` (epochs completed minus one; a check
+    at ``epoch`` 0 counts as one in the first epoch) and the horizon is ``max_epochs``, else
+    :attr:`Curve.default_max_epochs`.
+
+    Fractional progress (:attr:`Curve.fractional`): :meth:`StoppingPolicy.update` takes a whole
+    epoch index, so the check is the unit: the epoch index is the check's position, the horizon
+    the number of checks (scaled from ``max_epochs`` by the curve's checks per epoch when given).
+    This is the only place that converts progress for the policy; when the policy takes
+    fractional progress, pass the curve's ``epochs`` here instead.
+
+    The hint is the recorded one (MLflow), else derived from the learning rate at each check
+    (CSV ``lr``): the epochs (checks, for fractional progress) still at the check's rate before
+    the first later check at a lower rate begins (none where no rate is lower later, or a
+    whole-number curve has a check at ``epoch`` 0).
+
+    Args:
+        curve: The curve.
+        max_epochs: Planned length of the run in epochs (default: the curve's own).
+        use_lr_schedule: ``False`` gives no hints.
+
+    Returns:
+        The inputs, one per check.
+
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 4, 5]), np.zeros(4), np.arange(1.0, 5.0), False,
+        ...           lrs=np.array([0.1, 0.1, 0.01, 0.01]))
+        >>> policy_inputs(c)
+        PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None])
+        >>> policy_inputs(Curve("b", np.array([0.25, 0.5, 0.75]), np.zeros(3), np.ones(3), False), 1.5)
+        PolicyInputs(epochs=[0, 1, 2], max_epochs=6, lr_hints=[None, None, None])
+    """
+    n = len(curve.epochs)
+    clock: list[int] | list[float]
+    if curve.fractional:
+        epochs = list(range(n))
+        clock = epochs
+        planned = max_epochs
+        if max_epochs is None and curve.plan_recorded:
+            planned = curve.planned_max_epochs
+        last = float(curve.epochs[-1])
+        horizon: int | None = n
+        if planned is not None and last > 0:
+            horizon = max(n, round(float(planned) * n / last))
+        elif max_epochs is None and curve.plan_recorded:  # recorded: no plan
+            horizon = None
+        with_hints = True
+    else:
+        clock = curve.epochs.tolist()
+        epochs = [max(int(e) - 1, 0) for e in clock]
+        planned = curve.default_max_epochs if max_epochs is None else max_epochs
+        horizon = None if planned is None else int(planned)
+        with_hints = n > 0 and clock[0] >= 1
+    hints: list[int | None] = [None] * n
+    if use_lr_schedule and curve.lr_hints is not None:
+        hints = list(curve.lr_hints)
+    elif use_lr_schedule and curve.lrs is not None and with_hints:
+        # The epochs of check j are (clock[j-1], clock[j]]: the first epoch at a lower rate than
+        # check i's is the first of check k, the first later check at a lower rate.
+        for i, k in enumerate(_next_lower(curve.lrs.tolist())):
+            if k is not None:
+                hints[i] = int(clock[k - 1] - clock[i])
+    return PolicyInputs(epochs, horizon, hints)
+
+
+def _next_lower(values: list[float]) -> list[int | None]:
+    """For each position, the first later position holding a smaller value (``None``: none); linear.
+
+    Example:
+        >>> _next_lower([3.0, 1.0, 2.0, 0.5, 0.5])
+        [1, 3, 3, None, None]
+    """
+    out: list[int | None] = [None] * len(values)
+    stack: list[int] = []
+    for j, value in enumerate(values):
+        while stack and values[stack[-1]] > value:
+            out[stack.pop()] = j
+        stack.append(j)
+    return out
+
+
+def replay_curve(
+    curve: Curve,
+    config: StoppingConfig,
+    *,
+    max_epochs: int | float | None = None,
+    monitor: str = "metric",
+    use_lr_schedule: bool = True,
+) -> ReplayResult:
+    """Run the policy over one curve, one check at a time, until it stops.
+
+    The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index,
+    the planned horizon and, where known, ``epochs_until_lr_decay`` (:func:`policy_inputs`).
+
+    Args:
+        curve: The curve.
+        config: Policy arguments; its ``mode`` is replaced by the curve's direction. For the
+            arguments an MLflow run recorded, pass :func:`config_for` ``(curve)``.
+        max_epochs: Planned length of the run in epochs (default: :attr:`Curve.default_max_epochs`,
+            the recorded plan, else the curve's last epoch).
+        monitor: Metric name for the messages.
+        use_lr_schedule: Pass ``epochs_until_lr_decay`` where the curve knows it (recorded hints, or
+            learning rates); ``False`` gives the policy no schedule information.
+
+    Returns:
+        The result.
+    """
+    config = replace(config, mode=curve.mode)
+    policy = StoppingPolicy(config, monitor=monitor)
+    inputs = policy_inputs(curve, max_epochs, use_lr_schedule)
+    metrics, costs = curve.metrics.tolist(), curve.costs.tolist()
+    decision: StopDecision | None = None
+    for i, epoch in enumerate(inputs.epochs):
+        decision = policy.update(
+            metrics[i],
+            costs[i],
+            epoch=epoch,
+            max_epochs=inputs.max_epochs,
+            epochs_until_lr_decay=inputs.lr_hints[i],
+        )
+        if decision.should_stop:
+            return result_at(curve, i, decision.reason, decision)
+    return result_at(curve, len(inputs.epochs) - 1, None, decision)
+
+
+def config_for(curve: Curve, options: Mapping[str, Any] | None = None) -> StoppingConfig:
+    """The policy arguments to replay ``curve`` with, as the run's callback had them.
+
+    Each argument is taken from ``options`` where given there (explicit choices win), else from
+    what the run recorded (:attr:`Curve.recorded_config`, MLflow runs), else the default;
+    ``mode`` is always the curve's direction.
+
+    Args:
+        curve: The curve.
+        options: :class:`StoppingConfig` fields given explicitly (e.g. on the command line).
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ValueError: On an unknown field or an invalid value.
+
+    Example:
+        >>> c = Curve("a", np.array([1]), np.array([1.0]), np.array([1.0]), True,
+        ...           recorded_config={"patience": 5, "energy_budget_kwh": 2.0})
+        >>> cfg = config_for(c, {"patience": 7})
+        >>> cfg.mode, cfg.patience, cfg.energy_budget_kwh, cfg.min_epochs
+        ('max', 7, 2.0, 5)
+    """
+    values = {**(curve.recorded_config or {}), **(options or {})}
+    values["mode"] = curve.mode
+    return StoppingConfig.from_dict(values)
+
+
+def replay(
+    curves: Iterable[Curve],
+    config: StoppingConfig,
+    *,
+    max_epochs: int | None = None,
+    monitor: str = "metric",
+    use_lr_schedule: bool = True,
+) -> list[ReplayResult]:
+    """:func:`replay_curve` over several curves."""
+    return [
+        replay_curve(c, config, max_epochs=max_epochs, monitor=monitor, use_lr_schedule=use_lr_schedule)
+        for c in curves
+    ]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Aggregate of replay results.
+
+    Attributes:
+        n_curves: Number of curves.
+        mean_cost_saved: Mean fraction of cost saved.
+        mean_regret: Mean regret (metric units).
+        stops: Number of curves per stop reason (``"none"`` for curves run to the end).
+    """
+
+    n_curves: int
+    mean_cost_saved: float
+    mean_regret: float
+    stops: dict[str, int]
+
+
+def summarize(results: Sequence[ReplayResult]) -> Summary:
+    """Mean cost saved, mean regret and the count of each stop reason.
+
+    Example:
+        >>> r = ReplayResult("a", 5, StopReason.PLATEAU, 1.0, 5.0, 10.0, 0.9, False, "s")
+        >>> s = summarize([r])
+        >>> s.mean_cost_saved, round(s.mean_regret, 3), s.stops
+        (0.5, 0.1, {'plateau': 1})
+    """
+    stops: dict[str, int] = {}
+    for r in results:
+        key = r.stop_reason.value if r.stop_reason is not None else NO_STOP
+        stops[key] = stops.get(key, 0) + 1
+    n = len(results)
+    return Summary(
+        n_curves=n,
+        mean_cost_saved=float(np.mean([r.cost_saved for r in results])) if n else 0.0,
+        mean_regret=float(np.mean([r.regret for r in results])) if n else 0.0,
+        stops=stops,
+    )

@@ -1,0 +1,245 @@
+"""Curves from the runs of an MLflow experiment, with what each run's callback recorded.
+
+MLflow runs carry what the callback told the policy beyond the curves: the run parameter
+``lightning_green.max_epochs`` (the planned horizon, or ``none``) and the metric
+``energy/epochs_until_lr_decay`` at each check where a decay was announced; replay passes both on.
+They also carry the callback's own settings: the monitored metric and its direction
+(``lightning_green.monitor``/``lightning_green.mode``) and every policy argument
+(``lightning_green.<name>``, a :class:`StoppingConfig` field); :func:`read_mlflow_curves` takes
+the metric and direction from them where not told otherwise, and
+:func:`~lightning_green.offline.engine.config_for` builds each run's policy from the recorded
+arguments, so a replay reproduces the callback's decision. Runs are read through
+:class:`~lightning_green.offline.mlflow_runs.MlflowRun` (one rule for a step logged twice).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from lightning_green import keys
+from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.errors import OfflineInputError, RecordedParamError
+from lightning_green.offline.mlflow_runs import experiment_runs
+from lightning_green.policy import StoppingConfig
+
+ENERGY_KEY = keys.TOTAL_KWH
+"""MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
+LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
+"""MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
+MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
+"""MLflow run parameter: the planned horizon the callback passed to the policy (``none``: no plan)."""
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_CHECKS = MAX_ROWS
+"""Most checks read from one run (as many as rows from a curves CSV)."""
+
+
+def read_mlflow_curves(
+    tracking_uri: str,
+    experiment: str,
+    monitor: str | None = None,
+    *,
+    mode: str | None = None,
+    cost_key: str = ENERGY_KEY,
+) -> tuple[list[Curve], list[str]]:
+    """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
+
+    The metric histories are joined on their step (the callbacks log the monitored metric,
+    ``energy/total_kwh`` and ``energy/epochs_until_lr_decay`` at the same step, once per check).
+    The epoch of each check comes from the ``epoch`` metric Lightning logs at the same step
+    (0-based, so epochs completed is one more) when present, else from the check's position.
+    What the callback told the policy beyond the curves is passed on as it was: the run parameter
+    ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
+    ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
+    epoch), and ``energy/epochs_until_lr_decay`` at a step is that check's
+    ``epochs_until_lr_decay`` (``None`` at a step without it).
+
+    Each run's recorded settings are used where the caller gives none: the metric is ``monitor``,
+    else the one the run recorded (``lightning_green.stopping_monitor``, written by
+    EnergyAwareEarlyStopping when it watched another metric than the EnergyMonitor, else
+    ``lightning_green.monitor``); the direction is the one the run recorded for that metric
+    (``lightning_green.stopping_mode``/``lightning_green.mode``), else ``mode``, else ``"min"``.
+    A ``mode`` contradicting the recorded direction of the same metric is an error. The policy
+    arguments the run recorded (``lightning_green.<name>``) go into :attr:`Curve.recorded_config`
+    when the curve is of the recorded metric; a run replayed on another metric than it recorded
+    is replayed like a run that recorded nothing (``mode`` or ``"min"``, no recorded arguments).
+
+    Where a step of a metric was logged more than once, the value kept is MLflow's "latest": the
+    largest timestamp, ties broken by the largest value (so the result does not depend on the
+    order the tracking server returns the history in), as in every reader of
+    :class:`~lightning_green.offline.mlflow_runs.MlflowRun`.
+
+    Args:
+        tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://...``, a directory).
+        experiment: Experiment name.
+        monitor: The monitored metric's key (default: each run's recorded one).
+        mode: ``"min"`` or ``"max"``: direction of the metric (default: each run's recorded one,
+            else ``"min"``).
+        cost_key: Key of cumulative cost in kWh.
+
+    Returns:
+        ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
+        and the ids of runs skipped because they lack one of the metrics.
+
+    Raises:
+        RuntimeError: If mlflow is not installed.
+        RecordedParamError: If ``mode`` contradicts the direction a run recorded for the metric,
+            or ``monitor`` is not given and a run that logged ``cost_key`` recorded no metric.
+        ValueError: If the experiment does not exist.
+        OfflineInputError: If a run's records are invalid (``lightning_green.max_epochs``
+            neither a positive integer nor ``none``, a policy argument of the wrong type or out of
+            range, an ``epoch`` or ``energy/epochs_until_lr_decay`` that is not a whole number >= 0,
+            more than :data:`MAX_CHECKS` checks).
+    """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
+    curves, skipped = [], []
+    for run in experiment_runs(tracking_uri, experiment):
+        run_id, params = run.run_id, run.params
+        cost = run.history(cost_key)
+        if not cost:
+            skipped.append(run_id)
+            continue
+        target = _recorded_target(run_id, params)
+        key = monitor or target.monitor
+        if key is None:
+            raise RecordedParamError(
+                f"MLflow run {run_id} recorded no {keys.PARAM_MONITOR}: name the monitored metric (--monitor)"
+            )
+        own = key == target.monitor
+        if own and mode is not None and target.mode is not None and mode != target.mode:
+            raise RecordedParamError(
+                f"MLflow run {run_id} recorded {target.mode_param}={target.mode} for {key!r}; "
+                f"mode {mode!r} (--mode) contradicts it"
+            )
+        run_mode = (target.mode if own else None) or mode or "min"
+        metric = run.history(key)
+        steps = sorted(set(metric) & set(cost))
+        if not steps:
+            skipped.append(run_id)
+            continue
+        if len(steps) > MAX_CHECKS:
+            raise OfflineInputError(
+                f"MLflow run {run_id}: {len(steps):,} checks of {key!r}; replay reads at most {MAX_CHECKS:,}"
+            )
+        epoch_hist = run.history("epoch")
+        if all(s in epoch_hist for s in steps):
+            epochs = np.array([_epoch(run_id, epoch_hist[s]) + 1 for s in steps])
+        else:
+            epochs = np.arange(1, len(steps) + 1)
+        hint_hist = run.history(LR_HINT_KEY)
+        plan_recorded, planned = _planned_max_epochs(run_id, params.get(MAX_EPOCHS_PARAM))
+        curves.append(
+            Curve(
+                curve_id=run_id,
+                epochs=epochs,
+                metrics=np.array([metric[s] for s in steps], dtype=float),
+                costs=np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float)),
+                higher_is_better=run_mode == "max",
+                cost_unit="kWh",
+                metric_name=key,
+                planned_max_epochs=planned,
+                plan_recorded=plan_recorded,
+                lr_hints=tuple(_hint(run_id, hint_hist[s]) if s in hint_hist else None for s in steps),
+                recorded_monitor=target.monitor,
+                recorded_config=_recorded_config(run_id, params) if own else None,
+            )
+        )
+    return curves, skipped
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The metric and direction a run recorded, and the parameters that hold them."""
+
+    monitor: str | None
+    mode: str | None
+    mode_param: str
+
+
+def _recorded_target(run_id: str, params: Mapping[str, str]) -> _Target:
+    """The stopper's metric and direction: its own parameters, else the shared ones."""
+    if keys.PARAM_STOPPING_MONITOR in params:
+        monitor_param, mode_param = keys.PARAM_STOPPING_MONITOR, keys.PARAM_STOPPING_MODE
+    else:
+        monitor_param, mode_param = keys.PARAM_MONITOR, keys.PARAM_MODE
+    monitor = params.get(monitor_param) or None
+    mode = params.get(mode_param)
+    if mode is not None and mode not in ("min", "max"):
+        raise OfflineInputError(
+            f"MLflow run {run_id}: parameter {mode_param} must be 'min' or 'max', got {mode!r}"
+        )
+    return _Target(monitor, mode if monitor is not None else None, mode_param)
+
+
+def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+    """The :class:`StoppingConfig` fields a run recorded as ``lightning_green.<name>``, parsed.
+
+    ``mode`` is left out (the curve's direction carries it). Values are validated as the callback
+    validated them.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(StoppingConfig):
+        name = keys.policy_param(f.name)
+        if f.name == "mode" or name not in params:
+            continue
+        text = params[name].strip()
+        kind = str(f.type)
+        value: Any
+        if "None" in kind and text.lower() == "none":
+            value = None
+        elif kind == "bool":
+            value = parse_bool(text)
+        elif kind.startswith("int"):
+            value = int(text) if _INTEGER.fullmatch(text) else None
+        else:
+            value = parse_number(text)
+        if value is None and not ("None" in kind and text.lower() == "none"):
+            raise OfflineInputError(
+                f"MLflow run {run_id}: parameter {name} must be {kind.replace(' | None', ' or none')}, "
+                f"got {params[name]!r}"
+            )
+        out[f.name] = value
+    try:
+        StoppingConfig.from_dict(out)
+    except ValueError as e:
+        raise OfflineInputError(f"MLflow run {run_id}: recorded policy arguments: {e}") from None
+    return out
+
+
+def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | None]:
+    """``(recorded, horizon)`` from the run parameter ``lightning_green.max_epochs``."""
+    if text is None:
+        return False, None
+    if text.strip().lower() == "none":
+        return True, None
+    value = int(text) if _INTEGER.fullmatch(text.strip()) else 0
+    if value <= 0:
+        raise OfflineInputError(
+            f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive integer or 'none',"
+            f" got {text!r}"
+        )
+    return True, value
+
+
+def _epoch(run_id: str, value: float) -> int:
+    if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
+        raise OfflineInputError(
+            f"MLflow run {run_id}: metric 'epoch' must be a whole number >= 0 below {MAX_EPOCH:.0e}, "
+            f"got {value!r}"
+        )
+    return int(value)
+
+
+def _hint(run_id: str, value: float) -> int:
+    if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
+        raise OfflineInputError(
+            f"MLflow run {run_id}: metric {LR_HINT_KEY} must be a whole number >= 0, got {value!r}"
+        )
+    return int(value)

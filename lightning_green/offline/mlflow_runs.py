@@ -1,0 +1,116 @@
+"""The one MLflow run reader of the offline tools: a run's params, tags, metric histories, artifacts.
+
+``lightning-green replay`` (over an experiment's runs) and ``lightning-green report`` (one run)
+both read runs through :class:`MlflowRun`, so both follow one rule for a step logged twice:
+the value with the latest timestamp (ties: the largest value, NaN lowest), which is MLflow's own
+rule for a run's latest metric; the order the tracking server returns the history in plays no
+part. MLflow is imported only when a run is opened.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+def _client(tracking_uri: str) -> Any:
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        from mlflow.tracking import MlflowClient
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise RuntimeError(
+            "reading MLflow runs needs mlflow: pip install 'lightning_green[mlflow]'"
+        ) from None
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
+    """``step -> value`` of a metric history; a step logged twice keeps the latest value.
+
+    Args:
+        points: MLflow ``Metric`` entities (anything with ``step``, ``timestamp`` and ``value``).
+
+    Returns:
+        One value per step: the one with the largest timestamp, ties broken by the largest value
+        (NaN lowest), whatever the order of ``points``.
+    """
+    out: dict[int, tuple[int, float, float]] = {}
+    for m in points:
+        value = float(m.value)
+        key = (int(m.timestamp), -math.inf if math.isnan(value) else value, value)
+        step = int(m.step)
+        if step not in out or key[:2] > out[step][:2]:
+            out[step] = key
+    return {step: value for step, (_, _, value) in out.items()}
+
+
+class MlflowRun:
+    """One MLflow run, read through a tracking client.
+
+    Attributes:
+        run_id: The run.
+        params: Its parameters.
+        tags: Its tags.
+    """
+
+    def __init__(self, client: Any, run: Any) -> None:
+        self._client = client
+        self.run_id: str = run.info.run_id
+        self.params: Mapping[str, str] = dict(run.data.params)
+        self.tags: Mapping[str, str] = dict(run.data.tags)
+
+    @classmethod
+    def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
+        """The run ``run_id`` of the store at ``tracking_uri``.
+
+        Raises:
+            RuntimeError: If mlflow is not installed.
+            mlflow.exceptions.MlflowException: If there is no such run.
+        """
+        client = _client(tracking_uri)
+        return cls(client, client.get_run(run_id))
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of the metric ``key`` (empty when the run never logged it).
+
+        A step logged more than once keeps the value with the latest timestamp
+        (:func:`latest_per_step`).
+        """
+        return latest_per_step(self._client.get_metric_history(self.run_id, key))
+
+    def artifact_names(self, folder: str) -> set[str]:
+        """Paths of the artifacts in ``folder`` (empty when the store gives no artifact access)."""
+        try:
+            return {a.path for a in self._client.list_artifacts(self.run_id, folder)}
+        except Exception:  # a store without artifact access: treated as no artifacts
+            return set()
+
+    def download_artifact(self, path: str, directory: str | os.PathLike[str]) -> str:
+        """Download the artifact ``path`` into ``directory``; returns the local file."""
+        return str(self._client.download_artifacts(self.run_id, path, str(directory)))
+
+
+def experiment_runs(tracking_uri: str, experiment: str) -> list[MlflowRun]:
+    """Every run of an experiment, in start-time order.
+
+    Raises:
+        RuntimeError: If mlflow is not installed.
+        ValueError: If the experiment does not exist.
+    """
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        raise ValueError(f"MLflow experiment {experiment!r} not found at {tracking_uri}")
+    runs: list[MlflowRun] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [exp.experiment_id], max_results=1000, page_token=token, order_by=["attributes.start_time ASC"]
+        )
+        runs.extend(MlflowRun(client, run) for run in page)
+        token = page.token
+        if not token:
+            break
+    return runs

@@ -1,0 +1,122 @@
+"""Replay outputs: the decisions CSV (one row per curve, spreadsheet-safe) and the trade-off plot."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from lightning_green.offline.engine import NO_STOP, ReplayResult, summarize
+from lightning_green.offline.staging import StagedOutputs
+
+DECISION_COLUMNS = (
+    "curve_id",
+    "stop_epoch",
+    "stop_reason",
+    "best_metric_at_stop",
+    "cost_at_stop",
+    "cost_total",
+)
+"""Columns of the decisions CSV."""
+
+
+_FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when a spreadsheet would read it as a formula.
+
+    A cell that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is a formula to
+    Excel, LibreOffice and Google Sheets (CSV formula injection); the ``'`` makes it text.
+
+    Example:
+        >>> spreadsheet_safe("=HYPERLINK(1)"), spreadsheet_safe("run-1")
+        ("'=HYPERLINK(1)", 'run-1')
+    """
+    return "'" + text if text.startswith(_FORMULA_LEAD) else text
+
+
+def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
+    """The decisions CSV as rows of strings (header first).
+
+    ``stop_epoch`` is written as the input wrote it (:attr:`ReplayResult.stop_epoch_text`). Text
+    taken from the input (``curve_id``, ``stop_epoch``) is made spreadsheet-safe
+    (:func:`spreadsheet_safe`); the other numbers are written with :func:`repr`, so they read back
+    exactly.
+    """
+    rows = [list(DECISION_COLUMNS)]
+    for r in results:
+        rows.append(
+            [
+                spreadsheet_safe(r.curve_id),
+                spreadsheet_safe(r.stop_epoch_text or str(r.stop_epoch)),
+                r.stop_reason.value if r.stop_reason is not None else NO_STOP,
+                repr(r.best_metric_at_stop),
+                repr(r.cost_at_stop),
+                repr(r.cost_total),
+            ]
+        )
+    return rows
+
+
+def _csv_cell(text: str) -> str:
+    """One CSV cell: quoted (quotes doubled) where it holds a comma, a quote or a line break."""
+    if any(c in text for c in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def decisions_text(results: Sequence[ReplayResult]) -> str:
+    """The decisions CSV as text: one newline-terminated line per row.
+
+    A cell holding a comma, a double quote, a carriage return or a newline is quoted, so every
+    row reads back as one record.
+    """
+    return "".join(",".join(_csv_cell(c) for c in row) + "\n" for row in decisions_rows(results))
+
+
+def write_decisions_csv(results: Sequence[ReplayResult], path: str | os.PathLike[str]) -> None:
+    """Write the decisions CSV atomically (a temporary file renamed into place).
+
+    Columns: ``curve_id, stop_epoch, stop_reason, best_metric_at_stop, cost_at_stop, cost_total``
+    (``stop_reason`` is ``none`` for a curve the policy never stopped). The file gets the
+    permissions of any new file (the process umask applies; it is not changed).
+    """
+    with StagedOutputs() as out:
+        out.write_text(path, decisions_text(results))
+        out.commit()
+
+
+def plot_tradeoff(
+    results: Sequence[ReplayResult],
+    path: str | os.PathLike[str],
+    *,
+    title: str = "",
+    image_format: str | None = None,
+) -> bool:
+    """Scatter of cost saved against regret, one point per curve; ``False`` if matplotlib is missing.
+
+    ``image_format`` (``"png"``, ``"svg"``, ...) defaults to the extension of ``path``. The figure
+    is drawn on its own canvas (no pyplot, no global backend change).
+    """
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return False
+    fig = Figure(figsize=(6, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    saved = [100 * r.cost_saved for r in results]
+    regret = [r.regret for r in results]
+    ax.scatter(saved, regret, s=14, alpha=0.6, label="curves")
+    s = summarize(results)
+    ax.scatter([100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean")
+    ax.set_xlabel("cost saved (%)")
+    ax.set_ylabel("regret (metric units, improving direction)")
+    ax.set_title(
+        title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
+    )
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, format=image_format)
+    return True
