@@ -18,7 +18,6 @@ instance, and the parent GPU's counter includes the work of every other tenant.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from lightning_green.checks import check_positive
 from lightning_green.energy.meter import EnergyMeter, PeriodicWorker
 
 DEFAULT_SAMPLING_INTERVAL_S: float = 0.1
@@ -385,11 +385,7 @@ class NvmlMeter(EnergyMeter):
         cuda_uuids: Sequence[str | None] = (),
     ) -> None:
         super().__init__()
-        if not (isinstance(sampling_interval_s, int | float) and 0 < sampling_interval_s < math.inf):
-            raise ValueError(
-                f"sampling_interval_s must be a positive number of seconds, got {sampling_interval_s!r}"
-            )
-        self.sampling_interval_s = float(sampling_interval_s)
+        self.sampling_interval_s = check_positive("sampling_interval_s", sampling_interval_s, unit="seconds")
         self._nvml = _import_nvml(nvml)
         self._gpus = _probe(cuda_indices, self._nvml, os.environ if environ is None else environ, cuda_uuids)
         for gpu in self._gpus:
