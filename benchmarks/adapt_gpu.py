@@ -168,7 +168,11 @@ class DigitsCNN(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.lr)
 
 
-def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
+def run(seed: int, adaptive: bool, args: argparse.Namespace, **trainer_kwargs) -> Outcome:
+    """One fit of ``seed`` to ``args.target``: fixed (batch 32, 32-true) or adaptive.
+
+    ``trainer_kwargs`` go to the Trainer (``benchmarks/gpu_check.py`` passes ``max_time``).
+    """
     pl.seed_everything(seed, verbose=False)
     callbacks = None
     if adaptive:
@@ -190,10 +194,12 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
         root_dir=args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}",
         accelerator=args.accelerator,
         limit_train_batches=args.limit_train_batches,
+        **trainer_kwargs,
     )
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line options, with their defaults (also used by ``benchmarks/gpu_check.py``)."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -212,17 +218,20 @@ def main() -> None:
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--root", type=Path, default=Path("/tmp/lightning_green_adapt_gpu"))
     parser.add_argument("--smoke", action="store_true", help="tiny run on the CPU: checks that it runs")
-    args = parser.parse_args()
+    return parser
+
+
+def apply_smoke(args: argparse.Namespace) -> None:
+    """Shrink ``args`` to the tiny CPU run of ``--smoke`` (meaningless figures; checks that it runs)."""
+    args.seeds, args.side, args.repeat, args.width, args.workers = "0", 16, 1, 8, 0
+    args.max_epochs, args.target, args.accelerator, args.window_s, args.start_step = 3, 101.0, "cpu", 0.02, 4
+    args.min_batch_size, args.max_batch_size, args.limit_train_batches = 16, 64, 12
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     if args.smoke:
-        args.seeds, args.side, args.repeat, args.width, args.workers = "0", 16, 1, 8, 0
-        args.max_epochs, args.target, args.accelerator, args.window_s, args.start_step = (
-            3,
-            101.0,
-            "cpu",
-            0.02,
-            4,
-        )
-        args.min_batch_size, args.max_batch_size, args.limit_train_batches = 16, 64, 12
+        apply_smoke(args)
         torch.set_num_threads(1)
     seeds = [int(s) for s in args.seeds.split(",")]
     device = (

@@ -34,6 +34,9 @@ class FakeGpu:
         uuid: What ``nvmlDeviceGetUUID`` returns.
         energy_mj: The counter value ``nvmlDeviceGetTotalEnergyConsumption`` returns; None means
             the GPU has no counter (pre-Volta: ``NVMLError_NotSupported``).
+        energy_mj_fn: When set, the counter is this function of ``time.monotonic()`` (mJ)
+            instead of ``energy_mj``: with ``power_mw`` its derivative, a GPU under a scripted
+            load whose counter and power readings agree.
         counter_errors: Exceptions raised by the next counter reads, one per call, in order.
         power_mw: Constant power in mW, or a function of ``time.monotonic()`` returning mW.
         power_errors: Exceptions raised by the next power reads, one per call.
@@ -44,6 +47,7 @@ class FakeGpu:
 
     uuid: str
     energy_mj: int | None = 0
+    energy_mj_fn: Callable[[float], float] | None = None
     counter_errors: list[BaseException] = field(default_factory=list)
     power_mw: float | Callable[[float], float] = 100_000.0
     power_errors: list[BaseException] = field(default_factory=list)
@@ -119,6 +123,8 @@ class FakeNvml(types.ModuleType):
         handle.counter_calls += 1
         if handle.counter_errors:
             raise handle.counter_errors.pop(0)
+        if handle.energy_mj_fn is not None:
+            return round(handle.energy_mj_fn(time.monotonic()))
         if handle.energy_mj is None:
             raise NVMLError(_real.NVML_ERROR_NOT_SUPPORTED)
         return handle.energy_mj

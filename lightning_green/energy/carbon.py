@@ -7,8 +7,11 @@ code from :data:`CARBON_INTENSITY_G_PER_KWH`), or looked up from a region code.
 
 from __future__ import annotations
 
-import math
 import os
+
+from lightning_green.checks import check_at_least, check_non_negative
+
+_INTENSITY_UNIT = "grams CO2-eq per kWh"
 
 CARBON_INTENSITY_ENV: str = "LIGHTNING_GREEN_CARBON_INTENSITY"
 """Environment variable: grid carbon intensity in gCO2e/kWh, or a region code of the table."""
@@ -74,7 +77,10 @@ def resolve_carbon_intensity_g_per_kwh(
         (300.0, 'argument')
     """
     if carbon_intensity_g_per_kwh is not None:
-        return _check_intensity(carbon_intensity_g_per_kwh, "carbon_intensity_g_per_kwh"), "argument"
+        intensity = check_non_negative(
+            "carbon_intensity_g_per_kwh", carbon_intensity_g_per_kwh, unit=_INTENSITY_UNIT
+        )
+        return intensity, "argument"
     if region is not None:
         return _lookup(region, "region"), f"region {region.strip().upper()}"
     env = os.environ.get(CARBON_INTENSITY_ENV, "").strip()
@@ -84,7 +90,10 @@ def resolve_carbon_intensity_g_per_kwh(
         value = float(env)
     except ValueError:
         return _lookup(env, CARBON_INTENSITY_ENV), f"{CARBON_INTENSITY_ENV} region {env.upper()}"
-    return _check_intensity(value, CARBON_INTENSITY_ENV, given=env), CARBON_INTENSITY_ENV
+    # The text was parsed here; the message quotes it as set.
+    return check_non_negative(
+        CARBON_INTENSITY_ENV, value, unit=_INTENSITY_UNIT, given=env
+    ), CARBON_INTENSITY_ENV
 
 
 def _lookup(region: str, name: str) -> float:
@@ -95,25 +104,12 @@ def _lookup(region: str, name: str) -> float:
     return CARBON_INTENSITY_G_PER_KWH[key]
 
 
-def _check_intensity(value: object, name: str, given: object = None) -> float:
-    shown = value if given is None else given
-    message = f"{name} must be a number of grams CO2-eq per kWh (>= 0), got {shown!r}"
-    if isinstance(value, (bool, str)):  # a number, not its text (environment text is parsed first)
-        raise ValueError(message)
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(message) from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError(message)
-    return number
-
-
 def validate_pue(pue: float) -> float:
     """Check a power usage effectiveness factor.
 
     Args:
-        pue: Facility energy over IT energy; 1.0 counts the IT equipment alone.
+        pue: Facility energy over IT energy; 1.0 counts the IT equipment alone. NumPy and
+            0-dim torch numbers are accepted like Python numbers; bools and text are not.
 
     Returns:
         The factor as a float.
@@ -125,15 +121,7 @@ def validate_pue(pue: float) -> float:
         >>> validate_pue(1.2)
         1.2
     """
-    if isinstance(pue, (bool, str)):
-        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
-    try:
-        value = float(pue)
-    except (TypeError, ValueError):
-        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}") from None
-    if not math.isfinite(value) or value < 1.0:
-        raise ValueError(f"pue must be a number >= 1.0 (facility energy / IT energy), got {pue!r}")
-    return value
+    return check_at_least("pue", pue, 1.0, what="facility energy / IT energy")
 
 
 def co2_kg(energy_kwh: float, intensity_g_per_kwh: float) -> float:

@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Iterable, Sequence
 
+from lightning_green.checks import check_positive
 from lightning_green.energy.meter import EnergyMeter
 
 DEFAULT_CPU_POWER_PER_CORE_W: float = 10.0
@@ -25,6 +26,8 @@ desktop core: 65-200 W package TDP over 8-32 cores)."""
 
 CPU_POWER_ENV: str = "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W"
 """Environment variable that sets the per-core power of the estimate, in watts."""
+
+_UNIT = "watts per core"
 
 _PROC = "/proc"
 
@@ -45,23 +48,16 @@ def resolve_cpu_power_per_core_w(power_per_core_w: float | None) -> float:
         >>> resolve_cpu_power_per_core_w(12.5)
         12.5
     """
-    origin = "cpu_power_per_core_w"
-    value: object = power_per_core_w
-    if value is None:
-        env = os.environ.get(CPU_POWER_ENV)
-        if env is None or env.strip() == "":
-            return DEFAULT_CPU_POWER_PER_CORE_W
-        origin = CPU_POWER_ENV
-        value = env
-    if origin != CPU_POWER_ENV and isinstance(value, (bool, str)):  # the argument is a number
-        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}")
+    if power_per_core_w is not None:  # the argument is a number, never its text
+        return check_positive("cpu_power_per_core_w", power_per_core_w, unit=_UNIT)
+    env = os.environ.get(CPU_POWER_ENV)
+    if env is None or env.strip() == "":
+        return DEFAULT_CPU_POWER_PER_CORE_W
     try:
-        watts = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}") from None
-    if not (watts > 0 and watts < float("inf")):
-        raise ValueError(f"{origin} must be a positive number of watts per core, got {value!r}")
-    return watts
+        watts: object = float(env)
+    except ValueError:
+        watts = env  # not a number: refused below, quoting the text as set
+    return check_positive(CPU_POWER_ENV, watts, unit=_UNIT, given=env)
 
 
 def _clock_ticks_per_s() -> float:

@@ -15,7 +15,6 @@ instance, and the parent GPU's counter includes the work of every other tenant.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from lightning_green.checks import check_positive
 from lightning_green.energy.meter import EnergyMeter, PeriodicWorker
 from lightning_green.energy.nvml_devices import NvmlUnavailableError, match_uuids, resolve_nvml_indices
 
@@ -254,11 +254,7 @@ class NvmlMeter(EnergyMeter):
         cuda_uuids: Sequence[str | None] = (),
     ) -> None:
         super().__init__()
-        if not (isinstance(sampling_interval_s, int | float) and 0 < sampling_interval_s < math.inf):
-            raise ValueError(
-                f"sampling_interval_s must be a positive number of seconds, got {sampling_interval_s!r}"
-            )
-        self.sampling_interval_s = float(sampling_interval_s)
+        self.sampling_interval_s = check_positive("sampling_interval_s", sampling_interval_s, unit="seconds")
         self._nvml = _import_nvml(nvml)
         self._gpus = _probe(cuda_indices, self._nvml, os.environ if environ is None else environ, cuda_uuids)
         for gpu in self._gpus:

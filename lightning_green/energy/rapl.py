@@ -21,12 +21,12 @@ Since Linux 5.10 (CVE-2020-8694, "Platypus") ``energy_uj`` is readable by root o
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import threading
 from dataclasses import dataclass
 
+from lightning_green.checks import check_positive
 from lightning_green.energy.meter import EnergyMeter, PeriodicWorker
 
 DEFAULT_POWERCAP_ROOT: str = "/sys/class/powercap"
@@ -247,14 +247,10 @@ class RaplMeter(EnergyMeter):
         poll_interval_s: float | None = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
         super().__init__()
-        if poll_interval_s is not None and not (
-            isinstance(poll_interval_s, int | float) and 0 < poll_interval_s < math.inf
-        ):
-            raise ValueError(
-                f"poll_interval_s must be None or a positive number of seconds, got {poll_interval_s!r}"
-            )
+        self.poll_interval_s: float | None = check_positive(
+            "poll_interval_s", poll_interval_s, unit="seconds", allow_none=True
+        )
         self.root = root
-        self.poll_interval_s = None if poll_interval_s is None else float(poll_interval_s)
         self.zones: list[RaplZone] = _check_zones(root)
         self._states = [_ZoneState(zone) for zone in self.zones]
         self._poll_lock = threading.Lock()

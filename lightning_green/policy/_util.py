@@ -1,56 +1,17 @@
-"""Small helpers shared by the policies: argument checks and a median of plain floats."""
+"""Small helpers shared by the policies: a median of plain floats.
+
+``check_int`` and ``check_bools`` are :mod:`lightning_green.checks`'s, re-exported here only for
+the callbacks that still import them from this private module; new code imports
+:mod:`lightning_green.checks`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lightning_green.checks import check_bools, check_int
 
-def check_int(name: str, value: object, minimum: int) -> int:
-    """``value`` if it is an ``int`` (not a ``bool``) ``>= minimum``, else a ``ValueError`` naming it.
-
-    Example:
-        >>> check_int("window_steps", 3, 1)
-        3
-        >>> check_int("window_steps", 0, 1)
-        Traceback (most recent call last):
-        ...
-        ValueError: window_steps must be an integer >= 1, got 0
-    """
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def check_bools(**flags: object) -> None:
-    """Raise a ``ValueError`` naming the first of ``flags`` that is not ``True`` or ``False``.
-
-    Example:
-        >>> check_bools(strict=True, verbose="no")
-        Traceback (most recent call last):
-        ...
-        ValueError: verbose must be True or False, got 'no'
-    """
-    for name, flag in flags.items():
-        if not isinstance(flag, bool):
-            raise ValueError(f"{name} must be True or False, got {flag!r}")
-
-
-def check_fraction(name: str, value: object) -> float:
-    """``value`` as a float in ``[0, 1)``, else a ``ValueError`` naming it.
-
-    Example:
-        >>> check_fraction("ema_decay", 0.99)
-        0.99
-    """
-    if isinstance(value, (bool, str)):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}") from None
-    if not (0.0 <= number < 1.0):
-        raise ValueError(f"{name} must be a number in [0, 1), got {value!r}")
-    return number
+__all__ = ["check_bools", "check_int", "median"]
 
 
 def median(values: Sequence[float]) -> float:

@@ -42,7 +42,14 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from lightning_green.policy._util import check_fraction, check_int, median
+from lightning_green.checks import (
+    check_choice,
+    check_fraction_below_1,
+    check_int,
+    check_non_negative,
+    check_positive,
+)
+from lightning_green.policy._util import median
 from lightning_green.policy.noise_scale import GradientNoiseScale
 
 __all__ = [
@@ -67,15 +74,7 @@ USE_ESTIMATE = "estimate"
 
 
 def _check_b_noise(b_noise: object) -> float | None:
-    if b_noise is None:
-        return None
-    try:
-        number = float(b_noise)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"b_noise must be None or a number >= 0 (inf allowed), got {b_noise!r}") from None
-    if math.isnan(number) or number < 0:
-        raise ValueError(f"b_noise must be None or a number >= 0 (inf allowed), got {b_noise!r}")
-    return number
+    return check_non_negative("b_noise", b_noise, allow_inf=True, allow_none=True)
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -118,19 +117,12 @@ def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rul
         >>> scale_learning_rate(0.1, 32, 128, "none")
         0.1
     """
-    try:
-        value = float(lr)
-    except (TypeError, ValueError):
-        raise ValueError(f"lr must be a positive number, got {lr!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    value = check_positive("lr", lr)
     old = check_int("old_batch_size", old_batch_size, 1)
     new = check_int("new_batch_size", new_batch_size, 1)
-    allowed = [r.value for r in LRScalingRule]
     if isinstance(rule, LRScalingRule):
         rule = rule.value
-    if rule not in allowed:
-        raise ValueError(f"rule must be one of {allowed}, got {rule!r}")
+    rule = check_choice("rule", rule, [r.value for r in LRScalingRule])
     if rule == "linear":
         return value * new / old
     if rule == "sqrt":
@@ -221,12 +213,7 @@ def relative_samples_to_target(batch_size: float, b_noise: float) -> float:
         >>> relative_samples_to_target(256, float("inf"))
         1.0
     """
-    try:
-        b = float(batch_size)
-    except (TypeError, ValueError):
-        raise ValueError(f"batch_size must be a positive number, got {batch_size!r}") from None
-    if not (math.isfinite(b) and b > 0):
-        raise ValueError(f"batch_size must be a positive number, got {batch_size!r}")
+    b = check_positive("batch_size", batch_size)
     noise = _check_b_noise(b_noise)
     if noise is None:
         raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
@@ -291,14 +278,12 @@ def choose_batch_size(
     noise = _check_b_noise(b_noise)
     if noise is None:
         raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
-    margin = check_fraction("switch_margin", switch_margin)
+    margin = check_fraction_below_1("switch_margin", switch_margin)
     factor = check_int("global_batch_factor", global_batch_factor, 1)
     scores: dict[int, float] = {}
     for size, j in sorted(j_per_sample.items()):
         check_int("batch size in j_per_sample", size, 1)
-        jv = float(j)
-        if not (math.isfinite(jv) and jv > 0):
-            raise ValueError(f"j_per_sample[{size}] must be a positive number of joules, got {j!r}")
+        jv = check_positive(f"j_per_sample[{size}]", j, unit="joules")
         scores[size] = _energy_score(jv, size * factor, noise)
     anchor = current_batch_size if current_batch_size in scores else None
     # Deterministic tie-break: lower score, then closer to the current size, then smaller.
@@ -424,11 +409,11 @@ class BatchSizePolicy:
         self.initial_batch_size = check_int("initial_batch_size", initial_batch_size, 1)
         self.min_batch_size = check_int("min_batch_size", min_batch_size, 1)
         self.max_batch_size = check_int("max_batch_size", max_batch_size, 1)
-        self.max_factor = max_factor
         self.grid = candidate_batch_sizes(
             initial_batch_size, min_batch_size, max_batch_size, max_factor=max_factor
         )
-        self.switch_margin = check_fraction("switch_margin", switch_margin)
+        self.max_factor = check_int("max_factor", max_factor, 1)  # checked above: a power of two
+        self.switch_margin = check_fraction_below_1("switch_margin", switch_margin)
         self.warmup_windows = check_int("warmup_windows", warmup_windows, 0)
         self.min_windows = check_int("min_windows", min_windows, 1)
         self.history_windows = check_int("history_windows", history_windows, 1)
@@ -470,18 +455,8 @@ class BatchSizePolicy:
             self._last_recorded = None
             self._visit_records = 0
             return
-        try:
-            energy = float(energy_j)
-            duration = float(duration_s)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"energy_j and duration_s must be numbers >= 0, got energy_j={energy_j!r}, "
-                f"duration_s={duration_s!r}"
-            ) from None
-        if not (math.isfinite(energy) and energy >= 0):
-            raise ValueError(f"energy_j must be a finite number of joules >= 0, got {energy_j!r}")
-        if not (math.isfinite(duration) and duration >= 0):
-            raise ValueError(f"duration_s must be a finite number of seconds >= 0, got {duration_s!r}")
+        energy = check_non_negative("energy_j", energy_j, unit="joules")
+        duration = check_non_negative("duration_s", duration_s, unit="seconds")
         count = check_int("samples", samples, 1)
         if size != self._last_recorded:
             self._last_recorded = size

@@ -44,31 +44,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_green.policy._util import check_fraction, check_int
+from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_positive
 
 __all__ = ["GradientNoiseScale", "noise_scale_components"]
 
 _STATE_VERSION = 1
-
-
-def _positive_number(name: str, value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
-    if not (math.isfinite(number) and number > 0):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return number
-
-
-def _non_negative_number(name: str, value: object) -> float:
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}") from None
-    if not (math.isfinite(number) and number >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return number
 
 
 def noise_scale_components(
@@ -101,10 +81,10 @@ def noise_scale_components(
         >>> noise_scale_components(3.0, 1.5, 4, 16)
         (1.0, 8.0)
     """
-    small = _non_negative_number("sq_norm_small", sq_norm_small)
-    big = _non_negative_number("sq_norm_big", sq_norm_big)
-    b_small = _positive_number("batch_size_small", batch_size_small)
-    b_big = _positive_number("batch_size_big", batch_size_big)
+    small = check_non_negative("sq_norm_small", sq_norm_small)
+    big = check_non_negative("sq_norm_big", sq_norm_big)
+    b_small = check_positive("batch_size_small", batch_size_small)
+    b_big = check_positive("batch_size_big", batch_size_big)
     if b_big <= b_small:
         raise ValueError(
             f"batch_size_big must be larger than batch_size_small, got batch_size_big={batch_size_big!r} "
@@ -140,7 +120,7 @@ class GradientNoiseScale:
     """
 
     def __init__(self, ema_decay: float = 0.99, min_updates: int = 10) -> None:
-        self.ema_decay = check_fraction("ema_decay", ema_decay)
+        self.ema_decay = check_fraction_below_1("ema_decay", ema_decay)
         self.min_updates = check_int("min_updates", min_updates, 0)
         self._grad_sq_ema = 0.0
         self._trace_ema = 0.0
@@ -196,8 +176,8 @@ class GradientNoiseScale:
         norms = list(micro_sq_norms)
         if len(norms) < 2:
             raise ValueError(f"micro_sq_norms needs at least 2 micro-batches, got {len(norms)}")
-        mean_small = math.fsum(_non_negative_number("micro_sq_norms", n) for n in norms) / len(norms)
-        b_small = _positive_number("micro_batch_size", micro_batch_size)
+        mean_small = math.fsum(check_non_negative("micro_sq_norms", n) for n in norms) / len(norms)
+        b_small = check_positive("micro_batch_size", micro_batch_size)
         self.update(mean_small, mean_sq_norm, b_small, b_small * len(norms))
 
     @property

@@ -57,7 +57,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
-from lightning_green.policy._util import check_int, median
+from lightning_green.checks import as_number, check_int, check_range
+from lightning_green.policy._util import median
 
 __all__ = [
     "PRECISIONS",
@@ -181,20 +182,6 @@ def _check_precision(name: str, value: object) -> str:
     if value not in PRECISIONS:
         raise ValueError(f"{name} must name a precision in {list(PRECISIONS)}, got {value!r}")
     return value  # type: ignore[return-value]
-
-
-def _check_float(
-    name: str, value: object, minimum: float, maximum: float = math.inf, what: str = ""
-) -> float:
-    if isinstance(value, (bool, str)):
-        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}")
-    try:
-        number = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}") from None
-    if not (minimum <= number < maximum):
-        raise ValueError(f"{name} must be a number in [{minimum}, {maximum}){what}, got {value!r}")
-    return number
 
 
 def _new_acc() -> dict[str, float]:
@@ -329,18 +316,18 @@ class PrecisionPolicy:
                 f"got {initial_precision!r}"
             )
         self.initial_precision = initial
-        self.loss_tolerance = _check_float("loss_tolerance", loss_tolerance, 0.0, math.inf, " (a fraction)")
-        self.switch_margin = _check_float("switch_margin", switch_margin, 0.0, 1.0)
+        self.loss_tolerance = check_range("loss_tolerance", loss_tolerance, 0.0, math.inf, what="a fraction")
+        self.switch_margin = check_range("switch_margin", switch_margin, 0.0, 1.0)
         self.cooldown_epochs = check_int("cooldown_epochs", cooldown_epochs, 0)
         self.max_overflows = check_int("max_overflows", max_overflows, 1)
         self.window_steps = check_int("window_steps", window_steps, 1)
-        self.min_window_s = _check_float("min_window_s", min_window_s, 0.0, math.inf, " (seconds)")
+        self.min_window_s = check_range("min_window_s", min_window_s, 0.0, math.inf, what="seconds")
         self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
         self.reference_windows = check_int("reference_windows", reference_windows, 1)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
-        self.early_stop_margin = _check_float("early_stop_margin", early_stop_margin, 0.0, math.inf)
+        self.early_stop_margin = check_range("early_stop_margin", early_stop_margin, 0.0, math.inf)
         self.start_step = check_int("start_step", start_step, 0)
-        self.loss_noise_z = _check_float("loss_noise_z", loss_noise_z, 0.0, math.inf)
+        self.loss_noise_z = check_range("loss_noise_z", loss_noise_z, 0.0, math.inf)
 
         self._step = 0
         self._current = initial
@@ -422,16 +409,16 @@ class PrecisionPolicy:
         prec = _check_precision("precision", precision)
         if prec not in self.supported:
             raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
-        energy = _check_float("energy_j", energy_j, 0.0, math.inf, " (joules)")
-        duration = _check_float("duration_s", duration_s, 0.0, math.inf, " (seconds)")
+        energy = check_range("energy_j", energy_j, 0.0, math.inf, what="joules")
+        duration = check_range("duration_s", duration_s, 0.0, math.inf, what="seconds")
         count = check_int("samples", samples, 1)
         n_over = check_int("overflows", overflows, 0)
         values = []
-        for v in losses:
-            try:
-                values.append(float(v))
-            except (TypeError, ValueError):
-                raise ValueError(f"losses must be numbers, got {v!r}") from None
+        for v in losses:  # NaN and inf are data here (they trigger a rollback), text is not
+            number = as_number(v)
+            if number is None:
+                raise ValueError(f"losses must be numbers, got {v!r}")
+            values.append(float(number))
         n_steps = check_int("steps", max(len(values), 1) if steps is None else steps, 1)
 
         if prec != self._seg_precision:
