@@ -7,9 +7,10 @@ configured by :class:`StoppingConfig`; each check returns a :class:`StopDecision
 
 from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
+from lightning_green.policy.history import History
 from lightning_green.policy.learning_curve import CurveFit
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
-from lightning_green.policy.stopping import History, StoppingPolicy, decide
+from lightning_green.policy.stopping import StoppingPolicy, decide
 
 __all__ = [
     "CurveFit",

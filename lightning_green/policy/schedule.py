@@ -97,6 +97,55 @@ def detect_steps(values: np.ndarray) -> list[int]:
     return steps
 
 
+class StepDetector:
+    """:func:`detect_steps`, one check at a time: O(1) work per check, the same jumps.
+
+    A candidate jump at index ``j`` depends only on the checks up to ``j + STEP_CONFIRM - 1`` and
+    on the jumps accepted before it, so it is judged once, when its last confirming check
+    arrives; the range the curve covered before it is kept as a running maximum and minimum.
+
+    Example:
+        >>> flat = [1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 1.1, 0.9, 1.05, 0.95]
+        >>> d = StepDetector()
+        >>> for v in flat + [3.0, 3.1, 3.05, 3.1]:
+        ...     d.push(v)
+        >>> d.steps
+        [10]
+    """
+
+    def __init__(self) -> None:
+        self._v: list[float] = []
+        self._run_max: list[float] = []
+        self._run_min: list[float] = []
+        self.steps: list[int] = []
+
+    def push(self, value: float) -> None:
+        """Add the next (finite, oriented) value; a jump it confirms is appended to :attr:`steps`."""
+        v = float(value)
+        self._v.append(v)
+        self._run_max.append(v if not self._run_max else max(self._run_max[-1], v))
+        self._run_min.append(v if not self._run_min else min(self._run_min[-1], v))
+        w, k = STEP_WINDOW, STEP_CONFIRM
+        j = len(self._v) - k
+        if j < 2 * w:
+            return
+        before = np.array(self._v[j - w : j])
+        before_max = float(before.max())
+        before_med = float(np.median(before))
+        previous_gain = max(before_med - float(np.median(np.array(self._v[j - 2 * w : j - w]))), 0.0)
+        after_min = min(self._v[j : j + k])
+        jump = after_min - before_med
+        history_range = self._run_max[j - 1] - self._run_min[j - 1]
+        if not (
+            after_min > before_max and jump > 2.0 * previous_gain and jump > STEP_MIN_FRACTION * history_range
+        ):
+            return
+        if self.steps and j - self.steps[-1] < w:
+            return
+        if jump > STEP_SIGNIFICANCE * noise_sd(np.array(self._v[max(0, j - 3 * w) : j])):
+            self.steps.append(j)
+
+
 def step_hold_until(epochs: np.ndarray, steps: list[int], max_epochs: int | None) -> int | None:
     """Epoch index until which plateau and marginal stops are held after the last step-jump.
 

@@ -29,12 +29,18 @@ Order of the checks at every update:
 
 Deterministic: the same history gives the same decision, bit for bit, on every DDP rank; the
 learning-curve fit is skipped while the marginal rule is held, which changes no decision.
+
+Bounded work: :class:`StoppingPolicy` keeps the history in append-only arrays
+(:class:`~lightning_green.policy.history.History`) and finds step-jumps incrementally
+(:class:`~lightning_green.policy.schedule.StepDetector`); the fit sees at most
+:data:`~lightning_green.policy.marginal.MAX_FIT_POINTS` checks and every other rule a few recent
+ones. An update costs the same at check 300 and at check 300,000, so replaying a curve takes time
+linear in its length (``python benchmarks/stopping.py --scaling``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,28 +49,13 @@ from lightning_green.policy import budget as _budget
 from lightning_green.policy import schedule as _schedule
 from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
-from lightning_green.policy.marginal import MarginalAssessment, assess_marginal
+from lightning_green.policy.history import History
+from lightning_green.policy.marginal import MAX_FIT_POINTS, MarginalAssessment, assess_segment
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
-from lightning_green.policy.schedule import DecayTracker
+from lightning_green.policy.schedule import DecayTracker, StepDetector
 
 STATE_VERSION = 2
 """Version of :meth:`StoppingPolicy.state_dict` (2: the learning-rate decay tracker)."""
-
-
-@dataclass(frozen=True)
-class History:
-    """Checks so far, as arrays.
-
-    Attributes:
-        metrics: Monitored metric at every check (may hold non-finite values when
-            ``check_finite`` is off).
-        costs_kwh: Cumulative cost at every check, non-decreasing.
-        epochs: Epoch index (0-based) at every check, non-decreasing.
-    """
-
-    metrics: np.ndarray
-    costs_kwh: np.ndarray
-    epochs: np.ndarray
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
@@ -80,6 +71,7 @@ def decide(
     epochs_until_lr_decay: int | None = None,
     decays: DecayTracker | None = None,
     monitor: str = "metric",
+    steps: list[int] | None = None,
 ) -> tuple[StopDecision, PlateauState, DecayTracker]:
     """Decide at the latest check of ``history``; a pure function.
 
@@ -92,10 +84,22 @@ def decide(
         decays: The learning-rate decays known after the previous check (``DecayTracker()`` at the
             start; ``None`` is the same).
         monitor: The metric's name, for messages.
+        steps: The step-jumps of the finite checks (:func:`.schedule.detect_steps` of
+            ``history.finite_values``), when kept incrementally (:class:`.schedule.StepDetector`);
+            ``None``: found here, in time linear in the history.
 
     Returns:
         The decision, the plateau state and the decay tracker after this check.
+
+    The work is bounded whatever the length of the history (the fit sees at most
+    ``MAX_FIT_POINTS`` points, the other rules a few recent checks), except finding ``steps``
+    when they are not given.
     """
+    if history.sign != config.sign:
+        raise ValueError(
+            f"decide: the history is oriented with sign {history.sign:+g}, the config's mode {config.mode!r}"
+            f" needs {config.sign:+g}"
+        )
     metrics, costs, epochs = history.metrics, history.costs_kwh, history.epochs
     current = float(metrics[-1])
     epoch = int(epochs[-1])
@@ -131,11 +135,10 @@ def decide(
         return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state, tracker
 
     # Holds, from the finite part of the history.
-    finite = np.isfinite(metrics)
-    values = config.sign * metrics[finite]
-    f_costs, f_epochs = costs[finite], epochs[finite]
-    f_index = np.nonzero(finite)[0]  # check index of every finite check
-    steps = _schedule.detect_steps(values)
+    n_finite = history.n_finite
+    f_costs, f_epochs = history.finite_costs_kwh, history.finite_epochs
+    if steps is None:
+        steps = _schedule.detect_steps(history.finite_values)
     hold = None
     if epoch + 1 < config.min_epochs:
         hold = "min_epochs"
@@ -149,29 +152,27 @@ def decide(
             hold = "lr_step_seen"
     marginal_hold = hold
     if hold is None and max_epochs is not None and epoch + 1 <= config.min_horizon_fraction * max_epochs:
-        marginal_hold = "horizon_fraction"  # the marginal rule only; the plateau rule keeps its meaning
+        marginal_hold = "horizon_fraction"  # the marginal rule only; the plateau rule keeps its own meaning
     base["hold"] = marginal_hold
     at_horizon = max_epochs is not None and epoch + 1 >= max_epochs
     evaluate_marginal = (
         marginal_hold is None
         and not at_horizon
-        and len(values) >= 2
+        and n_finite >= 2
         and (config.min_relative_gain is not None or config.min_gain_per_kwh is not None)
     )
 
     # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
     segment_start = steps[-1] if steps else 0
     if tracker.last_decay_epoch is not None:
-        after = np.nonzero(f_epochs >= tracker.last_decay_epoch)[0]
-        if len(after) and after[0] > segment_start:
-            segment_start = int(after[0])
+        first_after = int(np.searchsorted(f_epochs, tracker.last_decay_epoch, side="left"))
+        if first_after < n_finite and first_after > segment_start:
+            segment_start = first_after
     assessment = MarginalAssessment()
-    if len(values) >= 2:
+    if n_finite >= 2:
         horizon = _budget.remaining_cost(f_costs, f_epochs, max_epochs)
-        assessment = assess_marginal(
-            f_costs,
-            values,
-            segment_start=segment_start,
+        assessment = assess_segment(
+            history.segment(segment_start, MAX_FIT_POINTS),
             horizon_cost_kwh=horizon,
             sign=config.sign,
             project=evaluate_marginal,
@@ -193,8 +194,8 @@ def decide(
         if tracker.decay_check is not None and check - tracker.decay_check + 1 < since:
             since = check - tracker.decay_check + 1
             restart = f"the learning-rate decay at epoch {int(epochs[tracker.decay_check])}"
-        if steps and check - int(f_index[steps[-1]]) + 1 < since:
-            since = check - int(f_index[steps[-1]]) + 1
+        if steps and check - history.finite_index_of(steps[-1]) + 1 < since:
+            since = check - history.finite_index_of(steps[-1]) + 1
             restart = f"the step-jump at epoch {int(f_epochs[steps[-1]])}"
         if since >= config.patience:
             message = plateau.message or ""
@@ -265,9 +266,8 @@ class StoppingPolicy:
     def __init__(self, config: StoppingConfig | None = None, *, monitor: str = "metric") -> None:
         self.config = config if config is not None else StoppingConfig()
         self.monitor = monitor
-        self._metrics: list[float] = []
-        self._costs: list[float] = []
-        self._epochs: list[int] = []
+        self._history = History(sign=self.config.sign)
+        self._steps = StepDetector()
         self._plateau = PlateauState.initial(self.config.mode)
         self._decays = DecayTracker()
         self.last_decision: StopDecision | None = None
@@ -285,7 +285,12 @@ class StoppingPolicy:
     @property
     def n_checks(self) -> int:
         """Number of updates so far."""
-        return len(self._metrics)
+        return len(self._history)
+
+    @property
+    def history(self) -> History:
+        """The checks so far (read-only arrays: ``history.costs_kwh`` and so on)."""
+        return self._history
 
     def update(
         self,
@@ -324,20 +329,20 @@ class StoppingPolicy:
             )
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"StoppingPolicy.update: `epoch` must be an integer >= 0, got {epoch!r}")
-        if self._epochs and epoch < self._epochs[-1]:
+        history = self._history
+        if len(history) and epoch < history.epochs[-1]:
             raise ValueError(
-                f"StoppingPolicy.update: `epoch` went backwards: {epoch} after {self._epochs[-1]}"
+                f"StoppingPolicy.update: `epoch` went backwards: {epoch} after {int(history.epochs[-1])}"
             )
         if max_epochs is not None and (isinstance(max_epochs, bool) or max_epochs <= 0):
             raise ValueError(
                 f"StoppingPolicy.update: `max_epochs` must be a positive integer or None, got {max_epochs!r}"
             )
-        if self._costs:
-            cost = max(cost, self._costs[-1])
-        self._metrics.append(metric)
-        self._costs.append(cost)
-        self._epochs.append(int(epoch))
-        history = History(np.array(self._metrics), np.array(self._costs), np.array(self._epochs))
+        if len(history):
+            cost = max(cost, float(history.costs_kwh[-1]))
+        history.append(metric, cost, int(epoch))
+        if math.isfinite(metric):
+            self._steps.push(self.config.sign * metric)
         decision, self._plateau, self._decays = decide(
             history,
             self._plateau,
@@ -346,6 +351,7 @@ class StoppingPolicy:
             epochs_until_lr_decay=epochs_until_lr_decay,
             decays=self._decays,
             monitor=self.monitor,
+            steps=self._steps.steps,
         )
         self.last_decision = decision
         return decision
@@ -363,9 +369,9 @@ class StoppingPolicy:
         return {
             "version": STATE_VERSION,
             "config": self.config.to_dict(),
-            "metrics": [_json_float(m) for m in self._metrics],
-            "costs_kwh": list(self._costs),
-            "epochs": list(self._epochs),
+            "metrics": [_json_float(m) for m in self._history.metrics.tolist()],
+            "costs_kwh": self._history.costs_kwh.tolist(),
+            "epochs": [int(e) for e in self._history.epochs.tolist()],
             "best_score": _json_float(self._plateau.best_score),
             "wait_count": self._plateau.wait_count,
             "decays": self._decays.to_dict(),
@@ -386,9 +392,16 @@ class StoppingPolicy:
                 f"StoppingPolicy state version must be {STATE_VERSION}, got {state.get('version')!r}"
                 " (a checkpoint from another version of lightning_green)"
             )
-        self._metrics = [_from_json_float(m) for m in state["metrics"]]
-        self._costs = [float(c) for c in state["costs_kwh"]]
-        self._epochs = [int(e) for e in state["epochs"]]
+        metrics = [_from_json_float(m) for m in state["metrics"]]
+        self._history = History(
+            metrics,
+            [float(c) for c in state["costs_kwh"]],
+            [int(e) for e in state["epochs"]],
+            sign=self.config.sign,
+        )
+        self._steps = StepDetector()
+        for value in self._history.finite_values.tolist():
+            self._steps.push(value)
         self._plateau = PlateauState(_from_json_float(state["best_score"]), int(state["wait_count"]))
         self._decays = DecayTracker.from_dict(state["decays"])
 
