@@ -1,11 +1,11 @@
 """The checks of a run so far: append-only arrays whose every update costs O(1) amortised.
 
-:class:`History` keeps, for every check, the monitored metric, the cumulative cost and the epoch
-index, in arrays that grow by doubling (an append copies nothing but the new values, except at
-the rare doubling), and the finite checks separately (the policy's fits and holds ignore a NaN the
-user allowed with ``check_finite=False``). Reading them costs nothing (views), and a stretch of the
-curve is handed to the learning-curve fit as at most ``max_points`` evenly spaced checks
-(:meth:`History.segment`), so that a decision costs the same at check 300 and at check 300,000.
+:class:`History` keeps, for every check, the monitored metric, the cumulative cost and the
+progress (epochs completed, possibly fractional, or steps), in arrays that grow by doubling (an
+append copies nothing but the new values, except at the rare doubling), and the finite checks separately (the
+policy's fits and holds ignore a NaN the user allowed with ``check_finite=False``). Reading them costs nothing
+(views), and a stretch of the curve is handed to the learning-curve fit as at most ``max_points`` evenly
+spaced checks (:meth:`History.segment`), so that a decision costs the same at check 300 and at check 300,000.
 """
 
 from __future__ import annotations
@@ -140,20 +140,20 @@ def segment_of(
 
 
 class History:
-    """The checks so far, append-only: metric, cumulative cost and epoch index of each.
+    """The checks so far, append-only: metric, cumulative cost and progress of each.
 
     Args:
         metrics: Checks to start from (the monitored metric of each), oldest first.
         costs_kwh: Their cumulative costs.
-        epochs: Their epoch indices.
+        progress: Training completed at each (epochs, possibly fractional, or steps).
         sign: +1 when higher values of the metric are better, -1 when lower are
             (:attr:`StoppingConfig.sign`): the orientation of :meth:`segment`.
 
     Example:
-        >>> h = History([3.0, float("nan"), 2.0], [0.1, 0.2, 0.3], [0, 1, 2], sign=-1.0)
+        >>> h = History([3.0, float("nan"), 2.0], [0.1, 0.2, 0.3], [1, 2, 3], sign=-1.0)
         >>> len(h), h.n_finite, h.finite_values.tolist(), h.finite_index.tolist()
         (3, 2, [-3.0, -2.0], [0, 2])
-        >>> h.append(1.0, 0.4, 3)
+        >>> h.append(1.0, 0.4, 4)
         >>> h.metrics.tolist(), h.finite_costs_kwh.tolist()
         ([3.0, nan, 2.0, 1.0], [0.1, 0.3, 0.4])
     """
@@ -162,38 +162,38 @@ class History:
         self,
         metrics: Iterable[float] = (),
         costs_kwh: Iterable[float] = (),
-        epochs: Iterable[float] = (),
+        progress: Iterable[float] = (),
         *,
         sign: float = -1.0,
     ) -> None:
         self.sign = float(sign)
-        self._metrics, self._costs, self._epochs = _Growing(), _Growing(), _Growing()
-        self._f_values, self._f_costs, self._f_epochs, self._f_index = (
+        self._metrics, self._costs, self._progress = _Growing(), _Growing(), _Growing()
+        self._f_values, self._f_costs, self._f_progress, self._f_index = (
             _Growing(),
             _Growing(),
             _Growing(),
             _Growing(),
         )
-        m, c, e = list(metrics), list(costs_kwh), list(epochs)
+        m, c, e = list(metrics), list(costs_kwh), list(progress)
         if not len(m) == len(c) == len(e):
             raise ValueError(
-                "History: metrics, costs_kwh and epochs must have the same length,"
+                "History: metrics, costs_kwh and progress must have the same length,"
                 f" got {len(m)}, {len(c)}, {len(e)}"
             )
         for values in zip(m, c, e, strict=True):
             self.append(*values)
 
-    def append(self, metric: float, cost_kwh: float, epoch: float) -> None:
+    def append(self, metric: float, cost_kwh: float, progress: float) -> None:
         """Record one check (O(1) amortised)."""
-        metric, cost = float(metric), float(cost_kwh)
+        metric, cost, progress = float(metric), float(cost_kwh), float(progress)
         self._metrics.append(metric)
         self._costs.append(cost)
-        self._epochs.append(epoch)
+        self._progress.append(progress)
         if math.isfinite(metric):
             value = self.sign * metric
             self._f_values.append(value)
             self._f_costs.append(cost)
-            self._f_epochs.append(epoch)
+            self._f_progress.append(progress)
             self._f_index.append(len(self._metrics) - 1)
 
     def __len__(self) -> int:
@@ -210,9 +210,9 @@ class History:
         return self._costs.view()
 
     @property
-    def epochs(self) -> np.ndarray:
-        """Epoch index at every check (floats)."""
-        return self._epochs.view()
+    def progress(self) -> np.ndarray:
+        """Training completed at every check (epochs, possibly fractional, or steps)."""
+        return self._progress.view()
 
     @property
     def n_finite(self) -> int:
@@ -230,9 +230,9 @@ class History:
         return self._f_costs.view()
 
     @property
-    def finite_epochs(self) -> np.ndarray:
-        """Epoch index at the finite checks."""
-        return self._f_epochs.view()
+    def finite_progress(self) -> np.ndarray:
+        """Training completed at the finite checks."""
+        return self._f_progress.view()
 
     @property
     def finite_index(self) -> np.ndarray:
