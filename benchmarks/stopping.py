@@ -188,6 +188,55 @@ def time_per_decision(
     )
 
 
+def never_stopping_curve(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A loss that falls steadily to the end (a straight line in cost, with noise): nothing stops it.
+
+    The per-check noise is a fifth of the per-check improvement, so a new best comes every few
+    checks (the plateau rule never fires) and the recent slope is surely positive (the marginal rule
+    never fires): every check is decided in full, the learning-curve fit included once the run is
+    past ``min_horizon_fraction`` of its plan.
+    """
+    rng = np.random.default_rng(seed)
+    i = np.arange(n, dtype=float)
+    return 3.0 - i / n + rng.normal(0.0, 0.2 / n, n), (i + 1) * 0.01
+
+
+def time_replay(n: int) -> tuple[float, float, int]:
+    """Wall and CPU seconds to replay the default policy over :func:`never_stopping_curve` ``(n)``,
+    and the number of stops (0 expected)."""
+    metrics, costs = never_stopping_curve(n)
+    policy = StoppingPolicy(StoppingConfig())
+    stops = 0
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(n):
+        stops += policy.update(float(metrics[i]), float(costs[i]), epoch=i, max_epochs=n).should_stop
+    return time.perf_counter() - t0, time.process_time() - c0, stops
+
+
+def scaling(sizes: Sequence[int] = (2_000, 20_000)) -> list[str]:
+    """Replay time of never-stopping curves of the given lengths: linear in the length, about
+    2 ms per check or less. Prints a table and returns the verdict lines."""
+    print("\n== Replay time against curve length (never-stopping curve, default policy) ==")
+    rows = []
+    for n in sizes:
+        wall, cpu, stops = time_replay(n)
+        rows.append((n, wall, cpu))
+        print(
+            f"  {n:7d} checks: {wall:7.2f} s wall ({cpu:7.2f} s CPU), {1e3 * wall / n:5.2f} ms per check,"
+            f" stops {stops}"
+        )
+    (n0, w0, c0), (n1, w1, c1) = rows[0], rows[-1]
+    ratio, cpu_ratio = w1 / w0, c1 / c0
+    per_check = 1e3 * w1 / n1
+    print(f"  {n1} vs {n0} checks: {ratio:.1f}x the time (CPU {cpu_ratio:.1f}x; {n1 / n0:.0f}x is linear)")
+    return [
+        f"replay time {n1} vs {n0} checks: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU (<= 20):"
+        f" {'PASS' if min(ratio, cpu_ratio) <= 20 else 'FAIL'}",
+        f"time per check over {n1} checks: {per_check:.2f} ms wall (about 2 or less):"
+        f" {'PASS' if per_check <= 2.5 else 'FAIL'}",
+    ]
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -197,7 +246,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-curves", type=Path, default=DEFAULT_STEP_CURVES)
     parser.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity table")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="only time replay of never-stopping 2,000- and 20,000-check curves (about 30 s)",
+    )
     args = parser.parse_args(argv)
+    if args.scaling:
+        for v in scaling():
+            print("  " + v)
+        return 0
 
     t_start = time.perf_counter()
     files = sorted(args.curves_dir.glob("*.csv"))

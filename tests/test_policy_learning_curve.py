@@ -98,14 +98,17 @@ def test_detect_steps_finds_decays_not_early_training() -> None:
     steps = schedule.detect_steps(level)
     assert len(steps) == 2 and abs(steps[0] - 30) <= 1 and abs(steps[1] - 60) <= 1
     assert schedule.detect_steps(early + rng.normal(0, 0.02, 90)) == []
-    assert schedule.step_hold_until(e, steps, max_epochs=90) == 89  # 60 + (60 - 30), capped
+    assert schedule.step_hold_until(e + 1.0, steps, horizon=90) == 90  # 61 + (61 - 31), capped
+    assert schedule.step_hold_until(e + 1.0, steps[:1], horizon=90) == 62  # 31 + (31 - 0)
 
 
 def test_lr_decay_ahead_within_horizon() -> None:
-    assert schedule.lr_decay_ahead(10, 0, 100)
-    assert not schedule.lr_decay_ahead(98, 1, 100)  # the decayed epoch would be the 101st
-    assert schedule.lr_decay_ahead(98, 0, 100)
-    assert schedule.lr_decay_ahead(10, 500, None)  # no plan: ahead (DecayTracker bounds the wait)
+    assert schedule.lr_decay_ahead(11, 0, 100)
+    assert not schedule.lr_decay_ahead(99, 1, 100)  # the decayed epoch would be the 101st
+    assert schedule.lr_decay_ahead(99, 0, 100)
+    assert schedule.lr_decay_ahead(99.5, 0.25, 100)  # fractional progress: a quarter epoch ahead
+    assert not schedule.lr_decay_ahead(99.75, 0.25, 100)
+    assert schedule.lr_decay_ahead(11, 500, None)  # no plan: ahead (DecayTracker bounds the wait)
 
 
 def test_cost_per_epoch_robust_to_a_late_meter() -> None:

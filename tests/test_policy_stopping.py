@@ -361,10 +361,10 @@ def test_decays_are_waited_for_while_they_pay() -> None:
 def test_announced_decay_forgotten_when_no_longer_announced() -> None:
     # ReduceLROnPlateau announces a decay only while its bad-epoch count is > 0; if the metric
     # improves the announcement stops, and no decay happened.
-    decays = schedule.DecayTracker().advance(check=0, epoch=0, epochs_until_lr_decay=2)
-    decays = decays.advance(check=1, epoch=1, epochs_until_lr_decay=None)
-    decays = decays.advance(check=3, epoch=3, epochs_until_lr_decay=None)
-    assert decays.last_decay_epoch is None and decays.decay_check is None
+    decays = schedule.DecayTracker().advance(check=0, progress=1, lr_decay_in=2)
+    decays = decays.advance(check=1, progress=2, lr_decay_in=None)
+    decays = decays.advance(check=3, progress=4, lr_decay_in=None)
+    assert decays.last_decay_at is None and decays.decay_check is None
 
 
 def test_patience_counts_from_a_known_decay() -> None:
@@ -444,7 +444,7 @@ def test_state_of_another_version_is_refused() -> None:
     policy = StoppingPolicy()
     policy.update(1.0, 0.1, epoch=0)
     state = policy.state_dict()
-    with pytest.raises(ValueError, match="state version must be 2, got 1"):
+    with pytest.raises(ValueError, match=r"state version must be 3 \(or 2\), got 1"):
         StoppingPolicy().load_state_dict({**state, "version": 1})
     with pytest.raises(ValueError, match="got None"):
         StoppingPolicy().load_state_dict({k: v for k, v in state.items() if k != "version"})
@@ -462,3 +462,168 @@ def test_state_round_trip_keeps_the_decay_tracker() -> None:
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
     got = [resumed.update(1.0, 0.1 * (e + 1), epoch=e, epochs_until_lr_decay=hint(e)) for e in range(33, 60)]
     assert got == full[33:]
+
+
+# --------------------------------------------------------------------------- progress: fractions, steps
+
+
+def run_progress(metrics, costs, config, progress, *, horizon=None, per_epoch=1.0, decay_in=None):
+    policy = StoppingPolicy(config)
+    out = []
+    for m, c, p in zip(metrics, costs, progress, strict=True):
+        d = policy.update(
+            float(m),
+            float(c),
+            progress=float(p),
+            horizon=horizon,
+            progress_per_epoch=per_epoch,
+            lr_decay_in=None if decay_in is None else decay_in(p),
+        )
+        out.append(d)
+        if d.should_stop:
+            break
+    return out
+
+
+def test_epoch_and_progress_forms_make_the_same_decisions(nas_curves) -> None:
+    for curve in nas_curves[:6]:
+        config = replace(StoppingConfig(), mode=curve.mode)
+        by_epoch = run(curve.metrics, curve.costs, config, epochs=curve.epochs - 1, max_epochs=50)
+        by_progress = run_progress(curve.metrics, curve.costs, config, curve.epochs.astype(float), horizon=50)
+        assert [(d.should_stop, d.reason, d.epoch, d.message) for d in by_epoch] == [
+            (d.should_stop, d.reason, d.epoch, d.message) for d in by_progress
+        ]
+        assert by_progress[-1].progress == float(curve.epochs[len(by_progress) - 1])
+
+
+def test_decisions_do_not_depend_on_the_unit_of_progress(nas_curves) -> None:
+    # The same run measured in epochs, in steps (100 an epoch, planned as max_steps), and with four
+    # checks an epoch measured in quarter epochs: the same decisions.
+    for curve in nas_curves[:6]:
+        config = replace(StoppingConfig(), mode=curve.mode)
+        epochs = curve.epochs.astype(float)
+        a = run_progress(curve.metrics, curve.costs, config, epochs, horizon=50)
+        b = run_progress(curve.metrics, curve.costs, config, 100 * epochs, horizon=5000, per_epoch=100)
+        assert [(d.should_stop, d.reason, d.epoch, d.hold) for d in a] == [
+            (d.should_stop, d.reason, d.epoch, d.hold) for d in b
+        ]
+
+
+def test_min_epochs_counts_epochs_with_several_checks_an_epoch() -> None:
+    flat = np.full(40, 1.0)
+    progress = 0.25 * np.arange(1, 41)  # val_check_interval=0.25
+    config = StoppingConfig(patience=1, min_epochs=3, min_horizon_fraction=0.0)
+    decisions = run_progress(flat, 0.1 * np.arange(1, 41), config, progress, horizon=10)
+    i, reason = stop_of(decisions)
+    assert progress[i] == 3.0 and reason is not None  # at the 12th check, after three epochs
+    assert all(d.hold == "min_epochs" for d in decisions[:11])
+    assert decisions[-1].epoch == 2 and decisions[5].epoch == 1  # 0-based epoch the check fell in
+
+
+def test_min_epochs_with_a_check_every_few_epochs() -> None:
+    # check_val_every_n_epoch=2: progress 2, 4, 6, ...; min_epochs=5 holds until progress 6.
+    flat = np.full(20, 1.0)
+    progress = 2.0 * np.arange(1, 21)
+    config = StoppingConfig(patience=1, min_epochs=5, min_horizon_fraction=0.0)
+    i, reason = stop_of(run_progress(flat, 0.1 * progress, config, progress, horizon=40))
+    assert progress[i] == 6.0 and reason is StopReason.PLATEAU
+
+
+def test_min_epochs_counts_checks_when_the_run_has_no_epochs() -> None:
+    flat = np.full(20, 1.0)
+    steps = 500.0 * np.arange(1, 21)  # an iterable dataset: max_steps, no epochs
+    config = StoppingConfig(patience=1, min_epochs=4, min_horizon_fraction=0.0)
+    decisions = run_progress(flat, 0.1 * np.arange(1, 21), config, steps, horizon=10_000, per_epoch=None)
+    assert stop_of(decisions) == (3, StopReason.PLATEAU)
+    assert decisions[-1].epoch == 3  # no epochs: the check index
+
+
+def test_horizon_fraction_is_a_fraction_of_progress() -> None:
+    # A saturated curve checked four times an epoch, planned for 25 epochs: the marginal rule waits
+    # for more than half of the progress, not of the checks.
+    x = np.arange(1, 101, dtype=float)
+    metric = 2.0 + 3.0 * np.exp(-x / 8.0)
+    progress = 0.25 * x
+    config = StoppingConfig(patience=1000, min_horizon_fraction=0.5)
+    decisions = run_progress(metric, x, config, progress, horizon=25)
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.MARGINAL_GAIN and progress[i] > 12.5
+    assert all(d.hold == "horizon_fraction" for d in decisions[20:50])
+
+
+def test_a_known_decay_in_steps_holds_like_one_in_epochs() -> None:
+    metric, costs = _step_curve()
+    config = StoppingConfig(patience=5, min_horizon_fraction=0.0)
+    steps = 200.0 * np.arange(1, 101)  # 200 steps an epoch; the decay starts at step 12,000
+    informed = run_progress(
+        metric,
+        costs,
+        config,
+        steps,
+        horizon=20_000,
+        per_epoch=200,
+        decay_in=lambda p: 12_000 - p if p <= 12_000 else None,
+    )
+    i, _ = stop_of(informed)
+    assert i >= 60 and all(d.hold == "lr_decay_ahead" for d in informed[5:60])
+    by_epoch = run(metric, costs, config, max_epochs=100, lr_hint=lr_hint_for(60))
+    assert stop_of(by_epoch) == (i, informed[-1].reason)
+
+
+def test_progress_arguments_are_checked() -> None:
+    policy = StoppingPolicy()
+    policy.update(1.0, 1.0, progress=np.float32(0.5), horizon=np.int64(10))  # numpy scalars are numbers
+    policy.update(1.0, 1.0, progress=torch.tensor(0.75), horizon=10)  # so is a one-element tensor
+    with pytest.raises(ValueError, match=r"`progress` went backwards: 0\.5 after 0\.75"):
+        policy.update(1.0, 2.0, progress=0.5)
+    for bad in (True, "1", float("nan"), -1.0):
+        with pytest.raises(ValueError, match="`progress` must be a finite number >= 0"):
+            policy.update(1.0, 2.0, progress=bad)
+    with pytest.raises(ValueError, match="`horizon` must be a finite number > 0"):
+        policy.update(1.0, 2.0, progress=1.0, horizon=0)
+    with pytest.raises(ValueError, match="`progress_per_epoch` must be a finite number > 0"):
+        policy.update(1.0, 2.0, progress=1.0, progress_per_epoch=0)
+    with pytest.raises(ValueError, match="either `epoch`"):
+        policy.update(1.0, 2.0, epoch=3, progress=4.0)
+    with pytest.raises(ValueError, match="not `max_epochs`"):
+        policy.update(1.0, 2.0, progress=4.0, max_epochs=10)
+    with pytest.raises(ValueError, match=r"`progress`.*or `epoch`.*is required"):
+        policy.update(1.0, 2.0)
+
+
+def test_state_of_version_2_resumes_with_the_same_decisions(nas_curves) -> None:
+    # A checkpoint written before progress (0-based epoch indices, decay epochs) resumes exactly.
+    curve = nas_curves[5]
+    config = replace(StoppingConfig(), mode=curve.mode)
+    hint = lr_hint_for(30)
+    steps = list(zip(curve.metrics, curve.costs, curve.epochs - 1, strict=True))
+    full = StoppingPolicy(config)
+    expected = [
+        full.update(float(m), float(c), epoch=int(e), max_epochs=50, epochs_until_lr_decay=hint(int(e)))
+        for m, c, e in steps
+    ]
+    first = StoppingPolicy(config)
+    for m, c, e in steps[:32]:
+        first.update(float(m), float(c), epoch=int(e), max_epochs=50, epochs_until_lr_decay=hint(int(e)))
+    state = first.state_dict()
+    decays = state["decays"]
+    old = {  # the version-2 layout
+        **{k: v for k, v in state.items() if k not in ("progress", "decays")},
+        "version": 2,
+        "epochs": [int(p) - 1 for p in state["progress"]],
+        "decays": {
+            "next_decay_epoch": None if decays["next_decay_at"] is None else int(decays["next_decay_at"]),
+            "last_decay_epoch": None if decays["last_decay_at"] is None else int(decays["last_decay_at"]),
+            "decay_check": decays["decay_check"],
+            "decay_paid": decays["decay_paid"],
+            "decays_pay": decays["decays_pay"],
+        },
+    }
+    assert old["decays"]["last_decay_epoch"] == 30  # the decay happened before the cut
+    resumed = StoppingPolicy(config)
+    resumed.load_state_dict(json.loads(json.dumps(old)))
+    got = [
+        resumed.update(float(m), float(c), epoch=int(e), max_epochs=50, epochs_until_lr_decay=hint(int(e)))
+        for m, c, e in steps[32:]
+    ]
+    assert got == expected[32:]

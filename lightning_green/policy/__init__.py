@@ -8,9 +8,10 @@ configured by :class:`StoppingConfig`; each check returns a :class:`StopDecision
 from lightning_green.policy._util import check_bools, check_int
 from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
+from lightning_green.policy.history import History
 from lightning_green.policy.learning_curve import CurveFit
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
-from lightning_green.policy.stopping import History, StoppingPolicy, decide
+from lightning_green.policy.stopping import StoppingPolicy, decide
 
 __all__ = [
     "CurveFit",

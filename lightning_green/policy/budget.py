@@ -1,4 +1,7 @@
-"""Cost per epoch, cost per check, the cost of the rest of the run, and the energy budget.
+"""Cost per unit of progress, cost per check, the cost of the rest of the run, and the energy budget.
+
+Progress is what the policy is given at each check: epochs completed (possibly fractional, with
+several checks an epoch), or optimizer steps; the horizon is the planned end in the same unit.
 
 Cumulative energy readings are not smooth: a meter that updates late reports the same total
 twice and then catches up (the MLPerf power logs do this). Rates are therefore the total cost
@@ -14,30 +17,46 @@ COST_WINDOW = 5
 """Check intervals averaged to estimate the cost per epoch and per check."""
 
 
-def cost_per_epoch(costs_kwh: np.ndarray, epochs: np.ndarray, window: int = COST_WINDOW) -> float:
-    """Recent cost per epoch: cost over the last ``window`` check intervals / epochs in them.
+def cost_per_progress(costs_kwh: np.ndarray, progress: np.ndarray, window: int = COST_WINDOW) -> float | None:
+    """Recent cost per unit of progress: cost over the last ``window`` check intervals / progress in them.
 
-    With a single check, the cost so far divided by the epochs completed (``epoch + 1``).
+    With no progress over the window (a single check, or checks that report the same progress),
+    the cost so far divided by the progress so far; ``None`` when no progress was made at all.
 
     Args:
         costs_kwh: Cumulative cost at every check.
-        epochs: Epoch index (0-based) of every check.
+        progress: Training completed at every check (epochs, possibly fractional, or steps).
         window: Number of recent intervals.
 
     Returns:
-        Cost per epoch (``>= 0``).
+        Cost per unit of progress (``>= 0``), or ``None``.
+
+    Example:
+        >>> cost_per_progress(np.array([1.0, 2.0, 2.0, 4.0]), np.array([1.0, 2.0, 3.0, 4.0]))
+        1.0
+        >>> cost_per_progress(np.array([0.5, 1.0, 1.5]), np.array([0.25, 0.5, 0.75]))  # 4 checks an epoch
+        2.0
+    """
+    n = len(costs_kwh)
+    if n >= 2:
+        i = max(0, n - 1 - window)
+        d_progress = float(progress[-1] - progress[i])
+        if d_progress > 0:
+            return max(float(costs_kwh[-1] - costs_kwh[i]) / d_progress, 0.0)
+    if float(progress[-1]) > 0:
+        return max(float(costs_kwh[-1]), 0.0) / float(progress[-1])
+    return None
+
+
+def cost_per_epoch(costs_kwh: np.ndarray, epochs: np.ndarray, window: int = COST_WINDOW) -> float:
+    """Recent cost per epoch, from 0-based epoch indices (:func:`cost_per_progress` of ``epochs + 1``).
 
     Example:
         >>> cost_per_epoch(np.array([1.0, 2.0, 2.0, 4.0]), np.array([0, 1, 2, 3]))
         1.0
     """
-    n = len(costs_kwh)
-    if n >= 2:
-        i = max(0, n - 1 - window)
-        d_epochs = float(epochs[-1] - epochs[i])
-        if d_epochs > 0:
-            return max(float(costs_kwh[-1] - costs_kwh[i]) / d_epochs, 0.0)
-    return max(float(costs_kwh[-1]), 0.0) / (float(epochs[-1]) + 1.0)
+    rate = cost_per_progress(costs_kwh, np.asarray(epochs, dtype=float) + 1.0, window)
+    return 0.0 if rate is None else rate
 
 
 def next_check_cost(costs_kwh: np.ndarray, window: int = COST_WINDOW) -> float:
@@ -68,28 +87,41 @@ def next_check_cost(costs_kwh: np.ndarray, window: int = COST_WINDOW) -> float:
     return max(float(costs_kwh[-1]), 0.0)
 
 
-def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | None) -> float:
+def remaining_cost_to(costs_kwh: np.ndarray, progress: np.ndarray, horizon: float | None) -> float:
     """Projected cost of the rest of the planned run.
 
-    ``(max_epochs - epochs completed) * cost per epoch``; without a planned horizon, as much again
-    as the run has cost so far (the question becomes "would doubling this run pay?").
+    ``(horizon - progress now) * cost per unit of progress`` (:func:`cost_per_progress`); without a
+    planned horizon, or before any progress, as much again as the run has cost so far (the question
+    becomes "would doubling this run pay?").
 
     Args:
         costs_kwh: Cumulative cost at every check.
-        epochs: Epoch index (0-based) of every check.
-        max_epochs: Planned number of epochs, or ``None``.
+        progress: Training completed at every check.
+        horizon: Planned end of the run in the unit of ``progress``, or ``None``.
 
     Returns:
         Projected remaining cost (``>= 0``).
 
     Example:
+        >>> remaining_cost_to(np.array([1.0, 2.0]), np.array([1.0, 2.0]), horizon=10)
+        8.0
+        >>> remaining_cost_to(np.array([1.0, 2.0]), np.array([500.0, 1000.0]), horizon=2000)  # steps
+        2.0
+    """
+    rate = cost_per_progress(costs_kwh, progress)
+    if horizon is None or rate is None:
+        return max(float(costs_kwh[-1]), 0.0)
+    return max(float(horizon) - float(progress[-1]), 0.0) * rate
+
+
+def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | None) -> float:
+    """:func:`remaining_cost_to` from 0-based epoch indices and a planned number of epochs.
+
+    Example:
         >>> remaining_cost(np.array([1.0, 2.0]), np.array([0, 1]), max_epochs=10)
         8.0
     """
-    if max_epochs is None:
-        return max(float(costs_kwh[-1]), 0.0)
-    left = max(max_epochs - (int(epochs[-1]) + 1), 0)
-    return left * cost_per_epoch(costs_kwh, epochs)
+    return remaining_cost_to(costs_kwh, np.asarray(epochs, dtype=float) + 1.0, max_epochs)
 
 
 def exceeds_budget(costs_kwh: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:

@@ -44,7 +44,9 @@ class StoppingConfig:
             rule (absolute, metric units, ``>= 0``). As in ``EarlyStopping``.
         patience: Checks without improvement after which the plateau rule stops, as in
             ``EarlyStopping`` (after a learning-rate decay, counted from the decay when that is
-            later than the last improvement). Default 30 (``EarlyStopping``'s is 3): here the
+            later than the last improvement). Counted in checks, as Lightning does: with four
+            checks an epoch (``val_check_interval=0.25``) patience 8 is two epochs, with a check
+            every other epoch 16. Default 30 (``EarlyStopping``'s is 3): here the
             marginal-gain rule does the energy-aware stopping and the plateau rule is the backstop
             for runs that have stopped improving altogether. A count of checks cannot be
             scale-free: on a noisy metric the wait for a new best grows with the run, so short
@@ -59,10 +61,13 @@ class StoppingConfig:
             ``EarlyStopping``.
         min_epochs: Never stop on plateau or marginal-gain grounds before this many epochs have
             completed (non-finite, divergence, threshold and budget stops still apply). Counted in
-            epochs, not checks. Default 5, a priori: with one check per epoch, the recent-slope
-            window of the marginal rule (``RECENT_WINDOW_MIN``, 5 checks) is full by then; with a
-            check every few epochs it holds fewer checks (the marginal rule then also waits for
-            ``min_horizon_fraction``), with several checks per epoch more.
+            epochs of progress, not checks: with fractional progress (several checks an epoch)
+            the hold ends at the first check at or after ``min_epochs`` epochs; in a run measured
+            in steps, after ``min_epochs`` times the steps of an epoch; in a run without epochs
+            (``progress_per_epoch=None``), after ``min_epochs`` checks. Default 5, a priori: with
+            one check per epoch, the recent-slope window of the marginal rule (``RECENT_WINDOW_MIN``, 5
+            checks) is full by then; with a check every few epochs it holds fewer checks (the marginal rule
+            then also waits for ``min_horizon_fraction``), with several checks per epoch more.
         energy_budget_kwh: Stop before the next check would take cumulative energy over this many
             kWh, projecting the next check interval from the recent ones (with a check per epoch:
             the next epoch; ``None``: no budget). In replay the unit is whatever the cost column is
@@ -78,13 +83,13 @@ class StoppingConfig:
             nats; the noisy MLPerf and the step-schedule curves are insensitive to it within that
             range.
         min_horizon_fraction: The marginal-gain rule does not stop until more than this fraction
-            of the planned epochs (``max_epochs``) has completed; it does not apply when the
-            horizon is unknown. Default 0.5, argued a priori: learning-rate schedules are laid out
-            over the planned run (step decays at 30-50 % of it, cosine and linear decays pay late),
-            and projecting a learning curve further than the cost already observed is unreliable,
-            so flat stretches in the first half are not taken as final. (On the development
-            benchmark 0.4 to 0.6 keep the targets, 0.3 does not.) The plateau rule keeps its own
-            meaning.
+            of the planned run (``horizon``: ``max_epochs``, or ``max_steps`` in a run planned in
+            steps) has completed, in progress (fractional epochs or steps), not checks; it does not
+            apply when the horizon is unknown. Default 0.5, argued a priori: learning-rate
+            schedules are laid out over the planned run (step decays at 30-50 % of it, cosine and linear
+            decays pay late), and projecting a learning curve further than the cost already observed is
+            unreliable, so flat stretches in the first half are not taken as final. (On the development
+            benchmark 0.4 to 0.6 keep the targets, 0.3 does not.) The plateau rule keeps its own meaning.
 
     Example:
         >>> StoppingConfig(mode="max", patience=5).patience

@@ -48,7 +48,9 @@ class StopDecision:
         reason: Why, when ``should_stop``; else ``None``.
         message: A human-readable account of the decision (Lightning ``EarlyStopping``'s
             messages for the plateau, threshold and non-finite cases).
-        epoch: The epoch index this decision was made at (as passed to ``update``).
+        epoch: The 0-based index of the epoch this decision was made in: as passed to ``update``
+            (``epoch=``), or the epoch the check's ``progress`` fell in (``ceil(progress) - 1``
+            in epochs; the check index when the run has no epochs).
         best_metric: Best value of the monitored metric so far (in its own units and direction).
         wait_count: Checks since the last improvement by more than ``min_delta`` (Lightning's
             ``wait_count``; after a learning-rate decay the plateau rule counts from the decay
@@ -76,6 +78,10 @@ class StopDecision:
         fit: The learning-curve fit behind ``projected_gain`` (``None`` when no fit passed the
             quality checks and the recent slope was extrapolated instead). ``fit.predict(cost)``
             draws it in metric units.
+        progress: Training completed at this check, in the caller's unit (epochs, possibly
+            fractional, or steps; ``epoch + 1`` when called with ``epoch=``), or ``None``.
+        horizon: The planned end the decision was made against, in the unit of ``progress``, or
+            ``None`` without a plan.
     """
 
     should_stop: bool
@@ -93,6 +99,8 @@ class StopDecision:
     next_epoch_kwh: float | None = None
     hold: str | None = None
     fit: CurveFit | None = None
+    progress: float | None = None
+    horizon: float | None = None
 
     def __iter__(self) -> Iterator[bool | StopReason | None]:
         """Unpack as ``should_stop, reason = decision``.

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lightning_green.policy.history import Segment, segment_of
 from lightning_green.policy.learning_curve import (
     FAMILIES,
     CurveFit,
@@ -36,8 +37,22 @@ from lightning_green.policy.learning_curve import (
     noise_sd,
 )
 
-__all__ = ["MarginalAssessment", "assess_marginal", "linear_slope", "recent_window"]
+__all__ = [
+    "MAX_FIT_POINTS",
+    "MarginalAssessment",
+    "assess_marginal",
+    "assess_segment",
+    "linear_slope",
+    "recent_window",
+]
 
+MAX_FIT_POINTS = 256
+"""Most checks a segment is fitted on: a longer segment is represented by this many evenly spaced
+checks, its first and latest included (:func:`~lightning_green.policy.history.segment_indices`),
+so a decision costs the same at check 300 and at check 300,000. 256 points resolve a
+three-parameter curve many times over; what thinning loses is precision (the standard errors of a
+fit to ``n`` checks shrink as ``1 / sqrt(n)``, here no further than ``1 / sqrt(256)``), which only
+makes the optimistic projection more cautious. Segments of up to 256 checks are fitted whole."""
 MIN_FIT_POINTS = 6
 """Checks in the current segment needed before a learning curve is fitted."""
 RECENT_WINDOW_MIN = 5
@@ -136,6 +151,9 @@ def assess_marginal(
 ) -> MarginalAssessment:
     """Recent, average and projected gain per unit cost at the latest check.
 
+    The segment is summarised by at most :data:`MAX_FIT_POINTS` points (:func:`segment_of`), as
+    :class:`~lightning_green.policy.StoppingPolicy` does incrementally; see :func:`assess_segment`.
+
     Args:
         costs_kwh: Cumulative cost at every (finite) check, non-decreasing.
         values: The metric at those checks, oriented so that higher is better.
@@ -150,26 +168,47 @@ def assess_marginal(
     Returns:
         The assessment (fields are ``None`` where there is too little data).
     """
-    n = len(values)
-    if n < 2:
+    if len(values) < 2:
         return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
-    c_now = float(costs_kwh[-1])
-    seg_c = costs_kwh[segment_start:]
-    seg_v = values[segment_start:]
-    if segment_start > 0:
-        c_ref = float(costs_kwh[segment_start - 1])
-    elif float(costs_kwh[0]) > 0:
-        c_ref = 0.0
-    else:  # a run whose first check reports no cost yet: one check interval before it
-        c_ref = float(costs_kwh[0]) - (c_now - float(costs_kwh[0])) / max(n - 1, 1)
+    segment = segment_of(costs_kwh, values, segment_start, MAX_FIT_POINTS)
+    return assess_segment(segment, horizon_cost_kwh=horizon_cost_kwh, sign=sign, project=project)
+
+
+def assess_segment(
+    segment: Segment,
+    *,
+    horizon_cost_kwh: float,
+    sign: float,
+    project: bool = True,
+) -> MarginalAssessment:
+    """Recent, average and projected gain per unit cost at the latest check, from a :class:`Segment`.
+
+    The work is bounded by the number of points of the segment (at most :data:`MAX_FIT_POINTS`
+    when it comes from :meth:`History.segment <lightning_green.policy.history.History.segment>`),
+    not by the length of the run. A point is a check, or the mean of consecutive checks in a long
+    segment; the recent window is a third of the points (at least :data:`RECENT_WINDOW_MIN`).
+
+    Args:
+        segment: The current segment of the finite checks (after the last step-jump or decay).
+        horizon_cost_kwh: Projected cost of the rest of the planned run.
+        sign: +1 when higher is better, -1 when lower is better.
+        project: Fit the learning curve and project to the horizon.
+
+    Returns:
+        The assessment (fields are ``None`` where there is too little data).
+    """
+    if segment.n_total < 2:
+        return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
+    c_now, c_ref = segment.cost_now_kwh, segment.cost_ref_kwh
+    seg_c, seg_v = segment.costs_kwh, segment.values
     span = c_now - c_ref
-    if span <= 0 or len(seg_v) < 2:
+    if span <= 0 or segment.n_checks < 2:
         return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
 
     w = recent_window(len(seg_v))
     slope, slope_se, _ = linear_slope(seg_c[-w:], seg_v[-w:])
     seg_slope, seg_slope_se, seg_level = linear_slope(seg_c, seg_v)
-    c_start, v_start = float(costs_kwh[0]), float(values[0])
+    c_start, v_start = segment.cost_start_kwh, segment.value_start
     if not project:
         average = (seg_level - v_start) / (c_now - c_start) if c_now > c_start else None
         return MarginalAssessment(gain_per_kwh=slope, gain_per_kwh_se=slope_se, average_gain_per_kwh=average)
@@ -179,8 +218,10 @@ def assess_marginal(
     x_h = 1.0 + horizon_cost_kwh / span
     offset, scale = 0.0, 1.0
     keep = x > 1e-9  # a check at the reference cost itself carries no information on the shape
+    n_fitted = 0
     if int(np.count_nonzero(keep)) >= MIN_FIT_POINTS:
         x, y_raw = x[keep], seg_v[keep]
+        n_fitted = segment.n_total - int(segment.indices[keep][0])
         offset = float(np.median(y_raw))
         scale = float(y_raw.max() - y_raw.min()) or 1.0
         y = (y_raw - offset) / scale
@@ -201,7 +242,7 @@ def assess_marginal(
             metric_scale=scale,
             sign=sign,
             rmse=fit.rmse,
-            n_points=fit.n_points,
+            n_points=n_fitted,
         )
     else:  # no family describes the segment: continue its straight line, optimistically
         se = seg_slope_se if math.isfinite(seg_slope_se) else abs(seg_slope)

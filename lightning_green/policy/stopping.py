@@ -1,7 +1,7 @@
 """The composite stopping policy: plateau, marginal gain per kWh and energy budget.
 
 :func:`decide` is the pure function: given the history of checks (metric, cumulative cost,
-epoch), Lightning's plateau state and the config, it returns the :class:`StopDecision` and the
+progress), Lightning's plateau state and the config, it returns the :class:`StopDecision` and the
 new plateau state. :class:`StoppingPolicy` is the small state object around it that the callback
 (online) and :mod:`lightning_green.replay` (offline) both drive, one :meth:`StoppingPolicy.update`
 per check, so a decision replayed on a logged curve is the decision the callback would have made.
@@ -14,27 +14,40 @@ Order of the checks at every update:
 2. Energy budget: stop if the next check interval, projected from the recent ones, would take
    the cumulative cost over ``energy_budget_kwh`` (at once, whatever the epoch).
 3. Holds of both the plateau and the marginal rule: before ``min_epochs`` epochs; while a known
-   learning-rate decay is ahead within the horizon (``epochs_until_lr_decay``) and for
+   learning-rate decay is ahead within the horizon (``lr_decay_in``) and for
    ``DECAY_WINDOW`` checks after it, as long as decays keep paying (once one bought no new best
    within those checks, later ones are not waited for); after the curve made a step-jump, for as
    long again as the stretch before it (:mod:`.schedule`).
 4. Plateau: ``patience`` checks without improvement (Lightning's rule), counted from the later of
    the last improvement and the latest learning-rate decay (known, or seen as a step-jump). With
    no schedule information and no step-jump this is exactly Lightning ``EarlyStopping``.
-5. Marginal gain, only once more than ``min_horizon_fraction`` of the planned epochs has run: the
+5. Marginal gain, only once more than ``min_horizon_fraction`` of the planned run has run: the
    gain the learning curve still projects up to the planned horizon, per unit of projected cost,
    is below ``min_relative_gain`` times the average rate so far (or below ``min_gain_per_kwh``),
    unless the recent slope shows, beyond its noise, that the run still improves at least at the
    threshold rate (a steadily improving run is never stopped by this rule alone).
 
+Progress: a check is placed by the training completed at it (:meth:`StoppingPolicy.update`'s
+``progress``): epochs, fractional when checks fall inside epochs (``val_check_interval < 1``,
+MLPerf-style logs), spaced when checks skip epochs (``check_val_every_n_epoch > 1``), or optimizer
+steps for a run planned in steps; the horizon and the distance to a known learning-rate decay are
+in the same unit. Counts of checks (``patience``, the hold after a decay) stay counts of checks.
+
 Deterministic: the same history gives the same decision, bit for bit, on every DDP rank; the
 learning-curve fit is skipped while the marginal rule is held, which changes no decision.
+
+Bounded work: :class:`StoppingPolicy` keeps the history in append-only arrays
+(:class:`~lightning_green.policy.history.History`) and finds step-jumps incrementally
+(:class:`~lightning_green.policy.schedule.StepDetector`); the fit sees at most
+:data:`~lightning_green.policy.marginal.MAX_FIT_POINTS` checks and every other rule a few recent
+ones. An update costs the same at check 300 and at check 300,000, so replaying a curve takes time
+linear in its length (``python benchmarks/stopping.py --scaling``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -43,32 +56,35 @@ from lightning_green.policy import budget as _budget
 from lightning_green.policy import schedule as _schedule
 from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
-from lightning_green.policy.marginal import MarginalAssessment, assess_marginal
+from lightning_green.policy.history import History
+from lightning_green.policy.marginal import MAX_FIT_POINTS, MarginalAssessment, assess_segment
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
-from lightning_green.policy.schedule import DecayTracker
+from lightning_green.policy.schedule import DecayTracker, StepDetector
 
-STATE_VERSION = 2
-"""Version of :meth:`StoppingPolicy.state_dict` (2: the learning-rate decay tracker)."""
-
-
-@dataclass(frozen=True)
-class History:
-    """Checks so far, as arrays.
-
-    Attributes:
-        metrics: Monitored metric at every check (may hold non-finite values when
-            ``check_finite`` is off).
-        costs_kwh: Cumulative cost at every check, non-decreasing.
-        epochs: Epoch index (0-based) at every check, non-decreasing.
-    """
-
-    metrics: np.ndarray
-    costs_kwh: np.ndarray
-    epochs: np.ndarray
+STATE_VERSION = 3
+"""Version of :meth:`StoppingPolicy.state_dict` (2: the learning-rate decay tracker; 3: progress,
+possibly fractional, instead of 0-based epoch indices; version 2 is still read)."""
 
 
 def _fmt(x: float | None, spec: str = ".3g") -> str:
     return "n/a" if x is None else format(x, spec)
+
+
+def _epoch_index(progress: float, check: int, progress_per_epoch: float | None) -> int:
+    """0-based index of the epoch a check at ``progress`` fell in (the check index without epochs)."""
+    if progress_per_epoch is None:
+        return check
+    return max(math.ceil(progress / progress_per_epoch - 1e-9) - 1, 0)
+
+
+def _where(progress: float, check: int, progress_per_epoch: float | None) -> str:
+    """A check's position for messages: ``epoch 3`` (0-based), ``3.25 epochs`` or ``progress 1500``."""
+    if progress_per_epoch is None:
+        return f"progress {progress:g}"
+    epochs = progress / progress_per_epoch
+    if epochs == math.floor(epochs):
+        return f"epoch {_epoch_index(progress, check, progress_per_epoch)}"
+    return f"{epochs:.4g} epochs"
 
 
 def decide(
@@ -76,32 +92,53 @@ def decide(
     plateau_state: PlateauState,
     config: StoppingConfig,
     *,
-    max_epochs: int | None = None,
-    epochs_until_lr_decay: int | None = None,
+    horizon: float | None = None,
+    lr_decay_in: float | None = None,
+    progress_per_epoch: float | None = 1.0,
     decays: DecayTracker | None = None,
     monitor: str = "metric",
+    steps: list[int] | None = None,
 ) -> tuple[StopDecision, PlateauState, DecayTracker]:
     """Decide at the latest check of ``history``; a pure function.
 
+    Progress, horizon and ``lr_decay_in`` share one unit: epochs completed (possibly fractional)
+    or steps (see :meth:`StoppingPolicy.update`).
+
     Args:
-        history: All checks so far, the latest last.
+        history: All checks so far, the latest last, oriented with the config's ``sign``.
         plateau_state: Plateau state after the previous check.
         config: Policy arguments.
-        max_epochs: Planned number of epochs of the run (``None``: unknown).
-        epochs_until_lr_decay: Epochs until a scheduled learning-rate decay, if known.
+        horizon: Planned end of the run in the unit of progress (``None``: unknown).
+        lr_decay_in: Progress still to run at the current learning rate before a scheduled
+            decay, if known.
+        progress_per_epoch: Units of progress in one epoch (1 when progress counts epochs; steps
+            per epoch when it counts steps; ``None`` when the run has no epochs: ``min_epochs``
+            then counts checks).
         decays: The learning-rate decays known after the previous check (``DecayTracker()`` at the
             start; ``None`` is the same).
         monitor: The metric's name, for messages.
+        steps: The step-jumps of the finite checks (:func:`.schedule.detect_steps` of
+            ``history.finite_values``), when kept incrementally (:class:`.schedule.StepDetector`);
+            ``None``: found here, in time linear in the history.
 
     Returns:
         The decision, the plateau state and the decay tracker after this check.
+
+    The work is bounded whatever the length of the history (the fit sees at most
+    ``MAX_FIT_POINTS`` points, the other rules a few recent checks), except finding ``steps``
+    when they are not given.
     """
-    metrics, costs, epochs = history.metrics, history.costs_kwh, history.epochs
+    if history.sign != config.sign:
+        raise ValueError(
+            f"decide: the history is oriented with sign {history.sign:+g}, the config's mode {config.mode!r}"
+            f" needs {config.sign:+g}"
+        )
+    metrics, costs, progress_all = history.metrics, history.costs_kwh, history.progress
     current = float(metrics[-1])
-    epoch = int(epochs[-1])
+    progress = float(progress_all[-1])
     check = len(metrics) - 1
     tracker = (DecayTracker() if decays is None else decays).advance(
-        check=check, epoch=epoch, epochs_until_lr_decay=epochs_until_lr_decay
+        check=check, progress=progress, lr_decay_in=lr_decay_in
     )
     plateau = evaluate_plateau(
         current,
@@ -116,7 +153,13 @@ def decide(
     )
     state = plateau.state
     tracker = tracker.record(improved=plateau.improved)
-    base: dict[str, Any] = {"epoch": epoch, "best_metric": state.best_score, "wait_count": state.wait_count}
+    base: dict[str, Any] = {
+        "epoch": _epoch_index(progress, check, progress_per_epoch),
+        "best_metric": state.best_score,
+        "wait_count": state.wait_count,
+        "progress": progress,
+        "horizon": None if horizon is None else float(horizon),
+    }
     if plateau.reason in (StopReason.NON_FINITE, StopReason.THRESHOLD_REACHED, StopReason.DIVERGENCE):
         return StopDecision(True, plateau.reason, plateau.message or "", **base), state, tracker
 
@@ -131,48 +174,47 @@ def decide(
         return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state, tracker
 
     # Holds, from the finite part of the history.
-    finite = np.isfinite(metrics)
-    values = config.sign * metrics[finite]
-    f_costs, f_epochs = costs[finite], epochs[finite]
-    f_index = np.nonzero(finite)[0]  # check index of every finite check
-    steps = _schedule.detect_steps(values)
+    n_finite = history.n_finite
+    f_costs, f_progress = history.finite_costs_kwh, history.finite_progress
+    if steps is None:
+        steps = _schedule.detect_steps(history.finite_values)
+    if progress_per_epoch is None:
+        before_min_epochs = check + 1 < config.min_epochs
+    else:
+        before_min_epochs = progress < config.min_epochs * progress_per_epoch
     hold = None
-    if epoch + 1 < config.min_epochs:
+    if before_min_epochs:
         hold = "min_epochs"
-    elif tracker.holds(
-        check=check, epoch=epoch, epochs_until_lr_decay=epochs_until_lr_decay, max_epochs=max_epochs
-    ):
+    elif tracker.holds(check=check, progress=progress, lr_decay_in=lr_decay_in, horizon=horizon):
         hold = "lr_decay_ahead"
     else:
-        until = _schedule.step_hold_until(f_epochs, steps, max_epochs)
-        if until is not None and epoch < until:
+        until = _schedule.step_hold_until(f_progress, steps, horizon)
+        if until is not None and progress < until:
             hold = "lr_step_seen"
     marginal_hold = hold
-    if hold is None and max_epochs is not None and epoch + 1 <= config.min_horizon_fraction * max_epochs:
-        marginal_hold = "horizon_fraction"  # the marginal rule only; the plateau rule keeps its meaning
+    if hold is None and horizon is not None and progress <= config.min_horizon_fraction * horizon:
+        marginal_hold = "horizon_fraction"  # the marginal rule only; the plateau rule keeps its own meaning
     base["hold"] = marginal_hold
-    at_horizon = max_epochs is not None and epoch + 1 >= max_epochs
+    at_horizon = horizon is not None and progress >= horizon
     evaluate_marginal = (
         marginal_hold is None
         and not at_horizon
-        and len(values) >= 2
+        and n_finite >= 2
         and (config.min_relative_gain is not None or config.min_gain_per_kwh is not None)
     )
 
     # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
     segment_start = steps[-1] if steps else 0
-    if tracker.last_decay_epoch is not None:
-        after = np.nonzero(f_epochs >= tracker.last_decay_epoch)[0]
-        if len(after) and after[0] > segment_start:
-            segment_start = int(after[0])
+    if tracker.last_decay_at is not None:
+        first_after = int(np.searchsorted(f_progress, tracker.last_decay_at, side="right"))
+        if first_after < n_finite and first_after > segment_start:
+            segment_start = first_after
     assessment = MarginalAssessment()
-    if len(values) >= 2:
-        horizon = _budget.remaining_cost(f_costs, f_epochs, max_epochs)
-        assessment = assess_marginal(
-            f_costs,
-            values,
-            segment_start=segment_start,
-            horizon_cost_kwh=horizon,
+    if n_finite >= 2:
+        rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon)
+        assessment = assess_segment(
+            history.segment(segment_start, MAX_FIT_POINTS),
+            horizon_cost_kwh=rest_kwh,
             sign=config.sign,
             project=evaluate_marginal,
         )
@@ -192,10 +234,14 @@ def decide(
         since, restart = state.wait_count, ""
         if tracker.decay_check is not None and check - tracker.decay_check + 1 < since:
             since = check - tracker.decay_check + 1
-            restart = f"the learning-rate decay at epoch {int(epochs[tracker.decay_check])}"
-        if steps and check - int(f_index[steps[-1]]) + 1 < since:
-            since = check - int(f_index[steps[-1]]) + 1
-            restart = f"the step-jump at epoch {int(f_epochs[steps[-1]])}"
+            where = _where(float(progress_all[tracker.decay_check]), tracker.decay_check, progress_per_epoch)
+            restart = f"the learning-rate decay at {where}"
+        if steps and check - history.finite_index_of(steps[-1]) + 1 < since:
+            jump_check = history.finite_index_of(steps[-1])
+            since = check - jump_check + 1
+            restart = (
+                f"the step-jump at {_where(float(f_progress[steps[-1]]), jump_check, progress_per_epoch)}"
+            )
         if since >= config.patience:
             message = plateau.message or ""
             if restart:
@@ -265,9 +311,8 @@ class StoppingPolicy:
     def __init__(self, config: StoppingConfig | None = None, *, monitor: str = "metric") -> None:
         self.config = config if config is not None else StoppingConfig()
         self.monitor = monitor
-        self._metrics: list[float] = []
-        self._costs: list[float] = []
-        self._epochs: list[int] = []
+        self._history = History(sign=self.config.sign)
+        self._steps = StepDetector()
         self._plateau = PlateauState.initial(self.config.mode)
         self._decays = DecayTracker()
         self.last_decision: StopDecision | None = None
@@ -285,36 +330,83 @@ class StoppingPolicy:
     @property
     def n_checks(self) -> int:
         """Number of updates so far."""
-        return len(self._metrics)
+        return len(self._history)
+
+    @property
+    def history(self) -> History:
+        """The checks so far (read-only arrays: ``history.costs_kwh`` and so on)."""
+        return self._history
 
     def update(
         self,
         metric: float,
         cost_kwh: float,
         *,
-        epoch: int,
+        progress: float | None = None,
+        horizon: float | None = None,
+        lr_decay_in: float | None = None,
+        progress_per_epoch: float | None = 1.0,
+        epoch: int | None = None,
         max_epochs: int | None = None,
         epochs_until_lr_decay: int | None = None,
     ) -> StopDecision:
         """Record one check and decide.
 
+        Where the run is at a check is given in one of two ways:
+
+        - ``progress`` (with ``horizon`` and ``lr_decay_in`` in the same unit): how much training
+          has completed, in epochs, fractional where checks fall inside epochs
+          (``val_check_interval < 1``: 0.25, 0.5, ...; logs such as MLPerf's 0.0499), or in
+          optimizer steps for a run planned in steps (``max_steps`` without an epoch plan, with
+          ``progress_per_epoch`` the steps in an epoch, or ``None`` when there are no epochs);
+        - ``epoch`` (with ``max_epochs`` and ``epochs_until_lr_decay``), as before: the 0-based
+          index of the epoch just completed, which is ``progress = epoch + 1`` epochs.
+
+        What counts what: ``patience`` and the hold after a learning-rate decay count *checks*,
+        as Lightning's ``EarlyStopping`` does (with four checks an epoch, patience 8 is two
+        epochs); ``min_epochs`` counts epochs of progress (``progress >= min_epochs *
+        progress_per_epoch``; checks when the run has no epochs); ``min_horizon_fraction``, the
+        horizon of the projections and the cost per unit of progress use progress, so checks
+        every few epochs (``check_val_every_n_epoch > 1``), several an epoch, or steps mean the
+        same.
+
         Args:
             metric: The monitored metric at this check.
             cost_kwh: *Cumulative* cost since the start of the run (kWh; in replay, energy in kWh or
                 seconds). A value below the previous one (a meter glitch) is taken as the previous.
-            epoch: Index of the epoch just completed, 0-based, as ``trainer.current_epoch``;
-                non-decreasing across updates.
-            max_epochs: Planned number of epochs (``trainer.max_epochs``), or ``None`` if unbounded.
-            epochs_until_lr_decay: Epochs that still run at the current learning rate before the next
-                scheduled decay (0: the next epoch is the first at the lower rate), or ``None``
-                when no decay is known to be coming.
+            progress: Training completed at this check, ``>= 0`` and non-decreasing across updates:
+                epochs (possibly fractional) or steps.
+            horizon: Planned end of the run in the unit of ``progress`` (``max_epochs``, or
+                ``max_steps`` for a run planned in steps), or ``None`` when there is no plan.
+            lr_decay_in: Training still to run at the current learning rate before the next
+                scheduled decay, in the unit of ``progress`` (0: what follows runs at the lower
+                rate), or ``None`` when no decay is known to be coming.
+            progress_per_epoch: Units of ``progress`` in one epoch: 1 (the default) when progress
+                counts epochs, the optimizer steps of an epoch when it counts steps, ``None`` when
+                the run has no epochs (an iterable dataset of unknown length).
+            epoch: Instead of ``progress``: index of the epoch just completed, 0-based, as
+                ``trainer.current_epoch``; non-decreasing across updates.
+            max_epochs: With ``epoch``: planned number of epochs (``trainer.max_epochs``), or
+                ``None`` if unbounded.
+            epochs_until_lr_decay: With ``epoch``: epochs that still run at the current learning
+                rate before the next scheduled decay (0: the next epoch is the first at the lower
+                rate), or ``None``.
 
         Returns:
             The decision.
 
         Raises:
-            ValueError: If ``cost_kwh`` is negative or not finite, ``epoch`` is negative or goes
-                backwards, or ``max_epochs`` is not positive.
+            ValueError: If ``cost_kwh`` is negative or not finite; neither or both of
+                ``progress`` and ``epoch`` are given, or keywords of the other form are mixed in;
+                ``progress``/``epoch`` is negative, not a number or goes backwards; ``horizon``,
+                ``max_epochs`` or ``progress_per_epoch`` is not positive.
+
+        Example:
+            >>> policy = StoppingPolicy(StoppingConfig(patience=3, min_epochs=1))
+            >>> for i, m in enumerate([3.0, 2.0, 2.1, 2.2, 2.3]):  # four checks an epoch
+            ...     d = policy.update(m, 0.1 * (i + 1), progress=0.25 * (i + 1), horizon=10)
+            >>> d.should_stop, d.reason.value, d.progress, d.epoch
+            (True, 'plateau', 1.25, 1)
         """
         metric = float(metric)
         cost = float(cost_kwh)
@@ -322,31 +414,65 @@ class StoppingPolicy:
             raise ValueError(
                 f"StoppingPolicy.update: `cost_kwh` must be a finite number >= 0, got {cost_kwh!r}"
             )
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"StoppingPolicy.update: `epoch` must be an integer >= 0, got {epoch!r}")
-        if self._epochs and epoch < self._epochs[-1]:
-            raise ValueError(
-                f"StoppingPolicy.update: `epoch` went backwards: {epoch} after {self._epochs[-1]}"
-            )
-        if max_epochs is not None and (isinstance(max_epochs, bool) or max_epochs <= 0):
-            raise ValueError(
-                f"StoppingPolicy.update: `max_epochs` must be a positive integer or None, got {max_epochs!r}"
-            )
-        if self._costs:
-            cost = max(cost, self._costs[-1])
-        self._metrics.append(metric)
-        self._costs.append(cost)
-        self._epochs.append(int(epoch))
-        history = History(np.array(self._metrics), np.array(self._costs), np.array(self._epochs))
+        if epoch is not None:
+            if progress is not None or horizon is not None or lr_decay_in is not None:
+                raise ValueError(
+                    "StoppingPolicy.update: give either `epoch` (with `max_epochs`, `epochs_until_lr_decay`)"
+                    " or `progress` (with `horizon`, `lr_decay_in`), not both"
+                )
+            if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+                raise ValueError(f"StoppingPolicy.update: `epoch` must be an integer >= 0, got {epoch!r}")
+            if max_epochs is not None and (
+                isinstance(max_epochs, bool) or not _is_real(max_epochs) or max_epochs <= 0
+            ):
+                raise ValueError(
+                    "StoppingPolicy.update: `max_epochs` must be a positive integer or None,"
+                    f" got {max_epochs!r}"
+                )
+            at, plan, decay_in, per_epoch = float(epoch) + 1.0, max_epochs, epochs_until_lr_decay, 1.0
+            name = "epoch"
+        else:
+            if progress is None:
+                raise ValueError(
+                    "StoppingPolicy.update: `progress` (training completed: epochs or steps) or `epoch`"
+                    " (the 0-based index of the epoch just completed) is required"
+                )
+            if max_epochs is not None or epochs_until_lr_decay is not None:
+                raise ValueError(
+                    "StoppingPolicy.update: with `progress`, give the plan as `horizon` and the next decay"
+                    " as `lr_decay_in` (same unit as progress), not `max_epochs`/`epochs_until_lr_decay`"
+                )
+            at = _number("progress", progress, minimum=0.0)
+            plan, decay_in, per_epoch, name = horizon, lr_decay_in, progress_per_epoch, "progress"
+            if plan is not None:
+                _number("horizon", plan, minimum=0.0, strict=True)
+            if per_epoch is not None:
+                per_epoch = _number("progress_per_epoch", per_epoch, minimum=0.0, strict=True)
+        if decay_in is not None:
+            decay_in = _number("lr_decay_in" if epoch is None else "epochs_until_lr_decay", decay_in)
+        history = self._history
+        if len(history) and at < history.progress[-1]:
+            previous = float(history.progress[-1])
+            shown = (int(previous) - 1, int(at) - 1) if epoch is not None else (previous, at)
+            raise ValueError(f"StoppingPolicy.update: `{name}` went backwards: {shown[1]} after {shown[0]}")
+        if len(history):
+            cost = max(cost, float(history.costs_kwh[-1]))
+        history.append(metric, cost, at)
+        if math.isfinite(metric):
+            self._steps.push(self.config.sign * metric)
         decision, self._plateau, self._decays = decide(
             history,
             self._plateau,
             self.config,
-            max_epochs=max_epochs,
-            epochs_until_lr_decay=epochs_until_lr_decay,
+            horizon=None if plan is None else float(plan),
+            lr_decay_in=None if decay_in is None else float(decay_in),
+            progress_per_epoch=per_epoch,
             decays=self._decays,
             monitor=self.monitor,
+            steps=self._steps.steps,
         )
+        if epoch is not None and decision.epoch != epoch:  # the index as given
+            decision = replace(decision, epoch=int(epoch))
         self.last_decision = decision
         return decision
 
@@ -363,9 +489,9 @@ class StoppingPolicy:
         return {
             "version": STATE_VERSION,
             "config": self.config.to_dict(),
-            "metrics": [_json_float(m) for m in self._metrics],
-            "costs_kwh": list(self._costs),
-            "epochs": list(self._epochs),
+            "metrics": [_json_float(m) for m in self._history.metrics.tolist()],
+            "costs_kwh": self._history.costs_kwh.tolist(),
+            "progress": self._history.progress.tolist(),
             "best_score": _json_float(self._plateau.best_score),
             "wait_count": self._plateau.wait_count,
             "decays": self._decays.to_dict(),
@@ -375,22 +501,58 @@ class StoppingPolicy:
         """Restore from :meth:`state_dict`; later decisions equal the uninterrupted policy's.
 
         The config stored in ``state`` is informational: the policy keeps its own (so a resumed run
-        may change, for instance, ``patience``, as with Lightning's ``EarlyStopping``).
+        may change, for instance, ``patience``, as with Lightning's ``EarlyStopping``). A state of
+        version 2 (0-based epoch indices, before progress) is read too.
 
         Raises:
             ValueError: If ``state`` was written by another version of the policy (its ``version``
-                is not :data:`STATE_VERSION`).
+                is neither :data:`STATE_VERSION` nor 2).
         """
-        if state.get("version") != STATE_VERSION:
+        version = state.get("version")
+        if version not in (2, STATE_VERSION):
             raise ValueError(
-                f"StoppingPolicy state version must be {STATE_VERSION}, got {state.get('version')!r}"
+                f"StoppingPolicy state version must be {STATE_VERSION} (or 2), got {version!r}"
                 " (a checkpoint from another version of lightning_green)"
             )
-        self._metrics = [_from_json_float(m) for m in state["metrics"]]
-        self._costs = [float(c) for c in state["costs_kwh"]]
-        self._epochs = [int(e) for e in state["epochs"]]
+        if version == 2:
+            progress = [float(e) + 1.0 for e in state["epochs"]]
+        else:
+            progress = [float(p) for p in state["progress"]]
+        metrics = [_from_json_float(m) for m in state["metrics"]]
+        self._history = History(
+            metrics, [float(c) for c in state["costs_kwh"]], progress, sign=self.config.sign
+        )
+        self._steps = StepDetector()
+        for value in self._history.finite_values.tolist():
+            self._steps.push(value)
         self._plateau = PlateauState(_from_json_float(state["best_score"]), int(state["wait_count"]))
         self._decays = DecayTracker.from_dict(state["decays"])
+
+
+def _is_real(value: object) -> bool:
+    """A real number (Python, numpy or a one-element tensor), not a bool or a string."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        return False
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _number(name: str, value: object, *, minimum: float | None = None, strict: bool = False) -> float:
+    """``value`` as a finite float (``> minimum`` if ``strict``, else ``>= minimum``), or a ValueError."""
+    bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum:g}"
+    if not _is_real(value):
+        raise ValueError(f"StoppingPolicy.update: `{name}` must be a finite number{bound}, got {value!r}")
+    number = float(value)  # type: ignore[arg-type]
+    if (
+        not math.isfinite(number)
+        or (minimum is not None and number < minimum)
+        or (strict and minimum is not None and number == minimum)
+    ):
+        raise ValueError(f"StoppingPolicy.update: `{name}` must be a finite number{bound}, got {value!r}")
+    return number
 
 
 def _json_float(x: float) -> float | str:
