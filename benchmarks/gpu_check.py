@@ -405,7 +405,7 @@ def part_b(ctx: Context, budget_s: float, precisions: str | None) -> None:
     start = time.monotonic()
     trainer.fit(model, train_dataloaders=loader)
     seconds = time.monotonic() - start
-    fields = precision_cb.summary_fields()
+    fields = precision_cb.energy_summary_fields()
     decided = precision_cb.policy is not None and not precision_cb.busy
     chosen = fields["precision"]
     if ctx.device == "cuda":
