@@ -19,12 +19,12 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
+from lightning_green.checks import check_bools, check_int, check_range
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.session import EnergySession, OpenEpoch
-from lightning_green.policy import check_bools
 from lightning_green.report import build_summary, format_summary, write_report
 from lightning_green.state import from_state, to_state
 from lightning_green.training.windows import count_samples
@@ -120,14 +120,16 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise ValueError(f"monitor must be a non-empty metric name or None, got {monitor!r}")
-        if isinstance(sampling_interval_s, bool) or not (
-            isinstance(sampling_interval_s, (int, float)) and 0 < sampling_interval_s <= 60
-        ):
-            raise ValueError(f"sampling_interval_s must be in (0, 60] seconds, got {sampling_interval_s!r}")
-        if isinstance(step_interval, bool) or not isinstance(step_interval, int) or step_interval < 0:
-            raise ValueError(
-                f"step_interval must be an integer >= 0 (0 = per epoch only), got {step_interval!r}"
-            )
+        sampling_interval_s = check_range(
+            "sampling_interval_s",
+            sampling_interval_s,
+            0.0,
+            60.0,
+            low_open=True,
+            high_open=False,
+            what="seconds",
+        )
+        step_interval = check_int("step_interval", step_interval, 0)
         check_bools(strict=strict, prog_bar=prog_bar, summary=summary)
         self.strict = strict
         self.pue = validate_pue(pue)

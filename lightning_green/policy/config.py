@@ -15,9 +15,17 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from lightning_green.checks import as_number
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy or 0-dim torch scalar as the Python number it stands for; anything else unchanged."""
+    number = as_number(value)
+    return value if number is None or isinstance(value, (int, float)) else number
 
 
 def _bad(name: str, value: Any, allowed: str) -> ValueError:
@@ -113,6 +121,9 @@ class StoppingConfig:
     min_horizon_fraction: float = 0.5
 
     def __post_init__(self) -> None:
+        # NumPy and torch scalars count exactly as Python numbers (bools stay refused).
+        for spec in fields(self):
+            object.__setattr__(self, spec.name, _plain(getattr(self, spec.name)))
         self.validate()
 
     def validate(self) -> None:

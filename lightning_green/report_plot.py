@@ -1,0 +1,125 @@
+"""The report plot: the monitored metric against cumulative kWh, epoch energy, the stop and the fit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lightning_green import keys
+
+PLOT_FILENAME = "energy_report.png"
+"""Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
+
+
+def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
+    """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
+
+    The metric is a line over cumulative energy (one point per epoch); each epoch's energy is a
+    bar spanning the energy it used (right axis); the stop point is marked with its reason; where
+    the stopping policy fitted a learning curve, the fit is drawn over the epochs it was fitted
+    on and dashed over its projection to the planned end of the run.
+
+    Args:
+        summary: What :func:`build_summary` returned (with the stopper's fields when it ran).
+        path: Destination PNG; parent directories are created.
+        image_format: ``"png"``, ``"svg"``, ... (default: from the extension of ``path``, else PNG).
+
+    Returns:
+        The path written.
+
+    Raises:
+        ImportError: When matplotlib (the ``plot`` extra) is not installed.
+    """
+    # A Figure drawn by the Agg canvas directly: no pyplot, no backend change for the process.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    epochs = summary.get("per_epoch", [])
+    totals = [e["total_kwh"] for e in epochs]
+    energies = [e["energy_kwh"] for e in epochs]
+    metric_points = [(e["total_kwh"], e["metric"]) for e in epochs if e.get("metric") is not None]
+    monitor = summary.get("monitor") or "metric"
+
+    fig = Figure(figsize=(8, 4.8), dpi=110)  # its own canvas: no pyplot, no global backend change
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bars = ax.twinx()
+    bars.bar(
+        [t - e for t, e in zip(totals, energies, strict=True)],
+        energies,
+        width=energies,
+        align="edge",
+        color="#9ecae1",
+        alpha=0.45,
+        edgecolor="#6baed6",
+        linewidth=0.5,
+        label="epoch energy",
+    )
+    bars.set_ylabel("energy per epoch (kWh)")
+    bars.set_ylim(0, max(energies, default=1.0) * 3.0 or 1.0)
+    ax.set_zorder(bars.get_zorder() + 1)
+    ax.patch.set_visible(False)
+
+    if metric_points:
+        xs, ys = zip(*metric_points, strict=True)
+        ax.plot(xs, ys, "o-", color="#08519c", markersize=3.5, linewidth=1.5, label=monitor)
+        low, high = min(ys), max(ys)
+        pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
+        ax.set_ylim(low - pad, high + pad)  # a wild extrapolation must not squash the data
+    fit = (summary.get("stopping_policy") or {}).get("fit")
+    if fit:
+        fitted_until = fit["fitted_until_kwh"]
+        pts = list(zip(fit["curve_kwh"], fit["curve_metric"], strict=True))
+        inside = [(x, y) for x, y in pts if x <= fitted_until]
+        beyond = [(x, y) for x, y in pts if x >= fitted_until]
+        if inside:
+            ax.plot(
+                *zip(*inside, strict=True),
+                "-",
+                color="#e6550d",
+                linewidth=1.2,
+                label=f"learning-curve fit ({fit['family']})",
+            )
+        if beyond:
+            ax.plot(*zip(*beyond, strict=True), "--", color="#e6550d", linewidth=1.2, label="projection")
+    stop_reason = summary.get("stop_reason")
+    stopped_epoch = summary.get("stopped_epoch")
+    at, marker = None, None
+    if stop_reason == keys.NO_STOP and epochs:  # the stopper held back: mark where training ended
+        at = epochs[-1]
+        marker = f"{summary.get('training_end') or 'training ended'}\nstop reason: {keys.NO_STOP}"
+    elif stop_reason and stopped_epoch is not None:
+        at = next((e for e in epochs if e["epoch"] == stopped_epoch), epochs[-1] if epochs else None)
+        marker = f"stopped after epoch {stopped_epoch}\n{stop_reason}"
+    if at is not None:
+        ax.axvline(at["total_kwh"], color="#a50f15", linestyle=":", linewidth=1.5)
+        ax.annotate(
+            marker,
+            xy=(at["total_kwh"], 0.5),
+            xycoords=("data", "axes fraction"),
+            xytext=(-6, 0),
+            textcoords="offset points",
+            ha="right",
+            va="center",
+            fontsize=8,
+            color="#a50f15",
+            bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#a50f15", "alpha": 0.85},
+        )
+    source = summary.get("energy_source", "?")
+    estimate = " (an estimate, not a measurement)" if summary.get("is_estimate") else ""
+    label = f"cumulative energy, kWh - source: {source}{estimate}"
+    ax.set_xlabel(label)
+    ax.set_ylabel(monitor)
+    total = summary.get("total_kwh", 0.0)
+    co2 = summary.get("co2_kg")
+    title = f"{monitor} against energy: {total:.4g} kWh" + (f", {co2:.3g} kg CO2e" if co2 is not None else "")
+    ax.set_title(title, fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    bar_handles, bar_labels = bars.get_legend_handles_labels()
+    ax.legend(handles + bar_handles, labels + bar_labels, fontsize=8, loc="lower right")
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format=image_format)
+    return out
