@@ -110,11 +110,15 @@ def test_licence_is_the_apache_2_text() -> None:
 
 def test_wheel_ships_py_typed_the_licence_and_the_offline_package(tmp_path: Path) -> None:
     pytest.importorskip("setuptools")
-    src = tmp_path / "src"
-    ignore = ("tests", "benchmarks", "examples", ".git", "build", "*.egg-info", "mlruns", "__pycache__")
     import shutil
 
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(*ignore))  # a clean tree, nothing left behind
+    # A clean tree with what a wheel is built from, nothing left behind (no venv, no build outputs).
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT / "lightning_green", src / "lightning_green", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(ROOT / name, src / name)
     done = subprocess.run(
         [
             sys.executable,
