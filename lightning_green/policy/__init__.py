@@ -11,7 +11,8 @@ from lightning_green.policy.decision import StopDecision, StopReason
 from lightning_green.policy.history import History
 from lightning_green.policy.learning_curve import CurveFit
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
-from lightning_green.policy.stopping import StoppingPolicy, decide
+from lightning_green.policy.rules import decide
+from lightning_green.policy.stopping import StoppingPolicy
 
 __all__ = [
     "CurveFit",

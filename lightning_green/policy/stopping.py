@@ -1,10 +1,11 @@
 """The composite stopping policy: plateau, marginal gain per kWh and energy budget.
 
-:func:`decide` is the pure function: given the history of checks (metric, cumulative cost,
-progress), Lightning's plateau state and the config, it returns the :class:`StopDecision` and the
-new plateau state. :class:`StoppingPolicy` is the small state object around it that the callback
-(online) and :mod:`lightning_green.replay` (offline) both drive, one :meth:`StoppingPolicy.update`
-per check, so a decision replayed on a logged curve is the decision the callback would have made.
+:func:`~lightning_green.policy.rules.decide` is the pure function: given the history of
+checks (metric, cumulative cost, progress), Lightning's plateau state and the config, it returns
+the :class:`StopDecision` and the new plateau state. :class:`StoppingPolicy` is the small state
+object around it that the callback (online) and :mod:`lightning_green.offline` (offline) both
+drive, one :meth:`StoppingPolicy.update` per check, so a decision replayed on a logged curve is
+the decision the callback would have made.
 
 Order of the checks at every update:
 
@@ -52,245 +53,16 @@ from typing import Any
 
 import numpy as np
 
-from lightning_green.policy import budget as _budget
-from lightning_green.policy import schedule as _schedule
 from lightning_green.policy.config import StoppingConfig
-from lightning_green.policy.decision import StopDecision, StopReason
+from lightning_green.policy.decision import StopDecision
 from lightning_green.policy.history import History
-from lightning_green.policy.marginal import MAX_FIT_POINTS, MarginalAssessment, assess_segment
-from lightning_green.policy.plateau import PlateauState, evaluate_plateau
+from lightning_green.policy.plateau import PlateauState
+from lightning_green.policy.rules import decide
 from lightning_green.policy.schedule import DecayTracker, StepDetector
 
 STATE_VERSION = 3
 """Version of :meth:`StoppingPolicy.state_dict` (2: the learning-rate decay tracker; 3: progress,
 possibly fractional, instead of 0-based epoch indices; version 2 is still read)."""
-
-
-def _fmt(x: float | None, spec: str = ".3g") -> str:
-    return "n/a" if x is None else format(x, spec)
-
-
-def _epoch_index(progress: float, check: int, progress_per_epoch: float | None) -> int:
-    """0-based index of the epoch a check at ``progress`` fell in (the check index without epochs)."""
-    if progress_per_epoch is None:
-        return check
-    return max(math.ceil(progress / progress_per_epoch - 1e-9) - 1, 0)
-
-
-def _where(progress: float, check: int, progress_per_epoch: float | None) -> str:
-    """A check's position for messages: ``epoch 3`` (0-based), ``3.25 epochs`` or ``progress 1500``."""
-    if progress_per_epoch is None:
-        return f"progress {progress:g}"
-    epochs = progress / progress_per_epoch
-    if epochs == math.floor(epochs):
-        return f"epoch {_epoch_index(progress, check, progress_per_epoch)}"
-    return f"{epochs:.4g} epochs"
-
-
-def decide(
-    history: History,
-    plateau_state: PlateauState,
-    config: StoppingConfig,
-    *,
-    horizon: float | None = None,
-    lr_decay_in: float | None = None,
-    progress_per_epoch: float | None = 1.0,
-    decays: DecayTracker | None = None,
-    monitor: str = "metric",
-    steps: list[int] | None = None,
-) -> tuple[StopDecision, PlateauState, DecayTracker]:
-    """Decide at the latest check of ``history``; a pure function.
-
-    Progress, horizon and ``lr_decay_in`` share one unit: epochs completed (possibly fractional)
-    or steps (see :meth:`StoppingPolicy.update`).
-
-    Args:
-        history: All checks so far, the latest last, oriented with the config's ``sign``.
-        plateau_state: Plateau state after the previous check.
-        config: Policy arguments.
-        horizon: Planned end of the run in the unit of progress (``None``: unknown).
-        lr_decay_in: Progress still to run at the current learning rate before a scheduled
-            decay, if known.
-        progress_per_epoch: Units of progress in one epoch (1 when progress counts epochs; steps
-            per epoch when it counts steps; ``None`` when the run has no epochs: ``min_epochs``
-            then counts checks).
-        decays: The learning-rate decays known after the previous check (``DecayTracker()`` at the
-            start; ``None`` is the same).
-        monitor: The metric's name, for messages.
-        steps: The step-jumps of the finite checks (:func:`.schedule.detect_steps` of
-            ``history.finite_values``), when kept incrementally (:class:`.schedule.StepDetector`);
-            ``None``: found here, in time linear in the history.
-
-    Returns:
-        The decision, the plateau state and the decay tracker after this check.
-
-    The work is bounded whatever the length of the history (the fit sees at most
-    ``MAX_FIT_POINTS`` points, the other rules a few recent checks), except finding ``steps``
-    when they are not given.
-    """
-    if history.sign != config.sign:
-        raise ValueError(
-            f"decide: the history is oriented with sign {history.sign:+g}, the config's mode {config.mode!r}"
-            f" needs {config.sign:+g}"
-        )
-    metrics, costs, progress_all = history.metrics, history.costs_kwh, history.progress
-    current = float(metrics[-1])
-    progress = float(progress_all[-1])
-    check = len(metrics) - 1
-    tracker = (DecayTracker() if decays is None else decays).advance(
-        check=check, progress=progress, lr_decay_in=lr_decay_in
-    )
-    plateau = evaluate_plateau(
-        current,
-        plateau_state,
-        mode=config.mode,
-        min_delta=config.min_delta,
-        patience=config.patience,
-        check_finite=config.check_finite,
-        stopping_threshold=config.stopping_threshold,
-        divergence_threshold=config.divergence_threshold,
-        monitor=monitor,
-    )
-    state = plateau.state
-    tracker = tracker.record(improved=plateau.improved)
-    base: dict[str, Any] = {
-        "epoch": _epoch_index(progress, check, progress_per_epoch),
-        "best_metric": state.best_score,
-        "wait_count": state.wait_count,
-        "progress": progress,
-        "horizon": None if horizon is None else float(horizon),
-    }
-    if plateau.reason in (StopReason.NON_FINITE, StopReason.THRESHOLD_REACHED, StopReason.DIVERGENCE):
-        return StopDecision(True, plateau.reason, plateau.message or "", **base), state, tracker
-
-    over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh)
-    base["next_epoch_kwh"] = next_kwh
-    if over:
-        message = (
-            f"Energy budget: {costs[-1]:.6g} kWh spent, the next check interval would need about"
-            f" {next_kwh:.3g} kWh more,"
-            f" over energy_budget_kwh = {config.energy_budget_kwh}. Signaling Trainer to stop."
-        )
-        return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state, tracker
-
-    # Holds, from the finite part of the history.
-    n_finite = history.n_finite
-    f_costs, f_progress = history.finite_costs_kwh, history.finite_progress
-    if steps is None:
-        steps = _schedule.detect_steps(history.finite_values)
-    if progress_per_epoch is None:
-        before_min_epochs = check + 1 < config.min_epochs
-    else:
-        before_min_epochs = progress < config.min_epochs * progress_per_epoch
-    hold = None
-    if before_min_epochs:
-        hold = "min_epochs"
-    elif tracker.holds(check=check, progress=progress, lr_decay_in=lr_decay_in, horizon=horizon):
-        hold = "lr_decay_ahead"
-    else:
-        until = _schedule.step_hold_until(f_progress, steps, horizon)
-        if until is not None and progress < until:
-            hold = "lr_step_seen"
-    marginal_hold = hold
-    if hold is None and horizon is not None and progress <= config.min_horizon_fraction * horizon:
-        marginal_hold = "horizon_fraction"  # the marginal rule only; the plateau rule keeps its own meaning
-    base["hold"] = marginal_hold
-    at_horizon = horizon is not None and progress >= horizon
-    evaluate_marginal = (
-        marginal_hold is None
-        and not at_horizon
-        and n_finite >= 2
-        and (config.min_relative_gain is not None or config.min_gain_per_kwh is not None)
-    )
-
-    # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
-    segment_start = steps[-1] if steps else 0
-    if tracker.last_decay_at is not None:
-        first_after = int(np.searchsorted(f_progress, tracker.last_decay_at, side="right"))
-        if first_after < n_finite and first_after > segment_start:
-            segment_start = first_after
-    assessment = MarginalAssessment()
-    if n_finite >= 2:
-        rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon)
-        assessment = assess_segment(
-            history.segment(segment_start, MAX_FIT_POINTS),
-            horizon_cost_kwh=rest_kwh,
-            sign=config.sign,
-            project=evaluate_marginal,
-        )
-    base.update(
-        gain_per_kwh=assessment.gain_per_kwh,
-        average_gain_per_kwh=assessment.average_gain_per_kwh,
-        projected_gain=assessment.projected_gain,
-        projected_cost_kwh=assessment.projected_cost_kwh,
-        projected_gain_per_kwh=assessment.projected_gain_per_kwh,
-        relative_gain=assessment.relative_gain,
-        fit=assessment.fit,
-    )
-
-    if hold is None and plateau.reason is StopReason.PLATEAU:
-        # Patience counts from the later of the last improvement and the latest decay: the check
-        # before the decay's first one is taken as the reference, as if it had improved.
-        since, restart = state.wait_count, ""
-        if tracker.decay_check is not None and check - tracker.decay_check + 1 < since:
-            since = check - tracker.decay_check + 1
-            where = _where(float(progress_all[tracker.decay_check]), tracker.decay_check, progress_per_epoch)
-            restart = f"the learning-rate decay at {where}"
-        if steps and check - history.finite_index_of(steps[-1]) + 1 < since:
-            jump_check = history.finite_index_of(steps[-1])
-            since = check - jump_check + 1
-            restart = (
-                f"the step-jump at {_where(float(f_progress[steps[-1]]), jump_check, progress_per_epoch)}"
-            )
-        if since >= config.patience:
-            message = plateau.message or ""
-            if restart:
-                message = (
-                    f"Monitored metric {monitor} did not improve in the {since} records since {restart}."
-                    f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."
-                )
-            return StopDecision(True, StopReason.PLATEAU, message, **base), state, tracker
-    if evaluate_marginal:
-        marginal = _marginal_stop(assessment, config)
-        if marginal is not None:
-            return StopDecision(True, StopReason.MARGINAL_GAIN, marginal, **base), state, tracker
-
-    message = plateau.message or (
-        f"Metric {monitor} did not improve in the last {state.wait_count} records;"
-        f" projected gain per kWh {_fmt(assessment.projected_gain_per_kwh)},"
-        f" relative {_fmt(assessment.relative_gain)}" + (f" (held: {marginal_hold})" if marginal_hold else "")
-    )
-    return StopDecision(False, None, message, **base), state, tracker
-
-
-def _marginal_stop(a: MarginalAssessment, config: StoppingConfig) -> str | None:
-    """Message if the marginal-gain rule says stop, else None."""
-    if a.projected_gain_per_kwh is None:
-        return None
-    surely = a.recent_rate_lower_bound()
-    if (
-        config.min_relative_gain is not None
-        and a.relative_gain is not None
-        and a.average_gain_per_kwh is not None
-    ):
-        threshold = config.min_relative_gain * a.average_gain_per_kwh
-        steady = surely is not None and surely >= threshold
-        if a.relative_gain < config.min_relative_gain and not steady:
-            return (
-                f"Marginal gain: the rest of the planned run is projected to buy {a.projected_gain:.4g} more"
-                f" for {a.projected_cost_kwh:.4g} kWh, {a.projected_gain_per_kwh:.4g} per kWh ="
-                f" {a.relative_gain:.1%} of the {a.average_gain_per_kwh:.4g} per kWh bought on average so far"
-                f" (min_relative_gain = {config.min_relative_gain}). Signaling Trainer to stop."
-            )
-    if config.min_gain_per_kwh is not None:
-        steady = surely is not None and surely >= config.min_gain_per_kwh
-        if a.projected_gain_per_kwh < config.min_gain_per_kwh and not steady:
-            return (
-                "Marginal gain: the rest of the planned run is projected to buy"
-                f" {a.projected_gain_per_kwh:.4g}"
-                f" per kWh < min_gain_per_kwh = {config.min_gain_per_kwh}. Signaling Trainer to stop."
-            )
-    return None
 
 
 class StoppingPolicy:
