@@ -30,7 +30,7 @@ from lightning_green.callbacks._adapt import (
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
-from lightning_green.policy import check_bools, check_int
+from lightning_green.checks import check_bools, check_int
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,

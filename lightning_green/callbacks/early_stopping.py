@@ -19,9 +19,10 @@ from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.checks import check_bools
 from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, check_bools
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
 from lightning_green.training.learning_rates import epochs_until_lr_decay
