@@ -21,16 +21,17 @@ from typing import Any, Literal
 import torch
 
 from lightning_green import keys
-from lightning_green.adaptations import Pending, jsonable, switch_text, switches
+from lightning_green.adaptations import Pending, switch_text, switches
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    check_fraction,
+    AdaptiveState,
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
-from lightning_green.checks import check_bools, check_int
+from lightning_green.checks import check_bools, check_fraction_below_1, check_int
+from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
@@ -64,15 +65,12 @@ def _power_of_two_at_least(x: float) -> int:
 
 
 @dataclass
-class BatchSizeState:
+class BatchSizeState(AdaptiveState):
     """What AdaptiveBatchSize saves in checkpoints (the keys of its ``state_dict``)."""
 
-    version: int = field(default=1, metadata={"attr": "state_version"})
-    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
     initial_batch_size: int | None = None
     current_batch_size: int | None = None
     settled: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
     lr_rule: str | None = None
     step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
     decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
@@ -116,6 +114,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     key = "batch_size"
     display_name = "AdaptiveBatchSize"
+    setting_attrs = ("current_batch_size", "initial_batch_size")
     tag_setting = keys.TAG_BATCH_SIZE
     tag_switches = keys.TAG_BATCH_SIZE_SWITCHES
     State = BatchSizeState
@@ -151,7 +150,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.lr_scaling = lr_scaling
         self.attr_name = attr_name
         self.setting_label = attr_name
-        self.switch_margin = check_fraction("switch_margin", switch_margin)
+        self.switch_margin = check_fraction_below_1("switch_margin", switch_margin)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
         self.grow = grow
 
@@ -166,14 +165,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
-
-    def setting(self) -> int | None:
-        """The batch size in use."""
-        return self.current_batch_size
-
-    def initial_setting(self) -> int | None:
-        """The user's batch size."""
-        return self.initial_batch_size
 
     @property
     def probing(self) -> bool:
@@ -466,7 +457,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
         noise = switch.details.get("b_noise")
-        b_noise = jsonable(None if noise is None else float(noise))
+        b_noise = json_safe(None if noise is None else float(noise))
         self.record(switch, previous, lr_factor=lr_factor, lr=first_lr(trainer.optimizers), b_noise=b_noise)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
@@ -485,8 +476,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "batch_size_last": self.current_batch_size,
             "batch_size_initial": self.initial_batch_size,
             "batch_size_switches": switch_text(switches(self.history)),
-            "batch_size_adaptations": jsonable(self.history),
-            "batch_size_j_per_sample": jsonable({b: j * pue for b, j in measured.items()}),
-            "b_noise": jsonable(self.b_noise),
+            "batch_size_adaptations": json_safe(self.history),
+            "batch_size_j_per_sample": json_safe({b: j * pue for b, j in measured.items()}),
+            "b_noise": json_safe(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }

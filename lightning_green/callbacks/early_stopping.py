@@ -19,7 +19,7 @@ from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
-from lightning_green.checks import check_bools
+from lightning_green.checks import check_bool, check_bools, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
@@ -108,22 +108,17 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_choice("mode", mode, ("min", "max"))
         check_bools(verbose=verbose, strict=strict, log_rank_zero_only=log_rank_zero_only)
-        if check_on_train_epoch_end is not None and not isinstance(check_on_train_epoch_end, bool):
-            raise ValueError(
-                "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "
-                f"got {check_on_train_epoch_end!r}"
-            )
-        shared: dict[str, Any] = dict(
-            mode=mode,
-            min_delta=min_delta,
-            patience=patience,
-            check_finite=check_finite,
-            stopping_threshold=stopping_threshold,
-            divergence_threshold=divergence_threshold,
-        )
+        check_bool("check_on_train_epoch_end", check_on_train_epoch_end, allow_none=True)
+        shared: dict[str, Any] = {
+            "mode": mode,
+            "min_delta": min_delta,
+            "patience": patience,
+            "check_finite": check_finite,
+            "stopping_threshold": stopping_threshold,
+            "divergence_threshold": divergence_threshold,
+        }
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
         self.config = StoppingConfig(
             **shared,

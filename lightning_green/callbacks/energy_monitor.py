@@ -67,7 +67,7 @@ class MonitorState:
     open_epoch: OpenEpoch | None = None
 
 
-class EnergyMonitor(*_compat.CALLBACK_BASES):
+class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     r"""Measure the energy of every epoch and log it, with CO2 and the gain per kWh, to every logger.
 
     Logs each epoch, through ``LightningModule.log``, ``energy/epoch_kwh``, ``energy/total_kwh``
@@ -98,6 +98,8 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         >>> monitor.pue, monitor.carbon_intensity_g_per_kwh
         (1.2, 55.0)
     """
+
+    display_name = "EnergyMonitor"
 
     def __init__(
         self,
@@ -476,17 +478,12 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         if state.open_epoch is not None:
             self.session.carry(state.open_epoch)
 
-    def on_load_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Warn once when the checkpoint has no EnergyMonitor state: the energy restarts from 0."""
-        if self.state_key not in checkpoint.get("callbacks", {}):
-            _compat.warn(
-                trainer,
-                f"lightning_green: the checkpoint (epoch {checkpoint.get('epoch', '?')}) holds no "
-                "EnergyMonitor state (it was added at resume): energy/total_kwh and the energy history "
-                "restart from 0 here; the energy of the run before the checkpoint is not counted.",
-            )
+    def missing_state_note(self) -> str:
+        """What restarts when a resumed checkpoint holds no EnergyMonitor state: the energy, from 0."""
+        return (
+            "energy/total_kwh and the energy history restart from 0 here; the energy of the run "
+            "before the checkpoint is not counted."
+        )
 
 
 def session_for(

@@ -429,7 +429,7 @@ class BatchSizePolicy:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned.
+            state: What :meth:`state_dict` returned: kept windows per size, ruled-out sizes, the noise scale.
 
         Raises:
             ValueError: For a state of another version.
