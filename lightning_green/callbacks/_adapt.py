@@ -191,6 +191,21 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self.history.append({**entry, "reason": switch.reason, **extra, "details": json_safe(switch.details)})
         del self.history[:-MAX_HISTORY]
 
+    def setting_fields(self, j_per_sample: Mapping[Any, float]) -> dict[str, Any]:
+        """The summary fields both report, named after :attr:`key` (joules per sample with the PUE).
+
+        The chosen, last and initial setting, the switches and the adaptation history.
+        """
+        k, pue = self.key, self.pue()
+        return {
+            k: self.chosen_setting(),
+            f"{k}_last": self.setting(),
+            f"{k}_initial": self.initial_setting(),
+            f"{k}_switches": switch_text(switches(self.history)),
+            f"{k}_adaptations": json_safe(self.history),
+            f"{k}_j_per_sample": json_safe({s: j * pue for s, j in j_per_sample.items()}),
+        }
+
     def pue(self) -> float:
         """The session's PUE (1.0 before setup): summary joules carry it like the summary totals."""
         return self._session.pue if self._session is not None else 1.0

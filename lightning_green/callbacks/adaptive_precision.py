@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from lightning_green import keys
-from lightning_green.adaptations import Pending, switch_text, switches
+from lightning_green.adaptations import Pending
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
@@ -27,7 +27,6 @@ from lightning_green.callbacks._adapt import (
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.json_safe import json_safe
 from lightning_green.policy.precision import (
     PRECISIONS,
     REFERENCE_PRECISION,
@@ -391,12 +390,7 @@ class AdaptivePrecision(AdaptiveCallback):
                 self.probe_energy_j[p] - self.probe_samples.get(p, 0) * base_j for p in self.probe_energy_j
             )
         return {
-            "precision": self.chosen_setting(),
-            "precision_last": self.current,
-            "precision_initial": self.baseline,
-            "precision_switches": switch_text(switches(self.history)),
-            "precision_adaptations": json_safe(self.history),
-            "precision_j_per_sample": json_safe({p: j * pue for p, j in j_per_sample.items()}),
+            **self.setting_fields(j_per_sample),
             "precision_probe_j": pue * sum(self.probe_energy_j.values()),
             "precision_probe_extra_j": extra,
             "precision_skipped_steps": self.skipped_steps,

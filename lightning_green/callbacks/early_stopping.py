@@ -237,19 +237,10 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         or as ``lightning_green.stopping_monitor``/``.stopping_mode`` when the session's
         EnergyMonitor watches another metric (or direction), so neither overwrites the other.
         """
-        params: dict[str, Any] = {
-            keys.policy_param(name): "none" if value is None else value
-            for name, value in self.config.to_dict().items()
-            if name != "mode"
-        }
         shared = self._session
         shared_target = None if shared is None or shared.monitor is None else (shared.monitor, shared.mode)
-        if shared_target in (None, (self.monitor, self.mode)):
-            params[keys.PARAM_MONITOR], params[keys.PARAM_MODE] = self.monitor, self.mode
-        else:
-            params[keys.PARAM_STOPPING_MONITOR] = self.monitor
-            params[keys.PARAM_STOPPING_MODE] = self.mode
-        return params
+        separate = shared_target not in (None, (self.monitor, self.mode))
+        return keys.stopping_params(self.config.to_dict(), self.monitor, self.mode, separate=separate)
 
     def _horizon_epochs(self, trainer: Trainer) -> int | None:
         """The planned length in epochs, None without a plan (Lightning's implicit 1000 epochs is none)."""

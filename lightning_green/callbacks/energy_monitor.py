@@ -19,7 +19,7 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.checks import check_bools, check_int, check_range
+from lightning_green.checks import check_bools, check_choice, check_int, check_range
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
@@ -118,8 +118,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     ) -> None:
         super().__init__()
         self.meter = validate_meter_spec(meter)
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_choice("mode", mode, ("min", "max"))
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise ValueError(f"monitor must be a non-empty metric name or None, got {monitor!r}")
         sampling_interval_s = check_range(

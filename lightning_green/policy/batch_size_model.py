@@ -15,7 +15,17 @@ from collections.abc import Mapping
 
 from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_positive
 
-__all__ = ["candidate_batch_sizes", "check_b_noise", "choose_batch_size", "relative_samples_to_target"]
+__all__ = [
+    "DEFAULT_REACH",
+    "batch_size_range",
+    "candidate_batch_sizes",
+    "check_b_noise",
+    "choose_batch_size",
+    "relative_samples_to_target",
+]
+
+DEFAULT_REACH = 8
+"""Default reach of the search: the initial batch size times or divided by 8."""
 
 
 def check_b_noise(b_noise: object) -> float | None:
@@ -187,3 +197,27 @@ def choose_batch_size(
         best = anchor
     base = scores[anchor if anchor is not None else best]
     return best, {b: s / base for b, s in scores.items()}
+
+
+def batch_size_range(
+    initial: int, min_batch_size: int | None, max_batch_size: int | None
+) -> tuple[int, int, int]:
+    """The sizes to search around ``initial``: ``(low, high, max_factor)``.
+
+    A bound left None is ``initial`` divided or multiplied by :data:`DEFAULT_REACH`;
+    ``max_factor`` is the smallest power of two that reaches both bounds from ``initial``.
+
+    Example:
+        >>> batch_size_range(32, None, None), batch_size_range(32, 16, 100)
+        ((4, 256, 8), (16, 100, 4))
+    """
+    low = min_batch_size if min_batch_size is not None else max(1, initial // DEFAULT_REACH)
+    high = max_batch_size if max_batch_size is not None else initial * DEFAULT_REACH
+    return low, high, max(_power_of_two_at_least(high / initial), _power_of_two_at_least(initial / low), 1)
+
+
+def _power_of_two_at_least(x: float) -> int:
+    k = 1
+    while k < x:
+        k *= 2
+    return k

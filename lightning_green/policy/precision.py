@@ -433,7 +433,8 @@ class PrecisionPolicy(ProbePlanRunner):
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned: windows, probe plan, outcomes, bans and the precision in use.
+            state: What :meth:`state_dict` returned: windows, probe plan, outcomes, bans and the
+                precision in use.
 
         Raises:
             ValueError: For a state of another version.
