@@ -8,11 +8,12 @@ file both adaptive callbacks write their histories into.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lightning_green.json_safe import json_safe
 
 ADAPTATIONS_FILENAME = "adaptations.json"
 """File written next to the energy summary with every adaptation and its reason."""
@@ -36,21 +37,6 @@ class Pending:
     to: int | str
     reason: str
     details: dict[str, Any] = field(default_factory=dict)
-
-
-def jsonable(value: Any) -> Any:
-    """Plain JSON data: mappings to dicts, tuples to lists, enums to values, non-finite to None."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if hasattr(value, "value") and isinstance(getattr(value, "value", None), str):
-        return value.value
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
 
 
 def switch_text(history: Sequence[Mapping[str, Any]], limit: int = MAX_TAG_CHARS) -> str:
@@ -96,7 +82,7 @@ def merge_adaptations(path: Path, key: str, payload: Mapping[str, Any], failed: 
     except ValueError:
         data = {}
     data = data if isinstance(data, dict) else {}
-    data[key] = jsonable(payload)
+    data[key] = json_safe(payload)
     if failed:
         data["failed"] = True
     path.write_text(json.dumps(data, indent=2) + "\n")

@@ -203,12 +203,12 @@ def check_at_least(
     """A finite number >= ``minimum``, as a float (infinity refused too).
 
     Args:
-        name: The argument's name.
+        name: The argument's name, for the message.
         value: What was given.
-        minimum: The smallest value allowed.
-        what: What the number means, shown in parentheses.
-        allow_none: Accept None.
-        given: What the message quotes instead of ``value``.
+        minimum: The smallest value allowed (itself allowed).
+        what: What the number means, shown in parentheses after the bound.
+        allow_none: Accept None (returned as None).
+        given: What the message quotes instead of ``value`` (the text a number was parsed from).
 
     Raises:
         ValueError: ``{name} must be a number >= {minimum} ({what}), got ...``.

@@ -6,6 +6,9 @@ defined once, here (no Lightning import: the offline tools use them too).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 # Metrics, per epoch unless noted.
 EPOCH_KWH = "energy/epoch_kwh"
 TOTAL_KWH = "energy/total_kwh"
@@ -53,6 +56,32 @@ def policy_param(name: str) -> str:
         'lightning_green.energy_budget_kwh'
     """
     return PARAM_PREFIX + name
+
+
+def stopping_params(config: Mapping[str, Any], monitor: str, mode: str, *, separate: bool) -> dict[str, Any]:
+    """The run parameters that record a stopping policy, for replay to reproduce it.
+
+    Args:
+        config: The policy's arguments (``StoppingConfig.to_dict()``); each but ``mode`` becomes
+            :func:`policy_param` of its name (``None`` as ``none``).
+        monitor: The metric the stopper watches.
+        mode: ``"min"`` or ``"max"``.
+        separate: Whether the run's EnergyMonitor watches another metric or direction: then the
+            stopper's are :data:`PARAM_STOPPING_MONITOR`/:data:`PARAM_STOPPING_MODE`, so neither
+            overwrites the other; else :data:`PARAM_MONITOR`/:data:`PARAM_MODE`.
+
+    Example:
+        >>> stopping_params({"mode": "min", "patience": 3}, "val_loss", "min", separate=False)
+        {'lightning_green.patience': 3, 'lightning_green.monitor': 'val_loss', 'lightning_green.mode': 'min'}
+    """
+    params = {
+        policy_param(name): "none" if value is None else value
+        for name, value in config.items()
+        if name != "mode"
+    }
+    names = (PARAM_STOPPING_MONITOR, PARAM_STOPPING_MODE) if separate else (PARAM_MONITOR, PARAM_MODE)
+    params[names[0]], params[names[1]] = monitor, mode
+    return params
 
 
 def marginal_key(monitor: str) -> str:

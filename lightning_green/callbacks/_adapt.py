@@ -11,6 +11,7 @@ never reported as trained, and is saved with the state so a resumed fit applies 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -19,7 +20,6 @@ from lightning_green.adaptations import (
     MAX_HISTORY,
     Pending,
     chosen_setting,
-    jsonable,
     merge_adaptations,
     switch_text,
     switches,
@@ -27,7 +27,9 @@ from lightning_green.adaptations import (
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import session_for
+from lightning_green.checks import check_range
 from lightning_green.energy.session import EnergySession
+from lightning_green.json_safe import json_safe
 from lightning_green.state import load_attributes, save_attributes
 from lightning_green.training.windows import TrainingWindow, default_window_s
 
@@ -50,29 +52,6 @@ def check_strategy(trainer: Trainer, who: str) -> None:
         )
 
 
-def check_window_s(name: str, value: object) -> float | None:
-    """A window length in seconds: None (chosen from the energy source) or a number in (0, 600].
-
-    Example:
-        >>> check_window_s("window_s", 0.5)
-        0.5
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value <= 600):
-        raise ValueError(
-            f"{name} must be None (chosen from the energy source) or seconds in (0, 600], got {value!r}"
-        )
-    return float(value)
-
-
-def check_fraction(name: str, value: object, upper: float = 1.0) -> float:
-    """A number in ``[0, upper)``, else a ``ValueError`` naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value < upper):
-        raise ValueError(f"{name} must be a number in [0, {upper:g}), got {value!r}")
-    return float(value)
-
-
 def write_adaptations(
     trainer: Trainer, key: str, payload: Mapping[str, Any], failed: bool = False
 ) -> Path | None:
@@ -92,7 +71,16 @@ def write_adaptations(
     return path
 
 
-class AdaptiveCallback(*_compat.CALLBACK_BASES):
+@dataclass
+class AdaptiveState:
+    """What both adaptive callbacks save in checkpoints; each subclass adds its own fields."""
+
+    version: int = field(default=1, metadata={"attr": "state_version"})
+    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy, setting and ``State``.
 
     Args:
@@ -106,11 +94,15 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
     tag_setting: ClassVar[str] = ""
     tag_switches: ClassVar[str] = ""
     state_version: ClassVar[int] = 1
+    setting_attrs: ClassVar[tuple[str, str]] = ("", "")
+    """The attributes holding the setting in use and the initial one."""
     State: ClassVar[type]
 
     def __init__(self, window_s: float | None = None) -> None:
         super().__init__()
-        self.window_s = check_window_s("window_s", window_s)
+        self.window_s = check_range(
+            "window_s", window_s, 0.0, 600.0, low_open=True, high_open=False, what="seconds", allow_none=True
+        )
         self.history: list[dict[str, Any]] = []
         self.pending: Pending | None = None
         self.policy: Any = None
@@ -131,12 +123,12 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
         raise NotImplementedError
 
     def setting(self) -> Any:
-        """The setting in use now (batch size or precision name)."""
-        raise NotImplementedError
+        """The setting in use now (batch size or precision name); None before fit."""
+        return getattr(self, self.setting_attrs[0])
 
     def initial_setting(self) -> Any:
-        """The setting the run started with."""
-        raise NotImplementedError
+        """The setting the run started with (the user's batch size, the Trainer's precision)."""
+        return getattr(self, self.setting_attrs[1])
 
     def release(self) -> None:
         """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
@@ -182,7 +174,7 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
     @staticmethod
     def decided(trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> Pending:
         """A switch decided now (at the trainer's epoch and global step)."""
-        return Pending(int(trainer.current_epoch), int(trainer.global_step), to, reason, jsonable(details))
+        return Pending(int(trainer.current_epoch), int(trainer.global_step), to, reason, json_safe(details))
 
     def defer(self, trainer: Trainer, to: int | str, reason: str, details: Mapping[str, Any]) -> None:
         """Keep a decided switch pending until training goes on (see :meth:`take_pending`)."""
@@ -196,8 +188,23 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
     def record(self, switch: Pending, previous: int | str, **extra: Any) -> None:
         """Append an adaptation from ``previous`` to the history (the last :data:`MAX_HISTORY` are kept)."""
         entry = {"epoch": switch.epoch, "step": switch.step, "from": previous, "to": switch.to}
-        self.history.append({**entry, "reason": switch.reason, **extra, "details": jsonable(switch.details)})
+        self.history.append({**entry, "reason": switch.reason, **extra, "details": json_safe(switch.details)})
         del self.history[:-MAX_HISTORY]
+
+    def setting_fields(self, j_per_sample: Mapping[Any, float]) -> dict[str, Any]:
+        """The summary fields both report, named after :attr:`key` (joules per sample with the PUE).
+
+        The chosen, last and initial setting, the switches and the adaptation history.
+        """
+        k, pue = self.key, self.pue()
+        return {
+            k: self.chosen_setting(),
+            f"{k}_last": self.setting(),
+            f"{k}_initial": self.initial_setting(),
+            f"{k}_switches": switch_text(switches(self.history)),
+            f"{k}_adaptations": json_safe(self.history),
+            f"{k}_j_per_sample": json_safe({s: j * pue for s, j in j_per_sample.items()}),
+        }
 
     def pue(self) -> float:
         """The session's PUE (1.0 before setup): summary joules carry it like the summary totals."""
@@ -278,14 +285,6 @@ class AdaptiveCallback(*_compat.CALLBACK_BASES):
             )
         load_attributes(self, self.State, state_dict)
 
-    def on_load_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Warn once when the checkpoint has no state of this callback: its adaptation restarts."""
-        if self.state_key not in checkpoint.get("callbacks", {}):
-            _compat.warn(
-                trainer,
-                f"lightning_green: the checkpoint (epoch {checkpoint.get('epoch', '?')}) holds no "
-                f"{self.display_name} state (it was added at resume): its probing and history restart "
-                f"from the {self.setting_label} the resumed run starts with.",
-            )
+    def missing_state_note(self) -> str:
+        """What restarts when a resumed checkpoint holds no state of this callback."""
+        return f"its probing and history restart from the {self.setting_label} the resumed run starts with."

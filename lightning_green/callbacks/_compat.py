@@ -207,6 +207,32 @@ def warn(trainer: Trainer | None, message: str, stacklevel: int = 3) -> None:
         warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
+class WarnsWithoutState:
+    """Mixin of the stateful callbacks: warn once when a resumed checkpoint holds none of their state.
+
+    The callback names itself (``display_name``), its checkpoint key (``state_key``) and what
+    restarts without its state (:meth:`missing_state_note`).
+    """
+
+    display_name: str
+    state_key: str
+
+    def missing_state_note(self) -> str:
+        """What restarts when the checkpoint holds no state of this callback."""
+        raise NotImplementedError
+
+    def on_load_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Warn once when the checkpoint holds no state of this callback (it was added at resume)."""
+        if self.state_key not in checkpoint.get("callbacks", {}):
+            warn(
+                trainer,
+                f"lightning_green: the checkpoint (epoch {checkpoint.get('epoch', '?')}) holds no "
+                f"{self.display_name} state (it was added at resume): {self.missing_state_note()}",
+            )
+
+
 def is_overridden(method: str, pl_module: LightningModule) -> bool:
     """Whether the LightningModule overrides hook ``method`` (of its own namespace's LightningModule)."""
     ns = namespace_of(pl_module)

@@ -21,22 +21,24 @@ from typing import Any, Literal
 import torch
 
 from lightning_green import keys
-from lightning_green.adaptations import Pending, jsonable, switch_text, switches
+from lightning_green.adaptations import Pending
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
-    check_fraction,
+    AdaptiveState,
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
-from lightning_green.policy import check_bools, check_int
+from lightning_green.checks import check_bools, check_choice, check_fraction_below_1, check_int
+from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import (
     BatchSizeDecision,
     BatchSizePolicy,
     BatchSizeReason,
     scale_learning_rate,
 )
+from lightning_green.policy.batch_size_model import batch_size_range
 from lightning_green.training.gradient_pairs import GradientPairs
 from lightning_green.training.learning_rates import (
     first_lr,
@@ -53,26 +55,14 @@ LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 NOISE_EVERY = 4
 """A gradient-noise pair starts every this many optimizer steps."""
 
-_DEFAULT_FACTOR = 8  # the policy's default reach: the user's size times or divided by 8
-
-
-def _power_of_two_at_least(x: float) -> int:
-    k = 1
-    while k < x:
-        k *= 2
-    return k
-
 
 @dataclass
-class BatchSizeState:
+class BatchSizeState(AdaptiveState):
     """What AdaptiveBatchSize saves in checkpoints (the keys of its ``state_dict``)."""
 
-    version: int = field(default=1, metadata={"attr": "state_version"})
-    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
     initial_batch_size: int | None = None
     current_batch_size: int | None = None
     settled: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
     lr_rule: str | None = None
     step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
     decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
@@ -116,6 +106,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     key = "batch_size"
     display_name = "AdaptiveBatchSize"
+    setting_attrs = ("current_batch_size", "initial_batch_size")
     tag_setting = keys.TAG_BATCH_SIZE
     tag_switches = keys.TAG_BATCH_SIZE_SWITCHES
     State = BatchSizeState
@@ -141,8 +132,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
                 f"and max_batch_size={max_batch_size!r}"
             )
-        if lr_scaling not in LR_RULES:
-            raise ValueError(f"lr_scaling must be one of {list(LR_RULES)}, got {lr_scaling!r}")
+        check_choice("lr_scaling", lr_scaling, LR_RULES)
         if not isinstance(attr_name, str) or not attr_name.isidentifier():
             raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
         check_bools(grow=grow)
@@ -151,7 +141,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.lr_scaling = lr_scaling
         self.attr_name = attr_name
         self.setting_label = attr_name
-        self.switch_margin = check_fraction("switch_margin", switch_margin)
+        self.switch_margin = check_fraction_below_1("switch_margin", switch_margin)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
         self.grow = grow
 
@@ -166,14 +156,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
-
-    def setting(self) -> int | None:
-        """The batch size in use."""
-        return self.current_batch_size
-
-    def initial_setting(self) -> int | None:
-        """The user's batch size."""
-        return self.initial_batch_size
 
     @property
     def probing(self) -> bool:
@@ -220,15 +202,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return lightning_attr("lightning_getattr", pl_module, self.attr_name)
 
     def _build_policy(self, trainer: Trainer, initial: int) -> BatchSizePolicy:
-        low = self.min_batch_size if self.min_batch_size is not None else max(1, initial // _DEFAULT_FACTOR)
-        high = self.max_batch_size if self.max_batch_size is not None else initial * _DEFAULT_FACTOR
+        low, high, factor = batch_size_range(initial, self.min_batch_size, self.max_batch_size)
         if not low <= initial <= high:
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
                 f"max_batch_size={self.max_batch_size!r}): the range must contain the batch size the "
                 f"run starts with, {self.attr_name}={initial}."
             )
-        factor = max(_power_of_two_at_least(high / initial), _power_of_two_at_least(initial / low), 1)
         return BatchSizePolicy(
             initial,
             low,
@@ -466,7 +446,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
         noise = switch.details.get("b_noise")
-        b_noise = jsonable(None if noise is None else float(noise))
+        b_noise = json_safe(None if noise is None else float(noise))
         self.record(switch, previous, lr_factor=lr_factor, lr=first_lr(trainer.optimizers), b_noise=b_noise)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
@@ -479,14 +459,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def energy_summary_fields(self) -> dict[str, Any]:
         """The batch size, switches and measurements (``batch_size_j_per_sample`` with the PUE)."""
         measured = self.policy.measured() if self.policy is not None else {}
-        pue = self.pue()
         return {
-            "batch_size": self.chosen_setting(),
-            "batch_size_last": self.current_batch_size,
-            "batch_size_initial": self.initial_batch_size,
-            "batch_size_switches": switch_text(switches(self.history)),
-            "batch_size_adaptations": jsonable(self.history),
-            "batch_size_j_per_sample": jsonable({b: j * pue for b, j in measured.items()}),
-            "b_noise": jsonable(self.b_noise),
+            **self.setting_fields(measured),
+            "b_noise": json_safe(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }

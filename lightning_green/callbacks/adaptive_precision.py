@@ -18,11 +18,12 @@ from typing import Any
 import torch
 
 from lightning_green import keys
-from lightning_green.adaptations import Pending, jsonable, switch_text, switches
+from lightning_green.adaptations import Pending
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
+    AdaptiveState,
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer
@@ -50,15 +51,12 @@ _NOTABLE = {
 
 
 @dataclass
-class PrecisionState:
+class PrecisionState(AdaptiveState):
     """What AdaptivePrecision saves in checkpoints (the keys of its ``state_dict``)."""
 
-    version: int = field(default=1, metadata={"attr": "state_version"})
-    policy: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_policy"})
     baseline: str | None = None
     current: str | None = None
     scaler: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_scaler"})
-    history: list[dict[str, Any]] = field(default_factory=list)
     probe_energy_j: dict[str, float] = field(default_factory=dict)
     probe_samples: dict[str, int] = field(default_factory=dict)
     skipped_steps: int = 0
@@ -99,6 +97,7 @@ class AdaptivePrecision(AdaptiveCallback):
 
     key = "precision"
     display_name = "AdaptivePrecision"
+    setting_attrs = ("current", "baseline")
     setting_label = "precision"
     tag_setting = keys.TAG_PRECISION
     tag_switches = keys.TAG_PRECISION_SWITCHES
@@ -153,14 +152,6 @@ class AdaptivePrecision(AdaptiveCallback):
             start_step=self.start_step,
             min_window_s=0.0,
         )
-
-    def setting(self) -> str | None:
-        """The precision in use."""
-        return self.current
-
-    def initial_setting(self) -> str | None:
-        """The Trainer's own precision (the baseline)."""
-        return self.baseline
 
     @property
     def busy(self) -> bool:
@@ -399,12 +390,7 @@ class AdaptivePrecision(AdaptiveCallback):
                 self.probe_energy_j[p] - self.probe_samples.get(p, 0) * base_j for p in self.probe_energy_j
             )
         return {
-            "precision": self.chosen_setting(),
-            "precision_last": self.current,
-            "precision_initial": self.baseline,
-            "precision_switches": switch_text(switches(self.history)),
-            "precision_adaptations": jsonable(self.history),
-            "precision_j_per_sample": jsonable({p: j * pue for p, j in j_per_sample.items()}),
+            **self.setting_fields(j_per_sample),
             "precision_probe_j": pue * sum(self.probe_energy_j.values()),
             "precision_probe_extra_j": extra,
             "precision_skipped_steps": self.skipped_steps,

@@ -19,9 +19,10 @@ from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.checks import check_bool, check_bools, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, check_bools
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
 from lightning_green.training.learning_rates import epochs_until_lr_decay
@@ -107,22 +108,17 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_choice("mode", mode, ("min", "max"))
         check_bools(verbose=verbose, strict=strict, log_rank_zero_only=log_rank_zero_only)
-        if check_on_train_epoch_end is not None and not isinstance(check_on_train_epoch_end, bool):
-            raise ValueError(
-                "check_on_train_epoch_end must be True, False or None (decided as Lightning does), "
-                f"got {check_on_train_epoch_end!r}"
-            )
-        shared: dict[str, Any] = dict(
-            mode=mode,
-            min_delta=min_delta,
-            patience=patience,
-            check_finite=check_finite,
-            stopping_threshold=stopping_threshold,
-            divergence_threshold=divergence_threshold,
-        )
+        check_bool("check_on_train_epoch_end", check_on_train_epoch_end, allow_none=True)
+        shared: dict[str, Any] = {
+            "mode": mode,
+            "min_delta": min_delta,
+            "patience": patience,
+            "check_finite": check_finite,
+            "stopping_threshold": stopping_threshold,
+            "divergence_threshold": divergence_threshold,
+        }
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
         self.config = StoppingConfig(
             **shared,
@@ -241,19 +237,10 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         or as ``lightning_green.stopping_monitor``/``.stopping_mode`` when the session's
         EnergyMonitor watches another metric (or direction), so neither overwrites the other.
         """
-        params: dict[str, Any] = {
-            keys.policy_param(name): "none" if value is None else value
-            for name, value in self.config.to_dict().items()
-            if name != "mode"
-        }
         shared = self._session
         shared_target = None if shared is None or shared.monitor is None else (shared.monitor, shared.mode)
-        if shared_target in (None, (self.monitor, self.mode)):
-            params[keys.PARAM_MONITOR], params[keys.PARAM_MODE] = self.monitor, self.mode
-        else:
-            params[keys.PARAM_STOPPING_MONITOR] = self.monitor
-            params[keys.PARAM_STOPPING_MODE] = self.mode
-        return params
+        separate = shared_target not in (None, (self.monitor, self.mode))
+        return keys.stopping_params(self.config.to_dict(), self.monitor, self.mode, separate=separate)
 
     def _horizon_epochs(self, trainer: Trainer) -> int | None:
         """The planned length in epochs, None without a plan (Lightning's implicit 1000 epochs is none)."""

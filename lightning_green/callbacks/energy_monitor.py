@@ -19,7 +19,7 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.checks import check_bools, check_int, check_range
+from lightning_green.checks import check_bools, check_choice, check_int, check_range
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
@@ -67,7 +67,7 @@ class MonitorState:
     open_epoch: OpenEpoch | None = None
 
 
-class EnergyMonitor(*_compat.CALLBACK_BASES):
+class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     r"""Measure the energy of every epoch and log it, with CO2 and the gain per kWh, to every logger.
 
     Logs each epoch, through ``LightningModule.log``, ``energy/epoch_kwh``, ``energy/total_kwh``
@@ -99,6 +99,8 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         (1.2, 55.0)
     """
 
+    display_name = "EnergyMonitor"
+
     def __init__(
         self,
         meter: str = "auto",
@@ -116,8 +118,7 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
     ) -> None:
         super().__init__()
         self.meter = validate_meter_spec(meter)
-        if mode not in ("min", "max"):
-            raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+        check_choice("mode", mode, ("min", "max"))
         if monitor is not None and (not isinstance(monitor, str) or not monitor):
             raise ValueError(f"monitor must be a non-empty metric name or None, got {monitor!r}")
         sampling_interval_s = check_range(
@@ -476,17 +477,12 @@ class EnergyMonitor(*_compat.CALLBACK_BASES):
         if state.open_epoch is not None:
             self.session.carry(state.open_epoch)
 
-    def on_load_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Warn once when the checkpoint has no EnergyMonitor state: the energy restarts from 0."""
-        if self.state_key not in checkpoint.get("callbacks", {}):
-            _compat.warn(
-                trainer,
-                f"lightning_green: the checkpoint (epoch {checkpoint.get('epoch', '?')}) holds no "
-                "EnergyMonitor state (it was added at resume): energy/total_kwh and the energy history "
-                "restart from 0 here; the energy of the run before the checkpoint is not counted.",
-            )
+    def missing_state_note(self) -> str:
+        """What restarts when a resumed checkpoint holds no EnergyMonitor state: the energy, from 0."""
+        return (
+            "energy/total_kwh and the energy history restart from 0 here; the energy of the run "
+            "before the checkpoint is not counted."
+        )
 
 
 def session_for(

@@ -52,7 +52,8 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     """``lightning-green replay``: replay the policy over curves; write DECISIONS (and the plot).
 
     Args:
-        args: The parsed command line (see :func:`lightning_green.cli.build_parser`).
+        args: The parsed ``replay`` command line: curves from a CSV or MLflow, the stopping
+            options, ``--output`` and ``--plot`` (see :func:`lightning_green.cli.build_parser`).
         echo: Where the report lines go.
 
     Returns:
@@ -219,11 +220,12 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     """``lightning-green report``: print a past run's summary; write its plot (and ``--json``).
 
     Args:
-        args: The parsed command line (see :func:`lightning_green.cli.build_parser`).
-        echo: Where the report lines go.
+        args: The parsed ``report`` command line: the MLflow URI and run id, ``--output`` and
+            ``--json``.
+        echo: Where the summary lines go.
 
     Returns:
-        0 (every refusal is raised).
+        0; a refusal raises.
     """
     from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, summary_json_text
 

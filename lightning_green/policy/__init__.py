@@ -5,7 +5,6 @@ configured by :class:`StoppingConfig`; each check returns a :class:`StopDecision
 ``reason`` is a :class:`StopReason`.
 """
 
-from lightning_green.policy._util import check_bools, check_int
 from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
 from lightning_green.policy.history import History
@@ -22,8 +21,6 @@ __all__ = [
     "StopReason",
     "StoppingConfig",
     "StoppingPolicy",
-    "check_bools",
-    "check_int",
     "decide",
     "evaluate_plateau",
 ]

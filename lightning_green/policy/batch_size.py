@@ -22,7 +22,8 @@ The pieces:
 - :func:`candidate_batch_sizes`: the user's batch size times powers of two within
   ``[min_batch_size, max_batch_size]``, minus what ran out of memory.
 - :func:`relative_samples_to_target` and :func:`choose_batch_size`: the model and its argmin,
-  with hysteresis.
+  with hysteresis (these three live in :mod:`lightning_green.policy.batch_size_model` and are
+  importable from here).
 - :func:`scale_learning_rate`: the learning rate to go with a new batch size.
 - :class:`BatchSizePolicy`: the state that probes each candidate for joules per sample on
   real training steps, rules out sizes that ran out of memory, and decides.
@@ -39,7 +40,6 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from types import MappingProxyType
 from typing import Any
 
 from lightning_green.checks import (
@@ -49,7 +49,13 @@ from lightning_green.checks import (
     check_non_negative,
     check_positive,
 )
-from lightning_green.policy._util import median
+from lightning_green.policy._util import DetailsMixin, check_state_version, median
+from lightning_green.policy.batch_size_model import (
+    candidate_batch_sizes,
+    check_b_noise,
+    choose_batch_size,
+    relative_samples_to_target,
+)
 from lightning_green.policy.noise_scale import GradientNoiseScale
 
 __all__ = [
@@ -68,13 +74,6 @@ _STATE_VERSION = 1
 
 USE_ESTIMATE = "estimate"
 """Default of :meth:`BatchSizePolicy.decide`: use the policy's own noise-scale estimate."""
-
-
-# --------------------------------------------------------------------------- argument checks
-
-
-def _check_b_noise(b_noise: object) -> float | None:
-    return check_non_negative("b_noise", b_noise, allow_inf=True, allow_none=True)
 
 
 # --------------------------------------------------------------------------- learning rate
@@ -130,171 +129,6 @@ def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rul
     return value
 
 
-# --------------------------------------------------------------------------- candidates and model
-
-
-def candidate_batch_sizes(
-    current: int,
-    min_batch_size: int,
-    max_batch_size: int,
-    *,
-    max_factor: int = 8,
-    oom_batch_size: int | None = None,
-) -> list[int]:
-    """The batch sizes worth trying: ``current`` times powers of two, within bounds.
-
-    Multiplying the user's size (rather than rounding to powers of two) keeps their
-    granularity (a user at 96 gets 48, 96, 192) and always includes their own choice.
-
-    Args:
-        current: The user's batch size; always a candidate unless it ran out of memory.
-        min_batch_size: Smallest size allowed (>= 1, <= ``current``).
-        max_batch_size: Largest size allowed (>= ``current``).
-        max_factor: How far from ``current`` to go either way, a power of two >= 1. Default 8
-            (three doublings or halvings): each candidate costs a probe, and the model rarely
-            recommends going further in one run.
-        oom_batch_size: Smallest size known to run out of memory; it and anything larger are
-            left out. None: nothing known.
-
-    Returns:
-        Candidate sizes, ascending.
-
-    Raises:
-        ValueError: For arguments outside the ranges above.
-
-    Example:
-        >>> candidate_batch_sizes(64, 16, 1024)
-        [16, 32, 64, 128, 256, 512]
-        >>> candidate_batch_sizes(96, 1, 4096, max_factor=2, oom_batch_size=192)
-        [48, 96]
-    """
-    cur = check_int("current", current, 1)
-    low = check_int("min_batch_size", min_batch_size, 1)
-    high = check_int("max_batch_size", max_batch_size, 1)
-    if low > cur:
-        raise ValueError(f"min_batch_size must be <= current={cur}, got {min_batch_size!r}")
-    if high < cur:
-        raise ValueError(f"max_batch_size must be >= current={cur}, got {max_batch_size!r}")
-    factor = check_int("max_factor", max_factor, 1)
-    if factor & (factor - 1):
-        raise ValueError(f"max_factor must be a power of two (1, 2, 4, 8, ...), got {max_factor!r}")
-    if oom_batch_size is not None:
-        check_int("oom_batch_size", oom_batch_size, 1)
-    limit = high if oom_batch_size is None else min(high, oom_batch_size - 1)
-    sizes = {cur} if cur <= limit else set()
-    k = 2
-    while k <= factor:
-        if cur * k <= limit:
-            sizes.add(cur * k)
-        if cur % k == 0 and cur // k >= low:
-            sizes.add(cur // k)
-        k *= 2
-    return sorted(sizes)
-
-
-def relative_samples_to_target(batch_size: float, b_noise: float) -> float:
-    """Samples needed to reach a target at ``batch_size``, relative to the minimum ``E_min``.
-
-    ``E(B) / E_min = 1 + B / B_noise`` (McCandlish et al. 2018).
-
-    Args:
-        batch_size: The (global) batch size, > 0.
-        b_noise: The gradient noise scale in samples, >= 0; ``inf`` gives 1.
-
-    Returns:
-        ``1 + batch_size / b_noise`` (``inf`` when ``b_noise`` is 0).
-
-    Raises:
-        ValueError: For a non-positive batch size or a negative or NaN ``b_noise``.
-
-    Example:
-        >>> relative_samples_to_target(256, 256.0)
-        2.0
-        >>> relative_samples_to_target(256, float("inf"))
-        1.0
-    """
-    b = check_positive("batch_size", batch_size)
-    noise = _check_b_noise(b_noise)
-    if noise is None:
-        raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
-    if noise == 0:
-        return math.inf
-    return 1.0 + b / noise
-
-
-def _energy_score(j_per_sample: float, global_batch: float, b_noise: float) -> float:
-    # Proportional to j_per_sample * (1 + B / B_noise) with the same factor for every B, and
-    # finite at both ends: B_noise = inf -> j_per_sample, B_noise = 0 -> joules per step.
-    if math.isinf(b_noise):
-        return j_per_sample
-    return j_per_sample * (b_noise + global_batch)
-
-
-def choose_batch_size(
-    j_per_sample: Mapping[int, float],
-    b_noise: float,
-    current_batch_size: int | None = None,
-    *,
-    switch_margin: float = 0.0,
-    global_batch_factor: int = 1,
-) -> tuple[int, dict[int, float]]:
-    """The batch size with the least predicted energy to reach the target.
-
-    Minimises ``j_per_sample(B) · (1 + G·B / b_noise)`` over the measured sizes, with
-    ``G = global_batch_factor``. Hysteresis: a size other than ``current_batch_size`` is only
-    chosen when its predicted energy is lower by more than ``switch_margin`` (a fraction).
-
-    Args:
-        j_per_sample: Measured joules per training sample, by (per-device) batch size.
-        b_noise: Gradient noise scale in samples (global), >= 0, ``inf`` allowed. At ``inf``
-            this is the size with the least joules per sample; at 0, the least joules per step.
-        current_batch_size: The size in use; None (or a size not in ``j_per_sample``) means
-            no hysteresis.
-        switch_margin: Fraction of predicted energy a new size must save, in ``[0, 1)``.
-        global_batch_factor: Samples per optimizer step per unit of batch size:
-            ``world_size × accumulate_grad_batches``. ``B_noise`` counts samples per optimizer
-            step over all ranks.
-
-    Returns:
-        ``(batch_size, energy_vs_current)``: the choice, and each size's predicted energy to
-        target relative to ``current_batch_size`` (relative to the choice when there is no
-        current).
-
-    Raises:
-        ValueError: For an empty or invalid ``j_per_sample`` or arguments out of range.
-
-    Example:
-        >>> j = {64: 1.0, 128: 0.7, 256: 0.6}
-        >>> choose_batch_size(j, b_noise=50.0, current_batch_size=64)[0]  # 2.28, 2.49, 3.67
-        64
-        >>> choose_batch_size(j, b_noise=1000.0, current_batch_size=64)[0]  # 1.064, 0.790, 0.754
-        256
-        >>> # 0.754 is not 10 % below 0.790: stay at 128
-        >>> choose_batch_size(j, b_noise=1000.0, current_batch_size=128, switch_margin=0.1)[0]
-        128
-    """
-    if not j_per_sample:
-        raise ValueError("j_per_sample must map at least one batch size to joules per sample, got {}")
-    noise = _check_b_noise(b_noise)
-    if noise is None:
-        raise ValueError("b_noise must be a number >= 0 (inf allowed), got None")
-    margin = check_fraction_below_1("switch_margin", switch_margin)
-    factor = check_int("global_batch_factor", global_batch_factor, 1)
-    scores: dict[int, float] = {}
-    for size, j in sorted(j_per_sample.items()):
-        check_int("batch size in j_per_sample", size, 1)
-        jv = check_positive(f"j_per_sample[{size}]", j, unit="joules")
-        scores[size] = _energy_score(jv, size * factor, noise)
-    anchor = current_batch_size if current_batch_size in scores else None
-    # Deterministic tie-break: lower score, then closer to the current size, then smaller.
-    ref = anchor if anchor is not None else min(scores)
-    best = min(scores, key=lambda b: (scores[b], abs(math.log2(b / ref)), b))
-    if anchor is not None and best != anchor and not scores[best] < scores[anchor] * (1.0 - margin):
-        best = anchor
-    base = scores[anchor if anchor is not None else best]
-    return best, {b: s / base for b, s in scores.items()}
-
-
 # --------------------------------------------------------------------------- the policy
 
 
@@ -314,7 +148,7 @@ class BatchSizeReason(str, Enum):
 
 
 @dataclass(frozen=True)
-class BatchSizeDecision:
+class BatchSizeDecision(DetailsMixin):
     """What :meth:`BatchSizePolicy.decide` decided.
 
     Attributes:
@@ -328,13 +162,10 @@ class BatchSizeDecision:
     reason: BatchSizeReason
     details: Mapping[str, Any] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
-
     @property
     def changed(self) -> bool:
         """Whether the batch size differs from the one in use before the decision."""
-        return self.details.get("previous_batch_size", self.batch_size) != self.batch_size
+        return self._differs_from("previous_batch_size", self.batch_size)
 
 
 class BatchSizePolicy:
@@ -534,7 +365,7 @@ class BatchSizePolicy:
         Raises:
             ValueError: For a negative or NaN ``b_noise``.
         """
-        noise = self.noise_scale.b_noise if b_noise == USE_ESTIMATE else _check_b_noise(b_noise)
+        noise = self.noise_scale.b_noise if b_noise == USE_ESTIMATE else check_b_noise(b_noise)
         previous = self._current
         details: dict[str, Any] = {"previous_batch_size": previous, "b_noise": noise}
         allowed = self.candidates
@@ -598,13 +429,12 @@ class BatchSizePolicy:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned.
+            state: What :meth:`state_dict` returned: kept windows per size, ruled-out sizes, the noise scale.
 
         Raises:
             ValueError: For a state of another version.
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state version must be {_STATE_VERSION}, got {state.get('version')!r}")
+        check_state_version(state, _STATE_VERSION)
         self._windows = {
             int(b): [(float(e), float(s), float(d)) for e, s, d in ws] for b, ws in state["windows"].items()
         }

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_positive
+from lightning_green.policy._util import check_state_version
 
 __all__ = ["GradientNoiseScale", "noise_scale_components"]
 
@@ -233,8 +234,7 @@ class GradientNoiseScale:
         Raises:
             ValueError: For a state of another version.
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state version must be {_STATE_VERSION}, got {state.get('version')!r}")
+        check_state_version(state, _STATE_VERSION)
         self.ema_decay = float(state["ema_decay"])
         self.min_updates = int(state["min_updates"])
         self._grad_sq_ema = float(state["grad_sq_ema"])

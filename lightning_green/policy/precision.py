@@ -52,13 +52,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from types import MappingProxyType
 from typing import Any
 
 from lightning_green.checks import as_number, check_int, check_range
-from lightning_green.policy._util import median
+from lightning_green.policy._util import check_state_version
+from lightning_green.policy.loss_trajectory import (
+    add_losses,
+    loss_jump,
+    new_acc,
+)
+from lightning_green.policy.precision_plan import (
+    PRECISIONS,
+    REFERENCE_PRECISION,
+    PlanSegment,
+    PrecisionDecision,
+    PrecisionReason,
+    check_precision,
+    probe_plan,
+)
+from lightning_green.policy.precision_probe import ProbePlanRunner
 
 __all__ = [
     "PRECISIONS",
@@ -70,166 +82,14 @@ __all__ = [
     "probe_plan",
 ]
 
-PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
-"""Precisions the policy knows, in Lightning's spelling, in probing order."""
-
-REFERENCE_PRECISION: str = "32-true"
-"""Full precision: always supported, the trajectory the others are held to."""
-
 _STATE_VERSION = 1
 _MAX_WINDOWS = 64
 _JUMP_HISTORY = 3
 
-
-class PrecisionReason(str, Enum):
-    """Why :meth:`PrecisionPolicy.decide` returned what it did."""
-
-    PROBE = "probe"
-    """Following the probe plan: measuring a candidate or the reference around it."""
-    CHEAPER = "cheaper"
-    """Switching: measured cheaper by more than the margin and the loss tracks the reference."""
-    KEEP = "keep"
-    """Staying: nothing to probe, or nothing passed and saved enough."""
-    TOO_EXPENSIVE = "too_expensive"
-    """A probe stopped early: the candidate clearly costs more than the base."""
-    LOSS_DEVIATION = "loss_deviation"
-    """A probed candidate's loss left the reference trend: banned for the cooling period."""
-    ROLLBACK_NON_FINITE = "rollback_non_finite"
-    """A non-finite loss: back to the previous precision, the offender banned."""
-    ROLLBACK_LOSS_JUMP = "rollback_loss_jump"
-    """The loss jumped beyond tolerance: back to the previous precision, the offender banned."""
-    ROLLBACK_OVERFLOW = "rollback_overflow"
-    """Repeated GradScaler overflows: back to the previous precision, the offender banned."""
-    COOLDOWN_OVER = "cooldown_over"
-    """A banned precision's cooling period ended: it will be probed again."""
-
-
-@dataclass(frozen=True)
-class PrecisionDecision:
-    """What :meth:`PrecisionPolicy.decide` decided.
-
-    Attributes:
-        precision: The precision to train with from now on (Lightning's spelling).
-        reason: Why.
-        details: Figures behind it (JSON-able values): ``previous_precision``, ``step``,
-            ``epoch`` and, where relevant, ``j_per_sample`` by precision, the probe's loss
-            check, the banned precision and until which epoch.
-    """
-
-    precision: str
-    reason: PrecisionReason
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
-
-    @property
-    def changed(self) -> bool:
-        """Whether the precision differs from the one in use before the decision."""
-        return self.details.get("previous_precision", self.precision) != self.precision
-
-
-@dataclass(frozen=True)
-class PlanSegment:
-    """One segment of a probe plan.
-
-    Attributes:
-        precision: The precision trained with in this segment.
-        role: ``"reference"`` (the base precision, ``reference_windows`` windows) or
-            ``"probe"`` (a candidate, up to ``probe_windows`` windows).
-    """
-
-    precision: str
-    role: str
-
-
-def probe_plan(candidates: Sequence[str], base: str = REFERENCE_PRECISION) -> tuple[PlanSegment, ...]:
-    """The order in which precisions are measured: each candidate between two references.
-
-    Args:
-        candidates: Precisions to probe, in order; ``base`` and duplicates are skipped.
-        base: The precision in use, whose loss trajectory the candidates are held to.
-
-    Returns:
-        ``reference, probe, reference, probe, ..., reference``; empty when there is no
-        candidate.
-
-    Raises:
-        ValueError: For a precision not in :data:`PRECISIONS`.
-
-    Example:
-        >>> [(s.precision, s.role) for s in probe_plan(["bf16-mixed"])]
-        [('32-true', 'reference'), ('bf16-mixed', 'probe'), ('32-true', 'reference')]
-    """
-    _check_precision("base", base)
-    todo = []
-    for c in candidates:
-        _check_precision("candidates", c)
-        if c != base and c not in todo:
-            todo.append(c)
-    if not todo:
-        return ()
-    plan = [PlanSegment(base, "reference")]
-    for c in todo:
-        plan += [PlanSegment(c, "probe"), PlanSegment(base, "reference")]
-    return tuple(plan)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _check_precision(name: str, value: object) -> str:
-    if value not in PRECISIONS:
-        raise ValueError(f"{name} must name a precision in {list(PRECISIONS)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _new_acc() -> dict[str, float]:
-    return {
-        "energy_j": 0.0,
-        "samples": 0.0,
-        "duration_s": 0.0,
-        "steps": 0.0,
-        "loss_n": 0.0,
-        "loss_sum": 0.0,
-        "loss_sq": 0.0,
-        "loss_step_sum": 0.0,
-        "overflows": 0.0,
-    }
-
-
-def _loss_stats(items: Sequence[Mapping[str, float]]) -> tuple[float, float, float, float]:
-    """(n, mean, pooled within-item variance, mean step) over window-like loss accumulators."""
-    n = sum(w["loss_n"] for w in items)
-    if n <= 0:
-        return 0.0, math.nan, math.nan, math.nan
-    total = sum(w["loss_sum"] for w in items)
-    ss_within, dof = 0.0, 0.0
-    for w in items:
-        if w["loss_n"] > 1:
-            ss_within += max(w["loss_sq"] - w["loss_sum"] ** 2 / w["loss_n"], 0.0)
-            dof += w["loss_n"] - 1
-    var = ss_within / dof if dof > 0 else 0.0
-    return n, total / n, var, sum(w["loss_step_sum"] for w in items) / n
-
-
-def _trend_at(windows: Sequence[Mapping[str, float]], step: float) -> float:
-    """Weighted least-squares line through the windows' mean losses, evaluated at ``step``."""
-    pts = [(w["loss_step_sum"] / w["loss_n"], w["loss_sum"] / w["loss_n"], w["loss_n"]) for w in windows]
-    sw = sum(p[2] for p in pts)
-    mx = sum(p[0] * p[2] for p in pts) / sw
-    my = sum(p[1] * p[2] for p in pts) / sw
-    sxx = sum(p[2] * (p[0] - mx) ** 2 for p in pts)
-    if sxx <= 0:
-        return my
-    slope = sum(p[2] * (p[0] - mx) * (p[1] - my) for p in pts) / sxx
-    return my + slope * (step - mx)
-
-
 # --------------------------------------------------------------------------- the policy
 
 
-class PrecisionPolicy:
+class PrecisionPolicy(ProbePlanRunner):
     """Measure each supported precision, keep the cheapest that tracks the reference loss.
 
     Usage by the callback: after every training step (or every few), call :meth:`record`
@@ -307,9 +167,9 @@ class PrecisionPolicy:
             raise ValueError(
                 f"supported must be a list of precisions from {list(PRECISIONS)}, got {supported!r}"
             )
-        listed = {_check_precision("supported", p) for p in supported} | {REFERENCE_PRECISION}
+        listed = {check_precision("supported", p) for p in supported} | {REFERENCE_PRECISION}
         self.supported: tuple[str, ...] = tuple(p for p in PRECISIONS if p in listed)
-        initial = _check_precision("initial_precision", initial_precision)
+        initial = check_precision("initial_precision", initial_precision)
         if initial not in self.supported:
             raise ValueError(
                 f"initial_precision must be one of supported={list(self.supported)}, "
@@ -334,7 +194,7 @@ class PrecisionPolicy:
         self._previous: list[str] = []  # precisions switched away from, most recent last
         self._seg_precision: str | None = None
         self._seg_steps = 0
-        self._acc = _new_acc()
+        self._acc = new_acc()
         self._windows: list[dict[str, Any]] = []
         self._plan: list[list[str]] = []  # [precision, role] pairs; empty: no plan
         self._plan_pos = 0
@@ -406,7 +266,7 @@ class PrecisionPolicy:
         Raises:
             ValueError: For an unknown or unsupported precision or out-of-range numbers.
         """
-        prec = _check_precision("precision", precision)
+        prec = check_precision("precision", precision)
         if prec not in self.supported:
             raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
         energy = check_range("energy_j", energy_j, 0.0, math.inf, what="joules")
@@ -422,17 +282,13 @@ class PrecisionPolicy:
         n_steps = check_int("steps", max(len(values), 1) if steps is None else steps, 1)
 
         if prec != self._seg_precision:
-            self._seg_precision, self._seg_steps, self._acc = prec, 0, _new_acc()
+            self._seg_precision, self._seg_steps, self._acc = prec, 0, new_acc()
         mid_step = self._step + (n_steps + 1) / 2.0
         finite = [v for v in values if math.isfinite(v)]
         non_finite = len(values) - len(finite)
         in_plan = bool(self._plan) and self._plan[self._plan_pos][0] == prec
         if in_plan and finite:
-            acc = self._plan_losses.setdefault(str(self._plan_pos), _new_acc())
-            acc["loss_n"] += len(finite)
-            acc["loss_sum"] += math.fsum(finite)
-            acc["loss_sq"] += math.fsum(v * v for v in finite)
-            acc["loss_step_sum"] += mid_step * len(finite)
+            add_losses(self._plan_losses.setdefault(str(self._plan_pos), new_acc()), finite, mid_step)
         can_roll_back = prec == self._current and self._rollback_target() not in (None, prec)
         if non_finite and can_roll_back:
             self._raise_alarm(PrecisionReason.ROLLBACK_NON_FINITE, prec, {"non_finite_losses": non_finite})
@@ -448,17 +304,14 @@ class PrecisionPolicy:
         acc["duration_s"] += duration
         acc["steps"] += n_steps
         acc["overflows"] += n_over
-        acc["loss_n"] += len(finite)
-        acc["loss_sum"] += math.fsum(finite)
-        acc["loss_sq"] += math.fsum(v * v for v in finite)
-        acc["loss_step_sum"] += mid_step * len(finite)
+        add_losses(acc, finite, mid_step)
         if acc["steps"] < self.window_steps or acc["duration_s"] < self.min_window_s:
             return
         window: dict[str, Any] = dict(acc)
         window["precision"] = prec
         window["plan_pos"] = self._plan_pos if in_plan else None
         window["plan_id"] = self._plan_id
-        self._acc = _new_acc()
+        self._acc = new_acc()
         if can_roll_back:
             self._check_window(window)
         self._windows.append(window)
@@ -476,18 +329,9 @@ class PrecisionPolicy:
         recent = [w for w in self._windows if w["loss_n"] > 0][-_JUMP_HISTORY:]
         if not recent:
             return
-        ref = median([w["loss_sum"] / w["loss_n"] for w in recent])
-        n_ref, _, var, _ = _loss_stats(recent)
-        mean = window["loss_sum"] / window["loss_n"]
-        allowed = self.loss_tolerance * abs(ref) + self.loss_noise_z * math.sqrt(
-            var * (1.0 / window["loss_n"] + 1.0 / n_ref)
-        )
-        if mean - ref > allowed:
-            self._raise_alarm(
-                PrecisionReason.ROLLBACK_LOSS_JUMP,
-                prec,
-                {"window_loss": mean, "recent_loss": ref, "allowed_excess": allowed},
-            )
+        jump = loss_jump(window, recent, self.loss_tolerance, self.loss_noise_z)
+        if jump is not None:
+            self._raise_alarm(PrecisionReason.ROLLBACK_LOSS_JUMP, prec, jump)
 
     def _raise_alarm(self, reason: PrecisionReason, precision: str, details: dict[str, Any]) -> None:
         if self._alarm is None:
@@ -543,132 +387,6 @@ class PrecisionPolicy:
             return self._advance_plan(ep, details)
         return self._emit(self._current, PrecisionReason.KEEP, details)
 
-    def _start_plan(self, candidates: list[str]) -> None:
-        plan = probe_plan(candidates, self._current)
-        self._plan = [[s.precision, s.role] for s in plan]
-        self._plan_pos = 0
-        self._plan_id += 1
-        self._plan_losses = {}
-        self._outcomes = {}
-
-    def _plan_windows(self, pos: int) -> list[dict[str, Any]]:
-        prec = self._plan[pos][0]
-        return [
-            w
-            for w in self._windows
-            if w["plan_id"] == self._plan_id and w["plan_pos"] == pos and w["precision"] == prec
-        ]
-
-    def _base_j(self) -> float | None:
-        base = self._plan[0][0]
-        js = [
-            w["energy_j"] / w["samples"]
-            for pos, (p, role) in enumerate(self._plan)
-            if role == "reference"
-            for w in self._plan_windows(pos)
-            if p == base
-        ]
-        return median(js) if js else None
-
-    def _advance_plan(self, ep: int, details: dict[str, Any]) -> PrecisionDecision:
-        base = self._plan[0][0]
-        while True:
-            prec, role = self._plan[self._plan_pos]
-            windows = self._plan_windows(self._plan_pos)
-            if role == "reference":
-                if len(windows) < self.reference_windows:
-                    return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
-                prev = self._plan_pos - 1
-                failed = None
-                if prev >= 0 and self._plan[prev][0] not in self._outcomes:
-                    failed = self._verdict(prev, ep)
-                self._plan_pos += 1
-                done = self._plan_pos >= len(self._plan)
-                if failed is not None:
-                    deviation = {**details, **failed}
-                    if done:
-                        final = self._finish_plan(deviation)
-                        if final.reason is PrecisionReason.CHEAPER:  # an earlier candidate passed
-                            return final
-                    return self._emit(base, PrecisionReason.LOSS_DEVIATION, deviation)
-                if done:
-                    return self._finish_plan(details)
-                continue
-            # probe segment
-            js = [w["energy_j"] / w["samples"] for w in windows]
-            base_j = self._base_j()
-            if js and base_j is not None and median(js) > base_j * (1.0 + self.early_stop_margin):
-                self._outcomes[prec] = {"status": "too_expensive", "j_per_sample": median(js)}
-                self._j[prec] = median(js)
-                self._plan_pos += 1
-                return self._emit(
-                    base,
-                    PrecisionReason.TOO_EXPENSIVE,
-                    {**details, "candidate": prec, "j_per_sample": {base: base_j, prec: median(js)}},
-                )
-            if len(js) >= self.probe_windows:
-                self._plan_pos += 1
-                return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
-            return self._emit(prec, PrecisionReason.PROBE, {**details, "segment": "probe"})
-
-    def _verdict(self, probe_pos: int, ep: int) -> dict[str, Any] | None:
-        """Judge the probe at ``probe_pos`` once the reference after it is complete.
-
-        Returns details when the loss check failed (the candidate is banned), else None.
-        """
-        cand = self._plan[probe_pos][0]
-        js = [w["energy_j"] / w["samples"] for w in self._plan_windows(probe_pos)]
-        before = self._plan_windows(probe_pos - 1)[-self.reference_windows :]
-        after = self._plan_windows(probe_pos + 1)[: self.reference_windows]
-        refs = [w for w in before + after if w["loss_n"] > 0]
-        probe_acc = self._plan_losses.get(str(probe_pos))
-        if not js:
-            self._outcomes[cand] = {"status": "unmeasured"}
-            return None
-        j = median(js)
-        self._j[cand] = j
-        if probe_acc is None or probe_acc["loss_n"] <= 0 or len(refs) < 2:
-            self._outcomes[cand] = {"status": "unverified", "j_per_sample": j}
-            return None
-        n_c, mean_c, _, step_c = _loss_stats([probe_acc])
-        n_r, _, var_r, _ = _loss_stats(refs)
-        trend = _trend_at(refs, step_c)
-        allowed = self.loss_tolerance * abs(trend) + self.loss_noise_z * math.sqrt(
-            var_r * (1 / n_c + 1 / n_r)
-        )
-        check = {
-            "candidate": cand,
-            "probe_loss": mean_c,
-            "reference_trend_loss": trend,
-            "allowed_excess": allowed,
-        }
-        if mean_c - trend > allowed:
-            self._outcomes[cand] = {"status": "loss_deviation", "j_per_sample": j, **check}
-            self._banned[cand] = ep + self.cooldown_epochs
-            return {**check, "banned_until_epoch": ep + self.cooldown_epochs}
-        self._outcomes[cand] = {"status": "ok", "j_per_sample": j, **check}
-        return None
-
-    def _finish_plan(self, details: dict[str, Any]) -> PrecisionDecision:
-        base = self._plan[0][0]
-        base_j = self._base_j()
-        outcomes = {p: dict(o) for p, o in self._outcomes.items()}
-        self._plan, self._plan_pos, self._plan_losses = [], 0, {}
-        if base_j is None:
-            return self._emit(base, PrecisionReason.KEEP, {**details, "outcomes": outcomes})
-        self._j[base] = base_j
-        passed = {
-            p: o["j_per_sample"] for p, o in outcomes.items() if o["status"] == "ok" and p not in self._banned
-        }
-        info = {**details, "j_per_sample": {base: base_j, **passed}, "outcomes": outcomes}
-        if passed:
-            best = min(passed, key=lambda p: (passed[p], PRECISIONS.index(p)))
-            saving = 1.0 - passed[best] / base_j
-            if saving > self.switch_margin:
-                self._previous.append(base)
-                return self._emit(best, PrecisionReason.CHEAPER, {**info, "saving": saving})
-        return self._emit(base, PrecisionReason.KEEP, info)
-
     def _roll_back(self, reason: PrecisionReason, ep: int, details: dict[str, Any]) -> PrecisionDecision:
         offender = self._current
         if self._plan and self._plan[self._plan_pos][1] == "probe":
@@ -685,10 +403,6 @@ class PrecisionPolicy:
         return self._emit(
             target, reason, {**details, "banned": offender, "banned_until_epoch": ep + self.cooldown_epochs}
         )
-
-    def _emit(self, precision: str, reason: PrecisionReason, details: dict[str, Any]) -> PrecisionDecision:
-        self._current = precision
-        return PrecisionDecision(precision, reason, details)
 
     # ------------------------------------------------------------------ state
 
@@ -719,13 +433,13 @@ class PrecisionPolicy:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned.
+            state: What :meth:`state_dict` returned: windows, probe plan, outcomes, bans and the
+                precision in use.
 
         Raises:
             ValueError: For a state of another version.
         """
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"state version must be {_STATE_VERSION}, got {state.get('version')!r}")
+        check_state_version(state, _STATE_VERSION)
         self._step = int(state["step"])
         self._current = str(state["current"])
         self._previous = [str(p) for p in state["previous"]]
