@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lightning_green.policy import StoppingConfig, StoppingPolicy, schedule
-from lightning_green.policy import stopping as stopping_module
+from lightning_green.policy import rules as stopping_module  # where decide() calls assess_segment
 from lightning_green.policy.history import History, segment_of
 from lightning_green.policy.marginal import MAX_FIT_POINTS, assess_segment
 

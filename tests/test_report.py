@@ -47,18 +47,26 @@ def test_without_matplotlib_the_plot_is_skipped_with_one_info_line(tmp_path, mon
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     monitor = EnergyMonitor(monitor="val_acc", mode="max")
     # Lightning's loggers stop propagating to the root logger when it had no handler at import
-    # time (import order): listen on them directly.
-    lightning_loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch")]
+    # time, and other tests may have raised their level: listen on them directly, at INFO.
+    names = [
+        f"{ns}{suffix}"
+        for ns in ("pytorch_lightning", "lightning.pytorch")
+        for suffix in ("", ".utilities.rank_zero")
+    ]
+    lightning_loggers = [logging.getLogger(name) for name in names]
+    levels = [lg.level for lg in lightning_loggers]
     for lg in lightning_loggers:
         lg.addHandler(caplog.handler)
+        lg.setLevel(logging.INFO)
     try:
         with caplog.at_level(logging.INFO):
             make_trainer(tmp_path, [monitor], max_epochs=1, **FAST).fit(
                 DigitsClassifier(), datamodule=DigitsDataModule()
             )
     finally:
-        for lg in lightning_loggers:
+        for lg, level in zip(lightning_loggers, levels, strict=True):
             lg.removeHandler(caplog.handler)
+            lg.setLevel(level)
     assert monitor.plot_path is None
     assert monitor.summary_path.exists()  # the JSON summary does not need matplotlib
     notes = {id(r) for r in caplog.records if "matplotlib is not installed" in r.getMessage()}

@@ -323,8 +323,8 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         if decision is not None:
             fitted_from = None
             if decision.fit is not None:
-                costs = self.policy.state_dict()["costs_kwh"]
-                fitted_from = costs[max(0, len(costs) - decision.fit.n_points)]
+                costs = self.policy.history.costs_kwh  # a view: no copy of the whole history
+                fitted_from = float(costs[max(0, len(costs) - decision.fit.n_points)])
             fields["stopping_policy"] = decision_summary(decision, fitted_from)
         return fields
 
