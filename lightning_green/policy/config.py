@@ -15,11 +15,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from lightning_green.checks import as_number
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+from lightning_green.checks import as_number, is_number
 
 
 def _plain(value: Any) -> Any:
@@ -134,7 +130,7 @@ class StoppingConfig:
         """
         if self.mode not in ("min", "max"):
             raise _bad("mode", self.mode, "'min' or 'max'")
-        if not _is_number(self.min_delta) or not math.isfinite(self.min_delta) or self.min_delta < 0:
+        if not is_number(self.min_delta) or not math.isfinite(self.min_delta) or self.min_delta < 0:
             raise _bad("min_delta", self.min_delta, "a finite number >= 0")
         for name in ("patience", "min_epochs"):
             value = getattr(self, name)
@@ -144,7 +140,7 @@ class StoppingConfig:
             raise _bad("check_finite", self.check_finite, "True or False")
         for name in ("stopping_threshold", "divergence_threshold"):
             value = getattr(self, name)
-            if value is not None and (not _is_number(value) or not math.isfinite(value)):
+            if value is not None and (not is_number(value) or not math.isfinite(value)):
                 raise _bad(name, value, "a finite number or None")
         stop_at, diverge_at = self.stopping_threshold, self.divergence_threshold
         if stop_at is not None and diverge_at is not None:
@@ -157,16 +153,16 @@ class StoppingConfig:
                     "training stops at the first check"
                 )
         budget = self.energy_budget_kwh
-        if budget is not None and (not _is_number(budget) or not math.isfinite(budget) or budget <= 0):
+        if budget is not None and (not is_number(budget) or not math.isfinite(budget) or budget <= 0):
             raise _bad("energy_budget_kwh", budget, "a finite number > 0 or None")
         gain = self.min_gain_per_kwh
-        if gain is not None and (not _is_number(gain) or not math.isfinite(gain) or gain < 0):
+        if gain is not None and (not is_number(gain) or not math.isfinite(gain) or gain < 0):
             raise _bad("min_gain_per_kwh", gain, "a finite number >= 0 or None")
         rel = self.min_relative_gain
-        if rel is not None and (not _is_number(rel) or not math.isfinite(rel) or not 0 <= rel <= 1):
+        if rel is not None and (not is_number(rel) or not math.isfinite(rel) or not 0 <= rel <= 1):
             raise _bad("min_relative_gain", rel, "a number between 0 and 1 or None")
         frac = self.min_horizon_fraction
-        if not _is_number(frac) or not math.isfinite(frac) or not 0 <= frac < 1:
+        if not is_number(frac) or not math.isfinite(frac) or not 0 <= frac < 1:
             raise _bad("min_horizon_fraction", frac, "a number >= 0 and < 1")
 
     @property
