@@ -99,7 +99,7 @@ def test_detect_steps_finds_decays_not_early_training() -> None:
     assert len(steps) == 2 and abs(steps[0] - 30) <= 1 and abs(steps[1] - 60) <= 1
     assert schedule.detect_steps(early + rng.normal(0, 0.02, 90)) == []
     assert schedule.step_hold_until(e + 1.0, steps, horizon=90) == 90  # 61 + (61 - 31), capped
-    assert schedule.step_hold_until(e + 1.0, steps[:1], horizon=90) == 62  # 31 + (31 - 0)
+    assert schedule.step_hold_until(e + 1.0, steps[:1], horizon=90) == 61  # 31 + (31 - 1), not epoch 1
 
 
 def test_lr_decay_ahead_within_horizon() -> None:

@@ -143,7 +143,7 @@ def decide(
     elif tracker.holds(check=check, progress=progress, lr_decay_in=lr_decay_in, horizon=horizon):
         hold = "lr_decay_ahead"
     else:
-        until = _schedule.step_hold_until(f_progress, steps, horizon)
+        until = _schedule.step_hold_until(f_progress, steps, horizon, first_epoch=progress_per_epoch or 0.0)
         if until is not None and progress < until:
             hold = "lr_step_seen"
     marginal_hold = hold

@@ -150,22 +150,28 @@ class StepDetector:
             self.steps.append(j)
 
 
-def step_hold_until(progress: np.ndarray, steps: list[int], horizon: float | None) -> float | None:
+def step_hold_until(
+    progress: np.ndarray, steps: list[int], horizon: float | None, first_epoch: float = 1.0
+) -> float | None:
     """Progress until which plateau and marginal stops are held after the last step-jump.
 
     The hold lasts as long as the stretch of training before the last jump: from the previous
-    jump, or from the start of training (progress 0), to the jump; capped at the planned horizon.
+    jump, or from the end of the first epoch (the warm-up epoch is not counted), to the jump;
+    capped at the planned horizon.
 
     Args:
         progress: Training completed at every check (epochs, possibly fractional, or steps).
         steps: Jump indices from :func:`detect_steps`.
         horizon: Planned end of the run in the same unit, or ``None``.
+        first_epoch: Progress of one epoch (0 for a run without epochs: counted from the start).
 
     Returns:
         Hold while ``progress < returned value``; ``None`` when no jump was seen.
 
     Example:
         >>> step_hold_until(np.arange(1.0, 41.0), [30], horizon=100)
+        61.0
+        >>> step_hold_until(np.arange(1.0, 41.0), [30], horizon=100, first_epoch=0.0)
         62.0
         >>> step_hold_until(np.arange(1.0, 41.0), [30], horizon=50)
         50.0
@@ -173,7 +179,7 @@ def step_hold_until(progress: np.ndarray, steps: list[int], horizon: float | Non
     if not steps:
         return None
     j = steps[-1]
-    start = float(progress[steps[-2]]) if len(steps) > 1 else 0.0
+    start = float(progress[steps[-2]]) if len(steps) > 1 else min(first_epoch, float(progress[j]))
     hold = float(progress[j]) + (float(progress[j]) - start)
     if horizon is not None:
         hold = min(hold, float(horizon))
