@@ -627,3 +627,14 @@ def test_state_of_version_2_resumes_with_the_same_decisions(nas_curves) -> None:
         for m, c, e in steps[32:]
     ]
     assert got == expected[32:]
+
+
+def test_a_run_that_got_worse_after_its_best_is_stopped_by_the_marginal_rule() -> None:
+    # Over-fitting: the loss bottoms out at epoch 10 and rises after. The best already banked is
+    # what the rest of the run would have to beat, so the marginal rule stops it, long before the
+    # planned end and before patience (1000 here) would.
+    rng = np.random.default_rng(0)
+    e = np.arange(100)
+    loss = np.where(e < 10, 2.0 - 0.1 * e, 1.0 + 0.004 * (e - 10)) + rng.normal(0, 0.01, 100)
+    i, reason = stop_of(run(loss, 0.1 * (e + 1), StoppingConfig(patience=1000), max_epochs=100))
+    assert reason is StopReason.MARGINAL_GAIN and 50 <= i < 75

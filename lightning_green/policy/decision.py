@@ -57,11 +57,12 @@ class StopDecision:
             when that is later, see :mod:`.stopping`).
         gain_per_kwh: Recent improvement of the metric per unit cost, a least-squares slope over
             a window of recent checks (improvement positive), or ``None`` with too few checks.
-        average_gain_per_kwh: Improvement per unit cost over the run so far (the reference of the
-            scale-free threshold), or ``None``.
-        projected_gain: Improvement the learning-curve fit still expects up to the planned horizon
-            (metric units, improvement positive; optimistic by one standard error), or ``None``
-            while the marginal rule is held (the fit is skipped then).
+        average_gain_per_kwh: Improvement of the best value on the first check, per unit cost spent
+            since (the reference of the scale-free threshold), or ``None``.
+        projected_gain: Improvement of the best value that the rest of the planned run is expected
+            to bring, around the learning-curve fit with the metric's noise (metric units,
+            improvement positive; the trend optimistic by one standard error), or ``None`` while
+            the marginal rule is held (the fit is skipped then).
         projected_cost_kwh: Cost of the rest of the planned run, extrapolated from the measured
             cost per epoch, or ``None``.
         projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``, or ``None``.

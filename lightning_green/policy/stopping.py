@@ -217,6 +217,7 @@ def decide(
             horizon_cost_kwh=rest_kwh,
             sign=config.sign,
             project=evaluate_marginal,
+            n_future_checks=_budget.checks_remaining(progress_all, horizon),
         )
     base.update(
         gain_per_kwh=assessment.gain_per_kwh,
