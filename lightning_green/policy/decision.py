@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from lightning_green.policy.learning_curve import CurveFit
+from lightning_green.policy.savings import StopSavings
 
 
 class StopReason(str, Enum):
@@ -83,6 +84,10 @@ class StopDecision:
             fractional, or steps; ``epoch + 1`` when called with ``epoch=``), or ``None``.
         horizon: The planned end the decision was made against, in the unit of ``progress``, or
             ``None`` without a plan.
+        savings: When the decision stops a run before its planned end: what the stop avoids up to
+            it, projected from the checks so far (:class:`~lightning_green.policy.savings.StopSavings`:
+            progress, epochs and checks not run, kWh not spent, and the gain of the best metric the
+            fitted learning curve projects for them); ``None`` otherwise.
     """
 
     should_stop: bool
@@ -102,6 +107,7 @@ class StopDecision:
     fit: CurveFit | None = None
     progress: float | None = None
     horizon: float | None = None
+    savings: StopSavings | None = None
 
     def __iter__(self) -> Iterator[bool | StopReason | None]:
         """Unpack as ``should_stop, reason = decision``.
