@@ -293,6 +293,7 @@ def assess_segment(
     sign: float,
     project: bool = True,
     n_future_checks: float | None = None,
+    central: bool = True,
 ) -> MarginalAssessment:
     """Recent, average and projected gain per unit cost at the latest check, from a :class:`Segment`.
 
@@ -308,6 +309,8 @@ def assess_segment(
         project: Fit the learning curve and project to the horizon.
         n_future_checks: Checks still planned up to the horizon (``None``: as many per unit of
             cost as so far).
+        central: Also project the gain from the fit's central trend (``projected_gain_central``;
+            the policy asks for it only when it stops).
 
     Returns:
         The assessment (fields are ``None`` where there is too little data).
@@ -327,6 +330,7 @@ def assess_segment(
     average = (best_now - v_start) / (c_now - c_start) if c_now > c_start else None
     if not project:
         return MarginalAssessment(gain_per_kwh=slope, gain_per_kwh_se=slope_se, average_gain_per_kwh=average)
+    want_central = central
 
     best: tuple[NormalisedFit, float, float] | None = None
     x = (seg_c - c_ref) / span
@@ -373,11 +377,12 @@ def assess_segment(
     m = max(1, round(n_future_checks)) if horizon_cost_kwh > 0 else 0
     projected_gain = projected_central = 0.0
     if m:
-        optimistic, central, counts = _future_trend(
+        optimistic, central_means, counts = _future_trend(
             fit, x_h, m, level_now=level_now, scale=scale, offset=offset, line_rate=line_rate, span=span
         )
         projected_gain = expected_improvement(best_now, optimistic, noise, counts)
-        projected_central = expected_improvement(best_now, central, noise, counts)
+        if want_central:
+            projected_central = expected_improvement(best_now, central_means, noise, counts)
 
     projected_rate = projected_gain / horizon_cost_kwh if horizon_cost_kwh > 0 else None
     relative = None
@@ -392,6 +397,6 @@ def assess_segment(
         projected_gain_per_kwh=projected_rate,
         relative_gain=relative,
         fit=fit_out,
-        projected_gain_central=projected_central if best is not None else None,
+        projected_gain_central=projected_central if best is not None and want_central else None,
         noise_sd=noise,
     )

@@ -174,7 +174,7 @@ def decide(
     rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon) if n_finite >= 2 else None
     future_checks = _budget.checks_remaining(progress_all, horizon)
 
-    def assess(project: bool) -> MarginalAssessment:
+    def assess(project: bool, central: bool = False) -> MarginalAssessment:
         if rest_kwh is None:
             return MarginalAssessment()
         return assess_segment(
@@ -183,19 +183,18 @@ def decide(
             sign=config.sign,
             project=project,
             n_future_checks=future_checks,
+            central=central,
         )
 
-    def stop(reason: StopReason, message: str, assessment: MarginalAssessment | None = None) -> StopDecision:
+    def stop(reason: StopReason, message: str) -> StopDecision:
         """The stopping decision, with what the stop avoids up to the horizon (projected)."""
         gain = None
-        if reason in (StopReason.PLATEAU, StopReason.MARGINAL_GAIN, StopReason.ENERGY_BUDGET):
-            if (
-                horizon is not None
-                and progress < horizon
-                and (assessment is None or assessment.projected_gain is None)
-            ):
-                assessment = assess(True)  # once, at the stop: no decision depends on it
-            gain = None if assessment is None else assessment.projected_gain_central
+        if (
+            reason in (StopReason.PLATEAU, StopReason.MARGINAL_GAIN, StopReason.ENERGY_BUDGET)
+            and horizon is not None
+            and progress < horizon
+        ):
+            gain = assess(True, central=True).projected_gain_central  # once, at the stop
         savings = project_savings(
             costs, progress_all, horizon, progress_per_epoch=progress_per_epoch, metric_gain=gain
         )
@@ -273,11 +272,11 @@ def decide(
                     f"Monitored metric {monitor} did not improve in the {since} records since {restart}."
                     f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."
                 )
-            return stop(StopReason.PLATEAU, message, assessment), state, tracker
+            return stop(StopReason.PLATEAU, message), state, tracker
     if evaluate_marginal:
         marginal = _marginal_stop(assessment, config)
         if marginal is not None:
-            return stop(StopReason.MARGINAL_GAIN, marginal, assessment), state, tracker
+            return stop(StopReason.MARGINAL_GAIN, marginal), state, tracker
 
     message = plateau.message or (
         f"Metric {monitor} did not improve in the last {state.wait_count} records;"
