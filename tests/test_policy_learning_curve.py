@@ -166,3 +166,52 @@ def test_linear_slope_is_shared() -> None:
 
     assert marginal.linear_slope is learning_curve.linear_slope
     assert not hasattr(learning_curve, "_line_slope")
+
+
+# --------------------------------------------------------------------------- the gain of the best value
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_expected_improvement_matches_simulation(seed: int) -> None:
+    from lightning_green.policy.marginal import expected_improvement
+
+    rng = np.random.default_rng(seed)
+    means = rng.normal(0.0, 0.5, 6)
+    counts = rng.integers(1, 20, 6)
+    sigma, best = float(rng.uniform(0.1, 1.0)), float(rng.normal(0.5, 0.3))
+    draws = rng.normal(np.repeat(means, counts), sigma, (100_000, int(counts.sum()))).max(axis=1)
+    simulated = float(np.maximum(draws, best).mean() - best)
+    assert expected_improvement(best, means, sigma, counts) == pytest.approx(simulated, abs=0.01)
+
+
+def test_projection_is_the_gain_of_the_best_value() -> None:
+    # A smooth curve: the best is the latest check, and the projected gain is the fit's own.
+    costs = np.arange(1, 41, dtype=float)
+    smooth = -(2.0 + 3.0 * costs**-0.6)
+    a = assess_marginal(costs, smooth, segment_start=0, horizon_cost_kwh=40.0, sign=-1.0, n_future_checks=40)
+    trend_gain = float(a.fit.predict(80.0) - a.fit.predict(40.0))  # metric units, a loss: negative
+    assert a.projected_gain_central == pytest.approx(-trend_gain, rel=0.05)
+    # A saturating noisy curve, and the same with one lucky check above its trend: that best is not
+    # what the trend will improve on, so less is projected, the more the luckier the check.
+    rng = np.random.default_rng(1)
+    noisy = -(2.0 + 3.0 * np.exp(-costs / 8.0)) + rng.normal(0, 0.005, 40)
+    gains = []
+    for luck in (0.0, 0.01, 0.02, 0.03):
+        lucky = noisy.copy()
+        lucky[38] += luck
+        c = assess_marginal(
+            costs, lucky, segment_start=0, horizon_cost_kwh=40.0, sign=-1.0, n_future_checks=40
+        )
+        assert c.fit is not None and c.projected_gain_central <= c.projected_gain
+        gains.append(c.projected_gain)
+    assert gains == sorted(gains, reverse=True) and gains[-1] < 0.3 * gains[0]
+
+
+def test_a_flat_noisy_metric_can_still_beat_its_best() -> None:
+    # On a flat trend, only the noise can bring a new best: more checks to come, more chance.
+    rng = np.random.default_rng(3)
+    costs = np.arange(1, 61, dtype=float)
+    flat = 90.0 + rng.normal(0, 0.5, 60)
+    few = assess_marginal(costs, flat, segment_start=0, horizon_cost_kwh=60.0, sign=1.0, n_future_checks=3)
+    many = assess_marginal(costs, flat, segment_start=0, horizon_cost_kwh=60.0, sign=1.0, n_future_checks=300)
+    assert 0 <= few.projected_gain < many.projected_gain

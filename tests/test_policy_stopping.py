@@ -627,3 +627,78 @@ def test_state_of_version_2_resumes_with_the_same_decisions(nas_curves) -> None:
         for m, c, e in steps[32:]
     ]
     assert got == expected[32:]
+
+
+def test_a_run_that_got_worse_after_its_best_is_stopped_by_the_marginal_rule() -> None:
+    # Over-fitting: the loss bottoms out at epoch 10 and rises after. The best already banked is
+    # what the rest of the run would have to beat, so the marginal rule stops it, long before the
+    # planned end and before patience (1000 here) would.
+    rng = np.random.default_rng(0)
+    e = np.arange(100)
+    loss = np.where(e < 10, 2.0 - 0.1 * e, 1.0 + 0.004 * (e - 10)) + rng.normal(0, 0.01, 100)
+    i, reason = stop_of(run(loss, 0.1 * (e + 1), StoppingConfig(patience=1000), max_epochs=100))
+    assert reason is StopReason.MARGINAL_GAIN and 50 <= i < 75
+
+
+# --------------------------------------------------------------------------- what a stop avoided
+
+
+def test_a_stop_says_what_it_avoided_up_to_the_planned_end(nas_curves) -> None:
+    stopped = 0
+    for curve in nas_curves:
+        decisions = run(
+            curve.metrics,
+            curve.costs,
+            replace(StoppingConfig(), mode=curve.mode),
+            epochs=curve.epochs - 1,
+            max_epochs=50,
+        )
+        assert all(d.savings is None for d in decisions[:-1])  # only a stop carries it
+        d = decisions[-1]
+        if not d.should_stop:
+            assert d.savings is None
+            continue
+        stopped += 1
+        i = len(decisions) - 1
+        s = d.savings
+        assert s.progress_not_run == s.epochs_not_run == s.checks_not_run == 50 - curve.epochs[i]
+        # The projection from the recent epochs against what the rest of the logged run cost.
+        actual = curve.costs[-1] - curve.costs[i]
+        assert s.kwh_not_spent == pytest.approx(actual, rel=0.15)
+        assert s.metric_gain_forgone is not None and s.metric_gain_forgone >= 0
+        assert s.metric_gain_forgone < 0.2  # nats: a stop gives up little of a smooth loss
+    assert stopped >= 3
+
+
+def test_savings_with_several_checks_an_epoch_and_in_steps() -> None:
+    x = np.arange(1, 101, dtype=float)
+    metric = 2.0 + 3.0 * np.exp(-x / 8.0)
+    config = StoppingConfig(patience=1000)
+    quarter = run_progress(metric, 0.01 * x, config, 0.25 * x, horizon=25)
+    steps = run_progress(metric, 0.01 * x, config, 50.0 * x, horizon=5000, per_epoch=200)
+    assert stop_of(quarter)[1] is StopReason.MARGINAL_GAIN and stop_of(quarter) == stop_of(steps)
+    a, b = quarter[-1].savings, steps[-1].savings
+    assert a.checks_not_run == b.checks_not_run == 4 * a.epochs_not_run == 4 * b.epochs_not_run
+    assert b.progress_not_run == 200 * b.epochs_not_run
+    assert a.kwh_not_spent == pytest.approx(0.01 * a.checks_not_run)
+    assert a.kwh_not_spent == pytest.approx(b.kwh_not_spent)
+
+
+def test_savings_of_a_plateau_stop_before_the_marginal_rule_may_act() -> None:
+    # A flat metric stopped by patience in the first half: the fit is made at the stop.
+    rng = np.random.default_rng(2)
+    metric = 1.0 + rng.normal(0, 0.01, 100)
+    decisions = run(metric, np.arange(1, 101) * 0.5, StoppingConfig(patience=10), max_epochs=100)
+    i, reason = stop_of(decisions)
+    assert reason is StopReason.PLATEAU and i < 50 and decisions[-1].hold == "horizon_fraction"
+    s = decisions[-1].savings
+    assert s.epochs_not_run == 100 - (i + 1) and s.kwh_not_spent == pytest.approx(0.5 * s.epochs_not_run)
+    assert s.metric_gain_forgone is not None and s.metric_gain_forgone < 0.05
+
+
+def test_no_savings_without_a_plan_or_at_its_end() -> None:
+    flat = np.full(30, 1.0)
+    no_plan = run(flat, np.arange(1, 31) * 0.1, StoppingConfig(patience=3, min_epochs=0))
+    assert no_plan[-1].should_stop and no_plan[-1].savings is None
+    at_end = run(flat[:4], np.arange(1, 5) * 0.1, StoppingConfig(patience=3, min_epochs=0), max_epochs=4)
+    assert at_end[-1].should_stop and at_end[-1].savings is None

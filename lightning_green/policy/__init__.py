@@ -11,6 +11,7 @@ from lightning_green.policy.history import History
 from lightning_green.policy.learning_curve import CurveFit
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
 from lightning_green.policy.rules import decide
+from lightning_green.policy.savings import StopSavings, project_savings
 from lightning_green.policy.stopping import StoppingPolicy
 
 __all__ = [
@@ -19,10 +20,12 @@ __all__ = [
     "PlateauState",
     "StopDecision",
     "StopReason",
+    "StopSavings",
     "StoppingConfig",
     "StoppingPolicy",
     "decide",
     "evaluate_plateau",
+    "project_savings",
 ]
 
 # Adapting batch size and precision to what measurement shows is cheapest.

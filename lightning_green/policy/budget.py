@@ -124,6 +124,40 @@ def remaining_cost(costs_kwh: np.ndarray, epochs: np.ndarray, max_epochs: int | 
     return remaining_cost_to(costs_kwh, np.asarray(epochs, dtype=float) + 1.0, max_epochs)
 
 
+def checks_remaining(progress: np.ndarray, horizon: float | None, window: int = COST_WINDOW) -> float:
+    """Checks still to come up to the planned horizon, at the recent pace of progress per check.
+
+    Without a planned horizon, as many again as so far (the horizon :func:`remaining_cost_to`
+    assumes then).
+
+    Args:
+        progress: Training completed at every check.
+        horizon: Planned end of the run in the unit of ``progress``, or ``None``.
+        window: Number of recent check intervals that set the pace.
+
+    Returns:
+        The number of checks (``>= 0``, not rounded).
+
+    Example:
+        >>> checks_remaining(np.array([0.25, 0.5, 0.75, 1.0]), horizon=10)  # four checks an epoch
+        36.0
+        >>> checks_remaining(np.array([2.0, 4.0]), horizon=None)
+        2.0
+    """
+    n = len(progress)
+    if horizon is None:
+        return float(n)
+    left = max(float(horizon) - float(progress[-1]), 0.0)
+    if n >= 2:
+        i = max(0, n - 1 - window)
+        pace = float(progress[-1] - progress[i]) / (n - 1 - i)
+        if pace > 0:
+            return left / pace
+    if float(progress[-1]) > 0:
+        return left / (float(progress[-1]) / n)
+    return float(n)
+
+
 def exceeds_budget(costs_kwh: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:
     """Whether the next check interval would take the cumulative cost over the budget.
 

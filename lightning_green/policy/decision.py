@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from lightning_green.policy.learning_curve import CurveFit
+from lightning_green.policy.savings import StopSavings
 
 
 class StopReason(str, Enum):
@@ -57,11 +58,12 @@ class StopDecision:
             when that is later, see :mod:`.stopping`).
         gain_per_kwh: Recent improvement of the metric per unit cost, a least-squares slope over
             a window of recent checks (improvement positive), or ``None`` with too few checks.
-        average_gain_per_kwh: Improvement per unit cost over the run so far (the reference of the
-            scale-free threshold), or ``None``.
-        projected_gain: Improvement the learning-curve fit still expects up to the planned horizon
-            (metric units, improvement positive; optimistic by one standard error), or ``None``
-            while the marginal rule is held (the fit is skipped then).
+        average_gain_per_kwh: Improvement of the best value on the first check, per unit cost spent
+            since (the reference of the scale-free threshold), or ``None``.
+        projected_gain: Improvement of the best value that the rest of the planned run is expected
+            to bring, around the learning-curve fit with the metric's noise (metric units,
+            improvement positive; the trend optimistic by one standard error), or ``None`` while
+            the marginal rule is held (the fit is skipped then).
         projected_cost_kwh: Cost of the rest of the planned run, extrapolated from the measured
             cost per epoch, or ``None``.
         projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``, or ``None``.
@@ -82,6 +84,10 @@ class StopDecision:
             fractional, or steps; ``epoch + 1`` when called with ``epoch=``), or ``None``.
         horizon: The planned end the decision was made against, in the unit of ``progress``, or
             ``None`` without a plan.
+        savings: When the decision stops a run before its planned end: what the stop avoids up to
+            it, projected from the checks so far (:class:`~lightning_green.policy.savings.StopSavings`:
+            progress, epochs and checks not run, kWh not spent, and the gain of the best metric the
+            fitted learning curve projects for them); ``None`` otherwise.
     """
 
     should_stop: bool
@@ -101,6 +107,7 @@ class StopDecision:
     fit: CurveFit | None = None
     progress: float | None = None
     horizon: float | None = None
+    savings: StopSavings | None = None
 
     def __iter__(self) -> Iterator[bool | StopReason | None]:
         """Unpack as ``should_stop, reason = decision``.

@@ -62,6 +62,8 @@ class Segment:
         cost_now_kwh: Cost at the latest check.
         cost_start_kwh: Cost at the run's first finite check.
         value_start: Oriented metric at the run's first finite check.
+        best_value: Best oriented metric of the run so far (all finite checks, not only the
+            segment's).
         n_total: Finite checks in the whole run.
         n_checks: Checks in the segment (``len(costs_kwh)`` unless it was thinned).
     """
@@ -73,6 +75,7 @@ class Segment:
     cost_now_kwh: float
     cost_start_kwh: float
     value_start: float
+    best_value: float
     n_total: int
     n_checks: int
 
@@ -93,7 +96,11 @@ def segment_indices(start: int, stop: int, max_points: int | None) -> np.ndarray
 
 
 def segment_of(
-    costs_kwh: np.ndarray, values: np.ndarray, start: int, max_points: int | None = None
+    costs_kwh: np.ndarray,
+    values: np.ndarray,
+    start: int,
+    max_points: int | None = None,
+    best_value: float | None = None,
 ) -> Segment:
     """The :class:`Segment` of the finite checks from the ``start``-th on.
 
@@ -105,6 +112,8 @@ def segment_of(
             thinned to evenly spaced checks (:func:`segment_indices`): each point is a check as
             measured (a mean of consecutive checks would sit off a curve that bends within it,
             which the fit's quality check would rightly refuse), in O(``max_points``).
+        best_value: The best of ``values``, when known (:class:`History` keeps it); ``None``:
+            found here, in O(n).
 
     Example:
         >>> s = segment_of(np.arange(1.0, 11.0), np.arange(10.0), 2, max_points=3)
@@ -134,6 +143,7 @@ def segment_of(
         cost_now_kwh=c_now,
         cost_start_kwh=float(costs[0]),
         value_start=float(vals[0]),
+        best_value=float(vals.max()) if best_value is None else float(best_value),
         n_total=n,
         n_checks=n - start,
     )
@@ -167,6 +177,7 @@ class History:
         sign: float = -1.0,
     ) -> None:
         self.sign = float(sign)
+        self._best = -math.inf
         self._metrics, self._costs, self._progress = _Growing(), _Growing(), _Growing()
         self._f_values, self._f_costs, self._f_progress, self._f_index = (
             _Growing(),
@@ -195,6 +206,7 @@ class History:
             self._f_costs.append(cost)
             self._f_progress.append(progress)
             self._f_index.append(len(self._metrics) - 1)
+            self._best = max(self._best, value)
 
     def __len__(self) -> int:
         return len(self._metrics)
@@ -213,6 +225,11 @@ class History:
     def progress(self) -> np.ndarray:
         """Training completed at every check (epochs, possibly fractional, or steps)."""
         return self._progress.view()
+
+    @property
+    def best_value(self) -> float:
+        """Best finite metric so far, oriented (``sign * metric``); ``-inf`` before any."""
+        return self._best
 
     @property
     def n_finite(self) -> int:
@@ -248,4 +265,4 @@ class History:
 
         O(``max_points``): the arrays are views, and a long segment is thinned by indexing.
         """
-        return segment_of(self.finite_costs_kwh, self.finite_values, start, max_points)
+        return segment_of(self.finite_costs_kwh, self.finite_values, start, max_points, self.best_value)

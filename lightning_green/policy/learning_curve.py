@@ -229,16 +229,18 @@ def _profile(
 ) -> tuple[FloatArray, FloatArray]:
     """For every ``theta`` (shape ``(G,)``): the best ``(c, a >= 0)`` and the SSE, vectorised."""
     basis = family.func(x[None, :], 0.0, 1.0, theta[:, None])  # (G, n): phi(x; theta)
-    bm = basis.mean(axis=1)
+    n = basis.shape[1]
+    bm = basis.sum(axis=1) / n  # means, without ndarray.mean's overhead (the same values)
     db = basis - bm[:, None]
-    yc = y - y.mean()
+    y_mean = y.sum() / n
+    yc = y - y_mean
     with np.errstate(divide="ignore", invalid="ignore"):
         var = np.einsum("gn,gn->g", db, db)
         a = np.maximum(np.where(var > 0, (db @ yc) / var, 0.0), 0.0)
         # SSE of y - (c + a phi) with c = mean(y) - a mean(phi):  |yc|^2 - 2 a (db.yc) + a^2 var
         sse = float(yc @ yc) - 2.0 * a * (db @ yc) + a * a * var
     sse = np.where(np.isfinite(sse), np.maximum(sse, 0.0), np.inf)
-    c = y.mean() - a * bm
+    c = y_mean - a * bm
     return np.column_stack([c, a, theta]), sse
 
 
@@ -437,7 +439,7 @@ def linear_slope(x: FloatArray, y: FloatArray) -> tuple[float, float, float]:
         (2.0, 0.0, 5.0)
     """
     n = len(x)
-    xm, ym = float(x.mean()), float(y.mean())
+    xm, ym = float(x.sum()) / n, float(y.sum()) / n
     dx = x - xm
     sxx = float(dx @ dx)
     if n < 2 or sxx <= 0:

@@ -1,17 +1,25 @@
-"""Marginal gain per kWh: what the run buys now, what it bought on average, what it will still buy.
+"""Marginal gain per kWh: what the run buys now, what it bought so far, what it will still buy.
 
 Three rates, all in metric units per unit of cost and oriented so that improvement is positive:
 
 - the **recent** rate, a least-squares slope of the metric against cumulative cost over a window
   of recent checks (single-epoch differences are far too noisy to act on);
-- the **average** rate so far, from the first check to the present (the fitted level now):
-  the reference of the scale-free threshold;
-- the **projected** rate: the gain a learning-curve fit (:mod:`.learning_curve`) still expects
-  between now and the planned horizon, divided by the projected cost of getting there. Of the
-  families that pass the quality checks, the most optimistic one is used, and it is optimistic by
-  one standard error of its projection (noisy or short histories give wide projections, so they
-  are not stopped on a lucky fit); when no family passes, the straight line through the current
-  segment, also optimistic by one standard error, is extrapolated instead.
+- the **average** rate so far: how much the best value of the metric improved on the first check,
+  per unit of cost spent since (the reference of the scale-free threshold);
+- the **projected** rate: the gain in the best value that the rest of the planned run is expected
+  to bring, divided by the projected cost of getting there.
+
+The projected gain is about the *best* value, since the best checkpoint is what a run keeps and
+what it is judged by: ``E[max(best, X_1, ..., X_m)] - best`` over the ``m`` checks still planned
+(:func:`expected_improvement`), each ``X_k`` normal around the learning-curve fit
+(:mod:`.learning_curve`) at its projected cost, with the noise of the metric around its trend. On a
+smooth curve this is the fit's own projected gain; on a noisy one it accounts both for a best that
+already sits above the trend by luck (less to gain than the trend says) and for the chance that a
+later check beats it on a flat trend (more than the trend says). Of the families that pass the
+quality checks the most optimistic one is used, and its trend is raised by one standard error of
+its projection at every future check (noisy or short histories give wide projections, so they are
+not stopped on a lucky fit); when no family passes, the straight line through the current segment,
+also optimistic by one standard error, is extrapolated instead.
 
 The ratio projected / average is the *relative gain*: "a further kWh buys this fraction of what
 the average kWh bought so far", the same for a loss in nats and an accuracy in points, for a run
@@ -24,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import log_ndtr
 
 from lightning_green.policy.history import Segment, segment_of
 from lightning_green.policy.learning_curve import (
@@ -42,6 +51,7 @@ __all__ = [
     "MarginalAssessment",
     "assess_marginal",
     "assess_segment",
+    "expected_improvement",
     "linear_slope",
     "recent_window",
 ]
@@ -61,6 +71,15 @@ RECENT_WINDOW_FRACTION = 1.0 / 3.0
 """The recent window covers this fraction of the current segment, at least ``RECENT_WINDOW_MIN``."""
 OPTIMISM_SE = 1.0
 """Standard errors added to projections (and taken off the recent slope in the safety check)."""
+FUTURE_GROUPS = 16
+"""The checks still planned are taken in at most this many groups of consecutive checks, each at
+the trend of its last (on a rising trend, its most promising) check, when the expected improvement
+of the best is computed: bounded work however many checks remain, erring on the optimistic side."""
+_EI_GRID = 49
+"""Evenly spaced points of the integration grid of :func:`expected_improvement` (to which points
+around every mean are added, where the integrand changes)."""
+_EI_AROUND = np.linspace(-3.0, 6.0, 10)
+"""Offsets, in noise standard deviations, of the grid points added around every mean."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +94,12 @@ class MarginalAssessment:
         projected_cost_kwh: Projected cost up to the horizon.
         projected_gain_per_kwh: ``projected_gain / projected_cost_kwh``.
         relative_gain: ``projected_gain_per_kwh / average_gain_per_kwh`` (``None`` when the run
-            has not improved on average, or nothing is left to project).
+            has not improved on its first check, or nothing is left to project).
         fit: The learning-curve fit used, or ``None`` (straight line extrapolated, or not projected).
+        projected_gain_central: The gain in the best value expected up to the horizon from the
+            fit's central trend (no optimism), or ``None``: what a stop gives up, as projected.
+        noise_sd: Standard deviation of the metric around its trend over the segment (metric
+            units), or ``None``.
     """
 
     gain_per_kwh: float | None = None
@@ -87,6 +110,8 @@ class MarginalAssessment:
     projected_gain_per_kwh: float | None = None
     relative_gain: float | None = None
     fit: CurveFit | None = None
+    projected_gain_central: float | None = None
+    noise_sd: float | None = None
 
     def recent_rate_lower_bound(self) -> float | None:
         """The recent rate minus ``OPTIMISM_SE`` standard errors: what the run surely still buys."""
@@ -103,6 +128,84 @@ def recent_window(n_points: int) -> int:
         (5, 10)
     """
     return min(n_points, max(RECENT_WINDOW_MIN, round(n_points * RECENT_WINDOW_FRACTION)))
+
+
+def expected_improvement(
+    best: float, means: np.ndarray, sigma: float, counts: np.ndarray | None = None
+) -> float:
+    """``E[max(best, X_1, ..., X_m)] - best`` for independent ``X_k ~ N(means[k], sigma**2)``.
+
+    The expected gain in the best value from checks still to come, each normal around its trend
+    value with the noise ``sigma``. ``counts[k]`` checks share ``means[k]`` (default: one each).
+    Computed as ``integral from best to infinity of (1 - prod_k Phi((z - means[k]) / sigma)) dz``
+    by the trapezoidal rule on a grid that is fine around every mean; without noise,
+    ``max(0, max(means) - best)``.
+
+    Args:
+        best: The best value so far (oriented so that higher is better).
+        means: Trend values of the future checks (same orientation).
+        sigma: Standard deviation of the noise around the trend (``>= 0``).
+        counts: Checks at each mean, or ``None`` for one each.
+
+    Returns:
+        The expected improvement (``>= 0``), in metric units.
+
+    Example:
+        >>> round(expected_improvement(0.0, np.array([0.0]), 1.0), 3)  # E[max(0, N(0, 1))] = 0.3989
+        0.4
+        >>> expected_improvement(1.0, np.array([0.0]), 0.0), expected_improvement(0.0, np.array([2.0]), 0.0)
+        (0.0, 2.0)
+        >>> a = expected_improvement(0.0, np.array([0.0]), 1.0, np.array([10]))  # ten tries on a flat trend
+        >>> b = expected_improvement(0.0, np.zeros(10), 1.0)
+        >>> round(a, 3) == round(b, 3), round(a, 2)
+        (True, 1.54)
+    """
+    mu = np.asarray(means, dtype=float)
+    if len(mu) == 0:
+        return 0.0
+    top = float(mu.max())
+    if not sigma > 0:
+        return max(top - best, 0.0)
+    n = np.ones(len(mu)) if counts is None else np.asarray(counts, dtype=float)
+    z_hi = max(best, top) + 8.0 * sigma * math.sqrt(1.0 + math.log(max(float(n.sum()), 1.0)))
+    around = (mu[:, None] + sigma * _EI_AROUND[None, :]).ravel()
+    z = np.unique(np.clip(np.concatenate((np.linspace(best, z_hi, _EI_GRID), around)), best, z_hi))
+    log_cdf = log_ndtr((z[:, None] - mu[None, :]) / sigma) @ n
+    return max(float(np.trapezoid(-np.expm1(log_cdf), z)), 0.0)
+
+
+def _future_trend(
+    fit: NormalisedFit | None,
+    x_h: float,
+    m: int,
+    *,
+    level_now: float,
+    scale: float,
+    offset: float,
+    line_rate: float,
+    span: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Optimistic and central trend values of the ``m`` future checks, in at most ``FUTURE_GROUPS`` groups.
+
+    The future checks are evenly spaced in cost between now (``x = 1``) and the horizon
+    (``x = x_h``); each group of consecutive ones is taken at the trend of its last check.
+
+    Returns:
+        ``(optimistic_means, central_means, counts)`` in oriented metric units.
+    """
+    groups = min(m, FUTURE_GROUPS)
+    edges = np.round(np.linspace(0.0, float(m), groups + 1))
+    counts = np.diff(edges)
+    last = edges[1:][counts > 0]  # 1-based index of each group's last check
+    counts = counts[counts > 0]
+    xs = 1.0 + (x_h - 1.0) * last / m
+    if fit is None:  # the straight line, optimistic slope
+        central = level_now + line_rate * (xs - 1.0) * span
+        return central, central, counts
+    central = offset + scale * fit.family.func(xs, *fit.params)
+    grad = fit.family.jac(xs, *fit.params) - fit.family.jac(np.array([1.0]), *fit.params)[0]
+    se = scale * np.sqrt(np.maximum(np.einsum("ki,ij,kj->k", grad, fit.pcov, grad), 0.0))
+    return central + OPTIMISM_SE * se, central, counts
 
 
 def _best_fit(
@@ -148,6 +251,7 @@ def assess_marginal(
     horizon_cost_kwh: float,
     sign: float,
     project: bool = True,
+    n_future_checks: float | None = None,
 ) -> MarginalAssessment:
     """Recent, average and projected gain per unit cost at the latest check.
 
@@ -164,6 +268,8 @@ def assess_marginal(
             metric's own orientation).
         project: Fit the learning curve and project to the horizon (``False``: only the recent and
             average rates, which are cheap; the policy skips the fit while the marginal rule is held).
+        n_future_checks: Checks still planned up to the horizon (``None``: as many per unit of
+            cost as so far).
 
     Returns:
         The assessment (fields are ``None`` where there is too little data).
@@ -171,7 +277,13 @@ def assess_marginal(
     if len(values) < 2:
         return MarginalAssessment(projected_cost_kwh=horizon_cost_kwh)
     segment = segment_of(costs_kwh, values, segment_start, MAX_FIT_POINTS)
-    return assess_segment(segment, horizon_cost_kwh=horizon_cost_kwh, sign=sign, project=project)
+    return assess_segment(
+        segment,
+        horizon_cost_kwh=horizon_cost_kwh,
+        sign=sign,
+        project=project,
+        n_future_checks=n_future_checks,
+    )
 
 
 def assess_segment(
@@ -180,19 +292,25 @@ def assess_segment(
     horizon_cost_kwh: float,
     sign: float,
     project: bool = True,
+    n_future_checks: float | None = None,
+    central: bool = True,
 ) -> MarginalAssessment:
     """Recent, average and projected gain per unit cost at the latest check, from a :class:`Segment`.
 
     The work is bounded by the number of points of the segment (at most :data:`MAX_FIT_POINTS`
-    when it comes from :meth:`History.segment <lightning_green.policy.history.History.segment>`),
-    not by the length of the run. A point is a check, or the mean of consecutive checks in a long
-    segment; the recent window is a third of the points (at least :data:`RECENT_WINDOW_MIN`).
+    when it comes from :meth:`History.segment <lightning_green.policy.history.History.segment>`)
+    and by :data:`FUTURE_GROUPS`, not by the length of the run. The recent window is a third of
+    the points (at least :data:`RECENT_WINDOW_MIN`).
 
     Args:
         segment: The current segment of the finite checks (after the last step-jump or decay).
         horizon_cost_kwh: Projected cost of the rest of the planned run.
         sign: +1 when higher is better, -1 when lower is better.
         project: Fit the learning curve and project to the horizon.
+        n_future_checks: Checks still planned up to the horizon (``None``: as many per unit of
+            cost as so far).
+        central: Also project the gain from the fit's central trend (``projected_gain_central``;
+            the policy asks for it only when it stops).
 
     Returns:
         The assessment (fields are ``None`` where there is too little data).
@@ -208,10 +326,11 @@ def assess_segment(
     w = recent_window(len(seg_v))
     slope, slope_se, _ = linear_slope(seg_c[-w:], seg_v[-w:])
     seg_slope, seg_slope_se, seg_level = linear_slope(seg_c, seg_v)
-    c_start, v_start = segment.cost_start_kwh, segment.value_start
+    c_start, v_start, best_now = segment.cost_start_kwh, segment.value_start, segment.best_value
+    average = (best_now - v_start) / (c_now - c_start) if c_now > c_start else None
     if not project:
-        average = (seg_level - v_start) / (c_now - c_start) if c_now > c_start else None
         return MarginalAssessment(gain_per_kwh=slope, gain_per_kwh_se=slope_se, average_gain_per_kwh=average)
+    want_central = central
 
     best: tuple[NormalisedFit, float, float] | None = None
     x = (seg_c - c_ref) / span
@@ -229,9 +348,10 @@ def assess_segment(
         best = _best_fit(x, y, min(w, len(x)), recent_x, x_h)
 
     fit_out: CurveFit | None = None
+    fit: NormalisedFit | None = None
+    line_rate = 0.0
     if best is not None:
-        fit, gain, se = best
-        projected_gain = (gain + OPTIMISM_SE * se) * scale
+        fit = best[0]
         level_now = offset + scale * float(fit.params[0])
         fit_out = CurveFit(
             family=fit.family.name,
@@ -246,10 +366,23 @@ def assess_segment(
         )
     else:  # no family describes the segment: continue its straight line, optimistically
         se = seg_slope_se if math.isfinite(seg_slope_se) else abs(seg_slope)
-        projected_gain = max(seg_slope + OPTIMISM_SE * se, 0.0) * horizon_cost_kwh
+        line_rate = max(seg_slope + OPTIMISM_SE * se, 0.0)
         level_now = seg_level
 
-    average = (level_now - v_start) / (c_now - c_start) if c_now > c_start else None
+    # The gain in the best value over the checks still planned, around the (optimistic) trend.
+    noise = noise_sd(seg_v)
+    if n_future_checks is None:
+        per_cost = segment.n_total / (c_now - c_start) if c_now > c_start else 0.0
+        n_future_checks = per_cost * horizon_cost_kwh
+    m = max(1, round(n_future_checks)) if horizon_cost_kwh > 0 else 0
+    projected_gain = projected_central = 0.0
+    if m:
+        optimistic, central_means, counts = _future_trend(
+            fit, x_h, m, level_now=level_now, scale=scale, offset=offset, line_rate=line_rate, span=span
+        )
+        projected_gain = expected_improvement(best_now, optimistic, noise, counts)
+        if want_central:
+            projected_central = expected_improvement(best_now, central_means, noise, counts)
 
     projected_rate = projected_gain / horizon_cost_kwh if horizon_cost_kwh > 0 else None
     relative = None
@@ -264,4 +397,6 @@ def assess_segment(
         projected_gain_per_kwh=projected_rate,
         relative_gain=relative,
         fit=fit_out,
+        projected_gain_central=projected_central if best is not None and want_central else None,
+        noise_sd=noise,
     )

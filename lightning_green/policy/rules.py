@@ -18,6 +18,7 @@ from lightning_green.policy.decision import StopDecision, StopReason
 from lightning_green.policy.history import History
 from lightning_green.policy.marginal import MAX_FIT_POINTS, MarginalAssessment, assess_segment
 from lightning_green.policy.plateau import PlateauState, evaluate_plateau
+from lightning_green.policy.savings import project_savings
 from lightning_green.policy.schedule import DecayTracker
 
 
@@ -115,8 +116,47 @@ def decide(
         "progress": progress,
         "horizon": None if horizon is None else float(horizon),
     }
+    n_finite = history.n_finite
+    f_costs, f_progress = history.finite_costs_kwh, history.finite_progress
+    if steps is None:
+        steps = _schedule.detect_steps(history.finite_values)
+    # The current segment of the curve: after its last step-jump, or the latest decay if later.
+    segment_start = steps[-1] if steps else 0
+    if tracker.last_decay_at is not None:
+        first_after = int(np.searchsorted(f_progress, tracker.last_decay_at, side="right"))
+        if first_after < n_finite and first_after > segment_start:
+            segment_start = first_after
+    rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon) if n_finite >= 2 else None
+    future_checks = _budget.checks_remaining(progress_all, horizon)
+
+    def assess(project: bool, central: bool = False) -> MarginalAssessment:
+        if rest_kwh is None:
+            return MarginalAssessment()
+        return assess_segment(
+            history.segment(segment_start, MAX_FIT_POINTS),
+            horizon_cost_kwh=rest_kwh,
+            sign=config.sign,
+            project=project,
+            n_future_checks=future_checks,
+            central=central,
+        )
+
+    def stop(reason: StopReason, message: str) -> StopDecision:
+        """The stopping decision, with what the stop avoids up to the horizon (projected)."""
+        gain = None
+        if (
+            reason in (StopReason.PLATEAU, StopReason.MARGINAL_GAIN, StopReason.ENERGY_BUDGET)
+            and horizon is not None
+            and progress < horizon
+        ):
+            gain = assess(True, central=True).projected_gain_central  # once, at the stop
+        savings = project_savings(
+            costs, progress_all, horizon, progress_per_epoch=progress_per_epoch, metric_gain=gain
+        )
+        return StopDecision(True, reason, message, **base, savings=savings)
+
     if plateau.reason in (StopReason.NON_FINITE, StopReason.THRESHOLD_REACHED, StopReason.DIVERGENCE):
-        return StopDecision(True, plateau.reason, plateau.message or "", **base), state, tracker
+        return stop(plateau.reason, plateau.message or ""), state, tracker
 
     over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh)
     base["next_epoch_kwh"] = next_kwh
@@ -126,13 +166,9 @@ def decide(
             f" {next_kwh:.3g} kWh more,"
             f" over energy_budget_kwh = {config.energy_budget_kwh}. Signaling Trainer to stop."
         )
-        return StopDecision(True, StopReason.ENERGY_BUDGET, message, **base), state, tracker
+        return stop(StopReason.ENERGY_BUDGET, message), state, tracker
 
     # Holds, from the finite part of the history.
-    n_finite = history.n_finite
-    f_costs, f_progress = history.finite_costs_kwh, history.finite_progress
-    if steps is None:
-        steps = _schedule.detect_steps(history.finite_values)
     if progress_per_epoch is None:
         before_min_epochs = check + 1 < config.min_epochs
     else:
@@ -159,20 +195,7 @@ def decide(
     )
 
     # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
-    segment_start = steps[-1] if steps else 0
-    if tracker.last_decay_at is not None:
-        first_after = int(np.searchsorted(f_progress, tracker.last_decay_at, side="right"))
-        if first_after < n_finite and first_after > segment_start:
-            segment_start = first_after
-    assessment = MarginalAssessment()
-    if n_finite >= 2:
-        rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon)
-        assessment = assess_segment(
-            history.segment(segment_start, MAX_FIT_POINTS),
-            horizon_cost_kwh=rest_kwh,
-            sign=config.sign,
-            project=evaluate_marginal,
-        )
+    assessment = assess(evaluate_marginal)
     base.update(
         gain_per_kwh=assessment.gain_per_kwh,
         average_gain_per_kwh=assessment.average_gain_per_kwh,
@@ -204,11 +227,11 @@ def decide(
                     f"Monitored metric {monitor} did not improve in the {since} records since {restart}."
                     f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."
                 )
-            return StopDecision(True, StopReason.PLATEAU, message, **base), state, tracker
+            return stop(StopReason.PLATEAU, message), state, tracker
     if evaluate_marginal:
         marginal = _marginal_stop(assessment, config)
         if marginal is not None:
-            return StopDecision(True, StopReason.MARGINAL_GAIN, marginal, **base), state, tracker
+            return stop(StopReason.MARGINAL_GAIN, marginal), state, tracker
 
     message = plateau.message or (
         f"Metric {monitor} did not improve in the last {state.wait_count} records;"
