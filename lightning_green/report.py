@@ -13,6 +13,7 @@ import numpy as np
 
 from lightning_green import keys
 from lightning_green.energy.accounting import EpochEnergy
+from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import J_PER_KWH, j_to_kwh
 from lightning_green.json_safe import json_safe
 from lightning_green.policy import StopDecision
@@ -22,6 +23,35 @@ SUMMARY_FILENAME = "energy_summary.json"
 """Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
 
 _FIT_POINTS = 50  # points of a fitted learning curve drawn in the plot
+
+
+def session_summary(
+    session: EnergySession, measured_j: float, faults: int, source: str, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """:func:`build_summary` of what ``session`` measured, up to a final reading of ``measured_j``.
+
+    Args:
+        session: The run's measurement session.
+        measured_j: The meters' final reading (J, before PUE; 0 when none could be taken).
+        faults: Measurement faults in that reading (any makes the summary partial).
+        source: Energy source label of the reading.
+        extra: More fields (the callbacks' ``energy_summary_fields``, failure marks).
+
+    Returns:
+        The summary, as :func:`build_summary`.
+    """
+    ledger = session.ledger
+    return build_summary(
+        ledger.history,
+        total_j=max(ledger.total_j, ledger.total_j_at(measured_j)),
+        source=source,
+        partial=ledger.partial or faults > 0,
+        pue=session.pue,
+        carbon_intensity_g_per_kwh=ledger.carbon_intensity_g_per_kwh,
+        monitor=session.monitor,
+        mode=session.mode,
+        extra=extra,
+    )
 
 
 def build_summary(

@@ -9,7 +9,6 @@ fit ends (or fails) the monitor asks each for its summary fields (:class:`Summar
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -25,7 +24,7 @@ from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, va
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.session import EnergySession, OpenEpoch
-from lightning_green.report import build_summary, format_summary, write_report
+from lightning_green.report import format_summary, session_summary, write_report
 from lightning_green.state import from_state, to_state
 from lightning_green.training.windows import count_samples
 
@@ -155,7 +154,6 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._val_ran = False
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
         self._restored_marginal: tuple[int, float] | None = None  # (step, value) to log after a resume
-        self._step_mark: tuple[float, int, float] | None = None  # (energy_j, global_step, seconds)
 
     @property
     def state_key(self) -> str:
@@ -258,22 +256,16 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self.session.add_samples(count_samples(batch))
         if self.step_interval and self.session.running:
             step = trainer.global_step
-            due = step % self.step_interval == 0
-            if due and (self._step_mark is None or step != self._step_mark[1]):  # once per optimizer step
+            if step % self.step_interval == 0 and step != self.session.step_mark:  # once per optimizer step
                 self._log_step_energy(trainer)
 
     def _log_step_energy(self, trainer: Trainer) -> None:
-        reading, _ = self.session.read()
-        now = (self.pue * reading.energy_j, trainer.global_step, time.monotonic())
-        if self._step_mark is not None and now[1] > self._step_mark[1]:
-            energy_j = now[0] - self._step_mark[0]
-            metrics = {keys.STEP_J: energy_j / (now[1] - self._step_mark[1])}
-            if now[2] > self._step_mark[2]:
-                metrics[keys.STEP_POWER_W] = energy_j / (now[2] - self._step_mark[2])
-            # Straight to the loggers: self.log would follow Trainer(log_every_n_steps), not step_interval.
-            if trainer.global_rank == 0 and trainer.loggers:
-                _loggers.log_metrics(trainer, metrics, step=now[1])
-        self._step_mark = now
+        step_j, power_w = self.session.step_energy(trainer.global_step)
+        metrics = {keys.STEP_J: step_j, keys.STEP_POWER_W: power_w}
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        # Straight to the loggers: self.log would follow Trainer(log_every_n_steps), not step_interval.
+        if metrics and trainer.global_rank == 0 and trainer.loggers:
+            _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Note that this epoch validated (a missing val metric is then an error)."""
@@ -401,28 +393,17 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     def _report(
         self, trainer: Trainer, measured_j: float, faults: int, source: str, failure: BaseException | None
     ) -> None:
-        ledger = self.session.ledger
-        partial = ledger.partial or faults > 0
         extra: dict[str, Any] = {"carbon_intensity_origin": self.carbon_intensity_origin}
         for callback in trainer.callbacks:
             if callback is not self and isinstance(callback, SummaryContributor):
                 extra.update(callback.energy_summary_fields())
         if failure is not None:
             extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
-        self.last_summary = build_summary(
-            ledger.history,
-            total_j=max(ledger.total_j, ledger.total_j_at(measured_j)),
-            source=source,
-            partial=partial,
-            pue=self.pue,
-            carbon_intensity_g_per_kwh=self.carbon_intensity_g_per_kwh,
-            monitor=self.monitor,
-            mode=self.mode,
-            extra=extra,
-        )
+        self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
         if trainer.global_rank != 0:
             return
-        _loggers.set_tags(trainer, {keys.TAG_PARTIAL: str(partial).lower(), keys.PARAM_ENERGY_SOURCE: source})
+        partial = str(self.last_summary["partial"]).lower()
+        _loggers.set_tags(trainer, {keys.TAG_PARTIAL: partial, keys.PARAM_ENERGY_SOURCE: source})
         if not self.summary:
             return
         _compat.info(trainer, format_summary(self.last_summary))

@@ -155,6 +155,7 @@ class EnergySession:
         self._epoch_start_s = 0.0
         self._windows: dict[str, _Mark] = {}
         self._probing: set[str] = set()
+        self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -256,6 +257,30 @@ class EnergySession:
         for name in SOURCES:
             summed.pop(f"source.{name}")
         return measured, summed
+
+    @property
+    def step_mark(self) -> int | None:
+        """The optimizer step of the last :meth:`step_energy` call (None before the first)."""
+        return None if self._step_mark is None else self._step_mark[1]
+
+    def step_energy(self, step: int) -> tuple[float | None, float | None]:
+        """Joules per optimizer step and watts since the previous call at an earlier step (collective).
+
+        Args:
+            step: The optimizer step reached now (``trainer.global_step``).
+
+        Returns:
+            ``(j_per_step, power_w)`` with the PUE applied; ``None`` for what cannot be known yet
+            (the first call, or no step or no time elapsed since the previous one).
+        """
+        reading, _ = self.read()
+        now = (self.pue * reading.energy_j, int(step), self._clock())
+        before, self._step_mark = self._step_mark, now
+        if before is None or now[1] <= before[1]:
+            return None, None
+        energy_j = now[0] - before[0]
+        power_w = energy_j / (now[2] - before[2]) if now[2] > before[2] else None
+        return energy_j / (now[1] - before[1]), power_w
 
     def total_kwh_now(self) -> float:
         """The run's energy up to now (PUE applied, resumes included), in kWh (collective)."""
