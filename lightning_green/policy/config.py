@@ -63,7 +63,7 @@ class StoppingConfig:
             A noise-aware backstop (stop when no check of the last ``patience`` beat the earlier
             best by more than 0.5 or 1 noise standard deviation) was replayed too: it lifts MLPerf
             from 0.81 to 0.96-1.04 times the best patience rule's saving but misses the
-            step-schedule loss curves' no-harm target (regret 0.72 times patience 10's).
+            step-schedule loss curves' no-harm target (regret 0.72-0.74 times patience 10's).
         check_finite: Stop when the metric becomes NaN or infinite. As in ``EarlyStopping``.
         stopping_threshold: Stop as soon as the metric is better than this. As in
             ``EarlyStopping``.
