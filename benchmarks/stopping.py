@@ -21,6 +21,9 @@ the setting of ``min_relative_gain`` x ``min_horizon_fraction`` x ``patience`` (
 the defaults) that does best on the *other* sources (largest smallest ratio, no-harm targets kept)
 is judged on the source left out.
 
+What is measured (cost saved, regret, harm, the patience rules, the oracle) is in
+``stopping_measures.py``, the timing in ``stopping_timing.py``.
+
 Usage::
 
     python benchmarks/stopping.py [CURVES_DIR] [--step-curves CSV] [--jobs N] [--no-loso]
@@ -30,7 +33,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import inspect
 import math
 import sys
@@ -42,14 +44,26 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_green.offline import Curve, ReplayResult, read_curves_csv, result_at, summarize
+from lightning_green.offline import Curve, ReplayResult, read_curves_csv, result_at
 from lightning_green.policy import StoppingConfig, StoppingPolicy
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from stopping_measures import (  # noqa: E402
+    Rule,
+    Stats,
+    group_of,
+    oracle_at,
+    p10_regret,
+    patience_table,
+    saved_ratio,
+    stats,
+)
+from stopping_timing import scaling, time_per_decision  # noqa: E402
+
 DEFAULT_CURVES = HERE / "data" / "curves"
 DEFAULT_STEP_CURVES = HERE / "data" / "step_schedule_curves.csv"
-PATIENCES = np.arange(1, 101)
-MIN_DELTAS = (0.0, 1e-3, 1e-2)
 RATIO_TARGET, RATIO_STRETCH = 1.5, 2.0
 RATIO_CAP = 3.0
 """Ratios above this count as this much when settings are compared (a rule that saves next to
@@ -65,18 +79,6 @@ _PROGRESS_API = "progress" in inspect.signature(StoppingPolicy.update).parameter
 
 
 # --------------------------------------------------------------------------- datasets
-
-
-def harm_threshold(curve: Curve) -> float:
-    """0.01 nats for a loss, 0.5 points for an accuracy-like metric (x100)."""
-    name = (curve.metric_name or "").lower()
-    if "loss" in name or not curve.higher_is_better:
-        return 0.01
-    return 0.5
-
-
-def group_of(curve: Curve) -> str:
-    return "loss" if harm_threshold(curve) == 0.01 else "accuracy"
 
 
 @dataclass(frozen=True)
@@ -196,106 +198,6 @@ def replay_all(
     return out
 
 
-# --------------------------------------------------------------------------- statistics
-
-
-@dataclass(frozen=True)
-class Stats:
-    saved: float
-    regret: float
-    harm: float
-    n: int
-    stops: dict[str, int]
-
-
-def stats(curves: Sequence[Curve], results: Sequence[ReplayResult]) -> Stats:
-    """The library's summary, plus the share of curves harmed (regret above the curve's threshold)."""
-    s = summarize(results)
-    harmed = [r.regret > harm_threshold(c) for c, r in zip(curves, results, strict=True)]
-    return Stats(s.mean_cost_saved, s.mean_regret, float(np.mean(harmed)), s.n_curves, s.stops)
-
-
-def _wait_counts(metrics: np.ndarray, mode: str, min_delta: float) -> np.ndarray:
-    """Lightning's ``wait_count`` after every check (``EarlyStopping(min_delta=...)``, finite metrics)."""
-    best = math.inf if mode == "min" else -math.inf
-    wait = 0
-    out = np.empty(len(metrics), dtype=int)
-    for i, m in enumerate(metrics.tolist()):
-        improved = (m + min_delta < best) if mode == "min" else (m - min_delta > best)
-        if improved:
-            best, wait = m, 0
-        else:
-            wait += 1
-        out[i] = wait
-    return out
-
-
-@dataclass(frozen=True)
-class Rule:
-    patience: int
-    min_delta: float
-    stats: Stats
-
-
-def patience_table(curves: Sequence[Curve]) -> list[Rule]:
-    """Every rule ``EarlyStopping(patience=p, min_delta=d)`` over the curves (p 1-100, d in MIN_DELTAS).
-
-    Lightning stops at the first check whose ``wait_count`` reaches ``patience``; the wait counts
-    of a curve are computed once per ``min_delta`` (the same as :func:`evaluate_plateau`, check by
-    check, on finite metrics).
-    """
-    table = []
-    for d in MIN_DELTAS:
-        waits = [_wait_counts(c.metrics, c.mode, d) for c in curves]
-        for p in PATIENCES.tolist():
-            results = []
-            for c, w in zip(curves, waits, strict=True):
-                hit = np.flatnonzero(w >= p)
-                results.append(result_at(c, int(hit[0]) if len(hit) else len(c.metrics) - 1))
-            table.append(Rule(p, d, stats(curves, results)))
-    return table
-
-
-def best_rule(table: Sequence[Rule], regret: float) -> Rule | None:
-    """The rule that saves most among those whose mean regret is at most ``regret``."""
-    eligible = [r for r in table if r.stats.regret <= regret + 1e-12]
-    if not eligible:
-        return None
-    return max(eligible, key=lambda r: (r.stats.saved, -r.stats.regret))
-
-
-def saved_ratio(s: Stats, table: Sequence[Rule]) -> tuple[float, Rule | None]:
-    """Cost saved by the policy / by the best rule of equal or lower regret (inf when that saves 0)."""
-    rule = best_rule(table, s.regret)
-    if rule is None:
-        return math.inf, None
-    if rule.stats.saved <= 0:
-        return (math.inf if s.saved > 0 else math.nan), rule
-    return s.saved / rule.stats.saved, rule
-
-
-def oracle_at(curves: Sequence[Curve], regret: float) -> Stats:
-    """Hindsight oracle: stop at the first check within ``tol`` of the final best, ``tol`` chosen so
-    that its mean regret matches ``regret`` (bisection). Context for what was possible."""
-
-    def at(tol: float) -> Stats:
-        out = []
-        for c in curves:
-            s = c.metrics if c.higher_is_better else -c.metrics
-            best = np.maximum.accumulate(np.where(np.isfinite(s), s, -np.inf))
-            i = int(np.argmax(best >= best[-1] - tol))
-            out.append(result_at(c, i))
-        return stats(curves, out)
-
-    lo, hi = 0.0, 1.0
-    while at(hi).regret < regret and hi < 1e6:
-        hi *= 2
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if at(mid).regret <= regret else (lo, mid)
-    return at(lo)
-
-
 def first_allowed_stops(curves: Sequence[Curve], results: Sequence[ReplayResult], fraction: float) -> int:
     """Marginal-gain stops at the first check past ``fraction`` of the planned run (the guard's first)."""
     n = 0
@@ -328,10 +230,6 @@ def capped(r: float) -> float:
 # --------------------------------------------------------------------------- no-harm targets
 
 
-def p10_regret(table: Sequence[Rule]) -> float:
-    return next(r.stats.regret for r in table if r.patience == 10 and r.min_delta == 0.0)
-
-
 def harm_checks(d: Dataset, s: Stats, table: Sequence[Rule]) -> list[tuple[str, bool]]:
     """The no-harm targets that apply to a dataset: (description, holds)."""
     out = []
@@ -347,102 +245,6 @@ def harm_checks(d: Dataset, s: Stats, table: Sequence[Rule]) -> list[tuple[str, 
             )
         )
     return out
-
-
-# --------------------------------------------------------------------------- timing
-
-
-def time_per_decision(
-    curves: Sequence[Curve], history: int = 50, repeats: int = 3
-) -> tuple[tuple[float, float], tuple[float, float], int]:
-    """Median and p99 (ms) of one ``update`` with ``history`` checks, the marginal rule active.
-
-    The run is planned for 1.5 times the history, so the 50th check is past the first half of the
-    run (``min_horizon_fraction``) and the learning curve is fitted: the expensive case. Returns
-    wall-clock and CPU (thread) time: on a shared machine the wall clock also counts the time other
-    processes held the core.
-    """
-    wall, cpu = [], []
-    planned = history + history // 2
-    config = StoppingConfig(patience=10_000)
-    gc.collect()
-    gc.disable()
-    try:
-        for c in curves:
-            if len(c.metrics) < history:
-                continue
-            for _ in range(repeats):
-                policy = StoppingPolicy(replace(config, mode=c.mode))
-                for i in range(history - 1):
-                    policy.update(float(c.metrics[i]), float(c.costs[i]), epoch=i, max_epochs=planned)
-                t0, c0 = time.perf_counter(), time.thread_time()
-                policy.update(
-                    float(c.metrics[history - 1]),
-                    float(c.costs[history - 1]),
-                    epoch=history - 1,
-                    max_epochs=planned,
-                )
-                cpu.append(time.thread_time() - c0)
-                wall.append(time.perf_counter() - t0)
-    finally:
-        gc.enable()
-    if not wall:
-        return (math.nan, math.nan), (math.nan, math.nan), 0
-    w, c = np.array(wall) * 1e3, np.array(cpu) * 1e3
-    return (
-        (float(np.median(w)), float(np.percentile(w, 99))),
-        (float(np.median(c)), float(np.percentile(c, 99))),
-        len(w),
-    )
-
-
-def never_stopping_curve(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A loss that falls steadily to the end (a straight line in cost, with noise): nothing stops it.
-
-    The per-check noise is a fifth of the per-check improvement, so a new best comes every few
-    checks (the plateau rule never fires) and the recent slope is surely positive (the marginal rule
-    never fires): every check is decided in full, the learning-curve fit included once the run is
-    past ``min_horizon_fraction`` of its plan.
-    """
-    rng = np.random.default_rng(seed)
-    i = np.arange(n, dtype=float)
-    return 3.0 - i / n + rng.normal(0.0, 0.2 / n, n), (i + 1) * 0.01
-
-
-def time_replay(n: int) -> tuple[float, float, int]:
-    """Wall and CPU seconds to replay the default policy over :func:`never_stopping_curve` ``(n)``,
-    and the number of stops (0 expected)."""
-    metrics, costs = never_stopping_curve(n)
-    policy = StoppingPolicy(StoppingConfig())
-    stops = 0
-    t0, c0 = time.perf_counter(), time.process_time()
-    for i in range(n):
-        stops += policy.update(float(metrics[i]), float(costs[i]), epoch=i, max_epochs=n).should_stop
-    return time.perf_counter() - t0, time.process_time() - c0, stops
-
-
-def scaling(sizes: Sequence[int] = (2_000, 20_000)) -> list[str]:
-    """Replay time of never-stopping curves of the given lengths: linear in the length, about
-    2 ms per check or less. Prints a table and returns the verdict lines."""
-    print("\n== Replay time against curve length (never-stopping curve, default policy) ==")
-    rows = []
-    for n in sizes:
-        wall, cpu, stops = time_replay(n)
-        rows.append((n, wall, cpu))
-        print(
-            f"  {n:7d} checks: {wall:7.2f} s wall ({cpu:7.2f} s CPU), {1e3 * wall / n:5.2f} ms per check,"
-            f" stops {stops}"
-        )
-    (n0, w0, c0), (n1, w1, c1) = rows[0], rows[-1]
-    ratio, cpu_ratio = w1 / w0, c1 / c0
-    per_check = 1e3 * c1 / n1
-    print(f"  {n1} vs {n0} checks: {ratio:.1f}x the time (CPU {cpu_ratio:.1f}x; {n1 / n0:.0f}x is linear)")
-    return [
-        f"replay time {n1} vs {n0} checks: {ratio:.1f}x wall, {cpu_ratio:.1f}x CPU (<= 20):"
-        f" {'PASS' if min(ratio, cpu_ratio) <= 20 else 'FAIL'}",
-        f"CPU time per check over {n1} checks: {per_check:.2f} ms (about 2 or less):"
-        f" {'PASS' if per_check <= 2.5 else 'FAIL'}",
-    ]
 
 
 # --------------------------------------------------------------------------- leave one source out

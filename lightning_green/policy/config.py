@@ -60,6 +60,10 @@ class StoppingConfig:
             decay. The value was picked on the development curves: at patience 10 the MLPerf
             curves lose about 0.7 Dice points (target: at most 0.5); 20, 30 and 50 keep the
             development targets (on the held-out step-schedule curves 20 narrowly misses theirs).
+            A noise-aware backstop (stop when no check of the last ``patience`` beat the earlier
+            best by more than 0.5 or 1 noise standard deviation) was replayed too: it lifts MLPerf
+            from 0.81 to 0.96-1.04 times the best patience rule's saving but misses the
+            step-schedule loss curves' no-harm target (regret 0.72-0.74 times patience 10's).
         check_finite: Stop when the metric becomes NaN or infinite. As in ``EarlyStopping``.
         stopping_threshold: Stop as soon as the metric is better than this. As in
             ``EarlyStopping``.
@@ -103,7 +107,16 @@ class StoppingConfig:
             far as the observed span; trusting a projection once the one made at half the cost has
             held up) and no guard at all were replayed on the repository's curves: every one stops
             NAS-Bench-NLP runs early on fits that under-project their slow tails, with 3 to 10
-            times the regret. The plateau rule keeps its own meaning.
+            times the regret. So were data-driven releases of the guard (``python
+            benchmarks/stopping.py``, ratio to the best patience rule of equal or lower regret,
+            MLPerf / NAS / step loss / step accuracy without learning rates; defaults 0.81 / 1.60
+            / 1.14 / 1.51): releasing it once the recent slope is surely not positive (by one or
+            two standard errors: 0.79 / 0.72-0.75 / 0.70-0.74 / 0.85-1.17, step-schedule no-harm
+            targets missed), once the best is older than the stretch that led to it (0.83-0.95 /
+            0.99-1.29 / 0.68-0.74 / 0.70-0.73, missed), only ``STEP_CONFIRM`` checks after the
+            fraction so that a decay placed there can be seen (0.81 / 1.46 / 1.01 / 1.43), and
+            fractions 0.55-0.67 (0.81-0.94 / 1.00-1.46 / 0.91-1.00 / 1.07-1.29). The plateau rule
+            keeps its own meaning.
 
     Example:
         >>> StoppingConfig(mode="max", patience=5).patience
