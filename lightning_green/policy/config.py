@@ -11,21 +11,26 @@ configs can build it; invalid values raise :class:`ValueError` naming the argume
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from lightning_green.checks import as_number, is_number
+from lightning_green.checks import (
+    as_number,
+    check_bool,
+    check_choice,
+    check_fraction_0_to_1,
+    check_fraction_below_1,
+    check_int,
+    check_non_negative,
+    check_number,
+    check_positive,
+)
 
 
 def _plain(value: Any) -> Any:
     """A NumPy or 0-dim torch scalar as the Python number it stands for; anything else unchanged."""
     number = as_number(value)
     return value if number is None or isinstance(value, (int, float)) else number
-
-
-def _bad(name: str, value: Any, allowed: str) -> ValueError:
-    return ValueError(f"StoppingConfig: `{name}` must be {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -124,7 +129,7 @@ class StoppingConfig:
         >>> StoppingConfig(patience=-1)
         Traceback (most recent call last):
         ...
-        ValueError: StoppingConfig: `patience` must be an integer >= 0, got -1
+        ValueError: patience must be an integer >= 0, got -1
     """
 
     mode: str = "min"
@@ -151,21 +156,13 @@ class StoppingConfig:
         Raises:
             ValueError: Naming the first invalid argument, its value and what is allowed.
         """
-        if self.mode not in ("min", "max"):
-            raise _bad("mode", self.mode, "'min' or 'max'")
-        if not is_number(self.min_delta) or not math.isfinite(self.min_delta) or self.min_delta < 0:
-            raise _bad("min_delta", self.min_delta, "a finite number >= 0")
-        for name in ("patience", "min_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise _bad(name, value, "an integer >= 0")
-        if not isinstance(self.check_finite, bool):
-            raise _bad("check_finite", self.check_finite, "True or False")
-        for name in ("stopping_threshold", "divergence_threshold"):
-            value = getattr(self, name)
-            if value is not None and (not is_number(value) or not math.isfinite(value)):
-                raise _bad(name, value, "a finite number or None")
-        stop_at, diverge_at = self.stopping_threshold, self.divergence_threshold
+        check_choice("mode", self.mode, ("min", "max"))
+        check_non_negative("min_delta", self.min_delta)
+        check_int("patience", self.patience, 0)
+        check_int("min_epochs", self.min_epochs, 0)
+        check_bool("check_finite", self.check_finite)
+        stop_at = check_number("stopping_threshold", self.stopping_threshold, allow_none=True)
+        diverge_at = check_number("divergence_threshold", self.divergence_threshold, allow_none=True)
         if stop_at is not None and diverge_at is not None:
             better = stop_at > diverge_at if self.mode == "max" else stop_at < diverge_at
             if not better:
@@ -175,18 +172,10 @@ class StoppingConfig:
                     f"with mode={self.mode!r}: otherwise every value of the metric meets one of them and "
                     "training stops at the first check"
                 )
-        budget = self.energy_budget_kwh
-        if budget is not None and (not is_number(budget) or not math.isfinite(budget) or budget <= 0):
-            raise _bad("energy_budget_kwh", budget, "a finite number > 0 or None")
-        gain = self.min_gain_per_kwh
-        if gain is not None and (not is_number(gain) or not math.isfinite(gain) or gain < 0):
-            raise _bad("min_gain_per_kwh", gain, "a finite number >= 0 or None")
-        rel = self.min_relative_gain
-        if rel is not None and (not is_number(rel) or not math.isfinite(rel) or not 0 <= rel <= 1):
-            raise _bad("min_relative_gain", rel, "a number between 0 and 1 or None")
-        frac = self.min_horizon_fraction
-        if not is_number(frac) or not math.isfinite(frac) or not 0 <= frac < 1:
-            raise _bad("min_horizon_fraction", frac, "a number >= 0 and < 1")
+        check_positive("energy_budget_kwh", self.energy_budget_kwh, unit="kWh", allow_none=True)
+        check_non_negative("min_gain_per_kwh", self.min_gain_per_kwh, allow_none=True)
+        check_fraction_0_to_1("min_relative_gain", self.min_relative_gain, allow_none=True)
+        check_fraction_below_1("min_horizon_fraction", self.min_horizon_fraction)
 
     @property
     def sign(self) -> float:
