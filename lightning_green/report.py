@@ -17,6 +17,7 @@ from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import J_PER_KWH, j_to_kwh
 from lightning_green.json_safe import json_safe
 from lightning_green.policy import StopDecision
+from lightning_green.policy.marginal import MarginalAssessment
 from lightning_green.report_plot import PLOT_FILENAME, plot_summary
 
 SUMMARY_FILENAME = "energy_summary.json"
@@ -161,15 +162,7 @@ def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = Non
         "wait_count": decision.wait_count,
         "hold": decision.hold,
     }
-    for key in (
-        "gain_per_kwh",
-        "average_gain_per_kwh",
-        "projected_gain",
-        "projected_cost_kwh",
-        "projected_gain_per_kwh",
-        "relative_gain",
-        "next_epoch_kwh",
-    ):
+    for key in (*MarginalAssessment.RATES, "next_epoch_kwh"):
         out[key] = json_safe(getattr(decision, key))
     fit = decision.fit
     if fit is not None:

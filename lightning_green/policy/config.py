@@ -33,6 +33,17 @@ def _plain(value: Any) -> Any:
     return value if number is None or isinstance(value, (int, float)) else number
 
 
+LIGHTNING_ARGUMENTS: tuple[str, ...] = (
+    "mode",
+    "min_delta",
+    "patience",
+    "check_finite",
+    "stopping_threshold",
+    "divergence_threshold",
+)
+"""The fields that are Lightning ``EarlyStopping``'s arguments, with the same meaning."""
+
+
 @dataclass(frozen=True)
 class StoppingConfig:
     """Arguments of the energy-aware stopping policy.
@@ -176,6 +187,15 @@ class StoppingConfig:
         check_non_negative("min_gain_per_kwh", self.min_gain_per_kwh, allow_none=True)
         check_fraction_0_to_1("min_relative_gain", self.min_relative_gain, allow_none=True)
         check_fraction_below_1("min_horizon_fraction", self.min_horizon_fraction)
+
+    def plateau_arguments(self) -> dict[str, Any]:
+        """The arguments that are Lightning ``EarlyStopping``'s, for :func:`evaluate_plateau`.
+
+        Example:
+            >>> sorted(StoppingConfig().plateau_arguments())[:3]
+            ['check_finite', 'divergence_threshold', 'min_delta']
+        """
+        return {name: getattr(self, name) for name in LIGHTNING_ARGUMENTS}
 
     @property
     def sign(self) -> float:

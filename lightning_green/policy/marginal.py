@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import log_ndtr
@@ -112,6 +113,22 @@ class MarginalAssessment:
     fit: CurveFit | None = None
     projected_gain_central: float | None = None
     noise_sd: float | None = None
+
+    RATES: ClassVar[tuple[str, ...]] = (
+        "gain_per_kwh",
+        "average_gain_per_kwh",
+        "projected_gain",
+        "projected_cost_kwh",
+        "projected_gain_per_kwh",
+        "relative_gain",
+    )
+    """The figures (plain numbers) a :class:`~lightning_green.policy.decision.StopDecision` carries."""
+    DECISION_FIELDS: ClassVar[tuple[str, ...]] = (*RATES, "fit")
+    """Every attribute a :class:`~lightning_green.policy.decision.StopDecision` carries, same names."""
+
+    def decision_fields(self) -> dict[str, Any]:
+        """The :attr:`DECISION_FIELDS` by name, for the decision at this check."""
+        return {name: getattr(self, name) for name in self.DECISION_FIELDS}
 
     def recent_rate_lower_bound(self) -> float | None:
         """The recent rate minus ``OPTIMISM_SE`` standard errors: what the run surely still buys."""

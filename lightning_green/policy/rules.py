@@ -96,17 +96,7 @@ def decide(
     tracker = (DecayTracker() if decays is None else decays).advance(
         check=check, progress=progress, lr_decay_in=lr_decay_in
     )
-    plateau = evaluate_plateau(
-        current,
-        plateau_state,
-        mode=config.mode,
-        min_delta=config.min_delta,
-        patience=config.patience,
-        check_finite=config.check_finite,
-        stopping_threshold=config.stopping_threshold,
-        divergence_threshold=config.divergence_threshold,
-        monitor=monitor,
-    )
+    plateau = evaluate_plateau(current, plateau_state, monitor=monitor, **config.plateau_arguments())
     state = plateau.state
     tracker = tracker.record(improved=plateau.improved)
     base: dict[str, Any] = {
@@ -196,15 +186,7 @@ def decide(
 
     # Marginal assessment: the learning-curve fit only when the marginal rule can act on it.
     assessment = assess(evaluate_marginal)
-    base.update(
-        gain_per_kwh=assessment.gain_per_kwh,
-        average_gain_per_kwh=assessment.average_gain_per_kwh,
-        projected_gain=assessment.projected_gain,
-        projected_cost_kwh=assessment.projected_cost_kwh,
-        projected_gain_per_kwh=assessment.projected_gain_per_kwh,
-        relative_gain=assessment.relative_gain,
-        fit=assessment.fit,
-    )
+    base.update(assessment.decision_fields())
 
     if hold is None and plateau.reason is StopReason.PLATEAU:
         # Patience counts from the later of the last improvement and the latest decay: the check
