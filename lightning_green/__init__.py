@@ -15,25 +15,25 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+_CALLBACK_NAMES: tuple[str, ...] = (
     "AdaptationUnsupportedError",
     "AdaptiveBatchSize",
     "AdaptivePrecision",
     "EnergyAwareEarlyStopping",
     "EnergyMonitor",
-    "__version__",
-]
+)
+"""The callbacks' public names: exported here lazily, and by :mod:`lightning_green.callbacks`."""
 
-_CALLBACKS = frozenset(__all__) - {"__version__"}
+__all__ = [*_CALLBACK_NAMES, "__version__"]
+
+_CALLBACKS = frozenset(_CALLBACK_NAMES)
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time __getattr__ imports them
-    from lightning_green.callbacks import (
-        AdaptationUnsupportedError,
-        AdaptiveBatchSize,
-        AdaptivePrecision,
-        EnergyAwareEarlyStopping,
-        EnergyMonitor,
-    )
+    from lightning_green.callbacks import AdaptationUnsupportedError as AdaptationUnsupportedError
+    from lightning_green.callbacks import AdaptiveBatchSize as AdaptiveBatchSize
+    from lightning_green.callbacks import AdaptivePrecision as AdaptivePrecision
+    from lightning_green.callbacks import EnergyAwareEarlyStopping as EnergyAwareEarlyStopping
+    from lightning_green.callbacks import EnergyMonitor as EnergyMonitor
 
 
 def __getattr__(name: str) -> Any:
