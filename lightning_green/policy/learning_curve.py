@@ -109,31 +109,22 @@ the data converges in about ten; one that needs many more is running off its bou
 BOUND = 1e3
 """Bound on level and slope at the latest check, in normalised units (the fitted window spans 1)."""
 
+
+def _family(
+    name: str, f: Callable[..., FloatArray], jac: Callable[..., FloatArray], grid_max: float, rate_max: float
+) -> Family:
+    """A family with its rate start grid up to ``grid_max`` and its rate bounded by ``rate_max``."""
+    grid = np.geomspace(1e-3, grid_max, 16)[:, None]
+    return Family(name, f, jac, grid, (-BOUND, 0.0, 1e-3), (BOUND, BOUND, rate_max))
+
+
 FAMILIES: dict[str, Family] = {
-    "pow3": Family(
-        "pow3",
-        _pow3,
-        _pow3_jac,
-        np.geomspace(1e-3, 8.0, 16)[:, None],
-        (-BOUND, 0.0, 1e-3),
-        (BOUND, BOUND, 10.0),
-    ),
-    "exp3": Family(
-        "exp3",
-        _exp3,
-        _exp3_jac,
-        np.geomspace(1e-3, 100.0, 16)[:, None],
-        (-BOUND, 0.0, 1e-3),
-        (BOUND, BOUND, 200.0),
-    ),
-    "hyp3": Family(
-        "hyp3",
-        _hyp3,
-        _hyp3_jac,
-        np.geomspace(1e-3, 300.0, 16)[:, None],
-        (-BOUND, 0.0, 1e-3),
-        (BOUND, BOUND, 1e3),
-    ),
+    family.name: family
+    for family in (
+        _family("pow3", _pow3, _pow3_jac, grid_max=8.0, rate_max=10.0),
+        _family("exp3", _exp3, _exp3_jac, grid_max=100.0, rate_max=200.0),
+        _family("hyp3", _hyp3, _hyp3_jac, grid_max=300.0, rate_max=1e3),
+    )
 }
 """The families, by name."""
 
