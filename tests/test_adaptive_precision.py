@@ -21,7 +21,7 @@ from lightning_green.training import windows
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = dict(window_s=0.001, start_step=4)  # scripted energy needs no long windows
+FAST = dict(window_s=0.001, start_step=4, probe_budget=0.5)  # scripted energy: short windows, short runs
 
 
 def fit(
