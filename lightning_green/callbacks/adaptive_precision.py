@@ -389,13 +389,9 @@ class AdaptivePrecision(AdaptiveCallback):
         policy = self.policy
         j_per_sample = policy.j_per_sample() if policy is not None else {}
         run_j = self._session.ledger.total_j if self._session is not None else 0.0
-        cost = probe_cost(policy, j_per_sample.get(self.baseline or ""), run_j / pue)
         return {
             **self.setting_fields(j_per_sample),
-            **{
-                f"precision_{k}": v * pue if k.endswith("_j") and v is not None else v
-                for k, v in cost.items()
-            },
+            **probe_cost(policy, j_per_sample.get(self.baseline or ""), run_j / pue, pue),
             "precision_skipped_steps": self.skipped_steps,
         }
 

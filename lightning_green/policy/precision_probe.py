@@ -20,8 +20,9 @@ resolved cheaper than it (its interval entirely below). Unresolved means staying
 steps trained at a candidate precision while probing (warm-up steps included; reference windows
 are ordinary training and cost nothing extra) may reach ``probe_budget`` of the run's projected
 energy: the joules per step recorded so far outside the probes times the planned steps (without
-a plan: of the energy recorded so far outside the probes). A candidate window is only started when its estimated energy still fits
-(the first from the reference window's energy per step, later ones from the candidate's own), and
+a plan: of the energy recorded so far outside the probes). A candidate window is only started
+when its estimated energy still fits (the first from the reference window's energy per step,
+later ones as its dearest so far), and
 a probe only starts when two candidate windows fit; otherwise the policy says so once
 (``no_budget``) and waits for the budget to grow.
 
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_green.keys import PRECISION_PROBE_SHARE
 from lightning_green.policy._util import median
 from lightning_green.policy.loss_trajectory import new_acc, probe_loss_check
 from lightning_green.policy.paired_windows import (
@@ -61,8 +63,8 @@ def new_probe(base: str, candidates: list[str]) -> dict[str, Any]:
         "j": [],
         "refs": [],  # the candidate's reference windows (their loss sums, for the trend)
         "cand_loss": new_acc(),
-        "cand_segments": 0,
-        "cand_j": 0.0,  # energy of the candidate's segments, warm-up included
+        "seg_j": 0.0,  # energy of the candidate segment in progress, warm-up included
+        "cand_max_j": 0.0,  # the dearest of the candidate's segments so far
         "ref_step_j": None,  # the last reference window's energy per step
         "ref_steps": 0.0,
     }
@@ -114,7 +116,7 @@ class ProbeRunner:
         if probe is None or prec != self._segment_precision():
             return
         if probe["role"] == CANDIDATE:
-            probe["cand_j"] += energy_j
+            probe["seg_j"] += energy_j
             self._probe_steps += steps
             self._probe_j[prec] = self._probe_j.get(prec, 0.0) + energy_j
             self._probe_samples[prec] = self._probe_samples.get(prec, 0) + samples
@@ -128,7 +130,7 @@ class ProbeRunner:
             if window["loss_n"] > 0:
                 probe["refs"].append({k: window[k] for k in new_acc()})
         else:
-            probe["cand_segments"] += 1
+            probe["cand_max_j"], probe["seg_j"] = max(probe["cand_max_j"], probe["seg_j"]), 0.0
 
     # ------------------------------------------------------------------ budget
 
@@ -207,8 +209,7 @@ class ProbeRunner:
             comparison = compare_interleaved(
                 probe["roles"], probe["j"], min_saving=self.switch_margin, confidence=self.confidence
             )
-            own_j = probe["cand_j"] / probe["cand_segments"]
-            budget_ok = self._affords(1, own_j, planned_steps)
+            budget_ok = self._affords(1, probe["cand_max_j"], planned_steps)
             if not comparison.resolved and comparison.pairs < self.max_pairs and budget_ok:
                 probe["role"], probe["filled"] = CANDIDATE, False
                 return self._emit(cand, PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
@@ -297,22 +298,29 @@ class ProbeRunner:
         )
 
 
-def probe_cost(policy: ProbeRunner | None, base_j_per_sample: float | None, run_j: float) -> dict[str, Any]:
-    """What probing cost, in joules before PUE: ``probe_j``, ``probe_extra_j``, ``probe_share``.
+def probe_cost(
+    policy: ProbeRunner | None, base_j_per_sample: float | None, run_j: float, pue: float = 1.0
+) -> dict[str, Any]:
+    """The summary's probing figures: ``precision_probe_j``, ``..._extra_j`` (with ``pue``), ``..._share``.
 
     Args:
         policy: The precision policy (None before fit: nothing probed).
-        base_j_per_sample: The baseline's joules per sample, for ``probe_extra_j`` (what the probed
-            steps cost beyond the same samples at the baseline; None when unknown).
-        run_j: The run's energy so far, for ``probe_share`` (None when 0).
+        base_j_per_sample: The baseline's joules per sample (before PUE), for the extra cost: what
+            the probed steps cost beyond the same samples at the baseline (None when unknown).
+        run_j: The run's energy so far before PUE, for the share (None when 0).
+        pue: The PUE the joules are reported with, like the summary's totals.
     """
     spent = policy.probe_energy_j() if policy is not None else {}
     samples = policy.probe_samples() if policy is not None else {}
     extra = None
     if base_j_per_sample is not None:
-        extra = sum(j - samples.get(p, 0) * base_j_per_sample for p, j in spent.items())
+        extra = pue * sum(j - samples.get(p, 0) * base_j_per_sample for p, j in spent.items())
     total = sum(spent.values())
-    return {"probe_j": total, "probe_extra_j": extra, "probe_share": total / run_j if run_j > 0 else None}
+    return {
+        "precision_probe_j": pue * total,
+        "precision_probe_extra_j": extra,
+        PRECISION_PROBE_SHARE: total / run_j if run_j > 0 else None,
+    }
 
 
 def no_budget_text(decision: PrecisionDecision) -> str:
