@@ -271,15 +271,6 @@ def is_file_logger(logger: Any) -> bool:
     return isinstance(logger, classes("loggers", "TensorBoardLogger") + classes("loggers", "CSVLogger"))
 
 
-def planned_steps(trainer: Trainer) -> float | None:
-    """The run's planned optimizer steps (from max_steps/max_epochs); None when unbounded or unknown."""
-    try:
-        steps = float(trainer.estimated_stepping_batches)
-    except Exception:  # no length known (an iterable dataset): no plan
-        return None
-    return steps if math.isfinite(steps) and steps > 0 else None
-
-
 def strategy_kind(trainer: Trainer) -> str | None:
     """``"single"`` (one device), ``"ddp"`` (data parallel) or None (DeepSpeed, FSDP, XLA ...)."""
     strategy = trainer.strategy

@@ -36,6 +36,7 @@ from lightning_green.policy.precision import (
     no_budget_text,
     probe_cost,
 )
+from lightning_green.training.planned import planned_steps
 from lightning_green.training.precision import (
     PRECISION_BITS,
     gradient_overflows,
@@ -244,7 +245,7 @@ class AdaptivePrecision(AdaptiveCallback):
         assert self.baseline is not None and self.current is not None
         self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
         self._window.target_steps = max(self.policy.window_steps, 1)
-        self._planned_steps = _compat.planned_steps(trainer)
+        self._planned_steps = planned_steps(trainer)
         self._scale_start = self._read_scale()
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
