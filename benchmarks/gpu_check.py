@@ -429,7 +429,16 @@ def part_b(ctx: Context, budget_s: float, precisions: str | None) -> None:
         details = last.get("details") or {}
         outcomes = details.get("outcomes") or {}
         saving = details.get("saving")
-        probes = ", ".join(f"{p} {o.get('status')}" for p, o in outcomes.items())
+        probes = ", ".join(
+            f"{p} {o.get('status')}"
+            + (
+                f" (ratio {o['ratio']:.2f}, {o['confidence']:.0%} interval {o['ratio_low']:.2f}-"
+                f"{o['ratio_high']:.2f}, {o['pairs']} pairs)"
+                if o.get("ratio_low") is not None
+                else ""
+            )
+            for p, o in outcomes.items()
+        )
         text = f"{last['reason']} at step {last['step']}"
         if isinstance(saving, int | float):
             text += f", saving {saving:.0%}"

@@ -24,6 +24,9 @@ EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
 
+# Summary fields.
+PRECISION_PROBE_SHARE = "precision_probe_share"  # AdaptivePrecision: probing energy / the run's
+
 # Run parameters.
 PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
 PARAM_PUE = "lightning_green.pue"

@@ -225,6 +225,11 @@ def format_summary(summary: dict[str, Any]) -> str:
                 (f"best {summary['monitor']} gain per kWh", f"{summary['best_marginal_per_kwh']:.6g}")
             )
         rows.append(("kWh spent after best", f"{summary['kwh_after_best']:.6g}"))
+    if summary.get(keys.PRECISION_PROBE_SHARE) is not None:
+        share = summary[keys.PRECISION_PROBE_SHARE]
+        rows.append(
+            ("precision probing", f"{share:.1%} of the energy ({summary['precision_probe_j']:.3g} J)")
+        )
     reason = summary.get("stop_reason")
     if reason == keys.NO_STOP:  # the stopper was there and did not stop the run
         end = summary.get("training_end")

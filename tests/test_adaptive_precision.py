@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,9 @@ from lightning_green.training import windows
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = dict(window_s=0.001, start_step=4)  # scripted energy needs no long windows
+FAST = dict(window_s=0.001, start_step=4, probe_budget=0.5)  # scripted energy: short windows, short runs
+AMPLE = dict(FAST, probe_budget=0.9)  # two 3x-dearer bf16 windows in a run of a few dozen steps
+LATE = dict(AMPLE, start_step=20)  # a run ending soon after the first probe still affords it
 
 
 def fit(
@@ -77,36 +80,50 @@ def test_precisions_parsed_in_policy_order():
 # -- swapping and measuring -------------------------------------------------------------------------
 def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_dropped(tmp_path, monkeypatch, ns):
     install_step_cost(monkeypatch)  # bf16 costs 3x per step
-    cb = AdaptivePrecision(**FAST)
-    trainer, model = fit(tmp_path, [cb, EnergyMonitor(pue=2.0)], epochs=2, lightning=ns)
-    to_bf16, back = [h for h in cb.history if h["from"] != h["to"]]
-    assert (to_bf16["to"], to_bf16["reason"]) == ("bf16-mixed", "probe")
-    assert (back["to"], back["reason"]) == ("32-true", "too_expensive")
+    cb = AdaptivePrecision(**AMPLE)
+    trainer, model = fit(tmp_path, [cb, EnergyMonitor(pue=2.0)], epochs=3, lightning=ns)
+    moves = [h for h in cb.history if h["from"] != h["to"]]
+    # Interleaved: fp32 | bf16 | fp32 | bf16 | fp32, then resolved costlier after two pairs.
+    assert [(h["to"], h["reason"]) for h in moves] == [("bf16-mixed", "probe"), ("32-true", "probe")] * 2
     dtypes = [d for _, d in model.steps]
-    start, end = to_bf16["step"], back["step"]
-    # Decided after step `start` completed: steps start.. end-1 ran under bf16 autocast, no others.
-    assert set(dtypes[start:end]) == {"bfloat16"}
-    assert set(dtypes[:start]) == set(dtypes[end:]) == {"float32"}
-    assert end - start == 2 + 4  # the policy's warm-up steps, then one window stopped early
+    for start, end in [(moves[0]["step"], moves[1]["step"]), (moves[2]["step"], moves[3]["step"])]:
+        # Decided after step `start` completed: steps start..end-1 ran under bf16 autocast.
+        assert set(dtypes[start:end]) == {"bfloat16"} and end - start == 2 + 4  # warm-up + a window
+    assert dtypes.count("bfloat16") == 12
+    verdict = next(h for h in cb.history if h["reason"] == "too_expensive")
+    figures = verdict["details"]["comparison"]
+    assert figures["verdict"] == "costlier" and figures["pairs"] == 2
+    assert figures["ratio"] == pytest.approx(3.0, rel=0.05) and figures["ratio_low"] > 1.0
+    assert len(figures["reference_j_per_sample"]) == 3 and len(figures["candidate_j_per_sample"]) == 2
     assert cb.current == "32-true" and trainer.precision == "32-true"
     assert cb.policy.j_per_sample()["bf16-mixed"] == pytest.approx(3 * cb.policy.j_per_sample()["32-true"])
-    summary = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor)).last_summary
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
     assert summary["precision"] == "32-true"
     assert "32-true->bf16-mixed probe" in summary["precision_switches"]
-    assert summary["precision_probe_extra_j"] > 0
-    # Joules in the summary carry the PUE, like its totals.
-    assert summary["precision_probe_j"] == pytest.approx(2.0 * sum(cb.probe_energy_j.values()))
+    # Joules in the summary carry the PUE, like its totals; the share is of the run's energy.
+    probe_j = sum(cb.policy.probe_energy_j().values())
+    assert summary["precision_probe_j"] == pytest.approx(2.0 * probe_j)
+    assert summary["precision_probe_share"] == pytest.approx(
+        probe_j * 2.0 / (summary["total_kwh"] * 3.6e6), rel=0.02
+    )
     j = cb.policy.j_per_sample()
     assert summary["precision_j_per_sample"] == pytest.approx({p: 2.0 * v for p, v in j.items()})
-    bf16_extra = cb.probe_energy_j["bf16-mixed"] - cb.probe_samples["bf16-mixed"] * j["32-true"]
+    bf16_extra = probe_j - cb.policy.probe_samples()["bf16-mixed"] * j["32-true"]
     assert summary["precision_probe_extra_j"] == pytest.approx(2.0 * bf16_extra)
+    adaptations = json.loads(
+        (Path(trainer.default_root_dir) / "energy_reports" / "adaptations.json").read_text()
+    )
+    recorded = [
+        h for h in adaptations["precision"]["precision_adaptations"] if h["reason"] == "too_expensive"
+    ]
+    assert recorded[0]["details"]["comparison"]["candidate_j_per_sample"] == figures["candidate_j_per_sample"]
 
 
 def _first_switch_step(tmp_path, monkeypatch):
     """The global step after which an uninterrupted run (bf16 3x dearer) first switches precision."""
     install_step_cost(monkeypatch)
-    reference = AdaptivePrecision(**FAST)
-    fit(tmp_path, [reference], epochs=1)
+    reference = AdaptivePrecision(**LATE)
+    fit(tmp_path, [reference], epochs=3)
     return next(h["step"] for h in reference.history if h["from"] != h["to"])
 
 
@@ -114,7 +131,7 @@ def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(t
     # Where an uninterrupted run switches to bf16 (after step `start`), this run ends: max_steps.
     start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
-    cb = AdaptivePrecision(**FAST)
+    cb = AdaptivePrecision(**LATE)
     trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start)
     assert trainer.global_step == start and {d for _, d in model.steps} == {"float32"}
     assert switches(cb) == [] and cb.current == trainer.precision == "32-true"
@@ -128,7 +145,7 @@ def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path,
     # but the policy never adopted bf16 - tag and summary say 32-true, the last precision is kept.
     start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
-    cb = AdaptivePrecision(**FAST)
+    cb = AdaptivePrecision(**LATE)
     trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
     assert [d for _, d in model.steps][-2:] == ["bfloat16", "bfloat16"] and cb.current == "bf16-mixed"
     assert switches(cb) == [("32-true", "bf16-mixed", "probe")]
@@ -138,18 +155,25 @@ def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path,
     assert "precision 32-true -> 32-true (ended while probing bf16-mixed" in caplog.text
 
 
-def test_on_this_cpu_bf16_is_measured_costlier_and_training_ends_on_fp32(tmp_path):
-    # Real measurement: the CPU-time estimate of this machine, real bf16 autocast kernels.
+def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_path, caplog):
+    # Real measurement (the CPU-time estimate): 270 steps; two bf16 windows of 0.1 s would take
+    # more than 5 % of the run's projected energy.
     cb = AdaptivePrecision(window_s=0.1, start_step=10)
     logger = CSVLogger(str(tmp_path), name="csv")
-    fit(tmp_path, [cb], model=DigitsClassifier(), epochs=6, batches=1.0, logger=logger)
-    j = cb.policy.j_per_sample()
-    assert set(j) == {"32-true", "bf16-mixed"}, cb.history  # the plan ran to the end
-    assert cb.current == "32-true", (j, cb.history)
-    assert j["bf16-mixed"] > 0.9 * j["32-true"], j  # never measured >10 % cheaper here
+    trainer, _ = fit(tmp_path, [cb], model=DigitsClassifier(), epochs=6, batches=1.0, logger=logger)
+    notes = [h for h in cb.history if h["reason"] == "no_budget"]
+    assert len(notes) == 1 and len(cb.history) == 1, cb.history
+    figures = notes[0]["details"]
+    assert figures["probe_min_j"] > figures["probe_allowance_j"] - figures["probe_spent_j"]
+    assert figures["planned_steps"] == trainer.estimated_stepping_batches and figures["probe_budget"] == 0.05
+    assert caplog.text.count("AdaptivePrecision does not probe") == 1
+    assert "bf16-mixed" not in cb.policy.j_per_sample() and cb.current == "32-true"
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert summary["precision_probe_share"] == 0.0
+    assert [h["reason"] for h in summary["precision_adaptations"]] == ["no_budget"]
     rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
     logged = [float(r["energy/precision"]) for r in rows if r.get("energy/precision")]
-    assert len(logged) == 6 and logged[-1] == 32.0
+    assert logged == [32.0] * 6
 
 
 def test_nan_under_bf16_rolls_back_skips_the_step_and_respects_the_cooldown(tmp_path, monkeypatch):
@@ -216,7 +240,7 @@ def test_gradscaler_overflows_are_counted_from_the_scale_at_the_window_ends(
 
     monkeypatch.setattr(adaptive_precision.PrecisionPolicy, "record", record)
     cb = AdaptivePrecision(precisions="16-mixed", max_overflows=3, **FAST)
-    fit(tmp_path, [cb], model=CostedDigits(huge_under="float16"), epochs=1)
+    fit(tmp_path, [cb], model=CostedDigits(huge_under="float16"), epochs=2)
     fp16 = [(steps, overflows) for p, steps, overflows in recorded if p == "16-mixed"]
     # Every fp16 step overflows here (the loss is scaled to fp16's limit): one halving per step.
     assert fp16 and all(overflows == steps for steps, overflows in fp16), fp16

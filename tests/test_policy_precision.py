@@ -13,7 +13,6 @@ import pytest
 from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
-    probe_plan,
 )
 
 FP32, BF16, FP16 = "32-true", "bf16-mixed", "16-mixed"
@@ -39,18 +38,21 @@ def simulate(
     overflows: Callable[[int, str], int] = lambda t, p: 0,
     loss_noise: float = 0.01,
     step_s_per_j: float = 0.25,
+    planned: int | None = 10_000,
+    energy_noise: float = 0.02,
 ) -> dict:
     """Train ``steps`` steps from ``start``, applying each decision; one record per step.
 
-    Joules per sample per precision with 2 % noise, wall time proportional to the energy, loss
-    = the base curve × (1 + loss_noise·N(0,1)) × loss_factor(t, precision).
+    Joules per sample per precision with ``energy_noise`` (2 %) noise, wall time proportional to
+    the energy, loss = the base curve × (1 + loss_noise·N(0,1)) × loss_factor(t, precision);
+    ``planned``: the run's planned steps given to the policy (its probing budget).
     """
     used: Counter = Counter()
     decisions = []
     energy_j = 0.0
     precision = policy.current_precision
     for t in range(start, start + steps):
-        j = j_per_sample[precision] * (1.0 + 0.02 * ENERGY_NOISE[t])
+        j = j_per_sample[precision] * (1.0 + energy_noise * ENERGY_NOISE[t])
         loss = base_loss(t) * (1.0 + loss_noise * LOSS_NOISE[t]) * loss_factor(t, precision)
         policy.record(
             precision,
@@ -62,7 +64,7 @@ def simulate(
         )
         energy_j += j * SAMPLES
         used[precision] += 1
-        d = policy.decide(epoch=t // epoch_steps)
+        d = policy.decide(epoch=t // epoch_steps, planned_steps=planned)
         decisions.append((t, d.precision, d.reason))
         precision = d.precision
     return {"decisions": decisions, "used": used, "energy_j": energy_j, "final": precision}
@@ -81,16 +83,71 @@ def first(run: dict, reason: PrecisionReason) -> tuple[int, str]:
 
 def test_cpu_where_bf16_costs_3x_ends_on_fp32_with_bounded_probe_cost():
     policy = PrecisionPolicy([BF16])  # the defaults
-    steps = 600
-    run = simulate(policy, {FP32: 1.0, BF16: 3.0}, steps)
+    steps = 1000
+    run = simulate(policy, {FP32: 1.0, BF16: 3.0}, steps, planned=steps)
     assert run["final"] == FP32
     assert PrecisionReason.TOO_EXPENSIVE in reasons(run)
     assert PrecisionReason.CHEAPER not in reasons(run)
-    # The probe stops after its warm-up and one window.
-    assert run["used"][BF16] == policy.warmup_steps + policy.window_steps
+    # Resolved costlier after two interleaved pairs: two candidate segments (warm-up + a window).
+    assert run["used"][BF16] == 2 * (policy.warmup_steps + policy.window_steps)
+    outcome = policy.state_dict()["outcomes"][BF16]
+    assert outcome["status"] == "costlier" and outcome["pairs"] == 2 and outcome["ratio_low"] > 2.5
+    assert len(outcome["candidate_j_per_sample"]) == 2 and len(outcome["reference_j_per_sample"]) == 3
+    # The probed steps stay within 5 % of the run's energy.
+    assert sum(policy.probe_energy_j().values()) <= 0.05 * run["energy_j"]
     extra = run["energy_j"] / (steps * 1.0 * SAMPLES) - 1.0
-    assert extra <= 2 * (policy.warmup_steps + policy.window_steps) / steps * 1.1
-    assert extra < 0.05  # the CPU benchmark target: at most 5 % extra energy for probing
+    assert extra < 0.05
+    # A 600-step run affords one bf16 window, not two: unresolved, stopped by the budget.
+    short = PrecisionPolicy([BF16])
+    run = simulate(short, {FP32: 1.0, BF16: 3.0}, 600, planned=600)
+    outcome = short.state_dict()["outcomes"][BF16]
+    assert (run["final"], outcome["status"], outcome["stopped_by"]) == (FP32, "insufficient", "budget")
+    assert sum(short.probe_energy_j().values()) <= 0.05 * run["energy_j"]
+
+
+def test_a_run_too_short_for_two_candidate_windows_does_not_probe_and_says_so_once():
+    policy = PrecisionPolicy([BF16, FP16])
+    run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 200, planned=200)
+    assert run["used"] == {FP32: 200}
+    notes = [d for d in run["decisions"] if d[2] is PrecisionReason.NO_BUDGET]
+    assert len(notes) == 1 and notes[0][0] == policy.start_step - 1
+    # The same run planned long enough probes, and adopts bf16.
+    assert simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 200)["final"] == BF16
+
+
+def test_without_a_planned_length_probing_waits_until_5_percent_of_the_spent_energy_pays_for_it():
+    policy = PrecisionPolicy([BF16])
+    run = simulate(policy, {FP32: 1.0, BF16: 0.5}, 600, planned=None)
+    first_probe = next(t for t, p, _ in run["decisions"] if p == BF16)
+    # Two candidate segments (2 warm-up steps + a window of 4-5 steps) at the reference's cost:
+    # 12-14 steps, 5 % of 240-280 steps; then a fresh reference window.
+    assert 240 <= first_probe <= 280 + 5
+    assert run["final"] == BF16
+    assert [r for r in reasons(run) if r is PrecisionReason.NO_BUDGET] == [PrecisionReason.NO_BUDGET]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_candidate_1_4_percent_cheaper_in_noise_is_never_adopted_and_3x_cheaper_is(seed):
+    global ENERGY_NOISE
+    rng = np.random.default_rng(seed)
+    saved, ENERGY_NOISE = ENERGY_NOISE, rng.normal(size=4000)
+    try:
+        close = PrecisionPolicy([BF16, FP16])
+        run = simulate(close, {FP32: 1.0, BF16: 0.986, FP16: 0.99}, 600, energy_noise=0.05)
+        assert run["final"] == FP32 and PrecisionReason.CHEAPER not in reasons(run)
+        outcomes = close.state_dict()["outcomes"]
+        assert {o["status"] for o in outcomes.values()} <= {"unresolved", "costlier"}, outcomes
+        far = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 1 / 3}, 600, energy_noise=0.05)
+        assert far["final"] == BF16
+    finally:
+        ENERGY_NOISE = saved
+
+
+def test_of_two_candidates_equally_cheap_bf16_is_preferred_unless_fp16_is_resolved_cheaper():
+    tie = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.49}, 300)
+    assert first(tie, PrecisionReason.CHEAPER)[1] == BF16
+    clear = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.3}, 300)
+    assert first(clear, PrecisionReason.CHEAPER)[1] == FP16
 
 
 def test_h100_where_bf16_is_2x_cheaper_and_tracks_fp32_switches_to_bf16():
@@ -116,15 +173,15 @@ def test_a_saving_below_the_margin_is_not_worth_switching():
     assert eager["final"] == BF16
 
 
-def test_probing_waits_for_start_step_and_uses_reference_windows_around_each_probe():
+def test_probing_waits_for_start_step_and_alternates_reference_and_candidate_windows():
     policy = PrecisionPolicy([BF16, FP16], start_step=50, min_window_s=0.0)
-    run = simulate(policy, {FP32: 1.0, BF16: 0.9, FP16: 0.85}, 200)
+    run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.3}, 200)
     sequence = [p for _, p, _ in run["decisions"]]
     first_probe = next(t for t, p, _ in run["decisions"] if p != FP32)
-    assert first_probe >= 50 + policy.reference_windows * policy.window_steps - 1
-    # fp32 | bf16 | fp32 | fp16 | fp32 ...
+    assert first_probe >= 50 + policy.window_steps - 1
+    # fp32 | bf16 | fp32 | bf16 | fp32 (bf16 resolved) | fp16 | fp32 | fp16 | fp32 | fp16 adopted
     changes = [p for i, p in enumerate(sequence) if i == 0 or p != sequence[i - 1]]
-    assert changes[:5] == [FP32, BF16, FP32, FP16, FP32]
+    assert changes == [FP32, BF16, FP32, BF16, FP32, FP16, FP32, FP16, FP32, FP16]
 
 
 # ----------------------------------------------------------------------------- loss tracking
@@ -268,18 +325,6 @@ def test_decision_details_are_json_able():
         precision = d.precision
 
 
-def test_probe_plan_sandwiches_each_candidate_between_references():
-    plan = probe_plan([BF16, FP16, BF16, FP32])
-    assert [(s.precision, s.role) for s in plan] == [
-        (FP32, "reference"),
-        (BF16, "probe"),
-        (FP32, "reference"),
-        (FP16, "probe"),
-        (FP32, "reference"),
-    ]
-    assert probe_plan([FP32]) == ()
-
-
 @pytest.mark.parametrize(
     ("call", "match"),
     [
@@ -315,7 +360,9 @@ def test_probe_plan_sandwiches_each_candidate_between_references():
             "losses must be numbers, got 'x'",
         ),
         (lambda: PrecisionPolicy([BF16]).decide(-1), "epoch must be an integer >= 0, got -1"),
-        (lambda: PrecisionPolicy([BF16]).load_state_dict({}), "state version must be 1, got None"),
+        (lambda: PrecisionPolicy([BF16]).load_state_dict({}), "state version must be 2, got None"),
+        (lambda: PrecisionPolicy([BF16], max_pairs=1), "max_pairs must be an integer >= 2, got 1"),
+        (lambda: PrecisionPolicy([BF16], probe_budget=1.0), r"probe_budget must be a number in \[0.0, 1.0\)"),
     ],
 )
 def test_bad_arguments_raise_value_error_naming_them(call, match):

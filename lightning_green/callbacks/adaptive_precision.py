@@ -33,7 +33,10 @@ from lightning_green.policy.precision import (
     PrecisionDecision,
     PrecisionPolicy,
     PrecisionReason,
+    no_budget_text,
+    probe_cost,
 )
+from lightning_green.training.planned import planned_steps
 from lightning_green.training.precision import (
     PRECISION_BITS,
     gradient_overflows,
@@ -45,6 +48,8 @@ from lightning_green.training.windows import count_samples, loss_of
 
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
+    PrecisionReason.UNRESOLVED,
+    PrecisionReason.NO_BUDGET,
     PrecisionReason.LOSS_DEVIATION,
     PrecisionReason.COOLDOWN_OVER,
 }
@@ -57,8 +62,6 @@ class PrecisionState(AdaptiveState):
     baseline: str | None = None
     current: str | None = None
     scaler: dict[str, Any] | None = field(default=None, metadata={"attr": "saved_scaler"})
-    probe_energy_j: dict[str, float] = field(default_factory=dict)
-    probe_samples: dict[str, int] = field(default_factory=dict)
     skipped_steps: int = 0
     first_plan_done: bool = field(default=False, metadata={"attr": "_first_plan_done"})
     pending: Pending | None = None
@@ -67,9 +70,10 @@ class PrecisionState(AdaptiveState):
 class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
-    After ``start_step`` optimizer steps it probes each precision the hardware supports between
-    windows of the Trainer's own (the baseline), keeps the cheapest that saves over
-    ``switch_margin`` with a loss within ``loss_tolerance`` of the baseline's trend, and rolls
+    After ``start_step`` optimizer steps it probes each precision the hardware supports in windows
+    alternating with the Trainer's own (the baseline), within ``probe_budget`` of the run's
+    projected energy; it adopts one only when resolved cheaper by over ``switch_margin`` (a paired
+    confidence bound) with a loss within ``loss_tolerance`` of the baseline's trend, and rolls
     back on a non-finite loss, a loss jump or repeated GradScaler overflows (banned for
     ``cooldown_epochs``). Logs ``energy/precision`` (bits: 32 or 16) per epoch, the MLflow tags
     ``lightning_green.precision[_switches]``, and each switch in the summary and
@@ -80,11 +84,13 @@ class AdaptivePrecision(AdaptiveCallback):
         precisions: Comma-separated precisions to consider, or None for all the hardware supports.
         loss_tolerance: Relative excess of the training loss over the baseline's trend that counts
             as harm (working mixed precision stays within about 1 %).
-        switch_margin: Fraction of joules per sample a precision must save to be adopted.
+        switch_margin: Fraction of joules per sample a precision must save, beyond the measured
+            noise (a paired confidence bound over interleaved windows), to be adopted.
         cooldown_epochs: Epochs a precision stays banned after a rollback or failed loss check.
         max_overflows: GradScaler overflows within one window that roll ``16-mixed`` back.
         window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
         start_step: Optimizer steps before probing begins.
+        probe_budget: Share of the run's projected energy the probed steps may take.
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -112,6 +118,7 @@ class AdaptivePrecision(AdaptiveCallback):
         max_overflows: int = 3,
         window_s: float | None = None,
         start_step: int = 20,
+        probe_budget: float = 0.05,
     ) -> None:
         super().__init__(window_s)
         self.precisions = parse_precisions(precisions)
@@ -119,15 +126,13 @@ class AdaptivePrecision(AdaptiveCallback):
         self.switch_margin = switch_margin
         self.cooldown_epochs = cooldown_epochs
         self.max_overflows = max_overflows
-        self.start_step = start_step
+        self.start_step, self.probe_budget = start_step, probe_budget
         checked = self._new_policy(PRECISIONS, REFERENCE_PRECISION)  # validates the arguments, naming them
         self.loss_tolerance, self.switch_margin = checked.loss_tolerance, checked.switch_margin
 
         self.policy: PrecisionPolicy | None = None
         self.baseline: str | None = None
         self.current: str | None = None
-        self.probe_energy_j: dict[str, float] = {}
-        self.probe_samples: dict[str, int] = {}
         self.skipped_steps = 0
         self._supported: tuple[str, ...] = ()
         self._device_type = "cpu"
@@ -136,6 +141,7 @@ class AdaptivePrecision(AdaptiveCallback):
         self._restored_scaler: dict[str, Any] | None = None
         self._scale_start: float | None = None  # GradScaler scale when the window began (16-mixed)
         self._step_s: float | None = None
+        self._planned_steps: float | None = None
         self._first_plan_done = False
 
     def _new_policy(self, supported: tuple[str, ...], initial: str) -> PrecisionPolicy:
@@ -150,6 +156,7 @@ class AdaptivePrecision(AdaptiveCallback):
             cooldown_epochs=self.cooldown_epochs,
             max_overflows=self.max_overflows,
             start_step=self.start_step,
+            probe_budget=self.probe_budget,
             min_window_s=0.0,
         )
 
@@ -159,7 +166,7 @@ class AdaptivePrecision(AdaptiveCallback):
         policy = self.policy
         if policy is None:
             return False
-        if policy.plan_position is not None:  # a plan is running (cheap: read every batch)
+        if policy.probing:  # cheap: read every batch
             return True
         return not self._first_plan_done and any(p != policy.current_precision for p in policy.supported)
 
@@ -238,6 +245,7 @@ class AdaptivePrecision(AdaptiveCallback):
         assert self.baseline is not None and self.current is not None
         self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
         self._window.target_steps = max(self.policy.window_steps, 1)
+        self._planned_steps = planned_steps(trainer)
         self._scale_start = self._read_scale()
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
@@ -310,18 +318,9 @@ class AdaptivePrecision(AdaptiveCallback):
         overflows_local = self._overflows_since_window_start()
         record = self._window.close({"overflows": float(overflows_local)})
         overflows = round(record.extras["overflows"] / world)
-        precision = self.current
-        position = policy.plan_position
-        if (
-            position is not None
-            and policy.plan[position].role == "probe"
-            and precision == policy.plan[position].precision
-        ):
-            self.probe_energy_j[precision] = self.probe_energy_j.get(precision, 0.0) + record.energy_j
-            self.probe_samples[precision] = self.probe_samples.get(precision, 0) + record.samples
         if record.samples >= 1 and record.steps >= 1:
             policy.record(
-                precision,
+                self.current,
                 energy_j=record.energy_j,
                 samples=record.samples,
                 duration_s=record.duration_s,
@@ -330,9 +329,9 @@ class AdaptivePrecision(AdaptiveCallback):
                 steps=record.steps,
             )
             self._step_s = record.duration_s / record.steps
-        decision = policy.decide(trainer.current_epoch)
+        decision = policy.decide(trainer.current_epoch, self._planned_steps)
         _compat.agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
-        if policy.step >= policy.start_step and not policy.plan:
+        if policy.step >= policy.start_step and not policy.probing:
             self._first_plan_done = True
         session.set_probing(self.key, self.busy)
         self._apply(trainer, decision)
@@ -359,6 +358,10 @@ class AdaptivePrecision(AdaptiveCallback):
             keep = self.decided(trainer, decision.precision, decision.reason.value, decision.details)
             self.record(keep, self.current)
             self.publish_tags(trainer)
+            if decision.reason is PrecisionReason.NO_BUDGET:  # the policy says so once
+                _compat.info(
+                    trainer, f"lightning_green: AdaptivePrecision does not probe: {no_budget_text(decision)}"
+                )
 
     def _switch(self, trainer: Trainer) -> None:
         """Apply the pending switch, recorded at the step it was decided after."""
@@ -379,20 +382,17 @@ class AdaptivePrecision(AdaptiveCallback):
     def energy_summary_fields(self) -> dict[str, Any]:
         """The precision, switches and probing cost (joules with the PUE, like the summary's totals).
 
-        ``precision_probe_extra_j`` is what the probes cost beyond the same samples at the baseline.
+        ``precision_probe_j``: the energy of the steps trained at a candidate while probing;
+        ``precision_probe_extra_j``: what they cost beyond the same samples at the baseline;
+        ``precision_probe_share``: ``precision_probe_j`` over the run's energy so far.
         """
         pue = self.pue()
-        j_per_sample = self.policy.j_per_sample() if self.policy is not None else {}
-        base_j = j_per_sample.get(self.baseline or "")
-        extra = None
-        if base_j is not None:
-            extra = pue * sum(
-                self.probe_energy_j[p] - self.probe_samples.get(p, 0) * base_j for p in self.probe_energy_j
-            )
+        policy = self.policy
+        j_per_sample = policy.j_per_sample() if policy is not None else {}
+        run_j = self._session.ledger.total_j if self._session is not None else 0.0
         return {
             **self.setting_fields(j_per_sample),
-            "precision_probe_j": pue * sum(self.probe_energy_j.values()),
-            "precision_probe_extra_j": extra,
+            **probe_cost(policy, j_per_sample.get(self.baseline or ""), run_j / pue, pue),
             "precision_skipped_steps": self.skipped_steps,
         }
 

@@ -43,11 +43,9 @@ from lightning_green.policy.noise_scale import GradientNoiseScale, noise_scale_c
 from lightning_green.policy.precision import (
     PRECISIONS,
     REFERENCE_PRECISION,
-    PlanSegment,
     PrecisionDecision,
     PrecisionPolicy,
     PrecisionReason,
-    probe_plan,
 )
 
 __all__ += [
@@ -58,14 +56,12 @@ __all__ += [
     "BatchSizeReason",
     "GradientNoiseScale",
     "LRScalingRule",
-    "PlanSegment",
     "PrecisionDecision",
     "PrecisionPolicy",
     "PrecisionReason",
     "candidate_batch_sizes",
     "choose_batch_size",
     "noise_scale_components",
-    "probe_plan",
     "relative_samples_to_target",
     "scale_learning_rate",
 ]

@@ -15,24 +15,22 @@ windows of at least ``window_steps`` steps *and* ``min_window_s`` seconds (so an
 counter with coarse updates still resolves a window). A window gives one joules-per-sample
 figure and the mean and spread of its losses.
 
-**Probe plan** (:func:`probe_plan`), starting at step ``start_step``: reference windows at the
-base precision (normally ``32-true``), then each candidate sandwiched between reference
-segments::
+**Probing** (:mod:`~lightning_green.policy.precision_probe`), from step ``start_step``: each
+candidate in alternating single windows with the base precision (normally ``32-true``)::
 
-    32-true ×R | bf16-mixed ≤P | 32-true ×R | 16-mixed ≤P | 32-true ×R
+    32-true | bf16-mixed | 32-true | bf16-mixed | 32-true ... | 16-mixed | 32-true ...
 
-``R = reference_windows``, ``P = probe_windows``. A probe stops after its first window when
-it costs more than ``1 + early_stop_margin`` times the base. The extra energy of a probe that
-turns out ``r`` times more expensive is therefore ``(r - 1)/r`` of what its
-``warmup_steps`` + one window (``max(window_steps steps, min_window_s)``) cost - on a CPU
-where bf16 costs 3x and a step takes over a quarter of a second, with the defaults, the
-energy of 12 fp32 steps, once per run (2 % of a 600-step run). Reference steps cost nothing
-extra: they are ordinary training at the base precision.
+judged after every pair by a paired confidence interval on the ratio of joules per sample
+(:func:`~lightning_green.policy.paired_windows.compare_interleaved`, ``min_saving`` =
+``switch_margin``): only a candidate *resolved* cheaper is adopted; one resolved costlier stops
+after two pairs; one still unresolved after ``max_pairs`` pairs, or when the budget runs out, is
+not adopted. Probing energy (the candidate's steps) stays within ``probe_budget`` of the run's
+projected energy; a run too short for two candidate windows does not probe (``no_budget``).
 
-**Loss check.** After the reference segment that follows a probe, a straight line is fitted
-(weighted least squares) to the mean losses of the reference windows before and after the
-probe, over step number: the local trend of the base run. The probe's mean loss (all its
-steps, warm-up included) is compared with that line at the probe's mean step. It fails when
+**Loss check.** When a candidate is resolved cheaper, a straight line is fitted (weighted least
+squares) to the mean losses of the reference windows around its windows, over step number: the
+local trend of the base run. The candidate's mean loss (all its steps, warm-up included) is
+compared with that line at its mean step. It fails when
 it is higher by more than ``loss_tolerance × |trend|`` plus ``loss_noise_z`` standard errors
 of the difference (per-step loss noise, pooled within the reference windows). Only a higher
 loss counts against a precision.
@@ -50,6 +48,7 @@ round trip through JSON continues identically.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -64,37 +63,41 @@ from lightning_green.policy.loss_trajectory import (
 from lightning_green.policy.precision_plan import (
     PRECISIONS,
     REFERENCE_PRECISION,
-    PlanSegment,
     PrecisionDecision,
     PrecisionReason,
     check_precision,
-    probe_plan,
 )
-from lightning_green.policy.precision_probe import ProbePlanRunner
+from lightning_green.policy.precision_probe import (
+    CANDIDATE,
+    ProbeRunner,
+    new_probe,
+    no_budget_text,
+    probe_cost,
+)
 
 __all__ = [
     "PRECISIONS",
     "REFERENCE_PRECISION",
-    "PlanSegment",
     "PrecisionDecision",
     "PrecisionPolicy",
     "PrecisionReason",
-    "probe_plan",
+    "no_budget_text",
+    "probe_cost",
 ]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 _MAX_WINDOWS = 64
 _JUMP_HISTORY = 3
 
 # --------------------------------------------------------------------------- the policy
 
 
-class PrecisionPolicy(ProbePlanRunner):
+class PrecisionPolicy(ProbeRunner):
     """Measure each supported precision, keep the cheapest that tracks the reference loss.
 
     Usage by the callback: after every training step (or every few), call :meth:`record`
-    with what the steps cost and their losses, then :meth:`decide` with the current epoch,
-    and apply the returned precision.
+    with what the steps cost and their losses, then :meth:`decide` with the current epoch
+    and the run's planned steps, and apply the returned precision.
 
     Args:
         supported: Precisions the hardware supports, Lightning's spelling (``"bf16-mixed"``,
@@ -108,11 +111,11 @@ class PrecisionPolicy(ProbePlanRunner):
             several percent and grows, or the loss diverges. 5 % separates the two while a
             local linear trend over a few dozen steps stays well within it. Per-step noise
             is accounted for separately (``loss_noise_z``).
-        switch_margin: Fraction of joules per sample a cheaper precision must save before
-            the policy switches. Default 0.1: window-to-window scatter of energy readings is
-            a few percent, and a precision change carries a small numerical risk, so a
-            saving under 10 % is not worth it. (Typical savings are 2x or more where there
-            are any.)
+        switch_margin: Fraction of joules per sample a cheaper precision must save, beyond
+            the measured noise (the whole confidence interval of the ratio below
+            ``1 - switch_margin``), before the policy switches. Default 0.1: a precision change
+            carries a small numerical risk, so a saving under 10 % is not worth it. (Typical
+            savings are 2x or more where there are any.)
         cooldown_epochs: Epochs a precision stays banned after a rollback or failed loss
             check, after which it is probed again. Default 2.
         max_overflows: GradScaler overflows (skipped steps) within one measured window that
@@ -124,12 +127,11 @@ class PrecisionPolicy(ProbePlanRunner):
             counters (updated every few tens of milliseconds) to resolve a window.
         warmup_steps: Steps after each change of precision excluded from measurement.
             Default 2.
-        reference_windows: Windows at the base precision before and after each probe.
-            Default 2 (the trend line needs at least two points on each side to be robust).
-        probe_windows: Windows measured for a candidate, at most. Default 3 (median of 3).
-        early_stop_margin: A probe stops after its first window when its joules per sample
-            exceed the base's by more than this fraction. Default 0.25: a candidate that
-            looks 25 % more expensive in one window will not turn out 10 % cheaper.
+        max_pairs: Candidate windows (each paired with its neighbouring reference windows)
+            measured at most per candidate. Default 6.
+        confidence: Two-sided confidence level of the interval on the paired ratio. Default 0.9.
+        probe_budget: Share of the run's projected energy the candidates' steps may take.
+            Default 0.05.
         start_step: Steps before probing begins. Default 20: the first steps carry one-off
             costs (compilation, caches, data loader start) and the steepest loss drop, both
             bad for comparisons.
@@ -141,7 +143,7 @@ class PrecisionPolicy(ProbePlanRunner):
 
     Example:
         >>> policy = PrecisionPolicy(["bf16-mixed"], start_step=0, min_window_s=0.0)
-        >>> policy.decide(epoch=0).reason.value  # the plan starts with reference windows
+        >>> policy.decide(epoch=0).reason.value  # a probe starts with a reference window
         'probe'
     """
 
@@ -157,9 +159,9 @@ class PrecisionPolicy(ProbePlanRunner):
         window_steps: int = 4,
         min_window_s: float = 1.0,
         warmup_steps: int = 2,
-        reference_windows: int = 2,
-        probe_windows: int = 3,
-        early_stop_margin: float = 0.25,
+        max_pairs: int = 6,
+        confidence: float = 0.9,
+        probe_budget: float = 0.05,
         start_step: int = 20,
         loss_noise_z: float = 2.0,
     ) -> None:
@@ -183,9 +185,9 @@ class PrecisionPolicy(ProbePlanRunner):
         self.window_steps = check_int("window_steps", window_steps, 1)
         self.min_window_s = check_range("min_window_s", min_window_s, 0.0, math.inf, what="seconds")
         self.warmup_steps = check_int("warmup_steps", warmup_steps, 0)
-        self.reference_windows = check_int("reference_windows", reference_windows, 1)
-        self.probe_windows = check_int("probe_windows", probe_windows, 1)
-        self.early_stop_margin = check_range("early_stop_margin", early_stop_margin, 0.0, math.inf)
+        self.max_pairs = check_int("max_pairs", max_pairs, 2)
+        self.confidence = check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
+        self.probe_budget = check_range("probe_budget", probe_budget, 0.0, 1.0, high_open=True)
         self.start_step = check_int("start_step", start_step, 0)
         self.loss_noise_z = check_range("loss_noise_z", loss_noise_z, 0.0, math.inf)
 
@@ -196,11 +198,13 @@ class PrecisionPolicy(ProbePlanRunner):
         self._seg_steps = 0
         self._acc = new_acc()
         self._windows: list[dict[str, Any]] = []
-        self._plan: list[list[str]] = []  # [precision, role] pairs; empty: no plan
-        self._plan_pos = 0
-        self._plan_id = 0  # counts plans, so windows of an earlier plan never count in a later one
-        self._plan_losses: dict[str, dict[str, float]] = {}  # str(pos) -> loss accumulator
-        self._outcomes: dict[str, dict[str, Any]] = {}  # candidate -> status, j_per_sample
+        self._probe: dict[str, Any] | None = None  # the probe in progress (precision_probe.new_probe)
+        self._outcomes: dict[str, dict[str, Any]] = {}  # candidate -> verdict and its figures
+        self._probe_j: dict[str, float] = {}  # energy of the steps probed at each candidate
+        self._probe_samples: dict[str, int] = {}
+        self._probe_steps = 0
+        self._train_j = 0.0  # energy of every step recorded
+        self._budget_noted = False
         self._started = False
         self._pending: list[str] = []
         self._banned: dict[str, int] = {}  # precision -> epoch from which it may be probed again
@@ -225,17 +229,20 @@ class PrecisionPolicy(ProbePlanRunner):
         return dict(self._banned)
 
     @property
-    def plan(self) -> tuple[PlanSegment, ...]:
-        """The probe plan in progress (empty when none) ..."""
-        return tuple(PlanSegment(p, r) for p, r in self._plan)
+    def probing(self) -> bool:
+        """Whether a probe is in progress."""
+        return self._probe is not None
 
-    @property
-    def plan_position(self) -> int | None:
-        """... and the index of its current segment, or None."""
-        return self._plan_pos if self._plan else None
+    def probe_energy_j(self) -> dict[str, float]:
+        """Joules of the steps trained at each candidate while probing (warm-up included)."""
+        return dict(self._probe_j)
+
+    def probe_samples(self) -> dict[str, int]:
+        """Training samples of those steps, per candidate."""
+        return dict(self._probe_samples)
 
     def j_per_sample(self) -> dict[str, float]:
-        """Joules per sample measured per precision (median of its windows in the last plan)."""
+        """Joules per sample measured per precision (median of its windows in its last probe)."""
         return dict(self._j)
 
     # ------------------------------------------------------------------ recording
@@ -286,9 +293,10 @@ class PrecisionPolicy(ProbePlanRunner):
         mid_step = self._step + (n_steps + 1) / 2.0
         finite = [v for v in values if math.isfinite(v)]
         non_finite = len(values) - len(finite)
-        in_plan = bool(self._plan) and self._plan[self._plan_pos][0] == prec
-        if in_plan and finite:
-            add_losses(self._plan_losses.setdefault(str(self._plan_pos), new_acc()), finite, mid_step)
+        probe = self._probe
+        if probe is not None and probe["role"] == CANDIDATE and probe["cand"] == prec and finite:
+            add_losses(probe["cand_loss"], finite, mid_step)
+        self._train_j += energy
         can_roll_back = prec == self._current and self._rollback_target() not in (None, prec)
         if non_finite and can_roll_back:
             self._raise_alarm(PrecisionReason.ROLLBACK_NON_FINITE, prec, {"non_finite_losses": non_finite})
@@ -297,6 +305,7 @@ class PrecisionPolicy(ProbePlanRunner):
         self._step += n_steps
         self._seg_steps += n_steps
         if warm:
+            self._probe_record(prec, energy, count, n_steps, None)
             return
         acc = self._acc
         acc["energy_j"] += energy
@@ -306,12 +315,12 @@ class PrecisionPolicy(ProbePlanRunner):
         acc["overflows"] += n_over
         add_losses(acc, finite, mid_step)
         if acc["steps"] < self.window_steps or acc["duration_s"] < self.min_window_s:
+            self._probe_record(prec, energy, count, n_steps, None)
             return
         window: dict[str, Any] = dict(acc)
         window["precision"] = prec
-        window["plan_pos"] = self._plan_pos if in_plan else None
-        window["plan_id"] = self._plan_id
         self._acc = new_acc()
+        self._probe_record(prec, energy, count, n_steps, window)
         if can_roll_back:
             self._check_window(window)
         self._windows.append(window)
@@ -338,17 +347,20 @@ class PrecisionPolicy(ProbePlanRunner):
             self._alarm = {"reason": reason.value, "precision": precision, "details": details}
 
     def _rollback_target(self) -> str | None:
-        if self._plan and self._plan[self._plan_pos][1] == "probe":
-            return self._plan[0][0]  # the plan's base
+        if self._probe is not None and self._probe["role"] == CANDIDATE:
+            return self._probe["base"]
         return self._previous[-1] if self._previous else None
 
     # ------------------------------------------------------------------ deciding
 
-    def decide(self, epoch: int) -> PrecisionDecision:
+    def decide(self, epoch: int, planned_steps: float | None = None) -> PrecisionDecision:
         """Decide the precision for what follows.
 
         Args:
             epoch: The current epoch (0-based); drives the cooling periods.
+            planned_steps: The run's planned length in training steps (the unit of :meth:`record`'s
+                ``steps``), for the probing budget; None: no plan, the budget is a share of the
+                energy recorded so far.
 
         Returns:
             The decision; the policy then assumes it is applied.
@@ -374,31 +386,33 @@ class PrecisionPolicy(ProbePlanRunner):
                 self._current, PrecisionReason.COOLDOWN_OVER, {**details, "precisions": expired}
             )
 
-        if not self._plan and self._step >= self.start_step:
+        if self._probe is None and self._step >= self.start_step:
             if not self._started:
                 self._started = True
-                todo = [p for p in self.supported if p != self._current and p not in self._banned]
-            else:
-                todo = [p for p in self._pending if p != self._current and p not in self._banned]
+                self._pending = list(self.supported)
+            todo = [p for p in self._pending if p != self._current and p not in self._banned]
             self._pending = []
-            self._start_plan(todo)
+            if todo:
+                waiting = self._start_or_wait(todo, details, planned_steps)
+                if waiting is not None:
+                    return waiting
 
-        if self._plan:
-            return self._advance_plan(ep, details)
+        if self._probe is not None:
+            return self._advance(ep, details, planned_steps)
         return self._emit(self._current, PrecisionReason.KEEP, details)
 
     def _roll_back(self, reason: PrecisionReason, ep: int, details: dict[str, Any]) -> PrecisionDecision:
-        offender = self._current
-        if self._plan and self._plan[self._plan_pos][1] == "probe":
-            target = self._plan[0][0]
+        offender, probe = self._current, self._probe
+        if probe is not None and probe["role"] == CANDIDATE:
+            target = probe["base"]
             self._outcomes[offender] = {"status": reason.value}
-            self._plan_pos += 1  # on to the reference after the probe; no verdict needed
+            probe.update(new_probe(target, probe["queue"]))  # a fresh reference, then the next one
         else:
             target = self._previous.pop() if self._previous else offender
-            if self._plan:  # a re-probe plan based on the offender: abandon it, probe later
-                rest = [p for p, role in self._plan[self._plan_pos :] if role == "probe"]
+            if probe is not None:  # a re-probe based on the offender: abandon it, probe later
+                rest = [p for p in [probe["cand"], *probe["queue"]] if p is not None]
                 self._pending += [p for p in rest if p not in self._pending]
-                self._plan, self._plan_pos, self._plan_losses = [], 0, {}
+                self._probe = None
         self._banned[offender] = ep + self.cooldown_epochs
         return self._emit(
             target, reason, {**details, "banned": offender, "banned_until_epoch": ep + self.cooldown_epochs}
@@ -407,7 +421,7 @@ class PrecisionPolicy(ProbePlanRunner):
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: windows, plan, outcomes, bans, the current precision and history."""
+        """JSON-able state: windows, the probe in progress, outcomes, budget, bans, the precision in use."""
         return {
             "version": _STATE_VERSION,
             "step": self._step,
@@ -417,11 +431,13 @@ class PrecisionPolicy(ProbePlanRunner):
             "seg_steps": self._seg_steps,
             "acc": dict(self._acc),
             "windows": [dict(w) for w in self._windows],
-            "plan": [list(s) for s in self._plan],
-            "plan_pos": self._plan_pos,
-            "plan_id": self._plan_id,
-            "plan_losses": {k: dict(v) for k, v in self._plan_losses.items()},
-            "outcomes": {k: dict(v) for k, v in self._outcomes.items()},
+            "probe": copy.deepcopy(self._probe),
+            "outcomes": copy.deepcopy(self._outcomes),
+            "probe_j": dict(self._probe_j),
+            "probe_samples": dict(self._probe_samples),
+            "probe_steps": self._probe_steps,
+            "train_j": self._train_j,
+            "budget_noted": self._budget_noted,
             "started": self._started,
             "pending": list(self._pending),
             "banned": dict(self._banned),
@@ -433,8 +449,8 @@ class PrecisionPolicy(ProbePlanRunner):
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned: windows, probe plan, outcomes, bans and the
-                precision in use.
+            state: What :meth:`state_dict` returned: windows, the probe in progress, outcomes,
+                probing energy, bans and the precision in use.
 
         Raises:
             ValueError: For a state of another version.
@@ -447,16 +463,15 @@ class PrecisionPolicy(ProbePlanRunner):
         self._seg_steps = int(state["seg_steps"])
         self._acc = {k: float(v) for k, v in state["acc"].items()}
         self._windows = [
-            {k: (v if k in ("precision", "plan_pos", "plan_id") else float(v)) for k, v in w.items()}
-            for w in state["windows"]
+            {k: (v if k == "precision" else float(v)) for k, v in w.items()} for w in state["windows"]
         ]
-        self._plan = [[str(p), str(r)] for p, r in state["plan"]]
-        self._plan_pos = int(state["plan_pos"])
-        self._plan_id = int(state["plan_id"])
-        self._plan_losses = {
-            str(k): {kk: float(vv) for kk, vv in v.items()} for k, v in state["plan_losses"].items()
-        }
-        self._outcomes = {str(k): dict(v) for k, v in state["outcomes"].items()}
+        self._probe = copy.deepcopy(state["probe"])
+        self._outcomes = copy.deepcopy(dict(state["outcomes"]))
+        self._probe_j = {str(k): float(v) for k, v in state["probe_j"].items()}
+        self._probe_samples = {str(k): int(v) for k, v in state["probe_samples"].items()}
+        self._probe_steps = int(state["probe_steps"])
+        self._train_j = float(state["train_j"])
+        self._budget_noted = bool(state["budget_noted"])
         self._started = bool(state["started"])
         self._pending = [str(p) for p in state["pending"]]
         self._banned = {str(k): int(v) for k, v in state["banned"].items()}

@@ -1,18 +1,11 @@
-"""The vocabulary of the precision policy: the precisions, its decisions and its probe plan.
+"""The vocabulary of the precision policy: the precisions and its decisions.
 
-**Probe plan** (:func:`probe_plan`): reference windows at the base precision (normally
-``32-true``), then each candidate sandwiched between reference segments::
-
-    32-true ×R | bf16-mixed ≤P | 32-true ×R | 16-mixed ≤P | 32-true ×R
-
-``R = reference_windows``, ``P = probe_windows`` of
-:class:`~lightning_green.policy.precision.PrecisionPolicy`, which imports and re-exports
-everything here.
+:class:`~lightning_green.policy.precision.PrecisionPolicy` imports and re-exports everything here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -22,11 +15,9 @@ from lightning_green.policy._util import DetailsMixin
 __all__ = [
     "PRECISIONS",
     "REFERENCE_PRECISION",
-    "PlanSegment",
     "PrecisionDecision",
     "PrecisionReason",
     "check_precision",
-    "probe_plan",
 ]
 
 PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
@@ -40,13 +31,17 @@ class PrecisionReason(str, Enum):
     """Why :meth:`PrecisionPolicy.decide` returned what it did."""
 
     PROBE = "probe"
-    """Following the probe plan: measuring a candidate or the reference around it."""
+    """Probing: measuring a candidate or the reference windows between its windows."""
     CHEAPER = "cheaper"
-    """Switching: measured cheaper by more than the margin and the loss tracks the reference."""
+    """Switching: resolved cheaper by more than the margin, and the loss tracks the reference."""
     KEEP = "keep"
-    """Staying: nothing to probe, or nothing passed and saved enough."""
+    """Staying: nothing to probe, or nothing was resolved cheaper (the figures say why)."""
     TOO_EXPENSIVE = "too_expensive"
-    """A probe stopped early: the candidate clearly costs more than the base."""
+    """A candidate was resolved costlier than the base (the whole interval above 1): not adopted."""
+    UNRESOLVED = "unresolved"
+    """A candidate's saving was not resolved within its pairs or the budget: not adopted."""
+    NO_BUDGET = "no_budget"
+    """The probing budget cannot pay for two candidate windows (yet): not probing."""
     LOSS_DEVIATION = "loss_deviation"
     """A probed candidate's loss left the reference trend: banned for the cooling period."""
     ROLLBACK_NON_FINITE = "rollback_non_finite"
@@ -67,8 +62,9 @@ class PrecisionDecision(DetailsMixin):
         precision: The precision to train with from now on (Lightning's spelling).
         reason: Why.
         details: Figures behind it (JSON-able values): ``previous_precision``, ``step``,
-            ``epoch`` and, where relevant, ``j_per_sample`` by precision, the probe's loss
-            check, the banned precision and until which epoch.
+            ``epoch`` and, where relevant, ``j_per_sample`` by precision, the paired comparison
+            (per-window joules per sample, ratio, its interval, verdict), the loss check, the
+            probing budget, the banned precision and until which epoch.
     """
 
     precision: str
@@ -79,52 +75,6 @@ class PrecisionDecision(DetailsMixin):
     def changed(self) -> bool:
         """Whether the precision differs from the one in use before the decision."""
         return self._differs_from("previous_precision", self.precision)
-
-
-@dataclass(frozen=True)
-class PlanSegment:
-    """One segment of a probe plan.
-
-    Attributes:
-        precision: The precision trained with in this segment.
-        role: ``"reference"`` (the base precision, ``reference_windows`` windows) or
-            ``"probe"`` (a candidate, up to ``probe_windows`` windows).
-    """
-
-    precision: str
-    role: str
-
-
-def probe_plan(candidates: Sequence[str], base: str = REFERENCE_PRECISION) -> tuple[PlanSegment, ...]:
-    """The order in which precisions are measured: each candidate between two references.
-
-    Args:
-        candidates: Precisions to probe, in order; ``base`` and duplicates are skipped.
-        base: The precision in use, whose loss trajectory the candidates are held to.
-
-    Returns:
-        ``reference, probe, reference, probe, ..., reference``; empty when there is no
-        candidate.
-
-    Raises:
-        ValueError: For a precision not in :data:`PRECISIONS`.
-
-    Example:
-        >>> [(s.precision, s.role) for s in probe_plan(["bf16-mixed"])]
-        [('32-true', 'reference'), ('bf16-mixed', 'probe'), ('32-true', 'reference')]
-    """
-    check_precision("base", base)
-    todo = []
-    for c in candidates:
-        check_precision("candidates", c)
-        if c != base and c not in todo:
-            todo.append(c)
-    if not todo:
-        return ()
-    plan = [PlanSegment(base, "reference")]
-    for c in todo:
-        plan += [PlanSegment(c, "probe"), PlanSegment(base, "reference")]
-    return tuple(plan)
 
 
 def check_precision(name: str, value: object) -> str:

@@ -1,163 +1,339 @@
-"""Running a precision probe plan: measuring each segment, judging each probe, choosing.
+"""Probing precisions: interleaved reference/candidate windows, a paired verdict, a bounded budget.
 
-:class:`ProbePlanRunner` is the part of
-:class:`~lightning_green.policy.precision.PrecisionPolicy` that walks its probe plan
-(:func:`~lightning_green.policy.precision_plan.probe_plan`): it waits for enough windows in
-each segment, stops a probe early when it clearly costs more than the base, judges each probe's
-loss against the reference trend once the reference after it is complete
-(:func:`~lightning_green.policy.loss_trajectory.probe_loss_check`), and at the end of the plan
-picks the cheapest precision that passed, if it saves more than the switch margin. The state it
-works on (windows, plan, outcomes, bans) belongs to the policy and is saved by it.
+:class:`ProbeRunner` is the part of :class:`~lightning_green.policy.precision.PrecisionPolicy`
+that probes. A probe of the candidates ``c1, c2, ...`` alternates single windows::
+
+    ref | c1 | ref | c1 | ref ... ref | c2 | ref | c2 | ref ...
+
+(each window after the policy's warm-up steps), so drift and the load of other processes hit
+both alike. After each reference window that follows a candidate window the candidate is judged
+by :func:`~lightning_green.policy.paired_windows.compare_interleaved` (``min_saving`` = the
+switch margin): ``cheaper`` or ``costlier`` ends its probe (two pairs at least: a single pair
+puts no bound on the noise), ``unresolved`` measures another pair while ``max_pairs`` and the
+budget allow, and is the verdict when they run out. At the end a candidate resolved cheaper whose
+loss tracks the reference trend
+(:func:`~lightning_green.policy.loss_trajectory.probe_loss_check`) is adopted; among several,
+the earlier in :data:`~lightning_green.policy.precision_plan.PRECISIONS` unless another is
+resolved cheaper than it (its interval entirely below). Unresolved means staying.
+
+**Budget** (:class:`~lightning_green.policy.paired_windows.ProbeBudget`): the energy of the
+steps trained at a candidate precision while probing (warm-up steps included; reference windows
+are ordinary training and cost nothing extra) may reach ``probe_budget`` of the run's projected
+energy: the joules per step recorded so far outside the probes times the planned steps (without
+a plan: of the energy recorded so far outside the probes). A candidate window is only started
+when its estimated energy still fits (the first from the reference window's energy per step,
+later ones as its dearest so far), and
+a probe only starts when two candidate windows fit; otherwise the policy says so once
+(``no_budget``) and waits for the budget to grow.
+
+The state it works on belongs to the policy and is saved by it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning_green.keys import PRECISION_PROBE_SHARE
 from lightning_green.policy._util import median
-from lightning_green.policy.loss_trajectory import probe_loss_check
-from lightning_green.policy.precision_plan import PRECISIONS, PrecisionDecision, PrecisionReason, probe_plan
+from lightning_green.policy.loss_trajectory import new_acc, probe_loss_check
+from lightning_green.policy.paired_windows import (
+    CANDIDATE,
+    REFERENCE,
+    ProbeBudget,
+    compare_interleaved,
+    projected_run_energy_j,
+)
+from lightning_green.policy.precision_plan import PRECISIONS, PrecisionDecision, PrecisionReason
 
-__all__ = ["ProbePlanRunner"]
+__all__ = ["MIN_PAIRS", "ProbeRunner", "new_probe", "no_budget_text", "probe_cost"]
+
+MIN_PAIRS = 2
+"""Candidate windows a probe must be able to afford before it starts (a bound needs two pairs)."""
 
 
-class ProbePlanRunner:
-    """Mixin of :class:`~lightning_green.policy.precision.PrecisionPolicy`: the probe plan's steps."""
+def new_probe(base: str, candidates: list[str]) -> dict[str, Any]:
+    """A probe of ``candidates`` against ``base`` (plain, JSON-able data), starting on a reference."""
+    return {
+        "base": base,
+        "queue": list(candidates),
+        "cand": None,
+        "role": REFERENCE,
+        "filled": False,  # whether the current segment has measured its window
+        "roles": [],
+        "j": [],
+        "refs": [],  # the candidate's reference windows (their loss sums, for the trend)
+        "cand_loss": new_acc(),
+        "seg_j": 0.0,  # energy of the candidate segment in progress, warm-up included
+        "cand_max_j": 0.0,  # the dearest of the candidate's segments so far
+        "ref_step_j": None,  # the last reference window's energy per step
+        "ref_steps": 0.0,
+    }
+
+
+class ProbeRunner:
+    """Mixin of :class:`~lightning_green.policy.precision.PrecisionPolicy`: probing and its budget."""
 
     _banned: dict[str, int]
     _current: str
     _j: dict[str, float]
     _outcomes: dict[str, dict[str, Any]]
-    _plan: list[list[str]]
-    _plan_id: int
-    _plan_losses: dict[str, dict[str, float]]
-    _plan_pos: int
+    _pending: list[str]
     _previous: list[str]
+    _probe: dict[str, Any] | None
+    _probe_j: dict[str, float]
+    _probe_samples: dict[str, int]
+    _probe_steps: int
+    _budget_noted: bool
+    _step: int
+    _train_j: float
     _windows: list[dict[str, Any]]
+    confidence: float
     cooldown_epochs: int
-    early_stop_margin: float
     loss_noise_z: float
     loss_tolerance: float
-    probe_windows: int
-    reference_windows: int
+    max_pairs: int
+    probe_budget: float
     switch_margin: float
+    warmup_steps: int
 
     def _emit(self, precision: str, reason: PrecisionReason, details: dict[str, Any]) -> PrecisionDecision:
         self._current = precision
         return PrecisionDecision(precision, reason, details)
 
-    def _start_plan(self, candidates: list[str]) -> None:
-        plan = probe_plan(candidates, self._current)
-        self._plan = [[s.precision, s.role] for s in plan]
-        self._plan_pos = 0
-        self._plan_id += 1
-        self._plan_losses = {}
-        self._outcomes = {}
+    # ------------------------------------------------------------------ recording
 
-    def _plan_windows(self, pos: int) -> list[dict[str, Any]]:
-        prec = self._plan[pos][0]
-        return [
-            w
-            for w in self._windows
-            if w["plan_id"] == self._plan_id and w["plan_pos"] == pos and w["precision"] == prec
-        ]
+    def _segment_precision(self) -> str | None:
+        probe = self._probe
+        if probe is None:
+            return None
+        return probe["cand"] if probe["role"] == CANDIDATE else probe["base"]
 
-    def _base_j(self) -> float | None:
-        base = self._plan[0][0]
-        js = [
-            w["energy_j"] / w["samples"]
-            for pos, (p, role) in enumerate(self._plan)
-            if role == "reference"
-            for w in self._plan_windows(pos)
-            if p == base
-        ]
-        return median(js) if js else None
+    def _probe_record(
+        self, prec: str, energy_j: float, samples: int, steps: int, window: dict[str, Any] | None
+    ) -> None:
+        """Book steps at ``prec`` (and the window they completed, if any) into the probe."""
+        probe = self._probe
+        if probe is None or prec != self._segment_precision():
+            return
+        if probe["role"] == CANDIDATE:
+            probe["seg_j"] += energy_j
+            self._probe_steps += steps
+            self._probe_j[prec] = self._probe_j.get(prec, 0.0) + energy_j
+            self._probe_samples[prec] = self._probe_samples.get(prec, 0) + samples
+        if window is None or probe["filled"]:
+            return
+        probe["filled"] = True
+        probe["roles"].append(probe["role"])
+        probe["j"].append(window["energy_j"] / window["samples"])
+        if probe["role"] == REFERENCE:
+            probe["ref_step_j"], probe["ref_steps"] = window["energy_j"] / window["steps"], window["steps"]
+            if window["loss_n"] > 0:
+                probe["refs"].append({k: window[k] for k in new_acc()})
+        else:
+            probe["cand_max_j"], probe["seg_j"] = max(probe["cand_max_j"], probe["seg_j"]), 0.0
 
-    def _advance_plan(self, ep: int, details: dict[str, Any]) -> PrecisionDecision:
-        base = self._plan[0][0]
-        while True:
-            prec, role = self._plan[self._plan_pos]
-            windows = self._plan_windows(self._plan_pos)
-            if role == "reference":
-                if len(windows) < self.reference_windows:
-                    return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
-                prev = self._plan_pos - 1
-                failed = None
-                if prev >= 0 and self._plan[prev][0] not in self._outcomes:
-                    failed = self._verdict(prev, ep)
-                self._plan_pos += 1
-                done = self._plan_pos >= len(self._plan)
-                if failed is not None:
-                    deviation = {**details, **failed}
-                    if done:
-                        final = self._finish_plan(deviation)
-                        if final.reason is PrecisionReason.CHEAPER:  # an earlier candidate passed
-                            return final
-                    return self._emit(base, PrecisionReason.LOSS_DEVIATION, deviation)
-                if done:
-                    return self._finish_plan(details)
-                continue
-            # probe segment
-            js = [w["energy_j"] / w["samples"] for w in windows]
-            base_j = self._base_j()
-            if js and base_j is not None and median(js) > base_j * (1.0 + self.early_stop_margin):
-                self._outcomes[prec] = {"status": "too_expensive", "j_per_sample": median(js)}
-                self._j[prec] = median(js)
-                self._plan_pos += 1
-                return self._emit(
-                    base,
-                    PrecisionReason.TOO_EXPENSIVE,
-                    {**details, "candidate": prec, "j_per_sample": {base: base_j, prec: median(js)}},
-                )
-            if len(js) >= self.probe_windows:
-                self._plan_pos += 1
-                return self._emit(base, PrecisionReason.PROBE, {**details, "segment": "reference"})
-            return self._emit(prec, PrecisionReason.PROBE, {**details, "segment": "probe"})
+    # ------------------------------------------------------------------ budget
 
-    def _verdict(self, probe_pos: int, ep: int) -> dict[str, Any] | None:
-        """Judge the probe at ``probe_pos`` once the reference after it is complete.
+    def _projected_j(self, planned_steps: float | None) -> float:
+        """The run's projected training energy at the rate of its steps outside the probes.
 
-        Returns details when the loss check failed (the candidate is banned), else None.
+        Without a plan, the energy recorded so far (probes excluded).
         """
-        cand = self._plan[probe_pos][0]
-        js = [w["energy_j"] / w["samples"] for w in self._plan_windows(probe_pos)]
-        before = self._plan_windows(probe_pos - 1)[-self.reference_windows :]
-        after = self._plan_windows(probe_pos + 1)[: self.reference_windows]
-        refs = [w for w in before + after if w["loss_n"] > 0]
-        probe_acc = self._plan_losses.get(str(probe_pos))
-        if not js:
-            self._outcomes[cand] = {"status": "unmeasured"}
-            return None
-        j = median(js)
-        self._j[cand] = j
-        if probe_acc is None or probe_acc["loss_n"] <= 0 or len(refs) < 2:
-            self._outcomes[cand] = {"status": "unverified", "j_per_sample": j}
-            return None
-        passed, figures = probe_loss_check(probe_acc, refs, self.loss_tolerance, self.loss_noise_z)
-        check = {"candidate": cand, **figures}
-        if not passed:
-            self._outcomes[cand] = {"status": "loss_deviation", "j_per_sample": j, **check}
-            self._banned[cand] = ep + self.cooldown_epochs
-            return {**check, "banned_until_epoch": ep + self.cooldown_epochs}
-        self._outcomes[cand] = {"status": "ok", "j_per_sample": j, **check}
+        spent = self._train_j - sum(self._probe_j.values())
+        projected = projected_run_energy_j(spent, self._step - self._probe_steps, planned_steps)
+        return spent if projected is None else projected
+
+    def probe_allowance_j(self, planned_steps: float | None) -> float:
+        """Joules probing may take: ``probe_budget`` of the run's projected (unplanned: spent) energy."""
+        return ProbeBudget(self.probe_budget).allowance_j(self._projected_j(planned_steps))
+
+    def _affords(self, windows: int, window_j: float | None, planned_steps: float | None) -> bool:
+        if window_j is None:
+            return False
+        return ProbeBudget(self.probe_budget).affords(
+            next_probe_j=windows * window_j,
+            spent_probe_j=sum(self._probe_j.values()),
+            projected_run_j=self._projected_j(planned_steps),
+        )
+
+    def _first_window_j(self, step_j: float | None, steps: float) -> float | None:
+        """A candidate segment's energy estimated from the reference: warm-up plus one window."""
+        return None if step_j is None else step_j * (steps + self.warmup_steps)
+
+    def _budget_figures(self, planned_steps: float | None, window_j: float | None) -> dict[str, Any]:
+        return {
+            "probe_allowance_j": self.probe_allowance_j(planned_steps),
+            "probe_spent_j": sum(self._probe_j.values()),
+            "probe_min_j": None if window_j is None else MIN_PAIRS * window_j,
+            "planned_steps": planned_steps,
+            "probe_budget": self.probe_budget,
+        }
+
+    def _start_or_wait(
+        self, candidates: list[str], details: dict[str, Any], planned_steps: float | None
+    ) -> PrecisionDecision | None:
+        """Start a probe of ``candidates`` if two candidate windows fit the budget, else wait (None)."""
+        recent = [w for w in self._windows if w["precision"] == self._current][-1:]
+        window_j = (
+            self._first_window_j(recent[0]["energy_j"] / recent[0]["steps"], recent[0]["steps"])
+            if recent
+            else None
+        )
+        if window_j is not None and not self._affords(MIN_PAIRS, window_j, planned_steps):
+            self._pending = candidates
+            if self._budget_noted:
+                return self._emit(self._current, PrecisionReason.KEEP, details)
+            self._budget_noted = True
+            figures = self._budget_figures(planned_steps, window_j)
+            return self._emit(
+                self._current, PrecisionReason.NO_BUDGET, {**details, "candidates": candidates, **figures}
+            )
+        self._probe = new_probe(self._current, candidates)
+        self._outcomes = {}
         return None
 
-    def _finish_plan(self, details: dict[str, Any]) -> PrecisionDecision:
-        base = self._plan[0][0]
-        base_j = self._base_j()
+    # ------------------------------------------------------------------ deciding
+
+    def _advance(self, ep: int, details: dict[str, Any], planned_steps: float | None) -> PrecisionDecision:
+        probe = self._probe
+        assert probe is not None
+        base, cand = probe["base"], probe["cand"]
+        if not probe["filled"]:
+            segment = self._segment_precision()
+            assert segment is not None
+            return self._emit(segment, PrecisionReason.PROBE, {**details, "segment": probe["role"]})
+        if probe["role"] == CANDIDATE:  # a candidate window measured: back to the reference
+            probe["role"], probe["filled"] = REFERENCE, False
+            return self._emit(base, PrecisionReason.PROBE, {**details, "segment": REFERENCE})
+        if cand is not None:
+            comparison = compare_interleaved(
+                probe["roles"], probe["j"], min_saving=self.switch_margin, confidence=self.confidence
+            )
+            budget_ok = self._affords(1, probe["cand_max_j"], planned_steps)
+            if not comparison.resolved and comparison.pairs < self.max_pairs and budget_ok:
+                probe["role"], probe["filled"] = CANDIDATE, False
+                return self._emit(cand, PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
+            reason, figures = self._judge(cand, comparison.to_dict(), ep, budget_ok)
+            probe.update(new_probe(base, probe["queue"]))
+            if probe["queue"]:
+                return self._emit(base, reason, {**details, **figures})
+            return self._finish({**details, **figures}, reason)
+        if not probe["queue"]:
+            return self._finish(details)
+        window_j = self._first_window_j(probe["ref_step_j"], probe["ref_steps"])
+        if not self._affords(MIN_PAIRS, window_j, planned_steps):  # wait for the budget to grow
+            self._pending, probe["queue"] = probe["queue"], []
+            figures = {"candidates": list(self._pending), **self._budget_figures(planned_steps, window_j)}
+            noted, self._budget_noted = self._budget_noted, True
+            return self._finish(
+                {**details, **figures}, PrecisionReason.KEEP if noted else PrecisionReason.NO_BUDGET
+            )
+        probe["cand"] = probe["queue"].pop(0)
+        probe["roles"], probe["j"] = [REFERENCE], [probe["j"][-1]]
+        probe["role"], probe["filled"] = CANDIDATE, False
+        return self._emit(probe["cand"], PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
+
+    def _judge(
+        self, cand: str, comparison: dict[str, Any], ep: int, budget_ok: bool
+    ) -> tuple[PrecisionReason, dict[str, Any]]:
+        """The candidate's outcome (saved in :attr:`_outcomes`): the reason to report and its figures."""
+        probe = self._probe
+        assert probe is not None
+        refs = [j for j, role in zip(probe["j"], probe["roles"], strict=True) if role == REFERENCE]
+        cands = [j for j, role in zip(probe["j"], probe["roles"], strict=True) if role == CANDIDATE]
+        self._j[probe["base"]] = median(refs)
+        self._j[cand] = median(cands)
+        verdict = comparison["verdict"]
+        outcome: dict[str, Any] = {"status": verdict, **comparison}
+        if verdict in ("unresolved", "insufficient"):
+            outcome["stopped_by"] = "max_pairs" if budget_ok else "budget"
+        reason = {
+            "cheaper": PrecisionReason.PROBE,
+            "costlier": PrecisionReason.TOO_EXPENSIVE,
+        }.get(verdict, PrecisionReason.UNRESOLVED)
+        if verdict == "cheaper":
+            acc, refs_acc = probe["cand_loss"], probe["refs"]
+            if acc["loss_n"] <= 0 or len(refs_acc) < 2:
+                outcome["status"] = "unverified"  # no loss to check: never adopted
+                reason = PrecisionReason.UNRESOLVED
+            else:
+                passed, figures = probe_loss_check(acc, refs_acc, self.loss_tolerance, self.loss_noise_z)
+                outcome.update(figures)
+                if not passed:
+                    outcome["status"] = "loss_deviation"
+                    outcome["banned_until_epoch"] = ep + self.cooldown_epochs
+                    self._banned[cand] = ep + self.cooldown_epochs
+                    reason = PrecisionReason.LOSS_DEVIATION
+        self._outcomes[cand] = outcome
+        return reason, {"candidate": cand, "comparison": outcome}
+
+    def _finish(
+        self, details: dict[str, Any], otherwise: PrecisionReason = PrecisionReason.KEEP
+    ) -> PrecisionDecision:
+        """End the probe: adopt the preferred candidate resolved cheaper, else keep the base.
+
+        ``otherwise`` is the reason reported when nothing is adopted (the last candidate's verdict).
+        """
+        probe = self._probe
+        assert probe is not None
+        base = probe["base"]
+        self._probe = None
         outcomes = {p: dict(o) for p, o in self._outcomes.items()}
-        self._plan, self._plan_pos, self._plan_losses = [], 0, {}
-        if base_j is None:
-            return self._emit(base, PrecisionReason.KEEP, {**details, "outcomes": outcomes})
-        self._j[base] = base_j
-        passed = {
-            p: o["j_per_sample"] for p, o in outcomes.items() if o["status"] == "ok" and p not in self._banned
-        }
-        info = {**details, "j_per_sample": {base: base_j, **passed}, "outcomes": outcomes}
-        if passed:
-            best = min(passed, key=lambda p: (passed[p], PRECISIONS.index(p)))
-            saving = 1.0 - passed[best] / base_j
-            if saving > self.switch_margin:
-                self._previous.append(base)
-                return self._emit(best, PrecisionReason.CHEAPER, {**info, "saving": saving})
-        return self._emit(base, PrecisionReason.KEEP, info)
+        info = {**details, "outcomes": outcomes, "j_per_sample": dict(self._j)}
+        cheaper = [p for p in PRECISIONS if outcomes.get(p, {}).get("status") == "cheaper"]
+        cheaper = [p for p in cheaper if p not in self._banned]
+        if not cheaper:
+            keep = PrecisionReason.KEEP if otherwise is PrecisionReason.PROBE else otherwise
+            return self._emit(base, keep, info)
+        best = cheaper[0]
+        for other in cheaper[1:]:  # a later precision only when resolved cheaper than the earlier
+            if outcomes[other]["ratio_high"] < outcomes[best]["ratio_low"]:
+                best = other
+        self._previous.append(base)
+        chosen = outcomes[best]
+        return self._emit(
+            best,
+            PrecisionReason.CHEAPER,
+            {**info, "candidate": best, "saving": 1.0 - chosen["ratio"], "comparison": chosen},
+        )
+
+
+def probe_cost(
+    policy: ProbeRunner | None, base_j_per_sample: float | None, run_j: float, pue: float = 1.0
+) -> dict[str, Any]:
+    """The summary's probing figures: ``precision_probe_j``, ``..._extra_j`` (with ``pue``), ``..._share``.
+
+    Args:
+        policy: The precision policy (None before fit: nothing probed).
+        base_j_per_sample: The baseline's joules per sample (before PUE), for the extra cost: what
+            the probed steps cost beyond the same samples at the baseline (None when unknown).
+        run_j: The run's energy so far before PUE, for the share (None when 0).
+        pue: The PUE the joules are reported with, like the summary's totals.
+    """
+    spent = policy.probe_energy_j() if policy is not None else {}
+    samples = policy.probe_samples() if policy is not None else {}
+    extra = None
+    if base_j_per_sample is not None:
+        extra = pue * sum(j - samples.get(p, 0) * base_j_per_sample for p, j in spent.items())
+    total = sum(spent.values())
+    return {
+        "precision_probe_j": pue * total,
+        "precision_probe_extra_j": extra,
+        PRECISION_PROBE_SHARE: total / run_j if run_j > 0 else None,
+    }
+
+
+def no_budget_text(decision: PrecisionDecision) -> str:
+    """One line on a ``no_budget`` decision: what two candidate windows need and what is allowed."""
+    d = decision.details
+    need, allowed, spent = d.get("probe_min_j"), d["probe_allowance_j"], d["probe_spent_j"]
+    plan = (
+        "the planned run"
+        if d.get("planned_steps") is not None
+        else "the energy spent so far (no planned length)"
+    )
+    return (
+        f"two windows of each candidate ({', '.join(d['candidates'])}) need about {need or 0.0:.3g} J, "
+        f"more than the {allowed - spent:.3g} J left of the probing budget ({d['probe_budget']:.0%} of "
+        f"{plan}); training stays in {decision.precision}"
+    )
