@@ -444,7 +444,7 @@ def test_both_callbacks_log_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
         experiment_name="adapt", tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "artifacts")
     )
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
-    precision = AdaptivePrecision(window_s=0.001, start_step=4)
+    precision = AdaptivePrecision(window_s=0.001, start_step=4, probe_budget=0.9)  # a short scripted run
     fit(tmp_path, [batch, precision], epochs=4, logger=logger)
     client = logger.experiment
     per_epoch = {
@@ -482,7 +482,7 @@ def test_ddp_ranks_make_identical_decisions(tmp_path, lightning):
         "--batch-args",
         json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 0.02, "probe_windows": 2}),
         "--precision-args",
-        json.dumps({"window_s": 0.02, "start_step": 4}),
+        json.dumps({"window_s": 0.02, "start_step": 4, "probe_budget": 0.9}),  # short scripted run
         "--lightning",
         lightning,
     ]
