@@ -23,6 +23,14 @@ PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
+# Logged once, at a stop before the planned end: what the stop avoided up to it. Projections from
+# the measured checks (cost per unit of progress, the learning-curve fit), never measurements.
+NOT_RUN_KWH = "energy/not_run_kwh_projected"  # kWh the rest of the planned run would have taken
+NOT_RUN_EPOCHS = "energy/not_run_epochs_projected"  # epochs left to the planned end
+NOT_RUN_STEPS = "energy/not_run_steps_projected"  # optimizer steps left, in a run planned in steps
+NOT_RUN_CHECKS = "energy/not_run_checks_projected"  # checks that would have come
+NOT_RUN_GAIN = "energy/not_run_gain_projected"  # gain of the best metric (its units, improvement > 0)
+NOT_RUN_KEYS = (NOT_RUN_KWH, NOT_RUN_EPOCHS, NOT_RUN_STEPS, NOT_RUN_CHECKS, NOT_RUN_GAIN)
 
 # Summary fields.
 PRECISION_PROBE_SHARE = "precision_probe_share"  # AdaptivePrecision: probing energy / the run's

@@ -19,6 +19,7 @@ from lightning_green.json_safe import json_safe
 from lightning_green.policy import StopDecision
 from lightning_green.policy.marginal import MarginalAssessment
 from lightning_green.report_plot import PLOT_FILENAME, plot_summary
+from lightning_green.stop_record import savings_from_metrics, savings_text
 
 SUMMARY_FILENAME = "energy_summary.json"
 """Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
@@ -238,6 +239,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         for key in ("stop_reason", "stopped_epoch"):
             if summary.get(key) is not None:
                 rows.append((key.replace("_", " "), str(summary[key])))
+    if summary.get("stop_savings"):  # what the stop avoided up to the planned end: a projection
+        rows.append(("not run (projected)", savings_text(summary["stop_savings"])))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then
         rows.insert(0, ("status", f"FAILED ({summary.get('error') or 'the fit raised'})"))
     width = max(len(k) for k, _ in rows)
@@ -378,6 +381,9 @@ def _summary_from_metrics(run: Any, monitor: str | None) -> dict[str, Any]:
         "stopped_epoch": stopped_epoch,
         "rebuilt_from_metrics": True,
     }
+    not_run = {key: h[max(h)] for key in keys.NOT_RUN_KEYS if (h := history(key))}
+    savings = savings_from_metrics(not_run, kwh_at_stop=records[-1].total_kwh, monitor=monitor)
+    extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
     return build_summary(

@@ -105,6 +105,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
             color="#a50f15",
             bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#a50f15", "alpha": 0.85},
         )
+    _draw_not_run(ax, summary.get("stop_savings"), at, summary.get("best_metric"), summary.get("mode"))
     source = summary.get("energy_source", "?")
     estimate = " (an estimate, not a measurement)" if summary.get("is_estimate") else ""
     label = f"cumulative energy, kWh - source: {source}{estimate}"
@@ -123,3 +124,30 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format=image_format)
     return out
+
+
+def _draw_not_run(
+    ax: Any, savings: dict[str, Any] | None, at: dict[str, Any] | None, best: float | None, mode: Any
+) -> None:
+    """Shade what the stop avoided, from the stop to the planned end: "projected, not run".
+
+    The span is the projected energy of the rest of the planned run; where the fit projected a
+    gain of the best metric for it, a dashed line runs from the best value at the stop to the best
+    value the fit projected at the planned end.
+    """
+    if not savings or not savings.get("kwh_not_spent"):
+        return
+    start = savings.get("kwh_at_stop")
+    start = at["total_kwh"] if start is None and at is not None else start
+    if start is None:
+        return
+    end = start + savings["kwh_not_spent"]
+    amount = savings.get("progress_not_run")
+    what = f"{amount:.3g} {savings.get('unit') or 'epochs'}, " if amount is not None else ""
+    label = f"projected, not run: {what}{savings['kwh_not_spent']:.3g} kWh"
+    ax.axvspan(start, end, facecolor="#bdbdbd", alpha=0.25, hatch="//", edgecolor="#969696", label=label)
+    gain = savings.get("metric_gain_forgone")
+    if gain is not None and best is not None:
+        sign = 1.0 if mode == "max" else -1.0
+        ax.plot([start, end], [best, best + sign * gain], ":", color="#636363", linewidth=1.4,
+                label=f"projected gain forgone: {gain:.3g} (not run)")  # fmt: skip

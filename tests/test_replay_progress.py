@@ -57,16 +57,19 @@ def decisions(path: Path) -> list[dict[str, str]]:
 def test_fractional_progress_is_replayed_and_written_as_logged(tmp_path: Path, epoch_text) -> None:
     src = write_curves(tmp_path / "c.csv", progress_rows(epoch_text))
     out = tmp_path / "d.csv"
-    assert main(["replay", str(src), "-o", str(out)]) == 0
+    # min_epochs counts epochs of progress: 1 of the 2.5 epochs the MLPerf-like curves run.
+    assert main(["replay", str(src), "-o", str(out), "--min-epochs", "1"]) == 0
     rows = decisions(out)
     assert len(rows) == 4
     for row, (cid, losses, seconds) in zip(rows, real_losses(4), strict=True):
-        # Until the policy takes fractional progress, the check is its unit (check index, checks planned).
-        policy = StoppingPolicy(StoppingConfig(mode="min"))
-        stop = len(losses)
+        # The policy is told the progress as logged (epochs, fractional), planned to the last one.
+        policy = StoppingPolicy(StoppingConfig(mode="min", min_epochs=1))
+        stop, planned = len(losses), float(epoch_text(len(losses)))
         for i, (loss, t) in enumerate(zip(losses, seconds, strict=True)):
-            if policy.update(loss, t, epoch=i, max_epochs=len(losses)).should_stop:
+            decision = policy.update(loss, t, progress=float(epoch_text(i + 1)), horizon=planned)
+            if decision.should_stop:
                 stop = i + 1
+                assert decision.progress == float(epoch_text(stop)) and decision.horizon == planned
                 break
         assert row["curve_id"] == cid
         assert row["stop_epoch"] == epoch_text(stop)  # the epoch of the last check run, as written

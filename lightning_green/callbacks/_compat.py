@@ -15,7 +15,6 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
-import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from lightning_green.energy.session import Fields, Reduce, local_reduce
+from lightning_green.training.check_progress import FitPosition
 
 if TYPE_CHECKING:  # for annotations only: every namespace's Trainer and LightningModule are accepted
     from pytorch_lightning import LightningModule, Trainer
@@ -316,18 +316,21 @@ def train_dataloader_from_module(trainer: Trainer) -> bool:
     return bool(trainer.fit_loop._data_source.is_module())
 
 
-def optimizer_steps_per_epoch(trainer: Trainer) -> int | None:
-    """Optimizer steps in a training epoch (batches over gradient accumulation), None if unknown."""
-    batches = trainer.num_training_batches
-    if not batches or not math.isfinite(batches):
-        return None
-    return math.ceil(batches / max(1, trainer.accumulate_grad_batches))
-
-
-def epoch_done(trainer: Trainer) -> bool:
-    """Whether the training epoch in progress has reached its last batch (True outside one)."""
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    return bool(getattr(progress, "is_last_batch", True))
+def fit_position(trainer: Trainer) -> FitPosition:
+    """The fit loop's counters and plan now (batches done in the epoch from its batch progress)."""
+    batches = trainer.fit_loop.epoch_loop.batch_progress
+    interval = trainer.val_check_interval
+    return FitPosition(
+        current_epoch=int(trainer.current_epoch),
+        global_step=int(trainer.global_step),
+        batches_done=int(batches.current.completed),
+        batches_per_epoch=trainer.num_training_batches,
+        accumulate_grad_batches=int(trainer.accumulate_grad_batches),
+        max_epochs=trainer.max_epochs,
+        max_steps=trainer.max_steps,
+        epoch_done=bool(getattr(batches, "is_last_batch", True)),
+        checks_inside_epochs=isinstance(interval, int) or float(interval) < 1.0,
+    )
 
 
 def rebuild_train_dataloader(trainer: Trainer) -> None:

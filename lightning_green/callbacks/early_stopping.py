@@ -9,7 +9,6 @@ Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -25,10 +24,11 @@ from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
+from lightning_green.stop_record import decision_metrics, stop_savings_fields
+from lightning_green.training.check_progress import CheckPlace, check_place, horizon_epochs, training_end
 from lightning_green.training.learning_rates import epochs_until_lr_decay
 
 _DEFAULTS = StoppingConfig()
-_LIGHTNING_DEFAULT_MAX_EPOCHS = 1000  # what Lightning substitutes for an unset max_epochs
 
 LIGHTNING_REASONS: dict[StopReason, str] = {
     StopReason.PLATEAU: "PATIENCE_EXHAUSTED",
@@ -144,6 +144,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         self.policy = StoppingPolicy(self.config, monitor=monitor)
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
+        self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
         self._energy: EnergyMonitor | None = None
         self._session: EnergySession | None = None
         self._training_end_text: str | None = None
@@ -198,16 +199,20 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             cost_kwh = session.total_kwh_now()
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
-        horizon = self._horizon_epochs(trainer)
+        position = _compat.fit_position(trainer)
         lr_hint = epochs_until_lr_decay(
-            trainer.lr_scheduler_configs,
-            _compat.optimizer_steps_per_epoch(trainer),
-            epoch_done=_compat.epoch_done(trainer),
+            trainer.lr_scheduler_configs, position.steps_per_epoch, epoch_done=position.epoch_done
         )
+        place = self.last_place = check_place(position, lr_hint)
         decision = self.policy.update(
-            metric, cost_kwh, epoch=trainer.current_epoch, max_epochs=horizon, epochs_until_lr_decay=lr_hint
+            metric,
+            cost_kwh,
+            progress=place.progress,
+            horizon=place.horizon,
+            lr_decay_in=place.lr_decay_in,
+            progress_per_epoch=place.progress_per_epoch,
         )
-        self._record_inputs(trainer, horizon, lr_hint)
+        self._record_inputs(trainer, horizon_epochs(position), lr_hint)
         # Bit-identical on every rank by construction; the broadcast guards against platforms
         # whose floating point differs (multi-node with mixed hardware).
         should_stop, reason = trainer.strategy.broadcast(
@@ -242,18 +247,6 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         separate = shared_target not in (None, (self.monitor, self.mode))
         return keys.stopping_params(self.config.to_dict(), self.monitor, self.mode, separate=separate)
 
-    def _horizon_epochs(self, trainer: Trainer) -> int | None:
-        """The planned length in epochs, None without a plan (Lightning's implicit 1000 epochs is none)."""
-        horizon = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs > 0 else None
-        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
-        if horizon == _LIGHTNING_DEFAULT_MAX_EPOCHS and max_steps is None:
-            horizon = None
-        batches = trainer.num_training_batches
-        if max_steps is not None and batches and math.isfinite(batches):
-            by_steps = math.ceil(max_steps * max(1, trainer.accumulate_grad_batches) / batches)
-            horizon = by_steps if horizon is None else min(horizon, by_steps)
-        return horizon
-
     def _stop(self, trainer: Trainer, reason: StopReason, decision: StopDecision) -> None:
         """Stop, keeping Lightning's own fields true (``stopping_reason`` as :data:`LIGHTNING_REASONS`)."""
         trainer.should_stop = True
@@ -272,32 +265,16 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         """Record (summary ``stop_reason: "none"``, tag ``none``) that the run ended without this stopper."""
         if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
             return
-        self._training_end_text = self._training_end(trainer)
+        self._training_end_text = training_end(_compat.fit_position(trainer))
         if trainer.global_rank == 0:
             _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
 
-    @staticmethod
-    def _training_end(trainer: Trainer) -> str:
-        """How a run this stopper did not stop ended, in words."""
-        epochs_done = trainer.current_epoch
-        max_epochs, max_steps = trainer.max_epochs, trainer.max_steps
-        if max_epochs is not None and max_epochs > 0 and epochs_done >= max_epochs:
-            return f"ran to max_epochs={max_epochs}"
-        if max_steps is not None and max_steps > 0 and trainer.global_step >= max_steps:
-            return f"ran to max_steps={max_steps}"
-        return f"ended after {epochs_done} epochs for another reason"
-
     def _log_decision(self, trainer: Trainer, pl_module: LightningModule, decision: StopDecision) -> None:
+        place = self.last_place
         metrics = {
-            key: float(value)
-            for key, value in (
-                (keys.GAIN_PER_KWH, decision.gain_per_kwh),
-                (keys.PROJECTED_GAIN, decision.projected_gain),
-                (keys.PROJECTED_GAIN_PER_KWH, decision.projected_gain_per_kwh),
-            )
-            if value is not None and math.isfinite(value)
+            **decision_metrics(decision, "epochs" if place is None else place.unit),
+            **self._pending_metrics,
         }
-        metrics.update(self._pending_metrics)
         self._pending_metrics = {}
         if not metrics or not trainer.loggers:
             return
@@ -313,6 +290,9 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         if self.stop_reason is not None:
             fields = dict(stop_reason=self.stop_reason.value, stopped_epoch=self.stopped_epoch)
             fields["stop_message"] = self.stopping_reason_message
+            unit = "epochs" if self.last_place is None else self.last_place.unit
+            kwh = float(self.policy.history.costs_kwh[-1])
+            fields.update(stop_savings_fields(decision, unit=unit, kwh_at_stop=kwh, monitor=self.monitor))
         elif end is not None:
             message = f"{type(self).__name__} did not stop the run: {end}"
             fields = dict(

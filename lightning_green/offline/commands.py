@@ -205,7 +205,13 @@ def _print_replay(
         s = summarize(group)
         prefix = "" if label == "all" else f"[{label}, {s.n_curves} curves] "
         stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items(), key=lambda kv: -kv[1]))
-        echo(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%)")
+        projected = ""
+        if s.n_projected:
+            projected = (
+                f"; projected for {s.n_projected} run(s) their own stopper stopped: the cost of the rest "
+                "of their planned run, from their measured epochs, not run"
+            )
+        echo(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%{projected})")
         echo(
             f"{prefix}mean regret: {s.mean_regret:.4g} (metric units, best of the whole curve minus best "
             "up to the stop)"

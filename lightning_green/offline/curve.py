@@ -41,6 +41,9 @@ class Curve:
             when the curve is of the recorded metric; else ``None``. ``config_for`` uses them.
         epoch_texts: Each check's ``epoch`` as the input wrote it (a CSV cell), or ``None`` where
             the input was numbers (MLflow): then :meth:`epoch_text` writes them.
+        cost_not_run: For a run its own stopper stopped before the planned end (MLflow): the
+            cost the rest of the planned run would have taken, a projection from its measured
+            epochs (recorded at the stop, else projected from the recorded plan); else ``None``.
     """
 
     curve_id: str
@@ -57,6 +60,7 @@ class Curve:
     recorded_monitor: str | None = None
     recorded_config: Mapping[str, Any] | None = field(default=None, repr=False)
     epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
+    cost_not_run: float | None = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:

@@ -51,6 +51,9 @@ class ReplayResult:
         decision: The policy's last decision (the stop, or the final check).
         stop_epoch_text: ``stop_epoch`` as the input wrote it (what the decisions CSV writes);
             empty when unknown, and then ``stop_epoch`` is written.
+        cost_not_run: Cost of the planned run beyond the logged curve, a projection
+            (:attr:`Curve.cost_not_run`: the run was stopped by its own stopper); 0 when the
+            curve is the whole run.
     """
 
     curve_id: str
@@ -64,11 +67,17 @@ class ReplayResult:
     cost_unit: str
     decision: StopDecision | None = field(default=None, repr=False, compare=False)
     stop_epoch_text: str = field(default="", repr=False)
+    cost_not_run: float = field(default=0.0, repr=False)
 
     @property
     def cost_saved(self) -> float:
-        """Fraction of the curve's total cost not spent because of the stop."""
-        return (self.cost_total - self.cost_at_stop) / self.cost_total if self.cost_total > 0 else 0.0
+        """Fraction of the run's total cost not spent because of the stop.
+
+        For a run stopped by its own stopper (:attr:`cost_not_run` > 0) the total is the planned
+        run's, the logged cost plus the projected rest: the fraction is then partly projected.
+        """
+        total = self.cost_total + self.cost_not_run if self.cost_not_run > 0 else self.cost_total
+        return (total - self.cost_at_stop) / total if total > 0 else 0.0
 
     @property
     def regret(self) -> float:
@@ -109,6 +118,7 @@ def result_at(
         cost_unit=curve.cost_unit,
         decision=decision,
         stop_epoch_text=curve.epoch_text(index),
+        cost_not_run=curve.cost_not_run or 0.0,
     )
 
 
@@ -117,35 +127,57 @@ class PolicyInputs:
     """What the policy is told at each check of a curve, beyond the metric and the cost.
 
     Attributes:
-        epochs: The ``epoch`` argument of each check (0-based epoch index).
-        max_epochs: The planned horizon, in the same unit (``None``: no plan).
-        lr_hints: The ``epochs_until_lr_decay`` of each check (``None`` where none is known).
+        epochs: The ``epoch`` argument of each check (0-based epoch index) of a whole-number
+            curve; ``None`` for fractional progress (then :attr:`progress`).
+        max_epochs: The planned horizon in epochs (``max_epochs``, or ``horizon`` with
+            ``progress``; ``None``: no plan).
+        lr_hints: Each check's distance to the next learning-rate decay (``None`` where none is
+            known): ``epochs_until_lr_decay`` (epochs after the current one), or with
+            ``progress`` the epochs of training left at the check's rate (``lr_decay_in``).
+        progress: The ``progress`` of each check (epochs completed, fractional) of a curve with
+            fractional progress; ``None`` for a whole-number curve.
     """
 
-    epochs: list[int]
-    max_epochs: int | None
-    lr_hints: list[int | None]
+    epochs: list[int] | None
+    max_epochs: int | float | None
+    lr_hints: list[int | None] | list[float | None]
+    progress: list[float] | None = None
+
+    def update_args(self, index: int) -> dict[str, Any]:
+        """The keywords of :meth:`StoppingPolicy.update` for check ``index``.
+
+        Example:
+            >>> PolicyInputs(None, 2.0, [0.5], [1.5]).update_args(0)
+            {'progress': 1.5, 'horizon': 2.0, 'lr_decay_in': 0.5}
+        """
+        if self.progress is not None:
+            return dict(
+                progress=self.progress[index], horizon=self.max_epochs, lr_decay_in=self.lr_hints[index]
+            )
+        assert self.epochs is not None
+        return dict(
+            epoch=self.epochs[index], max_epochs=self.max_epochs, epochs_until_lr_decay=self.lr_hints[index]
+        )
 
 
 def policy_inputs(
     curve: Curve, max_epochs: int | float | None = None, use_lr_schedule: bool = True
 ) -> PolicyInputs:
-    """The policy's epoch, horizon and schedule hint at each check of ``curve``: their one source.
+    """The policy's progress, horizon and schedule hint at each check of ``curve``: their one source.
 
     Whole-number epochs: the epoch index is ``epoch - 1`` (epochs completed minus one; a check
     at ``epoch`` 0 counts as one in the first epoch) and the horizon is ``max_epochs``, else
     :attr:`Curve.default_max_epochs`.
 
-    Fractional progress (:attr:`Curve.fractional`): :meth:`StoppingPolicy.update` takes a whole
-    epoch index, so the check is the unit: the epoch index is the check's position, the horizon
-    the number of checks (scaled from ``max_epochs`` by the curve's checks per epoch when given).
-    This is the only place that converts progress for the policy; when the policy takes
-    fractional progress, pass the curve's ``epochs`` here instead.
+    Fractional progress (:attr:`Curve.fractional`): each check's ``progress`` is its ``epoch``
+    as logged (epochs completed, ``0.0499809``, ``1.00096``), the horizon ``max_epochs`` in
+    epochs, else the recorded plan, else the curve's last epoch. Counts of checks (``patience``)
+    stay counts of checks.
 
     The hint is the recorded one (MLflow), else derived from the learning rate at each check
-    (CSV ``lr``): the epochs (checks, for fractional progress) still at the check's rate before
-    the first later check at a lower rate begins (none where no rate is lower later, or a
-    whole-number curve has a check at ``epoch`` 0).
+    (CSV ``lr``): the epochs still at the check's rate before the first later check at a lower
+    rate begins (none where no rate is lower later, or a whole-number curve has a check at
+    ``epoch`` 0).
 
     Args:
         curve: The curve.
@@ -159,24 +191,19 @@ def policy_inputs(
         >>> c = Curve("a", np.array([1, 2, 4, 5]), np.zeros(4), np.arange(1.0, 5.0), False,
         ...           lrs=np.array([0.1, 0.1, 0.01, 0.01]))
         >>> policy_inputs(c)
-        PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None])
-        >>> policy_inputs(Curve("b", np.array([0.25, 0.5, 0.75]), np.zeros(3), np.ones(3), False), 1.5)
-        PolicyInputs(epochs=[0, 1, 2], max_epochs=6, lr_hints=[None, None, None])
+        PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None], progress=None)
+        >>> policy_inputs(Curve("b", np.array([0.25, 0.5, 0.75]), np.zeros(3), np.ones(3), False,
+        ...                     lrs=np.array([0.1, 0.1, 0.01])), 1.5)
+        PolicyInputs(epochs=None, max_epochs=1.5, lr_hints=[0.25, 0.0, None], progress=[0.25, 0.5, 0.75])
     """
     n = len(curve.epochs)
     clock: list[int] | list[float]
+    epochs: list[int] | None = None
+    progress: list[float] | None = None
     if curve.fractional:
-        epochs = list(range(n))
-        clock = epochs
-        planned = max_epochs
-        if max_epochs is None and curve.plan_recorded:
-            planned = curve.planned_max_epochs
-        last = float(curve.epochs[-1])
-        horizon: int | None = n
-        if planned is not None and last > 0:
-            horizon = max(n, round(float(planned) * n / last))
-        elif max_epochs is None and curve.plan_recorded:  # recorded: no plan
-            horizon = None
+        clock = progress = [float(e) for e in curve.epochs.tolist()]
+        planned = curve.default_max_epochs if max_epochs is None else max_epochs
+        horizon: int | float | None = None if planned is None else float(planned)
         with_hints = True
     else:
         clock = curve.epochs.tolist()
@@ -184,7 +211,7 @@ def policy_inputs(
         planned = curve.default_max_epochs if max_epochs is None else max_epochs
         horizon = None if planned is None else int(planned)
         with_hints = n > 0 and clock[0] >= 1
-    hints: list[int | None] = [None] * n
+    hints: list[Any] = [None] * n
     if use_lr_schedule and curve.lr_hints is not None:
         hints = list(curve.lr_hints)
     elif use_lr_schedule and curve.lrs is not None and with_hints:
@@ -192,8 +219,9 @@ def policy_inputs(
         # check i's is the first of check k, the first later check at a lower rate.
         for i, k in enumerate(_next_lower(curve.lrs.tolist())):
             if k is not None:
-                hints[i] = int(clock[k - 1] - clock[i])
-    return PolicyInputs(epochs, horizon, hints)
+                gap = clock[k - 1] - clock[i]
+                hints[i] = gap if progress is not None else int(gap)
+    return PolicyInputs(epochs, horizon, hints, progress)
 
 
 def _next_lower(values: list[float]) -> list[int | None]:
@@ -222,8 +250,9 @@ def replay_curve(
 ) -> ReplayResult:
     """Run the policy over one curve, one check at a time, until it stops.
 
-    The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index,
-    the planned horizon and, where known, ``epochs_until_lr_decay`` (:func:`policy_inputs`).
+    The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index
+    (or the fractional progress), the planned horizon and, where known, the distance to the next
+    learning-rate decay (:func:`policy_inputs`).
 
     Args:
         curve: The curve.
@@ -243,17 +272,11 @@ def replay_curve(
     inputs = policy_inputs(curve, max_epochs, use_lr_schedule)
     metrics, costs = curve.metrics.tolist(), curve.costs.tolist()
     decision: StopDecision | None = None
-    for i, epoch in enumerate(inputs.epochs):
-        decision = policy.update(
-            metrics[i],
-            costs[i],
-            epoch=epoch,
-            max_epochs=inputs.max_epochs,
-            epochs_until_lr_decay=inputs.lr_hints[i],
-        )
+    for i in range(len(metrics)):
+        decision = policy.update(metrics[i], costs[i], **inputs.update_args(i))
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
-    return result_at(curve, len(inputs.epochs) - 1, None, decision)
+    return result_at(curve, len(metrics) - 1, None, decision)
 
 
 def config_for(curve: Curve, options: Mapping[str, Any] | None = None) -> StoppingConfig:
@@ -309,12 +332,14 @@ class Summary:
         mean_cost_saved: Mean fraction of cost saved.
         mean_regret: Mean regret (metric units).
         stops: Number of curves per stop reason (``"none"`` for curves run to the end).
+        n_projected: Curves whose saving includes a projected part (:attr:`ReplayResult.cost_not_run`).
     """
 
     n_curves: int
     mean_cost_saved: float
     mean_regret: float
     stops: dict[str, int]
+    n_projected: int = 0
 
 
 def summarize(results: Sequence[ReplayResult]) -> Summary:
@@ -336,4 +361,5 @@ def summarize(results: Sequence[ReplayResult]) -> Summary:
         mean_cost_saved=float(np.mean([r.cost_saved for r in results])) if n else 0.0,
         mean_regret=float(np.mean([r.regret for r in results])) if n else 0.0,
         stops=stops,
+        n_projected=sum(1 for r in results if r.cost_not_run > 0),
     )

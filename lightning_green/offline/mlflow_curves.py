@@ -28,6 +28,7 @@ from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError, RecordedParamError
 from lightning_green.offline.mlflow_runs import experiment_runs
 from lightning_green.policy import StoppingConfig
+from lightning_green.policy.savings import project_savings
 
 ENERGY_KEY = keys.TOTAL_KWH
 """MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
@@ -135,12 +136,13 @@ def read_mlflow_curves(
             epochs = np.arange(1, len(steps) + 1)
         hint_hist = run.history(LR_HINT_KEY)
         plan_recorded, planned = _planned_max_epochs(run_id, params.get(MAX_EPOCHS_PARAM))
+        costs = np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float))
         curves.append(
             Curve(
                 curve_id=run_id,
                 epochs=epochs,
                 metrics=np.array([metric[s] for s in steps], dtype=float),
-                costs=np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float)),
+                costs=costs,
                 higher_is_better=run_mode == "max",
                 cost_unit="kWh",
                 metric_name=key,
@@ -149,9 +151,26 @@ def read_mlflow_curves(
                 lr_hints=tuple(_hint(run_id, hint_hist[s]) if s in hint_hist else None for s in steps),
                 recorded_monitor=target.monitor,
                 recorded_config=_recorded_config(run_id, params) if own else None,
+                cost_not_run=_cost_not_run(run, costs, epochs, planned),
             )
         )
     return curves, skipped
+
+
+def _cost_not_run(run: Any, costs: np.ndarray, epochs: np.ndarray, planned: int | None) -> float | None:
+    """The projected cost of the rest of the planned run, when the run's own stopper stopped it.
+
+    The kWh the stopper recorded at the stop (``energy/not_run_kwh_projected``), else projected
+    from the logged epochs up to the recorded plan (:func:`~lightning_green.policy.savings.project_savings`);
+    ``None`` for a run that was not stopped, or without a plan.
+    """
+    if run.tags.get(keys.TAG_STOP_REASON) in (None, keys.NO_STOP):
+        return None
+    recorded = run.history(keys.NOT_RUN_KWH)
+    if recorded:
+        return max(0.0, recorded[max(recorded)])
+    savings = project_savings(costs, epochs.astype(float), planned)
+    return None if savings is None else savings.kwh_not_spent
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,10 @@ DECISION_COLUMNS = (
     "cost_total",
 )
 """Columns of the decisions CSV."""
+PROJECTED_COLUMN = "cost_not_run_projected"
+"""Column added after :data:`DECISION_COLUMNS` when some run was stopped by its own stopper: the
+cost of the rest of its planned run, projected from its measured epochs (not run; empty for the
+other curves). The run's cost saved counts it (:attr:`ReplayResult.cost_saved`)."""
 
 
 _FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
@@ -38,12 +42,14 @@ def spreadsheet_safe(text: str) -> str:
 def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
     """The decisions CSV as rows of strings (header first).
 
-    ``stop_epoch`` is written as the input wrote it (:attr:`ReplayResult.stop_epoch_text`). Text
-    taken from the input (``curve_id``, ``stop_epoch``) is made spreadsheet-safe
-    (:func:`spreadsheet_safe`); the other numbers are written with :func:`repr`, so they read back
-    exactly.
+    With runs stopped by their own stopper, a last column :data:`PROJECTED_COLUMN` holds the
+    projected cost of the rest of their planned run. ``stop_epoch`` is written as the input
+    wrote it (:attr:`ReplayResult.stop_epoch_text`). Text taken from the input (``curve_id``,
+    ``stop_epoch``) is made spreadsheet-safe (:func:`spreadsheet_safe`); the other numbers are
+    written with :func:`repr`, so they read back exactly.
     """
-    rows = [list(DECISION_COLUMNS)]
+    projected = any(r.cost_not_run > 0 for r in results)
+    rows = [list(DECISION_COLUMNS) + ([PROJECTED_COLUMN] if projected else [])]
     for r in results:
         rows.append(
             [
@@ -54,6 +60,7 @@ def decisions_rows(results: Sequence[ReplayResult]) -> list[list[str]]:
                 repr(r.cost_at_stop),
                 repr(r.cost_total),
             ]
+            + ([repr(r.cost_not_run) if r.cost_not_run > 0 else ""] if projected else [])
         )
     return rows
 
@@ -106,12 +113,21 @@ def plot_tradeoff(
     fig = Figure(figsize=(6, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    saved = [100 * r.cost_saved for r in results]
-    regret = [r.regret for r in results]
-    ax.scatter(saved, regret, s=14, alpha=0.6, label="curves")
+    for projected, label in ((False, "curves"), (True, "runs stopped before their plan (saving projected)")):
+        group = [r for r in results if (r.cost_not_run > 0) is projected]
+        if group or not projected:
+            ax.scatter(
+                [100 * r.cost_saved for r in group],
+                [r.regret for r in group],
+                s=14 if not projected else 30,
+                alpha=0.6,
+                label=label,
+                facecolors="none" if projected else None,
+                edgecolors="tab:orange" if projected else None,
+            )
     s = summarize(results)
     ax.scatter([100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean")
-    ax.set_xlabel("cost saved (%)")
+    ax.set_xlabel("cost saved (%)" + (", partly projected" if s.n_projected else ""))
     ax.set_ylabel("regret (metric units, improving direction)")
     ax.set_title(
         title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"

@@ -1,0 +1,183 @@
+"""Where a training run is at a check, in the stopping policy's terms: progress, horizon, next decay.
+
+Lightning validates (and the stopper checks) at the end of every epoch by default, but also
+several times an epoch (``val_check_interval < 1``, or every N batches), every few epochs
+(``check_val_every_n_epoch > 1``), or in a run planned in optimizer steps (``max_steps`` without
+``max_epochs``). :func:`check_place` turns the fit loop's counters (:class:`FitPosition`, read by
+the callback's compatibility layer) into what
+:meth:`~lightning_green.policy.StoppingPolicy.update` takes:
+
+- a run planned in epochs counts progress in epochs: ``current_epoch + 1`` at a check at the end of
+  an epoch (exactly the ``epoch=current_epoch`` of a one-check-an-epoch run), the fraction of the
+  epoch's batches done inside an epoch; the horizon is ``max_epochs`` (or what ``max_steps``
+  allows, when it is shorter; Lightning's implicit 1000 epochs is no plan);
+- a run planned in steps (or checked inside epochs of unknown length) counts optimizer steps
+  (``global_step``), the horizon is ``max_steps`` and an epoch is the optimizer steps of one
+  (``None`` when the train loader has no length).
+
+The distance to the next scheduled learning-rate drop comes in epochs after the current one
+(:func:`~lightning_green.training.learning_rates.epochs_until_lr_decay`): the drop starts at epoch
+``current_epoch + 1 + hint``, which is converted to the unit of progress. No Lightning here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
+"""What Lightning substitutes for an unset ``max_epochs`` (no plan of the user's)."""
+
+
+@dataclass(frozen=True)
+class FitPosition:
+    """The fit loop's counters and plan at a check, as plain numbers.
+
+    Attributes:
+        current_epoch: 0-based index of the epoch in progress (``trainer.current_epoch``).
+        global_step: Optimizer steps taken so far.
+        batches_done: Training batches completed in the epoch in progress.
+        batches_per_epoch: Training batches in an epoch (``num_training_batches``; ``None`` or
+            infinite when the loader has no length).
+        accumulate_grad_batches: Batches per optimizer step.
+        max_epochs: ``trainer.max_epochs`` (``None``/-1: none).
+        max_steps: ``trainer.max_steps`` (``None``/-1: none).
+        epoch_done: Whether the epoch in progress has reached its last batch.
+        checks_inside_epochs: Whether validation runs inside epochs (``val_check_interval`` below
+            1 or a number of batches).
+    """
+
+    current_epoch: int
+    global_step: int
+    batches_done: int
+    batches_per_epoch: float | None
+    accumulate_grad_batches: int
+    max_epochs: int | None
+    max_steps: int | None
+    epoch_done: bool
+    checks_inside_epochs: bool = False
+
+    @property
+    def known_batches(self) -> float | None:
+        """``batches_per_epoch`` when it is a positive finite number, else ``None``."""
+        n = self.batches_per_epoch
+        return float(n) if n and math.isfinite(n) and n > 0 else None
+
+    @property
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps in an epoch (batches over gradient accumulation), ``None`` if unknown."""
+        n = self.known_batches
+        return None if n is None else math.ceil(n / max(1, self.accumulate_grad_batches))
+
+    @property
+    def planned_epochs(self) -> int | None:
+        """``max_epochs`` when the user planned one (positive, not Lightning's implicit 1000)."""
+        epochs = self.max_epochs if self.max_epochs is not None and self.max_epochs > 0 else None
+        return None if epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and self.planned_steps is None else epochs
+
+    @property
+    def planned_steps(self) -> int | None:
+        """``max_steps`` when set (positive)."""
+        return self.max_steps if self.max_steps is not None and self.max_steps > 0 else None
+
+    @property
+    def in_steps(self) -> bool:
+        """Whether progress counts optimizer steps (a plan in steps only; checks in epochs of no length)."""
+        by_plan = self.planned_steps is not None and not (self.max_epochs is not None and self.max_epochs > 0)
+        return by_plan or (self.checks_inside_epochs and self.known_batches is None)
+
+
+@dataclass(frozen=True)
+class CheckPlace:
+    """What :meth:`~lightning_green.policy.StoppingPolicy.update` is told about where a check is.
+
+    Attributes:
+        progress: Training completed (epochs, possibly fractional, or optimizer steps).
+        horizon: The planned end in the same unit, or ``None``.
+        lr_decay_in: Training left at the current learning rate before the next scheduled drop,
+            same unit, or ``None``.
+        progress_per_epoch: Units of progress in an epoch (1 for epochs; ``None``: no epochs).
+        unit: ``"epochs"`` or ``"steps"``.
+    """
+
+    progress: float
+    horizon: float | None
+    lr_decay_in: float | None
+    progress_per_epoch: float | None
+    unit: str
+
+
+def horizon_epochs(position: FitPosition) -> int | None:
+    """The planned length in epochs (``max_epochs``, or what ``max_steps`` allows), ``None`` without a plan.
+
+    This is what the stopper records as ``lightning_green.max_epochs`` for replay.
+
+    Example:
+        >>> horizon_epochs(FitPosition(0, 0, 0, 10, 1, max_epochs=-1, max_steps=95, epoch_done=True))
+        10
+        >>> print(horizon_epochs(FitPosition(0, 0, 0, 10, 1, max_epochs=1000, max_steps=-1, epoch_done=True)))
+        None
+    """
+    horizon = position.planned_epochs
+    steps, batches = position.planned_steps, position.known_batches
+    if steps is not None and batches is not None:
+        by_steps = math.ceil(steps * max(1, position.accumulate_grad_batches) / batches)
+        horizon = by_steps if horizon is None else min(horizon, by_steps)
+    return horizon
+
+
+def check_place(position: FitPosition, lr_hint_epochs: int | None) -> CheckPlace:
+    """Progress, horizon and distance to the next learning-rate drop at a check.
+
+    Args:
+        position: The fit loop's counters at the check.
+        lr_hint_epochs: Epochs after the current one before the next drop takes effect
+            (:func:`~lightning_green.training.learning_rates.epochs_until_lr_decay`), or ``None``.
+
+    Returns:
+        The place, in epochs or steps (:attr:`FitPosition.in_steps`).
+
+    Example:
+        >>> at = FitPosition(2, 30, 5, 10, 1, max_epochs=8, max_steps=-1, epoch_done=False)
+        >>> check_place(at, lr_hint_epochs=1)  # half way through the third epoch; drop from epoch 4
+        CheckPlace(progress=2.5, horizon=8.0, lr_decay_in=1.5, progress_per_epoch=1.0, unit='epochs')
+        >>> check_place(FitPosition(2, 30, 10, 10, 1, -1, 100, True), lr_hint_epochs=None)
+        CheckPlace(progress=30.0, horizon=100.0, lr_decay_in=None, progress_per_epoch=10.0, unit='steps')
+    """
+    epoch_end = float(position.current_epoch + 1)
+    if position.in_steps:
+        per_epoch = position.steps_per_epoch
+        progress = float(position.global_step)
+        steps = position.planned_steps
+        decay_in = None
+        if lr_hint_epochs is not None and per_epoch is not None:
+            decay_in = max(0.0, (epoch_end + lr_hint_epochs) * per_epoch - progress)
+        return CheckPlace(
+            progress,
+            None if steps is None else float(steps),
+            decay_in,
+            None if per_epoch is None else float(per_epoch),
+            "steps",
+        )
+    batches = position.known_batches
+    progress = epoch_end
+    if not position.epoch_done and batches is not None:
+        progress = position.current_epoch + min(position.batches_done / batches, 1.0)
+    horizon = horizon_epochs(position)
+    decay_in = None if lr_hint_epochs is None else epoch_end + lr_hint_epochs - progress
+    return CheckPlace(progress, None if horizon is None else float(horizon), decay_in, 1.0, "epochs")
+
+
+def training_end(position: FitPosition) -> str:
+    """How a run that no stopper stopped ended, in words.
+
+    Example:
+        >>> training_end(FitPosition(5, 50, 10, 10, 1, max_epochs=5, max_steps=-1, epoch_done=True))
+        'ran to max_epochs=5'
+    """
+    max_epochs = position.max_epochs
+    if max_epochs is not None and max_epochs > 0 and position.current_epoch >= max_epochs:
+        return f"ran to max_epochs={max_epochs}"
+    if position.planned_steps is not None and position.global_step >= position.planned_steps:
+        return f"ran to max_steps={position.max_steps}"
+    return f"ended after {position.current_epoch} epochs for another reason"

@@ -1,0 +1,230 @@
+"""EnergyAwareEarlyStopping on checks that are not whole epochs, and what its stops save.
+
+Real fits on the digits data: several checks an epoch (``val_check_interval=0.25``), a check every
+second epoch (``check_val_every_n_epoch=2``) and runs planned in optimizer steps (``max_steps``),
+under both Lightning namespaces; the progress and horizon the policy saw, where the run stopped,
+the resume of a run killed between checks inside an epoch; and the projected saving of a stop in
+the summary, the MLflow run, the plot and replay.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from conftest import AnyCallback, make_trainer
+from doubles import curve_module, install_scripted_meter, saturating_curve
+
+from lightning_green import EnergyAwareEarlyStopping
+from lightning_green.energy.units import J_PER_KWH
+from lightning_green.policy import StoppingPolicy
+
+BATCHES = 8  # training batches an epoch
+EPOCH_KWH = 1000.0 / J_PER_KWH  # the scripted meter: 1000 J per read
+
+
+def check_curve_module(base: type) -> type:
+    """Trains the digits CNN for real, logs ``val_loss`` = ``curve[k]`` at the k-th check (0-based).
+
+    The check's index comes from the trainer's counters (``global_step // steps_per_check - 1``), so
+    a resumed run logs what the uninterrupted one did.
+    """
+
+    class CheckCurveModule(base):
+        def __init__(self, curve: list[float], steps_per_check: int) -> None:
+            super().__init__()
+            self.curve, self.steps_per_check = list(curve), steps_per_check
+
+        def validation_step(self, batch, batch_idx):
+            k = max(self.trainer.global_step // self.steps_per_check - 1, 0)
+            self.log("val_loss", torch.tensor(self.curve[min(k, len(self.curve) - 1)]), sync_dist=True)
+
+    return CheckCurveModule
+
+
+def flat_after(n_improving: int, n: int) -> list[float]:
+    """A loss that improves for ``n_improving`` checks, then creeps up (a plateau)."""
+    return [2.0 / (k + 1) if k < n_improving else 2.0 / n_improving + 1e-3 * k for k in range(n)]
+
+
+def fit(tmp_path, ns, callbacks, module, ckpt_path=None, **kwargs):
+    pl.seed_everything(0)
+    options = {**dict(limit_train_batches=BATCHES, limit_val_batches=1, num_sanity_val_steps=0), **kwargs}
+    trainer = make_trainer(tmp_path, callbacks, lightning=ns, **options)
+    trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=16), ckpt_path=ckpt_path)
+    return trainer
+
+
+def replayed_with_epochs(stopper: EnergyAwareEarlyStopping, horizon: int | None) -> list[bool]:
+    """The decisions the epoch-index API (before progress) makes on the checks the stopper saw."""
+    reference = StoppingPolicy(stopper.config)
+    history = stopper.policy.history
+    return [
+        reference.update(m, c, epoch=int(p) - 1, max_epochs=horizon).should_stop
+        for m, c, p in zip(
+            history.metrics.tolist(), history.costs_kwh.tolist(), history.progress.tolist(), strict=True
+        )
+    ]
+
+
+def test_several_checks_an_epoch_are_fractional_epochs(tmp_path, monkeypatch, ns):
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    module = ns.module(check_curve_module)(flat_after(6, 80), steps_per_check=BATCHES // 4)
+    trainer = fit(tmp_path, ns, [stopper], module, max_epochs=20, val_check_interval=0.25)
+
+    progress = stopper.policy.history.progress.tolist()
+    assert progress == [0.25 * (k + 1) for k in range(len(progress))]  # epochs completed at each check
+    decision = stopper.last_decision
+    assert decision.horizon == 20.0 and decision.should_stop and stopper.stop_reason is not None
+    assert decision.progress == progress[-1] < 20
+    assert progress[-1] % 1 != 0  # it stopped inside an epoch, at the check the policy said
+    assert trainer.global_step == round(progress[-1] * BATCHES)  # no batch after the stop
+    assert stopper.stopped_epoch == int(progress[-1])  # the epoch the stopping check fell in
+    # patience counts checks, as Lightning's EarlyStopping: 3 checks after the last improvement
+    assert len(progress) <= 6 + 3
+
+
+@pytest.mark.parametrize("every", [1, 2], ids=["every-epoch", "every-2nd-epoch"])
+def test_whole_epoch_checks_decide_as_with_epoch_indices(tmp_path, monkeypatch, ns, every):
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    module = ns.module(check_curve_module)(flat_after(5, 40), steps_per_check=BATCHES * every)
+    trainer = fit(tmp_path, ns, [stopper], module, max_epochs=40, check_val_every_n_epoch=every)
+
+    progress = stopper.policy.history.progress.tolist()
+    assert progress == [float(every * (k + 1)) for k in range(len(progress))]
+    assert stopper.last_decision.horizon == 40.0 and stopper.stop_reason is not None
+    assert trainer.current_epoch == progress[-1]  # stopped after the epoch of the stopping check
+    decisions = replayed_with_epochs(stopper, 40)
+    assert decisions == [False] * (len(progress) - 1) + [True]  # the same decisions as before
+
+
+def test_a_run_planned_in_steps_counts_optimizer_steps(tmp_path, monkeypatch, ns):
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    module = ns.module(check_curve_module)(flat_after(5, 60), steps_per_check=BATCHES // 2)
+    trainer = fit(tmp_path, ns, [stopper], module, max_epochs=None, max_steps=200, val_check_interval=0.5)
+    progress = stopper.policy.history.progress.tolist()
+    assert progress == [float(BATCHES // 2 * (k + 1)) for k in range(len(progress))]  # steps
+    assert stopper.last_place.unit == "steps" and stopper.last_place.progress_per_epoch == BATCHES
+    assert stopper.last_decision.horizon == 200.0 and stopper.stop_reason is not None
+    assert trainer.global_step == progress[-1] < 200
+    savings = stopper.last_decision.savings
+    assert savings.progress_not_run == 200 - progress[-1]
+    assert savings.epochs_not_run == pytest.approx((200 - progress[-1]) / BATCHES)
+
+
+class KilledError(Exception):
+    pass
+
+
+class KillAtStep(AnyCallback):
+    """Simulates the process dying before a training batch (after the last checkpoint)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise KilledError
+
+
+def test_resume_between_checks_inside_an_epoch_makes_the_same_decisions(tmp_path, monkeypatch, ns):
+    install_scripted_meter(monkeypatch)
+    curve = flat_after(9, 80)
+
+    def run(root, extra, ckpt_path=None):
+        stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=4, min_epochs=1)
+        saver = ns.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)  # at every check
+        module = ns.module(check_curve_module)(curve, steps_per_check=BATCHES // 4)
+        fit(root, ns, [stopper, saver, *extra], module, ckpt_path=ckpt_path, max_epochs=20,
+            val_check_interval=0.25, enable_checkpointing=True)  # fmt: skip
+        return stopper
+
+    reference = run(tmp_path / "a", [])
+    with pytest.raises(KilledError):
+        run(tmp_path / "b", [KillAtStep(13)])  # inside the second epoch, between two checks
+    resumed = run(tmp_path / "b", [], ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    assert resumed.policy.history.progress.tolist() == reference.policy.history.progress.tolist()
+    assert resumed.policy.history.metrics.tolist() == reference.policy.history.metrics.tolist()
+    assert (resumed.stop_reason, resumed.last_decision.progress) == (
+        reference.stop_reason,
+        reference.last_decision.progress,
+    )
+
+
+@pytest.mark.parametrize("artifact", [True, False], ids=["summary-artifact", "rebuilt-from-metrics"])
+def test_a_stop_says_what_it_saved_everywhere(tmp_path, sqlite_uri, monkeypatch, capsys, ns, artifact):
+    """Summary (printed, JSON), MLflow metrics, plot, report and replay: the projected rest of the run."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import EnergyMonitor, cli
+    from lightning_green.report import format_summary, plot_summary
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    monitor = EnergyMonitor(monitor="val_loss", summary=artifact)
+    logger = ns.loggers.MLFlowLogger(experiment_name="saved", tracking_uri=sqlite_uri)
+    module = ns.module(curve_module)(saturating_curve(40))
+    fit(tmp_path, ns, [stopper, monitor], module, max_epochs=40, logger=logger, limit_train_batches=4)
+    assert stopper.stop_reason is not None
+    done = stopper.stopped_epoch + 1
+    kwh_not_spent = (40 - done) * EPOCH_KWH  # the scripted meter: the same energy every epoch
+
+    saved = monitor.last_summary["stop_savings"]
+    assert saved["projected"] and saved["unit"] == "epochs"
+    assert (saved["stopped_at"], saved["planned_end"], saved["epochs_not_run"]) == (done, 40, 40 - done)
+    assert saved["kwh_not_spent"] == pytest.approx(kwh_not_spent)
+    assert saved["metric"] == "val_loss" and saved["metric_gain_forgone"] >= 0
+    line = re.search(r"\n  not run \(projected\) +(.*)", format_summary(monitor.last_summary)).group(1)
+    assert f"{40 - done:g} epochs" in line and "kWh not spent" in line and "projected, not run" in line
+    if artifact:
+        on_disk = json.loads(monitor.summary_path.read_text())["stop_savings"]
+        assert on_disk["kwh_not_spent"] == pytest.approx(kwh_not_spent)
+
+    client = MlflowClient(sqlite_uri)
+    logged = {k: client.get_metric_history(logger.run_id, f"energy/not_run_{k}_projected") for k in
+              ("kwh", "epochs", "checks", "gain")}  # fmt: skip
+    assert [m.value for m in logged["kwh"]] == [pytest.approx(kwh_not_spent)]
+    assert [m.value for m in logged["epochs"]] == [40 - done]
+
+    # lightning-green report: from the artifact, or rebuilt from the logged metrics.
+    out_json = tmp_path / "report.json"
+    argv = ["report", "--mlflow-uri", sqlite_uri, "--run-id", logger.run_id, "--json", str(out_json)]
+    assert cli.main([*argv, "-o", str(tmp_path / "r.png")]) == 0
+    assert "not run (projected)" in capsys.readouterr().out
+    reported = json.loads(out_json.read_text())
+    assert reported.get("rebuilt_from_metrics", False) is not artifact
+    assert reported["stop_savings"]["kwh_not_spent"] == pytest.approx(kwh_not_spent)
+    matplotlib = pytest.importorskip("matplotlib")
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        svg = plot_summary(reported, tmp_path / "r.svg").read_text()
+    assert "projected, not run" in svg
+
+    # Replay of the stopped run: the saving is the projected rest, said to be projected.
+    decisions = tmp_path / "decisions.csv"
+    capsys.readouterr()
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "saved", "-o", str(decisions)]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert int(row["stop_epoch"]) == done and row["stop_reason"] == stopper.stop_reason.value
+    assert float(row["cost_not_run_projected"]) == pytest.approx(kwh_not_spent)
+    total = float(row["cost_total"]) + kwh_not_spent
+    fraction = (total - float(row["cost_at_stop"])) / total
+    assert fraction > 0.1
+    assert f"mean cost saved: {fraction:.3f}" in out and "projected for 1 run(s)" in out
+
+
+def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
+    """A run without a plan of its own (Lightning's implicit 1000 epochs) has no horizon."""
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=2, min_epochs=1)
+    module = ns.module(check_curve_module)(flat_after(3, 20), steps_per_check=BATCHES)
+    fit(tmp_path, ns, [stopper], module, max_epochs=None, limit_train_batches=BATCHES)
+    assert stopper.last_decision.horizon is None and stopper.last_decision.savings is None
