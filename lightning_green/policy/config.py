@@ -179,7 +179,8 @@ class StoppingConfig:
             if not better:
                 relation = "above" if self.mode == "max" else "below"
                 raise ValueError(
-                    f"stopping_threshold={stop_at!r} must be {relation} divergence_threshold={diverge_at!r} "
+                    f"stopping_threshold={self.stopping_threshold!r} must be {relation} divergence_threshold="
+                    f"{self.divergence_threshold!r} "
                     f"with mode={self.mode!r}: otherwise every value of the metric meets one of them and "
                     "training stops at the first check"
                 )
