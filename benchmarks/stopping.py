@@ -17,9 +17,9 @@ prints per file:
 
 Then the no-harm targets (MLPerf regret <= 0.5 points; step-schedule regret <= 0.5 x patience 10's),
 the time per decision, and a leave-one-source-out check of the defaults: for each source (file),
-the setting of ``min_relative_gain`` x ``min_horizon_fraction`` x ``patience`` (a small grid around
-the defaults) that does best on the *other* sources (largest smallest ratio, no-harm targets kept)
-is judged on the source left out.
+the setting of ``min_relative_gain`` x ``min_horizon_fraction``, ``patience`` or
+``patience_rest_fraction`` (a small grid around the defaults) that does best on the *other*
+sources (largest smallest ratio, no-harm targets kept) is judged on the source left out.
 
 What is measured (cost saved, regret, harm, the patience rules, the oracle) is in
 ``stopping_measures.py``, the timing in ``stopping_timing.py``.
@@ -74,6 +74,8 @@ LOSO_GRID = {
 }
 LOSO_PATIENCE = (20, 50)
 """Patience values tried (each with the default ``min_relative_gain`` and ``min_horizon_fraction``)."""
+LOSO_REST_FRACTION = (0.33, 0.67, None)
+"""``patience_rest_fraction`` values tried (each with the other arguments at their defaults)."""
 
 _PROGRESS_API = "progress" in inspect.signature(StoppingPolicy.update).parameters
 
@@ -259,6 +261,10 @@ def loso_configs(default: StoppingConfig) -> dict[str, StoppingConfig]:
                 configs[f"min_relative_gain={r},min_horizon_fraction={f}"] = cfg
     for p in LOSO_PATIENCE:
         configs[f"patience={p}"] = replace(default, patience=p)
+    for f in LOSO_REST_FRACTION:
+        cfg = replace(default, patience_rest_fraction=f)
+        if cfg != default:
+            configs[f"patience_rest_fraction={f}"] = cfg
     return configs
 
 

@@ -32,6 +32,8 @@ from lightning_green.policy import StoppingConfig
         ("min_relative_gain", -0.01),
         ("min_horizon_fraction", 1.0),
         ("min_horizon_fraction", -0.2),
+        ("patience_rest_fraction", 0.0),
+        ("patience_rest_fraction", "half"),
     ],
 )
 def test_bad_value_raises_value_error_naming_argument(name: str, value: object) -> None:
@@ -57,6 +59,7 @@ def test_defaults_are_plain_json_values() -> None:
         "min_gain_per_kwh",
         "min_relative_gain",
         "min_horizon_fraction",
+        "patience_rest_fraction",
     }
 
 

@@ -421,6 +421,50 @@ def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None
         assert ours == theirs
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_same_stops_as_lightning_with_a_plan_when_the_rest_rule_is_off(seed: int) -> None:
+    # With a planned end, any patience, patience_rest_fraction=None: still Lightning's rule.
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(20):
+        n = int(rng.integers(30, 80))
+        metric = 1.0 + np.cumsum(rng.normal(-0.002, 0.01, n))
+        if schedule.detect_steps(-metric):
+            continue
+        patience = int(rng.integers(1, 40))
+        config = StoppingConfig(
+            patience=patience, min_epochs=0, min_relative_gain=None, patience_rest_fraction=None
+        )
+        ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=n))
+        lightning = EarlyStopping(monitor="m", patience=patience, mode="min")
+        theirs = (n - 1, None)
+        for i, value in enumerate(metric):
+            if lightning._evaluate_stopping_criteria(torch.tensor(float(value), dtype=torch.float64))[0]:
+                theirs = (i, StopReason.PLATEAU)
+                break
+        assert ours == theirs
+
+
+def test_the_wait_shrinks_to_half_the_checks_still_planned() -> None:
+    # Best at epoch 9 of 60 planned, flat after it: patience 30 alone would stop at epoch 39;
+    # the rest rule stops once the wait reaches half the checks still planned: 17 checks without
+    # improvement at epoch 26, when 33 remain (ceil(16.5) = 17).
+    metric = np.concatenate([np.linspace(1.0, 0.5, 10), np.full(50, 0.6)])
+    costs = np.arange(1, 61) * 0.1
+    config = StoppingConfig(min_relative_gain=None)
+    decisions = run(metric, costs, config, max_epochs=60)
+    assert stop_of(decisions) == (26, StopReason.PLATEAU)
+    assert decisions[-1].wait_count == 17
+    assert "patience_rest_fraction = 0.5" in decisions[-1].message
+    assert "33 checks still planned" in decisions[-1].message
+    # Without a planned end, or with the rule off, patience decides.
+    assert stop_of(run(metric, costs, config, max_epochs=None)) == (39, StopReason.PLATEAU)
+    off = replace(config, patience_rest_fraction=None)
+    assert stop_of(run(metric, costs, off, max_epochs=60)) == (39, StopReason.PLATEAU)
+    # Near the end the wait is never shorter than REST_PATIENCE_MIN checks.
+    late = np.concatenate([np.linspace(1.0, 0.5, 55), np.full(5, 0.6)])
+    assert stop_of(run(late, costs, config, max_epochs=60)) == (59, None)
+
+
 # --------------------------------------------------------------------------- budget per check (review B8)
 
 
@@ -632,11 +676,12 @@ def test_state_of_version_2_resumes_with_the_same_decisions(nas_curves) -> None:
 def test_a_run_that_got_worse_after_its_best_is_stopped_by_the_marginal_rule() -> None:
     # Over-fitting: the loss bottoms out at epoch 10 and rises after. The best already banked is
     # what the rest of the run would have to beat, so the marginal rule stops it, long before the
-    # planned end and before patience (1000 here) would.
+    # planned end and before the plateau rule (patience 1000, no rest-of-run wait here) would.
     rng = np.random.default_rng(0)
     e = np.arange(100)
     loss = np.where(e < 10, 2.0 - 0.1 * e, 1.0 + 0.004 * (e - 10)) + rng.normal(0, 0.01, 100)
-    i, reason = stop_of(run(loss, 0.1 * (e + 1), StoppingConfig(patience=1000), max_epochs=100))
+    config = StoppingConfig(patience=1000, patience_rest_fraction=None)
+    i, reason = stop_of(run(loss, 0.1 * (e + 1), config, max_epochs=100))
     assert reason is StopReason.MARGINAL_GAIN and 50 <= i < 75
 
 

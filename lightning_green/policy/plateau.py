@@ -145,3 +145,40 @@ def evaluate_plateau(
         )
         return PlateauResult(new_state, True, StopReason.PLATEAU, message, False)
     return PlateauResult(new_state, False, None, None, False)
+
+
+REST_PATIENCE_MIN = 10
+"""Fewest checks without improvement after which the rest-of-run wait (:func:`rest_patience`)
+stops: near the planned end a stop still needs as many checks without a new best as the patience
+commonly given to Lightning ``EarlyStopping``, so a few unlucky checks of a noisy metric do not."""
+
+
+def rest_patience(patience: int, fraction: float | None, checks_left: float | None) -> tuple[int, bool]:
+    """The wait after which the plateau backstop stops: ``patience``, or less near the planned end.
+
+    Waiting for a new best is worth it while a stop can still save much more than the wait has
+    cost. With ``fraction`` (``patience_rest_fraction``) the wait is also limited to that fraction
+    of the checks still planned, at least :data:`REST_PATIENCE_MIN`: at ``0.5``, a run that has
+    gone half of its remaining checks without improving stops, and the stop still saves twice
+    the checks the wait cost. Early in the run (many checks left) ``patience`` decides; without a
+    planned end (``checks_left`` is ``None``) or with ``fraction=None`` it always does.
+
+    Args:
+        patience: Lightning's ``patience`` (checks).
+        fraction: ``StoppingConfig.patience_rest_fraction``, or ``None`` (off).
+        checks_left: Checks still planned up to the horizon, or ``None`` when unknown.
+
+    Returns:
+        ``(wait, shortened)``: the checks without improvement that stop the run, and whether that
+        is fewer than ``patience``.
+
+    Example:
+        >>> rest_patience(30, 0.5, 100.0), rest_patience(30, 0.5, 30.0), rest_patience(30, 0.5, 4.0)
+        ((30, False), (15, True), (10, True))
+        >>> rest_patience(5, 0.5, 4.0), rest_patience(30, None, 4.0), rest_patience(30, 0.5, None)
+        ((5, False), (30, False), (30, False))
+    """
+    if fraction is None or checks_left is None:
+        return patience, False
+    wait = max(REST_PATIENCE_MIN, math.ceil(fraction * checks_left - 1e-9))
+    return (wait, True) if wait < patience else (patience, False)

@@ -17,7 +17,7 @@ from lightning_green.policy.config import StoppingConfig
 from lightning_green.policy.decision import StopDecision, StopReason
 from lightning_green.policy.history import History
 from lightning_green.policy.marginal import MAX_FIT_POINTS, MarginalAssessment, assess_segment
-from lightning_green.policy.plateau import PlateauState, evaluate_plateau
+from lightning_green.policy.plateau import PlateauState, evaluate_plateau, rest_patience
 from lightning_green.policy.savings import project_savings
 from lightning_green.policy.schedule import DecayTracker
 
@@ -188,7 +188,10 @@ def decide(
     assessment = assess(evaluate_marginal)
     base.update(assessment.decision_fields())
 
-    if hold is None and plateau.reason is StopReason.PLATEAU:
+    wait, shortened = rest_patience(
+        config.patience, config.patience_rest_fraction, None if horizon is None else future_checks
+    )
+    if hold is None and not plateau.improved and state.wait_count >= wait:
         # Patience counts from the later of the last improvement and the latest decay: the check
         # before the decay's first one is taken as the reference, as if it had improved.
         since, restart = state.wait_count, ""
@@ -202,9 +205,17 @@ def decide(
             restart = (
                 f"the step-jump at {_where(float(f_progress[steps[-1]]), jump_check, progress_per_epoch)}"
             )
-        if since >= config.patience:
+        if since >= wait:
             message = plateau.message or ""
-            if restart:
+            if shortened:
+                message = (
+                    f"Monitored metric {monitor} did not improve in the last {since} records"
+                    + (f" (since {restart})" if restart else "")
+                    + f", at least patience_rest_fraction = {config.patience_rest_fraction} of the"
+                    f" {future_checks:.3g} checks still planned (patience {config.patience})."
+                    f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."
+                )
+            elif restart:
                 message = (
                     f"Monitored metric {monitor} did not improve in the {since} records since {restart}."
                     f" Best score: {state.best_score:.3f}. Signaling Trainer to stop."

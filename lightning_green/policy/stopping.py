@@ -20,8 +20,11 @@ Order of the checks at every update:
    within those checks, later ones are not waited for); after the curve made a step-jump, for as
    long again as the stretch before it (:mod:`.schedule`).
 4. Plateau: ``patience`` checks without improvement (Lightning's rule), counted from the later of
-   the last improvement and the latest learning-rate decay (known, or seen as a step-jump). With
-   no schedule information and no step-jump this is exactly Lightning ``EarlyStopping``.
+   the last improvement and the latest learning-rate decay (known, or seen as a step-jump); near
+   the planned end, fewer: at most ``patience_rest_fraction`` of the checks still planned, at
+   least ``REST_PATIENCE_MIN`` (:func:`~lightning_green.policy.plateau.rest_patience`). With no
+   schedule information, no step-jump and ``patience_rest_fraction=None`` (or no planned horizon,
+   or ``patience`` at most ``REST_PATIENCE_MIN``) this is exactly Lightning ``EarlyStopping``.
 5. Marginal gain, only once more than ``min_horizon_fraction`` of the planned run has run: the
    gain the learning curve still projects up to the planned horizon, per unit of projected cost,
    is below ``min_relative_gain`` times the average rate so far (or below ``min_gain_per_kwh``),
