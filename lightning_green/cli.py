@@ -73,6 +73,8 @@ _HELP = {
     "min_relative_gain": "stop when a further kWh is projected to buy less than this fraction of "
     "what the average kWh bought so far",
     "min_horizon_fraction": "no marginal-gain stop until more than this fraction of max epochs has run",
+    "patience_rest_fraction": "near the planned end, a plateau also stops after this fraction of the "
+    "checks still planned without improvement (at least 10, at most patience; none: patience alone)",
 }
 
 

@@ -80,6 +80,9 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             what the average kWh bought so far (None: off).
         min_horizon_fraction: No marginal-gain stop before this fraction of the planned epochs
             (``max_epochs`` or what ``max_steps`` allows; without a plan, no hold).
+        patience_rest_fraction: Near the planned end, the plateau rule also stops once the checks
+            without improvement reach this fraction of the checks still planned (at least 10,
+            never more than ``patience``); None: ``patience`` alone, as Lightning.
 
     Example:
         >>> stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.0)
@@ -105,6 +108,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         min_gain_per_kwh: float | None = _DEFAULTS.min_gain_per_kwh,
         min_relative_gain: float | None = _DEFAULTS.min_relative_gain,
         min_horizon_fraction: float = _DEFAULTS.min_horizon_fraction,
+        patience_rest_fraction: float | None = _DEFAULTS.patience_rest_fraction,
     ) -> None:
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
@@ -119,15 +123,16 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             "stopping_threshold": stopping_threshold,
             "divergence_threshold": divergence_threshold,
         }
+        energy: dict[str, Any] = {
+            "min_epochs": min_epochs,
+            "energy_budget_kwh": energy_budget_kwh,
+            "min_gain_per_kwh": min_gain_per_kwh,
+            "min_relative_gain": min_relative_gain,
+            "min_horizon_fraction": min_horizon_fraction,
+            "patience_rest_fraction": patience_rest_fraction,
+        }
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
-        self.config = StoppingConfig(
-            **shared,
-            min_epochs=min_epochs,
-            energy_budget_kwh=energy_budget_kwh,
-            min_gain_per_kwh=min_gain_per_kwh,
-            min_relative_gain=min_relative_gain,
-            min_horizon_fraction=min_horizon_fraction,
-        )
+        self.config = StoppingConfig(**shared, **energy)
         super().__init__(
             monitor=monitor,
             verbose=verbose,
@@ -136,11 +141,8 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             log_rank_zero_only=log_rank_zero_only,
             **shared,
         )
-        self.min_epochs = min_epochs
-        self.energy_budget_kwh = energy_budget_kwh
-        self.min_gain_per_kwh = min_gain_per_kwh
-        self.min_relative_gain = min_relative_gain
-        self.min_horizon_fraction = min_horizon_fraction
+        for name in energy:  # the energy arguments as attributes, as Lightning keeps its own
+            setattr(self, name, getattr(self.config, name))
         self.policy = StoppingPolicy(self.config, monitor=monitor)
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
