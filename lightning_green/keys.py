@@ -24,6 +24,10 @@ EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
 
+# Summary fields (energy_summary.json): probing energy, PUE included, and its share of the run's.
+BATCH_SIZE_PROBE_J = "batch_size_probe_j"  # AdaptiveBatchSize: training at candidate sizes
+BATCH_SIZE_PROBE_SHARE = "batch_size_probe_share"
+
 # Run parameters.
 PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
 PARAM_PUE = "lightning_green.pue"
