@@ -27,6 +27,7 @@ policy ends on ``32-true``; probing precisions costs at most 5 % extra.
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
@@ -152,7 +153,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
                 window_s=args.window_s,
                 probe_windows=args.probe_windows,
             ),
-            AdaptivePrecision(window_s=args.precision_window_s),
+            AdaptivePrecision(precisions=args.precisions, window_s=args.precision_window_s),
         )
     return fit_to_target(
         DigitsClassifier(),
@@ -181,6 +182,9 @@ def main() -> None:
     )
     parser.add_argument("--probe-windows", type=int, default=3)
     parser.add_argument(
+        "--precisions", default=None, help="AdaptivePrecision candidates (32-true: batch size alone)"
+    )
+    parser.add_argument(
         "--precision-window-s", type=float, default=None, help="AdaptivePrecision window (default: its own)"
     )
     parser.add_argument("--root", type=Path, default=Path("/tmp/lightning_green_adapt_cpu"))
@@ -188,6 +192,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill the load on the way out
     with BusyLoad(args.load):
         compare(seeds, args)
 

@@ -20,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import tempfile
@@ -82,6 +83,7 @@ def main() -> None:
         + f" x {args.runs}, {args.load} busy background process(es); energy: CPU-time ESTIMATE"
     )
     sequences = []
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill the load on the way out
     with BusyLoad(args.load):
         for i in range(args.runs):
             seq, kwh, seconds = run_once(i, extra)

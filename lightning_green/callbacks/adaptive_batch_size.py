@@ -12,7 +12,6 @@ DDP every rank sums the same windows and decides the same, checked exactly at ea
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +33,7 @@ from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
 from lightning_green.policy.batch_size_model import batch_size_range
 from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message
-from lightning_green.training.batch_size_limits import loader_problem, switch_problem
+from lightning_green.training.batch_size_limits import check_bounds, loader_problem, switch_problem
 from lightning_green.training.gradient_pairs import GradientPairs
 from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
 from lightning_green.training.oom import OutOfMemoryGuard
@@ -72,10 +71,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
     per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``, each decision with its
     figures in the summary and ``adaptations.json``, and ``batch_size_probe_share``.
 
-    Needs the train dataloader built by the module or datamodule from an integer attribute
-    ``attr_name`` and one device or DDP; an integer ``val_check_interval`` with per-epoch
-    validation (with larger candidates) and ``OneCycleLR`` stepped per step (with smaller ones)
-    would crash at a switch: all are refused at fit start (``AdaptationUnsupportedError``).
+    What a switch cannot work with is refused at fit start (``AdaptationUnsupportedError``, see
+    :mod:`lightning_green.training.batch_size_limits`).
 
     Args:
         min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
@@ -118,15 +115,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         probe_fraction: float = 0.05,
     ) -> None:
         super().__init__(window_s)
-        if min_batch_size is not None:
-            check_int("min_batch_size", min_batch_size, 1)
-        if max_batch_size is not None:
-            check_int("max_batch_size", max_batch_size, 1)
-        if min_batch_size is not None and max_batch_size is not None and min_batch_size > max_batch_size:
-            raise ValueError(
-                f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
-                f"and max_batch_size={max_batch_size!r}"
-            )
+        check_bounds(min_batch_size, max_batch_size)
         check_choice("lr_scaling", lr_scaling, LR_RULES)
         if not isinstance(attr_name, str) or not attr_name.isidentifier():
             raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
@@ -258,7 +247,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._guard is not None:
             self._guard.remove()
             self._guard = None
-        self._reset_noise()
+        self._pairs.reset()
 
     def _out_of_memory(self, pl_module: LightningModule) -> None:
         if not self._oom_epoch:
@@ -269,9 +258,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
         self._oom_epoch = True
         self._pairs.drop()
-
-    def _measuring(self) -> bool:
-        return self.policy is not None and self.policy.active
 
     def _held(self) -> bool:
         """Whether another setting (the precision) is being probed: the same on every rank."""
@@ -288,13 +274,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
-        if self._session is None or not self._measuring() or self._oom_epoch:
+        if self._session is None or not (self.policy is not None and self.policy.active) or self._oom_epoch:
             self._active = False
             return
         if self._held():
             self.pause_window(trainer)
             self._window.reset()
-            self._reset_noise()
+            self._pairs.reset()
             self._active = False
             return
         self.resume_window(trainer)
@@ -321,9 +307,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._window.due:
             self._close_window(trainer)
 
-    def _reset_noise(self) -> None:
-        self._pairs.reset()
-
     def _close_window(self, trainer: Trainer) -> None:
         policy, session = self.policy, self._session
         assert policy is not None and session is not None and self.current_batch_size is not None
@@ -337,11 +320,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if record.samples >= 1:
             full = 2 * record.steps >= self._window.target_steps
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s, full=full)
-        if pairs >= 1:
-            small, big = (record.extras[k] / world / pairs for k in ("noise_small", "noise_big"))
-            if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
-                global_batch = size * policy.global_batch_factor
-                policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
+        policy.record_noise(
+            size, pairs, record.extras["noise_small"] / world, record.extras["noise_big"] / world
+        )
         self._window.target_steps = self._target_steps()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -361,8 +342,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._oom_epoch:  # rank-local, but only ever set on one device (no guard under DDP)
             policy.record_probe(self.current_batch_size, 0.0, 0, 0.0, oom=True)
             self._window.reset()
-            self._reset_noise()
-        elif self._measuring() and self._window.steps > 0:
+            self._pairs.reset()
+        elif policy.active and self._window.steps > 0:
             # Visits are whole epochs: the epoch's last window ends here (its energy counts; a
             # short one is not compared). Steps, not seconds: every rank makes the same call.
             self._close_window(trainer)
@@ -393,18 +374,14 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Apply a pending switch: this epoch trains at the new size (its dataloader rebuilt here)."""
         pending = self.take_pending()
-        if (
-            self.current_batch_size is not None
-            and pending is not None
-            and int(pending.to) != self.current_batch_size
-        ):
+        if pending is not None and self.current_batch_size not in (None, int(pending.to)):
             previous, new = self.current_batch_size, int(pending.to)
             lr_factor = self._scale_learning_rates(trainer, previous, new)
             self._size(pl_module, new)
             self.current_batch_size = new
             _compat.rebuild_train_dataloader(trainer)
             self._window.reset()
-            self._reset_noise()
+            self._pairs.reset()
             self._record(trainer, previous, pending, lr_factor)
             _compat.info(
                 trainer,
@@ -418,11 +395,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
         noise = switch.details.get("b_noise")
-        b_noise = json_safe(None if noise is None else float(noise))
-        lr = first_lr(trainer.optimizers)
-        self.record(
-            switch, previous, lr_factor=lr_factor, lr=lr, b_noise=b_noise, applied_epoch=trainer.current_epoch
+        extra = dict(
+            lr_factor=lr_factor, lr=first_lr(trainer.optimizers), applied_epoch=trainer.current_epoch
         )
+        self.record(switch, previous, b_noise=json_safe(None if noise is None else float(noise)), **extra)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"

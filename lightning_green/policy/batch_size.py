@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_range
-from lightning_green.policy._util import DetailsMixin, check_state_version, median
+from lightning_green.policy._util import check_state_version, median
 from lightning_green.policy.batch_size_model import (
     LRScalingRule,
     candidate_batch_sizes,
@@ -35,7 +33,13 @@ from lightning_green.policy.batch_size_model import (
     relative_samples_to_target,
     scale_learning_rate,
 )
-from lightning_green.policy.batch_size_trial import Trial, judge
+from lightning_green.policy.batch_size_trial import (
+    VERDICT_REASONS,
+    BatchSizeDecision,
+    BatchSizeReason,
+    Trial,
+    judge,
+)
 from lightning_green.policy.noise_scale import GradientNoiseScale
 from lightning_green.policy.paired_windows import ProbeBudget, projected_run_energy_j
 
@@ -58,60 +62,6 @@ USE_ESTIMATE = "estimate"
 
 
 # --------------------------------------------------------------------------- the policy
-
-
-class BatchSizeReason(str, Enum):
-    """Why :meth:`BatchSizePolicy.decide` returned what it did."""
-
-    PROBE = "probe"
-    """To the candidate for one epoch of measurement windows."""
-    INTERLEAVE = "interleave"
-    """Back to the size in use for one epoch between candidate epochs (the paired reference)."""
-    CHEAPER = "cheaper"
-    """Adopting the candidate: resolved cheaper per sample, and to the target by the model."""
-    COSTLIER = "costlier"
-    """The candidate resolved costlier per sample: staying."""
-    UNRESOLVED = "unresolved"
-    """No difference beyond the measured noise within the probing budget: staying."""
-    MORE_SAMPLES = "more_samples"
-    """Cheaper per sample, but not to the target once the extra samples it needs count: staying."""
-    UNKNOWN_NOISE_SCALE = "unknown_noise_scale"
-    """No gradient noise scale to rank the sizes to the target: staying."""
-    NO_PROBE_BUDGET = "no_probe_budget"
-    """Probing (more) would take more than its share of the run's projected energy: staying."""
-    OUT_OF_MEMORY = "out_of_memory"
-    """The size in use ran out of memory: backing off to a smaller one."""
-
-
-_VERDICT_REASONS = {
-    "costlier": BatchSizeReason.COSTLIER,
-    "unresolved": BatchSizeReason.UNRESOLVED,
-    "insufficient": BatchSizeReason.UNRESOLVED,
-    "more_samples": BatchSizeReason.MORE_SAMPLES,
-    "unknown_noise_scale": BatchSizeReason.UNKNOWN_NOISE_SCALE,
-}
-
-
-@dataclass(frozen=True)
-class BatchSizeDecision(DetailsMixin):
-    """What :meth:`BatchSizePolicy.decide` decided.
-
-    Attributes:
-        batch_size: The per-device batch size to train the next epoch at.
-        reason: Why.
-        details: Figures behind it (JSON-able values): ``previous_batch_size``, ``b_noise``,
-            ``probe_j``, ``probe_allowance_j``, and for a concluded trial ``comparison`` (per-window
-            joules per sample, the ratio and its interval, the verdict).
-    """
-
-    batch_size: int
-    reason: BatchSizeReason
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        """Whether the batch size differs from the one in use before the decision."""
-        return self._differs_from("previous_batch_size", self.batch_size)
 
 
 class BatchSizePolicy:
@@ -365,10 +315,11 @@ class BatchSizePolicy:
         epochs = check_int("epochs_done", epochs_done, 1)
         last_j = run_j / epochs if self._last_run_j is None else max(0.0, run_j - self._last_run_j)
         self._last_run_j = run_j
-        projected = None
+        average = projected = None
         if fraction_done > 0:  # at the average epoch's rate, or the last epoch's where that is lower
             remaining = epochs * (1.0 - min(fraction_done, 1.0)) / fraction_done
-            projected = min(projected_run_energy_j(run_j, fraction_done, 1.0), run_j + last_j * remaining)
+            average = projected_run_energy_j(run_j, fraction_done, 1.0)
+            projected = min(average, run_j + last_j * remaining)  # type: ignore[type-var]
         in_use, trial = self._current, self._trial
         details: dict[str, Any] = {
             "previous_batch_size": in_use,
@@ -394,12 +345,14 @@ class BatchSizePolicy:
             self._done = True
             return None
         visit_j = self._visit_cost_j(candidate, run_j / epochs)
+        # Before any probing, visits and budget both scale with the average epoch: whether a run
+        # can afford probing depends on its planned length only, not on noisy epochs. Exactly at
+        # the limit counts as affordable (40 epochs pay for two at 5 %), rounding aside.
+        basis = average if self._probe_j == 0 else projected
         details.update(candidate=candidate, visit_j=visit_j, min_visits=self.min_visits)
-        # Exactly at the limit counts as affordable (40 epochs pay for two at 5 %), rounding aside.
+        details["probe_allowance_j"] = self.budget.allowance_j(basis)
         need_j = self.min_visits * visit_j * (1.0 - 1e-9)
-        if not self.budget.affords(
-            next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=projected
-        ):
+        if not self.budget.affords(next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=basis):
             self._done = True
             return BatchSizeDecision(in_use, BatchSizeReason.NO_PROBE_BUDGET, details)
         if noise is None or not values:
@@ -447,7 +400,7 @@ class BatchSizePolicy:
             self._tried[trial.reference] = "left"
             self._reference = trial.candidate
             return self._move(trial.candidate, BatchSizeReason.CHEAPER, details)
-        return BatchSizeDecision(trial.reference, _VERDICT_REASONS[verdict], details)
+        return BatchSizeDecision(trial.reference, VERDICT_REASONS[verdict], details)
 
     def _out_of_memory(self, details: dict[str, Any]) -> BatchSizeDecision:
         self._oom_now = False
@@ -462,6 +415,14 @@ class BatchSizePolicy:
         if self._reference not in allowed:
             self._reference = max((b for b in allowed if b < self._reference), default=min(allowed))
         return self._move(self._reference, BatchSizeReason.OUT_OF_MEMORY, details)
+
+    def record_noise(self, batch_size: int, pairs: float, small: float, big: float) -> None:
+        """Feed :attr:`noise_scale` with ``pairs`` gradient pairs' summed ``|G_B|²``, ``|G_2B|²``."""
+        if pairs >= 1:
+            small, big = small / pairs, big / pairs
+            if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
+                global_batch = batch_size * self.global_batch_factor
+                self.noise_scale.update(small, big, global_batch, 2 * global_batch)
 
     def _move(self, batch_size: int, reason: BatchSizeReason, details: dict[str, Any]) -> BatchSizeDecision:
         self._current = batch_size

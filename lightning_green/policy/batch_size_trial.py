@@ -1,4 +1,4 @@
-"""One batch-size trial: a candidate against the size in use, on interleaved epochs of windows.
+"""One batch-size trial: a candidate against the size in use, on interleaved epochs; its verdict.
 
 A trial alternates whole epochs: the reference (the size in use) for an epoch, the candidate for
 the next, back to the reference, ... (``R C R C R``). Every measurement window of those epochs
@@ -27,12 +27,76 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
+from lightning_green.policy._util import DetailsMixin
 from lightning_green.policy.batch_size_model import relative_samples_to_target
 from lightning_green.policy.paired_windows import CANDIDATE, REFERENCE, PairedComparison, compare_interleaved
 
-__all__ = ["Trial", "fraction_done", "judge", "no_probe_message"]
+__all__ = [
+    "VERDICT_REASONS",
+    "BatchSizeDecision",
+    "BatchSizeReason",
+    "Trial",
+    "fraction_done",
+    "judge",
+    "no_probe_message",
+]
+
+
+class BatchSizeReason(str, Enum):
+    """Why :meth:`BatchSizePolicy.decide` returned what it did."""
+
+    PROBE = "probe"
+    """To the candidate for one epoch of measurement windows."""
+    INTERLEAVE = "interleave"
+    """Back to the size in use for one epoch between candidate epochs (the paired reference)."""
+    CHEAPER = "cheaper"
+    """Adopting the candidate: resolved cheaper per sample, and to the target by the model."""
+    COSTLIER = "costlier"
+    """The candidate resolved costlier per sample: staying."""
+    UNRESOLVED = "unresolved"
+    """No difference beyond the measured noise within the probing budget: staying."""
+    MORE_SAMPLES = "more_samples"
+    """Cheaper per sample, but not to the target once the extra samples it needs count: staying."""
+    UNKNOWN_NOISE_SCALE = "unknown_noise_scale"
+    """No gradient noise scale to rank the sizes to the target: staying."""
+    NO_PROBE_BUDGET = "no_probe_budget"
+    """Probing (more) would take more than its share of the run's projected energy: staying."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The size in use ran out of memory: backing off to a smaller one."""
+
+
+VERDICT_REASONS = {
+    "costlier": BatchSizeReason.COSTLIER,
+    "unresolved": BatchSizeReason.UNRESOLVED,
+    "insufficient": BatchSizeReason.UNRESOLVED,
+    "more_samples": BatchSizeReason.MORE_SAMPLES,
+    "unknown_noise_scale": BatchSizeReason.UNKNOWN_NOISE_SCALE,
+}
+
+
+@dataclass(frozen=True)
+class BatchSizeDecision(DetailsMixin):
+    """What :meth:`BatchSizePolicy.decide` decided.
+
+    Attributes:
+        batch_size: The per-device batch size to train the next epoch at.
+        reason: Why.
+        details: Figures behind it (JSON-able values): ``previous_batch_size``, ``b_noise``,
+            ``probe_j``, ``probe_allowance_j``, and for a concluded trial ``comparison`` (per-window
+            joules per sample, the ratio and its interval, the verdict).
+    """
+
+    batch_size: int
+    reason: BatchSizeReason
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def changed(self) -> bool:
+        """Whether the batch size differs from the one in use before the decision."""
+        return self._differs_from("previous_batch_size", self.batch_size)
 
 
 @dataclass

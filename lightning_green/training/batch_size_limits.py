@@ -9,7 +9,24 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from lightning_green.checks import check_int
 from lightning_green.training.learning_rates import raises_past_its_end
+
+
+def check_bounds(min_batch_size: int | None, max_batch_size: int | None) -> None:
+    """Check AdaptiveBatchSize's bounds: integers >= 1 (or None), ``min <= max``.
+
+    Raises:
+        ValueError: Naming the argument at fault.
+    """
+    for name, value in (("min_batch_size", min_batch_size), ("max_batch_size", max_batch_size)):
+        if value is not None:
+            check_int(name, value, 1)
+    if min_batch_size is not None and max_batch_size is not None and min_batch_size > max_batch_size:
+        raise ValueError(
+            f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
+            f"and max_batch_size={max_batch_size!r}"
+        )
 
 
 def loader_problem(attr_name: str, from_module: bool, has_attr: bool, value: Any = None) -> str | None:
