@@ -14,11 +14,13 @@ not a measurement: this machine has no RAPL or GPU. All runs of a seed use the s
 split and initialisation. Torch's default threads unless ``--threads``; ``--load N`` starts N
 busy background processes (numpy matmul loops) for the whole benchmark and kills them at the
 end, so every run meets the same competition. Under load the estimate of the same work swings
-(OpenMP threads spin-wait), so each seed runs fixed, adaptive, fixed again (adaptive, fixed,
-adaptive-free order alternating by seed would leave drift on one side): the ratio uses the mean
-of the two fixed runs, and their own ratio is printed as the noise floor of that seed.
+(OpenMP threads spin-wait, other tenants come and go), so the two runs of a seed run in lockstep:
+two processes that alternate epoch by epoch (who goes first alternates by seed), so that the
+load of each moment hits both alike; waiting for the turn blocks and costs no CPU time.
+``--floor`` also runs the fixed run against itself in lockstep: the scatter of the measurement
+alone, the noise floor of a seed's ratio.
 
-    python benchmarks/adapt_cpu.py [--seeds 0,1,2] [--target 97] [--max-epochs 40] [--load 1]
+    python benchmarks/adapt_cpu.py [--seeds 0,1,2] [--target 97] [--max-epochs 40] [--load 1] [--floor]
 
 Targets on this CPU: every seed's adaptive energy <= 1.10x the fixed run's; the precision
 policy ends on ``32-true``; probing precisions costs at most 5 % extra.
@@ -27,6 +29,8 @@ policy ends on ``32-true``; probing precisions costs at most 5 % extra.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing
 import signal
 import statistics
 import sys
@@ -70,6 +74,7 @@ class Outcome:
     probe_extra_j: float = 0.0
     j_per_sample: dict = field(default_factory=dict)
     batch_probe_j: float = 0.0
+    adaptive: bool = False
 
     def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision) -> None:
         """Copy the final settings, switches and probing energy (PUE included) from the adaptive callbacks."""
@@ -108,6 +113,7 @@ def fit_to_target(
     target: float,
     max_epochs: int,
     root_dir: Path,
+    baton: pl.Callback | None = None,
     **trainer_kwargs,
 ) -> Outcome:
     """Fit (32-true, one device, batch size from the datamodule) until ``val_acc`` reaches ``target``.
@@ -122,7 +128,7 @@ def fit_to_target(
         devices=1,
         precision="32-true",
         logger=False,
-        callbacks=[monitor, *(adaptive or ()), stopper],
+        callbacks=[monitor, *(adaptive or ()), stopper, *([baton] if baton is not None else [])],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -139,10 +145,64 @@ def fit_to_target(
     out.source = monitor.energy_source or "?"
     if adaptive is not None:
         out.record_adaptation(*adaptive)
+        out.adaptive = True
     return out
 
 
-def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
+class Baton(pl.Callback):
+    """Lockstep with another run: each epoch waits for this run's turn and hands it over at its end.
+
+    Two runs of a seed then alternate epoch by epoch, so that load that comes and goes hits both
+    alike; waiting blocks (no CPU time, so no estimated energy).
+    """
+
+    def __init__(self, mine, theirs, theirs_done) -> None:
+        self.mine, self.theirs, self.theirs_done = mine, theirs, theirs_done
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        while not self.mine.wait(0.05) and not self.theirs_done.is_set():
+            pass
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.mine.clear()
+        self.theirs.set()
+
+
+def _lockstep_child(seed, adaptive, args, mine, theirs, my_done, theirs_done, results) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        out = run(seed, adaptive, args, Baton(mine, theirs, theirs_done))
+        results.put((adaptive, dataclasses.asdict(out)))
+    finally:
+        my_done.set()
+        theirs.set()
+
+
+def lockstep(
+    seed: int, args: argparse.Namespace, first_adaptive: bool, both: tuple[bool, bool]
+) -> list[Outcome]:
+    """Run two runs of ``seed`` (``both``: adaptive or not) in two processes, alternating epochs."""
+    ctx = multiprocessing.get_context("spawn")
+    turn, done = [ctx.Event(), ctx.Event()], [ctx.Event(), ctx.Event()]
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_lockstep_child,
+            args=(seed, both[i], args, turn[i], turn[1 - i], done[i], done[1 - i], results),
+        )
+        for i in (0, 1)
+    ]
+    for process in procs:
+        process.start()
+    turn[0 if both[0] == first_adaptive else 1].set()
+    got = [results.get() for _ in procs]
+    for process in procs:
+        process.join()
+    return [Outcome(**out) for _, out in got]
+
+
+def run(seed: int, adaptive: bool, args: argparse.Namespace, baton: pl.Callback | None = None) -> Outcome:
     pl.seed_everything(seed, verbose=False)
     callbacks = None
     if adaptive:
@@ -162,6 +222,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
         target=args.target,
         max_epochs=args.max_epochs,
         root_dir=args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}",
+        baton=baton,
         accelerator="cpu",
     )
 
@@ -188,6 +249,9 @@ def main() -> None:
         "--precision-window-s", type=float, default=None, help="AdaptivePrecision window (default: its own)"
     )
     parser.add_argument("--root", type=Path, default=Path("/tmp/lightning_green_adapt_cpu"))
+    parser.add_argument(
+        "--floor", action="store_true", help="also run the fixed run twice in lockstep (the noise floor)"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -198,24 +262,28 @@ def main() -> None:
 
 
 def compare(seeds: list[int], args: argparse.Namespace) -> None:
-    """Run fixed, adaptive and fixed again per seed and print the per-seed and worst ratios."""
+    """Run the fixed and the adaptive run of each seed in lockstep; print per-seed and worst ratios."""
     threads = args.threads or torch.get_num_threads()
     print(
         f"digits CNN to val_acc >= {args.target:g} %, fixed batch 32 / 32-true vs AdaptiveBatchSize("
         f"{args.min_batch_size}..{args.max_batch_size}, window {args.window_s or 'default'} s, "
-        f"{args.probe_windows} windows) + AdaptivePrecision(window "
-        f"{args.precision_window_s or 'default'} s); "
-        f"{threads} torch thread(s) "
+        f"{args.probe_windows} windows) + AdaptivePrecision({args.precisions or 'all precisions'}, window "
+        f"{args.precision_window_s or 'default'} s); {threads} torch thread(s) "
         f"({'set' if args.threads else 'default'}), {args.load} busy background process(es), max_epochs "
-        f"{args.max_epochs}; energy: CPU-time ESTIMATE (10 W per busy core), not a measurement"
+        f"{args.max_epochs}; runs of a seed in lockstep by epoch; energy: CPU-time ESTIMATE (10 W per "
+        "busy core), not a measurement"
     )
     rows = []
     for seed in seeds:
-        fixed_a, adapt, fixed_b = run(seed, False, args), run(seed, True, args), run(seed, False, args)
-        fixed_j = (fixed_a.energy_j + fixed_b.energy_j) / 2
-        ratio = fixed_j / adapt.energy_j if adapt.energy_j > 0 else float("nan")
-        floor = max(fixed_a.energy_j, fixed_b.energy_j) / min(fixed_a.energy_j, fixed_b.energy_j)
-        rows.append((seed, fixed_a, fixed_b, adapt, ratio, floor))
+        first_adaptive = seed % 2 == 1  # who takes the first epoch alternates by seed
+        fixed, adapt = sorted(lockstep(seed, args, first_adaptive, (False, True)), key=lambda o: o.adaptive)
+        runs, floor = [("fixed", fixed), ("adaptive", adapt)], float("nan")
+        if args.floor:  # the same fixed run twice in lockstep: what the measurement alone scatters
+            pair = lockstep(seed, args, False, (False, False))
+            floor = max(o.energy_j for o in pair) / min(o.energy_j for o in pair)
+            runs += [("fixed A", pair[0]), ("fixed B", pair[1])]
+        ratio = fixed.energy_j / adapt.energy_j if adapt.energy_j > 0 else float("nan")
+        rows.append((seed, fixed, adapt, ratio, floor))
         share = adapt.probe_j / adapt.energy_j if adapt.energy_j else float("nan")
         extra = adapt.probe_extra_j / adapt.energy_j if adapt.energy_j else float("nan")
         bshare = adapt.batch_probe_j / adapt.energy_j if adapt.energy_j else float("nan")
@@ -224,11 +292,11 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             + "".join(
                 f"  {name:9s}: {o.energy_j:7.1f} J to {o.accuracy:5.2f} % in {o.epochs:2d} epochs "
                 f"({o.seconds:.1f} s){'' if o.reached else '  TARGET NOT REACHED'}\n"
-                for name, o in (("fixed", fixed_a), ("adaptive", adapt), ("fixed", fixed_b))
+                for name, o in runs
             )
-            + f"  fixed/adaptive {ratio:.2f}x, adaptive/fixed {1 / ratio:.2f}x; fixed vs fixed {floor:.2f}x "
-            f"(the noise floor of this seed)\n"
-            f"  final batch size {adapt.batch_size}, final precision {adapt.precision}\n"
+            + f"  fixed/adaptive {ratio:.2f}x, adaptive/fixed {1 / ratio:.2f}x"
+            + (f"; fixed vs fixed {floor:.2f}x (this seed's noise floor)\n" if args.floor else "\n")
+            + f"  final batch size {adapt.batch_size}, final precision {adapt.precision}\n"
             f"  batch-size switches: {adapt.batch_switches or 'none'}; probing {adapt.batch_probe_j:.1f} J "
             f"= {bshare:.1%} of this run\n"
             f"  precision switches : {adapt.precision_switches or 'none'}\n"
@@ -239,29 +307,31 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             flush=True,
         )
     print("\nsummary (energy: CPU-time ESTIMATE, 10 W per busy core)")
-    print(
-        f"  {'seed':>4} {'fixed J':>8} {'fixed2 J':>8} {'adapt J':>8} {'f/a':>5} {'a/f':>5} {'f/f':>5}"
-        "  batch  precision"
-    )
-    for seed, fa, fb, a, r, floor in rows:
+    print(f"  {'seed':>4} {'fixed J':>8} {'adapt J':>8} {'f/a':>5} {'a/f':>5} {'f/f':>5}  batch  precision")
+    for seed, f, a, r, floor in rows:
         print(
-            f"  {seed:>4} {fa.energy_j:8.1f} {fb.energy_j:8.1f} {a.energy_j:8.1f} {r:5.2f} {1 / r:5.2f} "
-            f"{floor:5.2f}  {a.batch_size:>5}  {a.precision}"
+            f"  {seed:>4} {f.energy_j:8.1f} {a.energy_j:8.1f} {r:5.2f} {1 / r:5.2f} {floor:5.2f}  "
+            f"{a.batch_size:>5}  {a.precision}"
         )
     ratios = [r for *_, r, _ in rows]
-    worst = max(rows, key=lambda row: 1 / row[4])
-    reached = all(fa.reached and fb.reached and a.reached for _, fa, fb, a, _, _ in rows)
+    worst = max(rows, key=lambda row: 1 / row[3])
+    reached = all(f.reached and a.reached for _, f, a, _, _ in rows)
     print(
-        f"  median fixed/adaptive {statistics.median(ratios):.2f}x; worst seed {worst[0]}: adaptive/fixed "
-        f"{1 / worst[4]:.2f}x (target <= 1.10x; that seed's fixed-vs-fixed noise floor {worst[5]:.2f}x); "
-        f"every run reached the target: {reached}"
+        f"  median fixed/adaptive {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}x); "
+        f"worst seed {worst[0]}: adaptive/fixed {1 / worst[3]:.2f}x (target <= 1.10x); every run reached the "
+        f"target: {reached}"
     )
+    adapted = [a for _, _, a, _, _ in rows]
+    print(f"  final precision: {', '.join(a.precision for a in adapted)} (target: 32-true on this CPU)")
+    print(f"  final batch size: {', '.join(str(a.batch_size) for a in adapted)}")
+    shares = [a.probe_j / a.energy_j for a in adapted if a.energy_j]
+    extras = [a.probe_extra_j / a.energy_j for a in adapted if a.energy_j]
+    bshares = [a.batch_probe_j / a.energy_j for a in adapted if a.energy_j]
     print(
-        f"  final precision: {', '.join(a.precision for *_, a, _, _ in rows)} (target: 32-true on this CPU)"
+        f"  batch-size probing: {', '.join(f'{b:.1%}' for b in bshares)} of each adaptive run's energy "
+        f"(budgeted on the projection to max_epochs={args.max_epochs}; these runs stop at the target)"
     )
-    print(f"  final batch size: {', '.join(str(a.batch_size) for *_, a, _, _ in rows)}")
-    shares = [a.probe_j / a.energy_j for *_, a, _, _ in rows if a.energy_j]
-    extras = [a.probe_extra_j / a.energy_j for *_, a, _, _ in rows if a.energy_j]
     print(
         f"  precision probing: median {statistics.median(shares):.1%} of the energy in non-fp32 probe "
         f"windows, median extra over fp32 {statistics.median(extras):.1%} (target <= 5 %)"

@@ -540,11 +540,19 @@ def test_ddp_ranks_make_identical_decisions(tmp_path, lightning):
     env.pop("LOCAL_RANK", None)
     args = [
         "--epochs",
-        "4",
+        "6",
         "--callbacks",
         "monitor,batch,precision",
         "--batch-args",
-        json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 0.02, "probe_windows": 2}),
+        json.dumps(
+            {
+                "min_batch_size": 32,
+                "max_batch_size": 64,
+                "window_s": 0.02,
+                "probe_windows": 2,
+                "probe_fraction": 0.9,
+            }
+        ),
         "--precision-args",
         json.dumps({"window_s": 0.02, "start_step": 4}),
         "--lightning",
