@@ -89,8 +89,18 @@ def main() -> None:
             seq, kwh, seconds = run_once(i, extra)
             sequences.append(seq)
             print(f"run {i}: {seq}  ({kwh * 3.6e6:.0f} J, {seconds:.0f} s)", flush=True)
+    print(agreement(sequences))
+
+
+def agreement(sequences: list[str]) -> str:
+    """How many runs share the most common whole sequence, and each part of it (batch, precision, stop)."""
     common, count = collections.Counter(sequences).most_common(1)[0]
-    print(f"\nmost common sequence ({count} of {args.runs} runs; target >= 9 of 10):\n  {common}")
+    lines = [f"\nmost common sequence ({count} of {len(sequences)} runs; target >= 9 of 10):\n  {common}"]
+    for i, part in enumerate(("batch size", "precision", "stop")):
+        parts = [seq.split(" | ")[i] if " | " in seq else seq for seq in sequences]
+        value, n = collections.Counter(parts).most_common(1)[0]
+        lines.append(f"  {part:10s}: {n} of {len(sequences)} runs share `{value}`")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
