@@ -10,20 +10,28 @@ what probing precisions cost: the energy of the non-baseline probe windows as a 
 run and the extra over what those samples would have cost in fp32.
 
 Energy here is the labelled CPU-time estimate (CPU time of the process tree x 10 W per core),
-not a measurement: this machine has no RAPL or GPU. Both runs of a seed use the same seed,
-data split and initialisation, and the order alternates between seeds so that drifts of the
-shared machine hit both alike. One intra-op thread: with two on this shared 2-core box,
-OpenMP spin-waiting under other tenants' load inflates CPU time many-fold.
+not a measurement: this machine has no RAPL or GPU. All runs of a seed use the same seed, data
+split and initialisation. Torch's default threads unless ``--threads``; ``--load N`` starts N
+busy background processes (numpy matmul loops) for the whole benchmark and kills them at the
+end, so every run meets the same competition. Under load the estimate of the same work swings
+(OpenMP threads spin-wait, other tenants come and go), so the two runs of a seed run in lockstep:
+two processes that alternate epoch by epoch (who goes first alternates by seed), so that the
+load of each moment hits both alike; waiting for the turn blocks and costs no CPU time.
+``--floor`` also runs the fixed run against itself in lockstep: the scatter of the measurement
+alone, the noise floor of a seed's ratio.
 
-    python benchmarks/adapt_cpu.py [--seeds 0,1,2] [--target 97] [--max-epochs 40]
+    python benchmarks/adapt_cpu.py [--seeds 0,1,2] [--target 97] [--max-epochs 40] [--load 1] [--floor]
 
-Targets on this CPU: the precision policy ends on ``32-true``; probing precisions costs at most
-5 % extra.
+Targets on this CPU: every seed's adaptive energy <= 1.10x the fixed run's; the precision
+policy ends on ``32-true``; probing precisions costs at most 5 % extra.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import multiprocessing
+import signal
 import statistics
 import sys
 import time
@@ -33,12 +41,13 @@ from pathlib import Path
 
 warnings.filterwarnings("ignore")
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
+sys.path[:0] = [str(ROOT), str(ROOT / "examples"), str(ROOT / "benchmarks")]
 
 import logging  # noqa: E402
 
 import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
+from _load import BusyLoad  # noqa: E402
 from digits import DigitsClassifier, DigitsDataModule  # noqa: E402
 
 from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor  # noqa: E402
@@ -64,6 +73,8 @@ class Outcome:
     probe_j: float = 0.0
     probe_extra_j: float = 0.0
     j_per_sample: dict = field(default_factory=dict)
+    batch_probe_j: float = 0.0
+    adaptive: bool = False
 
     def record_adaptation(self, batch: AdaptiveBatchSize, precision: AdaptivePrecision) -> None:
         """Copy the final settings, switches and probing energy (PUE included) from the adaptive callbacks."""
@@ -74,6 +85,7 @@ class Outcome:
         self.probe_j = fields["precision_probe_j"]
         self.probe_extra_j = fields["precision_probe_extra_j"] or 0.0
         self.j_per_sample = fields["precision_j_per_sample"]
+        self.batch_probe_j = fields["batch_size_probe_j"]
 
 
 class StopAtTarget(pl.Callback):
@@ -101,6 +113,7 @@ def fit_to_target(
     target: float,
     max_epochs: int,
     root_dir: Path,
+    baton: pl.Callback | None = None,
     **trainer_kwargs,
 ) -> Outcome:
     """Fit (32-true, one device, batch size from the datamodule) until ``val_acc`` reaches ``target``.
@@ -115,7 +128,7 @@ def fit_to_target(
         devices=1,
         precision="32-true",
         logger=False,
-        callbacks=[monitor, *(adaptive or ()), stopper],
+        callbacks=[monitor, *(adaptive or ()), stopper, *([baton] if baton is not None else [])],
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=False,
@@ -132,10 +145,64 @@ def fit_to_target(
     out.source = monitor.energy_source or "?"
     if adaptive is not None:
         out.record_adaptation(*adaptive)
+        out.adaptive = True
     return out
 
 
-def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
+class Baton(pl.Callback):
+    """Lockstep with another run: each epoch waits for this run's turn and hands it over at its end.
+
+    Two runs of a seed then alternate epoch by epoch, so that load that comes and goes hits both
+    alike; waiting blocks (no CPU time, so no estimated energy).
+    """
+
+    def __init__(self, mine, theirs, theirs_done) -> None:
+        self.mine, self.theirs, self.theirs_done = mine, theirs, theirs_done
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        while not self.mine.wait(0.05) and not self.theirs_done.is_set():
+            pass
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.mine.clear()
+        self.theirs.set()
+
+
+def _lockstep_child(seed, adaptive, args, mine, theirs, my_done, theirs_done, results) -> None:
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        out = run(seed, adaptive, args, Baton(mine, theirs, theirs_done))
+        results.put((adaptive, dataclasses.asdict(out)))
+    finally:
+        my_done.set()
+        theirs.set()
+
+
+def lockstep(
+    seed: int, args: argparse.Namespace, first_adaptive: bool, both: tuple[bool, bool]
+) -> list[Outcome]:
+    """Run two runs of ``seed`` (``both``: adaptive or not) in two processes, alternating epochs."""
+    ctx = multiprocessing.get_context("spawn")
+    turn, done = [ctx.Event(), ctx.Event()], [ctx.Event(), ctx.Event()]
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_lockstep_child,
+            args=(seed, both[i], args, turn[i], turn[1 - i], done[i], done[1 - i], results),
+        )
+        for i in (0, 1)
+    ]
+    for process in procs:
+        process.start()
+    turn[0 if both[0] == first_adaptive else 1].set()
+    got = [results.get() for _ in procs]
+    for process in procs:
+        process.join()
+    return [Outcome(**out) for _, out in got]
+
+
+def run(seed: int, adaptive: bool, args: argparse.Namespace, baton: pl.Callback | None = None) -> Outcome:
     pl.seed_everything(seed, verbose=False)
     callbacks = None
     if adaptive:
@@ -146,7 +213,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
                 window_s=args.window_s,
                 probe_windows=args.probe_windows,
             ),
-            AdaptivePrecision(window_s=args.precision_window_s),
+            AdaptivePrecision(precisions=args.precisions, window_s=args.precision_window_s),
         )
     return fit_to_target(
         DigitsClassifier(),
@@ -155,6 +222,7 @@ def run(seed: int, adaptive: bool, args: argparse.Namespace) -> Outcome:
         target=args.target,
         max_epochs=args.max_epochs,
         root_dir=args.root / f"seed{seed}-{'adaptive' if adaptive else 'fixed'}",
+        baton=baton,
         accelerator="cpu",
     )
 
@@ -166,61 +234,104 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--target", type=float, default=97.0, help="validation accuracy to reach, percent")
     parser.add_argument("--max-epochs", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--load", type=int, default=0, help="busy background processes during the runs")
     parser.add_argument("--min-batch-size", type=int, default=16)
     parser.add_argument("--max-batch-size", type=int, default=256)
-    parser.add_argument("--window-s", type=float, default=0.05, help="AdaptiveBatchSize window")
+    parser.add_argument(
+        "--window-s", type=float, default=None, help="AdaptiveBatchSize window (default: its own)"
+    )
     parser.add_argument("--probe-windows", type=int, default=3)
-    parser.add_argument("--precision-window-s", type=float, default=0.1, help="AdaptivePrecision window")
+    parser.add_argument(
+        "--precisions", default=None, help="AdaptivePrecision candidates (32-true: batch size alone)"
+    )
+    parser.add_argument(
+        "--precision-window-s", type=float, default=None, help="AdaptivePrecision window (default: its own)"
+    )
     parser.add_argument("--root", type=Path, default=Path("/tmp/lightning_green_adapt_cpu"))
+    parser.add_argument(
+        "--floor", action="store_true", help="also run the fixed run twice in lockstep (the noise floor)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill the load on the way out
+    with BusyLoad(args.load):
+        compare(seeds, args)
 
+
+def compare(seeds: list[int], args: argparse.Namespace) -> None:
+    """Run the fixed and the adaptive run of each seed in lockstep; print per-seed and worst ratios."""
+    threads = args.threads or torch.get_num_threads()
     print(
         f"digits CNN to val_acc >= {args.target:g} %, fixed batch 32 / 32-true vs AdaptiveBatchSize("
-        f"{args.min_batch_size}..{args.max_batch_size}, window {args.window_s:g} s, {args.probe_windows} "
-        f"windows) + AdaptivePrecision(window {args.precision_window_s:g} s); {args.threads} thread(s)"
+        f"{args.min_batch_size}..{args.max_batch_size}, window {args.window_s or 'default'} s, "
+        f"{args.probe_windows} windows) + AdaptivePrecision({args.precisions or 'all precisions'}, window "
+        f"{args.precision_window_s or 'default'} s); {threads} torch thread(s) "
+        f"({'set' if args.threads else 'default'}), {args.load} busy background process(es), max_epochs "
+        f"{args.max_epochs}; runs of a seed in lockstep by epoch; energy: CPU-time ESTIMATE (10 W per "
+        "busy core), not a measurement"
     )
     rows = []
-    for i, seed in enumerate(seeds):
-        order = (False, True) if i % 2 == 0 else (True, False)
-        results = {adaptive: run(seed, adaptive, args) for adaptive in order}
-        fixed, adapt = results[False], results[True]
+    for seed in seeds:
+        first_adaptive = seed % 2 == 1  # who takes the first epoch alternates by seed
+        fixed, adapt = sorted(lockstep(seed, args, first_adaptive, (False, True)), key=lambda o: o.adaptive)
+        runs, floor = [("fixed", fixed), ("adaptive", adapt)], float("nan")
+        if args.floor:  # the same fixed run twice in lockstep: what the measurement alone scatters
+            pair = lockstep(seed, args, False, (False, False))
+            floor = max(o.energy_j for o in pair) / min(o.energy_j for o in pair)
+            runs += [("fixed A", pair[0]), ("fixed B", pair[1])]
         ratio = fixed.energy_j / adapt.energy_j if adapt.energy_j > 0 else float("nan")
-        rows.append((seed, fixed, adapt, ratio))
+        rows.append((seed, fixed, adapt, ratio, floor))
         share = adapt.probe_j / adapt.energy_j if adapt.energy_j else float("nan")
         extra = adapt.probe_extra_j / adapt.energy_j if adapt.energy_j else float("nan")
+        bshare = adapt.batch_probe_j / adapt.energy_j if adapt.energy_j else float("nan")
         print(
-            f"\nseed {seed}: energy source {fixed.source!r} (an ESTIMATE from CPU time, not a measurement)\n"
-            f"  fixed    : {fixed.energy_j:7.1f} J to {fixed.accuracy:5.2f} % in {fixed.epochs:2d} epochs "
-            f"({fixed.seconds:.1f} s){'' if fixed.reached else '  TARGET NOT REACHED'}\n"
-            f"  adaptive : {adapt.energy_j:7.1f} J to {adapt.accuracy:5.2f} % in {adapt.epochs:2d} epochs "
-            f"({adapt.seconds:.1f} s){'' if adapt.reached else '  TARGET NOT REACHED'}\n"
-            f"  ratio fixed/adaptive energy: {ratio:.2f}x\n"
-            f"  final batch size {adapt.batch_size}, final precision {adapt.precision}\n"
-            f"  batch-size switches: {adapt.batch_switches or 'none'}\n"
+            f"\nseed {seed}:\n"
+            + "".join(
+                f"  {name:9s}: {o.energy_j:7.1f} J to {o.accuracy:5.2f} % in {o.epochs:2d} epochs "
+                f"({o.seconds:.1f} s){'' if o.reached else '  TARGET NOT REACHED'}\n"
+                for name, o in runs
+            )
+            + f"  fixed/adaptive {ratio:.2f}x, adaptive/fixed {1 / ratio:.2f}x"
+            + (f"; fixed vs fixed {floor:.2f}x (this seed's noise floor)\n" if args.floor else "\n")
+            + f"  final batch size {adapt.batch_size}, final precision {adapt.precision}\n"
+            f"  batch-size switches: {adapt.batch_switches or 'none'}; probing {adapt.batch_probe_j:.1f} J "
+            f"= {bshare:.1%} of this run\n"
             f"  precision switches : {adapt.precision_switches or 'none'}\n"
             f"  precision J/sample : "
             + ", ".join(f"{p} {j * 1e3:.3f} mJ" for p, j in sorted(adapt.j_per_sample.items()))
             + f"\n  precision probing  : {adapt.probe_j:.2f} J in non-fp32 probe windows = {share:.1%} "
-            f"of the run; extra over fp32 {adapt.probe_extra_j:.2f} J = {extra:.1%}"
+            f"of the run; extra over fp32 {adapt.probe_extra_j:.2f} J = {extra:.1%}",
+            flush=True,
         )
-    ratios = [r for *_, r in rows]
-    both = all(f.reached and a.reached for _, f, a, _ in rows)
     print("\nsummary (energy: CPU-time ESTIMATE, 10 W per busy core)")
+    print(f"  {'seed':>4} {'fixed J':>8} {'adapt J':>8} {'f/a':>5} {'a/f':>5} {'f/f':>5}  batch  precision")
+    for seed, f, a, r, floor in rows:
+        print(
+            f"  {seed:>4} {f.energy_j:8.1f} {a.energy_j:8.1f} {r:5.2f} {1 / r:5.2f} {floor:5.2f}  "
+            f"{a.batch_size:>5}  {a.precision}"
+        )
+    ratios = [r for *_, r, _ in rows]
+    worst = max(rows, key=lambda row: 1 / row[3])
+    reached = all(f.reached and a.reached for _, f, a, _, _ in rows)
     print(
-        f"  median ratio fixed/adaptive energy to {args.target:g} %: {statistics.median(ratios):.2f}x "
-        f"(per seed {', '.join(f'{r:.2f}' for r in ratios)}); every run reached the target: {both}"
+        f"  median fixed/adaptive {statistics.median(ratios):.2f}x "
+        f"(range {min(ratios):.2f}-{max(ratios):.2f}x); "
+        f"worst seed {worst[0]}: adaptive/fixed {1 / worst[3]:.2f}x (target <= 1.10x); every run reached the "
+        f"target: {reached}"
     )
+    adapted = [a for _, _, a, _, _ in rows]
+    print(f"  final precision: {', '.join(a.precision for a in adapted)} (target: 32-true on this CPU)")
+    print(f"  final batch size: {', '.join(str(a.batch_size) for a in adapted)}")
+    shares = [a.probe_j / a.energy_j for a in adapted if a.energy_j]
+    extras = [a.probe_extra_j / a.energy_j for a in adapted if a.energy_j]
+    bshares = [a.batch_probe_j / a.energy_j for a in adapted if a.energy_j]
     print(
-        f"  accuracy reached: fixed {', '.join(f'{f.accuracy:.2f}' for _, f, _, _ in rows)}; "
-        f"adaptive {', '.join(f'{a.accuracy:.2f}' for _, _, a, _ in rows)}"
+        f"  batch-size probing: {', '.join(f'{b:.1%}' for b in bshares)} of each adaptive run's energy "
+        f"(budgeted on the projection to max_epochs={args.max_epochs}; these runs stop at the target)"
     )
-    print(f"  final precision: {', '.join(a.precision for _, _, a, _ in rows)} (target: 32-true on this CPU)")
-    print(f"  final batch size: {', '.join(str(a.batch_size) for _, _, a, _ in rows)}")
-    shares = [a.probe_j / a.energy_j for _, _, a, _ in rows if a.energy_j]
-    extras = [a.probe_extra_j / a.energy_j for _, _, a, _ in rows if a.energy_j]
     print(
         f"  precision probing: median {statistics.median(shares):.1%} of the energy in non-fp32 probe "
         f"windows, median extra over fp32 {statistics.median(extras):.1%} (target <= 5 %)"

@@ -35,6 +35,10 @@ NOT_RUN_KEYS = (NOT_RUN_KWH, NOT_RUN_EPOCHS, NOT_RUN_STEPS, NOT_RUN_CHECKS, NOT_
 # Summary fields.
 PRECISION_PROBE_SHARE = "precision_probe_share"  # AdaptivePrecision: probing energy / the run's
 
+# Summary fields (energy_summary.json): probing energy, PUE included, and its share of the run's.
+BATCH_SIZE_PROBE_J = "batch_size_probe_j"  # AdaptiveBatchSize: training at candidate sizes
+BATCH_SIZE_PROBE_SHARE = "batch_size_probe_share"
+
 # Run parameters.
 PARAM_ENERGY_SOURCE = "lightning_green.energy_source"
 PARAM_PUE = "lightning_green.pue"

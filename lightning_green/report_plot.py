@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_green import keys
+from lightning_green.report_marks import adaptation_marks, draw_adaptation_marks
 
 PLOT_FILENAME = "energy_report.png"
 """Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
@@ -15,9 +16,10 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
 
     The metric is a line over cumulative energy (one point per epoch); each epoch's energy is a
-    bar spanning the energy it used (right axis); the stop point is marked with its reason; where
-    the stopping policy fitted a learning curve, the fit is drawn over the epochs it was fitted
-    on and dashed over its projection to the planned end of the run.
+    bar spanning the energy it used (right axis); batch-size and precision probes are shaded
+    and adopted switches drawn as lines (:mod:`lightning_green.report_marks`); the stop point
+    is marked with its reason; where the stopping policy fitted a learning curve, the fit is
+    drawn over the epochs it was fitted on and dashed over its projection to the planned end.
 
     Args:
         summary: What :func:`build_summary` returned (with the stopper's fields when it ran).
@@ -82,6 +84,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
             )
         if beyond:
             ax.plot(*zip(*beyond, strict=True), "--", color="#e6550d", linewidth=1.2, label="projection")
+    draw_adaptation_marks(ax, adaptation_marks(summary))  # probe spans, adopted switches
     stop_reason = summary.get("stop_reason")
     stopped_epoch = summary.get("stopped_epoch")
     at, marker = None, None

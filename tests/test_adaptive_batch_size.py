@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -28,6 +29,7 @@ from lightning_green import (
     AdaptivePrecision,
     EnergyAwareEarlyStopping,
     EnergyMonitor,
+    keys,
 )
 from lightning_green.adaptations import ADAPTATIONS_FILENAME
 from lightning_green.callbacks import _loggers
@@ -38,7 +40,7 @@ from lightning_green.training import gradient_pairs
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
-FAST = dict(window_s=0.001, probe_windows=2)  # scripted energy needs no long windows
+FAST = dict(window_s=0.001, probe_windows=2, probe_fraction=0.9)  # scripted energy: short windows, short runs
 STEP_HEAVY = dict(overhead_j=0.2, per_sample_j=0.001)  # per-step overhead: bigger batches are cheaper
 
 
@@ -93,31 +95,81 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
 
 
 # -- switching between epochs -----------------------------------------------------------------------
-def test_switches_between_epochs_the_loader_yields_the_new_size_lr_follows_and_it_is_logged(
+def test_switches_only_after_interleaved_epochs_resolve_the_saving_the_loader_and_lr_follow_and_it_is_logged(
     tmp_path, monkeypatch, ns
 ):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
     spy = Spy()
     logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
-    trainer, _, dm = fit(
-        tmp_path, [spy, cb], epochs=4, logger=logger, lightning=ns
-    )  # spy sees each epoch's lr
-    # Epoch 0 measures the user's 32, epoch 1 probes 64, then the model decides (64 is 1.8x
-    # cheaper per sample here, so it wins for any noise scale above ~25 samples).
-    assert moves(cb)[0] == (0, 32, 64, "probe")
-    assert [r["batch_size"] for r in spy.rows] == [32, 64, 64, 64]  # what the loader really yielded
-    assert spy.rows[1]["lr"] == pytest.approx(2 * spy.rows[0]["lr"])  # linear rule
-    assert cb.settled and cb.b_noise is not None and cb.b_noise > 0
-    assert moves(cb)[1][1:] == (64, 64, "cheaper")  # settles on 64 (cheaper than the user's 32)
-    assert dm.batch_size == cb.current_batch_size == 64
+    trainer, _, dm = fit(tmp_path, [spy, cb], epochs=8, logger=logger, lightning=ns)
+    # Epochs 0-1 at the user's 32 (until the noise scale is known), then 64 and 32 alternate by
+    # epoch until two candidate visits resolve 64 as cheaper (1.76x fewer J/sample here).
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64, 32, 64, 32, 64, 64]  # what the loader yielded
+    assert moves(cb) == [
+        (1, 32, 64, "probe"),
+        (2, 64, 32, "interleave"),
+        (3, 32, 64, "probe"),
+        (4, 64, 32, "interleave"),
+        (5, 32, 64, "cheaper"),
+    ]
+    assert [h["applied_epoch"] for h in cb.history] == [2, 3, 4, 5, 6]
+    assert spy.rows[2]["lr"] == pytest.approx(2 * spy.rows[0]["lr"]) == spy.rows[6]["lr"]  # linear rule
+    assert spy.rows[3]["lr"] == pytest.approx(spy.rows[0]["lr"])  # back at 32: back to its lr
+    figures = cb.history[-1]["details"]["comparison"]
+    assert figures["verdict"] == "cheaper" and figures["pairs"] == 2
+    assert figures["ratio"] == pytest.approx((0.2 / 64 + 0.001) / (0.2 / 32 + 0.001))
+    assert figures["ratio_high"] < 0.9 and figures["energy_to_target_high"] < 0.9
+    assert len(figures["window_roles"]) == len(figures["window_j_per_sample"]) > 5 * figures["pairs"]
+    assert dm.batch_size == cb.current_batch_size == 64 and cb.b_noise is not None and cb.b_noise > 0
     rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
-    assert [float(r["energy/batch_size"]) for r in rows if r.get("energy/batch_size")] == [32, 64, 64, 64]
-    adaptations = json.loads((Path(logger.log_dir) / "adaptations.json").read_text())
-    assert adaptations["batch_size"]["batch_size_switches"] == "e0 s20 32->64 probe"
+    logged = [float(r["energy/batch_size"]) for r in rows if r.get("energy/batch_size")]
+    assert logged == [32, 32, 64, 32, 64, 32, 64, 64]
+    adaptations = json.loads((Path(logger.log_dir) / "adaptations.json").read_text())["batch_size"]
+    assert adaptations["batch_size_switches"].endswith("e5 s120 32->64 cheaper")
+    assert adaptations["batch_size_adaptations"][-1]["details"]["comparison"]["verdict"] == "cheaper"
     summary = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor)).last_summary
     assert summary["batch_size"] == 64 and summary["batch_size_initial"] == 32
     assert set(summary["batch_size_j_per_sample"]) == {"32", "64"}
+    # Two candidate epochs of 20 steps at 64, each step 0.2 + 64 x 0.001 J: all of it counted.
+    assert summary[keys.BATCH_SIZE_PROBE_J] == pytest.approx(2 * 20 * (0.2 + 0.064))
+    total_j = summary["total_kwh"] * 3.6e6
+    assert summary[keys.BATCH_SIZE_PROBE_SHARE] == pytest.approx(summary[keys.BATCH_SIZE_PROBE_J] / total_j)
+
+
+def test_a_difference_within_the_measured_noise_is_never_adopted(tmp_path, monkeypatch):
+    # The same joules per sample at every size, each step's cost scattered by up to x2 either way:
+    # a window can look much cheaper at 64, but the paired visits never resolve it.
+    cost = install_step_cost(monkeypatch, overhead_j=0.0, per_sample_j=0.001)
+    rng, charge = np.random.default_rng(0), cost.charge
+    cost.charge = lambda batch, dtype: charge(batch * float(np.exp(rng.uniform(-0.7, 0.7))), dtype)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    spy = Spy()
+    fit(tmp_path, [spy, cb], epochs=12)
+    assert "cheaper" not in [m[3] for m in moves(cb)]
+    assert cb.chosen_setting() == 32 and spy.rows[-1]["batch_size"] == 32
+    verdict = next(h for h in cb.history if h["from"] == h["to"])
+    assert verdict["reason"] in ("unresolved", "costlier")
+    assert (
+        verdict["details"]["comparison"]["ratio_low"]
+        < 1.0 - 0.1
+        < verdict["details"]["comparison"]["ratio_high"]
+    )
+
+
+def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_path, monkeypatch, recwarn):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, window_s=0.001)  # 5 % of 6 epochs
+    spy = Spy()
+    trainer, _, _ = fit(tmp_path, [spy, cb], epochs=6)
+    assert [r["batch_size"] for r in spy.rows] == [32] * 6
+    assert moves(cb) == [(0, 32, 32, "no_probe_budget")]  # recorded once, at the first epoch end
+    details = cb.history[0]["details"]
+    assert details["min_visits"] * details["visit_j"] > details["probe_allowance_j"] > 0
+    said = [w for w in recwarn if "does not probe" in str(w.message)]
+    assert len(said) == 1 and "probing budget" in str(said[0].message)
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert summary[keys.BATCH_SIZE_PROBE_SHARE] == 0.0 and summary["batch_size"] == 32
 
 
 class ScriptedValLoss(CostedDigits):
@@ -135,51 +187,52 @@ class ScriptedValLoss(CostedDigits):
 def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported(
     tmp_path, monkeypatch, sqlite_uri, ended_by
 ):
-    # Probing goes 32 -> 64 -> 16: the switch to 16 is decided at the end of epoch 1, where the
-    # run ends - by EnergyAwareEarlyStopping (Lightning runs its epoch-end hook after this
-    # callback's) or by max_epochs. 16 must not be reported, tagged or paid for in the lr.
+    # Epoch 1 ends deciding the probe of 64, epoch 2 trains at 64 and ends deciding the way back
+    # to 32, where the run ends - by EnergyAwareEarlyStopping (Lightning runs its epoch-end hook
+    # after this callback's) or by max_epochs. 64 -> 32 must not be reported or paid for in the lr.
     install_step_cost(monkeypatch, **STEP_HEAVY)
     logger = MLFlowLogger(
         experiment_name="last", tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "artifacts")
     )
-    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, lr_scaling="linear", **FAST)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
     spy = Spy()
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0)
-    callbacks, model, epochs = [spy, cb, ckpt], CostedDigits(), 2
+    callbacks, model, epochs = [spy, cb, ckpt], CostedDigits(), 3
     if ended_by == "stopper":
         stopper = EnergyAwareEarlyStopping(monitor="val_loss", stopping_threshold=1.0)
-        callbacks, model, epochs = [*callbacks, stopper], ScriptedValLoss([2.0, 0.5]), 6
+        callbacks, model, epochs = [*callbacks, stopper], ScriptedValLoss([2.0, 2.0, 0.5]), 6
     trainer, _, dm = fit(
         tmp_path, callbacks, model=model, epochs=epochs, logger=logger, enable_checkpointing=True
     )
     if ended_by == "stopper":
-        assert stopper.stopped_epoch == 1
+        assert stopper.stopped_epoch == 2
     lr0 = model.lr
-    assert [r["batch_size"] for r in spy.rows] == [32, 64]  # what trained
-    assert moves(cb) == [(0, 32, 64, "probe")]  # no 64 -> 16 that never trained
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64]  # what trained
+    assert moves(cb) == [(1, 32, 64, "probe")]  # no 64 -> 32 that never trained
+    assert cb.pending is not None and (cb.pending.to, cb.pending.reason) == (32, "interleave")
     assert cb.current_batch_size == dm.batch_size == 64
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2 * lr0)  # scaled for 64 only
     summary = EnergyMonitor.for_trainer(trainer).last_summary
     # The run ended probing 64: chosen is still the user's 32; the last epoch trained at 64.
     assert (summary["batch_size"], summary["batch_size_last"]) == (32, 64)
-    assert summary["batch_size_switches"] == "e0 s20 32->64 probe"
+    assert summary["batch_size_switches"] == "e1 s40 32->64 probe"
     written = json.loads((_loggers.output_dir(trainer) / ADAPTATIONS_FILENAME).read_text())
     assert (written["batch_size"]["batch_size"], written["batch_size"]["batch_size_last"]) == (32, 64)
     assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
     tags = logger.experiment.get_run(logger.run_id).data.tags
     assert tags["lightning_green.batch_size"] == "32"
-    assert tags["lightning_green.batch_size_switches"] == "e0 s20 32->64 probe"
-    # The decision is not lost: resumed for one more epoch, the run trains at 16 from its start,
-    # with the lr scaled once for it - as a run that had not stopped would have.
+    assert tags["lightning_green.batch_size_switches"] == "e1 s40 32->64 probe"
+    # The decision is not lost: resumed, the run trains at 32 from its start, with the lr scaled
+    # back once - as a run that had not stopped would have - and goes on with the trial.
     resumed, spy_b = (
-        AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, lr_scaling="linear", **FAST),
+        AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST),
         Spy(),
     )
-    fit(tmp_path / "b", [spy_b, resumed], epochs=3, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    fit(tmp_path / "b", [spy_b, resumed], epochs=5, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
     trained = [r for r in spy_b.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
-    assert [r["batch_size"] for r in trained] == [16]
-    assert trained[0]["lr"] == pytest.approx(lr0 / 2)
-    assert moves(resumed) == [(0, 32, 64, "probe"), (1, 64, 16, "probe")]
+    assert [r["batch_size"] for r in trained] == [32, 64]
+    assert trained[0]["lr"] == pytest.approx(lr0)
+    assert moves(resumed)[:3] == [(1, 32, 64, "probe"), (2, 64, 32, "interleave"), (3, 32, 64, "probe")]
 
 
 def test_learning_rate_rules_scale_optimizers_and_schedulers():
@@ -208,21 +261,24 @@ def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monke
     install_step_cost(monkeypatch, **STEP_HEAVY)
     cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
     spy = Spy()
-    trainer, model, _ = fit(tmp_path, [cb, spy], model=CostedDigits(oom_above=32), epochs=5)
-    assert moves(cb)[:2] == [(0, 32, 64, "probe"), (1, 64, 16, "out_of_memory")]
+    trainer, model, _ = fit(tmp_path, [cb, spy], model=CostedDigits(oom_above=32), epochs=6)
+    assert moves(cb)[:3] == [(1, 32, 64, "probe"), (2, 64, 32, "out_of_memory"), (3, 32, 16, "probe")]
     assert cb.policy.oom_batch_size == 64 and 64 not in cb.policy.candidates
-    assert [r["batch_size"] for r in spy.rows][:3] == [32, 64, 16]
-    assert trainer.current_epoch == 5 and cb.current_batch_size <= 32  # all epochs ran, at sizes that fit
+    assert cb.policy.tried[64] == "out_of_memory"
+    assert [r["batch_size"] for r in spy.rows][:5] == [32, 32, 64, 32, 16]
+    assert trainer.current_epoch == 6 and cb.current_batch_size <= 32  # all epochs ran, at sizes that fit
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert "val_acc" in trainer.callback_metrics
 
 
 @pytest.mark.parametrize("at_validation_end", [False, True])
-def test_resume_restores_the_batch_size_and_makes_the_same_decisions(
-    tmp_path, monkeypatch, at_validation_end
+@pytest.mark.parametrize("resume_after", [1, 2, 3])
+def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(
+    tmp_path, monkeypatch, at_validation_end, resume_after
 ):
     # Lightning saves either after the epoch-end hooks (its default with per-epoch validation) or
     # at validation end, before them: then the resumed run makes the epoch-end decision, once.
+    # Epoch 1 ends deciding the probe, epoch 2 trains at the candidate, epoch 3 back at 32.
     def checkpoint(name):
         return ModelCheckpoint(
             dirpath=str(tmp_path / name),
@@ -232,25 +288,31 @@ def test_resume_restores_the_batch_size_and_makes_the_same_decisions(
         )
 
     install_step_cost(monkeypatch, **STEP_HEAVY)
-    whole = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST)
+    whole = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     spy_whole = Spy()
-    fit(tmp_path / "a", [spy_whole, whole, checkpoint("ckpt")], epochs=3, enable_checkpointing=True)
+    fit(tmp_path / "a", [spy_whole, whole, checkpoint("ckpt")], epochs=7, enable_checkpointing=True)
+    assert [r["batch_size"] for r in spy_whole.rows] == [32, 32, 64, 32, 64, 32, 64]
 
     install_step_cost(monkeypatch, **STEP_HEAVY)
-    resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, grow=False, **FAST), Spy()
-    first_epoch = str(tmp_path / "ckpt" / "epoch=0-step=20.ckpt")
-    saved = torch.load(first_epoch, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
-    # Saved before the epoch-end decision, or after it with the switch pending (applied when the
-    # next epoch starts): either way the checkpoint trained at 32.
-    assert saved["current_batch_size"] == 32
-    assert (saved["pending"] or {}).get("to") == (None if at_validation_end else 64)
+    resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST), Spy()
+    step = 20 * (resume_after + 1)
+    path = str(tmp_path / "ckpt" / f"epoch={resume_after}-step={step}.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert saved["current_batch_size"] == spy_whole.rows[resume_after]["batch_size"]
     ckpt_b = checkpoint("ckpt_b")
-    fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=3, ckpt_path=first_epoch, enable_checkpointing=True)
+    fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=7, ckpt_path=path, enable_checkpointing=True)
     trained = [r for r in spy.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
-    assert trained[0]["batch_size"] == 64  # the restored (or just decided) size, from epoch 1 on
-    assert trained[0]["lr"] == pytest.approx(spy_whole.rows[1]["lr"])  # scaled once, not twice
+    expected = spy_whole.rows[resume_after + 1 :]
+    assert [r["batch_size"] for r in trained] == [r["batch_size"] for r in expected]
+    assert [r["lr"] for r in trained] == pytest.approx([r["lr"] for r in expected])  # scaled once, not twice
     assert moves(resumed) == moves(whole)  # the same decisions, none repeated
-    assert resumed.current_batch_size == whole.current_batch_size
+    assert resumed.current_batch_size == whole.current_batch_size == 64
+    assert resumed.policy.probe_j == pytest.approx(whole.policy.probe_j)
+    # The same figures behind the decision (up to the last bits of the restarted meter's sums).
+    got, want = (cb.history[-1]["details"]["comparison"] for cb in (resumed, whole))
+    assert (got["verdict"], got["pairs"]) == (want["verdict"], want["pairs"])
+    assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
+    assert got["window_j_per_sample"] == pytest.approx(want["window_j_per_sample"], rel=1e-9)
 
 
 def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
@@ -278,6 +340,8 @@ def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
     cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
     fit(tmp_path, [cb, EpochEndAgain(cb)], epochs=4)
     assert decided == [(e, 20 * (e + 1)) for e in range(4)]  # one decision per epoch end
+    assert [m[0] for m in moves(cb)] == [1, 2]  # probe, back: none twice
+    assert cb.pending is not None and cb.pending.to == 64  # the next visit, decided at the last epoch end
 
 
 # -- what a switch would crash is refused at fit start ----------------------------------------------
@@ -293,7 +357,7 @@ def test_an_integer_val_check_interval_is_refused_at_fit_start(tmp_path, monkeyp
     cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     across = dict(val_check_interval=30, check_val_every_n_epoch=None)
     trainer, _, _ = fit(tmp_path, [cb], epochs=3, batches=1.0, **across)
-    assert trainer.current_epoch == 3 and (0, 32, 64, "probe") in moves(cb)
+    assert trainer.current_epoch == 3 and (32, 64, "probe") in [m[1:] for m in moves(cb)]
 
 
 class OneCycleDigits(CostedDigits):
@@ -322,7 +386,7 @@ def test_one_cycle_lr_stepped_per_step_is_refused_at_fit_start(tmp_path, monkeyp
     # Stepped per epoch it is sized in epochs, which the batch size does not change.
     cb2 = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)
     trainer, _, _ = fit(tmp_path, [cb2], model=OneCycleDigits(interval="epoch"), epochs=3, batches=1.0)
-    assert trainer.current_epoch == 3 and [m[2] for m in moves(cb2)][:2] == [64, 16]
+    assert trainer.current_epoch == 3 and [m[2] for m in moves(cb2)] == [64, 32]  # probe, back
 
 
 # -- per-step cost ----------------------------------------------------------------------------------
@@ -445,13 +509,13 @@ def test_both_callbacks_log_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
     )
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
     precision = AdaptivePrecision(window_s=0.001, start_step=4, probe_budget=0.9)  # a short scripted run
-    fit(tmp_path, [batch, precision], epochs=4, logger=logger)
+    fit(tmp_path, [batch, precision], epochs=6, logger=logger)
     client = logger.experiment
     per_epoch = {
         key: [m.value for m in sorted(client.get_metric_history(logger.run_id, key), key=lambda m: m.step)]
         for key in ("energy/batch_size", "energy/precision")
     }
-    assert len(per_epoch["energy/batch_size"]) == len(per_epoch["energy/precision"]) == 4
+    assert len(per_epoch["energy/batch_size"]) == len(per_epoch["energy/precision"]) == 6
     assert per_epoch["energy/precision"][-1] == 32.0  # bf16 is 3x dearer in this scripted hardware
     assert 64.0 in per_epoch["energy/batch_size"]
     tags = client.get_run(logger.run_id).data.tags
@@ -476,11 +540,19 @@ def test_ddp_ranks_make_identical_decisions(tmp_path, lightning):
     env.pop("LOCAL_RANK", None)
     args = [
         "--epochs",
-        "4",
+        "6",
         "--callbacks",
         "monitor,batch,precision",
         "--batch-args",
-        json.dumps({"min_batch_size": 32, "max_batch_size": 64, "window_s": 0.02, "probe_windows": 2}),
+        json.dumps(
+            {
+                "min_batch_size": 32,
+                "max_batch_size": 64,
+                "window_s": 0.02,
+                "probe_windows": 2,
+                "probe_fraction": 0.9,
+            }
+        ),
         "--precision-args",
         json.dumps({"window_s": 0.02, "start_step": 4, "probe_budget": 0.9}),  # short scripted run
         "--lightning",

@@ -1,4 +1,4 @@
-"""Batch-size policy: candidates, the energy-to-target model, probing, OOM, hysteresis, state."""
+"""Batch-size policy: candidates, the energy-to-target model, interleaved trials, budget, OOM, state."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lightning_green.policy.batch_size import (
+    USE_ESTIMATE,
     BatchSizePolicy,
     BatchSizeReason,
     candidate_batch_sizes,
@@ -32,12 +34,30 @@ def _feed(policy: BatchSizePolicy, batch_size: int, windows: int = 1, first_fact
         policy.record_probe(batch_size, energy_j=j * batch_size * 10, samples=batch_size * 10, duration_s=1.0)
 
 
-def _run(policy: BatchSizePolicy, b_noise_seq, windows_per_decision: int = 1) -> list:
-    decisions = []
-    for b_noise in b_noise_seq:
-        _feed(policy, policy.current_batch_size, windows_per_decision)
-        decisions.append(policy.decide(b_noise))
-    return decisions
+def simulate(policy, j_of, epochs, horizon, b_noise=1e6, windows=4, start=0, run_j=0.0, log=None):
+    """Train ``epochs`` epochs of ``windows`` windows at the policy's size; decide at each end.
+
+    ``j_of(size, epoch, window)`` gives the joules per sample of a window. Returns the decisions
+    as ``(epoch, batch_size, reason)`` (None decisions left out) and the run energy.
+    """
+    out = [] if log is None else log
+    for epoch in range(start, start + epochs):
+        size = policy.current_batch_size
+        for w in range(windows):
+            energy = j_of(size, epoch, w) * size * 10
+            policy.record_probe(size, energy_j=energy, samples=size * 10, duration_s=1.0)
+            run_j += energy
+        d = policy.decide(
+            run_energy_j=run_j, epochs_done=epoch + 1, fraction_done=(epoch + 1) / horizon, b_noise=b_noise
+        )
+        if d is not None:
+            out.append((epoch, d.batch_size, d.reason.value, d))
+    return out, run_j
+
+
+def noisy(spread: float, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return lambda size, epoch, w: J_PER_SAMPLE[size] * float(np.exp(rng.normal(0.0, spread)))
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -110,133 +130,147 @@ def test_choose_rejects_bad_inputs():
 # ----------------------------------------------------------------------------- the policy
 
 
-def test_probes_every_candidate_then_settles_on_energy_optimum():
-    policy = BatchSizePolicy(64, 16, 512, min_windows=3, warmup_windows=1)
-    decisions = _run(policy, [40.0] * 40)
-    probed = [d.batch_size for d in decisions if d.reason is BatchSizeReason.PROBE]
-    assert probed[0] == 64 and set(probed) == set(J_PER_SAMPLE)
-    assert policy.measured() == pytest.approx(J_PER_SAMPLE)
-    assert decisions[-1].batch_size == 64 and decisions[-1].reason is BatchSizeReason.KEEP
-    # With a large noise scale the same measurements lead to the largest size.
-    grown = policy.decide(1e5)
-    assert grown.batch_size == 512 and grown.reason is BatchSizeReason.CHEAPER
-    assert grown.details["energy_vs_current"][512] < 0.9
+def test_a_resolved_saving_is_adopted_after_interleaved_epochs_with_its_figures():
+    policy = BatchSizePolicy(32, 32, 64, noise_min_updates=1)
+    log, _ = simulate(policy, noisy(0.02), epochs=6, horizon=100)
+    # R C R C R by epoch: two candidate visits give two pairs, the least an interval needs.
+    assert [(e, b, r) for e, b, r, _ in log] == [
+        (0, 64, "probe"),
+        (1, 32, "interleave"),
+        (2, 64, "probe"),
+        (3, 32, "interleave"),
+        (4, 64, "cheaper"),
+    ]
+    assert log[2][3].details["comparison"]["verdict"] == "insufficient"  # one pair: no bound yet
+    figures = log[-1][3].details["comparison"]
+    assert figures["verdict"] == "cheaper" and figures["pairs"] == 2
+    assert figures["ratio"] == pytest.approx(0.8 / 1.2, rel=0.05)
+    assert figures["ratio_high"] < 0.9 and figures["energy_to_target_high"] < 0.9
+    # Per visit (3 reference, 2 candidate) and per window (the first of each visit dropped).
+    assert len(figures["reference_j_per_sample"]) == 3 and len(figures["candidate_j_per_sample"]) == 2
+    assert figures["window_roles"].count("candidate") == 6 and len(figures["window_j_per_sample"]) == 15
+    assert policy.current_batch_size == policy.adopted_batch_size == 64 and policy.tried == {
+        64: "cheaper",
+        32: "left",
+    }
 
 
-def test_warmup_window_of_each_visit_is_discarded():
-    policy = BatchSizePolicy(64, 64, 128, min_windows=1, warmup_windows=1)
-    # First window of each visit 10x more expensive (allocator, autotuning).
-    _feed(policy, 64, windows=1, first_factor=10.0)
-    assert policy.j_per_sample(64) is None  # only the warm-up so far
-    _feed(policy, 64, windows=1)
-    _feed(policy, 128, windows=2, first_factor=10.0)
-    _feed(policy, 64, windows=1, first_factor=10.0)  # a new visit warms up again
-    assert policy.j_per_sample(64) == pytest.approx(J_PER_SAMPLE[64])
-    assert policy.j_per_sample(128) == pytest.approx(J_PER_SAMPLE[128])
-    no_warmup = BatchSizePolicy(64, 64, 128, min_windows=1, warmup_windows=0)
-    _feed(no_warmup, 64, windows=2, first_factor=10.0)
-    assert no_warmup.j_per_sample(64) > 2 * J_PER_SAMPLE[64]
+@pytest.mark.parametrize("seed", range(4))
+def test_a_difference_within_the_noise_is_unresolved_and_the_size_stays(seed):
+    # 64 is 3 % cheaper per sample (less than the 10 % margin) and windows scatter by +-30 %.
+    j_of = noisy(0.3, seed)
+    policy = BatchSizePolicy(32, 32, 64, noise_min_updates=1)
+    log, _ = simulate(
+        policy, lambda b, e, w: j_of(32, e, w) * (0.97 if b == 64 else 1.0), epochs=12, horizon=200
+    )
+    reasons = [r for _, _, r, _ in log]
+    assert reasons == ["probe", "interleave", "probe", "interleave", "probe", "interleave", "unresolved"]
+    assert log[-1][3].details["visits"] == 3  # max_visits
+    assert policy.current_batch_size == 32 and policy.tried == {64: "unresolved"}
+    assert log[-1][3].details["comparison"]["verdict"] == "unresolved"
 
 
-def test_median_resists_an_outlier_window():
-    policy = BatchSizePolicy(64, 64, 64, min_windows=3, warmup_windows=0)
-    for j in (0.8, 8.0, 0.81, 0.79, 0.8):
-        policy.record_probe(64, energy_j=j * 640, samples=640, duration_s=1.0)
-    assert policy.j_per_sample(64) == pytest.approx(0.8)
+def test_cheaper_per_sample_is_not_adopted_when_the_extra_samples_cost_more():
+    policy = BatchSizePolicy(32, 32, 64, noise_min_updates=1)
+    log, _ = simulate(policy, noisy(0.02), epochs=6, horizon=100, b_noise=20.0)
+    assert log[-1][2] == "more_samples" and policy.current_batch_size == 32
+    assert log[-1][3].details["comparison"]["verdict"] == "cheaper"  # per sample it was
+    assert log[-1][3].details["comparison"]["samples_factor"] == pytest.approx((20 + 64) / (20 + 32))
 
 
-def test_out_of_memory_rules_out_size_and_everything_larger_for_good():
-    policy = BatchSizePolicy(64, 16, 512, min_windows=2, warmup_windows=0)
-    seen = []
-    for _ in range(60):
-        b = policy.current_batch_size
-        if b >= 256:
-            policy.record_probe(b, 0.0, 0, 0.0, oom=True)
-        else:
-            _feed(policy, b)
-        d = policy.decide(1e6)
-        seen.append(d.batch_size)
-    first_oom = seen.index(256) if 256 in seen else None
-    assert first_oom is not None  # it was tried once ...
-    assert all(b < 256 for b in seen[first_oom + 1 :])  # ... and never again, nor 512
-    assert 512 not in seen
-    assert policy.oom_batch_size == 256 and policy.candidates == [16, 32, 64, 128]
-    assert seen[-1] == 128  # the largest that fits wins at a huge noise scale
+def test_a_costlier_candidate_is_dropped_and_the_next_one_tried():
+    policy = BatchSizePolicy(64, 32, 128, noise_min_updates=1)
+    log, _ = simulate(policy, noisy(0.02), epochs=12, horizon=400)
+    steps = [(b, r) for _, b, r, _ in log]
+    # 128 first (nearest, larger first): cheaper per sample -> adopted; then 256 is out of range,
+    # 64 was left, 32 is costlier per sample.
+    visits = [(128, "probe"), (64, "interleave")] * 2
+    assert steps[:5] == [*visits, (128, "cheaper")]
+    assert steps[5:] == [
+        (32, "probe"),
+        (128, "interleave"),
+        (32, "probe"),
+        (128, "interleave"),
+        (128, "costlier"),
+    ]
+    assert policy.tried == {128: "cheaper", 64: "left", 32: "costlier"}
 
 
-def test_out_of_memory_of_the_adopted_size_backs_off():
-    policy = BatchSizePolicy(64, 32, 128, min_windows=1, warmup_windows=0)
-    _run(policy, [1e6] * 6)
-    assert policy.current_batch_size == 128
+def test_unknown_noise_scale_waits_without_probing():
+    policy = BatchSizePolicy(64, 32, 128)
+    log, _ = simulate(policy, noisy(0.02), epochs=5, horizon=100, b_noise=None)
+    assert log == [] and policy.current_batch_size == 64 and policy.probe_j == 0
+
+
+@pytest.mark.parametrize(("horizon", "probes"), [(30, False), (39, False), (40, True), (200, True)])
+def test_a_run_too_short_for_two_candidate_epochs_does_not_probe_and_says_so_once(horizon, probes):
+    policy = BatchSizePolicy(32, 32, 64, noise_min_updates=1)
+    log, _ = simulate(policy, noisy(0.0), epochs=6, horizon=horizon)
+    if probes:
+        assert log[0][2] == "probe"
+    else:
+        assert [(e, r) for e, _, r, _ in log] == [(0, "no_probe_budget")]  # once, at the first epoch end
+        details = log[0][3].details
+        assert details["min_visits"] * details["visit_j"] > details["probe_allowance_j"]
+        assert policy.probe_j == 0 and not policy.active
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_probing_energy_stays_within_five_percent_of_the_run(seed):
+    # Noisy windows, many candidates, smaller ones more expensive: probing stops at the budget.
+    policy = BatchSizePolicy(64, 16, 512, noise_min_updates=1)
+    horizon = 60
+    _, run_j = simulate(policy, noisy(0.2, seed), epochs=horizon, horizon=horizon)
+    assert 0 < policy.probe_j <= 0.05 * run_j
+
+
+def test_out_of_memory_rules_out_the_candidate_and_everything_larger():
+    policy = BatchSizePolicy(64, 32, 256, noise_min_updates=1)
+    log, _ = simulate(policy, noisy(0.02), epochs=1, horizon=200)
+    assert log[-1][1:3] == (128, "probe")
     policy.record_probe(128, 0.0, 0, 0.0, oom=True)
-    d = policy.decide(1e6)
-    assert d.reason is BatchSizeReason.OUT_OF_MEMORY and d.batch_size == 64 and d.changed
+    d = policy.decide(run_energy_j=100.0, epochs_done=2, fraction_done=0.01, b_noise=1e6)
+    assert (d.batch_size, d.reason) == (64, BatchSizeReason.OUT_OF_MEMORY) and d.changed
+    assert policy.candidates == [32, 64] and policy.tried[128] == "out_of_memory"
 
 
 def test_everything_out_of_memory_is_reported_not_raised():
     policy = BatchSizePolicy(64, 64, 128)
     policy.record_probe(64, 0.0, 0, 0.0, oom=True)
-    d = policy.decide(100.0)
+    d = policy.decide(run_energy_j=10.0, epochs_done=1, fraction_done=0.1, b_noise=100.0)
     assert (
         d.reason is BatchSizeReason.OUT_OF_MEMORY
         and "every candidate ran out of memory" in d.details["error"]
     )
 
 
-def test_hysteresis_avoids_flapping_on_a_noisy_noise_scale():
-    # Break-even between 64 and 128 at B_noise ≈ 134 for these J/sample (0.8 vs 0.62).
-    j = {64: 0.8, 128: 0.62}
-    break_even = (0.62 * 128 - 0.8 * 64) / (0.8 - 0.62)
-    noisy = [break_even * (1.25 if i % 2 else 0.8) for i in range(30)]
-    for margin, expect_flapping in ((0.1, False), (0.0, True)):
-        policy = BatchSizePolicy(64, 64, 128, min_windows=1, warmup_windows=0, switch_margin=margin)
-        for b in (64, 128):
-            policy.record_probe(b, j[b] * b, b, 0.1)
-        switches = sum(policy.decide(bn).reason is BatchSizeReason.CHEAPER for bn in noisy)
-        assert (switches > 5) is expect_flapping
-
-
-def test_grows_with_the_noise_scale_over_training():
-    policy = BatchSizePolicy(32, 16, 256, min_windows=1, warmup_windows=0)
-    sizes = [d.batch_size for d in _run(policy, [20.0] * 6 + [200.0] * 3 + [1e5] * 3)]
-    assert sizes[5] <= 32 < sizes[8] < sizes[11] == 256
-
-
-def test_unknown_noise_scale_stays_at_the_users_size():
-    policy = BatchSizePolicy(64, 16, 512, min_windows=1, warmup_windows=0)
-    decisions = _run(policy, [None] * 10)
-    assert decisions[-1].reason is BatchSizeReason.UNKNOWN_NOISE_SCALE
-    assert decisions[-1].batch_size == 64
-
-
-def test_state_round_trip_gives_identical_decisions():
-    schedule = [None] * 5 + [40.0] * 10 + [3000.0] * 10
-    whole = BatchSizePolicy(64, 16, 512, min_windows=2, warmup_windows=1)
-    expected = [(d.batch_size, d.reason) for d in _run(whole, schedule)]
-    first = BatchSizePolicy(64, 16, 512, min_windows=2, warmup_windows=1)
-    got = [(d.batch_size, d.reason) for d in _run(first, schedule[:12])]
-    resumed = BatchSizePolicy(64, 16, 512, min_windows=2, warmup_windows=1)
+@pytest.mark.parametrize("cut", [1, 2, 3, 5])
+def test_state_round_trip_mid_trial_gives_identical_decisions(cut):
+    j_of = noisy(0.3, seed=1)
+    values = {(b, e, w): j_of(b, e, w) for b in J_PER_SAMPLE for e in range(12) for w in range(4)}
+    replay = lambda b, e, w: values[(b, e, w)]  # noqa: E731 - the same windows for both runs
+    whole = BatchSizePolicy(32, 16, 128, noise_min_updates=1)
+    expected, _ = simulate(whole, replay, epochs=12, horizon=100)
+    first = BatchSizePolicy(32, 16, 128, noise_min_updates=1)
+    got, run_j = simulate(first, replay, epochs=cut, horizon=100)
+    resumed = BatchSizePolicy(32, 16, 128, noise_min_updates=1)
     resumed.load_state_dict(json.loads(json.dumps(first.state_dict())))
-    got += [(d.batch_size, d.reason) for d in _run(resumed, schedule[12:])]
-    assert got == expected
-    assert len({b for b, _ in expected}) > 2  # the schedule exercises probing and switching
+    simulate(resumed, replay, epochs=12 - cut, horizon=100, start=cut, run_j=run_j, log=got)
+    assert [(e, b, r) for e, b, r, _ in got] == [(e, b, r) for e, b, r, _ in expected]
+    assert resumed.probe_j == pytest.approx(whole.probe_j) and len(expected) >= 3
 
 
 def test_decide_uses_its_own_noise_scale_estimate_which_survives_a_resume():
-    kwargs = dict(min_windows=1, warmup_windows=0, noise_min_updates=1)
-    policy = BatchSizePolicy(64, 32, 128, **kwargs)
-    for b in (64, 128, 32):
-        _feed(policy, b)
-    assert policy.decide().reason is BatchSizeReason.UNKNOWN_NOISE_SCALE  # no gradients seen yet
-    # |G|² = 1, tr(Σ) = 1e5: B_noise = 1e5, far above every candidate -> the cheapest per sample.
+    policy = BatchSizePolicy(64, 32, 128, noise_min_updates=1)
+    log, run_j = simulate(policy, noisy(0.0), epochs=2, horizon=100, b_noise=USE_ESTIMATE)
+    assert log == []  # no gradients yet
+    # |G|² = 1, tr(Σ) = 1e5: B_noise = 1e5.
     policy.noise_scale.update(1 + 1e5 / 8, 1 + 1e5 / 32, 8, 32)
-    state = json.loads(json.dumps(policy.state_dict()))
-    d = policy.decide()
-    assert d.details["b_noise"] == pytest.approx(1e5) and d.batch_size == 128
-    resumed = BatchSizePolicy(64, 32, 128, **kwargs)
-    resumed.load_state_dict(state)
+    resumed = BatchSizePolicy(64, 32, 128, noise_min_updates=1)
+    resumed.load_state_dict(json.loads(json.dumps(policy.state_dict())))
     assert resumed.noise_scale.b_noise == pytest.approx(1e5)
-    assert resumed.decide() == d
+    log, _ = simulate(resumed, noisy(0.0), epochs=1, horizon=100, b_noise=USE_ESTIMATE, start=2, run_j=run_j)
+    assert log[0][2] == "probe" and log[0][3].details["b_noise"] == pytest.approx(1e5)
 
 
 def test_policy_rejects_bad_arguments():
@@ -252,7 +286,11 @@ def test_policy_rejects_bad_arguments():
     with pytest.raises(ValueError, match="samples must be an integer >= 1, got 0"):
         policy.record_probe(64, 5.0, 0, 1.0)
     with pytest.raises(ValueError, match=r"b_noise must be None or a number >= 0 \(inf allowed\), got nan"):
-        policy.decide(float("nan"))
+        policy.decide(run_energy_j=1.0, epochs_done=1, fraction_done=0.1, b_noise=float("nan"))
+    with pytest.raises(ValueError, match="max_visits must be an integer >= 2, got 1"):
+        BatchSizePolicy(64, 16, 128, max_visits=1)
+    with pytest.raises(ValueError, match=r"fraction must be a number in \[0.0, 1.0\), got 1.5"):
+        BatchSizePolicy(64, 16, 128, probe_fraction=1.5)
 
 
 # ----------------------------------------------------------------------------- recorded data

@@ -1,20 +1,17 @@
 """AdaptiveBatchSize: train at the batch size that reaches the target for the fewest joules.
 
-Bigger batches usually cost fewer joules per sample but need more samples to reach the same
-quality (McCandlish et al. 2018: ``E_min (1 + B / B_noise)``, ``B_noise`` the gradient noise
-scale). :class:`~lightning_green.policy.batch_size.BatchSizePolicy` decides; this callback
-measures (training windows of the session; gradient pairs for ``B_noise``), switches between
-epochs as Lightning's ``BatchSizeFinder`` does (``attr_name`` on the model, its ``hparams`` and
-the datamodule, then the train dataloader rebuilt), scales every learning rate, guards against
-out-of-memory on one device, logs and saves state. A switch decided at an epoch end is applied
-at the next ``on_train_epoch_start``; while the session says another setting (the precision) is
-probed, the batch size holds still. Under DDP every rank sums the same windows and decides the
-same, checked exactly at each decision.
+:class:`~lightning_green.policy.batch_size.BatchSizePolicy` decides (a candidate trained in whole
+epochs interleaved with the size in use, adopted only on a resolved saving, probing within 5 % of
+the run's projected energy); this callback measures (training windows of the session; gradient
+pairs for ``B_noise``), switches between epochs as Lightning's ``BatchSizeFinder`` does
+(``attr_name`` on the model, its ``hparams`` and the datamodule, then the train dataloader
+rebuilt), scales every learning rate, guards against out-of-memory on one device, logs and saves
+state. A switch decided at an epoch end is applied at the next ``on_train_epoch_start``. Under
+DDP every rank sums the same windows and decides the same, checked exactly at each decision.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -31,21 +28,14 @@ from lightning_green.callbacks._adapt import (
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
 from lightning_green.checks import check_bools, check_choice, check_fraction_below_1, check_int
+from lightning_green.energy.units import J_PER_KWH
 from lightning_green.json_safe import json_safe
-from lightning_green.policy.batch_size import (
-    BatchSizeDecision,
-    BatchSizePolicy,
-    BatchSizeReason,
-    scale_learning_rate,
-)
+from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
 from lightning_green.policy.batch_size_model import batch_size_range
+from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message
+from lightning_green.training.batch_size_limits import check_bounds, loader_problem, switch_problem
 from lightning_green.training.gradient_pairs import GradientPairs
-from lightning_green.training.learning_rates import (
-    first_lr,
-    raises_past_its_end,
-    resolve_lr_rule,
-    scale_learning_rates,
-)
+from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
 from lightning_green.training.oom import OutOfMemoryGuard
 from lightning_green.training.windows import count_samples, steps_for_window
 
@@ -62,7 +52,6 @@ class BatchSizeState(AdaptiveState):
 
     initial_batch_size: int | None = None
     current_batch_size: int | None = None
-    settled: bool = False
     lr_rule: str | None = None
     step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
     decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
@@ -70,19 +59,20 @@ class BatchSizeState(AdaptiveState):
 
 
 class AdaptiveBatchSize(AdaptiveCallback):
-    r"""Probe batch sizes for joules per sample and train at the one cheapest to the target.
+    r"""Try batch sizes on interleaved epochs; switch only on a saving measurement resolves.
 
     Candidates: the user's batch size times powers of two within ``[min_batch_size,
-    max_batch_size]``. Each trains for at least an epoch while measured; then the policy picks
-    the size minimising ``j_per_sample(B) · (1 + B / B_noise)``, switching for a predicted saving
-    over ``switch_margin`` (and, with ``grow``, re-deciding at every epoch end). Logs
-    ``energy/batch_size`` per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``,
-    and each switch in the summary and ``adaptations.json``.
+    max_batch_size]``, nearest first. A candidate trains whole epochs alternating with the size
+    in use (``R C R C R``), each epoch split into ``probe_windows`` + 1 windows; it is adopted
+    when the paired interval of joules per sample lies below ``1 - switch_margin`` and the
+    model ``j_per_sample(B) · (1 + B / B_noise)`` agrees; otherwise the size stays. Probing
+    takes at most 5 % of the run's projected energy (from ``max_epochs``/``max_steps``); a run
+    too short for two candidate epochs does not probe and warns once. Logs ``energy/batch_size``
+    per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``, each decision with its
+    figures in the summary and ``adaptations.json``, and ``batch_size_probe_share``.
 
-    Needs the train dataloader built by the module or datamodule from an integer attribute
-    ``attr_name`` and one device or DDP; an integer ``val_check_interval`` with per-epoch
-    validation (with larger candidates) and ``OneCycleLR`` stepped per step (with smaller ones)
-    would crash at a switch: all are refused at fit start (``AdaptationUnsupportedError``).
+    What a switch cannot work with is refused at fit start (``AdaptationUnsupportedError``, see
+    :mod:`lightning_green.training.batch_size_limits`).
 
     Args:
         min_batch_size: Smallest per-device batch size to try; None: the user's // 8.
@@ -90,10 +80,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
         lr_scaling: How the learning rate follows the batch size: ``"linear"``, ``"sqrt"``,
             ``"none"``, or ``"auto"`` (linear for SGD, sqrt for adaptive optimisers such as Adam).
         attr_name: The attribute the dataloader reads its batch size from.
-        switch_margin: Fraction of predicted energy to target a new size must save.
-        probe_windows: Measurement windows per candidate (their median; one warm-up discarded).
-        window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
-        grow: Keep re-deciding at every epoch end (among measured sizes); False settles once.
+        switch_margin: Fraction of energy a candidate must save beyond the measured noise.
+        probe_windows: Compared windows per epoch (one more is measured, the first discarded).
+        window_s: Longest window in seconds; None: 1.0 s with NVML, else 0.25 s.
+        grow: Go on to further candidates after a trial; False tries one candidate at most.
+        probe_fraction: Share of the run's projected energy probing may take (0: never probe).
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -121,17 +112,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         probe_windows: int = 3,
         window_s: float | None = None,
         grow: bool = True,
+        probe_fraction: float = 0.05,
     ) -> None:
         super().__init__(window_s)
-        if min_batch_size is not None:
-            check_int("min_batch_size", min_batch_size, 1)
-        if max_batch_size is not None:
-            check_int("max_batch_size", max_batch_size, 1)
-        if min_batch_size is not None and max_batch_size is not None and min_batch_size > max_batch_size:
-            raise ValueError(
-                f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
-                f"and max_batch_size={max_batch_size!r}"
-            )
+        check_bounds(min_batch_size, max_batch_size)
         check_choice("lr_scaling", lr_scaling, LR_RULES)
         if not isinstance(attr_name, str) or not attr_name.isidentifier():
             raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
@@ -144,23 +128,24 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.switch_margin = check_fraction_below_1("switch_margin", switch_margin)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
         self.grow = grow
+        self.probe_fraction = check_fraction_below_1("probe_fraction", probe_fraction)
 
         self.policy: BatchSizePolicy | None = None
         self.initial_batch_size: int | None = None
         self.current_batch_size: int | None = None
-        self.settled = False
         self.lr_rule: str | None = None
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
         self._step_batch = 0
+        self._epoch_steps: int | None = None
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
 
     @property
     def probing(self) -> bool:
-        """Whether candidates are still being probed."""
-        return self.policy is not None and not self.settled
+        """Whether the epoch in progress (or the next) trains at a candidate on trial."""
+        return self.policy is not None and self.policy.probing
 
     @property
     def b_noise(self) -> float | None:
@@ -172,25 +157,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if stage != "fit":
             return
         check_strategy(trainer, self.display_name)
-        if not _compat.train_dataloader_from_module(trainer):
-            raise AdaptationUnsupportedError(
-                "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
-                "Trainer.fit(train_dataloaders=...). Build the train dataloader in your LightningDataModule "
-                f"or LightningModule `train_dataloader()` from an attribute `{self.attr_name}` (or set "
-                "attr_name) and pass datamodule=..., or remove AdaptiveBatchSize."
-            )
-        if not lightning_attr("lightning_hasattr", pl_module, self.attr_name):
-            raise AdaptationUnsupportedError(
-                f"AdaptiveBatchSize(attr_name={self.attr_name!r}): no attribute {self.attr_name!r} in the "
-                "model, model.hparams or the datamodule, so there is no batch size to change. Give your "
-                f"datamodule or model a `{self.attr_name}` attribute that train_dataloader() reads."
-            )
-        value = self._size(pl_module)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise AdaptationUnsupportedError(
-                f"AdaptiveBatchSize(attr_name={self.attr_name!r}): the attribute must be an integer >= 1, "
-                f"got {value!r}."
-            )
+        has = lightning_attr("lightning_hasattr", pl_module, self.attr_name)
+        value = self._size(pl_module) if has else None
+        problem = loader_problem(self.attr_name, _compat.train_dataloader_from_module(trainer), has, value)
+        if problem is not None:
+            raise AdaptationUnsupportedError(problem)
         self.attach(trainer)
         if trainer.world_size <= 1:
             self._install_oom_guard(pl_module)
@@ -217,6 +188,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
             min_windows=self.probe_windows,
             history_windows=max(16, self.probe_windows),
             max_factor=factor,
+            grow=self.grow,
+            probe_fraction=self.probe_fraction,
             global_batch_factor=max(int(trainer.world_size), 1)
             * max(int(trainer.accumulate_grad_batches), 1),
         )
@@ -230,7 +203,17 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
         self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
-        self._refuse_what_a_switch_would_crash(trainer, self.policy.grid, self.initial_batch_size)
+        per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
+        stepped = [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"]
+        problem = switch_problem(
+            trainer.val_check_interval,
+            per_epoch_validation,
+            stepped,
+            self.policy.grid,
+            self.initial_batch_size,
+        )
+        if problem is not None:
+            raise AdaptationUnsupportedError(problem)
         if self._size(pl_module) != self.current_batch_size:
             self._size(pl_module, self.current_batch_size)
             _compat.info(
@@ -240,36 +223,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self.lr_rule is None:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
-        if any(cfg.interval == "step" for cfg in trainer.lr_scheduler_configs):
+        if stepped:
             _compat.warn(
                 trainer,
                 "AdaptiveBatchSize: an LR scheduler is stepped per optimizer step; the number of steps per "
                 "epoch changes with the batch size, so a schedule sized in steps ends early or late.",
             )
-
-    def _refuse_what_a_switch_would_crash(self, trainer: Trainer, grid: list[int], initial: int) -> None:
-        # Larger sizes make epochs shorter (fewer batches), smaller ones add optimizer steps.
-        interval = trainer.val_check_interval
-        per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
-        integer = isinstance(interval, int) and not isinstance(interval, bool)
-        if integer and per_epoch_validation and max(grid) > initial:
-            raise AdaptationUnsupportedError(
-                f"AdaptiveBatchSize cannot work with Trainer(val_check_interval={interval}) (an integer: "
-                "validate every that many batches within an epoch): a larger batch size makes epochs "
-                "shorter, and Lightning stops the run when an epoch has fewer batches than the interval. "
-                "Give val_check_interval as a fraction of the epoch (e.g. 0.25) or 1.0, validate across "
-                f"epochs with check_val_every_n_epoch=None, or set max_batch_size={initial} (no larger "
-                "sizes)."
-            )
-        for config in trainer.lr_scheduler_configs:
-            if config.interval == "step" and raises_past_its_end(config.scheduler) and min(grid) < initial:
-                raise AdaptationUnsupportedError(
-                    f"AdaptiveBatchSize cannot work with {type(config.scheduler).__name__} stepped per "
-                    "optimizer step: OneCycleLR is sized in total_steps and raises once stepped past them, "
-                    "and smaller batch sizes take more steps per epoch. Step it per epoch (interval='epoch', "
-                    "total_steps=max_epochs), use a schedule that tolerates a changing number of steps, or "
-                    f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
-                )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick the window length from the energy source (collective: every rank is here)."""
@@ -288,7 +247,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._guard is not None:
             self._guard.remove()
             self._guard = None
-        self._reset_noise()
+        self._pairs.reset()
 
     def _out_of_memory(self, pl_module: LightningModule) -> None:
         if not self._oom_epoch:
@@ -300,28 +259,28 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._oom_epoch = True
         self._pairs.drop()
 
-    def _measuring(self) -> bool:
-        return self.policy is not None and (not self.settled or self.grow)
-
     def _held(self) -> bool:
         """Whether another setting (the precision) is being probed: the same on every rank."""
         return self._session is not None and self._session.probing_other_than(self.key)
 
     def _target_steps(self) -> int:
-        return steps_for_window(self._window_s_used, self._step_s, self.current_batch_size, NOISE_EVERY)
+        """Steps per window: at most ``window_s``, and ``probe_windows`` + 1 windows per epoch."""
+        steps = steps_for_window(self._window_s_used, self._step_s, self.current_batch_size, NOISE_EVERY)
+        per_epoch = self._epoch_steps // (self.probe_windows + 1) if self._epoch_steps else steps
+        return max(1, min(steps, per_epoch))
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
         """Resume the measurement window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
-        if self._session is None or not self._measuring() or self._oom_epoch:
+        if self._session is None or not (self.policy is not None and self.policy.active) or self._oom_epoch:
             self._active = False
             return
         if self._held():
             self.pause_window(trainer)
             self._window.reset()
-            self._reset_noise()
+            self._pairs.reset()
             self._active = False
             return
         self.resume_window(trainer)
@@ -348,9 +307,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._window.due:
             self._close_window(trainer)
 
-    def _reset_noise(self) -> None:
-        self._pairs.reset()
-
     def _close_window(self, trainer: Trainer) -> None:
         policy, session = self.policy, self._session
         assert policy is not None and session is not None and self.current_batch_size is not None
@@ -362,16 +318,15 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
         if record.samples >= 1:
-            policy.record_probe(size, record.energy_j, record.samples, record.duration_s)
-        if pairs >= 1:
-            small, big = (record.extras[k] / world / pairs for k in ("noise_small", "noise_big"))
-            if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
-                global_batch = size * policy.global_batch_factor
-                policy.noise_scale.update(small, big, global_batch, 2 * global_batch)
+            full = 2 * record.steps >= self._window.target_steps
+            policy.record_probe(size, record.energy_j, record.samples, record.duration_s, full=full)
+        policy.record_noise(
+            size, pairs, record.extras["noise_small"] / world, record.extras["noise_big"] / world
+        )
         self._window.target_steps = self._target_steps()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Log ``energy/batch_size``; record the epoch's window and decide, once per (epoch, step)."""
+        """Log ``energy/batch_size``; close the epoch's last window and decide, once per (epoch, step)."""
         policy = self.policy
         if policy is None or self._session is None or self.current_batch_size is None:
             return
@@ -383,71 +338,67 @@ class AdaptiveBatchSize(AdaptiveCallback):
         key = (int(trainer.current_epoch), int(trainer.global_step))
         if key == self._decided_at:
             return  # this epoch end was decided already
-        oom = self._oom_epoch  # rank-local, but only ever set on one device (no guard under DDP)
-        if oom:
+        self._decided_at = key
+        if self._oom_epoch:  # rank-local, but only ever set on one device (no guard under DDP)
             policy.record_probe(self.current_batch_size, 0.0, 0, 0.0, oom=True)
             self._window.reset()
-            self._reset_noise()
-        elif self._measuring() and self._window.half_due:
-            # A window spans epochs at the same size; what a short epoch left is recorded only
-            # when it holds at least half a window's steps (else it carries on into the next
-            # epoch). Steps, not seconds: every rank must make the same call (a collective).
+            self._pairs.reset()
+        elif policy.active and self._window.steps > 0:
+            # Visits are whole epochs: the epoch's last window ends here (its energy counts; a
+            # short one is not compared). Steps, not seconds: every rank makes the same call.
             self._close_window(trainer)
-        if not oom and (not self._measuring() or self._held()):
-            return
-        self._decided_at = key
-        decision = policy.decide()
-        _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")
         self._oom_epoch = False
+        if not policy.active:
+            return
+        epochs = int(trainer.current_epoch) + 1
+        done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
+        run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
+        decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
+        if decision is None:
+            return
+        _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")
         if decision.reason is BatchSizeReason.OUT_OF_MEMORY and not policy.candidates:
             raise RuntimeError(
                 f"AdaptiveBatchSize: every candidate batch size ran out of memory (smallest failing: "
                 f"{policy.oom_batch_size}); lower min_batch_size."
             )
-        self._decided(trainer, decision)
-
-    def _decided(self, trainer: Trainer, decision: BatchSizeDecision) -> None:
-        """Keep a switch pending; record a first settling on the size in use right away."""
-        previous = self.current_batch_size
-        assert previous is not None
-        first_settle = not self.settled and decision.reason is not BatchSizeReason.PROBE
-        if decision.reason is not BatchSizeReason.PROBE:
-            self.settled = True
-        if decision.batch_size != previous:
+        if decision.reason is BatchSizeReason.NO_PROBE_BUDGET:
+            _compat.warn(trainer, no_probe_message(decision.details, self.current_batch_size))
+        if decision.batch_size != self.current_batch_size:
             self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
-        elif first_settle:  # nothing changes: nothing to wait for
-            settle = self.decided(trainer, previous, decision.reason.value, decision.details)
-            self._record(trainer, previous, settle, 1.0)
+        else:  # nothing changes: the verdict is recorded now
+            entry = self.decided(trainer, decision.batch_size, decision.reason.value, decision.details)
+            self._record(trainer, decision.batch_size, entry, 1.0)
             self.publish_tags(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Apply a pending switch: this epoch trains at the new size (its dataloader rebuilt here)."""
-        if self.current_batch_size is None or self.pending is None:
-            return
         pending = self.take_pending()
-        assert pending is not None
-        previous, new = self.current_batch_size, int(pending.to)
-        if new == previous:
-            return
-        lr_factor = self._scale_learning_rates(trainer, previous, new)
-        self._size(pl_module, new)
-        self.current_batch_size = new
-        _compat.rebuild_train_dataloader(trainer)
-        self._window.reset()
-        self._reset_noise()
-        self._window.target_steps = self._target_steps()
-        self._record(trainer, previous, pending, lr_factor)
-        _compat.info(
-            trainer,
-            f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
-            f"(decided at the end of epoch {pending.epoch}: {pending.reason}; lr x{lr_factor:.3g})",
-        )
-        self.publish_tags(trainer)
+        if pending is not None and self.current_batch_size not in (None, int(pending.to)):
+            previous, new = self.current_batch_size, int(pending.to)
+            lr_factor = self._scale_learning_rates(trainer, previous, new)
+            self._size(pl_module, new)
+            self.current_batch_size = new
+            _compat.rebuild_train_dataloader(trainer)
+            self._window.reset()
+            self._pairs.reset()
+            self._record(trainer, previous, pending, lr_factor)
+            _compat.info(
+                trainer,
+                f"lightning_green: {self.attr_name} {previous} -> {new} from epoch {trainer.current_epoch} "
+                f"(decided at the end of epoch {pending.epoch}: {pending.reason}; lr x{lr_factor:.3g})",
+            )
+            self.publish_tags(trainer)
+        self._epoch_steps = _compat.optimizer_steps_per_epoch(trainer)
+        if self._window is not None:
+            self._window.target_steps = self._target_steps()
 
     def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
         noise = switch.details.get("b_noise")
-        b_noise = json_safe(None if noise is None else float(noise))
-        self.record(switch, previous, lr_factor=lr_factor, lr=first_lr(trainer.optimizers), b_noise=b_noise)
+        extra = dict(
+            lr_factor=lr_factor, lr=first_lr(trainer.optimizers), applied_epoch=trainer.current_epoch
+        )
+        self.record(switch, previous, b_noise=json_safe(None if noise is None else float(noise)), **extra)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
         assert self.lr_rule is not None, "the learning-rate rule is resolved at fit start"
@@ -458,9 +409,15 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The batch size, switches and measurements (``batch_size_j_per_sample`` with the PUE)."""
-        measured = self.policy.measured() if self.policy is not None else {}
+        policy = self.policy
+        measured = policy.measured() if policy is not None else {}
+        probe_j = self.pue() * policy.probe_j if policy is not None else 0.0
+        run_j = self._session.ledger.total_j if self._session is not None else 0.0
         return {
             **self.setting_fields(measured),
+            keys.BATCH_SIZE_PROBE_J: probe_j,
+            keys.BATCH_SIZE_PROBE_SHARE: probe_j / run_j if run_j > 0 else None,
+            "batch_size_trials": {str(b): v for b, v in (policy.tried if policy is not None else {}).items()},
             "b_noise": json_safe(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }

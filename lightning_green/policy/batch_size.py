@@ -1,32 +1,15 @@
-"""Batch size: the one that reaches the user's quality for the fewest joules.
+"""Batch size: switch only to a size that measurably reaches the target for fewer joules.
 
-Joules per sample usually fall as the batch grows (better device utilisation), but a bigger
-batch also needs more samples to reach the same loss. McCandlish et al. 2018 ("An Empirical
-Model of Large-Batch Training") model the samples ``E`` to reach a target at batch size ``B``
-as
+The model (:mod:`lightning_green.policy.batch_size_model`, McCandlish et al. 2018): the energy
+to reach a target at batch size ``B`` is ``j_per_sample(B) · E_min · (1 + B / B_noise)``, with
+``B_noise`` the gradient noise scale (:mod:`lightning_green.policy.noise_scale`): bigger batches
+are cheaper per sample but need more samples.
 
-    E(B) = E_min (1 + B / B_noise)
-
-with ``B_noise`` the gradient noise scale (:mod:`lightning_green.policy.noise_scale`); the
-steps follow ``S(B) = S_min (1 + B_noise / B)``, and ``(S / S_min - 1)(E / E_min - 1) = 1``.
-So the energy to reach the target is
-
-    energy_to_target(B) = j_per_sample(B) · E_min · (1 + B / B_noise)
-
-and the best batch size minimises ``j_per_sample(B) · (1 + B / B_noise)``: a batch well below
-``B_noise`` costs almost no extra samples, one well above it wastes most of them. ``E_min``
-is the same for every ``B`` and drops out of the comparison.
-
-The pieces:
-
-- :func:`candidate_batch_sizes`: the user's batch size times powers of two within
-  ``[min_batch_size, max_batch_size]``, minus what ran out of memory.
-- :func:`relative_samples_to_target` and :func:`choose_batch_size`: the model and its argmin,
-  with hysteresis (these three live in :mod:`lightning_green.policy.batch_size_model` and are
-  importable from here).
-- :func:`scale_learning_rate`: the learning rate to go with a new batch size.
-- :class:`BatchSizePolicy`: the state that probes each candidate for joules per sample on
-  real training steps, rules out sizes that ran out of memory, and decides.
+The measurement (:mod:`lightning_green.policy.batch_size_trial`): a candidate trains whole
+epochs interleaved with the size in use, and is adopted only when the paired comparison of their
+windows resolves a saving beyond the measured noise *and* the model, with the extra samples,
+still favours it. Unresolved means staying. Probing takes at most ``probe_fraction`` (5 %) of
+the run's projected energy; a run too short to afford two candidate epochs does not probe.
 
 Nothing Lightning here: the callback measures, calls :meth:`BatchSizePolicy.record_probe` and
 :meth:`BatchSizePolicy.decide`, and applies the decision. Decisions depend only on what was
@@ -38,25 +21,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
-from lightning_green.checks import (
-    check_choice,
-    check_fraction_below_1,
-    check_int,
-    check_non_negative,
-    check_positive,
-)
-from lightning_green.policy._util import DetailsMixin, check_state_version, median
+from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_range
+from lightning_green.policy._util import check_state_version, median
 from lightning_green.policy.batch_size_model import (
+    LRScalingRule,
     candidate_batch_sizes,
     check_b_noise,
     choose_batch_size,
     relative_samples_to_target,
+    scale_learning_rate,
+)
+from lightning_green.policy.batch_size_trial import (
+    VERDICT_REASONS,
+    BatchSizeDecision,
+    BatchSizeReason,
+    Trial,
+    judge,
 )
 from lightning_green.policy.noise_scale import GradientNoiseScale
+from lightning_green.policy.paired_windows import ProbeBudget, projected_run_energy_j
 
 __all__ = [
     "USE_ESTIMATE",
@@ -70,155 +55,62 @@ __all__ = [
     "scale_learning_rate",
 ]
 
-_STATE_VERSION = 1
+_STATE_VERSION = 2
 
 USE_ESTIMATE = "estimate"
 """Default of :meth:`BatchSizePolicy.decide`: use the policy's own noise-scale estimate."""
 
 
-# --------------------------------------------------------------------------- learning rate
-
-
-class LRScalingRule(str, Enum):
-    """How the learning rate follows the batch size.
-
-    ``linear`` (Goyal et al. 2017) suits SGD with momentum; ``sqrt`` keeps the gradient noise
-    per step comparable and suits Adam-type optimisers (Hoffer et al. 2017; the Zeus traces
-    use it for their Adam/AdamW workloads); ``none`` leaves the learning rate alone (an
-    adaptive optimiser or a schedule that already accounts for it).
-    """
-
-    LINEAR = "linear"
-    SQRT = "sqrt"
-    NONE = "none"
-
-
-def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rule: str = "linear") -> float:
-    """The learning rate to use after the batch size changes from ``old`` to ``new``.
-
-    Args:
-        lr: The learning rate in use at ``old_batch_size`` (> 0).
-        old_batch_size: The batch size ``lr`` was tuned for (>= 1).
-        new_batch_size: The batch size about to be used (>= 1).
-        rule: ``"linear"`` (lr × new/old), ``"sqrt"`` (lr × sqrt(new/old)) or ``"none"``.
-
-    Returns:
-        The scaled learning rate.
-
-    Raises:
-        ValueError: For a non-positive ``lr``, a batch size < 1 or an unknown ``rule``.
-
-    Example:
-        >>> scale_learning_rate(0.1, 32, 128, "linear")
-        0.4
-        >>> scale_learning_rate(0.1, 32, 128, "sqrt")
-        0.2
-        >>> scale_learning_rate(0.1, 32, 128, "none")
-        0.1
-    """
-    value = check_positive("lr", lr)
-    old = check_int("old_batch_size", old_batch_size, 1)
-    new = check_int("new_batch_size", new_batch_size, 1)
-    if isinstance(rule, LRScalingRule):
-        rule = rule.value
-    rule = check_choice("rule", rule, [r.value for r in LRScalingRule])
-    if rule == "linear":
-        return value * new / old
-    if rule == "sqrt":
-        return value * math.sqrt(new / old)
-    return value
-
-
 # --------------------------------------------------------------------------- the policy
 
 
-class BatchSizeReason(str, Enum):
-    """Why :meth:`BatchSizePolicy.decide` returned what it did."""
-
-    PROBE = "probe"
-    """Measuring joules per sample at this size."""
-    CHEAPER = "cheaper"
-    """Switching: predicted energy to target lower by more than the margin."""
-    KEEP = "keep"
-    """Staying (or going back) at the settled size: nothing predicted cheaper enough."""
-    OUT_OF_MEMORY = "out_of_memory"
-    """The size in use ran out of memory: backing off to a smaller one."""
-    UNKNOWN_NOISE_SCALE = "unknown_noise_scale"
-    """No gradient noise scale yet: sizes cannot be ranked, staying at the settled size."""
-
-
-@dataclass(frozen=True)
-class BatchSizeDecision(DetailsMixin):
-    """What :meth:`BatchSizePolicy.decide` decided.
-
-    Attributes:
-        batch_size: The per-device batch size to use from now on.
-        reason: Why.
-        details: Figures behind it (JSON-able values): ``previous_batch_size``, ``b_noise``,
-            ``j_per_sample`` and ``energy_vs_current`` by size, where known.
-    """
-
-    batch_size: int
-    reason: BatchSizeReason
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        """Whether the batch size differs from the one in use before the decision."""
-        return self._differs_from("previous_batch_size", self.batch_size)
-
-
 class BatchSizePolicy:
-    """Probe candidate batch sizes for joules per sample, then keep the cheapest to target.
+    """Try candidate batch sizes on interleaved epochs; adopt one only on a resolved saving.
 
-    Usage by the callback: after every training window (one or a few steps) at batch size
-    ``b``, call :meth:`record_probe`, and feed squared gradient norms to :attr:`noise_scale`
-    (a :class:`~lightning_green.policy.noise_scale.GradientNoiseScale`, saved with the
-    policy's state); at a boundary where the batch size can change (while probing, after each
-    window; later, at epoch ends, as the noise scale grows), call :meth:`decide` and apply the
-    returned batch size (scaling the learning rate with :func:`scale_learning_rate`). Report
-    an out-of-memory error with ``oom=True``.
+    Usage by the callback: after every training window at batch size ``b`` call
+    :meth:`record_probe` (and feed squared gradient norms to :attr:`noise_scale`); at every
+    epoch end call :meth:`decide` and train the next epoch at the returned size (None: no
+    change, nothing to record).
 
-    Probing order: the user's size, then the others by distance from it (larger first at
-    equal distance, so an out-of-memory failure rules out the even larger ones untried).
-    Each visit to a size discards its first ``warmup_windows`` records (allocator, kernel
-    autotuning, dataloader restart) and the joules per sample of a size is the median over
-    its last ``history_windows`` kept records.
+    A trial (:mod:`lightning_green.policy.batch_size_trial`) takes the candidates nearest the
+    size in use first (larger first at equal distance): candidate and size in use alternate by
+    epoch until the paired comparison resolves, at most ``max_visits`` candidate epochs. A trial
+    starts only when at least ``min_visits`` candidate epochs fit in the probing budget
+    (``probe_fraction`` of the run's projected energy, counting a candidate epoch as an average
+    epoch times ``size in use / candidate`` for smaller candidates), and once the gradient noise
+    scale is known. Each visit discards its first ``warmup_windows`` windows.
 
     Args:
         initial_batch_size: The user's per-device batch size.
         min_batch_size: Smallest size the policy may choose.
         max_batch_size: Largest size the policy may choose.
-        switch_margin: Fraction of predicted energy to target a new size must save before
-            the policy leaves the settled size. Default 0.1: the model is approximate (fitted
-            to the Zeus traces it misses epochs-to-target by 6 % at the median, 10 % at the
-            75th percentile), the online noise-scale estimate is noisier still, and a change of
-            batch size costs a dataloader restart and a learning-rate jump. On the Zeus traces
-            (``benchmarks/zeus_batch_size_model.py``) 0.05 and 0.1 choose identically, 0.2
-            loses about 1 % of energy, 0 chose one size that never reached the target.
-        warmup_windows: Records discarded at the start of each visit to a size. Default 1.
-        min_windows: Kept records a size needs before it counts as measured. Default 3: the
-            median of three is robust to one outlier.
-        max_factor: How far from ``initial_batch_size`` candidates go (power of two).
-            Default 8.
-        history_windows: Kept records per size (the most recent). Default 16.
-        global_batch_factor: ``world_size × accumulate_grad_batches``: the noise scale counts
-            samples per optimizer step over all ranks. Default 1.
+        switch_margin: Fraction of energy a candidate must save beyond the measured noise (and,
+            times the samples it needs, to the target). Default 0.1.
+        warmup_windows: Windows discarded at the start of each visit to a size. Default 1.
+        min_windows: Kept windows a size needs before its median counts as measured (summary).
+        max_factor: How far from ``initial_batch_size`` candidates go (power of two). Default 8.
+        history_windows: Kept windows per size for the median (the most recent). Default 16.
+        global_batch_factor: ``world_size × accumulate_grad_batches``. Default 1.
         noise_ema_decay: ``ema_decay`` of :attr:`noise_scale`. Default 0.99.
         noise_min_updates: ``min_updates`` of :attr:`noise_scale`. Default 10.
+        probe_fraction: Share of the projected run energy probing may take. Default 0.05.
+        min_visits: Candidate epochs a trial needs before it may start. Default 2.
+        max_visits: Candidate epochs after which an unresolved trial ends. Default 3.
+        confidence: Two-sided confidence of the paired interval. Default 0.9.
+        grow: Go on to further candidates after a trial (else one trial at most).
 
     Raises:
         ValueError: For arguments out of range, naming the argument.
 
     Example:
-        >>> policy = BatchSizePolicy(64, 32, 128, min_windows=1, warmup_windows=0)
-        >>> policy.decide(b_noise=None).reason.value
+        >>> policy = BatchSizePolicy(32, 16, 64, warmup_windows=0, noise_min_updates=1)
+        >>> policy.noise_scale.update(2.0, 1.5, 32, 64)  # B_noise = 96
+        >>> policy.decide(run_energy_j=100.0, epochs_done=1, fraction_done=0.01) is None  # no windows yet
+        True
+        >>> for j in (1.0, 1.02, 0.98):
+        ...     policy.record_probe(32, j * 32, 32, 0.1)
+        >>> policy.decide(run_energy_j=200.0, epochs_done=2, fraction_done=0.02).reason.value
         'probe'
-        >>> for b, j in [(64, 1.0), (128, 0.6), (32, 1.8)]:
-        ...     policy.record_probe(b, energy_j=j * b, samples=b, duration_s=0.1)
-        >>> d = policy.decide(b_noise=2000.0)
-        >>> d.batch_size, d.reason.value
-        (128, 'cheaper')
     """
 
     def __init__(
@@ -235,6 +127,11 @@ class BatchSizePolicy:
         global_batch_factor: int = 1,
         noise_ema_decay: float = 0.99,
         noise_min_updates: int = 10,
+        probe_fraction: float = 0.05,
+        min_visits: int = 2,
+        max_visits: int = 3,
+        confidence: float = 0.9,
+        grow: bool = True,
     ) -> None:
         self.noise_scale = GradientNoiseScale(noise_ema_decay, noise_min_updates)
         self.initial_batch_size = check_int("initial_batch_size", initial_batch_size, 1)
@@ -253,17 +150,35 @@ class BatchSizePolicy:
                 f"history_windows must be >= min_windows={self.min_windows}, got {history_windows!r}"
             )
         self.global_batch_factor = check_int("global_batch_factor", global_batch_factor, 1)
+        self.budget = ProbeBudget(probe_fraction)
+        self.min_visits = check_int("min_visits", min_visits, 1)
+        self.max_visits = check_int("max_visits", max_visits, self.min_visits)
+        self.confidence = check_range("confidence", confidence, 0.0, 1.0, low_open=True, high_open=True)
+        self.grow = bool(grow)
         self._windows: dict[int, list[tuple[float, float, float]]] = {}
         self._oom_batch_size: int | None = None
-        self._current = self.initial_batch_size
-        self._settled = self.initial_batch_size
+        self._oom_now = False
+        self._current = self._reference = self.initial_batch_size
         self._last_recorded: int | None = None
         self._visit_records = 0
+        self._trial: Trial | None = None
+        self._tried: dict[int, str] = {}
+        self._probe_j = 0.0
+        self._epoch_values: list[float] = []
+        self._epoch_candidate_j = 0.0
+        self._done = False
+        self._last_run_j: float | None = None
 
     # ------------------------------------------------------------------ recording
 
     def record_probe(
-        self, batch_size: int, energy_j: float, samples: int, duration_s: float, oom: bool = False
+        self,
+        batch_size: int,
+        energy_j: float,
+        samples: int,
+        duration_s: float,
+        oom: bool = False,
+        full: bool = True,
     ) -> None:
         """Record one window of training at ``batch_size`` (or that it ran out of memory).
 
@@ -274,6 +189,7 @@ class BatchSizePolicy:
             duration_s: Wall time of the window in seconds (reported in details only).
             oom: The size ran out of memory: it and every larger size are ruled out for good,
                 and the other arguments are ignored.
+            full: False for a short tail window: its energy counts (probing), its value does not.
 
         Raises:
             ValueError: For a batch size < 1, negative or non-finite energy or duration, or
@@ -283,21 +199,27 @@ class BatchSizePolicy:
         if oom:
             if self._oom_batch_size is None or size < self._oom_batch_size:
                 self._oom_batch_size = size
-            self._last_recorded = None
-            self._visit_records = 0
+            self._oom_now = True
+            self._last_recorded, self._visit_records = None, 0
             return
         energy = check_non_negative("energy_j", energy_j, unit="joules")
         duration = check_non_negative("duration_s", duration_s, unit="seconds")
         count = check_int("samples", samples, 1)
+        if self._trial is not None and size == self._trial.candidate:
+            self._probe_j += energy
+            self._epoch_candidate_j += energy
         if size != self._last_recorded:
-            self._last_recorded = size
-            self._visit_records = 0
+            self._last_recorded, self._visit_records = size, 0
         self._visit_records += 1
-        if self._visit_records <= self.warmup_windows:
+        if self._visit_records <= self.warmup_windows or not full:
             return
         kept = self._windows.setdefault(size, [])
         kept.append((energy, float(count), duration))
         del kept[: -self.history_windows]
+        if energy > 0:
+            self._epoch_values.append(energy / count)
+            if self._trial is not None:
+                self._trial.add(size, energy / count)
 
     # ------------------------------------------------------------------ queries
 
@@ -305,6 +227,31 @@ class BatchSizePolicy:
     def current_batch_size(self) -> int:
         """The batch size of the last decision (the user's before any)."""
         return self._current
+
+    @property
+    def adopted_batch_size(self) -> int:
+        """The batch size adopted (the reference of trials), probes aside."""
+        return self._reference
+
+    @property
+    def probing(self) -> bool:
+        """Whether the size of the last decision is a candidate on trial."""
+        return self._trial is not None and self._current == self._trial.candidate
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is still to be measured (a trial running or still to come)."""
+        return not self._done or self._trial is not None
+
+    @property
+    def probe_j(self) -> float:
+        """Energy of the training windows at candidate sizes so far (J, before PUE)."""
+        return self._probe_j
+
+    @property
+    def tried(self) -> dict[int, str]:
+        """The verdict of every concluded trial, by candidate size."""
+        return dict(self._tried)
 
     @property
     def oom_batch_size(self) -> int | None:
@@ -334,94 +281,173 @@ class BatchSizePolicy:
                 out[b] = j
         return out
 
-    def probe_order(self) -> list[int]:
-        """Allowed candidates in the order they are probed."""
-        ref = self.initial_batch_size
-        return sorted(self.candidates, key=lambda b: (abs(math.log2(b / ref)), -b))
-
-    def next_probe(self) -> int | None:
-        """The next candidate lacking measurements (the one in use first), or None."""
-        order = self.probe_order()
-        if self._current in order and self.j_per_sample(self._current) is None:
-            return self._current
-        for b in order:
-            if self.j_per_sample(b) is None:
-                return b
-        return None
+    def next_candidate(self) -> int | None:
+        """The next size to put on trial against the one adopted, or None."""
+        ref = self._reference
+        rest = [b for b in self.candidates if b != ref and b not in self._tried]
+        return min(rest, key=lambda b: (abs(math.log2(b / ref)), -b), default=None)
 
     # ------------------------------------------------------------------ deciding
 
-    def decide(self, b_noise: float | str | None = USE_ESTIMATE) -> BatchSizeDecision:
-        """Decide the batch size for what follows.
+    def decide(
+        self,
+        run_energy_j: float,
+        epochs_done: int,
+        fraction_done: float,
+        b_noise: float | str | None = USE_ESTIMATE,
+    ) -> BatchSizeDecision | None:
+        """Decide the batch size of the next epoch, at an epoch end.
 
         Args:
-            b_noise: The gradient noise scale in samples per optimizer step, ``inf`` allowed;
-                None when unknown. Default :data:`USE_ESTIMATE`: the current estimate of
-                :attr:`noise_scale`.
+            run_energy_j: The run's energy so far (J, same basis as the windows').
+            epochs_done: Epochs trained so far (resumes included), >= 1.
+            fraction_done: Share of the planned run done (epochs or steps, whichever ends it
+                first); 0 when the run has no planned end (nothing can be projected: no probing).
+            b_noise: The gradient noise scale, ``inf`` allowed, None when unknown. Default
+                :data:`USE_ESTIMATE`: the estimate of :attr:`noise_scale`.
 
         Returns:
-            The decision; the policy then assumes it is applied.
-
-        Raises:
-            ValueError: For a negative or NaN ``b_noise``.
+            The decision (applied by the caller from the next epoch on), or None: carry on at
+            the same size, nothing to record.
         """
         noise = self.noise_scale.b_noise if b_noise == USE_ESTIMATE else check_b_noise(b_noise)
-        previous = self._current
-        details: dict[str, Any] = {"previous_batch_size": previous, "b_noise": noise}
+        run_j = check_non_negative("run_energy_j", run_energy_j, unit="joules")
+        epochs = check_int("epochs_done", epochs_done, 1)
+        last_j = run_j / epochs if self._last_run_j is None else max(0.0, run_j - self._last_run_j)
+        self._last_run_j = run_j
+        average = projected = None
+        if fraction_done > 0:  # at the average epoch's rate, or the last epoch's where that is lower
+            remaining = epochs * (1.0 - min(fraction_done, 1.0)) / fraction_done
+            average = projected_run_energy_j(run_j, fraction_done, 1.0)
+            projected = min(average, run_j + last_j * remaining)  # type: ignore[type-var]
+        in_use, trial = self._current, self._trial
+        details: dict[str, Any] = {
+            "previous_batch_size": in_use,
+            "b_noise": noise,
+            "probe_j": self._probe_j,
+            "probe_allowance_j": self.budget.allowance_j(projected),
+            "projected_run_j": projected,
+        }
+        values, self._epoch_values = self._epoch_values, []
+        candidate_j, self._epoch_candidate_j = self._epoch_candidate_j, 0.0
+        if self._oom_now:
+            return self._out_of_memory(details)
+        if trial is not None:
+            if in_use == trial.candidate:
+                trial.visits += 1
+                trial.visit_j.append(candidate_j)
+                return self._move(trial.reference, BatchSizeReason.INTERLEAVE, details)
+            return self._conclude(trial, noise, run_j / epochs, projected, details)
+        if self._done:
+            return None
+        candidate = self.next_candidate()
+        if candidate is None:
+            self._done = True
+            return None
+        visit_j = self._visit_cost_j(candidate, run_j / epochs)
+        # Before any probing, visits and budget both scale with the average epoch: whether a run
+        # can afford probing depends on its planned length only, not on noisy epochs. Exactly at
+        # the limit counts as affordable (40 epochs pay for two at 5 %), rounding aside.
+        basis = average if self._probe_j == 0 else projected
+        details.update(candidate=candidate, visit_j=visit_j, min_visits=self.min_visits)
+        details["probe_allowance_j"] = self.budget.allowance_j(basis)
+        need_j = self.min_visits * visit_j * (1.0 - 1e-9)
+        if not self.budget.affords(next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=basis):
+            self._done = True
+            return BatchSizeDecision(in_use, BatchSizeReason.NO_PROBE_BUDGET, details)
+        if noise is None or not values:
+            return None  # wait for the noise scale and an epoch of windows at the size in use
+        self._trial = Trial(in_use, candidate)
+        for value in values:
+            self._trial.add(in_use, value)
+        return self._move(candidate, BatchSizeReason.PROBE, details)
+
+    def _visit_cost_j(self, candidate: int, average_epoch_j: float) -> float:
+        """Expected energy of one candidate epoch: an average epoch, times ref/cand below the size in use."""
+        trial = self._trial
+        if trial is not None and trial.candidate == candidate and trial.visit_j:
+            return 1.25 * max(trial.visit_j)  # the dearest visit so far, with room for noise
+        return average_epoch_j * max(1.0, self._reference / candidate)
+
+    def _conclude(
+        self,
+        trial: Trial,
+        noise: float | None,
+        average_epoch_j: float,
+        projected: float | None,
+        details: dict[str, Any],
+    ) -> BatchSizeDecision:
+        """After a reference epoch that followed a candidate epoch: adopt, measure again, or stay."""
+        verdict, figures = judge(
+            trial.compare(self.switch_margin, self.confidence),
+            trial.reference,
+            trial.candidate,
+            noise,
+            switch_margin=self.switch_margin,
+            global_batch_factor=self.global_batch_factor,
+            windows={"window_roles": list(trial.roles), "window_j_per_sample": list(trial.j_per_sample)},
+        )
+        details.update(candidate=trial.candidate, visits=trial.visits, comparison=figures)
+        if verdict in ("unresolved", "insufficient") and trial.visits < self.max_visits:
+            cost = self._visit_cost_j(trial.candidate, average_epoch_j)
+            if self.budget.affords(next_probe_j=cost, spent_probe_j=self._probe_j, projected_run_j=projected):
+                return self._move(trial.candidate, BatchSizeReason.PROBE, details)
+            details["budget_spent"] = True
+        self._tried[trial.candidate] = verdict
+        self._trial = None
+        self._done = self._done or not self.grow
+        if verdict == "cheaper":
+            self._tried[trial.reference] = "left"
+            self._reference = trial.candidate
+            return self._move(trial.candidate, BatchSizeReason.CHEAPER, details)
+        return BatchSizeDecision(trial.reference, VERDICT_REASONS[verdict], details)
+
+    def _out_of_memory(self, details: dict[str, Any]) -> BatchSizeDecision:
+        self._oom_now = False
+        trial, in_use = self._trial, self._current
+        self._trial = None
+        if trial is not None:
+            self._tried[trial.candidate] = "out_of_memory"
         allowed = self.candidates
         if not allowed:
             details["error"] = f"every candidate ran out of memory (smallest failing: {self._oom_batch_size})"
-            return BatchSizeDecision(previous, BatchSizeReason.OUT_OF_MEMORY, details)
-        measured = self.measured()
-        details["j_per_sample"] = measured
-        oom_now = self._oom_batch_size is not None and previous >= self._oom_batch_size
+            return BatchSizeDecision(in_use, BatchSizeReason.OUT_OF_MEMORY, details)
+        if self._reference not in allowed:
+            self._reference = max((b for b in allowed if b < self._reference), default=min(allowed))
+        return self._move(self._reference, BatchSizeReason.OUT_OF_MEMORY, details)
 
-        probe = self.next_probe()
-        if probe is not None:
-            reason = BatchSizeReason.OUT_OF_MEMORY if oom_now else BatchSizeReason.PROBE
-            return self._apply(probe, reason, details)
+    def record_noise(self, batch_size: int, pairs: float, small: float, big: float) -> None:
+        """Feed :attr:`noise_scale` with ``pairs`` gradient pairs' summed ``|G_B|²``, ``|G_2B|²``."""
+        if pairs >= 1:
+            small, big = small / pairs, big / pairs
+            if math.isfinite(small) and math.isfinite(big) and small >= 0 and big >= 0:
+                global_batch = batch_size * self.global_batch_factor
+                self.noise_scale.update(small, big, global_batch, 2 * global_batch)
 
-        # None: the settled size itself ran out of memory, choose without hysteresis.
-        anchor = self._settled if self._settled in allowed else None
-        if noise is None or not measured:
-            fallback = anchor if anchor is not None else max(allowed)
-            reason = BatchSizeReason.OUT_OF_MEMORY if oom_now else BatchSizeReason.UNKNOWN_NOISE_SCALE
-            self._settled = fallback
-            return self._apply(fallback, reason, details)
-
-        best, energy_vs = choose_batch_size(
-            measured,
-            noise,
-            anchor,
-            switch_margin=self.switch_margin,
-            global_batch_factor=self.global_batch_factor,
-        )
-        details["energy_vs_current"] = energy_vs
-        if oom_now:
-            reason = BatchSizeReason.OUT_OF_MEMORY
-        elif best != self._settled:
-            reason = BatchSizeReason.CHEAPER
-        else:
-            reason = BatchSizeReason.KEEP
-        self._settled = best
-        return self._apply(best, reason, details)
-
-    def _apply(self, batch_size: int, reason: BatchSizeReason, details: dict[str, Any]) -> BatchSizeDecision:
+    def _move(self, batch_size: int, reason: BatchSizeReason, details: dict[str, Any]) -> BatchSizeDecision:
         self._current = batch_size
         return BatchSizeDecision(batch_size, reason, details)
 
     # ------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
-        """JSON-able state: kept windows per size, ruled-out sizes, current and settled size, noise scale."""
+        """JSON-able state: windows, trial, verdicts, probing energy, ruled-out sizes, noise scale."""
         return {
             "version": _STATE_VERSION,
             "windows": {str(b): [list(w) for w in ws] for b, ws in sorted(self._windows.items())},
             "oom_batch_size": self._oom_batch_size,
+            "oom_now": self._oom_now,
             "current": self._current,
-            "settled": self._settled,
+            "reference": self._reference,
             "last_recorded": self._last_recorded,
             "visit_records": self._visit_records,
+            "trial": None if self._trial is None else self._trial.to_dict(),
+            "tried": {str(b): v for b, v in sorted(self._tried.items())},
+            "probe_j": self._probe_j,
+            "epoch_values": list(self._epoch_values),
+            "epoch_candidate_j": self._epoch_candidate_j,
+            "done": self._done,
+            "last_run_j": self._last_run_j,
             "noise_scale": self.noise_scale.state_dict(),
         }
 
@@ -429,7 +455,7 @@ class BatchSizePolicy:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
         Args:
-            state: What :meth:`state_dict` returned: kept windows per size, ruled-out sizes, the noise scale.
+            state: What :meth:`state_dict` returned.
 
         Raises:
             ValueError: For a state of another version.
@@ -440,9 +466,16 @@ class BatchSizePolicy:
         }
         oom = state["oom_batch_size"]
         self._oom_batch_size = None if oom is None else int(oom)
-        self._current = int(state["current"])
-        self._settled = int(state["settled"])
+        self._oom_now = bool(state["oom_now"])
+        self._current, self._reference = int(state["current"]), int(state["reference"])
         last = state["last_recorded"]
         self._last_recorded = None if last is None else int(last)
         self._visit_records = int(state["visit_records"])
+        self._trial = None if state["trial"] is None else Trial.from_dict(state["trial"])
+        self._tried = {int(b): str(v) for b, v in state["tried"].items()}
+        self._probe_j = float(state["probe_j"])
+        self._epoch_values = [float(v) for v in state["epoch_values"]]
+        self._epoch_candidate_j = float(state["epoch_candidate_j"])
+        self._done = bool(state["done"])
+        self._last_run_j = None if state["last_run_j"] is None else float(state["last_run_j"])
         self.noise_scale.load_state_dict(state["noise_scale"])

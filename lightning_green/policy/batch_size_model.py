@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from enum import Enum
 
-from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_positive
+from lightning_green.checks import (
+    check_choice,
+    check_fraction_below_1,
+    check_int,
+    check_non_negative,
+    check_positive,
+)
 
 __all__ = [
     "DEFAULT_REACH",
+    "LRScalingRule",
     "batch_size_range",
     "candidate_batch_sizes",
     "check_b_noise",
     "choose_batch_size",
     "relative_samples_to_target",
+    "scale_learning_rate",
 ]
 
 DEFAULT_REACH = 8
@@ -221,3 +230,53 @@ def _power_of_two_at_least(x: float) -> int:
     while k < x:
         k *= 2
     return k
+
+
+class LRScalingRule(str, Enum):
+    """How the learning rate follows the batch size.
+
+    ``linear`` (Goyal et al. 2017) suits SGD with momentum; ``sqrt`` keeps the gradient noise
+    per step comparable and suits Adam-type optimisers (Hoffer et al. 2017; the Zeus traces
+    use it for their Adam/AdamW workloads); ``none`` leaves the learning rate alone (an
+    adaptive optimiser or a schedule that already accounts for it).
+    """
+
+    LINEAR = "linear"
+    SQRT = "sqrt"
+    NONE = "none"
+
+
+def scale_learning_rate(lr: float, old_batch_size: int, new_batch_size: int, rule: str = "linear") -> float:
+    """The learning rate to use after the batch size changes from ``old`` to ``new``.
+
+    Args:
+        lr: The learning rate in use at ``old_batch_size`` (> 0).
+        old_batch_size: The batch size ``lr`` was tuned for (>= 1).
+        new_batch_size: The batch size about to be used (>= 1).
+        rule: ``"linear"`` (lr × new/old), ``"sqrt"`` (lr × sqrt(new/old)) or ``"none"``.
+
+    Returns:
+        The scaled learning rate.
+
+    Raises:
+        ValueError: For a non-positive ``lr``, a batch size < 1 or an unknown ``rule``.
+
+    Example:
+        >>> scale_learning_rate(0.1, 32, 128, "linear")
+        0.4
+        >>> scale_learning_rate(0.1, 32, 128, "sqrt")
+        0.2
+        >>> scale_learning_rate(0.1, 32, 128, "none")
+        0.1
+    """
+    value = check_positive("lr", lr)
+    old = check_int("old_batch_size", old_batch_size, 1)
+    new = check_int("new_batch_size", new_batch_size, 1)
+    if isinstance(rule, LRScalingRule):
+        rule = rule.value
+    rule = check_choice("rule", rule, [r.value for r in LRScalingRule])
+    if rule == "linear":
+        return value * new / old
+    if rule == "sqrt":
+        return value * math.sqrt(new / old)
+    return value

@@ -1,0 +1,104 @@
+"""What a batch-size switch cannot work with, and the message saying what to change (no Lightning).
+
+AdaptiveBatchSize refuses these at fit start (``AdaptationUnsupportedError``) rather than crash
+at a switch: the checks take plain values read from the Trainer, so they are testable alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lightning_green.checks import check_int
+from lightning_green.training.learning_rates import raises_past_its_end
+
+
+def check_bounds(min_batch_size: int | None, max_batch_size: int | None) -> None:
+    """Check AdaptiveBatchSize's bounds: integers >= 1 (or None), ``min <= max``.
+
+    Raises:
+        ValueError: Naming the argument at fault.
+    """
+    for name, value in (("min_batch_size", min_batch_size), ("max_batch_size", max_batch_size)):
+        if value is not None:
+            check_int(name, value, 1)
+    if min_batch_size is not None and max_batch_size is not None and min_batch_size > max_batch_size:
+        raise ValueError(
+            f"min_batch_size must be <= max_batch_size, got min_batch_size={min_batch_size!r} "
+            f"and max_batch_size={max_batch_size!r}"
+        )
+
+
+def loader_problem(attr_name: str, from_module: bool, has_attr: bool, value: Any = None) -> str | None:
+    """Why the train dataloader's batch size cannot be changed, or None when it can.
+
+    Args:
+        attr_name: The attribute the dataloader reads its batch size from.
+        from_module: Whether the train dataloader comes from the module or datamodule.
+        has_attr: Whether the module, its hparams or the datamodule has ``attr_name``.
+        value: The attribute's value (checked when it exists).
+
+    Example:
+        >>> loader_problem("batch_size", True, True, 32) is None
+        True
+    """
+    if not from_module:
+        return (
+            "AdaptiveBatchSize cannot change the batch size of dataloaders passed directly to "
+            "Trainer.fit(train_dataloaders=...). Build the train dataloader in your LightningDataModule "
+            f"or LightningModule `train_dataloader()` from an attribute `{attr_name}` (or set "
+            "attr_name) and pass datamodule=..., or remove AdaptiveBatchSize."
+        )
+    if not has_attr:
+        return (
+            f"AdaptiveBatchSize(attr_name={attr_name!r}): no attribute {attr_name!r} in the "
+            "model, model.hparams or the datamodule, so there is no batch size to change. Give your "
+            f"datamodule or model a `{attr_name}` attribute that train_dataloader() reads."
+        )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        who = f"AdaptiveBatchSize(attr_name={attr_name!r})"
+        return f"{who}: the attribute must be an integer >= 1, got {value!r}."
+    return None
+
+
+def switch_problem(
+    val_check_interval: Any,
+    per_epoch_validation: bool,
+    step_schedulers: Iterable[Any],
+    grid: Sequence[int],
+    initial: int,
+) -> str | None:
+    """What a switch within ``grid`` would crash, or None.
+
+    Larger sizes make epochs shorter (fewer batches): an integer ``val_check_interval`` with
+    per-epoch validation would outlast the epoch. Smaller sizes add optimizer steps: a
+    ``OneCycleLR`` stepped per step raises past ``total_steps``.
+
+    Args:
+        val_check_interval: The Trainer's ``val_check_interval``.
+        per_epoch_validation: Whether validation runs within epochs (``check_val_every_n_epoch``
+            set and validation batches > 0).
+        step_schedulers: The learning-rate schedulers stepped per optimizer step.
+        grid: The candidate batch sizes.
+        initial: The batch size the run starts with.
+    """
+    integer = isinstance(val_check_interval, int) and not isinstance(val_check_interval, bool)
+    if integer and per_epoch_validation and max(grid) > initial:
+        return (
+            f"AdaptiveBatchSize cannot work with Trainer(val_check_interval={val_check_interval}) (an "
+            "integer: validate every that many batches within an epoch): a larger batch size makes epochs "
+            "shorter, and Lightning stops the run when an epoch has fewer batches than the interval. "
+            "Give val_check_interval as a fraction of the epoch (e.g. 0.25) or 1.0, validate across "
+            f"epochs with check_val_every_n_epoch=None, or set max_batch_size={initial} (no larger "
+            "sizes)."
+        )
+    for scheduler in step_schedulers:
+        if raises_past_its_end(scheduler) and min(grid) < initial:
+            return (
+                f"AdaptiveBatchSize cannot work with {type(scheduler).__name__} stepped per "
+                "optimizer step: OneCycleLR is sized in total_steps and raises once stepped past them, "
+                "and smaller batch sizes take more steps per epoch. Step it per epoch (interval='epoch', "
+                "total_steps=max_epochs), use a schedule that tolerates a changing number of steps, or "
+                f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
+            )
+    return None
