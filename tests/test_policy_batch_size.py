@@ -228,7 +228,7 @@ def test_out_of_memory_rules_out_the_candidate_and_everything_larger():
     policy = BatchSizePolicy(64, 32, 256, noise_min_updates=1)
     log, _ = simulate(policy, noisy(0.02), epochs=1, horizon=200)
     assert log[-1][1:3] == (128, "probe")
-    policy.record_probe(128, 0.0, 0, 0.0, oom=True)
+    policy.record_oom(128)
     d = policy.decide(run_energy_j=100.0, epochs_done=2, fraction_done=0.01, b_noise=1e6)
     assert (d.batch_size, d.reason) == (64, BatchSizeReason.OUT_OF_MEMORY) and d.changed
     assert policy.candidates == [32, 64] and policy.tried[128] == "out_of_memory"
@@ -236,7 +236,7 @@ def test_out_of_memory_rules_out_the_candidate_and_everything_larger():
 
 def test_everything_out_of_memory_is_reported_not_raised():
     policy = BatchSizePolicy(64, 64, 128)
-    policy.record_probe(64, 0.0, 0, 0.0, oom=True)
+    policy.record_oom(64)
     d = policy.decide(run_energy_j=10.0, epochs_done=1, fraction_done=0.1, b_noise=100.0)
     assert (
         d.reason is BatchSizeReason.OUT_OF_MEMORY

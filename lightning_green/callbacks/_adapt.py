@@ -91,8 +91,6 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     """``"batch_size"`` or ``"precision"``: the window's name, the key in ``adaptations.json``."""
     display_name: ClassVar[str] = ""
     setting_label = ""
-    tag_setting: ClassVar[str] = ""
-    tag_switches: ClassVar[str] = ""
     state_version: ClassVar[int] = 1
     setting_attrs: ClassVar[tuple[str, str]] = ("", "")
     """The attributes holding the setting in use and the initial one."""
@@ -112,6 +110,16 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._window_s_used: float | None = None
         self._active = False
         self._last_global_step = -1
+
+    @property
+    def tag_setting(self) -> str:
+        """MLflow tag of the setting chosen: ``lightning_green.<key>``."""
+        return f"lightning_green.{self.key}"
+
+    @property
+    def tag_switches(self) -> str:
+        """MLflow tag of the switches as compact text: ``lightning_green.<key>_switches``."""
+        return f"lightning_green.{self.key}_switches"
 
     @property
     def state_key(self) -> str:

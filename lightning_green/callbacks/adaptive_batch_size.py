@@ -98,8 +98,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
     key = "batch_size"
     display_name = "AdaptiveBatchSize"
     setting_attrs = ("current_batch_size", "initial_batch_size")
-    tag_setting = keys.TAG_BATCH_SIZE
-    tag_switches = keys.TAG_BATCH_SIZE_SWITCHES
     State = BatchSizeState
 
     def __init__(
@@ -340,7 +338,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             return  # this epoch end was decided already
         self._decided_at = key
         if self._oom_epoch:  # rank-local, but only ever set on one device (no guard under DDP)
-            policy.record_probe(self.current_batch_size, 0.0, 0, 0.0, oom=True)
+            policy.record_oom(self.current_batch_size)
             self._window.reset()
             self._pairs.reset()
         elif policy.active and self._window.steps > 0:

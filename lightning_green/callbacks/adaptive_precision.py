@@ -105,8 +105,6 @@ class AdaptivePrecision(AdaptiveCallback):
     display_name = "AdaptivePrecision"
     setting_attrs = ("current", "baseline")
     setting_label = "precision"
-    tag_setting = keys.TAG_PRECISION
-    tag_switches = keys.TAG_PRECISION_SWITCHES
     State = PrecisionState
 
     def __init__(

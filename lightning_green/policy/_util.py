@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 __all__ = ["DetailsMixin", "check_state_version", "median"]
 
@@ -23,16 +23,23 @@ def median(values: Sequence[float]) -> float:
 
 
 class DetailsMixin:
-    """For frozen decision dataclasses: ``details`` made read-only, and whether a value changed."""
+    """For frozen decision dataclasses: ``details`` made read-only, and whether the setting changed.
+
+    A decision class names the attribute holding its setting in ``setting_field``; its details
+    hold the setting in use before it as ``previous_<setting_field>``.
+    """
 
     details: Mapping[str, Any]
+    setting_field: ClassVar[str] = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "details", MappingProxyType(dict(self.details)))
 
-    def _differs_from(self, key: str, value: object) -> bool:
-        """Whether ``details[key]`` (``value`` when absent) differs from ``value``."""
-        return self.details.get(key, value) != value
+    @property
+    def changed(self) -> bool:
+        """Whether the setting differs from the one in use before the decision."""
+        value = getattr(self, self.setting_field)
+        return self.details.get(f"previous_{self.setting_field}", value) != value
 
 
 def check_state_version(state: Mapping[str, Any], version: int) -> None:

@@ -171,37 +171,35 @@ class BatchSizePolicy:
 
     # ------------------------------------------------------------------ recording
 
+    def record_oom(self, batch_size: int) -> None:
+        """Record that ``batch_size`` ran out of memory: it and every larger size are ruled out for good.
+
+        Raises:
+            ValueError: For a batch size < 1.
+        """
+        size = check_int("batch_size", batch_size, 1)
+        if self._oom_batch_size is None or size < self._oom_batch_size:
+            self._oom_batch_size = size
+        self._oom_now = True
+        self._last_recorded, self._visit_records = None, 0
+
     def record_probe(
-        self,
-        batch_size: int,
-        energy_j: float,
-        samples: int,
-        duration_s: float,
-        oom: bool = False,
-        full: bool = True,
+        self, batch_size: int, energy_j: float, samples: int, duration_s: float, full: bool = True
     ) -> None:
-        """Record one window of training at ``batch_size`` (or that it ran out of memory).
+        """Record one window of training at ``batch_size``.
 
         Args:
             batch_size: Per-device batch size the window ran at.
             energy_j: Energy of the window in joules (all ranks summed under DDP).
             samples: Training samples processed in the window (all ranks).
             duration_s: Wall time of the window in seconds (reported in details only).
-            oom: The size ran out of memory: it and every larger size are ruled out for good,
-                and the other arguments are ignored.
             full: False for a short tail window: its energy counts (probing), its value does not.
 
         Raises:
             ValueError: For a batch size < 1, negative or non-finite energy or duration, or
-                ``samples < 1`` when ``oom`` is False.
+                ``samples < 1``.
         """
         size = check_int("batch_size", batch_size, 1)
-        if oom:
-            if self._oom_batch_size is None or size < self._oom_batch_size:
-                self._oom_batch_size = size
-            self._oom_now = True
-            self._last_recorded, self._visit_records = None, 0
-            return
         energy = check_non_negative("energy_j", energy_j, unit="joules")
         duration = check_non_negative("duration_s", duration_s, unit="seconds")
         count = check_int("samples", samples, 1)

@@ -28,7 +28,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_green.policy._util import DetailsMixin
 from lightning_green.policy.batch_size_model import relative_samples_to_target
@@ -92,11 +92,7 @@ class BatchSizeDecision(DetailsMixin):
     batch_size: int
     reason: BatchSizeReason
     details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        """Whether the batch size differs from the one in use before the decision."""
-        return self._differs_from("previous_batch_size", self.batch_size)
+    setting_field: ClassVar[str] = "batch_size"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, ClassVar
 
 from lightning_green.policy._util import DetailsMixin
 
@@ -70,11 +70,7 @@ class PrecisionDecision(DetailsMixin):
     precision: str
     reason: PrecisionReason
     details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def changed(self) -> bool:
-        """Whether the precision differs from the one in use before the decision."""
-        return self._differs_from("previous_precision", self.precision)
+    setting_field: ClassVar[str] = "precision"
 
 
 def check_precision(name: str, value: object) -> str:
