@@ -1,0 +1,151 @@
+"""AdaptiveBatchSize trials on real fits (digits, CPU): noise, budget, resume mid-probe, last epoch."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import MLFlowLogger
+from test_adaptive_batch_size import FAST, STEP_HEAVY, ScriptedValLoss, fit, moves
+from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+
+from lightning_green import AdaptiveBatchSize, EnergyAwareEarlyStopping, EnergyMonitor, keys
+from lightning_green.adaptations import ADAPTATIONS_FILENAME
+from lightning_green.callbacks import _loggers
+
+# One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_a_difference_within_the_measured_noise_is_never_adopted(tmp_path, monkeypatch):
+    # The same joules per sample at every size, each step's cost scattered by up to x2 either way:
+    # a window can look much cheaper at 64, but the paired visits never resolve it.
+    cost = install_step_cost(monkeypatch, overhead_j=0.0, per_sample_j=0.001)
+    rng, charge = np.random.default_rng(0), cost.charge
+    cost.charge = lambda batch, dtype: charge(batch * float(np.exp(rng.uniform(-0.7, 0.7))), dtype)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    spy = Spy()
+    fit(tmp_path, [spy, cb], epochs=12)
+    assert "cheaper" not in [m[3] for m in moves(cb)]
+    assert cb.chosen_setting() == 32 and spy.rows[-1]["batch_size"] == 32
+    verdict = next(h for h in cb.history if h["from"] == h["to"])
+    assert verdict["reason"] in ("unresolved", "costlier")
+    assert (
+        verdict["details"]["comparison"]["ratio_low"]
+        < 1.0 - 0.1
+        < verdict["details"]["comparison"]["ratio_high"]
+    )
+
+
+def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_path, monkeypatch, recwarn):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, window_s=0.001)  # 5 % of 6 epochs
+    spy = Spy()
+    trainer, _, _ = fit(tmp_path, [spy, cb], epochs=6)
+    assert [r["batch_size"] for r in spy.rows] == [32] * 6
+    assert moves(cb) == [(0, 32, 32, "no_probe_budget")]  # recorded once, at the first epoch end
+    details = cb.history[0]["details"]
+    assert details["min_visits"] * details["visit_j"] > details["probe_allowance_j"] > 0
+    said = [w for w in recwarn if "does not probe" in str(w.message)]
+    assert len(said) == 1 and "probing budget" in str(said[0].message)
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert summary[keys.BATCH_SIZE_PROBE_SHARE] == 0.0 and summary["batch_size"] == 32
+
+
+@pytest.mark.parametrize("at_validation_end", [False, True])
+@pytest.mark.parametrize("resume_after", [1, 2, 3])
+def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(
+    tmp_path, monkeypatch, at_validation_end, resume_after
+):
+    # Lightning saves either after the epoch-end hooks (its default with per-epoch validation) or
+    # at validation end, before them: then the resumed run makes the epoch-end decision, once.
+    # Epoch 1 ends deciding the probe, epoch 2 trains at the candidate, epoch 3 back at 32.
+    def checkpoint(name):
+        return ModelCheckpoint(
+            dirpath=str(tmp_path / name),
+            every_n_epochs=1,
+            save_top_k=-1,
+            save_on_train_epoch_end=not at_validation_end,
+        )
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    whole = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    spy_whole = Spy()
+    fit(tmp_path / "a", [spy_whole, whole, checkpoint("ckpt")], epochs=7, enable_checkpointing=True)
+    assert [r["batch_size"] for r in spy_whole.rows] == [32, 32, 64, 32, 64, 32, 64]
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST), Spy()
+    step = 20 * (resume_after + 1)
+    path = str(tmp_path / "ckpt" / f"epoch={resume_after}-step={step}.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert saved["current_batch_size"] == spy_whole.rows[resume_after]["batch_size"]
+    ckpt_b = checkpoint("ckpt_b")
+    fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=7, ckpt_path=path, enable_checkpointing=True)
+    trained = [r for r in spy.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
+    expected = spy_whole.rows[resume_after + 1 :]
+    assert [r["batch_size"] for r in trained] == [r["batch_size"] for r in expected]
+    assert [r["lr"] for r in trained] == pytest.approx([r["lr"] for r in expected])  # scaled once, not twice
+    assert moves(resumed) == moves(whole)  # the same decisions, none repeated
+    assert resumed.current_batch_size == whole.current_batch_size == 64
+    assert resumed.policy.probe_j == pytest.approx(whole.policy.probe_j)
+    # The same figures behind the decision (up to the last bits of the restarted meter's sums).
+    got, want = (cb.history[-1]["details"]["comparison"] for cb in (resumed, whole))
+    assert (got["verdict"], got["pairs"]) == (want["verdict"], want["pairs"])
+    assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
+    assert got["window_j_per_sample"] == pytest.approx(want["window_j_per_sample"], rel=1e-9)
+
+
+@pytest.mark.parametrize("ended_by", ["stopper", "max_epochs"])
+def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported(
+    tmp_path, monkeypatch, sqlite_uri, ended_by
+):
+    # Epoch 1 ends deciding the probe of 64, epoch 2 trains at 64 and ends deciding the way back
+    # to 32, where the run ends - by EnergyAwareEarlyStopping (Lightning runs its epoch-end hook
+    # after this callback's) or by max_epochs. 64 -> 32 must not be reported or paid for in the lr.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    logger = MLFlowLogger(
+        experiment_name="last", tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "artifacts")
+    )
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True, save_top_k=0)
+    callbacks, model, epochs = [spy, cb, ckpt], CostedDigits(), 3
+    if ended_by == "stopper":
+        stopper = EnergyAwareEarlyStopping(monitor="val_loss", stopping_threshold=1.0)
+        callbacks, model, epochs = [*callbacks, stopper], ScriptedValLoss([2.0, 2.0, 0.5]), 6
+    trainer, _, dm = fit(
+        tmp_path, callbacks, model=model, epochs=epochs, logger=logger, enable_checkpointing=True
+    )
+    if ended_by == "stopper":
+        assert stopper.stopped_epoch == 2
+    lr0 = model.lr
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64]  # what trained
+    assert moves(cb) == [(1, 32, 64, "probe")]  # no 64 -> 32 that never trained
+    assert cb.pending is not None and (cb.pending.to, cb.pending.reason) == (32, "interleave")
+    assert cb.current_batch_size == dm.batch_size == 64
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(2 * lr0)  # scaled for 64 only
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    # The run ended probing 64: chosen is still the user's 32; the last epoch trained at 64.
+    assert (summary["batch_size"], summary["batch_size_last"]) == (32, 64)
+    assert summary["batch_size_switches"] == "e1 s40 32->64 probe"
+    written = json.loads((_loggers.output_dir(trainer) / ADAPTATIONS_FILENAME).read_text())
+    assert (written["batch_size"]["batch_size"], written["batch_size"]["batch_size_last"]) == (32, 64)
+    assert [(h["from"], h["to"]) for h in written["batch_size"]["batch_size_adaptations"]] == [(32, 64)]
+    tags = logger.experiment.get_run(logger.run_id).data.tags
+    assert tags["lightning_green.batch_size"] == "32"
+    assert tags["lightning_green.batch_size_switches"] == "e1 s40 32->64 probe"
+    # The decision is not lost: resumed, the run trains at 32 from its start, with the lr scaled
+    # back once - as a run that had not stopped would have - and goes on with the trial.
+    resumed, spy_b = (
+        AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST),
+        Spy(),
+    )
+    fit(tmp_path / "b", [spy_b, resumed], epochs=5, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"))
+    trained = [r for r in spy_b.rows if r["batch_size"] is not None]  # a resumed epoch end trains nothing
+    assert [r["batch_size"] for r in trained] == [32, 64]
+    assert trained[0]["lr"] == pytest.approx(lr0)
+    assert moves(resumed)[:3] == [(1, 32, 64, "probe"), (2, 64, 32, "interleave"), (3, 32, 64, "probe")]
