@@ -387,7 +387,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 f"(decided at the end of epoch {pending.epoch}: {pending.reason}; lr x{lr_factor:.3g})",
             )
             self.publish_tags(trainer)
-        self._epoch_steps = _compat.optimizer_steps_per_epoch(trainer)
+        self._epoch_steps = _compat.fit_position(trainer).steps_per_epoch
         if self._window is not None:
             self._window.target_steps = self._target_steps()
 
