@@ -40,6 +40,8 @@ def simulate(
     step_s_per_j: float = 0.25,
     planned: int | None = 10_000,
     energy_noise: float = 0.02,
+    s_per_sample: dict[str, float] | None = None,
+    estimated: bool = False,
 ) -> dict:
     """Train ``steps`` steps from ``start``, applying each decision; one record per step.
 
@@ -58,9 +60,10 @@ def simulate(
             precision,
             energy_j=j * SAMPLES,
             samples=SAMPLES,
-            duration_s=step_s_per_j * j,
+            duration_s=step_s_per_j * j if s_per_sample is None else s_per_sample[precision] * SAMPLES,
             losses=[loss],
             overflows=overflows(t, precision),
+            estimated=estimated,
         )
         energy_j += j * SAMPLES
         used[precision] += 1
@@ -157,6 +160,22 @@ def test_h100_where_bf16_is_2x_cheaper_and_tracks_fp32_switches_to_bf16():
     assert run["final"] == BF16
     assert run["used"][BF16] > 0.8 * 600
     assert not any(r.value.startswith("rollback") for r in reasons(run))
+
+
+@pytest.mark.parametrize("estimated", [True, False])
+def test_with_estimated_energy_a_cheaper_looking_but_slower_precision_is_not_adopted(estimated):
+    """Under load the CPU-time estimate can show bf16 cheaper (fewer busy threads) while it runs
+    3x longer: the estimate cannot see the static power of that time, so it is not adopted; a
+    meter that measured the same saving is believed."""
+    policy = PrecisionPolicy([BF16])
+    times = {FP32: 0.001, BF16: 0.003}
+    run = simulate(policy, {FP32: 1.0, BF16: 0.6}, 600, s_per_sample=times, estimated=estimated)
+    outcome = policy.state_dict()["outcomes"][BF16]
+    if estimated:
+        assert run["final"] == FP32 and run["used"][BF16] < 0.1 * 600
+        assert outcome["status"] == "slower" and outcome["wall_time"]["ratio"] == pytest.approx(3.0)
+    else:
+        assert run["final"] == BF16 and outcome["status"] == "cheaper"
 
 
 def test_cheapest_of_several_precisions_wins():

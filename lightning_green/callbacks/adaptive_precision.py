@@ -325,6 +325,7 @@ class AdaptivePrecision(AdaptiveCallback):
                 losses=record.losses,
                 overflows=overflows,
                 steps=record.steps,
+                estimated="estimate" in record.source.split("+"),
             )
             self._step_s = record.duration_s / record.steps
         decision = policy.decide(trainer.current_epoch, self._planned_steps)

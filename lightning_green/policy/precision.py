@@ -53,7 +53,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lightning_green.checks import as_number, check_int, check_range
+from lightning_green.checks import as_number, check_bool, check_int, check_range
 from lightning_green.policy._util import check_state_version
 from lightning_green.policy.loss_trajectory import (
     add_losses,
@@ -204,6 +204,7 @@ class PrecisionPolicy(ProbeRunner):
         self._probe_samples: dict[str, int] = {}
         self._probe_steps = 0
         self._train_j = 0.0  # energy of every step recorded
+        self._estimated = False  # whether the last steps' energy was the CPU-time estimate
         self._budget_noted = False
         self._started = False
         self._pending: list[str] = []
@@ -256,6 +257,7 @@ class PrecisionPolicy(ProbeRunner):
         losses: Sequence[float] = (),
         overflows: int = 0,
         steps: int | None = None,
+        estimated: bool = False,
     ) -> None:
         """Record one or a few training steps that ran at ``precision``.
 
@@ -269,11 +271,14 @@ class PrecisionPolicy(ProbeRunner):
                 and no candidate is adopted.
             overflows: GradScaler overflows (skipped optimizer steps) among them.
             steps: How many steps; default ``max(len(losses), 1)``.
+            estimated: Whether ``energy_j`` is the CPU-time estimate, not a measurement: a
+                candidate is then adopted only if it is also no slower per sample.
 
         Raises:
             ValueError: For an unknown or unsupported precision or out-of-range numbers.
         """
         prec = check_precision("precision", precision)
+        self._estimated = check_bool("estimated", estimated)
         if prec not in self.supported:
             raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
         energy = check_range("energy_j", energy_j, 0.0, math.inf, what="joules")
@@ -443,6 +448,7 @@ class PrecisionPolicy(ProbeRunner):
             "banned": dict(self._banned),
             "alarm": None if self._alarm is None else dict(self._alarm),
             "j_per_sample": dict(self._j),
+            "estimated": self._estimated,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -478,3 +484,4 @@ class PrecisionPolicy(ProbeRunner):
         alarm = state["alarm"]
         self._alarm = None if alarm is None else dict(alarm)
         self._j = {str(k): float(v) for k, v in state["j_per_sample"].items()}
+        self._estimated = bool(state.get("estimated", False))

@@ -61,6 +61,7 @@ def new_probe(base: str, candidates: list[str]) -> dict[str, Any]:
         "filled": False,  # whether the current segment has measured its window
         "roles": [],
         "j": [],
+        "s": [],  # wall seconds per sample of each window (the estimate cannot see static power)
         "refs": [],  # the candidate's reference windows (their loss sums, for the trend)
         "cand_loss": new_acc(),
         "seg_j": 0.0,  # energy of the candidate segment in progress, warm-up included
@@ -76,6 +77,7 @@ class ProbeRunner:
     _banned: dict[str, int]
     _current: str
     _j: dict[str, float]
+    _estimated: bool
     _outcomes: dict[str, dict[str, Any]]
     _pending: list[str]
     _previous: list[str]
@@ -125,6 +127,7 @@ class ProbeRunner:
         probe["filled"] = True
         probe["roles"].append(probe["role"])
         probe["j"].append(window["energy_j"] / window["samples"])
+        probe.setdefault("s", []).append(window["duration_s"] / window["samples"])
         if probe["role"] == REFERENCE:
             probe["ref_step_j"], probe["ref_steps"] = window["energy_j"] / window["steps"], window["steps"]
             if window["loss_n"] > 0:
@@ -229,7 +232,7 @@ class ProbeRunner:
                 {**details, **figures}, PrecisionReason.KEEP if noted else PrecisionReason.NO_BUDGET
             )
         probe["cand"] = probe["queue"].pop(0)
-        probe["roles"], probe["j"] = [REFERENCE], [probe["j"][-1]]
+        probe["roles"], probe["j"], probe["s"] = [REFERENCE], [probe["j"][-1]], probe.get("s", [])[-1:]
         probe["role"], probe["filled"] = CANDIDATE, False
         return self._emit(probe["cand"], PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
 
@@ -251,7 +254,10 @@ class ProbeRunner:
             "cheaper": PrecisionReason.PROBE,
             "costlier": PrecisionReason.TOO_EXPENSIVE,
         }.get(verdict, PrecisionReason.UNRESOLVED)
-        if verdict == "cheaper":
+        if verdict == "cheaper" and self._estimated and not self._not_slower(probe, outcome):
+            outcome["status"] = "slower"  # estimated joules only: a slower setting is never adopted
+            reason = PrecisionReason.UNRESOLVED
+        elif verdict == "cheaper":
             acc, refs_acc = probe["cand_loss"], probe["refs"]
             if acc["loss_n"] <= 0 or len(refs_acc) < 2:
                 outcome["status"] = "unverified"  # no loss to check: never adopted
@@ -266,6 +272,20 @@ class ProbeRunner:
                     reason = PrecisionReason.LOSS_DEVIATION
         self._outcomes[cand] = outcome
         return reason, {"candidate": cand, "comparison": outcome}
+
+    def _not_slower(self, probe: dict[str, Any], outcome: dict[str, Any]) -> bool:
+        """Whether the candidate is resolved no slower per sample than the base (within the margin).
+
+        Asked only when the energy is the CPU-time estimate: it counts busy cores and cannot see
+        the static power a slower setting keeps drawing (bf16 on a CPU without bf16 units runs
+        about 3x longer on fewer busy threads), so a saving it shows must not come with more time.
+        """
+        seconds = probe.get("s", [])
+        if len(seconds) != len(probe["roles"]) or min(seconds, default=0.0) <= 0.0:
+            return False
+        time = compare_interleaved(probe["roles"], seconds, min_saving=0.0, confidence=self.confidence)
+        outcome["wall_time"] = time.to_dict()
+        return time.ratio_high is not None and time.ratio_high <= 1.0 + self.switch_margin
 
     def _finish(
         self, details: dict[str, Any], otherwise: PrecisionReason = PrecisionReason.KEEP
