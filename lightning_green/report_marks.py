@@ -88,12 +88,25 @@ def adaptation_marks(summary: Mapping[str, Any]) -> list[Mark]:
         for i, entry in enumerate(changes):
             begin = min(max(_applied_epoch(setting, entry), first), last)
             label = f"{entry['from']}->{entry['to']} {entry['reason']}"
+            if _back(changes[i - 1] if i else None, entry):
+                continue  # the way back from a probe (its reason may say probe too): it ends the span
             if entry["reason"] == _PROBE:
-                after = changes[i + 1] if i + 1 < len(changes) else None
+                # Precision's interleaved step windows go back and forth between the same two
+                # settings inside epochs: one span (batch-size visits are whole epochs, one each).
+                j, pair = i + 1, {entry["from"], entry["to"]}
+                while (
+                    setting == "precision"
+                    and j + 1 < len(changes)
+                    and {changes[j]["from"], changes[j]["to"]} == pair
+                    and {changes[j + 1]["from"], changes[j + 1]["to"]} == pair
+                    and _PROBE in (changes[j]["reason"], changes[j + 1]["reason"])
+                ):
+                    j += 1
+                after = changes[j] if j < len(changes) else None
                 end = last if after is None else _applied_epoch(setting, after) - (setting == "batch_size")
                 end = min(max(end, begin), last)
                 marks.append(Mark("probe", setting, begin, end, start_of(begin), end_of[end], label))
-            elif not _back(changes[i - 1] if i else None, entry) and _applied_epoch(setting, entry) <= last:
+            elif _applied_epoch(setting, entry) <= last:
                 at = start_of(begin)
                 marks.append(Mark("switch", setting, begin, begin, at, at, label))
     return marks

@@ -20,7 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def test_probe_epochs_and_switches_of_a_real_run_are_marked_where_they_trained(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, overhead_j=0.2, per_sample_j=0.001)  # 64 is cheaper per sample
     batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, window_s=0.001, probe_fraction=0.9)
-    precision = AdaptivePrecision(window_s=0.001, start_step=4)  # bf16 3x dearer: probed, dropped
+    precision = AdaptivePrecision(window_s=0.001, start_step=4, probe_budget=0.9)  # bf16 3x dearer: dropped
     monitor = EnergyMonitor(monitor="val_acc", mode="max")
     pl.seed_everything(0, verbose=False)
     trainer = make_trainer(tmp_path, [monitor, precision, batch], max_epochs=9, limit_train_batches=20)
@@ -44,9 +44,11 @@ def test_probe_epochs_and_switches_of_a_real_run_are_marked_where_they_trained(t
             trained[m.last_epoch]["total_kwh"] if m.kind == "probe" else m.start_kwh
         )
     assert by_setting["batch_size"][-1].label == "32->64 cheaper"
-    # Precision: bf16 probed in the first epoch (step windows), never adopted: one span, no line.
-    assert [(m.kind, m.first_epoch, m.label) for m in by_setting["precision"]] == [
-        ("probe", 0, "32-true->bf16-mixed probe")
+    # Precision: bf16 probed in alternating step windows from the first epoch, never adopted: one
+    # span over the epochs those windows trained in, no line.
+    windows = [h for h in summary["precision_adaptations"] if h["from"] != h["to"]]
+    assert [(m.kind, m.first_epoch, m.last_epoch, m.label) for m in by_setting["precision"]] == [
+        ("probe", 0, windows[-1]["epoch"], "32-true->bf16-mixed probe")
     ]
     assert by_setting["precision"][0].start_kwh == 0.0
 
