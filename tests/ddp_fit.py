@@ -28,6 +28,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
 
+import torch  # noqa: E402
 from digits import for_lightning  # noqa: E402
 
 import lightning_green  # noqa: E402
@@ -181,6 +182,11 @@ def main() -> None:
         default_root_dir=str(args.out),
     )
     trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+    # Leave the process group before the interpreter exits: gloo's threads torn down at exit can
+    # abort a rank ("terminate called without an active exception") after a successful fit.
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
