@@ -400,6 +400,16 @@ def test_post_decay_hold_is_counted_in_checks() -> None:
     assert stop_of(decisions) == (first_after + schedule.DECAY_WINDOW, StopReason.PLATEAU)
 
 
+def lightning_stop(metric: np.ndarray, patience: int) -> tuple[int, StopReason | None]:
+    """Where Lightning's own EarlyStopping(mode="min") stops on ``metric``: (check, PLATEAU), else
+    (last check, None)."""
+    lightning = EarlyStopping(monitor="m", patience=patience, mode="min")
+    for i, value in enumerate(metric):
+        if lightning._evaluate_stopping_criteria(torch.tensor(float(value), dtype=torch.float64))[0]:
+            return i, StopReason.PLATEAU
+    return len(metric) - 1, None
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None:
     # No schedule information, no step-jump in the curve, the marginal rule off: Lightning's rule.
@@ -412,13 +422,7 @@ def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None
         patience = int(rng.integers(1, 12))
         config = StoppingConfig(patience=patience, min_epochs=0, min_relative_gain=None)
         ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=None))
-        lightning = EarlyStopping(monitor="m", patience=patience, mode="min")
-        theirs = (n - 1, None)
-        for i, value in enumerate(metric):
-            if lightning._evaluate_stopping_criteria(torch.tensor(float(value), dtype=torch.float64))[0]:
-                theirs = (i, StopReason.PLATEAU)
-                break
-        assert ours == theirs
+        assert ours == lightning_stop(metric, patience)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -435,13 +439,7 @@ def test_same_stops_as_lightning_with_a_plan_when_the_rest_rule_is_off(seed: int
             patience=patience, min_epochs=0, min_relative_gain=None, patience_rest_fraction=None
         )
         ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=n))
-        lightning = EarlyStopping(monitor="m", patience=patience, mode="min")
-        theirs = (n - 1, None)
-        for i, value in enumerate(metric):
-            if lightning._evaluate_stopping_criteria(torch.tensor(float(value), dtype=torch.float64))[0]:
-                theirs = (i, StopReason.PLATEAU)
-                break
-        assert ours == theirs
+        assert ours == lightning_stop(metric, patience)
 
 
 def test_the_wait_shrinks_to_half_the_checks_still_planned() -> None:
