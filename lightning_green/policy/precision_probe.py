@@ -127,7 +127,7 @@ class ProbeRunner:
         probe["filled"] = True
         probe["roles"].append(probe["role"])
         probe["j"].append(window["energy_j"] / window["samples"])
-        probe.setdefault("s", []).append(window["duration_s"] / window["samples"])
+        probe["s"].append(window["duration_s"] / window["samples"])
         if probe["role"] == REFERENCE:
             probe["ref_step_j"], probe["ref_steps"] = window["energy_j"] / window["steps"], window["steps"]
             if window["loss_n"] > 0:
@@ -232,7 +232,7 @@ class ProbeRunner:
                 {**details, **figures}, PrecisionReason.KEEP if noted else PrecisionReason.NO_BUDGET
             )
         probe["cand"] = probe["queue"].pop(0)
-        probe["roles"], probe["j"], probe["s"] = [REFERENCE], [probe["j"][-1]], probe.get("s", [])[-1:]
+        probe["roles"], probe["j"], probe["s"] = [REFERENCE], [probe["j"][-1]], [probe["s"][-1]]
         probe["role"], probe["filled"] = CANDIDATE, False
         return self._emit(probe["cand"], PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
 
@@ -280,8 +280,8 @@ class ProbeRunner:
         the static power a slower setting keeps drawing (bf16 on a CPU without bf16 units runs
         about 3x longer on fewer busy threads), so a saving it shows must not come with more time.
         """
-        seconds = probe.get("s", [])
-        if len(seconds) != len(probe["roles"]) or min(seconds, default=0.0) <= 0.0:
+        seconds = probe["s"]
+        if min(seconds, default=0.0) <= 0.0:  # a window of no measurable time cannot be compared
             return False
         time = compare_interleaved(probe["roles"], seconds, min_saving=0.0, confidence=self.confidence)
         outcome["wall_time"] = time.to_dict()
