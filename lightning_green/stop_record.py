@@ -16,15 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from lightning_green import keys
+from lightning_green.json_safe import finite_or_none
 from lightning_green.policy import StopDecision
 from lightning_green.policy.savings import StopSavings
 
 PROJECTION_NOTE = "projected from the measured cost of recent checks and the learning-curve fit; not run"
 """How every saving figure is labelled: a projection, never a measurement."""
-
-
-def _finite(value: float | None) -> float | None:
-    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def decision_metrics(decision: StopDecision, unit: str = "epochs") -> dict[str, float]:
@@ -56,7 +53,7 @@ def decision_metrics(decision: StopDecision, unit: str = "epochs") -> dict[str, 
             (keys.NOT_RUN_CHECKS, s.checks_not_run),
             (keys.NOT_RUN_GAIN, s.metric_gain_forgone),
         ]
-    return {key: v for key, value in values if (v := _finite(value)) is not None}
+    return {key: v for key, value in values if (v := finite_or_none(value)) is not None}
 
 
 def savings_fields(
