@@ -32,6 +32,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from _load import BusyLoad  # noqa: E402
 
+from lightning_green.report_marks import SETTINGS, adaptation_marks  # noqa: E402
+
 
 def decisions(summary: dict) -> str:
     """One run's decision sequence as text: batch size, precision, stop."""
@@ -46,8 +48,19 @@ def decisions(summary: dict) -> str:
     return f"batch: {batch or 'none'} | precision: {precision} | {stop} after {summary['epochs']} epochs"
 
 
-def run_once(index: int, extra: list[str]) -> tuple[str, float, float]:
-    """Run the example once in a fresh directory; its decision sequence, energy (kWh) and seconds."""
+def adopted(summary: dict) -> str:
+    """One run's adaptation decisions: the switches it adopted (the plot's switch marks), per setting."""
+    marks = [m for m in adaptation_marks(summary) if m.kind == "switch"]
+    parts = []
+    for setting in SETTINGS:
+        adopted_here = [f"e{m.first_epoch} {m.label}" for m in marks if m.setting == setting]
+        parts.append(f"{setting}: {'; '.join(adopted_here) or 'none'}")
+    return " | ".join(parts)
+
+
+def run_once(index: int, extra: list[str]) -> tuple[str, str, float, float]:
+    """Run the example once in a fresh directory: its decision sequence, its adopted switches, energy
+    (kWh) and seconds."""
     with tempfile.TemporaryDirectory(prefix=f"stability{index}-") as tmp:
         env = {
             **os.environ,
@@ -61,12 +74,13 @@ def run_once(index: int, extra: list[str]) -> tuple[str, float, float]:
         proc = subprocess.run(cmd, cwd=tmp, env=env, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
-            return f"FAILED (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}", 0.0, seconds
+            failed = f"FAILED (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}"
+            return failed, failed, 0.0, seconds
         match = re.search(r"Summary and plot: (\S+energy_summary\.json)", proc.stdout)
         if match is None:
-            return "FAILED: no summary path printed", 0.0, seconds
+            return "FAILED: no summary path printed", "FAILED", 0.0, seconds
         summary = json.loads(Path(tmp, match.group(1)).read_text())
-        return decisions(summary), summary["total_kwh"], seconds
+        return decisions(summary), adopted(summary), summary["total_kwh"], seconds
 
 
 def main() -> None:
@@ -82,39 +96,24 @@ def main() -> None:
         f"examples/train_digits.py --quiet --tracking-uri <fresh sqlite> {' '.join(extra)}".rstrip()
         + f" x {args.runs}, {args.load} busy background process(es); energy: CPU-time ESTIMATE"
     )
-    sequences = []
+    sequences, switches = [], []
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill the load on the way out
     with BusyLoad(args.load):
         for i in range(args.runs):
-            seq, kwh, seconds = run_once(i, extra)
+            seq, adopted_switches, kwh, seconds = run_once(i, extra)
             sequences.append(seq)
+            switches.append(adopted_switches)
             print(f"run {i}: {seq}  ({kwh * 3.6e6:.0f} J, {seconds:.0f} s)", flush=True)
-    print(agreement(sequences))
+    print(agreement(sequences, switches))
 
 
-MEASURING = ("probe", "interleave", "too_expensive", "unresolved", "insufficient", "slower")
-"""Reasons of moves that only measure (a probe window and the way back), not adopted settings."""
-
-
-def adopted(sequence: str) -> str:
-    """The adaptation decisions of a sequence: its moves without the measuring ones, per part."""
-    if " | " not in sequence:
-        return sequence
-    batch, precision, _stop = sequence.split(" | ")
-    kept = []
-    for label, part in (("batch", batch), ("precision", precision)):
-        moves = [m for m in part.split(": ", 1)[1].split("; ") if m.rsplit(" ", 1)[-1] not in MEASURING]
-        kept.append(f"{label}: {'; '.join(moves) or 'none'}")
-    return " | ".join(kept)
-
-
-def agreement(sequences: list[str]) -> str:
-    """How many runs share the most common whole sequence, its adaptation decisions, and each part."""
+def agreement(sequences: list[str], switches: list[str]) -> str:
+    """How many runs share the most common whole sequence, the same adopted switches, and each part."""
     common, count = collections.Counter(sequences).most_common(1)[0]
     lines = [f"\nmost common sequence ({count} of {len(sequences)} runs):\n  {common}"]
-    decided, n_decided = collections.Counter(adopted(seq) for seq in sequences).most_common(1)[0]
+    decided, n_decided = collections.Counter(switches).most_common(1)[0]
     lines.append(
-        f"adaptation decisions (probe windows left out): {n_decided} of {len(sequences)} runs share"
+        f"adopted switches (probe windows left out): {n_decided} of {len(sequences)} runs share"
         f" `{decided}` (target >= 9 of 10)"
     )
     for i, part in enumerate(("batch size", "precision", "stop")):
