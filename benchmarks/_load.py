@@ -1,8 +1,10 @@
-"""Competing load for the benchmarks: N busy processes outside the benchmark's process tree.
+"""Competing load for the benchmarks and tests: N busy processes outside the caller's process tree.
 
-Each is a numpy matmul loop on one thread, started through a shell that exits at once, so the
-loop is re-parented away from the benchmark: the CPU-time energy estimate (which counts the
-benchmark's process tree) does not count it, as it would not count another tenant's job.
+Each is a numpy matmul loop (on one thread, or numpy's default threads), started through a
+shell that exits at once, so the loop is re-parented away from the caller: the CPU-time energy
+estimate (which counts the caller's process tree) does not count it, as it would not count
+another tenant's job. A busy child of the training process would be counted, and the estimate
+would then follow wall time instead of the training's own CPU time.
 """
 
 from __future__ import annotations
@@ -20,14 +22,32 @@ _LOOP = (
 
 
 class BusyLoad:
-    """``with BusyLoad(n):`` runs ``n`` busy processes for the block and kills them after it."""
+    """``with BusyLoad(n):`` runs ``n`` busy processes for the block and kills them after it.
 
-    def __init__(self, n: int) -> None:
+    Args:
+        n: Number of busy processes.
+        one_thread: Limit each to one BLAS/OpenMP thread (default); False: numpy's default
+            threads, one per core.
+    """
+
+    def __init__(self, n: int, one_thread: bool = True) -> None:
         self.n = n
+        self.one_thread = one_thread
         self.pids: list[int] = []
 
+    def alive(self) -> bool:
+        """Whether every busy process is still running."""
+        try:
+            for pid in self.pids:
+                os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return bool(self.pids) or self.n == 0
+
     def __enter__(self) -> BusyLoad:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        env = dict(os.environ)
+        if self.one_thread:
+            env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
         for i in range(self.n):
             code = _LOOP.format(seed=i)
             out = subprocess.run(

@@ -140,19 +140,41 @@ def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(t
     assert summary["precision_probe_j"] == 0.0  # no bf16 probe was paid for
 
 
+class _StopAt(pl.Callback):
+    """Stops the fit after global step ``step`` (as a user's callback or an interrupt would)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step >= self.step:
+            trainer.should_stop = True
+
+
 def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path, monkeypatch, caplog):
-    # The run ends two steps into the bf16 probe (max_steps): it trained its last steps in bf16,
-    # but the policy never adopted bf16 - tag and summary say 32-true, the last precision is kept.
+    # The run is stopped two steps into the bf16 probe (by another callback: the planned end
+    # itself is never probed into): it trained its last steps in bf16, but the policy never
+    # adopted bf16 - tag and summary say 32-true, the last precision is kept.
     start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
     cb = AdaptivePrecision(**LATE)
-    trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
+    trainer, model = fit(tmp_path, [cb, _StopAt(start + 2)], epochs=3)
     assert [d for _, d in model.steps][-2:] == ["bfloat16", "bfloat16"] and cb.current == "bf16-mixed"
     assert switches(cb) == [("32-true", "bf16-mixed", "probe")]
     summary = EnergyMonitor.for_trainer(trainer).last_summary
     assert (summary["precision"], summary["precision_last"]) == ("32-true", "bf16-mixed")
     assert cb.chosen_setting() == "32-true"
     assert "precision 32-true -> 32-true (ended while probing bf16-mixed" in caplog.text
+
+
+def test_a_probe_is_not_started_when_the_planned_run_ends_before_its_windows(tmp_path, monkeypatch):
+    # The same run planned to end two steps after the probe would start: no bf16 step is wasted.
+    start = _first_switch_step(tmp_path / "reference", monkeypatch)
+    install_step_cost(monkeypatch)
+    cb = AdaptivePrecision(**LATE)
+    trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
+    assert {d for _, d in model.steps} == {"float32"} and cb.current == "32-true"
+    assert switches(cb) == []
 
 
 def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_path, caplog):

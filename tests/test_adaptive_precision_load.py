@@ -1,33 +1,33 @@
 """AdaptivePrecision on this CPU, default torch threads, with a competing busy process: fp32 always.
 
-bf16 costs about three times the joules per sample of fp32 here. Under a process that keeps the
-cores busy, the CPU-time estimate of a window swings several-fold from one window to the next;
-the interleaved reference/candidate windows and their paired bound must still never adopt bf16.
+bf16 costs more joules per sample than fp32 here. Under a process that keeps the cores busy
+(another tenant's job: outside the training's process tree, so the estimate does not count its
+CPU time), the CPU-time estimate of a window swings several-fold from one window to the next,
+in stretches that can favour one setting for seconds; the interleaved reference/candidate
+windows, their paired bound and the replication the estimate requires must still never adopt bf16.
 """
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 import pytorch_lightning as pl
-from conftest import make_trainer
+from conftest import ROOT, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 
 from lightning_green import AdaptivePrecision, EnergyMonitor
 from lightning_green.keys import PRECISION_PROBE_SHARE
 
-BUSY = "import numpy as np\na = np.random.rand(800, 800)\nwhile True:\n    a @ a\n"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from _load import BusyLoad  # noqa: E402  (the benchmarks' load, outside this process tree)
 
 
 @pytest.fixture
 def busy_process():
     """A competing process multiplying matrices on every core it can get, for the test's duration."""
-    proc = subprocess.Popen([sys.executable, "-c", BUSY])
-    yield proc
-    proc.kill()
-    proc.wait(timeout=30)
+    with BusyLoad(1, one_thread=False) as load:
+        yield load
 
 
 @pytest.mark.parametrize("seed", [0])
@@ -38,15 +38,17 @@ def test_under_load_bf16_is_never_adopted_and_the_decisions_hold_the_paired_figu
     cb = AdaptivePrecision(window_s=0.05, start_step=10)  # default budget: 5 % of the run
     trainer = make_trainer(tmp_path, [cb, EnergyMonitor()], max_epochs=10)
     trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
-    assert busy_process.poll() is None  # the load was there all along
+    assert busy_process.alive()  # the load was there all along
     assert cb.current == trainer.precision == "32-true", cb.history
     assert not [h for h in cb.history if h["reason"] == "cheaper"], cb.history
     verdicts = [h for h in cb.history if "comparison" in h["details"]]
     assert verdicts, cb.history  # bf16 was probed, and judged
     figures = verdicts[-1]["details"]["comparison"]
-    assert figures["verdict"] in ("costlier", "unresolved", "insufficient")
+    # The last judgement did not adopt: costlier, unresolved, slower, or a first "cheaper" that
+    # the run did not live to replicate.
+    assert figures["status"] in ("costlier", "unresolved", "insufficient", "slower", "to_confirm"), figures
     assert len(figures["candidate_j_per_sample"]) == figures["pairs"] >= 1
-    assert len(figures["reference_j_per_sample"]) == figures["pairs"] + 1
+    assert len(figures["reference_j_per_sample"]) >= figures["pairs"] + 1  # a cut window adds none
     summary = EnergyMonitor.for_trainer(trainer).last_summary
     assert summary["precision"] == "32-true"
     # Each window is started only if its estimate fits 5 % of the projected run; under load one

@@ -49,6 +49,7 @@ from lightning_green.training.windows import count_samples, loss_of
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
     PrecisionReason.UNRESOLVED,
+    PrecisionReason.TO_CONFIRM,
     PrecisionReason.NO_BUDGET,
     PrecisionReason.LOSS_DEVIATION,
     PrecisionReason.COOLDOWN_OVER,

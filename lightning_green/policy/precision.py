@@ -26,6 +26,9 @@ judged after every pair by a paired confidence interval on the ratio of joules p
 after two pairs; one still unresolved after ``max_pairs`` pairs, or when the budget runs out, is
 not adopted. Probing energy (the candidate's steps) stays within ``probe_budget`` of the run's
 projected energy; a run too short for two candidate windows does not probe (``no_budget``).
+On the CPU-time estimate a saving must replicate: resolved cheaper (and no slower) once, the
+candidate is probed again from the next epoch (``to_confirm``) and adopted only if resolved
+cheaper again.
 
 **Loss check.** When a candidate is resolved cheaper, a straight line is fitted (weighted least
 squares) to the mean losses of the reference windows around its windows, over step number: the
@@ -85,7 +88,7 @@ __all__ = [
     "probe_cost",
 ]
 
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 _MAX_WINDOWS = 64
 _JUMP_HISTORY = 3
 
@@ -209,6 +212,7 @@ class PrecisionPolicy(ProbeRunner):
         self._started = False
         self._pending: list[str] = []
         self._banned: dict[str, int] = {}  # precision -> epoch from which it may be probed again
+        self._unconfirmed: dict[str, int] = {}  # estimate: precision -> epoch first resolved cheaper
         self._alarm: dict[str, Any] | None = None
         self._j: dict[str, float] = {}
 
@@ -395,8 +399,11 @@ class PrecisionPolicy(ProbeRunner):
             if not self._started:
                 self._started = True
                 self._pending = list(self.supported)
-            todo = [p for p in self._pending if p != self._current and p not in self._banned]
-            self._pending = []
+            waiting = [p for p in self._pending if self._unconfirmed.get(p, -1) >= ep]
+            todo = [
+                p for p in self._pending if p not in waiting and p != self._current and p not in self._banned
+            ]
+            self._pending = waiting  # a replication waits for a later epoch
             if todo:
                 waiting = self._start_or_wait(todo, details, planned_steps)
                 if waiting is not None:
@@ -419,6 +426,7 @@ class PrecisionPolicy(ProbeRunner):
                 self._pending += [p for p in rest if p not in self._pending]
                 self._probe = None
         self._banned[offender] = ep + self.cooldown_epochs
+        self._unconfirmed.pop(offender, None)
         return self._emit(
             target, reason, {**details, "banned": offender, "banned_until_epoch": ep + self.cooldown_epochs}
         )
@@ -446,6 +454,7 @@ class PrecisionPolicy(ProbeRunner):
             "started": self._started,
             "pending": list(self._pending),
             "banned": dict(self._banned),
+            "unconfirmed": dict(self._unconfirmed),
             "alarm": None if self._alarm is None else dict(self._alarm),
             "j_per_sample": dict(self._j),
             "estimated": self._estimated,
@@ -481,6 +490,7 @@ class PrecisionPolicy(ProbeRunner):
         self._started = bool(state["started"])
         self._pending = [str(p) for p in state["pending"]]
         self._banned = {str(k): int(v) for k, v in state["banned"].items()}
+        self._unconfirmed = {str(k): int(v) for k, v in state["unconfirmed"].items()}
         alarm = state["alarm"]
         self._alarm = None if alarm is None else dict(alarm)
         self._j = {str(k): float(v) for k, v in state["j_per_sample"].items()}

@@ -40,6 +40,8 @@ class PrecisionReason(str, Enum):
     """A candidate was resolved costlier than the base (the whole interval above 1): not adopted."""
     UNRESOLVED = "unresolved"
     """A candidate's saving was not resolved within its pairs or the budget: not adopted."""
+    TO_CONFIRM = "to_confirm"
+    """On the CPU-time estimate, resolved cheaper in one probe: probed again in a later epoch first."""
     NO_BUDGET = "no_budget"
     """The probing budget cannot pay for two candidate windows (yet): not probing."""
     LOSS_DEVIATION = "loss_deviation"

@@ -16,6 +16,17 @@ loss tracks the reference trend
 the earlier in :data:`~lightning_green.policy.precision_plan.PRECISIONS` unless another is
 resolved cheaper than it (its interval entirely below). Unresolved means staying.
 
+**Replication on the estimate.** Where the energy is the CPU-time estimate, the noise is
+one-sided and comes in regimes: a competing process inflates the CPU time of whatever runs while
+it holds the cores, for seconds at a time, longer than a pair of windows, and it can hit one
+setting harder than the other (multi-threaded fp32 kernels spin at their barriers, bf16's
+single-threaded conversions do not). One probe can then resolve a difference that is a property
+of that stretch of load, not of the setting (measured here: bf16 resolved 0.36x "cheaper" in
+the first seconds under a busy process, 1.3x costlier for the rest of the run). So on the
+estimate a candidate resolved cheaper (and no slower) is not adopted at once: it is probed
+again from the next epoch (``to_confirm``) and adopted only if the second probe resolves it
+cheaper too; otherwise it is dropped. Measured energy (NVML, RAPL) adopts on one probe.
+
 **Budget** (:class:`~lightning_green.policy.paired_windows.ProbeBudget`): the energy of the
 steps trained at a candidate precision while probing (warm-up steps included; reference windows
 are ordinary training and cost nothing extra) may reach ``probe_budget`` of the run's projected
@@ -24,7 +35,12 @@ a plan: of the energy recorded so far outside the probes). A candidate window is
 when its estimated energy still fits (the first from the reference window's energy per step,
 later ones as its dearest so far), and
 a probe only starts when two candidate windows fit; otherwise the policy says so once
-(``no_budget``) and waits for the budget to grow.
+(``no_budget``) and waits for the budget to grow. A window can cost more than estimated (a
+burst of load); a candidate segment is cut, back to the reference, as soon as the probing
+energy reaches the allowance, so the budget is overrun by at most one recorded step group. The
+run's rate for the projection is the lower of the mean rate so far and the median of the base
+precision's windows: under one-sided noise the median is not inflated by a few slow windows,
+and a burst at the start of a run does not inflate the allowance.
 
 The state it works on belongs to the policy and is saved by it.
 """
@@ -75,6 +91,7 @@ class ProbeRunner:
     """Mixin of :class:`~lightning_green.policy.precision.PrecisionPolicy`: probing and its budget."""
 
     _banned: dict[str, int]
+    _unconfirmed: dict[str, int]
     _current: str
     _j: dict[str, float]
     _estimated: bool
@@ -143,8 +160,29 @@ class ProbeRunner:
         Without a plan, the energy recorded so far (probes excluded).
         """
         spent = self._train_j - sum(self._probe_j.values())
-        projected = projected_run_energy_j(spent, self._step - self._probe_steps, planned_steps)
+        done = self._step - self._probe_steps
+        base = self._probe["base"] if self._probe is not None else self._current
+        rates = [w["energy_j"] / w["steps"] for w in self._windows if w["precision"] == base]
+        if rates and done > 0:  # a few slow windows (a burst of load) do not inflate the rate
+            spent_at_median = min(spent, median(rates) * done)
+            projected = projected_run_energy_j(spent_at_median, done, planned_steps)
+            projected = None if projected is None else max(spent, projected)
+        else:
+            projected = projected_run_energy_j(spent, done, planned_steps)
         return spent if projected is None else projected
+
+    def _ends_first(self, pairs: int, steps_per_window: float, planned_steps: float | None) -> bool:
+        """Whether the planned run ends before ``pairs`` more candidate/reference pairs complete.
+
+        A candidate window the run does not finish is wasted energy and leaves the last steps at a
+        precision that was never adopted.
+        """
+        need = pairs * 2 * (self.warmup_steps + steps_per_window)
+        return planned_steps is not None and self._step + need > planned_steps
+
+    def _budget_spent(self, planned_steps: float | None) -> bool:
+        """Whether the probing energy has reached the allowance (a candidate segment is then cut)."""
+        return sum(self._probe_j.values()) >= self.probe_allowance_j(planned_steps)
 
     def probe_allowance_j(self, planned_steps: float | None) -> float:
         """Joules probing may take: ``probe_budget`` of the run's projected (unplanned: spent) energy."""
@@ -182,8 +220,10 @@ class ProbeRunner:
             if recent
             else None
         )
+        if recent and self._ends_first(MIN_PAIRS, recent[0]["steps"], planned_steps):
+            return self._emit(self._current, PrecisionReason.KEEP, details)  # too late to probe
         if window_j is not None and not self._affords(MIN_PAIRS, window_j, planned_steps):
-            self._pending = candidates
+            self._pending += candidates
             if self._budget_noted:
                 return self._emit(self._current, PrecisionReason.KEEP, details)
             self._budget_noted = True
@@ -201,6 +241,9 @@ class ProbeRunner:
         probe = self._probe
         assert probe is not None
         base, cand = probe["base"], probe["cand"]
+        if probe["role"] == CANDIDATE and not probe["filled"] and self._budget_spent(planned_steps):
+            probe["role"], probe["seg_j"] = REFERENCE, 0.0  # cut: its window is not measured
+            return self._emit(base, PrecisionReason.PROBE, {**details, "segment": REFERENCE, "cut": "budget"})
         if not probe["filled"]:
             segment = self._segment_precision()
             assert segment is not None
@@ -213,19 +256,24 @@ class ProbeRunner:
                 probe["roles"], probe["j"], min_saving=self.switch_margin, confidence=self.confidence
             )
             budget_ok = self._affords(1, probe["cand_max_j"], planned_steps)
-            if not comparison.resolved and comparison.pairs < self.max_pairs and budget_ok:
+            room = not self._ends_first(1, probe["ref_steps"], planned_steps)
+            if not comparison.resolved and comparison.pairs < self.max_pairs and budget_ok and room:
                 probe["role"], probe["filled"] = CANDIDATE, False
                 return self._emit(cand, PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
-            reason, figures = self._judge(cand, comparison.to_dict(), ep, budget_ok)
+            stopped_by = "budget" if not budget_ok else "max_pairs" if room else "end"
+            reason, figures = self._judge(cand, comparison.to_dict(), ep, stopped_by)
             probe.update(new_probe(base, probe["queue"]))
             if probe["queue"]:
                 return self._emit(base, reason, {**details, **figures})
             return self._finish({**details, **figures}, reason)
         if not probe["queue"]:
             return self._finish(details)
+        if self._ends_first(MIN_PAIRS, probe["ref_steps"], planned_steps):
+            probe["queue"] = []  # too late for the next candidate
+            return self._finish(details)
         window_j = self._first_window_j(probe["ref_step_j"], probe["ref_steps"])
         if not self._affords(MIN_PAIRS, window_j, planned_steps):  # wait for the budget to grow
-            self._pending, probe["queue"] = probe["queue"], []
+            self._pending, probe["queue"] = self._pending + probe["queue"], []
             figures = {"candidates": list(self._pending), **self._budget_figures(planned_steps, window_j)}
             noted, self._budget_noted = self._budget_noted, True
             return self._finish(
@@ -237,7 +285,7 @@ class ProbeRunner:
         return self._emit(probe["cand"], PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
 
     def _judge(
-        self, cand: str, comparison: dict[str, Any], ep: int, budget_ok: bool
+        self, cand: str, comparison: dict[str, Any], ep: int, stopped_by: str
     ) -> tuple[PrecisionReason, dict[str, Any]]:
         """The candidate's outcome (saved in :attr:`_outcomes`): the reason to report and its figures."""
         probe = self._probe
@@ -245,11 +293,13 @@ class ProbeRunner:
         refs = [j for j, role in zip(probe["j"], probe["roles"], strict=True) if role == REFERENCE]
         cands = [j for j, role in zip(probe["j"], probe["roles"], strict=True) if role == CANDIDATE]
         self._j[probe["base"]] = median(refs)
-        self._j[cand] = median(cands)
+        if cands:  # none when its first window was cut by the budget
+            self._j[cand] = median(cands)
         verdict = comparison["verdict"]
         outcome: dict[str, Any] = {"status": verdict, **comparison}
+        first_epoch = self._unconfirmed.pop(cand, None)  # a first resolution waits for this one
         if verdict in ("unresolved", "insufficient"):
-            outcome["stopped_by"] = "max_pairs" if budget_ok else "budget"
+            outcome["stopped_by"] = stopped_by  # max_pairs, budget or the planned end
         reason = {
             "cheaper": PrecisionReason.PROBE,
             "costlier": PrecisionReason.TOO_EXPENSIVE,
@@ -270,6 +320,13 @@ class ProbeRunner:
                     outcome["banned_until_epoch"] = ep + self.cooldown_epochs
                     self._banned[cand] = ep + self.cooldown_epochs
                     reason = PrecisionReason.LOSS_DEVIATION
+                elif self._estimated and first_epoch is None:
+                    outcome["status"] = "to_confirm"  # estimate: the saving must replicate later
+                    outcome["confirm_from_epoch"] = ep + 1
+                    self._unconfirmed[cand] = ep
+                    reason = PrecisionReason.TO_CONFIRM
+                elif self._estimated:
+                    outcome["first_resolved_epoch"] = first_epoch
         self._outcomes[cand] = outcome
         return reason, {"candidate": cand, "comparison": outcome}
 
@@ -300,6 +357,8 @@ class ProbeRunner:
         self._probe = None
         outcomes = {p: dict(o) for p, o in self._outcomes.items()}
         info = {**details, "outcomes": outcomes, "j_per_sample": dict(self._j)}
+        again = [p for p in PRECISIONS if outcomes.get(p, {}).get("status") == "to_confirm"]
+        self._pending += [p for p in again if p not in self._pending]
         cheaper = [p for p in PRECISIONS if outcomes.get(p, {}).get("status") == "cheaper"]
         cheaper = [p for p in cheaper if p not in self._banned]
         if not cheaper:
@@ -355,5 +414,5 @@ def no_budget_text(decision: PrecisionDecision) -> str:
     return (
         f"two windows of each candidate ({', '.join(d['candidates'])}) need about {need or 0.0:.3g} J, "
         f"more than the {allowed - spent:.3g} J left of the probing budget ({d['probe_budget']:.0%} of "
-        f"{plan}); training stays in {decision.precision}"
+        f"{plan}); training stays in {decision.precision} unless the projected run grows enough"
     )
