@@ -172,7 +172,7 @@ def test_a_probe_is_not_started_when_the_planned_run_ends_before_its_windows(tmp
     start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
     cb = AdaptivePrecision(**LATE)
-    trainer, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
+    _, model = fit(tmp_path, [cb], epochs=3, max_steps=start + 2)
     assert {d for _, d in model.steps} == {"float32"} and cb.current == "32-true"
     assert switches(cb) == []
 

@@ -20,7 +20,7 @@ from lightning_green import AdaptivePrecision, EnergyMonitor
 from lightning_green.keys import PRECISION_PROBE_SHARE
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _load import BusyLoad  # noqa: E402  (the benchmarks' load, outside this process tree)
+from _load import BusyLoad  # the benchmarks' load, outside this process tree
 
 
 @pytest.fixture

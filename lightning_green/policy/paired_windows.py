@@ -20,8 +20,8 @@ their spread can be zero however noisy the windows are (measured under load: ref
 interval's standard error is the larger of two: the spread of the paired log-ratios, and the
 error those pairs would have if the windows varied as they are seen to vary, each role's
 variance taken from how far each of its windows lies from the line through its two neighbours
-(blind to a linear drift) and the covariance of pairs that share a reference counted. It is a rule for deciding,
-documented, not a p-value to report.
+(blind to a linear drift) and the covariance of pairs that share a reference counted. It is a
+rule for deciding, documented, not a p-value to report.
 
 :class:`ProbeBudget` bounds what probing may cost: at most ``fraction`` (5 %) of the run's
 projected energy, projected from what has been measured so far and the planned length.
