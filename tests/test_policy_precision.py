@@ -354,12 +354,14 @@ def test_nan_at_the_initial_precision_has_nothing_to_roll_back_to():
 # ----------------------------------------------------------------------------- state, plan, arguments
 
 
-@pytest.mark.parametrize("cut", [30, 45, 70, 250, 360, 520])
-def test_state_round_trip_gives_identical_decisions(cut):
+@pytest.mark.parametrize("estimated", [False, True])
+@pytest.mark.parametrize("cut", [30, 45, 70, 120, 250, 360, 520])
+def test_state_round_trip_gives_identical_decisions(cut, estimated):
     def nan_once(t, p):
         return math.nan if t == 350 and p != FP32 else 1.0
 
-    kwargs = dict(loss_factor=nan_once)
+    # estimated: the first resolution waits for a replication in the next epoch (to_confirm)
+    kwargs = dict(loss_factor=nan_once, estimated=estimated)
     costs = {FP32: 1.0, BF16: 0.5, FP16: 0.45}
     whole = simulate(PrecisionPolicy([BF16, FP16]), costs, 700, **kwargs)
     first_part = PrecisionPolicy([BF16, FP16])
@@ -369,6 +371,7 @@ def test_state_round_trip_gives_identical_decisions(cut):
     tail = simulate(resumed, costs, 700 - cut, start=cut, **kwargs)
     assert head["decisions"] + tail["decisions"] == whole["decisions"]
     assert len(set(reasons(whole))) >= 4  # probes, a switch, a rollback, a cooldown
+    assert (PrecisionReason.TO_CONFIRM in reasons(whole)) == estimated
 
 
 def test_decision_details_are_json_able():
