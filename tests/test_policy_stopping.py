@@ -159,6 +159,22 @@ def test_saturated_curve_is_stopped_by_marginal_rule() -> None:
     assert reason is StopReason.MARGINAL_GAIN and 50 <= i < 99
 
 
+def test_noise_in_the_measured_cost_cannot_decide_a_stop() -> None:
+    """Four runs of the README example under load (benchmarks/data/digits_example_under_load.csv):
+    the same val_acc curve (fixed seed), epoch energies differing by measurement noise alone. As
+    measured, one run's relative gain fell under the threshold at epoch 15 (a stop with 1.1 points
+    of regret) while three ran on; the stop must also hold at the run's average rate, so every run
+    gets the same decision and that one is held (``cost_noise``)."""
+    curves = read_curves_csv(CURVES.parent / "digits_example_under_load.csv")
+    assert len(curves) == 4 and all(np.array_equal(c.metrics, curves[0].metrics) for c in curves)
+    assert not all(np.allclose(c.costs, curves[0].costs) for c in curves)
+    config = StoppingConfig(mode="max")
+    results = [run(c.metrics, c.costs, config, max_epochs=30) for c in curves]
+    assert len({stop_of(r) for r in results}) == 1
+    held = [d for r in results for d in r if d.hold == "cost_noise"]
+    assert held and all(d.relative_gain < config.min_relative_gain for d in held)
+
+
 def test_absolute_threshold_in_metric_units_per_kwh() -> None:
     x = np.arange(1, 101, dtype=float)
     metric = 2.0 + 3.0 * np.exp(-x / 8.0)

@@ -87,6 +87,22 @@ def next_check_cost(costs_kwh: np.ndarray, window: int = COST_WINDOW) -> float:
     return max(float(costs_kwh[-1]), 0.0)
 
 
+def average_rate_costs(costs_kwh: np.ndarray, progress: np.ndarray) -> np.ndarray | None:
+    """The cumulative costs the checks would show if every unit of progress cost the run's average.
+
+    ``progress * (cost so far / progress so far)``: the same run with the measurement noise of each
+    check interval taken out (and any real change of the rate too). ``None`` before any progress.
+
+    Example:
+        >>> average_rate_costs(np.array([1.0, 3.0, 4.0]), np.array([1.0, 2.0, 3.0])).tolist()
+        [1.3333333333333333, 2.6666666666666665, 4.0]
+    """
+    done = float(progress[-1]) if len(progress) else 0.0
+    if done <= 0:
+        return None
+    return np.asarray(progress, dtype=float) * (max(float(costs_kwh[-1]), 0.0) / done)
+
+
 def remaining_cost_to(costs_kwh: np.ndarray, progress: np.ndarray, horizon: float | None) -> float:
     """Projected cost of the rest of the planned run.
 

@@ -76,7 +76,9 @@ class StopDecision:
             ``DECAY_WINDOW`` checks, and decays still pay) and
             ``"lr_step_seen"`` (the curve made a step-jump) hold the plateau and the marginal rule;
             ``"horizon_fraction"`` (not yet past ``min_horizon_fraction`` of the planned epochs)
-            holds the marginal rule only.
+            holds the marginal rule only; ``"cost_noise"``: the marginal rule would stop on the
+            costs as measured but not with every check charged the run's average rate (the stop
+            would rest on how the measured cost varied between checks).
         fit: The learning-curve fit behind ``projected_gain`` (``None`` when no fit passed the
             quality checks and the recent slope was extrapolated instead). ``fit.predict(cost)``
             draws it in metric units.
