@@ -223,7 +223,9 @@ def decide(
             return stop(StopReason.PLATEAU, message), state, tracker
     if evaluate_marginal:
         marginal = _marginal_stop(assessment, config)
-        if marginal is not None and not _stops_at_average_rate(history, segment_start, horizon, config):
+        if marginal is not None and not _stops_at_average_rate(
+            history, segment_start, horizon, future_checks, config
+        ):
             marginal, base["hold"] = None, "cost_noise"
         if marginal is not None:
             return stop(StopReason.MARGINAL_GAIN, marginal), state, tracker
@@ -237,7 +239,7 @@ def decide(
 
 
 def _stops_at_average_rate(
-    history: History, segment_start: int, horizon: float | None, config: StoppingConfig
+    history: History, segment_start: int, horizon: float | None, future_checks: float, config: StoppingConfig
 ) -> bool:
     """Whether the marginal rule also stops when every check is charged the run's average rate.
 
@@ -259,7 +261,7 @@ def _stops_at_average_rate(
         horizon_cost_kwh=_budget.remaining_cost_to(flat, f_progress, horizon),
         sign=config.sign,
         project=True,
-        n_future_checks=_budget.checks_remaining(history.progress, horizon),
+        n_future_checks=future_checks,
     )
     return _marginal_stop(a, config) is not None
 
