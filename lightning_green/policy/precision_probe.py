@@ -29,18 +29,20 @@ cheaper too; otherwise it is dropped. Measured energy (NVML, RAPL) adopts on one
 
 **Budget** (:class:`~lightning_green.policy.paired_windows.ProbeBudget`): the energy of the
 steps trained at a candidate precision while probing (warm-up steps included; reference windows
-are ordinary training and cost nothing extra) may reach ``probe_budget`` of the run's projected
-energy: the joules per step recorded so far outside the probes times the planned steps (without
-a plan: of the energy recorded so far outside the probes). A candidate window is only started
-when its estimated energy still fits (the first from the reference window's energy per step,
-later ones as its dearest so far), and
+are ordinary training and cost nothing extra) may reach ``probe_budget`` of a *low* projection
+of the run's energy: everything it spent so far (probes included) plus its planned steps still
+to come at the lower quartile of the base precision's window costs per step (without a plan: of
+the energy spent so far). Noise in a CPU-time estimate only adds time, and it comes in stretches:
+probing during one (measured: the first epochs under a busy process read at up to 15x the
+rest) spends inflated joules, and a projection at the inflated rate would have allowed them
+(probing reached 12.6 % of such a run); against the low projection the share of the run the
+probes take stays within the budget as long as the rest of the run costs no less than its
+cheaper windows did. A candidate window is only started when its estimated energy still fits
+(the first from the reference window's energy per step, later ones as its dearest so far), and
 a probe only starts when two candidate windows fit; otherwise the policy says so once
 (``no_budget``) and waits for the budget to grow. A window can cost more than estimated (a
-burst of load); a candidate segment is cut, back to the reference, as soon as the probing
-energy reaches the allowance, so the budget is overrun by at most one recorded step group. The
-run's rate for the projection is the lower of the mean rate so far and the median of the base
-precision's windows: under one-sided noise the median is not inflated by a few slow windows,
-and a burst at the start of a run does not inflate the allowance.
+burst of load): a candidate segment is cut, back to the reference, as soon as the probing
+energy reaches the allowance, so the budget is overrun by at most one recorded step group.
 
 The state it works on belongs to the policy and is saved by it.
 """
@@ -57,7 +59,6 @@ from lightning_green.policy.paired_windows import (
     REFERENCE,
     ProbeBudget,
     compare_interleaved,
-    projected_run_energy_j,
 )
 from lightning_green.policy.precision_plan import PRECISIONS, PrecisionDecision, PrecisionReason
 
@@ -155,21 +156,23 @@ class ProbeRunner:
     # ------------------------------------------------------------------ budget
 
     def _projected_j(self, planned_steps: float | None) -> float:
-        """The run's projected training energy at the rate of its steps outside the probes.
+        """A low projection of the run's energy: what it spent so far, and its rest at a low rate.
 
-        Without a plan, the energy recorded so far (probes excluded).
+        The rest (planned steps not yet trained) is charged at the lower quartile of the base
+        precision's window costs per step, at most the mean rate so far: noise in a CPU-time
+        estimate only adds time, so this is close to the cost of the work itself, and a stretch of
+        load that inflates the readings while probing cannot inflate the run the budget is a share
+        of. Without a plan, the energy recorded so far.
         """
-        spent = self._train_j - sum(self._probe_j.values())
-        done = self._step - self._probe_steps
+        spent = self._train_j
+        if planned_steps is None or self._step <= 0:
+            return spent
         base = self._probe["base"] if self._probe is not None else self._current
-        rates = [w["energy_j"] / w["steps"] for w in self._windows if w["precision"] == base]
-        if rates and done > 0:  # a few slow windows (a burst of load) do not inflate the rate
-            spent_at_median = min(spent, median(rates) * done)
-            projected = projected_run_energy_j(spent_at_median, done, planned_steps)
-            projected = None if projected is None else max(spent, projected)
-        else:
-            projected = projected_run_energy_j(spent, done, planned_steps)
-        return spent if projected is None else projected
+        rates = sorted(w["energy_j"] / w["steps"] for w in self._windows if w["precision"] == base)
+        rate = spent / self._step
+        if rates:
+            rate = min(rate, rates[(len(rates) - 1) // 4])
+        return spent + max(float(planned_steps) - self._step, 0.0) * rate
 
     def _ends_first(self, pairs: int, steps_per_window: float, planned_steps: float | None) -> bool:
         """Whether the planned run ends before ``pairs`` more candidate/reference pairs complete.
