@@ -399,11 +399,11 @@ class PrecisionPolicy(ProbeRunner):
             if not self._started:
                 self._started = True
                 self._pending = list(self.supported)
-            waiting = [p for p in self._pending if self._unconfirmed.get(p, -1) >= ep]
+            later = [p for p in self._pending if self._unconfirmed.get(p, -1) >= ep]
             todo = [
-                p for p in self._pending if p not in waiting and p != self._current and p not in self._banned
+                p for p in self._pending if p not in later and p != self._current and p not in self._banned
             ]
-            self._pending = waiting  # a replication waits for a later epoch
+            self._pending = later  # a replication waits for a later epoch
             if todo:
                 waiting = self._start_or_wait(todo, details, planned_steps)
                 if waiting is not None:

@@ -119,12 +119,20 @@ def decide(
     rest_kwh = _budget.remaining_cost_to(f_costs, f_progress, horizon) if n_finite >= 2 else None
     future_checks = _budget.checks_remaining(progress_all, horizon)
 
-    def assess(project: bool, central: bool = False) -> MarginalAssessment:
+    def assess(project: bool, central: bool = False, costs: np.ndarray | None = None) -> MarginalAssessment:
+        """The marginal assessment of the current segment, on the measured costs or on ``costs``."""
         if rest_kwh is None:
             return MarginalAssessment()
+        if costs is None:
+            segment, rest = history.segment(segment_start, MAX_FIT_POINTS), rest_kwh
+        else:
+            segment = segment_of(
+                costs, history.finite_values, segment_start, MAX_FIT_POINTS, history.best_value
+            )
+            rest = _budget.remaining_cost_to(costs, f_progress, horizon)
         return assess_segment(
-            history.segment(segment_start, MAX_FIT_POINTS),
-            horizon_cost_kwh=rest_kwh,
+            segment,
+            horizon_cost_kwh=rest,
             sign=config.sign,
             project=project,
             n_future_checks=future_checks,
@@ -223,9 +231,15 @@ def decide(
             return stop(StopReason.PLATEAU, message), state, tracker
     if evaluate_marginal:
         marginal = _marginal_stop(assessment, config)
-        if marginal is not None and not _stops_at_average_rate(
-            history, segment_start, horizon, future_checks, config
-        ):
+        # The measured cost of each check interval carries the meter's noise (the CPU-time
+        # estimate of the same epoch varies by a third under load): the fit against it and the
+        # rate of the last intervals move with it, and on a run whose relative gain sits near the
+        # threshold that noise alone decided stops (the same val_acc curve, four runs under load:
+        # one stopped at epoch 16 with 1.1 points of regret, three ran on). A marginal stop must
+        # also hold with every check charged the run's average rate; a real change of the rate (a
+        # cheaper batch size or precision) still counts where it argues for going on.
+        flat = _budget.average_rate_costs(f_costs, f_progress) if marginal is not None else None
+        if flat is not None and _marginal_stop(assess(True, costs=flat), config) is None:
             marginal, base["hold"] = None, "cost_noise"
         if marginal is not None:
             return stop(StopReason.MARGINAL_GAIN, marginal), state, tracker
@@ -236,34 +250,6 @@ def decide(
         f" relative {_fmt(assessment.relative_gain)}" + (f" (held: {marginal_hold})" if marginal_hold else "")
     )
     return StopDecision(False, None, message, **base), state, tracker
-
-
-def _stops_at_average_rate(
-    history: History, segment_start: int, horizon: float | None, future_checks: float, config: StoppingConfig
-) -> bool:
-    """Whether the marginal rule also stops when every check is charged the run's average rate.
-
-    The measured cost of each check interval carries the meter's noise (the CPU-time estimate of
-    the same epoch varies by a third under load): a fit of the metric against the measured costs,
-    and the rate of the last intervals, move with it, and on a run whose relative gain sits near
-    the threshold that noise alone decided the stop (measured: the same val_acc curve, four runs
-    under load, stopped at epoch 16 with 1.1 points of regret in one, ran on in three). A stop by
-    marginal gain must hold both as measured and at the average rate: noise cannot cause it, and a
-    real change of the rate (a cheaper batch size, a lower precision) still counts where it argues
-    for going on.
-    """
-    f_costs, f_progress = history.finite_costs_kwh, history.finite_progress
-    flat = _budget.average_rate_costs(f_costs, f_progress)
-    if flat is None:
-        return True
-    a = assess_segment(
-        segment_of(flat, history.finite_values, segment_start, MAX_FIT_POINTS, history.best_value),
-        horizon_cost_kwh=_budget.remaining_cost_to(flat, f_progress, horizon),
-        sign=config.sign,
-        project=True,
-        n_future_checks=future_checks,
-    )
-    return _marginal_stop(a, config) is not None
 
 
 def _marginal_stop(a: MarginalAssessment, config: StoppingConfig) -> str | None:
