@@ -426,34 +426,36 @@ def lightning_stop(metric: np.ndarray, patience: int) -> tuple[int, StopReason |
     return len(metric) - 1, None
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None:
-    # No schedule information, no step-jump in the curve, the marginal rule off: Lightning's rule.
-    rng = np.random.default_rng(seed)
+def jump_free_walks(rng: np.random.Generator, min_length: int, max_patience: int):
+    """Up to 20 noisy falling random walks of ``min_length``-79 checks without a step-jump (the
+    others are drawn and skipped), each with a patience drawn from 1 to ``max_patience - 1``."""
     for _ in range(20):
-        n = int(rng.integers(20, 80))
+        n = int(rng.integers(min_length, 80))
         metric = 1.0 + np.cumsum(rng.normal(-0.002, 0.01, n))
         if schedule.detect_steps(-metric):
             continue
-        patience = int(rng.integers(1, 12))
+        yield metric, int(rng.integers(1, max_patience))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_stops_as_lightning_without_schedule_information(seed: int) -> None:
+    # No schedule information, no step-jump in the curve, the marginal rule off: Lightning's rule.
+    for metric, patience in jump_free_walks(np.random.default_rng(seed), min_length=20, max_patience=12):
         config = StoppingConfig(patience=patience, min_epochs=0, min_relative_gain=None)
-        ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=None))
+        ours = stop_of(run(metric, np.arange(1, len(metric) + 1) * 0.1, config, max_epochs=None))
         assert ours == lightning_stop(metric, patience)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_same_stops_as_lightning_with_a_plan_when_the_rest_rule_is_off(seed: int) -> None:
     # With a planned end, any patience, patience_rest_fraction=None: still Lightning's rule.
-    rng = np.random.default_rng(100 + seed)
-    for _ in range(20):
-        n = int(rng.integers(30, 80))
-        metric = 1.0 + np.cumsum(rng.normal(-0.002, 0.01, n))
-        if schedule.detect_steps(-metric):
-            continue
-        patience = int(rng.integers(1, 40))
+    for metric, patience in jump_free_walks(
+        np.random.default_rng(100 + seed), min_length=30, max_patience=40
+    ):
         config = StoppingConfig(
             patience=patience, min_epochs=0, min_relative_gain=None, patience_rest_fraction=None
         )
+        n = len(metric)
         ours = stop_of(run(metric, np.arange(1, n + 1) * 0.1, config, max_epochs=n))
         assert ours == lightning_stop(metric, patience)
 
