@@ -368,17 +368,23 @@ def part_b(ctx: Context, budget_s: float, precisions: str | None) -> None:
         precision_cb = AdaptivePrecision(precisions=precisions)
     monitor = EnergyMonitor(meter="nvml", summary=False, prog_bar=False)
 
+    def plan_over() -> bool:
+        """Whether the first probe plan concluded (its outcomes recorded) or was refused (no budget).
+
+        Probing is paid as it goes, so it starts only once the run has spent about 20x what
+        two candidate windows cost: the first steps after ``start_step`` are not a decision.
+        """
+        return any(
+            "outcomes" in (h.get("details") or {}) or h.get("reason") == "no_budget"
+            for h in precision_cb.history
+        )
+
     class StopWhenDecided(pl.Callback):
         """Stops once the first probe plan is over and its decision applied."""
 
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             cb = precision_cb
-            if (
-                cb.policy is not None
-                and cb.policy.step > cb.start_step
-                and not cb.busy
-                and cb.pending is None
-            ):
+            if cb.policy is not None and plan_over() and not cb.busy and cb.pending is None:
                 trainer.should_stop = True
 
     pl.seed_everything(0, verbose=False)
@@ -406,7 +412,7 @@ def part_b(ctx: Context, budget_s: float, precisions: str | None) -> None:
     trainer.fit(model, train_dataloaders=loader)
     seconds = time.monotonic() - start
     fields = precision_cb.energy_summary_fields()
-    decided = precision_cb.policy is not None and not precision_cb.busy
+    decided = precision_cb.policy is not None and plan_over() and not precision_cb.busy
     chosen = fields["precision"]
     if ctx.device == "cuda":
         expected = (

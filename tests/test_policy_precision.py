@@ -75,6 +75,16 @@ def simulate(
     return {"decisions": decisions, "used": used, "energy_j": energy_j, "final": precision}
 
 
+def eager_policy(supported: list[str], **kwargs) -> PrecisionPolicy:
+    """A policy that may probe from ``start_step`` on: a 50 % probing budget.
+
+    With the default 5 % the probes of these short scripted runs would wait for the run to have
+    spent 20 times their cost; what a probe decides does not depend on when it starts. The tests
+    of the budget and of that wait use the defaults.
+    """
+    return PrecisionPolicy(supported, **{"probe_budget": 0.5, **kwargs})
+
+
 def reasons(run: dict) -> list[PrecisionReason]:
     return [r for _, _, r in run["decisions"]]
 
@@ -97,7 +107,8 @@ def test_cpu_where_bf16_costs_3x_ends_on_fp32_with_bounded_probe_cost():
     assert run["used"][BF16] == 2 * (policy.warmup_steps + policy.window_steps)
     outcome = policy.state_dict()["outcomes"][BF16]
     assert outcome["status"] == "costlier" and outcome["pairs"] == 2 and outcome["ratio_low"] > 2.5
-    assert len(outcome["candidate_j_per_sample"]) == 2 and len(outcome["reference_j_per_sample"]) == 3
+    # The second candidate window waited (on reference windows) until the run had spent enough.
+    assert len(outcome["candidate_j_per_sample"]) == 2 and len(outcome["reference_j_per_sample"]) > 3
     # The probed steps stay within 5 % of the run's energy.
     assert sum(policy.probe_energy_j().values()) <= 0.05 * run["energy_j"]
     extra = run["energy_j"] / (steps * 1.0 * SAMPLES) - 1.0
@@ -110,14 +121,40 @@ def test_cpu_where_bf16_costs_3x_ends_on_fp32_with_bounded_probe_cost():
     assert sum(short.probe_energy_j().values()) <= 0.05 * run["energy_j"]
 
 
+@pytest.mark.parametrize(
+    ("costs", "estimated"),
+    [({FP32: 1.0, BF16: 3.0}, False), ({FP32: 1.0, BF16: 1.3}, True), ({FP32: 1.0, BF16: 0.5}, True)],
+)
+def test_probing_is_paid_as_the_run_goes(costs, estimated):
+    """A run can end at any step (a stopper, a target reached), so at no step has probing taken
+    more than 5 % of the energy spent so far, but for a first candidate window dearer than the
+    reference it was estimated from (r x the estimate: at most 5 % x r/2, two windows being
+    asked for), and the probes still conclude."""
+    policy = PrecisionPolicy([BF16])
+    spent_j, shares = 0.0, []
+    for t in range(2000):
+        spent_j += simulate(policy, costs, 1, start=t, estimated=estimated, planned=2000)["energy_j"]
+        shares.append(sum(policy.probe_energy_j().values()) / spent_j)
+    ratio = costs[BF16] / costs[FP32]
+    assert max(shares) <= 1.05 * 0.05 * max(1.0, ratio / 2)  # 2 % energy noise
+    assert shares[-1] <= 0.05
+    assert BF16 in policy.state_dict()["outcomes"]
+    assert policy.current_precision == (BF16 if ratio < 1 else FP32)
+
+
 def test_a_run_too_short_for_two_candidate_windows_does_not_probe_and_says_so_once():
     policy = PrecisionPolicy([BF16, FP16])
     run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 200, planned=200)
     assert run["used"] == {FP32: 200}
     notes = [d for d in run["decisions"] if d[2] is PrecisionReason.NO_BUDGET]
     assert len(notes) == 1 and notes[0][0] == policy.start_step - 1
-    # The same run planned long enough probes, and adopts bf16.
-    assert simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 200)["final"] == BF16
+    # Planned long enough, the same run probes once it has spent 20x what two windows cost: bf16.
+    long = PrecisionPolicy([BF16, FP16])
+    run = simulate(long, {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 400)
+    assert run["final"] == BF16 and PrecisionReason.NO_BUDGET not in reasons(run)
+    first_probe = next(t for t, p, _ in run["decisions"] if p != FP32)
+    window_j = (long.warmup_steps + long.window_steps) * SAMPLES  # a reference window's steps
+    assert 0.05 * first_probe * SAMPLES >= 2 * window_j * 0.95
 
 
 def test_without_a_planned_length_probing_waits_until_5_percent_of_the_spent_energy_pays_for_it():
@@ -137,26 +174,26 @@ def test_a_candidate_1_4_percent_cheaper_in_noise_is_never_adopted_and_3x_cheape
     rng = np.random.default_rng(seed)
     saved, ENERGY_NOISE = ENERGY_NOISE, rng.normal(size=4000)
     try:
-        close = PrecisionPolicy([BF16, FP16])
+        close = eager_policy([BF16, FP16])
         run = simulate(close, {FP32: 1.0, BF16: 0.986, FP16: 0.99}, 600, energy_noise=0.05)
         assert run["final"] == FP32 and PrecisionReason.CHEAPER not in reasons(run)
         outcomes = close.state_dict()["outcomes"]
         assert {o["status"] for o in outcomes.values()} <= {"unresolved", "costlier"}, outcomes
-        far = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 1 / 3}, 600, energy_noise=0.05)
+        far = simulate(eager_policy([BF16]), {FP32: 1.0, BF16: 1 / 3}, 600, energy_noise=0.05)
         assert far["final"] == BF16
     finally:
         ENERGY_NOISE = saved
 
 
 def test_of_two_candidates_equally_cheap_bf16_is_preferred_unless_fp16_is_resolved_cheaper():
-    tie = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.49}, 300)
+    tie = simulate(eager_policy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.49}, 300)
     assert first(tie, PrecisionReason.CHEAPER)[1] == BF16
-    clear = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.3}, 300)
+    clear = simulate(eager_policy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.3}, 300)
     assert first(clear, PrecisionReason.CHEAPER)[1] == FP16
 
 
 def test_h100_where_bf16_is_2x_cheaper_and_tracks_fp32_switches_to_bf16():
-    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 600)
+    run = simulate(eager_policy([BF16]), {FP32: 1.0, BF16: 0.5}, 600)
     t, precision = first(run, PrecisionReason.CHEAPER)
     assert precision == BF16 and t < 100
     assert run["final"] == BF16
@@ -169,7 +206,7 @@ def test_with_estimated_energy_a_cheaper_looking_but_slower_precision_is_not_ado
     """Under load the CPU-time estimate can show bf16 cheaper (fewer busy threads) while it runs
     3x longer: the estimate cannot see the static power of that time, so it is not adopted; a
     meter that measured the same saving is believed."""
-    policy = PrecisionPolicy([BF16])
+    policy = eager_policy([BF16])
     times = {FP32: 0.001, BF16: 0.003}
     run = simulate(policy, {FP32: 1.0, BF16: 0.6}, 600, s_per_sample=times, estimated=estimated)
     outcome = policy.state_dict()["outcomes"][BF16]
@@ -188,13 +225,13 @@ def test_on_the_estimate_a_saving_seen_only_in_a_burst_of_load_is_not_adopted():
     def burst(t, p):
         return 3.0 if p == FP32 and t < 90 else 1.0
 
-    policy = PrecisionPolicy([BF16])
+    policy = eager_policy([BF16])
     run = simulate(policy, {FP32: 1.0, BF16: 1.3}, 600, estimated=True, load=burst)
     assert run["final"] == FP32 and PrecisionReason.CHEAPER not in reasons(run)
     t_first, _ = first(run, PrecisionReason.TO_CONFIRM)
     assert t_first < 90  # the burst resolved it cheaper once
     assert policy.state_dict()["outcomes"][BF16]["status"] == "costlier"  # not replicated
-    real = PrecisionPolicy([BF16])
+    real = eager_policy([BF16])
     run = simulate(real, {FP32: 1.0, BF16: 0.5}, 600, estimated=True)
     t_confirm, _ = first(run, PrecisionReason.TO_CONFIRM)
     t_adopt, precision = first(run, PrecisionReason.CHEAPER)
@@ -216,21 +253,21 @@ def test_a_candidate_window_dearer_than_estimated_is_cut_at_the_budget():
 
 
 def test_cheapest_of_several_precisions_wins():
-    run = simulate(PrecisionPolicy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.4}, 300)
+    run = simulate(eager_policy([BF16, FP16]), {FP32: 1.0, BF16: 0.5, FP16: 0.4}, 300)
     assert first(run, PrecisionReason.CHEAPER)[1] == FP16
     assert run["final"] == FP16
 
 
 def test_a_saving_below_the_margin_is_not_worth_switching():
     costs = {FP32: 1.0, BF16: 0.95}
-    run = simulate(PrecisionPolicy([BF16]), costs, 300)
+    run = simulate(eager_policy([BF16]), costs, 300)
     assert run["final"] == FP32 and PrecisionReason.CHEAPER not in reasons(run)
-    eager = simulate(PrecisionPolicy([BF16], switch_margin=0.01), costs, 300)
+    eager = simulate(eager_policy([BF16], switch_margin=0.01), costs, 300)
     assert eager["final"] == BF16
 
 
 def test_probing_waits_for_start_step_and_alternates_reference_and_candidate_windows():
-    policy = PrecisionPolicy([BF16, FP16], start_step=50, min_window_s=0.0)
+    policy = eager_policy([BF16, FP16], start_step=50, min_window_s=0.0)
     run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.3}, 200)
     sequence = [p for _, p, _ in run["decisions"]]
     first_probe = next(t for t, p, _ in run["decisions"] if p != FP32)
@@ -247,7 +284,7 @@ def test_a_probe_whose_loss_leaves_the_fp32_trend_is_banned_then_reprobed_after_
     def biased(t, p):  # bf16 loss 7 % above fp32 at the same step: beyond the 5 % tolerance
         return 1.07 if p == BF16 else 1.0
 
-    policy = PrecisionPolicy([BF16], cooldown_epochs=2)
+    policy = eager_policy([BF16], cooldown_epochs=2)
     run = simulate(policy, {FP32: 1.0, BF16: 0.5}, 320, loss_factor=biased)
     t_dev, precision = first(run, PrecisionReason.LOSS_DEVIATION)
     assert precision == FP32 and t_dev < 100
@@ -261,12 +298,12 @@ def test_a_probe_whose_loss_leaves_the_fp32_trend_is_banned_then_reprobed_after_
 
 
 def test_a_probe_within_tolerance_is_adopted():
-    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 200, loss_factor=lambda t, p: 1.02)
+    run = simulate(eager_policy([BF16]), {FP32: 1.0, BF16: 0.5}, 200, loss_factor=lambda t, p: 1.02)
     assert first(run, PrecisionReason.CHEAPER)[1] == BF16
 
 
 def test_without_losses_no_candidate_is_adopted():
-    policy = PrecisionPolicy([BF16], start_step=0, min_window_s=0.0)
+    policy = eager_policy([BF16], start_step=0, min_window_s=0.0)
     precision = FP32
     for _ in range(60):
         policy.record(
@@ -283,9 +320,7 @@ def test_non_finite_loss_after_adoption_rolls_back_and_respects_cooldown():
     def nan_once(t, p):
         return math.nan if t == 350 and p == BF16 else 1.0
 
-    run = simulate(
-        PrecisionPolicy([BF16], cooldown_epochs=2), {FP32: 1.0, BF16: 0.5}, 800, loss_factor=nan_once
-    )
+    run = simulate(eager_policy([BF16], cooldown_epochs=2), {FP32: 1.0, BF16: 0.5}, 800, loss_factor=nan_once)
     t_rb, precision = first(run, PrecisionReason.ROLLBACK_NON_FINITE)
     assert (t_rb, precision) == (350, FP32)
     # Epoch 3 is the ban's start: no bf16 until epoch 5.
@@ -298,7 +333,7 @@ def test_non_finite_loss_during_a_probe_aborts_it_and_the_plan_goes_on():
     def nan_bf16(t, p):
         return math.nan if p == BF16 else 1.0
 
-    policy = PrecisionPolicy([BF16, FP16], cooldown_epochs=2)
+    policy = eager_policy([BF16, FP16], cooldown_epochs=2)
     run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.6}, 190, loss_factor=nan_bf16)
     assert first(run, PrecisionReason.ROLLBACK_NON_FINITE)[1] == FP32
     assert run["used"][BF16] == 1  # rolled back at the first bad step
@@ -312,7 +347,7 @@ def test_repeated_gradscaler_overflows_roll_back():
     def every_step(t, p):
         return 1 if p == FP16 else 0
 
-    run = simulate(PrecisionPolicy([FP16]), costs, 300, overflows=every_step)
+    run = simulate(eager_policy([FP16]), costs, 300, overflows=every_step)
     assert PrecisionReason.ROLLBACK_OVERFLOW in reasons(run)
     assert run["final"] == FP32
 
@@ -326,7 +361,7 @@ def test_repeated_gradscaler_overflows_roll_back():
         start = switched_at.setdefault(FP16, t)
         return 1 if t - start < 2 else 0
 
-    calm = simulate(PrecisionPolicy([FP16]), costs, 300, overflows=calibrating)
+    calm = simulate(eager_policy([FP16]), costs, 300, overflows=calibrating)
     assert PrecisionReason.ROLLBACK_OVERFLOW not in reasons(calm)
     assert calm["final"] == FP16
 
@@ -335,17 +370,17 @@ def test_loss_jump_after_adoption_rolls_back():
     def jump(t, p):
         return 1.5 if t >= 400 and p == BF16 else 1.0
 
-    run = simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 500, loss_factor=jump)
+    run = simulate(eager_policy([BF16]), {FP32: 1.0, BF16: 0.5}, 500, loss_factor=jump)
     t_rb, precision = first(run, PrecisionReason.ROLLBACK_LOSS_JUMP)
     assert precision == FP32 and 400 <= t_rb < 400 + 3 * 8
     assert run["final"] == FP32
     assert PrecisionReason.ROLLBACK_LOSS_JUMP not in reasons(
-        simulate(PrecisionPolicy([BF16]), {FP32: 1.0, BF16: 0.5}, 500)
+        simulate(eager_policy([BF16]), {FP32: 1.0, BF16: 0.5}, 500)
     )
 
 
 def test_nan_at_the_initial_precision_has_nothing_to_roll_back_to():
-    policy = PrecisionPolicy([BF16], start_step=1000)
+    policy = eager_policy([BF16], start_step=1000)
     policy.record(FP32, energy_j=10.0, samples=32, duration_s=1.0, losses=[math.nan])
     d = policy.decide(0)
     assert d.precision == FP32 and d.reason is PrecisionReason.KEEP
@@ -363,10 +398,10 @@ def test_state_round_trip_gives_identical_decisions(cut, estimated):
     # estimated: the first resolution waits for a replication in the next epoch (to_confirm)
     kwargs = dict(loss_factor=nan_once, estimated=estimated)
     costs = {FP32: 1.0, BF16: 0.5, FP16: 0.45}
-    whole = simulate(PrecisionPolicy([BF16, FP16]), costs, 700, **kwargs)
-    first_part = PrecisionPolicy([BF16, FP16])
+    whole = simulate(eager_policy([BF16, FP16]), costs, 700, **kwargs)
+    first_part = eager_policy([BF16, FP16])
     head = simulate(first_part, costs, cut, **kwargs)
-    resumed = PrecisionPolicy([BF16, FP16])
+    resumed = eager_policy([BF16, FP16])
     resumed.load_state_dict(json.loads(json.dumps(first_part.state_dict())))
     tail = simulate(resumed, costs, 700 - cut, start=cut, **kwargs)
     assert head["decisions"] + tail["decisions"] == whole["decisions"]
@@ -375,7 +410,7 @@ def test_state_round_trip_gives_identical_decisions(cut, estimated):
 
 
 def test_decision_details_are_json_able():
-    run_policy = PrecisionPolicy([BF16])
+    run_policy = eager_policy([BF16])
     precision = FP32
     for t in range(80):
         run_policy.record(precision, energy_j=32.0, samples=32, duration_s=1.0, losses=[base_loss(t)])

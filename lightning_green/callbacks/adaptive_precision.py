@@ -71,12 +71,13 @@ class PrecisionState(AdaptiveState):
 class AdaptivePrecision(AdaptiveCallback):
     r"""Switch to the cheapest precision, by measured joules per sample, whose loss tracks fp32.
 
-    After ``start_step`` optimizer steps it probes each precision the hardware supports in windows
-    alternating with the Trainer's own (the baseline), within ``probe_budget`` of the run's
-    projected energy; it adopts one only when resolved cheaper by over ``switch_margin`` (a paired
-    confidence bound) with a loss within ``loss_tolerance`` of the baseline's trend, and rolls
-    back on a non-finite loss, a loss jump or repeated GradScaler overflows (banned for
-    ``cooldown_epochs``). Logs ``energy/precision`` (bits: 32 or 16) per epoch, the MLflow tags
+    After ``start_step`` optimizer steps it probes each precision the hardware supports in
+    windows alternating with the Trainer's own (the baseline), within ``probe_budget`` of the
+    run's projected energy and, at every step, of the energy spent so far; it adopts one only
+    when resolved cheaper by over ``switch_margin`` (a paired confidence bound) with a loss
+    within ``loss_tolerance`` of the baseline's trend, and rolls back on a non-finite loss, a
+    loss jump or repeated GradScaler overflows (banned for ``cooldown_epochs``). Logs
+    ``energy/precision`` (bits: 32 or 16) per epoch, the MLflow tags
     ``lightning_green.precision[_switches]``, and each switch in the summary and
     ``adaptations.json``. Needs one device or DDP on CPU or CUDA, automatic optimization and a
     Trainer precision of ``32-true``, ``bf16-mixed`` or ``16-mixed`` (refused at fit start).
@@ -91,7 +92,8 @@ class AdaptivePrecision(AdaptiveCallback):
         max_overflows: GradScaler overflows within one window that roll ``16-mixed`` back.
         window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
         start_step: Optimizer steps before probing begins.
-        probe_budget: Share of the run's projected energy the probed steps may take.
+        probe_budget: Share of the run's energy the probed steps may take: of its projection,
+            and at every step of what it has spent so far (probing is paid as it goes).
 
     Raises:
         ValueError: For an argument out of range, naming it.

@@ -133,8 +133,8 @@ class PrecisionPolicy(ProbeRunner):
         max_pairs: Candidate windows (each paired with its neighbouring reference windows)
             measured at most per candidate. Default 6.
         confidence: Two-sided confidence level of the interval on the paired ratio. Default 0.9.
-        probe_budget: Share of the run's projected energy the candidates' steps may take.
-            Default 0.05.
+        probe_budget: Share of the run's energy the candidates' steps may take: of its
+            projection, and at every step of what it has spent so far. Default 0.05.
         start_step: Steps before probing begins. Default 20: the first steps carry one-off
             costs (compilation, caches, data loader start) and the steepest loss drop, both
             bad for comparisons.
@@ -146,7 +146,10 @@ class PrecisionPolicy(ProbeRunner):
 
     Example:
         >>> policy = PrecisionPolicy(["bf16-mixed"], start_step=0, min_window_s=0.0)
-        >>> policy.decide(epoch=0).reason.value  # a probe starts with a reference window
+        >>> policy.decide(epoch=0).reason.value  # nothing spent yet: probing is paid as it goes
+        'keep'
+        >>> for _ in range(300): policy.record("32-true", 1.0, 32, 0.1, losses=[1.0])  # 1 J a step
+        >>> policy.decide(epoch=0).reason.value  # 5 % of 300 J pays for two 6 J windows: a reference first
         'probe'
     """
 

@@ -44,6 +44,15 @@ a probe only starts when two candidate windows fit; otherwise the policy says so
 burst of load): a candidate segment is cut, back to the reference, as soon as the probing
 energy reaches the allowance, so the budget is overrun by at most one recorded step group.
 
+**Paid as it goes.** A run can end at any step (a stopper, a target accuracy reached), and what
+probing cost by then is what the user paid for it. So a candidate window also starts only if
+the probing energy, the windows asked for included, stays within ``probe_budget`` of the energy
+the run has recorded by their end: a probe starts once the run has spent about 20 times what
+two candidate windows cost, and a candidate's next pair waits, on reference windows (ordinary
+training), until the run has spent enough again. Measured on the digits benchmark under load
+before this rule: a run that reached its target in 6 epochs of a 40-epoch plan had spent 26 %
+of its energy in bf16 probe windows, allowed by the projection to 40 epochs.
+
 The state it works on belongs to the policy and is saved by it.
 """
 
@@ -200,6 +209,22 @@ class ProbeRunner:
             projected_run_j=self._projected_j(planned_steps),
         )
 
+    def _paced(self, windows: int, window_j: float | None) -> bool:
+        """Whether ``windows`` more candidate windows keep probing within its share of the energy so far.
+
+        The run may end at any moment (a stopper, a target reached), so probing is paid as it
+        goes: the probing energy, these windows included, stays within ``probe_budget`` of the
+        energy the run has recorded by their end.
+        """
+        if window_j is None:
+            return False
+        next_j = windows * window_j
+        return ProbeBudget(self.probe_budget).affords(
+            next_probe_j=next_j,
+            spent_probe_j=sum(self._probe_j.values()),
+            projected_run_j=self._train_j + next_j,
+        )
+
     def _first_window_j(self, step_j: float | None, steps: float) -> float | None:
         """A candidate segment's energy estimated from the reference: warm-up plus one window."""
         return None if step_j is None else step_j * (steps + self.warmup_steps)
@@ -234,6 +259,9 @@ class ProbeRunner:
             return self._emit(
                 self._current, PrecisionReason.NO_BUDGET, {**details, "candidates": candidates, **figures}
             )
+        if not self._paced(MIN_PAIRS, window_j):  # no window yet, or not yet paid for
+            self._pending += candidates
+            return self._emit(self._current, PrecisionReason.KEEP, details)
         self._probe = new_probe(self._current, candidates)
         self._outcomes = {}
         return None
@@ -261,6 +289,9 @@ class ProbeRunner:
             budget_ok = self._affords(1, probe["cand_max_j"], planned_steps)
             room = not self._ends_first(1, probe["ref_steps"], planned_steps)
             if not comparison.resolved and comparison.pairs < self.max_pairs and budget_ok and room:
+                if not self._paced(1, probe["cand_max_j"]):  # another reference window meanwhile
+                    probe["filled"] = False
+                    return self._emit(base, PrecisionReason.PROBE, {**details, "segment": REFERENCE})
                 probe["role"], probe["filled"] = CANDIDATE, False
                 return self._emit(cand, PrecisionReason.PROBE, {**details, "segment": CANDIDATE})
             stopped_by = "budget" if not budget_ok else "max_pairs" if room else "end"
@@ -275,6 +306,9 @@ class ProbeRunner:
             probe["queue"] = []  # too late for the next candidate
             return self._finish(details)
         window_j = self._first_window_j(probe["ref_step_j"], probe["ref_steps"])
+        if self._affords(MIN_PAIRS, window_j, planned_steps) and not self._paced(MIN_PAIRS, window_j):
+            self._pending, probe["queue"] = self._pending + probe["queue"], []  # started when paid for
+            return self._finish(details)
         if not self._affords(MIN_PAIRS, window_j, planned_steps):  # wait for the budget to grow
             self._pending, probe["queue"] = self._pending + probe["queue"], []
             figures = {"candidates": list(self._pending), **self._budget_figures(planned_steps, window_j)}
