@@ -84,7 +84,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         probe_windows: Compared windows per epoch (one more is measured, the first discarded).
         window_s: Longest window in seconds; None: 1.0 s with NVML, else 0.25 s.
         grow: Go on to further candidates after a trial; False tries one candidate at most.
-        probe_fraction: Share of the run's projected energy probing may take (0: never probe).
+        probe_fraction: Share of the run's energy probing may take: of its projection, and at
+            every epoch end of what it has spent so far (0: never probe).
 
     Raises:
         ValueError: For an argument out of range, naming it.

@@ -77,8 +77,9 @@ class BatchSizePolicy:
     epoch until the paired comparison resolves, at most ``max_visits`` candidate epochs. A trial
     starts only when at least ``min_visits`` candidate epochs fit in the probing budget
     (``probe_fraction`` of the run's projected energy, counting a candidate epoch as an average
-    epoch times ``size in use / candidate`` for smaller candidates), and once the gradient noise
-    scale is known. Each visit discards its first ``warmup_windows`` windows.
+    epoch times ``size in use / candidate`` for smaller candidates) and in ``probe_fraction`` of
+    the energy spent so far (paid as it goes: 38 epochs for two at 5 %), and once the gradient
+    noise scale is known. Each visit discards its first ``warmup_windows`` windows.
 
     Args:
         initial_batch_size: The user's per-device batch size.
@@ -105,11 +106,14 @@ class BatchSizePolicy:
     Example:
         >>> policy = BatchSizePolicy(32, 16, 64, warmup_windows=0, noise_min_updates=1)
         >>> policy.noise_scale.update(2.0, 1.5, 32, 64)  # B_noise = 96
-        >>> policy.decide(run_energy_j=100.0, epochs_done=1, fraction_done=0.01) is None  # no windows yet
+        >>> def epoch():  # three windows at batch size 32
+        ...     for j in (1.0, 1.02, 0.98):
+        ...         policy.record_probe(32, j * 32, 32, 0.1)
+        >>> epoch()
+        >>> policy.decide(run_energy_j=100.0, epochs_done=1, fraction_done=0.01) is None  # not paid for yet
         True
-        >>> for j in (1.0, 1.02, 0.98):
-        ...     policy.record_probe(32, j * 32, 32, 0.1)
-        >>> policy.decide(run_energy_j=200.0, epochs_done=2, fraction_done=0.02).reason.value
+        >>> epoch()  # 5 % of the 40 epochs spent by now pays for two candidate epochs
+        >>> policy.decide(run_energy_j=4000.0, epochs_done=40, fraction_done=0.4).reason.value
         'probe'
     """
 
@@ -335,7 +339,7 @@ class BatchSizePolicy:
                 trial.visits += 1
                 trial.visit_j.append(candidate_j)
                 return self._move(trial.reference, BatchSizeReason.INTERLEAVE, details)
-            return self._conclude(trial, noise, run_j / epochs, projected, details)
+            return self._conclude(trial, noise, run_j, epochs, projected, details)
         if self._done:
             return None
         candidate = self.next_candidate()
@@ -350,9 +354,20 @@ class BatchSizePolicy:
         details.update(candidate=candidate, visit_j=visit_j, min_visits=self.min_visits)
         details["probe_allowance_j"] = self.budget.allowance_j(basis)
         need_j = self.min_visits * visit_j * (1.0 - 1e-9)
-        if not self.budget.affords(next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=basis):
+        # Paid as it goes: the run may end at any epoch (a stopper, a target reached), so a trial
+        # starts only once the run has spent 1/probe_fraction times what it and the trials before
+        # it cost, and only where the plan leaves room for its candidate epochs after that.
+        pay_epochs = self.budget.pay_before_j(self._probe_j + need_j) / max(run_j / epochs, 1e-300)
+        planned = epochs / fraction_done if fraction_done > 0 else None
+        details.update(paid_after_epochs=pay_epochs, planned_epochs=planned)
+        too_short = planned is None or planned < pay_epochs + self.min_visits
+        if too_short or not self.budget.affords(
+            next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=basis
+        ):
             self._done = True
             return BatchSizeDecision(in_use, BatchSizeReason.NO_PROBE_BUDGET, details)
+        if not self.budget.paced(next_probe_j=need_j, spent_probe_j=self._probe_j, spent_run_j=run_j):
+            return None  # not yet paid for
         if noise is None or not values:
             return None  # wait for the noise scale and an epoch of windows at the size in use
         self._trial = Trial(in_use, candidate)
@@ -371,7 +386,8 @@ class BatchSizePolicy:
         self,
         trial: Trial,
         noise: float | None,
-        average_epoch_j: float,
+        run_j: float,
+        epochs: int,
         projected: float | None,
         details: dict[str, Any],
     ) -> BatchSizeDecision:
@@ -387,8 +403,11 @@ class BatchSizePolicy:
         )
         details.update(candidate=trial.candidate, visits=trial.visits, comparison=figures)
         if verdict in ("unresolved", "insufficient") and trial.visits < self.max_visits:
-            cost = self._visit_cost_j(trial.candidate, average_epoch_j)
-            if self.budget.affords(next_probe_j=cost, spent_probe_j=self._probe_j, projected_run_j=projected):
+            cost = self._visit_cost_j(trial.candidate, run_j / epochs)
+            paced = self.budget.paced(next_probe_j=cost, spent_probe_j=self._probe_j, spent_run_j=run_j)
+            if paced and self.budget.affords(
+                next_probe_j=cost, spent_probe_j=self._probe_j, projected_run_j=projected
+            ):
                 return self._move(trial.candidate, BatchSizeReason.PROBE, details)
             details["budget_spent"] = True
         self._tried[trial.candidate] = verdict

@@ -232,9 +232,17 @@ def no_probe_message(details: Mapping[str, Any], batch_size: int | None) -> str:
     allowance, visit = details.get("probe_allowance_j") or 0.0, details.get("visit_j") or 0.0
     spent = details.get("probe_j") or 0.0
     what = "does not probe" if not spent else "stops probing"
+    paid, planned = details.get("paid_after_epochs"), details.get("planned_epochs")
+    pace = ""
+    if paid is not None and planned is not None and math.isfinite(paid):
+        pace = (
+            f"; probing is paid as it goes, so they could start only after about {paid:.0f} epochs "
+            f"and the plan has {planned:.0f}"
+        )
     return (
         f"AdaptiveBatchSize {what}: {details.get('min_visits', 1)} epochs at batch size "
-        f"{details.get('candidate')} (about {visit:.4g} J each) do not fit in the probing budget of "
-        f"{allowance:.4g} J (probe_fraction of the run's projected energy; {spent:.4g} J spent); it keeps "
-        f"batch size {batch_size}. Longer runs (max_epochs/max_steps) can afford probing."
+        f"{details.get('candidate')} (about {visit:.4g} J each) cannot be paid for within the probing "
+        f"budget: {allowance:.4g} J (probe_fraction of the run's projected energy; "
+        f"{spent:.4g} J spent){pace}; "
+        f"it keeps batch size {batch_size}. Longer runs (max_epochs/max_steps) can afford probing."
     )

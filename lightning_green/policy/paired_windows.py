@@ -282,6 +282,33 @@ class ProbeBudget:
         """Whether a probe expected to cost ``next_probe_j`` still fits beside ``spent_probe_j``."""
         return spent_probe_j + next_probe_j <= self.allowance_j(projected_run_j)
 
+    def paced(self, *, next_probe_j: float, spent_probe_j: float, spent_run_j: float) -> bool:
+        """Whether probing, ``next_probe_j`` more included, stays within ``fraction`` of the run so far.
+
+        Paid as it goes: a run can end at any moment (a stopper, a target reached), and what
+        probing cost by then is what it cost the user.
+
+        Example:
+            >>> ProbeBudget().paced(next_probe_j=10.0, spent_probe_j=0.0, spent_run_j=190.0)
+            True
+            >>> ProbeBudget().paced(next_probe_j=10.0, spent_probe_j=0.0, spent_run_j=100.0)
+            False
+        """
+        return self.affords(
+            next_probe_j=next_probe_j, spent_probe_j=spent_probe_j, projected_run_j=spent_run_j + next_probe_j
+        )
+
+    def pay_before_j(self, probe_j: float) -> float:
+        """Energy the run must spend besides ``probe_j`` of probing for that to be its share (``inf`` at 0 %).
+
+        Example:
+            >>> ProbeBudget().pay_before_j(10.0)
+            190.0
+        """
+        if self.fraction <= 0:
+            return math.inf
+        return float(probe_j) * (1.0 - self.fraction) / self.fraction
+
     def share(self, spent_probe_j: float, run_j: float) -> float | None:
         """Probing energy as a share of the run's (``None`` for a run without energy)."""
         return None if run_j <= 0 else float(spent_probe_j) / float(run_j)

@@ -218,11 +218,10 @@ class ProbeRunner:
         """
         if window_j is None:
             return False
-        next_j = windows * window_j
-        return ProbeBudget(self.probe_budget).affords(
-            next_probe_j=next_j,
+        return ProbeBudget(self.probe_budget).paced(
+            next_probe_j=windows * window_j,
             spent_probe_j=sum(self._probe_j.values()),
-            projected_run_j=self._train_j + next_j,
+            spent_run_j=self._train_j,
         )
 
     def _first_window_j(self, step_j: float | None, steps: float) -> float | None:
