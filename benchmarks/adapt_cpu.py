@@ -20,7 +20,9 @@ load of each moment hits both alike; waiting for the turn blocks and costs no CP
 ``--floor`` also runs the fixed run against itself in lockstep: the scatter of the measurement
 alone, the noise floor of a seed's ratio. Under load that floor reaches 1.2x for one pair, more
 than the 1.10x the target allows, so ``--repeats R`` runs R lockstep pairs per seed (who goes
-first alternating) and judges the seed on the ratio of the medians, printing every pair's too.
+first alternating) and judges the seed on the geometric mean of its paired ratios adaptive /
+fixed (every pair counts, the run-to-run scatter of the estimate averages out), with a 90 %
+t-interval on it, printing every pair's ratio and the epochs each run took to the target.
 
     python benchmarks/adapt_cpu.py [--seeds 0,1,2] [--target 97] [--max-epochs 40] [--load 1] [--floor]
                                    [--repeats 3]
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import multiprocessing
 import signal
 import statistics
@@ -52,6 +55,7 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from _load import BusyLoad  # noqa: E402
 from digits import DigitsClassifier, DigitsDataModule  # noqa: E402
+from scipy import stats  # noqa: E402
 
 from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor  # noqa: E402
 
@@ -267,6 +271,17 @@ def main() -> None:
         compare(seeds, args)
 
 
+def paired_interval(logs: list[float], confidence: float = 0.9) -> tuple[float, float, float]:
+    """Geometric mean of paired ratios (given as logs) and its two-sided t-interval (nan below two pairs)."""
+    if not logs:
+        return float("nan"), float("nan"), float("nan")
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), float("nan"), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
+
+
 def compare(seeds: list[int], args: argparse.Namespace) -> None:
     """Run the fixed and the adaptive run of each seed in lockstep; print per-seed and worst ratios."""
     threads = args.threads or torch.get_num_threads()
@@ -287,6 +302,8 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             pairs.append(tuple(sorted(both, key=lambda o: o.adaptive)))
         fixed_j = statistics.median(f.energy_j for f, _ in pairs)
         adapt_j = statistics.median(a.energy_j for _, a in pairs)
+        logs = [math.log(a.energy_j / f.energy_j) for f, a in pairs if a.energy_j > 0 and f.energy_j > 0]
+        gmean, low, high = paired_interval(logs)
         runs, floor = [], float("nan")
         for rep, (f, a) in enumerate(pairs):
             tag = f" {rep + 1}" if args.repeats > 1 else ""
@@ -295,10 +312,21 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             pair = lockstep(seed, args, False, (False, False))
             floor = max(o.energy_j for o in pair) / min(o.energy_j for o in pair)
             runs += [("fixed A", pair[0]), ("fixed B", pair[1])]
-        ratio = fixed_j / adapt_j if adapt_j > 0 else float("nan")
+        ratio = 1.0 / gmean if gmean > 0 else float("nan")  # fixed / adaptive
         per_pair = [a.energy_j / f.energy_j for f, a in pairs]
         rows.append(
-            (seed, fixed_j, adapt_j, ratio, floor, [a for _, a in pairs], [f for f, _ in pairs], per_pair)
+            (
+                seed,
+                fixed_j,
+                adapt_j,
+                ratio,
+                floor,
+                [a for _, a in pairs],
+                [f for f, _ in pairs],
+                per_pair,
+                low,
+                high,
+            )
         )
         print(
             f"\nseed {seed}:\n"
@@ -308,7 +336,8 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
                 for name, o in runs
             )
             + (
-                f"  adaptive/fixed per pair: {', '.join(f'{r:.2f}' for r in per_pair)}; "
+                f"  adaptive/fixed per pair: {', '.join(f'{r:.2f}' for r in per_pair)}; geometric mean "
+                f"{gmean:.2f}x (90 % interval {low:.2f}-{high:.2f}x); "
                 f"medians {adapt_j:.1f} J / {fixed_j:.1f} J\n"
                 if args.repeats > 1
                 else ""
@@ -334,15 +363,23 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
                 flush=True,
             )
     print("\nsummary (energy: CPU-time ESTIMATE, 10 W per busy core)")
-    median_of = "medians of " + str(args.repeats) + " pairs" if args.repeats > 1 else "one pair"
-    print(f"  ({median_of} per seed; a/f per pair in brackets)")
+    if args.repeats > 1:
+        print(
+            f"  ({args.repeats} lockstep pairs per seed: J are medians, a/f the geometric mean of the paired "
+            "ratios with its 90 % interval, each pair's a/f in brackets; epochs to the target fixed/adaptive)"
+        )
     print(f"  {'seed':>4} {'fixed J':>8} {'adapt J':>8} {'f/a':>5} {'a/f':>5} {'f/f':>5}  batch  precision")
-    for seed, f, a, r, floor, adapted, _, per_pair in rows:
+    for seed, f, a, r, floor, adapted, fixed_runs, per_pair, low, high in rows:
+        epochs = ", ".join(f"{fo.epochs}/{ao.epochs}" for fo, ao in zip(fixed_runs, adapted, strict=True))
         print(
             f"  {seed:>4} {f:8.1f} {a:8.1f} {r:5.2f} {1 / r:5.2f} {floor:5.2f}  "
-            f"{'/'.join(str(o.batch_size) for o in adapted):>5}  "
-            f"{'/'.join(o.precision for o in adapted)}"
-            + (f"  [{', '.join(f'{x:.2f}' for x in per_pair)}]" if args.repeats > 1 else "")
+            f"{'/'.join(sorted({str(o.batch_size) for o in adapted})):>5}  "
+            f"{'/'.join(sorted({o.precision for o in adapted}))}"
+            + (
+                f"  ({low:.2f}-{high:.2f}) [{', '.join(f'{x:.2f}' for x in per_pair)}] epochs {epochs}"
+                if args.repeats > 1
+                else ""
+            )
         )
     ratios = [row[3] for row in rows]
     worst = max(rows, key=lambda row: 1 / row[3])
@@ -354,6 +391,13 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
         f"target: {reached}"
     )
     if args.repeats > 1:
+        highs = [row[9] for row in rows]
+        print(
+            f"  upper ends of the seeds' 90 % intervals: {', '.join(f'{h:.2f}' for h in highs)}x; "
+            f"epochs to the target the same as the fixed run in "
+            f"{sum(fo.epochs == ao.epochs for row in rows for fo, ao in zip(row[6], row[5], strict=True))} "
+            f"of {sum(len(row[5]) for row in rows)} adaptive runs"
+        )
         singles = [x for row in rows for x in row[7]]
         print(
             f"  single pairs: adaptive/fixed {min(singles):.2f}-{max(singles):.2f}x, "
