@@ -142,6 +142,30 @@ def test_probing_is_paid_as_the_run_goes(costs, estimated):
     assert policy.current_precision == (BF16 if ratio < 1 else FP32)
 
 
+def test_a_probe_whose_reference_window_a_burst_made_too_dear_to_pay_for_ends_without_an_outcome():
+    """The first reference window of a probe sets the candidate windows' estimate; a burst of
+    load (3x) there leaves them unpaid for: the probe ends with nothing judged - no outcome
+    recorded (an empty one reads as a decision) - and starts again once paid for."""
+
+    def run(load):
+        policy, precision, log = PrecisionPolicy([BF16]), FP32, []
+        for t in range(1500):
+            j = {FP32: 1.0, BF16: 3.0}[precision] * load(t)
+            policy.record(precision, j * SAMPLES, SAMPLES, 0.25 * j, losses=[base_loss(t)])
+            d = policy.decide(epoch=t // 100, planned_steps=1500)
+            log.append((t, d))
+            precision = d.precision
+        return policy, log
+
+    _, calm = run(lambda t: 1.0)
+    t0 = next(t for t, d in calm if d.reason is PrecisionReason.PROBE)  # its reference window follows
+    policy, log = run(lambda t: 3.0 if t0 < t <= t0 + 8 else 1.0)
+    ended = [(t, d) for t, d in log if "outcomes" in d.details]
+    assert ended and all(d.details["outcomes"] for _, d in ended)
+    assert PrecisionReason.NO_BUDGET not in [d.reason for _, d in log]  # the projection affords it
+    assert policy.state_dict()["outcomes"][BF16]["status"] == "costlier"  # probed later
+
+
 def test_a_run_too_short_for_two_candidate_windows_does_not_probe_and_says_so_once():
     policy = PrecisionPolicy([BF16, FP16])
     run = simulate(policy, {FP32: 1.0, BF16: 0.5, FP16: 0.5}, 200, planned=200)

@@ -392,7 +392,8 @@ class ProbeRunner:
         base = probe["base"]
         self._probe = None
         outcomes = {p: dict(o) for p, o in self._outcomes.items()}
-        info = {**details, "outcomes": outcomes, "j_per_sample": dict(self._j)}
+        # A probe that ends before any candidate was judged (it waits to be paid for) has no outcome
+        info = {**details, "outcomes": outcomes, "j_per_sample": dict(self._j)} if outcomes else details
         again = [p for p in PRECISIONS if outcomes.get(p, {}).get("status") == "to_confirm"]
         self._pending += [p for p in again if p not in self._pending]
         cheaper = [p for p in PRECISIONS if outcomes.get(p, {}).get("status") == "cheaper"]
