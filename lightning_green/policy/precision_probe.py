@@ -305,11 +305,11 @@ class ProbeRunner:
             probe["queue"] = []  # too late for the next candidate
             return self._finish(details)
         window_j = self._first_window_j(probe["ref_step_j"], probe["ref_steps"])
-        if self._affords(MIN_PAIRS, window_j, planned_steps) and not self._paced(MIN_PAIRS, window_j):
-            self._pending, probe["queue"] = self._pending + probe["queue"], []  # started when paid for
-            return self._finish(details)
-        if not self._affords(MIN_PAIRS, window_j, planned_steps):  # wait for the budget to grow
+        affordable = self._affords(MIN_PAIRS, window_j, planned_steps)
+        if not affordable or not self._paced(MIN_PAIRS, window_j):  # the rest waits
             self._pending, probe["queue"] = self._pending + probe["queue"], []
+            if affordable:
+                return self._finish(details)  # started once paid for
             figures = {"candidates": list(self._pending), **self._budget_figures(planned_steps, window_j)}
             noted, self._budget_noted = self._budget_noted, True
             return self._finish(
