@@ -260,7 +260,10 @@ def main() -> None:
         "--floor", action="store_true", help="also run the fixed run twice in lockstep (the noise floor)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=1, help="lockstep pairs per seed; a seed is judged on their medians"
+        "--repeats",
+        type=int,
+        default=1,
+        help="lockstep pairs per seed; a seed is judged on the geometric mean of its paired ratios",
     )
     args = parser.parse_args()
     if args.threads is not None:
@@ -269,6 +272,22 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # kill the load on the way out
     with BusyLoad(args.load):
         compare(seeds, args)
+
+
+@dataclass
+class SeedResult:
+    """One seed's pairs: medians, the geometric mean of adaptive/fixed with its interval, the noise floor."""
+
+    seed: int
+    fixed: list[Outcome]
+    adapted: list[Outcome]
+    per_pair: list[float]  # adaptive / fixed, pair by pair
+    fixed_j: float  # medians
+    adapt_j: float
+    ratio: float  # fixed / adaptive: 1 / the geometric mean of per_pair
+    low: float  # 90 % interval of adaptive / fixed
+    high: float
+    floor: float
 
 
 def paired_interval(logs: list[float], confidence: float = 0.9) -> tuple[float, float, float]:
@@ -302,8 +321,8 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             pairs.append(tuple(sorted(both, key=lambda o: o.adaptive)))
         fixed_j = statistics.median(f.energy_j for f, _ in pairs)
         adapt_j = statistics.median(a.energy_j for _, a in pairs)
-        logs = [math.log(a.energy_j / f.energy_j) for f, a in pairs if a.energy_j > 0 and f.energy_j > 0]
-        gmean, low, high = paired_interval(logs)
+        per_pair = [a.energy_j / f.energy_j if f.energy_j > 0 else float("nan") for f, a in pairs]
+        gmean, low, high = paired_interval([math.log(r) for r in per_pair if r > 0])
         runs, floor = [], float("nan")
         for rep, (f, a) in enumerate(pairs):
             tag = f" {rep + 1}" if args.repeats > 1 else ""
@@ -313,20 +332,9 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             floor = max(o.energy_j for o in pair) / min(o.energy_j for o in pair)
             runs += [("fixed A", pair[0]), ("fixed B", pair[1])]
         ratio = 1.0 / gmean if gmean > 0 else float("nan")  # fixed / adaptive
-        per_pair = [a.energy_j / f.energy_j for f, a in pairs]
+        fixed_runs, adapted_runs = [f for f, _ in pairs], [a for _, a in pairs]
         rows.append(
-            (
-                seed,
-                fixed_j,
-                adapt_j,
-                ratio,
-                floor,
-                [a for _, a in pairs],
-                [f for f, _ in pairs],
-                per_pair,
-                low,
-                high,
-            )
+            SeedResult(seed, fixed_runs, adapted_runs, per_pair, fixed_j, adapt_j, ratio, low, high, floor)
         )
         print(
             f"\nseed {seed}:\n"
@@ -369,41 +377,44 @@ def compare(seeds: list[int], args: argparse.Namespace) -> None:
             "ratios with its 90 % interval, each pair's a/f in brackets; epochs to the target fixed/adaptive)"
         )
     print(f"  {'seed':>4} {'fixed J':>8} {'adapt J':>8} {'f/a':>5} {'a/f':>5} {'f/f':>5}  batch  precision")
-    for seed, f, a, r, floor, adapted, fixed_runs, per_pair, low, high in rows:
-        epochs = ", ".join(f"{fo.epochs}/{ao.epochs}" for fo, ao in zip(fixed_runs, adapted, strict=True))
+    for row in rows:
+        epochs = ", ".join(f"{fo.epochs}/{ao.epochs}" for fo, ao in zip(row.fixed, row.adapted, strict=True))
         print(
-            f"  {seed:>4} {f:8.1f} {a:8.1f} {r:5.2f} {1 / r:5.2f} {floor:5.2f}  "
-            f"{'/'.join(sorted({str(o.batch_size) for o in adapted})):>5}  "
-            f"{'/'.join(sorted({o.precision for o in adapted}))}"
+            f"  {row.seed:>4} {row.fixed_j:8.1f} {row.adapt_j:8.1f} {row.ratio:5.2f} {1 / row.ratio:5.2f} "
+            f"{row.floor:5.2f}  {'/'.join(sorted({str(o.batch_size) for o in row.adapted})):>5}  "
+            f"{'/'.join(sorted({o.precision for o in row.adapted}))}"
             + (
-                f"  ({low:.2f}-{high:.2f}) [{', '.join(f'{x:.2f}' for x in per_pair)}] epochs {epochs}"
+                f"  ({row.low:.2f}-{row.high:.2f}) [{', '.join(f'{x:.2f}' for x in row.per_pair)}] "
+                f"epochs {epochs}"
                 if args.repeats > 1
                 else ""
             )
         )
-    ratios = [row[3] for row in rows]
-    worst = max(rows, key=lambda row: 1 / row[3])
-    reached = all(o.reached for row in rows for o in (*row[5], *row[6]))
+    ratios = [row.ratio for row in rows]
+    worst = max(rows, key=lambda row: 1 / row.ratio)
+    reached = all(o.reached for row in rows for o in (*row.adapted, *row.fixed))
     print(
         f"  median fixed/adaptive {statistics.median(ratios):.2f}x "
         f"(range {min(ratios):.2f}-{max(ratios):.2f}x); "
-        f"worst seed {worst[0]}: adaptive/fixed {1 / worst[3]:.2f}x (target <= 1.10x); every run reached the "
-        f"target: {reached}"
+        f"worst seed {worst.seed}: adaptive/fixed {1 / worst.ratio:.2f}x (target <= 1.10x); "
+        f"every run reached the target: {reached}"
     )
     if args.repeats > 1:
-        highs = [row[9] for row in rows]
+        highs = [row.high for row in rows]
+        same = sum(
+            fo.epochs == ao.epochs for row in rows for fo, ao in zip(row.fixed, row.adapted, strict=True)
+        )
         print(
             f"  upper ends of the seeds' 90 % intervals: {', '.join(f'{h:.2f}' for h in highs)}x; "
             f"epochs to the target the same as the fixed run in "
-            f"{sum(fo.epochs == ao.epochs for row in rows for fo, ao in zip(row[6], row[5], strict=True))} "
-            f"of {sum(len(row[5]) for row in rows)} adaptive runs"
+            f"{same} of {sum(len(row.adapted) for row in rows)} adaptive runs"
         )
-        singles = [x for row in rows for x in row[7]]
+        singles = [x for row in rows for x in row.per_pair]
         print(
             f"  single pairs: adaptive/fixed {min(singles):.2f}-{max(singles):.2f}x, "
             f"median {statistics.median(singles):.2f}x"
         )
-    adapted = [a for row in rows for a in row[5]]
+    adapted = [a for row in rows for a in row.adapted]
     print(f"  final precision: {', '.join(a.precision for a in adapted)} (target: 32-true on this CPU)")
     print(f"  final batch size: {', '.join(str(a.batch_size) for a in adapted)}")
     shares = [a.probe_j / a.energy_j for a in adapted if a.energy_j]
