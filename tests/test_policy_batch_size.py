@@ -226,6 +226,9 @@ def test_a_run_too_short_for_two_candidate_epochs_does_not_probe_and_says_so_onc
         assert max(shares) <= 0.05 * (1 + 1e-9)  # at every epoch end, not only at the planned one
     else:
         assert [(e, r) for e, _, r, _ in log] == [(0, "no_probe_budget")]  # once, at the first epoch end
+        details = log[0][3].details
+        assert details["min_visits"] * details["visit_j"] > details["probe_allowance_j"]
+        assert details["paid_after_epochs"] + details["min_visits"] > details["planned_epochs"]
         assert policy.probe_j == 0 and not policy.active
 
 
