@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,10 @@ COLUMNS = [
 class RunConfig:
     dataset: str
     epochs: int
-    schedule: str  # "multistep" (milestones as fractions of epochs) or "step" (step_size as a fraction)
+    schedule: str
+    """``multistep`` (milestones as fractions of the epochs), ``step`` (step_size as a fraction),
+    ``cosine`` (``CosineAnnealingLR`` over the run), ``onecycle`` (``OneCycleLR`` over the run, per
+    batch, peak ``lr``) or ``constant``."""
     fractions: tuple[float, ...]
     gamma: float
     lr: float
@@ -65,12 +69,15 @@ class RunConfig:
     label_noise: float  # fraction of training labels replaced by random ones (a noisy-label task)
     batch_size: int
     seed: int
+    optimizer: str = "sgd"
+    """``sgd`` (momentum 0.9, weight decay 5e-4), ``adam`` or ``adamw`` (weight decay 1e-2)."""
 
     @property
     def run_id(self) -> str:
         sched = "-".join(f"{f:g}" for f in self.fractions)
+        opt = "" if self.optimizer == "sgd" else f"_{self.optimizer}"
         return (
-            f"{self.dataset}_{self.schedule}{sched}_g{self.gamma:g}_lr{self.lr:g}_e{self.epochs}"
+            f"{self.dataset}_{self.schedule}{sched}_g{self.gamma:g}{opt}_lr{self.lr:g}_e{self.epochs}"
             f"_h{'x'.join(map(str, self.hidden))}_s{self.seed}"
         )
 
@@ -97,6 +104,37 @@ def configs() -> list[RunConfig]:
     return runs
 
 
+def make_optimizer(cfg: RunConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The run's optimizer (``cfg.optimizer``) at ``cfg.lr``."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-2)
+    raise ValueError(f"optimizer must be 'sgd', 'adam' or 'adamw', got {cfg.optimizer!r}")
+
+
+def make_scheduler(
+    cfg: RunConfig, opt: torch.optim.Optimizer, batches: int
+) -> tuple[torch.optim.lr_scheduler.LRScheduler, bool]:
+    """The run's learning-rate schedule and whether it is stepped per batch (else per epoch)."""
+    lr_sched = torch.optim.lr_scheduler
+    if cfg.schedule == "multistep":
+        return lr_sched.MultiStepLR(opt, [round(f * cfg.epochs) for f in cfg.fractions], cfg.gamma), False
+    if cfg.schedule == "step":
+        return lr_sched.StepLR(opt, round(cfg.fractions[0] * cfg.epochs), cfg.gamma), False
+    if cfg.schedule == "cosine":
+        return lr_sched.CosineAnnealingLR(opt, T_max=cfg.epochs), False
+    if cfg.schedule == "onecycle":
+        return lr_sched.OneCycleLR(opt, max_lr=cfg.lr, epochs=cfg.epochs, steps_per_epoch=batches), True
+    if cfg.schedule == "constant":
+        return lr_sched.ConstantLR(opt, factor=1.0, total_iters=0), False
+    raise ValueError(
+        f"schedule must be 'multistep', 'step', 'cosine', 'onecycle' or 'constant', got {cfg.schedule!r}"
+    )
+
+
 def train(cfg: RunConfig) -> list[tuple[int, float, float, float, float]]:
     """Train one model; per epoch: (epoch, val_loss, val_accuracy_x100, cumulative_time_s, lr)."""
     x, y = LOADERS[cfg.dataset](return_X_y=True)
@@ -120,14 +158,9 @@ def train(cfg: RunConfig) -> list[tuple[int, float, float, float, float]]:
         layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
         width = h
     model = torch.nn.Sequential(*layers, torch.nn.Linear(width, n_classes))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
-    if cfg.schedule == "multistep":
-        milestones = [round(f * cfg.epochs) for f in cfg.fractions]
-        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.MultiStepLR(
-            opt, milestones, cfg.gamma
-        )
-    else:
-        sched = torch.optim.lr_scheduler.StepLR(opt, round(cfg.fractions[0] * cfg.epochs), cfg.gamma)
+    opt = make_optimizer(cfg, model.parameters())
+    batches = -(-len(xt) // cfg.batch_size)
+    sched, per_batch = make_scheduler(cfg, opt, batches)
     gen = torch.Generator().manual_seed(cfg.seed)
 
     rows = []
@@ -145,7 +178,10 @@ def train(cfg: RunConfig) -> list[tuple[int, float, float, float, float]]:
             loss = torch.nn.functional.cross_entropy(model(xb), yt[idx])
             loss.backward()
             opt.step()
-        sched.step()
+            if per_batch:
+                sched.step()
+        if not per_batch:
+            sched.step()
         model.eval()
         with torch.no_grad():
             logits = model(xv)
@@ -155,22 +191,20 @@ def train(cfg: RunConfig) -> list[tuple[int, float, float, float, float]]:
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args(argv)
+def write_curves(runs: Iterable[RunConfig], out: Path, source: str) -> None:
+    """Train every run and write its ``val_loss`` and ``val_accuracy_x100`` curves to ``out``."""
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     out_rows = []
-    for cfg in configs():
+    for cfg in runs:
         rows = train(cfg)
         for name, col, hib in (("val_loss", 1, 0), ("val_accuracy_x100", 2, 1)):
             curve_id = f"{cfg.run_id}/{name}"
             for step, row in enumerate(rows):
                 out_rows.append(
                     [
-                        "sklearn_step_schedule",
+                        source,
                         curve_id,
                         cfg.dataset,
                         step,
@@ -183,15 +217,22 @@ def main(argv: list[str] | None = None) -> None:
                         repr(float(row[4])),
                     ]
                 )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         writer.writerows(out_rows)
-    tmp.replace(args.out)
+    tmp.replace(out)
     n_curves = len({r[1] for r in out_rows})
-    print(f"wrote {n_curves} curves ({len(out_rows)} rows) to {args.out} in {time.perf_counter() - t0:.0f} s")
+    print(f"wrote {n_curves} curves ({len(out_rows)} rows) to {out} in {time.perf_counter() - t0:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    write_curves(configs(), args.out, "sklearn_step_schedule")
 
 
 if __name__ == "__main__":

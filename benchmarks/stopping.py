@@ -1,9 +1,11 @@
 """Benchmark: the energy-aware stopping policy against Lightning's patience rules on real curves.
 
-Replays the policy with its default arguments over every CSV in the curves directory and over the
-learning-rate step-schedule curves (``benchmarks/data/step_schedule_curves.csv``, without and with
-the learning rates as schedule information), each file split by metric kind (loss, accuracy), and
-prints per file:
+Replays the policy with its default arguments over every CSV in the curves directory, over the
+smooth-schedule curves (``benchmarks/data/smooth_schedule_curves.csv``: cosine, one-cycle and
+constant learning rates, SGD and Adam(W); no decay for the callback to announce, so replayed
+without learning rates) and over the learning-rate step-schedule curves
+(``benchmarks/data/step_schedule_curves.csv``, without and with the learning rates as schedule
+information), each file split by metric kind (loss, accuracy), and prints per file:
 
 - mean cost saved (fraction of each curve's cumulative cost not spent), mean regret (best metric of
   the whole curve minus best up to the stop, improving direction), harm rate (share of curves
@@ -26,14 +28,14 @@ What is measured (cost saved, regret, harm, the patience rules, the oracle) is i
 
 Usage::
 
-    python benchmarks/stopping.py [CURVES_DIR] [--step-curves CSV] [--jobs N] [--no-loso]
+    python benchmarks/stopping.py [CURVES_DIR] [--step-curves CSV] [--smooth-curves CSV]
+                                  [--jobs N] [--no-loso]
     python benchmarks/stopping.py --scaling     # replay time: 2,000 vs 20,000 checks
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import math
 import sys
 import time
@@ -44,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lightning_green.offline import Curve, ReplayResult, read_curves_csv, result_at
+from lightning_green.offline import Curve, ReplayResult, policy_inputs, read_curves_csv, result_at
 from lightning_green.policy import StoppingConfig, StoppingPolicy
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +66,7 @@ from stopping_timing import scaling, time_per_decision  # noqa: E402
 
 DEFAULT_CURVES = HERE / "data" / "curves"
 DEFAULT_STEP_CURVES = HERE / "data" / "step_schedule_curves.csv"
+DEFAULT_SMOOTH_CURVES = HERE / "data" / "smooth_schedule_curves.csv"
 RATIO_TARGET, RATIO_STRETCH = 1.5, 2.0
 RATIO_CAP = 3.0
 """Ratios above this count as this much when settings are compared (a rule that saves next to
@@ -76,9 +79,6 @@ LOSO_PATIENCE = (20, 50)
 """Patience values tried (each with the default ``min_relative_gain`` and ``min_horizon_fraction``)."""
 LOSO_REST_FRACTION = (0.33, 0.67, None)
 """``patience_rest_fraction`` values tried (each with the other arguments at their defaults)."""
-
-_PROGRESS_API = "progress" in inspect.signature(StoppingPolicy.update).parameters
-
 
 # --------------------------------------------------------------------------- datasets
 
@@ -98,9 +98,13 @@ class Dataset:
         return self.source.startswith("mlperf")
 
 
-def load_datasets(curves_dir: Path, step_curves: Path | None) -> list[Dataset]:
+def load_datasets(
+    curves_dir: Path, step_curves: Path | None, extra_curves: Sequence[Path] = ()
+) -> list[Dataset]:
+    """The curve files by metric kind: ``curves_dir``'s and ``extra_curves`` (replayed without
+    learning rates), then ``step_curves`` without and with them."""
     out: list[Dataset] = []
-    files = sorted(curves_dir.glob("*.csv"))
+    files = sorted(curves_dir.glob("*.csv")) + [f for f in extra_curves if f.exists()]
     for f in files:
         by_group: dict[str, list[Curve]] = {}
         for c in read_curves_csv(f, name=f.name):
@@ -121,55 +125,17 @@ def load_datasets(curves_dir: Path, step_curves: Path | None) -> list[Dataset]:
 # --------------------------------------------------------------------------- replay
 
 
-def lr_decay_in(curve: Curve) -> list[float | None]:
-    """At each check, the progress still to run at its learning rate before the next decay.
-
-    From the learning rate logged at each check (``lr``): the decay takes effect after the last
-    check at the current rate that precedes the first check at a lower one, so the distance is
-    the progress from this check to that one (``None``: no lower rate later).
-    """
-    n = len(curve.epochs)
-    lrs = getattr(curve, "lrs", None)
-    if lrs is None or len(lrs) != n:
-        return [None] * n
-    rates, progress = np.asarray(lrs, dtype=float), curve.epochs.astype(float)
-    out: list[float | None] = []
-    for i in range(n):
-        lower = np.flatnonzero(rates[i + 1 :] < rates[i])
-        out.append(None if not len(lower) else float(progress[i + lower[0]] - progress[i]))
-    return out
-
-
 def run_curve(curve: Curve, config: StoppingConfig, use_lr: bool) -> ReplayResult:
-    """The policy over one curve, one check at a time, until it stops.
-
-    Progress is the CSV's ``epoch`` (epochs completed at the check); the horizon is the curve's
-    last epoch; with ``use_lr``, the distance to the next learning-rate decay comes from the
-    learning rates logged at the checks (:func:`lr_decay_in`).
-    """
+    """The policy over one curve, one check at a time, until it stops, told at each check what
+    ``lightning-green replay`` tells it (:func:`~lightning_green.offline.policy_inputs`): progress
+    from the CSV's ``epoch``, the curve's last epoch as the horizon, and with ``use_lr`` the
+    distance to the next step drop of the logged learning rates."""
     config = replace(config, mode=curve.mode)
     policy = StoppingPolicy(config)
-    horizon = float(curve.epochs[-1])
-    hints = lr_decay_in(curve) if use_lr else [None] * len(curve.epochs)
+    inputs = policy_inputs(curve, use_lr_schedule=use_lr)
     decision = None
     for i in range(len(curve.metrics)):
-        hint = hints[i]
-        if _PROGRESS_API:
-            decision = policy.update(
-                float(curve.metrics[i]),
-                float(curve.costs[i]),
-                progress=float(curve.epochs[i]),
-                horizon=horizon,
-                lr_decay_in=hint,
-            )
-        else:  # an older policy: 0-based epoch indices
-            decision = policy.update(
-                float(curve.metrics[i]),
-                float(curve.costs[i]),
-                epoch=max(int(curve.epochs[i]) - 1, 0),
-                max_epochs=int(horizon),
-                epochs_until_lr_decay=None if hint is None else round(hint),
-            )
+        decision = policy.update(float(curve.metrics[i]), float(curve.costs[i]), **inputs.update_args(i))
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
     return result_at(curve, len(curve.metrics) - 1, None, decision)
@@ -323,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("curves_dir", nargs="?", type=Path, default=DEFAULT_CURVES)
     parser.add_argument("--step-curves", type=Path, default=DEFAULT_STEP_CURVES)
+    parser.add_argument(
+        "--smooth-curves",
+        type=Path,
+        default=DEFAULT_SMOOTH_CURVES,
+        help="cosine / one-cycle / constant-rate curves, replayed without learning rates",
+    )
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--no-loso", action="store_true", help="skip the leave-one-source-out check")
     parser.add_argument(
@@ -337,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     t_start = time.perf_counter()
-    datasets = load_datasets(args.curves_dir, args.step_curves)
+    datasets = load_datasets(args.curves_dir, args.step_curves, [args.smooth_curves])
     if not datasets:
         print(f"no CSV files in {args.curves_dir}", file=sys.stderr)
         return 1

@@ -7,6 +7,8 @@ import io
 import os
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -426,17 +428,70 @@ def _dense_hint(epochs: list[int], lrs: list[float], i: int) -> int | None:
     return int(later[0]) if len(later) else None
 
 
+def _in_step_stretch(lrs: list[float], i: int) -> bool:
+    """Check ``i`` is in a stretch of two or more checks at one rate, and a lower rate follows it."""
+    same = [j for j in range(len(lrs)) if all(lrs[m] == lrs[i] for m in range(min(i, j), max(i, j) + 1))]
+    return len(same) >= 2 and max(same) + 1 < len(lrs) and lrs[max(same) + 1] < lrs[i]
+
+
 def test_schedule_hints_from_sparse_checks_equal_the_per_epoch_rule() -> None:
     from lightning_green.offline import Curve, policy_inputs
 
     rng = np.random.default_rng(0)
+    announced = 0
     for _ in range(300):
         n = int(rng.integers(1, 12))
         epochs = np.cumsum(rng.integers(1, 4, size=n)) - int(rng.integers(0, 2))
-        lrs = rng.choice([0.1, 0.05, 0.01, 0.001], size=n)
+        lrs = rng.choice([0.1, 0.05, 0.01, 0.001], size=n, p=[0.4, 0.3, 0.2, 0.1])
+        lrs = np.sort(lrs)[::-1] if rng.random() < 0.5 else lrs  # half of them step schedules
         curve = Curve("a", epochs, np.zeros(n), np.arange(1.0, n + 1), False, lrs=lrs)
         hints = policy_inputs(curve).lr_hints
-        assert hints == [_dense_hint(epochs.tolist(), lrs.tolist(), i) for i in range(n)]
+        expected = [
+            _dense_hint(epochs.tolist(), lrs.tolist(), i) if _in_step_stretch(lrs.tolist(), i) else None
+            for i in range(n)
+        ]
+        assert hints == expected
+        announced += sum(h is not None for h in hints)
+    assert announced > 100  # the rule was exercised, not only its "none"
+
+
+def test_schedules_that_decay_at_every_check_announce_no_decay_as_the_callback() -> None:
+    """Cosine, one-cycle and warm-up rates in a CSV's ``lr`` column give the policy no hint (the
+    callback gives none for those schedulers), so replay with them decides as without them; a
+    step schedule's column does give hints."""
+    import torch
+
+    from lightning_green.offline import Curve, policy_inputs
+    from lightning_green.training.learning_rates import epochs_until_lr_decay
+
+    def rates(make: Any, epochs: int = 20) -> tuple[list[float], list[int | None]]:
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        sched = make(opt)
+        out, told = [], []
+        for _ in range(epochs):
+            out.append(opt.param_groups[0]["lr"])  # the rate this epoch trains at
+            opt.step()
+            sched.step()
+            told.append(
+                epochs_until_lr_decay([SimpleNamespace(scheduler=sched, interval="epoch", frequency=1)], 10)
+            )
+        return out, told
+
+    lr_sched = torch.optim.lr_scheduler
+    for make in (
+        lambda o: lr_sched.CosineAnnealingLR(o, T_max=20),
+        lambda o: lr_sched.OneCycleLR(o, max_lr=0.1, total_steps=20),
+        lambda o: lr_sched.LinearLR(o, start_factor=0.1, total_iters=5),
+        lambda o: lr_sched.ExponentialLR(o, gamma=0.9),
+    ):
+        lrs, told = rates(make)
+        assert set(told) == {None}
+        curve = Curve("a", np.arange(1, 21), np.zeros(20), np.arange(1.0, 21.0), False, lrs=np.array(lrs))
+        assert policy_inputs(curve).lr_hints == [None] * 20
+    lrs, told = rates(lambda o: lr_sched.MultiStepLR(o, milestones=[8, 14], gamma=0.1))
+    curve = Curve("a", np.arange(1, 21), np.zeros(20), np.arange(1.0, 21.0), False, lrs=np.array(lrs))
+    assert policy_inputs(curve).lr_hints == told
+    assert sum(h is not None for h in told) == 14
 
 
 def test_a_huge_epoch_with_a_learning_rate_needs_no_per_epoch_array() -> None:

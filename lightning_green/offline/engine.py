@@ -175,9 +175,13 @@ def policy_inputs(
     stay counts of checks.
 
     The hint is the recorded one (MLflow), else derived from the learning rate at each check
-    (CSV ``lr``): the epochs still at the check's rate before the first later check at a lower
-    rate begins (none where no rate is lower later, or a whole-number curve has a check at
-    ``epoch`` 0).
+    (CSV ``lr``) where the rates show a *step* schedule, as the callback reads only step
+    schedules (``StepLR``, ``MultiStepLR``, ``ReduceLROnPlateau``) from the trainer: at a check
+    whose rate was held for at least two checks and holds until a later check at a lower rate,
+    the epochs still at that rate before the lower one begins (:func:`step_drops`). A rate that
+    changes at every check (cosine, one-cycle, linear or exponential decay, warm-up) announces
+    nothing, as the callback announces nothing for those schedulers; neither does a whole-number
+    curve with a check at ``epoch`` 0.
 
     Args:
         curve: The curve.
@@ -192,6 +196,9 @@ def policy_inputs(
         ...           lrs=np.array([0.1, 0.1, 0.01, 0.01]))
         >>> policy_inputs(c)
         PolicyInputs(epochs=[0, 1, 3, 4], max_epochs=5, lr_hints=[1, 0, None, None], progress=None)
+        >>> cosine = 0.05 * (1 + np.cos(np.pi * np.arange(4) / 4)) / 2
+        >>> policy_inputs(Curve("c", np.arange(1, 5), np.zeros(4), np.ones(4), False, lrs=cosine)).lr_hints
+        [None, None, None, None]
         >>> policy_inputs(Curve("b", np.array([0.25, 0.5, 0.75]), np.zeros(3), np.ones(3), False,
         ...                     lrs=np.array([0.1, 0.1, 0.01])), 1.5)
         PolicyInputs(epochs=None, max_epochs=1.5, lr_hints=[0.25, 0.0, None], progress=[0.25, 0.5, 0.75])
@@ -217,26 +224,48 @@ def policy_inputs(
     elif use_lr_schedule and curve.lrs is not None and with_hints:
         # The epochs of check j are (clock[j-1], clock[j]]: the first epoch at a lower rate than
         # check i's is the first of check k, the first later check at a lower rate.
-        for i, k in enumerate(_next_lower(curve.lrs.tolist())):
+        for i, k in enumerate(step_drops(curve.lrs.tolist())):
             if k is not None:
                 gap = clock[k - 1] - clock[i]
                 hints[i] = gap if progress is not None else int(gap)
     return PolicyInputs(epochs, horizon, hints, progress)
 
 
-def _next_lower(values: list[float]) -> list[int | None]:
-    """For each position, the first later position holding a smaller value (``None``: none); linear.
+def step_drops(rates: Sequence[float]) -> list[int | None]:
+    """For each check, the first later check of a step drop of the learning rate (``None``: none).
+
+    A check ``i`` has one when its rate stays the same up to the check before some check ``k`` at a
+    lower rate, and was held for at least two checks (the check before ``i`` or the one after had
+    the same rate): the shape of ``StepLR``, ``MultiStepLR`` and ``ReduceLROnPlateau``. Rates
+    that change at every check (cosine, one-cycle, linear or exponential decay, a warm-up) have
+    none, as the callback reports no decay ahead for those schedulers. Rates are compared with a
+    relative tolerance of 1e-9 (a rate written to text and read back). Linear in the checks.
+
+    Args:
+        rates: The learning rate at each check, in order.
+
+    Returns:
+        ``k`` (the first check at the lower rate) for each check, or ``None``.
 
     Example:
-        >>> _next_lower([3.0, 1.0, 2.0, 0.5, 0.5])
-        [1, 3, 3, None, None]
+        >>> step_drops([0.1, 0.1, 0.1, 0.01, 0.01, 0.001])
+        [3, 3, 3, 5, 5, None]
+        >>> step_drops([0.1, 0.09, 0.07, 0.04, 0.01])  # a smooth decay
+        [None, None, None, None, None]
+        >>> step_drops([0.01, 0.05, 0.1, 0.1, 0.01])  # a warm-up, then a step
+        [None, None, 4, 4, None]
     """
-    out: list[int | None] = [None] * len(values)
-    stack: list[int] = []
-    for j, value in enumerate(values):
-        while stack and values[stack[-1]] > value:
-            out[stack.pop()] = j
-        stack.append(j)
+    n = len(rates)
+    out: list[int | None] = [None] * n
+    start = 0
+    while start < n:
+        end = start  # the stretch of checks at one rate: start .. end
+        while end + 1 < n and math.isclose(rates[end + 1], rates[start], rel_tol=1e-9, abs_tol=0.0):
+            end += 1
+        if end > start and end + 1 < n and rates[end + 1] < rates[start]:
+            for i in range(start, end + 1):
+                out[i] = end + 1
+        start = end + 1
     return out
 
 
