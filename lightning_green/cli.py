@@ -22,7 +22,8 @@ other than the run's recorded metric replays that metric with the command-line o
 defaults, as for runs that recorded nothing.
 
 The replay tells the policy what the callback told it: where a CSV curve has an ``lr`` column
-(the learning rate of each epoch), ``epochs_until_lr_decay`` follows from it; MLflow runs carry
+(the learning rate of each epoch), ``epochs_until_lr_decay`` follows from its step drops (rates
+that change at every check, as cosine schedules write them, announce none); MLflow runs carry
 the callback's own ``energy/epochs_until_lr_decay`` and planned horizon
 (``lightning_green.max_epochs``). ``--ignore-lr`` replays without schedule information;
 ``--max-epochs`` overrides the planned horizon (default: the run's recorded plan, else each

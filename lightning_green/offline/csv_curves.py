@@ -9,9 +9,9 @@ and DAWNBench (``1.00096``) logs write it; each check's ``epoch`` is kept as wri
 place, :func:`~lightning_green.offline.engine.policy_inputs`. The cost of a curve is cumulative
 ``energy_J`` (converted to kWh) when every row has it, else cumulative ``time_s`` (seconds);
 neither may decrease. When every row of a curve has ``lr`` (the learning rate the check's epoch
-was trained at), the policy is told ``epochs_until_lr_decay`` from it, as the callback is from the
-trainer's schedulers. The planned horizon of a CSV curve is its last epoch unless ``max_epochs``
-says otherwise.
+was trained at), the policy is told ``epochs_until_lr_decay`` from its step drops, as the callback
+is from the trainer's step schedulers (:func:`~lightning_green.offline.engine.step_drops`). The
+planned horizon of a CSV curve is its last epoch unless ``max_epochs`` says otherwise.
 
 The file is UTF-8 (a byte-order mark is allowed). Numbers are plain decimal or scientific
 notation (``12``, ``0.5``, ``1e-3``, ``nan``, ``inf``): no digit separators (``1_000``), no
