@@ -353,7 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"  marginal-gain stops at the first check min_horizon_fraction allows: {first} of {marginal}"
             )
         oracle = oracle_at(d.curves, s.regret)
-        print(f"  (hindsight oracle at the same mean regret saves {100 * oracle.saved:.1f}%)")
+        versus = ""
+        if rule is not None and rule.stats.saved > 0:
+            versus = f", {oracle.saved / rule.stats.saved:.2f} x the patience rule's"
+        print(f"  (hindsight oracle at the same mean regret saves {100 * oracle.saved:.1f}%{versus})")
         verdicts.append(f"{d.key}: cost saved {fmt_ratio(ratio)} x the patience rule's (>= 1.5): {verdict}")
         for text, ok in harm_checks(d, s, tables[d.key]):
             verdicts.append(f"{text}: {'PASS' if ok else 'FAIL'}")
