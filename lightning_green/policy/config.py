@@ -173,6 +173,8 @@ class StoppingConfig:
             below 0.05, or below 0.01 after 5 checks without improvement), ratios MLPerf / NAS /
             smooth loss / smooth accuracy / step loss / step accuracy: 1.08-1.16 / 1.01-1.10 /
             1.10-1.18 / 1.14-1.29 / 0.99-1.69 / 1.03-1.04, the MLPerf and step-schedule no-harm
+            targets missed; a wait of 1.5-3 times the longest gap between earlier records:
+            0.95-1.03 / 0.95-1.06 / 0.96-1.05 / 0.96-1.01 / 0.99-1.01 / 0.95-1.02, the same
             targets missed. At the defaults' regret even a hindsight oracle saves only 1.39x
             (smooth loss), 1.43x (smooth accuracy) and 1.54x (MLPerf) what the best patience rule
             saves (``benchmarks/stopping.py`` prints it per file).
