@@ -238,8 +238,10 @@ def step_drops(rates: Sequence[float]) -> list[int | None]:
     lower rate, and was held for at least two checks (the check before ``i`` or the one after had
     the same rate): the shape of ``StepLR``, ``MultiStepLR`` and ``ReduceLROnPlateau``. Rates
     that change at every check (cosine, one-cycle, linear or exponential decay, a warm-up) have
-    none, as the callback reports no decay ahead for those schedulers. Rates are compared with a
-    relative tolerance of 1e-9 (a rate written to text and read back). Linear in the checks.
+    none, as the callback reports no decay ahead for those schedulers; so does a step schedule
+    that changes the rate at every check (checks every 25 epochs of a ``StepLR(step_size=25)``),
+    for which the callback does announce the decays. Rates are compared with a relative
+    tolerance of 1e-9 (a rate written to text and read back). Linear in the checks.
 
     Args:
         rates: The learning rate at each check, in order.
