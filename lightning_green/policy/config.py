@@ -167,7 +167,10 @@ class StoppingConfig:
             1.48 / 14.8); counting only improvements beyond 0.25-1 noise standard deviations
             (MLPerf 0.93-1.06 and step loss 1.02-1.12 with their no-harm targets missed). The
             marginal rule alone (no plateau rule) on MLPerf: 0.73-1.01 for ``min_relative_gain``
-            0.02-0.6 and ``min_horizon_fraction`` 0.2 or 0.5. A stop once the chance that any
+            0.02-0.6 and ``min_horizon_fraction`` 0.2 or 0.5; a marginal stop only while the
+            projected gain is within 1-4 noise standard deviations: MLPerf / NAS / smooth loss /
+            smooth accuracy / step loss / step accuracy 0.96-0.99 / 1.08-1.58 / 1.01-1.16 /
+            1.11-1.22 / 1.54-1.63 / 1.40-1.43. A stop once the chance that any
             check to come sets a new best is small (a line through the recent third of the
             segment, its slope raised by one or two standard errors, Gaussian residuals; chance
             below 0.05, or below 0.01 after 5 checks without improvement), ratios MLPerf / NAS /
