@@ -30,7 +30,7 @@ from lightning_green.callbacks.energy_monitor import session_for
 from lightning_green.checks import check_range
 from lightning_green.energy.session import EnergySession
 from lightning_green.json_safe import json_safe
-from lightning_green.state import load_attributes, save_attributes
+from lightning_green.state import load_attributes, save_attributes, to_state
 from lightning_green.training.windows import TrainingWindow, default_window_s
 
 
@@ -144,6 +144,19 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     def chosen_setting(self) -> Any:
         """The setting the policy chose, probes aside (differs from :meth:`setting` only during a probe)."""
         return chosen_setting(self.history, self.initial_setting())
+
+    def start_fit(self, trainer: Trainer) -> None:
+        """At setup: forget an earlier run when this fit starts a new one (:func:`~._compat.starts_new_run`).
+
+        A callback reused in a new Trainer then probes and decides afresh from the setting the new
+        run starts with, as a new callback would; a resumed run takes the checkpoint's state after.
+        """
+        if _compat.starts_new_run(trainer):
+            self._new_run()
+
+    def _new_run(self) -> None:
+        """The state of a run that has not started: every field of :attr:`State` at its default."""
+        load_attributes(self, self.State, to_state(self.State(version=self.state_version)))
 
     def attach(self, trainer: Trainer) -> None:
         """Find (or add) the shared measurement session, at setup."""

@@ -255,6 +255,18 @@ def early_stopping_callbacks(trainer: Trainer) -> list[Any]:
     return [cb for cb in trainer.callbacks if isinstance(cb, bases)]
 
 
+def starts_new_run(trainer: Trainer) -> bool:
+    """Whether the fit being set up starts a new run: its Trainer has trained nothing yet.
+
+    Asked at ``setup``, before Lightning restores a checkpoint (it restores the callbacks' states
+    after ``setup`` and the loops' counters after ``on_fit_start``). A new Trainer, with or without
+    ``ckpt_path``, is at epoch 0, step 0: a callback reused from an earlier fit starts afresh and a
+    resumed run then takes its state from the checkpoint. A Trainer that already trained (``fit``
+    called again to continue it) is not: its callbacks continue.
+    """
+    return int(trainer.current_epoch) == 0 and int(trainer.global_step) == 0
+
+
 def stopping_reason(trainer: Trainer, name: str) -> Any:
     """The member ``name`` (``"PATIENCE_EXHAUSTED"`` ...) of the trainer's ``EarlyStoppingReason``."""
     enum = namespace_of(trainer).attr("callbacks.early_stopping", "EarlyStoppingReason")

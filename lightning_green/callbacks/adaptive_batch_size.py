@@ -156,6 +156,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if stage != "fit":
             return
         check_strategy(trainer, self.display_name)
+        self.start_fit(trainer)
         has = lightning_attr("lightning_hasattr", pl_module, self.attr_name)
         value = self._size(pl_module) if has else None
         problem = loader_problem(self.attr_name, _compat.train_dataloader_from_module(trainer), has, value)

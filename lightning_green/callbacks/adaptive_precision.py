@@ -145,6 +145,13 @@ class AdaptivePrecision(AdaptiveCallback):
         self._planned_steps: float | None = None
         self._first_plan_done = False
 
+    def _new_run(self) -> None:
+        """As :meth:`AdaptiveCallback._new_run`, and no GradScaler or step time of the earlier run."""
+        super()._new_run()
+        self._scaler = None
+        self._step_s = None
+        self._planned_steps = None
+
     def _new_policy(self, supported: tuple[str, ...], initial: str) -> PrecisionPolicy:
         # The callback sizes each record to window_s from the measured step time, and each
         # record is one policy window: a duration floor in the policy would merge a record
@@ -176,6 +183,7 @@ class AdaptivePrecision(AdaptiveCallback):
         if stage != "fit":
             return
         check_strategy(trainer, self.display_name)
+        self.start_fit(trainer)
         if not pl_module.automatic_optimization:
             raise AdaptationUnsupportedError(
                 "AdaptivePrecision needs automatic optimization: with manual optimization the callback "

@@ -9,6 +9,7 @@ Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -143,21 +144,38 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         )
         for name in energy:  # the energy arguments as attributes, as Lightning keeps its own
             setattr(self, name, getattr(self.config, name))
-        self.policy = StoppingPolicy(self.config, monitor=monitor)
+        self._energy: EnergyMonitor | None = None
+        self._session: EnergySession | None = None
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """The state of a run that has not started: an empty history, no stop, nothing logged."""
+        self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
         self.last_decision: StopDecision | None = None
         self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
-        self._energy: EnergyMonitor | None = None
-        self._session: EnergySession | None = None
         self._training_end_text: str | None = None
         self._inputs_logged = False
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
+        # Lightning EarlyStopping's own fields, as its constructor sets them.
+        self.wait_count = 0
+        self.stopped_epoch = 0
+        self.best_score = torch.tensor(math.inf if self.mode == "min" else -math.inf)
+        self.stopping_reason_message = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Decide where to check (as Lightning does) and attach to the shared energy measurement."""
+        """Decide where to check (as Lightning does) and attach to the shared energy measurement.
+
+        A fit that starts a new run (:func:`~._compat.starts_new_run`: this callback reused from an
+        earlier fit in a new Trainer) starts with an empty history, as a new callback would; a
+        resumed run then takes the checkpoint's.
+        """
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
+            if _compat.starts_new_run(trainer):
+                self._new_run()
+                self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
             self._energy = EnergyMonitor.for_trainer(
                 trainer, requester=self, monitor=self.monitor, mode=self.mode
             )

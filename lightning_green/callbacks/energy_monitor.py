@@ -145,10 +145,15 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self.prog_bar = prog_bar
         self.summary = summary
         self.session = EnergySession(self.pue, self.carbon_intensity_g_per_kwh, monitor, mode)
+        self.implicit = False  # created by another lightning_green callback
+        self._watch = (monitor, mode)  # as built: what a new run watches until told otherwise
+        self._new_run()
+
+    def _new_run(self) -> None:
+        """The state of a run that has not started: nothing measured, logged or reported yet."""
         self.last_summary: dict[str, Any] | None = None
         self.summary_path: Path | None = None
         self.plot_path: Path | None = None
-        self.implicit = False  # created by another lightning_green callback
         self._source_logged = False
         self._warned_missing = False
         self._val_ran = False
@@ -214,9 +219,17 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         return created
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Build the meters and start the session for fitting (idempotent)."""
+        """Build the meters and start the session for fitting (idempotent).
+
+        A fit that starts a new run (:func:`~._compat.starts_new_run`: a Trainer that has trained
+        nothing, this callback reused from an earlier fit) starts from zero: the earlier run's
+        energy is not added to the new run's total. A resumed run then continues the checkpoint's.
+        """
         if stage != "fit" or self.session.running:
             return
+        if _compat.starts_new_run(trainer):
+            self.session.new_run(*self._watch)
+            self._new_run()
         monitors = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if len(monitors) > 1:
             raise ValueError(

@@ -193,6 +193,26 @@ class EnergySession:
         return j_to_kwh(self.ledger.total_j)
 
     # -- lifecycle --------------------------------------------------------------------------------
+    def new_run(self, monitor: str | None, mode: Literal["min", "max"]) -> None:
+        """Forget the previous run (totals, history, energy source) before a new one starts.
+
+        Args:
+            monitor: The metric to watch in the new run (the one the owner was built with).
+            mode: Its direction.
+
+        Raises:
+            RuntimeError: While measuring (:meth:`stop` first).
+        """
+        if self._running:
+            raise RuntimeError("EnergySession.new_run: the session is measuring; stop it first")
+        ledger = self.ledger
+        self.ledger = EnergyLedger(ledger.pue, ledger.carbon_intensity_g_per_kwh, mode)
+        self.monitor = monitor
+        self.energy_source = None
+        self._windows.clear()
+        self._probing.clear()
+        self._step_mark = None
+
     def start(self, meter: EnergyMeter | None, reduce: Reduce = local_reduce, rank0: bool = True) -> None:
         """Start measuring with ``meter`` (this process's share of the run).
 
