@@ -21,6 +21,10 @@ GAIN_PER_KWH = "energy/gain_per_kwh"
 PROJECTED_GAIN = "energy/projected_gain"
 PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
+# EnergyAwareEarlyStopping, at every check (several an epoch, or one every few epochs): what the
+# policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.
+CHECK_KWH = "energy/check_kwh"  # cumulative kWh at the check
+CHECK_EPOCHS = "energy/check_epochs"  # epochs completed at the check (fractional inside an epoch)
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
 # Logged once, at a stop before the planned end: what the stop avoided up to it. Projections from
@@ -45,7 +49,7 @@ PARAM_PUE = "lightning_green.pue"
 PARAM_CARBON_INTENSITY = "lightning_green.carbon_intensity_g_per_kwh"
 PARAM_MONITOR = "lightning_green.monitor"
 PARAM_MODE = "lightning_green.mode"
-PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned horizon, or "none"
+PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned horizon in epochs, or "none"
 # EnergyAwareEarlyStopping's metric and direction when they differ from the EnergyMonitor's (which
 # holds ``lightning_green.monitor``/``.mode``); absent otherwise.
 PARAM_STOPPING_MONITOR = "lightning_green.stopping_monitor"

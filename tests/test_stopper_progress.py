@@ -228,3 +228,67 @@ def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
     module = ns.module(check_curve_module)(flat_after(3, 20), steps_per_check=BATCHES)
     fit(tmp_path, ns, [stopper], module, max_epochs=None, limit_train_batches=BATCHES)
     assert stopper.last_decision.horizon is None and stopper.last_decision.savings is None
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        dict(max_epochs=20, val_check_interval=0.25),
+        dict(max_epochs=None, max_steps=90, val_check_interval=BATCHES // 2, check_val_every_n_epoch=None),
+        dict(max_epochs=40, check_val_every_n_epoch=2),
+    ],
+    ids=["four-checks-an-epoch", "planned-in-steps", "every-2nd-epoch"],
+)
+def test_replay_of_the_mlflow_run_decides_at_the_callbacks_checks(
+    tmp_path, sqlite_uri, monkeypatch, ns, plan
+):
+    """Replay over the MLflow run sees every check the stopper saw and stops where it did."""
+    from lightning_green import cli
+    from lightning_green.offline import config_for, read_mlflow_curves, replay_curve
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    logger = ns.loggers.MLFlowLogger(experiment_name="checks", tracking_uri=sqlite_uri)
+    every = plan.get("check_val_every_n_epoch") or 1
+    per_check = plan["val_check_interval"] if isinstance(plan.get("val_check_interval"), int) else None
+    steps_per_check = per_check or round(BATCHES * plan.get("val_check_interval", 1.0)) * every
+    module = ns.module(check_curve_module)(flat_after(6, 80), steps_per_check=steps_per_check)
+    fit(tmp_path, ns, [stopper], module, logger=logger, **plan)
+    assert stopper.stop_reason is not None
+    history = stopper.policy.history
+    in_epochs = 1.0 if stopper.last_place.unit == "epochs" else float(BATCHES)
+
+    (curve,), skipped = read_mlflow_curves(sqlite_uri, "checks")
+    assert skipped == []
+    # Every check, with the cost and the progress (in epochs) the policy decided on.
+    assert curve.epochs.tolist() == pytest.approx((history.progress / in_epochs).tolist(), rel=1e-12)
+    assert curve.costs.tolist() == history.costs_kwh.tolist()
+    assert curve.metrics.tolist() == history.metrics.tolist()
+    result = replay_curve(curve, config_for(curve))
+    assert result.stop_reason is stopper.stop_reason
+    assert result.stop_epoch == pytest.approx(stopper.last_decision.progress / in_epochs, rel=1e-12)
+
+    decisions = tmp_path / "decisions.csv"
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "checks", "-o", str(decisions)]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert row["stop_reason"] == stopper.stop_reason.value
+    assert float(row["stop_epoch"]) == pytest.approx(stopper.last_decision.progress / in_epochs, rel=1e-12)
+
+
+def test_the_learning_rate_hints_reach_replay_with_their_checks(tmp_path, sqlite_uri, ns):
+    """The hints the stopper was given are logged at the step of the check's metrics, so replay has them.
+
+    A check every second epoch runs at the end of validation (Lightning's own EarlyStopping hook),
+    where Lightning logs the validation metrics one step before ``global_step``.
+    """
+    from lightning_green.offline import read_mlflow_curves
+
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=50)
+    logger = ns.loggers.MLFlowLogger(experiment_name="hints", tracking_uri=sqlite_uri)
+    module = ns.DigitsClassifier(lr_milestones=[6])
+    fit(tmp_path, ns, [stopper], module, max_epochs=8, check_val_every_n_epoch=2, logger=logger)
+    (curve,), _ = read_mlflow_curves(sqlite_uri, "hints")
+    assert curve.epochs.tolist() == [2, 4, 6, 8]
+    # After epoch e (0-based) the drop at epoch 6 is 5 - e epochs after the current one; none after it.
+    assert list(curve.lr_hints) == [4, 2, 0, None]

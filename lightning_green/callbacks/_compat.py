@@ -255,6 +255,17 @@ def early_stopping_callbacks(trainer: Trainer) -> list[Any]:
     return [cb for cb in trainer.callbacks if isinstance(cb, bases)]
 
 
+def logging_step(trainer: Trainer) -> int:
+    """The step Lightning logs metrics at now (its ``_batches_that_stepped``, as its loggers use).
+
+    A validation inside the training loop runs before the counter counts the batch that ended,
+    so its metrics go to ``global_step - 1``: metrics logged at a check go here to share its step.
+    """
+    loop = getattr(trainer.fit_loop, "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(trainer.global_step if step is None else step)
+
+
 def starts_new_run(trainer: Trainer) -> bool:
     """Whether the fit being set up starts a new run: its Trainer has trained nothing yet.
 

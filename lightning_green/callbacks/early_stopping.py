@@ -26,7 +26,7 @@ from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy,
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
 from lightning_green.stop_record import decision_metrics, stop_savings_fields
-from lightning_green.training.check_progress import CheckPlace, check_place, horizon_epochs, training_end
+from lightning_green.training.check_progress import CheckPlace, check_place, training_end
 from lightning_green.training.learning_rates import epochs_until_lr_decay
 
 _DEFAULTS = StoppingConfig()
@@ -232,7 +232,7 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             lr_decay_in=place.lr_decay_in,
             progress_per_epoch=place.progress_per_epoch,
         )
-        self._record_inputs(trainer, horizon_epochs(position), lr_hint)
+        self._record_inputs(trainer, place, lr_hint, cost_kwh)
         # Bit-identical on every rank by construction; the broadcast guards against platforms
         # whose floating point differs (multi-node with mixed hardware).
         should_stop, reason = trainer.strategy.broadcast(
@@ -245,12 +245,23 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         if should_stop:
             self._stop(trainer, StopReason(reason), decision)
 
-    def _record_inputs(self, trainer: Trainer, horizon: int | None, lr_hint: int | None) -> None:
-        """Log what the policy was told beyond the curves (horizon, policy arguments, LR hints) for replay."""
+    def _record_inputs(
+        self, trainer: Trainer, place: CheckPlace, lr_hint: int | None, cost_kwh: float
+    ) -> None:
+        """Log what the policy was told at this check, for replay to decide on the same.
+
+        Once: the planned horizon in epochs and the policy arguments (run parameters). At every
+        check: the cumulative kWh and the epochs completed (fractional inside an epoch; not in a
+        run without epochs) the policy decided on, and the learning-rate hint when there is one.
+        """
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
+            horizon = place.horizon_epochs
             params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
             _loggers.log_params(trainer, params)
+        self._pending_metrics[keys.CHECK_KWH] = float(cost_kwh)
+        if place.epochs is not None:
+            self._pending_metrics[keys.CHECK_EPOCHS] = float(place.epochs)
         if lr_hint is not None:
             self._pending_metrics[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
 
@@ -301,7 +312,8 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
         if self._check_on_train_epoch_end:
             pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
-            _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
+            # At the step of the check's validation metrics, so that replay joins them.
+            _loggers.log_metrics(trainer, metrics, step=_compat.logging_step(trainer))
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The stop (or how the run ended without one) and the policy's last view, for the summary."""

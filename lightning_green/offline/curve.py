@@ -25,9 +25,9 @@ class Curve:
         lrs: Learning rate at each check when known (optional ``lr`` CSV column: the rate the
             check's epoch was trained at), else ``None``.
         metric_name: Name of the metric when known (optional ``metric_name`` CSV column).
-        planned_max_epochs: The planned horizon the run's policy was given (``None``: no plan),
-            when it was recorded (``plan_recorded``; the MLflow parameter
-            ``lightning_green.max_epochs``).
+        planned_max_epochs: The planned horizon the run's policy was given, in epochs (``None``:
+            no plan; a fraction for a run planned in steps), when it was recorded
+            (``plan_recorded``; the MLflow parameter ``lightning_green.max_epochs``).
         plan_recorded: Whether ``planned_max_epochs`` was recorded. If not, the planned horizon
             defaults to the curve's last epoch.
         lr_hints: The ``epochs_until_lr_decay`` the run's policy was given at each check (``None``
@@ -54,7 +54,7 @@ class Curve:
     cost_unit: str = "kWh"
     lrs: np.ndarray | None = field(default=None, repr=False)
     metric_name: str | None = None
-    planned_max_epochs: int | None = None
+    planned_max_epochs: int | float | None = None
     plan_recorded: bool = False
     lr_hints: tuple[int | None, ...] | None = field(default=None, repr=False)
     recorded_monitor: str | None = None

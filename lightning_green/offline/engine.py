@@ -207,20 +207,25 @@ def policy_inputs(
     clock: list[int] | list[float]
     epochs: list[int] | None = None
     progress: list[float] | None = None
-    if curve.fractional:
+    planned = curve.default_max_epochs if max_epochs is None else max_epochs
+    if curve.fractional or (planned is not None and not float(planned).is_integer()):
         clock = progress = [float(e) for e in curve.epochs.tolist()]
-        planned = curve.default_max_epochs if max_epochs is None else max_epochs
         horizon: int | float | None = None if planned is None else float(planned)
         with_hints = True
     else:
         clock = curve.epochs.tolist()
         epochs = [max(int(e) - 1, 0) for e in clock]
-        planned = curve.default_max_epochs if max_epochs is None else max_epochs
         horizon = None if planned is None else int(planned)
         with_hints = n > 0 and clock[0] >= 1
     hints: list[Any] = [None] * n
     if use_lr_schedule and curve.lr_hints is not None:
         hints = list(curve.lr_hints)
+        if progress is not None:
+            # Recorded hints count epochs after the check's epoch (it ends at ceil(progress)); as
+            # progress, the training left at the check's rate, computed as the callback does.
+            hints = [
+                None if h is None else math.ceil(p) + h - p for h, p in zip(hints, progress, strict=True)
+            ]
     elif use_lr_schedule and curve.lrs is not None and with_hints:
         # The epochs of check j are (clock[j-1], clock[j]]: the first epoch at a lower rate than
         # check i's is the first of check k, the first later check at a lower rate.

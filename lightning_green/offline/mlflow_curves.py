@@ -14,6 +14,7 @@ arguments, so a replay reproduces the callback's decision. Runs are read through
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping
@@ -32,6 +33,10 @@ from lightning_green.policy.savings import project_savings
 
 ENERGY_KEY = keys.TOTAL_KWH
 """MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
+CHECK_KWH_KEY = keys.CHECK_KWH
+"""MLflow metric: the cumulative kWh EnergyAwareEarlyStopping decided on, at each of its checks."""
+CHECK_EPOCHS_KEY = keys.CHECK_EPOCHS
+"""MLflow metric: the epochs completed (fractional inside an epoch) at each check of the stopper."""
 LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
 """MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
 MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
@@ -51,10 +56,14 @@ def read_mlflow_curves(
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
-    The metric histories are joined on their step (the callbacks log the monitored metric,
-    ``energy/total_kwh`` and ``energy/epochs_until_lr_decay`` at the same step, once per check).
-    The epoch of each check comes from the ``epoch`` metric Lightning logs at the same step
-    (0-based, so epochs completed is one more) when present, else from the check's position.
+    The metric histories are joined on their step: EnergyAwareEarlyStopping logs, at the step of
+    each of its checks' metrics, the cumulative kWh and the epochs completed it decided on
+    (``energy/check_kwh``, ``energy/check_epochs``: fractional for a check inside an epoch or a run
+    planned in steps) and ``energy/epochs_until_lr_decay``; with the default ``cost_key`` these are
+    the cost and the progress of each check. A run without them (logged without the stopper, or
+    by an earlier version) is read from ``cost_key`` per epoch, the epoch of each check from the
+    ``epoch`` metric Lightning logs at the same step (0-based, so epochs completed is one more)
+    when present, else from the check's position.
     What the callback told the policy beyond the curves is passed on as it was: the run parameter
     ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
     ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
@@ -121,6 +130,11 @@ def read_mlflow_curves(
             )
         run_mode = (target.mode if own else None) or mode or "min"
         metric = run.history(key)
+        # The stopper's own record of each check (several an epoch, one every few epochs) where it
+        # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
+        at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
+        if at_checks and set(metric) & set(at_checks):
+            cost = at_checks
         steps = sorted(set(metric) & set(cost))
         if not steps:
             skipped.append(run_id)
@@ -129,8 +143,11 @@ def read_mlflow_curves(
             raise OfflineInputError(
                 f"MLflow run {run_id}: {len(steps):,} checks of {key!r}; replay reads at most {MAX_CHECKS:,}"
             )
+        check_epochs = run.history(CHECK_EPOCHS_KEY) if cost is at_checks else {}
         epoch_hist = run.history("epoch")
-        if all(s in epoch_hist for s in steps):
+        if check_epochs and all(s in check_epochs for s in steps):
+            epochs = _check_epochs(run_id, [check_epochs[s] for s in steps])
+        elif all(s in epoch_hist for s in steps):
             epochs = np.array([_epoch(run_id, epoch_hist[s]) + 1 for s in steps])
         else:
             epochs = np.arange(1, len(steps) + 1)
@@ -232,19 +249,39 @@ def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
     return out
 
 
-def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | None]:
-    """``(recorded, horizon)`` from the run parameter ``lightning_green.max_epochs``."""
+def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | float | None]:
+    """``(recorded, horizon)`` from the run parameter ``lightning_green.max_epochs``.
+
+    A whole number of epochs, or a fraction (a run planned in steps: ``max_steps`` over the steps
+    of an epoch).
+    """
     if text is None:
         return False, None
     if text.strip().lower() == "none":
         return True, None
-    value = int(text) if _INTEGER.fullmatch(text.strip()) else 0
-    if value <= 0:
+    value = parse_number(text.strip())
+    if value is None or not 0 < value < MAX_EPOCH:
         raise OfflineInputError(
-            f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive integer or 'none',"
-            f" got {text!r}"
+            f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive number of epochs or"
+            f" 'none', got {text!r}"
         )
-    return True, value
+    return True, int(value) if float(value).is_integer() else float(value)
+
+
+def _check_epochs(run_id: str, values: list[float]) -> np.ndarray:
+    """The ``energy/check_epochs`` of a run's checks: an integer array when all are whole epochs."""
+    for value in values:
+        if not (0 <= value < MAX_EPOCH):
+            raise OfflineInputError(
+                f"MLflow run {run_id}: metric {CHECK_EPOCHS_KEY} must be a number of epochs >= 0 below"
+                f" {MAX_EPOCH:.0e}, got {value!r}"
+            )
+    if any(b <= a for a, b in itertools.pairwise(values)):
+        raise OfflineInputError(
+            f"MLflow run {run_id}: metric {CHECK_EPOCHS_KEY} must increase from check to check, got {values}"
+        )
+    epochs = np.array(values, dtype=float)
+    return epochs.astype(int) if bool(np.all(epochs == np.floor(epochs))) else epochs
 
 
 def _epoch(run_id: str, value: float) -> int:

@@ -106,11 +106,47 @@ class CheckPlace:
     progress_per_epoch: float | None
     unit: str
 
+    def _in_epochs(self, value: float | None) -> float | None:
+        if value is None or self.progress_per_epoch is None:
+            return None
+        return value if self.unit == "epochs" else value / self.progress_per_epoch
+
+    @property
+    def epochs(self) -> float | None:
+        """Epochs completed at the check (a fraction inside an epoch); ``None`` in a run without epochs.
+
+        What the stopper logs as ``energy/check_epochs``, for replay.
+
+        Example:
+            >>> CheckPlace(30.0, 100.0, None, 20.0, "steps").epochs
+            1.5
+        """
+        return self._in_epochs(self.progress)
+
+    @property
+    def horizon_epochs(self) -> int | float | None:
+        """The planned end in epochs (an ``int`` when whole), ``None`` without a plan or without epochs.
+
+        What the stopper records as ``lightning_green.max_epochs``, for replay: in a run planned in
+        steps, ``max_steps`` over the steps of an epoch, which may be a fraction.
+
+        Example:
+            >>> CheckPlace(30.0, 100.0, None, 20.0, "steps").horizon_epochs
+            5
+            >>> CheckPlace(30.0, 90.0, None, 20.0, "steps").horizon_epochs
+            4.5
+        """
+        horizon = self._in_epochs(self.horizon)
+        if horizon is None:
+            return None
+        return int(horizon) if float(horizon).is_integer() else horizon
+
 
 def horizon_epochs(position: FitPosition) -> int | None:
     """The planned length in epochs (``max_epochs``, or what ``max_steps`` allows), ``None`` without a plan.
 
-    This is what the stopper records as ``lightning_green.max_epochs`` for replay.
+    The horizon of a run planned in epochs (:attr:`CheckPlace.horizon_epochs` is what the stopper
+    records for replay, in runs planned in steps too).
 
     Example:
         >>> horizon_epochs(FitPosition(0, 0, 0, 10, 1, max_epochs=-1, max_steps=95, epoch_done=True))
