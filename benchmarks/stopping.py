@@ -56,6 +56,7 @@ from stopping_measures import (  # noqa: E402
     Rule,
     Stats,
     group_of,
+    harm_threshold,
     oracle_at,
     p10_regret,
     patience_table,
@@ -177,6 +178,25 @@ def first_allowed_stops(curves: Sequence[Curve], results: Sequence[ReplayResult]
         if i > 0 and float(c.epochs[i - 1]) <= fraction * horizon < float(c.epochs[i]):
             n += 1
     return n
+
+
+def gain_forgone(
+    curves: Sequence[Curve], results: Sequence[ReplayResult]
+) -> tuple[int, float, float, float] | None:
+    """How well a stop's projected ``metric_gain_forgone`` (what the summary and MLflow report)
+    matched the gain the rest of the curve brought (its regret): ``(stops, mean projected, mean
+    realized, mean absolute error in harm thresholds)``, or ``None`` without such stops."""
+    projected, realized, error = [], [], []
+    for curve, result in zip(curves, results, strict=True):
+        savings = result.decision.savings if result.decision is not None else None
+        if result.stop_reason is None or savings is None or savings.metric_gain_forgone is None:
+            continue
+        projected.append(savings.metric_gain_forgone)
+        realized.append(result.regret)
+        error.append(abs(savings.metric_gain_forgone - result.regret) / harm_threshold(curve))
+    if not projected:
+        return None
+    return len(projected), float(np.mean(projected)), float(np.mean(realized)), float(np.mean(error))
 
 
 def fmt_stops(stops: dict[str, int]) -> str:
@@ -351,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
             first = first_allowed_stops(d.curves, results[("default", d.key)], default.min_horizon_fraction)
             print(
                 f"  marginal-gain stops at the first check min_horizon_fraction allows: {first} of {marginal}"
+            )
+        forgone = gain_forgone(d.curves, results[("default", d.key)])
+        if forgone is not None:
+            n, projected, realized, error = forgone
+            print(
+                f"  metric gain forgone at the {n} stops before the end: projected {projected:.4g} on"
+                f" average, realized {realized:.4g} (mean |error| {error:.2f} harm thresholds)"
             )
         oracle = oracle_at(d.curves, s.regret)
         versus = ""

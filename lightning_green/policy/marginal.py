@@ -97,8 +97,9 @@ class MarginalAssessment:
         relative_gain: ``projected_gain_per_kwh / average_gain_per_kwh`` (``None`` when the run
             has not improved on its first check, or nothing is left to project).
         fit: The learning-curve fit used, or ``None`` (straight line extrapolated, or not projected).
-        projected_gain_central: The gain in the best value expected up to the horizon from the
-            fit's central trend (no optimism), or ``None``: what a stop gives up, as projected.
+        projected_gain_central: The gain in the best value expected up to the horizon around the
+            central trend (no optimism) of the acceptable family that fits the segment best (not
+            the most optimistic one, :attr:`fit`), or ``None``: what a stop gives up, as projected.
         noise_sd: Standard deviation of the metric around its trend over the segment (metric
             units), or ``None``.
     """
@@ -260,6 +261,30 @@ def _best_fit(
     return fit, gain, se
 
 
+def _closest_fit(
+    x: np.ndarray, y: np.ndarray, window: int, recent: tuple[float, float]
+) -> NormalisedFit | None:
+    """The acceptable fit that describes the history best (smallest residual), refined, or ``None``.
+
+    What a stop gives up is projected from it rather than from the most optimistic family
+    (:func:`_best_fit`, which the decisions use): the optimistic choice errs on the side of going
+    on, which is right for deciding and wrong for saying what the stop cost.
+    """
+    noise = noise_sd(y)
+    recent_x = x[-window:]
+    closest: NormalisedFit | None = None
+    for family in FAMILIES.values():
+        fit = grid_fit(family, x, y)
+        if fit is None or not acceptable(fit, noise, recent_x, recent):
+            continue
+        if closest is None or fit.rmse < closest.rmse:
+            closest = fit
+    if closest is None:
+        return None
+    refined = fit_family(closest.family, x, y, start=closest.params)
+    return refined if refined is not None and acceptable(refined, noise, recent_x, recent) else closest
+
+
 def assess_marginal(
     costs_kwh: np.ndarray,
     values: np.ndarray,
@@ -326,8 +351,8 @@ def assess_segment(
         project: Fit the learning curve and project to the horizon.
         n_future_checks: Checks still planned up to the horizon (``None``: as many per unit of
             cost as so far).
-        central: Also project the gain from the fit's central trend (``projected_gain_central``;
-            the policy asks for it only when it stops).
+        central: Also project the gain around the central trend of the best-fitting family
+            (``projected_gain_central``; the policy asks for it only when it stops).
 
     Returns:
         The assessment (fields are ``None`` where there is too little data).
@@ -355,6 +380,7 @@ def assess_segment(
     offset, scale = 0.0, 1.0
     keep = x > 1e-9  # a check at the reference cost itself carries no information on the shape
     n_fitted = 0
+    closest: NormalisedFit | None = None
     if int(np.count_nonzero(keep)) >= MIN_FIT_POINTS:
         x, y_raw = x[keep], seg_v[keep]
         n_fitted = segment.n_total - int(segment.indices[keep][0])
@@ -363,6 +389,8 @@ def assess_segment(
         y = (y_raw - offset) / scale
         recent_x = (slope * span / scale, slope_se * span / scale)
         best = _best_fit(x, y, min(w, len(x)), recent_x, x_h)
+        if want_central and best is not None:
+            closest = _closest_fit(x, y, min(w, len(x)), recent_x)
 
     fit_out: CurveFit | None = None
     fit: NormalisedFit | None = None
@@ -399,6 +427,10 @@ def assess_segment(
         )
         projected_gain = expected_improvement(best_now, optimistic, noise, counts)
         if want_central:
+            if closest is not None and closest is not fit:
+                _, central_means, counts = _future_trend(
+                    closest, x_h, m, level_now=level_now, scale=scale, offset=offset, line_rate=0.0, span=span
+                )
             projected_central = expected_improvement(best_now, central_means, noise, counts)
 
     projected_rate = projected_gain / horizon_cost_kwh if horizon_cost_kwh > 0 else None

@@ -32,9 +32,10 @@ class StopSavings:
         checks_not_run: Checks (validation runs) that would have come, at the recent pace.
         kwh_not_spent: Energy (cost, in replay whatever unit the cost is in) the rest of the run
             would have taken, from the measured cost per unit of progress of recent checks.
-        metric_gain_forgone: Improvement of the best value of the metric the fitted learning
-            curve projects for the rest of the run (metric units, improvement positive: a loss
-            that would have fallen by 0.01 gives 0.01), or ``None`` when no fit was accepted.
+        metric_gain_forgone: Improvement of the best value of the metric projected for the rest
+            of the run around the central trend of the learning-curve family that fits best
+            (metric units, improvement positive: a loss that would have fallen by 0.01 gives
+            0.01), or ``None`` when no fit was accepted.
     """
 
     progress_not_run: float
