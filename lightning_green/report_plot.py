@@ -12,6 +12,31 @@ PLOT_FILENAME = "energy_report.png"
 """Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
 
 
+def stop_place(savings: dict[str, Any], stopped_epoch: int) -> tuple[str, float | None]:
+    """Where a stop was, in words, and the kWh at its check when the summary records them.
+
+    ``after epoch 3`` for a stop at an epoch's end; ``at 4.49 epochs (in epoch 4)`` for a check
+    inside an epoch; ``at step 36 (in epoch 4)`` in a run planned in steps.
+
+    Example:
+        >>> stop_place({}, 3)
+        ('after epoch 3', None)
+        >>> stop_place({"unit": "epochs", "stopped_at": 4.49, "kwh_at_stop": 2.0}, 4)
+        ('at 4.49 epochs (in epoch 4)', 2.0)
+        >>> stop_place({"unit": "steps", "stopped_at": 36.0}, 4)
+        ('at step 36 (in epoch 4)', None)
+    """
+    stopped_at, unit, kwh = savings.get("stopped_at"), savings.get("unit"), savings.get("kwh_at_stop")
+    kwh = None if kwh is None else float(kwh)
+    if stopped_at is None:
+        return f"after epoch {stopped_epoch}", kwh
+    if unit == "steps":
+        return f"at step {float(stopped_at):g} (in epoch {stopped_epoch})", kwh
+    if float(stopped_at) == stopped_epoch + 1:
+        return f"after epoch {stopped_epoch}", kwh
+    return f"at {float(stopped_at):.4g} epochs (in epoch {stopped_epoch})", kwh
+
+
 def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
     """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
 
@@ -87,28 +112,34 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     draw_adaptation_marks(ax, adaptation_marks(summary))  # probe spans, adopted switches
     stop_reason = summary.get("stop_reason")
     stopped_epoch = summary.get("stopped_epoch")
-    at, marker = None, None
+    at, at_kwh, marker = None, None, None
     if stop_reason == keys.NO_STOP and epochs:  # the stopper held back: mark where training ended
         at = epochs[-1]
+        at_kwh = at["total_kwh"]
         marker = f"{summary.get('training_end') or 'training ended'}\nstop reason: {keys.NO_STOP}"
     elif stop_reason and stopped_epoch is not None:
         at = next((e for e in epochs if e["epoch"] == stopped_epoch), epochs[-1] if epochs else None)
-        marker = f"stopped after epoch {stopped_epoch}\n{stop_reason}"
-    if at is not None:
-        ax.axvline(at["total_kwh"], color="#a50f15", linestyle=":", linewidth=1.5)
+        at_kwh = None if at is None else at["total_kwh"]
+        where, at_check = stop_place(summary.get("stop_savings") or {}, stopped_epoch)
+        at_kwh = at_check if at_check is not None else at_kwh
+        marker = f"stopped {where}\n{stop_reason}"
+    _draw_not_run(ax, summary.get("stop_savings"), at, summary.get("best_metric"), summary.get("mode"))
+    if at_kwh is not None:
+        ax.axvline(at_kwh, color="#a50f15", linestyle=":", linewidth=1.5)
+        low, high = ax.get_xlim()
+        left = at_kwh - low < 0.3 * (high - low)  # near the left edge: label on the right of the line
         ax.annotate(
             marker,
-            xy=(at["total_kwh"], 0.5),
+            xy=(at_kwh, 0.5),
             xycoords=("data", "axes fraction"),
-            xytext=(-6, 0),
+            xytext=(6 if left else -6, 0),
             textcoords="offset points",
-            ha="right",
+            ha="left" if left else "right",
             va="center",
             fontsize=8,
             color="#a50f15",
             bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "#a50f15", "alpha": 0.85},
         )
-    _draw_not_run(ax, summary.get("stop_savings"), at, summary.get("best_metric"), summary.get("mode"))
     source = summary.get("energy_source", "?")
     estimate = " (an estimate, not a measurement)" if summary.get("is_estimate") else ""
     label = f"cumulative energy, kWh - source: {source}{estimate}"
