@@ -226,63 +226,65 @@ def _future_trend(
     return central + OPTIMISM_SE * se, central, counts
 
 
-def _best_fit(
-    x: np.ndarray, y: np.ndarray, window: int, recent: tuple[float, float], x_h: float
-) -> tuple[NormalisedFit, float, float] | None:
-    """The acceptable fit projecting the most gain up to ``x_h`` (optimistic by ``OPTIMISM_SE``).
+@dataclass(frozen=True)
+class _SegmentFits:
+    """The families' fits to one (normalised) segment that pass the quality checks.
 
-    Several families often describe the same history equally well and extrapolate differently;
-    taking the most optimistic one means the policy stops only when every acceptable
-    extrapolation agrees that the rest of the run is not worth its cost. Every family is fitted on
-    its grid (:func:`~.learning_curve.grid_fit`); the chosen one is then refined with
-    ``curve_fit`` (:func:`~.learning_curve.fit_family`), which keeps a decision within a few
-    milliseconds.
-
-    Returns:
-        ``(fit, gain, standard_error)`` in normalised units, or ``None`` if no family passes.
+    Every family is fitted on its grid (:func:`~.learning_curve.grid_fit`) once; the one chosen is
+    then refined with ``curve_fit`` (:func:`~.learning_curve.fit_family`), which keeps a decision
+    within a few milliseconds.
     """
-    noise = noise_sd(y)
-    recent_x = x[-window:]
-    best: tuple[float, NormalisedFit] | None = None
-    for family in FAMILIES.values():
-        fit = grid_fit(family, x, y)
-        if fit is None or not acceptable(fit, noise, recent_x, recent):
-            continue
+
+    x: np.ndarray
+    y: np.ndarray
+    noise: float
+    recent_x: np.ndarray
+    recent: tuple[float, float]
+    fits: tuple[NormalisedFit, ...]
+
+    @classmethod
+    def of(cls, x: np.ndarray, y: np.ndarray, window: int, recent: tuple[float, float]) -> _SegmentFits:
+        """Fit every family to ``(x, y)``; keep those :func:`~.learning_curve.acceptable` judges fit."""
+        noise, recent_x = noise_sd(y), x[-window:]
+        fits = (grid_fit(family, x, y) for family in FAMILIES.values())
+        kept = tuple(f for f in fits if f is not None and acceptable(f, noise, recent_x, recent))
+        return cls(x, y, noise, recent_x, recent, kept)
+
+    def _refined(self, coarse: NormalisedFit) -> NormalisedFit:
+        fit = fit_family(coarse.family, self.x, self.y, start=coarse.params)
+        if fit is None or not acceptable(fit, self.noise, self.recent_x, self.recent):
+            return coarse
+        return fit
+
+    def most_optimistic(self, x_h: float) -> tuple[NormalisedFit, float, float] | None:
+        """The fit projecting the most gain up to ``x_h`` (optimistic by ``OPTIMISM_SE``), refined.
+
+        Several families often describe the same history equally well and extrapolate
+        differently; taking the most optimistic one means the policy stops only when every
+        acceptable extrapolation agrees that the rest of the run is not worth its cost.
+
+        Returns:
+            ``(fit, gain, standard_error)`` in normalised units, or ``None`` if no family passes.
+        """
+        if not self.fits:
+            return None
+
+        def optimistic_gain(fit: NormalisedFit) -> float:
+            gain, se = fit.gain(1.0, x_h)
+            return gain + OPTIMISM_SE * se
+
+        fit = self._refined(max(self.fits, key=optimistic_gain))
         gain, se = fit.gain(1.0, x_h)
-        if best is None or gain + OPTIMISM_SE * se > best[0]:
-            best = (gain + OPTIMISM_SE * se, fit)
-    if best is None:
-        return None
-    coarse = best[1]
-    fit = fit_family(coarse.family, x, y, start=coarse.params)
-    if fit is None or not acceptable(fit, noise, recent_x, recent):
-        fit = coarse
-    gain, se = fit.gain(1.0, x_h)
-    return fit, gain, se
+        return fit, gain, se
 
+    def closest(self) -> NormalisedFit | None:
+        """The fit that describes the history best (smallest residual), refined, or ``None``.
 
-def _closest_fit(
-    x: np.ndarray, y: np.ndarray, window: int, recent: tuple[float, float]
-) -> NormalisedFit | None:
-    """The acceptable fit that describes the history best (smallest residual), refined, or ``None``.
-
-    What a stop gives up is projected from it rather than from the most optimistic family
-    (:func:`_best_fit`, which the decisions use): the optimistic choice errs on the side of going
-    on, which is right for deciding and wrong for saying what the stop cost.
-    """
-    noise = noise_sd(y)
-    recent_x = x[-window:]
-    closest: NormalisedFit | None = None
-    for family in FAMILIES.values():
-        fit = grid_fit(family, x, y)
-        if fit is None or not acceptable(fit, noise, recent_x, recent):
-            continue
-        if closest is None or fit.rmse < closest.rmse:
-            closest = fit
-    if closest is None:
-        return None
-    refined = fit_family(closest.family, x, y, start=closest.params)
-    return refined if refined is not None and acceptable(refined, noise, recent_x, recent) else closest
+        What a stop gives up is projected from it rather than from :meth:`most_optimistic` (which
+        the decisions use): the optimistic choice errs on the side of going on, which is right
+        for deciding and wrong for saying what the stop cost.
+        """
+        return self._refined(min(self.fits, key=lambda fit: fit.rmse)) if self.fits else None
 
 
 def assess_marginal(
@@ -388,9 +390,10 @@ def assess_segment(
         scale = float(y_raw.max() - y_raw.min()) or 1.0
         y = (y_raw - offset) / scale
         recent_x = (slope * span / scale, slope_se * span / scale)
-        best = _best_fit(x, y, min(w, len(x)), recent_x, x_h)
+        fits = _SegmentFits.of(x, y, min(w, len(x)), recent_x)
+        best = fits.most_optimistic(x_h)
         if want_central and best is not None:
-            closest = _closest_fit(x, y, min(w, len(x)), recent_x)
+            closest = fits.closest()
 
     fit_out: CurveFit | None = None
     fit: NormalisedFit | None = None
