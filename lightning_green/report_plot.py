@@ -12,29 +12,28 @@ PLOT_FILENAME = "energy_report.png"
 """Name of the PNG plot written next to the summary and logged as an MLflow artifact."""
 
 
-def stop_place(savings: dict[str, Any], stopped_epoch: int) -> tuple[str, float | None]:
-    """Where a stop was, in words, and the kWh at its check when the summary records them.
+def stop_place(savings: dict[str, Any], stopped_epoch: int) -> str:
+    """Where a stop was, in words.
 
     ``after epoch 3`` for a stop at an epoch's end; ``at 4.49 epochs (in epoch 4)`` for a check
     inside an epoch; ``at step 36 (in epoch 4)`` in a run planned in steps.
 
     Example:
         >>> stop_place({}, 3)
-        ('after epoch 3', None)
-        >>> stop_place({"unit": "epochs", "stopped_at": 4.49, "kwh_at_stop": 2.0}, 4)
-        ('at 4.49 epochs (in epoch 4)', 2.0)
+        'after epoch 3'
+        >>> stop_place({"unit": "epochs", "stopped_at": 4.49}, 4)
+        'at 4.49 epochs (in epoch 4)'
         >>> stop_place({"unit": "steps", "stopped_at": 36.0}, 4)
-        ('at step 36 (in epoch 4)', None)
+        'at step 36 (in epoch 4)'
     """
-    stopped_at, unit, kwh = savings.get("stopped_at"), savings.get("unit"), savings.get("kwh_at_stop")
-    kwh = None if kwh is None else float(kwh)
+    stopped_at, unit = savings.get("stopped_at"), savings.get("unit")
     if stopped_at is None:
-        return f"after epoch {stopped_epoch}", kwh
+        return f"after epoch {stopped_epoch}"
     if unit == "steps":
-        return f"at step {float(stopped_at):g} (in epoch {stopped_epoch})", kwh
+        return f"at step {float(stopped_at):g} (in epoch {stopped_epoch})"
     if float(stopped_at) == stopped_epoch + 1:
-        return f"after epoch {stopped_epoch}", kwh
-    return f"at {float(stopped_at):.4g} epochs (in epoch {stopped_epoch})", kwh
+        return f"after epoch {stopped_epoch}"
+    return f"at {float(stopped_at):.4g} epochs (in epoch {stopped_epoch})"
 
 
 def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
@@ -112,18 +111,19 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     draw_adaptation_marks(ax, adaptation_marks(summary))  # probe spans, adopted switches
     stop_reason = summary.get("stop_reason")
     stopped_epoch = summary.get("stopped_epoch")
-    at, at_kwh, marker = None, None, None
+    savings = summary.get("stop_savings") or {}
+    at, marker, stopped = None, None, False
     if stop_reason == keys.NO_STOP and epochs:  # the stopper held back: mark where training ended
         at = epochs[-1]
-        at_kwh = at["total_kwh"]
         marker = f"{summary.get('training_end') or 'training ended'}\nstop reason: {keys.NO_STOP}"
     elif stop_reason and stopped_epoch is not None:
         at = next((e for e in epochs if e["epoch"] == stopped_epoch), epochs[-1] if epochs else None)
-        at_kwh = None if at is None else at["total_kwh"]
-        where, at_check = stop_place(summary.get("stop_savings") or {}, stopped_epoch)
-        at_kwh = at_check if at_check is not None else at_kwh
-        marker = f"stopped {where}\n{stop_reason}"
-    _draw_not_run(ax, summary.get("stop_savings"), at, summary.get("best_metric"), summary.get("mode"))
+        marker, stopped = f"stopped {stop_place(savings, stopped_epoch)}\n{stop_reason}", True
+    at_kwh = None if at is None else at["total_kwh"]
+    # The stopping check's kWh where the summary records it, else the end of the epoch it fell in.
+    stop_kwh = at_kwh if savings.get("kwh_at_stop") is None else float(savings["kwh_at_stop"])
+    _draw_not_run(ax, savings, stop_kwh, summary.get("best_metric"), summary.get("mode"))
+    at_kwh = stop_kwh if stopped else at_kwh
     if at_kwh is not None:
         ax.axvline(at_kwh, color="#a50f15", linestyle=":", linewidth=1.5)
         low, high = ax.get_xlim()
@@ -161,7 +161,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
 
 
 def _draw_not_run(
-    ax: Any, savings: dict[str, Any] | None, at: dict[str, Any] | None, best: float | None, mode: Any
+    ax: Any, savings: dict[str, Any], start: float | None, best: float | None, mode: Any
 ) -> None:
     """Shade what the stop avoided, from the stop to the planned end: "projected, not run".
 
@@ -169,11 +169,7 @@ def _draw_not_run(
     gain of the best metric for it, a dashed line runs from the best value at the stop to the best
     value the fit projected at the planned end.
     """
-    if not savings or not savings.get("kwh_not_spent"):
-        return
-    start = savings.get("kwh_at_stop")
-    start = at["total_kwh"] if start is None and at is not None else start
-    if start is None:
+    if not savings.get("kwh_not_spent") or start is None:
         return
     end = start + savings["kwh_not_spent"]
     amount = savings.get("progress_not_run")
