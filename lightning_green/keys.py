@@ -20,6 +20,10 @@ STEP_POWER_W = "energy/step_power_w"  # every ``step_interval`` steps
 GAIN_PER_KWH = "energy/gain_per_kwh"
 PROJECTED_GAIN = "energy/projected_gain"
 PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
+# Logged once, when the fit ends (or fails): the whole run, what followed the last epoch included
+# (the per-epoch energy/total_kwh ends at the last epoch's close). The summary's total_kwh/co2_kg.
+RUN_KWH = "energy/run_kwh"
+RUN_CO2_KG = "energy/run_co2_kg"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
 # EnergyAwareEarlyStopping, at every check (several an epoch, or one every few epochs): what the
 # policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.

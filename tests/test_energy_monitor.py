@@ -85,6 +85,12 @@ def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri,
     assert totals[-1] + summary["kwh_after_last_epoch"] == pytest.approx(summary["total_kwh"], rel=1e-6)
     assert summary["best_metric"] == pytest.approx(max(acc.values()), rel=1e-6)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9)
+    # The whole run, what followed the last epoch included, is one metric each in the run.
+    run_kwh = _history(client, logger.run_id, "energy/run_kwh")
+    run_co2 = _history(client, logger.run_id, "energy/run_co2_kg")
+    assert [m.value for m in run_kwh] == pytest.approx([summary["total_kwh"]], rel=1e-6)
+    assert [m.value for m in run_co2] == pytest.approx([summary["co2_kg"]], rel=1e-6)
+    assert run_kwh[0].step >= series["energy/total_kwh"][-1].step  # at the end of the fit
 
 
 def test_every_logger_and_progress_bar(tmp_path):
@@ -100,6 +106,7 @@ def test_every_logger_and_progress_bar(tmp_path):
     for key in [*EPOCH_KEYS, "energy/marginal_val_loss_per_kwh"]:
         values = [r[key] for r in rows if r.get(key)]
         assert len(values) == 2, key
+    assert len([r for r in rows if r.get("energy/run_kwh")]) == 1  # the whole run, once, at the end
     hparams = (Path(csv.log_dir) / "hparams.yaml").read_text()
     assert "lightning_green.energy_source: estimate" in hparams
 
@@ -402,3 +409,46 @@ def test_a_report_that_cannot_be_written_does_not_fail_the_run(tmp_path):
             DigitsClassifier(), datamodule=DigitsDataModule()
         )
     assert monitor.last_summary["epochs"] == 1 and monitor.summary_path is None
+
+
+def _two_val_loaders(lightning):
+    class TwoLoaders(lightning.DigitsDataModule):
+        def val_dataloader(self):
+            return [super().val_dataloader(), super().val_dataloader()]
+
+    return TwoLoaders(batch_size=64)
+
+
+def _per_loader_module(base):
+    class PerLoader(base):
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            x, y = batch
+            self.log("val_loss", torch.nn.functional.cross_entropy(self(x), y))  # "/dataloader_idx_N" added
+
+    return PerLoader
+
+
+def test_a_metric_of_one_of_several_validation_loaders(tmp_path, ns):
+    """Monitoring "val_loss/dataloader_idx_1", as Lightning names it with two loaders, just works."""
+    from lightning_green import EnergyAwareEarlyStopping
+
+    csv = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    monitor = EnergyMonitor(monitor="val_loss/dataloader_idx_1")
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss/dataloader_idx_0", patience=2, min_epochs=1)
+    trainer = make_trainer(tmp_path, [monitor, stopper], logger=csv, max_epochs=3, lightning=ns)
+    trainer.fit(ns.module(_per_loader_module)(), datamodule=_two_val_loaders(ns))
+
+    import csv as csvlib
+
+    rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
+    marginal = [
+        float(r[k])
+        for r in rows
+        for k in r
+        if k == "energy/marginal_val_loss/dataloader_idx_1_per_kwh" and r[k]
+    ]
+    assert len(marginal) >= 2  # every epoch after the first (the sanity check may give no baseline)
+    assert monitor.last_summary["best_metric"] == pytest.approx(
+        min(float(r["val_loss/dataloader_idx_1"]) for r in rows if r.get("val_loss/dataloader_idx_1"))
+    )
+    assert len(stopper.policy.history) == 3  # the stopper read its loader's metric at every check

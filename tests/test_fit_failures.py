@@ -62,6 +62,13 @@ def test_a_fit_that_raises_still_writes_and_logs_its_report_marked_failed(tmp_pa
         "lightning_green/energy_report.png",
         "lightning_green/adaptations.json",
     } <= artifacts
+    # The energy of the failed run, the unfinished epoch included, is in the run's metrics.
+    client = MlflowClient(sqlite_uri)
+    run_kwh = [m.value for m in client.get_metric_history(logger.run_id, "energy/run_kwh")]
+    last_epoch_total = max(client.get_metric_history(logger.run_id, "energy/total_kwh"), key=lambda m: m.step)
+    assert run_kwh == pytest.approx([summary["total_kwh"]], rel=1e-6)
+    assert run_kwh[0] > last_epoch_total.value
+    assert "energy/run_co2_kg" not in client.get_run(logger.run_id).data.metrics  # no carbon intensity given
     assert not monitor.session.running  # the meters were stopped
 
 

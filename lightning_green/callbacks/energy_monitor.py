@@ -365,7 +365,10 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         if self.monitor is not None and record.marginal_per_kwh is not None:
             metrics[keys.marginal_key(self.monitor)] = record.marginal_per_kwh
         to_loggers = bool(trainer.loggers)
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=to_loggers, prog_bar=False)
+        # add_dataloader_idx=False: a monitor such as "val_loss/dataloader_idx_1" names the marginal key.
+        pl_module.log_dict(
+            metrics, on_step=False, on_epoch=True, logger=to_loggers, prog_bar=False, add_dataloader_idx=False
+        )
         pl_module.log(
             keys.TOTAL_KWH,
             record.total_kwh,
@@ -373,6 +376,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             on_epoch=True,
             logger=to_loggers,
             prog_bar=self.prog_bar,
+            add_dataloader_idx=False,
         )
         if trainer.global_rank == 0 and not self._source_logged:
             self._source_logged = True
@@ -417,6 +421,12 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             return
         partial = str(self.last_summary["partial"]).lower()
         _loggers.set_tags(trainer, {keys.TAG_PARTIAL: partial, keys.PARAM_ENERGY_SOURCE: source})
+        run_metrics = {
+            keys.RUN_KWH: self.last_summary["total_kwh"],
+            keys.RUN_CO2_KG: self.last_summary["co2_kg"],
+        }
+        run_metrics = {k: float(v) for k, v in run_metrics.items() if v is not None}
+        _loggers.log_metrics(trainer, run_metrics, step=_compat.logging_step(trainer))
         if not self.summary:
             return
         _compat.info(trainer, format_summary(self.last_summary))
