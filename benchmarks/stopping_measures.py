@@ -6,7 +6,9 @@
   patience 1-100 x ``min_delta`` in {0, 1e-3, 1e-2}; :func:`best_rule` the one that saves most at a
   mean regret no higher than a given one; :func:`saved_ratio` the policy's cost saved over that
   rule's;
-- :func:`oracle_at`: what a hindsight oracle saves at a given mean regret.
+- :func:`oracle_at`: what a hindsight oracle saves at a given mean regret (one tolerance for all
+  curves); :func:`best_stops_at`: the most any choice of one stop per curve saves at that mean
+  regret (a tighter bound on what was possible).
 """
 
 from __future__ import annotations
@@ -130,6 +132,38 @@ def oracle_at(curves: Sequence[Curve], regret: float) -> Stats:
         mid = 0.5 * (lo + hi)
         lo, hi = (mid, hi) if at(mid).regret <= regret else (lo, mid)
     return at(lo)
+
+
+def best_stops_at(curves: Sequence[Curve], regret: float) -> Stats:
+    """The most cost any choice of one stop per curve saves at a mean regret of at most ``regret``.
+
+    Hindsight: each curve stops where ``saved - lam * regret`` is largest, ``lam`` the smallest
+    price of regret (bisection on a log scale) that keeps the mean regret within ``regret``; the
+    Lagrangian solution of the multiple-choice knapsack, exact at the points it reaches (all but a
+    sliver of the frontier). Context for how far above the patience rules a rule could be.
+    """
+    saved = []
+    regrets = []
+    for c in curves:
+        results = [result_at(c, i) for i in range(len(c.metrics))]
+        saved.append(np.array([r.cost_saved for r in results]))
+        regrets.append(np.array([r.regret for r in results]))
+
+    def picks(lam: float) -> list[int]:
+        return [int(np.argmax(a - lam * b)) for a, b in zip(saved, regrets, strict=True)]
+
+    def mean_regret(idx: Sequence[int]) -> float:
+        return float(np.mean([b[i] for b, i in zip(regrets, idx, strict=True)]))
+
+    lo, hi = -12.0, 12.0  # log10 of the price of regret
+    if mean_regret(picks(10.0**lo)) <= regret:
+        hi = lo
+    for _ in range(60):
+        if hi == lo:
+            break
+        mid = 0.5 * (lo + hi)
+        lo, hi = (lo, mid) if mean_regret(picks(10.0**mid)) <= regret else (mid, hi)
+    return stats(curves, [result_at(c, i) for c, i in zip(curves, picks(10.0**hi), strict=True)])
 
 
 def p10_regret(table: Sequence[Rule]) -> float:
