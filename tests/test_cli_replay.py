@@ -412,3 +412,82 @@ def test_an_address_where_no_server_answers_fails_fast(tmp_path: Path, capsys, c
     rc = main(argv)
     assert rc == 2 and f"--mlflow-uri {uri}: no MLflow server answers there" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def _csvlogger_log(folder: Path, rows: list[str], hparams: str | None = None) -> Path:
+    """A CSVLogger folder: ``metrics.csv`` as Lightning writes it (one row per logging call)."""
+    folder.mkdir(parents=True)
+    header = "energy/check_epochs,energy/check_kwh,energy/total_kwh,epoch,step,val_acc,val_loss"
+    (folder / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+    if hparams is not None:
+        (folder / "hparams.yaml").write_text(hparams)
+    return folder / "metrics.csv"
+
+
+ROWS = [
+    f"{e + 1},{1e-6 * (e + 1)},{1e-6 * (e + 1)},{e},{10 * e + 9},{90 + e},{1 / (e + 1)}" for e in range(6)
+]
+
+
+def test_csvlogger_logs_with_and_without_a_recorded_metric(tmp_path: Path, capsys) -> None:
+    """The metric and its direction come from hparams.yaml, else from --monitor/--mode; several logs
+    in one call, a log without the metric is skipped and named."""
+    recorded = _csvlogger_log(
+        tmp_path / "a" / "version_0",
+        ROWS,
+        "lr: 0.001\nlightning_green.monitor: val_acc\nlightning_green.mode: max\n"
+        "lightning_green.patience: 2\n",
+    )
+    bare = _csvlogger_log(tmp_path / "b" / "version_0", ROWS)
+    out = tmp_path / "d.csv"
+    rc = main(["replay", str(recorded), str(bare), "-o", str(out)])
+    assert (
+        rc == 2
+        and "recorded no lightning_green.monitor: name the monitored metric" in capsys.readouterr().err
+    )
+
+    assert (
+        main(
+            [
+                "replay",
+                str(tmp_path / "*" / "version_0" / "metrics.csv"),
+                "-o",
+                str(out),
+                "--monitor",
+                "val_loss",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    rows = {r["curve_id"]: r for r in csv.DictReader(out.read_text().splitlines())}
+    assert set(rows) == {str(recorded.parent), str(bare.parent)}
+    assert "recorded another monitored metric (val_acc)" in printed  # replayed val_loss, not its own
+    # Its own metric with its recorded direction and arguments (patience 2 of a rising accuracy: no stop).
+    assert main(["replay", str(recorded), "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (
+        float(row["best_metric_at_stop"]) == 95
+        and "policy arguments as recorded by 1 run(s)" in capsys.readouterr().out
+    )
+    assert main(["replay", str(recorded), "-o", str(out), "--mode", "min"]) == 2
+    assert "contradicts it" in capsys.readouterr().err
+
+    assert main(["replay", str(bare), "-o", str(out), "--monitor", "train_loss"]) == 1
+    assert "skipped 1 Lightning CSV log(s) without both 'train_loss'" in capsys.readouterr().out
+
+
+def test_csvlogger_log_with_a_bad_cell_names_where(tmp_path: Path, capsys) -> None:
+    bad_step = _csvlogger_log(tmp_path / "s" / "version_0", [*ROWS[:2], "3,3e-6,3e-6,2,x,92,0.3"])
+    out = tmp_path / "d.csv"
+    assert main(["replay", str(bad_step), "-o", str(out), "--monitor", "val_loss"]) == 2
+    assert f"{bad_step}:4:5: not a whole number >= 0: 'x' (column 'step')" in capsys.readouterr().err
+    bad_metric = _csvlogger_log(tmp_path / "m" / "version_0", [*ROWS[:2], "3,3e-6,3e-6,2,29,92,lots"])
+    assert main(["replay", str(bad_metric), "-o", str(out), "--monitor", "val_loss"]) == 2
+    assert f"{bad_metric}:4:7: not a number: 'lots' (column 'val_loss')" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_monitor_option_needs_mlflow_or_a_csvlogger_log(curves_csv: Path, tmp_path: Path, capsys) -> None:
+    assert main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--monitor", "val_loss"]) == 2
+    assert "only apply to MLflow input" in capsys.readouterr().err

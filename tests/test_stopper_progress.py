@@ -221,6 +221,35 @@ def test_a_stop_says_what_it_saved_everywhere(tmp_path, sqlite_uri, monkeypatch,
     assert f"mean cost saved: {fraction:.3f}" in out and "projected for 1 run(s)" in out
 
 
+@pytest.mark.parametrize("summary", [True, False], ids=["with-summary", "metrics-only"])
+def test_replay_of_a_stopped_csvlogger_run_reports_the_projected_saving(
+    tmp_path, monkeypatch, capsys, ns, summary
+):
+    from lightning_green import EnergyMonitor, cli
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="saved")
+    module = ns.module(curve_module)(saturating_curve(40))
+    monitor = EnergyMonitor(monitor="val_loss", summary=summary)
+    fit(tmp_path, ns, [stopper, monitor], module, max_epochs=40, logger=logger, limit_train_batches=4)
+    assert stopper.stop_reason is not None
+    done = stopper.stopped_epoch + 1
+    kwh_not_spent = (40 - done) * EPOCH_KWH
+    metrics_csv = tmp_path / "saved" / "version_0" / "metrics.csv"
+    assert (metrics_csv.parent / "energy_summary.json").exists() is summary
+
+    decisions = tmp_path / "decisions.csv"
+    capsys.readouterr()
+    assert cli.main(["replay", str(metrics_csv), "-o", str(decisions)]) == 0
+    out = capsys.readouterr().out
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert row["curve_id"] == str(metrics_csv.parent)
+    assert int(row["stop_epoch"]) == done and row["stop_reason"] == stopper.stop_reason.value
+    assert float(row["cost_not_run_projected"]) == pytest.approx(kwh_not_spent)
+    assert "policy arguments as recorded by 1 run(s)" in out and "projected for 1 run(s)" in out
+
+
 def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
     """A run without a plan of its own (Lightning's implicit 1000 epochs) has no horizon."""
     install_scripted_meter(monkeypatch)
@@ -230,6 +259,28 @@ def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
     assert stopper.last_decision.horizon is None and stopper.last_decision.savings is None
 
 
+def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
+    """A logger of ``kind`` ("mlflow" or "csv"), and how to read its run back: ``(logger, read, source)``.
+
+    ``read()`` is the run's curve as replay reads it; ``source`` is replay's command-line input.
+    """
+    from lightning_green.offline import read_lightning_csv_curve, read_mlflow_curves
+
+    if kind == "mlflow":
+        logger = ns.loggers.MLFlowLogger(experiment_name=experiment, tracking_uri=sqlite_uri)
+
+        def read():
+            (curve,), skipped = read_mlflow_curves(sqlite_uri, experiment)
+            assert skipped == []
+            return curve
+
+        return logger, read, ["--mlflow-uri", sqlite_uri, "--experiment", experiment]
+    logger = ns.loggers.CSVLogger(str(tmp_path), name=experiment)
+    metrics_csv = tmp_path / experiment / "version_0" / "metrics.csv"
+    return logger, lambda: read_lightning_csv_curve(metrics_csv), [str(metrics_csv)]
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "csv"])
 @pytest.mark.parametrize(
     "plan",
     [
@@ -239,16 +290,17 @@ def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
     ],
     ids=["four-checks-an-epoch", "planned-in-steps", "every-2nd-epoch"],
 )
-def test_replay_of_the_mlflow_run_decides_at_the_callbacks_checks(
-    tmp_path, sqlite_uri, monkeypatch, ns, plan
+def test_replay_of_the_logged_run_decides_at_the_callbacks_checks(
+    tmp_path, sqlite_uri, monkeypatch, ns, plan, kind
 ):
-    """Replay over the MLflow run sees every check the stopper saw and stops where it did."""
+    """Replay over the MLflow run, or over the CSVLogger log, sees every check the stopper saw and
+    stops where it did, with the arguments the run recorded (``patience=3``, not the default)."""
     from lightning_green import cli
-    from lightning_green.offline import config_for, read_mlflow_curves, replay_curve
+    from lightning_green.offline import config_for, replay_curve
 
     install_scripted_meter(monkeypatch)
     stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
-    logger = ns.loggers.MLFlowLogger(experiment_name="checks", tracking_uri=sqlite_uri)
+    logger, read, source = logged_run(tmp_path, sqlite_uri, ns, kind, "checks")
     every = plan.get("check_val_every_n_epoch") or 1
     per_check = plan["val_check_interval"] if isinstance(plan.get("val_check_interval"), int) else None
     steps_per_check = per_check or round(BATCHES * plan.get("val_check_interval", 1.0)) * every
@@ -258,37 +310,35 @@ def test_replay_of_the_mlflow_run_decides_at_the_callbacks_checks(
     history = stopper.policy.history
     in_epochs = 1.0 if stopper.last_place.unit == "epochs" else float(BATCHES)
 
-    (curve,), skipped = read_mlflow_curves(sqlite_uri, "checks")
-    assert skipped == []
+    curve = read()
     # Every check, with the cost and the progress (in epochs) the policy decided on.
     assert curve.epochs.tolist() == pytest.approx((history.progress / in_epochs).tolist(), rel=1e-12)
     assert curve.costs.tolist() == history.costs_kwh.tolist()
     assert curve.metrics.tolist() == history.metrics.tolist()
+    assert curve.recorded_config["patience"] == 3
     result = replay_curve(curve, config_for(curve))
     assert result.stop_reason is stopper.stop_reason
     assert result.stop_epoch == pytest.approx(stopper.last_decision.progress / in_epochs, rel=1e-12)
 
     decisions = tmp_path / "decisions.csv"
-    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "checks", "-o", str(decisions)]
-    assert cli.main(argv) == 0
+    assert cli.main(["replay", *source, "-o", str(decisions)]) == 0
     (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
     assert row["stop_reason"] == stopper.stop_reason.value
     assert float(row["stop_epoch"]) == pytest.approx(stopper.last_decision.progress / in_epochs, rel=1e-12)
 
 
-def test_the_learning_rate_hints_reach_replay_with_their_checks(tmp_path, sqlite_uri, ns):
+@pytest.mark.parametrize("kind", ["mlflow", "csv"])
+def test_the_learning_rate_hints_reach_replay_with_their_checks(tmp_path, sqlite_uri, ns, kind):
     """The hints the stopper was given are logged at the step of the check's metrics, so replay has them.
 
     A check every second epoch runs at the end of validation (Lightning's own EarlyStopping hook),
     where Lightning logs the validation metrics one step before ``global_step``.
     """
-    from lightning_green.offline import read_mlflow_curves
-
     stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=50)
-    logger = ns.loggers.MLFlowLogger(experiment_name="hints", tracking_uri=sqlite_uri)
+    logger, read, _ = logged_run(tmp_path, sqlite_uri, ns, kind, "hints")
     module = ns.DigitsClassifier(lr_milestones=[6])
     fit(tmp_path, ns, [stopper], module, max_epochs=8, check_val_every_n_epoch=2, logger=logger)
-    (curve,), _ = read_mlflow_curves(sqlite_uri, "hints")
+    curve = read()
     assert curve.epochs.tolist() == [2, 4, 6, 8]
     # After epoch e (0-based) the drop at epoch 6 is 5 - e epochs after the current one; none after it.
     assert list(curve.lr_hints) == [4, 2, 0, None]

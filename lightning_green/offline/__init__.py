@@ -9,6 +9,8 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   used by replay and by the report (one rule for a step logged twice: the latest timestamp);
 - :mod:`~lightning_green.offline.mlflow_curves`: curves from an experiment's runs
   (:func:`read_mlflow_curves`);
+- :mod:`~lightning_green.offline.lightning_csv`: the curve of a Lightning ``CSVLogger`` log
+  (:func:`read_lightning_csv_curve`), read as an MLflow run is;
 - :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 
@@ -37,6 +39,7 @@ from lightning_green.offline.errors import (
     SummaryFormatError,
     UsageError,
 )
+from lightning_green.offline.lightning_csv import LightningCsvRun, is_lightning_csv, read_lightning_csv_curve
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, read_mlflow_curves
 from lightning_green.offline.mlflow_runs import MlflowRun, latest_per_step
 from lightning_green.offline.outputs import (
@@ -53,6 +56,7 @@ __all__ = [
     "REQUIRED_COLUMNS",
     "Curve",
     "CurveFormatError",
+    "LightningCsvRun",
     "MlflowRun",
     "OfflineInputError",
     "OutputPathError",
@@ -64,10 +68,12 @@ __all__ = [
     "UsageError",
     "config_for",
     "decisions_rows",
+    "is_lightning_csv",
     "latest_per_step",
     "plot_tradeoff",
     "policy_inputs",
     "read_curves_csv",
+    "read_lightning_csv_curve",
     "read_mlflow_curves",
     "replay",
     "replay_curve",

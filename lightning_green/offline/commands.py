@@ -20,6 +20,7 @@ from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
 from lightning_green.offline.errors import UsageError
+from lightning_green.offline.lightning_csv import is_lightning_csv, read_lightning_csv_curve
 from lightning_green.offline.mlflow_curves import ENERGY_KEY
 from lightning_green.offline.staging import StagedOutputs
 from lightning_green.policy import StoppingConfig
@@ -70,14 +71,15 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         database = checks.sqlite_file(args.mlflow_uri)
         inputs += [("MLflow database", database)] if database else []
     else:
-        given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
-        if given:
-            raise UsageError(
-                f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment); a CSV names "
-                "its metric and cost in its columns"
-            )
         args.curves = checks.expand_inputs("curves file", args.curves)
         inputs += [("curves file", path) for path in args.curves]
+        given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
+        if given and not any(is_lightning_csv(path) for path in args.curves):
+            raise UsageError(
+                f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment) and to "
+                "Lightning CSVLogger logs (metrics.csv); a curves CSV names its metric and cost in its "
+                "columns"
+            )
     cost_key = args.cost_key or ENERGY_KEY
     if args.max_epochs is not None and args.max_epochs <= 0:
         raise UsageError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
@@ -90,7 +92,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow:
         curves, source = _mlflow_curves(args, cost_key, echo)
     else:
-        curves, source = _csv_curves(args)
+        curves, source = _csv_curves(args, cost_key, echo)
     if args.max_epochs is not None:
         longer = [c for c in curves if float(c.epochs[-1]) > args.max_epochs]
         if longer:
@@ -117,26 +119,47 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     return 0
 
 
-def _csv_curves(args: argparse.Namespace) -> tuple[list[Curve], str]:
-    """The curves of every file, in order; from several files, each ``curve_id`` is ``FILE:curve_id``."""
+def _csv_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
+    """The curves of every file, in order.
+
+    A curves CSV (long format) gives its curves; from several files each ``curve_id`` is
+    ``FILE:curve_id``. A Lightning ``CSVLogger`` ``metrics.csv`` gives the curve of its run, named by
+    its folder, read as an MLflow run is (``--monitor``, ``--mode`` and ``--cost-key`` as there).
+    """
     from lightning_green.offline.csv_curves import read_curves_csv
 
     curves: list[Curve] = []
+    skipped: list[str] = []
     several = len(args.curves) > 1
     for path in args.curves:
-        curves += [
-            dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c
-            for c in read_curves_csv(path)
-        ]
+        if is_lightning_csv(path):
+            curve = read_lightning_csv_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
+            if curve is None:
+                skipped.append(path)
+            else:
+                curves.append(curve)
+            continue
+        table = read_curves_csv(path)
+        if args.mode is not None:
+            wrong = [c.curve_id for c in table if c.mode != args.mode]
+            if wrong:
+                raise UsageError(
+                    f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r} in {path}"
+                )
+        curves += [dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c for c in table]
+    metric = repr(args.monitor) if args.monitor else "the monitored metric"
+    if skipped:
+        echo(
+            f"skipped {len(skipped)} Lightning CSV log(s) without both {metric} and {cost_key!r}: "
+            + ", ".join(skipped)
+        )
+    if not curves:
+        raise LookupError(f"no curve in {', '.join(args.curves)}: no log has both {metric} and {cost_key!r}")
     seen: dict[str, Curve] = {}
     for c in curves:
         if c.curve_id in seen:
             raise UsageError(f"two curves read as {c.curve_id!r}: rename one (curve ids must be distinct)")
         seen[c.curve_id] = c
-    if args.mode is not None:
-        wrong = [c.curve_id for c in curves if c.mode != args.mode]
-        if wrong:
-            raise UsageError(f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r}")
     files = args.curves
     source = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]}, ..., {files[-1]})"
     return curves, source
@@ -183,18 +206,17 @@ def _print_replay(
     if with_lr:
         lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
     echo(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
-    if args.mlflow_uri is not None:
-        recorded = [c for c in curves if c.recorded_config]
-        if recorded:
-            given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
-            echo(f"policy arguments as recorded by {len(recorded)} run(s){given}")
-        elsewhere = [c for c in curves if c.recorded_monitor and c.recorded_monitor != c.metric_name]
-        if elsewhere:
-            other = ", ".join(sorted({str(c.recorded_monitor) for c in elsewhere}))
-            echo(
-                f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
-                f"{args.monitor!r} with the command-line options and defaults"
-            )
+    recorded = [c for c in curves if c.recorded_config]
+    if recorded:
+        given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
+        echo(f"policy arguments as recorded by {len(recorded)} run(s){given}")
+    elsewhere = [c for c in curves if c.recorded_monitor and c.recorded_monitor != c.metric_name]
+    if elsewhere:
+        other = ", ".join(sorted({str(c.recorded_monitor) for c in elsewhere}))
+        echo(
+            f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
+            f"{args.monitor!r} with the command-line options and defaults"
+        )
     groups = {"all": list(results)}
     if len({r.higher_is_better for r in results}) > 1:
         groups = {

@@ -138,7 +138,7 @@ def _lines(f: IO[str], path: str) -> Iterator[str]:
         yield line
 
 
-def _records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
+def csv_records(f: IO[str], path: str) -> Iterator[tuple[int, list[str]]]:
     """``(first line, cells)`` of every CSV record; undecodable bytes are reported where they are."""
     reader = csv.reader(_lines(f, path))
     while True:
@@ -181,7 +181,7 @@ def _header_index(header: list[str], path: str, line: int) -> dict[str, int]:
 
 
 def _read_curves(f: IO[str], path: str) -> list[Curve]:
-    records = _records(f, path)
+    records = csv_records(f, path)
     header_line, header = next(records, (0, []))
     while header_line and not any(cell.strip() for cell in header):  # blank lines before the header
         header_line, header = next(records, (0, []))

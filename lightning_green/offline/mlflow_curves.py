@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -111,81 +111,118 @@ def read_mlflow_curves(
         raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     curves, skipped = [], []
     for run in experiment_runs(tracking_uri, experiment):
-        run_id, params = run.run_id, run.params
-        cost = run.history(cost_key)
-        if not cost:
-            skipped.append(run_id)
-            continue
-        target = _recorded_target(run_id, params)
-        key = monitor or target.monitor
-        if key is None:
-            raise RecordedParamError(
-                f"MLflow run {run_id} recorded no {keys.PARAM_MONITOR}: name the monitored metric (--monitor)"
-            )
-        own = key == target.monitor
-        if own and mode is not None and target.mode is not None and mode != target.mode:
-            raise RecordedParamError(
-                f"MLflow run {run_id} recorded {target.mode_param}={target.mode} for {key!r}; "
-                f"mode {mode!r} (--mode) contradicts it"
-            )
-        run_mode = (target.mode if own else None) or mode or "min"
-        metric = run.history(key)
-        # The stopper's own record of each check (several an epoch, one every few epochs) where it
-        # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
-        at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
-        if at_checks and set(metric) & set(at_checks):
-            cost = at_checks
-        steps = sorted(set(metric) & set(cost))
-        if not steps:
-            skipped.append(run_id)
-            continue
-        if len(steps) > MAX_CHECKS:
-            raise OfflineInputError(
-                f"MLflow run {run_id}: {len(steps):,} checks of {key!r}; replay reads at most {MAX_CHECKS:,}"
-            )
-        check_epochs = run.history(CHECK_EPOCHS_KEY) if cost is at_checks else {}
-        epoch_hist = run.history("epoch")
-        if check_epochs and all(s in check_epochs for s in steps):
-            epochs = _check_epochs(run_id, [check_epochs[s] for s in steps])
-        elif all(s in epoch_hist for s in steps):
-            epochs = np.array([_epoch(run_id, epoch_hist[s]) + 1 for s in steps])
+        curve = curve_of_run(run, monitor, mode=mode, cost_key=cost_key)
+        if curve is None:
+            skipped.append(run.run_id)
         else:
-            epochs = np.arange(1, len(steps) + 1)
-        hint_hist = run.history(LR_HINT_KEY)
-        plan_recorded, planned = _planned_max_epochs(run_id, params.get(MAX_EPOCHS_PARAM))
-        costs = np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float))
-        curves.append(
-            Curve(
-                curve_id=run_id,
-                epochs=epochs,
-                metrics=np.array([metric[s] for s in steps], dtype=float),
-                costs=costs,
-                higher_is_better=run_mode == "max",
-                cost_unit="kWh",
-                metric_name=key,
-                planned_max_epochs=planned,
-                plan_recorded=plan_recorded,
-                lr_hints=tuple(_hint(run_id, hint_hist[s]) if s in hint_hist else None for s in steps),
-                recorded_monitor=target.monitor,
-                recorded_config=_recorded_config(run_id, params) if own else None,
-                cost_not_run=_cost_not_run(run, costs, epochs, planned),
-            )
-        )
+            curves.append(curve)
     return curves, skipped
 
 
-def _cost_not_run(run: Any, costs: np.ndarray, epochs: np.ndarray, planned: int | None) -> float | None:
+class LoggedRun(Protocol):
+    """A logged run as replay reads it: an MLflow run, or a Lightning ``CSVLogger`` folder.
+
+    Attributes:
+        run_id: Its id (the curve's ``curve_id``).
+        label: How messages name it (``MLflow run <id>``).
+        params: Its parameters, as text (``lightning_green.<name>``: what the callbacks recorded).
+        tags: Its tags (``lightning_green.stop_reason``).
+    """
+
+    run_id: str
+    label: str
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of the metric ``key`` (empty when the run never logged it)."""
+        ...
+
+
+def curve_of_run(
+    run: LoggedRun, monitor: str | None = None, *, mode: str | None = None, cost_key: str = ENERGY_KEY
+) -> Curve | None:
+    """The curve of one logged run, read as :func:`read_mlflow_curves` reads each run.
+
+    ``None`` when the run lacks the metric or ``cost_key``, or they share no step.
+
+    Raises:
+        RecordedParamError, OfflineInputError: As :func:`read_mlflow_curves`.
+    """
+    run_id, params, where = run.run_id, run.params, run.label
+    cost = run.history(cost_key)
+    if not cost:
+        return None
+    target = _recorded_target(where, params)
+    key = monitor or target.monitor
+    if key is None:
+        raise RecordedParamError(
+            f"{where} recorded no {keys.PARAM_MONITOR}: name the monitored metric (--monitor)"
+        )
+    own = key == target.monitor
+    if own and mode is not None and target.mode is not None and mode != target.mode:
+        raise RecordedParamError(
+            f"{where} recorded {target.mode_param}={target.mode} for {key!r}; "
+            f"mode {mode!r} (--mode) contradicts it"
+        )
+    run_mode = (target.mode if own else None) or mode or "min"
+    metric = run.history(key)
+    # The stopper's own record of each check (several an epoch, one every few epochs) where it
+    # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
+    at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
+    if at_checks and set(metric) & set(at_checks):
+        cost = at_checks
+    steps = sorted(set(metric) & set(cost))
+    if not steps:
+        return None
+    if len(steps) > MAX_CHECKS:
+        raise OfflineInputError(
+            f"{where}: {len(steps):,} checks of {key!r}; replay reads at most {MAX_CHECKS:,}"
+        )
+    check_epochs = run.history(CHECK_EPOCHS_KEY) if cost is at_checks else {}
+    epoch_hist = run.history("epoch")
+    if check_epochs and all(s in check_epochs for s in steps):
+        epochs = _check_epochs(where, [check_epochs[s] for s in steps])
+    elif all(s in epoch_hist for s in steps):
+        epochs = np.array([_epoch(where, epoch_hist[s]) + 1 for s in steps])
+    else:
+        epochs = np.arange(1, len(steps) + 1)
+    hint_hist = run.history(LR_HINT_KEY)
+    plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
+    costs = np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float))
+    return Curve(
+        curve_id=run_id,
+        epochs=epochs,
+        metrics=np.array([metric[s] for s in steps], dtype=float),
+        costs=costs,
+        higher_is_better=run_mode == "max",
+        cost_unit="kWh",
+        metric_name=key,
+        planned_max_epochs=planned,
+        plan_recorded=plan_recorded,
+        lr_hints=tuple(_hint(where, hint_hist[s]) if s in hint_hist else None for s in steps),
+        recorded_monitor=target.monitor,
+        recorded_config=_recorded_config(where, params) if own else None,
+        cost_not_run=_cost_not_run(run, costs, epochs, planned),
+    )
+
+
+def _cost_not_run(run: LoggedRun, costs: np.ndarray, epochs: np.ndarray, planned: int | None) -> float | None:
     """The projected cost of the rest of the planned run, when the run's own stopper stopped it.
 
-    The kWh the stopper recorded at the stop (``energy/not_run_kwh_projected``), else projected
-    from the logged epochs up to the recorded plan (:func:`~lightning_green.policy.savings.project_savings`);
-    ``None`` for a run that was not stopped, or without a plan.
+    The kWh the stopper recorded at the stop (``energy/not_run_kwh_projected``), else, for a run
+    tagged as stopped, projected from the logged epochs up to the recorded plan
+    (:func:`~lightning_green.policy.savings.project_savings`); ``None`` for a run that was not
+    stopped, or without a plan.
     """
-    if run.tags.get(keys.TAG_STOP_REASON) in (None, keys.NO_STOP):
+    reason = run.tags.get(keys.TAG_STOP_REASON)
+    if reason == keys.NO_STOP:
         return None
-    recorded = run.history(keys.NOT_RUN_KWH)
+    recorded = run.history(keys.NOT_RUN_KWH)  # logged at a stop only (a log without tags has this)
     if recorded:
         return max(0.0, recorded[max(recorded)])
+    if reason is None:
+        return None
     savings = project_savings(costs, epochs.astype(float), planned)
     return None if savings is None else savings.kwh_not_spent
 
@@ -199,7 +236,7 @@ class _Target:
     mode_param: str
 
 
-def _recorded_target(run_id: str, params: Mapping[str, str]) -> _Target:
+def _recorded_target(where: str, params: Mapping[str, str]) -> _Target:
     """The stopper's metric and direction: its own parameters, else the shared ones."""
     if keys.PARAM_STOPPING_MONITOR in params:
         monitor_param, mode_param = keys.PARAM_STOPPING_MONITOR, keys.PARAM_STOPPING_MODE
@@ -208,13 +245,11 @@ def _recorded_target(run_id: str, params: Mapping[str, str]) -> _Target:
     monitor = params.get(monitor_param) or None
     mode = params.get(mode_param)
     if mode is not None and mode not in ("min", "max"):
-        raise OfflineInputError(
-            f"MLflow run {run_id}: parameter {mode_param} must be 'min' or 'max', got {mode!r}"
-        )
+        raise OfflineInputError(f"{where}: parameter {mode_param} must be 'min' or 'max', got {mode!r}")
     return _Target(monitor, mode if monitor is not None else None, mode_param)
 
 
-def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
+def _recorded_config(where: str, params: Mapping[str, str]) -> dict[str, Any]:
     """The :class:`StoppingConfig` fields a run recorded as ``lightning_green.<name>``, parsed.
 
     ``mode`` is left out (the curve's direction carries it). Values are validated as the callback
@@ -238,18 +273,18 @@ def _recorded_config(run_id: str, params: Mapping[str, str]) -> dict[str, Any]:
             value = parse_number(text)
         if value is None and not ("None" in kind and text.lower() == "none"):
             raise OfflineInputError(
-                f"MLflow run {run_id}: parameter {name} must be {kind.replace(' | None', ' or none')}, "
+                f"{where}: parameter {name} must be {kind.replace(' | None', ' or none')}, "
                 f"got {params[name]!r}"
             )
         out[f.name] = value
     try:
         StoppingConfig.from_dict(out)
     except ValueError as e:
-        raise OfflineInputError(f"MLflow run {run_id}: recorded policy arguments: {e}") from None
+        raise OfflineInputError(f"{where}: recorded policy arguments: {e}") from None
     return out
 
 
-def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | float | None]:
+def _planned_max_epochs(where: str, text: str | None) -> tuple[bool, int | float | None]:
     """``(recorded, horizon)`` from the run parameter ``lightning_green.max_epochs``.
 
     A whole number of epochs, or a fraction (a run planned in steps: ``max_steps`` over the steps
@@ -262,40 +297,37 @@ def _planned_max_epochs(run_id: str, text: str | None) -> tuple[bool, int | floa
     value = parse_number(text.strip())
     if value is None or not 0 < value < MAX_EPOCH:
         raise OfflineInputError(
-            f"MLflow run {run_id}: parameter {MAX_EPOCHS_PARAM} must be a positive number of epochs or"
+            f"{where}: parameter {MAX_EPOCHS_PARAM} must be a positive number of epochs or"
             f" 'none', got {text!r}"
         )
     return True, int(value) if float(value).is_integer() else float(value)
 
 
-def _check_epochs(run_id: str, values: list[float]) -> np.ndarray:
+def _check_epochs(where: str, values: list[float]) -> np.ndarray:
     """The ``energy/check_epochs`` of a run's checks: an integer array when all are whole epochs."""
     for value in values:
         if not (0 <= value < MAX_EPOCH):
             raise OfflineInputError(
-                f"MLflow run {run_id}: metric {CHECK_EPOCHS_KEY} must be a number of epochs >= 0 below"
+                f"{where}: metric {CHECK_EPOCHS_KEY} must be a number of epochs >= 0 below"
                 f" {MAX_EPOCH:.0e}, got {value!r}"
             )
     if any(b <= a for a, b in itertools.pairwise(values)):
         raise OfflineInputError(
-            f"MLflow run {run_id}: metric {CHECK_EPOCHS_KEY} must increase from check to check, got {values}"
+            f"{where}: metric {CHECK_EPOCHS_KEY} must increase from check to check, got {values}"
         )
     epochs = np.array(values, dtype=float)
     return epochs.astype(int) if bool(np.all(epochs == np.floor(epochs))) else epochs
 
 
-def _epoch(run_id: str, value: float) -> int:
+def _epoch(where: str, value: float) -> int:
     if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
         raise OfflineInputError(
-            f"MLflow run {run_id}: metric 'epoch' must be a whole number >= 0 below {MAX_EPOCH:.0e}, "
-            f"got {value!r}"
+            f"{where}: metric 'epoch' must be a whole number >= 0 below {MAX_EPOCH:.0e}, got {value!r}"
         )
     return int(value)
 
 
-def _hint(run_id: str, value: float) -> int:
+def _hint(where: str, value: float) -> int:
     if not (0 <= value < MAX_EPOCH) or value != math.floor(value):
-        raise OfflineInputError(
-            f"MLflow run {run_id}: metric {LR_HINT_KEY} must be a whole number >= 0, got {value!r}"
-        )
+        raise OfflineInputError(f"{where}: metric {LR_HINT_KEY} must be a whole number >= 0, got {value!r}")
     return int(value)

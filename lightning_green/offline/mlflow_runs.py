@@ -51,6 +51,7 @@ class MlflowRun:
 
     Attributes:
         run_id: The run.
+        label: How messages name it: ``MLflow run <run_id>``.
         params: Its parameters.
         tags: Its tags.
     """
@@ -58,6 +59,7 @@ class MlflowRun:
     def __init__(self, client: Any, run: Any) -> None:
         self._client = client
         self.run_id: str = run.info.run_id
+        self.label = f"MLflow run {self.run_id}"
         self.params: Mapping[str, str] = dict(run.data.params)
         self.tags: Mapping[str, str] = dict(run.data.tags)
 

@@ -1,0 +1,204 @@
+"""Curves from Lightning ``CSVLogger`` logs: ``metrics.csv`` and what the callbacks wrote beside it.
+
+A run logged with ``CSVLogger`` leaves a folder (``lightning_logs/version_0``) holding
+``metrics.csv`` (one row per logging call: ``step``, ``epoch`` and the metrics logged, blank where
+a metric was not), ``hparams.yaml`` (the run parameters, the callbacks' ``lightning_green.<name>``
+among them) and, from :class:`~lightning_green.EnergyMonitor`, ``energy_summary.json`` (how the
+run ended). :class:`LightningCsvRun` reads that folder as an MLflow run is read, and
+:func:`read_lightning_csv_curve` makes its curve with the one reader of logged runs
+(:func:`~lightning_green.offline.mlflow_curves.curve_of_run`): the same metric, costs, progress,
+planned horizon and recorded policy arguments as from MLflow, so a replay of the CSV log makes
+the callback's decisions.
+
+``metrics.csv`` is read under the limits of a curves CSV (:mod:`.csv_curves`); a cell that is not
+a number, or a ``step`` that is not a whole number >= 0, raises
+:class:`~lightning_green.offline.errors.CurveFormatError` naming the file, line and column, when
+its column is read. A step logged twice keeps its later row (the file is in logging order).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from lightning_green import keys
+from lightning_green.offline.csv_curves import MAX_ROWS, csv_records, parse_number
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.errors import CurveFormatError, OfflineInputError
+from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
+
+HPARAMS_FILE = "hparams.yaml"
+"""The run parameters ``CSVLogger`` writes beside ``metrics.csv``."""
+SUMMARY_FILE = "energy_summary.json"
+"""The summary :class:`~lightning_green.EnergyMonitor` writes in the logger's folder."""
+
+
+def _open(path: str | os.PathLike[str]) -> Any:
+    return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
+
+
+def is_lightning_csv(path: str | os.PathLike[str]) -> bool:
+    r"""Whether ``path`` is a ``CSVLogger`` ``metrics.csv``: its header has ``step`` and no ``curve_id``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
+        >>> _ = f.write_text("epoch,step,val_loss\\n0,9,0.5\\n")
+        >>> is_lightning_csv(f)
+        True
+    """
+    with _open(path) as f:
+        for _, row in csv_records(f, str(path)):
+            names = {cell.strip() for cell in row}
+            if names - {""}:
+                return "step" in names and "curve_id" not in names
+    return False
+
+
+class LightningCsvRun:
+    """One ``CSVLogger`` folder read as a logged run (:class:`~.mlflow_curves.LoggedRun`).
+
+    Attributes:
+        run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
+        label: How messages name it: ``Lightning CSV log <metrics.csv>``.
+        params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
+        tags: ``lightning_green.stop_reason`` from ``energy_summary.json``, when the folder has one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Read ``metrics.csv`` at ``path`` and the files beside it.
+
+        Raises:
+            CurveFormatError: If ``metrics.csv`` is malformed (no ``step`` column, a bad step).
+            OfflineInputError: If ``hparams.yaml`` or ``energy_summary.json`` cannot be read.
+            OSError: If a file cannot be opened or read.
+        """
+        self.path = str(path)
+        folder = Path(path).parent
+        self.run_id = str(folder)
+        self.label = f"Lightning CSV log {self.path}"
+        self.params: Mapping[str, str] = _params(folder / HPARAMS_FILE)
+        self.tags: Mapping[str, str] = _tags(folder / SUMMARY_FILE)
+        self._cells = self._read_cells()
+
+    def _read_cells(self) -> dict[str, dict[int, tuple[int, int, str]]]:
+        """``column -> step -> (line, column number, text)`` of every non-blank cell."""
+        cells: dict[str, dict[int, tuple[int, int, str]]] = {}
+        with _open(self.path) as f:
+            records = csv_records(f, self.path)
+            header_line, header = next(records, (0, []))
+            while header_line and not any(cell.strip() for cell in header):  # blank lines first
+                header_line, header = next(records, (0, []))
+            names = [cell.strip() for cell in header]
+            if "step" not in names:
+                raise CurveFormatError(
+                    self.path, max(header_line, 1), 0, "step", "no 'step' column: not a CSVLogger log"
+                )
+            step_col = names.index("step")
+            n_rows = 0
+            for line, row in records:
+                if not any(cell.strip() for cell in row):
+                    continue
+                n_rows += 1
+                if n_rows > MAX_ROWS:
+                    raise CurveFormatError(self.path, line, 0, None, f"more than {MAX_ROWS:,} rows")
+                if len(row) > len(names):
+                    raise CurveFormatError(
+                        self.path,
+                        line,
+                        len(names) + 1,
+                        None,
+                        f"{len(row)} cells, the header has {len(names)}",
+                    )
+                step = _step(self.path, line, step_col, row[step_col] if step_col < len(row) else "")
+                for col, text in enumerate(row):
+                    if col != step_col and text.strip():
+                        cells.setdefault(names[col], {})[step] = (line, col + 1, text.strip())
+        return cells
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of the column ``key`` (empty when the run never logged it).
+
+        Raises:
+            CurveFormatError: At the first cell of the column that is not a number.
+        """
+        out: dict[int, float] = {}
+        for step, (line, col, text) in self._cells.get(key, {}).items():
+            value = parse_number(text)
+            if value is None:
+                raise CurveFormatError(self.path, line, col, key, f"not a number: {text!r}")
+            out[step] = value
+        return out
+
+
+def _step(path: str, line: int, col: int, text: str) -> int:
+    value = parse_number(text.strip())
+    if value is None or not math.isfinite(value) or value < 0 or value != math.floor(value):
+        raise CurveFormatError(path, line, col + 1, "step", f"not a whole number >= 0: {text!r}")
+    return int(value)
+
+
+def _params(path: Path) -> dict[str, str]:
+    """``hparams.yaml`` as text values (``True`` -> ``"True"``, ``None`` -> ``"none"``), or ``{}``."""
+    if not path.is_file():
+        return {}
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise OfflineInputError(f"{path}: not readable as YAML: {e}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise OfflineInputError(f"{path}: expected a mapping of run parameters, got {type(loaded).__name__}")
+    return {str(k): "none" if v is None else str(v) for k, v in loaded.items()}
+
+
+def _tags(path: Path) -> dict[str, str]:
+    """The stop reason the run's summary records, as the MLflow tag holds it, or ``{}``."""
+    if not path.is_file():
+        return {}
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
+    reason = summary.get("stop_reason") if isinstance(summary, dict) else None
+    return {keys.TAG_STOP_REASON: str(reason)} if isinstance(reason, str) else {}
+
+
+def read_lightning_csv_curve(
+    path: str | os.PathLike[str],
+    monitor: str | None = None,
+    *,
+    mode: str | None = None,
+    cost_key: str = ENERGY_KEY,
+) -> Curve | None:
+    """The curve of a ``CSVLogger`` log, read as :func:`~.mlflow_curves.read_mlflow_curves` reads a run.
+
+    The metric (``monitor``, else the one the run recorded), its direction, the stopper's costs and
+    progress at each check, the planned horizon and the recorded policy arguments.
+
+    Args:
+        path: The log's ``metrics.csv``.
+        monitor: The monitored metric's column (default: the one the run recorded).
+        mode: ``"min"`` or ``"max"`` (default: the recorded direction, else ``"min"``).
+        cost_key: Column of cumulative cost in kWh.
+
+    Returns:
+        The curve (``curve_id`` is the log's folder), or ``None`` when the log lacks the metric or
+        the cost.
+
+    Raises:
+        CurveFormatError: If ``metrics.csv`` is malformed.
+        RecordedParamError: If ``mode`` contradicts the recorded direction, or no metric is given
+            for a log that recorded none.
+        OfflineInputError: If a record is invalid (as for an MLflow run).
+    """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
+    return curve_of_run(LightningCsvRun(path), monitor, mode=mode, cost_key=cost_key)
