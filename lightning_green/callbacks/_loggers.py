@@ -2,10 +2,17 @@
 
 All functions here are meant for global rank 0 and never raise into the fit: a logger that
 refuses something gets one warning.
+
+A Trainer without an ``MLFlowLogger`` in a process where an MLflow run is active
+(``mlflow.start_run()``; ``mlflow.pytorch.autolog()`` logs the per-epoch ``callback_metrics``, the
+callbacks' ``energy/*`` among them, into it) has that run as one more logger here
+(:class:`ActiveMlflowRun`): the callbacks' params, tags, artifacts and the metrics they log
+outside ``self.log`` go to it too, so replay and report read it as any run.
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,14 +24,76 @@ REPORTS_DIRNAME = "energy_reports"
 """Folder for summaries and plots when no logger has a directory of its own."""
 
 
+class ActiveMlflowRun:
+    """The MLflow run active in this process, written to as an ``MLFlowLogger`` writes to its run.
+
+    Metrics go to the step of the trainer's current epoch: ``mlflow.pytorch.autolog()`` logs the
+    epoch's metrics (the monitored one, ``energy/total_kwh``) at that step, so the series of one
+    run share their steps (several values at one step: the last one is the run's, as MLflow reads
+    it).
+
+    Attributes:
+        run_id: The active run.
+        experiment: An ``MlflowClient`` of the current tracking URI.
+    """
+
+    def __init__(self, run_id: str, trainer: Trainer) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.run_id = run_id
+        self.experiment = MlflowClient()
+        self._trainer = trainer
+
+    def log_hyperparams(self, params: dict[str, Any]) -> None:
+        """Log run parameters (values as str; MLflow refuses to change one already logged)."""
+        for key, value in params.items():
+            self.experiment.log_param(self.run_id, key, str(value))
+
+    def log_metrics(self, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
+        """Log metrics at the step of ``epoch`` (default: the current one); ``step`` is not used."""
+        epoch = int(self._trainer.current_epoch if epoch is None else epoch)
+        for key, value in metrics.items():
+            self.experiment.log_metric(self.run_id, key, float(value), step=epoch)
+
+
+def active_run(trainer: Trainer) -> ActiveMlflowRun | None:
+    """The MLflow run active in this process, when the trainer has no ``MLFlowLogger`` of its own.
+
+    ``None`` where mlflow was never imported (nothing can be active) or no run is active.
+    """
+    if any(_compat.is_mlflow_logger(lg) for lg in trainer.loggers):
+        return None
+    mlflow = sys.modules.get("mlflow")
+    try:
+        run = None if mlflow is None else mlflow.active_run()
+        return None if run is None else ActiveMlflowRun(run.info.run_id, trainer)
+    except Exception:  # an mlflow without a usable active-run API: no such run
+        return None
+
+
+def any_logger(trainer: Trainer) -> bool:
+    """Whether anything logs the run: a logger of the trainer, or an MLflow run active in the process."""
+    return bool(trainer.loggers) or active_run(trainer) is not None
+
+
+def _is_mlflow(logger: Any) -> bool:
+    return isinstance(logger, ActiveMlflowRun) or _compat.is_mlflow_logger(logger)
+
+
 def mlflow_loggers(trainer: Trainer) -> list[Any]:
-    """The trainer's MLflow loggers."""
-    return [lg for lg in trainer.loggers if _compat.is_mlflow_logger(lg)]
+    """The trainer's MLflow loggers, else the MLflow run active in the process (if any)."""
+    own = [lg for lg in trainer.loggers if _compat.is_mlflow_logger(lg)]
+    if own:
+        return own
+    run = active_run(trainer)
+    return [] if run is None else [run]
 
 
 def ordered_loggers(trainer: Trainer) -> list[Any]:
-    """The trainer's loggers, MLflow first."""
-    return sorted(trainer.loggers, key=lambda lg: not _compat.is_mlflow_logger(lg))
+    """The trainer's loggers, MLflow first (the active MLflow run where it has no MLFlowLogger)."""
+    run = active_run(trainer)
+    ordered = sorted(trainer.loggers, key=lambda lg: not _compat.is_mlflow_logger(lg))
+    return ordered if run is None else [run, *ordered]
 
 
 def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
@@ -37,7 +106,7 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
         try:
             logger.log_hyperparams(params)
         except Exception as err:
-            if _compat.is_mlflow_logger(logger):
+            if _is_mlflow(logger):
                 set_tags(trainer, {f"{k}.resumed": v for k, v in params.items()})
             else:
                 warnings.warn(
@@ -45,16 +114,36 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
                 )
 
 
-def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int) -> None:
-    """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed)."""
+def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
+    """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed).
+
+    ``epoch``: the epoch they belong to, where not the current one (the step an active MLflow run
+    gets, :class:`ActiveMlflowRun`).
+    """
     for logger in ordered_loggers(trainer):
         try:
-            logger.log_metrics(metrics, step=step)
+            if isinstance(logger, ActiveMlflowRun):
+                logger.log_metrics(metrics, step=step, epoch=epoch)
+            else:
+                logger.log_metrics(metrics, step=step)
         except Exception as err:
             warnings.warn(
                 f"lightning_green: {type(logger).__name__} refused metrics {list(metrics)}: {err}",
                 stacklevel=2,
             )
+
+
+def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Log metrics to the MLflow run active in the process only (see :func:`active_run`), if any."""
+    run = active_run(trainer)
+    if run is None:
+        return
+    try:
+        run.log_metrics(metrics, step=0)
+    except Exception as err:
+        warnings.warn(
+            f"lightning_green: the active MLflow run refused metrics {list(metrics)}: {err}", stacklevel=2
+        )
 
 
 def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
@@ -81,8 +170,9 @@ def output_dir(trainer: Trainer) -> Path:
 
     TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
     per-run folder ``energy_reports/<run_id>`` under ``default_root_dir`` (its own ``save_dir``
-    only exists for file stores); without a logger, ``energy_reports`` under ``default_root_dir``.
-    The directory is not created.
+    only exists for file stores); without a logger, ``energy_reports`` under ``default_root_dir``
+    (``energy_reports/<run_id>`` for an MLflow run active in the process). The directory is not
+    created.
     """
     for logger in trainer.loggers:
         if _compat.is_file_logger(logger) and logger.log_dir:
@@ -91,4 +181,7 @@ def output_dir(trainer: Trainer) -> Path:
             return Path(trainer.default_root_dir) / REPORTS_DIRNAME / str(logger.run_id)
         if getattr(logger, "log_dir", None):
             return Path(logger.log_dir)
+    run = active_run(trainer)
+    if run is not None:
+        return Path(trainer.default_root_dir) / REPORTS_DIRNAME / run.run_id
     return Path(trainer.default_root_dir) / REPORTS_DIRNAME

@@ -307,10 +307,16 @@ class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
             **self._pending_metrics,
         }
         self._pending_metrics = {}
-        if not metrics or not trainer.loggers:
+        if not metrics or not _loggers.any_logger(trainer):
             return
         if self._check_on_train_epoch_end:
-            pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
+            if trainer.loggers:
+                pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
+            if trainer.global_rank == 0:
+                # An MLflow run active without MLFlowLogger (autolog): straight to it, at this epoch.
+                # Autolog copies callback_metrics before monitoring callbacks run, so what it logs
+                # of ours at an epoch is the previous check's; this later value is the step's latest.
+                _loggers.log_to_active_run(trainer, metrics)
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
             # At the step of the check's validation metrics, so that replay joins them.
             _loggers.log_metrics(trainer, metrics, step=_compat.logging_step(trainer))

@@ -158,7 +158,9 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._warned_missing = False
         self._val_ran = False
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
-        self._restored_marginal: tuple[int, float] | None = None  # (step, value) to log after a resume
+        self._restored_marginal: tuple[int, float, int] | None = (
+            None  # (step, value, epoch) to log after a resume
+        )
 
     @property
     def state_key(self) -> str:
@@ -277,7 +279,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         metrics = {keys.STEP_J: step_j, keys.STEP_POWER_W: power_w}
         metrics = {k: v for k, v in metrics.items() if v is not None}
         # Straight to the loggers: self.log would follow Trainer(log_every_n_steps), not step_interval.
-        if metrics and trainer.global_rank == 0 and trainer.loggers:
+        if metrics and trainer.global_rank == 0 and _loggers.any_logger(trainer):
             _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -315,10 +317,12 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
 
     def _resolve_deferred_metric(self, trainer: Trainer) -> None:
         if self._restored_marginal is not None:
-            step, marginal = self._restored_marginal
+            step, marginal, epoch = self._restored_marginal
             self._restored_marginal = None
-            if trainer.global_rank == 0 and trainer.loggers:
-                _loggers.log_metrics(trainer, {keys.marginal_key(self.monitor): marginal}, step=step)
+            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+                _loggers.log_metrics(
+                    trainer, {keys.marginal_key(self.monitor): marginal}, step=step, epoch=epoch
+                )
         if self._deferred is None or not self.session.running:
             return
         step, validated = self._deferred
@@ -326,9 +330,14 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         record = self.session.attach_metric(self._read_metric(trainer))
         if record is None:
             self._missing_monitor(trainer, validated)
-        elif record.marginal_per_kwh is not None and trainer.global_rank == 0 and trainer.loggers:
+        elif (
+            record.marginal_per_kwh is not None and trainer.global_rank == 0 and _loggers.any_logger(trainer)
+        ):
             _loggers.log_metrics(
-                trainer, {keys.marginal_key(self.monitor): record.marginal_per_kwh}, step=step
+                trainer,
+                {keys.marginal_key(self.monitor): record.marginal_per_kwh},
+                step=step,
+                epoch=record.epoch,
             )
 
     def _read_metric(self, trainer: Trainer) -> float | None:
@@ -477,7 +486,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         if deferred is not None and ledger.history:
             record = ledger.attach_metric(deferred.value)
             if record.marginal_per_kwh is not None and self.monitor is not None:
-                self._restored_marginal = (deferred.step, record.marginal_per_kwh)
+                self._restored_marginal = (deferred.step, record.marginal_per_kwh, record.epoch)
         if state.open_epoch is not None:
             self.session.carry(state.open_epoch)
 

@@ -1,0 +1,100 @@
+"""Runs logged by ``mlflow.pytorch.autolog()`` (no MLFlowLogger): the callbacks' records reach the run.
+
+Autolog logs a Trainer's ``callback_metrics`` every epoch into the MLflow run active in the
+process; the callbacks' params, tags, artifacts and per-check metrics go there too, so the run
+reads back as one logged through ``MLFlowLogger`` does: replay makes the callback's decision.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import make_trainer
+from doubles import curve_module, install_scripted_meter, saturating_curve
+
+from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor, cli
+
+mlflow = pytest.importorskip("mlflow")
+pytest.importorskip("mlflow.pytorch")
+
+
+@pytest.fixture
+def autolog(sqlite_uri):
+    """Autologging into a fresh store, switched off again afterwards (it patches Trainer.fit)."""
+    import mlflow.pytorch
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("autolog")
+    mlflow.pytorch.autolog(log_models=False, checkpoint=False, silent=True)
+    yield sqlite_uri
+    mlflow.pytorch.autolog(disable=True)
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(previous)
+
+
+def test_an_autologged_run_holds_what_the_callbacks_record(tmp_path, monkeypatch, ns, autolog, capsys):
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    monitor = EnergyMonitor(monitor="val_loss", carbon_intensity_g_per_kwh=300.0)
+    module = ns.module(curve_module)(saturating_curve(40))
+    trainer = make_trainer(
+        tmp_path, [monitor, stopper], max_epochs=40, lightning=ns, limit_train_batches=4, limit_val_batches=1
+    )
+    with mlflow.start_run() as active:
+        trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=16))
+    assert trainer.loggers == [] and stopper.stop_reason is not None
+
+    client = MlflowClient(autolog)
+    run = client.get_run(active.info.run_id)
+    assert run.data.params["lightning_green.monitor"] == "val_loss"
+    assert run.data.params["lightning_green.patience"] == "3"
+    assert run.data.params["lightning_green.max_epochs"] == "40"
+    assert run.data.tags["lightning_green.stop_reason"] == stopper.stop_reason.value
+    assert run.data.metrics["energy/run_kwh"] == pytest.approx(monitor.last_summary["total_kwh"])
+    assert run.data.metrics["energy/run_co2_kg"] == pytest.approx(monitor.last_summary["co2_kg"])
+    artifacts = {a.path for a in client.list_artifacts(active.info.run_id, "lightning_green")}
+    assert "lightning_green/energy_summary.json" in artifacts
+    assert monitor.summary_path.parent.name == active.info.run_id  # energy_reports/<run_id>
+    summary = json.loads(monitor.summary_path.read_text())
+    assert summary["stop_reason"] == stopper.stop_reason.value
+    # The per-check records share autolog's steps (the epoch), so the metric joins with its costs.
+    checks = client.get_metric_history(active.info.run_id, "energy/check_kwh")
+    assert sorted(m.step for m in checks) == list(range(len(stopper.policy.history)))
+    assert [
+        m.value for m in sorted(checks, key=lambda m: m.step)
+    ] == stopper.policy.history.costs_kwh.tolist()
+
+    # Replay over the experiment, told nothing: the callback's metric, arguments and decision.
+    decisions = tmp_path / "decisions.csv"
+    argv = ["replay", "--mlflow-uri", autolog, "--experiment", "autolog", "-o", str(decisions)]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert row["stop_reason"] == stopper.stop_reason.value
+    assert int(row["stop_epoch"]) == stopper.stopped_epoch + 1
+    assert "policy arguments as recorded by 1 run(s)" in capsys.readouterr().out
+
+
+def test_without_an_active_run_nothing_is_sent_to_mlflow(tmp_path, monkeypatch, sqlite_uri):
+    """mlflow imported but no run active (and no MLFlowLogger): the callbacks log nowhere else."""
+    from conftest import PL
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(sqlite_uri)
+    try:
+        assert mlflow.active_run() is None
+        monitor = EnergyMonitor(monitor="val_loss")
+        trainer = make_trainer(tmp_path, [monitor], max_epochs=2, limit_train_batches=4, limit_val_batches=1)
+        trainer.fit(PL.DigitsClassifier(), datamodule=PL.DigitsDataModule(batch_size=16))
+        assert monitor.summary_path.parent.name == "energy_reports"
+        assert MlflowClient(sqlite_uri).search_experiments()[0].name == "Default"
+        assert MlflowClient(sqlite_uri).search_runs(["0"]) == []
+    finally:
+        mlflow.set_tracking_uri(previous)
