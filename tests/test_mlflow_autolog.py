@@ -15,6 +15,7 @@ from conftest import make_trainer
 from doubles import curve_module, install_scripted_meter, saturating_curve
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor, cli
+from lightning_green.offline import latest_per_step
 
 mlflow = pytest.importorskip("mlflow")
 pytest.importorskip("mlflow.pytorch")
@@ -36,19 +37,29 @@ def autolog(sqlite_uri):
     mlflow.set_tracking_uri(previous)
 
 
-def test_an_autologged_run_holds_what_the_callbacks_record(tmp_path, monkeypatch, ns, autolog, capsys):
+@pytest.mark.parametrize("csv_too", [False, True], ids=["no-logger", "with-csvlogger"])
+def test_an_autologged_run_holds_what_the_callbacks_record(
+    tmp_path, monkeypatch, ns, autolog, capsys, csv_too
+):
     from mlflow.tracking import MlflowClient
 
     install_scripted_meter(monkeypatch)
     stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
     monitor = EnergyMonitor(monitor="val_loss", carbon_intensity_g_per_kwh=300.0)
     module = ns.module(curve_module)(saturating_curve(40))
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="csv") if csv_too else False
     trainer = make_trainer(
-        tmp_path, [monitor, stopper], max_epochs=40, lightning=ns, limit_train_batches=4, limit_val_batches=1
+        tmp_path,
+        [monitor, stopper],
+        logger=logger,
+        max_epochs=40,
+        lightning=ns,
+        limit_train_batches=4,
+        limit_val_batches=1,
     )
     with mlflow.start_run() as active:
         trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=16))
-    assert trainer.loggers == [] and stopper.stop_reason is not None
+    assert stopper.stop_reason is not None
 
     client = MlflowClient(autolog)
     run = client.get_run(active.info.run_id)
@@ -60,15 +71,16 @@ def test_an_autologged_run_holds_what_the_callbacks_record(tmp_path, monkeypatch
     assert run.data.metrics["energy/run_co2_kg"] == pytest.approx(monitor.last_summary["co2_kg"])
     artifacts = {a.path for a in client.list_artifacts(active.info.run_id, "lightning_green")}
     assert "lightning_green/energy_summary.json" in artifacts
-    assert monitor.summary_path.parent.name == active.info.run_id  # energy_reports/<run_id>
+    # Locally: the CSV log's folder, else energy_reports/<run_id>.
+    assert monitor.summary_path.parent.name == ("version_0" if csv_too else active.info.run_id)
     summary = json.loads(monitor.summary_path.read_text())
     assert summary["stop_reason"] == stopper.stop_reason.value
     # The per-check records share autolog's steps (the epoch), so the metric joins with its costs.
-    checks = client.get_metric_history(active.info.run_id, "energy/check_kwh")
-    assert sorted(m.step for m in checks) == list(range(len(stopper.policy.history)))
-    assert [
-        m.value for m in sorted(checks, key=lambda m: m.step)
-    ] == stopper.policy.history.costs_kwh.tolist()
+    # With another logger, autolog also copies them from callback_metrics one epoch late; the
+    # stopper's own value is each step's latest, as MLflow and replay read a step.
+    checks = latest_per_step(client.get_metric_history(active.info.run_id, "energy/check_kwh"))
+    assert sorted(checks) == list(range(len(stopper.policy.history)))
+    assert [checks[s] for s in sorted(checks)] == stopper.policy.history.costs_kwh.tolist()
 
     # Replay over the experiment, told nothing: the callback's metric, arguments and decision.
     decisions = tmp_path / "decisions.csv"
@@ -98,3 +110,29 @@ def test_without_an_active_run_nothing_is_sent_to_mlflow(tmp_path, monkeypatch, 
         assert MlflowClient(sqlite_uri).search_runs(["0"]) == []
     finally:
         mlflow.set_tracking_uri(previous)
+
+
+def test_a_run_started_by_hand_without_autolog_gets_the_energy(tmp_path, monkeypatch, sqlite_uri, ns):
+    """``with mlflow.start_run(): trainer.fit(...)`` without a logger: the energy series and records."""
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("by-hand")
+    try:
+        monitor = EnergyMonitor(monitor="val_loss")
+        trainer = make_trainer(
+            tmp_path, [monitor], max_epochs=3, lightning=ns, limit_train_batches=4, limit_val_batches=1
+        )
+        with mlflow.start_run() as active:
+            trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=16))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client = MlflowClient(sqlite_uri)
+    totals = latest_per_step(client.get_metric_history(active.info.run_id, "energy/total_kwh"))
+    assert totals == {r.epoch: pytest.approx(r.total_kwh) for r in monitor.session.ledger.history}
+    assert len(totals) == 3
+    run = client.get_run(active.info.run_id)
+    assert run.data.params["lightning_green.energy_source"] == "nvml"  # the scripted meter's label
+    assert run.data.metrics["energy/run_kwh"] == pytest.approx(monitor.last_summary["total_kwh"])

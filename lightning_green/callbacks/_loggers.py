@@ -133,6 +133,14 @@ def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: i
             )
 
 
+def autologged(trainer: Trainer) -> bool:
+    """Whether ``mlflow.pytorch.autolog()`` attached its callback to this trainer.
+
+    That callback logs the epoch's ``callback_metrics`` into the active run every epoch.
+    """
+    return any(type(cb).__name__.endswith("MlflowPLCallback") for cb in trainer.callbacks)
+
+
 def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
     """Log metrics to the MLflow run active in the process only (see :func:`active_run`), if any."""
     run = active_run(trainer)

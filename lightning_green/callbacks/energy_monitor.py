@@ -387,6 +387,9 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             prog_bar=self.prog_bar,
             add_dataloader_idx=False,
         )
+        if trainer.global_rank == 0 and not _loggers.autologged(trainer):
+            # An MLflow run active without MLFlowLogger or autolog: the epoch's energy goes there too.
+            _loggers.log_to_active_run(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
         if trainer.global_rank == 0 and not self._source_logged:
             self._source_logged = True
             params: dict[str, Any] = {keys.PARAM_ENERGY_SOURCE: record.source, keys.PARAM_PUE: self.pue}
