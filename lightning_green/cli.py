@@ -9,12 +9,13 @@ over logged learning curves (the long format of ``benchmarks/data/curves``) and 
 per curve; ``lightning-green replay --mlflow-uri URI --experiment NAME -o DECISIONS.csv`` does the
 same over MLflow runs that logged the monitored metric and ``energy/total_kwh``, and
 ``lightning-green replay 'lightning_logs/version_*/metrics.csv' -o DECISIONS.csv`` over runs
-logged with Lightning's ``CSVLogger`` (read as MLflow runs are, with their ``hparams.yaml``).
+logged with Lightning's ``CSVLogger`` (read as MLflow runs are, with their ``hparams.yaml``);
+likewise ``'lightning_logs/version_*/events.out.tfevents.*'`` for ``TensorBoardLogger`` logs.
 The policy options are the :class:`~lightning_green.policy.StoppingConfig` fields (the policy
 arguments of ``EnergyAwareEarlyStopping``) in kebab case, with the same defaults; ``none``
 switches an optional threshold off (``--min-relative-gain none``).
 
-MLflow runs (and CSVLogger logs) of ``EnergyAwareEarlyStopping`` recorded its settings as run parameters, and
+MLflow runs (and Lightning logs) of ``EnergyAwareEarlyStopping`` recorded its settings as run parameters, and
 replay uses them per run for everything not given on the command line: the monitored metric and
 its direction (``lightning_green.monitor``/``lightning_green.mode``, so ``--monitor`` and ``--mode``
 may be left out) and every policy argument (``lightning_green.<name>``), so the replayed decision
@@ -63,7 +64,7 @@ from lightning_green.policy import StoppingConfig
 ENERGY_KEY = keys.TOTAL_KWH
 
 _HELP = {
-    "mode": "min: lower is better; max: higher is better (MLflow input and CSVLogger logs, default: the "
+    "mode": "min: lower is better; max: higher is better (MLflow input and Lightning logs, default: the "
     "direction each run "
     "recorded for the metric, lightning_green.mode, else min; CSV curves carry higher_is_better)",
     "min_delta": "minimum change that counts as improvement for the plateau rule",
@@ -101,7 +102,7 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     """
     group = parser.add_argument_group(
         "policy options (EnergyAwareEarlyStopping arguments)",
-        "Defaults are the callback's. For MLflow input and CSVLogger logs, an option not given takes the "
+        "Defaults are the callback's. For MLflow input and Lightning logs, an option not given takes the "
         "value each run "
         "recorded (run parameter lightning_green.<name>, logged by EnergyAwareEarlyStopping), so the "
         "replay reproduces the callback's decision; an option given overrides it.",
@@ -149,8 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="curves CSV files or quoted glob patterns ('runs/*.csv'; long format: curve_id, epoch, "
         "metric, higher_is_better, time_s, energy_J; epoch may be fractional progress). From several "
         "files, each curve_id is written FILE:curve_id. A Lightning CSVLogger metrics.csv "
-        "('lightning_logs/version_*/metrics.csv') is one run, named by its folder, read as an MLflow "
-        "run (--monitor, --cost-key and the recorded hparams.yaml apply)",
+        "('lightning_logs/version_*/metrics.csv') or a TensorBoard events.out.tfevents.* file is one "
+        "run, named by its folder, read as an MLflow run (--monitor, --cost-key and the recorded "
+        "hyperparameters apply)",
     )
     rp.add_argument(
         "-o", "--output", required=True, help="decisions CSV to write (never an input; replaced atomically)"
@@ -171,20 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--plot", default=None, help="also draw cost saved against regret to this image (matplotlib)"
     )
-    mlf = rp.add_argument_group("MLflow input (--monitor and --cost-key also for CSVLogger logs)")
+    mlf = rp.add_argument_group("MLflow input (--monitor and --cost-key also for Lightning logs)")
     mlf.add_argument("--mlflow-uri", default=None, help=_URI_HELP)
     mlf.add_argument("--experiment", default=None, help="MLflow experiment name")
     mlf.add_argument(
         "--monitor",
         default=None,
-        help="monitored metric key (MLflow input, CSVLogger logs; e.g. val_loss; default: the metric each "
+        help="monitored metric key (MLflow input, Lightning logs; e.g. val_loss; default: the metric each "
         "run recorded, "
         "lightning_green.monitor)",
     )
     mlf.add_argument(
         "--cost-key",
         default=None,
-        help=f"cumulative kWh metric (MLflow input, CSVLogger logs; default: {ENERGY_KEY})",
+        help=f"cumulative kWh metric (MLflow input, Lightning logs; default: {ENERGY_KEY})",
     )
     _add_policy_options(rp)
 

@@ -474,7 +474,7 @@ def test_csvlogger_logs_with_and_without_a_recorded_metric(tmp_path: Path, capsy
     assert "contradicts it" in capsys.readouterr().err
 
     assert main(["replay", str(bare), "-o", str(out), "--monitor", "train_loss"]) == 1
-    assert "skipped 1 Lightning CSV log(s) without both 'train_loss'" in capsys.readouterr().out
+    assert "skipped 1 Lightning log(s) without both 'train_loss'" in capsys.readouterr().out
 
 
 def test_csvlogger_log_with_a_bad_cell_names_where(tmp_path: Path, capsys) -> None:
@@ -491,3 +491,26 @@ def test_csvlogger_log_with_a_bad_cell_names_where(tmp_path: Path, capsys) -> No
 def test_monitor_option_needs_mlflow_or_a_csvlogger_log(curves_csv: Path, tmp_path: Path, capsys) -> None:
     assert main(["replay", str(curves_csv), "-o", str(tmp_path / "d.csv"), "--monitor", "val_loss"]) == 2
     assert "only apply to MLflow input" in capsys.readouterr().err
+
+
+def test_a_tensorboard_run_resumed_into_its_folder_is_one_curve(tmp_path: Path, capsys) -> None:
+    """Two event files in one folder (a run resumed into it): one run, all checks, in step order."""
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = tmp_path / "lightning_logs" / "version_0"
+    (tmp_path / "lightning_logs").mkdir()
+    for part in (range(0, 3), range(3, 6)):
+        writer = SummaryWriter(str(folder), filename_suffix=f".part{part.start}")
+        for e in part:
+            writer.add_scalar("val_loss", 1.0 / (e + 1), e)
+            writer.add_scalar("energy/total_kwh", 1e-6 * (e + 1), e)
+        writer.close()
+    events = sorted(folder.glob("events.out.tfevents.*"))
+    assert len(events) == 2
+    out = tmp_path / "d.csv"
+    pattern = str(folder / "events.out.tfevents.*")
+    assert main(["replay", pattern, "-o", str(out), "--monitor", "val_loss", "--min-epochs", "0"]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["curve_id"] == str(folder)
+    assert float(row["cost_total"]) == pytest.approx(6e-6, rel=1e-6) and row["stop_reason"] == "none"

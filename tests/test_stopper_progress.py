@@ -260,11 +260,13 @@ def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
 
 
 def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
-    """A logger of ``kind`` ("mlflow" or "csv"), and how to read its run back: ``(logger, read, source)``.
+    """A logger of ``kind`` ("mlflow", "csv", "tensorboard") and how to read its run back.
+
+    Returns ``(logger, read, source)``.
 
     ``read()`` is the run's curve as replay reads it; ``source`` is replay's command-line input.
     """
-    from lightning_green.offline import read_lightning_csv_curve, read_mlflow_curves
+    from lightning_green.offline import read_lightning_csv_curve, read_mlflow_curves, read_tensorboard_curve
 
     if kind == "mlflow":
         logger = ns.loggers.MLFlowLogger(experiment_name=experiment, tracking_uri=sqlite_uri)
@@ -275,12 +277,20 @@ def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
             return curve
 
         return logger, read, ["--mlflow-uri", sqlite_uri, "--experiment", experiment]
+    if kind == "tensorboard":
+        logger = ns.loggers.TensorBoardLogger(str(tmp_path), name=experiment)
+
+        def read_events():
+            (events,) = (tmp_path / experiment / "version_0").glob("events.out.tfevents.*")
+            return read_tensorboard_curve(events)
+
+        return logger, read_events, [str(tmp_path / experiment / "version_0" / "events.out.tfevents.*")]
     logger = ns.loggers.CSVLogger(str(tmp_path), name=experiment)
     metrics_csv = tmp_path / experiment / "version_0" / "metrics.csv"
     return logger, lambda: read_lightning_csv_curve(metrics_csv), [str(metrics_csv)]
 
 
-@pytest.mark.parametrize("kind", ["mlflow", "csv"])
+@pytest.mark.parametrize("kind", ["mlflow", "csv", "tensorboard"])
 @pytest.mark.parametrize(
     "plan",
     [
@@ -293,8 +303,11 @@ def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
 def test_replay_of_the_logged_run_decides_at_the_callbacks_checks(
     tmp_path, sqlite_uri, monkeypatch, ns, plan, kind
 ):
-    """Replay over the MLflow run, or over the CSVLogger log, sees every check the stopper saw and
-    stops where it did, with the arguments the run recorded (``patience=3``, not the default)."""
+    """Replay over the MLflow run, or the CSVLogger or TensorBoard log, decides as the callback did.
+
+    It sees every check the stopper saw and stops where it did, with the arguments the run
+    recorded (``patience=3``, not the default).
+    """
     from lightning_green import cli
     from lightning_green.offline import config_for, replay_curve
 
@@ -313,7 +326,10 @@ def test_replay_of_the_logged_run_decides_at_the_callbacks_checks(
     curve = read()
     # Every check, with the cost and the progress (in epochs) the policy decided on.
     assert curve.epochs.tolist() == pytest.approx((history.progress / in_epochs).tolist(), rel=1e-12)
-    assert curve.costs.tolist() == history.costs_kwh.tolist()
+    # (TensorBoard keeps scalars in float32: the costs to 7 digits there, exactly elsewhere.)
+    assert curve.costs.tolist() == pytest.approx(
+        history.costs_kwh.tolist(), rel=1e-6 if kind == "tensorboard" else 0
+    )
     assert curve.metrics.tolist() == history.metrics.tolist()
     assert curve.recorded_config["patience"] == 3
     result = replay_curve(curve, config_for(curve))
@@ -327,7 +343,7 @@ def test_replay_of_the_logged_run_decides_at_the_callbacks_checks(
     assert float(row["stop_epoch"]) == pytest.approx(stopper.last_decision.progress / in_epochs, rel=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["mlflow", "csv"])
+@pytest.mark.parametrize("kind", ["mlflow", "csv", "tensorboard"])
 def test_the_learning_rate_hints_reach_replay_with_their_checks(tmp_path, sqlite_uri, ns, kind):
     """The hints the stopper was given are logged at the step of the check's metrics, so replay has them.
 

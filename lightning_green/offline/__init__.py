@@ -11,6 +11,8 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   (:func:`read_mlflow_curves`);
 - :mod:`~lightning_green.offline.lightning_csv`: the curve of a Lightning ``CSVLogger`` log
   (:func:`read_lightning_csv_curve`), read as an MLflow run is;
+- :mod:`~lightning_green.offline.tensorboard_logs`: the curve of a ``TensorBoardLogger`` log
+  (:func:`read_tensorboard_curve`), likewise;
 - :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 
@@ -48,6 +50,11 @@ from lightning_green.offline.outputs import (
     plot_tradeoff,
     write_decisions_csv,
 )
+from lightning_green.offline.tensorboard_logs import (
+    TensorBoardRun,
+    is_tensorboard_log,
+    read_tensorboard_curve,
+)
 
 __all__ = [
     "DECISION_COLUMNS",
@@ -65,16 +72,19 @@ __all__ = [
     "ReplayResult",
     "Summary",
     "SummaryFormatError",
+    "TensorBoardRun",
     "UsageError",
     "config_for",
     "decisions_rows",
     "is_lightning_csv",
+    "is_tensorboard_log",
     "latest_per_step",
     "plot_tradeoff",
     "policy_inputs",
     "read_curves_csv",
     "read_lightning_csv_curve",
     "read_mlflow_curves",
+    "read_tensorboard_curve",
     "replay",
     "replay_curve",
     "result_at",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib.util
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning_green.offline.errors import UsageError
 from lightning_green.offline.lightning_csv import is_lightning_csv, read_lightning_csv_curve
 from lightning_green.offline.mlflow_curves import ENERGY_KEY
 from lightning_green.offline.staging import StagedOutputs
+from lightning_green.offline.tensorboard_logs import is_tensorboard_log, read_tensorboard_curve
 from lightning_green.policy import StoppingConfig
 
 Printer = Callable[[str], None]
@@ -74,11 +76,11 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         args.curves = checks.expand_inputs("curves file", args.curves)
         inputs += [("curves file", path) for path in args.curves]
         given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
-        if given and not any(is_lightning_csv(path) for path in args.curves):
+        if given and not any(_is_log(path) for path in args.curves):
             raise UsageError(
                 f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment) and to "
-                "Lightning CSVLogger logs (metrics.csv); a curves CSV names its metric and cost in its "
-                "columns"
+                "Lightning logs (CSVLogger metrics.csv, TensorBoard events.out.tfevents.*); a curves CSV "
+                "names its metric and cost in its columns"
             )
     cost_key = args.cost_key or ENERGY_KEY
     if args.max_epochs is not None and args.max_epochs <= 0:
@@ -92,7 +94,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow:
         curves, source = _mlflow_curves(args, cost_key, echo)
     else:
-        curves, source = _csv_curves(args, cost_key, echo)
+        curves, source = _file_curves(args, cost_key, echo)
     if args.max_epochs is not None:
         longer = [c for c in curves if float(c.epochs[-1]) > args.max_epochs]
         if longer:
@@ -119,21 +121,35 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     return 0
 
 
-def _csv_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
+def _is_log(path: str) -> bool:
+    """Whether ``path`` is a Lightning log (a TensorBoard event file or a CSVLogger ``metrics.csv``)."""
+    return is_tensorboard_log(path) or is_lightning_csv(path)
+
+
+def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
     """The curves of every file, in order.
 
     A curves CSV (long format) gives its curves; from several files each ``curve_id`` is
-    ``FILE:curve_id``. A Lightning ``CSVLogger`` ``metrics.csv`` gives the curve of its run, named by
-    its folder, read as an MLflow run is (``--monitor``, ``--mode`` and ``--cost-key`` as there).
+    ``FILE:curve_id``. A Lightning log (a ``TensorBoardLogger`` event file, a ``CSVLogger``
+    ``metrics.csv``) gives the curve of its run, named by its folder, read as an MLflow run is
+    (``--monitor``, ``--mode`` and ``--cost-key`` as there); a folder's event files make one run.
     """
     from lightning_green.offline.csv_curves import read_curves_csv
 
     curves: list[Curve] = []
     skipped: list[str] = []
     several = len(args.curves) > 1
+    event_folders: set[str] = set()
     for path in args.curves:
-        if is_lightning_csv(path):
-            curve = read_lightning_csv_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
+        if _is_log(path):
+            if is_tensorboard_log(path):
+                folder = os.path.realpath(os.path.dirname(path) or ".")
+                if folder in event_folders:
+                    continue  # another event file of a run already read
+                event_folders.add(folder)
+                curve = read_tensorboard_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
+            else:
+                curve = read_lightning_csv_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
                 skipped.append(path)
             else:
@@ -150,7 +166,7 @@ def _csv_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:
         echo(
-            f"skipped {len(skipped)} Lightning CSV log(s) without both {metric} and {cost_key!r}: "
+            f"skipped {len(skipped)} Lightning log(s) without both {metric} and {cost_key!r}: "
             + ", ".join(skipped)
         )
     if not curves:

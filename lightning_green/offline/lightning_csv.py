@@ -81,8 +81,8 @@ class LightningCsvRun:
         folder = Path(path).parent
         self.run_id = str(folder)
         self.label = f"Lightning CSV log {self.path}"
-        self.params: Mapping[str, str] = _params(folder / HPARAMS_FILE)
-        self.tags: Mapping[str, str] = _tags(folder / SUMMARY_FILE)
+        self.params: Mapping[str, str] = read_hparams(folder / HPARAMS_FILE)
+        self.tags: Mapping[str, str] = read_stop_tag(folder / SUMMARY_FILE)
         self._cells = self._read_cells()
 
     def _read_cells(self) -> dict[str, dict[int, tuple[int, int, str]]]:
@@ -142,7 +142,7 @@ def _step(path: str, line: int, col: int, text: str) -> int:
     return int(value)
 
 
-def _params(path: Path) -> dict[str, str]:
+def read_hparams(path: Path) -> dict[str, str]:
     """``hparams.yaml`` as text values (``True`` -> ``"True"``, ``None`` -> ``"none"``), or ``{}``."""
     if not path.is_file():
         return {}
@@ -159,7 +159,7 @@ def _params(path: Path) -> dict[str, str]:
     return {str(k): "none" if v is None else str(v) for k, v in loaded.items()}
 
 
-def _tags(path: Path) -> dict[str, str]:
+def read_stop_tag(path: Path) -> dict[str, str]:
     """The stop reason the run's summary records, as the MLflow tag holds it, or ``{}``."""
     if not path.is_file():
         return {}

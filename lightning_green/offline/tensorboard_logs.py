@@ -1,0 +1,145 @@
+"""Curves from Lightning ``TensorBoardLogger`` logs: event files and what the callbacks wrote beside them.
+
+``TensorBoardLogger`` (Lightning's default logger where tensorboard is installed) leaves a folder
+(``lightning_logs/version_0``) holding ``events.out.tfevents.*`` files (every metric logged, as a
+scalar at its step), ``hparams.yaml`` (the run parameters, the callbacks' ``lightning_green.<name>``
+among them) and, from :class:`~lightning_green.EnergyMonitor`, ``energy_summary.json``.
+:class:`TensorBoardRun` reads the folder as an MLflow run is read and
+:func:`read_tensorboard_curve` makes its curve with the one reader of logged runs
+(:func:`~lightning_green.offline.mlflow_curves.curve_of_run`), so a replay of the log makes the
+callback's decisions. A step logged twice keeps the value with the latest wall time (MLflow's
+rule). Reading needs the ``tensorboard`` package (which ``TensorBoardLogger`` needs too).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lightning_green.offline.curve import Curve
+from lightning_green.offline.errors import OfflineInputError
+from lightning_green.offline.lightning_csv import HPARAMS_FILE, SUMMARY_FILE, read_hparams, read_stop_tag
+from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
+from lightning_green.offline.mlflow_runs import latest_per_step
+
+EVENTS_PREFIX = "events.out.tfevents."
+"""How TensorBoard event files are named."""
+
+
+def is_tensorboard_log(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a TensorBoard event file (``events.out.tfevents.*``).
+
+    Example:
+        >>> is_tensorboard_log("lightning_logs/version_0/events.out.tfevents.1733.host.1.0")
+        True
+    """
+    return Path(path).name.startswith(EVENTS_PREFIX)
+
+
+class _Scalar:
+    """A TensorBoard scalar event as :func:`~.mlflow_runs.latest_per_step` reads a metric point."""
+
+    __slots__ = ("step", "timestamp", "value")
+
+    def __init__(self, step: int, wall_time: float, value: float) -> None:
+        self.step, self.timestamp, self.value = step, int(wall_time * 1e6), value
+
+
+class TensorBoardRun:
+    """The folder of a TensorBoard event file read as a logged run (:class:`~.mlflow_curves.LoggedRun`).
+
+    Every event file of the folder is read (a run resumed into the same folder writes another).
+
+    Attributes:
+        run_id: The folder, as given (the curve's ``curve_id``).
+        label: How messages name it: ``TensorBoard log <folder>``.
+        params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
+        tags: ``lightning_green.stop_reason`` from ``energy_summary.json``, when the folder has one.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        """Read the event files of the folder of ``path`` (an event file) and the files beside them.
+
+        Raises:
+            RuntimeError: If tensorboard is not installed.
+            OfflineInputError: If an event file cannot be read, or ``hparams.yaml`` or
+                ``energy_summary.json`` is malformed.
+        """
+        try:
+            from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+            from tensorboard.plugins.hparams import plugin_data_pb2
+            from tensorboard.util import tensor_util
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise RuntimeError(
+                "reading TensorBoard logs needs tensorboard: pip install tensorboard"
+            ) from None
+        folder = Path(path).parent
+        self.run_id = str(folder)
+        self.label = f"TensorBoard log {folder}"
+        params = read_hparams(folder / HPARAMS_FILE)
+        self.tags = read_stop_tag(folder / SUMMARY_FILE)
+        self._scalars: dict[str, list[_Scalar]] = {}
+        for events in sorted(folder.glob(EVENTS_PREFIX + "*")):
+            try:
+                for event in EventFileLoader(str(events)).Load():
+                    for value in event.summary.value:
+                        plugin = value.metadata.plugin_data.plugin_name
+                        if plugin == "hparams" and value.tag == "_hparams_/session_start_info":
+                            data = plugin_data_pb2.HParamsPluginData.FromString(
+                                value.metadata.plugin_data.content
+                            )
+                            params.update({k: _text(v) for k, v in data.session_start_info.hparams.items()})
+                        elif value.HasField("simple_value"):
+                            self._add(value.tag, event, float(value.simple_value))
+                        elif plugin == "scalars" and value.HasField("tensor"):
+                            self._add(value.tag, event, float(tensor_util.make_ndarray(value.tensor).item()))
+            except Exception as e:  # a truncated or foreign file
+                raise OfflineInputError(f"{self.label}: {events.name} cannot be read: {e}") from None
+        self.params = params
+
+    def _add(self, tag: str, event: object, value: float) -> None:
+        step, wall_time = int(event.step), float(event.wall_time)  # type: ignore[attr-defined]
+        self._scalars.setdefault(tag, []).append(_Scalar(step, wall_time, value))
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of the scalar ``key`` (empty when the run never logged it)."""
+        return latest_per_step(self._scalars.get(key, []))
+
+
+def _text(value: object) -> str:
+    """An hparams plugin value as MLflow keeps a parameter: ``3`` for 3.0, else ``str``."""
+    kind = value.WhichOneof("kind")  # type: ignore[attr-defined]
+    x = getattr(value, kind) if kind else ""
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return str(x)
+
+
+def read_tensorboard_curve(
+    path: str | os.PathLike[str],
+    monitor: str | None = None,
+    *,
+    mode: str | None = None,
+    cost_key: str = ENERGY_KEY,
+) -> Curve | None:
+    """The curve of the TensorBoard log whose event file is ``path``, read as an MLflow run is.
+
+    Args:
+        path: One of the log's ``events.out.tfevents.*`` files (the folder's are all read).
+        monitor: The monitored metric's tag (default: the one the run recorded).
+        mode: ``"min"`` or ``"max"`` (default: the recorded direction, else ``"min"``).
+        cost_key: Tag of cumulative cost in kWh.
+
+    Returns:
+        The curve (``curve_id`` is the log's folder), or ``None`` when the log lacks the metric or
+        the cost.
+
+    Raises:
+        RuntimeError: If tensorboard is not installed.
+        RecordedParamError: If ``mode`` contradicts the recorded direction, or no metric is given
+            for a log that recorded none.
+        OfflineInputError: If a record is invalid (as for an MLflow run).
+    """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
+    return curve_of_run(TensorBoardRun(path), monitor, mode=mode, cost_key=cost_key)
