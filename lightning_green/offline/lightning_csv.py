@@ -199,6 +199,4 @@ def read_lightning_csv_curve(
             for a log that recorded none.
         OfflineInputError: If a record is invalid (as for an MLflow run).
     """
-    if mode not in (None, "min", "max"):
-        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     return curve_of_run(LightningCsvRun(path), monitor, mode=mode, cost_key=cost_key)

@@ -147,8 +147,11 @@ def curve_of_run(
     ``None`` when the run lacks the metric or ``cost_key``, or they share no step.
 
     Raises:
+        ValueError: If ``mode`` is not ``"min"``, ``"max"`` or ``None``.
         RecordedParamError, OfflineInputError: As :func:`read_mlflow_curves`.
     """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     run_id, params, where = run.run_id, run.params, run.label
     cost = run.history(cost_key)
     if not cost:

@@ -140,6 +140,4 @@ def read_tensorboard_curve(
             for a log that recorded none.
         OfflineInputError: If a record is invalid (as for an MLflow run).
     """
-    if mode not in (None, "min", "max"):
-        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     return curve_of_run(TensorBoardRun(path), monitor, mode=mode, cost_key=cost_key)
