@@ -2,7 +2,9 @@
 
 ``lightning-green report --mlflow-uri URI --run-id ID [-o PLOT.png] [--json SUMMARY.json]`` prints
 the summary of a past run and draws its end-of-run plot (the monitored metric against cumulative
-kWh, epoch energy, the stop and the learning-curve fit).
+kWh, epoch energy, the stop and the learning-curve fit); ``lightning-green report LOG`` does the
+same for a run logged with ``CSVLogger`` (its ``metrics.csv``) or ``TensorBoardLogger`` (an event
+file).
 
 ``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
 over logged learning curves (the long format of ``benchmarks/data/curves``) and writes one decision
@@ -192,15 +194,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     rep = sub.add_parser(
         "report",
-        help="draw the energy report of a past MLflow run",
+        help="draw the energy report of a past run (MLflow, or a Lightning log)",
         description="Draw the monitored metric against cumulative kWh (epoch energy as bars, the stop and "
         "its reason, the learning-curve fit and its projection) for a run logged with lightning_green.",
     )
-    rep.add_argument("--mlflow-uri", required=True, help=_URI_HELP)
-    rep.add_argument("--run-id", required=True, help="the MLflow run")
+    rep.add_argument(
+        "log",
+        nargs="?",
+        default=None,
+        metavar="LOG",
+        help="a Lightning log instead of an MLflow run: a CSVLogger metrics.csv or a TensorBoard "
+        "events.out.tfevents.* file (the summary EnergyMonitor wrote beside it, else rebuilt)",
+    )
+    rep.add_argument("--mlflow-uri", default=None, help=_URI_HELP)
+    rep.add_argument("--run-id", default=None, help="the MLflow run")
     rep.add_argument("--monitor", default=None, help="metric to draw (default: the run's monitored metric)")
     rep.add_argument(
-        "-o", "--output", default=None, help="PNG to write (default: energy_report_<run_id>.png)"
+        "--mode",
+        choices=("min", "max"),
+        default=None,
+        help="direction of a --monitor other than the run's own (default: min; the run's own metric "
+        "has the direction it recorded)",
+    )
+    rep.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="PNG to write (default: energy_report_<run_id>.png, or the log's folder name)",
     )
     rep.add_argument("--json", default=None, help="also write the summary as JSON to this file")
     parser.epilog = (

@@ -282,7 +282,9 @@ def write_report(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
         return json_path, None
 
 
-def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = None) -> dict[str, Any]:
+def summary_from_mlflow(
+    tracking_uri: str, run_id: str, monitor: str | None = None, mode: str | None = None
+) -> dict[str, Any]:
     """The summary of a past run, read back from MLflow.
 
     Uses the run's ``lightning_green/energy_summary.json`` artifact when it has one (it holds the
@@ -296,6 +298,8 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000`` ...).
         run_id: The run.
         monitor: Metric to draw; default: the run's ``lightning_green.monitor`` param.
+        mode: Its direction, for a metric other than the run's (``"min"`` when not given); the
+            run's own metric has the direction it recorded.
 
     Returns:
         A summary as :func:`build_summary` makes it.
@@ -319,14 +323,60 @@ def summary_from_mlflow(tracking_uri: str, run_id: str, monitor: str | None = No
     ):
         with tempfile.TemporaryDirectory() as tmp:
             return load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
-    return _summary_from_metrics(run, monitor)
+    return _summary_from_metrics(run, monitor, mode)
 
 
-def _summary_from_metrics(run: Any, monitor: str | None) -> dict[str, Any]:
-    """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact)."""
+def summary_from_log(path: str, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+    """The summary of a past run read back from its Lightning log (``CSVLogger``, ``TensorBoardLogger``).
+
+    Uses the ``energy_summary.json`` EnergyMonitor wrote in the log's folder when there is one (and
+    the metric asked for is the run's); otherwise rebuilds the summary from the logged metrics and
+    hyperparameters, as :func:`summary_from_mlflow` does for a run without the artifact.
+
+    Args:
+        path: The log's ``metrics.csv`` or one of its ``events.out.tfevents.*`` files.
+        monitor: Metric to draw; default: the run's ``lightning_green.monitor``.
+        mode: Its direction, for a metric other than the run's (as :func:`summary_from_mlflow`).
+
+    Returns:
+        A summary as :func:`build_summary` makes it.
+
+    Raises:
+        ValueError: When the log logged no energy metrics.
+        lightning_green.offline.OfflineInputError: When the file is neither kind of log, or the
+            summary file or a record is malformed.
+    """
+    from lightning_green.offline.errors import UsageError
+    from lightning_green.offline.lightning_csv import LightningCsvRun, is_lightning_csv
+    from lightning_green.offline.summary_artifact import load_summary
+    from lightning_green.offline.tensorboard_logs import TensorBoardRun, is_tensorboard_log
+
+    if is_tensorboard_log(path):
+        run: Any = TensorBoardRun(path)
+    elif is_lightning_csv(path):
+        run = LightningCsvRun(path)
+    else:
+        raise UsageError(
+            f"log {path}: not a Lightning log (a CSVLogger metrics.csv or a TensorBoard "
+            "events.out.tfevents.* file)"
+        )
+    summary_file = Path(path).parent / SUMMARY_FILENAME
+    if summary_file.is_file() and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
+        return load_summary(str(summary_file), str(summary_file))
+    return _summary_from_metrics(run, monitor, mode)
+
+
+def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None) -> dict[str, Any]:
+    """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact).
+
+    The run's own metric has the direction it recorded; another one ``mode``, else ``"min"``.
+    """
     run_id, params, tags, history = run.run_id, run.params, run.tags, run.history
-    monitor = monitor or params.get(keys.PARAM_MONITOR)
-    mode = params.get(keys.PARAM_MODE, "min")
+    recorded = params.get(keys.PARAM_MONITOR)
+    monitor = monitor or recorded
+    if monitor == recorded:
+        mode = params.get(keys.PARAM_MODE, mode or "min")
+    mode = mode or "min"
     from lightning_green.offline.csv_curves import parse_number
     from lightning_green.offline.errors import OfflineInputError
     from lightning_green.offline.summary_artifact import MAX_PER_EPOCH

@@ -10,7 +10,7 @@ import pytest
 import pytorch_lightning as pl
 from conftest import make_trainer
 from digits import DigitsClassifier, DigitsDataModule
-from doubles import CurveModule, install_scripted_meter, saturating_curve
+from doubles import CurveModule, curve_module, install_scripted_meter, saturating_curve
 from pytorch_lightning.loggers import MLFlowLogger
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
@@ -103,6 +103,18 @@ def test_report_command_rebuilds_a_past_run_from_its_metrics(tmp_path, sqlite_ur
     assert summary["monitor"] == "val_acc" and summary["epochs"] == 3
     assert [e["metric"] is not None for e in summary["per_epoch"]] == [True] * 3
     assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
+    # Another metric than the run's (val_acc, max): lower is better unless --mode says otherwise.
+    for extra, pick in (([], min), (["--mode", "max"], max)):
+        other_png = str(tmp_path / "other.png")
+        assert (
+            green_cli.main(
+                [*argv[:5], "-o", other_png, "--monitor", "val_loss", *extra, "--json", str(as_json)]
+            )
+            == 0
+        )
+        other = json.loads(as_json.read_text())
+        assert other["mode"] == pick.__name__
+        assert other["best_metric"] == pick(e["metric"] for e in other["per_epoch"])
 
 
 def test_report_command_on_a_run_without_energy_says_so(tmp_path, sqlite_uri, capsys):
@@ -112,3 +124,51 @@ def test_report_command_on_a_run_without_energy_says_so(tmp_path, sqlite_uri, ca
     run = client.create_run(client.create_experiment("plain"))
     assert green_cli.main(["report", "--mlflow-uri", sqlite_uri, "--run-id", run.info.run_id]) == 1
     assert "energy/total_kwh" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_report_command_on_a_lightning_log(tmp_path, monkeypatch, capsys, ns, kind):
+    """``lightning-green report LOG``: the summary EnergyMonitor wrote beside the log, else rebuilt
+    from the logged metrics and hyperparameters, as for an MLflow run without the artifact."""
+    install_scripted_meter(monkeypatch)
+    if kind == "csv":
+        logger = ns.loggers.CSVLogger(str(tmp_path), name="log")
+    else:
+        logger = ns.loggers.TensorBoardLogger(str(tmp_path), name="log")
+    monitor = EnergyMonitor(monitor="val_loss")
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_epochs=1)
+    module = ns.module(curve_module)(saturating_curve(40))
+    trainer = make_trainer(tmp_path, [monitor, stopper], logger=logger, max_epochs=40, lightning=ns, **FAST)
+    trainer.fit(module, datamodule=ns.DigitsDataModule())
+    assert stopper.stop_reason is not None
+    folder = tmp_path / "log" / "version_0"
+    (log,) = folder.glob("metrics.csv" if kind == "csv" else "events.out.tfevents.*")
+    written = json.loads((folder / "energy_summary.json").read_text())
+
+    as_json = tmp_path / "from_file.json"
+    assert green_cli.main(["report", str(log), "-o", str(tmp_path / "a.png"), "--json", str(as_json)]) == 0
+    assert json.loads(as_json.read_text()) == written
+    assert "stop reason" in capsys.readouterr().out
+
+    (folder / "energy_summary.json").unlink()
+    rebuilt_json = tmp_path / "rebuilt.json"
+    assert (
+        green_cli.main(["report", str(log), "-o", str(tmp_path / "b.png"), "--json", str(rebuilt_json)]) == 0
+    )
+    rebuilt = json.loads(rebuilt_json.read_text())
+    assert rebuilt["rebuilt_from_metrics"] is True and rebuilt["monitor"] == "val_loss"
+    assert rebuilt["epochs"] == written["epochs"]
+    assert rebuilt["best_metric"] == pytest.approx(written["best_metric"], rel=1e-6)
+    assert rebuilt["stop_savings"]["kwh_not_spent"] == pytest.approx(
+        written["stop_savings"]["kwh_not_spent"], rel=1e-6
+    )
+    assert (tmp_path / "b.png").read_bytes()[:8] == PNG
+
+
+def test_report_command_needs_one_source(tmp_path, capsys):
+    assert green_cli.main(["report"]) == 2
+    assert "give either --mlflow-uri URI --run-id ID or LOG" in capsys.readouterr().err
+    other = tmp_path / "notes.csv"
+    other.write_text("curve_id,epoch\n")
+    assert green_cli.main(["report", str(other)]) == 2
+    assert "not a Lightning log" in capsys.readouterr().err

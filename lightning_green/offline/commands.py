@@ -264,19 +264,36 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     """``lightning-green report``: print a past run's summary; write its plot (and ``--json``).
 
     Args:
-        args: The parsed ``report`` command line: the MLflow URI and run id, ``--output`` and
-            ``--json``.
+        args: The parsed ``report`` command line: the MLflow URI and run id, or a Lightning log
+            file, ``--output`` and ``--json``.
         echo: Where the summary lines go.
 
     Returns:
         0; a refusal raises.
     """
-    from lightning_green.report import format_summary, plot_summary, summary_from_mlflow, summary_json_text
+    from lightning_green.report import (
+        format_summary,
+        plot_summary,
+        summary_from_log,
+        summary_from_mlflow,
+        summary_json_text,
+    )
 
-    checks.check_tracking_uri(args.mlflow_uri)
-    database = checks.sqlite_file(args.mlflow_uri)
-    inputs = [("MLflow database", database)] if database else []
-    plot: str | None = f"energy_report_{args.run_id}.png" if args.output is None else args.output
+    from_mlflow = args.mlflow_uri is not None or args.run_id is not None
+    if from_mlflow == (args.log is not None):
+        raise UsageError("give either --mlflow-uri URI --run-id ID or LOG (a Lightning log file)")
+    if from_mlflow:
+        if args.mlflow_uri is None or args.run_id is None:
+            raise UsageError("MLflow input needs --mlflow-uri and --run-id")
+        checks.check_tracking_uri(args.mlflow_uri)
+        database = checks.sqlite_file(args.mlflow_uri)
+        inputs = [("MLflow database", database)] if database else []
+        name = args.run_id
+    else:
+        checks.check_input_file("log", args.log)
+        inputs = [("log", args.log)]
+        name = os.path.basename(os.path.dirname(os.path.abspath(args.log)))
+    plot: str | None = f"energy_report_{name}.png" if args.output is None else args.output
     if args.output is None and importlib.util.find_spec("matplotlib") is None:
         plot = None  # the default plot, without matplotlib: skipped with a note
     outputs = [("-o/--output", plot)] if plot is not None else []
@@ -284,7 +301,10 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     targets = dict(zip((flag for flag, _ in outputs), checks.check_outputs(outputs, inputs), strict=True))
     image_format = checks.image_format("-o/--output", plot) if plot is not None else None
 
-    summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor)
+    if from_mlflow:
+        summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor, mode=args.mode)
+    else:
+        summary = summary_from_log(args.log, monitor=args.monitor, mode=args.mode)
     text = format_summary(summary)
     with StagedOutputs() as out:
         if "--json" in targets:
