@@ -158,9 +158,8 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._warned_missing = False
         self._val_ran = False
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
-        self._restored_marginal: tuple[int, float, int] | None = (
-            None  # (step, value, epoch) to log after a resume
-        )
+        # (step, value, epoch) of a marginal to log after a resume
+        self._restored_marginal: tuple[int, float, int] | None = None
 
     @property
     def state_key(self) -> str:
