@@ -514,3 +514,25 @@ def test_a_tensorboard_run_resumed_into_its_folder_is_one_curve(tmp_path: Path, 
     (row,) = list(csv.DictReader(out.read_text().splitlines()))
     assert row["curve_id"] == str(folder)
     assert float(row["cost_total"]) == pytest.approx(6e-6, rel=1e-6) and row["stop_reason"] == "none"
+
+
+def test_a_lightning_log_without_energy_replays_with_optimizer_steps_as_the_cost(
+    tmp_path: Path, capsys
+) -> None:
+    """A run logged before lightning_green was used: what the policy would have saved, in steps."""
+    folder = tmp_path / "plain" / "version_0"
+    folder.mkdir(parents=True)
+    rows = ["epoch,step,train_loss,val_loss"]
+    for e in range(20):  # 45 optimizer steps an epoch; the loss flattens after epoch 6
+        rows += [f"{e},{45 * e + 44},,{max(0.1, 1.0 / (e + 1)) + 1e-4 * e}", f"{e},{45 * e + 44},0.5,"]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "d.csv"
+    base = ["replay", str(folder / "metrics.csv"), "-o", str(out), "--monitor", "val_loss"]
+    assert main(base) == 1
+    assert "--cost-key step replays them with optimizer steps as the cost" in capsys.readouterr().out
+    assert main([*base, "--cost-key", "step", "--patience", "3"]) == 0
+    assert "cost in steps" in capsys.readouterr().out
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["stop_reason"] in ("plateau", "marginal_gain") and float(row["cost_total"]) == 45 * 19 + 44
+    stop = int(row["stop_epoch"])  # epochs completed; its check was at step 45 * stop - 1
+    assert float(row["cost_at_stop"]) == 45 * stop - 1 and stop < 20

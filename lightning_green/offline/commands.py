@@ -168,6 +168,7 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
         echo(
             f"skipped {len(skipped)} Lightning log(s) without both {metric} and {cost_key!r}: "
             + ", ".join(skipped)
+            + " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
         )
     if not curves:
         raise LookupError(f"no curve in {', '.join(args.curves)}: no log has both {metric} and {cost_key!r}")

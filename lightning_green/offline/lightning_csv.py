@@ -123,9 +123,14 @@ class LightningCsvRun:
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the column ``key`` (empty when the run never logged it).
 
+        ``"step"`` is the step itself at every step logged (optimizer steps: a cost for a run
+        logged without energy, ``--cost-key step``).
+
         Raises:
             CurveFormatError: At the first cell of the column that is not a number.
         """
+        if key == "step":
+            return {step: float(step) for cells in self._cells.values() for step in cells}
         out: dict[int, float] = {}
         for step, (line, col, text) in self._cells.get(key, {}).items():
             value = parse_number(text)

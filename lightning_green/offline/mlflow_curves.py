@@ -199,7 +199,7 @@ def curve_of_run(
         metrics=np.array([metric[s] for s in steps], dtype=float),
         costs=costs,
         higher_is_better=run_mode == "max",
-        cost_unit="kWh",
+        cost_unit="kWh" if cost_key.lower().endswith("kwh") else "steps" if cost_key == "step" else cost_key,
         metric_name=key,
         planned_max_epochs=planned,
         plan_recorded=plan_recorded,

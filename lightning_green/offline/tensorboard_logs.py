@@ -102,7 +102,13 @@ class TensorBoardRun:
         self._scalars.setdefault(tag, []).append(_Scalar(step, wall_time, value))
 
     def history(self, key: str) -> dict[int, float]:
-        """``step -> value`` of the scalar ``key`` (empty when the run never logged it)."""
+        """``step -> value`` of the scalar ``key`` (empty when the run never logged it).
+
+        ``"step"`` (when no scalar has that name) is the step itself at every step logged
+        (optimizer steps: a cost for a run logged without energy, ``--cost-key step``).
+        """
+        if key == "step" and key not in self._scalars:
+            return {e.step: float(e.step) for events in self._scalars.values() for e in events}
         return latest_per_step(self._scalars.get(key, []))
 
 
