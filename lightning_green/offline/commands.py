@@ -218,7 +218,7 @@ def _print_replay(
     echo: Printer,
 ) -> None:
     units = sorted({r.cost_unit for r in results})
-    with_lr = sum(1 for c in curves if c.lr_hints is not None or c.lrs is not None)
+    with_lr = sum(1 for c in curves if any(h is not None for h in c.lr_hints or ()) or c.lrs is not None)
     lr_note = ""
     if with_lr:
         lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
