@@ -347,15 +347,11 @@ def summary_from_log(path: str, monitor: str | None = None, mode: str | None = N
             summary file or a record is malformed.
     """
     from lightning_green.offline.errors import UsageError
-    from lightning_green.offline.lightning_csv import LightningCsvRun, is_lightning_csv
+    from lightning_green.offline.lightning_logs import open_lightning_log
     from lightning_green.offline.summary_artifact import load_summary
-    from lightning_green.offline.tensorboard_logs import TensorBoardRun, is_tensorboard_log
 
-    if is_tensorboard_log(path):
-        run: Any = TensorBoardRun(path)
-    elif is_lightning_csv(path):
-        run = LightningCsvRun(path)
-    else:
+    run = open_lightning_log(path)
+    if run is None:
         raise UsageError(
             f"log {path}: not a Lightning log (a CSVLogger metrics.csv or a TensorBoard "
             "events.out.tfevents.* file)"

@@ -266,7 +266,7 @@ def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
 
     ``read()`` is the run's curve as replay reads it; ``source`` is replay's command-line input.
     """
-    from lightning_green.offline import read_lightning_csv_curve, read_mlflow_curves, read_tensorboard_curve
+    from lightning_green.offline import read_log_curve, read_mlflow_curves
 
     if kind == "mlflow":
         logger = ns.loggers.MLFlowLogger(experiment_name=experiment, tracking_uri=sqlite_uri)
@@ -282,12 +282,12 @@ def logged_run(tmp_path, sqlite_uri, ns, kind: str, experiment: str):
 
         def read_events():
             (events,) = (tmp_path / experiment / "version_0").glob("events.out.tfevents.*")
-            return read_tensorboard_curve(events)
+            return read_log_curve(events)
 
         return logger, read_events, [str(tmp_path / experiment / "version_0" / "events.out.tfevents.*")]
     logger = ns.loggers.CSVLogger(str(tmp_path), name=experiment)
     metrics_csv = tmp_path / experiment / "version_0" / "metrics.csv"
-    return logger, lambda: read_lightning_csv_curve(metrics_csv), [str(metrics_csv)]
+    return logger, lambda: read_log_curve(metrics_csv), [str(metrics_csv)]
 
 
 @pytest.mark.parametrize("kind", ["mlflow", "csv", "tensorboard"])

@@ -9,10 +9,11 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   used by replay and by the report (one rule for a step logged twice: the latest timestamp);
 - :mod:`~lightning_green.offline.mlflow_curves`: curves from an experiment's runs
   (:func:`read_mlflow_curves`);
-- :mod:`~lightning_green.offline.lightning_csv`: the curve of a Lightning ``CSVLogger`` log
-  (:func:`read_lightning_csv_curve`), read as an MLflow run is;
-- :mod:`~lightning_green.offline.tensorboard_logs`: the curve of a ``TensorBoardLogger`` log
-  (:func:`read_tensorboard_curve`), likewise;
+- :mod:`~lightning_green.offline.lightning_csv`, :mod:`~lightning_green.offline.tensorboard_logs`:
+  a Lightning ``CSVLogger`` / ``TensorBoardLogger`` log read as an MLflow run is
+  (:class:`LightningCsvRun`, :class:`TensorBoardRun`);
+- :mod:`~lightning_green.offline.lightning_logs`: which of them reads a log file, and its curve
+  (:func:`read_log_curve`);
 - :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 
@@ -41,7 +42,8 @@ from lightning_green.offline.errors import (
     SummaryFormatError,
     UsageError,
 )
-from lightning_green.offline.lightning_csv import LightningCsvRun, is_lightning_csv, read_lightning_csv_curve
+from lightning_green.offline.lightning_csv import LightningCsvRun
+from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log, read_log_curve
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, read_mlflow_curves
 from lightning_green.offline.mlflow_runs import MlflowRun, latest_per_step
 from lightning_green.offline.outputs import (
@@ -50,11 +52,7 @@ from lightning_green.offline.outputs import (
     plot_tradeoff,
     write_decisions_csv,
 )
-from lightning_green.offline.tensorboard_logs import (
-    TensorBoardRun,
-    is_tensorboard_log,
-    read_tensorboard_curve,
-)
+from lightning_green.offline.tensorboard_logs import TensorBoardRun
 
 __all__ = [
     "DECISION_COLUMNS",
@@ -76,15 +74,14 @@ __all__ = [
     "UsageError",
     "config_for",
     "decisions_rows",
-    "is_lightning_csv",
-    "is_tensorboard_log",
+    "is_lightning_log",
     "latest_per_step",
+    "open_lightning_log",
     "plot_tradeoff",
     "policy_inputs",
     "read_curves_csv",
-    "read_lightning_csv_curve",
+    "read_log_curve",
     "read_mlflow_curves",
-    "read_tensorboard_curve",
     "replay",
     "replay_curve",
     "result_at",

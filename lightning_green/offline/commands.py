@@ -21,10 +21,10 @@ from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
 from lightning_green.offline.errors import UsageError
-from lightning_green.offline.lightning_csv import is_lightning_csv, read_lightning_csv_curve
-from lightning_green.offline.mlflow_curves import ENERGY_KEY
+from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
+from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.staging import StagedOutputs
-from lightning_green.offline.tensorboard_logs import is_tensorboard_log, read_tensorboard_curve
+from lightning_green.offline.tensorboard_logs import is_tensorboard_log
 from lightning_green.policy import StoppingConfig
 
 Printer = Callable[[str], None]
@@ -76,7 +76,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         args.curves = checks.expand_inputs("curves file", args.curves)
         inputs += [("curves file", path) for path in args.curves]
         given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
-        if given and not any(_is_log(path) for path in args.curves):
+        if given and not any(is_lightning_log(path) for path in args.curves):
             raise UsageError(
                 f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment) and to "
                 "Lightning logs (CSVLogger metrics.csv, TensorBoard events.out.tfevents.*); a curves CSV "
@@ -121,11 +121,6 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     return 0
 
 
-def _is_log(path: str) -> bool:
-    """Whether ``path`` is a Lightning log (a TensorBoard event file or a CSVLogger ``metrics.csv``)."""
-    return is_tensorboard_log(path) or is_lightning_csv(path)
-
-
 def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
     """The curves of every file, in order.
 
@@ -141,15 +136,14 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
     several = len(args.curves) > 1
     event_folders: set[str] = set()
     for path in args.curves:
-        if _is_log(path):
-            if is_tensorboard_log(path):
-                folder = os.path.realpath(os.path.dirname(path) or ".")
-                if folder in event_folders:
-                    continue  # another event file of a run already read
-                event_folders.add(folder)
-                curve = read_tensorboard_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
-            else:
-                curve = read_lightning_csv_curve(path, args.monitor, mode=args.mode, cost_key=cost_key)
+        if is_tensorboard_log(path):
+            folder = os.path.realpath(os.path.dirname(path) or ".")
+            if folder in event_folders:
+                continue  # another event file of a run already read
+            event_folders.add(folder)
+        run = open_lightning_log(path)
+        if run is not None:
+            curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
                 skipped.append(path)
             else:

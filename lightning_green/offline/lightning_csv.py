@@ -4,11 +4,11 @@ A run logged with ``CSVLogger`` leaves a folder (``lightning_logs/version_0``) h
 ``metrics.csv`` (one row per logging call: ``step``, ``epoch`` and the metrics logged, blank where
 a metric was not), ``hparams.yaml`` (the run parameters, the callbacks' ``lightning_green.<name>``
 among them) and, from :class:`~lightning_green.EnergyMonitor`, ``energy_summary.json`` (how the
-run ended). :class:`LightningCsvRun` reads that folder as an MLflow run is read, and
-:func:`read_lightning_csv_curve` makes its curve with the one reader of logged runs
-(:func:`~lightning_green.offline.mlflow_curves.curve_of_run`): the same metric, costs, progress,
-planned horizon and recorded policy arguments as from MLflow, so a replay of the CSV log makes
-the callback's decisions.
+run ended). :class:`LightningCsvRun` reads that folder as an MLflow run is read, and the one reader of logged
+runs (:func:`~lightning_green.offline.mlflow_curves.curve_of_run`, through
+:func:`~lightning_green.offline.lightning_logs.read_log_curve`) makes its curve: the same metric,
+costs, progress, planned horizon and recorded policy arguments as from MLflow, so a replay of the
+CSV log makes the callback's decisions.
 
 ``metrics.csv`` is read under the limits of a curves CSV (:mod:`.csv_curves`); a cell that is not
 a number, or a ``step`` that is not a whole number >= 0, raises
@@ -27,9 +27,7 @@ from typing import Any
 
 from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_ROWS, csv_records, parse_number
-from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import CurveFormatError, OfflineInputError
-from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 
 HPARAMS_FILE = "hparams.yaml"
 """The run parameters ``CSVLogger`` writes beside ``metrics.csv``."""
@@ -174,34 +172,3 @@ def read_stop_tag(path: Path) -> dict[str, str]:
         raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
     reason = summary.get("stop_reason") if isinstance(summary, dict) else None
     return {keys.TAG_STOP_REASON: str(reason)} if isinstance(reason, str) else {}
-
-
-def read_lightning_csv_curve(
-    path: str | os.PathLike[str],
-    monitor: str | None = None,
-    *,
-    mode: str | None = None,
-    cost_key: str = ENERGY_KEY,
-) -> Curve | None:
-    """The curve of a ``CSVLogger`` log, read as :func:`~.mlflow_curves.read_mlflow_curves` reads a run.
-
-    The metric (``monitor``, else the one the run recorded), its direction, the stopper's costs and
-    progress at each check, the planned horizon and the recorded policy arguments.
-
-    Args:
-        path: The log's ``metrics.csv``.
-        monitor: The monitored metric's column (default: the one the run recorded).
-        mode: ``"min"`` or ``"max"`` (default: the recorded direction, else ``"min"``).
-        cost_key: Column of cumulative cost in kWh.
-
-    Returns:
-        The curve (``curve_id`` is the log's folder), or ``None`` when the log lacks the metric or
-        the cost.
-
-    Raises:
-        CurveFormatError: If ``metrics.csv`` is malformed.
-        RecordedParamError: If ``mode`` contradicts the recorded direction, or no metric is given
-            for a log that recorded none.
-        OfflineInputError: If a record is invalid (as for an MLflow run).
-    """
-    return curve_of_run(LightningCsvRun(path), monitor, mode=mode, cost_key=cost_key)

@@ -4,10 +4,10 @@
 (``lightning_logs/version_0``) holding ``events.out.tfevents.*`` files (every metric logged, as a
 scalar at its step), ``hparams.yaml`` (the run parameters, the callbacks' ``lightning_green.<name>``
 among them) and, from :class:`~lightning_green.EnergyMonitor`, ``energy_summary.json``.
-:class:`TensorBoardRun` reads the folder as an MLflow run is read and
-:func:`read_tensorboard_curve` makes its curve with the one reader of logged runs
-(:func:`~lightning_green.offline.mlflow_curves.curve_of_run`), so a replay of the log makes the
-callback's decisions. A step logged twice keeps the value with the latest wall time (MLflow's
+:class:`TensorBoardRun` reads the folder as an MLflow run is read and the one reader of logged
+runs (:func:`~lightning_green.offline.mlflow_curves.curve_of_run`, through
+:func:`~lightning_green.offline.lightning_logs.read_log_curve`) makes its curve, so a replay of the
+log makes the callback's decisions. A step logged twice keeps the value with the latest wall time (MLflow's
 rule). Reading needs the ``tensorboard`` package (which ``TensorBoardLogger`` needs too).
 """
 
@@ -16,10 +16,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError
 from lightning_green.offline.lightning_csv import HPARAMS_FILE, SUMMARY_FILE, read_hparams, read_stop_tag
-from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.mlflow_runs import latest_per_step
 
 EVENTS_PREFIX = "events.out.tfevents."
@@ -119,31 +117,3 @@ def _text(value: object) -> str:
     if isinstance(x, float) and x.is_integer():
         return str(int(x))
     return str(x)
-
-
-def read_tensorboard_curve(
-    path: str | os.PathLike[str],
-    monitor: str | None = None,
-    *,
-    mode: str | None = None,
-    cost_key: str = ENERGY_KEY,
-) -> Curve | None:
-    """The curve of the TensorBoard log whose event file is ``path``, read as an MLflow run is.
-
-    Args:
-        path: One of the log's ``events.out.tfevents.*`` files (the folder's are all read).
-        monitor: The monitored metric's tag (default: the one the run recorded).
-        mode: ``"min"`` or ``"max"`` (default: the recorded direction, else ``"min"``).
-        cost_key: Tag of cumulative cost in kWh.
-
-    Returns:
-        The curve (``curve_id`` is the log's folder), or ``None`` when the log lacks the metric or
-        the cost.
-
-    Raises:
-        RuntimeError: If tensorboard is not installed.
-        RecordedParamError: If ``mode`` contradicts the recorded direction, or no metric is given
-            for a log that recorded none.
-        OfflineInputError: If a record is invalid (as for an MLflow run).
-    """
-    return curve_of_run(TensorBoardRun(path), monitor, mode=mode, cost_key=cost_key)
