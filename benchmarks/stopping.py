@@ -249,17 +249,19 @@ def versus(saved: float, rule: Rule | None) -> str:
     return f" ({saved / rule.stats.saved:.2f} x the patience rule's)"
 
 
-def frontier(curves: Sequence[Curve], table: Sequence[Rule]) -> str:
-    """The best stop per curve vs the best patience rule at 0.1, 0.5 and 1 harm threshold of regret."""
+FRONTIER_SHARES = (0.1, 0.5, 1.0)
+"""Levels of mean regret, in harm thresholds, at which :func:`frontier` compares."""
+
+
+def frontier(curves: Sequence[Curve], table: Sequence[Rule], best: Sequence[Stats]) -> str:
+    """The best stop per curve (``best``, at :data:`FRONTIER_SHARES`) vs the best patience rule there."""
     parts = []
-    for share in (0.1, 0.5, 1.0):
-        level = share * harm_threshold(curves[0])
-        best = best_stops_at(curves, level)
-        rule = best_rule(table, level)
+    for share, at in zip(FRONTIER_SHARES, best, strict=True):
+        rule = best_rule(table, share * harm_threshold(curves[0]))
         patience = 0.0 if rule is None else rule.stats.saved
-        ratio = f"{best.saved / patience:.2f}x" if patience > 0 else "inf"
+        ratio = f"{at.saved / patience:.2f}x" if patience > 0 else "inf"
         parts.append(
-            f"{share:g} threshold: best stops {100 * best.saved:.1f}% vs patience"
+            f"{share:g} threshold: best stops {100 * at.saved:.1f}% vs patience"
             f" {100 * patience:.1f}% ({ratio})"
         )
     return "; ".join(parts)
@@ -407,12 +409,14 @@ def main(argv: list[str] | None = None) -> int:
                 f" average, realized {realized:.4g} (mean |error| {error:.2f} harm thresholds)"
             )
         oracle = oracle_at(d.curves, s.regret).saved
-        best = best_stops_at(d.curves, s.regret).saved
+        levels = [share * harm_threshold(d.curves[0]) for share in FRONTIER_SHARES]
+        at_policy, *at_levels = best_stops_at(d.curves, [s.regret, *levels])
+        best = at_policy.saved
         print(
             f"  (hindsight at the same mean regret: one tolerance for all curves saves {100 * oracle:.1f}%"
             f"{versus(oracle, rule)}, the best stop per curve {100 * best:.1f}%{versus(best, rule)})"
         )
-        print("  (at lower regret: " + frontier(d.curves, tables[d.key]) + ")")
+        print("  (at lower regret: " + frontier(d.curves, tables[d.key], at_levels) + ")")
         verdicts.append(f"{d.key}: cost saved {fmt_ratio(ratio)} x the patience rule's (>= 1.5): {verdict}")
         for text, ok in harm_checks(d, s, tables[d.key]):
             verdicts.append(f"{text}: {'PASS' if ok else 'FAIL'}")

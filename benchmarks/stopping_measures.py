@@ -134,36 +134,40 @@ def oracle_at(curves: Sequence[Curve], regret: float) -> Stats:
     return at(lo)
 
 
-def best_stops_at(curves: Sequence[Curve], regret: float) -> Stats:
-    """The most cost any choice of one stop per curve saves at a mean regret of at most ``regret``.
+def best_stops_at(curves: Sequence[Curve], regrets: Sequence[float]) -> list[Stats]:
+    """The most cost any choice of one stop per curve saves at a mean regret of at most each of ``regrets``.
 
     Hindsight: each curve stops where ``saved - lam * regret`` is largest, ``lam`` the smallest
-    price of regret (bisection on a log scale) that keeps the mean regret within ``regret``; the
+    price of regret (bisection on a log scale) that keeps the mean regret within the level; the
     Lagrangian solution of the multiple-choice knapsack, exact at the points it reaches (all but a
-    sliver of the frontier). Context for how far above the patience rules a rule could be.
+    sliver of the frontier). Context for how far above the patience rules a rule could be. The
+    outcome of every stop of every curve is worked out once, for all the levels.
     """
     saved = []
-    regrets = []
+    regret_at = []
     for c in curves:
         results = [result_at(c, i) for i in range(len(c.metrics))]
         saved.append(np.array([r.cost_saved for r in results]))
-        regrets.append(np.array([r.regret for r in results]))
+        regret_at.append(np.array([r.regret for r in results]))
 
     def picks(lam: float) -> list[int]:
-        return [int(np.argmax(a - lam * b)) for a, b in zip(saved, regrets, strict=True)]
+        return [int(np.argmax(a - lam * b)) for a, b in zip(saved, regret_at, strict=True)]
 
     def mean_regret(idx: Sequence[int]) -> float:
-        return float(np.mean([b[i] for b, i in zip(regrets, idx, strict=True)]))
+        return float(np.mean([b[i] for b, i in zip(regret_at, idx, strict=True)]))
 
-    lo, hi = -12.0, 12.0  # log10 of the price of regret
-    if mean_regret(picks(10.0**lo)) <= regret:
-        hi = lo
-    for _ in range(60):
-        if hi == lo:
-            break
-        mid = 0.5 * (lo + hi)
-        lo, hi = (lo, mid) if mean_regret(picks(10.0**mid)) <= regret else (mid, hi)
-    return stats(curves, [result_at(c, i) for c, i in zip(curves, picks(10.0**hi), strict=True)])
+    out = []
+    for level in regrets:
+        lo, hi = -12.0, 12.0  # log10 of the price of regret
+        if mean_regret(picks(10.0**lo)) <= level:
+            hi = lo
+        for _ in range(60):
+            if hi == lo:
+                break
+            mid = 0.5 * (lo + hi)
+            lo, hi = (lo, mid) if mean_regret(picks(10.0**mid)) <= level else (mid, hi)
+        out.append(stats(curves, [result_at(c, i) for c, i in zip(curves, picks(10.0**hi), strict=True)]))
+    return out
 
 
 def p10_regret(table: Sequence[Rule]) -> float:
