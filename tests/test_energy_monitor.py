@@ -452,3 +452,36 @@ def test_a_metric_of_one_of_several_validation_loaders(tmp_path, ns):
         min(float(r["val_loss/dataloader_idx_1"]) for r in rows if r.get("val_loss/dataloader_idx_1"))
     )
     assert len(stopper.policy.history) == 3  # the stopper read its loader's metric at every check
+
+
+@pytest.mark.parametrize("plan", ["every_2nd_epoch", "max_steps"])
+def test_an_epoch_without_validation_has_no_gain_and_the_next_counts_both(tmp_path, ns, plan):
+    """An epoch that did not validate has no value of a validation metric (not the last one's,
+    gain 0): the next validated epoch's gain is the change since the last validation per kWh of
+    every epoch since. A training metric keeps its value every epoch."""
+    kwargs = dict(max_epochs=5, check_val_every_n_epoch=2) if plan == "every_2nd_epoch" else dict(max_steps=60)
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    csv = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    _fit(tmp_path, monitor, max_epochs=kwargs.pop("max_epochs", -1), logger=csv, lightning=ns, **kwargs)
+
+    history = monitor.history
+    # 23 steps an epoch: max_steps=60 cuts the 3rd epoch short, before its validation.
+    validated = [0, 1, 0, 1, 0] if plan == "every_2nd_epoch" else [1, 1, 0]
+    assert [h.epoch for h in history] == list(range(len(validated)))
+    assert [h.metric is not None for h in history] == [bool(v) for v in validated]
+    assert all(h.marginal_per_kwh is None for h, v in zip(history, validated, strict=True) if not v)
+    with_metric = [i for i, v in enumerate(validated) if v]
+    for before, at in zip(with_metric, with_metric[1:]):
+        energy_kwh = sum(h.energy_j for h in history[before + 1 : at + 1]) / J_PER_KWH
+        expected = (history[at].metric - history[before].metric) / energy_kwh
+        assert history[at].marginal_per_kwh == pytest.approx(expected, rel=1e-9)
+    import csv as csvlib
+
+    rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
+    logged = [float(r["energy/marginal_val_acc_per_kwh"]) for r in rows if r.get("energy/marginal_val_acc_per_kwh")]
+    assert logged == pytest.approx([h.marginal_per_kwh for h in history if h.marginal_per_kwh is not None])
+
+    trained = EnergyMonitor(monitor="train_loss", mode="min")
+    _fit(tmp_path / "train", trained, max_epochs=3, lightning=ns, check_val_every_n_epoch=2)
+    assert all(h.metric is not None for h in trained.history)
+    assert all(h.marginal_per_kwh is not None for h in trained.history[1:])

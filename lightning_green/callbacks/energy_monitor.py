@@ -157,6 +157,10 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._source_logged = False
         self._warned_missing = False
         self._val_ran = False
+        # Whether validation produces the monitored metric: then an epoch that did not validate has
+        # no value of its own (``callback_metrics`` still holds the last validation's).
+        self._monitor_from_validation = False
+        self._monitor_before_validation: Any = None
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
         # (step, value, epoch) of a marginal to log after a resume
         self._restored_marginal: tuple[int, float, int] | None = None
@@ -281,8 +285,20 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         if metrics and trainer.global_rank == 0 and _loggers.any_logger(trainer):
             _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
 
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Remember the monitored metric's value object, to tell whether validation makes it."""
+        if self.monitor is not None:
+            self._monitor_before_validation = trainer.callback_metrics.get(self.monitor)
+
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Note that this epoch validated (a missing val metric is then an error)."""
+        """Note that this epoch validated (a missing val metric is then an error), and whether
+        validation logged the monitored metric (Lightning puts a new value object in
+        ``callback_metrics`` for every metric a validation logs, and leaves the others)."""
+        if self.monitor is not None:
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is not None and value is not self._monitor_before_validation:
+                self._monitor_from_validation = True
+            self._monitor_before_validation = None
         if not trainer.sanity_checking:
             self._val_ran = True
 
@@ -303,7 +319,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         if not self.session.running:
             return
         defer = self.monitor is not None and _compat.is_overridden("on_train_epoch_end", pl_module)
-        metric = None if defer else self._read_metric(trainer)
+        metric = None if defer else self._read_metric(trainer, validated=self._val_ran)
         record, fields = self.session.close_epoch(
             trainer.current_epoch, metric, rank0={"validated": float(self._val_ran)}
         )
@@ -326,7 +342,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             return
         step, validated = self._deferred
         self._deferred = None
-        record = self.session.attach_metric(self._read_metric(trainer))
+        record = self.session.attach_metric(self._read_metric(trainer, validated=validated))
         if record is None:
             self._missing_monitor(trainer, validated)
         elif (
@@ -339,8 +355,10 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
                 epoch=record.epoch,
             )
 
-    def _read_metric(self, trainer: Trainer) -> float | None:
-        if self.monitor is None:
+    def _read_metric(self, trainer: Trainer, *, validated: bool = True) -> float | None:
+        """The monitored metric now; None when there is none, or when it comes from validation and
+        the epoch did not validate (the value would be the last validation's, not this epoch's)."""
+        if self.monitor is None or (self._monitor_from_validation and not validated):
             return None
         value = trainer.callback_metrics.get(self.monitor)
         return None if value is None else float(value)
@@ -474,7 +492,7 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         if self._deferred is not None and self.session.last_epoch is not None:
             # Saved after the module's on_train_epoch_end (checkpoint callbacks run last): the
             # metric the closed epoch waits for is fresh now; keep it, or a resume would lose it.
-            metric = self._read_metric(trainer)
+            metric = self._read_metric(trainer, validated=self._deferred[1])
             if metric is not None and math.isfinite(metric):
                 state.deferred_metric = DeferredMetric(metric, self._deferred[0])
         state.open_epoch = self.session.open_epoch()

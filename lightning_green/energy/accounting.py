@@ -57,8 +57,10 @@ class EpochEnergy:
         source: Energy source label.
         partial: True when a measurement fault happened during the epoch.
         metric: The monitored metric at the end of the epoch, if any.
-        marginal_per_kwh: Change of the monitored metric over the epoch per kWh, positive when
-            it improved; None when not defined (no metric, or no earlier value).
+        marginal_per_kwh: Change of the monitored metric per kWh, positive when it improved:
+            since the last epoch that had the metric (or the baseline before the first epoch),
+            per the energy of every epoch since, this one included; None when not defined (no
+            metric, e.g. an epoch that did not validate, or no earlier value).
         co2_kg: Cumulative CO2-eq in kg, when a carbon intensity is known.
     """
 
@@ -211,8 +213,18 @@ class EnergyLedger:
         return self.history[-1]
 
     def _marginal(self, metric: float | None, energy_j: float, before: list[EpochEnergy]) -> float | None:
-        previous = before[-1].metric if before else self.baseline_metric
-        if metric is None or previous is None:
+        # Measured from the last epoch that had the metric (epochs without validation have none),
+        # over all the energy spent since: with validation every 2nd epoch, the gain of two epochs
+        # per the energy of both.
+        if metric is None:
+            return None
+        previous = self.baseline_metric
+        for record in reversed(before):
+            if record.metric is not None:
+                previous = record.metric
+                break
+            energy_j += record.energy_j
+        if previous is None:
             return None
         return marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
 
