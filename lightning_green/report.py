@@ -397,6 +397,9 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         history(keys.SAMPLES_PER_J),
     )
     metric = history(monitor) if monitor else {}
+    if monitor and monitor != recorded and not metric:
+        shown = f"; the run monitored {recorded!r}" if recorded else ""
+        raise OfflineInputError(f"run {run_id} logged no metric {monitor!r} (--monitor){shown}")
     marginal = history(keys.marginal_key(monitor)) if monitor else {}
     epochs = history("epoch")
     source = params.get(keys.PARAM_ENERGY_SOURCE, "unknown")
@@ -432,9 +435,12 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
     extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
+    # The whole run (what followed the last epoch included), as the summary the run printed.
+    run_kwh = history(keys.RUN_KWH)
+    total_j = max(records[-1].total_j, run_kwh[max(run_kwh)] * J_PER_KWH) if run_kwh else records[-1].total_j
     return build_summary(
         records,
-        total_j=records[-1].total_j,
+        total_j=total_j,
         source=source,
         partial=partial,
         pue=number(params.get(keys.PARAM_PUE), f"parameter {keys.PARAM_PUE}", 1.0),  # type: ignore[arg-type]

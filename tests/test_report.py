@@ -115,6 +115,12 @@ def test_report_command_rebuilds_a_past_run_from_its_metrics(tmp_path, sqlite_ur
         other = json.loads(as_json.read_text())
         assert other["mode"] == pick.__name__
         assert other["best_metric"] == pick(e["metric"] for e in other["per_epoch"])
+    # A metric the run never logged is an error naming it, not a report of nothing.
+    capsys.readouterr()
+    assert green_cli.main([*argv[:5], "-o", str(tmp_path / "x.png"), "--monitor", "val_acc_typo"]) == 2
+    err = capsys.readouterr().err
+    assert "val_acc_typo" in err and "'val_acc'" in err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_report_command_on_a_run_without_energy_says_so(tmp_path, sqlite_uri, capsys):
@@ -158,6 +164,10 @@ def test_report_command_on_a_lightning_log(tmp_path, monkeypatch, capsys, ns, ki
     rebuilt = json.loads(rebuilt_json.read_text())
     assert rebuilt["rebuilt_from_metrics"] is True and rebuilt["monitor"] == "val_loss"
     assert rebuilt["epochs"] == written["epochs"]
+    # The whole run's energy (energy/run_kwh: what followed the last epoch too), as the run printed it.
+    assert written["kwh_after_last_epoch"] > 0
+    assert rebuilt["total_kwh"] == pytest.approx(written["total_kwh"], rel=1e-6)
+    assert rebuilt["kwh_after_last_epoch"] == pytest.approx(written["kwh_after_last_epoch"], rel=1e-5)
     assert rebuilt["best_metric"] == pytest.approx(written["best_metric"], rel=1e-6)
     assert rebuilt["stop_savings"]["kwh_not_spent"] == pytest.approx(
         written["stop_savings"]["kwh_not_spent"], rel=1e-6
