@@ -126,3 +126,21 @@ def test_a_reused_callback_resumed_from_a_checkpoint_takes_the_checkpoints_state
     assert [r.epoch for r in monitor.history] == [0, 1, 2]
     assert monitor.history[1].total_j == pytest.approx(kwh_after_two, rel=1e-12)
     assert monitor.history[2].total_j > kwh_after_two
+
+
+def test_callbacks_pickle_after_a_fit_and_the_copies_run_a_new_fit(tmp_path, ns):
+    """Sweep tools (Ray, multiprocessing) pickle callbacks between trials: after a fit, all four
+    pickle (the adaptive ones let go of the trainer), and the copies fit a new Trainer afresh."""
+    import pickle
+
+    callbacks = _callbacks()
+    pl.seed_everything(0)
+    trainer = make_trainer(tmp_path, callbacks, max_epochs=1, lightning=ns)
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+    copies = pickle.loads(pickle.dumps(callbacks))
+    assert [type(c) for c in copies] == [type(c) for c in callbacks]
+
+    again = make_trainer(tmp_path / "again", copies, max_epochs=2, lightning=ns)
+    again.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+    assert [r.epoch for r in copies[0].history] == [0, 1]
+    assert len(copies[3].policy.history.metrics) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -459,7 +460,9 @@ def test_an_epoch_without_validation_has_no_gain_and_the_next_counts_both(tmp_pa
     """An epoch that did not validate has no value of a validation metric (not the last one's,
     gain 0): the next validated epoch's gain is the change since the last validation per kWh of
     every epoch since. A training metric keeps its value every epoch."""
-    kwargs = dict(max_epochs=5, check_val_every_n_epoch=2) if plan == "every_2nd_epoch" else dict(max_steps=60)
+    kwargs = (
+        dict(max_epochs=5, check_val_every_n_epoch=2) if plan == "every_2nd_epoch" else dict(max_steps=60)
+    )
     monitor = EnergyMonitor(monitor="val_acc", mode="max")
     csv = ns.loggers.CSVLogger(str(tmp_path), name="csv")
     _fit(tmp_path, monitor, max_epochs=kwargs.pop("max_epochs", -1), logger=csv, lightning=ns, **kwargs)
@@ -471,14 +474,16 @@ def test_an_epoch_without_validation_has_no_gain_and_the_next_counts_both(tmp_pa
     assert [h.metric is not None for h in history] == [bool(v) for v in validated]
     assert all(h.marginal_per_kwh is None for h, v in zip(history, validated, strict=True) if not v)
     with_metric = [i for i, v in enumerate(validated) if v]
-    for before, at in zip(with_metric, with_metric[1:]):
+    for before, at in itertools.pairwise(with_metric):
         energy_kwh = sum(h.energy_j for h in history[before + 1 : at + 1]) / J_PER_KWH
         expected = (history[at].metric - history[before].metric) / energy_kwh
         assert history[at].marginal_per_kwh == pytest.approx(expected, rel=1e-9)
     import csv as csvlib
 
     rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
-    logged = [float(r["energy/marginal_val_acc_per_kwh"]) for r in rows if r.get("energy/marginal_val_acc_per_kwh")]
+    logged = [
+        float(r["energy/marginal_val_acc_per_kwh"]) for r in rows if r.get("energy/marginal_val_acc_per_kwh")
+    ]
     assert logged == pytest.approx([h.marginal_per_kwh for h in history if h.marginal_per_kwh is not None])
 
     trained = EnergyMonitor(monitor="train_loss", mode="min")

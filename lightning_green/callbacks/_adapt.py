@@ -38,6 +38,10 @@ class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
     """The Trainer is set up in a way an adaptive callback cannot work with; raised at fit start."""
 
 
+def _no_sync() -> None:
+    """Wait for no device (a window's ``sync`` once the fit is over)."""
+
+
 def check_strategy(trainer: Trainer, who: str) -> None:
     """Refuse strategies other than one device and data parallel (``AdaptationUnsupportedError``).
 
@@ -80,7 +84,7 @@ class AdaptiveState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
+class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     """What AdaptiveBatchSize and AdaptivePrecision share; each adds its policy, setting and ``State``.
 
     Args:
@@ -171,6 +175,14 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         self._window = TrainingWindow(self.key, self._session, lambda: _compat.synchronize(trainer))
         self._active = False
         self._last_global_step = trainer.global_step
+
+    def _let_go_of_trainer(self) -> None:
+        """After the fit, the window no longer waits on the trainer's device.
+
+        It kept the trainer alive, and a callback holding a local function cannot be pickled.
+        """
+        if self._window is not None:
+            self._window.sync = _no_sync
 
     def resume_window(self, trainer: Trainer) -> None:
         """At a batch start: note the step we are at when (re)activated, and resume the window."""
@@ -266,10 +278,12 @@ class AdaptiveCallback(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
         """Undo what was attached to the module (see :meth:`release`)."""
         if stage == "fit":
             self.release()
+            self._let_go_of_trainer()
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Undo what was attached; write what was adapted until the failure, marked failed."""
         self.release()
+        self._let_go_of_trainer()
         write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
 
     def ensure_policy(self, build: Callable[[], Any]) -> None:

@@ -207,6 +207,27 @@ def warn(trainer: Trainer | None, message: str, stacklevel: int = 3) -> None:
         warnings.warn(message, UserWarning, stacklevel=stacklevel)
 
 
+FIT_BINDINGS = ("log", "log_dict")
+"""What Lightning binds to every callback for a fit (the module's ``log``/``log_dict``, so a callback
+that is pickled after a fit would carry the whole module along), bound again at the next fit."""
+
+
+class PicklesWithoutTheModule:
+    """Mixin: a pickled (or copied) callback leaves out :data:`FIT_BINDINGS`.
+
+    Sweep tools (Ray Tune, multiprocessing) pickle callbacks between trials; after a fit Lightning
+    has bound the module's ``log`` to each, and the pickle would carry the module (or fail when its
+    class is local to a function).
+    """
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The instance's attributes without what Lightning bound for the last fit."""
+        state = dict(self.__dict__)
+        for name in FIT_BINDINGS:
+            state.pop(name, None)
+        return state
+
+
 class WarnsWithoutState:
     """Mixin of the stateful callbacks: warn once when a resumed checkpoint holds none of their state.
 

@@ -50,7 +50,7 @@ class StopperState:
     stop_reason: str | None = None
 
 
-class EnergyAwareEarlyStopping(*_compat.EARLY_STOPPING_BASES):
+class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
     r"""Stop training on a plateau, when a further kWh buys too little, or before a budget is exceeded.
 
     Takes Lightning ``EarlyStopping``'s arguments with the same meaning plus the energy ones.

@@ -66,7 +66,7 @@ class MonitorState:
     open_epoch: OpenEpoch | None = None
 
 
-class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
+class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
     r"""Measure the energy of every epoch and log it, with CO2 and the gain per kWh, to every logger.
 
     Logs each epoch, through ``LightningModule.log``, ``energy/epoch_kwh``, ``energy/total_kwh``
@@ -291,9 +291,11 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             self._monitor_before_validation = trainer.callback_metrics.get(self.monitor)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Note that this epoch validated (a missing val metric is then an error), and whether
-        validation logged the monitored metric (Lightning puts a new value object in
-        ``callback_metrics`` for every metric a validation logs, and leaves the others)."""
+        """Note that this epoch validated, and whether validation logged the monitored metric.
+
+        A missing validation metric is then an error. Lightning puts a new value object in
+        ``callback_metrics`` for every metric a validation logs, and leaves the others.
+        """
         if self.monitor is not None:
             value = trainer.callback_metrics.get(self.monitor)
             if value is not None and value is not self._monitor_before_validation:
@@ -356,8 +358,11 @@ class EnergyMonitor(_compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
             )
 
     def _read_metric(self, trainer: Trainer, *, validated: bool = True) -> float | None:
-        """The monitored metric now; None when there is none, or when it comes from validation and
-        the epoch did not validate (the value would be the last validation's, not this epoch's)."""
+        """The monitored metric now; None when there is none, or when it is stale.
+
+        Stale: it comes from validation and the epoch did not validate (the value would be the
+        last validation's, not this epoch's).
+        """
         if self.monitor is None or (self._monitor_from_validation and not validated):
             return None
         value = trainer.callback_metrics.get(self.monitor)
