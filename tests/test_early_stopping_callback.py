@@ -71,6 +71,16 @@ def test_energy_budget_stops_before_it_would_be_exceeded(tmp_path, monkeypatch):
     assert trainer.current_epoch == 5
 
 
+def test_a_budget_the_run_ends_within_is_no_stop(tmp_path, monkeypatch):
+    """A run whose last planned epoch ends within the budget ran to its end: the next epoch, which
+    would exceed the budget, was never planned, so no budget stop is reported."""
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=4.5 * EPOCH_KWH)
+    trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=4)
+    assert stopper.stop_reason is None and stopper.stopped_epoch == 0
+    assert trainer.current_epoch == 4 and len(stopper.energy_monitor.history) == 4
+
+
 def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypatch):
     built = install_scripted_meter(monkeypatch)
     monitor = EnergyMonitor(monitor="val_acc", mode="max")

@@ -121,6 +121,17 @@ def test_budget_applies_before_min_epochs() -> None:
     assert stop_of(decisions) == (1, StopReason.ENERGY_BUDGET)
 
 
+def test_budget_stops_nothing_at_the_planned_end() -> None:
+    """At the last planned check no further interval would run: a budget the next one would exceed
+    is no stop (the run ran to its end); one check earlier it is."""
+    config = StoppingConfig(energy_budget_kwh=2.5, min_epochs=0)
+    decisions = run([1.0, 0.9, 0.8], [1.0, 2.0, 3.0], config, max_epochs=3)
+    assert stop_of(decisions) == (1, StopReason.ENERGY_BUDGET)
+    decisions = run([1.0, 0.9], [1.0, 2.0], config, max_epochs=2)
+    assert not any(d.should_stop for d in decisions)
+    assert decisions[-1].next_epoch_kwh is not None  # still projected, for the record
+
+
 # --------------------------------------------------------------------------- safety
 
 

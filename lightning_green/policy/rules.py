@@ -158,7 +158,8 @@ def decide(
 
     over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh)
     base["next_epoch_kwh"] = next_kwh
-    if over:
+    # At the planned end no further check interval is run: the budget has nothing to stop.
+    if over and (horizon is None or progress < horizon):
         message = (
             f"Energy budget: {costs[-1]:.6g} kWh spent, the next check interval would need about"
             f" {next_kwh:.3g} kWh more,"

@@ -13,7 +13,8 @@ Order of the checks at every update:
    divergence threshold stop at once, whatever the epoch; otherwise the improvement/patience
    bookkeeping is updated exactly as Lightning does.
 2. Energy budget: stop if the next check interval, projected from the recent ones, would take
-   the cumulative cost over ``energy_budget_kwh`` (at once, whatever the epoch).
+   the cumulative cost over ``energy_budget_kwh`` (at once, whatever the epoch; not at the planned
+   end, where no further interval runs).
 3. Holds of both the plateau and the marginal rule: before ``min_epochs`` epochs; while a known
    learning-rate decay is ahead within the horizon (``lr_decay_in``) and for
    ``DECAY_WINDOW`` checks after it, as long as decays keep paying (once one bought no new best
