@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import pytorch_lightning as pl
+import test_adaptive_doubles
 import torch
 from conftest import NAMESPACES, PL, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
@@ -303,6 +304,54 @@ def test_a_range_without_the_users_size_is_refused(tmp_path):
     trainer = make_trainer(tmp_path, [AdaptiveBatchSize(min_batch_size=64)], max_epochs=1)
     with pytest.raises(AdaptationUnsupportedError, match="range must contain"):
         trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+
+
+def _manual(optimizers: int):
+    def factory(base):
+        class Manual(costed_digits(base)):
+            def __init__(self):
+                super().__init__()
+                self.automatic_optimization = False
+
+            def training_step(self, batch, batch_idx):
+                x, y = batch
+                test_adaptive_doubles.COST.charge(len(x), "float32")
+                self.steps.append((len(x), "float32"))
+                for opt in [self.optimizers()] if optimizers == 1 else self.optimizers():
+                    loss = torch.nn.functional.cross_entropy(self(x), y)
+                    opt.zero_grad()
+                    self.manual_backward(loss)
+                    opt.step()
+                self.log("train_loss", loss)
+
+            def configure_optimizers(self):
+                params = list(self.parameters())
+                if optimizers == 1:
+                    return torch.optim.SGD(params, lr=0.05)
+                return torch.optim.SGD(params[:2], lr=0.05), torch.optim.SGD(params[2:], lr=0.05)
+
+        return Manual
+
+    return factory
+
+
+_MANUAL_ONE, _MANUAL_TWO = _manual(1), _manual(2)
+
+
+def test_manual_optimization_of_one_optimizer_adapts_and_of_two_is_refused(tmp_path, monkeypatch, ns):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    callback = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    _, model, _ = fit(tmp_path, [callback], ns.module(_MANUAL_ONE)(), epochs=4, lightning=ns)
+    # As with automatic optimization: the noise scale measured, 64 probed, the lr scaled with it.
+    assert moves(callback)[:2] == [(1, 32, 64, "probe"), (2, 64, 32, "interleave")]
+    assert callback.b_noise is not None and callback.b_noise > 0
+    assert [n for n, _ in model.steps[40:60]] == [64] * 20
+
+    trainer = make_trainer(tmp_path, [AdaptiveBatchSize()], max_epochs=1, lightning=ns)
+    with pytest.raises(
+        AdaptationUnsupportedError, match="manual optimization of one optimizer; this module has 2"
+    ):
+        trainer.fit(ns.module(_MANUAL_TWO)(), datamodule=ns.DigitsDataModule(batch_size=32))
 
 
 @pytest.mark.parametrize("callback", [AdaptiveBatchSize, AdaptivePrecision])

@@ -199,6 +199,13 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
         Runs after Lightning restored the callbacks' states and before the first dataloader is built.
         """
+        if not pl_module.automatic_optimization and len(trainer.optimizers) > 1:
+            raise AdaptationUnsupportedError(
+                f"AdaptiveBatchSize works with manual optimization of one optimizer; this module has "
+                f"{len(trainer.optimizers)}: the gradient-noise pairs of consecutive optimizer steps "
+                "would compare different parameters, and one learning-rate rule would scale them all. "
+                "Remove AdaptiveBatchSize or train with one optimizer."
+            )
         if self.initial_batch_size is None:  # a first fit, nothing restored
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
