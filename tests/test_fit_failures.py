@@ -158,4 +158,8 @@ def test_a_fit_whose_mlflow_server_goes_away_still_writes_its_report_locally(tmp
     assert summary["failed"] is True and summary["epochs"] == 2
     assert monitor.summary_path.parent.name == logger.run_id  # where a live run would have had it
     assert monitor.plot_path.is_file()
-    assert any("could not log artifact" in message for message in _lightning_green_warnings(record))
+    # The fit failed because the server stopped answering: one warning, and nothing more is sent
+    # to it (with MLflow's default retries each call would wait minutes).
+    ours = _lightning_green_warnings(record)
+    assert len([m for m in ours if "does not answer" in m]) == 1, ours
+    assert not [m for m in ours if "could not" in m or "refused" in m], ours

@@ -76,6 +76,95 @@ def any_logger(trainer: Trainer) -> bool:
     return bool(trainer.loggers) or active_run(trainer) is not None
 
 
+_UNREACHABLE_RUNS: set[str] = set()
+"""MLflow runs whose tracking server stopped answering during this fit: nothing more is sent to them."""
+
+_CONNECTION_ERRORS = frozenset(
+    {
+        "MaxRetryError",
+        "NewConnectionError",
+        "ConnectTimeoutError",
+        "RetryError",
+        "ConnectTimeout",
+        "ReadTimeout",
+    }
+)
+_CONNECTION_TEXTS = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection")
+
+
+def is_connection_failure(err: BaseException | None) -> bool:
+    """Whether ``err``, or what caused it, is a failure to reach a server (refused, timed out).
+
+    MLflow wraps the HTTP library's errors in its own exception, so the chain and the message
+    are both looked at.
+
+    Example:
+        >>> is_connection_failure(RuntimeError("x")), is_connection_failure(ConnectionRefusedError())
+        (False, True)
+    """
+    for _ in range(8):
+        if err is None:
+            return False
+        if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__name__ in _CONNECTION_ERRORS:
+            return True
+        if type(err).__name__ == "ConnectionError" or any(t in str(err) for t in _CONNECTION_TEXTS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def mlflow_unreachable(err: BaseException | None) -> bool:
+    """Whether ``err`` is MLflow failing to reach its tracking server.
+
+    That is: an MLflow exception in the chain, and a connection failure.
+    """
+    chain, at = [], err
+    for _ in range(8):
+        if at is None:
+            break
+        chain.append(at)
+        at = at.__cause__ or at.__context__
+    from_mlflow = any(type(e).__module__.split(".")[0] == "mlflow" for e in chain)
+    return from_mlflow and is_connection_failure(err)
+
+
+def reachable(logger: Any) -> bool:
+    """False for an MLflow logger whose server stopped answering in this fit (see :func:`give_up_on`)."""
+    return not (_is_mlflow(logger) and str(getattr(logger, "run_id", "")) in _UNREACHABLE_RUNS)
+
+
+def give_up_on(logger: Any, err: BaseException) -> None:
+    """Send nothing more to this MLflow logger in this fit: its server does not answer.
+
+    Every further call would wait out MLflow's retries (minutes each with its defaults); one
+    warning says so, the reports are still written locally.
+    """
+    run_id = str(getattr(logger, "run_id", ""))
+    if run_id in _UNREACHABLE_RUNS:
+        return
+    _UNREACHABLE_RUNS.add(run_id)
+    text = " ".join(str(err).split())[:300]
+    warnings.warn(
+        f"lightning_green: the MLflow tracking server of run {run_id} does not answer ({text}); nothing more "
+        "is sent to it in this fit (the energy summary and plot are still written locally)",
+        stacklevel=3,
+    )
+
+
+def forget_unreachable(trainer: Trainer) -> None:
+    """At a fit's start: try the trainer's MLflow runs again (their server may be back)."""
+    for logger in mlflow_loggers(trainer):
+        _UNREACHABLE_RUNS.discard(str(getattr(logger, "run_id", "")))
+
+
+def _failed(logger: Any, err: BaseException, message: str) -> None:
+    """One logger refused a call: give up on an MLflow server that does not answer, else warn."""
+    if _is_mlflow(logger) and is_connection_failure(err):
+        give_up_on(logger, err)
+    else:
+        warnings.warn(f"lightning_green: {message}: {err}", stacklevel=3)
+
+
 def _is_mlflow(logger: Any) -> bool:
     return isinstance(logger, ActiveMlflowRun) or _compat.is_mlflow_logger(logger)
 
@@ -102,16 +191,14 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
     A parameter an MLflow run already holds with another value (a resumed run whose energy
     source changed) is recorded as a tag ``<name>.resumed`` instead.
     """
-    for logger in ordered_loggers(trainer):
+    for logger in filter(reachable, ordered_loggers(trainer)):
         try:
             logger.log_hyperparams(params)
         except Exception as err:
-            if _is_mlflow(logger):
+            if _is_mlflow(logger) and not is_connection_failure(err):
                 set_tags(trainer, {f"{k}.resumed": v for k, v in params.items()})
             else:
-                warnings.warn(
-                    f"lightning_green: {type(logger).__name__} refused params {params}: {err}", stacklevel=2
-                )
+                _failed(logger, err, f"{type(logger).__name__} refused params {params}")
 
 
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
@@ -120,17 +207,14 @@ def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: i
     ``epoch``: the epoch they belong to, where not the current one (the step an active MLflow run
     gets, :class:`ActiveMlflowRun`).
     """
-    for logger in ordered_loggers(trainer):
+    for logger in filter(reachable, ordered_loggers(trainer)):
         try:
             if isinstance(logger, ActiveMlflowRun):
                 logger.log_metrics(metrics, step=step, epoch=epoch)
             else:
                 logger.log_metrics(metrics, step=step)
         except Exception as err:
-            warnings.warn(
-                f"lightning_green: {type(logger).__name__} refused metrics {list(metrics)}: {err}",
-                stacklevel=2,
-            )
+            _failed(logger, err, f"{type(logger).__name__} refused metrics {list(metrics)}")
 
 
 def autologged(trainer: Trainer) -> bool:
@@ -144,33 +228,31 @@ def autologged(trainer: Trainer) -> bool:
 def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
     """Log metrics to the MLflow run active in the process only (see :func:`active_run`), if any."""
     run = active_run(trainer)
-    if run is None:
+    if run is None or not reachable(run):
         return
     try:
         run.log_metrics(metrics, step=0)
     except Exception as err:
-        warnings.warn(
-            f"lightning_green: the active MLflow run refused metrics {list(metrics)}: {err}", stacklevel=2
-        )
+        _failed(run, err, f"the active MLflow run refused metrics {list(metrics)}")
 
 
 def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
     """Set tags (values as str) on every MLflow run of the trainer (other loggers have no tags)."""
-    for logger in mlflow_loggers(trainer):
+    for logger in filter(reachable, mlflow_loggers(trainer)):
         try:
             for key, value in tags.items():
                 logger.experiment.set_tag(logger.run_id, key, str(value))
         except Exception as err:
-            warnings.warn(f"lightning_green: could not set MLflow tags {tags}: {err}", stacklevel=2)
+            _failed(logger, err, f"could not set MLflow tags {tags}")
 
 
 def log_artifact(trainer: Trainer, path: Path, artifact_path: str = "lightning_green") -> None:
     """Upload a local file into folder ``artifact_path`` of every MLflow run of the trainer."""
-    for logger in mlflow_loggers(trainer):
+    for logger in filter(reachable, mlflow_loggers(trainer)):
         try:
             logger.experiment.log_artifact(logger.run_id, str(path), artifact_path=artifact_path)
         except Exception as err:
-            warnings.warn(f"lightning_green: could not log artifact {path} to MLflow: {err}", stacklevel=2)
+            _failed(logger, err, f"could not log artifact {path} to MLflow")
 
 
 def output_dir(trainer: Trainer) -> Path:

@@ -232,6 +232,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """
         if stage != "fit" or self.session.running:
             return
+        _loggers.forget_unreachable(trainer)
         if _compat.starts_new_run(trainer):
             self.session.new_run(*self._watch)
             self._new_run()
@@ -432,7 +433,12 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """Write the summary of what was measured, marked failed, and stop the meters.
 
         No collective: under DDP the other ranks may not be here, so it counts the closed epochs.
+        When the fit failed because the MLflow tracking server stopped answering, nothing more is
+        sent to it (each call would wait out MLflow's retries); the reports are written locally.
         """
+        if trainer.global_rank == 0 and _loggers.mlflow_unreachable(exception):
+            for logger in _loggers.mlflow_loggers(trainer):
+                _loggers.give_up_on(logger, exception)
         if self.session.running:
             if int(trainer.world_size) <= 1:
                 reading, _ = self.session.read()
@@ -453,6 +459,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
         if trainer.global_rank != 0:
             return
+        written = False
+        if self.summary:  # locally first: a logger whose server is gone may keep a call waiting
+            _compat.info(trainer, format_summary(self.last_summary))
+            try:
+                self.summary_path, self.plot_path = write_report(
+                    self.last_summary, _loggers.output_dir(trainer)
+                )
+                written = True
+            except Exception as err:  # the report must never fail a run
+                _compat.warn(trainer, f"lightning_green: could not write the energy report: {err!r}")
         partial = str(self.last_summary["partial"]).lower()
         _loggers.set_tags(trainer, {keys.TAG_PARTIAL: partial, keys.PARAM_ENERGY_SOURCE: source})
         run_metrics = {
@@ -461,13 +477,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         }
         run_metrics = {k: float(v) for k, v in run_metrics.items() if v is not None}
         _loggers.log_metrics(trainer, run_metrics, step=_compat.logging_step(trainer))
-        if not self.summary:
-            return
-        _compat.info(trainer, format_summary(self.last_summary))
-        try:
-            self.summary_path, self.plot_path = write_report(self.last_summary, _loggers.output_dir(trainer))
-        except Exception as err:  # the report must never fail a run
-            _compat.warn(trainer, f"lightning_green: could not write the energy report: {err!r}")
+        if not written:
             return
         for path in (self.summary_path, self.plot_path):
             if path is not None:
