@@ -284,6 +284,37 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, 
     energy = [r.total_j for r in resumed.energy_monitor.history]
     assert energy == [r.total_j for r in reference.energy_monitor.history]
 
+    # Killed after the stop, before the process ended: the checkpoint holds the stop, and the
+    # resumed fit ends there too (no extra epoch, the same decision and energy) ...
+    after_stop = tmp_path / "a" / "ckpt" / "last.ckpt"
+    again = EnergyAwareEarlyStopping(monitor="val_loss")
+    trainer = _fit(
+        tmp_path / "c",
+        [again],
+        ns.module(curve_module)(curve),
+        max_epochs=40,
+        lightning=ns,
+        ckpt_path=str(after_stop),
+    )
+    assert trainer.current_epoch == reference.stopped_epoch + 1
+    assert (again.stopped_epoch, again.stop_reason) == (reference.stopped_epoch, reference.stop_reason)
+    assert again.policy.state_dict() == reference.policy.state_dict()
+    assert [r.epoch for r in again.energy_monitor.history] == [
+        r.epoch for r in reference.energy_monitor.history
+    ]
+    # ... unless the stopper's arguments changed since: then it trains on and decides anew.
+    longer = EnergyAwareEarlyStopping(monitor="val_loss", patience=reference.config.patience + 5)
+    trainer = _fit(
+        tmp_path / "d",
+        [longer],
+        ns.module(curve_module)(curve),
+        max_epochs=40,
+        lightning=ns,
+        ckpt_path=str(after_stop),
+    )
+    assert trainer.current_epoch > reference.stopped_epoch + 1
+    assert len(longer.policy.history) > len(reference.policy.history)
+
 
 def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)

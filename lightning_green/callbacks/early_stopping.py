@@ -48,6 +48,7 @@ class StopperState:
 
     policy: dict[str, Any] | None = None
     stop_reason: str | None = None
+    stop_plan: list[int | None] | None = None  # the trainer's [max_epochs, max_steps] at the stop
 
 
 class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
@@ -152,6 +153,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """The state of a run that has not started: an empty history, no stop, nothing logged."""
         self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
+        self._stop_plan: list[int | None] | None = None
+        # (policy arguments, plan) of a stop restored from a checkpoint, until the fit starts
+        self._restored_stop: tuple[dict[str, Any] | None, list[int | None] | None] | None = None
         self.last_decision: StopDecision | None = None
         self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
         self._training_end_text: str | None = None
@@ -283,6 +287,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         trainer.should_stop = True
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
+        self._stop_plan = [trainer.max_epochs, trainer.max_steps]
         self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
@@ -349,7 +354,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
     def state_dict(self) -> dict[str, Any]:
         """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
         reason = None if self.stop_reason is None else self.stop_reason.value
-        return {**super().state_dict(), **to_state(StopperState(self.policy.state_dict(), reason))}
+        plan = None if self.stop_reason is None else self._stop_plan
+        return {**super().state_dict(), **to_state(StopperState(self.policy.state_dict(), reason, plan))}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore so that the resumed run makes the decisions the uninterrupted one would."""
@@ -359,6 +365,39 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         if state.policy is not None:
             self.policy.load_state_dict(state.policy)
         self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
+        self._stop_plan = state.stop_plan
+        if self.stop_reason is not None:
+            self._restored_stop = ((state.policy or {}).get("config"), state.stop_plan)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
+
+        The uninterrupted run ended there: a process killed after the stop (before it exited)
+        and resumed must not train another epoch. Unless the stopper's arguments or the plan
+        (``max_epochs``, ``max_steps``) changed since the stop: then the fit trains on and the
+        next check decides anew.
+        """
+        restored, self._restored_stop = self._restored_stop, None
+        if restored is None or self.stop_reason is None:
+            return
+        config, plan = restored
+        reason, epoch = self.stop_reason.value, self.stopped_epoch
+        if config == self.config.to_dict() and plan == [trainer.max_epochs, trainer.max_steps]:
+            trainer.should_stop = True
+            _compat.info(
+                trainer,
+                f"lightning_green: EnergyAwareEarlyStopping stopped this run at epoch {epoch} ({reason}) "
+                "before the checkpoint was saved; the resumed fit ends there too. Change the stopper's "
+                "arguments or max_epochs to train on.",
+            )
+            return
+        self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
+        self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
+        _compat.info(
+            trainer,
+            f"lightning_green: EnergyAwareEarlyStopping had stopped this run at epoch {epoch} ({reason}); "
+            "its arguments or the plan changed since, so the resumed fit trains on and decides anew.",
+        )
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
