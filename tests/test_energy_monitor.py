@@ -299,6 +299,35 @@ def test_checkpoint_saved_before_the_epoch_closed_keeps_its_energy(tmp_path, mon
     assert [r.total_j for r in resumed.history] == [r.total_j for r in reference.history]
     assert [r.energy_j for r in resumed.history] == [r.energy_j for r in reference.history]
 
+    # A measurement fault in the open epoch stays on record across the resume (partial).
+    with pytest.raises(_KilledError), pytest.warns(UserWarning, match="scripted read fault"):
+        run(tmp_path / "c", [_FaultAt(1), _KillAt(2)])
+    saved = torch.load(tmp_path / "c" / "ckpt" / "last.ckpt", weights_only=True)["callbacks"]
+    assert saved["lightning_green.EnergyMonitor"]["open_epoch"]["partial"] is True
+    resumed = run(tmp_path / "c", [], ckpt_path=str(tmp_path / "c" / "ckpt" / "last.ckpt"))
+    assert [r.partial for r in resumed.history] == [False, True, False, False, False]
+    assert resumed.last_summary["partial"] is True
+
+
+class _FaultAt(pl.Callback):
+    """The meter's next read fails (a driver error) once, in epoch ``epoch``."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch, self.done = epoch, False
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch != self.epoch or self.done:
+            return
+        self.done = True
+        meter = next(cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)).session._meter
+        original = meter._read_j
+
+        def fail():
+            meter._read_j = original
+            raise RuntimeError("scripted read fault")
+
+        meter._read_j = fail
+
 
 class _MetricAtEpochEnd(DigitsClassifier):
     """Logs its monitored metric in its own on_train_epoch_end (after plain callbacks ran)."""

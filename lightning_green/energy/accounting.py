@@ -133,6 +133,7 @@ class EnergyLedger:
         # in offset_j, its samples and time are added when the epoch closes after the resume.
         self._carry_samples = 0
         self._carry_duration_s = 0.0
+        self._carry_partial = False
 
     # -- feeding -------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -175,7 +176,7 @@ class EnergyLedger:
         """
         total_j = max(self._last_total_j, self.total_j_at(measured_j))
         energy_j = total_j - self._last_total_j
-        partial = faults > self._last_faults
+        partial = faults > self._last_faults or self._carry_partial
         record = EpochEnergy(
             epoch=int(epoch),
             energy_j=energy_j,
@@ -191,8 +192,12 @@ class EnergyLedger:
         self.history.append(record)
         self._last_total_j = total_j
         self._last_faults = faults
-        self._carry_samples, self._carry_duration_s = 0, 0.0
+        self._carry_samples, self._carry_duration_s, self._carry_partial = 0, 0.0, False
         return record
+
+    def faults_in_open_epoch(self, faults: int) -> bool:
+        """Whether the epoch in progress had a measurement fault, given the cumulative ``faults``."""
+        return faults > self._last_faults or self._carry_partial
 
     def attach_metric(self, metric: float) -> EpochEnergy:
         """Give the last closed epoch its metric when it was logged after the epoch was closed.
@@ -228,17 +233,21 @@ class EnergyLedger:
             return None
         return marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
 
-    def carry_open_epoch(self, energy_j: float, samples: int, duration_s: float) -> None:
+    def carry_open_epoch(
+        self, energy_j: float, samples: int, duration_s: float, partial: bool = False
+    ) -> None:
         """Continue an epoch that a checkpoint caught open, after restoring that checkpoint.
 
         Args:
             energy_j: Energy the epoch had used when the checkpoint was saved (PUE applied).
             samples: Training samples it had processed.
             duration_s: Time it had run.
+            partial: Whether a measurement fault had happened in it (the epoch stays partial).
         """
         self.offset_j += max(0.0, energy_j)
         self._carry_samples += int(samples)
         self._carry_duration_s += max(0.0, duration_s)
+        self._carry_partial = self._carry_partial or bool(partial)
 
     # -- derived ---------------------------------------------------------------------------------
     @property
@@ -255,7 +264,7 @@ class EnergyLedger:
     @property
     def partial(self) -> bool:
         """Whether any epoch of the run (including before a resume) was partial."""
-        return self.partial_before or any(r.partial for r in self.history)
+        return self.partial_before or self._carry_partial or any(r.partial for r in self.history)
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -110,11 +110,15 @@ class WindowRecord:
 
 @dataclass
 class OpenEpoch:
-    """What the epoch in progress has used so far: energy (PUE applied), samples, seconds."""
+    """What the epoch in progress has used so far.
+
+    Energy (PUE applied), samples, seconds, and whether a measurement fault happened in it.
+    """
 
     energy_j: float
     samples: int
     duration_s: float
+    partial: bool = False
 
 
 @dataclass
@@ -402,11 +406,12 @@ class EnergySession:
         """What the epoch in progress has used so far (collective), e.g. to keep it in a checkpoint."""
         reading, _ = self.read()
         energy_j = max(0.0, self.ledger.total_j_at(reading.energy_j) - self.ledger.total_j)
-        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s)
+        partial = self.ledger.faults_in_open_epoch(reading.faults)
+        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s, partial)
 
     def carry(self, epoch: OpenEpoch) -> None:
         """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
-        self.ledger.carry_open_epoch(epoch.energy_j, epoch.samples, epoch.duration_s)
+        self.ledger.carry_open_epoch(epoch.energy_j, epoch.samples, epoch.duration_s, partial=epoch.partial)
 
     # -- coordination of probes -------------------------------------------------------------------
     def set_probing(self, key: str, probing: bool) -> None:
