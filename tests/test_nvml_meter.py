@@ -397,12 +397,35 @@ def test_nvml_failing_at_start_is_retried_at_each_read_and_every_blind_interval_
         fourth = meter.read()
         meter.close()
         meter.close()
-    assert len(energy_warnings(record)) == 2  # "could not start", then "read failed" once
+    assert len(energy_warnings(record)) == 1  # "could not start": the retries are the same fault
+    assert "could not start" in energy_warnings(record)[0]
     assert (first.energy_j, second.energy_j, third.energy_j) == (0.0, 0.0, 0.0)
     assert second.faults > first.faults
+    assert third.faults > second.faults  # the interval up to the late start was not measured either
     assert fourth.energy_j == pytest.approx(4.0)
-    assert fourth.faults == third.faults
+    assert fourth.faults == third.faults  # measured from then on: complete
     assert nvml.init_refcount == 0
+
+
+def test_a_failing_shutdown_warns_once_and_marks_nothing_partial():
+    """nvmlShutdown failing at the end loses no energy: a warning that says so, no fault counted."""
+    nvml = FakeNvml(gpus(1, energy_mj=1_000))
+    meter = NvmlMeter([0], nvml=nvml, environ={})
+
+    def broken_shutdown():
+        raise RuntimeError("driver busy")
+
+    nvml.nvmlShutdown = broken_shutdown
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meter.start()
+        nvml.gpus[0].energy_mj += 2_000
+        reading = meter.read()
+        meter.close()
+        meter.close()
+    (message,) = energy_warnings(record)
+    assert "could not close cleanly" in message and "unaffected" in message and "partial" not in message
+    assert meter.faults == reading.faults == 0 and reading.energy_j == pytest.approx(2.0)
 
 
 def test_invalid_sampling_interval_is_rejected():

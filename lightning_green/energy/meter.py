@@ -159,7 +159,14 @@ class EnergyMeter(ABC):
         try:
             self._close()
         except Exception as err:  # closing must never raise into the fit
-            self.record_fault("close", f"{type(self).__name__} could not close cleanly: {err!r}")
+            if "close" not in self._warned:  # not a fault: nothing measured is lost
+                self._warned.add("close")
+                warnings.warn(
+                    f"{type(self).__name__} could not close cleanly: {err!r}. The readings taken are "
+                    "unaffected; training continues.",
+                    EnergyMeasurementWarning,
+                    stacklevel=2,
+                )
 
     @property
     def faults(self) -> int:

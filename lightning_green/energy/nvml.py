@@ -313,9 +313,17 @@ class NvmlMeter(EnergyMeter):
 
     def _read_j(self) -> dict[str, float]:
         if not self._initialized and not self._closed:
-            # NVML failed to initialise at start: retry; a failure raises again and the base
-            # class counts it, so every interval without a measurement is marked partial.
-            self._start()
+            # NVML failed to initialise at start: retry. Counted as the start fault was (warned
+            # once, at start) whether it fails again or succeeds: either way the interval up to now
+            # was not measured, so it is marked partial.
+            try:
+                self._start()
+            except Exception as err:
+                self.record_fault("start", f"{type(self).__name__} could not start: {err!r}")
+            else:
+                self.record_fault(
+                    "start", f"{type(self).__name__} started late: the energy before is missing"
+                )
         if self._initialized:
             self._check_sampler()
             for gpu in self._gpus:
