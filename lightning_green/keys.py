@@ -59,6 +59,9 @@ PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned
 PARAM_STOPPING_MONITOR = "lightning_green.stopping_monitor"
 PARAM_STOPPING_MODE = "lightning_green.stopping_mode"
 PARAM_PREFIX = "lightning_green."  # + a StoppingConfig field: the stopping policy's arguments
+RESUMED_SUFFIX = ".resumed"
+"""A parameter an MLflow run already held with another value (a run resumed or continued with
+another plan, energy source ...) is recorded as the tag ``<parameter>.resumed``: the latest value."""
 
 # MLflow tags.
 TAG_STOP_REASON = "lightning_green.stop_reason"

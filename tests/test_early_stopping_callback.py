@@ -137,6 +137,60 @@ def test_replaying_the_logged_run_reproduces_the_callbacks_decision(
     assert float(row["cost_at_stop"]) == pytest.approx(stopper.energy_monitor.history[-1].total_kwh)
 
 
+@pytest.mark.parametrize("how", ["continued", "resumed"])
+def test_a_run_trained_on_with_a_longer_plan_replays_to_the_callbacks_decision(
+    tmp_path, sqlite_uri, monkeypatch, ns, how
+):
+    """A run fit to 5 epochs, then trained on to 40 (the same Trainer fit again, or resumed from its
+    checkpoint into its MLflow run): replay with no options uses the latest plan, as the callback
+    did, and makes its decision (with the first plan it saw no stop)."""
+    import csv
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    module = ns.module(curve_module)(saturating_curve(40, tau=5.0))
+    first = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
+    logger = ns.loggers.MLFlowLogger(experiment_name="longer", tracking_uri=sqlite_uri)
+    ckpt = tmp_path / "ckpt"
+    # (Checkpoints read the scripted meter too: both fits of the resumed run save them, alike.)
+    callbacks = [first] + (
+        [ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True)] if how == "resumed" else []
+    )
+    trainer = _fit(
+        tmp_path, callbacks, module, 5, logger=logger, lightning=ns, enable_checkpointing=how == "resumed"
+    )
+    assert first.stop_reason is None
+    if how == "continued":
+        stopper = first
+        trainer.fit_loop.max_epochs = 40
+        trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=32))
+    else:
+        stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
+        again = ns.loggers.MLFlowLogger(
+            experiment_name="longer", tracking_uri=sqlite_uri, run_id=logger.run_id
+        )
+        callbacks = [stopper, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True)]
+        _fit(
+            tmp_path,
+            callbacks,
+            module,
+            40,
+            ckpt_path=str(ckpt / "last.ckpt"),
+            logger=again,
+            lightning=ns,
+            enable_checkpointing=True,
+        )
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 5
+
+    out = tmp_path / "decisions.csv"
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "longer", "-o", str(out)]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["stop_reason"] == stopper.stop_reason.value
+    assert int(row["stop_epoch"]) == stopper.stopped_epoch + 1
+
+
 @pytest.mark.parametrize("shared_monitor", ["implicit", "other-metric"])
 def test_replay_of_a_budget_stop_needs_no_policy_options(tmp_path, sqlite_uri, monkeypatch, shared_monitor):
     """The run records the stopper's arguments; a plain MLflow replay reproduces its decision.

@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from lightning_green import keys
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._compat import Trainer
 
@@ -196,7 +197,7 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
             logger.log_hyperparams(params)
         except Exception as err:
             if _is_mlflow(logger) and not is_connection_failure(err):
-                set_tags(trainer, {f"{k}.resumed": v for k, v in params.items()})
+                set_tags(trainer, {f"{k}{keys.RESUMED_SUFFIX}": v for k, v in params.items()})
             else:
                 _failed(logger, err, f"{type(logger).__name__} refused params {params}")
 

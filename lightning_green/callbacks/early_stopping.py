@@ -197,8 +197,13 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         return self._energy
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Hold ``stopping_reason`` as a member of the trainer's ``EarlyStoppingReason`` (after a restore)."""
+        """Hold ``stopping_reason`` as a member of the trainer's ``EarlyStoppingReason`` (after a restore).
+
+        Every fit records its plan and policy arguments again at its first check: a run resumed or
+        continued with another ``max_epochs`` (or argument) is replayed with the latest.
+        """
         self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
+        self._inputs_logged = False
 
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
         logs = trainer.callback_metrics
@@ -254,7 +259,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
     ) -> None:
         """Log what the policy was told at this check, for replay to decide on the same.
 
-        Once: the planned horizon in epochs and the policy arguments (run parameters). At every
+        Once a fit: the planned horizon in epochs and the policy arguments (run parameters). At every
         check: the cumulative kWh and the epochs completed (fractional inside an epoch; not in a
         run without epochs) the policy decided on, and the learning-rate hint when there is one.
         """

@@ -14,6 +14,8 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from lightning_green import keys
+
 
 def _client(tracking_uri: str) -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -52,7 +54,9 @@ class MlflowRun:
     Attributes:
         run_id: The run.
         label: How messages name it: ``MLflow run <run_id>``.
-        params: Its parameters.
+        params: Its parameters, the latest value of each: a ``lightning_green.<name>.resumed`` tag
+            (a run resumed or continued with another plan or policy argument; MLflow keeps the
+            first value of a parameter) stands for ``lightning_green.<name>``.
         tags: Its tags.
     """
 
@@ -60,8 +64,12 @@ class MlflowRun:
         self._client = client
         self.run_id: str = run.info.run_id
         self.label = f"MLflow run {self.run_id}"
-        self.params: Mapping[str, str] = dict(run.data.params)
         self.tags: Mapping[str, str] = dict(run.data.tags)
+        params = dict(run.data.params)
+        for key, value in self.tags.items():
+            if key.startswith(keys.PARAM_PREFIX) and key.endswith(keys.RESUMED_SUFFIX):
+                params[key.removesuffix(keys.RESUMED_SUFFIX)] = value
+        self.params: Mapping[str, str] = params
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
