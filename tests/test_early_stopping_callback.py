@@ -370,6 +370,49 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, 
     assert len(longer.policy.history) > len(reference.policy.history)
 
 
+def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):
+    """CSVLogger writes a resumed run into a new ``version_N`` folder: replay of that log joins the
+    earlier part (found by the energy total the resumed run continues from) and makes the callback's
+    decision; given both logs, it replays one run and says so."""
+    import csv
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    module = ns.module(curve_module)(saturating_curve(40, tau=5.0))
+    ckpt = tmp_path / "ckpt"
+
+    def fit(stopper, extra, ckpt_path=None):
+        logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+        callbacks = [stopper, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), *extra]
+        _fit(
+            tmp_path, callbacks, module, 40, ckpt_path, logger=logger, lightning=ns, enable_checkpointing=True
+        )
+
+    with pytest.raises(KilledError):
+        fit(EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5), [KillAt(9)])
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
+    fit(stopper, [], ckpt_path=str(ckpt / "last.ckpt"))
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 9
+    first, resumed = (tmp_path / "csv" / f"version_{v}" / "metrics.csv" for v in (0, 1))
+    from lightning_green.offline import read_log_curve
+
+    curve = read_log_curve(resumed)  # every check of the run, the earlier folder's first
+    assert len(curve.metrics) == len(stopper.policy.history) and curve.epochs[0] == 1
+
+    for given, out in (([resumed], "one.csv"), ([first, resumed], "both.csv")):
+        capsys.readouterr()
+        assert cli.main(["replay", *map(str, given), "-o", str(tmp_path / out)]) == 0
+        (row,) = list(csv.DictReader((tmp_path / out).read_text().splitlines()))
+        assert row["curve_id"] == str(resumed.parent)
+        assert (row["stop_reason"], int(row["stop_epoch"])) == (
+            stopper.stop_reason.value,
+            stopper.stopped_epoch + 1,
+        )
+        assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
+    assert "read as part of the run that continues it" in capsys.readouterr().out
+
+
 def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)
     # Flat from ~epoch 10, then the learning-rate drop at epoch 26 buys a big step.

@@ -135,6 +135,8 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
     skipped: list[str] = []
     several = len(args.curves) > 1
     event_folders: set[str] = set()
+    log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
+    joined: dict[str, str] = {}  # realpath of an earlier part of a resumed run -> the log that continues it
     for path in args.curves:
         if is_tensorboard_log(path):
             folder = os.path.realpath(os.path.dirname(path) or ".")
@@ -143,11 +145,14 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             event_folders.add(folder)
         run = open_lightning_log(path)
         if run is not None:
+            for earlier in getattr(run, "continues", ()):
+                joined[os.path.realpath(earlier)] = path
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
                 skipped.append(path)
             else:
                 curves.append(curve)
+                log_curves[os.path.realpath(path)] = curve
             continue
         table = read_curves_csv(path)
         if args.mode is not None:
@@ -157,6 +162,14 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
                     f"--mode {args.mode} contradicts higher_is_better of curve {wrong[0]!r} in {path}"
                 )
         curves += [dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c for c in table]
+    parts = [(p, joined[p]) for p in log_curves if p in joined]
+    if parts:  # the earlier part of a resumed run is in the run that continues it
+        dropped = {id(log_curves[p]) for p, _ in parts}
+        curves = [c for c in curves if id(c) not in dropped]
+        echo(
+            "read as part of the run that continues it (resumed from a checkpoint into a new folder): "
+            + ", ".join(f"{p} in {by}" for p, by in parts)
+        )
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:
         echo(

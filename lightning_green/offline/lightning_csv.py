@@ -67,8 +67,8 @@ class LightningCsvRun:
         tags: ``lightning_green.stop_reason`` from ``energy_summary.json``, when the folder has one.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        """Read ``metrics.csv`` at ``path`` and the files beside it.
+    def __init__(self, path: str | os.PathLike[str], *, _opening: frozenset[Path] = frozenset()) -> None:
+        """Read ``metrics.csv`` at ``path`` and the files beside it (and the logs it continues).
 
         Raises:
             CurveFormatError: If ``metrics.csv`` is malformed (no ``step`` column, a bad step).
@@ -82,6 +82,54 @@ class LightningCsvRun:
         self.params: Mapping[str, str] = read_hparams(folder / HPARAMS_FILE)
         self.tags: Mapping[str, str] = read_stop_tag(folder / SUMMARY_FILE)
         self._cells = self._read_cells()
+        self.continues: tuple[str, ...] = ()
+        """The ``metrics.csv`` files of the earlier parts of this run, joined in before its rows
+        (a run resumed from a checkpoint writes a new ``version_N`` folder), latest first."""
+        earlier = self._earlier_part(_opening)
+        if earlier is not None:
+            run, last_step = earlier
+            joined = {
+                col: {st: c for st, c in cells.items() if st <= last_step}
+                for col, cells in run._cells.items()
+            }
+            for col, cells in self._cells.items():
+                joined.setdefault(col, {}).update(cells)
+            self._cells = joined
+            self.params = {**run.params, **self.params}
+            self.continues = (run.path, *run.continues)
+            self.label = f"{self.label} (continuing {', '.join(self.continues)})"
+
+    def _earlier_part(self, opening: frozenset[Path]) -> tuple[LightningCsvRun, int] | None:
+        """The log this one continues, and its last step before the resume; ``None`` if none.
+
+        A run resumed from a checkpoint continues ``energy/total_kwh`` from the checkpoint: its
+        first epoch's total less that epoch's ``energy/epoch_kwh`` is the total of an epoch of the
+        earlier log. The sibling folders (``version_*`` beside this log's) are searched for it;
+        rows the earlier log wrote after that epoch (re-run after the resume) are left out.
+        """
+        totals, epoch_kwh = self._cells.get(keys.TOTAL_KWH), self._cells.get(keys.EPOCH_KWH)
+        if not totals or not epoch_kwh:
+            return None
+        first = min(totals)
+        total, spent = parse_number(totals[first][2]), parse_number(epoch_kwh.get(first, (0, 0, ""))[2])
+        if total is None or spent is None or not total - spent > 0:
+            return None
+        base = total - spent
+        epoch = parse_number(self._cells.get("epoch", {}).get(first, (0, 0, ""))[2])
+        first_step = min(step for cells in self._cells.values() for step in cells)
+        here = Path(self.path).resolve()
+        opening = opening | {here}  # the logs being opened: a later part is not an earlier one
+        for other in sorted(here.parent.parent.glob(f"*/{here.name}"), reverse=True):
+            if other.resolve() in opening or not is_lightning_csv(other):
+                continue
+            run = LightningCsvRun(other, _opening=opening)
+            epochs = run.history("epoch")
+            for step, value in sorted(run.history(keys.TOTAL_KWH).items()):
+                # float32, as Lightning logs: the difference of two totals is good to about 1e-7
+                same = math.isclose(value, base, rel_tol=1e-6, abs_tol=1e-18)
+                if same and step < first_step and (epoch is None or epochs.get(step) == epoch - 1):
+                    return run, step
+        return None
 
     def _read_cells(self) -> dict[str, dict[int, tuple[int, int, str]]]:
         """``column -> step -> (line, column number, text)`` of every non-blank cell."""
