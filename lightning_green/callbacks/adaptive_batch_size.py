@@ -338,7 +338,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if policy is None or self._session is None or self.current_batch_size is None:
             return
         size = float(self.current_batch_size)
-        pl_module.log(keys.BATCH_SIZE, size, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
+        pl_module.log(
+            keys.BATCH_SIZE, size, on_step=False, on_epoch=True, logger=bool(trainer.loggers), sync_dist=True
+        )
         self.pause_window(trainer)
         self._pairs.drop()
         self._active = False

@@ -410,7 +410,14 @@ class AdaptivePrecision(AdaptiveCallback):
         """Log ``energy/precision`` and pause the window over the epoch-end work."""
         if self.current is not None:
             bits = float(PRECISION_BITS[self.current])
-            pl_module.log(keys.PRECISION, bits, on_step=False, on_epoch=True, logger=bool(trainer.loggers))
+            pl_module.log(
+                keys.PRECISION,
+                bits,
+                on_step=False,
+                on_epoch=True,
+                logger=bool(trainer.loggers),
+                sync_dist=True,
+            )
         self.pause_window(trainer)
 
     @property

@@ -321,7 +321,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             return
         if self._check_on_train_epoch_end:
             if trainer.loggers:
-                pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True)
+                # Identical on every rank (one decision): sync_dist only says so to Lightning.
+                pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True, sync_dist=True)
             if trainer.global_rank == 0:
                 # An MLflow run active without MLFlowLogger (autolog): straight to it, at this epoch.
                 # Autolog copies callback_metrics before monitoring callbacks run, so what it logs

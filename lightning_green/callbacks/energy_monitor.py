@@ -398,18 +398,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             metrics[keys.marginal_key(self.monitor)] = record.marginal_per_kwh
         to_loggers = bool(trainer.loggers)
         # add_dataloader_idx=False: a monitor such as "val_loss/dataloader_idx_1" names the marginal key.
-        pl_module.log_dict(
-            metrics, on_step=False, on_epoch=True, logger=to_loggers, prog_bar=False, add_dataloader_idx=False
+        # The record is the same on every rank (summed across them): sync_dist averages equal values,
+        # and spares DDP runs Lightning's warning for each key.
+        options = dict(
+            on_step=False, on_epoch=True, logger=to_loggers, add_dataloader_idx=False, sync_dist=True
         )
-        pl_module.log(
-            keys.TOTAL_KWH,
-            record.total_kwh,
-            on_step=False,
-            on_epoch=True,
-            logger=to_loggers,
-            prog_bar=self.prog_bar,
-            add_dataloader_idx=False,
-        )
+        pl_module.log_dict(metrics, prog_bar=False, **options)
+        pl_module.log(keys.TOTAL_KWH, record.total_kwh, prog_bar=self.prog_bar, **options)
         if trainer.global_rank == 0 and not _loggers.autologged(trainer):
             # An MLflow run active without MLFlowLogger or autolog: the epoch's energy goes there too.
             _loggers.log_to_active_run(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
