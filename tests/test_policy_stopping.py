@@ -800,3 +800,24 @@ def test_the_gain_a_stop_forgoes_is_projected_from_the_curve_that_fits_best() ->
     forgone = decision.savings.metric_gain_forgone
     best = max(DIGITS_ACC)
     assert 0 < forgone < 2.0 and best + forgone < 100.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [
+        (dict(metric=0.9, cost_kwh=0.2, epoch=1, max_epochs=float("inf")), "max_epochs"),
+        (dict(metric=0.9, cost_kwh=0.2, epoch=1, max_epochs=float("nan")), "max_epochs"),
+        (dict(metric=0.9, cost_kwh=0.2, epoch=1, max_epochs=2.5), "max_epochs"),
+        (dict(metric=None, cost_kwh=0.2, epoch=1), "metric"),
+        (dict(metric="abc", cost_kwh=0.2, epoch=1), "metric"),
+        (dict(metric=0.9, cost_kwh=None, epoch=1), "cost_kwh"),
+        (dict(metric=0.9, cost_kwh="x", epoch=1), "cost_kwh"),
+    ],
+)
+def test_a_refused_update_names_the_argument_and_records_nothing(kwargs, name) -> None:
+    policy = StoppingPolicy(StoppingConfig(min_epochs=0, patience=3))
+    policy.update(1.0, 0.1, epoch=0, max_epochs=10)
+    before = policy.state_dict()
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        policy.update(**kwargs)
+    assert policy.state_dict() == before  # the next update decides on the checks that were taken

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lightning_green.offline import (
+    Curve,
     CurveFormatError,
     read_curves_csv,
     read_mlflow_curves,
@@ -501,3 +502,16 @@ def test_a_huge_epoch_with_a_learning_rate_needs_no_per_epoch_array() -> None:
     (curve,) = read_curves_csv(io.StringIO(text))
     result = replay_curve(curve, StoppingConfig())  # used to allocate a float per epoch: 8e12 of them
     assert result.stop_epoch >= 10**12
+
+
+def test_a_curve_of_checks_before_any_training_replays_without_a_plan() -> None:
+    """A curve whose last (or only) check is at epoch 0 has no planned horizon; it replays."""
+    curve = Curve("a", np.array([0]), np.array([0.5]), np.array([1.0]), False)
+    assert curve.default_max_epochs is None
+    result = replay_curve(curve, StoppingConfig())
+    assert result.stop_reason is None and result.stop_epoch == 0
+
+
+def test_an_empty_curve_is_refused_when_built() -> None:
+    with pytest.raises(ValueError, match="at least one check"):
+        Curve("a", np.array([]), np.array([]), np.array([]), False)

@@ -62,6 +62,14 @@ class Curve:
     epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
     cost_not_run: float | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        n = len(self.epochs)
+        if n == 0 or len(self.metrics) != n or len(self.costs) != n:
+            raise ValueError(
+                f"Curve {self.curve_id!r}: epochs, metrics and costs must have one value per check and at "
+                f"least one check, got {n}, {len(self.metrics)} and {len(self.costs)}"
+            )
+
     @property
     def mode(self) -> str:
         """``"max"`` or ``"min"``."""
@@ -74,10 +82,15 @@ class Curve:
 
     @property
     def default_max_epochs(self) -> int | float | None:
-        """The planned horizon replay uses unless told otherwise: the recorded one, else the last epoch."""
+        """The planned horizon replay uses unless told otherwise: the recorded one, else the last epoch.
+
+        None when the last epoch is 0: a curve of checks before any training has no plan.
+        """
         if self.plan_recorded:
             return self.planned_max_epochs
         last = float(self.epochs[-1])
+        if last <= 0:
+            return None
         return int(last) if last.is_integer() else last
 
     def epoch_text(self, index: int) -> str:

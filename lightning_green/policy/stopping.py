@@ -184,12 +184,12 @@ class StoppingPolicy:
             >>> d.should_stop, d.reason.value, d.progress, d.epoch
             (True, 'plateau', 1.25, 1)
         """
-        metric = float(metric)
-        cost = float(cost_kwh)
-        if not math.isfinite(cost) or cost < 0:
+        if not _is_real(metric):
             raise ValueError(
-                f"StoppingPolicy.update: `cost_kwh` must be a finite number >= 0, got {cost_kwh!r}"
+                f"StoppingPolicy.update: `metric` must be a number (NaN allowed), got {metric!r}"
             )
+        metric = float(metric)  # type: ignore[arg-type]
+        cost = _number("cost_kwh", cost_kwh, minimum=0.0)
         if epoch is not None:
             if progress is not None or horizon is not None or lr_decay_in is not None:
                 raise ValueError(
@@ -199,7 +199,11 @@ class StoppingPolicy:
             if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
                 raise ValueError(f"StoppingPolicy.update: `epoch` must be an integer >= 0, got {epoch!r}")
             if max_epochs is not None and (
-                isinstance(max_epochs, bool) or not _is_real(max_epochs) or max_epochs <= 0
+                isinstance(max_epochs, bool)
+                or not _is_real(max_epochs)
+                or not math.isfinite(float(max_epochs))  # type: ignore[arg-type]
+                or float(max_epochs) <= 0  # type: ignore[arg-type]
+                or not float(max_epochs).is_integer()  # type: ignore[arg-type]
             ):
                 raise ValueError(
                     "StoppingPolicy.update: `max_epochs` must be a positive integer or None,"
