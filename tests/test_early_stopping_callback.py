@@ -81,6 +81,33 @@ def test_a_budget_the_run_ends_within_is_no_stop(tmp_path, monkeypatch):
     assert trainer.current_epoch == 4 and len(stopper.energy_monitor.history) == 4
 
 
+class StopsTheRunAt(AnyCallback):
+    """Ends the run at epoch ``epoch`` before validation, as ``Trainer(max_time)``'s Timer does."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_validation_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch and not trainer.sanity_checking:
+            trainer.should_stop = True
+
+
+def test_a_run_ended_by_something_else_is_not_this_stoppers_stop(tmp_path, monkeypatch, ns):
+    """The budget would stop at epoch 1, but the run was already ending there (max_time): the
+    check is recorded, the stop and what it saved are not claimed."""
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.5 * EPOCH_KWH)
+    trainer = _fit(tmp_path, [stopper, StopsTheRunAt(1)], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
+    assert trainer.current_epoch == 2 and len(stopper.policy.history) == 2
+    assert stopper.last_decision.should_stop  # what the policy said ...
+    assert stopper.stop_reason is None and stopper.stopped_epoch == 0  # ... is not what ended the run
+    assert stopper.energy_summary_fields()["stop_reason"] == "none"
+
+    control = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.5 * EPOCH_KWH)
+    _fit(tmp_path / "alone", [control], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
+    assert (control.stop_reason, control.stopped_epoch) == (StopReason.ENERGY_BUDGET, 1)
+
+
 def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypatch):
     built = install_scripted_meter(monkeypatch)
     monitor = EnergyMonitor(monitor="val_acc", mode="max")

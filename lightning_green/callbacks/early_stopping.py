@@ -251,7 +251,10 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.wait_count = self.policy.wait_count
         self.best_score = torch.tensor(self.policy.best_score)
         self._log_decision(trainer, pl_module, decision)
-        if should_stop:
+        # Another part of the run (Trainer(max_time), another callback) already ended it: this
+        # check's decision is recorded, but the stop and what it saved are not this stopper's.
+        # (A stop of its own held by Trainer(min_epochs) is renewed, as Lightning's EarlyStopping does.)
+        if should_stop and (not trainer.should_stop or self.stop_reason is not None):
             self._stop(trainer, StopReason(reason), decision)
 
     def _record_inputs(
