@@ -431,7 +431,9 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         "rebuilt_from_metrics": True,
     }
     not_run = {key: h[max(h)] for key in keys.NOT_RUN_KEYS if (h := history(key))}
-    savings = savings_from_metrics(not_run, kwh_at_stop=records[-1].total_kwh, monitor=monitor)
+    # The projected gain is of the metric the stopper watched, whichever metric is drawn.
+    stopper_metric = params.get(keys.PARAM_STOPPING_MONITOR) or recorded or monitor
+    savings = savings_from_metrics(not_run, kwh_at_stop=records[-1].total_kwh, monitor=stopper_metric)
     extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))

@@ -122,7 +122,9 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     at_kwh = None if at is None else at["total_kwh"]
     # The stopping check's kWh where the summary records it, else the end of the epoch it fell in.
     stop_kwh = at_kwh if savings.get("kwh_at_stop") is None else float(savings["kwh_at_stop"])
-    _draw_not_run(ax, savings, stop_kwh, summary.get("best_metric"), summary.get("mode"))
+    _draw_not_run(
+        ax, savings, stop_kwh, summary.get("best_metric"), summary.get("mode"), summary.get("monitor")
+    )
     at_kwh = stop_kwh if stopped else at_kwh
     if at_kwh is not None:
         ax.axvline(at_kwh, color="#a50f15", linestyle=":", linewidth=1.5)
@@ -161,13 +163,14 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
 
 
 def _draw_not_run(
-    ax: Any, savings: dict[str, Any], start: float | None, best: float | None, mode: Any
+    ax: Any, savings: dict[str, Any], start: float | None, best: float | None, mode: Any, metric: str | None
 ) -> None:
     """Shade what the stop avoided, from the stop to the planned end: "projected, not run".
 
     The span is the projected energy of the rest of the planned run; where the fit projected a
     gain of the best metric for it, a dashed line runs from the best value at the stop to the best
-    value the fit projected at the planned end.
+    value the fit projected at the planned end (only when the drawn ``metric`` is the one the
+    stopper watched: the gain is of that metric).
     """
     if not savings.get("kwh_not_spent") or start is None:
         return
@@ -177,7 +180,7 @@ def _draw_not_run(
     label = f"projected, not run: {what}{savings['kwh_not_spent']:.3g} kWh"
     ax.axvspan(start, end, facecolor="#bdbdbd", alpha=0.25, hatch="//", edgecolor="#969696", label=label)
     gain = savings.get("metric_gain_forgone")
-    if gain is not None and best is not None:
+    if gain is not None and best is not None and savings.get("metric") in (None, metric):
         sign = 1.0 if mode == "max" else -1.0
         ax.plot([start, end], [best, best + sign * gain], ":", color="#636363", linewidth=1.4,
                 label=f"projected gain forgone: {gain:.3g} (not run)")  # fmt: skip

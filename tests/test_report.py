@@ -173,6 +173,22 @@ def test_report_command_on_a_lightning_log(tmp_path, monkeypatch, capsys, ns, ki
         written["stop_savings"]["kwh_not_spent"], rel=1e-6
     )
     assert (tmp_path / "b.png").read_bytes()[:8] == PNG
+    # Another metric drawn: the projected gain stays labelled with the stopper's metric.
+    other_json = tmp_path / "other.json"
+    argv = [
+        "report",
+        str(log),
+        "--monitor",
+        "train_loss",
+        "-o",
+        str(tmp_path / "c.png"),
+        "--json",
+        str(other_json),
+    ]
+    assert green_cli.main(argv) == 0
+    other = json.loads(other_json.read_text())
+    assert other["monitor"] == "train_loss" and other["stop_savings"]["metric"] == "val_loss"
+    assert "val_loss gain forgone" in capsys.readouterr().out
 
 
 def test_report_command_needs_one_source(tmp_path, capsys):
