@@ -85,11 +85,12 @@ def adaptation_marks(summary: Mapping[str, Any]) -> list[Mark]:
     marks: list[Mark] = []
     for setting in SETTINGS:
         changes = [h for h in summary.get(f"{setting}_adaptations") or [] if h.get("from") != h.get("to")]
+        consumed = -1  # changes up to this index belong to a probe span already marked
         for i, entry in enumerate(changes):
             begin = min(max(_applied_epoch(setting, entry), first), last)
             label = f"{entry['from']}->{entry['to']} {entry['reason']}"
-            if _back(changes[i - 1] if i else None, entry):
-                continue  # the way back from a probe (its reason may say probe too): it ends the span
+            if i <= consumed:
+                continue  # inside a probe span, or the way back that ends it (its reason may say probe)
             if entry["reason"] == _PROBE:
                 # Precision's interleaved step windows go back and forth between the same two
                 # settings inside epochs: one span (batch-size visits are whole epochs, one each).
@@ -100,9 +101,13 @@ def adaptation_marks(summary: Mapping[str, Any]) -> list[Mark]:
                     and {changes[j]["from"], changes[j]["to"]} == pair
                     and {changes[j + 1]["from"], changes[j + 1]["to"]} == pair
                     and _PROBE in (changes[j]["reason"], changes[j + 1]["reason"])
+                    # the same round: its windows interleave within an epoch or the next one; a
+                    # later round (after a verdict, a cooldown) is a span of its own
+                    and int(changes[j + 1]["epoch"]) - int(changes[j]["epoch"]) <= 1
                 ):
                     j += 1
                 after = changes[j] if j < len(changes) else None
+                consumed = j if after is not None and _back(changes[j - 1], after) else j - 1
                 end = last if after is None else _applied_epoch(setting, after) - (setting == "batch_size")
                 end = min(max(end, begin), last)
                 marks.append(Mark("probe", setting, begin, end, start_of(begin), end_of[end], label))

@@ -68,3 +68,21 @@ def test_marks_of_a_run_that_ended_while_probing_reach_its_last_epoch():
     pending = [{"epoch": 3, "step": 40, "from": 32, "to": 64, "reason": "cheaper", "applied_epoch": 4}]
     assert adaptation_marks({"per_epoch": per_epoch, "batch_size_adaptations": pending}) == []
     assert adaptation_marks({"per_epoch": []}) == []
+
+
+def test_two_rounds_of_precision_probes_are_two_spans():
+    """Probe windows interleave within epochs 7-8; after a verdict and a cooldown a second round at
+    22-23: two spans, not one over the epochs between that never probed."""
+    per_epoch = [{"epoch": e, "total_kwh": float(e + 1), "energy_kwh": 1.0} for e in range(30)]
+
+    def round_at(epoch: int) -> list[dict]:
+        out = []
+        for e in (epoch, epoch, epoch + 1, epoch + 1):
+            out += [
+                {"epoch": e, "from": "32-true", "to": "bf16-mixed", "reason": "probe"},
+                {"epoch": e, "from": "bf16-mixed", "to": "32-true", "reason": "probe"},
+            ]
+        return [*out, {"epoch": epoch + 1, "from": "32-true", "to": "32-true", "reason": "unresolved"}]
+
+    marks = adaptation_marks({"per_epoch": per_epoch, "precision_adaptations": round_at(7) + round_at(22)})
+    assert [(m.kind, m.first_epoch, m.last_epoch) for m in marks] == [("probe", 7, 8), ("probe", 22, 23)]
