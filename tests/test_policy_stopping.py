@@ -821,3 +821,24 @@ def test_a_refused_update_names_the_argument_and_records_nothing(kwargs, name) -
     with pytest.raises(ValueError, match=f"`{name}`"):
         policy.update(**kwargs)
     assert policy.state_dict() == before  # the next update decides on the checks that were taken
+
+
+@pytest.mark.parametrize(
+    ("break_it", "match"),
+    [
+        (lambda s: s.pop("metrics"), "malformed: KeyError"),
+        (lambda s: s.update(costs_kwh=["nan", 0.2]), "finite"),
+        (lambda s: s.update(progress=[2.0, 1.0]), "must not decrease"),
+        (lambda s: s.update(costs_kwh=[0.1]), "one of each per check"),
+    ],
+)
+def test_a_malformed_state_is_refused_naming_what_is_wrong(break_it, match) -> None:
+    policy = StoppingPolicy(StoppingConfig(min_epochs=0))
+    policy.update(1.0, 0.1, epoch=0)
+    policy.update(0.9, 0.2, epoch=1)
+    state = policy.state_dict()
+    break_it(state)
+    with pytest.raises(ValueError, match=match):
+        StoppingPolicy().load_state_dict(state)
+    with pytest.raises(ValueError, match="must be a dict"):
+        StoppingPolicy().load_state_dict([1, 2])

@@ -51,6 +51,7 @@ linear in its length (``python benchmarks/stopping.py --scaling``).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import replace
 from typing import Any
@@ -286,27 +287,50 @@ class StoppingPolicy:
 
         Raises:
             ValueError: If ``state`` was written by another version of the policy (its ``version``
-                is neither :data:`STATE_VERSION` nor 2).
+                is neither :data:`STATE_VERSION` nor 2), or is malformed (a key missing, a value
+                not a number, progress or costs decreasing), naming what is wrong.
         """
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"StoppingPolicy state must be a dict (from state_dict()), got {type(state).__name__}"
+            )
         version = state.get("version")
         if version not in (2, STATE_VERSION):
             raise ValueError(
                 f"StoppingPolicy state version must be {STATE_VERSION} (or 2), got {version!r}"
                 " (a checkpoint from another version of lightning_green)"
             )
-        if version == 2:
-            progress = [float(e) + 1.0 for e in state["epochs"]]
-        else:
-            progress = [float(p) for p in state["progress"]]
-        metrics = [_from_json_float(m) for m in state["metrics"]]
-        self._history = History(
-            metrics, [float(c) for c in state["costs_kwh"]], progress, sign=self.config.sign
-        )
+        try:
+            if version == 2:
+                progress = [float(e) + 1.0 for e in state["epochs"]]
+            else:
+                progress = [float(p) for p in state["progress"]]
+            metrics = [_from_json_float(m) for m in state["metrics"]]
+            costs = [float(c) for c in state["costs_kwh"]]
+            plateau = PlateauState(_from_json_float(state["best_score"]), int(state["wait_count"]))
+            decays = DecayTracker.from_dict(state["decays"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"StoppingPolicy state is malformed: {type(err).__name__}: {err}") from None
+        if not len(metrics) == len(costs) == len(progress):
+            raise ValueError(
+                f"StoppingPolicy state is malformed: {len(metrics)} metrics, {len(costs)} costs and "
+                f"{len(progress)} progress values (one of each per check)"
+            )
+        if any(not math.isfinite(c) or c < 0 for c in costs) or any(
+            not math.isfinite(x) or x < 0 for x in progress
+        ):
+            raise ValueError(
+                "StoppingPolicy state is malformed: costs and progress must be finite numbers >= 0"
+            )
+        if any(b < a for a, b in itertools.pairwise(progress)) or any(
+            b < a for a, b in itertools.pairwise(costs)
+        ):
+            raise ValueError("StoppingPolicy state is malformed: progress and costs must not decrease")
+        self._history = History(metrics, costs, progress, sign=self.config.sign)
         self._steps = StepDetector()
         for value in self._history.finite_values.tolist():
             self._steps.push(value)
-        self._plateau = PlateauState(_from_json_float(state["best_score"]), int(state["wait_count"]))
-        self._decays = DecayTracker.from_dict(state["decays"])
+        self._plateau, self._decays = plateau, decays
 
 
 def _is_real(value: object) -> bool:
