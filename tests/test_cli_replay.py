@@ -536,3 +536,43 @@ def test_a_lightning_log_without_energy_replays_with_optimizer_steps_as_the_cost
     assert row["stop_reason"] in ("plateau", "marginal_gain") and float(row["cost_total"]) == 45 * 19 + 44
     stop = int(row["stop_epoch"])  # epochs completed; its check was at step 45 * stop - 1
     assert float(row["cost_at_stop"]) == 45 * stop - 1 and stop < 20
+
+
+@pytest.mark.parametrize("command", ["replay", "report"])
+def test_a_reader_that_stops_reading_is_no_failure(curves_csv: Path, tmp_path: Path, command: str) -> None:
+    """``lightning-green replay ... | head -1``: the outputs are written, the closed pipe is no error."""
+    import subprocess
+    import sys
+
+    if command == "replay":
+        out = tmp_path / "d.csv"
+        argv = ["replay", str(curves_csv), "-o", str(out)]
+    else:
+        log = tmp_path / "log" / "metrics.csv"
+        log.parent.mkdir()
+        log.write_text(
+            "epoch,step,val_loss,energy/total_kwh,energy/epoch_kwh\n0,9,0.5,1e-6,1e-6\n1,19,0.4,2e-6,1e-6\n"
+        )
+        out = tmp_path / "s.json"
+        argv = [
+            "report",
+            str(log),
+            "--monitor",
+            "val_loss",
+            "--json",
+            str(out),
+            "-o",
+            str(tmp_path / "p.png"),
+        ]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lightning_green", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    proc.stdout.close()  # the reader is gone before anything is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert "nothing written" not in err and "Broken pipe" not in err
+    assert out.is_file() and out.stat().st_size > 0

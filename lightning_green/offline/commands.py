@@ -11,9 +11,11 @@ and returns 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,6 +30,28 @@ from lightning_green.offline.tensorboard_logs import is_tensorboard_log
 from lightning_green.policy import StoppingConfig
 
 Printer = Callable[[str], None]
+
+
+def _written(echo: Printer) -> Printer:
+    """``echo`` once the outputs are written: a reader that stopped reading (``| head``) is no failure.
+
+    What is left to say goes nowhere (stdout is pointed at the null device, so Python does not
+    complain on exit either).
+    """
+    closed = False
+
+    def say(text: str) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            echo(text)
+        except BrokenPipeError:
+            closed = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    return say
 
 
 def explicit_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +141,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         for c, config in zip(curves, configs, strict=True)
     ]
     _write_replay_outputs(results, targets, image_format)
-    _print_replay(args, curves, results, source, options, echo)
+    _print_replay(args, curves, results, source, options, _written(echo))
     return 0
 
 
@@ -320,6 +344,7 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
         if plot is not None:
             plot_summary(summary, out.stage(targets["-o/--output"]), image_format=image_format)
         out.commit()
+    echo = _written(echo)
     echo(text)
     if args.json is not None:
         echo(f"wrote {args.json}")
