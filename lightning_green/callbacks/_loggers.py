@@ -88,6 +88,7 @@ _CONNECTION_ERRORS = frozenset(
         "RetryError",
         "ConnectTimeout",
         "ReadTimeout",
+        "ConnectionError",  # requests' (an OSError, not the builtin)
     }
 )
 _CONNECTION_TEXTS = ("Max retries exceeded", "Connection refused", "Failed to establish a new connection")
@@ -103,15 +104,21 @@ def is_connection_failure(err: BaseException | None) -> bool:
         >>> is_connection_failure(RuntimeError("x")), is_connection_failure(ConnectionRefusedError())
         (False, True)
     """
-    for _ in range(8):
-        if err is None:
-            return False
-        if isinstance(err, (ConnectionError, TimeoutError)) or type(err).__name__ in _CONNECTION_ERRORS:
-            return True
-        if type(err).__name__ == "ConnectionError" or any(t in str(err) for t in _CONNECTION_TEXTS):
-            return True
+    return any(
+        isinstance(e, (ConnectionError, TimeoutError))
+        or type(e).__name__ in _CONNECTION_ERRORS
+        or any(t in str(e) for t in _CONNECTION_TEXTS)
+        for e in _causes(err)
+    )
+
+
+def _causes(err: BaseException | None, depth: int = 8) -> list[BaseException]:
+    """``err`` and what caused it (``__cause__``, else ``__context__``), at most ``depth`` deep."""
+    chain: list[BaseException] = []
+    while err is not None and len(chain) < depth:
+        chain.append(err)
         err = err.__cause__ or err.__context__
-    return False
+    return chain
 
 
 def mlflow_unreachable(err: BaseException | None) -> bool:
@@ -119,13 +126,7 @@ def mlflow_unreachable(err: BaseException | None) -> bool:
 
     That is: an MLflow exception in the chain, and a connection failure.
     """
-    chain, at = [], err
-    for _ in range(8):
-        if at is None:
-            break
-        chain.append(at)
-        at = at.__cause__ or at.__context__
-    from_mlflow = any(type(e).__module__.split(".")[0] == "mlflow" for e in chain)
+    from_mlflow = any(type(e).__module__.split(".")[0] == "mlflow" for e in _causes(err))
     return from_mlflow and is_connection_failure(err)
 
 

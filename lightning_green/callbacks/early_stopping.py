@@ -154,8 +154,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
         self._stop_plan: list[int | None] | None = None
-        # (policy arguments, plan) of a stop restored from a checkpoint, until the fit starts
-        self._restored_stop: tuple[dict[str, Any] | None, list[int | None] | None] | None = None
+        self._stop_restored = False  # a stop came with the checkpoint (until the fit starts)
+        self._stop_config: dict[str, Any] | None = None  # the policy arguments it was decided with
         self.last_decision: StopDecision | None = None
         self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
         self._training_end_text: str | None = None
@@ -375,8 +375,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self.policy.load_state_dict(state.policy)
         self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
         self._stop_plan = state.stop_plan
-        if self.stop_reason is not None:
-            self._restored_stop = ((state.policy or {}).get("config"), state.stop_plan)
+        self._stop_restored = self.stop_reason is not None
+        self._stop_config = (state.policy or {}).get("config")
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
@@ -386,12 +386,12 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         (``max_epochs``, ``max_steps``) changed since the stop: then the fit trains on and the
         next check decides anew.
         """
-        restored, self._restored_stop = self._restored_stop, None
-        if restored is None or self.stop_reason is None:
+        restored, self._stop_restored = self._stop_restored, False
+        if not restored or self.stop_reason is None:
             return
-        config, plan = restored
         reason, epoch = self.stop_reason.value, self.stopped_epoch
-        if config == self.config.to_dict() and plan == [trainer.max_epochs, trainer.max_steps]:
+        same_plan = self._stop_plan == [trainer.max_epochs, trainer.max_steps]
+        if self._stop_config == self.config.to_dict() and same_plan:
             trainer.should_stop = True
             _compat.info(
                 trainer,

@@ -176,7 +176,7 @@ class EnergyLedger:
         """
         total_j = max(self._last_total_j, self.total_j_at(measured_j))
         energy_j = total_j - self._last_total_j
-        partial = faults > self._last_faults or self._carry_partial
+        partial = self.faults_in_open_epoch(faults)
         record = EpochEnergy(
             epoch=int(epoch),
             energy_j=energy_j,
