@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from lightning_green import keys
-from lightning_green.energy.accounting import EpochEnergy
+from lightning_green.energy.accounting import CheckValue, EpochEnergy
 from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import J_PER_KWH, j_to_kwh
 from lightning_green.json_safe import json_safe
@@ -53,6 +53,7 @@ def session_summary(
         monitor=session.monitor,
         mode=session.mode,
         extra=extra,
+        best_check=ledger.best_check,
     )
 
 
@@ -67,6 +68,7 @@ def build_summary(
     monitor: str | None = None,
     mode: str = "min",
     extra: dict[str, Any] | None = None,
+    best_check: CheckValue | None = None,
 ) -> dict[str, Any]:
     """The end-of-run summary as plain data.
 
@@ -80,6 +82,9 @@ def build_summary(
         monitor: Name of the monitored metric, if any.
         mode: ``"min"`` or ``"max"``.
         extra: More fields to include (stop reason, adapted settings ...).
+        best_check: The best validation of the run, when validations were recorded one by one
+            (with several an epoch, the best need not be an epoch's last): the best metric and
+            the energy up to it come from it when it beats every epoch's value.
 
     Returns:
         A JSON-able dictionary.
@@ -105,7 +110,7 @@ def build_summary(
         "mode": mode,
     }
     if monitor is not None:
-        summary.update(_metric_fields(history, mode, total_kwh))
+        summary.update(_metric_fields(history, mode, total_kwh, best_check))
     summary["per_epoch"] = [
         {
             "epoch": r.epoch,
@@ -124,12 +129,21 @@ def build_summary(
     return summary
 
 
-def _metric_fields(history: Sequence[EpochEnergy], mode: str, total_kwh: float) -> dict[str, Any]:
-    scored = [r for r in history if r.metric is not None and math.isfinite(r.metric)]
-    if not scored:
+def _metric_fields(
+    history: Sequence[EpochEnergy], mode: str, total_kwh: float, best_check: CheckValue | None
+) -> dict[str, Any]:
+    scored: list[EpochEnergy | CheckValue] = [
+        r for r in history if r.metric is not None and math.isfinite(r.metric)
+    ]
+    if not scored and best_check is None:
         return {"best_metric": None}
     pick = max if mode == "max" else min
-    best = pick(scored, key=lambda r: r.metric)  # type: ignore[arg-type,return-value]
+    best = pick(scored, key=lambda r: r.metric) if scored else best_check  # type: ignore[arg-type,return-value]
+    if best_check is not None and (
+        best_check.metric > best.metric if mode == "max" else best_check.metric < best.metric  # type: ignore[union-attr,operator]
+    ):
+        best = best_check  # a validation inside an epoch beat every epoch's last
+    assert best is not None and best.metric is not None
     marginals = [r.marginal_per_kwh for r in history if r.marginal_per_kwh is not None]
     return {
         "best_metric": best.metric,

@@ -158,6 +158,45 @@ def test_resume_between_checks_inside_an_epoch_makes_the_same_decisions(tmp_path
     )
 
 
+def test_summary_best_is_the_best_of_every_check_not_of_epoch_ends(tmp_path, monkeypatch, ns):
+    """Four validations an epoch, the best the 2nd of epoch 1: the summary names it (and the energy
+    up to it), not the best epoch-end value; a run resumed after it keeps it."""
+    from lightning_green import EnergyMonitor
+
+    install_scripted_meter(monkeypatch)
+    curve = [0.9, 0.8, 0.7, 0.6, 0.55, 0.1, 0.5, 0.45, 0.44, 0.43, 0.42, 0.41]  # 12 checks, 3 epochs
+    module_cls = ns.module(check_curve_module)
+
+    def run(root, epochs, ckpt_path=None, stopper=None):
+        monitor = EnergyMonitor(monitor="val_loss", summary=False)
+        saver = ns.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)
+        callbacks = [monitor, saver] + ([stopper] if stopper else [])
+        fit(root, ns, callbacks, module_cls(curve, steps_per_check=BATCHES // 4), ckpt_path=ckpt_path,
+            max_epochs=epochs, val_check_interval=0.25, enable_checkpointing=True)  # fmt: skip
+        return monitor.last_summary
+
+    summary = run(tmp_path / "a", 3)
+    per_epoch = summary["per_epoch"]
+    assert [r["metric"] for r in per_epoch] == pytest.approx([0.6, 0.45, 0.41])  # the epochs' last checks
+    assert summary["best_metric"] == pytest.approx(0.1) and summary["best_epoch"] == 1
+    # measured at that validation: inside epoch 1, before its end
+    assert per_epoch[0]["total_kwh"] < summary["kwh_to_best"] < per_epoch[1]["total_kwh"]
+    assert summary["kwh_after_best"] == pytest.approx(summary["total_kwh"] - summary["kwh_to_best"])
+
+    # The same run stopped after epoch 2 and resumed: the best survives the checkpoint.
+    run(tmp_path / "b", 2)
+    resumed = run(tmp_path / "b", 3, ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
+    assert (resumed["best_metric"], resumed["best_epoch"]) == (summary["best_metric"], 1)
+    assert resumed["kwh_to_best"] == pytest.approx(summary["kwh_to_best"])
+
+    # A stopper reading the energy at the same validations shares the reading: its cost at the
+    # best check is the summary's energy up to it (the scripted meter adds 1000 J a reading).
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=50)
+    with_stopper = run(tmp_path / "c", 3, stopper=stopper)
+    assert with_stopper["best_metric"] == pytest.approx(0.1)
+    assert stopper.policy.history.costs_kwh[5] == pytest.approx(with_stopper["kwh_to_best"], abs=1e-12)
+
+
 @pytest.mark.parametrize("artifact", [True, False], ids=["summary-artifact", "rebuilt-from-metrics"])
 def test_a_stop_says_what_it_saved_everywhere(tmp_path, sqlite_uri, monkeypatch, capsys, ns, artifact):
     """Summary (printed, JSON), MLflow metrics, plot, report and replay: the projected rest of the run."""

@@ -377,6 +377,15 @@ def fit_position(trainer: Trainer) -> FitPosition:
     )
 
 
+def check_moment(position: FitPosition) -> tuple[str, int, int, int]:
+    """A validation's place in the fit (epoch, step, batches done in the epoch).
+
+    Callbacks that read the energy at the same validation pass it to share one reading
+    (:meth:`~lightning_green.energy.session.EnergySession.total_j_now`).
+    """
+    return ("check", position.current_epoch, position.global_step, position.batches_done)
+
+
 def rebuild_train_dataloader(trainer: Trainer) -> None:
     """Have the fit loop build the train dataloader again now (at an epoch start), its sampler's epoch set."""
     loop = trainer.fit_loop

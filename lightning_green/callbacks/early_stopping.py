@@ -222,13 +222,13 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         pl_module, session = trainer.lightning_module, self._session
         assert session is not None
         closed = session.last_epoch
+        position = _compat.fit_position(trainer)
         if self._check_on_train_epoch_end and closed is not None and closed.epoch == trainer.current_epoch:
             cost_kwh = closed.total_kwh  # the EnergyMonitor (a plain callback) closed the epoch before us
-        else:
-            cost_kwh = session.total_kwh_now()
+        else:  # the EnergyMonitor may have read at this validation already: one reading for both
+            cost_kwh = session.total_kwh_now(at=_compat.check_moment(position))
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
-        position = _compat.fit_position(trainer)
         lr_hint = epochs_until_lr_decay(
             trainer.lr_scheduler_configs, position.steps_per_epoch, epoch_done=position.epoch_done
         )

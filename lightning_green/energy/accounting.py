@@ -96,6 +96,29 @@ class EpochEnergy:
         return self.samples / self.energy_j if self.energy_j > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class CheckValue:
+    """The monitored metric at one validation, with the run's energy up to it.
+
+    With several validations an epoch (``val_check_interval < 1``) the best of them need not be
+    an epoch's last, which is all an :class:`EpochEnergy` holds.
+
+    Attributes:
+        epoch: Zero-based epoch the validation ran in.
+        metric: The monitored metric it produced.
+        total_j: Cumulative energy of the run at that validation (resumes included), in joules.
+    """
+
+    epoch: int
+    metric: float
+    total_j: float
+
+    @property
+    def total_kwh(self) -> float:
+        """Cumulative energy at the validation in kWh."""
+        return j_to_kwh(self.total_j)
+
+
 class EnergyLedger:
     """Turns cumulative energy figures into per-epoch records, continued across resume.
 
@@ -126,6 +149,7 @@ class EnergyLedger:
         self.history: list[EpochEnergy] = []
         self.offset_j = 0.0  # energy of earlier processes of this run (restored on resume)
         self.baseline_metric: float | None = None  # metric before the first epoch, when known
+        self.best_check: CheckValue | None = None  # the best validation of the run, any in an epoch
         self.partial_before = False  # a restored run that was already partial
         self._last_total_j = 0.0
         self._last_faults = 0
@@ -217,6 +241,32 @@ class EnergyLedger:
         self.history[-1] = replace(last, metric=value, marginal_per_kwh=marginal)
         return self.history[-1]
 
+    def note_check(self, epoch: int, metric: float, total_j: float) -> CheckValue | None:
+        """Remember a validation's metric when it is the best of the run so far.
+
+        Args:
+            epoch: Zero-based epoch the validation ran in.
+            metric: The monitored metric it produced (a non-finite value is ignored).
+            total_j: Cumulative energy of the run at the validation, in joules.
+
+        Returns:
+            The best validation of the run so far, or ``None`` when none had a finite metric.
+
+        Example:
+            >>> ledger = EnergyLedger(mode="min")
+            >>> ledger.note_check(0, 0.5, 10.0).metric, ledger.note_check(0, 0.4, 20.0).total_j
+            (0.5, 20.0)
+            >>> ledger.note_check(1, 0.45, 30.0).metric  # not better: the best stays
+            0.4
+        """
+        value = float(metric)
+        best = self.best_check
+        if math.isfinite(value) and (
+            best is None or (value > best.metric if self.mode == "max" else value < best.metric)
+        ):
+            self.best_check = CheckValue(int(epoch), value, float(total_j))
+        return self.best_check
+
     def _marginal(self, metric: float | None, energy_j: float, before: list[EpochEnergy]) -> float | None:
         # Measured from the last epoch that had the metric (epochs without validation have none),
         # over all the energy spent since: with validation every 2nd epoch, the gain of two epochs
@@ -273,6 +323,7 @@ class EnergyLedger:
             "total_j": self._last_total_j,
             "history": [asdict(r) for r in self.history],
             "baseline_metric": self.baseline_metric,
+            "best_check": None if self.best_check is None else asdict(self.best_check),
             "partial": self.partial,
         }
 
@@ -285,5 +336,7 @@ class EnergyLedger:
         self.history = [EpochEnergy(**r) for r in state.get("history", [])]
         self.offset_j = float(state.get("total_j", 0.0))
         self.baseline_metric = state.get("baseline_metric")
+        best = state.get("best_check")
+        self.best_check = None if best is None else CheckValue(**best)
         self.partial_before = bool(state.get("partial", False))
         self._last_total_j = self.offset_j

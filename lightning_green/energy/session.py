@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -160,6 +160,7 @@ class EnergySession:
         self._windows: dict[str, _Mark] = {}
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
+        self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -216,6 +217,7 @@ class EnergySession:
         self._windows.clear()
         self._probing.clear()
         self._step_mark = None
+        self._now = None
 
     def start(self, meter: EnergyMeter | None, reduce: Reduce = local_reduce, rank0: bool = True) -> None:
         """Start measuring with ``meter`` (this process's share of the run).
@@ -233,6 +235,7 @@ class EnergySession:
         self._samples_local = 0
         self._epoch_start_s = self._clock()
         self._windows.clear()
+        self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
 
     def stop(self) -> None:
         """Stop the meter (threads, library handles). Safe to repeat."""
@@ -306,10 +309,25 @@ class EnergySession:
         power_w = energy_j / (now[2] - before[2]) if now[2] > before[2] else None
         return energy_j / (now[1] - before[1]), power_w
 
-    def total_kwh_now(self) -> float:
-        """The run's energy up to now (PUE applied, resumes included), in kWh (collective)."""
+    def total_j_now(self, at: Hashable | None = None) -> float:
+        """The run's energy up to now (PUE applied, resumes included), in joules (collective).
+
+        Args:
+            at: The moment asked about (e.g. a validation's place in the fit), or ``None``:
+                callbacks that ask about the same moment share one reading instead of each
+                taking their own (on every rank alike, so the collectives stay matched).
+        """
+        cached = self._now
+        if at is not None and cached is not None and cached[0] == at:
+            return cached[1]
         reading, _ = self.read()
-        return j_to_kwh(max(self.ledger.total_j, self.ledger.total_j_at(reading.energy_j)))
+        total_j = max(self.ledger.total_j, self.ledger.total_j_at(reading.energy_j))
+        self._now = None if at is None else (at, total_j)
+        return total_j
+
+    def total_kwh_now(self, at: Hashable | None = None) -> float:
+        """:meth:`total_j_now` in kWh (collective)."""
+        return j_to_kwh(self.total_j_now(at))
 
     def begin(self, key: str) -> None:
         """Open the window ``key`` here (collective)."""
