@@ -119,6 +119,24 @@ def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypat
     assert [r.energy_j for r in monitor.history] == [1000.0, 1000.0]
 
 
+def test_two_stoppers_are_refused_at_fit_start_lightnings_beside_one_works(tmp_path, ns):
+    """Two stoppers would each record the run's stop (summary, tags, parameters): one is refused
+    before training, naming both; Lightning's own EarlyStopping beside ours stops and is honest."""
+    acc = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=1e-12)
+    loss = EnergyAwareEarlyStopping(monitor="val_loss")
+    named = r"2 EnergyAwareEarlyStopping callbacks \(monitors 'val_acc', 'val_loss'\)"
+    with pytest.raises(ValueError, match=named):
+        _fit(tmp_path, [acc, loss], ns.DigitsClassifier(), max_epochs=3, lightning=ns)
+    assert len(acc.policy.history) == 0  # nothing trained
+
+    theirs = ns.callbacks.EarlyStopping(monitor="val_loss", patience=1, stopping_threshold=1e9)
+    ours = EnergyAwareEarlyStopping(monitor="val_acc", mode="max")
+    trainer = _fit(tmp_path, [ours, theirs], ns.DigitsClassifier(), max_epochs=5, lightning=ns)
+    assert trainer.current_epoch == 1 and theirs.stopped_epoch == 0  # Lightning's threshold, at once
+    monitor = next(cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor))
+    assert ours.stop_reason is None and monitor.last_summary["stop_reason"] == "none"
+
+
 @pytest.mark.parametrize("scheduled", [False, True], ids=["constant-lr", "multistep-lr"])
 def test_replaying_the_logged_run_reproduces_the_callbacks_decision(
     tmp_path, sqlite_uri, monkeypatch, scheduled

@@ -177,6 +177,15 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
+            stoppers = [cb for cb in trainer.callbacks if isinstance(cb, EnergyAwareEarlyStopping)]
+            if len(stoppers) > 1:
+                raise ValueError(
+                    f"The Trainer has {len(stoppers)} EnergyAwareEarlyStopping callbacks (monitors "
+                    f"{', '.join(repr(cb.monitor) for cb in stoppers)}); a run records one stopper's "
+                    "decision (its stop reason, summary and MLflow tags and parameters, what replay "
+                    "reads), so keep one and stop on another metric with Lightning's EarlyStopping "
+                    "next to it."
+                )
             if _compat.starts_new_run(trainer):
                 self._new_run()
                 self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
