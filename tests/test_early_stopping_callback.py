@@ -413,6 +413,9 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, 
     )
     assert trainer.current_epoch > reference.stopped_epoch + 1
     assert len(longer.policy.history) > len(reference.policy.history)
+    # Lightning's field says the rule in force (the new patience), in the next checkpoint too.
+    assert longer.patience == longer.config.patience == reference.config.patience + 5
+    assert longer.state_dict()["patience"] == longer.config.patience
 
 
 def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):

@@ -379,6 +379,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """Restore so that the resumed run makes the decisions the uninterrupted one would."""
         ours = set(StopperState.__dataclass_fields__)
         super().load_state_dict({k: v for k, v in state_dict.items() if k not in ours})
+        # Lightning restores the saved ``patience``; the rule in force is this stopper's own.
+        self.patience = self.config.patience
         state = from_state(StopperState, state_dict)
         if state.policy is not None:
             self.policy.load_state_dict(state.policy)
