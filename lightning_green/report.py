@@ -43,9 +43,10 @@ def session_summary(
         The summary, as :func:`build_summary`.
     """
     ledger = session.ledger
+    total_j = max(ledger.total_j, ledger.total_j_at(measured_j))
     return build_summary(
         ledger.history,
-        total_j=max(ledger.total_j, ledger.total_j_at(measured_j)),
+        total_j=total_j,
         source=source,
         partial=ledger.partial or faults > 0,
         pue=session.pue,
@@ -54,6 +55,7 @@ def session_summary(
         mode=session.mode,
         extra=extra,
         best_check=ledger.best_check,
+        co2_kg=ledger.co2_kg(total_j),
     )
 
 
@@ -69,6 +71,7 @@ def build_summary(
     mode: str = "min",
     extra: dict[str, Any] | None = None,
     best_check: CheckValue | None = None,
+    co2_kg: float | None = None,
 ) -> dict[str, Any]:
     """The end-of-run summary as plain data.
 
@@ -85,17 +88,21 @@ def build_summary(
         best_check: The best validation of the run, when validations were recorded one by one
             (with several an epoch, the best need not be an epoch's last): the best metric and
             the energy up to it come from it when it beats every epoch's value.
+        co2_kg: The run's CO2 as its ledger priced it (a run resumed in another region keeps
+            the earlier part's figure), or ``None``: the total at ``carbon_intensity_g_per_kwh``.
 
     Returns:
         A JSON-able dictionary.
     """
     total_kwh = j_to_kwh(total_j)
     epochs = len(history)
+    if carbon_intensity_g_per_kwh is None:
+        co2_kg = None
+    elif co2_kg is None:
+        co2_kg = total_kwh * carbon_intensity_g_per_kwh / 1000.0
     summary: dict[str, Any] = {
         "total_kwh": total_kwh,
-        "co2_kg": None
-        if carbon_intensity_g_per_kwh is None
-        else total_kwh * carbon_intensity_g_per_kwh / 1000.0,
+        "co2_kg": co2_kg,
         "energy_source": source,
         "is_estimate": "estimate" in source.split("+"),
         "partial": bool(partial),

@@ -519,3 +519,56 @@ def test_an_epoch_without_validation_has_no_gain_and_the_next_counts_both(tmp_pa
     _fit(tmp_path / "train", trained, max_epochs=3, lightning=ns, check_val_every_n_epoch=2)
     assert all(h.metric is not None for h in trained.history)
     assert all(h.marginal_per_kwh is not None for h in trained.history[1:])
+
+
+def _fit_and_save(root, monitor_cb, lightning, max_epochs, ckpt_path=None):
+    pl.seed_everything(0)
+    trainer = make_trainer(
+        root, [monitor_cb], max_epochs=max_epochs, lightning=lightning, limit_train_batches=4
+    )
+    data = lightning.DigitsDataModule(batch_size=64)
+    trainer.fit(lightning.DigitsClassifier(), datamodule=data, ckpt_path=ckpt_path)
+    trainer.save_checkpoint(root / "saved.ckpt")
+    return monitor_cb
+
+
+def test_a_run_resumed_in_another_region_keeps_the_co2_of_its_earlier_part(tmp_path, ns):
+    """France (55 g/kWh) for two epochs, resumed in Germany (380 g/kWh): what was emitted in
+    France stays as recorded, only the energy after the resume is priced at Germany's rate."""
+    before = _fit_and_save(tmp_path, EnergyMonitor(region="FR", summary=False), ns, max_epochs=2)
+    france_kg = before.history[-1].co2_kg
+    assert france_kg == pytest.approx(before.total_kwh * 55 / 1000)
+    after = EnergyMonitor(region="DE", summary=False)
+    _fit_and_save(tmp_path / "resumed", after, ns, max_epochs=4, ckpt_path=tmp_path / "saved.ckpt")
+    history = after.history
+    assert [r.co2_kg for r in history[:2]] == [r.co2_kg for r in before.history]  # restored as recorded
+    for record in history[2:]:
+        germany_kwh = record.total_kwh - before.history[-1].total_kwh
+        assert record.co2_kg == pytest.approx(france_kg + germany_kwh * 380 / 1000)
+    summary = after.last_summary
+    assert summary["co2_kg"] == pytest.approx(france_kg + (summary["total_kwh"] - before.total_kwh) * 0.38)
+
+
+def test_a_run_resumed_watching_another_metric_does_not_mix_the_two(tmp_path, ns):
+    """val_acc (max) before the checkpoint, val_loss (min) after: the energy continues, the
+    metric history, its best and the gain per kWh restart (no gain "from 90 % to 0.3 nats"), with
+    one warning that says so."""
+    before = _fit_and_save(tmp_path, EnergyMonitor(monitor="val_acc", mode="max", summary=False), ns, 2)
+    assert all(r.metric is not None for r in before.history)
+    after = EnergyMonitor(monitor="val_loss", summary=False)
+    with pytest.warns(UserWarning, match=r"watched 'val_acc' \(mode 'max'\).*restart here") as caught:
+        _fit_and_save(tmp_path / "resumed", after, ns, max_epochs=4, ckpt_path=tmp_path / "saved.ckpt")
+    assert len([w for w in caught if "watched 'val_acc'" in str(w.message)]) == 1
+    history = after.history
+    assert [r.total_j for r in history[:2]] == [r.total_j for r in before.history]  # energy continues
+    assert [(r.metric, r.marginal_per_kwh) for r in history[:2]] == [(None, None), (None, None)]
+    assert history[2].metric is not None and history[2].marginal_per_kwh is None  # nothing to compare
+    assert history[3].marginal_per_kwh is not None
+    summary = after.last_summary
+    assert summary["best_metric"] == pytest.approx(min(history[2].metric, history[3].metric))
+    assert summary["best_epoch"] in (2, 3)
+
+    # The same metric resumed: nothing dropped, no warning.
+    same = EnergyMonitor(monitor="val_acc", mode="max", summary=False)
+    _fit_and_save(tmp_path / "same", same, ns, max_epochs=3, ckpt_path=tmp_path / "saved.ckpt")
+    assert same.history[1].metric is not None

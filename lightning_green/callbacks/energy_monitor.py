@@ -64,6 +64,8 @@ class MonitorState:
     energy_source: str | None = None
     deferred_metric: DeferredMetric | None = None
     open_epoch: OpenEpoch | None = None
+    monitor: str | None = None  # the metric the history's values are of (None in older checkpoints)
+    mode: str | None = None
 
 
 class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
@@ -164,6 +166,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
         # (step, value, epoch) of a marginal to log after a resume
         self._restored_marginal: tuple[int, float, int] | None = None
+        self._metric_changed: tuple[str, str | None] | None = None  # a restored run's other metric
 
     @property
     def state_key(self) -> str:
@@ -313,6 +316,17 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                     self.session.ledger.note_check(position.current_epoch, float(value), total_j)
         if not trainer.sanity_checking:
             self._val_ran = True
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Warn once when the restored run watched another metric (its values were dropped)."""
+        if self._metric_changed is not None:
+            (before, before_mode), self._metric_changed = self._metric_changed, None
+            _compat.warn(
+                trainer,
+                f"lightning_green: the checkpoint's energy history watched {before!r} (mode "
+                f"{before_mode!r}), this run watches {self.monitor!r} (mode {self.mode!r}): the energy "
+                f"continues, but the metric history, its best and its gain per kWh restart here.",
+            )
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the previous epoch (now fresh in ``callback_metrics``)."""
@@ -498,7 +512,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
     def state_dict(self) -> dict[str, Any]:
         """Energy totals and history, so a resumed run continues the series."""
-        return to_state(MonitorState(**self.session.state_dict()))
+        session = self.session
+        return to_state(MonitorState(**session.state_dict(), monitor=session.monitor, mode=session.mode))
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -522,6 +537,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         state = from_state(MonitorState, state_dict)
         self.session.load_state_dict({"ledger": state.ledger, "energy_source": state.energy_source})
         deferred, ledger = state.deferred_metric, self.session.ledger
+        watched = (self.session.monitor, self.session.mode)
+        if state.monitor is not None and (state.monitor, state.mode) != watched:
+            # The run was watching another metric (or direction): its values must not be taken
+            # for this one's (a gain per kWh from val_acc to val_loss). The energy continues.
+            ledger.forget_metric()
+            deferred = None
+            self._metric_changed = (state.monitor, state.mode)
         if deferred is not None and ledger.history:
             record = ledger.attach_metric(deferred.value)
             if record.marginal_per_kwh is not None and self.monitor is not None:

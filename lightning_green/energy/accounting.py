@@ -158,6 +158,9 @@ class EnergyLedger:
         self._carry_samples = 0
         self._carry_duration_s = 0.0
         self._carry_partial = False
+        # CO2 of the energy before a resume, as recorded then (another region or intensity may
+        # apply now): (energy in J, its CO2 in kg, None when it had no intensity).
+        self._co2_before: tuple[float, float | None] = (0.0, None)
 
     # -- feeding -------------------------------------------------------------------------------
     def begin(self) -> None:
@@ -306,10 +309,29 @@ class EnergyLedger:
         return self._last_total_j
 
     def co2_kg(self, total_j: float) -> float | None:
-        """CO2-eq in kg for a cumulative energy, or None when no intensity is known."""
-        if self.carbon_intensity_g_per_kwh is None:
+        """CO2-eq in kg for a cumulative energy, or None when no intensity is known.
+
+        The energy of the run before a resume keeps the CO2 recorded for it then (a run resumed
+        in another region is not re-priced); what follows is priced at the intensity now. When the
+        earlier part had no intensity, the whole energy is priced at the one now.
+        """
+        intensity = self.carbon_intensity_g_per_kwh
+        if intensity is None:
             return None
-        return co2_kg(total_j / J_PER_KWH, self.carbon_intensity_g_per_kwh)
+        before_j, before_kg = self._co2_before
+        if before_kg is None:
+            return co2_kg(total_j / J_PER_KWH, intensity)
+        return before_kg + co2_kg(max(0.0, total_j - before_j) / J_PER_KWH, intensity)
+
+    def forget_metric(self) -> None:
+        """Drop the monitored metric from the records (energy stays): it was another metric's.
+
+        A run resumed with another monitored metric (or direction) must not mix the two: the
+        gain per kWh and the best value start again from the next epoch's value.
+        """
+        self.history = [replace(r, metric=None, marginal_per_kwh=None) for r in self.history]
+        self.baseline_metric = None
+        self.best_check = None
 
     @property
     def partial(self) -> bool:
@@ -325,6 +347,7 @@ class EnergyLedger:
             "baseline_metric": self.baseline_metric,
             "best_check": None if self.best_check is None else asdict(self.best_check),
             "partial": self.partial,
+            "co2_kg": self.co2_kg(self._last_total_j),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -340,3 +363,6 @@ class EnergyLedger:
         self.best_check = None if best is None else CheckValue(**best)
         self.partial_before = bool(state.get("partial", False))
         self._last_total_j = self.offset_j
+        # The CO2 recorded for the energy so far (older checkpoints: the last epoch's figure).
+        saved_kg = state.get("co2_kg", self.history[-1].co2_kg if self.history else None)
+        self._co2_before = (self.offset_j, None if saved_kg is None else float(saved_kg))
