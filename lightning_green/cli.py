@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     mlf.add_argument("--mlflow-uri", default=None, help=_URI_HELP)
     mlf.add_argument("--experiment", default=None, help="MLflow experiment name")
     mlf.add_argument(
+        "--include-unfinished",
+        action="store_true",
+        help="also replay runs that did not finish (MLflow status FAILED, KILLED or RUNNING), as far as "
+        "they ran (by default they are skipped and named)",
+    )
+    mlf.add_argument(
         "--monitor",
         default=None,
         help="monitored metric key (MLflow input, Lightning logs; e.g. val_loss; default: the metric each "

@@ -264,6 +264,17 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(("not run (projected)", savings_text(summary["stop_savings"])))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then
         rows.insert(0, ("status", f"FAILED ({summary.get('error') or 'the fit raised'})"))
+    elif summary.get("run_status"):  # read back from MLflow: a run that had not ended
+        rows.insert(0, ("status", f"{summary['run_status']} (the run did not finish: what it logged so far)"))
+    if summary.get("rebuilt_from_metrics"):
+        unreadable = summary.get("artifacts_unreadable")
+        why = (
+            f" (its artifacts could not be read: {unreadable}; read the run through the tracking "
+            "server's address, --mlflow-uri http://HOST:PORT)"
+            if unreadable
+            else f" (the run has no {SUMMARY_FILENAME})"
+        )
+        rows.append(("summary", "rebuilt from the logged metrics" + why))
     width = max(len(k) for k, _ in rows)
     lines = ["lightning_green energy summary", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
     return "\n".join(lines)
@@ -344,7 +355,10 @@ def summary_from_mlflow(
     ):
         with tempfile.TemporaryDirectory() as tmp:
             return load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
-    return _summary_from_metrics(run, monitor, mode)
+    summary = _summary_from_metrics(run, monitor, mode)
+    if run.artifacts_error is not None:
+        summary["artifacts_unreadable"] = run.artifacts_error
+    return summary
 
 
 def summary_from_log(path: str, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
@@ -451,6 +465,11 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         "stopped_epoch": stopped_epoch,
         "rebuilt_from_metrics": True,
     }
+    status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
+    if status == "FAILED":
+        extra.update(failed=True, error=f"the MLflow run's status is {status}")
+    elif status not in (None, "FINISHED"):
+        extra["run_status"] = status
     not_run = {key: h[max(h)] for key in keys.NOT_RUN_KEYS if (h := history(key))}
     # The projected gain is of the metric the stopper watched, whichever metric is drawn.
     stopper_metric = params.get(keys.PARAM_STOPPING_MONITOR) or recorded or monitor

@@ -137,6 +137,15 @@ def test_mlflow_input(tmp_path: Path, capsys) -> None:
         client.log_metric(run.info.run_id, "val_loss", 2.0 + 3.0 * 0.85**i, step=i)
         client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
     out = tmp_path / "d.csv"
+    # Not ended yet (RUNNING: still training, or killed): skipped, named, unless asked for.
+    argv = ["replay", "--mlflow-uri", uri, "--experiment", "cli", "--monitor", "val_loss", "-o", str(out)]
+    assert main(argv) == 1
+    named = f"(--include-unfinished to replay them as far as they ran): {run.info.run_id} (RUNNING)"
+    assert f"skipped 1 run(s) that did not finish {named}" in capsys.readouterr().out
+    assert main([*argv, "--include-unfinished"]) == 0
+    (row,) = list(csv.DictReader(out.open()))
+    assert row["curve_id"] == run.info.run_id
+    client.set_terminated(run.info.run_id)
     assert (
         main(["replay", "--mlflow-uri", uri, "--experiment", "cli", "--monitor", "val_loss", "-o", str(out)])
         == 0
@@ -304,6 +313,7 @@ def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Pat
     for i in range(5):
         client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
         client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+    client.set_terminated(run.info.run_id)
     out = tmp_path / "d.csv"
     rc = main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "bare", "-o", str(out)])
     assert rc == 2
@@ -344,6 +354,69 @@ def test_a_file_that_is_no_sqlite_database_is_refused_untouched(
     assert "is not an SQLite database" in capsys.readouterr().err
     assert store.read_bytes() == content  # MLflow did not turn it into a database
     assert [p.name for p in tmp_path.iterdir()] == ["not_a_store.csv"]
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+def test_an_sqlite_database_that_is_no_mlflow_store_is_refused_untouched(
+    tmp_path: Path, capsys, command: str
+) -> None:
+    """MLflow would create its 60-odd tables in it before saying the experiment is missing."""
+    import sqlite3
+
+    store = tmp_path / "trials.db"
+    db = sqlite3.connect(store)
+    db.execute("CREATE TABLE trials (id INTEGER PRIMARY KEY, loss REAL)")
+    db.execute("INSERT INTO trials (loss) VALUES (0.5)")
+    db.commit()
+    db.close()
+    before = store.read_bytes()
+    rc = main(_store_argv(command, f"sqlite:///{store}", str(tmp_path / "d.csv")))
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "is an SQLite database but not an MLflow tracking store" in err and "runs" in err
+    assert store.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["trials.db"]
+
+
+def test_reading_a_store_never_writes_to_it(tmp_path: Path, sqlite_uri: str, capsys) -> None:
+    """replay and report read an sqlite store through a snapshot: the file stays byte for byte."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    run = client.create_run(client.create_experiment("kept"))
+    for i in range(6):
+        client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
+        client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+    client.set_terminated(run.info.run_id)
+    store = Path(sqlite_uri.removeprefix("sqlite:///"))
+    before = store.read_bytes()
+    replay = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "kept", "--monitor", "val_loss"]
+    assert main([*replay, "-o", str(tmp_path / "d.csv")]) == 0
+    report = ["report", "--mlflow-uri", sqlite_uri, "--run-id", run.info.run_id, "--monitor", "val_loss"]
+    assert main([*report, "-o", str(tmp_path / "r.png")]) == 0
+    assert store.read_bytes() == before
+    assert run.info.run_id in (tmp_path / "d.csv").read_text()
+    # A later run in the same process reads the store as it is then, not the first snapshot.
+    later = client.create_run(client.get_experiment_by_name("kept").experiment_id)
+    for i in range(4):
+        client.log_metric(later.info.run_id, "val_loss", 2.0 / (i + 1), step=i)
+        client.log_metric(later.info.run_id, "energy/total_kwh", 0.02 * (i + 1), step=i)
+    client.set_terminated(later.info.run_id)
+    assert main([*replay, "-o", str(tmp_path / "e.csv")]) == 0
+    assert later.info.run_id in (tmp_path / "e.csv").read_text()
+
+
+@pytest.mark.parametrize("command", ["report", "replay"])
+@pytest.mark.parametrize("scheme", ["", "file:"], ids=["path", "file-uri"])
+def test_a_missing_file_store_is_refused_not_created(
+    tmp_path: Path, capsys, command: str, scheme: str, monkeypatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # as README says, to read ./mlruns
+    typo = tmp_path / "mlrnus"
+    rc = main(_store_argv(command, f"{scheme}{typo}", str(tmp_path / "d.csv")))
+    assert rc == 2
+    assert f"no MLflow file store at {str(typo)!r}" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # no store created at the typo
 
 
 @pytest.mark.parametrize("command", ["report", "replay"])

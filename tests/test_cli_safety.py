@@ -395,6 +395,7 @@ def test_malformed_recorded_parameter_is_exit_2(tmp_path: Path, sqlite_uri: str,
         client.log_metric(run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
     client.log_param(run_id, "lightning_green.monitor", "val_loss")
     client.log_param(run_id, "lightning_green.patience", "1_0")
+    client.set_terminated(run_id)
     argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "p", "--monitor", "val_loss"]
     refused(
         [*argv, "-o", str(tmp_path / "d.csv")], capsys, tmp_path, run_id, "lightning_green.patience", "'1_0'"

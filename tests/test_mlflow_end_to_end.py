@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -173,3 +174,57 @@ def test_cli_run_reads_back_through_mlflow(tracking_uri, tmp_path, monkeypatch, 
     assert green_cli.main(["report", "--mlflow-uri", tracking_uri, "--run-id", run_id, "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "stop reason" in capsys.readouterr().out
+
+
+def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsys):
+    """A run logged through a server keeps its artifacts there (``mlflow-artifacts:/``): read from
+    the server's database, the report says it was rebuilt from the metrics and why; a FAILED run
+    says FAILED, a run that never ended (killed) says RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.cli import main
+
+    server = MlflowServer(tmp_path / "server")
+    try:
+        client = MlflowClient(tracking_uri=server.uri)
+        experiment = client.create_experiment("ended")
+        ids = {}
+        for status in ("FAILED", "RUNNING"):
+            run_id = ids[status] = client.create_run(experiment).info.run_id
+            for i in range(4):
+                client.log_metric(run_id, "val_loss", 1.0 / (i + 1), step=i)
+                client.log_metric(run_id, "energy/epoch_kwh", 0.01, step=i)
+                client.log_metric(run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+            client.log_param(run_id, "lightning_green.monitor", "val_loss")
+            client.log_text(run_id, "{}", "notes/kept.json")  # artifacts live on the server
+            if status == "FAILED":
+                client.set_terminated(run_id, status="FAILED")
+        database = f"sqlite:///{tmp_path / 'server' / 'backend.db'}"
+        for status, run_id in ids.items():
+            assert (
+                main(["report", "--mlflow-uri", database, "--run-id", run_id, "-o", str(tmp_path / "r.png")])
+                == 0
+            )
+            out = capsys.readouterr().out
+            assert re.search(rf"energy summary\n  status +{status} \(", out)  # the first row
+            assert "rebuilt from the logged metrics (its artifacts could not be read" in out
+        # Through the server, the artifacts are readable: only the missing summary is said.
+        assert (
+            main(
+                [
+                    "report",
+                    "--mlflow-uri",
+                    server.uri,
+                    "--run-id",
+                    ids["FAILED"],
+                    "-o",
+                    str(tmp_path / "s.png"),
+                ]
+            )
+            == 0
+        )
+        out = capsys.readouterr().out
+        assert "FAILED (the MLflow run's status is FAILED)" in out
+        assert "rebuilt from the logged metrics (the run has no energy_summary.json)" in out
+    finally:
+        server.stop()

@@ -262,8 +262,15 @@ def test_mlflow_replay_equals_csv_replay(tmp_path: Path, nas_text: str) -> None:
 
 def test_mlflow_unknown_experiment(tmp_path: Path) -> None:
     pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    MlflowClient(tracking_uri=uri).create_experiment("other")
     with pytest.raises(ValueError, match="not found"):
-        read_mlflow_curves(f"sqlite:///{tmp_path}/mlflow.db", "nope", "val_loss")
+        read_mlflow_curves(uri, "nope", "val_loss")
+    with pytest.raises(FileNotFoundError, match="no MLflow database at"):  # not created by reading
+        read_mlflow_curves(f"sqlite:///{tmp_path}/typo.db", "nope", "val_loss")
+    assert not (tmp_path / "typo.db").exists()
 
 
 def test_costs_summary_matches_numpy(nas_text: str) -> None:

@@ -162,10 +162,12 @@ def sqlite_file(uri: str) -> str | None:
 def check_tracking_uri(uri: str) -> None:
     """Refuse a tracking URI that would make MLflow create a store instead of reading one.
 
-    An empty URI (MLflow would fall back to its default store in the working directory) and a
-    ``sqlite:///PATH`` whose file does not exist, or is not an SQLite database (an empty file
-    included), are refused, and so is an ``http(s)://`` address where no server answers within
-    a few seconds (MLflow itself retries for minutes before it says so).
+    An empty URI (MLflow would fall back to its default store in the working directory), a
+    ``sqlite:///PATH`` whose file does not exist, is not an SQLite database (an empty file
+    included) or has no MLflow tables (MLflow would create them in it), and a file store (a
+    path or ``file:``) whose directory does not exist are refused, and so is an ``http(s)://``
+    address where no server answers within a few seconds (MLflow itself retries for minutes
+    before it says so).
 
     Raises:
         UsageError: Naming the URI and the problem.
@@ -179,6 +181,7 @@ def check_tracking_uri(uri: str) -> None:
         return
     path = sqlite_file(uri)
     if path is None:
+        _check_file_store(uri)
         return
     if not Path(path).is_file():
         raise UsageError(
@@ -194,6 +197,54 @@ def check_tracking_uri(uri: str) -> None:
         raise UsageError(
             f"--mlflow-uri {uri}: {path!r} is not an SQLite database ("
             f"{'an empty file' if not header else 'another kind of file'}); give the path of an MLflow store"
+        )
+    tables = _sqlite_tables(path)
+    if not tables >= MLFLOW_TABLES:
+        raise UsageError(
+            f"--mlflow-uri {uri}: {path!r} is an SQLite database but not an MLflow tracking store "
+            f"(it has no {', '.join(sorted(MLFLOW_TABLES - tables))} table); give the path of an MLflow store"
+        )
+
+
+MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics", "params", "tags"})
+"""Tables every MLflow SQL tracking store has."""
+
+
+def _sqlite_tables(path: str) -> set[str]:
+    """The tables of the SQLite database at ``path``, read without writing to it."""
+    import sqlite3
+    import urllib.parse
+
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(os.path.realpath(path))}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise UsageError(f"--mlflow-uri sqlite:///{path}: cannot read {path!r}: {e}") from None
+    return {str(name) for (name,) in rows}
+
+
+def _check_file_store(uri: str) -> None:
+    """Refuse a local file store (a path, or ``file:``) whose directory does not exist.
+
+    MLflow would create an empty store there (``.trash``, ``0/meta.yaml``) and then report the
+    experiment or run missing: a mistyped path must not leave a new store behind.
+    """
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "file":
+        path = urllib.parse.unquote(parsed.path)
+    elif not parsed.scheme or (len(parsed.scheme) == 1 and os.name == "nt"):  # a plain path
+        path = uri
+    else:  # another store (databricks, postgresql, ...): MLflow checks it
+        return
+    if not Path(path).is_dir():
+        raise UsageError(
+            f"--mlflow-uri {uri}: no MLflow file store at {path!r} (the directory does not exist; "
+            "give the path of an existing store)"
         )
 
 

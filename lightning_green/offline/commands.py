@@ -91,6 +91,8 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         raise UsageError("give either CURVES.csv or --mlflow-uri URI --experiment NAME")
     if from_mlflow and (args.mlflow_uri is None or args.experiment is None):
         raise UsageError("MLflow input needs --mlflow-uri and --experiment")
+    if from_mlflow and not args.experiment.strip():
+        raise UsageError("--experiment is empty: give the name of the MLflow experiment to replay")
     inputs: list[tuple[str, str]] = []
     if from_mlflow:
         checks.check_tracking_uri(args.mlflow_uri)
@@ -216,13 +218,24 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
 def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
     from lightning_green.offline.mlflow_curves import read_mlflow_curves
 
+    unfinished: list[str] | None = None if getattr(args, "include_unfinished", False) else []
     curves, skipped = read_mlflow_curves(
-        args.mlflow_uri, args.experiment, args.monitor, mode=args.mode, cost_key=cost_key
+        args.mlflow_uri,
+        args.experiment,
+        args.monitor,
+        mode=args.mode,
+        cost_key=cost_key,
+        unfinished=unfinished,
     )
     source = f"{args.mlflow_uri} experiment {args.experiment!r}"
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:
-        echo(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}")
+        echo(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: " + ", ".join(skipped))
+    if unfinished:
+        echo(
+            f"skipped {len(unfinished)} run(s) that did not finish (--include-unfinished to replay "
+            "them as far as they ran): " + ", ".join(unfinished)
+        )
     if not curves:
         raise LookupError(f"no run in {source} logged both {metric} and {cost_key!r}")
     return curves, source
@@ -317,6 +330,8 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow:
         if args.mlflow_uri is None or args.run_id is None:
             raise UsageError("MLflow input needs --mlflow-uri and --run-id")
+        if not args.run_id.strip():
+            raise UsageError("--run-id is empty: give the id of the MLflow run to report")
         checks.check_tracking_uri(args.mlflow_uri)
         database = checks.sqlite_file(args.mlflow_uri)
         inputs = [("MLflow database", database)] if database else []

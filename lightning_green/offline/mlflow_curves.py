@@ -53,6 +53,7 @@ def read_mlflow_curves(
     *,
     mode: str | None = None,
     cost_key: str = ENERGY_KEY,
+    unfinished: list[str] | None = None,
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
@@ -92,6 +93,11 @@ def read_mlflow_curves(
         mode: ``"min"`` or ``"max"``: direction of the metric (default: each run's recorded one,
             else ``"min"``).
         cost_key: Key of cumulative cost in kWh.
+        unfinished: When a list, runs that did not finish (MLflow status ``FAILED``, ``KILLED``,
+            ``RUNNING``: still training or killed) are left out and named here as ``"<id>
+            (<STATUS>)"``: their curves end where the run broke off, not where it would have
+            ended, so what a stop saves on them says nothing of the policy. ``None``: read them
+            like the others.
 
     Returns:
         ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
@@ -111,6 +117,9 @@ def read_mlflow_curves(
         raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
     curves, skipped = [], []
     for run in experiment_runs(tracking_uri, experiment):
+        if unfinished is not None and run.status not in (None, "FINISHED"):
+            unfinished.append(f"{run.run_id} ({run.status})")
+            continue
         curve = curve_of_run(run, monitor, mode=mode, cost_key=cost_key)
         if curve is None:
             skipped.append(run.run_id)

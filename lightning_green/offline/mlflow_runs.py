@@ -11,10 +11,50 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
+import tempfile
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning_green import keys
+from lightning_green.offline.checks import sqlite_file
+
+_SNAPSHOTS: dict[tuple[str, int, int], str] = {}
+"""``(database path, mtime_ns, size) -> tracking URI of its read-only snapshot`` in this process."""
+_SNAPSHOT_DIR: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _read_only(tracking_uri: str) -> str:
+    """The URI to read ``tracking_uri`` through without writing to it.
+
+    MLflow writes to an SQLite store it opens: it creates its tables in a database that has none
+    and upgrades one of an older schema in place (after which an older MLflow server sharing it
+    can no longer open it). An ``sqlite:///`` store is therefore read from a consistent snapshot
+    (SQLite's backup of the file opened read-only), taken once per process for each state of the
+    file; other stores are read as they are.
+    """
+    path = sqlite_file(tracking_uri)
+    if path is None:
+        return tracking_uri
+    global _SNAPSHOT_DIR
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no MLflow database at {path!r} (reading does not create one)")
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _SNAPSHOTS:
+        if _SNAPSHOT_DIR is None:
+            _SNAPSHOT_DIR = tempfile.TemporaryDirectory(prefix="lightning_green_mlflow_")
+        copy = os.path.join(_SNAPSHOT_DIR.name, f"snapshot_{len(_SNAPSHOTS)}.db")
+        source = sqlite3.connect(f"file:{urllib.parse.quote(key[0])}?mode=ro", uri=True)
+        target = sqlite3.connect(copy)
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        _SNAPSHOTS[key] = "sqlite:///" + copy
+    return _SNAPSHOTS[key]
 
 
 def _client(tracking_uri: str) -> Any:
@@ -25,7 +65,7 @@ def _client(tracking_uri: str) -> Any:
         raise RuntimeError(
             "reading MLflow runs needs mlflow: pip install 'lightning_green[mlflow]'"
         ) from None
-    return MlflowClient(tracking_uri=tracking_uri)
+    return MlflowClient(tracking_uri=_read_only(tracking_uri))
 
 
 def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
@@ -58,12 +98,19 @@ class MlflowRun:
             (a run resumed or continued with another plan or policy argument; MLflow keeps the
             first value of a parameter) stands for ``lightning_green.<name>``.
         tags: Its tags.
+        status: MLflow's status of the run (``FINISHED``, ``FAILED``, ``KILLED``, ``RUNNING``:
+            still training, or its process was killed before it could say so).
+        artifacts_error: Why the run's artifacts could not be listed (``None`` when they could,
+            or were not asked for).
     """
 
     def __init__(self, client: Any, run: Any) -> None:
         self._client = client
         self.run_id: str = run.info.run_id
         self.label = f"MLflow run {self.run_id}"
+        # FINISHED, FAILED, KILLED, RUNNING (still training, or killed without a word) or SCHEDULED
+        self.status: str | None = getattr(run.info, "status", None)
+        self.artifacts_error: str | None = None  # why the artifacts could not be listed, if so
         self.tags: Mapping[str, str] = dict(run.data.tags)
         params = dict(run.data.params)
         for key, value in self.tags.items():
@@ -94,7 +141,14 @@ class MlflowRun:
         """Paths of the artifacts in ``folder`` (empty when the store gives no artifact access)."""
         try:
             return {a.path for a in self._client.list_artifacts(self.run_id, folder)}
-        except Exception:  # a store without artifact access: treated as no artifacts
+        except Exception as err:  # a store without artifact access: treated as no artifacts
+            # (e.g. mlflow-artifacts:/ of a run logged through a server, read from its database)
+            text = str(err)
+            if "mlflow-artifacts" in text:
+                self.artifacts_error = "the tracking server that logged the run keeps them (mlflow-artifacts:/)"
+            else:
+                first = text.split(". ", 1)[0].splitlines()[0] if text else ""
+                self.artifacts_error = f"{type(err).__name__}: {first[:200]}"
             return set()
 
     def download_artifact(self, path: str, directory: str | os.PathLike[str]) -> str:
