@@ -145,7 +145,9 @@ class MlflowRun:
             # (e.g. mlflow-artifacts:/ of a run logged through a server, read from its database)
             text = str(err)
             if "mlflow-artifacts" in text:
-                self.artifacts_error = "the tracking server that logged the run keeps them (mlflow-artifacts:/)"
+                self.artifacts_error = (
+                    "the tracking server that logged the run keeps them (mlflow-artifacts:/)"
+                )
             else:
                 first = text.split(". ", 1)[0].splitlines()[0] if text else ""
                 self.artifacts_error = f"{type(err).__name__}: {first[:200]}"
