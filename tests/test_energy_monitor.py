@@ -402,6 +402,22 @@ def test_a_second_fit_continues_the_total(tmp_path):
     assert len(totals) == 4 and totals == sorted(totals) and totals[2] > first
 
 
+def test_validate_between_two_fits_is_not_taken_for_the_next_epochs_validation(tmp_path, ns):
+    """fit (validating every 2nd epoch), trainer.validate(), fit on: the continued epoch did not
+    validate, so it has no metric and nothing is missing (it raised MonitorNotLoggedError)."""
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=False)
+    trainer = make_trainer(
+        tmp_path, [monitor], max_epochs=2, lightning=ns, limit_train_batches=3, check_val_every_n_epoch=2
+    )
+    module, data = ns.DigitsClassifier(), ns.DigitsDataModule()
+    trainer.fit(module, datamodule=data)
+    trainer.validate(module, datamodule=data, verbose=False)
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(module, datamodule=data)
+    assert [r.metric is not None for r in monitor.history] == [False, True, False, True]
+    assert len(monitor.history) == 4 and monitor.last_summary["best_epoch"] in (1, 3)
+
+
 def test_step_energy_once_per_optimizer_step_with_accumulation(tmp_path):
     csv = CSVLogger(str(tmp_path), name="csv")
     _fit(

@@ -306,15 +306,15 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             if fresh:
                 self._monitor_from_validation = True
             self._monitor_before_validation = None
-            position = _compat.fit_position(trainer)
-            if not trainer.sanity_checking and self.session.running and not position.epoch_done:
+            position = _compat.fit_position(trainer) if self.session.running else None
+            if not trainer.sanity_checking and position is not None and not position.epoch_done:
                 # A validation inside the epoch (val_check_interval < 1): its value and the energy
                 # up to it, since the best of several an epoch need not be the epoch's last (which
                 # the epoch's record holds). A collective read, on every rank alike.
                 total_j = self.session.total_j_now(at=_compat.check_moment(position))
                 if fresh:
                     self.session.ledger.note_check(position.current_epoch, float(value), total_j)
-        if not trainer.sanity_checking:
+        if not trainer.sanity_checking and self.session.running:  # a fit's, not trainer.validate()'s
             self._val_ran = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
