@@ -257,9 +257,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         end = summary.get("training_end")
         rows.append(("stop reason", f"{reason} ({end})" if end else reason))
     else:
-        for key in ("stop_reason", "stopped_epoch"):
-            if summary.get(key) is not None:
-                rows.append((key.replace("_", " "), str(summary[key])))
+        if summary.get("stop_reason") is not None:
+            rows.append(("stop reason", str(summary["stop_reason"])))
+        if summary.get("stopped_epoch") is not None:  # 0-based, as Lightning's stopped_epoch
+            epoch = int(summary["stopped_epoch"])
+            rows.append(("stopped epoch", f"{epoch} (0-based: {epoch + 1} epochs trained)"))
     if summary.get("stop_savings"):  # what the stop avoided up to the planned end: a projection
         rows.append(("not run (projected)", savings_text(summary["stop_savings"])))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then

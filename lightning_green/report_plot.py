@@ -15,24 +15,27 @@ PLOT_FILENAME = "energy_report.png"
 def stop_place(savings: dict[str, Any], stopped_epoch: int) -> str:
     """Where a stop was, in words.
 
-    ``after epoch 3`` for a stop at an epoch's end; ``at 4.49 epochs (in epoch 4)`` for a check
-    inside an epoch; ``at step 36 (in epoch 4)`` in a run planned in steps.
+    ``after epoch 3 (4 epochs trained)`` for a stop at an epoch's end (epochs are 0-based, as
+    Lightning's ``stopped_epoch``; replay's ``stop_epoch`` counts epochs trained: 4);
+    ``at 4.49 epochs (in epoch 4)`` for a check inside an epoch; ``at step 36 (in epoch 4)`` in a
+    run planned in steps.
 
     Example:
         >>> stop_place({}, 3)
-        'after epoch 3'
+        'after epoch 3 (4 epochs trained)'
         >>> stop_place({"unit": "epochs", "stopped_at": 4.49}, 4)
         'at 4.49 epochs (in epoch 4)'
         >>> stop_place({"unit": "steps", "stopped_at": 36.0}, 4)
         'at step 36 (in epoch 4)'
     """
     stopped_at, unit = savings.get("stopped_at"), savings.get("unit")
+    whole = f"after epoch {stopped_epoch} ({stopped_epoch + 1} epochs trained)"
     if stopped_at is None:
-        return f"after epoch {stopped_epoch}"
+        return whole
     if unit == "steps":
         return f"at step {float(stopped_at):g} (in epoch {stopped_epoch})"
     if float(stopped_at) == stopped_epoch + 1:
-        return f"after epoch {stopped_epoch}"
+        return whole
     return f"at {float(stopped_at):.4g} epochs (in epoch {stopped_epoch})"
 
 

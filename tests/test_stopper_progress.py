@@ -236,7 +236,10 @@ def test_a_stop_says_what_it_saved_everywhere(tmp_path, sqlite_uri, monkeypatch,
     out_json = tmp_path / "report.json"
     argv = ["report", "--mlflow-uri", sqlite_uri, "--run-id", logger.run_id, "--json", str(out_json)]
     assert cli.main([*argv, "-o", str(tmp_path / "r.png")]) == 0
-    assert "not run (projected)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "not run (projected)" in out
+    # 0-based as Lightning's stopped_epoch, with the count of epochs trained (replay's stop_epoch).
+    assert f"stopped epoch {stopper.stopped_epoch} (0-based: {done} epochs trained)" in re.sub(" +", " ", out)
     reported = json.loads(out_json.read_text())
     assert reported.get("rebuilt_from_metrics", False) is not artifact
     assert reported["stop_savings"]["kwh_not_spent"] == pytest.approx(kwh_not_spent)
