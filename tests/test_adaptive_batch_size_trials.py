@@ -99,6 +99,29 @@ def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(
     assert got["window_j_per_sample"] == pytest.approx(want["window_j_per_sample"], rel=1e-9)
 
 
+def test_a_resume_with_a_range_that_excludes_the_adopted_size_is_refused(tmp_path, monkeypatch):
+    """The run trains at 64 (a probe) when the checkpoint is saved; resumed with max_batch_size=32
+    (say, a smaller GPU) it would go on at 64 unannounced: refused at fit start, naming both."""
+    from lightning_green.callbacks import AdaptationUnsupportedError
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    saver = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1)
+    fit(tmp_path / "a", [Spy(), first, saver], epochs=4, enable_checkpointing=True)
+    path = str(tmp_path / "ckpt" / "epoch=2-step=60.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert saved["current_batch_size"] == 64
+
+    narrower = AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST)
+    with pytest.raises(
+        AdaptationUnsupportedError, match=r"trains at batch_size=64.*outside this range \[16, 32\]"
+    ):
+        fit(tmp_path / "b", [Spy(), narrower], epochs=6, ckpt_path=path)
+    wider = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, **FAST)  # contains 64: trains on
+    fit(tmp_path / "c", [Spy(), wider], epochs=4, ckpt_path=path)
+    assert wider.current_batch_size in (32, 64)
+
+
 @pytest.mark.parametrize("ended_by", ["stopper", "max_epochs"])
 def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported(
     tmp_path, monkeypatch, sqlite_uri, ended_by
