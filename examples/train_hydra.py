@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 try:
     import hydra
+    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
     from omegaconf import DictConfig, OmegaConf
 except ImportError as error:  # hydra-core is a dev extra, not a dependency of lightning_green
@@ -35,9 +36,10 @@ def run(cfg: DictConfig) -> pl.Trainer:
     pl.seed_everything(cfg.seed)
     callbacks = [instantiate(spec) for spec in (cfg.get("callbacks") or {}).values()]
     logger = instantiate(cfg.logger) if cfg.get("logger") else False
-    trainer = pl.Trainer(
-        **OmegaConf.to_container(cfg.trainer, resolve=True), logger=logger, callbacks=callbacks
-    )
+    options = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if HydraConfig.initialized():  # each job of a --multirun sweep writes its reports to its own folder
+        options.setdefault("default_root_dir", HydraConfig.get().runtime.output_dir)
+    trainer = pl.Trainer(**options, logger=logger, callbacks=callbacks)
     trainer.fit(DigitsClassifier(**cfg.model), datamodule=DigitsDataModule(**cfg.data))
     return trainer
 

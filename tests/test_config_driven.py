@@ -147,6 +147,26 @@ def test_hydra_config_instantiates_every_callback(tmp_path, sqlite_uri):
     assert len(monitor.history) == 2 and monitor.history[-1].co2_kg > 0
 
 
+def test_a_hydra_multirun_sweep_keeps_each_jobs_report(tmp_path):
+    """``--multirun`` without a logger: each job's energy report lands in its own Hydra output
+    folder (both jobs wrote ``./energy_reports/energy_summary.json``, the second over the first)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    argv = [sys.executable, str(ROOT / "examples" / "train_hydra.py"), "--multirun", "~logger",
+            "callbacks.energy.pue=1.0,1.5", "trainer.max_epochs=1", "+trainer.limit_train_batches=3",
+            "+trainer.enable_progress_bar=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    done = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summaries = sorted((tmp_path / "sweep").glob("*/energy_reports/energy_summary.json"))
+    assert [p.parent.parent.name for p in summaries] == ["0", "1"]
+    assert [json.loads(p.read_text())["pue"] for p in summaries] == [1.0, 1.5]
+    assert not (tmp_path / "energy_reports").exists()
+
+
 def test_hydra_bad_value_is_reported_with_its_name():
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
