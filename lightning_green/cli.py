@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -237,7 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _one_line(error: BaseException) -> str:
+    """The error on one line: an HTML page an HTTP server answered with cut to its title."""
     text = " ".join(str(error).split()) or type(error).__name__
+    page = re.search(r"<!doctype html|<html", text, re.IGNORECASE)
+    if page is not None:  # e.g. a 404 page of a server that is no MLflow tracking server
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        shown = f"(an HTML page: {title.group(1).strip()})" if title else "(an HTML page)"
+        text = f"{text[: page.start()].rstrip()} {shown}"
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 

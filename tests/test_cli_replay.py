@@ -649,3 +649,56 @@ def test_a_reader_that_stops_reading_is_no_failure(curves_csv: Path, tmp_path: P
     assert proc.wait(timeout=300) == 0, err
     assert "nothing written" not in err and "Broken pipe" not in err
     assert out.is_file() and out.stat().st_size > 0
+
+
+def test_a_deleted_experiment_is_named_as_deleted(tmp_path: Path, sqlite_uri: str, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    experiment = client.create_experiment("gone")
+    run = client.create_run(experiment)
+    client.log_metric(run.info.run_id, "val_loss", 1.0, step=0)
+    client.log_metric(run.info.run_id, "energy/total_kwh", 0.01, step=0)
+    client.set_terminated(run.info.run_id)
+    client.delete_experiment(experiment)
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "gone", "--monitor", "val_loss"]
+    assert main([*argv, "-o", str(tmp_path / "d.csv")]) != 0
+    err = capsys.readouterr().err
+    assert "'gone'" in err and "is deleted" in err and f"--experiment-id {experiment}" in err
+    assert not (tmp_path / "d.csv").exists()
+
+
+def test_a_server_that_answers_with_an_html_page_is_one_short_line(tmp_path: Path, capsys) -> None:
+    """Not an MLflow server (a web server's 404 page): the error is one line, the page cut to its title."""
+    import http.server
+    import threading
+
+    page = (
+        b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body>"
+        + b"x" * 5000
+        + b"</body></html>"
+    )
+
+    class NotMlflow(http.server.BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
+
+        do_GET = do_POST = _answer  # noqa: N815 (http.server names)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotMlflow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        uri = f"http://127.0.0.1:{server.server_address[1]}"
+        rc = main(["replay", "--mlflow-uri", uri, "--experiment", "x", "-o", str(tmp_path / "d.csv")])
+    finally:
+        server.shutdown()
+    err = capsys.readouterr().err
+    assert rc != 0 and err.count("\n") == 1
+    assert "(an HTML page: 404 Not Found)" in err and "<html" not in err.lower() and len(err) < 600

@@ -169,6 +169,11 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list[MlflowRun]:
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise ValueError(f"MLflow experiment {experiment!r} not found at {tracking_uri}")
+    if getattr(exp, "lifecycle_stage", "active") == "deleted":
+        raise ValueError(
+            f"MLflow experiment {experiment!r} at {tracking_uri} is deleted (restore it to replay it: "
+            f"mlflow experiments restore --experiment-id {exp.experiment_id})"
+        )
     runs: list[MlflowRun] = []
     token = None
     while True:
