@@ -210,7 +210,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
         low, high, _ = batch_size_range(self.initial_batch_size, self.min_batch_size, self.max_batch_size)
-        if not low <= self.current_batch_size <= high:  # a resumed run adopted a size out of range now
+        current = self.current_batch_size
+        if current != self.initial_batch_size and not low <= current <= high:  # adopted, out of range now
             raise AdaptationUnsupportedError(
                 f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
                 f"max_batch_size={self.max_batch_size!r}): the checkpoint's run trains at "

@@ -318,9 +318,14 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             self._val_ran = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Warn once when the restored run watched another metric (its values were dropped)."""
+        """Warn once when the restored run watched another metric (its values were dropped).
+
+        Not for a monitor a stopper created: the stopper's own warning says its history restarts.
+        """
         if self._metric_changed is not None:
             (before, before_mode), self._metric_changed = self._metric_changed, None
+            if self.implicit:
+                return
             _compat.warn(
                 trainer,
                 f"lightning_green: the checkpoint's energy history watched {before!r} (mode "
