@@ -146,10 +146,13 @@ def _metric_fields(
         return {"best_metric": None}
     pick = max if mode == "max" else min
     best = pick(scored, key=lambda r: r.metric) if scored else best_check  # type: ignore[arg-type,return-value]
-    if best_check is not None and (
-        best_check.metric > best.metric if mode == "max" else best_check.metric < best.metric  # type: ignore[union-attr,operator]
-    ):
-        best = best_check  # a validation inside an epoch beat every epoch's last
+    if best_check is not None and best is not best_check:
+        assert best is not None and best.metric is not None
+        better = best_check.metric > best.metric if mode == "max" else best_check.metric < best.metric
+        # A tie: the epoch's record carries the value of a validation inside it (none at its end),
+        # or the best came again later; the energy up to the best is up to where it first came.
+        if better or (best_check.metric == best.metric and best_check.total_j <= best.total_j):
+            best = best_check
     assert best is not None and best.metric is not None
     marginals = [r.marginal_per_kwh for r in history if r.marginal_per_kwh is not None]
     return {
@@ -261,7 +264,15 @@ def format_summary(summary: dict[str, Any]) -> str:
             rows.append(("stop reason", str(summary["stop_reason"])))
         if summary.get("stopped_epoch") is not None:  # 0-based, as Lightning's stopped_epoch
             epoch = int(summary["stopped_epoch"])
-            rows.append(("stopped epoch", f"{epoch} (0-based: {epoch + 1} epochs trained)"))
+            saved = summary.get("stop_savings") or {}
+            at, unit = saved.get("stopped_at"), saved.get("unit")
+            if unit == "steps" and at is not None:
+                text = f"{epoch} (0-based; stopped at step {float(at):g})"
+            elif at is not None and float(at) != epoch + 1:  # a check inside the epoch
+                text = f"{epoch} (0-based; stopped at {float(at):.4g} epochs)"
+            else:
+                text = f"{epoch} (0-based: {epoch + 1} epochs trained)"
+            rows.append(("stopped epoch", text))
     if summary.get("stop_savings"):  # what the stop avoided up to the planned end: a projection
         rows.append(("not run (projected)", savings_text(summary["stop_savings"])))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then

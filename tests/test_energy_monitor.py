@@ -396,10 +396,14 @@ def test_a_second_fit_continues_the_total(tmp_path):
     trainer = make_trainer(tmp_path, [monitor], max_epochs=2, limit_train_batches=3, limit_val_batches=1)
     trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule())
     first = monitor.history[-1].total_j
+    ended_j = monitor.last_summary["total_kwh"] * J_PER_KWH  # what followed the last epoch included
     trainer.fit_loop.max_epochs = 4
     trainer.fit(trainer.lightning_module, datamodule=DigitsDataModule())
     totals = [r.total_j for r in monitor.history]
     assert len(totals) == 4 and totals == sorted(totals) and totals[2] > first
+    # The continued run starts from where the first fit ended, not from its last epoch's end.
+    third = monitor.history[2]
+    assert third.total_j - third.energy_j == pytest.approx(ended_j) and ended_j > first
 
 
 def test_validate_between_two_fits_is_not_taken_for_the_next_epochs_validation(tmp_path, ns):
@@ -588,3 +592,37 @@ def test_a_run_resumed_watching_another_metric_does_not_mix_the_two(tmp_path, ns
     same = EnergyMonitor(monitor="val_acc", mode="max", summary=False)
     _fit_and_save(tmp_path / "same", same, ns, max_epochs=3, ckpt_path=tmp_path / "saved.ckpt")
     assert same.history[1].metric is not None
+
+
+class _KilledError(Exception):
+    pass
+
+
+def test_a_resume_in_another_region_from_inside_an_epoch_keeps_the_co2_before_it(tmp_path, ns):
+    """A checkpoint saved inside the only epoch (France), the process killed, resumed in Germany:
+    the energy up to the checkpoint keeps France's CO2, only the rest is priced at Germany's."""
+    import torch
+
+    class KillAtStep(ns.pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 3:
+                raise _KilledError
+
+    def run(monitor, extra, ckpt_path=None):
+        pl.seed_everything(0)
+        saver = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+        trainer = make_trainer(tmp_path, [monitor, saver, *extra], max_epochs=1, lightning=ns,
+                               limit_train_batches=4, enable_checkpointing=True)  # fmt: skip
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=64), ckpt_path=ckpt_path)
+
+    with pytest.raises(_KilledError):
+        run(EnergyMonitor(region="FR", summary=False), [KillAtStep()])
+    path = tmp_path / "ckpt" / "epoch=0-step=2.ckpt"
+    state = torch.load(path, weights_only=False)["callbacks"]["lightning_green.EnergyMonitor"]
+    france_kwh = state["open_epoch"]["energy_j"] / J_PER_KWH
+    assert france_kwh > 0 and state["ledger"]["history"] == []  # caught inside the epoch
+    germany = EnergyMonitor(region="DE", summary=False)
+    run(germany, [], ckpt_path=str(path))
+    summary = germany.last_summary
+    expected = france_kwh * 55 / 1000 + (summary["total_kwh"] - france_kwh) * 380 / 1000
+    assert summary["co2_kg"] == pytest.approx(expected)

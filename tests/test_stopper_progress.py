@@ -85,6 +85,10 @@ def test_several_checks_an_epoch_are_fractional_epochs(tmp_path, monkeypatch, ns
     assert progress[-1] % 1 != 0  # it stopped inside an epoch, at the check the policy said
     assert trainer.global_step == round(progress[-1] * BATCHES)  # no batch after the stop
     assert stopper.stopped_epoch == int(progress[-1])  # the epoch the stopping check fell in
+    from lightning_green.report import format_summary
+
+    text = re.sub(" +", " ", format_summary(stopper.energy_monitor.last_summary))
+    assert f"stopped epoch {stopper.stopped_epoch} (0-based; stopped at {progress[-1]:.4g} epochs)" in text
     # patience counts checks, as Lightning's EarlyStopping: 3 checks after the last improvement
     assert len(progress) <= 6 + 3
 
@@ -188,6 +192,20 @@ def test_summary_best_is_the_best_of_every_check_not_of_epoch_ends(tmp_path, mon
     resumed = run(tmp_path / "b", 3, ckpt_path=str(tmp_path / "b" / "ckpt" / "last.ckpt"))
     assert (resumed["best_metric"], resumed["best_epoch"]) == (summary["best_metric"], 1)
     assert resumed["kwh_to_best"] == pytest.approx(summary["kwh_to_best"])
+
+    # Validations every 3 batches across epochs (8 an epoch): none at an epoch's end, so an
+    # epoch's record carries its last validation's value; the best (0.1, epoch 1's last, at step
+    # 15) is reported with the energy up to that validation, not up to the epoch's end.
+    across = [0.9, 0.8, 0.7, 0.6, 0.1, 0.5, 0.45, 0.44]  # checks at steps 3, 6, ..., 24
+    monitor = EnergyMonitor(monitor="val_loss", summary=False)
+    fit(tmp_path / "d", ns, [monitor], module_cls(across, steps_per_check=3), max_epochs=3,
+        val_check_interval=3, check_val_every_n_epoch=None)  # fmt: skip
+    summary = monitor.last_summary
+    assert summary["per_epoch"][1]["metric"] == pytest.approx(0.1)  # carried to the epoch's end
+    assert summary["best_metric"] == pytest.approx(0.1) and summary["best_epoch"] == 1
+    assert (
+        summary["per_epoch"][0]["total_kwh"] < summary["kwh_to_best"] < summary["per_epoch"][1]["total_kwh"]
+    )
 
     # A stopper reading the energy at the same validations shares the reading: its cost at the
     # best check is the summary's energy up to it (the scripted meter adds 1000 J a reading).

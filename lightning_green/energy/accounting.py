@@ -161,16 +161,28 @@ class EnergyLedger:
         # CO2 of the energy before a resume, as recorded then (another region or intensity may
         # apply now): (energy in J, its CO2 in kg, None when it had no intensity).
         self._co2_before: tuple[float, float | None] = (0.0, None)
+        self._ended_j = 0.0  # the run's total when the last fit with this ledger ended
 
     # -- feeding -------------------------------------------------------------------------------
     def begin(self) -> None:
         """Start this process's accounting on meters that were just started (reading zero).
 
         The run's total so far (a restored checkpoint's, or an earlier ``fit`` with the same
-        ledger) is kept: later epochs add to it.
+        ledger, what followed its last epoch included: :meth:`end`) is kept: later epochs add to it.
         """
-        self.offset_j = self._last_total_j
+        self.offset_j = self._last_total_j = max(self._last_total_j, self._ended_j)
         self._last_faults = 0
+
+    def end(self, total_j: float) -> None:
+        """Note the run's total when a fit ends (what followed the last epoch included).
+
+        A later ``fit`` with this ledger (the same Trainer fit again) continues from it: that
+        energy is in the run's total, in no epoch.
+
+        Args:
+            total_j: The run's energy at the end of the fit (PUE applied, resumes included), J.
+        """
+        self._ended_j = max(self._ended_j, float(total_j))
 
     def total_j_at(self, measured_j: float) -> float:
         """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
@@ -287,7 +299,12 @@ class EnergyLedger:
         return marginal_gain_per_kwh(previous, metric, j_to_kwh(energy_j), self.mode)
 
     def carry_open_epoch(
-        self, energy_j: float, samples: int, duration_s: float, partial: bool = False
+        self,
+        energy_j: float,
+        samples: int,
+        duration_s: float,
+        partial: bool = False,
+        co2_kg: float | None = None,
     ) -> None:
         """Continue an epoch that a checkpoint caught open, after restoring that checkpoint.
 
@@ -296,7 +313,11 @@ class EnergyLedger:
             samples: Training samples it had processed.
             duration_s: Time it had run.
             partial: Whether a measurement fault had happened in it (the epoch stays partial).
+            co2_kg: CO2 of that energy at the intensity then (kept as recorded), or ``None``.
         """
+        before_j, before_kg = self._co2_before
+        if before_kg is not None and co2_kg is not None and before_j == self.offset_j:
+            self._co2_before = (before_j + max(0.0, energy_j), before_kg + co2_kg)
         self.offset_j += max(0.0, energy_j)
         self._carry_samples += int(samples)
         self._carry_duration_s += max(0.0, duration_s)
@@ -357,6 +378,7 @@ class EnergyLedger:
             state: What :meth:`state_dict` returned.
         """
         self.history = [EpochEnergy(**r) for r in state.get("history", [])]
+        self._ended_j = 0.0  # the checkpoint's run, not an earlier fit's
         self.offset_j = float(state.get("total_j", 0.0))
         self.baseline_metric = state.get("baseline_metric")
         best = state.get("best_check")

@@ -119,6 +119,7 @@ class OpenEpoch:
     samples: int
     duration_s: float
     partial: bool = False
+    co2_kg: float | None = None  # of energy_j, at the carbon intensity when it was used
 
 
 @dataclass
@@ -423,13 +424,18 @@ class EnergySession:
     def open_epoch(self) -> OpenEpoch:
         """What the epoch in progress has used so far (collective), e.g. to keep it in a checkpoint."""
         reading, _ = self.read()
-        energy_j = max(0.0, self.ledger.total_j_at(reading.energy_j) - self.ledger.total_j)
-        partial = self.ledger.faults_in_open_epoch(reading.faults)
-        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s, partial)
+        ledger = self.ledger
+        energy_j = max(0.0, ledger.total_j_at(reading.energy_j) - ledger.total_j)
+        partial = ledger.faults_in_open_epoch(reading.faults)
+        before_kg, after_kg = ledger.co2_kg(ledger.total_j), ledger.co2_kg(ledger.total_j + energy_j)
+        co2 = None if before_kg is None or after_kg is None else after_kg - before_kg
+        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s, partial, co2)
 
     def carry(self, epoch: OpenEpoch) -> None:
         """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
-        self.ledger.carry_open_epoch(epoch.energy_j, epoch.samples, epoch.duration_s, partial=epoch.partial)
+        self.ledger.carry_open_epoch(
+            epoch.energy_j, epoch.samples, epoch.duration_s, partial=epoch.partial, co2_kg=epoch.co2_kg
+        )
 
     # -- coordination of probes -------------------------------------------------------------------
     def set_probing(self, key: str, probing: bool) -> None:
