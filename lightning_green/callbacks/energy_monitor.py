@@ -480,8 +480,6 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if failure is not None:
             extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
-        # A later fit of the same Trainer continues from here, what followed the last epoch included.
-        self.session.ledger.end(self.session.ledger.total_j_at(measured_j))
         if trainer.global_rank != 0:
             return
         written = False

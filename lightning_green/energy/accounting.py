@@ -161,28 +161,16 @@ class EnergyLedger:
         # CO2 of the energy before a resume, as recorded then (another region or intensity may
         # apply now): (energy in J, its CO2 in kg, None when it had no intensity).
         self._co2_before: tuple[float, float | None] = (0.0, None)
-        self._ended_j = 0.0  # the run's total when the last fit with this ledger ended
 
     # -- feeding -------------------------------------------------------------------------------
     def begin(self) -> None:
         """Start this process's accounting on meters that were just started (reading zero).
 
         The run's total so far (a restored checkpoint's, or an earlier ``fit`` with the same
-        ledger, what followed its last epoch included: :meth:`end`) is kept: later epochs add to it.
+        ledger) is kept: later epochs add to it.
         """
-        self.offset_j = self._last_total_j = max(self._last_total_j, self._ended_j)
+        self.offset_j = self._last_total_j
         self._last_faults = 0
-
-    def end(self, total_j: float) -> None:
-        """Note the run's total when a fit ends (what followed the last epoch included).
-
-        A later ``fit`` with this ledger (the same Trainer fit again) continues from it: that
-        energy is in the run's total, in no epoch.
-
-        Args:
-            total_j: The run's energy at the end of the fit (PUE applied, resumes included), J.
-        """
-        self._ended_j = max(self._ended_j, float(total_j))
 
     def total_j_at(self, measured_j: float) -> float:
         """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
@@ -378,7 +366,6 @@ class EnergyLedger:
             state: What :meth:`state_dict` returned.
         """
         self.history = [EpochEnergy(**r) for r in state.get("history", [])]
-        self._ended_j = 0.0  # the checkpoint's run, not an earlier fit's
         self.offset_j = float(state.get("total_j", 0.0))
         self.baseline_metric = state.get("baseline_metric")
         best = state.get("best_check")
