@@ -281,12 +281,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.insert(0, ("status", f"{summary['run_status']} (the run did not finish: what it logged so far)"))
     if summary.get("rebuilt_from_metrics"):
         unreadable = summary.get("artifacts_unreadable")
-        why = (
-            f" (its artifacts could not be read: {unreadable}; read the run through the tracking "
-            "server's address, --mlflow-uri http://HOST:PORT)"
-            if unreadable
-            else f" (the run has no {SUMMARY_FILENAME})"
-        )
+        if summary.get("rebuilt_for_monitor"):
+            why = f" (to draw {summary.get('monitor')!r}: the run's {SUMMARY_FILENAME} is of its own metric)"
+        elif unreadable:
+            why = (
+                f" (its artifacts could not be read: {unreadable}; read the run through the tracking "
+                "server's address, --mlflow-uri http://HOST:PORT)"
+            )
+        else:
+            why = f" (the run has no {SUMMARY_FILENAME})"
         rows.append(("summary", "rebuilt from the logged metrics" + why))
     width = max(len(k) for k, _ in rows)
     lines = ["lightning_green energy summary", *(f"  {k.ljust(width)}  {v}" for k, v in rows)]
@@ -362,13 +365,13 @@ def summary_from_mlflow(
 
     run = MlflowRun.open(tracking_uri, run_id)
     artifact = f"lightning_green/{SUMMARY_FILENAME}"
-    if artifact in run.artifact_names("lightning_green") and monitor in (
-        None,
-        run.params.get(keys.PARAM_MONITOR),
-    ):
+    has_summary = artifact in run.artifact_names("lightning_green")
+    if has_summary and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
         with tempfile.TemporaryDirectory() as tmp:
             return load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
     summary = _summary_from_metrics(run, monitor, mode)
+    if has_summary:  # of the run's own metric: another one is drawn from the metrics
+        summary["rebuilt_for_monitor"] = True
     if run.artifacts_error is not None:
         summary["artifacts_unreadable"] = run.artifacts_error
     return summary
@@ -407,7 +410,10 @@ def summary_from_log(path: str, monitor: str | None = None, mode: str | None = N
     summary_file = Path(path).parent / SUMMARY_FILENAME
     if summary_file.is_file() and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
         return load_summary(str(summary_file), str(summary_file))
-    return _summary_from_metrics(run, monitor, mode)
+    summary = _summary_from_metrics(run, monitor, mode)
+    if summary_file.is_file():  # of the run's own metric: another one is drawn from the metrics
+        summary["rebuilt_for_monitor"] = True
+    return summary
 
 
 def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None) -> dict[str, Any]:

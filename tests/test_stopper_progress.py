@@ -309,6 +309,21 @@ def test_replay_of_a_stopped_csvlogger_run_reports_the_projected_saving(
     assert float(row["cost_not_run_projected"]) == pytest.approx(kwh_not_spent)
     assert "policy arguments as recorded by 1 run(s)" in out and "projected for 1 run(s)" in out
 
+    # The report of another metric than the run's is drawn from the metrics, with the run's stop
+    # (reason and epoch: the plot's stop marker) from its summary, and says why it was rebuilt.
+    if summary:
+        report = tmp_path / "other.json"
+        argv = ["report", str(metrics_csv), "--monitor", "epoch", "--mode", "max", "--json", str(report)]
+        assert cli.main([*argv, "-o", str(tmp_path / "other.png")]) == 0
+        drawn = json.loads(report.read_text())
+        assert (drawn["stop_reason"], drawn["stopped_epoch"]) == (
+            stopper.stop_reason.value,
+            stopper.stopped_epoch,
+        )
+        assert (
+            "to draw 'epoch': the run's energy_summary.json is of its own metric" in capsys.readouterr().out
+        )
+
 
 def test_the_policy_sees_what_the_run_plans(tmp_path, monkeypatch, ns):
     """A run without a plan of its own (Lightning's implicit 1000 epochs) has no horizon."""

@@ -211,7 +211,7 @@ def read_hparams(path: Path) -> dict[str, str]:
 
 
 def read_stop_tag(path: Path) -> dict[str, str]:
-    """The stop reason the run's summary records, as the MLflow tag holds it, or ``{}``."""
+    """The stop reason and stopped epoch the run's summary records, as MLflow tags hold them, or ``{}``."""
     if not path.is_file():
         return {}
     try:
@@ -219,4 +219,10 @@ def read_stop_tag(path: Path) -> dict[str, str]:
     except (ValueError, UnicodeDecodeError) as e:
         raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
     reason = summary.get("stop_reason") if isinstance(summary, dict) else None
-    return {keys.TAG_STOP_REASON: str(reason)} if isinstance(reason, str) else {}
+    if not isinstance(reason, str):
+        return {}
+    tags = {keys.TAG_STOP_REASON: reason}
+    epoch = summary.get("stopped_epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        tags[keys.TAG_STOPPED_EPOCH] = str(epoch)
+    return tags
