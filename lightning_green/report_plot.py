@@ -132,7 +132,8 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     if at_kwh is not None:
         ax.axvline(at_kwh, color="#a50f15", linestyle=":", linewidth=1.5)
         low, high = ax.get_xlim()
-        left = at_kwh - low < 0.3 * (high - low)  # near the left edge: label on the right of the line
+        # In the left half the label goes right of the line: it must not spill past the axis.
+        left = at_kwh - low < 0.5 * (high - low)
         ax.annotate(
             marker,
             xy=(at_kwh, 0.5),
@@ -153,10 +154,13 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     total = summary.get("total_kwh", 0.0)
     co2 = summary.get("co2_kg")
     title = f"{monitor} against energy: {total:.4g} kWh" + (f", {co2:.3g} kg CO2e" if co2 is not None else "")
-    ax.set_title(title, fontsize=10)
+    ended = _how_it_ended(summary)
+    ax.set_title(title + (f"\n{ended}" if ended else ""), fontsize=10, color="#a50f15" if ended else "black")
     handles, labels = ax.get_legend_handles_labels()
     bar_handles, bar_labels = bars.get_legend_handles_labels()
-    ax.legend(handles + bar_handles, labels + bar_labels, fontsize=8, loc="lower right")
+    # Where the curve is not: a falling metric ends at the lower right, a rising one at the upper right.
+    corner = "lower right" if summary.get("mode") == "max" else "upper right"
+    ax.legend(handles + bar_handles, labels + bar_labels, fontsize=8, loc=corner)
     ax.grid(alpha=0.25)
     fig.tight_layout()
     out = Path(path)
@@ -187,3 +191,30 @@ def _draw_not_run(
         sign = 1.0 if mode == "max" else -1.0
         ax.plot([start, end], [best, best + sign * gain], ":", color="#636363", linewidth=1.4,
                 label=f"projected gain forgone: {gain:.3g} (not run)")  # fmt: skip
+        ax.set_ylim(*expanded(*ax.get_ylim(), best + sign * gain))  # its end in view
+
+
+def expanded(low: float, high: float, value: float, margin: float = 0.05) -> tuple[float, float]:
+    """Axis limits ``(low, high)`` widened to show ``value`` with a margin (unchanged when in view).
+
+    Example:
+        >>> expanded(0.09, 0.5, 0.0844)
+        (0.0639, 0.5)
+        >>> expanded(0.0, 1.0, 0.5)
+        (0.0, 1.0)
+    """
+    span = (high - low) or abs(value) or 1.0
+    if value < low:
+        return round(value - margin * span, 12), high
+    if value > high:
+        return low, round(value + margin * span, 12)
+    return low, high
+
+
+def _how_it_ended(summary: dict[str, Any]) -> str | None:
+    """A line for a run that did not finish (failed, or read back unfinished), else ``None``."""
+    if summary.get("failed"):
+        return f"FAILED: {summary.get('error') or 'the fit raised'} (measured until then)"
+    if summary.get("run_status"):
+        return f"{summary['run_status']}: the run did not finish (logged until then)"
+    return None

@@ -52,6 +52,13 @@ def test_a_fit_that_raises_still_writes_and_logs_its_report_marked_failed(tmp_pa
     assert summary["failed"] is True and "TrainingStepError: the data went bad" in summary["error"]
     assert summary["epochs"] == 2 and summary["total_kwh"] > 0
     assert monitor.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The plot says so too (its title), not only the printed summary and the JSON.
+    matplotlib = pytest.importorskip("matplotlib")
+    from lightning_green.report import plot_summary
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):
+        svg = plot_summary(summary, tmp_path / "failed.svg").read_text()
+    assert "FAILED: TrainingStepError: the data went bad (measured until then)" in svg
     adaptations = json.loads((monitor.summary_path.parent / "adaptations.json").read_text())
     assert adaptations["failed"] is True and adaptations["batch_size"]["batch_size_initial"] == 32
     assert "FAILED (TrainingStepError: the data went bad)" in caplog.text  # the printed summary
