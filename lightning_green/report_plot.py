@@ -95,6 +95,10 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
         low, high = min(ys), max(ys)
         pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
         ax.set_ylim(low - pad, high + pad)  # a wild extrapolation must not squash the data
+    best, best_kwh = summary.get("best_metric"), summary.get("kwh_to_best")
+    if best is not None and best_kwh is not None:  # also a best inside an epoch (not among the points)
+        ax.plot([best_kwh], [best], "*", color="#08519c", markersize=10, label=f"best: {best:.4g}")
+        ax.set_ylim(*expanded(*ax.get_ylim(), float(best)))
     fit = (summary.get("stopping_policy") or {}).get("fit")
     if fit:
         fitted_until = fit["fitted_until_kwh"]

@@ -186,6 +186,11 @@ def test_summary_best_is_the_best_of_every_check_not_of_epoch_ends(tmp_path, mon
     # measured at that validation: inside epoch 1, before its end
     assert per_epoch[0]["total_kwh"] < summary["kwh_to_best"] < per_epoch[1]["total_kwh"]
     assert summary["kwh_after_best"] == pytest.approx(summary["total_kwh"] - summary["kwh_to_best"])
+    matplotlib = pytest.importorskip("matplotlib")
+    from lightning_green.report import plot_summary
+
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # the best is drawn, though no epoch ends there
+        assert "best: 0.1<" in plot_summary(summary, tmp_path / "best.svg").read_text()
 
     # The same run stopped after epoch 2 and resumed: the best survives the checkpoint.
     run(tmp_path / "b", 2)
