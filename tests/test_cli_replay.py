@@ -305,20 +305,26 @@ def test_mlflow_replay_takes_the_recorded_direction(
     assert "recorded another monitored metric (val_acc)" in capsys.readouterr().out
 
 
+def _finished_run(client, experiment_id: str, checks: int, scale: float = 1.0) -> str:
+    """A finished MLflow run with ``val_loss`` and ``energy/total_kwh`` at ``checks`` steps; its id."""
+    run_id = client.create_run(experiment_id).info.run_id
+    for i in range(checks):
+        client.log_metric(run_id, "val_loss", scale / (i + 1), step=i)
+        client.log_metric(run_id, "energy/total_kwh", 0.01 * scale * (i + 1), step=i)
+    client.set_terminated(run_id)
+    return run_id
+
+
 def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Path, sqlite_uri: str, capsys):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=sqlite_uri)
-    run = client.create_run(client.create_experiment("bare"))
-    for i in range(5):
-        client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
-        client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
-    client.set_terminated(run.info.run_id)
+    run_id = _finished_run(client, client.create_experiment("bare"), 5)
     out = tmp_path / "d.csv"
     rc = main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "bare", "-o", str(out)])
     assert rc == 2
     err = capsys.readouterr().err
-    assert run.info.run_id in err and "lightning_green.monitor" in err and "--monitor" in err
+    assert run_id in err and "lightning_green.monitor" in err and "--monitor" in err
     assert not out.exists()
 
 
@@ -383,27 +389,20 @@ def test_reading_a_store_never_writes_to_it(tmp_path: Path, sqlite_uri: str, cap
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=sqlite_uri)
-    run = client.create_run(client.create_experiment("kept"))
-    for i in range(6):
-        client.log_metric(run.info.run_id, "val_loss", 1.0 / (i + 1), step=i)
-        client.log_metric(run.info.run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
-    client.set_terminated(run.info.run_id)
+    experiment = client.create_experiment("kept")
+    run_id = _finished_run(client, experiment, 6)
     store = Path(sqlite_uri.removeprefix("sqlite:///"))
     before = store.read_bytes()
     replay = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "kept", "--monitor", "val_loss"]
     assert main([*replay, "-o", str(tmp_path / "d.csv")]) == 0
-    report = ["report", "--mlflow-uri", sqlite_uri, "--run-id", run.info.run_id, "--monitor", "val_loss"]
+    report = ["report", "--mlflow-uri", sqlite_uri, "--run-id", run_id, "--monitor", "val_loss"]
     assert main([*report, "-o", str(tmp_path / "r.png")]) == 0
     assert store.read_bytes() == before
-    assert run.info.run_id in (tmp_path / "d.csv").read_text()
+    assert run_id in (tmp_path / "d.csv").read_text()
     # A later run in the same process reads the store as it is then, not the first snapshot.
-    later = client.create_run(client.get_experiment_by_name("kept").experiment_id)
-    for i in range(4):
-        client.log_metric(later.info.run_id, "val_loss", 2.0 / (i + 1), step=i)
-        client.log_metric(later.info.run_id, "energy/total_kwh", 0.02 * (i + 1), step=i)
-    client.set_terminated(later.info.run_id)
+    later = _finished_run(client, experiment, 4, scale=2.0)
     assert main([*replay, "-o", str(tmp_path / "e.csv")]) == 0
-    assert later.info.run_id in (tmp_path / "e.csv").read_text()
+    assert later in (tmp_path / "e.csv").read_text()
 
 
 @pytest.mark.parametrize("command", ["report", "replay"])
@@ -656,10 +655,7 @@ def test_a_deleted_experiment_is_named_as_deleted(tmp_path: Path, sqlite_uri: st
 
     client = MlflowClient(tracking_uri=sqlite_uri)
     experiment = client.create_experiment("gone")
-    run = client.create_run(experiment)
-    client.log_metric(run.info.run_id, "val_loss", 1.0, step=0)
-    client.log_metric(run.info.run_id, "energy/total_kwh", 0.01, step=0)
-    client.set_terminated(run.info.run_id)
+    _finished_run(client, experiment, 1)
     client.delete_experiment(experiment)
     argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "gone", "--monitor", "val_loss"]
     assert main([*argv, "-o", str(tmp_path / "d.csv")]) != 0
