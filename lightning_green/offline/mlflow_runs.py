@@ -9,6 +9,7 @@ part. MLflow is imported only when a run is opened.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sqlite3
@@ -20,8 +21,9 @@ from typing import Any
 from lightning_green import keys
 from lightning_green.offline.checks import sqlite_file
 
-_SNAPSHOTS: dict[tuple[str, int, int], str] = {}
-"""``(database path, mtime_ns, size) -> tracking URI of its read-only snapshot`` in this process."""
+_SNAPSHOTS: dict[str, tuple[tuple[int, int], str]] = {}
+"""``database path -> ((mtime_ns, size) of the file snapshotted, snapshot file)`` in this process:
+the latest snapshot of each database (an earlier one is removed when the file changed)."""
 _SNAPSHOT_DIR: tempfile.TemporaryDirectory[str] | None = None
 
 
@@ -32,7 +34,7 @@ def _read_only(tracking_uri: str) -> str:
     and upgrades one of an older schema in place (after which an older MLflow server sharing it
     can no longer open it). An ``sqlite:///`` store is therefore read from a consistent snapshot
     (SQLite's backup of the file opened read-only), taken once per process for each state of the
-    file; other stores are read as they are.
+    file (the latest kept, an earlier one removed); other stores are read as they are.
     """
     path = sqlite_file(tracking_uri)
     if path is None:
@@ -40,21 +42,26 @@ def _read_only(tracking_uri: str) -> str:
     global _SNAPSHOT_DIR
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no MLflow database at {path!r} (reading does not create one)")
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_mtime_ns, stat.st_size)
-    if key not in _SNAPSHOTS:
+    stat, real = os.stat(path), os.path.realpath(path)
+    state = (stat.st_mtime_ns, stat.st_size)
+    known = _SNAPSHOTS.get(real)
+    if known is None or known[0] != state:
         if _SNAPSHOT_DIR is None:
             _SNAPSHOT_DIR = tempfile.TemporaryDirectory(prefix="lightning_green_mlflow_")
-        copy = os.path.join(_SNAPSHOT_DIR.name, f"snapshot_{len(_SNAPSHOTS)}.db")
-        source = sqlite3.connect(f"file:{urllib.parse.quote(key[0])}?mode=ro", uri=True)
+        handle, copy = tempfile.mkstemp(suffix=".db", dir=_SNAPSHOT_DIR.name)
+        os.close(handle)
+        source = sqlite3.connect(f"file:{urllib.parse.quote(real)}?mode=ro", uri=True)
         target = sqlite3.connect(copy)
         try:
             source.backup(target)
         finally:
             target.close()
             source.close()
-        _SNAPSHOTS[key] = "sqlite:///" + copy
-    return _SNAPSHOTS[key]
+        if known is not None:
+            with contextlib.suppress(OSError):
+                os.remove(known[1])
+        known = _SNAPSHOTS[real] = (state, copy)
+    return "sqlite:///" + known[1]
 
 
 def _client(tracking_uri: str) -> Any:
