@@ -244,7 +244,8 @@ def _one_line(error: BaseException) -> str:
     if page is not None:  # e.g. a 404 page of a server that is no MLflow tracking server
         title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
         shown = f"(an HTML page: {title.group(1).strip()})" if title else "(an HTML page)"
-        text = f"{text[: page.start()].rstrip()} {shown}"
+        head = text[: page.start()].rstrip(" '\"")
+        text = f"{head} {shown}"
     return text if len(text) <= 2000 else text[:1997] + "..."
 
 

@@ -368,7 +368,10 @@ def summary_from_mlflow(
     has_summary = artifact in run.artifact_names("lightning_green")
     if has_summary and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
         with tempfile.TemporaryDirectory() as tmp:
-            return load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
+            summary = load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
+        if run.status not in (None, "FINISHED") and not summary.get("failed"):
+            summary["run_status"] = run.status  # ended, or was killed, after its summary was logged
+        return summary
     summary = _summary_from_metrics(run, monitor, mode)
     if has_summary:  # of the run's own metric: another one is drawn from the metrics
         summary["rebuilt_for_monitor"] = True

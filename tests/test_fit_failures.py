@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import warnings
 
 import pytest
@@ -170,3 +171,53 @@ def test_a_fit_whose_mlflow_server_goes_away_still_writes_its_report_locally(tmp
     ours = _lightning_green_warnings(record)
     assert len([m for m in ours if "does not answer" in m]) == 1, ours
     assert not [m for m in ours if "could not" in m or "refused" in m], ours
+
+
+def test_replay_and_report_of_runs_that_did_not_finish(tmp_path, sqlite_uri, capsys):
+    """A CSVLogger run that raised is skipped by replay and named (its summary says FAILED), or
+    replayed as far as it ran with --include-unfinished (and said so); an MLflow run that was
+    killed after its summary was logged says KILLED in its report though the summary artifact is
+    a normal one."""
+    from mlflow.tracking import MlflowClient
+    from pytorch_lightning.loggers import CSVLogger
+
+    from lightning_green.cli import main
+
+    logger = CSVLogger(str(tmp_path), name="broke")
+    trainer = make_trainer(
+        tmp_path, [EnergyMonitor(monitor="val_acc", mode="max")], logger=logger, max_epochs=5, **FAST
+    )
+    with pytest.raises(TrainingStepError):
+        trainer.fit(FailsAtEpoch(3), datamodule=DigitsDataModule())
+    log = str(tmp_path / "broke" / "version_0" / "metrics.csv")
+    capsys.readouterr()
+    assert main(["replay", log, "-o", str(tmp_path / "d.csv")]) == 1  # nothing else to replay
+    assert f"did not finish (--include-unfinished to replay them as far as they ran): {log} (FAILED)" in (
+        capsys.readouterr().out
+    )
+    assert main(["replay", log, "--include-unfinished", "-o", str(tmp_path / "d.csv")]) == 0
+    assert f"included a run that did not finish, as far as it ran: {log} (FAILED)" in capsys.readouterr().out
+
+    mlflow_logger = MLFlowLogger(experiment_name="killed", tracking_uri=sqlite_uri)
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    trainer = make_trainer(tmp_path / "m", [monitor], logger=mlflow_logger, max_epochs=2, **FAST)
+    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule())
+    MlflowClient(sqlite_uri).set_terminated(mlflow_logger.run_id, status="KILLED")
+    capsys.readouterr()
+    argv = [
+        "report",
+        "--mlflow-uri",
+        sqlite_uri,
+        "--run-id",
+        mlflow_logger.run_id,
+        "-o",
+        str(tmp_path / "r.png"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"energy summary\n  status +KILLED \(the run did not finish", out)
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "killed", "--include-unfinished"]
+    assert main([*argv, "-o", str(tmp_path / "e.csv")]) == 0
+    assert f"included 1 run(s) that did not finish, as far as they ran: {mlflow_logger.run_id} (KILLED)" in (
+        capsys.readouterr().out
+    )

@@ -17,6 +17,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lightning_green.offline import checks
@@ -156,9 +157,12 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
     (``--monitor``, ``--mode`` and ``--cost-key`` as there); a folder's event files make one run.
     """
     from lightning_green.offline.csv_curves import read_curves_csv
+    from lightning_green.offline.lightning_csv import SUMMARY_FILE, summary_failed
 
     curves: list[Curve] = []
     skipped: list[str] = []
+    unfinished: list[str] = []  # failed runs (their summary says so): they ended where they broke off
+    include_unfinished = getattr(args, "include_unfinished", False)
     several = len(args.curves) > 1
     event_folders: set[str] = set()
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
@@ -171,6 +175,11 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             event_folders.add(folder)
         run = open_lightning_log(path)
         if run is not None:
+            if summary_failed(Path(path).parent / SUMMARY_FILE):
+                if not include_unfinished:
+                    unfinished.append(f"{path} (FAILED)")
+                    continue
+                echo(f"included a run that did not finish, as far as it ran: {path} (FAILED)")
             for earlier in getattr(run, "continues", ()):
                 joined[os.path.realpath(earlier)] = path
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
@@ -203,6 +212,11 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             + ", ".join(skipped)
             + " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
         )
+    if unfinished:
+        echo(
+            f"skipped {len(unfinished)} Lightning log(s) of runs that did not finish (--include-unfinished "
+            "to replay them as far as they ran): " + ", ".join(unfinished)
+        )
     if not curves:
         raise LookupError(f"no curve in {', '.join(args.curves)}: no log has both {metric} and {cost_key!r}")
     seen: dict[str, Curve] = {}
@@ -218,7 +232,8 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
 def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
     from lightning_green.offline.mlflow_curves import read_mlflow_curves
 
-    unfinished: list[str] | None = None if getattr(args, "include_unfinished", False) else []
+    include = bool(getattr(args, "include_unfinished", False))
+    unfinished: list[str] = []
     curves, skipped = read_mlflow_curves(
         args.mlflow_uri,
         args.experiment,
@@ -226,12 +241,18 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
         mode=args.mode,
         cost_key=cost_key,
         unfinished=unfinished,
+        keep_unfinished=include,
     )
     source = f"{args.mlflow_uri} experiment {args.experiment!r}"
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:
         echo(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: " + ", ".join(skipped))
-    if unfinished:
+    if unfinished and include:  # their curves end where the run broke off: say which they are
+        echo(
+            f"included {len(unfinished)} run(s) that did not finish, as far as they ran: "
+            + ", ".join(unfinished)
+        )
+    elif unfinished:
         echo(
             f"skipped {len(unfinished)} run(s) that did not finish (--include-unfinished to replay "
             "them as far as they ran): " + ", ".join(unfinished)

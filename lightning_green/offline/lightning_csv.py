@@ -210,6 +210,17 @@ def read_hparams(path: Path) -> dict[str, str]:
     return {str(k): "none" if v is None else str(v) for k, v in loaded.items()}
 
 
+def summary_failed(path: Path) -> bool:
+    """Whether the run's ``energy_summary.json`` at ``path`` marks it failed (the fit raised)."""
+    if not path.is_file():
+        return False
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
+    return isinstance(summary, dict) and summary.get("failed") is True
+
+
 def read_stop_tag(path: Path) -> dict[str, str]:
     """The stop reason and stopped epoch the run's summary records, as MLflow tags hold them, or ``{}``."""
     if not path.is_file():

@@ -54,6 +54,7 @@ def read_mlflow_curves(
     mode: str | None = None,
     cost_key: str = ENERGY_KEY,
     unfinished: list[str] | None = None,
+    keep_unfinished: bool = False,
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
@@ -98,6 +99,7 @@ def read_mlflow_curves(
             (<STATUS>)"``: their curves end where the run broke off, not where it would have
             ended, so what a stop saves on them says nothing of the policy. ``None``: read them
             like the others.
+        keep_unfinished: With ``unfinished``, still read those runs (named there all the same).
 
     Returns:
         ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
@@ -119,7 +121,8 @@ def read_mlflow_curves(
     for run in experiment_runs(tracking_uri, experiment):
         if unfinished is not None and run.status not in (None, "FINISHED"):
             unfinished.append(f"{run.run_id} ({run.status})")
-            continue
+            if not keep_unfinished:
+                continue
         curve = curve_of_run(run, monitor, mode=mode, cost_key=cost_key)
         if curve is None:
             skipped.append(run.run_id)

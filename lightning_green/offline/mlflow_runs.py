@@ -179,7 +179,8 @@ def experiment_runs(tracking_uri: str, experiment: str) -> list[MlflowRun]:
     if getattr(exp, "lifecycle_stage", "active") == "deleted":
         raise ValueError(
             f"MLflow experiment {experiment!r} at {tracking_uri} is deleted (restore it to replay it: "
-            f"mlflow experiments restore --experiment-id {exp.experiment_id})"
+            f"MLFLOW_TRACKING_URI={tracking_uri} mlflow experiments restore "
+            f"--experiment-id {exp.experiment_id})"
         )
     runs: list[MlflowRun] = []
     token = None
