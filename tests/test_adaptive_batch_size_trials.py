@@ -117,6 +117,13 @@ def test_a_resume_with_a_range_that_excludes_the_adopted_size_is_refused(tmp_pat
         AdaptationUnsupportedError, match=r"trains at batch_size=64.*outside this range \[16, 32\]"
     ):
         fit(tmp_path / "b", [Spy(), narrower], epochs=6, ckpt_path=path)
+    # Saved at the end of epoch 1, which decided the probe of 64: a switch pending, not yet made.
+    decided = str(tmp_path / "ckpt" / "epoch=1-step=40.ckpt")
+    saved = torch.load(decided, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert (saved["current_batch_size"], saved["pending"]["to"]) == (32, 64)
+    narrower = AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST)
+    with pytest.raises(AdaptationUnsupportedError, match=r"switches at its next epoch to batch_size=64"):
+        fit(tmp_path / "b2", [Spy(), narrower], epochs=6, ckpt_path=decided)
     wider = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, **FAST)  # contains 64: trains on
     fit(tmp_path / "c", [Spy(), wider], epochs=4, ckpt_path=path)
     assert wider.current_batch_size in (32, 64)

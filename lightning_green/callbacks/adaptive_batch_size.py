@@ -210,16 +210,18 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
         low, high, _ = batch_size_range(self.initial_batch_size, self.min_batch_size, self.max_batch_size)
-        current = self.current_batch_size
-        if current != self.initial_batch_size and not low <= current <= high:  # adopted, out of range now
-            raise AdaptationUnsupportedError(
-                f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
-                f"max_batch_size={self.max_batch_size!r}): the checkpoint's run trains at "
-                f"{self.attr_name}={self.current_batch_size} (adopted by AdaptiveBatchSize; its learning "
-                f"rates are scaled for it), outside this range [{low}, {high}]. Resume with a range that "
-                f"contains {self.current_batch_size}, or start a new run from the checkpoint's weights "
-                "(LightningModule.load_from_checkpoint) to adapt within the new range."
-            )
+        # A size the restored run adopted, or a switch to one it decided before the checkpoint.
+        pending = None if self.pending is None else int(self.pending.to)
+        for size, how in ((self.current_batch_size, "trains at"), (pending, "switches at its next epoch to")):
+            if size is not None and size != self.initial_batch_size and not low <= size <= high:
+                raise AdaptationUnsupportedError(
+                    f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
+                    f"max_batch_size={self.max_batch_size!r}): the checkpoint's run {how} "
+                    f"{self.attr_name}={size} (adopted by AdaptiveBatchSize; its learning rates are scaled "
+                    f"for it), outside this range [{low}, {high}]. Resume with a range that contains "
+                    f"{size}, or start a new run from the checkpoint's weights "
+                    "(LightningModule.load_from_checkpoint) to adapt within the new range."
+                )
         self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
         per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
         stepped = [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"]
