@@ -196,7 +196,10 @@ def test_replay_and_report_of_runs_that_did_not_finish(tmp_path, sqlite_uri, cap
         capsys.readouterr().out
     )
     assert main(["replay", log, "--include-unfinished", "-o", str(tmp_path / "d.csv")]) == 0
-    assert f"included a run that did not finish, as far as it ran: {log} (FAILED)" in capsys.readouterr().out
+    assert (
+        f"included 1 run(s) that did not finish, as far as they ran: {log} (FAILED)"
+        in capsys.readouterr().out
+    )
 
     mlflow_logger = MLFlowLogger(experiment_name="killed", tracking_uri=sqlite_uri)
     monitor = EnergyMonitor(monitor="val_acc", mode="max")

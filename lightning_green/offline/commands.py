@@ -161,8 +161,7 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
 
     curves: list[Curve] = []
     skipped: list[str] = []
-    unfinished: list[str] = []  # failed runs (their summary says so): they ended where they broke off
-    include_unfinished = getattr(args, "include_unfinished", False)
+    failed: dict[str, tuple[str, Curve]] = {}  # realpath -> (path, curve) of a log whose summary says failed
     several = len(args.curves) > 1
     event_folders: set[str] = set()
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
@@ -175,11 +174,6 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             event_folders.add(folder)
         run = open_lightning_log(path)
         if run is not None:
-            if summary_failed(Path(path).parent / SUMMARY_FILE):
-                if not include_unfinished:
-                    unfinished.append(f"{path} (FAILED)")
-                    continue
-                echo(f"included a run that did not finish, as far as it ran: {path} (FAILED)")
             for earlier in getattr(run, "continues", ()):
                 joined[os.path.realpath(earlier)] = path
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
@@ -188,6 +182,8 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             else:
                 curves.append(curve)
                 log_curves[os.path.realpath(path)] = curve
+                if summary_failed(Path(path).parent / SUMMARY_FILE):
+                    failed[os.path.realpath(path)] = (path, curve)
             continue
         table = read_curves_csv(path)
         if args.mode is not None:
@@ -212,10 +208,19 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             + ", ".join(skipped)
             + " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
         )
-    if unfinished:
+    # A failed run that a given log continues (resumed into a new folder) is part of that run.
+    broke_off = [(path, curve) for real, (path, curve) in failed.items() if real not in joined]
+    if broke_off and getattr(args, "include_unfinished", False):
         echo(
-            f"skipped {len(unfinished)} Lightning log(s) of runs that did not finish (--include-unfinished "
-            "to replay them as far as they ran): " + ", ".join(unfinished)
+            f"included {len(broke_off)} run(s) that did not finish, as far as they ran: "
+            + ", ".join(f"{path} (FAILED)" for path, _ in broke_off)
+        )
+    elif broke_off:
+        left_out = {id(curve) for _, curve in broke_off}
+        curves = [c for c in curves if id(c) not in left_out]
+        echo(
+            f"skipped {len(broke_off)} Lightning log(s) of runs that did not finish (--include-unfinished "
+            "to replay them as far as they ran): " + ", ".join(f"{path} (FAILED)" for path, _ in broke_off)
         )
     if not curves:
         raise LookupError(f"no curve in {', '.join(args.curves)}: no log has both {metric} and {cost_key!r}")
