@@ -318,10 +318,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             self._val_ran = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Warn once when the restored run watched another metric (its values were dropped).
+        """Mark where the first ``step_interval`` is measured from; warn of a changed metric.
 
-        Not for a monitor a stopper created: the stopper's own warning says its history restarts.
+        The warning comes once when the restored run watched another metric (its values were
+        dropped); not for a monitor a stopper created, whose own warning says its history restarts.
         """
+        if self.step_interval and self.session.running:  # collective: every rank is here
+            self.session.step_energy(trainer.global_step)  # so the first due step logs a value
         if self._metric_changed is not None:
             (before, before_mode), self._metric_changed = self._metric_changed, None
             if self.implicit:
