@@ -176,14 +176,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument(
         "--plot", default=None, help="also draw cost saved against regret to this image (matplotlib)"
     )
-    mlf = rp.add_argument_group("MLflow input (--monitor and --cost-key also for Lightning logs)")
+    mlf = rp.add_argument_group(
+        "MLflow input (--include-unfinished, --monitor and --cost-key also for Lightning logs)"
+    )
     mlf.add_argument("--mlflow-uri", default=None, help=_URI_HELP)
     mlf.add_argument("--experiment", default=None, help="MLflow experiment name")
     mlf.add_argument(
         "--include-unfinished",
         action="store_true",
-        help="also replay runs that did not finish (MLflow status FAILED, KILLED or RUNNING), as far as "
-        "they ran (by default they are skipped and named)",
+        help="also replay runs that did not finish (MLflow status FAILED, KILLED or RUNNING; a Lightning "
+        "log whose energy_summary.json says failed), as far as they ran (by default they are skipped "
+        "and named)",
     )
     mlf.add_argument(
         "--monitor",

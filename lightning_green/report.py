@@ -139,21 +139,17 @@ def build_summary(
 def _metric_fields(
     history: Sequence[EpochEnergy], mode: str, total_kwh: float, best_check: CheckValue | None
 ) -> dict[str, Any]:
-    scored: list[EpochEnergy | CheckValue] = [
+    candidates: list[EpochEnergy | CheckValue] = [
         r for r in history if r.metric is not None and math.isfinite(r.metric)
     ]
-    if not scored and best_check is None:
+    candidates += [] if best_check is None else [best_check]
+    if not candidates:
         return {"best_metric": None}
-    pick = max if mode == "max" else min
-    best = pick(scored, key=lambda r: r.metric) if scored else best_check  # type: ignore[arg-type,return-value]
-    if best_check is not None and best is not best_check:
-        assert best is not None and best.metric is not None
-        better = best_check.metric > best.metric if mode == "max" else best_check.metric < best.metric
-        # A tie: the epoch's record carries the value of a validation inside it (none at its end),
-        # or the best came again later; the energy up to the best is up to where it first came.
-        if better or (best_check.metric == best.metric and best_check.total_j <= best.total_j):
-            best = best_check
-    assert best is not None and best.metric is not None
+    sign = -1.0 if mode == "max" else 1.0
+    # The best value; of equal ones, where it first came (the energy up to the best is up to
+    # there): an epoch's record carries the value of its last validation, which may lie inside it.
+    best = min(candidates, key=lambda r: (sign * r.metric, r.total_j))  # type: ignore[operator]
+    assert best.metric is not None
     marginals = [r.marginal_per_kwh for r in history if r.marginal_per_kwh is not None]
     return {
         "best_metric": best.metric,

@@ -17,8 +17,12 @@ import os
 import stat
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lightning_green.offline.errors import OutputPathError, UsageError
+
+if TYPE_CHECKING:
+    import sqlite3
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -210,13 +214,20 @@ MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics", "params", "tags"})
 """Tables every MLflow SQL tracking store has."""
 
 
-def _sqlite_tables(path: str) -> set[str]:
-    """The tables of the SQLite database at ``path``, read without writing to it."""
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A connection to the SQLite database at ``path`` that cannot write to it (``mode=ro``)."""
     import sqlite3
     import urllib.parse
 
+    return sqlite3.connect(f"file:{urllib.parse.quote(os.path.realpath(path))}?mode=ro", uri=True)
+
+
+def _sqlite_tables(path: str) -> set[str]:
+    """The tables of the SQLite database at ``path``, read without writing to it."""
+    import sqlite3
+
     try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(os.path.realpath(path))}?mode=ro", uri=True)
+        db = open_read_only(path)
         try:
             rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         finally:

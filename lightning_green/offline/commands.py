@@ -17,7 +17,6 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from lightning_green.offline import checks
@@ -157,7 +156,6 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
     (``--monitor``, ``--mode`` and ``--cost-key`` as there); a folder's event files make one run.
     """
     from lightning_green.offline.csv_curves import read_curves_csv
-    from lightning_green.offline.lightning_csv import SUMMARY_FILE, summary_failed
 
     curves: list[Curve] = []
     skipped: list[str] = []
@@ -182,7 +180,7 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
             else:
                 curves.append(curve)
                 log_curves[os.path.realpath(path)] = curve
-                if summary_failed(Path(path).parent / SUMMARY_FILE):
+                if run.failed:
                     failed[os.path.realpath(path)] = (path, curve)
             continue
         table = read_curves_csv(path)

@@ -64,7 +64,9 @@ class LightningCsvRun:
         run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
         label: How messages name it: ``Lightning CSV log <metrics.csv>``.
         params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
-        tags: ``lightning_green.stop_reason`` from ``energy_summary.json``, when the folder has one.
+        tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
+            when the folder has one.
+        failed: Whether that summary marks the run failed (the fit raised).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, _opening: frozenset[Path] = frozenset()) -> None:
@@ -80,7 +82,8 @@ class LightningCsvRun:
         self.run_id = str(folder)
         self.label = f"Lightning CSV log {self.path}"
         self.params: Mapping[str, str] = read_hparams(folder / HPARAMS_FILE)
-        self.tags: Mapping[str, str] = read_stop_tag(folder / SUMMARY_FILE)
+        tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
+        self.tags: Mapping[str, str] = tags
         self._cells = self._read_cells()
         self.continues: tuple[str, ...] = ()
         """The ``metrics.csv`` files of the earlier parts of this run, joined in before its rows
@@ -210,30 +213,27 @@ def read_hparams(path: Path) -> dict[str, str]:
     return {str(k): "none" if v is None else str(v) for k, v in loaded.items()}
 
 
-def summary_failed(path: Path) -> bool:
-    """Whether the run's ``energy_summary.json`` at ``path`` marks it failed (the fit raised)."""
+def read_summary_marks(path: Path) -> tuple[dict[str, str], bool]:
+    """What the run's ``energy_summary.json`` at ``path`` says of how it ended (one read).
+
+    Returns:
+        ``(tags, failed)``: the stop reason and stopped epoch as the MLflow tags hold them (``{}``
+        without a stop or a file), and whether the summary marks the run failed (the fit raised).
+    """
     if not path.is_file():
-        return False
+        return {}, False
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
-    return isinstance(summary, dict) and summary.get("failed") is True
-
-
-def read_stop_tag(path: Path) -> dict[str, str]:
-    """The stop reason and stopped epoch the run's summary records, as MLflow tags hold them, or ``{}``."""
-    if not path.is_file():
-        return {}
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise OfflineInputError(f"{path}: not a JSON energy summary: {e}") from None
-    reason = summary.get("stop_reason") if isinstance(summary, dict) else None
+    if not isinstance(summary, dict):
+        return {}, False
+    failed = summary.get("failed") is True
+    reason = summary.get("stop_reason")
     if not isinstance(reason, str):
-        return {}
+        return {}, failed
     tags = {keys.TAG_STOP_REASON: reason}
     epoch = summary.get("stopped_epoch")
     if isinstance(epoch, int) and not isinstance(epoch, bool):
         tags[keys.TAG_STOPPED_EPOCH] = str(epoch)
-    return tags
+    return tags, failed

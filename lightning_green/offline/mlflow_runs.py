@@ -14,12 +14,11 @@ import math
 import os
 import sqlite3
 import tempfile
-import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from lightning_green import keys
-from lightning_green.offline.checks import sqlite_file
+from lightning_green.offline.checks import open_read_only, sqlite_file
 
 _SNAPSHOTS: dict[str, tuple[tuple[int, int], str]] = {}
 """``database path -> ((mtime_ns, size) of the file snapshotted, snapshot file)`` in this process:
@@ -50,7 +49,7 @@ def _read_only(tracking_uri: str) -> str:
             _SNAPSHOT_DIR = tempfile.TemporaryDirectory(prefix="lightning_green_mlflow_")
         handle, copy = tempfile.mkstemp(suffix=".db", dir=_SNAPSHOT_DIR.name)
         os.close(handle)
-        source = sqlite3.connect(f"file:{urllib.parse.quote(real)}?mode=ro", uri=True)
+        source = open_read_only(real)
         target = sqlite3.connect(copy)
         try:
             source.backup(target)

@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from lightning_green.offline.errors import OfflineInputError
-from lightning_green.offline.lightning_csv import HPARAMS_FILE, SUMMARY_FILE, read_hparams, read_stop_tag
+from lightning_green.offline.lightning_csv import HPARAMS_FILE, SUMMARY_FILE, read_hparams, read_summary_marks
 from lightning_green.offline.mlflow_runs import latest_per_step
 
 EVENTS_PREFIX = "events.out.tfevents."
@@ -52,7 +52,9 @@ class TensorBoardRun:
         run_id: The folder, as given (the curve's ``curve_id``).
         label: How messages name it: ``TensorBoard log <folder>``.
         params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
-        tags: ``lightning_green.stop_reason`` from ``energy_summary.json``, when the folder has one.
+        tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
+            when the folder has one.
+        failed: Whether that summary marks the run failed (the fit raised).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -75,7 +77,7 @@ class TensorBoardRun:
         self.run_id = str(folder)
         self.label = f"TensorBoard log {folder}"
         params = read_hparams(folder / HPARAMS_FILE)
-        self.tags = read_stop_tag(folder / SUMMARY_FILE)
+        self.tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
         self._scalars: dict[str, list[_Scalar]] = {}
         for events in sorted(folder.glob(EVENTS_PREFIX + "*")):
             try:
