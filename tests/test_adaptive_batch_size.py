@@ -31,6 +31,7 @@ from lightning_green import (
 )
 from lightning_green.callbacks._compat import agree_across_ranks
 from lightning_green.callbacks.adaptive_batch_size import resolve_lr_rule
+from lightning_green.energy.meter import EnergyMeasurementWarning
 from lightning_green.policy.batch_size import BatchSizePolicy
 from lightning_green.training import gradient_pairs
 
@@ -131,6 +132,22 @@ def test_switches_only_after_interleaved_epochs_resolve_the_saving_the_loader_an
     assert summary[keys.BATCH_SIZE_PROBE_J] == pytest.approx(2 * 20 * (0.2 + 0.064))
     total_j = summary["total_kwh"] * 3.6e6
     assert summary[keys.BATCH_SIZE_PROBE_SHARE] == pytest.approx(summary[keys.BATCH_SIZE_PROBE_J] / total_j)
+
+
+@pytest.mark.parametrize("failing", [range(28, 30), range(52, 54)])
+def test_a_meter_outage_inside_a_trial_neither_skews_nor_reverses_the_verdict(
+    tmp_path, monkeypatch, ns, failing
+):
+    # Two meter reads fail (an NVML outage): a window they touch measured 0 J or the outage's
+    # energy; its energy counts, its cost per sample is not compared, the next windows are.
+    install_step_cost(monkeypatch, failing_reads=failing, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    with pytest.warns(EnergyMeasurementWarning, match="partial"):
+        trainer, _, _ = fit(tmp_path, [cb], epochs=8, lightning=ns)
+    assert moves(cb)[-1] == (5, 32, 64, "cheaper")
+    figures = cb.history[-1]["details"]["comparison"]
+    assert figures["ratio"] == pytest.approx((0.2 / 64 + 0.001) / (0.2 / 32 + 0.001))
+    assert EnergyMonitor.for_trainer(trainer).last_summary["partial"] is True
 
 
 class ScriptedValLoss(CostedDigits):

@@ -52,13 +52,33 @@ class StepCostMeter(EnergyMeter):
         return {"scripted": COST.charged_j - self._base}
 
 
-def install_step_cost(monkeypatch, **cost) -> StepCost:
-    """Make EnergyMonitor read the scripted step costs; returns the cost model (fresh)."""
+class FlakyStepCostMeter(StepCostMeter):
+    """:class:`StepCostMeter` whose reads number ``failing`` (1-based) raise, as an NVML outage does."""
+
+    def __init__(self, failing: range) -> None:
+        super().__init__()
+        self.failing, self.reads = failing, 0
+
+    def _read_j(self) -> dict[str, float]:
+        self.reads += 1
+        if self.reads in self.failing:
+            raise RuntimeError("NVMLError_Unknown (scripted outage)")
+        return super()._read_j()
+
+
+def install_step_cost(monkeypatch, failing_reads: range = range(0), **cost) -> StepCost:
+    """Make EnergyMonitor read the scripted step costs; returns the cost model (fresh).
+
+    Args:
+        monkeypatch: pytest's fixture.
+        failing_reads: Meter reads (1-based) that fail, as an NVML outage.
+        cost: :class:`StepCost` arguments.
+    """
     from lightning_green.callbacks import energy_monitor
 
     global COST
     COST = StepCost(**cost)
-    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: StepCostMeter())
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: FlakyStepCostMeter(failing_reads))
     return COST
 
 

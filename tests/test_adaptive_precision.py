@@ -18,6 +18,7 @@ from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step
 
 from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
 from lightning_green.callbacks import adaptive_precision
+from lightning_green.energy.meter import EnergyMeasurementWarning
 from lightning_green.training import windows
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
@@ -117,6 +118,22 @@ def test_a_swap_takes_effect_from_the_next_step_and_a_3x_costlier_bf16_is_droppe
         h for h in adaptations["precision"]["precision_adaptations"] if h["reason"] == "too_expensive"
     ]
     assert recorded[0]["details"]["comparison"]["candidate_j_per_sample"] == figures["candidate_j_per_sample"]
+
+
+@pytest.mark.parametrize("failing", [range(4, 6), range(12, 14)])
+def test_a_meter_outage_inside_a_probe_neither_stops_training_nor_skews_the_verdict(
+    tmp_path, monkeypatch, ns, failing
+):
+    # Two meter reads fail (an NVML outage): the windows they touch measured 0 J or the outage's
+    # energy; they count towards the run but are not compared, the next ones are measured.
+    install_step_cost(monkeypatch, failing_reads=failing)
+    cb = AdaptivePrecision(**AMPLE)
+    with pytest.warns(EnergyMeasurementWarning, match="partial"):
+        trainer, _ = fit(tmp_path, [cb, EnergyMonitor()], epochs=3, lightning=ns)
+    figures = next(h for h in cb.history if h["reason"] == "too_expensive")["details"]["comparison"]
+    assert figures["ratio"] == pytest.approx(3.0, rel=1e-6)  # bf16 costs 3x, exactly as scripted
+    assert cb.current == "32-true" and trainer.state.finished
+    assert EnergyMonitor.for_trainer(trainer).last_summary["partial"] is True
 
 
 def _first_switch_step(tmp_path, monkeypatch):

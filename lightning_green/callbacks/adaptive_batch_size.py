@@ -338,7 +338,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
         if record.samples >= 1:
-            full = 2 * record.steps >= self._window.target_steps
+            # a short tail, a measurement fault inside the window or no energy measured at all:
+            # its energy counts, its cost per sample is not compared (the next window is)
+            whole = not record.partial and record.energy_j > 0
+            full = whole and 2 * record.steps >= self._window.target_steps
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s, full=full)
         policy.record_noise(
             size, pairs, record.extras["noise_small"] / world, record.extras["noise_big"] / world

@@ -337,6 +337,7 @@ class AdaptivePrecision(AdaptiveCallback):
                 overflows=overflows,
                 steps=record.steps,
                 estimated="estimate" in record.source.split("+"),
+                partial=record.partial,
             )
             self._step_s = record.duration_s / record.steps
         decision = policy.decide(trainer.current_epoch, self._planned_steps)

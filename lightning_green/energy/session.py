@@ -159,6 +159,7 @@ class EnergySession:
         self._samples_local = 0
         self._epoch_start_s = 0.0
         self._windows: dict[str, _Mark] = {}
+        self._faults_seen = (0, 0)  # summed faults before and after the last read
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
@@ -236,6 +237,7 @@ class EnergySession:
         self._samples_local = 0
         self._epoch_start_s = self._clock()
         self._windows.clear()
+        self._faults_seen = (0, 0)
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
 
     def stop(self) -> None:
@@ -284,6 +286,7 @@ class EnergySession:
         )
         for name in SOURCES:
             summed.pop(f"source.{name}")
+        self._faults_seen = (self._faults_seen[1], measured.faults)
         return measured, summed
 
     @property
@@ -330,10 +333,19 @@ class EnergySession:
         """:meth:`total_j_now` in kWh (collective)."""
         return j_to_kwh(self.total_j_now(at))
 
+    def _faults_before_last_read(self) -> int:
+        """Faults counted before the last read: a window that opens on a failed read is partial.
+
+        A read that fails keeps the last good value, so the window it opens would count the
+        energy of the outage as its own when the counter answers again.
+        """
+        before, after = self._faults_seen
+        return min(before, after)  # a restarted meter counts from 0 again
+
     def begin(self, key: str) -> None:
         """Open the window ``key`` here (collective)."""
         reading, _ = self.read()
-        self._windows[key] = _Mark(reading.energy_j, self._clock(), reading.faults)
+        self._windows[key] = _Mark(reading.energy_j, self._clock(), self._faults_before_last_read())
 
     def end(self, key: str, fields: Mapping[str, Value] | None = None, restart: bool = False) -> WindowRecord:
         """Close the window ``key`` here, summing the caller's ``fields`` with it (collective).
@@ -351,7 +363,7 @@ class EnergySession:
         reading, summed = self.read(fields, rank0={"window.duration_s": now - mark.time_s})
         duration_s = float(summed.pop("window.duration_s"))  # type: ignore[arg-type]
         if restart:
-            self._windows[key] = _Mark(reading.energy_j, now, reading.faults)
+            self._windows[key] = _Mark(reading.energy_j, now, self._faults_before_last_read())
         return WindowRecord(
             key=key,
             energy_j=max(0.0, reading.energy_j - mark.energy_j),

@@ -73,6 +73,7 @@ from lightning_green.policy.precision_plan import (
 from lightning_green.policy.precision_probe import (
     CANDIDATE,
     ProbeRunner,
+    energy_comparable,
     new_probe,
     no_budget_text,
     probe_cost,
@@ -265,6 +266,7 @@ class PrecisionPolicy(ProbeRunner):
         overflows: int = 0,
         steps: int | None = None,
         estimated: bool = False,
+        partial: bool = False,
     ) -> None:
         """Record one or a few training steps that ran at ``precision``.
 
@@ -280,12 +282,17 @@ class PrecisionPolicy(ProbeRunner):
             steps: How many steps; default ``max(len(losses), 1)``.
             estimated: Whether ``energy_j`` is the CPU-time estimate, not a measurement: a
                 candidate is then adopted only if it is also no slower per sample.
+            partial: Whether a measurement fault happened while they ran (an NVML error, a counter
+                reset): their energy counts towards the run, but a window they are part of is not
+                compared with others (nor is one that measured no energy); the next window of the
+                same precision is measured instead.
 
         Raises:
             ValueError: For an unknown or unsupported precision or out-of-range numbers.
         """
         prec = check_precision("precision", precision)
         self._estimated = check_bool("estimated", estimated)
+        faulty = check_bool("partial", partial)
         if prec not in self.supported:
             raise ValueError(f"precision must be one of supported={list(self.supported)}, got {precision!r}")
         energy = check_range("energy_j", energy_j, 0.0, math.inf, what="joules")
@@ -325,6 +332,7 @@ class PrecisionPolicy(ProbeRunner):
         acc["duration_s"] += duration
         acc["steps"] += n_steps
         acc["overflows"] += n_over
+        acc["faults"] = acc.get("faults", 0.0) + float(faulty)
         add_losses(acc, finite, mid_step)
         if acc["steps"] < self.window_steps or acc["duration_s"] < self.min_window_s:
             self._probe_record(prec, energy, count, n_steps, None)
@@ -332,7 +340,7 @@ class PrecisionPolicy(ProbeRunner):
         window: dict[str, Any] = dict(acc)
         window["precision"] = prec
         self._acc = new_acc()
-        self._probe_record(prec, energy, count, n_steps, window)
+        self._probe_record(prec, energy, count, n_steps, window if energy_comparable(window) else None)
         if can_roll_back:
             self._check_window(window)
         self._windows.append(window)

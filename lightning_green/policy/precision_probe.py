@@ -71,10 +71,23 @@ from lightning_green.policy.paired_windows import (
 )
 from lightning_green.policy.precision_plan import PRECISIONS, PrecisionDecision, PrecisionReason
 
-__all__ = ["MIN_PAIRS", "ProbeRunner", "new_probe", "no_budget_text", "probe_cost"]
+__all__ = ["MIN_PAIRS", "ProbeRunner", "energy_comparable", "new_probe", "no_budget_text", "probe_cost"]
 
 MIN_PAIRS = 2
 """Candidate windows a probe must be able to afford before it starts (a bound needs two pairs)."""
+
+
+def energy_comparable(window: dict[str, Any]) -> bool:
+    """Whether a closed window's energy can be compared with others': measured whole, and some.
+
+    A window with a measurement fault inside it (``faults``: an NVML error, a counter reset) or
+    that measured no energy at all says nothing about its precision's cost per sample.
+
+    Example:
+        >>> energy_comparable({"energy_j": 2.0, "faults": 0.0}), energy_comparable({"energy_j": 0.0})
+        (True, False)
+    """
+    return float(window.get("faults", 0.0)) == 0.0 and float(window["energy_j"]) > 0.0
 
 
 def new_probe(base: str, candidates: list[str]) -> dict[str, Any]:
@@ -177,7 +190,8 @@ class ProbeRunner:
         if planned_steps is None or self._step <= 0:
             return spent
         base = self._probe["base"] if self._probe is not None else self._current
-        rates = sorted(w["energy_j"] / w["steps"] for w in self._windows if w["precision"] == base)
+        kept = [w for w in self._windows if w["precision"] == base and energy_comparable(w)]
+        rates = sorted(w["energy_j"] / w["steps"] for w in kept)
         rate = spent / self._step
         if rates:
             rate = min(rate, rates[(len(rates) - 1) // 4])
@@ -241,7 +255,7 @@ class ProbeRunner:
         self, candidates: list[str], details: dict[str, Any], planned_steps: float | None
     ) -> PrecisionDecision | None:
         """Start a probe of ``candidates`` if two candidate windows fit the budget, else wait (None)."""
-        recent = [w for w in self._windows if w["precision"] == self._current][-1:]
+        recent = [w for w in self._windows if w["precision"] == self._current and energy_comparable(w)][-1:]
         window_j = (
             self._first_window_j(recent[0]["energy_j"] / recent[0]["steps"], recent[0]["steps"])
             if recent

@@ -31,6 +31,8 @@ class AdaptWindow:
         losses: Per-step training losses, averaged over ranks.
         extras: The caller's named values, summed over ranks.
         source: The energy source label.
+        partial: Whether a measurement fault happened inside the window (on any rank): its
+            energy is incomplete.
     """
 
     energy_j: float
@@ -40,6 +42,7 @@ class AdaptWindow:
     losses: list[float]
     extras: dict[str, float]
     source: str
+    partial: bool = False
 
 
 class TrainingWindow:
@@ -67,6 +70,7 @@ class TrainingWindow:
         """Drop what was accumulated (no collective)."""
         self.energy_j = 0.0
         self.duration_s = 0.0
+        self.partial = False
         self.samples_local = 0
         self.steps = 0
         self._losses: list[torch.Tensor | None] = []
@@ -86,6 +90,7 @@ class TrainingWindow:
             record = self.session.end(self.key)
             self.energy_j += record.energy_j
             self.duration_s += record.duration_s
+            self.partial = self.partial or record.partial
             self.paused = True
 
     def add_batch(self, samples: int, loss: torch.Tensor | None) -> None:
@@ -131,14 +136,14 @@ class TrainingWindow:
             "loss_n": [0.0 if v is None else 1.0 for v in self._losses],
             **{f"extra.{k}": float(v) for k, v in (extras or {}).items()},
         }
-        energy_j, duration_s = self.energy_j, self.duration_s
+        energy_j, duration_s, partial = self.energy_j, self.duration_s, self.partial
         if self.paused:
             reading, summed = self.session.read(fields)
             source = reading.source
         else:
             record = self.session.end(self.key, fields, restart=True)
             energy_j, duration_s = energy_j + record.energy_j, duration_s + record.duration_s
-            summed, source = record.fields, record.source
+            summed, source, partial = record.fields, record.source, partial or record.partial
         pairs = zip(summed["loss_sum"], summed["loss_n"], strict=True)  # type: ignore[call-overload]
         window = AdaptWindow(
             energy_j=max(energy_j, 0.0),
@@ -148,6 +153,7 @@ class TrainingWindow:
             losses=[total / n for total, n in pairs if n > 0],
             extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},  # type: ignore[arg-type]
             source=source,
+            partial=partial,
         )
         self.reset()
         return window
