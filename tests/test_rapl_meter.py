@@ -125,6 +125,30 @@ def test_energy_sums_packages_and_dram_never_core_uncore_psys(server):
     assert reading.source == "rapl" and reading.faults == 0
 
 
+def test_multi_die_packages_count_each_dies_dram(tmp_path):
+    # The kernel names the zones of a package with several dies package-0-die-0, package-0-die-1.
+    cap = FakePowercap(tmp_path / "powercap")
+    zones = [
+        cap.add("intel-rapl:0", "package-0-die-0"),
+        cap.add("intel-rapl:0:0", "dram"),
+        cap.add("intel-rapl:1", "package-0-die-1"),
+        cap.add("intel-rapl:1:0", "dram"),
+    ]
+    meter = RaplMeter(str(cap.root), poll_interval_s=None)
+    assert meter.domains == [
+        "rapl:package-0-die-0",
+        "rapl:package-0-die-1",
+        "rapl:dram-0-die-0",
+        "rapl:dram-0-die-1",
+    ]
+    meter.start()
+    for zone in zones:
+        cap.bump(zone, 1_000_000)
+    reading = meter.read()
+    meter.close()
+    assert reading.energy_j == pytest.approx(4.0) and reading.faults == 0
+
+
 def test_psys_counts_only_without_package_zones(tmp_path):
     cap = FakePowercap(tmp_path / "powercap")
     psys = cap.add("intel-rapl:0", "psys", energy_uj=10)

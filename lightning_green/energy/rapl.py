@@ -39,7 +39,9 @@ small sysfs files (tens of microseconds) and costs well under 0.001% of a core."
 
 _CONTROL_TYPES = ("intel-rapl", "amd-rapl")
 _TOP_ZONE = re.compile(r"^(intel-rapl|amd-rapl):(\d+)$")
-_PACKAGE_INDEX = re.compile(r"^package-(\d+)")
+_PACKAGE_INDEX = re.compile(r"^package-(\d+(?:-die-\d+)?)")
+"""A package zone's index, with its die on multi-die packages (``package-0-die-1``): its DRAM
+subzone is named after both, so two dies' DRAM zones are two domains."""
 
 
 class RaplUnavailableError(RuntimeError):
