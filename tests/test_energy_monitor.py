@@ -12,12 +12,14 @@ import pytorch_lightning as pl
 import torch
 from conftest import PL, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
+from doubles import ScriptedMeter
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 
 from lightning_green import EnergyMonitor
-from lightning_green.callbacks import MonitorNotLoggedError
+from lightning_green.callbacks import MonitorNotLoggedError, energy_monitor
 from lightning_green.energy.units import J_PER_KWH
+from lightning_green.report import format_summary
 
 EPOCH_KEYS = ["energy/epoch_kwh", "energy/total_kwh", "energy/avg_power_w", "energy/samples_per_j"]
 
@@ -623,3 +625,44 @@ def test_a_resume_in_another_region_from_inside_an_epoch_keeps_the_co2_before_it
     summary = germany.last_summary
     expected = france_kwh * 55 / 1000 + (summary["total_kwh"] - france_kwh) * 380 / 1000
     assert summary["co2_kg"] == pytest.approx(expected)
+
+
+class _DegradingMeter(ScriptedMeter):
+    """An NVML counter that stops answering after ``counter_reads`` reads: sampled from then on."""
+
+    def __init__(self, counter_reads: int) -> None:
+        super().__init__(source="nvml")
+        self.counter_reads = counter_reads
+
+    def _read_j(self) -> dict[str, float]:
+        if self.reads >= self.counter_reads:
+            self.source = "nvml-sampled"
+        return super()._read_j()
+
+
+def test_the_source_label_names_every_source_the_run_used(tmp_path, sqlite_uri, monkeypatch, ns):
+    """A GPU counter that fails mid-run (sampled instead), and a run on the estimate resumed on
+    measured hardware: the summary and the tag name every source, an estimate stays marked."""
+    from mlflow.tracking import MlflowClient
+
+    meters = iter(
+        [_DegradingMeter(counter_reads=2), ScriptedMeter(source="estimate"), ScriptedMeter(source="rapl")]
+    )
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: next(meters))
+    logger = ns.loggers.MLFlowLogger(experiment_name="sources", tracking_uri=sqlite_uri)
+    degraded = EnergyMonitor()
+    _fit(tmp_path, degraded, max_epochs=3, logger=logger, lightning=ns)
+    assert [r.source for r in degraded.history] == ["nvml", "nvml", "nvml-sampled"]
+    assert degraded.energy_source == degraded.last_summary["energy_source"] == "nvml+nvml-sampled"
+    run = MlflowClient(sqlite_uri).get_run(logger.run_id)
+    assert run.data.params["lightning_green.energy_source"] == "nvml"  # where the first epoch's came from
+    assert run.data.tags["lightning_green.energy_source"] == "nvml+nvml-sampled"
+
+    _fit_and_save(tmp_path / "estimated", EnergyMonitor(summary=False), ns, max_epochs=2)
+    resumed = EnergyMonitor(summary=False)
+    ckpt = tmp_path / "estimated" / "saved.ckpt"
+    _fit_and_save(tmp_path / "measured", resumed, ns, max_epochs=4, ckpt_path=ckpt)
+    assert [r.source for r in resumed.history] == ["estimate", "estimate", "rapl", "rapl"]
+    summary = resumed.last_summary
+    assert summary["energy_source"] == "rapl+estimate" and summary["is_estimate"] is True
+    assert "rapl+estimate (ESTIMATE, not measured)" in format_summary(summary)

@@ -23,7 +23,7 @@ from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
-from lightning_green.energy.session import EnergySession, OpenEpoch
+from lightning_green.energy.session import EnergySession, OpenEpoch, merge_sources
 from lightning_green.report import format_summary, session_summary, write_report
 from lightning_green.state import from_state, to_state
 from lightning_green.training.windows import count_samples
@@ -200,7 +200,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
     @property
     def energy_source(self) -> str | None:
-        """The energy source label of the last closed epoch."""
+        """Every energy source the run's closed epochs used, ``+``-joined (``nvml+nvml-sampled``)."""
         return self.session.energy_source
 
     @classmethod
@@ -482,6 +482,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 extra.update(callback.energy_summary_fields())
         if failure is not None:
             extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
+        source = merge_sources(self.session.energy_source, source) or source  # the whole run's
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
         if trainer.global_rank != 0:
             return

@@ -65,6 +65,24 @@ def local_reduce(fields: Fields) -> Fields:
     return {k: [float(x) for x in v] if isinstance(v, list) else float(v) for k, v in fields.items()}
 
 
+def merge_sources(*labels: str | None) -> str | None:
+    """One label for energy from several sources: every source named in ``labels``, ``+``-joined.
+
+    A run that measured some epochs with NVML's counter and others with its power sampling, or
+    resumed on a machine with other hardware, is labelled with all of them; an estimate anywhere
+    keeps ``estimate`` in the label.
+
+    Example:
+        >>> merge_sources("nvml", None, "estimate+nvml-sampled")
+        'nvml+nvml-sampled+estimate'
+        >>> merge_sources(None) is None
+        True
+    """
+    parts = {part for label in labels if label for part in label.split("+")}
+    ordered = [name for name in SOURCES if name in parts] + sorted(parts - set(SOURCES))
+    return "+".join(ordered) if ordered else None
+
+
 def _source_label(summed: Mapping[str, Value]) -> str:
     parts = [name for name in SOURCES if float(summed.get(f"source.{name}", 0.0)) > 0]  # type: ignore[arg-type]
     return "+".join(parts) if parts else "estimate"
@@ -150,7 +168,7 @@ class EnergySession:
     ) -> None:
         self.ledger = EnergyLedger(pue, carbon_intensity_g_per_kwh, mode)
         self.monitor = monitor
-        self.energy_source: str | None = None
+        self.energy_source: str | None = None  # every source the run's closed epochs used
         self._clock = clock or time.monotonic
         self._meter: EnergyMeter | None = None
         self._running = False
@@ -417,7 +435,7 @@ class EnergySession:
         )
         self._epoch_start_s = now
         self._samples_local = 0
-        self.energy_source = reading.source
+        self.energy_source = merge_sources(self.energy_source, reading.source)
         extra = {k: v for k, v in summed.items() if k not in ("metric", "baseline", "baseline_known")}
         extra.pop("epoch.duration_s")
         return record, extra
