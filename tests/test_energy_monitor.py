@@ -231,18 +231,42 @@ def test_checkpoint_state_round_trip_without_fit():
     assert other.history == monitor.history
 
 
-def test_step_interval_logs_step_energy_every_interval_once(tmp_path):
-    """Every step_interval optimizer steps, whatever Trainer(log_every_n_steps) says."""
-    csv = CSVLogger(str(tmp_path), name="csv")
-    trainer = _fit(tmp_path, EnergyMonitor(step_interval=10), max_epochs=2, logger=csv, log_every_n_steps=50)
+def _step_logged(classifier: type) -> type:
+    class StepLogged(classifier):
+        """Logs its training loss on every step, as a user's module does."""
+
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            self.log("loss_per_step", loss, on_step=True, on_epoch=False)
+            return loss
+
+    return StepLogged
+
+
+def test_step_interval_logs_step_energy_every_interval_once(tmp_path, ns):
+    """Every step_interval optimizer steps, whatever Trainer(log_every_n_steps) says, at the step
+    Lightning logs those batches' own step metrics at (so the two join on ``step``)."""
+    csv = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path,
+        [EnergyMonitor(step_interval=10)],
+        logger=csv,
+        max_epochs=2,
+        lightning=ns,
+        log_every_n_steps=10,
+    )
+    trainer.fit(ns.module(_step_logged)(), datamodule=ns.DigitsDataModule(batch_size=64))
     import csv as csvlib
 
     rows = list(csvlib.DictReader((Path(csv.log_dir) / "metrics.csv").read_text().splitlines()))
     logged = [(int(r["step"]), float(r["energy/step_j"])) for r in rows if r.get("energy/step_j")]
-    # From the first due step (10, measured from the start of training): one value per interval,
-    # none twice.
-    assert [step for step, _ in logged] == list(range(10, trainer.global_step + 1, 10))
+    # From the first due step (the 10th, measured from the start of training): one value per
+    # interval, none twice, each on the step of the loss of the interval's last batch.
+    assert [step for step, _ in logged] == list(range(9, trainer.global_step, 10))
     assert all(value > 0 and math.isfinite(value) for _, value in logged)
+    loss_steps = [int(r["step"]) for r in rows if r.get("loss_per_step")]
+    assert loss_steps == [step for step, _ in logged]
 
 
 def test_samples_per_joule_counts_training_samples(tmp_path):

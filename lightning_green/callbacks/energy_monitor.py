@@ -286,8 +286,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         metrics = {keys.STEP_J: step_j, keys.STEP_POWER_W: power_w}
         metrics = {k: v for k, v in metrics.items() if v is not None}
         # Straight to the loggers: self.log would follow Trainer(log_every_n_steps), not step_interval.
+        # At the step Lightning logs these batches' own step metrics at (one below global_step here).
         if metrics and trainer.global_rank == 0 and _loggers.any_logger(trainer):
-            _loggers.log_metrics(trainer, metrics, step=trainer.global_step)
+            _loggers.log_metrics(trainer, metrics, step=_compat.logging_step(trainer))
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Remember the monitored metric's value object, to tell whether validation makes it."""
