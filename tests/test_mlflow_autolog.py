@@ -136,3 +136,28 @@ def test_a_run_started_by_hand_without_autolog_gets_the_energy(tmp_path, monkeyp
     run = client.get_run(active.info.run_id)
     assert run.data.params["lightning_green.energy_source"] == "nvml"  # the scripted meter's label
     assert run.data.metrics["energy/run_kwh"] == pytest.approx(monitor.last_summary["total_kwh"])
+
+
+def test_the_step_energy_of_a_run_started_by_hand_is_on_lightnings_steps(
+    tmp_path, monkeypatch, sqlite_uri, ns
+):
+    """``EnergyMonitor(step_interval=10)`` in a run started by hand: one value every 10 steps, at the
+    step Lightning logs those batches' metrics at (not all of an epoch's values on its number)."""
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(sqlite_uri)
+    mlflow.set_experiment("by-hand")
+    try:
+        trainer = make_trainer(
+            tmp_path, [EnergyMonitor(step_interval=10, summary=False)], max_epochs=2, lightning=ns
+        )
+        with mlflow.start_run() as active:
+            trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=64))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    client = MlflowClient(sqlite_uri)
+    for key in ("energy/step_j", "energy/step_power_w"):
+        steps = [m.step for m in client.get_metric_history(active.info.run_id, key)]
+        assert sorted(steps) == list(range(9, trainer.global_step, 10)), key

@@ -28,33 +28,32 @@ REPORTS_DIRNAME = "energy_reports"
 class ActiveMlflowRun:
     """The MLflow run active in this process, written to as an ``MLFlowLogger`` writes to its run.
 
-    Metrics go to the step of the trainer's current epoch: ``mlflow.pytorch.autolog()`` logs the
-    epoch's metrics (the monitored one, ``energy/total_kwh``) at that step, so the series of one
-    run share their steps (several values at one step: the last one is the run's, as MLflow reads
-    it).
+    Metrics go to the step they are logged at. The per-epoch ones go to the epoch's number
+    (:func:`log_to_active_run`, ``epoch`` of :func:`log_metrics`): ``mlflow.pytorch.autolog()``
+    logs the epoch's metrics (the monitored one, ``energy/total_kwh``) at that step, so the series
+    of one run share their steps; the per-step energy and the records of checks inside an epoch
+    go to Lightning's step, one step each.
 
     Attributes:
         run_id: The active run.
         experiment: An ``MlflowClient`` of the current tracking URI.
     """
 
-    def __init__(self, run_id: str, trainer: Trainer) -> None:
+    def __init__(self, run_id: str) -> None:
         from mlflow.tracking import MlflowClient
 
         self.run_id = run_id
         self.experiment = MlflowClient()
-        self._trainer = trainer
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         """Log run parameters (values as str; MLflow refuses to change one already logged)."""
         for key, value in params.items():
             self.experiment.log_param(self.run_id, key, str(value))
 
-    def log_metrics(self, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
-        """Log metrics at the step of ``epoch`` (default: the current one); ``step`` is not used."""
-        epoch = int(self._trainer.current_epoch if epoch is None else epoch)
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log metrics at ``step``."""
         for key, value in metrics.items():
-            self.experiment.log_metric(self.run_id, key, float(value), step=epoch)
+            self.experiment.log_metric(self.run_id, key, float(value), step=int(step))
 
 
 def active_run(trainer: Trainer) -> ActiveMlflowRun | None:
@@ -67,7 +66,7 @@ def active_run(trainer: Trainer) -> ActiveMlflowRun | None:
     mlflow = sys.modules.get("mlflow")
     try:
         run = None if mlflow is None else mlflow.active_run()
-        return None if run is None else ActiveMlflowRun(run.info.run_id, trainer)
+        return None if run is None else ActiveMlflowRun(run.info.run_id)
     except Exception:  # an mlflow without a usable active-run API: no such run
         return None
 
@@ -206,13 +205,13 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
     """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed).
 
-    ``epoch``: the epoch they belong to, where not the current one (the step an active MLflow run
-    gets, :class:`ActiveMlflowRun`).
+    ``epoch``: the epoch they belong to, for metrics of an epoch: the step an active MLflow run
+    gets instead of ``step`` (where autolog logs that epoch's metrics, :class:`ActiveMlflowRun`).
     """
     for logger in filter(reachable, ordered_loggers(trainer)):
         try:
-            if isinstance(logger, ActiveMlflowRun):
-                logger.log_metrics(metrics, step=step, epoch=epoch)
+            if isinstance(logger, ActiveMlflowRun) and epoch is not None:
+                logger.log_metrics(metrics, step=epoch)
             else:
                 logger.log_metrics(metrics, step=step)
         except Exception as err:
@@ -228,12 +227,15 @@ def autologged(trainer: Trainer) -> bool:
 
 
 def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
-    """Log metrics to the MLflow run active in the process only (see :func:`active_run`), if any."""
+    """Log the current epoch's metrics to the MLflow run active in the process only, if any.
+
+    At the epoch's number, where autolog logs the epoch's metrics (see :func:`active_run`).
+    """
     run = active_run(trainer)
     if run is None or not reachable(run):
         return
     try:
-        run.log_metrics(metrics, step=0)
+        run.log_metrics(metrics, step=int(trainer.current_epoch))
     except Exception as err:
         _failed(run, err, f"the active MLflow run refused metrics {list(metrics)}")
 
