@@ -161,3 +161,35 @@ def test_the_step_energy_of_a_run_started_by_hand_is_on_lightnings_steps(
     for key in ("energy/step_j", "energy/step_power_w"):
         steps = [m.step for m in client.get_metric_history(active.info.run_id, key)]
         assert sorted(steps) == list(range(9, trainer.global_step, 10)), key
+
+
+def test_an_autologged_run_with_checks_inside_epochs_replays_to_the_callbacks_decision(
+    tmp_path, monkeypatch, ns, autolog, capsys
+):
+    """Four checks an epoch: autolog holds the metric once an epoch, the stopper its value at each
+    check (``energy/check_metric``), so replay decides on every check as the callback did."""
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    ns.pl.seed_everything(0)
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", patience=2, min_epochs=1)
+    trainer = make_trainer(
+        tmp_path, [stopper], max_epochs=8, lightning=ns, val_check_interval=0.25, limit_val_batches=2
+    )
+    with mlflow.start_run() as active:
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+    assert stopper.stop_reason is not None
+    checks = len(stopper.policy.history)
+    client = MlflowClient(autolog)
+    steps = [m.step for m in client.get_metric_history(active.info.run_id, "energy/check_epochs")]
+    assert len(steps) == checks and len(set(steps)) == checks  # one step each
+    values = latest_per_step(client.get_metric_history(active.info.run_id, "energy/check_metric"))
+    assert [values[s] for s in sorted(values)] == pytest.approx(stopper.policy.history.metrics.tolist())
+
+    decisions = tmp_path / "decisions.csv"
+    argv = ["replay", "--mlflow-uri", autolog, "--experiment", "autolog", "-o", str(decisions)]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert row["stop_reason"] == stopper.stop_reason.value
+    assert float(row["stop_epoch"]) == pytest.approx(stopper.policy.history.progress[-1])  # 3.73 epochs
+    assert float(row["cost_at_stop"]) == pytest.approx(stopper.policy.history.costs_kwh[-1])

@@ -37,6 +37,8 @@ CHECK_KWH_KEY = keys.CHECK_KWH
 """MLflow metric: the cumulative kWh EnergyAwareEarlyStopping decided on, at each of its checks."""
 CHECK_EPOCHS_KEY = keys.CHECK_EPOCHS
 """MLflow metric: the epochs completed (fractional inside an epoch) at each check of the stopper."""
+CHECK_METRIC_KEY = keys.CHECK_METRIC
+"""MLflow metric: the monitored metric at each check inside an epoch, in a run without MLFlowLogger."""
 LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
 """MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
 MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
@@ -185,6 +187,10 @@ def curve_of_run(
     # The stopper's own record of each check (several an epoch, one every few epochs) where it
     # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
     at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
+    if own and at_checks and not set(metric) & set(at_checks):
+        # A run without MLFlowLogger (autolog) holds the metric once an epoch: the stopper logged
+        # the value of each check inside an epoch beside its costs.
+        metric = run.history(CHECK_METRIC_KEY) or metric
     if at_checks and set(metric) & set(at_checks):
         cost = at_checks
     steps = sorted(set(metric) & set(cost))
