@@ -76,11 +76,16 @@ def test_an_autologged_run_holds_what_the_callbacks_record(
     summary = json.loads(monitor.summary_path.read_text())
     assert summary["stop_reason"] == stopper.stop_reason.value
     # The per-check records share autolog's steps (the epoch), so the metric joins with its costs.
-    # With another logger, autolog also copies them from callback_metrics one epoch late; the
-    # stopper's own value is each step's latest, as MLflow and replay read a step.
-    checks = latest_per_step(client.get_metric_history(active.info.run_id, "energy/check_kwh"))
+    # One value a step, with another logger too (no stale copy from callback_metrics).
+    history = client.get_metric_history(active.info.run_id, "energy/check_kwh")
+    assert len({m.step for m in history}) == len(history)
+    checks = latest_per_step(history)
     assert sorted(checks) == list(range(len(stopper.policy.history)))
     assert [checks[s] for s in sorted(checks)] == stopper.policy.history.costs_kwh.tolist()
+    if csv_too:  # the CSV log holds the records at the step of the checks' val_loss
+        rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()))
+        val_steps = [r["step"] for r in rows if r.get("val_loss")]
+        assert [r["step"] for r in rows if r.get("energy/check_kwh")] == val_steps
 
     # Replay over the experiment, told nothing: the callback's metric, arguments and decision.
     decisions = tmp_path / "decisions.csv"

@@ -331,14 +331,19 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._pending_metrics = {}
         if not metrics or not _loggers.any_logger(trainer):
             return
-        if self._check_on_train_epoch_end:
+        if self._check_on_train_epoch_end and trainer.loggers and _loggers.autologged(trainer):
+            # Autolog copies callback_metrics before monitoring callbacks run: through self.log, the
+            # next epoch's copy would be this check's values, a stale second value at that step.
+            # Straight to the loggers instead, at the step Lightning logs the epoch's metrics at.
+            if trainer.global_rank == 0:
+                step = max(0, _compat.logging_step(trainer) - 1)
+                _loggers.log_metrics(trainer, metrics, step=step, epoch=int(trainer.current_epoch))
+        elif self._check_on_train_epoch_end:
             if trainer.loggers:
                 # Identical on every rank (one decision): sync_dist only says so to Lightning.
                 pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True, sync_dist=True)
             if trainer.global_rank == 0:
-                # An MLflow run active without MLFlowLogger (autolog): straight to it, at this epoch.
-                # Autolog copies callback_metrics before monitoring callbacks run, so what it logs
-                # of ours at an epoch is the previous check's; this later value is the step's latest.
+                # An MLflow run active without MLFlowLogger: straight to it, at this epoch.
                 _loggers.log_to_active_run(trainer, metrics)
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
             # At the step of the check's validation metrics, so that replay joins them.
