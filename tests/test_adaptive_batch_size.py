@@ -183,6 +183,32 @@ def test_learning_rate_rules_scale_optimizers_and_schedulers():
     assert group["lr"] > before["lr"] * 7
 
 
+def test_a_sequential_schedule_keeps_the_scaling_past_its_milestone():
+    # Warm-up then cosine: at the milestone SequentialLR restarts the cosine from its own bases.
+    param = torch.nn.Parameter(torch.zeros(2))
+    sgd = torch.optim.SGD([param], lr=0.1)
+    warmup = torch.optim.lr_scheduler.LinearLR(sgd, start_factor=0.5, total_iters=2)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=8)
+    sched = torch.optim.lr_scheduler.SequentialLR(sgd, [warmup, cosine], milestones=[2])
+    expected = []
+    for _ in range(6):  # the same schedule, unscaled
+        expected.append(sgd.param_groups[0]["lr"])
+        sched.step()
+    sgd = torch.optim.SGD([param], lr=0.1)
+    warmup = torch.optim.lr_scheduler.LinearLR(sgd, start_factor=0.5, total_iters=2)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, T_max=8)
+    sched = torch.optim.lr_scheduler.SequentialLR(sgd, [warmup, cosine], milestones=[2])
+    trainer = SimpleNamespace(optimizers=[sgd], lr_scheduler_configs=[SimpleNamespace(scheduler=sched)])
+    cb = AdaptiveBatchSize(lr_scaling="linear")
+    cb.lr_rule = "linear"
+    assert cb._scale_learning_rates(trainer, 32, 64) == pytest.approx(2.0)  # before the first step
+    scaled = []
+    for _ in range(6):
+        scaled.append(sgd.param_groups[0]["lr"])
+        sched.step()
+    assert scaled == pytest.approx([2 * lr for lr in expected])  # past the milestone (step 2) too
+
+
 def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, **FAST)

@@ -158,10 +158,21 @@ def scale_learning_rates(
                 elif isinstance(value, (int, float)) and not isinstance(value, bool):
                     group[key] = value * factor
     for config in configs:
-        for attr in ("base_lrs", "max_lrs"):
-            values = getattr(config.scheduler, attr, None)
-            if isinstance(values, list):
-                setattr(config.scheduler, attr, [v * factor for v in values])
+        _scale_scheduler(config.scheduler, factor)
+
+
+def _scale_scheduler(scheduler: Any, factor: float) -> None:
+    """Scale the bases of a scheduler and of those inside it (``SequentialLR``, ``ChainedScheduler``).
+
+    ``SequentialLR`` restarts its next scheduler from that one's own ``base_lrs`` at a milestone:
+    left unscaled, the run would fall back to the unscaled rate there.
+    """
+    for attr in ("base_lrs", "max_lrs"):
+        values = getattr(scheduler, attr, None)
+        if isinstance(values, list):
+            setattr(scheduler, attr, [v * factor for v in values])
+    for inner in getattr(scheduler, "_schedulers", ()):
+        _scale_scheduler(inner, factor)
 
 
 def first_lr(optimizers: Sequence[torch.optim.Optimizer]) -> float | None:
