@@ -63,6 +63,19 @@ class RankScriptedMeter(EnergyMeter):
         return out
 
 
+class FailingDigits(DigitsClassifier):
+    """Raises in the second training step of epoch ``epoch``, on every rank."""
+
+    def __init__(self, epoch: int) -> None:
+        super().__init__()
+        self.fail_epoch = epoch
+
+    def training_step(self, batch, batch_idx):
+        if self.current_epoch == self.fail_epoch and batch_idx == 1:
+            raise RuntimeError("scripted failure")
+        return super().training_step(batch, batch_idx)
+
+
 def _cpu_s() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF)
     return own.ru_utime + own.ru_stime
@@ -99,6 +112,9 @@ class Recorder(pl.Callback):
             }
         )
 
+    def on_exception(self, trainer, pl_module, exception):
+        self.on_fit_end(trainer, pl_module)  # after EnergyMonitor's: its failed-fit summary is there
+
     def on_fit_end(self, trainer, pl_module):
         monitor = lightning_green.EnergyMonitor.for_trainer(trainer)
         stopper = next((c for c in trainer.callbacks if type(c).__name__ == "EnergyAwareEarlyStopping"), None)
@@ -109,6 +125,7 @@ class Recorder(pl.Callback):
             "rows": self.rows,
             "history": [r.__dict__ for r in monitor.history],
             "source": monitor.energy_source,
+            "summary": monitor.last_summary,
             "monitors": sum(isinstance(c, lightning_green.EnergyMonitor) for c in trainer.callbacks),
             "epochs_run": trainer.current_epoch,
             "trainer_class": f"{type(trainer).__module__}.{type(trainer).__name__}",
@@ -138,6 +155,10 @@ def main() -> None:
     parser.add_argument("--precision-args", default="{}", help="JSON kwargs of AdaptivePrecision")
     parser.add_argument("--lightning", default="pytorch_lightning", help="the Lightning namespace")
     parser.add_argument("--rank1-clock-rate", type=float, default=1.0, help="rank 1's window clock rate")
+    parser.add_argument("--monitor-args", default="{}", help="JSON kwargs of EnergyMonitor")
+    parser.add_argument(
+        "--fail-in-epoch", type=int, default=None, help="training_step raises there, every rank"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -160,7 +181,8 @@ def main() -> None:
     callbacks: list[pl.Callback] = []
     for name in args.callbacks.split(","):
         if name == "monitor":
-            callbacks.append(lightning_green.EnergyMonitor(monitor="val_acc", mode="max"))
+            kwargs = {"monitor": "val_acc", "mode": "max", **json.loads(args.monitor_args)}
+            callbacks.append(lightning_green.EnergyMonitor(**kwargs))
         elif name == "stopper":
             callbacks.append(lightning_green.EnergyAwareEarlyStopping(**json.loads(args.stopper_args)))
         elif name == "batch":
@@ -181,7 +203,12 @@ def main() -> None:
         enable_checkpointing=False,
         default_root_dir=str(args.out),
     )
-    trainer.fit(DigitsClassifier(), datamodule=DigitsDataModule(batch_size=32))
+    model = DigitsClassifier() if args.fail_in_epoch is None else FailingDigits(args.fail_in_epoch)
+    try:
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+    except RuntimeError as err:
+        if "scripted failure" not in str(err):
+            raise
     # Leave the process group before the interpreter exits: gloo's threads torn down at exit can
     # abort a rank ("terminate called without an active exception") after a successful fit.
     if torch.distributed.is_available() and torch.distributed.is_initialized():

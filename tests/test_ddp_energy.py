@@ -55,3 +55,19 @@ def test_ddp_cpu_estimate_counts_each_rank_once(tmp_path):
     assert measured_cpu_s == pytest.approx(own_cpu_s, rel=0.2)
     # And the epoch metric is rank 0's, identical everywhere.
     assert all(h["metric"] is not None for h in ranks[0]["history"])
+
+
+@pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
+def test_ddp_a_failed_fit_reports_the_energy_up_to_the_last_reading_of_all_ranks(tmp_path, lightning):
+    """Both ranks raise in epoch 2: the failed-fit summary (no collective possible there) counts
+    what the ranks read together inside that epoch (here each step, step_interval=1), not only
+    the two closed epochs."""
+    args = ["--scripted", "--epochs", "4", "--fail-in-epoch", "2", "--monitor-args", '{"step_interval": 1}']
+    ranks = run_ddp(tmp_path, *args, "--lightning", lightning)
+    for rank in ranks:
+        summary = rank["summary"]
+        assert summary["failed"] is True and summary["epochs"] == 2
+        closed_j = rank["history"][-1]["total_j"]
+        # At least the read after the epoch's first step: 1000 J + 2000 J from the GPUs, 10 J host.
+        assert summary["total_kwh"] * 3.6e6 >= closed_j + 3010.0 - 1e-6
+    assert ranks[0]["summary"]["total_kwh"] == ranks[1]["summary"]["total_kwh"]

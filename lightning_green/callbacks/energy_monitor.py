@@ -459,7 +459,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Write the summary of what was measured, marked failed, and stop the meters.
 
-        No collective: under DDP the other ranks may not be here, so it counts the closed epochs.
+        No collective: under DDP the other ranks may not be here, so it counts up to the last
+        reading the ranks took together (an epoch's end, a window, a step or a check inside the
+        epoch), with the faults it saw.
         When the fit failed because the MLflow tracking server stopped answering, nothing more is
         sent to it (each call would wait out MLflow's retries); the reports are written locally.
         """
@@ -470,8 +472,12 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             if int(trainer.world_size) <= 1:
                 reading, _ = self.session.read()
                 self._report(trainer, reading.energy_j, reading.faults, reading.source, failure=exception)
-            else:
-                self._report(trainer, 0.0, 0, self.session.energy_source or "estimate", failure=exception)
+            else:  # the last reading all ranks took together (a window, a step, a check), if any
+                last = self.session.last_reading
+                if last is not None:
+                    self._report(trainer, last.energy_j, last.faults, last.source, failure=exception)
+                else:
+                    self._report(trainer, 0.0, 0, self.session.energy_source or "estimate", failure=exception)
         self.session.stop()
 
     def _report(

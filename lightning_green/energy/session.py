@@ -178,6 +178,7 @@ class EnergySession:
         self._epoch_start_s = 0.0
         self._windows: dict[str, _Mark] = {}
         self._faults_seen = (0, 0)  # summed faults before and after the last read
+        self.last_reading: Reading | None = None  # the last collective reading of this fit
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
@@ -256,6 +257,7 @@ class EnergySession:
         self._epoch_start_s = self._clock()
         self._windows.clear()
         self._faults_seen = (0, 0)
+        self.last_reading = None
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
 
     def stop(self) -> None:
@@ -305,6 +307,7 @@ class EnergySession:
         for name in SOURCES:
             summed.pop(f"source.{name}")
         self._faults_seen = (self._faults_seen[1], measured.faults)
+        self.last_reading = measured
         return measured, summed
 
     @property
