@@ -43,7 +43,7 @@ def session_summary(
         The summary, as :func:`build_summary`.
     """
     ledger = session.ledger
-    total_j = max(ledger.total_j, ledger.total_j_at(measured_j))
+    total_j = ledger.run_total_j(measured_j)
     return build_summary(
         ledger.history,
         total_j=total_j,
@@ -110,7 +110,7 @@ def build_summary(
         "carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh,
         "epochs": epochs,
         "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / J_PER_KWH) if epochs else None,
-        # What followed the last epoch record (end-of-fit work): in total_kwh, in no epoch.
+        # Outside epochs (end-of-fit work, of every fit of the run): in total_kwh, in no epoch.
         "kwh_after_last_epoch": max(0.0, total_kwh - history[-1].total_kwh) if epochs else None,
         "duration_s": sum(r.duration_s for r in history),
         "monitor": monitor,

@@ -690,3 +690,20 @@ def test_the_source_label_names_every_source_the_run_used(tmp_path, sqlite_uri, 
     summary = resumed.last_summary
     assert summary["energy_source"] == "rapl+estimate" and summary["is_estimate"] is True
     assert "rapl+estimate (ESTIMATE, not measured)" in format_summary(summary)
+
+
+def test_a_second_fit_keeps_the_first_fits_end_of_fit_energy_in_the_run_total(tmp_path, monkeypatch, ns):
+    """fit, then fit on to a larger max_epochs: what the first fit measured after its last epoch
+    (its final reading) stays in the run's total; the epochs' totals continue without it."""
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: ScriptedMeter())  # 1000 J a read
+    monitor = EnergyMonitor(summary=False)
+    trainer = make_trainer(tmp_path, [monitor], max_epochs=2, lightning=ns, limit_train_batches=3)
+    module, data = ns.DigitsClassifier(), ns.DigitsDataModule()
+    trainer.fit(module, datamodule=data)  # reads: two epoch ends, the final one
+    assert monitor.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(3000.0)
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(module, datamodule=data)
+    assert [r.total_j for r in monitor.history] == pytest.approx([1000.0, 2000.0, 3000.0, 4000.0])
+    summary = monitor.last_summary
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(6000.0)  # every read of both fits
+    assert summary["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # both fits' ends

@@ -491,6 +491,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
         source = merge_sources(self.session.energy_source, source) or source  # the whole run's
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
+        self.session.ledger.close_fit(measured_j)  # a later fit of this run continues after it
         if trainer.global_rank != 0:
             return
         written = False

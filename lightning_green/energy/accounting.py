@@ -151,6 +151,10 @@ class EnergyLedger:
         self.baseline_metric: float | None = None  # metric before the first epoch, when known
         self.best_check: CheckValue | None = None  # the best validation of the run, any in an epoch
         self.partial_before = False  # a restored run that was already partial
+        # What earlier fits of this run measured after their last epoch (end-of-fit work): in the
+        # run's total, in no epoch, and kept out of the epochs' cumulative totals (and so of the
+        # costs a stopper sees at its checks: a one-off, not the cost of training).
+        self.outside_epochs_j = 0.0
         self._last_total_j = 0.0
         self._last_faults = 0
         # An epoch a checkpoint caught open (saved before the epoch was closed): its energy is
@@ -175,6 +179,26 @@ class EnergyLedger:
     def total_j_at(self, measured_j: float) -> float:
         """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
         return self.offset_j + self.pue * max(0.0, measured_j)
+
+    def run_total_j(self, measured_j: float) -> float:
+        """The whole run's energy at a final reading: its epochs, and everything outside them.
+
+        What the meters measured after the last closed epoch, and what earlier fits of the run
+        measured after theirs (:meth:`close_fit`).
+        """
+        return max(self._last_total_j, self.total_j_at(measured_j)) + self.outside_epochs_j
+
+    def close_fit(self, measured_j: float) -> None:
+        """Keep what a fit that ended measured after its last epoch, for the run's total.
+
+        Another ``fit`` of the same run (the same Trainer, a larger ``max_epochs``) starts its
+        meters from zero, and its epochs continue from the last closed epoch's total: without this
+        the first fit's end-of-fit work would be left out of the run's total.
+
+        Args:
+            measured_j: The fit's final reading (J before PUE, since its meters started).
+        """
+        self.outside_epochs_j += max(0.0, self.total_j_at(measured_j) - self._last_total_j)
 
     def close_epoch(
         self,
@@ -357,6 +381,7 @@ class EnergyLedger:
             "best_check": None if self.best_check is None else asdict(self.best_check),
             "partial": self.partial,
             "co2_kg": self.co2_kg(self._last_total_j),
+            "outside_epochs_j": self.outside_epochs_j,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,6 +396,7 @@ class EnergyLedger:
         best = state.get("best_check")
         self.best_check = None if best is None else CheckValue(**best)
         self.partial_before = bool(state.get("partial", False))
+        self.outside_epochs_j = float(state.get("outside_epochs_j", 0.0))
         self._last_total_j = self.offset_j
         # The CO2 recorded for the energy so far (older checkpoints: the last epoch's figure).
         saved_kg = state.get("co2_kg", self.history[-1].co2_kg if self.history else None)
