@@ -107,6 +107,7 @@ def costed_digits(base: type) -> type:
             super().__init__(**kwargs)
             self.nan_under, self.oom_above, self.huge_under = nan_under, oom_above, huge_under
             self.steps: list[tuple[int, str]] = []
+            self.val_dtypes: list[str] = []  # what each validation step ran in
 
         def training_step(self, batch, batch_idx):
             x, y = batch
@@ -123,6 +124,10 @@ def costed_digits(base: type) -> type:
                 loss = loss * math.nan
             self.log("train_loss", loss, on_step=False, on_epoch=True)
             return loss
+
+        def validation_step(self, batch, batch_idx):
+            self.val_dtypes.append(autocast_dtype())
+            return super().validation_step(batch, batch_idx)
 
     return CostedDigits
 

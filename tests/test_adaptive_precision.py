@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import PL, make_trainer
+from conftest import PL, AnyCallback, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
@@ -157,7 +157,7 @@ def test_a_switch_decided_after_the_last_step_never_trains_and_is_not_reported(t
     assert summary["precision_probe_j"] == 0.0  # no bf16 probe was paid for
 
 
-class _StopAt(pl.Callback):
+class _StopAt(AnyCallback):
     """Stops the fit after global step ``step`` (as a user's callback or an interrupt would)."""
 
     def __init__(self, step: int) -> None:
@@ -168,20 +168,25 @@ class _StopAt(pl.Callback):
             trainer.should_stop = True
 
 
-def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path, monkeypatch, caplog):
+def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path, monkeypatch, caplog, ns):
     # The run is stopped two steps into the bf16 probe (by another callback: the planned end
     # itself is never probed into): it trained its last steps in bf16, but the policy never
     # adopted bf16 - tag and summary say 32-true, the last precision is kept.
     start = _first_switch_step(tmp_path / "reference", monkeypatch)
     install_step_cost(monkeypatch)
     cb = AdaptivePrecision(**LATE)
-    trainer, model = fit(tmp_path, [cb, _StopAt(start + 2)], epochs=3)
+    trainer, model = fit(tmp_path, [cb, _StopAt(start + 2)], epochs=3, lightning=ns)
     assert [d for _, d in model.steps][-2:] == ["bfloat16", "bfloat16"] and cb.current == "bf16-mixed"
     assert switches(cb) == [("32-true", "bf16-mixed", "probe")]
     summary = EnergyMonitor.for_trainer(trainer).last_summary
     assert (summary["precision"], summary["precision_last"]) == ("32-true", "bf16-mixed")
     assert cb.chosen_setting() == "32-true"
     assert "precision 32-true -> 32-true (ended while probing bf16-mixed" in caplog.text
+    # The Trainer is left in the chosen precision: a validation after the fit does not run in bf16.
+    assert trainer.precision == "32-true"
+    model.val_dtypes = []
+    trainer.validate(model, datamodule=ns.DigitsDataModule(batch_size=32), verbose=False)
+    assert set(model.val_dtypes) == {"float32"}
 
 
 def test_a_probe_is_not_started_when_the_planned_run_ends_before_its_windows(tmp_path, monkeypatch):

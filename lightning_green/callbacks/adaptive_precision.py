@@ -248,6 +248,19 @@ class AdaptivePrecision(AdaptiveCallback):
             self._swap(trainer, self.current)
             _compat.info(trainer, f"lightning_green: AdaptivePrecision resumed in {self.current}")
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """After a fit that ended while probing: leave the Trainer in the precision the policy chose.
+
+        ``trainer.validate()``/``test()`` after the fit then evaluate in it, not in the candidate
+        the last steps were probing; the callback keeps its own state (:attr:`current`), so a
+        further ``fit`` of the run goes on from where this one stopped.
+        """
+        if stage == "fit" and self.current is not None and self._device_type is not None:
+            chosen = self.chosen_setting()
+            if chosen != self.current and trainer.strategy.precision_plugin.precision == self.current:
+                trainer.strategy.precision_plugin = self._plugin_for(trainer, chosen)
+        super().teardown(trainer, pl_module, stage)
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state) once the energy source is known (collective)."""
         self.begin_training(trainer)
