@@ -150,6 +150,31 @@ def test_a_meter_outage_inside_a_trial_neither_skews_nor_reverses_the_verdict(
     assert EnergyMonitor.for_trainer(trainer).last_summary["partial"] is True
 
 
+@pytest.mark.parametrize("first_epochs", [5, 7])  # ending on a probe epoch at 64, and after adopting 64
+def test_fit_again_on_the_same_trainer_keeps_the_learning_rate_scaled_for_the_size(
+    tmp_path, monkeypatch, ns, first_epochs
+):
+    # Lightning builds the optimizers afresh for each fit, at the user's learning rate.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    reference_spy = Spy()
+    fit(
+        tmp_path / "ref",
+        [reference_spy, AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)],
+        epochs=8,
+        lightning=ns,
+    )
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    spy = Spy()
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    trainer, model, dm = fit(tmp_path / "split", [spy, cb], epochs=first_epochs, lightning=ns)
+    trainer.fit_loop.max_epochs = 8
+    trainer.fit(model, datamodule=dm)
+    assert [r["batch_size"] for r in spy.rows] == [r["batch_size"] for r in reference_spy.rows]
+    assert [r["lr"] for r in spy.rows] == pytest.approx([r["lr"] for r in reference_spy.rows])
+    assert spy.rows[-1]["batch_size"] == 64
+    assert spy.rows[-1]["lr"] == pytest.approx(2**0.5 * spy.rows[0]["lr"])  # the sqrt rule (Adam)
+
+
 class ScriptedValLoss(CostedDigits):
     """CostedDigits whose logged ``val_loss`` is ``curve[epoch]``: a stopper stops where told."""
 

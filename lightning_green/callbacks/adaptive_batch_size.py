@@ -243,6 +243,19 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self.lr_rule is None:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
+        if (
+            not _compat.starts_new_run(trainer)
+            and getattr(trainer, "ckpt_path", None) is None
+            and self.current_batch_size != self.initial_batch_size
+        ):
+            # `fit` again on this Trainer: Lightning built the optimizers and schedulers afresh from
+            # configure_optimizers, for the user's size (a checkpoint restores its scaled ones).
+            factor = self._scale_learning_rates(trainer, self.initial_batch_size, self.current_batch_size)
+            _compat.info(
+                trainer,
+                f"lightning_green: AdaptiveBatchSize continues at {self.attr_name}={self.current_batch_size}"
+                f" (learning rates x{factor:.3g} for it)",
+            )
         if stepped:
             _compat.warn(
                 trainer,
