@@ -175,6 +175,18 @@ def test_fit_again_on_the_same_trainer_keeps_the_learning_rate_scaled_for_the_si
     assert spy.rows[-1]["lr"] == pytest.approx(2**0.5 * spy.rows[0]["lr"])  # the sqrt rule (Adam)
 
 
+def test_a_run_too_short_to_probe_probes_once_fit_again_makes_it_long_enough(tmp_path, monkeypatch, ns):
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    trainer, model, dm = fit(tmp_path, [cb], epochs=2, lightning=ns)
+    assert [h["reason"] for h in cb.history] == ["no_probe_budget"]  # two epochs cannot pay for two visits
+    trainer.fit_loop.max_epochs = 10
+    trainer.fit(model, datamodule=dm)
+    reasons = [h["reason"] for h in cb.history]
+    assert reasons[0] == "no_probe_budget" and "probe" in reasons and reasons[-1] == "cheaper"
+    assert cb.current_batch_size == 64
+
+
 class ScriptedValLoss(CostedDigits):
     """CostedDigits whose logged ``val_loss`` is ``curve[epoch]``: a stopper stops where told."""
 

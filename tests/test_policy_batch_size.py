@@ -232,6 +232,24 @@ def test_a_run_too_short_for_two_candidate_epochs_does_not_probe_and_says_so_onc
         assert policy.probe_j == 0 and not policy.active
 
 
+def test_a_run_continued_to_a_longer_plan_probes_as_if_planned_so_from_the_start():
+    """fit(max_epochs=5) cannot pay for probing (said once); the same run continued to 60 epochs
+    can: it probes where a 60-epoch plan does, the no-budget note does not stick."""
+    records = {}
+    for name, plans in (("continued", [5] * 5 + [60] * 40), ("planned", [60] * 45)):
+        policy = BatchSizePolicy(32, 32, 64, noise_min_updates=1)
+        run_j, log = 0.0, []
+        for epoch, horizon in enumerate(plans):
+            _, run_j = simulate(
+                policy, noisy(0.0), epochs=1, horizon=horizon, start=epoch, run_j=run_j, log=log
+            )
+            if name == "continued" and epoch < 5:
+                assert not policy.active and policy.waiting_for_longer_plan  # nothing measured meanwhile
+        records[name] = [(e, r) for e, _, r, _ in log]
+    assert records["continued"][0] == (0, "no_probe_budget")
+    assert records["continued"][1:] == records["planned"] and records["planned"][0] == (37, "probe")
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_probing_energy_stays_within_five_percent_of_the_run(seed):
     # Noisy windows, many candidates, smaller ones more expensive: probing stops at the budget.

@@ -386,7 +386,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             # short one is not compared). Steps, not seconds: every rank makes the same call.
             self._close_window(trainer)
         self._oom_epoch = False
-        if not policy.active:
+        if not policy.active and not policy.waiting_for_longer_plan:
             return
         epochs = int(trainer.current_epoch) + 1
         done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)

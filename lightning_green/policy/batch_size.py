@@ -171,6 +171,9 @@ class BatchSizePolicy:
         self._epoch_values: list[float] = []
         self._epoch_candidate_j = 0.0
         self._done = False
+        # The planned length (epochs) at which probing was found unaffordable: said once for it,
+        # looked at again when the plan grows (a run continued to a larger max_epochs).
+        self._no_budget_planned: float | None = None
         self._last_run_j: float | None = None
 
     # ------------------------------------------------------------------ recording
@@ -243,7 +246,16 @@ class BatchSizePolicy:
     @property
     def active(self) -> bool:
         """Whether anything is still to be measured (a trial running or still to come)."""
-        return not self._done or self._trial is not None
+        return self._trial is not None or (not self._done and self._no_budget_planned is None)
+
+    @property
+    def waiting_for_longer_plan(self) -> bool:
+        """Whether probing was unaffordable for the planned run, and a longer plan could change that.
+
+        :meth:`decide` looks again when the run's plan grows (``fit`` continued to a larger
+        ``max_epochs``); nothing needs measuring meanwhile.
+        """
+        return self._trial is None and not self._done and self._no_budget_planned is not None
 
     @property
     def probe_j(self) -> float:
@@ -364,8 +376,12 @@ class BatchSizePolicy:
         if too_short or not self.budget.affords(
             next_probe_j=need_j, spent_probe_j=self._probe_j, projected_run_j=basis
         ):
-            self._done = True
+            plan = math.inf if planned is None else planned
+            if self._no_budget_planned is not None and plan <= self._no_budget_planned * (1.0 + 1e-6):
+                return None  # already said for this plan
+            self._no_budget_planned = plan
             return BatchSizeDecision(in_use, BatchSizeReason.NO_PROBE_BUDGET, details)
+        self._no_budget_planned = None  # (again) affordable: measure towards a trial
         if not self.budget.paced(next_probe_j=need_j, spent_probe_j=self._probe_j, spent_run_j=run_j):
             return None  # not yet paid for
         if noise is None or not values:
@@ -464,6 +480,7 @@ class BatchSizePolicy:
             "epoch_values": list(self._epoch_values),
             "epoch_candidate_j": self._epoch_candidate_j,
             "done": self._done,
+            "no_budget_planned": self._no_budget_planned,
             "last_run_j": self._last_run_j,
             "noise_scale": self.noise_scale.state_dict(),
         }
@@ -494,5 +511,7 @@ class BatchSizePolicy:
         self._epoch_values = [float(v) for v in state["epoch_values"]]
         self._epoch_candidate_j = float(state["epoch_candidate_j"])
         self._done = bool(state["done"])
+        no_budget = state.get("no_budget_planned")
+        self._no_budget_planned = None if no_budget is None else float(no_budget)
         self._last_run_j = None if state["last_run_j"] is None else float(state["last_run_j"])
         self.noise_scale.load_state_dict(state["noise_scale"])
