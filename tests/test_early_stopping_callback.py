@@ -649,3 +649,35 @@ def test_every_kind_of_stop_keeps_lightnings_own_fields_true(
     state = stopper.state_dict()  # what Lightning saves: the same fields, in its own form
     assert state["stopping_reason"] == reasons[lightning_reason].value
     assert state["stopped_epoch"] == stopper.stopped_epoch
+
+
+def test_a_run_logged_with_an_mlflow_prefix_replays_and_reports_as_any_other(
+    tmp_path, sqlite_uri, monkeypatch, ns
+):
+    """MLFlowLogger(prefix="fold1") logs every metric as fold1-<key> (params and tags as they are):
+    replay and report read the run through the prefix, with its recorded metric and arguments."""
+    import csv
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    budget_kwh = 5.4 * EPOCH_KWH
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
+    logger = ns.loggers.MLFlowLogger(experiment_name="cv", tracking_uri=sqlite_uri, prefix="fold1")
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=False)  # report rebuilds from metrics
+    _fit(tmp_path, [stopper, monitor], ns.DigitsClassifier(), max_epochs=20, logger=logger, lightning=ns)
+    assert stopper.stop_reason is StopReason.ENERGY_BUDGET
+
+    out = tmp_path / "decisions.csv"
+    assert cli.main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "cv", "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (row["stop_reason"], int(row["stop_epoch"])) == ("energy_budget", stopper.stopped_epoch + 1)
+    best = max(r.metric for r in monitor.history)  # val_acc, in its recorded direction (max)
+    assert float(row["best_metric_at_stop"]) == pytest.approx(best, rel=1e-6)
+
+    js = tmp_path / "summary.json"
+    argv = ["report", "--mlflow-uri", sqlite_uri, "--run-id", logger.run_id, "--json", str(js)]
+    assert cli.main([*argv, "-o", str(tmp_path / "r.png")]) == 0
+    summary = json.loads(js.read_text())
+    assert summary["best_metric"] == pytest.approx(best, rel=1e-6)
+    assert summary["total_kwh"] == pytest.approx(monitor.last_summary["total_kwh"], rel=1e-6)

@@ -94,6 +94,27 @@ def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
     return {step: value for step, (_, _, value) in out.items()}
 
 
+PREFIX_JOIN = "-"
+"""What Lightning's ``MLFlowLogger`` puts between its ``prefix`` and each metric's name."""
+
+
+def metric_prefix(metric_keys: set[str]) -> str | None:
+    """The ``MLFlowLogger(prefix=...)`` a run's metrics were logged with, seen from their names.
+
+    ``None`` when ``energy/total_kwh`` is logged as such (no prefix) or not at all; else the one
+    prefix in front of it (``fold1`` for ``fold1-energy/total_kwh``).
+
+    Example:
+        >>> metric_prefix({"fold1-energy/total_kwh", "fold1-val_loss"}), metric_prefix({"energy/total_kwh"})
+        ('fold1', None)
+    """
+    if keys.TOTAL_KWH in metric_keys:
+        return None
+    ending = PREFIX_JOIN + keys.TOTAL_KWH
+    found = {k[: -len(ending)] for k in metric_keys if k.endswith(ending) and len(k) > len(ending)}
+    return found.pop() if len(found) == 1 else None
+
+
 class MlflowRun:
     """One MLflow run, read through a tracking client.
 
@@ -104,6 +125,7 @@ class MlflowRun:
             (a run resumed or continued with another plan or policy argument; MLflow keeps the
             first value of a parameter) stands for ``lightning_green.<name>``.
         tags: Its tags.
+        metric_prefix: The ``MLFlowLogger(prefix=...)`` its metrics were logged with, or ``None``.
         status: MLflow's status of the run (``FINISHED``, ``FAILED``, ``KILLED``, ``RUNNING``:
             still training, or its process was killed before it could say so).
         artifacts_error: Why the run's artifacts could not be listed (``None`` when they could,
@@ -123,6 +145,8 @@ class MlflowRun:
             if key.startswith(keys.PARAM_PREFIX) and key.endswith(keys.RESUMED_SUFFIX):
                 params[key.removesuffix(keys.RESUMED_SUFFIX)] = value
         self.params: Mapping[str, str] = params
+        self._metric_keys = set(getattr(run.data, "metrics", None) or ())
+        self.metric_prefix = metric_prefix(self._metric_keys)
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
@@ -139,8 +163,11 @@ class MlflowRun:
         """``step -> value`` of the metric ``key`` (empty when the run never logged it).
 
         A step logged more than once keeps the value with the latest timestamp
-        (:func:`latest_per_step`).
+        (:func:`latest_per_step`). In a run logged through ``MLFlowLogger(prefix=...)`` (every
+        metric ``<prefix>-<key>``, :attr:`metric_prefix`), ``key`` is the name without the prefix.
         """
+        if self.metric_prefix and key not in self._metric_keys:
+            key = f"{self.metric_prefix}{PREFIX_JOIN}{key}"  # logged through MLFlowLogger(prefix=...)
         return latest_per_step(self._client.get_metric_history(self.run_id, key))
 
     def artifact_names(self, folder: str) -> set[str]:
