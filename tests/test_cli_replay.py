@@ -586,6 +586,9 @@ def test_a_tensorboard_run_resumed_into_its_folder_is_one_curve(tmp_path: Path, 
     (row,) = list(csv.DictReader(out.read_text().splitlines()))
     assert row["curve_id"] == str(folder)
     assert float(row["cost_total"]) == pytest.approx(6e-6, rel=1e-6) and row["stop_reason"] == "none"
+    kept = events[1].read_bytes()  # the folder's other event file is read too: never an output
+    assert main(["replay", str(events[0]), "-o", str(events[1]), "--monitor", "val_loss"]) == 2
+    assert "refusing to overwrite an input" in capsys.readouterr().err and events[1].read_bytes() == kept
 
 
 def test_a_lightning_log_without_energy_replays_with_optimizer_steps_as_the_cost(

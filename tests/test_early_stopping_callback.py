@@ -460,6 +460,20 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
         assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
     assert "read as part of the run that continues it" in capsys.readouterr().out
 
+    # What replay and report read beside the log (the earlier part, hparams.yaml, the summary) is
+    # an input too: an output onto any of them is refused and the file is left as it was.
+    side = [resumed.parent / "hparams.yaml", resumed.parent / "energy_summary.json"]
+    kept = {p: p.read_bytes() for p in (first, *side)}
+    for argv in (
+        ["replay", str(resumed), "-o", str(first)],
+        ["replay", str(resumed), "-o", str(side[0])],
+        ["report", str(resumed), "--json", str(side[1]), "-o", str(tmp_path / "r.png")],
+        ["report", str(first), "--json", str(first.parent / "energy_summary.json")],
+    ):
+        assert cli.main(argv) == 2
+        assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept and not (tmp_path / "r.png").exists()
+
 
 def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)

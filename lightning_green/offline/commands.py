@@ -101,6 +101,8 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     else:
         args.curves = checks.expand_inputs("curves file", args.curves)
         inputs += [("curves file", path) for path in args.curves]
+        logs = _open_logs(args.curves)
+        inputs += _log_inputs(logs)
         given = [f for f, v in (("--monitor", args.monitor), ("--cost-key", args.cost_key)) if v]
         if given and not any(is_lightning_log(path) for path in args.curves):
             raise UsageError(
@@ -120,7 +122,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow:
         curves, source = _mlflow_curves(args, cost_key, echo)
     else:
-        curves, source = _file_curves(args, cost_key, echo)
+        curves, source = _file_curves(args, cost_key, echo, logs)
     if args.max_epochs is not None:
         longer = [c for c in curves if float(c.epochs[-1]) > args.max_epochs]
         if longer:
@@ -147,7 +149,34 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     return 0
 
 
-def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
+def _open_logs(paths: Sequence[str]) -> dict[str, Any]:
+    """The run of each Lightning log among ``paths`` (one per folder of event files), read once.
+
+    Read before the outputs are checked: what a log reads beside it (``hparams.yaml``,
+    ``energy_summary.json``, the earlier part of a resumed run) is an input too.
+    """
+    runs: dict[str, Any] = {}
+    event_folders: set[str] = set()
+    for path in paths:
+        if is_tensorboard_log(path):
+            folder = os.path.realpath(os.path.dirname(path) or ".")
+            if folder in event_folders:
+                continue  # another event file of a run already read
+            event_folders.add(folder)
+        run = open_lightning_log(path)
+        if run is not None:
+            runs[path] = run
+    return runs
+
+
+def _log_inputs(runs: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(what, path)`` of every file the logs read beyond the given ones, for the output checks."""
+    return [(f"log {path}'s input", f) for path, run in runs.items() for f in run.inputs if f != path]
+
+
+def _file_curves(
+    args: argparse.Namespace, cost_key: str, echo: Printer, logs: Mapping[str, Any]
+) -> tuple[list[Curve], str]:
     """The curves of every file, in order.
 
     A curves CSV (long format) gives its curves; from several files each ``curve_id`` is
@@ -161,16 +190,12 @@ def _file_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tupl
     skipped: list[str] = []
     failed: dict[str, tuple[str, Curve]] = {}  # realpath -> (path, curve) of a log whose summary says failed
     several = len(args.curves) > 1
-    event_folders: set[str] = set()
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
     joined: dict[str, str] = {}  # realpath of an earlier part of a resumed run -> the log that continues it
     for path in args.curves:
-        if is_tensorboard_log(path):
-            folder = os.path.realpath(os.path.dirname(path) or ".")
-            if folder in event_folders:
-                continue  # another event file of a run already read
-            event_folders.add(folder)
-        run = open_lightning_log(path)
+        if is_tensorboard_log(path) and path not in logs:
+            continue  # another event file of a run already read
+        run = logs.get(path)
         if run is not None:
             for earlier in getattr(run, "continues", ()):
                 joined[os.path.realpath(earlier)] = path
@@ -363,6 +388,8 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     else:
         checks.check_input_file("log", args.log)
         inputs = [("log", args.log)]
+        run = open_lightning_log(args.log)
+        inputs += _log_inputs({args.log: run}) if run is not None else []
         name = os.path.basename(os.path.dirname(os.path.abspath(args.log)))
     plot: str | None = f"energy_report_{name}.png" if args.output is None else args.output
     if args.output is None and importlib.util.find_spec("matplotlib") is None:

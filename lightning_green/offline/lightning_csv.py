@@ -67,6 +67,9 @@ class LightningCsvRun:
         tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
             when the folder has one.
         failed: Whether that summary marks the run failed (the fit raised).
+        inputs: Every file read for the run: ``metrics.csv``, the ``hparams.yaml`` and
+            ``energy_summary.json`` beside it (when there), and those of the earlier parts it
+            continues (an output must be none of them).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, _opening: frozenset[Path] = frozenset()) -> None:
@@ -85,6 +88,7 @@ class LightningCsvRun:
         tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
         self.tags: Mapping[str, str] = tags
         self._cells = self._read_cells()
+        self.inputs: tuple[str, ...] = (self.path, *side_files(folder))
         self.continues: tuple[str, ...] = ()
         """The ``metrics.csv`` files of the earlier parts of this run, joined in before its rows
         (a run resumed from a checkpoint writes a new ``version_N`` folder), latest first."""
@@ -100,6 +104,7 @@ class LightningCsvRun:
             self._cells = joined
             self.params = {**run.params, **self.params}
             self.continues = (run.path, *run.continues)
+            self.inputs = (*self.inputs, *run.inputs)
             self.label = f"{self.label} (continuing {', '.join(self.continues)})"
 
     def _earlier_part(self, opening: frozenset[Path]) -> tuple[LightningCsvRun, int] | None:
@@ -194,6 +199,14 @@ def _step(path: str, line: int, col: int, text: str) -> int:
     if value is None or not math.isfinite(value) or value < 0 or value != math.floor(value):
         raise CurveFormatError(path, line, col + 1, "step", f"not a whole number >= 0: {text!r}")
     return int(value)
+
+
+def side_files(folder: Path) -> tuple[str, ...]:
+    """The files a log's readers read beside its metrics: ``hparams.yaml``, ``energy_summary.json``.
+
+    Only those that exist (an output may create a missing one).
+    """
+    return tuple(str(folder / name) for name in (HPARAMS_FILE, SUMMARY_FILE) if (folder / name).is_file())
 
 
 def read_hparams(path: Path) -> dict[str, str]:

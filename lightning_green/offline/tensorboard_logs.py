@@ -17,7 +17,13 @@ import os
 from pathlib import Path
 
 from lightning_green.offline.errors import OfflineInputError
-from lightning_green.offline.lightning_csv import HPARAMS_FILE, SUMMARY_FILE, read_hparams, read_summary_marks
+from lightning_green.offline.lightning_csv import (
+    HPARAMS_FILE,
+    SUMMARY_FILE,
+    read_hparams,
+    read_summary_marks,
+    side_files,
+)
 from lightning_green.offline.mlflow_runs import latest_per_step
 
 EVENTS_PREFIX = "events.out.tfevents."
@@ -55,6 +61,8 @@ class TensorBoardRun:
         tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
             when the folder has one.
         failed: Whether that summary marks the run failed (the fit raised).
+        inputs: Every file read for the run: the folder's event files, and the ``hparams.yaml``
+            and ``energy_summary.json`` beside them (when there).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
@@ -79,7 +87,9 @@ class TensorBoardRun:
         params = read_hparams(folder / HPARAMS_FILE)
         self.tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
         self._scalars: dict[str, list[_Scalar]] = {}
-        for events in sorted(folder.glob(EVENTS_PREFIX + "*")):
+        event_files = sorted(folder.glob(EVENTS_PREFIX + "*"))
+        self.inputs: tuple[str, ...] = (*map(str, event_files), *side_files(folder))
+        for events in event_files:
             try:
                 for event in EventFileLoader(str(events)).Load():
                     for value in event.summary.value:
