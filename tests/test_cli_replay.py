@@ -703,3 +703,44 @@ def test_a_server_that_answers_with_an_html_page_is_one_short_line(tmp_path: Pat
     assert rc != 0 and err.count("\n") == 1
     assert "(an HTML page: 404 Not Found)" in err and "<html" not in err.lower() and len(err) < 600
     assert "' (an HTML page" not in err  # no stray quote of the cut body
+
+
+def test_a_cost_key_that_is_not_a_running_total_is_refused(tmp_path: Path, sqlite_uri: str, capsys) -> None:
+    """``--cost-key energy/epoch_kwh`` (per epoch, not cumulative) is refused as a curves CSV's
+    decreasing cost is, naming the key and the step, from MLflow and a CSVLogger log alike: it is
+    not replayed on a made-up running maximum."""
+    pytest.importorskip("mlflow")
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    epoch_kwh = [5.0] + [1.0] * 9
+    totals = [sum(epoch_kwh[: e + 1]) for e in range(10)]
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    run = client.create_run(client.create_experiment("per-epoch"))
+    metrics = []
+    for e, (kwh, total) in enumerate(zip(epoch_kwh, totals, strict=True)):
+        step = 8 * e + 7
+        for key, value in (("val_loss", 1 / (e + 1)), ("energy/epoch_kwh", kwh), ("energy/total_kwh", total)):
+            metrics.append(Metric(key, value, 1_000 + e, step))
+    client.log_batch(run.info.run_id, metrics=metrics)
+    client.set_terminated(run.info.run_id)
+    folder = tmp_path / "csv" / "version_0"
+    folder.mkdir(parents=True)
+    rows = [
+        f"{kwh},{t},{e},{8 * e + 7},{1 / (e + 1)}"
+        for e, (kwh, t) in enumerate(zip(epoch_kwh, totals, strict=True))
+    ]
+    header = "energy/epoch_kwh,energy/total_kwh,epoch,step,val_loss"
+    (folder / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
+
+    out = tmp_path / "d.csv"
+    for source in (["--mlflow-uri", sqlite_uri, "--experiment", "per-epoch"], [str(folder / "metrics.csv")]):
+        base = ["replay", *source, "-o", str(out), "--monitor", "val_loss"]
+        assert main([*base, "--cost-key", "energy/epoch_kwh"]) == 2
+        err = capsys.readouterr().err
+        assert "cumulative cost 'energy/epoch_kwh' decreases at step 15: 1.0 after 5.0 at step 7" in err
+        assert not out.exists()
+        assert main(base) == 0  # the running total is replayed, to its true total
+        (row,) = list(csv.DictReader(out.read_text().splitlines()))
+        assert float(row["cost_total"]) == 14.0
+        out.unlink()

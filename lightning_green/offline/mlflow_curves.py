@@ -210,7 +210,7 @@ def curve_of_run(
         epochs = np.arange(1, len(steps) + 1)
     hint_hist = run.history(LR_HINT_KEY)
     plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
-    costs = np.maximum.accumulate(np.array([cost[s] for s in steps], dtype=float))
+    costs = _cumulative(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
     return Curve(
         curve_id=run_id,
         epochs=epochs,
@@ -226,6 +226,30 @@ def curve_of_run(
         recorded_config=_recorded_config(where, params) if own else None,
         cost_not_run=_cost_not_run(run, costs, epochs, planned),
     )
+
+
+def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:
+    """The cumulative cost at ``steps``, refused where it is negative, not finite or decreases.
+
+    As a curves CSV's cumulative cost is checked (exactly: a total logged in 32-bit floats still
+    never decreases), so that a per-epoch series given as ``--cost-key`` is not replayed as a total.
+
+    Raises:
+        OfflineInputError: Naming the run, the key, the step and the values.
+    """
+    values = [cost[s] for s in steps]
+    for k, (step, value) in enumerate(zip(steps, values, strict=True)):
+        if not (math.isfinite(value) and value >= 0):
+            raise OfflineInputError(
+                f"{where}: cumulative cost {key!r} must be finite and >= 0, got {value!r} at step {step}"
+            )
+        if k and value < values[k - 1]:
+            raise OfflineInputError(
+                f"{where}: cumulative cost {key!r} decreases at step {step}: {value!r} after "
+                f"{values[k - 1]!r} at step {steps[k - 1]} (the cost must be a running total, such as "
+                f"{ENERGY_KEY!r} or 'step')"
+            )
+    return np.array(values, dtype=float)
 
 
 def _cost_not_run(run: LoggedRun, costs: np.ndarray, epochs: np.ndarray, planned: int | None) -> float | None:
