@@ -475,6 +475,43 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
     assert {p: p.read_bytes() for p in kept} == kept and not (tmp_path / "r.png").exists()
 
 
+def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkeypatch, capsys, ns):
+    """The stopper watching ``curve_loss`` (logged every 3 steps, 4 steps an epoch) checks at every
+    epoch end on the latest value; replay of its CSV log makes each of those checks with the latest
+    ``curve_loss`` logged at or before it (not only where both share a step) and the same decision."""
+    import csv
+
+    import torch
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    curve = saturating_curve(40, tau=5.0)
+
+    class TrainLossCurve(ns.module(curve_module)):
+        def training_step(self, batch, batch_idx):
+            self.log("curve_loss", torch.tensor(self.curve[self.current_epoch]))  # every step
+            return super().training_step(batch, batch_idx)
+
+    stopper = EnergyAwareEarlyStopping(monitor="curve_loss", min_relative_gain=0.5)
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    _fit(tmp_path, [stopper], TrainLossCurve(curve), 40, logger=logger, lightning=ns, log_every_n_steps=3)
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN and len(stopper.policy.history) > 3
+
+    log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    out = tmp_path / "d.csv"
+    assert cli.main(["replay", str(log), "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (row["stop_reason"], int(row["stop_epoch"])) == (
+        stopper.stop_reason.value,
+        stopper.stopped_epoch + 1,
+    )
+    assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
+    from lightning_green.offline import read_log_curve
+
+    assert len(read_log_curve(log).metrics) == len(stopper.policy.history)
+
+
 def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)
     # Flat from ~epoch 10, then the learning-rate drop at epoch 26 buys a big step.

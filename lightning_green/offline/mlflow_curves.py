@@ -14,6 +14,7 @@ arguments, so a replay reproduces the callback's decision. Runs are read through
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import re
@@ -61,11 +62,14 @@ def read_mlflow_curves(
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
     The metric histories are joined on their step: EnergyAwareEarlyStopping logs, at the step of
-    each of its checks' metrics, the cumulative kWh and the epochs completed it decided on
+    each of its checks, the cumulative kWh and the epochs completed it decided on
     (``energy/check_kwh``, ``energy/check_epochs``: fractional for a check inside an epoch or a run
     planned in steps) and ``energy/epochs_until_lr_decay``; with the default ``cost_key`` these are
-    the cost and the progress of each check. A run without them (logged without the stopper, or
-    by an earlier version) is read from ``cost_key`` per epoch, the epoch of each check from the
+    the cost and the progress of each check, and the metric at a check is its latest value logged
+    at or before the check's step (the check read the latest value: a metric logged every few
+    steps need not be logged at the check's own step; checks before its first value are left out).
+    A run without them (logged without the stopper, or by an earlier version) is read from
+    ``cost_key`` per epoch at the steps where the metric was logged too, the epoch of each check from the
     ``epoch`` metric Lightning logs at the same step (0-based, so epochs completed is one more)
     when present, else from the check's position.
     What the callback told the policy beyond the curves is passed on as it was: the run parameter
@@ -191,9 +195,15 @@ def curve_of_run(
         # A run without MLFlowLogger (autolog) holds the metric once an epoch: the stopper logged
         # the value of each check inside an epoch beside its costs.
         metric = run.history(CHECK_METRIC_KEY) or metric
-    if at_checks and set(metric) & set(at_checks):
+    if at_checks and metric and min(metric) <= max(at_checks):
+        # Each check decided on the metric's latest value (trainer.callback_metrics): the one
+        # logged at or before its step, which a metric logged every few steps need not share.
         cost = at_checks
-    steps = sorted(set(metric) & set(cost))
+        steps = [s for s in sorted(cost) if s >= min(metric)]
+        values = _latest_at(metric, steps)
+    else:
+        steps = sorted(set(metric) & set(cost))
+        values = [metric[s] for s in steps]
     if not steps:
         return None
     if len(steps) > MAX_CHECKS:
@@ -214,7 +224,7 @@ def curve_of_run(
     return Curve(
         curve_id=run_id,
         epochs=epochs,
-        metrics=np.array([metric[s] for s in steps], dtype=float),
+        metrics=np.array(values, dtype=float),
         costs=costs,
         higher_is_better=run_mode == "max",
         cost_unit="kWh" if cost_key.lower().endswith("kwh") else "steps" if cost_key == "step" else cost_key,
@@ -226,6 +236,12 @@ def curve_of_run(
         recorded_config=_recorded_config(where, params) if own else None,
         cost_not_run=_cost_not_run(run, costs, epochs, planned),
     )
+
+
+def _latest_at(history: Mapping[int, float], steps: list[int]) -> list[float]:
+    """The value of ``history`` last logged at or before each of ``steps`` (each >= its first step)."""
+    logged = sorted(history)
+    return [history[logged[bisect.bisect_right(logged, s) - 1]] for s in steps]
 
 
 def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:
