@@ -313,6 +313,11 @@ def test_replay_of_a_stopped_csvlogger_run_reports_the_projected_saving(
     assert int(row["stop_epoch"]) == done and row["stop_reason"] == stopper.stop_reason.value
     assert float(row["cost_not_run_projected"]) == pytest.approx(kwh_not_spent)
     assert "policy arguments as recorded by 1 run(s)" in out and "projected for 1 run(s)" in out
+    # Another plan on the command line: the rest of the run is counted up to that plan.
+    for plan in (done + 1, 40, 100):
+        assert cli.main(["replay", str(metrics_csv), "-o", str(decisions), "--max-epochs", str(plan)]) == 0
+        (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+        assert float(row["cost_not_run_projected"]) == pytest.approx((plan - done) * EPOCH_KWH)
 
     # The report of another metric than the run's is drawn from the metrics, with the run's stop
     # (reason and epoch: the plot's stop marker) from its summary, and says why it was rebuilt.

@@ -27,6 +27,7 @@ import numpy as np
 from lightning_green import keys
 from lightning_green.offline.curve import Curve
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+from lightning_green.policy.savings import project_savings
 
 NO_STOP = keys.NO_STOP
 """``stop_reason`` of a curve the policy never stopped (also the MLflow tag of such a run)."""
@@ -295,7 +296,9 @@ def replay_curve(
         config: Policy arguments; its ``mode`` is replaced by the curve's direction. For the
             arguments an MLflow run recorded, pass :func:`config_for` ``(curve)``.
         max_epochs: Planned length of the run in epochs (default: :attr:`Curve.default_max_epochs`,
-            the recorded plan, else the curve's last epoch).
+            the recorded plan, else the curve's last epoch). For a run its own stopper stopped,
+            another plan than the recorded one also sets the cost of the rest of the run
+            (:func:`cost_not_run_to`), which the recorded projection no longer is.
         monitor: Metric name for the messages.
         use_lr_schedule: Pass ``epochs_until_lr_decay`` where the curve knows it (recorded hints, or
             learning rates); ``False`` gives the policy no schedule information.
@@ -303,6 +306,8 @@ def replay_curve(
     Returns:
         The result.
     """
+    if max_epochs is not None and curve.cost_not_run is not None and max_epochs != curve.default_max_epochs:
+        curve = replace(curve, cost_not_run=cost_not_run_to(curve, max_epochs))
     config = replace(config, mode=curve.mode)
     policy = StoppingPolicy(config, monitor=monitor)
     inputs = policy_inputs(curve, max_epochs, use_lr_schedule)
@@ -313,6 +318,21 @@ def replay_curve(
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
     return result_at(curve, len(metrics) - 1, None, decision)
+
+
+def cost_not_run_to(curve: Curve, max_epochs: int | float) -> float:
+    """The cost the rest of a run stopped before its plan would have taken, planned ``max_epochs``.
+
+    Projected from the curve's checks (:func:`~lightning_green.policy.savings.project_savings`:
+    the cost of its epochs, continued to ``max_epochs``); 0 when the curve reached that plan.
+
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 3, 4]), np.ones(4), np.array([1.0, 2.0, 3.0, 4.0]), False)
+        >>> cost_not_run_to(c, 10), cost_not_run_to(c, 4)
+        (6.0, 0.0)
+    """
+    savings = project_savings(curve.costs, curve.epochs.astype(float), max_epochs)
+    return 0.0 if savings is None else float(savings.kwh_not_spent)
 
 
 def config_for(curve: Curve, options: Mapping[str, Any] | None = None) -> StoppingConfig:
