@@ -744,3 +744,25 @@ def test_a_cost_key_that_is_not_a_running_total_is_refused(tmp_path: Path, sqlit
         (row,) = list(csv.DictReader(out.read_text().splitlines()))
         assert float(row["cost_total"]) == 14.0
         out.unlink()
+
+
+def test_a_stop_before_any_finite_value_has_no_regret_and_is_left_out_of_the_mean(
+    tmp_path: Path, capsys
+) -> None:
+    """A curve that starts with NaN stops there (non_finite): its regret is undefined (NaN), not 0 (no
+    loss), and the mean regret is that of the other curves, saying how many were left out."""
+    import math
+
+    from lightning_green.offline import read_curves_csv, replay_curve
+    from lightning_green.policy import StoppingConfig
+
+    rows = ["a,1,nan,0,1,", "a,2,0.4,0,2,", "a,3,0.1,0,3,", "b,1,0.5,0,1,", "b,2,0.3,0,2,", "b,3,0.2,0,3,"]
+    c = tmp_path / "c.csv"
+    c.write_text("curve_id,epoch,metric,higher_is_better,time_s,energy_J\n" + "\n".join(rows) + "\n")
+    a, b = (replay_curve(curve, StoppingConfig()) for curve in read_curves_csv(c))
+    assert a.stop_reason is not None and a.stop_reason.value == "non_finite" and a.stop_epoch == 1
+    assert math.isnan(a.regret) and b.regret == 0.0
+    assert main(["replay", str(c), "-o", str(tmp_path / "d.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "mean regret: 0 (" in out and "1 run(s) left out, stopped before any finite value" in out
+

@@ -344,9 +344,14 @@ def _print_replay(
                 "of their planned run, from their measured epochs, not run"
             )
         echo(f"{prefix}mean cost saved: {s.mean_cost_saved:.3f} ({100 * s.mean_cost_saved:.1f}%{projected})")
+        undefined = ""
+        if s.n_regret_undefined:
+            undefined = (
+                f"; {s.n_regret_undefined} run(s) left out, stopped before any finite value: regret undefined"
+            )
         echo(
             f"{prefix}mean regret: {s.mean_regret:.4g} (metric units, best of the whole curve minus best "
-            "up to the stop)"
+            f"up to the stop{undefined})"
         )
         echo(f"{prefix}stops: {stops}")
     echo(f"wrote {args.output}")

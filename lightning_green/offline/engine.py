@@ -82,7 +82,15 @@ class ReplayResult:
 
     @property
     def regret(self) -> float:
-        """Best metric of the whole curve minus best up to the stop, improving direction (>= 0)."""
+        """Best metric of the whole curve minus best up to the stop, improving direction (>= 0).
+
+        NaN when the stop came before any finite value of a curve that has one later (a stop on a
+        non-finite metric): nothing kept at the stop to measure the loss from, so the regret is
+        undefined rather than 0 (no loss) or a made-up number; :func:`summarize` leaves such
+        curves out of the mean regret and counts them. 0 for a curve without any finite value.
+        """
+        if math.isnan(self.best_metric_at_stop):
+            return 0.0 if math.isnan(self.best_metric_total) else math.nan
         sign = 1.0 if self.higher_is_better else -1.0
         lost = sign * (self.best_metric_total - self.best_metric_at_stop)
         return lost if lost > 0 else 0.0
@@ -386,9 +394,12 @@ class Summary:
     Attributes:
         n_curves: Number of curves.
         mean_cost_saved: Mean fraction of cost saved.
-        mean_regret: Mean regret (metric units).
+        mean_regret: Mean regret (metric units) of the curves whose regret is defined (NaN when
+            none is).
         stops: Number of curves per stop reason (``"none"`` for curves run to the end).
         n_projected: Curves whose saving includes a projected part (:attr:`ReplayResult.cost_not_run`).
+        n_regret_undefined: Curves left out of :attr:`mean_regret`: stopped before any finite
+            value (:attr:`ReplayResult.regret` is NaN).
     """
 
     n_curves: int
@@ -396,6 +407,7 @@ class Summary:
     mean_regret: float
     stops: dict[str, int]
     n_projected: int = 0
+    n_regret_undefined: int = 0
 
 
 def summarize(results: Sequence[ReplayResult]) -> Summary:
@@ -412,10 +424,12 @@ def summarize(results: Sequence[ReplayResult]) -> Summary:
         key = r.stop_reason.value if r.stop_reason is not None else NO_STOP
         stops[key] = stops.get(key, 0) + 1
     n = len(results)
+    regrets = [r.regret for r in results if not math.isnan(r.regret)]
     return Summary(
         n_curves=n,
         mean_cost_saved=float(np.mean([r.cost_saved for r in results])) if n else 0.0,
-        mean_regret=float(np.mean([r.regret for r in results])) if n else 0.0,
+        mean_regret=float(np.mean(regrets)) if regrets else (math.nan if n else 0.0),
         stops=stops,
         n_projected=sum(1 for r in results if r.cost_not_run > 0),
+        n_regret_undefined=n - len(regrets),
     )
