@@ -766,3 +766,21 @@ def test_a_stop_before_any_finite_value_has_no_regret_and_is_left_out_of_the_mea
     out = capsys.readouterr().out
     assert "mean regret: 0 (" in out and "1 run(s) left out, stopped before any finite value" in out
 
+
+@pytest.mark.parametrize("flag", ["-o", "--plot"])
+def test_an_output_that_cannot_be_created_is_named_as_given(
+    curves_csv: Path, tmp_path: Path, capsys, flag
+) -> None:
+    """A destination where no file can be created is named by its option and the path given, not by
+    the temporary file staged beside it."""
+    if not os.path.isdir("/sys"):
+        pytest.skip("needs a read-only /sys")
+    argv = ["replay", str(curves_csv), "-o", str(tmp_path / "d.csv")]
+    argv += ["--plot", "/sys/x.png"] if flag == "--plot" else []
+    if flag == "-o":
+        argv[3] = "/sys/x.csv"
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    name = "-o/--output /sys/x.csv" if flag == "-o" else "--plot /sys/x.png"
+    assert name in err and ".tmp" not in err
+    assert not (tmp_path / "d.csv").exists()

@@ -144,7 +144,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         )
         for c, config in zip(curves, configs, strict=True)
     ]
-    _write_replay_outputs(results, targets, image_format)
+    _write_replay_outputs(results, targets, image_format, [f"{flag} {path}" for flag, path in outputs])
     _print_replay(args, curves, results, source, options, _written(echo))
     return 0
 
@@ -291,14 +291,14 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
 
 
 def _write_replay_outputs(
-    results: Sequence[ReplayResult], targets: Sequence[Any], image_format: str | None
+    results: Sequence[ReplayResult], targets: Sequence[Any], image_format: str | None, names: Sequence[str]
 ) -> None:
     from lightning_green.offline.outputs import decisions_text, plot_tradeoff
 
     with StagedOutputs() as out:
-        out.write_text(targets[0], decisions_text(results))
+        out.write_text(targets[0], decisions_text(results), names[0])
         if image_format is not None:
-            plot_tradeoff(results, out.stage(targets[1]), image_format=image_format)
+            plot_tradeoff(results, out.stage(targets[1], names[1]), image_format=image_format)
         out.commit()
 
 
@@ -411,9 +411,10 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     text = format_summary(summary)
     with StagedOutputs() as out:
         if "--json" in targets:
-            out.write_text(targets["--json"], summary_json_text(summary))
+            out.write_text(targets["--json"], summary_json_text(summary), f"--json {args.json}")
         if plot is not None:
-            plot_summary(summary, out.stage(targets["-o/--output"]), image_format=image_format)
+            staged = out.stage(targets["-o/--output"], f"-o/--output {plot}")
+            plot_summary(summary, staged, image_format=image_format)
         out.commit()
     echo = _written(echo)
     echo(text)

@@ -36,6 +36,11 @@ def create_new_file(directory: str | os.PathLike[str], name: str) -> str:
         return tmp
 
 
+def _cannot_write(name: str, error: OSError) -> OSError:
+    """``error`` told of the output ``name`` (the temporary file beside it is no name to show)."""
+    return OSError(f"{name}: cannot be written ({error.strerror or error})")
+
+
 class StagedOutputs:
     r"""Outputs staged to temporary files and renamed into place by :meth:`commit`.
 
@@ -52,30 +57,57 @@ class StagedOutputs:
     """
 
     def __init__(self) -> None:
-        self._staged: list[tuple[str, Path]] = []
+        self._staged: list[tuple[str, Path, str]] = []
 
-    def stage(self, target: str | os.PathLike[str]) -> str:
-        """A temporary file to write ``target``'s content into; renamed to ``target`` on commit."""
+    def stage(self, target: str | os.PathLike[str], name: str | None = None) -> str:
+        """A temporary file to write ``target``'s content into; renamed to ``target`` on commit.
+
+        Args:
+            target: The file the content is for.
+            name: How errors name the output (``"-o/--output d.csv"``; default: ``target``).
+
+        Raises:
+            OSError: If the temporary file cannot be created, naming ``name`` (not the temporary).
+        """
         target = Path(target)
-        tmp = create_new_file(target.parent, target.name)
-        self._staged.append((tmp, target))
+        label = name or str(target)
+        try:
+            tmp = create_new_file(target.parent, target.name)
+        except OSError as e:
+            raise _cannot_write(label, e) from None
+        self._staged.append((tmp, target, label))
         return tmp
 
-    def write_text(self, target: str | os.PathLike[str], text: str) -> None:
-        """Stage ``text`` as ``target``'s content (UTF-8, line endings as given)."""
-        with open(self.stage(target), "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+    def write_text(self, target: str | os.PathLike[str], text: str, name: str | None = None) -> None:
+        """Stage ``text`` as ``target``'s content (UTF-8, line endings as given).
+
+        Raises:
+            OSError: If it cannot be written, naming ``name`` (default: ``target``).
+        """
+        tmp = self.stage(target, name)
+        try:
+            with open(tmp, "w", encoding="utf-8", newline="") as f:
+                f.write(text)
+        except OSError as e:
+            raise _cannot_write(name or str(target), e) from None
 
     def commit(self) -> None:
-        """Rename every staged file into place, in the order staged."""
+        """Rename every staged file into place, in the order staged.
+
+        Raises:
+            OSError: If a rename fails, naming that output as staged.
+        """
         while self._staged:
-            tmp, target = self._staged[0]
-            os.replace(tmp, target)
+            tmp, target, label = self._staged[0]
+            try:
+                os.replace(tmp, target)
+            except OSError as e:
+                raise _cannot_write(label, e) from None
             self._staged.pop(0)
 
     def discard(self) -> None:
         """Remove the staged files not yet committed."""
-        for tmp, _ in self._staged:
+        for tmp, _, _ in self._staged:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
         self._staged.clear()
