@@ -784,3 +784,40 @@ def test_an_output_that_cannot_be_created_is_named_as_given(
     name = "-o/--output /sys/x.csv" if flag == "-o" else "--plot /sys/x.png"
     assert name in err and ".tmp" not in err
     assert not (tmp_path / "d.csv").exists()
+
+
+def test_logs_all_skipped_as_unfinished_say_so(tmp_path: Path, sqlite_uri: str, capsys) -> None:
+    """The only log (or MLflow run) is of a run that failed: the final error says it was skipped as
+    unfinished and names --include-unfinished, not that a metric is missing."""
+    log = _csvlogger_log(tmp_path / "a" / "version_0", ROWS, "lightning_green.monitor: val_loss\n")
+    (log.parent / "energy_summary.json").write_text('{"failed": true, "error": "RuntimeError: boom"}')
+    out = tmp_path / "d.csv"
+    assert main(["replay", str(log), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "1 log(s) of runs that did not finish skipped (--include-unfinished" in err
+    assert "no log has both" not in err and not out.exists()
+    assert main(["replay", str(log), "-o", str(out), "--include-unfinished"]) == 0
+
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    run = client.create_run(client.create_experiment("failed"))
+    for e in range(3):
+        client.log_metric(run.info.run_id, "val_loss", 1 / (e + 1), step=e)
+        client.log_metric(run.info.run_id, "energy/total_kwh", e + 1.0, step=e)
+    client.set_terminated(run.info.run_id, status="FAILED")
+    argv = [
+        "replay",
+        "--mlflow-uri",
+        sqlite_uri,
+        "--experiment",
+        "failed",
+        "-o",
+        str(out),
+        "--monitor",
+        "val_loss",
+    ]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "1 run(s) that did not finish skipped (--include-unfinished" in err and "logged both" not in err

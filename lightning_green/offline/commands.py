@@ -246,7 +246,10 @@ def _file_curves(
             "to replay them as far as they ran): " + ", ".join(f"{path} (FAILED)" for path, _ in broke_off)
         )
     if not curves:
-        raise LookupError(f"no curve in {', '.join(args.curves)}: no log has both {metric} and {cost_key!r}")
+        raise LookupError(
+            f"no curve in {', '.join(args.curves)}: "
+            + _why_none(len(skipped), len(broke_off), f"log has both {metric} and {cost_key!r}", "log(s)")
+        )
     seen: dict[str, Curve] = {}
     for c in curves:
         if c.curve_id in seen:
@@ -286,8 +289,27 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
             "them as far as they ran): " + ", ".join(unfinished)
         )
     if not curves:
-        raise LookupError(f"no run in {source} logged both {metric} and {cost_key!r}")
+        if not unfinished or include:
+            raise LookupError(f"no run in {source} logged both {metric} and {cost_key!r}")
+        raise LookupError(
+            f"no curve from {source}: "
+            + _why_none(len(skipped), len(unfinished), f"run logged both {metric} and {cost_key!r}", "run(s)")
+        )
     return curves, source
+
+
+def _why_none(n_without: int, n_unfinished: int, has_both: str, what: str) -> str:
+    """Why no curve was read: the inputs without the metric and the cost, those left unfinished."""
+    if not n_unfinished:
+        return f"no {has_both}"
+    of_runs = "of runs " if what != "run(s)" else ""
+    why = (
+        f"{n_unfinished} {what} {of_runs}that did not finish skipped (--include-unfinished to replay "
+        "them as far as they ran)"
+    )
+    if n_without:
+        why += f"; {n_without} {what} without both the metric and the cost"
+    return why
 
 
 def _write_replay_outputs(
