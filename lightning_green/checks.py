@@ -34,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "as_number",
+    "as_plain",
     "check_at_least",
     "check_bool",
     "check_bools",
@@ -79,6 +80,28 @@ def as_number(value: object) -> int | float | None:
     if isinstance(plain, numbers.Real):
         return float(plain)
     return None
+
+
+def as_plain(value: object) -> Any:
+    """``value`` as the plain Python ``bool``, ``int``, ``float`` or ``str`` it stands for.
+
+    A NumPy scalar or 0-dim NumPy array / torch tensor becomes the Python value it holds (also
+    ``np.float64``, which is a ``float`` subclass, and ``np.bool_``); any other ``numbers.Real``
+    becomes an ``int`` or ``float``. Anything else is returned unchanged. Callbacks keep their
+    arguments this way, so a checkpoint holds plain values that ``torch.load(weights_only=True)``
+    can read back.
+
+    Example:
+        >>> as_plain(True), as_plain(3), as_plain("min"), as_plain(None)
+        (True, 3, 'min', None)
+    """
+    plain = _unwrap(value)
+    if isinstance(plain, bool):
+        return bool(plain)
+    if isinstance(plain, str):
+        return str(plain)
+    number = as_number(plain)
+    return plain if number is None else number
 
 
 def is_number(value: object) -> bool:

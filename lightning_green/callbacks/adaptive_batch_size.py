@@ -27,7 +27,7 @@ from lightning_green.callbacks._adapt import (
     check_strategy,
 )
 from lightning_green.callbacks._compat import LightningModule, Trainer, lightning_attr
-from lightning_green.checks import check_bools, check_choice, check_fraction_below_1, check_int
+from lightning_green.checks import as_plain, check_bool, check_choice, check_fraction_below_1, check_int
 from lightning_green.energy.units import J_PER_KWH
 from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
@@ -118,15 +118,15 @@ class AdaptiveBatchSize(AdaptiveCallback):
         check_choice("lr_scaling", lr_scaling, LR_RULES)
         if not isinstance(attr_name, str) or not attr_name.isidentifier():
             raise ValueError(f"attr_name must be an attribute name such as 'batch_size', got {attr_name!r}")
-        check_bools(grow=grow)
-        self.min_batch_size = min_batch_size
-        self.max_batch_size = max_batch_size
-        self.lr_scaling = lr_scaling
-        self.attr_name = attr_name
-        self.setting_label = attr_name
+        # Every argument kept as a plain Python value (NumPy and tensor scalars are accepted).
+        self.min_batch_size = as_plain(min_batch_size)
+        self.max_batch_size = as_plain(max_batch_size)
+        self.lr_scaling = as_plain(lr_scaling)
+        self.attr_name = as_plain(attr_name)
+        self.setting_label = self.attr_name
         self.switch_margin = check_fraction_below_1("switch_margin", switch_margin)
         self.probe_windows = check_int("probe_windows", probe_windows, 1)
-        self.grow = grow
+        self.grow = check_bool("grow", grow)
         self.probe_fraction = check_fraction_below_1("probe_fraction", probe_fraction)
 
         self.policy: BatchSizePolicy | None = None

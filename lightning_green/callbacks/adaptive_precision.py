@@ -129,7 +129,10 @@ class AdaptivePrecision(AdaptiveCallback):
         self.max_overflows = max_overflows
         self.start_step, self.probe_budget = start_step, probe_budget
         checked = self._new_policy(PRECISIONS, REFERENCE_PRECISION)  # validates the arguments, naming them
+        # The checked values are plain Python numbers (NumPy and tensor scalars are accepted).
         self.loss_tolerance, self.switch_margin = checked.loss_tolerance, checked.switch_margin
+        self.cooldown_epochs, self.max_overflows = checked.cooldown_epochs, checked.max_overflows
+        self.start_step, self.probe_budget = checked.start_step, checked.probe_budget
 
         self.policy: PrecisionPolicy | None = None
         self.baseline: str | None = None

@@ -19,7 +19,7 @@ from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
-from lightning_green.checks import check_bool, check_bools, check_choice
+from lightning_green.checks import check_bool, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
@@ -115,8 +115,13 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a non-empty metric name, got {monitor!r}")
         check_choice("mode", mode, ("min", "max"))
-        check_bools(verbose=verbose, strict=strict, log_rank_zero_only=log_rank_zero_only)
-        check_bool("check_on_train_epoch_end", check_on_train_epoch_end, allow_none=True)
+        # Flags as plain bools (np.bool_ and bool tensors are accepted): Lightning keeps them.
+        verbose = check_bool("verbose", verbose)
+        strict = check_bool("strict", strict)
+        log_rank_zero_only = check_bool("log_rank_zero_only", log_rank_zero_only)
+        check_on_train_epoch_end = check_bool(
+            "check_on_train_epoch_end", check_on_train_epoch_end, allow_none=True
+        )
         shared: dict[str, Any] = {
             "mode": mode,
             "min_delta": min_delta,
@@ -135,13 +140,15 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         }
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
         self.config = StoppingConfig(**shared, **energy)
+        # Lightning gets the config's plain values (a NumPy or tensor scalar kept in its fields
+        # would go into the checkpoint, which torch.load(weights_only=True) then refuses).
         super().__init__(
-            monitor=monitor,
+            monitor=str(monitor),
             verbose=verbose,
             strict=strict,
             check_on_train_epoch_end=check_on_train_epoch_end,
             log_rank_zero_only=log_rank_zero_only,
-            **shared,
+            **{name: getattr(self.config, name) for name in shared},
         )
         for name in energy:  # the energy arguments as attributes, as Lightning keeps its own
             setattr(self, name, getattr(self.config, name))

@@ -18,7 +18,7 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.checks import check_bools, check_choice, check_int, check_range
+from lightning_green.checks import as_plain, check_bool, check_choice, check_int, check_range
 from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
@@ -132,8 +132,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             what="seconds",
         )
         step_interval = check_int("step_interval", step_interval, 0)
-        check_bools(strict=strict, prog_bar=prog_bar, summary=summary)
-        self.strict = strict
+        # Flags as plain bools (np.bool_ and bool tensors are accepted).
+        self.strict = check_bool("strict", strict)
         self.pue = validate_pue(pue)
         self.carbon_intensity_g_per_kwh, self.carbon_intensity_origin = resolve_carbon_intensity_g_per_kwh(
             carbon_intensity_g_per_kwh, region
@@ -144,8 +144,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         )
         self.sampling_interval_s = float(sampling_interval_s)
         self.step_interval = step_interval
-        self.prog_bar = prog_bar
-        self.summary = summary
+        self.prog_bar = check_bool("prog_bar", prog_bar)
+        self.summary = check_bool("summary", summary)
+        monitor, mode = as_plain(monitor), as_plain(mode)
         self.session = EnergySession(self.pue, self.carbon_intensity_g_per_kwh, monitor, mode)
         self.implicit = False  # created by another lightning_green callback
         self._watch = (monitor, mode)  # as built: what a new run watches until told otherwise

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from lightning_green.checks import (
-    as_number,
+    as_plain,
     check_bool,
     check_choice,
     check_fraction_0_to_1,
@@ -25,13 +25,6 @@ from lightning_green.checks import (
     check_number,
     check_positive,
 )
-
-
-def _plain(value: Any) -> Any:
-    """A NumPy or 0-dim torch scalar as the Python number it stands for; anything else unchanged."""
-    number = as_number(value)
-    return value if number is None or isinstance(value, (int, float)) else number
-
 
 LIGHTNING_ARGUMENTS: tuple[str, ...] = (
     "mode",
@@ -205,10 +198,12 @@ class StoppingConfig:
     patience_rest_fraction: float | None = 0.5
 
     def __post_init__(self) -> None:
-        # NumPy and torch scalars count exactly as Python numbers (bools stay refused).
-        for spec in fields(self):
-            object.__setattr__(self, spec.name, _plain(getattr(self, spec.name)))
+        # NumPy and torch scalars count exactly as Python numbers (bools stay refused): checked
+        # as given (a message quotes the value given), then kept as the plain Python value, so
+        # a checkpoint holding the config loads with torch.load(weights_only=True).
         self.validate()
+        for spec in fields(self):
+            object.__setattr__(self, spec.name, as_plain(getattr(self, spec.name)))
 
     def validate(self) -> None:
         """Check every field.
