@@ -55,6 +55,23 @@ def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_
     assert summary[keys.BATCH_SIZE_PROBE_SHARE] == 0.0 and summary["batch_size"] == 32
 
 
+def test_probe_fraction_0_never_probes_and_says_so_once_without_advice(
+    tmp_path, monkeypatch, recwarn, caplog, ns
+):
+    # probe_fraction=0 is "never probe" (README): no warning that the run is too short, no advice
+    # that a longer run could afford probing, and a record naming the argument's choice.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, window_s=0.001, probe_fraction=0)
+    spy = Spy()
+    caplog.set_level("INFO")
+    fit(tmp_path, [spy, cb], epochs=3, lightning=ns)
+    assert [r["batch_size"] for r in spy.rows] == [32] * 3
+    assert moves(cb) == [(0, 32, 32, "probing_off")]  # not no_probe_budget
+    assert [str(w.message) for w in recwarn if "does not probe" in str(w.message)] == []
+    assert caplog.text.count("AdaptiveBatchSize does not probe: probe_fraction=0 turns probing off") == 1
+    assert "Longer runs" not in caplog.text and "probing budget" not in caplog.text
+
+
 @pytest.mark.parametrize("at_validation_end", [False, True])
 @pytest.mark.parametrize("resume_after", [1, 2, 3])
 def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(

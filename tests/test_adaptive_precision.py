@@ -199,6 +199,19 @@ def test_a_probe_is_not_started_when_the_planned_run_ends_before_its_windows(tmp
     assert switches(cb) == []
 
 
+def test_probe_budget_0_never_probes_and_says_so_once_without_advice(tmp_path, monkeypatch, caplog, ns):
+    # probe_budget=0 is "never probe": no no_budget verdict about a budget "unless the projected
+    # run grows enough" (it never can), but one record and info line naming the argument's choice.
+    install_step_cost(monkeypatch)
+    cb = AdaptivePrecision(window_s=0.001, start_step=4, probe_budget=0)
+    caplog.set_level("INFO")
+    _, model = fit(tmp_path, [cb], epochs=2, lightning=ns)
+    assert [h["reason"] for h in cb.history] == ["probing_off"]
+    assert caplog.text.count("AdaptivePrecision does not probe: probe_budget=0 turns probing off") == 1
+    assert "projected run grows" not in caplog.text and "probing budget" not in caplog.text
+    assert {d for _, d in model.steps} == {"float32"} and cb.current == "32-true"
+
+
 def test_a_run_too_short_to_pay_for_probing_does_not_probe_and_says_so_once(tmp_path, caplog):
     # Real measurement (the CPU-time estimate): 270 steps; two bf16 windows of 0.1 s would take
     # more than 5 % of the run's projected energy.

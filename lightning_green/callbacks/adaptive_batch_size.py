@@ -32,7 +32,7 @@ from lightning_green.energy.units import J_PER_KWH
 from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
 from lightning_green.policy.batch_size_model import batch_size_range
-from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message
+from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message, probing_off_message
 from lightning_green.training.batch_size_limits import check_bounds, loader_problem, switch_problem
 from lightning_green.training.gradient_pairs import GradientPairs
 from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
@@ -85,7 +85,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         window_s: Longest window in seconds; None: 1.0 s with NVML, else 0.25 s.
         grow: Go on to further candidates after a trial; False tries one candidate at most.
         probe_fraction: Share of the run's energy probing may take: of its projection, and at
-            every epoch end of what it has spent so far (0: never probe).
+            every epoch end of what it has spent so far (0: never probe, said once as ``probing_off``).
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -402,6 +402,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
         if decision.reason is BatchSizeReason.NO_PROBE_BUDGET:
             _compat.warn(trainer, no_probe_message(decision.details, self.current_batch_size))
+        elif decision.reason is BatchSizeReason.PROBING_OFF:  # the user's choice: no warning
+            _compat.info(trainer, f"lightning_green: {probing_off_message(self.current_batch_size)}")
         if decision.batch_size != self.current_batch_size:
             self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
         else:  # nothing changes: the verdict is recorded now

@@ -35,6 +35,7 @@ from lightning_green.policy.precision import (
     PrecisionReason,
     no_budget_text,
     probe_cost,
+    probing_off_text,
 )
 from lightning_green.training.planned import planned_steps
 from lightning_green.training.precision import (
@@ -51,6 +52,7 @@ _NOTABLE = {
     PrecisionReason.UNRESOLVED,
     PrecisionReason.TO_CONFIRM,
     PrecisionReason.NO_BUDGET,
+    PrecisionReason.PROBING_OFF,
     PrecisionReason.LOSS_DEVIATION,
     PrecisionReason.COOLDOWN_OVER,
 }
@@ -93,7 +95,8 @@ class AdaptivePrecision(AdaptiveCallback):
         window_s: Seconds of training per window; None: 1.0 s with NVML, else 0.25 s.
         start_step: Optimizer steps before probing begins.
         probe_budget: Share of the run's energy the probed steps may take: of its projection,
-            and at every step of what it has spent so far (probing is paid as it goes).
+            and at every step of what it has spent so far (probing is paid as it goes; 0: never
+            probe, said once as ``probing_off``).
 
     Raises:
         ValueError: For an argument out of range, naming it.
@@ -388,6 +391,11 @@ class AdaptivePrecision(AdaptiveCallback):
             if decision.reason is PrecisionReason.NO_BUDGET:  # the policy says so once
                 _compat.info(
                     trainer, f"lightning_green: AdaptivePrecision does not probe: {no_budget_text(decision)}"
+                )
+            elif decision.reason is PrecisionReason.PROBING_OFF:  # the policy says so once
+                _compat.info(
+                    trainer,
+                    f"lightning_green: AdaptivePrecision does not probe: {probing_off_text(decision)}",
                 )
 
     def _switch(self, trainer: Trainer) -> None:

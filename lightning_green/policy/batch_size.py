@@ -358,6 +358,10 @@ class BatchSizePolicy:
         if candidate is None:
             self._done = True
             return None
+        if self.budget.fraction == 0:  # off by argument: no run is long enough, nothing to project
+            self._done = True
+            details.update(candidate=candidate, probe_fraction=0.0)
+            return BatchSizeDecision(in_use, BatchSizeReason.PROBING_OFF, details)
         visit_j = self._visit_cost_j(candidate, run_j / epochs)
         # Before any probing, visits and budget both scale with the average epoch: whether a run
         # can afford probing depends on its planned length only, not on noisy epochs. Exactly at

@@ -42,6 +42,7 @@ __all__ = [
     "fraction_done",
     "judge",
     "no_probe_message",
+    "probing_off_message",
 ]
 
 
@@ -64,6 +65,8 @@ class BatchSizeReason(str, Enum):
     """No gradient noise scale to rank the sizes to the target: staying."""
     NO_PROBE_BUDGET = "no_probe_budget"
     """Probing (more) would take more than its share of the run's projected energy: staying."""
+    PROBING_OFF = "probing_off"
+    """``probe_fraction=0``: probing is off by argument, whatever the run's length: staying."""
     OUT_OF_MEMORY = "out_of_memory"
     """The size in use ran out of memory: backing off to a smaller one."""
 
@@ -225,6 +228,17 @@ def fraction_done(epochs_done: int, steps_done: int, max_epochs: int | None, max
     shares = [epochs_done / max_epochs if max_epochs is not None and max_epochs > 0 else 0.0]
     shares.append(steps_done / max_steps if max_steps is not None and max_steps > 0 else 0.0)
     return min(1.0, max(shares))
+
+
+def probing_off_message(batch_size: int | None) -> str:
+    """The line for a run whose ``probe_fraction=0`` turned probing off.
+
+    Example:
+        >>> probing_off_message(32)
+        'AdaptiveBatchSize does not probe: probe_fraction=0 turns probing off; it keeps batch size 32'
+    """
+    off = "AdaptiveBatchSize does not probe: probe_fraction=0 turns probing off"
+    return f"{off}; it keeps batch size {batch_size}"
 
 
 def no_probe_message(details: Mapping[str, Any], batch_size: int | None) -> str:

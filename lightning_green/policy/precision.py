@@ -77,6 +77,7 @@ from lightning_green.policy.precision_probe import (
     new_probe,
     no_budget_text,
     probe_cost,
+    probing_off_text,
 )
 
 __all__ = [
@@ -87,6 +88,7 @@ __all__ = [
     "PrecisionReason",
     "no_budget_text",
     "probe_cost",
+    "probing_off_text",
 ]
 
 _STATE_VERSION = 3

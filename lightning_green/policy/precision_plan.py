@@ -44,6 +44,8 @@ class PrecisionReason(str, Enum):
     """On the CPU-time estimate, resolved cheaper in one probe: probed again in a later epoch first."""
     NO_BUDGET = "no_budget"
     """The probing budget cannot pay for two candidate windows (yet): not probing."""
+    PROBING_OFF = "probing_off"
+    """``probe_budget=0``: probing is off by argument, whatever the run's length: not probing."""
     LOSS_DEVIATION = "loss_deviation"
     """A probed candidate's loss left the reference trend: banned for the cooling period."""
     ROLLBACK_NON_FINITE = "rollback_non_finite"

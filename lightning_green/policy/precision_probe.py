@@ -71,7 +71,15 @@ from lightning_green.policy.paired_windows import (
 )
 from lightning_green.policy.precision_plan import PRECISIONS, PrecisionDecision, PrecisionReason
 
-__all__ = ["MIN_PAIRS", "ProbeRunner", "energy_comparable", "new_probe", "no_budget_text", "probe_cost"]
+__all__ = [
+    "MIN_PAIRS",
+    "ProbeRunner",
+    "energy_comparable",
+    "new_probe",
+    "no_budget_text",
+    "probe_cost",
+    "probing_off_text",
+]
 
 MIN_PAIRS = 2
 """Candidate windows a probe must be able to afford before it starts (a bound needs two pairs)."""
@@ -254,7 +262,16 @@ class ProbeRunner:
     def _start_or_wait(
         self, candidates: list[str], details: dict[str, Any], planned_steps: float | None
     ) -> PrecisionDecision | None:
-        """Start a probe of ``candidates`` if two candidate windows fit the budget, else wait (None)."""
+        """Start a probe of ``candidates`` if two candidate windows fit the budget, else wait (None).
+
+        With ``probe_budget=0`` probing is off: said once (``probing_off``), the candidates dropped.
+        """
+        if self.probe_budget == 0:
+            return self._emit(
+                self._current,
+                PrecisionReason.PROBING_OFF,
+                {**details, "candidates": candidates, "probe_budget": 0.0},
+            )
         recent = [w for w in self._windows if w["precision"] == self._current and energy_comparable(w)][-1:]
         window_j = (
             self._first_window_j(recent[0]["energy_j"] / recent[0]["steps"], recent[0]["steps"])
@@ -451,6 +468,11 @@ def probe_cost(
         "precision_probe_extra_j": extra,
         PRECISION_PROBE_SHARE: total / run_j if run_j > 0 else None,
     }
+
+
+def probing_off_text(decision: PrecisionDecision) -> str:
+    """One line on a ``probing_off`` decision: ``probe_budget=0`` keeps the precision in use."""
+    return f"probe_budget=0 turns probing off; training stays in {decision.precision}"
 
 
 def no_budget_text(decision: PrecisionDecision) -> str:
