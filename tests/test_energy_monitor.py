@@ -142,6 +142,16 @@ def test_monitor_not_strict_warns_and_keeps_measuring(tmp_path):
         ({"mode": "maximize"}, r"mode.*'maximize'"),
         ({"carbon_intensity_g_per_kwh": -3}, r"carbon_intensity_g_per_kwh.*-3"),
         ({"region": "Atlantis"}, r"region='Atlantis'.*allowed"),
+        # An invalid region is refused even where an explicit intensity takes precedence over it.
+        (
+            {"region": "XX", "carbon_intensity_g_per_kwh": 300.0},
+            r"region='XX' is not a known region code.*FR",
+        ),
+        (
+            {"region": 42, "carbon_intensity_g_per_kwh": 300.0},
+            r"region must be a region code \(a string\), got 42",
+        ),
+        ({"region": "", "carbon_intensity_g_per_kwh": 0}, r"region='' is not a known region code"),
         ({"cpu_power_per_core_w": 0}, r"cpu_power_per_core_w.*0"),
         ({"step_interval": -1}, r"step_interval.*-1"),
         ({"sampling_interval_s": 0}, r"sampling_interval_s.*0"),
@@ -156,6 +166,13 @@ def test_monitor_not_strict_warns_and_keeps_measuring(tmp_path):
 def test_bad_arguments_raise_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EnergyMonitor(**kwargs)
+
+
+def test_an_explicit_intensity_takes_precedence_over_a_valid_region():
+    monitor = EnergyMonitor(region="no", carbon_intensity_g_per_kwh=300.0)
+    assert (monitor.carbon_intensity_g_per_kwh, monitor.carbon_intensity_origin) == (300.0, "argument")
+    assert monitor.region == "no"
+    assert EnergyMonitor(region=" no ").carbon_intensity_origin == "region NO"
 
 
 def test_carbon_intensity_from_environment(monkeypatch):

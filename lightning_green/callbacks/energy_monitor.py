@@ -138,7 +138,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self.carbon_intensity_g_per_kwh, self.carbon_intensity_origin = resolve_carbon_intensity_g_per_kwh(
             carbon_intensity_g_per_kwh, region
         )
-        self.region = region
+        self.region = as_plain(region)  # checked above, even beside an explicit intensity
         self.cpu_power_per_core_w = (
             None if cpu_power_per_core_w is None else resolve_cpu_power_per_core_w(cpu_power_per_core_w)
         )

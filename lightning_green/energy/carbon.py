@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from lightning_green.checks import check_at_least, check_non_negative
+from lightning_green.checks import as_plain, check_at_least, check_non_negative
 
 _INTENSITY_UNIT = "grams CO2-eq per kWh"
 
@@ -56,7 +56,8 @@ def resolve_carbon_intensity_g_per_kwh(
 ) -> tuple[float | None, str]:
     """The grid carbon intensity to report CO2 with, and where it came from.
 
-    Precedence: the explicit number, then the region code, then the environment variable.
+    Precedence: the explicit number, then the region code, then the environment variable. A
+    ``region`` is checked even where an explicit number takes precedence over it.
 
     Args:
         carbon_intensity_g_per_kwh: Grams CO2-eq per kWh, or None.
@@ -68,7 +69,8 @@ def resolve_carbon_intensity_g_per_kwh(
         case CO2 is not reported.
 
     Raises:
-        ValueError: For a negative or non-finite intensity or an unknown region code.
+        ValueError: For a negative or non-finite intensity, or a ``region`` that is not a known
+            region code.
 
     Example:
         >>> resolve_carbon_intensity_g_per_kwh(region="fr")
@@ -76,32 +78,54 @@ def resolve_carbon_intensity_g_per_kwh(
         >>> resolve_carbon_intensity_g_per_kwh(300)
         (300.0, 'argument')
     """
+    key = None if region is None else region_code(region)
     if carbon_intensity_g_per_kwh is not None:
         intensity = check_non_negative(
             "carbon_intensity_g_per_kwh", carbon_intensity_g_per_kwh, unit=_INTENSITY_UNIT
         )
         return intensity, "argument"
-    if region is not None:
-        return _lookup(region, "region"), f"region {region.strip().upper()}"
+    if key is not None:
+        return CARBON_INTENSITY_G_PER_KWH[key], f"region {key}"
     env = os.environ.get(CARBON_INTENSITY_ENV, "").strip()
     if not env:
         return None, "unknown"
     try:
         value = float(env)
     except ValueError:
-        return _lookup(env, CARBON_INTENSITY_ENV), f"{CARBON_INTENSITY_ENV} region {env.upper()}"
+        key = region_code(env, CARBON_INTENSITY_ENV)
+        return CARBON_INTENSITY_G_PER_KWH[key], f"{CARBON_INTENSITY_ENV} region {key}"
     # The text was parsed here; the message quotes it as set.
     return check_non_negative(
         CARBON_INTENSITY_ENV, value, unit=_INTENSITY_UNIT, given=env
     ), CARBON_INTENSITY_ENV
 
 
-def _lookup(region: str, name: str) -> float:
-    key = str(region).strip().upper()
+def region_code(region: object, name: str = "region") -> str:
+    """The key of :data:`CARBON_INTENSITY_G_PER_KWH` a region argument names (stripped, upper case).
+
+    Args:
+        region: A region code, case-insensitive (a NumPy string counts as a string).
+        name: The argument's name, for the message.
+
+    Returns:
+        The code as the table spells it.
+
+    Raises:
+        ValueError: Naming the argument and the allowed codes, for a value that is not a known
+            code.
+
+    Example:
+        >>> region_code(" fr ")
+        'FR'
+    """
+    allowed = ", ".join(sorted(CARBON_INTENSITY_G_PER_KWH))
+    plain = as_plain(region)
+    if not isinstance(plain, str):
+        raise ValueError(f"{name} must be a region code (a string), got {region!r}; allowed: {allowed}")
+    key = plain.strip().upper()
     if key not in CARBON_INTENSITY_G_PER_KWH:
-        allowed = ", ".join(sorted(CARBON_INTENSITY_G_PER_KWH))
         raise ValueError(f"{name}={region!r} is not a known region code; allowed: {allowed}")
-    return CARBON_INTENSITY_G_PER_KWH[key]
+    return key
 
 
 def validate_pue(pue: float) -> float:
