@@ -176,6 +176,23 @@ def test_hydra_bad_value_is_reported_with_its_name():
         instantiate(cfg.callbacks.stopping)
 
 
+@pytest.mark.parametrize("written", ["NO", "no", "off", "yes"])
+def test_an_unquoted_yaml_region_read_as_a_boolean_says_to_quote_it(written):
+    # YAML 1.1 (OmegaConf, LightningCLI) reads Norway's code NO as False: the message said that
+    # False is not a known code while listing NO among the allowed ones.
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create(f"energy:\n  _target_: lightning_green.EnergyMonitor\n  region: {written}\n")
+    with pytest.raises(
+        InstantiationException, match=r"region=(False|True) is a boolean.*YAML 1\.1.*quote.*'NO'"
+    ):
+        instantiate(cfg.energy)
+    quoted = OmegaConf.create("energy:\n  _target_: lightning_green.EnergyMonitor\n  region: 'NO'\n")
+    assert instantiate(quoted.energy).carbon_intensity_g_per_kwh == 30.0
+
+
 def test_the_readme_example_trains_logs_to_mlflow_and_prints_how_to_open_it(tmp_path):
     """README command 1's script, as a user runs it (from a directory of their own, default store)."""
     import os

@@ -70,7 +70,7 @@ def resolve_carbon_intensity_g_per_kwh(
 
     Raises:
         ValueError: For a negative or non-finite intensity, or a ``region`` that is not a known
-            region code.
+            region code (a boolean ``region`` is what YAML 1.1 makes of an unquoted ``NO``).
 
     Example:
         >>> resolve_carbon_intensity_g_per_kwh(region="fr")
@@ -112,14 +112,25 @@ def region_code(region: object, name: str = "region") -> str:
 
     Raises:
         ValueError: Naming the argument and the allowed codes, for a value that is not a known
-            code.
+            code. A boolean says that YAML 1.1 (Hydra/OmegaConf, LightningCLI) reads an unquoted
+            ``NO`` (Norway), ``no``, ``off`` as False and ``yes``, ``on`` as True, and to quote it.
 
     Example:
         >>> region_code(" fr ")
         'FR'
+        >>> region_code(False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: region=False is a boolean, not a region code: YAML 1.1 ... e.g. region: 'NO'. Allowed: ...
     """
     allowed = ", ".join(sorted(CARBON_INTENSITY_G_PER_KWH))
     plain = as_plain(region)
+    if isinstance(plain, bool):
+        raise ValueError(
+            f"{name}={region!r} is a boolean, not a region code: YAML 1.1 (Hydra/OmegaConf, LightningCLI "
+            "configs) reads an unquoted NO (Norway), no or off as False and yes or on as True; quote the "
+            f"code, e.g. {name}: 'NO'. Allowed: {allowed}"
+        )
     if not isinstance(plain, str):
         raise ValueError(f"{name} must be a region code (a string), got {region!r}; allowed: {allowed}")
     key = plain.strip().upper()
