@@ -187,6 +187,21 @@ def test_a_run_too_short_to_probe_probes_once_fit_again_makes_it_long_enough(tmp
     assert cb.current_batch_size == 64
 
 
+def test_a_precision_change_during_a_trial_leaves_only_comparable_windows(tmp_path, monkeypatch, ns):
+    # bf16 costs half; AdaptivePrecision adopts it early and rolls back (a loss jump) during the
+    # batch-size trial: the trial then compares the windows measured after the change only, and
+    # no precision probe starts while it runs.
+    install_step_cost(monkeypatch, factors={"float32": 1.0, "bfloat16": 0.5, "float16": 0.5}, **STEP_HEAVY)
+    batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    precision = AdaptivePrecision(precisions="bf16-mixed", window_s=0.001, start_step=30, probe_budget=0.9)
+    fit(tmp_path, [batch, precision], epochs=10, lightning=ns)
+    changes = [h for h in precision.history if h["from"] != h["to"]]
+    trial_epochs = range(batch.history[0]["applied_epoch"], 10)
+    assert not [h for h in changes if h["reason"] == "probe" and h["epoch"] in trial_epochs]
+    figures = batch.history[-1]["details"]["comparison"]
+    assert figures["ratio"] == pytest.approx((0.2 / 64 + 0.001) / (0.2 / 32 + 0.001))  # one precision
+
+
 class ScriptedValLoss(CostedDigits):
     """CostedDigits whose logged ``val_loss`` is ``curve[epoch]``: a stopper stops where told."""
 

@@ -135,6 +135,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.lr_rule: str | None = None
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
         self._step_s: dict[int, float] = {}
+        self._window_precision: str | None = None  # the precision the last window closed at
         self._step_batch = 0
         self._epoch_steps: int | None = None
         self._pairs = GradientPairs(NOISE_EVERY)
@@ -266,6 +267,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick the window length from the energy source (collective: every rank is here)."""
         self.begin_training(trainer)
+        self._window_precision = None
+        if self._session is not None and self.policy is not None:  # a trial restored from a checkpoint
+            self._session.set_probing(self.key, self.policy.in_trial)
         self._window.target_steps = self._target_steps()
         self.publish_tags(trainer)
 
@@ -350,10 +354,15 @@ class AdaptiveBatchSize(AdaptiveCallback):
         size = self.current_batch_size
         if record.steps >= 1 and record.duration_s > 0:
             self._step_s[size] = record.duration_s / record.steps
+        precision = str(trainer.precision)
+        changed = self._window_precision is not None and precision != self._window_precision
+        self._window_precision = precision
+        if changed:  # AdaptivePrecision switched (a rollback, say): earlier windows are not comparable
+            policy.forget_measurements()
         if record.samples >= 1:
-            # a short tail, a measurement fault inside the window or no energy measured at all:
-            # its energy counts, its cost per sample is not compared (the next window is)
-            whole = not record.partial and record.energy_j > 0
+            # a short tail, a measurement fault inside the window, no energy measured at all, or a
+            # window the precision changed in: its energy counts, its cost per sample is not compared
+            whole = not record.partial and record.energy_j > 0 and not changed
             full = whole and 2 * record.steps >= self._window.target_steps
             policy.record_probe(size, record.energy_j, record.samples, record.duration_s, full=full)
         policy.record_noise(
@@ -392,6 +401,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
         run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
         decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
+        # Other adaptations hold still while a trial runs (its epochs must differ by the size alone).
+        self._session.set_probing(self.key, policy.in_trial)
         if decision is None:
             return
         _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")

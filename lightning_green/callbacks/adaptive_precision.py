@@ -359,7 +359,9 @@ class AdaptivePrecision(AdaptiveCallback):
                 partial=record.partial,
             )
             self._step_s = record.duration_s / record.steps
-        decision = policy.decide(trainer.current_epoch, self._planned_steps)
+        # While a batch-size trial runs, no precision probe starts: its epochs must compare like with like.
+        held = session.probing_other_than(self.key)
+        decision = policy.decide(trainer.current_epoch, self._planned_steps, hold=held)
         _compat.agree_across_ranks(trainer, [PRECISIONS.index(decision.precision)], "the precision")
         if policy.step >= policy.start_step and not policy.probing:
             self._first_plan_done = True

@@ -244,6 +244,11 @@ class BatchSizePolicy:
         return self._trial is not None and self._current == self._trial.candidate
 
     @property
+    def in_trial(self) -> bool:
+        """Whether a trial is running (its candidate and reference epochs are being compared)."""
+        return self._trial is not None
+
+    @property
     def active(self) -> bool:
         """Whether anything is still to be measured (a trial running or still to come)."""
         return self._trial is not None or (not self._done and self._no_budget_planned is None)
@@ -452,6 +457,20 @@ class BatchSizePolicy:
         if self._reference not in allowed:
             self._reference = max((b for b in allowed if b < self._reference), default=min(allowed))
         return self._move(self._reference, BatchSizeReason.OUT_OF_MEMORY, details)
+
+    def forget_measurements(self) -> None:
+        """Another setting changed (the precision): what was measured before cannot be compared.
+
+        The running trial's windows, the epoch's and each size's kept windows are dropped, and the
+        next windows at the size in use are warm-up again; the trial goes on with the windows
+        measured from here (and concludes on those alone, or unresolved). Energy spent counts.
+        """
+        self._epoch_values = []
+        self._windows = {}
+        self._visit_records = 0
+        if self._trial is not None:
+            self._trial.roles.clear()
+            self._trial.j_per_sample.clear()
 
     def record_noise(self, batch_size: int, pairs: float, small: float, big: float) -> None:
         """Feed :attr:`noise_scale` with ``pairs`` gradient pairs' summed ``|G_B|²``, ``|G_2B|²``."""

@@ -375,7 +375,7 @@ class PrecisionPolicy(ProbeRunner):
 
     # ------------------------------------------------------------------ deciding
 
-    def decide(self, epoch: int, planned_steps: float | None = None) -> PrecisionDecision:
+    def decide(self, epoch: int, planned_steps: float | None = None, hold: bool = False) -> PrecisionDecision:
         """Decide the precision for what follows.
 
         Args:
@@ -383,6 +383,9 @@ class PrecisionPolicy(ProbeRunner):
             planned_steps: The run's planned length in training steps (the unit of :meth:`record`'s
                 ``steps``), for the probing budget; None: no plan, the budget is a share of the
                 energy recorded so far.
+            hold: Another adaptation is comparing its settings now (a batch-size trial, whose
+                epochs must all train at one precision): no new probe starts (those due wait);
+                rollbacks and a probe already running go on.
 
         Returns:
             The decision; the policy then assumes it is applied.
@@ -408,7 +411,7 @@ class PrecisionPolicy(ProbeRunner):
                 self._current, PrecisionReason.COOLDOWN_OVER, {**details, "precisions": expired}
             )
 
-        if self._probe is None and self._step >= self.start_step:
+        if self._probe is None and self._step >= self.start_step and not check_bool("hold", hold):
             if not self._started:
                 self._started = True
                 self._pending = list(self.supported)
