@@ -8,6 +8,7 @@ import math
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -273,6 +274,44 @@ def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monke
     assert trainer.current_epoch == 6 and cb.current_batch_size <= 32  # all epochs ran, at sizes that fit
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert "val_acc" in trainer.callback_metrics
+
+
+def test_a_loader_built_once_that_ignores_the_size_stops_adapting_with_one_warning(tmp_path, monkeypatch, ns):
+    # A common DataModule pattern: the DataLoader built once in setup() and returned again, so a
+    # switch of batch_size changes nothing. Detected at the first batch after the switch: the
+    # attribute and learning rate go back before any step, adapting stops, training goes on.
+    class BuiltOnce(ns.DigitsDataModule):
+        def setup(self, stage=None):
+            super().setup(stage)
+            self.loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+        def train_dataloader(self):
+            return self.loader
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, dm = fit(tmp_path, [spy, cb], dm=BuiltOnce(), epochs=5, logger=logger, lightning=ns)
+    ignored = [str(w.message) for w in caught if "did not follow" in str(w.message)]
+    assert len(ignored) == 1
+    assert "batch_size=64" in ignored[0] and "train_dataloader() from self.batch_size" in ignored[0]
+    assert trainer.current_epoch == 5  # training went on
+    assert [r["batch_size"] for r in spy.rows] == [32] * 5
+    assert [r["lr"] for r in spy.rows] == [pytest.approx(spy.rows[0]["lr"])] * 5  # never trained at x2
+    assert moves(cb) == [(1, 32, 64, "probe"), (2, 64, 32, "loader_ignored_size")]
+    assert cb.history[-1]["lr_factor"] == 0.5 and cb.history[-1]["details"] == {
+        "first_batch": 32,
+        "expected": 64,
+    }
+    assert dm.batch_size == cb.current_batch_size == 32 and not cb.policy.active and cb.pending is None
+    summary = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor)).last_summary
+    assert summary["batch_size"] == summary["batch_size_last"] == 32
+    assert set(summary["batch_size_j_per_sample"]) == {"32"}  # nothing reported as measured at 64
+    adaptations = json.loads((Path(logger.log_dir) / "adaptations.json").read_text())["batch_size"]
+    assert adaptations["batch_size_switches"].endswith("64->32 loader_ignored_size")
 
 
 def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):

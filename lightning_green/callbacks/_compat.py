@@ -399,6 +399,18 @@ def rebuild_train_dataloader(trainer: Trainer) -> None:
             set_epoch(dataloader, loop.epoch_progress.current.processed)
 
 
+def train_loader_batches(trainer: Trainer) -> int | None:
+    """Batches the (first) train dataloader yields per epoch (its ``len``); None when it has no length."""
+    combined = trainer.fit_loop._combined_loader
+    loaders = combined.flattened if combined is not None else []
+    if not loaders:
+        return None
+    try:
+        return len(loaders[0])
+    except (TypeError, NotImplementedError):
+        return None
+
+
 def save_config_bases() -> tuple[type, ...]:
     """``cli.SaveConfigCallback`` of every installed namespace (imports ``cli``: needs jsonargparse)."""
     return classes("cli", "SaveConfigCallback")

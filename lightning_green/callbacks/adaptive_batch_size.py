@@ -33,7 +33,13 @@ from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
 from lightning_green.policy.batch_size_model import batch_size_range
 from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message, probing_off_message
-from lightning_green.training.batch_size_limits import check_bounds, loader_problem, switch_problem
+from lightning_green.training.batch_size_limits import (
+    check_bounds,
+    loader_ignored_message,
+    loader_ignored_switch,
+    loader_problem,
+    switch_problem,
+)
 from lightning_green.training.gradient_pairs import GradientPairs
 from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
 from lightning_green.training.oom import OutOfMemoryGuard
@@ -141,6 +147,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
+        # (previous size, new size, lr factor) of a switch whose first batch is still to be checked
+        self._unchecked_switch: tuple[int, int, float] | None = None
 
     @property
     def probing(self) -> bool:
@@ -207,6 +215,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "would compare different parameters, and one learning-rate rule would scale them all. "
                 "Remove AdaptiveBatchSize or train with one optimizer."
             )
+        self._unchecked_switch = None  # a switch applied in an earlier, interrupted fit is not checked here
         if self.initial_batch_size is None:  # a first fit, nothing restored
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
@@ -309,8 +318,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        """Resume the measurement window unless the precision is being probed."""
+        """Check that the loader followed a switch; resume the window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
+        if self._unchecked_switch is not None and self._step_batch > 0:
+            self._check_loader_followed(trainer, pl_module)
         if self._session is None or not (self.policy is not None and self.policy.active) or self._oom_epoch:
             self._active = False
             return
@@ -321,6 +332,40 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._active = False
             return
         self.resume_window(trainer)
+
+    def _check_loader_followed(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """At the first batch after a switch: a loader that kept the previous size stops the adapting.
+
+        The attribute goes back to the size the loader yields, the learning-rate scaling is undone
+        (before any optimizer step at it), the policy stops and the history records it; one warning.
+        """
+        assert self._unchecked_switch is not None and self.policy is not None
+        previous, new, lr_factor = self._unchecked_switch
+        self._unchecked_switch = None
+        first = self._step_batch
+        ignored = loader_ignored_switch(first, new, previous, _compat.train_loader_batches(trainer))
+        _compat.agree_across_ranks(
+            trainer, [float(ignored)], "whether the train dataloader follows the batch size"
+        )
+        if not ignored:
+            return
+        _compat.warn(
+            trainer,
+            loader_ignored_message(self.attr_name, previous, new, first, trainer.current_epoch, lr_factor),
+        )
+        undo = 1.0 / lr_factor
+        if undo != 1.0:
+            scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, undo)
+        self._size(pl_module, previous)
+        self.current_batch_size = previous
+        self.policy.stop(previous)
+        self.pending = None
+        self._window.reset()
+        self._pairs.reset()
+        details = {"first_batch": first, "expected": new}
+        entry = self.decided(trainer, previous, BatchSizeReason.LOADER_IGNORED_SIZE.value, details)
+        self._record(trainer, new, entry, undo)
+        self.publish_tags(trainer)
 
     def on_before_optimizer_step(
         self, trainer: Trainer, pl_module: LightningModule, optimizer: torch.optim.Optimizer
@@ -431,6 +476,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._size(pl_module, new)
             self.current_batch_size = new
             _compat.rebuild_train_dataloader(trainer)
+            self._unchecked_switch = (previous, new, lr_factor)
             self._window.reset()
             self._pairs.reset()
             self._record(trainer, previous, pending, lr_factor)

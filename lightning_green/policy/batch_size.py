@@ -480,6 +480,18 @@ class BatchSizePolicy:
                 global_batch = batch_size * self.global_batch_factor
                 self.noise_scale.update(small, big, global_batch, 2 * global_batch)
 
+    def stop(self, batch_size: int) -> None:
+        """Stop adapting for good at ``batch_size`` (the size training goes on with): nothing more is tried.
+
+        For a switch that could not be applied (the dataloader does not follow the batch size).
+
+        Raises:
+            ValueError: For a batch size < 1.
+        """
+        self._current = self._reference = check_int("batch_size", batch_size, 1)
+        self._trial = None
+        self._done = True
+
     def _move(self, batch_size: int, reason: BatchSizeReason, details: dict[str, Any]) -> BatchSizeDecision:
         self._current = batch_size
         return BatchSizeDecision(batch_size, reason, details)

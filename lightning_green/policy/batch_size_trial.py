@@ -69,6 +69,8 @@ class BatchSizeReason(str, Enum):
     """``probe_fraction=0``: probing is off by argument, whatever the run's length: staying."""
     OUT_OF_MEMORY = "out_of_memory"
     """The size in use ran out of memory: backing off to a smaller one."""
+    LOADER_IGNORED_SIZE = "loader_ignored_size"
+    """The train dataloader kept yielding the previous size after a switch: back to it, adapting no more."""
 
 
 VERDICT_REASONS = {

@@ -102,3 +102,49 @@ def switch_problem(
                 f"set min_batch_size={initial} (no smaller sizes; the schedule then does not finish)."
             )
     return None
+
+
+def loader_ignored_switch(first_batch: int, new: int, previous: int, loader_batches: int | None) -> bool:
+    """Whether the first batch after a switch to ``new`` shows that the train dataloader did not follow it.
+
+    The first batch of an epoch holds ``new`` samples per device unless the (per-device) dataset
+    is smaller: then the loader yields one batch of all of it.
+
+    Args:
+        first_batch: Samples in the first training batch after the switch (per device).
+        new: The per-device batch size switched to.
+        previous: The batch size before the switch.
+        loader_batches: Batches the rebuilt train dataloader yields per epoch (its ``len``), None
+            when it has no length (then a first batch of the previous size tells).
+
+    Example:
+        >>> loader_ignored_switch(32, 64, 32, 57), loader_ignored_switch(64, 64, 32, 29)
+        (True, False)
+        >>> loader_ignored_switch(20, 64, 32, 1)  # 20 samples in all: one batch of them
+        False
+    """
+    # a first batch smaller than the new size: the whole dataset in one batch
+    whole_dataset = first_batch < new and (
+        loader_batches == 1 or (loader_batches is None and first_batch != previous)
+    )
+    return first_batch != new and not whole_dataset
+
+
+def loader_ignored_message(
+    attr_name: str, previous: int, new: int, first_batch: int, epoch: int, lr_factor: float
+) -> str:
+    """The warning when the train dataloader did not follow a switch: what happened and what to change.
+
+    Example:
+        >>> "train_dataloader()" in loader_ignored_message("batch_size", 32, 64, 32, 2, 2.0)
+        True
+    """
+    return (
+        f"AdaptiveBatchSize: the train dataloader did not follow {attr_name}={new}: the first batch of "
+        f"epoch {epoch} has {first_batch} samples per device. It "
+        "reuses a DataLoader built once (in setup() or __init__, returned again by train_dataloader()), "
+        f"so changing {attr_name} changes nothing. AdaptiveBatchSize stops adapting for the rest of this "
+        f"run and trains at {attr_name}={previous} (the learning-rate scaling x{lr_factor:.3g} undone). "
+        f"To adapt the batch size, build the DataLoader in train_dataloader() from self.{attr_name} "
+        "each time it is called."
+    )
