@@ -434,6 +434,35 @@ def test_a_loader_without_the_attribute_is_refused(tmp_path):
         trainer.fit(DigitsClassifier(), datamodule=NoAttr())
 
 
+def test_a_read_only_batch_size_property_is_refused_at_fit_start(tmp_path, monkeypatch, ns):
+    # A datamodule whose batch_size is a read-only view of its hparams: a switch could not set it.
+    class ReadOnly(ns.DigitsDataModule):
+        def __init__(self):
+            ns.pl.LightningDataModule.__init__(self)  # DigitsDataModule's would set batch_size
+            self.save_hyperparameters({"batch_size": 32})
+            self.val_fraction, self.seed, self.num_workers = 0.2, 0, 0
+            self.train_set = self.val_set = None
+
+        batch_size = property(lambda self: self.hparams.batch_size)
+
+    class WithSetter(ReadOnly):
+        batch_size = ReadOnly.batch_size.setter(lambda self, v: self.hparams.__setitem__("batch_size", v))
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    model = ns.module(costed_digits)()
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    with pytest.raises(
+        AdaptationUnsupportedError, match=r"ReadOnly.batch_size is a property without a setter"
+    ):
+        fit(tmp_path, [cb], model=model, dm=ReadOnly(), epochs=3, lightning=ns)
+    assert model.steps == []  # refused before any training
+    # With a setter it adapts: the switch goes through the property into the hparams.
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    trainer, _, dm = fit(tmp_path, [cb], dm=WithSetter(), epochs=3, lightning=ns)
+    assert trainer.current_epoch == 3 and moves(cb)[0] == (1, 32, 64, "probe")
+    assert dm.hparams.batch_size == cb.current_batch_size == 64
+
+
 def test_a_range_without_the_users_size_is_refused(tmp_path):
     trainer = make_trainer(tmp_path, [AdaptiveBatchSize(min_batch_size=64)], max_epochs=1)
     with pytest.raises(AdaptationUnsupportedError, match="range must contain"):

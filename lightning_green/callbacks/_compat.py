@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 import logging
 import os
 import warnings
@@ -268,6 +269,21 @@ def lightning_attr(function: str, pl_module: LightningModule, *args: Any) -> Any
     They find an attribute on the module, its ``hparams`` or the datamodule.
     """
     return namespace_of(pl_module).attr("utilities.parsing", function)(pl_module, *args)
+
+
+def read_only_holder(pl_module: LightningModule, attribute: str) -> str | None:
+    """The class of a holder where ``attribute`` cannot be set (a property without a setter), or None.
+
+    The holders are those ``lightning_setattr`` sets: the module, its ``hparams`` and the
+    datamodule (and its ``hparams``). Nothing is set: the class attributes are inspected.
+    """
+    for holder in lightning_attr("_lightning_get_all_attr_holders", pl_module, attribute):
+        if isinstance(holder, dict):  # hparams (AttributeDict)
+            continue
+        static = inspect.getattr_static(type(holder), attribute, None)
+        if isinstance(static, property) and static.fset is None:
+            return type(holder).__name__
+    return None
 
 
 def early_stopping_callbacks(trainer: Trainer) -> list[Any]:

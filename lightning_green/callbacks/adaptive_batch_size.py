@@ -168,7 +168,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.start_fit(trainer)
         has = lightning_attr("lightning_hasattr", pl_module, self.attr_name)
         value = self._size(pl_module) if has else None
-        problem = loader_problem(self.attr_name, _compat.train_dataloader_from_module(trainer), has, value)
+        read_only = _compat.read_only_holder(pl_module, self.attr_name) if has else None
+        from_module = _compat.train_dataloader_from_module(trainer)
+        problem = loader_problem(self.attr_name, from_module, has, value, read_only)
         if problem is not None:
             raise AdaptationUnsupportedError(problem)
         self.attach(trainer)

@@ -29,7 +29,9 @@ def check_bounds(min_batch_size: int | None, max_batch_size: int | None) -> None
         )
 
 
-def loader_problem(attr_name: str, from_module: bool, has_attr: bool, value: Any = None) -> str | None:
+def loader_problem(
+    attr_name: str, from_module: bool, has_attr: bool, value: Any = None, read_only_in: str | None = None
+) -> str | None:
     """Why the train dataloader's batch size cannot be changed, or None when it can.
 
     Args:
@@ -37,6 +39,7 @@ def loader_problem(attr_name: str, from_module: bool, has_attr: bool, value: Any
         from_module: Whether the train dataloader comes from the module or datamodule.
         has_attr: Whether the module, its hparams or the datamodule has ``attr_name``.
         value: The attribute's value (checked when it exists).
+        read_only_in: The class where ``attr_name`` is a property without a setter, if any.
 
     Example:
         >>> loader_problem("batch_size", True, True, 32) is None
@@ -58,6 +61,13 @@ def loader_problem(attr_name: str, from_module: bool, has_attr: bool, value: Any
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         who = f"AdaptiveBatchSize(attr_name={attr_name!r})"
         return f"{who}: the attribute must be an integer >= 1, got {value!r}."
+    if read_only_in is not None:
+        return (
+            f"AdaptiveBatchSize(attr_name={attr_name!r}): {read_only_in}.{attr_name} is a property without "
+            "a setter, so the batch size cannot be changed (a switch would fail with AttributeError). "
+            f"Give the property a setter (for instance one that writes self.hparams.{attr_name}), make "
+            f"{attr_name} a plain attribute that train_dataloader() reads, or remove AdaptiveBatchSize."
+        )
     return None
 
 
