@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import math
 import os
@@ -16,7 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import test_adaptive_doubles
 import torch
-from conftest import NAMESPACES, PL, make_trainer
+from conftest import NAMESPACES, PL, AnyCallback, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.strategies import FSDPStrategy
@@ -27,6 +28,7 @@ from lightning_green import (
     AdaptationUnsupportedError,
     AdaptiveBatchSize,
     AdaptivePrecision,
+    EnergyAwareEarlyStopping,
     EnergyMonitor,
     keys,
 )
@@ -357,6 +359,33 @@ def test_an_integer_val_check_interval_is_refused_at_fit_start(tmp_path, monkeyp
     across = dict(val_check_interval=30, check_val_every_n_epoch=None)
     trainer, _, _ = fit(tmp_path, [cb], epochs=3, batches=1.0, **across)
     assert trainer.current_epoch == 3 and (32, 64, "probe") in [m[1:] for m in moves(cb)]
+
+
+def test_a_time_based_val_check_interval_adapts_and_the_stopper_checks_inside_epochs(
+    tmp_path, monkeypatch, ns
+):
+    # Lightning >= 2.6 validates by wall-clock time (the Trainer then has no val_check_interval):
+    # the batches per epoch do not matter to it, so switching is fine; checks fall inside epochs.
+    class Places(AnyCallback):
+        def __init__(self, stopper):
+            self.stopper, self.progress = stopper, []
+
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking and self.stopper.last_place is not None:
+                self.progress.append(self.stopper.last_place.progress)
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=100)
+    places, spy = Places(stopper), Spy()
+    every = datetime.timedelta(seconds=0.05)
+    trainer, _, _ = fit(
+        tmp_path, [spy, cb, stopper, places], epochs=3, val_check_interval=every, lightning=ns
+    )
+    assert trainer.current_epoch == 3 and moves(cb)[0] == (1, 32, 64, "probe")
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64]
+    assert places.progress and any(p != int(p) for p in places.progress)  # checks inside epochs
+    assert places.progress == sorted(places.progress)
 
 
 class OneCycleDigits(CostedDigits):

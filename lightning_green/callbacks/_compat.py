@@ -376,10 +376,21 @@ def train_dataloader_from_module(trainer: Trainer) -> bool:
     return bool(trainer.fit_loop._data_source.is_module())
 
 
+def val_check_interval(trainer: Trainer) -> int | float | None:
+    """The Trainer's ``val_check_interval`` (batches or a fraction of an epoch); None when it is time-based.
+
+    Lightning >= 2.6 takes a duration (``"DD:HH:MM:SS"``, a ``timedelta`` or a dict): it then
+    validates by wall-clock time, anywhere in an epoch, and the Trainer has no ``val_check_interval``.
+    """
+    if getattr(trainer, "_val_check_time_interval", None) is not None:
+        return None
+    return trainer.val_check_interval
+
+
 def fit_position(trainer: Trainer) -> FitPosition:
     """The fit loop's counters and plan now (batches done in the epoch from its batch progress)."""
     batches = trainer.fit_loop.epoch_loop.batch_progress
-    interval = trainer.val_check_interval
+    interval = val_check_interval(trainer)
     return FitPosition(
         current_epoch=int(trainer.current_epoch),
         global_step=int(trainer.global_step),
@@ -389,7 +400,7 @@ def fit_position(trainer: Trainer) -> FitPosition:
         max_epochs=trainer.max_epochs,
         max_steps=trainer.max_steps,
         epoch_done=bool(getattr(batches, "is_last_batch", True)),
-        checks_inside_epochs=isinstance(interval, int) or float(interval) < 1.0,
+        checks_inside_epochs=interval is None or isinstance(interval, int) or float(interval) < 1.0,
     )
 
 

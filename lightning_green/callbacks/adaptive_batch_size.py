@@ -238,7 +238,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
         stepped = [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"]
         problem = switch_problem(
-            trainer.val_check_interval,
+            _compat.val_check_interval(trainer),
             per_epoch_validation,
             stepped,
             self.policy.grid,

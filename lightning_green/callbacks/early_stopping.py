@@ -180,8 +180,12 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
 
         A fit that starts a new run (:func:`~._compat.starts_new_run`: this callback reused from an
         earlier fit in a new Trainer) starts with an empty history, as a new callback would; a
-        resumed run then takes the checkpoint's.
+        resumed run then takes the checkpoint's. A time-based ``val_check_interval`` (Lightning >=
+        2.6, which Lightning's ``EarlyStopping`` does not read) validates anywhere in an epoch: the
+        check follows each validation, as with several validations an epoch.
         """
+        if self._check_on_train_epoch_end is None and _compat.val_check_interval(trainer) is None:
+            self._check_on_train_epoch_end = False
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
             stoppers = [cb for cb in trainer.callbacks if isinstance(cb, EnergyAwareEarlyStopping)]

@@ -81,11 +81,12 @@ def switch_problem(
     """What a switch within ``grid`` would crash, or None.
 
     Larger sizes make epochs shorter (fewer batches): an integer ``val_check_interval`` with
-    per-epoch validation would outlast the epoch. Smaller sizes add optimizer steps: a
+    per-epoch validation would outlast the epoch (a fraction of the epoch, or a time-based interval,
+    follows the batches per epoch or does not count batches at all). Smaller sizes add optimizer steps: a
     ``OneCycleLR`` stepped per step raises past ``total_steps``.
 
     Args:
-        val_check_interval: The Trainer's ``val_check_interval``.
+        val_check_interval: The Trainer's ``val_check_interval``; None when it is time-based.
         per_epoch_validation: Whether validation runs within epochs (``check_val_every_n_epoch``
             set and validation batches > 0).
         step_schedulers: The learning-rate schedulers stepped per optimizer step.
