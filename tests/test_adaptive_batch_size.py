@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import json
 import math
@@ -343,6 +344,59 @@ def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
     assert decided == [(e, 20 * (e + 1)) for e in range(4)]  # one decision per epoch end
     assert [m[0] for m in moves(cb)] == [1, 2]  # probe, back: none twice
     assert cb.pending is not None and cb.pending.to == 64  # the next visit, decided at the last epoch end
+
+
+@dataclasses.dataclass
+class DigitsBatch:
+    """A custom batch type (Lightning moves dataclasses to the device)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __iter__(self):
+        return iter((self.x, self.y))
+
+
+class OpaqueBatch:
+    """A batch whose tensors are private: no samples to count."""
+
+    def __init__(self, x, y):
+        self._pair = (x, y)
+
+    def __iter__(self):
+        return iter(self._pair)
+
+
+def _collating(ns, batch_type):
+    class Collated(ns.DigitsDataModule):
+        def train_dataloader(self):
+            collate = lambda items: batch_type(*(torch.stack(column) for column in zip(*items, strict=True)))  # noqa: E731
+            return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, collate_fn=collate)
+
+    return Collated()
+
+
+def test_custom_batch_types_are_counted_and_an_uncountable_one_warns_once(tmp_path, monkeypatch, ns):
+    # Dataclass batches from collate_fn: samples counted, so both adaptive callbacks measure and
+    # switch, and energy/samples_per_j is not 0.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    trainer, _, _ = fit(tmp_path, [batch], dm=_collating(ns, DigitsBatch), epochs=3, lightning=ns)
+    assert moves(batch)[0] == (1, 32, 64, "probe")
+    monitor = next(c for c in trainer.callbacks if isinstance(c, EnergyMonitor))
+    assert [r.samples for r in monitor.session.ledger.history] == [640, 640, 1280]
+    assert all(r.samples_per_j > 0 for r in monitor.session.ledger.history)
+    precision = AdaptivePrecision(precisions="bf16-mixed", window_s=0.001, start_step=4, probe_budget=0.9)
+    fit(tmp_path, [precision], dm=_collating(ns, DigitsBatch), epochs=2, lightning=ns)
+    assert moves(precision)[0][1:] == ("32-true", "bf16-mixed", "probe")
+    # A batch with no tensor to find: one warning naming its type and what is needed, not silence.
+    batch = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(tmp_path, [batch], dm=_collating(ns, OpaqueBatch), epochs=2, lightning=ns)
+    uncounted = [str(w.message) for w in caught if "cannot count the samples" in str(w.message)]
+    assert len(uncounted) == 1 and "OpaqueBatch" in uncounted[0] and "dataclass" in uncounted[0]
+    assert "AdaptiveBatchSize" in uncounted[0] and batch.policy.measured() == {}  # nothing to compare
 
 
 # -- what a switch would crash is refused at fit start ----------------------------------------------

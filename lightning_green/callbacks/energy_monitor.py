@@ -26,7 +26,7 @@ from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.session import EnergySession, OpenEpoch, merge_sources
 from lightning_green.report import format_summary, session_summary, write_report
 from lightning_green.state import from_state, to_state
-from lightning_green.training.windows import count_samples
+from lightning_green.training.windows import batch_samples, uncounted_batch_message
 
 
 class MonitorNotLoggedError(RuntimeError):
@@ -159,6 +159,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self.plot_path: Path | None = None
         self._source_logged = False
         self._warned_missing = False
+        self._warned_uncounted = False
         self._val_ran = False
         # Whether validation produces the monitored metric: then an epoch that did not validate has
         # no value of its own (``callback_metrics`` still holds the last validation's).
@@ -276,7 +277,11 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         """Count samples; every ``step_interval`` steps log the energy per step."""
-        self.session.add_samples(count_samples(batch))
+        samples = batch_samples(batch)
+        if samples is None and not self._warned_uncounted:
+            self._warned_uncounted = True
+            _compat.warn(trainer, uncounted_batch_message(batch))
+        self.session.add_samples(samples or 0)
         if self.step_interval and self.session.running:
             step = trainer.global_step
             if step % self.step_interval == 0 and step != self.session.step_mark:  # once per optimizer step

@@ -9,7 +9,9 @@ figures. The window pauses outside training (validation, epoch-end work) and res
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -168,19 +170,92 @@ def loss_of(outputs: Any) -> torch.Tensor | None:
     return None
 
 
+MAX_BATCH_DEPTH = 6
+"""How deep :func:`batch_samples` looks into nested containers for a tensor."""
+
+COUNTED_BATCHES = (
+    "a tensor, a mapping, a list or tuple (namedtuples included), a dataclass or an object with "
+    "public tensor attributes"
+)
+"""What :func:`batch_samples` counts the samples of (the first dimension of the first tensor inside)."""
+
+
+def _children(batch: Any) -> list[Any]:
+    """What a batch container holds: values of a mapping, items, dataclass fields, public attributes."""
+    if isinstance(batch, Mapping):
+        return list(batch.values())
+    if isinstance(batch, (list, tuple)):
+        return list(batch)
+    if dataclasses.is_dataclass(batch) and not isinstance(batch, type):
+        return [getattr(batch, f.name, None) for f in dataclasses.fields(batch)]
+    attributes = getattr(batch, "__dict__", None)
+    if (
+        isinstance(attributes, dict)
+        and not isinstance(batch, (type, types.ModuleType))
+        and not callable(batch)
+    ):
+        return [v for k, v in attributes.items() if not k.startswith("_")]
+    return []
+
+
+def batch_samples(batch: Any, _depth: int = 0) -> int | None:
+    """Samples in a batch: the first dimension of the first non-empty tensor in it; None when it holds none.
+
+    Looks into mappings, lists and tuples (namedtuples too), dataclasses and the public attributes
+    of other objects (:data:`COUNTED_BATCHES`), :data:`MAX_BATCH_DEPTH` levels deep. 0: only empty
+    tensors.
+
+    Example:
+        >>> from collections import namedtuple
+        >>> Pair = namedtuple("Pair", "x y")
+        >>> batch_samples(Pair(torch.zeros(16, 3), torch.zeros(16))), batch_samples(["a", "b"])
+        (16, None)
+    """
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if _depth >= MAX_BATCH_DEPTH:
+        return None
+    found = None
+    for item in _children(batch):
+        n = batch_samples(item, _depth + 1)
+        if n:
+            return n
+        if n is not None:
+            found = 0
+    return found
+
+
 def count_samples(batch: Any) -> int:
-    """Samples in a batch: the first dimension of the first tensor in it (0 when there is none).
+    """Samples in a batch (:func:`batch_samples`), 0 when it holds no tensor.
 
     Example:
         >>> count_samples((torch.zeros(32, 3), torch.zeros(32))), count_samples({"x": [torch.zeros(8, 2)]})
         (32, 8)
+        >>> @dataclasses.dataclass
+        ... class Batch:
+        ...     x: torch.Tensor
+        >>> count_samples(Batch(torch.zeros(4, 2))), count_samples("text")
+        (4, 0)
     """
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    items = (
-        batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (list, tuple)) else ()
+    return batch_samples(batch) or 0
+
+
+def uncounted_batch_message(batch: Any) -> str:
+    """The warning for a training batch whose samples cannot be counted: its type and what is needed.
+
+    Example:
+        >>> "builtins.str" in uncounted_batch_message("text")
+        True
+    """
+    kind = type(batch)
+    return (
+        f"lightning_green: cannot count the samples of a training batch of type "
+        f"{kind.__module__}.{kind.__qualname__}: no tensor found in it. Samples are the first dimension of "
+        f"the first tensor in {COUNTED_BATCHES}. Until then energy/samples_per_j is 0, joules per "
+        "sample are not measured, and AdaptiveBatchSize and AdaptivePrecision (which compare joules per "
+        "sample) measure nothing and never switch. Have collate_fn return one of those types, or hold "
+        "the batch's tensors in public attributes."
     )
-    return next((n for n in map(count_samples, items) if n), 0)
 
 
 def default_window_s(source: str) -> float:
