@@ -361,6 +361,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._size(pl_module, previous)
         self.current_batch_size = previous
         self.policy.stop(previous)
+        if self._session is not None:
+            self._session.set_probing(self.key, self.policy.in_trial)  # no trial holds the precision now
         self.pending = None
         self._window.reset()
         self._pairs.reset()
