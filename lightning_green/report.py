@@ -55,7 +55,7 @@ def session_summary(
         mode=session.mode,
         extra=extra,
         best_check=ledger.best_check,
-        co2_kg=ledger.co2_kg(total_j),
+        co2_kg=ledger.run_co2_kg(measured_j),
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import PL, make_trainer
+from conftest import PL, AnyCallback, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from doubles import ScriptedMeter
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -724,3 +724,69 @@ def test_a_second_fit_keeps_the_first_fits_end_of_fit_energy_in_the_run_total(tm
     summary = monitor.last_summary
     assert summary["total_kwh"] * J_PER_KWH == pytest.approx(6000.0)  # every read of both fits
     assert summary["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # both fits' ends
+
+
+class _SaveAtTrainEnd(AnyCallback):
+    """Saves a checkpoint in on_train_end (after the fit's last epoch), as some users' scripts do."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(self.path)
+
+
+def test_a_checkpoint_after_the_last_epoch_keeps_the_end_of_fit_energy_outside_the_epochs(
+    tmp_path, monkeypatch, ns
+):
+    """Saved in on_train_end, resumed at another intensity: the energy after the last epoch stays
+    outside the epochs (the next epoch is not charged with it) and keeps the CO2 it was priced at."""
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: ScriptedMeter())  # 1000 J a read
+    first = EnergyMonitor(carbon_intensity_g_per_kwh=400.0, summary=False)
+    ckpt = tmp_path / "end.ckpt"
+    trainer = make_trainer(tmp_path / "a", [first, _SaveAtTrainEnd(ckpt)], max_epochs=2, lightning=ns)
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())  # reads: 2 epoch ends, the save
+    resumed = EnergyMonitor(carbon_intensity_g_per_kwh=1.0, summary=False)
+    trainer = make_trainer(tmp_path / "b", [resumed], max_epochs=4, lightning=ns)
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(), ckpt_path=ckpt)
+    assert [r.energy_j for r in resumed.history] == pytest.approx([1000.0] * 4)  # epoch 2 not charged 2000
+    summary = resumed.last_summary
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(6000.0)  # 3000 before the save, 3 reads after
+    assert summary["co2_kg"] == pytest.approx((3000.0 * 400.0 + 3000.0 * 1.0) / J_PER_KWH / 1000.0)
+
+
+class _KillAtStep(AnyCallback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            raise _KilledError
+
+
+def test_a_resume_from_inside_an_epoch_names_the_source_measured_before_it(tmp_path, monkeypatch, ns):
+    """Estimated up to a checkpoint inside the only epoch, resumed on measured hardware: that epoch
+    and the run are labelled with both sources, and the estimate mark stays."""
+    meters = iter([ScriptedMeter(source="estimate"), ScriptedMeter(source="rapl")])
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: next(meters))
+    every = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=2, save_top_k=-1)
+    trainer = make_trainer(
+        tmp_path / "a",
+        [EnergyMonitor(summary=False), every, _KillAtStep(3)],
+        max_epochs=1,
+        lightning=ns,
+        limit_train_batches=6,
+        enable_checkpointing=True,
+    )
+    with pytest.raises(_KilledError):
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    resumed = EnergyMonitor(summary=False)
+    trainer = make_trainer(tmp_path / "b", [resumed], max_epochs=1, lightning=ns, limit_train_batches=6)
+    trainer.fit(
+        ns.DigitsClassifier(),
+        datamodule=ns.DigitsDataModule(),
+        ckpt_path=every.best_model_path or sorted((tmp_path / "ckpt").iterdir())[-1],
+    )
+    assert resumed.history[0].source == "rapl+estimate"
+    summary = resumed.last_summary
+    assert summary["energy_source"] == "rapl+estimate" and summary["is_estimate"] is True

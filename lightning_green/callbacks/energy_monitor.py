@@ -166,6 +166,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self._monitor_from_validation = False
         self._monitor_before_validation: Any = None
         self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
+        self._epoch_open = False  # between on_train_epoch_start and the epoch's close
         # (step, value, epoch) of a marginal to log after a resume
         self._restored_marginal: tuple[int, float, int] | None = None
         self._metric_changed: tuple[str, str | None] | None = None  # a restored run's other metric
@@ -345,6 +346,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the previous epoch (now fresh in ``callback_metrics``)."""
+        self._epoch_open = True
         self._resolve_deferred_metric(trainer)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -364,6 +366,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         record, fields = self.session.close_epoch(
             trainer.current_epoch, metric, rank0={"validated": float(self._val_ran)}
         )
+        self._epoch_open = False
         validated = bool(fields["validated"])
         self._val_ran = False
         if self.monitor is not None and not fields["metric_logged"] and not defer:
@@ -552,7 +555,19 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             metric = self._read_metric(trainer, validated=self._deferred[1])
             if metric is not None and math.isfinite(metric):
                 state.deferred_metric = DeferredMetric(metric, self._deferred[0])
-        state.open_epoch = self.session.open_epoch()
+        open_epoch = self.session.open_epoch()
+        last = self.session.last_epoch
+        if not self._epoch_open and last is not None and int(trainer.current_epoch) > last.epoch:
+            # Saved after the fit's last epoch (on_train_end): end-of-fit work, in no epoch, as the
+            # summary books it; a resume must not add it to its next epoch.
+            ledger = dict(state.ledger)
+            ledger["outside_epochs_j"] = float(ledger.get("outside_epochs_j", 0.0)) + open_epoch.energy_j
+            before_kg, kg = ledger.get("outside_co2_kg", 0.0), open_epoch.co2_kg
+            ledger["outside_co2_kg"] = None if before_kg is None or kg is None else float(before_kg) + kg
+            state.ledger = ledger
+            state.energy_source = merge_sources(state.energy_source, open_epoch.source)
+        else:
+            state.open_epoch = open_epoch
         saved.update(to_state(state))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

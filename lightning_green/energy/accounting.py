@@ -155,6 +155,8 @@ class EnergyLedger:
         # run's total, in no epoch, and kept out of the epochs' cumulative totals (and so of the
         # costs a stopper sees at its checks: a one-off, not the cost of training).
         self.outside_epochs_j = 0.0
+        # Its CO2, priced when it was used (None: some of it had no intensity then)
+        self.outside_co2_kg: float | None = 0.0
         self._last_total_j = 0.0
         self._last_faults = 0
         # An epoch a checkpoint caught open (saved before the epoch was closed): its energy is
@@ -198,7 +200,31 @@ class EnergyLedger:
         Args:
             measured_j: The fit's final reading (J before PUE, since its meters started).
         """
-        self.outside_epochs_j += max(0.0, self.total_j_at(measured_j) - self._last_total_j)
+        self.add_outside_epochs(max(0.0, self.total_j_at(measured_j) - self._last_total_j))
+
+    def add_outside_epochs(self, energy_j: float) -> None:
+        """Book energy used outside every epoch (end-of-fit work), priced at the intensity now."""
+        self.outside_epochs_j += energy_j
+        kg = (
+            None
+            if self.carbon_intensity_g_per_kwh is None
+            else co2_kg(energy_j / J_PER_KWH, self.carbon_intensity_g_per_kwh)
+        )
+        self.outside_co2_kg = None if kg is None or self.outside_co2_kg is None else self.outside_co2_kg + kg
+
+    def run_co2_kg(self, measured_j: float) -> float | None:
+        """CO2 of :meth:`run_total_j`: the epochs' and the tail's, and what earlier fits used outside epochs.
+
+        The epochs and the tail are priced by :meth:`co2_kg`; the energy outside epochs as it was
+        when used (at the intensity now where it had none).
+        """
+        epochs_kg = self.co2_kg(max(self._last_total_j, self.total_j_at(measured_j)))
+        if epochs_kg is None:
+            return None
+        outside_kg = self.outside_co2_kg
+        if outside_kg is None:
+            outside_kg = co2_kg(self.outside_epochs_j / J_PER_KWH, self.carbon_intensity_g_per_kwh or 0.0)
+        return epochs_kg + outside_kg
 
     def close_epoch(
         self,
@@ -382,6 +408,7 @@ class EnergyLedger:
             "partial": self.partial,
             "co2_kg": self.co2_kg(self._last_total_j),
             "outside_epochs_j": self.outside_epochs_j,
+            "outside_co2_kg": self.outside_co2_kg,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -397,6 +424,8 @@ class EnergyLedger:
         self.best_check = None if best is None else CheckValue(**best)
         self.partial_before = bool(state.get("partial", False))
         self.outside_epochs_j = float(state.get("outside_epochs_j", 0.0))
+        outside_kg = state.get("outside_co2_kg", 0.0 if self.outside_epochs_j == 0 else None)
+        self.outside_co2_kg = None if outside_kg is None else float(outside_kg)
         self._last_total_j = self.offset_j
         # The CO2 recorded for the energy so far (older checkpoints: the last epoch's figure).
         saved_kg = state.get("co2_kg", self.history[-1].co2_kg if self.history else None)

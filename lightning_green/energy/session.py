@@ -130,7 +130,8 @@ class WindowRecord:
 class OpenEpoch:
     """What the epoch in progress has used so far.
 
-    Energy (PUE applied), samples, seconds, and whether a measurement fault happened in it.
+    Energy (PUE applied), samples, seconds, whether a measurement fault happened in it, and the
+    energy source it was measured with.
     """
 
     energy_j: float
@@ -138,6 +139,7 @@ class OpenEpoch:
     duration_s: float
     partial: bool = False
     co2_kg: float | None = None  # of energy_j, at the carbon intensity when it was used
+    source: str | None = None  # None in older checkpoints
 
 
 @dataclass
@@ -169,6 +171,7 @@ class EnergySession:
         self.ledger = EnergyLedger(pue, carbon_intensity_g_per_kwh, mode)
         self.monitor = monitor
         self.energy_source: str | None = None  # every source the run's closed epochs used
+        self._carry_source: str | None = None  # of an epoch a checkpoint caught open
         self._clock = clock or time.monotonic
         self._meter: EnergyMeter | None = None
         self._running = False
@@ -235,6 +238,7 @@ class EnergySession:
         self.ledger = EnergyLedger(ledger.pue, ledger.carbon_intensity_g_per_kwh, mode)
         self.monitor = monitor
         self.energy_source = None
+        self._carry_source = None
         self._windows.clear()
         self._probing.clear()
         self._step_mark = None
@@ -433,9 +437,10 @@ class EnergySession:
             faults=reading.faults,
             samples=reading.samples,
             duration_s=float(summed["epoch.duration_s"]),  # type: ignore[arg-type]
-            source=reading.source,
+            source=merge_sources(self._carry_source, reading.source) or reading.source,
             metric=value if value is not None and math.isfinite(value) else None,
         )
+        self._carry_source = None
         self._epoch_start_s = now
         self._samples_local = 0
         self.energy_source = merge_sources(self.energy_source, reading.source)
@@ -462,13 +467,17 @@ class EnergySession:
         partial = ledger.faults_in_open_epoch(reading.faults)
         before_kg, after_kg = ledger.co2_kg(ledger.total_j), ledger.co2_kg(ledger.total_j + energy_j)
         co2 = None if before_kg is None or after_kg is None else after_kg - before_kg
-        return OpenEpoch(energy_j, reading.samples, self._clock() - self._epoch_start_s, partial, co2)
+        duration_s = self._clock() - self._epoch_start_s
+        return OpenEpoch(energy_j, reading.samples, duration_s, partial, co2, reading.source)
 
     def carry(self, epoch: OpenEpoch) -> None:
         """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
         self.ledger.carry_open_epoch(
             epoch.energy_j, epoch.samples, epoch.duration_s, partial=epoch.partial, co2_kg=epoch.co2_kg
         )
+        # measured before the checkpoint, maybe on other hardware: the epoch and the run name it too
+        self._carry_source = merge_sources(self._carry_source, epoch.source)
+        self.energy_source = merge_sources(self.energy_source, epoch.source)
 
     # -- coordination of probes -------------------------------------------------------------------
     def set_probing(self, key: str, probing: bool) -> None:
