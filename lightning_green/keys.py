@@ -29,8 +29,8 @@ EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop
 # policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.
 CHECK_KWH = "energy/check_kwh"  # cumulative kWh at the check
 CHECK_EPOCHS = "energy/check_epochs"  # epochs completed at the check (fractional inside an epoch)
-# The monitored metric at a check inside an epoch, in an MLflow run without MLFlowLogger (autolog
-# logs the metric once an epoch there): what replay decides on where the metric has no such value.
+# The monitored metric's value each check decided on (the metric's own series may not hold it:
+# logged every few steps, or once an epoch under autolog): what replay decides on.
 CHECK_METRIC = "energy/check_metric"
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)

@@ -476,9 +476,10 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
 
 
 def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkeypatch, capsys, ns):
-    """The stopper watching ``curve_loss`` (logged every 3 steps, 4 steps an epoch) checks at every
-    epoch end on the latest value; replay of its CSV log makes each of those checks with the latest
-    ``curve_loss`` logged at or before it (not only where both share a step) and the same decision."""
+    """The stopper watching ``curve_loss`` (a new value every step, logged every 3 steps, 4 steps an
+    epoch) checks at every epoch end on the step's value, which the log's own ``curve_loss`` series
+    often lacks: replay of the CSV log makes each of those checks on the value the check read
+    (``energy/check_metric``), not a stale one, and the same decision."""
     import csv
 
     import torch
@@ -490,7 +491,8 @@ def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkey
 
     class TrainLossCurve(ns.module(curve_module)):
         def training_step(self, batch, batch_idx):
-            self.log("curve_loss", torch.tensor(self.curve[self.current_epoch]))  # every step
+            value = self.curve[self.current_epoch] - 1e-4 * batch_idx  # changes every step
+            self.log("curve_loss", torch.tensor(value))
             return super().training_step(batch, batch_idx)
 
     stopper = EnergyAwareEarlyStopping(monitor="curve_loss", min_relative_gain=0.5)
@@ -509,7 +511,8 @@ def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkey
     assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
     from lightning_green.offline import read_log_curve
 
-    assert len(read_log_curve(log).metrics) == len(stopper.policy.history)
+    replayed = read_log_curve(log).metrics
+    assert replayed.tolist() == pytest.approx(stopper.policy.history.metrics.tolist(), rel=1e-6)
 
 
 def test_scheduled_lr_drop_holds_the_stop_on_the_flat_stretch(tmp_path, monkeypatch):
@@ -725,6 +728,12 @@ def test_a_run_logged_with_an_mlflow_prefix_replays_and_reports_as_any_other(
     assert (row["stop_reason"], int(row["stop_epoch"])) == ("energy_budget", stopper.stopped_epoch + 1)
     best = max(r.metric for r in monitor.history)  # val_acc, in its recorded direction (max)
     assert float(row["best_metric_at_stop"]) == pytest.approx(best, rel=1e-6)
+
+    # The name the MLflow UI shows (fold1-val_acc) is the same metric, with its recorded direction.
+    again = tmp_path / "again.csv"
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "cv", "--monitor", "fold1-val_acc"]
+    assert cli.main([*argv, "-o", str(again)]) == 0
+    assert list(csv.DictReader(again.read_text().splitlines())) == [row]
 
     js = tmp_path / "summary.json"
     argv = ["report", "--mlflow-uri", sqlite_uri, "--run-id", logger.run_id, "--json", str(js)]

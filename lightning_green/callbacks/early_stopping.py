@@ -339,6 +339,10 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             **decision_metrics(decision, "epochs" if place is None else place.unit),
             **self._pending_metrics,
         }
+        if keys.CHECK_KWH in self._pending_metrics and len(self.policy.history):
+            # The value this check decided on, for replay to decide on the same: the metric's own
+            # series may not hold it (logged every few steps, or once an epoch under autolog).
+            metrics[keys.CHECK_METRIC] = float(self.policy.history.metrics[-1])
         self._pending_metrics = {}
         if not metrics or not _loggers.any_logger(trainer):
             return
@@ -358,13 +362,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
                 _loggers.log_to_active_run(trainer, metrics)
         elif trainer.global_rank == 0:  # Lightning forbids self.log in on_validation_end
             # At the step of the check's validation metrics, so that replay joins them.
-            step = _compat.logging_step(trainer)
-            _loggers.log_metrics(trainer, metrics, step=step)
-            if len(self.policy.history):
-                # An active run (autolog) holds the monitored metric once an epoch: the value
-                # decided on at this check, for replay to decide on the same.
-                value = float(self.policy.history.metrics[-1])
-                _loggers.log_to_active_run(trainer, {keys.CHECK_METRIC: value}, step=step)
+            _loggers.log_metrics(trainer, metrics, step=_compat.logging_step(trainer))
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The stop (or how the run ended without one) and the policy's last view, for the summary."""

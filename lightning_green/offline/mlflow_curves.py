@@ -14,7 +14,6 @@ arguments, so a replay reproduces the callback's decision. Runs are read through
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 import re
@@ -28,7 +27,7 @@ from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError, RecordedParamError
-from lightning_green.offline.mlflow_runs import experiment_runs
+from lightning_green.offline.mlflow_runs import PREFIX_JOIN, experiment_runs
 from lightning_green.policy import StoppingConfig
 from lightning_green.policy.savings import project_savings
 
@@ -39,7 +38,7 @@ CHECK_KWH_KEY = keys.CHECK_KWH
 CHECK_EPOCHS_KEY = keys.CHECK_EPOCHS
 """MLflow metric: the epochs completed (fractional inside an epoch) at each check of the stopper."""
 CHECK_METRIC_KEY = keys.CHECK_METRIC
-"""MLflow metric: the monitored metric at each check inside an epoch, in a run without MLFlowLogger."""
+"""MLflow metric: the monitored metric's value at each check of the stopper (what it decided on)."""
 LR_HINT_KEY = keys.EPOCHS_UNTIL_LR_DECAY
 """MLflow metric: the ``epochs_until_lr_decay`` the callback passed to the policy at a check."""
 MAX_EPOCHS_PARAM = keys.PARAM_MAX_EPOCHS
@@ -180,6 +179,9 @@ def curve_of_run(
         raise RecordedParamError(
             f"{where} recorded no {keys.PARAM_MONITOR}: name the monitored metric (--monitor)"
         )
+    prefix = getattr(run, "metric_prefix", None)  # MLFlowLogger(prefix=...): fold1-val_acc is val_acc
+    if prefix and target.monitor is not None and key == f"{prefix}{PREFIX_JOIN}{target.monitor}":
+        key = target.monitor
     own = key == target.monitor
     if own and mode is not None and target.mode is not None and mode != target.mode:
         raise RecordedParamError(
@@ -191,17 +193,16 @@ def curve_of_run(
     # The stopper's own record of each check (several an epoch, one every few epochs) where it
     # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
     at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
-    if own and at_checks and not set(metric) & set(at_checks):
-        # A run without MLFlowLogger (autolog) holds the metric once an epoch: the stopper logged
-        # the value of each check inside an epoch beside its costs.
-        metric = run.history(CHECK_METRIC_KEY) or metric
-    if at_checks and metric and min(metric) <= max(at_checks):
-        # Each check decided on the metric's latest value (trainer.callback_metrics): the one
-        # logged at or before its step, which a metric logged every few steps need not share.
+    # The value each check decided on, logged beside its cost (runs logged since it was): exact
+    # whatever the metric's own logging (every few steps, or once an epoch under autolog).
+    decided = run.history(CHECK_METRIC_KEY) if own and at_checks else {}
+    if decided and set(decided) <= set(at_checks):
         cost = at_checks
-        steps = [s for s in sorted(cost) if s >= min(metric)]
-        values = _latest_at(metric, steps)
+        steps = sorted(decided)
+        values = [decided[s] for s in steps]
     else:
+        if at_checks and set(metric) & set(at_checks):
+            cost = at_checks
         steps = sorted(set(metric) & set(cost))
         values = [metric[s] for s in steps]
     if not steps:
@@ -236,12 +237,6 @@ def curve_of_run(
         recorded_config=_recorded_config(where, params) if own else None,
         cost_not_run=_cost_not_run(run, costs, epochs, planned),
     )
-
-
-def _latest_at(history: Mapping[int, float], steps: list[int]) -> list[float]:
-    """The value of ``history`` last logged at or before each of ``steps`` (each >= its first step)."""
-    logged = sorted(history)
-    return [history[logged[bisect.bisect_right(logged, s) - 1]] for s in steps]
 
 
 def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:
