@@ -101,17 +101,25 @@ PREFIX_JOIN = "-"
 def metric_prefix(metric_keys: set[str]) -> str | None:
     """The ``MLFlowLogger(prefix=...)`` a run's metrics were logged with, seen from their names.
 
-    ``None`` when ``energy/total_kwh`` is logged as such (no prefix) or not at all; else the one
-    prefix in front of it (``fold1`` for ``fold1-energy/total_kwh``).
+    ``None`` when ``energy/total_kwh`` is logged as such (no prefix) or not at all; else the prefix
+    in front of the energy series (``fold1`` for ``fold1-energy/total_kwh``). A name that merely
+    ends like it (a metric of yours called ``my-energy/total_kwh``) is not taken for one: the
+    prefix must carry ``energy/epoch_kwh`` too. Several loggers with their own prefixes write the
+    same values to one run: the first prefix in sorted order is read.
 
     Example:
-        >>> metric_prefix({"fold1-energy/total_kwh", "fold1-val_loss"}), metric_prefix({"energy/total_kwh"})
-        ('fold1', None)
+        >>> metric_prefix({"fold1-energy/total_kwh", "fold1-energy/epoch_kwh", "my-energy/total_kwh"})
+        'fold1'
+        >>> metric_prefix({"energy/total_kwh"}) is None
+        True
     """
     if keys.TOTAL_KWH in metric_keys:
         return None
     ending = PREFIX_JOIN + keys.TOTAL_KWH
     found = {k[: -len(ending)] for k in metric_keys if k.endswith(ending) and len(k) > len(ending)}
+    carried = sorted(p for p in found if f"{p}{PREFIX_JOIN}{keys.EPOCH_KWH}" in metric_keys)
+    if carried:
+        return carried[0]
     return found.pop() if len(found) == 1 else None
 
 
