@@ -605,8 +605,15 @@ def test_a_run_resumed_in_another_region_keeps_the_co2_of_its_earlier_part(tmp_p
     for record in history[2:]:
         germany_kwh = record.total_kwh - before.history[-1].total_kwh
         assert record.co2_kg == pytest.approx(france_kg + germany_kwh * 380 / 1000)
+    # The checkpoint was saved after the fit: what was measured after its last epoch is in no
+    # epoch, and keeps France's price too; everything after the checkpoint is Germany's.
+    saved = torch.load(tmp_path / "saved.ckpt", weights_only=True)["callbacks"]
+    ledger = next(v for k, v in saved.items() if "EnergyMonitor" in k)["ledger"]
+    assert ledger["outside_co2_kg"] == pytest.approx(ledger["outside_epochs_j"] / J_PER_KWH * 55 / 1000)
+    france_kwh = (ledger["total_j"] + ledger["outside_epochs_j"]) / J_PER_KWH
     summary = after.last_summary
-    assert summary["co2_kg"] == pytest.approx(france_kg + (summary["total_kwh"] - before.total_kwh) * 0.38)
+    expected_kg = france_kwh * 55 / 1000 + (summary["total_kwh"] - france_kwh) * 380 / 1000
+    assert summary["co2_kg"] == pytest.approx(expected_kg)
 
 
 def test_a_run_resumed_watching_another_metric_does_not_mix_the_two(tmp_path, ns):
