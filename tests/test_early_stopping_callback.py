@@ -741,3 +741,37 @@ def test_a_run_logged_with_an_mlflow_prefix_replays_and_reports_as_any_other(
     summary = json.loads(js.read_text())
     assert summary["best_metric"] == pytest.approx(best, rel=1e-6)
     assert summary["total_kwh"] == pytest.approx(monitor.last_summary["total_kwh"], rel=1e-6)
+
+
+def test_a_run_resumed_from_an_earlier_checkpoint_into_its_mlflow_run_replays_as_it_went_on(
+    tmp_path, sqlite_uri, monkeypatch, ns
+):
+    """Trained 12 epochs, then resumed from epoch 4's checkpoint into the same MLflow run with
+    another patience: replay reads the run as it went on (the abandoned epochs 5-11 are not part
+    of it), as the CSV log of the resumed fit does."""
+    import csv
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+    flat_from_6 = [0.3 + 1 / (1 + e) if e < 6 else 0.3 + 1 / 7 + 1e-4 * (e % 2) for e in range(12)]
+    ckpts = tmp_path / "ckpt"
+    module = ns.module(curve_module)(flat_from_6)
+    every = ns.callbacks.ModelCheckpoint(dirpath=ckpts, save_top_k=-1, filename="{epoch}")
+    logger = ns.loggers.MLFlowLogger(experiment_name="again", tracking_uri=sqlite_uri)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=100, min_relative_gain=None)
+    _fit(tmp_path / "a", [stopper, every], module, 12, logger=logger, lightning=ns, enable_checkpointing=True)
+    resumed = EnergyAwareEarlyStopping(monitor="val_loss", patience=2, min_relative_gain=None)
+    again = ns.loggers.MLFlowLogger(experiment_name="again", tracking_uri=sqlite_uri, run_id=logger.run_id)
+    module = ns.module(curve_module)(flat_from_6)
+    _fit(tmp_path / "b", [resumed], module, 12, ckpt_path=ckpts / "epoch=4.ckpt", logger=again, lightning=ns)
+    assert resumed.stop_reason is not None and resumed.stopped_epoch < 11
+
+    out = tmp_path / "d.csv"
+    assert cli.main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "again", "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (row["stop_reason"], int(row["stop_epoch"])) == (
+        resumed.stop_reason.value,
+        resumed.stopped_epoch + 1,
+    )
+    assert float(row["cost_total"]) == pytest.approx(float(resumed.policy.history.costs_kwh[-1]), rel=1e-6)

@@ -82,7 +82,17 @@ def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
 
     Returns:
         One value per step: the one with the largest timestamp, ties broken by the largest value
-        (NaN lowest), whatever the order of ``points``.
+        (NaN lowest), whatever the order of ``points``. Steps whose latest value is older than
+        a smaller step's are dropped: a fit resumed from an earlier checkpoint into the same run
+        logged the smaller steps again, and what the abandoned fit logged beyond them is not part
+        of the run as it went on.
+
+    Example:
+        >>> from types import SimpleNamespace as M
+        >>> first = [M(step=s, timestamp=s, value=1.0) for s in (1, 2, 3, 4)]  # stopped at step 4
+        >>> again = [M(step=s, timestamp=10 + s, value=2.0) for s in (3,)]  # resumed from step 2
+        >>> latest_per_step(first + again)
+        {1: 1.0, 2: 1.0, 3: 2.0}
     """
     out: dict[int, tuple[int, float, float]] = {}
     for m in points:
@@ -91,7 +101,15 @@ def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
         step = int(m.step)
         if step not in out or key[:2] > out[step][:2]:
             out[step] = key
-    return {step: value for step, (_, _, value) in out.items()}
+    kept: dict[int, float] = {}
+    newest = -math.inf
+    for step in sorted(out):
+        timestamp, _, value = out[step]
+        if timestamp < newest:
+            continue  # logged before a smaller step was logged again: an abandoned fit's
+        newest = timestamp
+        kept[step] = value
+    return kept
 
 
 PREFIX_JOIN = "-"
