@@ -376,7 +376,9 @@ def summary_from_mlflow(
     return summary
 
 
-def summary_from_log(path: str, monitor: str | None = None, mode: str | None = None) -> dict[str, Any]:
+def summary_from_log(
+    path: str, monitor: str | None = None, mode: str | None = None, run: Any | None = None
+) -> dict[str, Any]:
     """The summary of a past run read back from its Lightning log (``CSVLogger``, ``TensorBoardLogger``).
 
     Uses the ``energy_summary.json`` EnergyMonitor wrote in the log's folder when there is one (and
@@ -387,6 +389,7 @@ def summary_from_log(path: str, monitor: str | None = None, mode: str | None = N
         path: The log's ``metrics.csv`` or one of its ``events.out.tfevents.*`` files.
         monitor: Metric to draw; default: the run's ``lightning_green.monitor``.
         mode: Its direction, for a metric other than the run's (as :func:`summary_from_mlflow`).
+        run: The log already opened (``open_lightning_log(path)``), so that it is read once.
 
     Returns:
         A summary as :func:`build_summary` makes it.
@@ -400,7 +403,7 @@ def summary_from_log(path: str, monitor: str | None = None, mode: str | None = N
     from lightning_green.offline.lightning_logs import open_lightning_log
     from lightning_green.offline.summary_artifact import load_summary
 
-    run = open_lightning_log(path)
+    run = open_lightning_log(path) if run is None else run
     if run is None:
         raise UsageError(
             f"log {path}: not a Lightning log (a CSVLogger metrics.csv or a TensorBoard "

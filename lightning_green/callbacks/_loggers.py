@@ -226,17 +226,16 @@ def autologged(trainer: Trainer) -> bool:
     return any(type(cb).__name__.endswith("MlflowPLCallback") for cb in trainer.callbacks)
 
 
-def log_to_active_run(trainer: Trainer, metrics: dict[str, float], step: int | None = None) -> None:
-    """Log metrics to the MLflow run active in the process only, if any.
+def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
+    """Log metrics to the MLflow run active in the process only, if any, at the current epoch's number.
 
-    At ``step``; by default the current epoch's number, where autolog logs the epoch's metrics
-    (see :func:`active_run`).
+    Where autolog logs the epoch's metrics (see :func:`active_run`).
     """
     run = active_run(trainer)
     if run is None or not reachable(run):
         return
     try:
-        run.log_metrics(metrics, step=int(trainer.current_epoch if step is None else step))
+        run.log_metrics(metrics, step=int(trainer.current_epoch))
     except Exception as err:
         _failed(run, err, f"the active MLflow run refused metrics {list(metrics)}")
 

@@ -279,8 +279,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         """Pick the window length from the energy source (collective: every rank is here)."""
         self.begin_training(trainer)
         self._window_precision = None
-        if self._session is not None and self.policy is not None:  # a trial restored from a checkpoint
-            self._session.set_probing(self.key, self.policy.in_trial)
+        self._hold_others_while_in_trial()  # a trial restored from a checkpoint
         self._window.target_steps = self._target_steps()
         self.publish_tags(trainer)
 
@@ -335,6 +334,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
             return
         self.resume_window(trainer)
 
+    def _hold_others_while_in_trial(self) -> None:
+        """Other adaptations hold still while a trial runs: its epochs must differ by the size alone."""
+        if self._session is not None and self.policy is not None:
+            self._session.set_probing(self.key, self.policy.in_trial)
+
     def _check_loader_followed(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """At the first batch after a switch: a loader that kept the previous size stops the adapting.
 
@@ -355,14 +359,11 @@ class AdaptiveBatchSize(AdaptiveCallback):
             trainer,
             loader_ignored_message(self.attr_name, previous, new, first, trainer.current_epoch, lr_factor),
         )
-        undo = 1.0 / lr_factor
-        if undo != 1.0:
-            scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, undo)
+        undo = self._scale_learning_rates(trainer, new, previous)
         self._size(pl_module, previous)
         self.current_batch_size = previous
         self.policy.stop(previous)
-        if self._session is not None:
-            self._session.set_probing(self.key, self.policy.in_trial)  # no trial holds the precision now
+        self._hold_others_while_in_trial()  # no trial holds the precision now
         self.pending = None
         self._window.reset()
         self._pairs.reset()
@@ -450,8 +451,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
         run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
         decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
-        # Other adaptations hold still while a trial runs (its epochs must differ by the size alone).
-        self._session.set_probing(self.key, policy.in_trial)
+        self._hold_others_while_in_trial()
         if decision is None:
             return
         _compat.agree_across_ranks(trainer, [decision.batch_size], "the batch size")

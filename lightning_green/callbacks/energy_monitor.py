@@ -19,7 +19,7 @@ from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.checks import as_plain, check_bool, check_choice, check_int, check_range
-from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
+from lightning_green.energy.accounting import EnergyLedger, EpochEnergy, with_outside_epochs
 from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, validate_pue
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
@@ -560,11 +560,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if not self._epoch_open and last is not None and int(trainer.current_epoch) > last.epoch:
             # Saved after the fit's last epoch (on_train_end): end-of-fit work, in no epoch, as the
             # summary books it; a resume must not add it to its next epoch.
-            ledger = dict(state.ledger)
-            ledger["outside_epochs_j"] = float(ledger.get("outside_epochs_j", 0.0)) + open_epoch.energy_j
-            before_kg, kg = ledger.get("outside_co2_kg", 0.0), open_epoch.co2_kg
-            ledger["outside_co2_kg"] = None if before_kg is None or kg is None else float(before_kg) + kg
-            state.ledger = ledger
+            state.ledger = with_outside_epochs(state.ledger, open_epoch.energy_j, open_epoch.co2_kg)
             state.energy_source = merge_sources(state.energy_source, open_epoch.source)
         else:
             state.open_epoch = open_epoch

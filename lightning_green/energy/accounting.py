@@ -204,13 +204,11 @@ class EnergyLedger:
 
     def add_outside_epochs(self, energy_j: float) -> None:
         """Book energy used outside every epoch (end-of-fit work), priced at the intensity now."""
-        self.outside_epochs_j += energy_j
-        kg = (
-            None
-            if self.carbon_intensity_g_per_kwh is None
-            else co2_kg(energy_j / J_PER_KWH, self.carbon_intensity_g_per_kwh)
+        intensity = self.carbon_intensity_g_per_kwh
+        kg = None if intensity is None else co2_kg(energy_j / J_PER_KWH, intensity)
+        self.outside_epochs_j, self.outside_co2_kg = _plus_outside(
+            (self.outside_epochs_j, self.outside_co2_kg), energy_j, kg
         )
-        self.outside_co2_kg = None if kg is None or self.outside_co2_kg is None else self.outside_co2_kg + kg
 
     def run_co2_kg(self, measured_j: float) -> float | None:
         """CO2 of :meth:`run_total_j`: the epochs' and the tail's, and what earlier fits used outside epochs.
@@ -430,3 +428,27 @@ class EnergyLedger:
         # The CO2 recorded for the energy so far (older checkpoints: the last epoch's figure).
         saved_kg = state.get("co2_kg", self.history[-1].co2_kg if self.history else None)
         self._co2_before = (self.offset_j, None if saved_kg is None else float(saved_kg))
+
+
+def _plus_outside(
+    outside: tuple[float, float | None], energy_j: float, kg: float | None
+) -> tuple[float, float | None]:
+    """Energy outside epochs and its CO2, plus ``energy_j`` of ``kg`` (``None``: some had no price)."""
+    before_j, before_kg = outside
+    return before_j + energy_j, None if before_kg is None or kg is None else before_kg + kg
+
+
+def with_outside_epochs(state: dict[str, Any], energy_j: float, kg: float | None) -> dict[str, Any]:
+    """A copy of a ledger's saved ``state`` with ``energy_j`` (its CO2 ``kg``) outside the epochs.
+
+    For a checkpoint saved after a fit's last epoch: what was measured since that epoch closed
+    is end-of-fit work, which a resumed run must not count in its next epoch. The live ledger is
+    left as it is (its fit books the same energy when it ends, :meth:`EnergyLedger.close_fit`).
+
+    Example:
+        >>> with_outside_epochs({"total_j": 5.0, "outside_epochs_j": 1.0, "outside_co2_kg": 0.5}, 2.0, 0.25)
+        {'total_j': 5.0, 'outside_epochs_j': 3.0, 'outside_co2_kg': 0.75}
+    """
+    before = (float(state.get("outside_epochs_j", 0.0)), state.get("outside_co2_kg", 0.0))
+    outside_j, outside_kg = _plus_outside(before, energy_j, kg)
+    return {**state, "outside_epochs_j": outside_j, "outside_co2_kg": outside_kg}

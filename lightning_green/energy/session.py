@@ -180,8 +180,8 @@ class EnergySession:
         self._samples_local = 0
         self._epoch_start_s = 0.0
         self._windows: dict[str, _Mark] = {}
-        self._faults_seen = (0, 0)  # summed faults before and after the last read
         self.last_reading: Reading | None = None  # the last collective reading of this fit
+        self._faults_before_read = 0  # summed faults before the last reading
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
@@ -260,8 +260,8 @@ class EnergySession:
         self._samples_local = 0
         self._epoch_start_s = self._clock()
         self._windows.clear()
-        self._faults_seen = (0, 0)
         self.last_reading = None
+        self._faults_before_read = 0
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
 
     def stop(self) -> None:
@@ -310,7 +310,7 @@ class EnergySession:
         )
         for name in SOURCES:
             summed.pop(f"source.{name}")
-        self._faults_seen = (self._faults_seen[1], measured.faults)
+        self._faults_before_read = 0 if self.last_reading is None else self.last_reading.faults
         self.last_reading = measured
         return measured, summed
 
@@ -364,8 +364,8 @@ class EnergySession:
         A read that fails keeps the last good value, so the window it opens would count the
         energy of the outage as its own when the counter answers again.
         """
-        before, after = self._faults_seen
-        return min(before, after)  # a restarted meter counts from 0 again
+        after = 0 if self.last_reading is None else self.last_reading.faults
+        return min(self._faults_before_read, after)  # a restarted meter counts from 0 again
 
     def begin(self, key: str) -> None:
         """Open the window ``key`` here (collective)."""

@@ -429,7 +429,7 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow:
         summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor, mode=args.mode)
     else:
-        summary = summary_from_log(args.log, monitor=args.monitor, mode=args.mode)
+        summary = summary_from_log(args.log, monitor=args.monitor, mode=args.mode, run=run)
     text = format_summary(summary)
     with StagedOutputs() as out:
         if "--json" in targets:

@@ -64,13 +64,13 @@ def read_mlflow_curves(
     each of its checks, the cumulative kWh and the epochs completed it decided on
     (``energy/check_kwh``, ``energy/check_epochs``: fractional for a check inside an epoch or a run
     planned in steps) and ``energy/epochs_until_lr_decay``; with the default ``cost_key`` these are
-    the cost and the progress of each check, and the metric at a check is its latest value logged
-    at or before the check's step (the check read the latest value: a metric logged every few
-    steps need not be logged at the check's own step; checks before its first value are left out).
-    A run without them (logged without the stopper, or by an earlier version) is read from
-    ``cost_key`` per epoch at the steps where the metric was logged too, the epoch of each check from the
-    ``epoch`` metric Lightning logs at the same step (0-based, so epochs completed is one more)
-    when present, else from the check's position.
+    the cost and the progress of each check, and the metric value each check read
+    (``energy/check_metric``: the metric's own series need not hold it, logged every few steps or
+    once an epoch under autolog; a run logged before it existed is read where the metric shares a
+    step with the check). A run without them (logged without the stopper, or by an earlier
+    version) is read from ``cost_key`` per epoch at the steps where the metric was logged too, the
+    epoch of each check from the ``epoch`` metric Lightning logs at the same step (0-based, so
+    epochs completed is one more) when present, else from the check's position.
     What the callback told the policy beyond the curves is passed on as it was: the run parameter
     ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
     ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
