@@ -475,6 +475,66 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
     assert {p: p.read_bytes() for p in kept} == kept and not (tmp_path / "r.png").exists()
 
 
+def test_a_tensorboard_logged_run_resumed_into_a_new_folder_replays_as_one_run(
+    tmp_path, monkeypatch, capsys, ns
+):
+    """TensorBoardLogger writes a resumed run into a new ``version_N`` folder, as CSVLogger does:
+    replay and report of its event file join the earlier part (every check from the first epoch,
+    the callback's decision); given both folders' event files, replay reads one run and says so;
+    and the earlier part's event file, read as an input, cannot be overwritten by an output."""
+    import csv
+
+    from lightning_green import cli
+    from lightning_green.offline import read_log_curve
+
+    install_scripted_meter(monkeypatch)
+    module = ns.module(curve_module)(saturating_curve(40, tau=5.0))
+    ckpt = tmp_path / "ckpt"
+
+    def fit(stopper, extra, ckpt_path=None):
+        logger = ns.loggers.TensorBoardLogger(str(tmp_path), name="tb")
+        callbacks = [stopper, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), *extra]
+        _fit(
+            tmp_path, callbacks, module, 40, ckpt_path, logger=logger, lightning=ns, enable_checkpointing=True
+        )
+
+    with pytest.raises(KilledError):
+        fit(EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5), [KillAt(9)])
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
+    fit(stopper, [], ckpt_path=str(ckpt / "last.ckpt"))
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 9
+    (first,), (resumed,) = (
+        list((tmp_path / "tb" / f"version_{v}").glob("events.out.tfevents.*")) for v in (0, 1)
+    )
+
+    curve = read_log_curve(resumed)  # every check of the run, the earlier folder's first
+    assert len(curve.metrics) == len(stopper.policy.history) and curve.epochs[0] == 1
+    assert list(curve.costs) == pytest.approx(list(stopper.policy.history.costs_kwh), rel=1e-6)
+
+    for given, out in (([resumed], "one.csv"), ([first, resumed], "both.csv")):
+        capsys.readouterr()
+        assert cli.main(["replay", *map(str, given), "-o", str(tmp_path / out)]) == 0
+        (row,) = list(csv.DictReader((tmp_path / out).read_text().splitlines()))
+        assert row["curve_id"] == str(resumed.parent)
+        assert (row["stop_reason"], int(row["stop_epoch"])) == (
+            stopper.stop_reason.value,
+            stopper.stopped_epoch + 1,
+        )
+        assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
+    assert "read as part of the run that continues it" in capsys.readouterr().out
+
+    # The earlier part's event file and what is read beside it are inputs: refused, left as they were.
+    kept = {p: p.read_bytes() for p in (first, first.parent / "hparams.yaml")}
+    for argv in (
+        ["replay", str(resumed), "-o", str(first)],
+        ["replay", str(resumed), "-o", str(first.parent / "hparams.yaml")],
+        ["report", str(resumed), "--json", str(first), "-o", str(tmp_path / "r.png")],
+    ):
+        assert cli.main(argv) == 2
+        assert "refusing to overwrite an input" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in kept} == kept and not (tmp_path / "r.png").exists()
+
+
 def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkeypatch, capsys, ns):
     """The stopper watching ``curve_loss`` (a new value every step, logged every 3 steps, 4 steps an
     epoch) checks at every epoch end on the step's value, which the log's own ``curve_loss`` series

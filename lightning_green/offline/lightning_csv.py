@@ -131,12 +131,9 @@ class LightningCsvRun:
             if other.resolve() in opening or not is_lightning_csv(other):
                 continue
             run = LightningCsvRun(other, _opening=opening)
-            epochs = run.history("epoch")
-            for step, value in sorted(run.history(keys.TOTAL_KWH).items()):
-                # float32, as Lightning logs: the difference of two totals is good to about 1e-7
-                same = math.isclose(value, base, rel_tol=1e-6, abs_tol=1e-18)
-                if same and step < first_step and (epoch is None or epochs.get(step) == epoch - 1):
-                    return run, step
+            step = continued_step(run, base, epoch, first_step)
+            if step is not None:
+                return run, step
         return None
 
     def _read_cells(self) -> dict[str, dict[int, tuple[int, int, str]]]:
@@ -192,6 +189,33 @@ class LightningCsvRun:
                 raise CurveFormatError(self.path, line, col, key, f"not a number: {text!r}")
             out[step] = value
         return out
+
+
+def continued_step(earlier: Any, base_kwh: float, epoch: float | None, first_step: int) -> int | None:
+    """The step of the epoch of ``earlier`` that a log resumed from a checkpoint continues, or ``None``.
+
+    A resumed run continues ``energy/total_kwh`` from the checkpoint: its first epoch's total less
+    that epoch's ``energy/epoch_kwh`` (``base_kwh``) is the total of an epoch of the earlier log,
+    logged at a step before the resumed log's first (``first_step``), and (when the resumed log
+    logged its ``epoch``) the epoch before the resumed log's first.
+
+    Args:
+        earlier: A candidate earlier part (anything with ``history(key) -> {step: value}``).
+        base_kwh: The total the resumed log started from, in kWh.
+        epoch: The ``epoch`` the resumed log logged with its first total, or ``None``.
+        first_step: The first step the resumed log logged anything at.
+
+    Returns:
+        The earlier log's step of that epoch's total (its rows after it were re-run after the
+        resume), or ``None`` when ``earlier`` is not the part the log continues.
+    """
+    epochs = earlier.history("epoch")
+    for step, value in sorted(earlier.history(keys.TOTAL_KWH).items()):
+        # float32, as Lightning logs: the difference of two totals is good to about 1e-7
+        same = math.isclose(value, base_kwh, rel_tol=1e-6, abs_tol=1e-18)
+        if same and step < first_step and (epoch is None or epochs.get(step) == epoch - 1):
+            return step
+    return None
 
 
 def _step(path: str, line: int, col: int, text: str) -> int:
