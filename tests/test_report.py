@@ -191,6 +191,49 @@ def test_report_command_on_a_lightning_log(tmp_path, monkeypatch, capsys, ns, ki
     assert "val_loss gain forgone" in capsys.readouterr().out
 
 
+def test_an_output_where_the_log_reader_would_read_it_is_refused_even_when_missing(
+    tmp_path, monkeypatch, capsys, ns
+):
+    """A CSVLogger that is not the first logger gets no energy_summary.json: replay or report
+    writing one there (or an event file into a TensorBoard log's folder) would make the log
+    unreadable from then on. Refused, naming the path and what the log reads it as; the logs
+    still replay and report afterwards."""
+    from pathlib import Path
+
+    install_scripted_meter(monkeypatch)
+    loggers = [
+        ns.loggers.TensorBoardLogger(str(tmp_path), name="tb"),
+        ns.loggers.CSVLogger(str(tmp_path), name="csv"),
+    ]
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_epochs=1)
+    module = ns.module(curve_module)(saturating_curve(40))
+    make_trainer(tmp_path, [stopper], logger=loggers, max_epochs=6, lightning=ns, **FAST).fit(
+        module, datamodule=ns.DigitsDataModule()
+    )
+    csv_log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    (tb_log,) = (tmp_path / "tb" / "version_0").glob("events.out.tfevents.*")
+    summary = csv_log.parent / "energy_summary.json"
+    assert not summary.exists()  # the summary went to the first logger's folder only
+    new_events = tb_log.parent / "events.out.tfevents.decisions"
+    for argv, target, role in (
+        (["replay", str(csv_log), "-o", str(summary)], summary, "its energy summary"),
+        (["report", str(csv_log), "-o", str(tmp_path / "r.png"), "--json", str(summary)], summary, "summary"),
+        (
+            ["replay", str(tb_log), "-o", str(tmp_path / "d.csv"), "--plot", str(new_events)],
+            new_events,
+            "event",
+        ),
+    ):
+        capsys.readouterr()
+        assert green_cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert str(Path(target).resolve()) in err and role in err and "refusing to write into the log" in err
+        assert not target.exists() and not (tmp_path / "d.csv").exists() and not (tmp_path / "r.png").exists()
+    for log in (csv_log, tb_log):
+        assert green_cli.main(["replay", str(log), "-o", str(tmp_path / "d.csv")]) == 0
+        assert green_cli.main(["report", str(log), "-o", str(tmp_path / "r.png")]) == 0
+
+
 def test_report_command_needs_one_source(tmp_path, capsys):
     assert green_cli.main(["report"]) == 2
     assert "give either --mlflow-uri URI --run-id ID or LOG" in capsys.readouterr().err

@@ -22,7 +22,7 @@ from typing import Any
 from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
-from lightning_green.offline.errors import UsageError
+from lightning_green.offline.errors import OutputPathError, UsageError
 from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.staging import StagedOutputs
@@ -94,6 +94,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
     if from_mlflow and not args.experiment.strip():
         raise UsageError("--experiment is empty: give the name of the MLflow experiment to replay")
     inputs: list[tuple[str, str]] = []
+    logs: dict[str, Any] = {}
     if from_mlflow:
         checks.check_tracking_uri(args.mlflow_uri)
         database = checks.sqlite_file(args.mlflow_uri)
@@ -115,6 +116,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         raise UsageError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
     outputs = [("-o/--output", args.output)] + ([("--plot", args.plot)] if args.plot is not None else [])
     targets = checks.check_outputs(outputs, inputs)
+    _check_log_outputs(outputs, logs)
     image_format = checks.image_format("--plot", args.plot) if args.plot is not None else None
     options = explicit_options(args)
     _check_options(options, args.mode)
@@ -172,6 +174,25 @@ def _open_logs(paths: Sequence[str]) -> dict[str, Any]:
 def _log_inputs(runs: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(what, path)`` of every file the logs read beyond the given ones, for the output checks."""
     return [(f"log {path}'s input", f) for path, run in runs.items() for f in run.inputs if f != path]
+
+
+def _check_log_outputs(outputs: Sequence[tuple[str, str]], runs: Mapping[str, Any]) -> None:
+    """Refuse an output where a log's reader would read it as part of the log, existing or not.
+
+    A decisions CSV written as ``energy_summary.json`` (or ``hparams.yaml``, an event file) in a
+    log's folder would make the log unreadable the next time (:meth:`.LightningCsvRun.reads`).
+
+    Raises:
+        OutputPathError: Naming the output, the log and what the file would be read as.
+    """
+    for flag, path in outputs:
+        for log, run in runs.items():
+            role = run.reads(path)
+            if role is not None:
+                raise OutputPathError(
+                    f"{flag} {path}: the log {log} would read {os.path.realpath(path)} as {role}: "
+                    "refusing to write into the log; give a file outside its folder"
+                )
 
 
 def _file_curves(
@@ -424,6 +445,7 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     outputs = [("-o/--output", plot)] if plot is not None else []
     outputs += [("--json", args.json)] if args.json is not None else []
     targets = dict(zip((flag for flag, _ in outputs), checks.check_outputs(outputs, inputs), strict=True))
+    _check_log_outputs(outputs, {args.log: run} if not from_mlflow and run is not None else {})
     image_format = checks.image_format("-o/--output", plot) if plot is not None else None
 
     if from_mlflow:

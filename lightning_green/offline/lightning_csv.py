@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,8 @@ class LightningCsvRun:
         self.continues: tuple[str, ...] = ()
         """The ``metrics.csv`` files of the earlier parts of this run, joined in before its rows
         (a run resumed from a checkpoint writes a new ``version_N`` folder), latest first."""
+        self.folders: tuple[str, ...] = (str(folder),)
+        """The folders read: this log's, then those of the earlier parts it continues."""
         earlier = self._earlier_part(_opening)
         if earlier is not None:
             run, last_step = earlier
@@ -105,7 +107,24 @@ class LightningCsvRun:
             self.params = {**run.params, **self.params}
             self.continues = (run.path, *run.continues)
             self.inputs = (*self.inputs, *run.inputs)
+            self.folders = (*self.folders, *run.folders)
             self.label = f"{self.label} (continuing {', '.join(self.continues)})"
+
+    def reads(self, path: str | os.PathLike[str]) -> str | None:
+        r"""What this log's reader reads a file at ``path`` as, whether it exists or not; else ``None``.
+
+        In the log's folder and those of the earlier parts it continues: the log (``metrics.csv``),
+        ``hparams.yaml`` and ``energy_summary.json``. A file written there becomes part of the log
+        the next time it is read.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> f = pathlib.Path(tempfile.mkdtemp()) / "metrics.csv"
+            >>> _ = f.write_text("epoch,step,val_loss\n0,9,0.5\n")
+            >>> LightningCsvRun(f).reads(f.parent / "energy_summary.json")
+            'its energy summary (energy_summary.json)'
+        """
+        return role_in_log(path, self.folders, lambda name: name == Path(self.path).name, "the log itself")
 
     def _earlier_part(self, opening: frozenset[Path]) -> tuple[LightningCsvRun, int] | None:
         """The log this one continues, and its last step before the resume; ``None`` if none.
@@ -223,6 +242,34 @@ def _step(path: str, line: int, col: int, text: str) -> int:
     if value is None or not math.isfinite(value) or value < 0 or value != math.floor(value):
         raise CurveFormatError(path, line, col + 1, "step", f"not a whole number >= 0: {text!r}")
     return int(value)
+
+
+SIDE_FILE_ROLES = {
+    HPARAMS_FILE: f"its run parameters ({HPARAMS_FILE})",
+    SUMMARY_FILE: f"its energy summary ({SUMMARY_FILE})",
+}
+"""What a log's readers read each file beside its metrics as."""
+
+
+def role_in_log(
+    path: str | os.PathLike[str], folders: Sequence[str], is_log: Callable[[str], bool], log_role: str
+) -> str | None:
+    """What a log's reader reads a file at ``path`` as (existing or not), or ``None``.
+
+    Args:
+        path: The file (symbolic links and ``..`` are resolved).
+        folders: The folders the log reads (its own and those of the earlier parts it continues).
+        is_log: Whether a file of that name in one of them is read as the log's metrics.
+        log_role: How to name such a file.
+
+    Returns:
+        ``log_role`` or the role of a side file (:data:`SIDE_FILE_ROLES`) for a file in one of
+        ``folders``; ``None`` for any other path.
+    """
+    real = Path(os.path.realpath(path))
+    if str(real.parent) not in {os.path.realpath(folder) for folder in folders}:
+        return None
+    return SIDE_FILE_ROLES.get(real.name) or (log_role if is_log(real.name) else None)
 
 
 def side_files(folder: Path) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from lightning_green.offline.lightning_csv import (
     continued_step,
     read_hparams,
     read_summary_marks,
+    role_in_log,
     side_files,
 )
 from lightning_green.offline.mlflow_runs import latest_per_step
@@ -139,6 +140,17 @@ class TensorBoardRun:
             self.inputs = (*self.inputs, *run.inputs)
             self.folders = (*self.folders, *run.folders)
             self.label = f"{self.label} (continuing {', '.join(run.folders)})"
+
+    def reads(self, path: str | os.PathLike[str]) -> str | None:
+        """What this log's reader reads a file at ``path`` as, whether it exists or not; else ``None``.
+
+        In the log's folder and those of the earlier parts it continues: every
+        ``events.out.tfevents.*`` file, ``hparams.yaml`` and ``energy_summary.json``. A file
+        written there becomes part of the log the next time it is read.
+        """
+        return role_in_log(
+            path, self.folders, lambda name: name.startswith(EVENTS_PREFIX), "an event file of the log"
+        )
 
     def _earlier_part(self, folder: Path, opening: frozenset[Path]) -> tuple[TensorBoardRun, int] | None:
         """The log this one continues, and its last step before the resume; ``None`` if none.
