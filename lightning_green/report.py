@@ -56,6 +56,7 @@ def session_summary(
         extra=extra,
         best_check=ledger.best_check,
         co2_kg=ledger.run_co2_kg(measured_j),
+        checks=ledger.checks,
     )
 
 
@@ -72,6 +73,7 @@ def build_summary(
     extra: dict[str, Any] | None = None,
     best_check: CheckValue | None = None,
     co2_kg: float | None = None,
+    checks: Sequence[CheckValue] = (),
 ) -> dict[str, Any]:
     """The end-of-run summary as plain data.
 
@@ -90,6 +92,9 @@ def build_summary(
             the energy up to it come from it when it beats every epoch's value.
         co2_kg: The run's CO2 as its ledger priced it (a run resumed in another region keeps
             the earlier part's figure), or ``None``: the total at ``carbon_intensity_g_per_kwh``.
+        checks: Every validation inside an epoch (``val_check_interval < 1``), in order: the
+            summary's ``checks`` (``epoch``, ``total_kwh``, ``metric``), which the plot draws
+            with the epochs' values; absent when there were none.
 
     Returns:
         A JSON-able dictionary.
@@ -131,6 +136,8 @@ def build_summary(
         }
         for r in history
     ]
+    if checks and monitor is not None:
+        summary["checks"] = [{"epoch": c.epoch, "total_kwh": c.total_kwh, "metric": c.metric} for c in checks]
     if extra:
         summary.update(extra)
     return summary

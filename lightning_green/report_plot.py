@@ -39,14 +39,30 @@ def stop_place(savings: dict[str, Any], stopped_epoch: int) -> str:
     return f"at {float(stopped_at):.4g} epochs (in epoch {stopped_epoch})"
 
 
-def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
-    """Draw the monitored metric against cumulative kWh, with epoch energy, the stop and the fit.
+def metric_points(summary: dict[str, Any]) -> list[tuple[float, float]]:
+    """``(cumulative kWh, metric)`` of every check the summary records, in the order they came.
 
-    The metric is a line over cumulative energy (one point per epoch); each epoch's energy is a
-    bar spanning the energy it used (right axis); batch-size and precision probes are shaded
-    and adopted switches drawn as lines (:mod:`lightning_green.report_marks`); the stop point
-    is marked with its reason; where the stopping policy fitted a learning curve, the fit is
-    drawn over the epochs it was fitted on and dashed over its projection to the planned end.
+    Each epoch's value (``per_epoch``, at the epoch's end) and each validation inside an epoch
+    (``checks``, with ``val_check_interval < 1``), ordered by the energy up to them (a check
+    inside an epoch before the epoch's end at the same energy).
+
+    Example:
+        >>> epochs = [{"total_kwh": 2.0, "metric": 0.4}, {"total_kwh": 4.0, "metric": None}]
+        >>> inside = [{"total_kwh": 1.0, "metric": 0.5}, {"total_kwh": 3.0, "metric": 0.3}]
+        >>> metric_points({"per_epoch": epochs, "checks": inside})
+        [(1.0, 0.5), (2.0, 0.4), (3.0, 0.3)]
+    """
+    inside = [(float(c["total_kwh"]), 0, float(c["metric"])) for c in summary.get("checks") or []]
+    ends = [
+        (float(e["total_kwh"]), 1, float(e["metric"]))
+        for e in summary.get("per_epoch", [])
+        if e.get("metric") is not None
+    ]
+    return [(kwh, metric) for kwh, _, metric in sorted(inside + ends, key=lambda p: p[:2])]
+
+
+def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str | None = None) -> Path:
+    """Draw the monitored metric against cumulative kWh and write the image (:func:`draw_summary`).
 
     Args:
         summary: What :func:`build_summary` returned (with the stopper's fields when it ran).
@@ -59,6 +75,33 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     Raises:
         ImportError: When matplotlib (the ``plot`` extra) is not installed.
     """
+    fig = draw_summary(summary)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format=image_format)
+    return out
+
+
+def draw_summary(summary: dict[str, Any]) -> Any:
+    """The report figure: the monitored metric against cumulative kWh, epoch energy, the stop, the fit.
+
+    The metric is a line over cumulative energy, one point per check the run recorded
+    (:func:`metric_points`: every validation, several an epoch with ``val_check_interval < 1``);
+    each epoch's energy is a
+    bar spanning the energy it used (right axis); batch-size and precision probes are shaded
+    and adopted switches drawn as lines (:mod:`lightning_green.report_marks`); the stop point
+    is marked with its reason; where the stopping policy fitted a learning curve, the fit is
+    drawn over the epochs it was fitted on and dashed over its projection to the planned end.
+
+    Args:
+        summary: What :func:`build_summary` returned (with the stopper's fields when it ran).
+
+    Returns:
+        The matplotlib ``Figure``, on its own Agg canvas (no pyplot, no backend change).
+
+    Raises:
+        ImportError: When matplotlib (the ``plot`` extra) is not installed.
+    """
     # A Figure drawn by the Agg canvas directly: no pyplot, no backend change for the process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -66,7 +109,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     epochs = summary.get("per_epoch", [])
     totals = [e["total_kwh"] for e in epochs]
     energies = [e["energy_kwh"] for e in epochs]
-    metric_points = [(e["total_kwh"], e["metric"]) for e in epochs if e.get("metric") is not None]
+    points = metric_points(summary)
     monitor = summary.get("monitor") or "metric"
 
     fig = Figure(figsize=(8, 4.8), dpi=110)  # its own canvas: no pyplot, no global backend change
@@ -89,8 +132,8 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     ax.set_zorder(bars.get_zorder() + 1)
     ax.patch.set_visible(False)
 
-    if metric_points:
-        xs, ys = zip(*metric_points, strict=True)
+    if points:
+        xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, "o-", color="#08519c", markersize=3.5, linewidth=1.5, label=monitor)
         low, high = min(ys), max(ys)
         pad = 0.15 * (high - low) or 0.05 * abs(high) or 1.0
@@ -167,10 +210,7 @@ def plot_summary(summary: dict[str, Any], path: str | Path, *, image_format: str
     ax.legend(handles + bar_handles, labels + bar_labels, fontsize=8, loc=corner)
     ax.grid(alpha=0.25)
     fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format=image_format)
-    return out
+    return fig
 
 
 def _draw_not_run(

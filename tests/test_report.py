@@ -234,6 +234,35 @@ def test_an_output_where_the_log_reader_would_read_it_is_refused_even_when_missi
         assert green_cli.main(["report", str(log), "-o", str(tmp_path / "r.png")]) == 0
 
 
+def test_report_plot_draws_every_validation_inside_epochs(tmp_path, capsys, ns):
+    """With val_check_interval=0.5 the run validates twice an epoch: the report (of its CSVLogger
+    log, from the energy_summary.json beside it) draws the metric at every one of those checks,
+    in order of the energy up to them, not one point an epoch."""
+    from lightning_green.report_plot import draw_summary
+
+    epochs = 3
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="log")
+    monitor = EnergyMonitor(monitor="val_loss")
+    ns.pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path, [monitor], logger=logger, max_epochs=epochs, lightning=ns, val_check_interval=0.5, **FAST
+    )
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    log = tmp_path / "log" / "version_0" / "metrics.csv"
+    as_json = tmp_path / "report.json"
+    assert green_cli.main(["report", str(log), "-o", str(tmp_path / "r.png"), "--json", str(as_json)]) == 0
+    summary = json.loads(as_json.read_text())
+    (line,) = [ln for ln in draw_summary(summary).axes[0].get_lines() if ln.get_label() == "val_loss"]
+    kwh, metric = list(line.get_xdata()), list(line.get_ydata())
+    assert len(kwh) == 2 * epochs  # two validations an epoch, each drawn
+    assert kwh == sorted(kwh) and len(set(kwh)) == len(kwh)
+    ends = [e["total_kwh"] for e in summary["per_epoch"]]
+    assert kwh[1::2] == ends  # every second point is an epoch's end; the others lie inside epochs
+    assert all(a < k < b for k, a, b in zip(kwh[0::2], [0.0, *ends[:-1]], ends, strict=True))
+    assert metric[1::2] == [e["metric"] for e in summary["per_epoch"]]
+    assert summary["best_metric"] == min(metric)
+
+
 def test_report_command_needs_one_source(tmp_path, capsys):
     assert green_cli.main(["report"]) == 2
     assert "give either --mlflow-uri URI --run-id ID or LOG" in capsys.readouterr().err

@@ -150,6 +150,9 @@ class EnergyLedger:
         self.offset_j = 0.0  # energy of earlier processes of this run (restored on resume)
         self.baseline_metric: float | None = None  # metric before the first epoch, when known
         self.best_check: CheckValue | None = None  # the best validation of the run, any in an epoch
+        # Every validation inside an epoch (val_check_interval < 1), in order: the epochs' records
+        # hold only each epoch's last.
+        self.checks: list[CheckValue] = []
         self.partial_before = False  # a restored run that was already partial
         # What earlier fits of this run measured after their last epoch (end-of-fit work): in the
         # run's total, in no epoch, and kept out of the epochs' cumulative totals (and so of the
@@ -293,7 +296,7 @@ class EnergyLedger:
         return self.history[-1]
 
     def note_check(self, epoch: int, metric: float, total_j: float) -> CheckValue | None:
-        """Remember a validation's metric when it is the best of the run so far.
+        """Record a validation inside an epoch (:attr:`checks`); remember it when the best so far.
 
         Args:
             epoch: Zero-based epoch the validation ran in.
@@ -309,13 +312,17 @@ class EnergyLedger:
             (0.5, 20.0)
             >>> ledger.note_check(1, 0.45, 30.0).metric  # not better: the best stays
             0.4
+            >>> [c.metric for c in ledger.checks]  # every one, in order
+            [0.5, 0.4, 0.45]
         """
         value = float(metric)
+        if not math.isfinite(value):
+            return self.best_check
+        check = CheckValue(int(epoch), value, float(total_j))
+        self.checks.append(check)
         best = self.best_check
-        if math.isfinite(value) and (
-            best is None or (value > best.metric if self.mode == "max" else value < best.metric)
-        ):
-            self.best_check = CheckValue(int(epoch), value, float(total_j))
+        if best is None or (value > best.metric if self.mode == "max" else value < best.metric):
+            self.best_check = check
         return self.best_check
 
     def _marginal(self, metric: float | None, energy_j: float, before: list[EpochEnergy]) -> float | None:
@@ -389,6 +396,7 @@ class EnergyLedger:
         self.history = [replace(r, metric=None, marginal_per_kwh=None) for r in self.history]
         self.baseline_metric = None
         self.best_check = None
+        self.checks = []
 
     @property
     def partial(self) -> bool:
@@ -403,6 +411,7 @@ class EnergyLedger:
             "history": [asdict(r) for r in self.history],
             "baseline_metric": self.baseline_metric,
             "best_check": None if self.best_check is None else asdict(self.best_check),
+            "checks": [asdict(c) for c in self.checks],
             "partial": self.partial,
             "co2_kg": self.co2_kg(self._last_total_j),
             "outside_epochs_j": self.outside_epochs_j,
@@ -420,6 +429,7 @@ class EnergyLedger:
         self.baseline_metric = state.get("baseline_metric")
         best = state.get("best_check")
         self.best_check = None if best is None else CheckValue(**best)
+        self.checks = [CheckValue(**c) for c in state.get("checks", [])]  # older checkpoints: none
         self.partial_before = bool(state.get("partial", False))
         self.outside_epochs_j = float(state.get("outside_epochs_j", 0.0))
         outside_kg = state.get("outside_co2_kg", 0.0 if self.outside_epochs_j == 0 else None)

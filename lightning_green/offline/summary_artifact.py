@@ -5,7 +5,8 @@ what :func:`lightning_green.report.build_summary` writes, with the types it writ
 is a :class:`~lightning_green.offline.errors.SummaryFormatError` naming the field and where,
 never a traceback from deep inside the table or the plot. Limits, checked before the work:
 :data:`MAX_SUMMARY_BYTES` bytes a file, :data:`MAX_PER_EPOCH` ``per_epoch`` entries (the plot
-draws one bar each) and :data:`MAX_FIT_POINTS` points of a learning-curve fit. Fields the report
+draws one bar each), :data:`MAX_CHECKS` ``checks`` (validations inside epochs) and
+:data:`MAX_FIT_POINTS` points of a learning-curve fit. Fields the report
 does not use are kept as they are, unchecked.
 """
 
@@ -25,6 +26,8 @@ MAX_PER_EPOCH = 10_000
 """Most ``per_epoch`` entries of a summary the report draws (one bar each)."""
 MAX_FIT_POINTS = 10_000
 """Most points of the learning-curve fit of a summary."""
+MAX_CHECKS = 100_000
+"""Most ``checks`` entries (validations inside epochs) of a summary the report draws."""
 
 _REQUIRED = ("total_kwh", "co2_kg", "energy_source", "is_estimate", "partial", "epochs", "per_epoch")
 _OPTIONAL_NUMBERS = (
@@ -156,6 +159,19 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
         c.number(entry, "total_kwh", f"{field}.total_kwh")
         c.number(entry, "energy_kwh", f"{field}.energy_kwh")
         c.number(entry, "metric", f"{field}.metric", optional=True)
+    checks = data.get("checks")
+    if checks is not None:
+        if not isinstance(checks, list):
+            raise c.fail("checks", f"must be a list of check records, got {_shown(checks)}")
+        if len(checks) > MAX_CHECKS:
+            raise c.fail("checks", f"has {len(checks):,} entries; the report draws at most {MAX_CHECKS:,}")
+        for i, entry in enumerate(checks):
+            field = f"checks[{i}]"
+            if not isinstance(entry, dict):
+                raise c.fail(field, f"must be a check record (a JSON object), got {_shown(entry)}")
+            c.integer(entry, "epoch", f"{field}.epoch")
+            c.number(entry, "total_kwh", f"{field}.total_kwh")
+            c.number(entry, "metric", f"{field}.metric")
     policy = data.get("stopping_policy")
     if policy is not None and not isinstance(policy, dict):
         raise c.fail("stopping_policy", f"must be a JSON object or null, got {_shown(policy)}")
