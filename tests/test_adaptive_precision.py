@@ -15,8 +15,9 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.precision import MixedPrecision
 from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
+from torch.utils.data import DataLoader
 
-from lightning_green import AdaptationUnsupportedError, AdaptivePrecision, EnergyMonitor
+from lightning_green import AdaptationUnsupportedError, AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor
 from lightning_green.callbacks import adaptive_precision
 from lightning_green.energy.meter import EnergyMeasurementWarning
 from lightning_green.training import windows
@@ -339,6 +340,77 @@ def test_resume_restores_16_mixed_with_its_gradscaler_state_and_goes_on_deciding
     assert resumed.history[: len(state["history"])] == state["history"]
     assert resumed.policy.step > state["policy"]["step"]  # the restored policy carried on
     assert not [h for h in resumed.history[len(state["history"]) :] if h["reason"] == "probe"]
+
+
+class SeedEachEpoch(AnyCallback):
+    """Seeds torch at every epoch start: a resumed epoch trains exactly as the uninterrupted one did."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        torch.manual_seed(trainer.current_epoch)
+
+
+def unshuffled_digits(lightning):
+    """The digits data in a fixed order (a resume must not change which batches a window sees)."""
+
+    class UnshuffledDigits(lightning.DigitsDataModule):
+        def train_dataloader(self):
+            return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+
+    return UnshuffledDigits(batch_size=32)
+
+
+@pytest.mark.parametrize("with_batch_size", [False, True], ids=["precision", "precision+batch_size"])
+def test_a_resume_from_a_checkpoint_inside_a_probe_window_decides_as_the_uninterrupted_run(
+    tmp_path, monkeypatch, ns, with_batch_size
+):
+    # bf16 costs half: from step 110 the probe alternates windows; the switch at step 116 (epoch 5)
+    # starts a bf16 segment whose window epoch 5's end (and its checkpoint) catches open.
+    cost = dict(factors={"float32": 1.0, "bfloat16": 0.5, "float16": 0.5}, overhead_j=0.2, per_sample_j=0.001)
+
+    def run(path, ckpt_path=None):
+        install_step_cost(monkeypatch, **cost)
+        precision = AdaptivePrecision(
+            precisions="bf16-mixed", window_s=0.001, start_step=110, probe_budget=0.9
+        )
+        sizes = AdaptiveBatchSize(
+            min_batch_size=32, max_batch_size=64, window_s=0.001, probe_windows=2, probe_fraction=0.9
+        )
+        checkpoint = ns.callbacks.ModelCheckpoint(
+            dirpath=str(path / "ckpt"), every_n_epochs=1, save_top_k=-1, filename="{epoch}"
+        )
+        spy = Spy()
+        callbacks = [sizes, precision] if with_batch_size else [precision]
+        ns.pl.seed_everything(0, verbose=False)
+        trainer = make_trainer(
+            path,
+            [*callbacks, spy, SeedEachEpoch(), checkpoint],
+            max_epochs=10,
+            limit_train_batches=20,
+            lightning=ns,
+            enable_checkpointing=True,
+        )
+        trainer.fit(ns.module(costed_digits)(), datamodule=unshuffled_digits(ns), ckpt_path=ckpt_path)
+        return trainer, precision, sizes, spy
+
+    def decisions(cb):
+        return [(h["epoch"], h["step"], h["from"], h["to"], h["reason"]) for h in cb.history]
+
+    whole_trainer, whole, whole_sizes, whole_spy = run(tmp_path / "whole")
+    ckpt = tmp_path / "whole" / "ckpt" / "epoch=5.ckpt"
+    assert ("bf16-mixed", "32-true", "probe") in switches(whole)  # the window closes after the resume
+
+    trainer, resumed, sizes, spy = run(tmp_path / "resumed", ckpt_path=str(ckpt))
+    assert decisions(resumed) == decisions(whole)
+    got, want = (cb.history[-1]["details"]["comparison"] for cb in (resumed, whole))
+    assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
+    assert spy.rows == whole_spy.rows[6:]  # epochs 6 to 9: the same batch sizes, precisions and lr
+    if with_batch_size:
+        assert decisions(sizes) == decisions(whole_sizes) != []  # the trial starts in the same epoch
+    total_kwh = (EnergyMonitor.for_trainer(t).last_summary["total_kwh"] for t in (trainer, whole_trainer))
+    assert next(total_kwh) == pytest.approx(next(total_kwh), rel=1e-9)
+    # The open window is in the checkpoint as plain data (it loads with weights_only=True).
+    state = torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.AdaptivePrecision"]
+    assert state["current"] == "bf16-mixed" and 0 < state["window"]["steps"] < state["window"]["target_steps"]
 
 
 # -- refusals at fit start --------------------------------------------------------------------------

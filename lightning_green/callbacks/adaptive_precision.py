@@ -37,6 +37,7 @@ from lightning_green.policy.precision import (
     probe_cost,
     probing_off_text,
 )
+from lightning_green.state import to_state
 from lightning_green.training.planned import planned_steps
 from lightning_green.training.precision import (
     PRECISION_BITS,
@@ -45,7 +46,7 @@ from lightning_green.training.precision import (
     parse_precisions,
     skip_non_finite_step,
 )
-from lightning_green.training.windows import count_samples, loss_of
+from lightning_green.training.windows import OpenWindow, count_samples, loss_of
 
 _NOTABLE = {
     PrecisionReason.TOO_EXPENSIVE,
@@ -68,6 +69,10 @@ class PrecisionState(AdaptiveState):
     skipped_steps: int = 0
     first_plan_done: bool = field(default=False, metadata={"attr": "_first_plan_done"})
     pending: Pending | None = None
+    window: OpenWindow | None = field(default=None, metadata={"attr": "saved_window"})
+    """The window a checkpoint caught open (a probe's steps and energy so far): a resume continues it."""
+    window_scale_start: float | None = field(default=None, metadata={"attr": "_window_scale_start"})
+    """The GradScaler's scale when that window began (``16-mixed``), for its overflow count."""
 
 
 class AdaptivePrecision(AdaptiveCallback):
@@ -150,6 +155,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self._step_s: float | None = None
         self._planned_steps: float | None = None
         self._first_plan_done = False
+        self._restored_window: OpenWindow | None = None
+        self._window_scale_start: float | None = None
 
     def _new_run(self) -> None:
         """As :meth:`AdaptiveCallback._new_run`, and no GradScaler or step time of the earlier run."""
@@ -275,6 +282,11 @@ class AdaptivePrecision(AdaptiveCallback):
         self._window.target_steps = max(self.policy.window_steps, 1)
         self._planned_steps = planned_steps(trainer)
         self._scale_start = self._read_scale()
+        if self._restored_window is not None:  # the window the checkpoint caught open goes on
+            self._window.restore(self._restored_window)
+            if self._window_scale_start is not None and self._scale_start is not None:
+                self._scale_start = self._window_scale_start
+        self._restored_window, self._window_scale_start = None, None
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
 
@@ -446,6 +458,33 @@ class AdaptivePrecision(AdaptiveCallback):
                 sync_dist=True,
             )
         self.pause_window(trainer)
+
+    @property
+    def saved_window(self) -> OpenWindow | None:
+        """A restored window not continued yet; the live one is added by :meth:`on_save_checkpoint`.
+
+        (Its samples and losses are summed over ranks there, so the state is the same on every rank.)
+        """
+        return self._restored_window
+
+    @saved_window.setter
+    def saved_window(self, window: OpenWindow | None) -> None:
+        self._restored_window = window  # continued in on_train_start
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Keep the open window whole in the checkpoint: energy up to now, samples and losses of all ranks.
+
+        A collective while the session runs (every rank saves the checkpoint); a window closed
+        after a resume then measures what it would have without the interruption.
+        """
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        session = self._session
+        if saved is None or session is None or not session.running or self._restored_window is not None:
+            return
+        saved["window"] = to_state(self._window.so_far())
+        saved["window_scale_start"] = self._scale_start
 
     @property
     def saved_scaler(self) -> dict[str, Any] | None:

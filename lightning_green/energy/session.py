@@ -372,20 +372,27 @@ class EnergySession:
         reading, _ = self.read()
         self._windows[key] = _Mark(reading.energy_j, self._clock(), self._faults_before_last_read())
 
-    def end(self, key: str, fields: Mapping[str, Value] | None = None, restart: bool = False) -> WindowRecord:
+    def end(
+        self,
+        key: str,
+        fields: Mapping[str, Value] | None = None,
+        restart: bool = False,
+        rank0: Mapping[str, Value] | None = None,
+    ) -> WindowRecord:
         """Close the window ``key`` here, summing the caller's ``fields`` with it (collective).
 
         Args:
             key: A window opened by :meth:`begin`.
             fields: This rank's named values to sum over ranks (e.g. samples, losses).
             restart: Open the window again from this very reading (nothing falls between).
+            rank0: Values that count global rank 0's only, returned with the summed ``fields``.
 
         Raises:
             KeyError: When the window is not open.
         """
         mark = self._windows.pop(key)
         now = self._clock()
-        reading, summed = self.read(fields, rank0={"window.duration_s": now - mark.time_s})
+        reading, summed = self.read(fields, rank0={**(rank0 or {}), "window.duration_s": now - mark.time_s})
         duration_s = float(summed.pop("window.duration_s"))  # type: ignore[arg-type]
         if restart:
             self._windows[key] = _Mark(reading.energy_j, now, self._faults_before_last_read())

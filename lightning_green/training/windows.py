@@ -47,6 +47,34 @@ class AdaptWindow:
     partial: bool = False
 
 
+@dataclass
+class OpenWindow:
+    """What a training window a checkpoint caught open had measured so far (plain data).
+
+    A resumed fit continues the window from here (:meth:`TrainingWindow.restore`), so it closes
+    at the step and with the energy it would have without the interruption.
+
+    Attributes:
+        energy_j: Energy of the window so far, all ranks and devices, before PUE.
+        duration_s: Rank 0's wall time in training during the window so far.
+        steps: Optimizer steps counted so far.
+        target_steps: Steps at which the window is due.
+        samples: Training samples of all ranks so far.
+        loss_sum: Per counted step, the training loss summed over the ranks that had one.
+        loss_n: Per counted step, how many ranks had a loss.
+        partial: Whether a measurement fault happened inside the window so far.
+    """
+
+    energy_j: float
+    duration_s: float
+    steps: int
+    target_steps: int
+    samples: int = 0
+    loss_sum: list[float] = dataclasses.field(default_factory=list)
+    loss_n: list[float] = dataclasses.field(default_factory=list)
+    partial: bool = False
+
+
 class TrainingWindow:
     """Energy, time, samples and losses of training steps, paused outside training.
 
@@ -77,6 +105,82 @@ class TrainingWindow:
         self.steps = 0
         self._losses: list[torch.Tensor | None] = []
         self._step_loss: torch.Tensor | None = None
+        self._carried: OpenWindow | None = None  # what the window had measured before a resume
+
+    def restore(self, saved: OpenWindow) -> None:
+        """Continue a window a checkpoint caught open (:meth:`so_far`), paused (no collective).
+
+        Its steps, energy, time and target count at once; its samples and losses are added,
+        once for all ranks, when the window closes.
+        """
+        self.reset()
+        self.energy_j, self.duration_s, self.partial = saved.energy_j, saved.duration_s, saved.partial
+        self.steps, self.target_steps = saved.steps, max(int(saved.target_steps), 1)
+        self._carried = saved
+
+    def _carried_fields(self) -> dict[str, Any]:
+        """The restored samples and losses, counted once (rank 0's) when summed over ranks."""
+        carried = self._carried
+        if carried is None:
+            return {}
+        return {
+            "carried.samples": float(carried.samples),
+            "carried.loss_sum": list(carried.loss_sum),
+            "carried.loss_n": list(carried.loss_n),
+        }
+
+    def _local_losses(self) -> tuple[list[float], list[float]]:
+        """This rank's loss sums and counts per counted step, ``(0, 0)`` for a step without loss."""
+        present = [v.reshape(()) for v in self._losses if v is not None]
+        if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
+            present = [v.double() for v in present]
+        values = iter(torch.stack(present).double().cpu().tolist() if present else [])
+        losses = [0.0 if v is None else float(next(values)) for v in self._losses]
+        return losses, [0.0 if v is None else 1.0 for v in self._losses]
+
+    @staticmethod
+    def _with_carried(summed: Mapping[str, Any]) -> tuple[float, list[float], list[float]]:
+        """Samples, loss sums and loss counts of the whole window: the restored part first."""
+        samples = float(summed["samples"]) + float(summed.get("carried.samples", 0.0))
+        loss_sum = list(summed.get("carried.loss_sum", [])) + list(summed["loss_sum"])
+        loss_n = list(summed.get("carried.loss_n", [])) + list(summed["loss_n"])
+        return samples, loss_sum, loss_n
+
+    def so_far(self, collective: bool = True) -> OpenWindow | None:
+        """What the window has measured so far, to keep in a checkpoint; None when it counted no step.
+
+        Args:
+            collective: Read the meters of a running window (without interrupting it) and sum the
+                samples and losses over ranks: every rank must call it. False: no meter read, this
+                rank's figures only (a fit that is over).
+        """
+        if self.steps == 0:
+            return None
+        if collective and not self.paused:
+            self.sync()
+            record = self.session.end(self.key, restart=True)  # reopened at this very reading
+            self.energy_j += record.energy_j
+            self.duration_s += record.duration_s
+            self.partial = self.partial or record.partial
+        loss_sum, loss_n = self._local_losses()
+        fields: dict[str, Any] = {
+            "samples": float(self.samples_local),
+            "loss_sum": loss_sum,
+            "loss_n": loss_n,
+        }
+        carried = self._carried_fields()
+        summed: Mapping[str, Any] = self.session.sum(fields, carried) if collective else {**fields, **carried}
+        samples, loss_sum, loss_n = self._with_carried(summed)
+        return OpenWindow(
+            energy_j=self.energy_j,
+            duration_s=self.duration_s,
+            steps=self.steps,
+            target_steps=self.target_steps,
+            samples=round(samples),
+            loss_sum=[float(v) for v in loss_sum],
+            loss_n=[float(v) for v in loss_n],
+            partial=self.partial,
+        )
 
     def resume(self) -> None:
         """Start counting again (collective when paused)."""
@@ -126,34 +230,32 @@ class TrainingWindow:
             extras: This rank's named values to sum over ranks with the record.
         """
         self.sync()
-        present = [v.reshape(()) for v in self._losses if v is not None]
-        if len({v.dtype for v in present}) > 1:  # a module returning losses of several dtypes
-            present = [v.double() for v in present]
-        values = iter(torch.stack(present).double().cpu().tolist() if present else [])
         # Per step: (loss, 1) or (0, 0) - the same length on every rank, summed in one collective.
-        losses = [0.0 if v is None else float(next(values)) for v in self._losses]
+        loss_sum, loss_n = self._local_losses()
         fields = {
             "samples": float(self.samples_local),
-            "loss_sum": losses,
-            "loss_n": [0.0 if v is None else 1.0 for v in self._losses],
+            "loss_sum": loss_sum,
+            "loss_n": loss_n,
             **{f"extra.{k}": float(v) for k, v in (extras or {}).items()},
         }
+        carried = self._carried_fields()
         energy_j, duration_s, partial = self.energy_j, self.duration_s, self.partial
         if self.paused:
-            reading, summed = self.session.read(fields)
+            reading, summed = self.session.read(fields, carried)
             source = reading.source
         else:
-            record = self.session.end(self.key, fields, restart=True)
+            record = self.session.end(self.key, fields, restart=True, rank0=carried)
             energy_j, duration_s = energy_j + record.energy_j, duration_s + record.duration_s
             summed, source, partial = record.fields, record.source, partial or record.partial
-        pairs = zip(summed["loss_sum"], summed["loss_n"], strict=True)  # type: ignore[call-overload]
+        samples, all_loss_sum, all_loss_n = self._with_carried(summed)
+        pairs = zip(all_loss_sum, all_loss_n, strict=True)
         window = AdaptWindow(
             energy_j=max(energy_j, 0.0),
             duration_s=max(duration_s, 0.0),
-            samples=round(summed["samples"]),  # type: ignore[call-overload]
+            samples=round(samples),
             steps=self.steps,
             losses=[total / n for total, n in pairs if n > 0],
-            extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},  # type: ignore[arg-type]
+            extras={k.removeprefix("extra."): float(v) for k, v in summed.items() if k.startswith("extra.")},
             source=source,
             partial=partial,
         )
