@@ -317,6 +317,52 @@ def test_a_loader_built_once_that_ignores_the_size_stops_adapting_with_one_warni
     assert adaptations["batch_size_switches"].endswith("64->32 loader_ignored_size")
 
 
+def test_a_resume_at_an_adopted_size_with_a_loader_built_once_goes_back_to_the_size_it_yields(
+    tmp_path, monkeypatch, ns
+):
+    # The run adopts 64 (its learning rate x2) and is checkpointed; resumed with a DataModule that
+    # builds its DataLoader once in setup() from batch_size=32 (before the checkpoint's 64 is
+    # restored), the loader yields 32. Caught at the first batch, as after a switch: the learning
+    # rate goes back to the rate for 32 before any step, one warning, adapting stops.
+    class BuiltOnce(ns.DigitsDataModule):
+        def setup(self, stage=None):
+            super().setup(stage)
+            self.loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
+
+        def train_dataloader(self):
+            return self.loader
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    checkpoint = ns.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    spy_first = Spy()
+    fit(tmp_path / "a", [spy_first, first, checkpoint], epochs=7, lightning=ns, enable_checkpointing=True)
+    assert first.current_batch_size == 64 and spy_first.rows[-1]["batch_size"] == 64, moves(first)
+    lr_32 = spy_first.rows[0]["lr"]
+    assert spy_first.rows[-1]["lr"] == pytest.approx(2 * lr_32)
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(
+            tmp_path / "b",
+            [spy, resumed],
+            dm=BuiltOnce(batch_size=32),
+            epochs=9,
+            ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+            lightning=ns,
+        )
+    ignored = [str(w.message) for w in caught if "did not follow" in str(w.message)]
+    assert len(ignored) == 1 and "batch_size=64" in ignored[0] and "x2 undone" in ignored[0], ignored
+    assert [r["batch_size"] for r in spy.rows] == [32, 32]  # epochs 7 and 8
+    assert [r["lr"] for r in spy.rows] == [pytest.approx(lr_32)] * 2  # never trained at 32 with x2
+    assert moves(resumed)[-1] == (7, 64, 32, "loader_ignored_size")
+    assert resumed.history[-1]["details"] == {"first_batch": 32, "expected": 64}
+    assert resumed.current_batch_size == 32 and not resumed.policy.active and resumed.pending is None
+
+
 def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     decided: list[tuple[int, int]] = []

@@ -147,8 +147,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._pairs = GradientPairs(NOISE_EVERY)
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
-        # (previous size, new size, lr factor) of a switch whose first batch is still to be checked
-        self._unchecked_switch: tuple[int, int, float] | None = None
+        # (previous size, new size) of a switch or resume whose first batch is still to be checked
+        self._unchecked_switch: tuple[int, int] | None = None
 
     @property
     def probing(self) -> bool:
@@ -246,12 +246,18 @@ class AdaptiveBatchSize(AdaptiveCallback):
         )
         if problem is not None:
             raise AdaptationUnsupportedError(problem)
-        if self._size(pl_module) != self.current_batch_size:
+        before = self._size(pl_module)
+        if before != self.current_batch_size:
             self._size(pl_module, self.current_batch_size)
             _compat.info(
                 trainer,
                 f"lightning_green: AdaptiveBatchSize resumed at {self.attr_name}={self.current_batch_size}",
             )
+        if self.current_batch_size != self.initial_batch_size:
+            # A run going on at a size it adopted (learning rates scaled for it): a train dataloader
+            # built in setup() from the attribute's earlier value would ignore it, as after a switch.
+            built_with = before if isinstance(before, int) and before != self.current_batch_size else None
+            self._unchecked_switch = (built_with or self.initial_batch_size, self.current_batch_size)
         if self.lr_rule is None:
             optimizer = trainer.optimizers[0] if trainer.optimizers else None
             self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
@@ -340,13 +346,14 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._session.set_probing(self.key, self.policy.in_trial)
 
     def _check_loader_followed(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """At the first batch after a switch: a loader that kept the previous size stops the adapting.
+        """At the first batch after a switch or a resume at an adopted size: a loader ignoring it stops it.
 
-        The attribute goes back to the size the loader yields, the learning-rate scaling is undone
-        (before any optimizer step at it), the policy stops and the history records it; one warning.
+        The attribute goes back to the size the loader yields, the learning rates to the rate for
+        it (before any optimizer step at the other size), the policy stops and the history records
+        it; one warning.
         """
-        assert self._unchecked_switch is not None and self.policy is not None
-        previous, new, lr_factor = self._unchecked_switch
+        assert self._unchecked_switch is not None and self.policy is not None and self.lr_rule is not None
+        previous, new = self._unchecked_switch
         self._unchecked_switch = None
         first = self._step_batch
         ignored = loader_ignored_switch(first, new, previous, _compat.train_loader_batches(trainer))
@@ -355,14 +362,16 @@ class AdaptiveBatchSize(AdaptiveCallback):
         )
         if not ignored:
             return
+        # The size the loader yields (the one it was built with): training goes on at it.
+        lr_factor = scale_learning_rate(1.0, first, new, self.lr_rule)
         _compat.warn(
             trainer,
-            loader_ignored_message(self.attr_name, previous, new, first, trainer.current_epoch, lr_factor),
+            loader_ignored_message(self.attr_name, first, new, first, trainer.current_epoch, lr_factor),
         )
-        undo = self._scale_learning_rates(trainer, new, previous)
-        self._size(pl_module, previous)
-        self.current_batch_size = previous
-        self.policy.stop(previous)
+        undo = self._scale_learning_rates(trainer, new, first)
+        self._size(pl_module, first)
+        self.current_batch_size = first
+        self.policy.stop(first)
         self._hold_others_while_in_trial()  # no trial holds the precision now
         self.pending = None
         self._window.reset()
@@ -480,7 +489,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             self._size(pl_module, new)
             self.current_batch_size = new
             _compat.rebuild_train_dataloader(trainer)
-            self._unchecked_switch = (previous, new, lr_factor)
+            self._unchecked_switch = (previous, new)
             self._window.reset()
             self._pairs.reset()
             self._record(trainer, previous, pending, lr_factor)
