@@ -228,3 +228,32 @@ def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsy
         assert "rebuilt from the logged metrics (the run has no energy_summary.json)" in out
     finally:
         server.stop()
+
+
+def test_energy_logged_to_mlflow_is_the_summarys_to_the_last_digit(tmp_path, sqlite_uri, ns):
+    # Lightning logs a plain float through self.log as float32 (7 digits): the run's logged
+    # total would differ from its summary's (and replay's costs from the stopper's) in the 8th.
+    import numpy as np
+    from conftest import make_trainer
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
+
+    logger = ns.loggers.MLFlowLogger(experiment_name="exact", tracking_uri=sqlite_uri)
+    monitor = EnergyMonitor(monitor="val_loss")
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=50, check_on_train_epoch_end=True)
+    trainer = make_trainer(tmp_path, [monitor, stopper], logger=logger, max_epochs=3, lightning=ns)
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+
+    client = MlflowClient(sqlite_uri)
+
+    def series(key: str) -> list[float]:
+        return [m.value for m in sorted(client.get_metric_history(logger.run_id, key), key=lambda m: m.step)]
+
+    totals, epochs = series("energy/total_kwh"), series("energy/epoch_kwh")
+    checks = series("energy/check_kwh")
+    assert totals == [r.total_kwh for r in monitor.history]
+    assert epochs == [r.energy_kwh for r in monitor.history]
+    assert checks == [float(c) for c in stopper.policy.history.costs_kwh]
+    # Not values that float32 holds exactly (the comparison above would then prove nothing).
+    assert any(float(np.float32(v)) != v for v in totals + checks)

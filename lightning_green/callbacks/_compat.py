@@ -130,6 +130,28 @@ def _device(trainer: Trainer) -> torch.device:
         return torch.device("cpu")
 
 
+_NO_FLOAT64 = ("mps", "xla")
+"""Device types without float64 tensors: logged values stay as Lightning makes them (float32)."""
+
+
+def exact_values(trainer: Trainer | None, metrics: dict[str, float]) -> dict[str, Any]:
+    """``metrics`` as float64 tensors on the strategy's device, for ``LightningModule.log``.
+
+    ``self.log`` turns a Python float into a float32 tensor: a kWh logged that way keeps 7
+    significant digits, and the logged ``energy/total_kwh`` differs from the summary's (and replay's
+    costs from the stopper's) in the 8th. A float64 tensor is logged as it is. On devices without
+    float64 (``mps``, ``xla``) the values are returned unchanged.
+
+    Example:
+        >>> exact_values(None, {"energy/total_kwh": 1 / 3})["energy/total_kwh"].item() == 1 / 3
+        True
+    """
+    device = _device(trainer) if trainer is not None else torch.device("cpu")
+    if device.type in _NO_FLOAT64:
+        return dict(metrics)
+    return {k: torch.tensor(float(v), dtype=torch.float64, device=device) for k, v in metrics.items()}
+
+
 def summing(trainer: Trainer) -> Reduce:
     """The reduce of an :class:`~lightning_green.energy.session.EnergySession` in ``trainer``.
 

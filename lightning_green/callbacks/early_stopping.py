@@ -356,7 +356,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         elif self._check_on_train_epoch_end:
             if trainer.loggers:
                 # Identical on every rank (one decision): sync_dist only says so to Lightning.
-                pl_module.log_dict(metrics, on_step=False, on_epoch=True, logger=True, sync_dist=True)
+                exact = _compat.exact_values(trainer, metrics)  # float64: not Lightning's float32
+                pl_module.log_dict(exact, on_step=False, on_epoch=True, logger=True, sync_dist=True)
             if trainer.global_rank == 0:
                 # An MLflow run active without MLFlowLogger: straight to it, at this epoch.
                 _loggers.log_to_active_run(trainer, metrics)

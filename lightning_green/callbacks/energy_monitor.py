@@ -444,8 +444,10 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         options = dict(
             on_step=False, on_epoch=True, logger=to_loggers, add_dataloader_idx=False, sync_dist=True
         )
-        pl_module.log_dict(metrics, prog_bar=False, **options)
-        pl_module.log(keys.TOTAL_KWH, record.total_kwh, prog_bar=self.prog_bar, **options)
+        # As float64 tensors: Lightning logs plain floats as float32 (7 digits of a kWh).
+        pl_module.log_dict(_compat.exact_values(trainer, metrics), prog_bar=False, **options)
+        total = _compat.exact_values(trainer, {keys.TOTAL_KWH: record.total_kwh})[keys.TOTAL_KWH]
+        pl_module.log(keys.TOTAL_KWH, total, prog_bar=self.prog_bar, **options)
         if trainer.global_rank == 0 and not _loggers.autologged(trainer):
             # An MLflow run active without MLFlowLogger or autolog: the epoch's energy goes there too.
             _loggers.log_to_active_run(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
