@@ -24,10 +24,16 @@ PROJECTED_GAIN_PER_KWH = "energy/projected_gain_per_kwh"
 # (the per-epoch energy/total_kwh ends at the last epoch's close). The summary's total_kwh/co2_kg.
 RUN_KWH = "energy/run_kwh"
 RUN_CO2_KG = "energy/run_co2_kg"
+# The part of energy/run_kwh measured before the first epoch of each fit (setup, sanity check,
+# Lightning's batch-size and learning-rate finders): in no epoch, so in no energy/total_kwh.
+RUN_BEFORE_EPOCHS_KWH = "energy/run_before_epochs_kwh"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
 # EnergyAwareEarlyStopping, at every check (several an epoch, or one every few epochs): what the
 # policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.
-CHECK_KWH = "energy/check_kwh"  # cumulative kWh at the check
+CHECK_KWH = "energy/check_kwh"  # cumulative kWh of the training epochs at the check
+# The run's kWh outside its epochs at the check (before the first epoch, earlier fits' end-of-fit
+# work): the energy budget counts it, the projections of what the next check costs do not.
+CHECK_OUTSIDE_KWH = "energy/check_outside_kwh"
 CHECK_EPOCHS = "energy/check_epochs"  # epochs completed at the check (fractional inside an epoch)
 # The monitored metric's value each check decided on (the metric's own series may not hold it:
 # logged every few steps, or once an epoch under autolog): what replay decides on.

@@ -57,6 +57,7 @@ def session_summary(
         best_check=ledger.best_check,
         co2_kg=ledger.run_co2_kg(measured_j),
         checks=ledger.checks,
+        before_epochs_j=ledger.before_epochs_j,
     )
 
 
@@ -74,6 +75,7 @@ def build_summary(
     best_check: CheckValue | None = None,
     co2_kg: float | None = None,
     checks: Sequence[CheckValue] = (),
+    before_epochs_j: float = 0.0,
 ) -> dict[str, Any]:
     """The end-of-run summary as plain data.
 
@@ -95,11 +97,14 @@ def build_summary(
         checks: Every validation inside an epoch (``val_check_interval < 1``), in order: the
             summary's ``checks`` (``epoch``, ``total_kwh``, ``metric``), which the plot draws
             with the epochs' values; absent when there were none.
+        before_epochs_j: The part of ``total_j`` measured before the first epoch of each fit
+            (setup, sanity check, a batch-size or learning-rate search), in no epoch, in J.
 
     Returns:
         A JSON-able dictionary.
     """
     total_kwh = j_to_kwh(total_j)
+    before_kwh = j_to_kwh(max(0.0, before_epochs_j))
     epochs = len(history)
     if carbon_intensity_g_per_kwh is None:
         co2_kg = None
@@ -115,14 +120,17 @@ def build_summary(
         "carbon_intensity_g_per_kwh": carbon_intensity_g_per_kwh,
         "epochs": epochs,
         "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / J_PER_KWH) if epochs else None,
-        # Outside epochs (end-of-fit work, of every fit of the run): in total_kwh, in no epoch.
-        "kwh_after_last_epoch": max(0.0, total_kwh - history[-1].total_kwh) if epochs else None,
+        # Outside epochs, in total_kwh and in no epoch: before each fit's first epoch (setup, the
+        # sanity check, Lightning's finders), and the rest (end-of-fit work, of every fit).
+        "kwh_before_first_epoch": before_kwh if epochs else None,
+        "kwh_after_last_epoch": max(0.0, total_kwh - before_kwh - history[-1].total_kwh) if epochs else None,
         "duration_s": sum(r.duration_s for r in history),
         "monitor": monitor,
         "mode": mode,
     }
     if monitor is not None:
-        summary.update(_metric_fields(history, mode, total_kwh, best_check))
+        # The energy after the best: of the epochs after it, and what followed the last (not the setup).
+        summary.update(_metric_fields(history, mode, total_kwh - before_kwh, best_check))
     summary["per_epoch"] = [
         {
             "epoch": r.epoch,
@@ -144,8 +152,9 @@ def build_summary(
 
 
 def _metric_fields(
-    history: Sequence[EpochEnergy], mode: str, total_kwh: float, best_check: CheckValue | None
+    history: Sequence[EpochEnergy], mode: str, from_epochs_kwh: float, best_check: CheckValue | None
 ) -> dict[str, Any]:
+    # from_epochs_kwh: the run's energy from the first epoch on (its total less the setup)
     candidates: list[EpochEnergy | CheckValue] = [
         r for r in history if r.metric is not None and math.isfinite(r.metric)
     ]
@@ -162,7 +171,7 @@ def _metric_fields(
         "best_metric": best.metric,
         "best_epoch": best.epoch,
         "kwh_to_best": best.total_kwh,
-        "kwh_after_best": max(0.0, total_kwh - best.total_kwh),
+        "kwh_after_best": max(0.0, from_epochs_kwh - best.total_kwh),
         "best_marginal_per_kwh": max(marginals) if marginals else None,
         "last_marginal_per_kwh": marginals[-1] if marginals else None,
     }
@@ -236,6 +245,14 @@ def format_summary(summary: dict[str, Any]) -> str:
     ]
     if summary.get("kwh_per_epoch") is not None:
         rows.append(("kWh per epoch", f"{summary['kwh_per_epoch']:.6g}"))
+    if summary.get("kwh_before_first_epoch"):
+        rows.append(
+            (
+                "before the first epoch",
+                f"{summary['kwh_before_first_epoch']:.6g} kWh (setup, sanity check, batch-size or "
+                "learning-rate search; in no epoch)",
+            )
+        )
     if summary.get("kwh_after_last_epoch"):
         rows.append(
             ("after the last epoch", f"{summary['kwh_after_last_epoch']:.6g} kWh (end of fit, in no epoch)")
@@ -505,9 +522,12 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
     extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
-    # The whole run (what followed the last epoch included), as the summary the run printed.
+    # The whole run (what preceded the first epoch and followed the last included), as the summary
+    # the run printed; the part before the first epoch as the run logged it (older runs: none).
     run_kwh = history(keys.RUN_KWH)
     total_j = max(records[-1].total_j, run_kwh[max(run_kwh)] * J_PER_KWH) if run_kwh else records[-1].total_j
+    before_kwh = history(keys.RUN_BEFORE_EPOCHS_KWH)
+    before_j = before_kwh[max(before_kwh)] * J_PER_KWH if before_kwh else 0.0
     return build_summary(
         records,
         total_j=total_j,
@@ -518,6 +538,7 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         monitor=monitor,
         mode=mode,
         extra=extra,
+        before_epochs_j=before_j,
     )
 
 

@@ -19,6 +19,9 @@ from lightning_green.policy import StopReason
 
 FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
 EPOCH_KWH = 1000.0 / J_PER_KWH  # the scripted meter: 1000 J per epoch boundary
+# Its read when the first epoch starts (1000 J): before the first epoch, in no epoch. The budget is
+# the whole run's and counts it; the next epoch is projected from the epochs (1000 J each).
+BEFORE_KWH = 1000.0 / J_PER_KWH
 
 
 def _fit(tmp_path, callbacks, module, max_epochs, ckpt_path=None, lightning=PL, **kwargs):
@@ -61,13 +64,13 @@ def test_stops_when_more_epochs_stop_paying_and_records_why(tmp_path, sqlite_uri
 
 def test_energy_budget_stops_before_it_would_be_exceeded(tmp_path, monkeypatch):
     install_scripted_meter(monkeypatch)
-    budget_kwh = 5.4 * EPOCH_KWH
+    budget_kwh = BEFORE_KWH + 5.4 * EPOCH_KWH
     stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
     trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=20)
     history = stopper.energy_monitor.history
     assert stopper.stop_reason is StopReason.ENERGY_BUDGET
-    assert stopper.stopped_epoch == 4  # after 5 epochs: a 6th would make 6 x 1000 J > 5.4 x 1000 J
-    assert history[-1].total_kwh <= budget_kwh
+    assert stopper.stopped_epoch == 4  # after 5 epochs: a 6th would make 1000 + 6 x 1000 J > 6.4 x 1000 J
+    assert BEFORE_KWH + history[-1].total_kwh <= budget_kwh
     assert trainer.current_epoch == 5
 
 
@@ -75,7 +78,8 @@ def test_a_budget_the_run_ends_within_is_no_stop(tmp_path, monkeypatch):
     """A run whose last planned epoch ends within the budget ran to its end: the next epoch, which
     would exceed the budget, was never planned, so no budget stop is reported."""
     install_scripted_meter(monkeypatch)
-    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=4.5 * EPOCH_KWH)
+    budget_kwh = BEFORE_KWH + 4.5 * EPOCH_KWH
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
     trainer = _fit(tmp_path, [stopper], DigitsClassifier(), max_epochs=4)
     assert stopper.stop_reason is None and stopper.stopped_epoch == 0
     assert trainer.current_epoch == 4 and len(stopper.energy_monitor.history) == 4
@@ -96,14 +100,15 @@ def test_a_run_ended_by_something_else_is_not_this_stoppers_stop(tmp_path, monke
     """The budget would stop at epoch 1, but the run was already ending there (max_time): the
     check is recorded, the stop and what it saved are not claimed."""
     install_scripted_meter(monkeypatch)
-    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.5 * EPOCH_KWH)
+    budget_kwh = BEFORE_KWH + 2.5 * EPOCH_KWH
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
     trainer = _fit(tmp_path, [stopper, StopsTheRunAt(1)], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
     assert trainer.current_epoch == 2 and len(stopper.policy.history) == 2
     assert stopper.last_decision.should_stop  # what the policy said ...
     assert stopper.stop_reason is None and stopper.stopped_epoch == 0  # ... is not what ended the run
     assert stopper.energy_summary_fields()["stop_reason"] == "none"
 
-    control = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=2.5 * EPOCH_KWH)
+    control = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
     _fit(tmp_path / "alone", [control], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
     assert (control.stop_reason, control.stopped_epoch) == (StopReason.ENERGY_BUDGET, 1)
 
@@ -111,7 +116,7 @@ def test_a_run_ended_by_something_else_is_not_this_stoppers_stop(tmp_path, monke
 def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypatch):
     built = install_scripted_meter(monkeypatch)
     monitor = EnergyMonitor(monitor="val_acc", mode="max")
-    stopper = EnergyAwareEarlyStopping(monitor="val_loss", energy_budget_kwh=2.5 * EPOCH_KWH)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", energy_budget_kwh=BEFORE_KWH + 2.5 * EPOCH_KWH)
     trainer = _fit(tmp_path, [stopper, monitor], DigitsClassifier(), max_epochs=10)
     assert [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)] == [monitor]
     assert len(built) == 1 and stopper.energy_monitor is monitor
@@ -250,7 +255,7 @@ def test_replay_of_a_budget_stop_needs_no_policy_options(tmp_path, sqlite_uri, m
     from lightning_green import cli
 
     install_scripted_meter(monkeypatch)
-    budget_kwh = 5.4 * EPOCH_KWH
+    budget_kwh = BEFORE_KWH + 5.4 * EPOCH_KWH
     stopper = EnergyAwareEarlyStopping(
         monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh, patience=7
     )
@@ -669,7 +674,9 @@ def test_state_survives_a_safe_checkpoint_round_trip():
 def test_ddp_ranks_stop_together(tmp_path):
     from test_ddp_energy import run_ddp
 
-    budget_kwh = 0.0035  # scripted: 3010 J per epoch over both ranks; a 5th epoch would exceed it
+    # Scripted: 3010 J per epoch over both ranks, and 3010 J before the first epoch (the read at its
+    # start), which the budget counts: a 5th epoch would exceed it.
+    budget_kwh = 0.0035 + 3010.0 / J_PER_KWH
     args = json.dumps({"monitor": "val_acc", "mode": "max", "energy_budget_kwh": budget_kwh})
     ranks = run_ddp(
         tmp_path, "--scripted", "--epochs", "12", "--callbacks", "stopper", "--stopper-args", args

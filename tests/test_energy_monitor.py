@@ -83,9 +83,10 @@ def test_mlflow_sqlite_per_epoch_metrics_param_and_summary(tmp_path, sqlite_uri,
     assert summary["energy_source"] == "estimate" and summary["is_estimate"] is True
     assert summary["epochs"] == 4
     assert summary["total_kwh"] >= totals[-1]
-    # The logged series ends at the last epoch; the summary says what followed it.
-    assert summary["kwh_after_last_epoch"] >= 0
-    assert totals[-1] + summary["kwh_after_last_epoch"] == pytest.approx(summary["total_kwh"], rel=1e-6)
+    # The logged series holds the epochs; the summary says what preceded the first and followed the last.
+    assert summary["kwh_after_last_epoch"] >= 0 and summary["kwh_before_first_epoch"] >= 0
+    outside_kwh = summary["kwh_before_first_epoch"] + summary["kwh_after_last_epoch"]
+    assert totals[-1] + outside_kwh == pytest.approx(summary["total_kwh"], rel=1e-6)
     assert summary["best_metric"] == pytest.approx(max(acc.values()), rel=1e-6)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9)
     # The whole run, what followed the last epoch included, is one metric each in the run.
@@ -666,8 +667,9 @@ def test_a_resume_in_another_region_from_inside_an_epoch_keeps_the_co2_before_it
         run(EnergyMonitor(region="FR", summary=False), [KillAtStep()])
     path = tmp_path / "ckpt" / "epoch=0-step=2.ckpt"
     state = torch.load(path, weights_only=False)["callbacks"]["lightning_green.EnergyMonitor"]
-    france_kwh = state["open_epoch"]["energy_j"] / J_PER_KWH
-    assert france_kwh > 0 and state["ledger"]["history"] == []  # caught inside the epoch
+    # Used in France: the open epoch's energy, and what preceded the epoch (outside it, as booked then).
+    france_kwh = (state["open_epoch"]["energy_j"] + state["ledger"]["outside_epochs_j"]) / J_PER_KWH
+    assert state["open_epoch"]["energy_j"] > 0 and state["ledger"]["history"] == []  # caught inside the epoch
     germany = EnergyMonitor(region="DE", summary=False)
     run(germany, [], ckpt_path=str(path))
     summary = germany.last_summary
@@ -694,7 +696,8 @@ def test_the_source_label_names_every_source_the_run_used(tmp_path, sqlite_uri, 
     from mlflow.tracking import MlflowClient
 
     meters = iter(
-        [_DegradingMeter(counter_reads=2), ScriptedMeter(source="estimate"), ScriptedMeter(source="rapl")]
+        # The counter answers the read at the first epoch's start and the first two epochs' ends.
+        [_DegradingMeter(counter_reads=3), ScriptedMeter(source="estimate"), ScriptedMeter(source="rapl")]
     )
     monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: next(meters))
     logger = ns.loggers.MLFlowLogger(experiment_name="sources", tracking_uri=sqlite_uri)
@@ -723,13 +726,14 @@ def test_a_second_fit_keeps_the_first_fits_end_of_fit_energy_in_the_run_total(tm
     monitor = EnergyMonitor(summary=False)
     trainer = make_trainer(tmp_path, [monitor], max_epochs=2, lightning=ns, limit_train_batches=3)
     module, data = ns.DigitsClassifier(), ns.DigitsDataModule()
-    trainer.fit(module, datamodule=data)  # reads: two epoch ends, the final one
-    assert monitor.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(3000.0)
+    trainer.fit(module, datamodule=data)  # reads: the first epoch's start, two epoch ends, the final one
+    assert monitor.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(4000.0)
     trainer.fit_loop.max_epochs = 4
     trainer.fit(module, datamodule=data)
     assert [r.total_j for r in monitor.history] == pytest.approx([1000.0, 2000.0, 3000.0, 4000.0])
     summary = monitor.last_summary
-    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(6000.0)  # every read of both fits
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(8000.0)  # every read of both fits
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # both fits' starts
     assert summary["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # both fits' ends
 
 
@@ -752,14 +756,17 @@ def test_a_checkpoint_after_the_last_epoch_keeps_the_end_of_fit_energy_outside_t
     first = EnergyMonitor(carbon_intensity_g_per_kwh=400.0, summary=False)
     ckpt = tmp_path / "end.ckpt"
     trainer = make_trainer(tmp_path / "a", [first, _SaveAtTrainEnd(ckpt)], max_epochs=2, lightning=ns)
-    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())  # reads: 2 epoch ends, the save
+    # reads: the first epoch's start, 2 epoch ends, the save
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
     resumed = EnergyMonitor(carbon_intensity_g_per_kwh=1.0, summary=False)
     trainer = make_trainer(tmp_path / "b", [resumed], max_epochs=4, lightning=ns)
     trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(), ckpt_path=ckpt)
     assert [r.energy_j for r in resumed.history] == pytest.approx([1000.0] * 4)  # epoch 2 not charged 2000
     summary = resumed.last_summary
-    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(6000.0)  # 3000 before the save, 3 reads after
-    assert summary["co2_kg"] == pytest.approx((3000.0 * 400.0 + 3000.0 * 1.0) / J_PER_KWH / 1000.0)
+    # 4000 J before the save; 4 reads after (the resumed fit's first epoch's start, 2 epoch ends, the final)
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(8000.0)
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # each fit's start
+    assert summary["co2_kg"] == pytest.approx((4000.0 * 400.0 + 4000.0 * 1.0) / J_PER_KWH / 1000.0)
 
 
 class _KillAtStep(AnyCallback):

@@ -842,3 +842,17 @@ def test_a_malformed_state_is_refused_naming_what_is_wrong(break_it, match) -> N
         StoppingPolicy().load_state_dict(state)
     with pytest.raises(ValueError, match="must be a dict"):
         StoppingPolicy().load_state_dict([1, 2])
+
+
+def test_the_budget_counts_the_energy_outside_the_epochs_but_projects_from_the_epochs():
+    """A setup of 3 kWh before epochs of 1 kWh: the next epoch is projected at 1 kWh (not 4), and the
+    budget, the whole run's, counts the setup: 3 + 2 + 1 > 5.5 stops after the second epoch."""
+    policy = StoppingPolicy(StoppingConfig(energy_budget_kwh=5.5, min_epochs=0))
+    first = policy.update(1.0, 1.0, epoch=0, max_epochs=10, outside_epochs_kwh=3.0)
+    assert not first.should_stop and first.next_epoch_kwh == 1.0  # 3 + 1 + 1 <= 5.5
+    second = policy.update(0.9, 2.0, epoch=1, max_epochs=10, outside_epochs_kwh=3.0)
+    assert second.reason is StopReason.ENERGY_BUDGET and second.next_epoch_kwh == 1.0
+    assert "5 kWh spent (3 of it outside the training epochs)" in second.message
+    assert policy.history.costs_kwh.tolist() == [1.0, 2.0]  # the epochs' costs only
+    with pytest.raises(ValueError, match=r"`outside_epochs_kwh` must be a finite number >= 0, got -1"):
+        policy.update(0.8, 3.0, epoch=2, outside_epochs_kwh=-1.0)

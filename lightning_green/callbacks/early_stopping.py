@@ -21,6 +21,7 @@ from lightning_green.callbacks._compat import LightningModule, Trainer
 from lightning_green.callbacks.energy_monitor import EnergyMonitor
 from lightning_green.checks import check_bool, check_choice
 from lightning_green.energy.session import EnergySession
+from lightning_green.energy.units import j_to_kwh
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
@@ -76,7 +77,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         check_on_train_epoch_end: Check at the training epoch's end (None: decided as Lightning does).
         log_rank_zero_only: Log the stop message on rank 0 only.
         min_epochs: Never stop on plateau or marginal-gain grounds before this many epochs.
-        energy_budget_kwh: Stop before the next epoch would take the run's energy over this (kWh).
+        energy_budget_kwh: Stop before the next epoch would take the run's energy over this (kWh):
+            the whole run's, what it used before its first epoch included; the next epoch's cost
+            is projected from the training epochs alone.
         min_gain_per_kwh: Absolute threshold in metric units per kWh (None: off).
         min_relative_gain: Stop when a further kWh is projected to buy less than this fraction of
             what the average kWh bought so far (None: off).
@@ -247,6 +250,10 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             cost_kwh = closed.total_kwh  # the EnergyMonitor (a plain callback) closed the epoch before us
         else:  # the EnergyMonitor may have read at this validation already: one reading for both
             cost_kwh = session.total_kwh_now(at=_compat.check_moment(position))
+        # The training epochs' energy is what the next interval is projected from; what the run
+        # spent outside them (before the first epoch: setup, a batch-size or learning-rate search;
+        # earlier fits' end-of-fit work) counts in the budget only, which is the whole run's.
+        outside_kwh = j_to_kwh(session.ledger.outside_epochs_j)
         # Every rank decides on rank 0's metric: identical inputs, identical decisions.
         metric = float(trainer.strategy.broadcast(float(logs[self.monitor]), src=0))
         lr_hint = epochs_until_lr_decay(
@@ -260,8 +267,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             horizon=place.horizon,
             lr_decay_in=place.lr_decay_in,
             progress_per_epoch=place.progress_per_epoch,
+            outside_epochs_kwh=outside_kwh,
         )
-        self._record_inputs(trainer, place, lr_hint, cost_kwh)
+        self._record_inputs(trainer, place, lr_hint, cost_kwh, outside_kwh)
         # Bit-identical on every rank by construction; the broadcast guards against platforms
         # whose floating point differs (multi-node with mixed hardware).
         should_stop, reason = trainer.strategy.broadcast(
@@ -278,13 +286,14 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self._stop(trainer, StopReason(reason), decision)
 
     def _record_inputs(
-        self, trainer: Trainer, place: CheckPlace, lr_hint: int | None, cost_kwh: float
+        self, trainer: Trainer, place: CheckPlace, lr_hint: int | None, cost_kwh: float, outside_kwh: float
     ) -> None:
         """Log what the policy was told at this check, for replay to decide on the same.
 
         Once a fit: the planned horizon in epochs and the policy arguments (run parameters). At every
-        check: the cumulative kWh and the epochs completed (fractional inside an epoch; not in a
-        run without epochs) the policy decided on, and the learning-rate hint when there is one.
+        check: the cumulative kWh of the training epochs and the kWh outside them, the epochs
+        completed (fractional inside an epoch; not in a run without epochs) the policy decided on,
+        and the learning-rate hint when there is one.
         """
         if not self._inputs_logged and trainer.global_rank == 0:
             self._inputs_logged = True
@@ -292,6 +301,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
             _loggers.log_params(trainer, params)
         self._pending_metrics[keys.CHECK_KWH] = float(cost_kwh)
+        self._pending_metrics[keys.CHECK_OUTSIDE_KWH] = float(outside_kwh)
         if place.epochs is not None:
             self._pending_metrics[keys.CHECK_EPOCHS] = float(place.epochs)
         if lr_hint is not None:

@@ -66,6 +66,7 @@ class MonitorState:
     open_epoch: OpenEpoch | None = None
     monitor: str | None = None  # the metric the history's values are of (None in older checkpoints)
     mode: str | None = None
+    fit_id: str | None = None  # the fit that saved it (EnergySession.fit_id)
 
 
 class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
@@ -345,7 +346,15 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             )
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Pick up a deferred metric of the previous epoch (now fresh in ``callback_metrics``)."""
+        """Start the fit's epochs at its first (collective); pick up the previous epoch's deferred metric.
+
+        What the fit used before its first epoch - setup, the sanity check, a ``BatchSizeFinder``
+        or ``LearningRateFinder`` searching in ``on_fit_start`` - is counted in the run's total but
+        in no epoch (:meth:`EnergySession.begin_epochs`). The deferred metric is fresh in
+        ``callback_metrics`` now.
+        """
+        if self.session.running:
+            self.session.begin_epochs()
         self._epoch_open = True
         self._resolve_deferred_metric(trainer)
 
@@ -520,6 +529,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         run_metrics = {
             keys.RUN_KWH: self.last_summary["total_kwh"],
             keys.RUN_CO2_KG: self.last_summary["co2_kg"],
+            keys.RUN_BEFORE_EPOCHS_KWH: self.last_summary.get("kwh_before_first_epoch"),
         }
         run_metrics = {k: float(v) for k, v in run_metrics.items() if v is not None}
         _loggers.log_metrics(trainer, run_metrics, step=_compat.logging_step(trainer))
@@ -541,7 +551,11 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
     def state_dict(self) -> dict[str, Any]:
         """Energy totals and history, so a resumed run continues the series."""
         session = self.session
-        return to_state(MonitorState(**session.state_dict(), monitor=session.monitor, mode=session.mode))
+        return to_state(
+            MonitorState(
+                **session.state_dict(), monitor=session.monitor, mode=session.mode, fit_id=session.fit_id
+            )
+        )
 
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -569,8 +583,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         saved.update(to_state(state))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Continue from a checkpoint: later epochs add to the restored total."""
+        """Continue from a checkpoint: later epochs add to the restored total.
+
+        A checkpoint this very fit saved and restores while it measures (Lightning's
+        ``BatchSizeFinder`` and ``LearningRateFinder`` save one before their search and restore it
+        after) changes nothing: the live measurement already holds what it holds, and the search's
+        energy besides; restored, the energy measured before the save would count twice.
+        """
         state = from_state(MonitorState, state_dict)
+        if state.fit_id is not None and self.session.running and state.fit_id == self.session.fit_id:
+            return
         self.session.load_state_dict({"ledger": state.ledger, "energy_source": state.energy_source})
         deferred, ledger = state.deferred_metric, self.session.ledger
         watched = (self.session.monitor, self.session.mode)

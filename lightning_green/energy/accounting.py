@@ -154,12 +154,20 @@ class EnergyLedger:
         # hold only each epoch's last.
         self.checks: list[CheckValue] = []
         self.partial_before = False  # a restored run that was already partial
-        # What earlier fits of this run measured after their last epoch (end-of-fit work): in the
-        # run's total, in no epoch, and kept out of the epochs' cumulative totals (and so of the
-        # costs a stopper sees at its checks: a one-off, not the cost of training).
+        # What the run measured outside its epochs - before each fit's first epoch (setup), and
+        # after earlier fits' last epoch (end-of-fit work): in the run's total, in no epoch, and
+        # kept out of the epochs' cumulative totals (and so of the costs a stopper projects from:
+        # one-offs, not the cost of training; its energy budget counts them).
         self.outside_epochs_j = 0.0
         # Its CO2, priced when it was used (None: some of it had no intensity then)
         self.outside_co2_kg: float | None = 0.0
+        # The part of outside_epochs_j measured before the first epoch of each fit (setup, the
+        # sanity check, Lightning's batch-size and learning-rate finders, what other callbacks do
+        # in on_fit_start/on_train_start): in the run's total, in no epoch (:meth:`begin_epochs`).
+        self.before_epochs_j = 0.0
+        # What this process's meters had measured before its first epoch began and no epoch
+        # holds (J before PUE): booked outside the epochs, so their cumulative totals leave it out.
+        self._excluded_measured_j = 0.0
         self._last_total_j = 0.0
         self._last_faults = 0
         # An epoch a checkpoint caught open (saved before the epoch was closed): its energy is
@@ -180,16 +188,59 @@ class EnergyLedger:
         """
         self.offset_j = self._last_total_j
         self._last_faults = 0
+        self._excluded_measured_j = 0.0
+
+    def begin_epochs(self, measured_j: float, faults: int) -> float:
+        """Book what was measured before this process's first epoch began outside the epochs.
+
+        The setup of the fit (the sanity check, Lightning's ``BatchSizeFinder`` and
+        ``LearningRateFinder`` searching in ``on_fit_start``, other callbacks' start hooks) is in
+        the run's total and its CO2 (:meth:`run_total_j`, :meth:`run_co2_kg`, priced at the
+        intensity now) but in no epoch: the epochs' cumulative totals (:meth:`total_j_at`) start
+        from here, and a fault before it does not make the first epoch partial.
+
+        Args:
+            measured_j: Cumulative measured energy of all ranks since the meters started, in J
+                (before PUE), when the first epoch begins.
+            faults: Cumulative measurement faults of all ranks at that reading.
+
+        Returns:
+            The energy booked, PUE applied, in joules.
+
+        Example:
+            >>> ledger = EnergyLedger(pue=2.0)
+            >>> ledger.begin()
+            >>> ledger.begin_epochs(measured_j=5.0, faults=0)
+            10.0
+            >>> record = ledger.close_epoch(0, measured_j=8.0, faults=0, samples=1, duration_s=1.0,
+            ...                             source="rapl")
+            >>> record.energy_j
+            6.0
+            >>> ledger.run_total_j(measured_j=8.0), ledger.before_epochs_j
+            (16.0, 10.0)
+        """
+        # What no epoch holds yet: not a closed epoch's, nor an epoch a checkpoint caught open.
+        energy_j = max(0.0, self.total_j_at(measured_j) - max(self.offset_j, self._last_total_j))
+        self.add_outside_epochs(energy_j)
+        self.before_epochs_j += energy_j
+        self._excluded_measured_j += energy_j / self.pue
+        self._last_faults = faults
+        return energy_j
 
     def total_j_at(self, measured_j: float) -> float:
-        """Cumulative run energy (PUE applied, resumes included) for a measured figure."""
-        return self.offset_j + self.pue * max(0.0, measured_j)
+        """Cumulative energy of the run's epochs (PUE applied, resumes included) for a measured figure.
+
+        What was measured before this process's first epoch (:meth:`begin_epochs`) is left out:
+        it is outside the epochs.
+        """
+        return self.offset_j + self.pue * max(0.0, measured_j - self._excluded_measured_j)
 
     def run_total_j(self, measured_j: float) -> float:
         """The whole run's energy at a final reading: its epochs, and everything outside them.
 
-        What the meters measured after the last closed epoch, and what earlier fits of the run
-        measured after theirs (:meth:`close_fit`).
+        What the meters measured after the last closed epoch, what earlier fits of the run
+        measured after theirs (:meth:`close_fit`), and what every fit measured before its first
+        epoch (:meth:`begin_epochs`).
         """
         return max(self._last_total_j, self.total_j_at(measured_j)) + self.outside_epochs_j
 
@@ -206,7 +257,7 @@ class EnergyLedger:
         self.add_outside_epochs(max(0.0, self.total_j_at(measured_j) - self._last_total_j))
 
     def add_outside_epochs(self, energy_j: float) -> None:
-        """Book energy used outside every epoch (end-of-fit work), priced at the intensity now."""
+        """Book energy used outside every epoch (setup, end-of-fit work), priced at the intensity now."""
         intensity = self.carbon_intensity_g_per_kwh
         kg = None if intensity is None else co2_kg(energy_j / J_PER_KWH, intensity)
         self.outside_epochs_j, self.outside_co2_kg = _plus_outside(
@@ -214,7 +265,7 @@ class EnergyLedger:
         )
 
     def run_co2_kg(self, measured_j: float) -> float | None:
-        """CO2 of :meth:`run_total_j`: the epochs' and the tail's, and what earlier fits used outside epochs.
+        """CO2 of :meth:`run_total_j`: the epochs' and the tail's, and what the run used outside epochs.
 
         The epochs and the tail are priced by :meth:`co2_kg`; the energy outside epochs as it was
         when used (at the intensity now where it had none).
@@ -416,6 +467,7 @@ class EnergyLedger:
             "co2_kg": self.co2_kg(self._last_total_j),
             "outside_epochs_j": self.outside_epochs_j,
             "outside_co2_kg": self.outside_co2_kg,
+            "before_epochs_j": self.before_epochs_j,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -434,6 +486,7 @@ class EnergyLedger:
         self.outside_epochs_j = float(state.get("outside_epochs_j", 0.0))
         outside_kg = state.get("outside_co2_kg", 0.0 if self.outside_epochs_j == 0 else None)
         self.outside_co2_kg = None if outside_kg is None else float(outside_kg)
+        self.before_epochs_j = float(state.get("before_epochs_j", 0.0))
         self._last_total_j = self.offset_j
         # The CO2 recorded for the energy so far (older checkpoints: the last epoch's figure).
         saved_kg = state.get("co2_kg", self.history[-1].co2_kg if self.history else None)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import time
+import uuid
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -185,6 +186,8 @@ class EnergySession:
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
+        self._epochs_begun = False  # whether this fit's first epoch began (begin_epochs)
+        self.fit_id: str | None = None  # names this fit's measurement (a new one at every start)
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -243,6 +246,7 @@ class EnergySession:
         self._probing.clear()
         self._step_mark = None
         self._now = None
+        self._epochs_begun = False
 
     def start(self, meter: EnergyMeter | None, reduce: Reduce = local_reduce, rank0: bool = True) -> None:
         """Start measuring with ``meter`` (this process's share of the run).
@@ -263,6 +267,8 @@ class EnergySession:
         self.last_reading = None
         self._faults_before_read = 0
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
+        self._epochs_begun = False
+        self.fit_id = uuid.uuid4().hex
 
     def stop(self) -> None:
         """Stop the meter (threads, library handles). Safe to repeat."""
@@ -410,6 +416,28 @@ class EnergySession:
         return key in self._windows
 
     # -- epochs (collectives) -----------------------------------------------------------------------
+    def begin_epochs(self) -> float | None:
+        """Mark the start of this fit's first epoch (collective, once a fit; later calls do nothing).
+
+        What the meters measured since :meth:`start` - the fit's setup, the sanity check, a batch-size
+        or learning-rate search before training - counts in the run's total but in no epoch
+        (:meth:`EnergyLedger.begin_epochs`): the first epoch's energy, time and samples start here.
+
+        Returns:
+            The energy booked outside the epochs (PUE applied, J), or ``None`` when the first
+            epoch had already begun or the session is not measuring.
+        """
+        if self._epochs_begun or not self._running:
+            return None
+        self._epochs_begun = True
+        reading, _ = self.read()
+        booked_j = self.ledger.begin_epochs(reading.energy_j, reading.faults)
+        self.energy_source = merge_sources(self.energy_source, reading.source)  # in the run's total
+        self._epoch_start_s = self._clock()
+        self._samples_local = 0
+        self._now = None  # a total read before this moment counted the setup in the epochs
+        return booked_j
+
     def close_epoch(
         self, epoch: int, metric: float | None = None, rank0: Mapping[str, float] | None = None
     ) -> tuple[EpochEnergy, Fields]:

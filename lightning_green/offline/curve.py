@@ -44,6 +44,10 @@ class Curve:
         cost_not_run: For a run its own stopper stopped before the planned end (MLflow): the
             cost the rest of the planned run would have taken, a projection from its measured
             epochs (recorded at the stop, else projected from the recorded plan); else ``None``.
+        outside_costs: The run's cost outside its training epochs at each check (before the first
+            epoch: setup, a batch-size or learning-rate search; earlier fits' end-of-fit work), as
+            the stopper recorded it (``energy/check_outside_kwh``): the energy budget counts it,
+            ``costs`` does not. ``None``: not recorded (none is counted).
     """
 
     curve_id: str
@@ -61,6 +65,7 @@ class Curve:
     recorded_config: Mapping[str, Any] | None = field(default=None, repr=False)
     epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
     cost_not_run: float | None = field(default=None, repr=False)
+    outside_costs: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)
@@ -68,6 +73,11 @@ class Curve:
             raise ValueError(
                 f"Curve {self.curve_id!r}: epochs, metrics and costs must have one value per check and at "
                 f"least one check, got {n}, {len(self.metrics)} and {len(self.costs)}"
+            )
+        if self.outside_costs is not None and len(self.outside_costs) != n:
+            raise ValueError(
+                f"Curve {self.curve_id!r}: outside_costs must have one value per check ({n}), got "
+                f"{len(self.outside_costs)}"
             )
 
     @property

@@ -295,8 +295,9 @@ def replay_curve(
 ) -> ReplayResult:
     """Run the policy over one curve, one check at a time, until it stops.
 
-    The policy is fed what the callback fed it: the metric, the cumulative cost, the epoch index
-    (or the fractional progress), the planned horizon and, where known, the distance to the next
+    The policy is fed what the callback fed it: the metric, the cumulative cost, the cost outside
+    the epochs where recorded (:attr:`Curve.outside_costs`, for the budget), the epoch index (or
+    the fractional progress), the planned horizon and, where known, the distance to the next
     learning-rate decay (:func:`policy_inputs`).
 
     Args:
@@ -320,9 +321,11 @@ def replay_curve(
     policy = StoppingPolicy(config, monitor=monitor)
     inputs = policy_inputs(curve, max_epochs, use_lr_schedule)
     metrics, costs = curve.metrics.tolist(), curve.costs.tolist()
+    # What the run spent outside its epochs at each check: the budget counts it (as the callback's).
+    outside = [0.0] * len(costs) if curve.outside_costs is None else curve.outside_costs.tolist()
     decision: StopDecision | None = None
     for i in range(len(metrics)):
-        decision = policy.update(metrics[i], costs[i], **inputs.update_args(i))
+        decision = policy.update(metrics[i], costs[i], outside_epochs_kwh=outside[i], **inputs.update_args(i))
         if decision.should_stop:
             return result_at(curve, i, decision.reason, decision)
     return result_at(curve, len(metrics) - 1, None, decision)

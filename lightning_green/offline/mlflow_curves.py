@@ -35,6 +35,8 @@ ENERGY_KEY = keys.TOTAL_KWH
 """MLflow metric holding cumulative energy in kWh (logged by the callbacks)."""
 CHECK_KWH_KEY = keys.CHECK_KWH
 """MLflow metric: the cumulative kWh EnergyAwareEarlyStopping decided on, at each of its checks."""
+CHECK_OUTSIDE_KEY = keys.CHECK_OUTSIDE_KWH
+"""MLflow metric: the run's kWh outside its epochs at each check of the stopper (its budget counts it)."""
 CHECK_EPOCHS_KEY = keys.CHECK_EPOCHS
 """MLflow metric: the epochs completed (fractional inside an epoch) at each check of the stopper."""
 CHECK_METRIC_KEY = keys.CHECK_METRIC
@@ -222,6 +224,7 @@ def curve_of_run(
     hint_hist = run.history(LR_HINT_KEY)
     plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
     costs = _cumulative(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
+    outside = run.history(CHECK_OUTSIDE_KEY) if cost is at_checks else {}
     return Curve(
         curve_id=run_id,
         epochs=epochs,
@@ -236,7 +239,23 @@ def curve_of_run(
         recorded_monitor=target.monitor,
         recorded_config=_recorded_config(where, params) if own else None,
         cost_not_run=_cost_not_run(run, costs, epochs, planned),
+        outside_costs=_outside_costs(where, steps, outside) if outside else None,
     )
+
+
+def _outside_costs(where: str, steps: list[int], outside: Mapping[int, float]) -> np.ndarray:
+    """The run's cost outside its epochs at each check (0 where a check has none), refused when negative.
+
+    Raises:
+        OfflineInputError: Naming the run, the key, the step and the value.
+    """
+    values = [outside.get(s, 0.0) for s in steps]
+    for step, value in zip(steps, values, strict=True):
+        if not (math.isfinite(value) and value >= 0):
+            raise OfflineInputError(
+                f"{where}: {CHECK_OUTSIDE_KEY!r} must be finite and >= 0, got {value!r} at step {step}"
+            )
+    return np.array(values, dtype=float)
 
 
 def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:

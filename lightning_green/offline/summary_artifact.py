@@ -34,6 +34,7 @@ _OPTIONAL_NUMBERS = (
     "carbon_intensity_g_per_kwh",
     "pue",
     "kwh_per_epoch",
+    "kwh_before_first_epoch",
     "kwh_after_last_epoch",
     "duration_s",
     "best_metric",

@@ -174,23 +174,33 @@ def checks_remaining(progress: np.ndarray, horizon: float | None, window: int = 
     return float(n)
 
 
-def exceeds_budget(costs_kwh: np.ndarray, budget_kwh: float | None) -> tuple[bool, float]:
-    """Whether the next check interval would take the cumulative cost over the budget.
+def exceeds_budget(
+    costs_kwh: np.ndarray, budget_kwh: float | None, outside_kwh: float = 0.0
+) -> tuple[bool, float]:
+    """Whether the next check interval would take the run's cost over the budget.
+
+    The budget is the whole run's: the checks' cumulative cost plus ``outside_kwh``, what the
+    run spent outside the intervals (before its first epoch, after an earlier fit's last). The
+    next interval is projected from the intervals alone (:func:`next_check_cost`): a one-off
+    such as a batch-size search before training says nothing of what the next epoch costs.
 
     Args:
-        costs_kwh: Cumulative cost at every check.
+        costs_kwh: Cumulative cost at every check (of the check intervals).
         budget_kwh: The budget, or ``None``.
+        outside_kwh: The run's cost outside the check intervals so far (``>= 0``).
 
     Returns:
-        ``(would_exceed, projected_cost_of_next_interval)`` (:func:`next_check_cost`).
+        ``(would_exceed, projected_cost_of_next_interval)``.
 
     Example:
         >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), 3.5)
         (True, 1.0)
         >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), 4.0)
         (False, 1.0)
+        >>> exceeds_budget(np.array([1.0, 2.0, 3.0]), 4.5, outside_kwh=1.0)  # 3 + 1 + 1 > 4.5
+        (True, 1.0)
     """
     step = next_check_cost(costs_kwh)
     if budget_kwh is None:
         return False, step
-    return float(costs_kwh[-1]) + step > budget_kwh, step
+    return float(costs_kwh[-1]) + outside_kwh + step > budget_kwh, step

@@ -88,10 +88,10 @@ class StoppingConfig:
             one check per epoch, the recent-slope window of the marginal rule (``RECENT_WINDOW_MIN``, 5
             checks) is full by then; with a check every few epochs it holds fewer checks (the marginal rule
             then also waits for ``min_horizon_fraction``), with several checks per epoch more.
-        energy_budget_kwh: Stop before the next check would take cumulative energy over this many
-            kWh, projecting the next check interval from the recent ones (with a check per epoch:
-            the next epoch; ``None``: no budget). In replay the unit is whatever the cost column is
-            in.
+        energy_budget_kwh: Stop before the next check would take the whole run's energy (what it
+            spent outside the training epochs included) over this many kWh, projecting the next
+            check interval from the recent ones (with a check per epoch: the next epoch; ``None``:
+            no budget). In replay the unit is whatever the cost column is in.
         min_gain_per_kwh: Absolute threshold: stop when the improvement of the best value that the
             rest of the planned run is projected to bring, per kWh, is below this many metric
             units (``None``: off).

@@ -54,6 +54,7 @@ def decide(
     decays: DecayTracker | None = None,
     monitor: str = "metric",
     steps: list[int] | None = None,
+    outside_kwh: float = 0.0,
 ) -> tuple[StopDecision, PlateauState, DecayTracker]:
     """Decide at the latest check of ``history``; a pure function.
 
@@ -76,6 +77,8 @@ def decide(
         steps: The step-jumps of the finite checks (:func:`.schedule.detect_steps` of
             ``history.finite_values``), when kept incrementally (:class:`.schedule.StepDetector`);
             ``None``: found here, in time linear in the history.
+        outside_kwh: The run's cost outside the check intervals so far (before its first epoch,
+            after an earlier fit's last): the energy budget counts it, no projection does.
 
     Returns:
         The decision, the plateau state and the decay tracker after this check.
@@ -156,12 +159,14 @@ def decide(
     if plateau.reason in (StopReason.NON_FINITE, StopReason.THRESHOLD_REACHED, StopReason.DIVERGENCE):
         return stop(plateau.reason, plateau.message or ""), state, tracker
 
-    over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh)
+    over, next_kwh = _budget.exceeds_budget(costs, config.energy_budget_kwh, outside_kwh)
     base["next_epoch_kwh"] = next_kwh
     # At the planned end no further check interval is run: the budget has nothing to stop.
     if over and (horizon is None or progress < horizon):
+        spent = float(costs[-1]) + outside_kwh
+        outside = f" ({outside_kwh:.3g} of it outside the training epochs)" if outside_kwh > 0 else ""
         message = (
-            f"Energy budget: {costs[-1]:.6g} kWh spent, the next check interval would need about"
+            f"Energy budget: {spent:.6g} kWh spent{outside}, the next check interval would need about"
             f" {next_kwh:.3g} kWh more,"
             f" over energy_budget_kwh = {config.energy_budget_kwh}. Signaling Trainer to stop."
         )

@@ -13,8 +13,10 @@ Order of the checks at every update:
    divergence threshold stop at once, whatever the epoch; otherwise the improvement/patience
    bookkeeping is updated exactly as Lightning does.
 2. Energy budget: stop if the next check interval, projected from the recent ones, would take
-   the cumulative cost over ``energy_budget_kwh`` (at once, whatever the epoch; not at the planned
-   end, where no further interval runs).
+   the run's cost - the cumulative cost of the checks plus what the run spent outside them
+   (``outside_epochs_kwh``: before its first epoch, after an earlier fit's last) - over
+   ``energy_budget_kwh`` (at once, whatever the epoch; not at the planned end, where no further
+   interval runs).
 3. Holds of both the plateau and the marginal rule: before ``min_epochs`` epochs; while a known
    learning-rate decay is ahead within the horizon (``lr_decay_in``) and for
    ``DECAY_WINDOW`` checks after it, as long as decays keep paying (once one bought no new best
@@ -126,6 +128,7 @@ class StoppingPolicy:
         epoch: int | None = None,
         max_epochs: int | None = None,
         epochs_until_lr_decay: int | None = None,
+        outside_epochs_kwh: float = 0.0,
     ) -> StopDecision:
         """Record one check and decide.
 
@@ -168,13 +171,19 @@ class StoppingPolicy:
             epochs_until_lr_decay: With ``epoch``: epochs that still run at the current learning
                 rate before the next scheduled decay (0: the next epoch is the first at the lower
                 rate), or ``None``.
+            outside_epochs_kwh: What the run spent so far outside the check intervals ``cost_kwh``
+                counts (kWh): before its first epoch (setup, the sanity check, a batch-size or
+                learning-rate search) and after an earlier fit's last. The energy budget counts it
+                (the budget is the whole run's); the projections of the next interval's cost, the
+                cost per epoch and the gain per kWh do not.
 
         Returns:
             The decision.
 
         Raises:
-            ValueError: If ``cost_kwh`` is negative or not finite; neither or both of
-                ``progress`` and ``epoch`` are given, or keywords of the other form are mixed in;
+            ValueError: If ``cost_kwh`` or ``outside_epochs_kwh`` is negative or not finite;
+                neither or both of ``progress`` and ``epoch`` are given, or keywords of the other
+                form are mixed in;
                 ``progress``/``epoch`` is negative, not a number or goes backwards; ``horizon``,
                 ``max_epochs`` or ``progress_per_epoch`` is not positive.
 
@@ -191,6 +200,7 @@ class StoppingPolicy:
             )
         metric = float(metric)  # type: ignore[arg-type]
         cost = _number("cost_kwh", cost_kwh, minimum=0.0)
+        outside_kwh = _number("outside_epochs_kwh", outside_epochs_kwh, minimum=0.0)
         if epoch is not None:
             if progress is not None or horizon is not None or lr_decay_in is not None:
                 raise ValueError(
@@ -251,6 +261,7 @@ class StoppingPolicy:
             decays=self._decays,
             monitor=self.monitor,
             steps=self._steps.steps,
+            outside_kwh=outside_kwh,
         )
         if epoch is not None and decision.epoch != epoch:  # the index as given
             decision = replace(decision, epoch=int(epoch))

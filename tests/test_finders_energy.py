@@ -1,0 +1,169 @@
+"""Energy used before the first epoch: Lightning's ``BatchSizeFinder`` and ``LearningRateFinder``.
+
+Both search inside ``fit`` (in ``on_fit_start``), running training steps before epoch 0 with every
+other callback removed. What they use counts in the run's total, but in no epoch: epoch 0 costs
+what the later epochs cost, and ``EnergyAwareEarlyStopping`` projects the next epoch from the
+training epochs while its budget counts the whole run. The step-cost meter makes every figure
+exact: a step at batch size ``b`` costs ``0.05 + 0.001 b`` J; validation costs nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import mlflow
+import pytest
+from conftest import AnyCallback, make_trainer
+from test_adaptive_doubles import costed_digits, install_step_cost
+from test_stopper_progress import logged_run
+
+from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor, keys
+from lightning_green.energy.units import J_PER_KWH
+from lightning_green.policy import StopReason
+
+BATCHES = 4  # training steps an epoch
+
+
+def step_j(batch: int) -> float:
+    """What one training step at ``batch`` costs (the step-cost meter's script)."""
+    return 0.05 + 0.001 * batch
+
+
+# BatchSizeFinder(init_val=16, max_trials=3): three steps (steps_per_trial) at each of 16, 32, 64;
+# it adopts 64.
+SEARCH_J = 3 * (step_j(16) + step_j(32) + step_j(64))  # 0.786 J
+EPOCH_J = BATCHES * step_j(64)  # 0.456 J
+SETUP_J = 0.1  # what a callback's setup uses, before the finder saves its checkpoint
+
+
+class ChargeAtSetup(AnyCallback):
+    """Uses ``SETUP_J`` in ``setup``: measured before the finder saves (and later restores) its checkpoint."""
+
+    def __init__(self, cost) -> None:
+        self.cost = cost
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self.cost.charged_j += SETUP_J
+
+
+def finder_fit(
+    tmp_path, ns, monkeypatch, callbacks, *, finder: bool = True, batch_size: int = 16, ckpt=None, **kwargs
+):
+    """Fit the costed digits CNN for 4 epochs with ``callbacks`` (and a BatchSizeFinder); returns the trainer.
+
+    ``ckpt``: a checkpoint to resume from.
+    """
+    cost = install_step_cost(monkeypatch)
+    ns.pl.seed_everything(0)
+    model = ns.module(costed_digits)()
+    model.batch_size = batch_size
+    if finder:
+        search = ns.callbacks.BatchSizeFinder(init_val=16, max_trials=3, batch_arg_name="batch_size")
+        callbacks = [*callbacks, ChargeAtSetup(cost), search]
+    trainer = make_trainer(
+        tmp_path,
+        callbacks,
+        max_epochs=4,
+        lightning=ns,
+        limit_train_batches=BATCHES,
+        limit_val_batches=1,
+        **kwargs,
+    )
+    trainer.fit(model, datamodule=ns.DigitsDataModule(batch_size=batch_size), ckpt_path=ckpt)
+    return trainer
+
+
+def test_a_batch_size_search_is_in_the_runs_total_and_in_no_epoch(tmp_path, monkeypatch, ns):
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
+    trainer = finder_fit(tmp_path, ns, monkeypatch, [monitor])
+    assert trainer.datamodule.batch_size == 64 and trainer.state.finished
+    # Epoch 0 costs what the later epochs cost: the search is not training.
+    assert [r.energy_j for r in monitor.history] == pytest.approx([EPOCH_J] * 4, rel=1e-9)
+    summary = monitor.last_summary
+    before_j = SETUP_J + SEARCH_J  # the setup counted once: the finder's restore adds it no second time
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(before_j, rel=1e-9)
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(before_j + 4 * EPOCH_J, rel=1e-9)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)
+    assert summary["kwh_after_last_epoch"] == pytest.approx(0.0, abs=1e-15)
+    assert summary["kwh_per_epoch"] * J_PER_KWH == pytest.approx(EPOCH_J, rel=1e-9)
+    # Spent after the best: of the epochs after it, not the search before them.
+    best = summary["best_epoch"]
+    assert summary["kwh_after_best"] * J_PER_KWH == pytest.approx((3 - best) * EPOCH_J, abs=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["mlflow", "csv"])
+def test_the_budget_counts_the_search_and_projects_from_training_epochs(
+    tmp_path, sqlite_uri, monkeypatch, ns, kind
+):
+    """Budget 2.3 J: with the setup and the search (0.886 J) in, three epochs fit (0.886 + 3 x 0.456
+    = 2.254 J), a fourth would not. Booked into epoch 0 (1.342 J), they made the first check
+    project 1.342 J more and stop at once. Replay decides as the callback did."""
+    from lightning_green import cli
+    from lightning_green.offline import config_for, replay_curve
+
+    logger, read, source = logged_run(tmp_path, sqlite_uri, ns, kind, "finder")
+    budget_kwh = 2.3 / J_PER_KWH
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
+    finder_fit(tmp_path, ns, monkeypatch, [EnergyMonitor(), stopper], logger=logger)
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.ENERGY_BUDGET, 2)
+    before_j = SETUP_J + SEARCH_J
+    # The checks' costs are the training epochs'; the budget message counts the whole run.
+    costs_j = [c * J_PER_KWH for c in stopper.policy.history.costs_kwh.tolist()]
+    assert costs_j == pytest.approx([EPOCH_J, 2 * EPOCH_J, 3 * EPOCH_J], rel=1e-9)
+    assert stopper.last_decision.next_epoch_kwh * J_PER_KWH == pytest.approx(EPOCH_J, rel=1e-9)
+    assert f"{(before_j + 3 * EPOCH_J) / J_PER_KWH:.6g} kWh spent" in stopper.stopping_reason_message
+
+    curve = read()  # as logged through LightningModule.log: 32-bit floats, to 7 digits
+    assert curve.costs.tolist() == pytest.approx(stopper.policy.history.costs_kwh.tolist(), rel=1e-6, abs=0)
+    assert (curve.outside_costs * J_PER_KWH).tolist() == pytest.approx([before_j] * 3, rel=1e-6, abs=0)
+    result = replay_curve(curve, config_for(curve))
+    assert (result.stop_reason, result.stop_epoch) == (StopReason.ENERGY_BUDGET, 3)
+    decisions = tmp_path / "decisions.csv"
+    assert cli.main(["replay", *source, "-o", str(decisions)]) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert (row["stop_reason"], row["stop_epoch"]) == ("energy_budget", "3")
+    if kind == "mlflow":
+        (run,) = mlflow.MlflowClient(sqlite_uri).search_runs([logger.experiment_id])
+        assert run.data.metrics[keys.RUN_BEFORE_EPOCHS_KWH] * J_PER_KWH == pytest.approx(before_j, rel=1e-9)
+
+
+def test_a_learning_rate_search_is_in_the_runs_total_and_in_no_epoch(tmp_path, monkeypatch, ns):
+    """Five search steps at batch 16 (0.33 J), then epochs of 0.264 J. Budget 1.0 J: epoch 0 fits
+    (0.33 + 0.264 + 0.264 J), epoch 1 does not; with the search in epoch 0 the first check stopped."""
+    install_step_cost(monkeypatch)
+    ns.pl.seed_everything(0)
+    monitor = EnergyMonitor()
+    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=1.0 / J_PER_KWH)
+    search = ns.callbacks.LearningRateFinder(
+        min_lr=1e-4, max_lr=1e-2, num_training_steps=5, early_stop_threshold=None
+    )
+    trainer = make_trainer(
+        tmp_path,
+        [monitor, stopper, search],
+        max_epochs=4,
+        lightning=ns,
+        limit_train_batches=BATCHES,
+        limit_val_batches=1,
+    )
+    trainer.fit(ns.module(costed_digits)(), datamodule=ns.DigitsDataModule(batch_size=16))
+    search_j, epoch_j = 5 * step_j(16), BATCHES * step_j(16)
+    assert [r.energy_j for r in monitor.history] == pytest.approx([epoch_j] * 2, rel=1e-9)
+    assert monitor.last_summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(search_j, rel=1e-9)
+    assert monitor.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(search_j + 2 * epoch_j, rel=1e-9)
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.ENERGY_BUDGET, 1)
+
+
+def test_a_run_resumed_after_the_search_keeps_its_energy_once(tmp_path, monkeypatch, ns):
+    """Resumed from the checkpoint of epoch 1 (without the finder, at the size it chose), the run's
+    total, its epochs and what it used before them are the uninterrupted run's."""
+    saver = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    whole = EnergyMonitor(monitor="val_acc", mode="max")
+    finder_fit(tmp_path / "whole", ns, monkeypatch, [whole, saver], enable_checkpointing=True)
+    (checkpoint,) = (tmp_path / "ckpt").glob("epoch=1-*.ckpt")
+
+    resumed = EnergyMonitor(monitor="val_acc", mode="max")
+    finder_fit(tmp_path / "resumed", ns, monkeypatch, [resumed], finder=False, batch_size=64, ckpt=checkpoint)
+    assert [r.energy_j for r in resumed.history] == pytest.approx([EPOCH_J] * 4, rel=1e-9)
+    for key in ("total_kwh", "kwh_before_first_epoch", "kwh_after_last_epoch"):
+        assert resumed.last_summary[key] == pytest.approx(whole.last_summary[key], rel=1e-9, abs=1e-15), key
+    assert whole.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(SETUP_J + SEARCH_J + 4 * EPOCH_J)
