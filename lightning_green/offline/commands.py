@@ -23,6 +23,7 @@ from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
 from lightning_green.offline.errors import OutputPathError, UsageError
+from lightning_green.offline.lightning_csv import LogParts
 from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.staging import StagedOutputs
@@ -158,6 +159,7 @@ def _open_logs(paths: Sequence[str]) -> dict[str, Any]:
     ``energy_summary.json``, the earlier part of a resumed run) is an input too.
     """
     runs: dict[str, Any] = {}
+    parts: LogParts = {}  # each folder read once, however many logs look at it
     event_folders: set[str] = set()
     for path in paths:
         if is_tensorboard_log(path):
@@ -165,7 +167,7 @@ def _open_logs(paths: Sequence[str]) -> dict[str, Any]:
             if folder in event_folders:
                 continue  # another event file of a run already read
             event_folders.add(folder)
-        run = open_lightning_log(path)
+        run = open_lightning_log(path, parts=parts)
         if run is not None:
             runs[path] = run
     return runs
@@ -212,14 +214,16 @@ def _file_curves(
     failed: dict[str, tuple[str, Curve]] = {}  # realpath -> (path, curve) of a log whose summary says failed
     several = len(args.curves) > 1
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
-    joined: dict[str, str] = {}  # realpath of an earlier part of a resumed run -> the log that continues it
+    # realpath of an earlier part of a resumed run -> the logs that continue it (two branches
+    # resumed from one checkpoint continue the same earlier part: it is part of each)
+    joined: dict[str, list[str]] = {}
     for path in args.curves:
         if is_tensorboard_log(path) and path not in logs:
             continue  # another event file of a run already read
         run = logs.get(path)
         if run is not None:
             for earlier in getattr(run, "continues", ()):
-                joined[os.path.realpath(earlier)] = path
+                joined.setdefault(os.path.realpath(earlier), []).append(path)
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
                 skipped.append(path)
@@ -238,12 +242,17 @@ def _file_curves(
                 )
         curves += [dataclasses.replace(c, curve_id=f"{path}:{c.curve_id}") if several else c for c in table]
     parts = [(p, joined[p]) for p in log_curves if p in joined]
-    if parts:  # the earlier part of a resumed run is in the run that continues it
+    if parts:  # the earlier part of a resumed run is in the run that continues it (in each of them)
         dropped = {id(log_curves[p]) for p, _ in parts}
         curves = [c for c in curves if id(c) not in dropped]
         echo(
             "read as part of the run that continues it (resumed from a checkpoint into a new folder): "
-            + ", ".join(f"{p} in {by}" for p, by in parts)
+            + ", ".join(
+                f"{p} in {by[0]}"
+                if len(by) == 1
+                else f"{p} in each of {len(by)} runs resumed from it: {', '.join(by)}"
+                for p, by in parts
+            )
         )
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:

@@ -22,8 +22,9 @@ import json
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_ROWS, csv_records, parse_number
@@ -60,9 +61,13 @@ def is_lightning_csv(path: str | os.PathLike[str]) -> bool:
 class LightningCsvRun:
     """One ``CSVLogger`` folder read as a logged run (:class:`~.mlflow_curves.LoggedRun`).
 
+    A run resumed from a checkpoint into a new folder (``version_1``) is joined to the earlier
+    parts it continues (:func:`earlier_parts`): their rows up to the resumed log's first step, then
+    its own.
+
     Attributes:
         run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
-        label: How messages name it: ``Lightning CSV log <metrics.csv>``.
+        label: How messages name it: ``Lightning CSV log <metrics.csv>`` (and the logs it continues).
         params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
         tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
             when the folder has one.
@@ -70,44 +75,54 @@ class LightningCsvRun:
         inputs: Every file read for the run: ``metrics.csv``, the ``hparams.yaml`` and
             ``energy_summary.json`` beside it (when there), and those of the earlier parts it
             continues (an output must be none of them).
+        continues: The ``metrics.csv`` files of the earlier parts of this run, joined in before its
+            rows, latest first.
+        folders: The folders read: this log's, then those of the earlier parts it continues.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, _opening: frozenset[Path] = frozenset()) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, parts: LogParts | None = None) -> None:
         """Read ``metrics.csv`` at ``path`` and the files beside it (and the logs it continues).
 
+        Args:
+            path: The log's ``metrics.csv``.
+            parts: The folders already read by this command (:data:`LogParts`), shared between
+                the logs it opens so that each sibling folder is read once; default: this call's.
+
         Raises:
-            CurveFormatError: If ``metrics.csv`` is malformed (no ``step`` column, a bad step).
+            CurveFormatError: If a ``metrics.csv`` is malformed (no ``step`` column, a bad step).
             OfflineInputError: If ``hparams.yaml`` or ``energy_summary.json`` cannot be read.
             OSError: If a file cannot be opened or read.
         """
+        parts = {} if parts is None else parts
+        own = _csv_part(Path(path), parts)
         self.path = str(path)
-        folder = Path(path).parent
-        self.run_id = str(folder)
+        self.run_id = str(Path(path).parent)
         self.label = f"Lightning CSV log {self.path}"
-        self.params: Mapping[str, str] = read_hparams(folder / HPARAMS_FILE)
-        tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
-        self.tags: Mapping[str, str] = tags
-        self._cells = self._read_cells()
-        self.inputs: tuple[str, ...] = (self.path, *side_files(folder))
-        self.continues: tuple[str, ...] = ()
-        """The ``metrics.csv`` files of the earlier parts of this run, joined in before its rows
-        (a run resumed from a checkpoint writes a new ``version_N`` folder), latest first."""
-        self.folders: tuple[str, ...] = (str(folder),)
-        """The folders read: this log's, then those of the earlier parts it continues."""
-        earlier = self._earlier_part(_opening)
-        if earlier is not None:
-            run, last_step = earlier
-            joined = {
-                col: {st: c for st, c in cells.items() if st <= last_step}
-                for col, cells in run._cells.items()
-            }
-            for col, cells in self._cells.items():
-                joined.setdefault(col, {}).update(cells)
-            self._cells = joined
-            self.params = {**run.params, **self.params}
-            self.continues = (run.path, *run.continues)
-            self.inputs = (*self.inputs, *run.inputs)
-            self.folders = (*self.folders, *run.folders)
+        self.tags: Mapping[str, str] = own.tags
+        self.failed = own.failed
+        chain: list[tuple[_CsvPart, int]] = []
+        if own.resume is not None:  # a resumed log: its earlier parts are sibling folders
+            here = Path(own.path)
+            siblings = sorted(here.parent.parent.glob(f"*/{here.name}"), reverse=True)
+            pool = [
+                _csv_part(other, parts)
+                for other in siblings
+                if ("csv", other.resolve()) in parts or is_lightning_csv(other)
+            ]
+            chain = earlier_parts(own, pool)
+        self._cells = _joined_cells([(part.cells, last) for part, last in chain], own.cells)
+        params: dict[str, str] = {}
+        for part, _ in reversed(chain):
+            params.update(part.params)
+        self.params: Mapping[str, str] = {**params, **own.params}
+        self.continues: tuple[str, ...] = tuple(part.path for part, _ in chain)
+        self.inputs: tuple[str, ...] = (
+            self.path,
+            *side_files(Path(path).parent),
+            *(f for part, _ in chain for f in part.inputs),
+        )
+        self.folders: tuple[str, ...] = (self.run_id, *(str(part.folder) for part, _ in chain))
+        if chain:
             self.label = f"{self.label} (continuing {', '.join(self.continues)})"
 
     def reads(self, path: str | os.PathLike[str]) -> str | None:
@@ -126,70 +141,6 @@ class LightningCsvRun:
         """
         return role_in_log(path, self.folders, lambda name: name == Path(self.path).name, "the log itself")
 
-    def _earlier_part(self, opening: frozenset[Path]) -> tuple[LightningCsvRun, int] | None:
-        """The log this one continues, and its last step before the resume; ``None`` if none.
-
-        A run resumed from a checkpoint continues ``energy/total_kwh`` from the checkpoint: its
-        first epoch's total less that epoch's ``energy/epoch_kwh`` is the total of an epoch of the
-        earlier log. The sibling folders (``version_*`` beside this log's) are searched for it;
-        rows the earlier log wrote after that epoch (re-run after the resume) are left out.
-        """
-        totals, epoch_kwh = self._cells.get(keys.TOTAL_KWH), self._cells.get(keys.EPOCH_KWH)
-        if not totals or not epoch_kwh:
-            return None
-        first = min(totals)
-        total, spent = parse_number(totals[first][2]), parse_number(epoch_kwh.get(first, (0, 0, ""))[2])
-        if total is None or spent is None or not total - spent > 0:
-            return None
-        base = total - spent
-        epoch = parse_number(self._cells.get("epoch", {}).get(first, (0, 0, ""))[2])
-        first_step = min(step for cells in self._cells.values() for step in cells)
-        here = Path(self.path).resolve()
-        opening = opening | {here}  # the logs being opened: a later part is not an earlier one
-        for other in sorted(here.parent.parent.glob(f"*/{here.name}"), reverse=True):
-            if other.resolve() in opening or not is_lightning_csv(other):
-                continue
-            run = LightningCsvRun(other, _opening=opening)
-            step = continued_step(run, base, epoch, first_step)
-            if step is not None:
-                return run, step
-        return None
-
-    def _read_cells(self) -> dict[str, dict[int, tuple[int, int, str]]]:
-        """``column -> step -> (line, column number, text)`` of every non-blank cell."""
-        cells: dict[str, dict[int, tuple[int, int, str]]] = {}
-        with _open(self.path) as f:
-            records = csv_records(f, self.path)
-            header_line, header = next(records, (0, []))
-            while header_line and not any(cell.strip() for cell in header):  # blank lines first
-                header_line, header = next(records, (0, []))
-            names = [cell.strip() for cell in header]
-            if "step" not in names:
-                raise CurveFormatError(
-                    self.path, max(header_line, 1), 0, "step", "no 'step' column: not a CSVLogger log"
-                )
-            step_col = names.index("step")
-            n_rows = 0
-            for line, row in records:
-                if not any(cell.strip() for cell in row):
-                    continue
-                n_rows += 1
-                if n_rows > MAX_ROWS:
-                    raise CurveFormatError(self.path, line, 0, None, f"more than {MAX_ROWS:,} rows")
-                if len(row) > len(names):
-                    raise CurveFormatError(
-                        self.path,
-                        line,
-                        len(names) + 1,
-                        None,
-                        f"{len(row)} cells, the header has {len(names)}",
-                    )
-                step = _step(self.path, line, step_col, row[step_col] if step_col < len(row) else "")
-                for col, text in enumerate(row):
-                    if col != step_col and text.strip():
-                        cells.setdefault(names[col], {})[step] = (line, col + 1, text.strip())
-        return cells
-
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the column ``key`` (empty when the run never logged it).
 
@@ -199,15 +150,205 @@ class LightningCsvRun:
         Raises:
             CurveFormatError: At the first cell of the column that is not a number.
         """
-        if key == "step":
-            return {step: float(step) for cells in self._cells.values() for step in cells}
-        out: dict[int, float] = {}
-        for step, (line, col, text) in self._cells.get(key, {}).items():
-            value = parse_number(text)
-            if value is None:
-                raise CurveFormatError(self.path, line, col, key, f"not a number: {text!r}")
-            out[step] = value
-        return out
+        return _cells_history(self.path, self._cells, key)
+
+
+LogParts = dict[tuple[str, Path], Any]
+"""The folders a command has read, by kind (``"csv"``, ``"tensorboard"``) and real path: each one's
+own rows, before any earlier part is joined. Shared between the logs one command opens, so that
+a folder is read once however many logs look at it as a possible earlier part."""
+
+Cell = tuple[int, int, str]
+"""A ``metrics.csv`` cell: ``(line, column number, text)``."""
+
+
+class _CsvPart:
+    """One ``metrics.csv`` and the files beside it, its own rows only (no earlier part joined)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.folder = path.parent
+        self.params = read_hparams(self.folder / HPARAMS_FILE)
+        self.tags, self.failed = read_summary_marks(self.folder / SUMMARY_FILE)
+        self.cells = _read_cells(self.path)
+        self.inputs = (self.path, *side_files(self.folder))
+        steps = [step for cells in self.cells.values() for step in cells]
+        self.first_step: int | None = min(steps) if steps else None
+        self.resume = resume_point(self)
+
+    def history(self, key: str) -> dict[int, float]:
+        return _cells_history(self.path, self.cells, key)
+
+
+def _csv_part(path: Path, parts: LogParts) -> _CsvPart:
+    """The own rows of the ``metrics.csv`` at ``path``, read once per ``parts``."""
+    key = ("csv", path.resolve())
+    if key not in parts:
+        parts[key] = _CsvPart(path)
+    return parts[key]
+
+
+def _cells_history(path: str, cells: Mapping[str, Mapping[int, Cell]], key: str) -> dict[int, float]:
+    """``step -> value`` of the column ``key`` of ``cells`` (read from ``path``)."""
+    if key == "step":
+        return {step: float(step) for column in cells.values() for step in column}
+    out: dict[int, float] = {}
+    for step, (line, col, text) in cells.get(key, {}).items():
+        value = parse_number(text)
+        if value is None:
+            raise CurveFormatError(path, line, col, key, f"not a number: {text!r}")
+        out[step] = value
+    return out
+
+
+def _read_cells(path: str) -> dict[str, dict[int, Cell]]:
+    """``column -> step -> (line, column number, text)`` of every non-blank cell of ``metrics.csv``."""
+    cells: dict[str, dict[int, Cell]] = {}
+    with _open(path) as f:
+        records = csv_records(f, path)
+        header_line, header = next(records, (0, []))
+        while header_line and not any(cell.strip() for cell in header):  # blank lines first
+            header_line, header = next(records, (0, []))
+        names = [cell.strip() for cell in header]
+        if "step" not in names:
+            raise CurveFormatError(
+                path, max(header_line, 1), 0, "step", "no 'step' column: not a CSVLogger log"
+            )
+        step_col = names.index("step")
+        n_rows = 0
+        for line, row in records:
+            if not any(cell.strip() for cell in row):
+                continue
+            n_rows += 1
+            if n_rows > MAX_ROWS:
+                raise CurveFormatError(path, line, 0, None, f"more than {MAX_ROWS:,} rows")
+            if len(row) > len(names):
+                raise CurveFormatError(
+                    path, line, len(names) + 1, None, f"{len(row)} cells, the header has {len(names)}"
+                )
+            step = _step(path, line, step_col, row[step_col] if step_col < len(row) else "")
+            for col, text in enumerate(row):
+                if col != step_col and text.strip():
+                    cells.setdefault(names[col], {})[step] = (line, col + 1, text.strip())
+    return cells
+
+
+class LogPart(Protocol):
+    """One folder of a Lightning log, its own rows only: what :func:`earlier_parts` matches on."""
+
+    first_step: int | None
+    """The first step it logged anything at (``None``: nothing logged)."""
+    resume: ResumePoint | None
+    """Where it resumed from a checkpoint (:func:`resume_point`), or ``None``."""
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of ``key`` in its own rows."""
+        ...
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a log resumed from a checkpoint starts: what its earlier part must hold.
+
+    Attributes:
+        base_kwh: The ``energy/total_kwh`` its first epoch started from (the checkpoint's), kWh.
+        epoch: The ``epoch`` it logged with its first total, or ``None``.
+        first_step: The first step it logged anything at.
+    """
+
+    base_kwh: float
+    epoch: float | None
+    first_step: int
+
+    def same_as(self, other: ResumePoint) -> bool:
+        """Whether ``other`` resumed from the same point (another branch from the same checkpoint)."""
+        return self.epoch == other.epoch and math.isclose(
+            self.base_kwh, other.base_kwh, rel_tol=1e-6, abs_tol=1e-18
+        )
+
+
+def resume_point(part: LogPart) -> ResumePoint | None:
+    """Where ``part`` resumed from a checkpoint, from its own rows; ``None`` if it started afresh.
+
+    A run resumed from a checkpoint continues ``energy/total_kwh``: its first epoch's total less
+    that epoch's ``energy/epoch_kwh`` is more than zero (the total the checkpoint held).
+
+    Raises:
+        CurveFormatError: If a cell of those columns is not a number.
+    """
+    totals, epoch_kwh = part.history(keys.TOTAL_KWH), part.history(keys.EPOCH_KWH)
+    if not totals or not epoch_kwh or part.first_step is None:
+        return None
+    first = min(totals)
+    base = totals[first] - epoch_kwh.get(first, 0.0)
+    if not base > 0:
+        return None
+    return ResumePoint(base, part.history("epoch").get(first), part.first_step)
+
+
+PartT = TypeVar("PartT", bound=LogPart)
+
+
+def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT, int]]:
+    """The earlier parts a log resumed from a checkpoint continues, latest first, and where each ends.
+
+    The earlier part of a resumed log is the candidate (a sibling folder) whose own rows hold the
+    total the log resumed from (:func:`continued_step`) before the log's first step; never one
+    that resumed from the same point itself (another branch from the same checkpoint, or a re-run
+    of a crashed resume), whose rows are no part of this one. Where several hold it (a meter
+    that gives equal totals), the one that logged it last, else the one that started last, is
+    taken. The earlier part may itself be resumed: its own earlier part follows, and so on.
+
+    Args:
+        part: The resumed log's own rows.
+        candidates: The sibling folders' own rows (``part`` among them or not), each read once.
+
+    Returns:
+        ``[(earlier, last_step), ...]``, latest part first: the part's rows up to ``last_step``
+        (the step of the total the part that continues it resumed from) belong to the run; what
+        it logged after was re-run after the resume. Empty when the log was not resumed or its
+        earlier part is not there.
+    """
+    chain: list[tuple[PartT, int]] = []
+    current = part
+    while current.resume is not None:
+        point = current.resume
+        best: tuple[tuple[int, int], PartT] | None = None
+        for other in candidates:
+            if other is part or other.first_step is None or other.first_step >= point.first_step:
+                continue  # not started before the resumed log: a later part, or a sibling branch
+            if other.resume is not None and other.resume.same_as(point):
+                continue  # resumed from the same checkpoint: another branch
+            step = continued_step(other, point.base_kwh, point.epoch, point.first_step)
+            if step is not None and (best is None or (step, other.first_step) > best[0]):
+                best = ((step, other.first_step), other)
+        if best is None:
+            break
+        chain.append((best[1], best[0][0]))
+        current = best[1]  # its first step is earlier than ``current``'s: the chain ends
+    return chain
+
+
+def _joined_cells(
+    earlier: Sequence[tuple[Mapping[str, Mapping[int, Any]], int]], own: Mapping[str, Mapping[int, Any]]
+) -> dict[str, dict[int, Any]]:
+    """``key -> step -> value`` of a resumed log joined to its earlier parts.
+
+    Args:
+        earlier: ``(rows, last_step)`` of each earlier part, latest first (:func:`earlier_parts`).
+        own: The resumed log's own rows.
+
+    Returns:
+        The oldest part's rows up to its ``last_step``, then each later part's (a step both logged
+        keeps the later part's value: the resumed run logged it again), then ``own``.
+    """
+    joined: dict[str, dict[int, Any]] = {}
+    for rows, last_step in reversed(earlier):
+        for key, by_step in rows.items():
+            joined.setdefault(key, {}).update((st, v) for st, v in by_step.items() if st <= last_step)
+    for key, by_step in own.items():
+        joined.setdefault(key, {}).update(by_step)
+    return joined
 
 
 def continued_step(earlier: Any, base_kwh: float, epoch: float | None, first_step: int) -> int | None:
@@ -219,14 +360,14 @@ def continued_step(earlier: Any, base_kwh: float, epoch: float | None, first_ste
     logged its ``epoch``) the epoch before the resumed log's first.
 
     Args:
-        earlier: A candidate earlier part (anything with ``history(key) -> {step: value}``).
+        earlier: A candidate earlier part, its own rows (anything with ``history(key) -> {step: value}``).
         base_kwh: The total the resumed log started from, in kWh.
         epoch: The ``epoch`` the resumed log logged with its first total, or ``None``.
         first_step: The first step the resumed log logged anything at.
 
     Returns:
-        The earlier log's step of that epoch's total (its rows after it were re-run after the
-        resume), or ``None`` when ``earlier`` is not the part the log continues.
+        The earlier log's step of that epoch's total, or ``None`` when ``earlier`` is not the part
+        the log continues.
     """
     epochs = earlier.history("epoch")
     for step, value in sorted(earlier.history(keys.TOTAL_KWH).items()):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from lightning_green.offline.curve import Curve
-from lightning_green.offline.lightning_csv import LightningCsvRun, is_lightning_csv
+from lightning_green.offline.lightning_csv import LightningCsvRun, LogParts, is_lightning_csv
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.tensorboard_logs import TensorBoardRun, is_tensorboard_log
 
@@ -20,18 +20,26 @@ def is_lightning_log(path: str | os.PathLike[str]) -> bool:
     return is_tensorboard_log(path) or is_lightning_csv(path)
 
 
-def open_lightning_log(path: str | os.PathLike[str]) -> LightningCsvRun | TensorBoardRun | None:
+def open_lightning_log(
+    path: str | os.PathLike[str], *, parts: LogParts | None = None
+) -> LightningCsvRun | TensorBoardRun | None:
     """The run of the log ``path`` (``None``: neither kind of log).
 
     An event file is told by its name first: it is binary, not a CSV to look into.
+
+    Args:
+        path: A ``CSVLogger`` ``metrics.csv`` or a TensorBoard event file.
+        parts: The folders already read (:data:`~.lightning_csv.LogParts`): give the same dict
+            to every log of one command, and each folder (a log, or a sibling looked at as the
+            earlier part of a resumed one) is read once; default: read afresh.
 
     Raises:
         CurveFormatError, OfflineInputError, RuntimeError: As the reader of its kind.
     """
     if is_tensorboard_log(path):
-        return TensorBoardRun(path)
+        return TensorBoardRun(path, parts=parts)
     if is_lightning_csv(path):
-        return LightningCsvRun(path)
+        return LightningCsvRun(path, parts=parts)
     return None
 
 

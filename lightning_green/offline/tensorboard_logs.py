@@ -18,14 +18,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from lightning_green import keys
 from lightning_green.offline.errors import OfflineInputError
 from lightning_green.offline.lightning_csv import (
     HPARAMS_FILE,
     SUMMARY_FILE,
-    continued_step,
+    LogParts,
+    earlier_parts,
     read_hparams,
     read_summary_marks,
+    resume_point,
     role_in_log,
     side_files,
 )
@@ -61,8 +62,8 @@ class TensorBoardRun:
     """The folder of a TensorBoard event file read as a logged run (:class:`~.mlflow_curves.LoggedRun`).
 
     Every event file of the folder is read (a run resumed into the same folder writes another),
-    and so is the earlier part a run resumed into a new folder continues (a sibling folder, as
-    for ``CSVLogger``: :meth:`~.lightning_csv.LightningCsvRun._earlier_part`).
+    and so are the earlier parts a run resumed into a new folder continues (sibling folders, as
+    for ``CSVLogger``: :func:`~.lightning_csv.earlier_parts`).
 
     Attributes:
         run_id: The folder, as given (the curve's ``curve_id``).
@@ -80,17 +81,85 @@ class TensorBoardRun:
         folders: The folders read: this log's, then those of the earlier parts it continues.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, _opening: frozenset[Path] = frozenset()) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, parts: LogParts | None = None) -> None:
         """Read the event files of the folder of ``path`` (an event file) and the earlier parts.
 
         The files beside the event files are read too, and so are those of the earlier parts the
         log continues.
+
+        Args:
+            path: One of the log's event files.
+            parts: The folders already read by this command (:data:`~.lightning_csv.LogParts`),
+                shared between the logs it opens so that each sibling folder is read once;
+                default: this call's.
 
         Raises:
             RuntimeError: If tensorboard is not installed.
             OfflineInputError: If an event file cannot be read, or ``hparams.yaml`` or
                 ``energy_summary.json`` is malformed.
         """
+        parts = {} if parts is None else parts
+        folder = Path(path).parent
+        own = _tb_part(folder, parts)
+        self.run_id = str(folder)
+        self.label = f"TensorBoard log {folder}"
+        self.tags, self.failed = own.tags, own.failed
+        chain: list[tuple[_TbPart, int]] = []
+        if own.resume is not None:  # a resumed log: its earlier parts are sibling folders
+            here = folder.resolve()
+            siblings = sorted({p.parent for p in here.parent.glob(f"*/{EVENTS_PREFIX}*")}, reverse=True)
+            chain = earlier_parts(own, [_tb_part(other, parts) for other in siblings])
+        self._scalars: dict[str, list[_Scalar]] = {}
+        for part, last_step in reversed(chain):  # the oldest part first, up to where it was continued
+            for tag, events in part.scalars.items():
+                self._scalars.setdefault(tag, []).extend(e for e in events if e.step <= last_step)
+        for tag, events in own.scalars.items():  # a step logged again: the latest wall time wins
+            self._scalars.setdefault(tag, []).extend(events)
+        params: dict[str, str] = {}
+        for part, _ in reversed(chain):
+            params.update(part.params)
+        self.params = {**params, **own.params}
+        self.continues: tuple[str, ...] = tuple(f for part, _ in chain for f in part.event_files)
+        self.inputs: tuple[str, ...] = (
+            *(str(folder / Path(f).name) for f in own.event_files),
+            *side_files(folder),
+            *(f for part, _ in chain for f in part.inputs),
+        )
+        self.folders: tuple[str, ...] = (str(folder), *(str(part.folder) for part, _ in chain))
+        if chain:
+            self.label = f"{self.label} (continuing {', '.join(self.folders[1:])})"
+
+    def reads(self, path: str | os.PathLike[str]) -> str | None:
+        """What this log's reader reads a file at ``path`` as, whether it exists or not; else ``None``.
+
+        In the log's folder and those of the earlier parts it continues: every
+        ``events.out.tfevents.*`` file, ``hparams.yaml`` and ``energy_summary.json``. A file
+        written there becomes part of the log the next time it is read.
+        """
+        return role_in_log(
+            path, self.folders, lambda name: name.startswith(EVENTS_PREFIX), "an event file of the log"
+        )
+
+    def history(self, key: str) -> dict[int, float]:
+        """``step -> value`` of the scalar ``key`` (empty when the run never logged it).
+
+        ``"step"`` (when no scalar has that name) is the step itself at every step logged
+        (optimizer steps: a cost for a run logged without energy, ``--cost-key step``).
+        """
+        return _scalar_history(self._scalars, key)
+
+
+def _scalar_history(scalars: dict[str, list[_Scalar]], key: str) -> dict[int, float]:
+    """``step -> value`` of the scalar ``key`` of ``scalars`` (see :meth:`TensorBoardRun.history`)."""
+    if key == "step" and key not in scalars:
+        return {e.step: float(e.step) for events in scalars.values() for e in events}
+    return latest_per_step(scalars.get(key, []))
+
+
+class _TbPart:
+    """The event files of one folder and the files beside them, its own scalars only."""
+
+    def __init__(self, folder: Path) -> None:
         try:
             from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
             from tensorboard.plugins.hparams import plugin_data_pb2
@@ -99,17 +168,13 @@ class TensorBoardRun:
             raise RuntimeError(
                 "reading TensorBoard logs needs tensorboard: pip install tensorboard"
             ) from None
-        folder = Path(path).parent
-        self.run_id = str(folder)
-        self.label = f"TensorBoard log {folder}"
+        self.folder = folder
         params = read_hparams(folder / HPARAMS_FILE)
         self.tags, self.failed = read_summary_marks(folder / SUMMARY_FILE)
-        self._scalars: dict[str, list[_Scalar]] = {}
-        event_files = tuple(map(str, sorted(folder.glob(EVENTS_PREFIX + "*"))))
-        self.inputs: tuple[str, ...] = (*event_files, *side_files(folder))
-        self.continues: tuple[str, ...] = ()
-        self.folders: tuple[str, ...] = (str(folder),)
-        for events in event_files:
+        self.scalars: dict[str, list[_Scalar]] = {}
+        self.event_files = tuple(map(str, sorted(folder.glob(EVENTS_PREFIX + "*"))))
+        self.inputs: tuple[str, ...] = (*self.event_files, *side_files(folder))
+        for events in self.event_files:
             try:
                 for event in EventFileLoader(events).Load():
                     for value in event.summary.value:
@@ -124,77 +189,28 @@ class TensorBoardRun:
                         elif plugin == "scalars" and value.HasField("tensor"):
                             self._add(value.tag, event, float(tensor_util.make_ndarray(value.tensor).item()))
             except Exception as e:  # a truncated or foreign file
-                raise OfflineInputError(f"{self.label}: {Path(events).name} cannot be read: {e}") from None
+                raise OfflineInputError(
+                    f"TensorBoard log {folder}: {Path(events).name} cannot be read: {e}"
+                ) from None
         self.params = params
-        earlier = self._earlier_part(folder, _opening)
-        if earlier is not None:
-            run, last_step = earlier
-            joined = {
-                tag: [e for e in scalars if e.step <= last_step] for tag, scalars in run._scalars.items()
-            }
-            for tag, scalars in self._scalars.items():
-                joined.setdefault(tag, []).extend(scalars)
-            self._scalars = joined
-            self.params = {**run.params, **self.params}
-            self.continues = (*(f for f in run.inputs if is_tensorboard_log(f)), *run.continues)
-            self.inputs = (*self.inputs, *run.inputs)
-            self.folders = (*self.folders, *run.folders)
-            self.label = f"{self.label} (continuing {', '.join(run.folders)})"
-
-    def reads(self, path: str | os.PathLike[str]) -> str | None:
-        """What this log's reader reads a file at ``path`` as, whether it exists or not; else ``None``.
-
-        In the log's folder and those of the earlier parts it continues: every
-        ``events.out.tfevents.*`` file, ``hparams.yaml`` and ``energy_summary.json``. A file
-        written there becomes part of the log the next time it is read.
-        """
-        return role_in_log(
-            path, self.folders, lambda name: name.startswith(EVENTS_PREFIX), "an event file of the log"
-        )
-
-    def _earlier_part(self, folder: Path, opening: frozenset[Path]) -> tuple[TensorBoardRun, int] | None:
-        """The log this one continues, and its last step before the resume; ``None`` if none.
-
-        As :meth:`.LightningCsvRun._earlier_part`: the sibling folders (``version_*`` beside this
-        log's) holding event files are searched for the epoch whose ``energy/total_kwh`` is the
-        total this log's first epoch started from (:func:`~.lightning_csv.continued_step`).
-        """
-        totals, epoch_kwh = self.history(keys.TOTAL_KWH), self.history(keys.EPOCH_KWH)
-        if not totals or not epoch_kwh:
-            return None
-        first = min(totals)
-        base = totals[first] - epoch_kwh.get(first, 0.0)
-        if not base > 0:
-            return None
-        epoch = self.history("epoch").get(first)
-        first_step = min(
-            e.step for tag, scalars in self._scalars.items() if tag != HP_METRIC for e in scalars
-        )
-        here = folder.resolve()
-        opening = opening | {here}  # the logs being opened: a later part is not an earlier one
-        siblings = sorted({p.parent for p in here.parent.glob(f"*/{EVENTS_PREFIX}*")}, reverse=True)
-        for other in siblings:
-            if other.resolve() in opening:
-                continue
-            run = TensorBoardRun(sorted(other.glob(EVENTS_PREFIX + "*"))[0], _opening=opening)
-            step = continued_step(run, base, epoch, first_step)
-            if step is not None:
-                return run, step
-        return None
+        steps = [e.step for tag, scalars in self.scalars.items() if tag != HP_METRIC for e in scalars]
+        self.first_step: int | None = min(steps) if steps else None
+        self.resume = resume_point(self)
 
     def _add(self, tag: str, event: object, value: float) -> None:
         step, wall_time = int(event.step), float(event.wall_time)  # type: ignore[attr-defined]
-        self._scalars.setdefault(tag, []).append(_Scalar(step, wall_time, value))
+        self.scalars.setdefault(tag, []).append(_Scalar(step, wall_time, value))
 
     def history(self, key: str) -> dict[int, float]:
-        """``step -> value`` of the scalar ``key`` (empty when the run never logged it).
+        return _scalar_history(self.scalars, key)
 
-        ``"step"`` (when no scalar has that name) is the step itself at every step logged
-        (optimizer steps: a cost for a run logged without energy, ``--cost-key step``).
-        """
-        if key == "step" and key not in self._scalars:
-            return {e.step: float(e.step) for events in self._scalars.values() for e in events}
-        return latest_per_step(self._scalars.get(key, []))
+
+def _tb_part(folder: Path, parts: LogParts) -> _TbPart:
+    """The own scalars of the event files in ``folder``, read once per ``parts``."""
+    key = ("tensorboard", folder.resolve())
+    if key not in parts:
+        parts[key] = _TbPart(folder)
+    return parts[key]
 
 
 def _text(value: object) -> str:

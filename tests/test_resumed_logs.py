@@ -1,0 +1,138 @@
+"""Lightning logs of runs resumed from a checkpoint into a new folder, joined to their earlier part."""
+
+from __future__ import annotations
+
+import collections
+import csv
+import shutil
+
+import pytest
+from conftest import make_trainer
+from doubles import install_scripted_meter
+
+from lightning_green import EnergyAwareEarlyStopping, cli
+from lightning_green.offline import lightning_csv, open_lightning_log, read_log_curve
+
+FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
+
+
+def _logger(ns, kind, root, name):
+    if kind == "csv":
+        return ns.loggers.CSVLogger(str(root), name=name)
+    return ns.loggers.TensorBoardLogger(str(root), name=name)
+
+
+def _log_file(folder, kind):
+    if kind == "csv":
+        return folder / "metrics.csv"
+    (events,) = folder.glob("events.out.tfevents.*")
+    return events
+
+
+def _fit(ns, root, logger, max_epochs, ckpt_path=None, ckpt_dir=None, seed=0, **kwargs):
+    ns.pl.seed_everything(seed)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+    callbacks = [stopper]
+    if ckpt_dir is not None:
+        every = ns.callbacks.ModelCheckpoint(
+            dirpath=ckpt_dir, save_top_k=-1, every_n_epochs=1, filename="{epoch}"
+        )
+        callbacks.append(every)
+    trainer = make_trainer(
+        root,
+        callbacks,
+        logger=logger,
+        max_epochs=max_epochs,
+        lightning=ns,
+        enable_checkpointing=ckpt_dir is not None,
+        **{**FAST, **kwargs},
+    )
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32), ckpt_path=ckpt_path)
+    return stopper
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_two_runs_resumed_from_one_checkpoint_each_continue_the_first_run_only(
+    tmp_path, monkeypatch, capsys, ns, kind
+):
+    """version_1 and version_2 both resume from version_0's epoch=1.ckpt (two branches): each is
+    joined to version_0 alone (not to the other branch, whose rows hold no total of its own before
+    it), both are replayed, each with every check of its run, and version_0 (the earlier part of
+    both) is not replayed on its own: replay says it is read in each of them."""
+    install_scripted_meter(monkeypatch)  # equal totals in both branches: only the rows tell them apart
+    ckpt = tmp_path / "ckpt"
+    _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 4, ckpt_dir=ckpt)
+    branches = [
+        _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 5, ckpt_path=ckpt / "epoch=1.ckpt", seed=seed)
+        for seed in (1, 2)
+    ]
+    first, *resumed = (_log_file(tmp_path / "logs" / f"version_{v}", kind) for v in range(3))
+    for log, stopper in zip(resumed, branches, strict=True):
+        run = open_lightning_log(log)
+        assert run.folders == (str(log.parent), str(first.parent))
+        curve = read_log_curve(log)
+        assert list(curve.metrics) == pytest.approx(list(stopper.policy.history.metrics), rel=1e-6)
+        assert list(curve.costs) == pytest.approx(list(stopper.policy.history.costs_kwh), rel=1e-6)
+
+    out = tmp_path / "d.csv"
+    name = "metrics.csv" if kind == "csv" else "events.out.tfevents.*"
+    assert cli.main(["replay", str(tmp_path / "logs" / "version_*" / name), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [row["curve_id"] for row in rows] == [str(log.parent) for log in resumed]
+    for row, stopper in zip(rows, branches, strict=True):
+        assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
+    said = capsys.readouterr().out
+    assert f"{first} in each of 2 runs resumed from it: {resumed[0]}, {resumed[1]}" in said
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_reading_a_resumed_log_reads_each_sibling_folder_once(tmp_path, monkeypatch, ns, kind):
+    """Eight fine-tunes resumed from one checkpoint (whose log is in another folder): reading one
+    of them reads each sibling folder once (they resumed from the same point: none is its earlier
+    part), and a replay of all eight reads each folder once in all; it used to re-open every
+    sibling recursively, for each candidate (8 folders: tens of seconds)."""
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+    _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "pretrain"), 2, ckpt_dir=ckpt)
+    for seed in (0, 1):
+        _fit(
+            ns,
+            tmp_path,
+            _logger(ns, kind, tmp_path, "finetune"),
+            3,
+            ckpt_path=ckpt / "epoch=1.ckpt",
+            seed=seed,
+        )
+    for v in range(2, 8):  # a sweep: copies of the real fine-tunes
+        shutil.copytree(tmp_path / "finetune" / f"version_{v % 2}", tmp_path / "finetune" / f"version_{v}")
+    logs = [_log_file(tmp_path / "finetune" / f"version_{v}", kind) for v in range(8)]
+
+    reads: collections.Counter[str] = collections.Counter()
+    if kind == "csv":
+        opened = lightning_csv._open
+
+        def counting_open(path):
+            reads[str(path)] += 1
+            return opened(path)
+
+        monkeypatch.setattr(lightning_csv, "_open", counting_open)
+        per_file = 3  # to tell a CSVLogger log by its header (as given, as a sibling), and to read it
+    else:
+        from tensorboard.backend.event_processing import event_file_loader
+
+        class CountingLoader(event_file_loader.EventFileLoader):
+            def __init__(self, path, *args, **kwargs):
+                reads[str(path)] += 1
+                super().__init__(path, *args, **kwargs)
+
+        monkeypatch.setattr(event_file_loader, "EventFileLoader", CountingLoader)
+        per_file = 1
+
+    run = open_lightning_log(logs[0])
+    assert run.continues == () and run.folders == (str(logs[0].parent),)
+    assert sorted(reads) == sorted(map(str, logs)) and max(reads.values()) <= per_file
+    reads.clear()
+    out = tmp_path / "d.csv"
+    assert cli.main(["replay", *map(str, logs), "-o", str(out)]) == 0
+    assert len(list(csv.DictReader(out.read_text().splitlines()))) == 8
+    assert sorted(reads) == sorted(map(str, logs)) and max(reads.values()) <= per_file
