@@ -136,3 +136,42 @@ def test_reading_a_resumed_log_reads_each_sibling_folder_once(tmp_path, monkeypa
     assert cli.main(["replay", *map(str, logs), "-o", str(out)]) == 0
     assert len(list(csv.DictReader(out.read_text().splitlines()))) == 8
     assert sorted(reads) == sorted(map(str, logs)) and max(reads.values()) <= per_file
+
+
+@pytest.mark.parametrize("val_check_interval", [0.5, 1.0])
+def test_a_run_resumed_from_a_checkpoint_saved_at_a_validation_replays_every_check(
+    tmp_path, monkeypatch, capsys, ns, val_check_interval
+):
+    """Two validations an epoch, a checkpoint every epoch (saved at its last validation, the epoch
+    still open): resumed from epoch=1.ckpt into version_1, the resumed log closes epoch 1 itself.
+    Its joined log keeps the checks the checkpoint held (1.5 and 2.0 epochs were cut, at epoch 0's
+    total), so its curve is the callback's history exactly and replay makes the callback's decision,
+    from the CSV log and the TensorBoard log alike; so with one validation an epoch."""
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+    kwargs = dict(val_check_interval=val_check_interval, limit_train_batches=6, limit_val_batches=2)
+
+    def loggers():
+        return [_logger(ns, "csv", tmp_path, "csv"), _logger(ns, "tensorboard", tmp_path, "tb")]
+
+    _fit(ns, tmp_path, loggers(), 4, ckpt_dir=ckpt, **kwargs)
+    stopper = _fit(ns, tmp_path, loggers(), 6, ckpt_path=ckpt / "epoch=1.ckpt", **kwargs)
+    history = stopper.policy.history
+    assert len(history) == 6 / val_check_interval
+    for log in (
+        _log_file(tmp_path / "csv" / "version_1", "csv"),
+        _log_file(tmp_path / "tb" / "version_1", "tb"),
+    ):
+        curve = read_log_curve(log)
+        assert list(curve.metrics) == pytest.approx(list(history.metrics), rel=1e-6)
+        assert list(curve.costs) == pytest.approx(list(history.costs_kwh), rel=1e-6)
+        assert [float(e) for e in curve.epochs] == pytest.approx(
+            [val_check_interval * (i + 1) for i in range(len(history))]
+        )
+        out = tmp_path / f"{log.parent.parent.name}.csv"
+        assert cli.main(["replay", str(log), "-o", str(out)]) == 0
+        (row,) = list(csv.DictReader(out.read_text().splitlines()))
+        reason = stopper.stop_reason.value if stopper.stop_reason is not None else "none"
+        assert row["stop_reason"] == reason
+        assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
+        assert float(row["cost_at_stop"]) == pytest.approx(float(history.costs_kwh[-1]), rel=1e-6)

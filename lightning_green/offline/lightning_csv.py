@@ -305,9 +305,11 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
 
     Returns:
         ``[(earlier, last_step), ...]``, latest part first: the part's rows up to ``last_step``
-        (the step of the total the part that continues it resumed from) belong to the run; what
-        it logged after was re-run after the resume. Empty when the log was not resumed or its
-        earlier part is not there.
+        (the first step of the part that continues it, the step its checkpoint was saved at: a
+        checkpoint saved at a validation inside an epoch, or at the epoch's last one before the
+        epoch closed, holds the checks of that epoch so far) belong to the run; what it logged
+        after was re-run after the resume. Empty when the log was not resumed or its earlier
+        part is not there.
     """
     chain: list[tuple[PartT, int]] = []
     current = part
@@ -324,7 +326,9 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
                 best = ((step, other.first_step), other)
         if best is None:
             break
-        chain.append((best[1], best[0][0]))
+        # what the checkpoint held: every row up to the resumed log's first step (the global step
+        # it was saved at), each check inside the checkpoint's epoch too, not only whole epochs
+        chain.append((best[1], point.first_step))
         current = best[1]  # its first step is earlier than ``current``'s: the chain ends
     return chain
 
