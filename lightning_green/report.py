@@ -522,6 +522,9 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
     extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
+    checks = _checks_from_metrics(run_id, history, monitor, monitor == stopper_metric, metric)
+    sign = -1.0 if mode == "max" else 1.0
+    best_check = min(checks, key=lambda c: (sign * c.metric, c.total_j)) if checks else None
     # The whole run (what preceded the first epoch and followed the last included), as the summary
     # the run printed; the part before the first epoch as the run logged it (older runs: none).
     run_kwh = history(keys.RUN_KWH)
@@ -539,7 +542,69 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         mode=mode,
         extra=extra,
         before_epochs_j=before_j,
+        best_check=best_check,
+        checks=checks,
     )
+
+
+def _checks_from_metrics(
+    run_id: str,
+    history: Any,
+    monitor: str | None,
+    stoppers_metric: bool,
+    metric: dict[int, float],
+) -> list[CheckValue]:
+    """The validations inside epochs a run logged (the summary's ``checks``), from its metrics.
+
+    The stopper logs each of its checks (``energy/check_kwh``, the kWh up to it, with
+    ``energy/check_epochs``, the epochs completed, and ``energy/check_metric``, the value it
+    decided on); those at a fractional number of epochs are inside an epoch, as
+    :class:`~lightning_green.EnergyMonitor` records them (an epoch's last validation is in its
+    ``per_epoch`` record). A run logged without ``energy/check_epochs`` has its checks at steps
+    where no epoch ended (no ``energy/total_kwh``) taken as inside.
+
+    Args:
+        run_id: How errors name the run.
+        history: ``key -> {step: value}`` of the run's metrics.
+        monitor: The metric drawn (``None``: no checks).
+        stoppers_metric: Whether it is the metric the stopper decided on: then its
+            ``energy/check_metric`` is the value, else the metric's own value at the check's step.
+        metric: ``step -> value`` of ``monitor``.
+
+    Returns:
+        The checks with a finite value of the metric, in order.
+
+    Raises:
+        OfflineInputError: If there are more than the report draws (``MAX_CHECKS``).
+    """
+    from lightning_green.offline.errors import OfflineInputError
+    from lightning_green.offline.summary_artifact import MAX_CHECKS
+
+    at_checks = history(keys.CHECK_KWH) if monitor else {}
+    if not at_checks:
+        return []
+    completed = history(keys.CHECK_EPOCHS)
+    decided = history(keys.CHECK_METRIC) if stoppers_metric else {}
+    epoch_ends, epochs = set(history(keys.TOTAL_KWH)), history("epoch")
+    checks: list[CheckValue] = []
+    for step in sorted(at_checks):
+        done = completed.get(step)
+        if completed:  # an epoch's end (its per_epoch record has it) or a run without epochs
+            if done is None or not math.isfinite(done) or done.is_integer():
+                continue
+            epoch: float | None = math.floor(done)
+        else:
+            epoch = None if step in epoch_ends else epochs.get(step)
+        value = decided.get(step, metric.get(step))
+        if epoch is None or value is None or not math.isfinite(value):
+            continue
+        checks.append(CheckValue(int(epoch), float(value), at_checks[step] * J_PER_KWH))
+    if len(checks) > MAX_CHECKS:
+        raise OfflineInputError(
+            f"run {run_id} logged {len(checks):,} checks inside epochs ({keys.CHECK_KWH}); the report "
+            f"draws at most {MAX_CHECKS:,}"
+        )
+    return checks
 
 
 def _whole(run_id: str, name: str, text: str) -> int:

@@ -263,6 +263,52 @@ def test_report_plot_draws_every_validation_inside_epochs(tmp_path, capsys, ns):
     assert summary["best_metric"] == min(metric)
 
 
+def test_a_report_rebuilt_from_the_metrics_draws_every_validation_inside_epochs(tmp_path, sqlite_uri, ns):
+    """A run validating twice an epoch, its summary written nowhere: the report of its CSVLogger
+    log and of its MLflow run (no summary artifact) rebuilds the validations inside epochs from
+    the stopper's check records (energy/check_kwh, check_epochs, check_metric), as the run's own
+    summary holds them, and draws every one; it used to keep only the epochs' ends."""
+    from lightning_green.report_plot import draw_summary
+
+    epochs = 3
+    monitor = EnergyMonitor(monitor="val_loss", summary=False)
+    mlflow_logger = ns.loggers.MLFlowLogger(experiment_name="checks", tracking_uri=sqlite_uri)
+    loggers = [ns.loggers.CSVLogger(str(tmp_path), name="log"), mlflow_logger]
+    ns.pl.seed_everything(0)
+    trainer = make_trainer(
+        tmp_path,
+        [monitor, EnergyAwareEarlyStopping(monitor="val_loss")],
+        logger=loggers,
+        max_epochs=epochs,
+        lightning=ns,
+        val_check_interval=0.5,
+        **FAST,
+    )
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    own = monitor.last_summary
+    assert len(own["checks"]) == epochs  # one validation inside each epoch, the other at its end
+    log = tmp_path / "log" / "version_0" / "metrics.csv"
+    assert not (log.parent / "energy_summary.json").exists()
+    for source in (
+        [str(log)],
+        ["--mlflow-uri", sqlite_uri, "--run-id", mlflow_logger.run_id],
+    ):
+        as_json = tmp_path / "report.json"
+        assert green_cli.main(["report", *source, "-o", str(tmp_path / "r.png"), "--json", str(as_json)]) == 0
+        rebuilt = json.loads(as_json.read_text())
+        assert rebuilt["rebuilt_from_metrics"] is True
+        assert [c["epoch"] for c in rebuilt["checks"]] == [c["epoch"] for c in own["checks"]]
+        for key in ("total_kwh", "metric"):
+            assert [c[key] for c in rebuilt["checks"]] == pytest.approx(
+                [c[key] for c in own["checks"]], rel=1e-6
+            )
+        assert rebuilt["best_metric"] == pytest.approx(own["best_metric"], rel=1e-6)
+        assert rebuilt["kwh_to_best"] == pytest.approx(own["kwh_to_best"], rel=1e-6)
+        (line,) = [ln for ln in draw_summary(rebuilt).axes[0].get_lines() if ln.get_label() == "val_loss"]
+        assert len(line.get_xdata()) == 2 * epochs  # every validation drawn, in order of the energy
+        assert list(line.get_xdata()) == sorted(line.get_xdata())
+
+
 def test_report_command_needs_one_source(tmp_path, capsys):
     assert green_cli.main(["report"]) == 2
     assert "give either --mlflow-uri URI --run-id ID or LOG" in capsys.readouterr().err
