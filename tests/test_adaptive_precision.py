@@ -359,58 +359,107 @@ def unshuffled_digits(lightning):
     return UnshuffledDigits(batch_size=32)
 
 
+PROBE_COST = dict(
+    factors={"float32": 1.0, "bfloat16": 0.5, "float16": 0.5}, overhead_j=0.2, per_sample_j=0.001
+)
+"""bf16 costs half: from step 110 a probe resolves it cheaper within a few windows."""
+
+
+def probe_run(
+    path,
+    monkeypatch,
+    ns,
+    ckpt_path=None,
+    with_batch_size=False,
+    checkpoint=None,
+    extra=(),
+    datamodule=None,
+    **trainer_kwargs,
+):
+    """A scripted-energy fit probing bf16 from step 110, with ModelCheckpoint(**checkpoint) (every epoch).
+
+    Returns the trainer, AdaptivePrecision, AdaptiveBatchSize (used with ``with_batch_size``) and a Spy.
+    """
+    install_step_cost(monkeypatch, **PROBE_COST)
+    precision = AdaptivePrecision(precisions="bf16-mixed", window_s=0.001, start_step=110, probe_budget=0.9)
+    sizes = AdaptiveBatchSize(
+        min_batch_size=32, max_batch_size=64, window_s=0.001, probe_windows=2, probe_fraction=0.9
+    )
+    saving = checkpoint if checkpoint is not None else dict(every_n_epochs=1, filename="{epoch}")
+    saver = ns.callbacks.ModelCheckpoint(dirpath=str(path / "ckpt"), save_top_k=-1, **saving)
+    spy = Spy()
+    callbacks = [sizes, precision] if with_batch_size else [precision]
+    ns.pl.seed_everything(0, verbose=False)
+    kwargs = {"max_epochs": 10, "limit_train_batches": 20, **trainer_kwargs}
+    trainer = make_trainer(
+        path,
+        [*callbacks, spy, SeedEachEpoch(), *extra, saver],
+        lightning=ns,
+        enable_checkpointing=True,
+        **kwargs,
+    )
+    data = datamodule if datamodule is not None else unshuffled_digits(ns)
+    trainer.fit(ns.module(costed_digits)(), datamodule=data, ckpt_path=ckpt_path)
+    return trainer, precision, sizes, spy
+
+
+def decisions(cb):
+    return [(h["epoch"], h["step"], h["from"], h["to"], h["reason"]) for h in cb.history]
+
+
+def total_kwh(trainer):
+    return EnergyMonitor.for_trainer(trainer).last_summary["total_kwh"]
+
+
 @pytest.mark.parametrize("with_batch_size", [False, True], ids=["precision", "precision+batch_size"])
 def test_a_resume_from_a_checkpoint_inside_a_probe_window_decides_as_the_uninterrupted_run(
     tmp_path, monkeypatch, ns, with_batch_size
 ):
     # bf16 costs half: from step 110 the probe alternates windows; the switch at step 116 (epoch 5)
     # starts a bf16 segment whose window epoch 5's end (and its checkpoint) catches open.
-    cost = dict(factors={"float32": 1.0, "bfloat16": 0.5, "float16": 0.5}, overhead_j=0.2, per_sample_j=0.001)
-
-    def run(path, ckpt_path=None):
-        install_step_cost(monkeypatch, **cost)
-        precision = AdaptivePrecision(
-            precisions="bf16-mixed", window_s=0.001, start_step=110, probe_budget=0.9
-        )
-        sizes = AdaptiveBatchSize(
-            min_batch_size=32, max_batch_size=64, window_s=0.001, probe_windows=2, probe_fraction=0.9
-        )
-        checkpoint = ns.callbacks.ModelCheckpoint(
-            dirpath=str(path / "ckpt"), every_n_epochs=1, save_top_k=-1, filename="{epoch}"
-        )
-        spy = Spy()
-        callbacks = [sizes, precision] if with_batch_size else [precision]
-        ns.pl.seed_everything(0, verbose=False)
-        trainer = make_trainer(
-            path,
-            [*callbacks, spy, SeedEachEpoch(), checkpoint],
-            max_epochs=10,
-            limit_train_batches=20,
-            lightning=ns,
-            enable_checkpointing=True,
-        )
-        trainer.fit(ns.module(costed_digits)(), datamodule=unshuffled_digits(ns), ckpt_path=ckpt_path)
-        return trainer, precision, sizes, spy
-
-    def decisions(cb):
-        return [(h["epoch"], h["step"], h["from"], h["to"], h["reason"]) for h in cb.history]
-
-    whole_trainer, whole, whole_sizes, whole_spy = run(tmp_path / "whole")
+    whole_trainer, whole, whole_sizes, whole_spy = probe_run(
+        tmp_path / "whole", monkeypatch, ns, with_batch_size=with_batch_size
+    )
     ckpt = tmp_path / "whole" / "ckpt" / "epoch=5.ckpt"
     assert ("bf16-mixed", "32-true", "probe") in switches(whole)  # the window closes after the resume
 
-    trainer, resumed, sizes, spy = run(tmp_path / "resumed", ckpt_path=str(ckpt))
+    trainer, resumed, sizes, spy = probe_run(
+        tmp_path / "resumed", monkeypatch, ns, ckpt_path=str(ckpt), with_batch_size=with_batch_size
+    )
     assert decisions(resumed) == decisions(whole)
     got, want = (cb.history[-1]["details"]["comparison"] for cb in (resumed, whole))
     assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
     assert spy.rows == whole_spy.rows[6:]  # epochs 6 to 9: the same batch sizes, precisions and lr
     if with_batch_size:
         assert decisions(sizes) == decisions(whole_sizes) != []  # the trial starts in the same epoch
-    total_kwh = (EnergyMonitor.for_trainer(t).last_summary["total_kwh"] for t in (trainer, whole_trainer))
-    assert next(total_kwh) == pytest.approx(next(total_kwh), rel=1e-9)
+    assert total_kwh(trainer) == pytest.approx(total_kwh(whole_trainer), rel=1e-9)
     # The open window is in the checkpoint as plain data (it loads with weights_only=True).
     state = torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.AdaptivePrecision"]
     assert state["current"] == "bf16-mixed" and 0 < state["window"]["steps"] < state["window"]["target_steps"]
+
+
+@pytest.mark.parametrize("with_batch_size", [False, True], ids=["precision", "precision+batch_size"])
+def test_a_resume_from_a_checkpoint_saved_where_a_switch_was_decided_waits_for_the_warm_up_as_uninterrupted(
+    tmp_path, monkeypatch, ns, with_batch_size
+):
+    # 29 batches an epoch: the probe's first switch is decided at step 116, epoch 3's last. Its
+    # checkpoint holds the switch pending and a window of no step yet whose target is the policy's
+    # 2 warm-up steps (not the 4 of a window): the resumed run closes it where the whole one did.
+    kwargs = dict(max_epochs=7, limit_train_batches=29, with_batch_size=with_batch_size)
+    whole_trainer, whole, whole_sizes, _ = probe_run(tmp_path / "whole", monkeypatch, ns, **kwargs)
+    ckpt = tmp_path / "whole" / "ckpt" / "epoch=3.ckpt"
+    assert decisions(whole)[0] == (3, 116, "32-true", "bf16-mixed", "probe")
+
+    trainer, resumed, sizes, _ = probe_run(
+        tmp_path / "resumed", monkeypatch, ns, ckpt_path=str(ckpt), **kwargs
+    )
+    assert decisions(resumed) == decisions(whole)
+    assert decisions(sizes) == decisions(whole_sizes)
+    assert total_kwh(trainer) == pytest.approx(total_kwh(whole_trainer), rel=1e-9)
+    state = torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.AdaptivePrecision"]
+    assert state["pending"]["to"] == "bf16-mixed" and state["current"] == "32-true"
+    assert (state["window"]["steps"], state["window"]["target_steps"]) == (0, whole.policy.warmup_steps)
+    assert state["step_s"] > 0  # the measured step time sizes the windows after the resume too
 
 
 # -- refusals at fit start --------------------------------------------------------------------------

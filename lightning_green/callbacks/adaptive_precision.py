@@ -73,6 +73,8 @@ class PrecisionState(AdaptiveState):
     """The window a checkpoint caught open (a probe's steps and energy so far): a resume continues it."""
     window_scale_start: float | None = field(default=None, metadata={"attr": "_window_scale_start"})
     """The GradScaler's scale when that window began (``16-mixed``), for its overflow count."""
+    step_s: float | None = field(default=None, metadata={"attr": "_step_s"})
+    """Seconds per optimizer step of the last window closed: the length of the next windows."""
 
 
 class AdaptivePrecision(AdaptiveCallback):

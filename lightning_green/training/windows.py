@@ -146,16 +146,18 @@ class TrainingWindow:
         loss_n = list(summed.get("carried.loss_n", [])) + list(summed["loss_n"])
         return samples, loss_sum, loss_n
 
-    def so_far(self, collective: bool = True) -> OpenWindow | None:
-        """What the window has measured so far, to keep in a checkpoint; None when it counted no step.
+    def so_far(self, collective: bool = True) -> OpenWindow:
+        """What the window has measured so far, to keep in a checkpoint (also with no step counted yet).
+
+        A window that counted no step still has its target: after a switch decided at the step a
+        checkpoint is saved (an epoch's last), the next window is the policy's warm-up, which a
+        resumed fit must wait for as the uninterrupted one does.
 
         Args:
             collective: Read the meters of a running window (without interrupting it) and sum the
                 samples and losses over ranks: every rank must call it. False: no meter read, this
                 rank's figures only (a fit that is over).
         """
-        if self.steps == 0:
-            return None
         if collective and not self.paused:
             self.sync()
             record = self.session.end(self.key, restart=True)  # reopened at this very reading
