@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
+import test_adaptive_doubles
 import torch
 from conftest import PL, AnyCallback, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
@@ -460,6 +461,88 @@ def test_a_resume_from_a_checkpoint_saved_where_a_switch_was_decided_waits_for_t
     assert state["pending"]["to"] == "bf16-mixed" and state["current"] == "32-true"
     assert (state["window"]["steps"], state["window"]["target_steps"]) == (0, whole.policy.warmup_steps)
     assert state["step_s"] > 0  # the measured step time sizes the windows after the resume too
+
+
+class ResumableLoader(DataLoader):
+    """A loader Lightning restores mid-epoch (``state_dict``/``load_state_dict``, as torchdata's)."""
+
+    def __init__(self, *args, epoch_batches: int = 20, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_batches, self._skip, self._yielded = epoch_batches, 0, 0
+
+    def __iter__(self):
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for i, batch in enumerate(super().__iter__()):
+            self._yielded = i + 1
+            if i >= skip:
+                yield batch
+
+    def state_dict(self):
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state):
+        self._skip = state["yielded"] % self.epoch_batches  # an epoch's end: the next one from its start
+
+
+def resumable_digits(lightning):
+    class ResumableDigits(lightning.DigitsDataModule):
+        def train_dataloader(self):
+            return ResumableLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+
+    return ResumableDigits(batch_size=32)
+
+
+class SlowSave(AnyCallback):
+    """Writing a checkpoint costs 3 J (a large model's file; a probe window here is about 1 J)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        test_adaptive_doubles.COST.charged_j += 3.0
+
+
+@pytest.mark.parametrize("with_batch_size", [False, True], ids=["precision", "precision+batch_size"])
+def test_writing_a_checkpoint_mid_epoch_is_not_measured_so_a_resumed_run_decides_as_the_uninterrupted(
+    tmp_path, monkeypatch, ns, with_batch_size
+):
+    # Checkpoints every 9 steps, each 3 J to write: the windows exclude the writing (as validation),
+    # so the run decides as without checkpoints, and resumed from step 126 (inside a probe) alike.
+    kwargs = dict(with_batch_size=with_batch_size, max_epochs=10)
+    plain_trainer, plain, plain_sizes, _ = probe_run(
+        tmp_path / "plain",
+        monkeypatch,
+        ns,
+        checkpoint=dict(every_n_epochs=0),
+        datamodule=resumable_digits(ns),
+        **kwargs,
+    )
+    every_9 = dict(every_n_train_steps=9, filename="{step}")
+
+    def saving_run(path, ckpt_path=None):
+        return probe_run(
+            path,
+            monkeypatch,
+            ns,
+            ckpt_path=ckpt_path,
+            checkpoint=every_9,
+            extra=[SlowSave()],
+            datamodule=resumable_digits(ns),
+            **kwargs,
+        )
+
+    whole_trainer, whole, whole_sizes, _ = saving_run(tmp_path / "whole")
+    assert decisions(whole) == decisions(plain) != []
+    assert decisions(whole_sizes) == decisions(plain_sizes)
+    if with_batch_size:  # the trial's windows measured the same: what probing cost
+        assert decisions(whole_sizes) != []
+        got, want = (EnergyMonitor.for_trainer(t).last_summary for t in (whole_trainer, plain_trainer))
+        assert got["batch_size_probe_j"] == pytest.approx(want["batch_size_probe_j"], rel=1e-9)
+    ckpt = tmp_path / "whole" / "ckpt" / "step=126.ckpt"
+    state = torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.AdaptivePrecision"]
+    assert state["window"]["steps"] > 0  # inside a window
+
+    # (The resumed run's energy lacks the writing of the checkpoint it resumes from, read before it.)
+    _, resumed, sizes, _ = saving_run(tmp_path / "resumed", ckpt_path=str(ckpt))
+    assert decisions(resumed) == decisions(whole)
+    assert decisions(sizes) == decisions(whole_sizes)
 
 
 # -- refusals at fit start --------------------------------------------------------------------------

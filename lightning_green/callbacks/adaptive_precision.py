@@ -476,15 +476,17 @@ class AdaptivePrecision(AdaptiveCallback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Keep the open window whole in the checkpoint: energy up to now, samples and losses of all ranks.
+        """Pause the window and keep it whole in the checkpoint: energy so far, all ranks' samples and losses.
 
-        A collective while the session runs (every rank saves the checkpoint); a window closed
-        after a resume then measures what it would have without the interruption.
+        A collective while the session runs (every rank saves the checkpoint). Writing the
+        checkpoint is not training: the window stays paused until the next training batch (as
+        over validation), so a window closed after a resume measures what the uninterrupted one does.
         """
         saved = checkpoint.get("callbacks", {}).get(self.state_key)
         session = self._session
         if saved is None or session is None or not session.running or self._restored_window is not None:
             return
+        self.pause_window(trainer)  # resumed at the next on_train_batch_start
         saved["window"] = to_state(self._window.so_far())
         saved["window_scale_start"] = self._scale_start
 
