@@ -201,6 +201,33 @@ def test_a_probe_is_not_started_when_the_planned_run_ends_before_its_windows(tmp
     assert switches(cb) == []
 
 
+def test_a_fit_planned_too_short_to_probe_says_so_and_a_continued_longer_plan_probes(
+    tmp_path, monkeypatch, caplog, ns
+):
+    # bf16 costs half; probing may start at step 20 but needs 24 steps, and 2 epochs of 20 end at 40.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    cb = AdaptivePrecision(**LATE)
+    caplog.set_level("INFO")
+    trainer, model = fit(tmp_path, [cb], epochs=2, lightning=ns)
+    assert [(h["step"], h["reason"]) for h in cb.history] == [(20, "too_short")]
+    assert (cb.history[0]["details"]["steps_needed"], cb.history[0]["details"]["steps_left"]) == (24, 20)
+    assert (
+        caplog.text.count("AdaptivePrecision does not probe: two windows of each candidate (bf16-mixed)") == 1
+    )
+    assert "precision 32-true -> 32-true (not probed: bf16-mixed; the planned run ended before" in caplog.text
+    trainer.save_checkpoint(str(tmp_path / "after_fit.ckpt"))
+
+    # fit again on the same Trainer with a larger max_epochs: the run goes on and probes bf16.
+    trainer.fit_loop.max_epochs = 10
+    trainer.fit(model, datamodule=ns.DigitsDataModule(batch_size=32))
+    assert switches(cb)[-1] == ("32-true", "bf16-mixed", "cheaper")
+    # Resumed from the first fit's checkpoint with the longer plan: the same.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    resumed = AdaptivePrecision(**LATE)
+    fit(tmp_path / "resumed", [resumed], epochs=10, lightning=ns, ckpt_path=str(tmp_path / "after_fit.ckpt"))
+    assert switches(resumed)[-1] == ("32-true", "bf16-mixed", "cheaper")
+
+
 def test_probe_budget_0_never_probes_and_says_so_once_without_advice(tmp_path, monkeypatch, caplog, ns):
     # probe_budget=0 is "never probe": no no_budget verdict about a budget "unless the projected
     # run grows enough" (it never can), but one record and info line naming the argument's choice.

@@ -181,6 +181,27 @@ def test_a_run_too_short_for_two_candidate_windows_does_not_probe_and_says_so_on
     assert 0.05 * first_probe * SAMPLES >= 2 * window_j * 0.95
 
 
+def test_a_plan_ending_before_two_candidate_windows_says_so_and_a_longer_plan_probes_the_candidates():
+    # From step 20 a probe needs 2 pairs of (2 warm-up + 4) steps: 24 steps, more than a 30-step plan has.
+    costs = {FP32: 1.0, BF16: 0.5}
+    policy = eager_policy([BF16])
+    short = simulate(policy, costs, 30, planned=30)
+    assert short["used"] == {FP32: 30}
+    notes = [d for d in short["decisions"] if d[2] is PrecisionReason.TOO_SHORT]
+    assert [t for t, _, _ in notes] == [policy.start_step - 1]  # said once, at the first decision
+    assert policy.too_short_for_probing == (BF16,)
+    # Continued (through a JSON state, as a checkpoint) to a plan still too short: said again, once.
+    continued = eager_policy([BF16])
+    continued.load_state_dict(json.loads(json.dumps(policy.state_dict())))
+    still = simulate(continued, costs, 10, start=30, planned=40)
+    assert still["used"] == {FP32: 10}
+    assert reasons(still).count(PrecisionReason.TOO_SHORT) == 1
+    # ... then to a long enough plan: bf16 is probed and adopted, as from the start.
+    longer = simulate(continued, costs, 200, start=40, planned=240)
+    assert PrecisionReason.PROBE in reasons(longer) and longer["final"] == BF16
+    assert PrecisionReason.TOO_SHORT not in reasons(longer) and continued.too_short_for_probing == ()
+
+
 def test_without_a_planned_length_probing_waits_until_5_percent_of_the_spent_energy_pays_for_it():
     policy = PrecisionPolicy([BF16])
     run = simulate(policy, {FP32: 1.0, BF16: 0.5}, 600, planned=None)

@@ -142,6 +142,10 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         """The setting the run started with (the user's batch size, the Trainer's precision)."""
         return getattr(self, self.setting_attrs[1])
 
+    def fit_end_note(self) -> str:
+        """What the end-of-fit line adds after the setting chosen (why nothing was probed, say), or ""."""
+        return ""
+
     def release(self) -> None:
         """Undo what the callback attached to the module or trainer (at teardown and on failure)."""
 
@@ -262,7 +266,8 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         probing = "" if chosen == last else f" (ended while probing {last}; trained at {last} last)"
         _compat.info(
             trainer,
-            f"lightning_green: {self.setting_label} {self.initial_setting()} -> {chosen}{probing}; "
+            f"lightning_green: {self.setting_label} {self.initial_setting()} -> {chosen}{probing}"
+            f"{self.fit_end_note()}; "
             f"switches: {switch_text(switches(self.history)) or 'none'}",
         )
         pending = self.pending

@@ -36,6 +36,7 @@ from lightning_green.policy.precision import (
     no_budget_text,
     probe_cost,
     probing_off_text,
+    too_short_text,
 )
 from lightning_green.state import to_state
 from lightning_green.training.planned import planned_steps
@@ -53,6 +54,7 @@ _NOTABLE = {
     PrecisionReason.UNRESOLVED,
     PrecisionReason.TO_CONFIRM,
     PrecisionReason.NO_BUDGET,
+    PrecisionReason.TOO_SHORT,
     PrecisionReason.PROBING_OFF,
     PrecisionReason.LOSS_DEVIATION,
     PrecisionReason.COOLDOWN_OVER,
@@ -408,6 +410,10 @@ class AdaptivePrecision(AdaptiveCallback):
                 _compat.info(
                     trainer, f"lightning_green: AdaptivePrecision does not probe: {no_budget_text(decision)}"
                 )
+            elif decision.reason is PrecisionReason.TOO_SHORT:  # the policy says so once per plan
+                _compat.info(
+                    trainer, f"lightning_green: AdaptivePrecision does not probe: {too_short_text(decision)}"
+                )
             elif decision.reason is PrecisionReason.PROBING_OFF:  # the policy says so once
                 _compat.info(
                     trainer,
@@ -429,6 +435,16 @@ class AdaptivePrecision(AdaptiveCallback):
             f"step {pending.step} ({pending.reason})",
         )
         self.publish_tags(trainer)
+
+    def fit_end_note(self) -> str:
+        """Candidates the planned run ended too soon to probe (a longer plan probes them), else ""."""
+        waiting = self.policy.too_short_for_probing if self.policy is not None else ()
+        if not waiting:
+            return ""
+        return (
+            f" (not probed: {', '.join(waiting)}; the planned run ended before two windows of each: "
+            "a fit continued to a longer plan probes them)"
+        )
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The precision, switches and probing cost (joules with the PUE, like the summary's totals).

@@ -25,7 +25,9 @@ judged after every pair by a paired confidence interval on the ratio of joules p
 ``switch_margin``): only a candidate *resolved* cheaper is adopted; one resolved costlier stops
 after two pairs; one still unresolved after ``max_pairs`` pairs, or when the budget runs out, is
 not adopted. Probing energy (the candidate's steps) stays within ``probe_budget`` of the run's
-projected energy; a run too short for two candidate windows does not probe (``no_budget``).
+projected energy; a run too short for two candidate windows does not probe (``no_budget``), nor
+does one whose planned end comes before them (``too_short``): both keep the candidates, and a run
+continued to a longer plan probes them.
 On the CPU-time estimate a saving must replicate: resolved cheaper (and no slower) once, the
 candidate is probed again from the next epoch (``to_confirm``) and adopted only if resolved
 cheaper again.
@@ -78,6 +80,7 @@ from lightning_green.policy.precision_probe import (
     no_budget_text,
     probe_cost,
     probing_off_text,
+    too_short_text,
 )
 
 __all__ = [
@@ -89,6 +92,7 @@ __all__ = [
     "no_budget_text",
     "probe_cost",
     "probing_off_text",
+    "too_short_text",
 ]
 
 _STATE_VERSION = 3
@@ -215,6 +219,7 @@ class PrecisionPolicy(ProbeRunner):
         self._train_j = 0.0  # energy of every step recorded
         self._estimated = False  # whether the last steps' energy was the CPU-time estimate
         self._budget_noted = False
+        self._too_short_for: float | None = None  # the plan too short to probe (said once per plan)
         self._started = False
         self._pending: list[str] = []
         self._banned: dict[str, int] = {}  # precision -> epoch from which it may be probed again
@@ -467,6 +472,7 @@ class PrecisionPolicy(ProbeRunner):
             "probe_steps": self._probe_steps,
             "train_j": self._train_j,
             "budget_noted": self._budget_noted,
+            "too_short_for": self._too_short_for,
             "started": self._started,
             "pending": list(self._pending),
             "banned": dict(self._banned),
@@ -503,6 +509,8 @@ class PrecisionPolicy(ProbeRunner):
         self._probe_steps = int(state["probe_steps"])
         self._train_j = float(state["train_j"])
         self._budget_noted = bool(state["budget_noted"])
+        too_short = state.get("too_short_for")  # absent from states saved before it
+        self._too_short_for = None if too_short is None else float(too_short)
         self._started = bool(state["started"])
         self._pending = [str(p) for p in state["pending"]]
         self._banned = {str(k): int(v) for k, v in state["banned"].items()}

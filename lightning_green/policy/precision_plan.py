@@ -44,6 +44,12 @@ class PrecisionReason(str, Enum):
     """On the CPU-time estimate, resolved cheaper in one probe: probed again in a later epoch first."""
     NO_BUDGET = "no_budget"
     """The probing budget cannot pay for two candidate windows (yet): not probing."""
+    TOO_SHORT = "too_short"
+    """The planned run ends before two candidate windows (with their references): not probing, for now.
+
+    The candidates are kept: a run continued to a longer plan (``fit`` again with a larger
+    ``max_epochs``, a resume with a longer plan) probes them.
+    """
     PROBING_OFF = "probing_off"
     """``probe_budget=0``: probing is off by argument, whatever the run's length: not probing."""
     LOSS_DEVIATION = "loss_deviation"

@@ -79,6 +79,7 @@ __all__ = [
     "no_budget_text",
     "probe_cost",
     "probing_off_text",
+    "too_short_text",
 ]
 
 MIN_PAIRS = 2
@@ -134,6 +135,7 @@ class ProbeRunner:
     _probe_samples: dict[str, int]
     _probe_steps: int
     _budget_noted: bool
+    _too_short_for: float | None
     _step: int
     _train_j: float
     _windows: list[dict[str, Any]]
@@ -262,9 +264,12 @@ class ProbeRunner:
     def _start_or_wait(
         self, candidates: list[str], details: dict[str, Any], planned_steps: float | None
     ) -> PrecisionDecision | None:
-        """Start a probe of ``candidates`` if two candidate windows fit the budget, else wait (None).
+        """Start a probe of ``candidates`` if two candidate windows fit the budget and the plan, else wait.
 
-        With ``probe_budget=0`` probing is off: said once (``probing_off``), the candidates dropped.
+        Returns None when the probe starts. With ``probe_budget=0`` probing is off: said once
+        (``probing_off``), the candidates dropped. Otherwise a wait keeps them: for the budget
+        (``no_budget``, said once), for a longer plan (``too_short``, once per plan), or until the
+        energy spent pays for the windows.
         """
         if self.probe_budget == 0:
             return self._emit(
@@ -278,10 +283,9 @@ class ProbeRunner:
             if recent
             else None
         )
-        if recent and self._ends_first(MIN_PAIRS, recent[0]["steps"], planned_steps):
-            return self._emit(self._current, PrecisionReason.KEEP, details)  # too late to probe
         if window_j is not None and not self._affords(MIN_PAIRS, window_j, planned_steps):
             self._pending += candidates
+            self._too_short_for = None  # the budget is what stops it (said once as no_budget)
             if self._budget_noted:
                 return self._emit(self._current, PrecisionReason.KEEP, details)
             self._budget_noted = True
@@ -289,12 +293,52 @@ class ProbeRunner:
             return self._emit(
                 self._current, PrecisionReason.NO_BUDGET, {**details, "candidates": candidates, **figures}
             )
+        if (
+            recent
+            and planned_steps is not None
+            and self._ends_first(MIN_PAIRS, recent[0]["steps"], planned_steps)
+        ):
+            return self._too_short(candidates, details, recent[0]["steps"], planned_steps)
+        self._too_short_for = None
         if not self._paced(MIN_PAIRS, window_j):  # no window yet, or not yet paid for
             self._pending += candidates
             return self._emit(self._current, PrecisionReason.KEEP, details)
         self._probe = new_probe(self._current, candidates)
         self._outcomes = {}
         return None
+
+    def _too_short(
+        self,
+        candidates: list[str],
+        details: dict[str, Any],
+        steps_per_window: float,
+        planned_steps: float,
+    ) -> PrecisionDecision:
+        """Not probing ``candidates``: the planned run ends first. They are kept for a longer plan.
+
+        Said once per plan (``too_short``, with the steps needed and left; a probe ending early
+        reports its verdicts with it); a run continued to a longer plan still too short says so again.
+        """
+        self._pending += [p for p in candidates if p not in self._pending]
+        noted, self._too_short_for = self._too_short_for, float(planned_steps)
+        figures = {
+            "candidates": list(candidates),
+            "planned_steps": planned_steps,
+            "steps_left": max(float(planned_steps) - self._step, 0.0),
+            "steps_needed": MIN_PAIRS * 2 * (self.warmup_steps + steps_per_window),
+        }
+        if self._probe is not None:  # the probe ends: its verdicts so far go with the reason
+            return self._finish({**details, **figures}, PrecisionReason.TOO_SHORT)
+        if noted is not None and planned_steps <= noted:
+            return self._emit(self._current, PrecisionReason.KEEP, details)
+        return self._emit(self._current, PrecisionReason.TOO_SHORT, {**details, **figures})
+
+    @property
+    def too_short_for_probing(self) -> tuple[str, ...]:
+        """The candidates waiting for a longer plan (the last decision was ``too_short``), else empty."""
+        if self._too_short_for is None or self._probe is not None:
+            return ()
+        return tuple(p for p in PRECISIONS if p in self._pending and p not in self._banned)
 
     # ------------------------------------------------------------------ deciding
 
@@ -332,9 +376,9 @@ class ProbeRunner:
             return self._finish({**details, **figures}, reason)
         if not probe["queue"]:
             return self._finish(details)
-        if self._ends_first(MIN_PAIRS, probe["ref_steps"], planned_steps):
-            probe["queue"] = []  # too late for the next candidate
-            return self._finish(details)
+        if planned_steps is not None and self._ends_first(MIN_PAIRS, probe["ref_steps"], planned_steps):
+            rest, probe["queue"] = probe["queue"], []
+            return self._too_short(rest, details, probe["ref_steps"], planned_steps)
         window_j = self._first_window_j(probe["ref_step_j"], probe["ref_steps"])
         affordable = self._affords(MIN_PAIRS, window_j, planned_steps)
         if not affordable or not self._paced(MIN_PAIRS, window_j):  # the rest waits
@@ -473,6 +517,23 @@ def probe_cost(
 def probing_off_text(decision: PrecisionDecision) -> str:
     """One line on a ``probing_off`` decision: ``probe_budget=0`` keeps the precision in use."""
     return f"probe_budget=0 turns probing off; training stays in {decision.precision}"
+
+
+def too_short_text(decision: PrecisionDecision) -> str:
+    """One line on a ``too_short`` decision: the steps two candidate windows need and those left.
+
+    Example:
+        >>> d = PrecisionDecision("32-true", PrecisionReason.TOO_SHORT,
+        ...     {"candidates": ["bf16-mixed"], "steps_needed": 24.0, "steps_left": 20.0})
+        >>> too_short_text(d)[:62]
+        'two windows of each candidate (bf16-mixed) with their referenc'
+    """
+    d = decision.details
+    return (
+        f"two windows of each candidate ({', '.join(d['candidates'])}) with their reference windows need "
+        f"{d['steps_needed']:.0f} steps, the planned run has {d['steps_left']:.0f} left; training stays "
+        f"in {decision.precision} (a fit continued to a longer plan probes them)"
+    )
 
 
 def no_budget_text(decision: PrecisionDecision) -> str:
