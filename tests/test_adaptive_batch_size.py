@@ -363,6 +363,112 @@ def test_a_resume_at_an_adopted_size_with_a_loader_built_once_goes_back_to_the_s
     assert resumed.current_batch_size == 32 and not resumed.policy.active and resumed.pending is None
 
 
+class StatefulLoader(DataLoader):
+    """A loader Lightning restores mid-epoch (``state_dict``/``load_state_dict``, as torchdata's)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._skip, self._yielded = 0, 0
+
+    def __iter__(self):
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for i, batch in enumerate(super().__iter__()):
+            self._yielded = i + 1
+            if i >= skip:
+                yield batch
+
+    def state_dict(self):
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state):
+        self._skip = state["yielded"] if state["yielded"] < len(self) else 0
+
+
+class _SaveBeforeLastBatch(AnyCallback):
+    def __init__(self, path, epoch):
+        self.path, self.epoch = path, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.current_epoch == self.epoch and batch_idx == trainer.num_training_batches - 2:
+            trainer.save_checkpoint(self.path)
+
+
+def test_a_resume_whose_first_batch_is_the_epochs_partial_last_is_not_taken_for_a_loader_ignoring_the_size(
+    tmp_path, monkeypatch, ns
+):
+    # 1438 samples, drop_last=False: 44 batches of 32 and one of 30, or 22 of 64 and one of 30. The
+    # run adopts 64 and is checkpointed before epoch 6's last batch; the loader follows the size and
+    # is restored mid-epoch, so the resumed run's first batch is that partial one (30 samples).
+    class Resumable(ns.DigitsDataModule):
+        def train_dataloader(self):
+            return StatefulLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+
+    mid = str(tmp_path / "mid.ckpt")
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy_first = Spy()
+    extra = [spy_first, first, _SaveBeforeLastBatch(mid, 6)]
+    fit(tmp_path / "a", extra, dm=Resumable(batch_size=32), epochs=7, batches=None, lightning=ns)
+    assert first.current_batch_size == 64, moves(first)
+    lr_64 = spy_first.rows[-1]["lr"]
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer = fit(
+            tmp_path / "b",
+            [spy, resumed],
+            dm=Resumable(batch_size=32),
+            epochs=9,
+            batches=None,
+            ckpt_path=mid,
+            lightning=ns,
+        )[0]
+    assert not [str(w.message) for w in caught if "did not follow" in str(w.message)]
+    assert [(r["batch_size"], r["lr"]) for r in spy.rows] == [(30, lr_64), (64, lr_64), (64, lr_64)]
+    assert "loader_ignored_size" not in [h["reason"] for h in resumed.history]
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert resumed.current_batch_size == summary["batch_size"] == summary["batch_size_last"] == 64
+
+
+def test_a_loader_yielding_neither_size_is_recorded_at_the_size_training_goes_on_at(
+    tmp_path, monkeypatch, ns
+):
+    # Resumed at the adopted 64 with a loader fixed at 40 (neither 64 nor the user's 32): the record,
+    # the state, the summary and the learning rate all say 40.
+    class Fixed40(ns.DigitsDataModule):
+        def train_dataloader(self):
+            return DataLoader(self.train_set, batch_size=40, shuffle=True)
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    checkpoint = ns.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
+    spy_first = Spy()
+    fit(tmp_path / "a", [spy_first, first, checkpoint], epochs=7, lightning=ns, enable_checkpointing=True)
+    assert first.current_batch_size == 64, moves(first)
+    lr_32 = spy_first.rows[0]["lr"]
+
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
+    spy = Spy()
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        trainer = fit(
+            tmp_path / "b",
+            [spy, resumed],
+            dm=Fixed40(batch_size=32),
+            epochs=8,
+            ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+            lightning=ns,
+        )[0]
+    assert moves(resumed)[-1] == (7, 64, 40, "loader_ignored_size")
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert resumed.current_batch_size == resumed.chosen_setting() == summary["batch_size"] == 40
+    assert spy.rows[0]["lr"] == pytest.approx(lr_32 * 40 / 32)
+
+
 def test_an_epoch_end_seen_twice_is_decided_once(tmp_path, monkeypatch):
     install_step_cost(monkeypatch, **STEP_HEAVY)
     decided: list[tuple[int, int]] = []

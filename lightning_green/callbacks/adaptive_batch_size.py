@@ -35,6 +35,7 @@ from lightning_green.policy.batch_size_model import batch_size_range
 from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message, probing_off_message
 from lightning_green.training.batch_size_limits import (
     check_bounds,
+    could_be_partial_last,
     loader_ignored_message,
     loader_ignored_switch,
     loader_problem,
@@ -327,7 +328,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
     ) -> None:
         """Check that the loader followed a switch; resume the window unless the precision is being probed."""
         self._step_batch = count_samples(batch)
-        if self._unchecked_switch is not None and self._step_batch > 0:
+        if self._unchecked_switch is not None and self._step_batch > 0 and not self._maybe_last(trainer):
             self._check_loader_followed(trainer, pl_module)
         if self._session is None or not (self.policy is not None and self.policy.active) or self._oom_epoch:
             self._active = False
@@ -345,12 +346,22 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._session is not None and self.policy is not None:
             self._session.set_probing(self.key, self.policy.in_trial)
 
+    def _maybe_last(self, trainer: Trainer) -> bool:
+        """Whether the batch to check, after a resume inside an epoch, may be its last, partial one.
+
+        Then the check waits for the next batch (the next epoch's first).
+        """
+        assert self._unchecked_switch is not None
+        position = _compat.fit_position(trainer)
+        new = self._unchecked_switch[1]
+        return could_be_partial_last(self._step_batch, new, position.batches_done, position.batches_per_epoch)
+
     def _check_loader_followed(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """At the first batch after a switch or a resume at an adopted size: a loader ignoring it stops it.
 
         The attribute goes back to the size the loader yields, the learning rates to the rate for
         it (before any optimizer step at the other size), the policy stops and the history records
-        it; one warning.
+        the size training goes on at (the state's); one warning.
         """
         assert self._unchecked_switch is not None and self.policy is not None and self.lr_rule is not None
         previous, new = self._unchecked_switch
@@ -377,7 +388,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._window.reset()
         self._pairs.reset()
         details = {"first_batch": first, "expected": new}
-        entry = self.decided(trainer, previous, BatchSizeReason.LOADER_IGNORED_SIZE.value, details)
+        entry = self.decided(trainer, first, BatchSizeReason.LOADER_IGNORED_SIZE.value, details)
         self._record(trainer, new, entry, undo)
         self.publish_tags(trainer)
 

@@ -6,6 +6,7 @@ at a switch: the checks take plain values read from the Trainer, so they are tes
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -139,6 +140,36 @@ def loader_ignored_switch(first_batch: int, new: int, previous: int, loader_batc
         loader_batches == 1 or (loader_batches is None and first_batch != previous)
     )
     return first_batch != new and not whole_dataset
+
+
+def could_be_partial_last(
+    first_batch: int, new: int, batches_done: int, batches_per_epoch: float | None
+) -> bool:
+    """Whether the first batch after a resume inside an epoch may be the epoch's last, partial batch.
+
+    A loader Lightning restores mid-epoch (one with ``state_dict``/``load_state_dict``) goes on
+    where it was: when only the last batch was left, a ``drop_last=False`` loader yields the
+    remainder, fewer than ``new`` samples, though it follows the size. Such a batch tells nothing;
+    the next epoch's first batch does.
+
+    Args:
+        first_batch: Samples in the batch (per device).
+        new: The per-device batch size the loader should yield.
+        batches_done: Batches of the epoch trained before this one (0: the epoch's first batch).
+        batches_per_epoch: Batches in an epoch; None or infinite when the loader has no length
+            (then any batch after the first may be the last).
+
+    Example:
+        >>> could_be_partial_last(30, 64, 22, 23), could_be_partial_last(30, 64, 0, 23)
+        (True, False)
+        >>> could_be_partial_last(30, 64, 10, 23), could_be_partial_last(30, 64, 10, None)
+        (False, True)
+    """
+    if batches_done <= 0 or first_batch >= new:
+        return False
+    if batches_per_epoch is None or not math.isfinite(batches_per_epoch):
+        return True
+    return batches_done + 1 >= batches_per_epoch
 
 
 def loader_ignored_message(
