@@ -167,3 +167,52 @@ def test_a_run_resumed_after_the_search_keeps_its_energy_once(tmp_path, monkeypa
     for key in ("total_kwh", "kwh_before_first_epoch", "kwh_after_last_epoch"):
         assert resumed.last_summary[key] == pytest.approx(whole.last_summary[key], rel=1e-9, abs=1e-15), key
     assert whole.last_summary["total_kwh"] * J_PER_KWH == pytest.approx(SETUP_J + SEARCH_J + 4 * EPOCH_J)
+
+
+def costed_fit(tmp_path, ns, monkeypatch, callbacks, *, ckpt=None, **kwargs):
+    """Fit the costed digits CNN at batch 64 for 4 epochs, every fit's setup using ``SETUP_J``."""
+    cost = install_step_cost(monkeypatch)
+    ns.pl.seed_everything(0)
+    model = ns.module(costed_digits)()
+    model.batch_size = 64
+    trainer = make_trainer(
+        tmp_path,
+        [*callbacks, ChargeAtSetup(cost)],
+        max_epochs=4,
+        lightning=ns,
+        limit_train_batches=BATCHES,
+        limit_val_batches=1,
+        **kwargs,
+    )
+    trainer.fit(model, datamodule=ns.DigitsDataModule(batch_size=64), ckpt_path=ckpt)
+    return trainer
+
+
+def test_a_run_resumed_inside_an_epoch_keeps_its_setup_out_of_that_epoch(tmp_path, monkeypatch, ns):
+    """Resumed from a checkpoint saved inside epoch 1 (step 6): Lightning calls no
+    on_train_epoch_start for the restored epoch. The resumed fit's setup (0.1 J) is outside the epochs, as the uninterrupted run's: the epochs, the checks'
+    costs and the budget's stop (1.6 J: 0.1 + 3 x 0.456 J fit, a fourth epoch would not) are the
+    uninterrupted run's. With the setup in the resumed epoch (0.556 J) the run stopped an epoch early."""
+
+    def fit(name, extra=(), ckpt=None, **kwargs):
+        monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
+        budget_kwh = 1.6 / J_PER_KWH
+        stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
+        costed_fit(tmp_path / name, ns, monkeypatch, [monitor, stopper, *extra], ckpt=ckpt, **kwargs)
+        return monitor, stopper
+
+    saver = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_train_steps=6)
+    whole, whole_stopper = fit("whole", [saver], enable_checkpointing=True)
+    assert (whole_stopper.stop_reason, whole_stopper.stopped_epoch) == (StopReason.ENERGY_BUDGET, 2)
+    (checkpoint,) = (tmp_path / "ckpt").glob("epoch=1-step=6.ckpt")
+
+    resumed, resumed_stopper = fit("resumed", ckpt=checkpoint)
+    assert [r.energy_j for r in resumed.history] == pytest.approx([EPOCH_J] * 3, rel=1e-9)
+    assert [r.samples for r in resumed.history] == [r.samples for r in whole.history]
+    resumed_costs = resumed_stopper.policy.history.costs_kwh.tolist()
+    assert resumed_costs == pytest.approx(whole_stopper.policy.history.costs_kwh.tolist(), rel=1e-9)
+    assert (resumed_stopper.stop_reason, resumed_stopper.stopped_epoch) == (StopReason.ENERGY_BUDGET, 2)
+    summary = resumed.last_summary
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2 * SETUP_J, rel=1e-9)  # each fit's
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(2 * SETUP_J + 3 * EPOCH_J, rel=1e-9)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)

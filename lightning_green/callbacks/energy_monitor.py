@@ -275,6 +275,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         value = self._read_metric(trainer)
         ledger.baseline_metric = value if value is not None and math.isfinite(value) else None
 
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Start the fit's epochs here when its first epoch was restored mid-way (collective, once a fit).
+
+        Lightning does not call ``on_train_epoch_start`` for an epoch a checkpoint caught open: the
+        resumed fit's own setup stays outside the epochs, as an uninterrupted run's does.
+        """
+        self._begin_epochs()
+
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -300,6 +310,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Remember the monitored metric's value object, to tell whether validation makes it."""
+        if not trainer.sanity_checking:  # a validation a resume left pending at its epoch's end
+            self._begin_epochs()
         if self.monitor is not None:
             self._monitor_before_validation = trainer.callback_metrics.get(self.monitor)
 
@@ -353,10 +365,19 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         in no epoch (:meth:`EnergySession.begin_epochs`). The deferred metric is fresh in
         ``callback_metrics`` now.
         """
-        if self.session.running:
-            self.session.begin_epochs()
+        self._begin_epochs()
         self._epoch_open = True
         self._resolve_deferred_metric(trainer)
+
+    def _begin_epochs(self) -> None:
+        """Start this fit's epochs at the first point of training every rank reaches (collective, once a fit).
+
+        That is ``on_train_epoch_start`` of the fit's first epoch; a fit resumed inside an epoch
+        (or at its end) gets no such call for it, so the first training batch, validation or epoch
+        end of the fit starts them instead (later calls do nothing).
+        """
+        if self.session.running:
+            self.session.begin_epochs()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the last epoch before the summary."""
@@ -370,6 +391,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """
         if not self.session.running:
             return
+        self._begin_epochs()  # an epoch restored at its end: no batch or validation began the epochs
         defer = self.monitor is not None and _compat.is_overridden("on_train_epoch_end", pl_module)
         metric = None if defer else self._read_metric(trainer, validated=self._val_ran)
         record, fields = self.session.close_epoch(
