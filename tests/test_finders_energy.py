@@ -47,16 +47,27 @@ class ChargeAtSetup(AnyCallback):
 
 
 def finder_fit(
-    tmp_path, ns, monkeypatch, callbacks, *, finder: bool = True, batch_size: int = 16, ckpt=None, **kwargs
+    tmp_path,
+    ns,
+    monkeypatch,
+    callbacks,
+    *,
+    finder: bool = True,
+    batch_size: int = 16,
+    ckpt=None,
+    prepare=None,
+    **kwargs,
 ):
     """Fit the costed digits CNN for 4 epochs with ``callbacks`` (and a BatchSizeFinder); returns the trainer.
 
-    ``ckpt``: a checkpoint to resume from.
+    ``ckpt``: a checkpoint to resume from; ``prepare``: called with the model before the fit.
     """
     cost = install_step_cost(monkeypatch)
     ns.pl.seed_everything(0)
     model = ns.module(costed_digits)()
     model.batch_size = batch_size
+    if prepare is not None:
+        prepare(model)
     if finder:
         search = ns.callbacks.BatchSizeFinder(init_val=16, max_trials=3, batch_arg_name="batch_size")
         callbacks = [*callbacks, ChargeAtSetup(cost), search]
@@ -190,9 +201,10 @@ def costed_fit(tmp_path, ns, monkeypatch, callbacks, *, ckpt=None, **kwargs):
 
 def test_a_run_resumed_inside_an_epoch_keeps_its_setup_out_of_that_epoch(tmp_path, monkeypatch, ns):
     """Resumed from a checkpoint saved inside epoch 1 (step 6): Lightning calls no
-    on_train_epoch_start for the restored epoch. The resumed fit's setup (0.1 J) is outside the epochs, as the uninterrupted run's: the epochs, the checks'
-    costs and the budget's stop (1.6 J: 0.1 + 3 x 0.456 J fit, a fourth epoch would not) are the
-    uninterrupted run's. With the setup in the resumed epoch (0.556 J) the run stopped an epoch early."""
+    on_train_epoch_start for the restored epoch. The resumed fit's setup (0.1 J) is outside the
+    epochs, as the uninterrupted run's: the epochs, the checks' costs and the budget's stop (1.6 J:
+    0.1 + 3 x 0.456 J fit, a fourth epoch would not) are the uninterrupted run's. With the setup in
+    the resumed epoch (0.556 J) the run stopped an epoch early."""
 
     def fit(name, extra=(), ckpt=None, **kwargs):
         monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
@@ -215,4 +227,66 @@ def test_a_run_resumed_inside_an_epoch_keeps_its_setup_out_of_that_epoch(tmp_pat
     summary = resumed.last_summary
     assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2 * SETUP_J, rel=1e-9)  # each fit's
     assert summary["total_kwh"] * J_PER_KWH == pytest.approx(2 * SETUP_J + 3 * EPOCH_J, rel=1e-9)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)
+
+
+class SaveAtTrainStart(AnyCallback):
+    """Saves the initial weights in ``on_train_start``: after the setup, before epoch 0 begins."""
+
+    def __init__(self, path) -> None:
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        trainer.save_checkpoint(str(self.path))
+
+
+def killed_in_search(root, keep):
+    """Makes a model's fit die at the finder's second search step (the finder runs it without other
+    callbacks), keeping the checkpoint the finder left behind as ``keep``."""
+
+    def prepare(model) -> None:
+        step = model.training_step
+
+        def training_step(*args, **kwargs):
+            if len(model.steps) == 1:
+                (left,) = root.glob(".scale_batch_size_*.ckpt")
+                keep.write_bytes(left.read_bytes())
+                raise KeyboardInterrupt
+            return step(*args, **kwargs)
+
+        model.training_step = training_step
+
+    return prepare
+
+
+@pytest.mark.parametrize("saved_in", ["on_train_start", "batch_size_search"])
+def test_a_checkpoint_saved_before_the_first_epoch_keeps_the_setup_out_of_epoch_0(
+    tmp_path, monkeypatch, ns, saved_in
+):
+    """A checkpoint saved before epoch 0 began - initial weights saved in on_train_start, or the one
+    BatchSizeFinder writes before its search and leaves behind when the process dies in it - holds the
+    setup measured so far (0.1 J) outside the epochs: the resumed run's epoch 0 costs what the later
+    ones cost (it held 0.556 J), and the setup counts before the first epoch, with the resumed fit's own."""
+    kept = tmp_path / "before_epoch_0.ckpt"
+    first = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
+    if saved_in == "on_train_start":
+        costed_fit(tmp_path / "first", ns, monkeypatch, [first, SaveAtTrainStart(kept)])
+    else:
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            # Lightning ends a KeyboardInterrupt with SystemExit in some versions, re-raises it in others.
+            finder_fit(
+                tmp_path / "first",
+                ns,
+                monkeypatch,
+                [first],
+                prepare=killed_in_search(tmp_path / "first", kept),
+            )
+    assert kept.exists()
+
+    resumed = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
+    costed_fit(tmp_path / "resumed", ns, monkeypatch, [resumed], ckpt=kept)
+    assert [r.energy_j for r in resumed.history] == pytest.approx([EPOCH_J] * 4, rel=1e-9)
+    summary = resumed.last_summary
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2 * SETUP_J, rel=1e-9)
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(2 * SETUP_J + 4 * EPOCH_J, rel=1e-9)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)

@@ -593,7 +593,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             metric = self._read_metric(trainer, validated=self._deferred[1])
             if metric is not None and math.isfinite(metric):
                 state.deferred_metric = DeferredMetric(metric, self._deferred[0])
-        open_epoch = self.session.open_epoch()
+        open_epoch, setup = self.session.open_parts()
+        if setup is not None:
+            # Saved before this fit's first epoch began (a finder's checkpoint before its search, a
+            # save in on_train_start): what was measured so far is the fit's setup, in no epoch;
+            # a resume must not add it to its first epoch.
+            state.ledger = with_outside_epochs(state.ledger, setup.energy_j, setup.co2_kg, before_epochs=True)
+            state.energy_source = merge_sources(state.energy_source, setup.source)
         last = self.session.last_epoch
         if not self._epoch_open and last is not None and int(trainer.current_epoch) > last.epoch:
             # Saved after the fit's last epoch (on_train_end): end-of-fit work, in no epoch, as the

@@ -219,13 +219,40 @@ class EnergyLedger:
             >>> ledger.run_total_j(measured_j=8.0), ledger.before_epochs_j
             (16.0, 10.0)
         """
-        # What no epoch holds yet: not a closed epoch's, nor an epoch a checkpoint caught open.
-        energy_j = max(0.0, self.total_j_at(measured_j) - max(self.offset_j, self._last_total_j))
+        energy_j = self.unbooked_j(measured_j)
         self.add_outside_epochs(energy_j)
         self.before_epochs_j += energy_j
         self._excluded_measured_j += energy_j / self.pue
         self._last_faults = faults
         return energy_j
+
+    def unbooked_j(self, measured_j: float) -> float:
+        """What no epoch holds at a measured figure (no closed epoch, no epoch a checkpoint caught open).
+
+        Before this process's first epoch began (:meth:`begin_epochs`) that is its setup, which
+        :meth:`begin_epochs` books outside the epochs; after, the energy of the epoch in progress.
+
+        Args:
+            measured_j: Cumulative measured energy of all ranks since the meters started, in J
+                (before PUE).
+
+        Returns:
+            The energy, PUE applied, in joules.
+        """
+        return max(0.0, self.total_j_at(measured_j) - max(self.offset_j, self._last_total_j))
+
+    def carried_open_epoch(self) -> tuple[float, bool]:
+        """The energy of the epoch a restored checkpoint caught open (:meth:`carry_open_epoch`).
+
+        Returns:
+            Its energy (PUE applied, J; 0 when none is carried) and whether it was partial.
+        """
+        return max(0.0, self.offset_j - self._last_total_j), self._carry_partial
+
+    def priced_now(self, energy_j: float) -> float | None:
+        """CO2-eq in kg of ``energy_j`` joules at the intensity now, or None when none is known."""
+        intensity = self.carbon_intensity_g_per_kwh
+        return None if intensity is None else co2_kg(energy_j / J_PER_KWH, intensity)
 
     def total_j_at(self, measured_j: float) -> float:
         """Cumulative energy of the run's epochs (PUE applied, resumes included) for a measured figure.
@@ -258,10 +285,8 @@ class EnergyLedger:
 
     def add_outside_epochs(self, energy_j: float) -> None:
         """Book energy used outside every epoch (setup, end-of-fit work), priced at the intensity now."""
-        intensity = self.carbon_intensity_g_per_kwh
-        kg = None if intensity is None else co2_kg(energy_j / J_PER_KWH, intensity)
         self.outside_epochs_j, self.outside_co2_kg = _plus_outside(
-            (self.outside_epochs_j, self.outside_co2_kg), energy_j, kg
+            (self.outside_epochs_j, self.outside_co2_kg), energy_j, self.priced_now(energy_j)
         )
 
     def run_co2_kg(self, measured_j: float) -> float | None:
@@ -501,17 +526,27 @@ def _plus_outside(
     return before_j + energy_j, None if before_kg is None or kg is None else before_kg + kg
 
 
-def with_outside_epochs(state: dict[str, Any], energy_j: float, kg: float | None) -> dict[str, Any]:
+def with_outside_epochs(
+    state: dict[str, Any], energy_j: float, kg: float | None, *, before_epochs: bool = False
+) -> dict[str, Any]:
     """A copy of a ledger's saved ``state`` with ``energy_j`` (its CO2 ``kg``) outside the epochs.
 
     For a checkpoint saved after a fit's last epoch: what was measured since that epoch closed
-    is end-of-fit work, which a resumed run must not count in its next epoch. The live ledger is
-    left as it is (its fit books the same energy when it ends, :meth:`EnergyLedger.close_fit`).
+    is end-of-fit work, which a resumed run must not count in its next epoch. For one saved before
+    the fit's first epoch began (``before_epochs``: a finder's checkpoint before its search, one
+    saved in ``on_train_start``): what was measured so far is that fit's setup, also in
+    ``before_epochs_j``. The live ledger is left as it is (its fit books the same energy when it
+    ends, :meth:`EnergyLedger.close_fit`, or when its first epoch begins, :meth:`EnergyLedger.begin_epochs`).
 
     Example:
         >>> with_outside_epochs({"total_j": 5.0, "outside_epochs_j": 1.0, "outside_co2_kg": 0.5}, 2.0, 0.25)
         {'total_j': 5.0, 'outside_epochs_j': 3.0, 'outside_co2_kg': 0.75}
+        >>> with_outside_epochs({"total_j": 0.0}, 2.0, None, before_epochs=True)
+        {'total_j': 0.0, 'outside_epochs_j': 2.0, 'outside_co2_kg': None, 'before_epochs_j': 2.0}
     """
     before = (float(state.get("outside_epochs_j", 0.0)), state.get("outside_co2_kg", 0.0))
     outside_j, outside_kg = _plus_outside(before, energy_j, kg)
-    return {**state, "outside_epochs_j": outside_j, "outside_co2_kg": outside_kg}
+    updated = {**state, "outside_epochs_j": outside_j, "outside_co2_kg": outside_kg}
+    if before_epochs:
+        updated["before_epochs_j"] = float(state.get("before_epochs_j", 0.0)) + energy_j
+    return updated

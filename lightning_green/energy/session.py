@@ -143,6 +143,21 @@ class OpenEpoch:
     source: str | None = None  # None in older checkpoints
 
 
+@dataclass(frozen=True)
+class BeforeEpochs:
+    """What this fit measured before its first epoch began, not booked yet (its setup so far).
+
+    Attributes:
+        energy_j: The energy, PUE applied, in joules.
+        co2_kg: Its CO2-eq at the intensity now, or None when none is known.
+        source: The energy source label.
+    """
+
+    energy_j: float
+    co2_kg: float | None
+    source: str
+
+
 @dataclass
 class _Mark:
     energy_j: float
@@ -496,14 +511,33 @@ class EnergySession:
 
     def open_epoch(self) -> OpenEpoch:
         """What the epoch in progress has used so far (collective), e.g. to keep it in a checkpoint."""
+        return self.open_parts()[0]
+
+    def open_parts(self) -> tuple[OpenEpoch, BeforeEpochs | None]:
+        """What the epoch in progress has used so far, and what the fit used before its epochs (collective).
+
+        Before this fit's first epoch began (:meth:`begin_epochs`) the epoch in progress holds only
+        what a restored checkpoint caught open of it (nothing, mostly): what the meters measured
+        is the fit's setup, returned apart, for a checkpoint to keep outside the epochs.
+
+        Returns:
+            The open epoch, and the setup measured so far (``None`` once the epochs began).
+        """
         reading, _ = self.read()
         ledger = self.ledger
-        energy_j = max(0.0, ledger.total_j_at(reading.energy_j) - ledger.total_j)
-        partial = ledger.faults_in_open_epoch(reading.faults)
+        if self._epochs_begun:
+            energy_j = max(0.0, ledger.total_j_at(reading.energy_j) - ledger.total_j)
+            samples, duration_s = reading.samples, self._clock() - self._epoch_start_s
+            partial = ledger.faults_in_open_epoch(reading.faults)
+            before = None
+        else:
+            energy_j, partial = ledger.carried_open_epoch()
+            samples, duration_s = 0, 0.0  # none of the setup's are the epoch's
+            setup_j = ledger.unbooked_j(reading.energy_j)
+            before = BeforeEpochs(setup_j, ledger.priced_now(setup_j), reading.source)
         before_kg, after_kg = ledger.co2_kg(ledger.total_j), ledger.co2_kg(ledger.total_j + energy_j)
         co2 = None if before_kg is None or after_kg is None else after_kg - before_kg
-        duration_s = self._clock() - self._epoch_start_s
-        return OpenEpoch(energy_j, reading.samples, duration_s, partial, co2, reading.source)
+        return OpenEpoch(energy_j, samples, duration_s, partial, co2, reading.source), before
 
     def carry(self, epoch: OpenEpoch) -> None:
         """Continue an epoch a checkpoint caught open: its energy, samples and time count in it."""
