@@ -290,3 +290,49 @@ def test_a_checkpoint_saved_before_the_first_epoch_keeps_the_setup_out_of_epoch_
     assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(2 * SETUP_J, rel=1e-9)
     assert summary["total_kwh"] * J_PER_KWH == pytest.approx(2 * SETUP_J + 4 * EPOCH_J, rel=1e-9)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)
+
+
+@pytest.mark.parametrize("search", ["scale_batch_size", "lr_find"])
+def test_a_tuner_search_before_fit_counts_before_the_first_epoch(tmp_path, monkeypatch, ns, search):
+    """Tuner(trainer).scale_batch_size / .lr_find before fit run a fit of their own, which Lightning
+    leaves without an end once the search is done; the fit that follows on the same Trainer is the
+    same run: the search (and the tuner fit's setup) counts before its first epoch, as the callback
+    form's does. It was measured, then thrown away (the run's total left it out)."""
+    import importlib
+
+    cost = install_step_cost(monkeypatch)
+    ns.pl.seed_everything(0)
+    model = ns.module(costed_digits)()
+    model.batch_size = 16
+    datamodule = ns.DigitsDataModule(batch_size=16)
+    monitor = EnergyMonitor(monitor="val_acc", mode="max", carbon_intensity_g_per_kwh=400.0)
+    trainer = make_trainer(
+        tmp_path,
+        [monitor, ChargeAtSetup(cost)],
+        max_epochs=4,
+        lightning=ns,
+        limit_train_batches=BATCHES,
+        limit_val_batches=1,
+    )
+    tuner = importlib.import_module(f"{ns.name}.tuner").Tuner(trainer)
+    if search == "scale_batch_size":
+        tuner.scale_batch_size(
+            model, datamodule=datamodule, init_val=16, max_trials=3, batch_arg_name="batch_size"
+        )
+        search_j, epoch_j = SEARCH_J, EPOCH_J
+    else:
+        tuner.lr_find(
+            model, datamodule=datamodule, min_lr=1e-4, max_lr=1e-2, num_training=5, early_stop_threshold=None
+        )
+        search_j, epoch_j = 5 * step_j(16), BATCHES * step_j(16)
+    searched_j = cost.charged_j
+    assert searched_j == pytest.approx(SETUP_J + search_j, rel=1e-9)
+    trainer.fit(model, datamodule=datamodule)
+
+    assert [r.energy_j for r in monitor.history] == pytest.approx([epoch_j] * 4, rel=1e-9)
+    summary = monitor.last_summary
+    before_j = 2 * SETUP_J + search_j  # the tuner fit's setup and search, then the fit's setup
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(before_j, rel=1e-9)
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(cost.charged_j, rel=1e-9)  # nothing left out
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(before_j + 4 * epoch_j, rel=1e-9)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)

@@ -9,6 +9,7 @@ fit ends (or fails) the monitor asks each for its summary fields (:class:`Summar
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -151,7 +152,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self.session = EnergySession(self.pue, self.carbon_intensity_g_per_kwh, monitor, mode)
         self.implicit = False  # created by another lightning_green callback
         self._watch = (monitor, mode)  # as built: what a new run watches until told otherwise
+        self._reported = False  # whether this fit's end (or failure) was reported
+        # The Trainer whose Tuner search the session set aside energy of (its next fit books it)
+        self._set_aside_for: weakref.ref[Trainer] | None = None
         self._new_run()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """As :class:`~._compat.PicklesWithoutTheModule`, without the reference to a Trainer."""
+        state = super().__getstate__()
+        state["_set_aside_for"] = None
+        return state
 
     def _new_run(self) -> None:
         """The state of a run that has not started: nothing measured, logged or reported yet."""
@@ -241,8 +251,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             return
         _loggers.forget_unreachable(trainer)
         if _compat.starts_new_run(trainer):
-            self.session.new_run(*self._watch)
+            # A Tuner's search on this Trainer before this fit (its own fit, which it leaves without
+            # an end) belongs to this run: its energy counts before the first epoch.
+            searched = self._set_aside_for is not None and self._set_aside_for() is trainer
+            self.session.new_run(*self._watch, keep_set_aside=searched)
             self._new_run()
+        self._set_aside_for = None
+        self._reported = False
         monitors = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if len(monitors) > 1:
             raise ValueError(
@@ -531,6 +546,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 extra.update(callback.energy_summary_fields())
         if failure is not None:
             extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
+        self._reported = True
         source = merge_sources(self.session.energy_source, source) or source  # the whole run's
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
         self.session.ledger.close_fit(measured_j)  # a later fit of this run continues after it
@@ -566,9 +582,18 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Stop the meters (their threads and library handles)."""
-        if stage == "fit":
-            self.session.stop()
+        """Stop the meters (their threads and library handles).
+
+        A fit that ends with neither ``on_fit_end`` nor ``on_exception`` is a ``Tuner`` search
+        (``Tuner.scale_batch_size``, ``Tuner.lr_find``: Lightning leaves their fit as soon as the
+        search is done): what it measured is kept for the Trainer's next fit, which counts it
+        before its first epoch (a collective, as the search ran on every rank).
+        """
+        if stage != "fit":
+            return
+        if self.session.running and not self._reported and self.session.set_aside() is not None:
+            self._set_aside_for = weakref.ref(trainer)
+        self.session.stop()
 
     def state_dict(self) -> dict[str, Any]:
         """Energy totals and history, so a resumed run continues the series."""

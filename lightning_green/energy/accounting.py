@@ -220,8 +220,7 @@ class EnergyLedger:
             (16.0, 10.0)
         """
         energy_j = self.unbooked_j(measured_j)
-        self.add_outside_epochs(energy_j)
-        self.before_epochs_j += energy_j
+        self.add_before_epochs(energy_j)
         self._excluded_measured_j += energy_j / self.pue
         self._last_faults = faults
         return energy_j
@@ -283,11 +282,27 @@ class EnergyLedger:
         """
         self.add_outside_epochs(max(0.0, self.total_j_at(measured_j) - self._last_total_j))
 
-    def add_outside_epochs(self, energy_j: float) -> None:
-        """Book energy used outside every epoch (setup, end-of-fit work), priced at the intensity now."""
+    def add_outside_epochs(self, energy_j: float, kg: float | None = None) -> None:
+        """Book energy used outside every epoch (setup, end-of-fit work).
+
+        Args:
+            energy_j: The energy, PUE applied, in joules.
+            kg: Its CO2-eq as priced when it was used; None prices it at the intensity now.
+        """
+        kg = self.priced_now(energy_j) if kg is None else kg
         self.outside_epochs_j, self.outside_co2_kg = _plus_outside(
-            (self.outside_epochs_j, self.outside_co2_kg), energy_j, self.priced_now(energy_j)
+            (self.outside_epochs_j, self.outside_co2_kg), energy_j, kg
         )
+
+    def add_before_epochs(self, energy_j: float, kg: float | None = None) -> None:
+        """Book energy used before a fit's first epoch (its setup): outside the epochs, and before them.
+
+        Args:
+            energy_j: The energy, PUE applied, in joules.
+            kg: Its CO2-eq as priced when it was used; None prices it at the intensity now.
+        """
+        self.add_outside_epochs(energy_j, kg)
+        self.before_epochs_j += energy_j
 
     def run_co2_kg(self, measured_j: float) -> float | None:
         """CO2 of :meth:`run_total_j`: the epochs' and the tail's, and what the run used outside epochs.

@@ -158,6 +158,15 @@ class BeforeEpochs:
     source: str
 
 
+def _joined(first: BeforeEpochs | None, second: BeforeEpochs | None) -> BeforeEpochs | None:
+    """Both energies as one (CO2 None when either has none)."""
+    if first is None or second is None:
+        return first or second
+    kg = None if first.co2_kg is None or second.co2_kg is None else first.co2_kg + second.co2_kg
+    source = merge_sources(first.source, second.source) or second.source
+    return BeforeEpochs(first.energy_j + second.energy_j, kg, source)
+
+
 @dataclass
 class _Mark:
     energy_j: float
@@ -203,6 +212,9 @@ class EnergySession:
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
         self._epochs_begun = False  # whether this fit's first epoch began (begin_epochs)
         self.fit_id: str | None = None  # names this fit's measurement (a new one at every start)
+        # What a fit that ended without an end measured (set_aside), for the next fit of the run
+        self._set_aside: BeforeEpochs | None = None
+        self._booked_set_aside: BeforeEpochs | None = None  # the one this fit booked at its start
 
     # -- identity ---------------------------------------------------------------------------------
     @property
@@ -240,12 +252,14 @@ class EnergySession:
         return j_to_kwh(self.ledger.total_j)
 
     # -- lifecycle --------------------------------------------------------------------------------
-    def new_run(self, monitor: str | None, mode: Literal["min", "max"]) -> None:
+    def new_run(self, monitor: str | None, mode: Literal["min", "max"], keep_set_aside: bool = False) -> None:
         """Forget the previous run (totals, history, energy source) before a new one starts.
 
         Args:
             monitor: The metric to watch in the new run (the one the owner was built with).
             mode: Its direction.
+            keep_set_aside: Keep what :meth:`set_aside` kept (a search of the new run's Trainer
+                before this fit): the new run's first fit books it before its epochs.
 
         Raises:
             RuntimeError: While measuring (:meth:`stop` first).
@@ -262,6 +276,9 @@ class EnergySession:
         self._step_mark = None
         self._now = None
         self._epochs_begun = False
+        # What this fit booked of an earlier set-aside goes with the ledger it was booked in.
+        kept = _joined(self._booked_set_aside, self._set_aside) if keep_set_aside else None
+        self._set_aside, self._booked_set_aside = kept, None
 
     def start(self, meter: EnergyMeter | None, reduce: Reduce = local_reduce, rank0: bool = True) -> None:
         """Start measuring with ``meter`` (this process's share of the run).
@@ -284,6 +301,36 @@ class EnergySession:
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
         self._epochs_begun = False
         self.fit_id = uuid.uuid4().hex
+        self._booked_set_aside, self._set_aside = self._set_aside, None
+        self._book_set_aside()
+
+    def _book_set_aside(self) -> None:
+        """Book what an earlier fit of the run set aside before this fit's epochs (:meth:`set_aside`)."""
+        kept = self._booked_set_aside
+        if kept is not None:
+            self.ledger.add_before_epochs(kept.energy_j, kept.co2_kg)
+            self.energy_source = merge_sources(self.energy_source, kept.source)
+
+    def set_aside(self) -> BeforeEpochs | None:
+        """Keep what this fit measured for the run's next fit, and stop (collective).
+
+        For a fit that ended without reaching its end or failing - Lightning's ``Tuner`` searching
+        for a batch size or learning rate in a ``fit`` of its own, which it leaves as soon as the
+        search is done: what it measured is the run's energy before its first epoch. The next
+        fit of the run books it (:meth:`start`; :meth:`new_run` with ``keep_set_aside``).
+
+        Returns:
+            What was kept (PUE applied), or ``None`` when the session is not measuring or this
+            fit's epochs had begun (they hold what it measured since).
+        """
+        if not self._running or self._epochs_begun:
+            self.stop()
+            return None
+        reading, _ = self.read()
+        energy_j = self.ledger.unbooked_j(reading.energy_j)
+        self._set_aside = BeforeEpochs(energy_j, self.ledger.priced_now(energy_j), reading.source)
+        self.stop()
+        return self._set_aside
 
     def stop(self) -> None:
         """Stop the meter (threads, library handles). Safe to repeat."""
@@ -570,3 +617,5 @@ class EnergySession:
         """Continue from :meth:`state_dict`: later epochs add to the restored total."""
         self.ledger.load_state_dict(dict(state["ledger"]))
         self.energy_source = state.get("energy_source")
+        if self._running:  # a search before this fit set energy aside for it: the restored run's too
+            self._book_set_aside()
