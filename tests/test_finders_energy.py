@@ -336,3 +336,24 @@ def test_a_tuner_search_before_fit_counts_before_the_first_epoch(tmp_path, monke
     assert summary["total_kwh"] * J_PER_KWH == pytest.approx(cost.charged_j, rel=1e-9)  # nothing left out
     assert summary["total_kwh"] * J_PER_KWH == pytest.approx(before_j + 4 * epoch_j, rel=1e-9)
     assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)
+
+
+def test_a_checkpoint_saved_at_an_epochs_last_batch_keeps_that_epoch_its_own(tmp_path, monkeypatch, ns):
+    """A checkpoint saved at epoch 0's last batch (step 4 of 4), before the epoch closed: Lightning
+    resumes at epoch 1 and ends epoch 0 with no hook. Its energy stays its own epoch's (it was added
+    to epoch 1: one record of 0.912 J for two epochs of 0.456 J, and epoch 0's record lost)."""
+    ckpt_dir = tmp_path / "ckpt"
+    saver = ns.callbacks.ModelCheckpoint(dirpath=ckpt_dir, save_top_k=-1, every_n_train_steps=BATCHES)
+    whole = EnergyMonitor(carbon_intensity_g_per_kwh=400.0)
+    costed_fit(tmp_path / "whole", ns, monkeypatch, [whole, saver], enable_checkpointing=True)
+    (checkpoint,) = ckpt_dir.glob("epoch=0-step=4.ckpt")
+
+    resumed = EnergyMonitor(carbon_intensity_g_per_kwh=400.0)
+    costed_fit(tmp_path / "resumed", ns, monkeypatch, [resumed], ckpt=checkpoint)
+    assert [r.epoch for r in resumed.history] == [0, 1, 2, 3]
+    assert [r.energy_j for r in resumed.history] == pytest.approx([EPOCH_J] * 4, rel=1e-9)
+    assert [r.samples for r in resumed.history] == [r.samples for r in whole.history]
+    assert resumed.history[0].metric is None  # its validation did not run
+    summary = resumed.last_summary
+    assert summary["total_kwh"] * J_PER_KWH == pytest.approx(2 * SETUP_J + 4 * EPOCH_J, rel=1e-9)
+    assert summary["co2_kg"] == pytest.approx(summary["total_kwh"] * 0.4, rel=1e-9, abs=0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -181,6 +181,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         # (step, value, epoch) of a marginal to log after a resume
         self._restored_marginal: tuple[int, float, int] | None = None
         self._metric_changed: tuple[str, str | None] | None = None  # a restored run's other metric
+        self._carried_epoch: int | None = None  # the epoch a restored checkpoint caught open
 
     @property
     def state_key(self) -> str:
@@ -298,7 +299,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         Lightning does not call ``on_train_epoch_start`` for an epoch a checkpoint caught open: the
         resumed fit's own setup stays outside the epochs, as an uninterrupted run's does.
         """
-        self._begin_epochs()
+        self._begin_epochs(trainer)
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -326,7 +327,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Remember the monitored metric's value object, to tell whether validation makes it."""
         if not trainer.sanity_checking:  # a validation a resume left pending at its epoch's end
-            self._begin_epochs()
+            self._begin_epochs(trainer)
         if self.monitor is not None:
             self._monitor_before_validation = trainer.callback_metrics.get(self.monitor)
 
@@ -380,19 +381,44 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         in no epoch (:meth:`EnergySession.begin_epochs`). The deferred metric is fresh in
         ``callback_metrics`` now.
         """
-        self._begin_epochs()
+        self._begin_epochs(trainer)
         self._epoch_open = True
         self._resolve_deferred_metric(trainer)
 
-    def _begin_epochs(self) -> None:
+    def _begin_epochs(self, trainer: Trainer) -> None:
         """Start this fit's epochs at the first point of training every rank reaches (collective, once a fit).
 
         That is ``on_train_epoch_start`` of the fit's first epoch; a fit resumed inside an epoch
         (or at its end) gets no such call for it, so the first training batch, validation or epoch
         end of the fit starts them instead (later calls do nothing).
+
+        A checkpoint saved at an epoch's last batch, before the epoch closed, resumes at the next
+        epoch: Lightning ends the caught epoch with no hook. Its energy is closed as its own record
+        here (no metric: its validation did not run), not added to the next epoch.
         """
-        if self.session.running:
-            self.session.begin_epochs()
+        if not self.session.running:
+            self._carried_epoch = None
+            return
+        self.session.begin_epochs()
+        carried, self._carried_epoch = self._carried_epoch, None
+        if carried is not None and int(trainer.current_epoch) > carried:
+            record, _ = self.session.close_epoch(carried, None)
+            self._log_closed_elsewhere(trainer, record)
+
+    def _log_closed_elsewhere(self, trainer: Trainer, record: EpochEnergy) -> None:
+        """Log an epoch closed outside its ``on_train_epoch_end`` straight to the loggers (rank 0)."""
+        metrics = {
+            keys.EPOCH_KWH: record.energy_kwh,
+            keys.TOTAL_KWH: record.total_kwh,
+            keys.AVG_POWER_W: record.avg_power_w,
+            keys.SAMPLES_PER_J: record.samples_per_j,
+        }
+        if record.co2_kg is not None:
+            metrics[keys.CO2_KG] = record.co2_kg
+        if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+            # At the step Lightning logged the caught epoch's last batches at.
+            step = max(0, int(trainer.global_step) - 1)
+            _loggers.log_metrics(trainer, metrics, step=step, epoch=record.epoch)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick up a deferred metric of the last epoch before the summary."""
@@ -406,7 +432,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """
         if not self.session.running:
             return
-        self._begin_epochs()  # an epoch restored at its end: no batch or validation began the epochs
+        self._begin_epochs(trainer)  # an epoch restored at its end: no batch or validation began the epochs
         defer = self.monitor is not None and _compat.is_overridden("on_train_epoch_end", pl_module)
         metric = None if defer else self._read_metric(trainer, validated=self._val_ran)
         record, fields = self.session.close_epoch(
@@ -632,7 +658,11 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             state.ledger = with_outside_epochs(state.ledger, open_epoch.energy_j, open_epoch.co2_kg)
             state.energy_source = merge_sources(state.energy_source, open_epoch.source)
         else:
-            state.open_epoch = open_epoch
+            # The epoch in progress is the current one until it closes; after its close (a save in
+            # the epoch-end hooks) what follows is the next epoch's, whichever that will be.
+            current = int(trainer.current_epoch)
+            caught = current if last is None or last.epoch < current else None
+            state.open_epoch = replace(open_epoch, epoch=caught)
         saved.update(to_state(state))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -661,6 +691,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 self._restored_marginal = (deferred.step, record.marginal_per_kwh, record.epoch)
         if state.open_epoch is not None:
             self.session.carry(state.open_epoch)
+            self._carried_epoch = state.open_epoch.epoch
 
     def missing_state_note(self) -> str:
         """What restarts when a resumed checkpoint holds no EnergyMonitor state: the energy, from 0."""

@@ -141,6 +141,7 @@ class OpenEpoch:
     partial: bool = False
     co2_kg: float | None = None  # of energy_j, at the carbon intensity when it was used
     source: str | None = None  # None in older checkpoints
+    epoch: int | None = None  # the epoch's index (None in older checkpoints)
 
 
 @dataclass(frozen=True)
