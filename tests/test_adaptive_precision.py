@@ -572,6 +572,40 @@ def test_writing_a_checkpoint_mid_epoch_is_not_measured_so_a_resumed_run_decides
     assert decisions(sizes) == decisions(whole_sizes)
 
 
+def slow_writes(lightning):
+    """A CheckpointIO whose file writes cost 3 J each (a large model's file; a probe window is about 1 J)."""
+
+    class SlowWrites(lightning.pl.plugins.TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            super().save_checkpoint(checkpoint, path, storage_options)
+            test_adaptive_doubles.COST.charged_j += 3.0
+
+    return SlowWrites()
+
+
+def test_writing_a_weights_only_checkpoint_is_not_measured_either(tmp_path, monkeypatch, ns):
+    # ModelCheckpoint(save_weights_only=True) every 9 steps, each file 3 J to write: Lightning calls no
+    # callback's on_save_checkpoint for these, yet both callbacks decide as without checkpoints
+    # (with the writes measured, bf16 was never resolved cheaper and the batch-size trial never ran).
+    kwargs = dict(with_batch_size=True, max_epochs=10)
+    plain_trainer, plain, plain_sizes, _ = probe_run(
+        tmp_path / "plain", monkeypatch, ns, checkpoint=dict(every_n_epochs=0), **kwargs
+    )
+    weights_only = dict(every_n_train_steps=9, filename="{step}", save_weights_only=True)
+    trainer, precision, sizes, _ = probe_run(
+        tmp_path / "weights", monkeypatch, ns, checkpoint=weights_only, plugins=[slow_writes(ns)], **kwargs
+    )
+    assert ("32-true", "bf16-mixed", "cheaper") in switches(plain)
+    assert decisions(precision) == decisions(plain)
+    assert decisions(sizes) == decisions(plain_sizes) != []
+    got, want = (EnergyMonitor.for_trainer(t).last_summary for t in (trainer, plain_trainer))
+    assert got["batch_size_probe_j"] == pytest.approx(want["batch_size_probe_j"], rel=1e-9)
+    assert got["precision_probe_j"] == pytest.approx(want["precision_probe_j"], rel=1e-9)
+    saved = torch.load(tmp_path / "weights" / "ckpt" / "step=126.ckpt", weights_only=True)
+    assert "callbacks" not in saved  # a weights-only checkpoint indeed
+    assert "save_checkpoint" not in vars(trainer)  # the Trainer's own method again after the fit
+
+
 # -- refusals at fit start --------------------------------------------------------------------------
 class ManualDigits(DigitsClassifier):
     def __init__(self):

@@ -179,12 +179,25 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         self._window = TrainingWindow(self.key, self._session, lambda: _compat.synchronize(trainer))
         self._active = False
         self._last_global_step = trainer.global_step
+        _compat.call_before_checkpoint_writes(trainer, self._before_checkpoint_write)
 
-    def _let_go_of_trainer(self) -> None:
+    def _before_checkpoint_write(self) -> None:
+        """Writing a checkpoint is not training: pause the window (resumed at the next training batch).
+
+        Called by ``trainer.save_checkpoint`` for every checkpoint, weights-only ones included (for
+        which Lightning calls no callback's ``on_save_checkpoint``); a collective while the session runs,
+        as every rank saves the checkpoint.
+        """
+        if self._session is not None and self._session.running:
+            self._window.pause()
+
+    def _let_go_of_trainer(self, trainer: Trainer) -> None:
         """After the fit, the window no longer waits on the trainer's device.
 
-        It kept the trainer alive, and a callback holding a local function cannot be pickled.
+        It kept the trainer alive, and a callback holding a local function cannot be pickled. The
+        trainer's ``save_checkpoint`` no longer pauses the window.
         """
+        _compat.stop_calling_before_checkpoint_writes(trainer, self._before_checkpoint_write)
         if self._window is not None:
             self._window.sync = _no_sync
 
@@ -283,12 +296,12 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         """Undo what was attached to the module (see :meth:`release`)."""
         if stage == "fit":
             self.release()
-            self._let_go_of_trainer()
+            self._let_go_of_trainer(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """Undo what was attached; write what was adapted until the failure, marked failed."""
         self.release()
-        self._let_go_of_trainer()
+        self._let_go_of_trainer(trainer)
         write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
 
     def ensure_policy(self, build: Callable[[], Any]) -> None:

@@ -18,7 +18,7 @@ import inspect
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -446,6 +446,52 @@ def rebuild_train_dataloader(trainer: Trainer) -> None:
         set_epoch = namespace_of(trainer).fabric_attr("utilities.data", "_set_sampler_epoch")
         for dataloader in loop._combined_loader.flattened:
             set_epoch(dataloader, loop.epoch_progress.current.processed)
+
+
+class _BeforeCheckpointWrites:
+    """``trainer.save_checkpoint`` calling each listener first (:func:`call_before_checkpoint_writes`)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.had_own = "save_checkpoint" in vars(trainer)  # an instance attribute set before ours
+        self.original: Callable[..., Any] = trainer.save_checkpoint
+        self.listeners: list[Callable[[], None]] = []
+        functools.update_wrapper(self, self.original)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        for listener in tuple(self.listeners):
+            listener()
+        return self.original(*args, **kwargs)
+
+
+def call_before_checkpoint_writes(trainer: Trainer, listener: Callable[[], None]) -> None:
+    """Have ``trainer.save_checkpoint`` call ``listener`` first (until the fit's end undoes it).
+
+    Lightning calls callbacks' ``on_save_checkpoint`` for full checkpoints only; every checkpoint
+    (ModelCheckpoint's, ``save_weights_only`` or not, OnExceptionCheckpoint's, the user's) goes
+    through ``trainer.save_checkpoint``, on every rank. The Trainer instance's method is wrapped
+    once, whatever the number of listeners; a listener already there is not added twice.
+    :func:`stop_calling_before_checkpoint_writes` removes it.
+    """
+    wrapper = vars(trainer).get("save_checkpoint")
+    if not isinstance(wrapper, _BeforeCheckpointWrites):
+        wrapper = _BeforeCheckpointWrites(trainer)
+        trainer.save_checkpoint = wrapper
+    if listener not in wrapper.listeners:
+        wrapper.listeners.append(listener)
+
+
+def stop_calling_before_checkpoint_writes(trainer: Trainer, listener: Callable[[], None]) -> None:
+    """Undo :func:`call_before_checkpoint_writes`; the Trainer's own method is back once none is left."""
+    wrapper = vars(trainer).get("save_checkpoint")
+    if not isinstance(wrapper, _BeforeCheckpointWrites):
+        return
+    if listener in wrapper.listeners:
+        wrapper.listeners.remove(listener)
+    if not wrapper.listeners:
+        if wrapper.had_own:
+            trainer.save_checkpoint = wrapper.original
+        else:
+            del trainer.save_checkpoint
 
 
 def train_loader_batches(trainer: Trainer) -> int | None:

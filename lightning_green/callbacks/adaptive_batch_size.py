@@ -521,6 +521,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
         Writing a checkpoint is not training: a window that took its energy would make the epoch
         it falls in look dearer. The window resumes at the next training batch, as after validation.
+        (``trainer.save_checkpoint`` paused it already, for weights-only checkpoints too.)
         """
         if self._session is not None and self._session.running:
             self.pause_window(trainer)

@@ -497,12 +497,15 @@ class AdaptivePrecision(AdaptiveCallback):
         A collective while the session runs (every rank saves the checkpoint). Writing the
         checkpoint is not training: the window stays paused until the next training batch (as
         over validation), so a window closed after a resume measures what the uninterrupted one does.
+        (``trainer.save_checkpoint`` paused it already, for weights-only checkpoints too.)
         """
-        saved = checkpoint.get("callbacks", {}).get(self.state_key)
         session = self._session
-        if saved is None or session is None or not session.running or self._restored_window is not None:
+        if session is None or not session.running:
             return
         self.pause_window(trainer)  # resumed at the next on_train_batch_start
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        if saved is None or self._restored_window is not None:
+            return
         saved["window"] = to_state(self._window.so_far())
         saved["window_scale_start"] = self._scale_start
 
