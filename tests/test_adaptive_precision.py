@@ -228,6 +228,55 @@ def test_a_fit_planned_too_short_to_probe_says_so_and_a_continued_longer_plan_pr
     assert switches(resumed)[-1] == ("32-true", "bf16-mixed", "cheaper")
 
 
+def continued_fits(path, ns, plans):
+    """One run fitted again on its Trainer with each longer plan (max_steps): the AdaptivePrecision.
+
+    A checkpoint is saved after the first fit (``after_fit.ckpt``).
+    """
+    cb = AdaptivePrecision(**LATE)
+    trainer, model = fit(path, [cb], epochs=-1, max_steps=plans[0], lightning=ns)
+    trainer.save_checkpoint(str(path / "after_fit.ckpt"))
+    for max_steps in plans[1:]:
+        trainer.fit_loop.epoch_loop.max_steps = max_steps
+        trainer.fit(model, datamodule=ns.DigitsDataModule(batch_size=32))
+    assert cb.policy.step == trainer.global_step == plans[-1]
+    assert [h["details"]["step"] for h in cb.history] == [h["step"] for h in cb.history]
+    return cb
+
+
+def test_a_fit_continued_to_longer_plans_counts_every_step_and_probes_only_where_it_fits(
+    tmp_path, monkeypatch, caplog, ns
+):
+    # A probe of bf16 needs 24 steps. The window open when a fit ends goes on in the next one, so the
+    # policy's step is the Trainer's (it lagged 2 steps per fit, its plans looked 2 steps longer).
+    install_step_cost(monkeypatch, **PROBE_COST)
+    cb = continued_fits(tmp_path / "40", ns, [30, 40, 60])
+    too_short = [h for h in cb.history if h["reason"] == "too_short"]
+    assert [(h["step"], h["details"]["planned_steps"], h["details"]["steps_left"]) for h in too_short] == [
+        (20, 30, 10),
+        (32, 40, 8),
+        (44, 60, 16),
+    ]
+    assert switches(cb) == []
+
+    # 30 then 60 steps: the probe that starts fits in the plan and reaches its verdict at its end
+    # (a switch decided there is applied by a further fit); it started at step 38 and ended unresolved.
+    caplog.set_level("INFO")
+    cb = continued_fits(tmp_path / "60", ns, [30, 60])
+    probed = [h["step"] for h in cb.history if h["reason"] == "probe"]
+    assert probed[0] - 6 + 24 <= 60  # from the reference window before the first switch
+    assert cb.pending is not None and (cb.pending.to, cb.pending.reason) == ("bf16-mixed", "cheaper")
+    assert "ended while probing" not in caplog.text
+    # Resumed from the checkpoint saved after the first fit, with the longer plan: the same.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    resumed = AdaptivePrecision(**LATE)
+    ckpt = str(tmp_path / "60" / "after_fit.ckpt")
+    trainer, _ = fit(tmp_path / "resumed", [resumed], epochs=-1, max_steps=60, lightning=ns, ckpt_path=ckpt)
+    assert resumed.policy.step == trainer.global_step == 60
+    steps = [d[1:] for d in decisions(resumed)]  # (its epochs count from the checkpoint's epoch end)
+    assert steps == [d[1:] for d in decisions(cb)] and resumed.pending.step == cb.pending.step
+
+
 def test_probe_budget_0_never_probes_and_says_so_once_without_advice(tmp_path, monkeypatch, caplog, ns):
     # probe_budget=0 is "never probe": no no_budget verdict about a budget "unless the projected
     # run grows enough" (it never can), but one record and info line naming the argument's choice.

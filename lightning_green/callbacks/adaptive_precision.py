@@ -279,7 +279,13 @@ class AdaptivePrecision(AdaptiveCallback):
         super().teardown(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Build the policy (with a restored state) once the energy source is known (collective)."""
+        """Build the policy (with a restored state) once the energy source is known (collective).
+
+        The window a checkpoint caught open, or the one the last fit's training ended in (``fit``
+        called again on the same Trainer), goes on: the policy counts every step the Trainer
+        trained, so its step is the Trainer's global step and a probe starts only where the plan
+        leaves room for it.
+        """
         self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
         self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
@@ -293,6 +299,18 @@ class AdaptivePrecision(AdaptiveCallback):
         self._restored_window, self._window_scale_start = None, None
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Keep the window training ended in, whole (collective): a further ``fit`` of the run continues it.
+
+        It is also what a checkpoint saved after the fit holds, so a run resumed from that
+        checkpoint continues it too (see :attr:`saved_window`).
+        """
+        session = self._session
+        if self.policy is None or session is None or not session.running or self._restored_window is not None:
+            return
+        self.pause_window(trainer)
+        self._restored_window, self._window_scale_start = self._window.so_far(), self._scale_start
 
     def _get_scaler(self) -> Any:
         if self._scaler is None:
@@ -479,7 +497,9 @@ class AdaptivePrecision(AdaptiveCallback):
 
     @property
     def saved_window(self) -> OpenWindow | None:
-        """A restored window not continued yet; the live one is added by :meth:`on_save_checkpoint`.
+        """A restored window not continued yet, or the one the last fit's training ended in.
+
+        The live one is added by :meth:`on_save_checkpoint`.
 
         (Its samples and losses are summed over ranks there, so the state is the same on every rank.)
         """
