@@ -86,6 +86,35 @@ def test_two_runs_resumed_from_one_checkpoint_each_continue_the_first_run_only(
 
 
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_a_fresh_run_logged_after_a_resumed_run_is_not_its_earlier_part(
+    tmp_path, monkeypatch, capsys, ns, kind
+):
+    """version_1 resumes from version_0's epoch=1.ckpt; version_2, a later fresh run (another seed)
+    in the same folder, holds the same total at the same step (a meter that gives equal totals).
+    version_1 is joined to version_0 (begun before it), not to version_2 (begun after it), so its
+    curve is its callback's history, and replay replays version_1 and version_2 (version_0 read
+    in version_1). It used to join version_1 to version_2 and replay version_0 as a whole run."""
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+    _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 4, ckpt_dir=ckpt)
+    resumed = _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 6, ckpt_path=ckpt / "epoch=1.ckpt")
+    _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 3, ckpt_dir=tmp_path / "later", seed=7)
+    first, middle, last = (_log_file(tmp_path / "logs" / f"version_{v}", kind) for v in range(3))
+
+    run = open_lightning_log(middle)
+    assert run.folders == (str(middle.parent), str(first.parent))
+    curve = read_log_curve(middle)
+    assert list(curve.metrics) == pytest.approx(list(resumed.policy.history.metrics), rel=1e-6)
+    assert list(curve.costs) == pytest.approx(list(resumed.policy.history.costs_kwh), rel=1e-6)
+    out = tmp_path / "d.csv"
+    name = "metrics.csv" if kind == "csv" else "events.out.tfevents.*"
+    assert cli.main(["replay", str(tmp_path / "logs" / "version_*" / name), "-o", str(out)]) == 0
+    rows = list(csv.DictReader(out.read_text().splitlines()))
+    assert [row["curve_id"] for row in rows] == [str(middle.parent), str(last.parent)]
+    assert f"{first} in {middle}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
 def test_reading_a_resumed_log_reads_each_sibling_folder_once(tmp_path, monkeypatch, ns, kind):
     """Eight fine-tunes resumed from one checkpoint (whose log is in another folder): reading one
     of them reads each sibling folder once (they resumed from the same point: none is its earlier

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +175,7 @@ class _CsvPart:
         self.inputs = (self.path, *side_files(self.folder))
         steps = [step for cells in self.cells.values() for step in cells]
         self.first_step: int | None = min(steps) if steps else None
+        self.begun = version_number(self.folder)
         self.resume = resume_point(self)
 
     def history(self, key: str) -> dict[int, float]:
@@ -238,6 +240,9 @@ class LogPart(Protocol):
 
     first_step: int | None
     """The first step it logged anything at (``None``: nothing logged)."""
+    begun: float | None
+    """When the folder was begun, in an order shared by its sibling folders (Lightning's ``N`` of a
+    ``version_N`` folder, or the wall time of its first event, in seconds); ``None``: not known."""
     resume: ResumePoint | None
     """Where it resumed from a checkpoint (:func:`resume_point`), or ``None``."""
 
@@ -265,6 +270,21 @@ class ResumePoint:
         return self.epoch == other.epoch and math.isclose(
             self.base_kwh, other.base_kwh, rel_tol=1e-6, abs_tol=1e-18
         )
+
+
+VERSION_FOLDER = re.compile(r"version_(\d+)")
+"""How Lightning's loggers name the folder of each new fit: ``version_N``, ``N`` counting up."""
+
+
+def version_number(folder: Path) -> int | None:
+    """``N`` of a Lightning ``version_N`` folder (the order the folders were begun in), else ``None``.
+
+    Example:
+        >>> version_number(Path("lightning_logs/version_12")), version_number(Path("logs/my_run"))
+        (12, None)
+    """
+    match = VERSION_FOLDER.fullmatch(folder.name)
+    return int(match.group(1)) if match else None
 
 
 def resume_point(part: LogPart) -> ResumePoint | None:
@@ -295,9 +315,11 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
     The earlier part of a resumed log is the candidate (a sibling folder) whose own rows hold the
     total the log resumed from (:func:`continued_step`) before the log's first step; never one
     that resumed from the same point itself (another branch from the same checkpoint, or a re-run
-    of a crashed resume), whose rows are no part of this one. Where several hold it (a meter
-    that gives equal totals), the one that logged it last, else the one that started last, is
-    taken. The earlier part may itself be resumed: its own earlier part follows, and so on.
+    of a crashed resume), whose rows are no part of this one, and never one begun after the log
+    (:attr:`LogPart.begun`: a later run logged in the same folder). Where several hold it (a meter
+    that gives equal totals), the one begun last before the log is taken, else the one that
+    logged it last, else the one that started last. The earlier part may itself be resumed: its
+    own earlier part follows, and so on.
 
     Args:
         part: The resumed log's own rows.
@@ -315,15 +337,20 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
     current = part
     while current.resume is not None:
         point = current.resume
-        best: tuple[tuple[int, int], PartT] | None = None
+        best: tuple[tuple[float, int, int], PartT] | None = None
         for other in candidates:
             if other is part or other.first_step is None or other.first_step >= point.first_step:
                 continue  # not started before the resumed log: a later part, or a sibling branch
+            if other.begun is not None and current.begun is not None and other.begun >= current.begun:
+                continue  # begun after the resumed log: a later run, whatever its rows hold
             if other.resume is not None and other.resume.same_as(point):
                 continue  # resumed from the same checkpoint: another branch
             step = continued_step(other, point.base_kwh, point.epoch, point.first_step)
-            if step is not None and (best is None or (step, other.first_step) > best[0]):
-                best = ((step, other.first_step), other)
+            if step is None:
+                continue
+            rank = (-math.inf if other.begun is None else other.begun, step, other.first_step)
+            if best is None or rank > best[0]:
+                best = (rank, other)
         if best is None:
             break
         # what the checkpoint held: every row up to the resumed log's first step (the global step

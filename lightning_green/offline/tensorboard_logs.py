@@ -195,6 +195,9 @@ class _TbPart:
         self.params = params
         steps = [e.step for tag, scalars in self.scalars.items() if tag != HP_METRIC for e in scalars]
         self.first_step: int | None = min(steps) if steps else None
+        # when the folder was begun: the wall time of its first event, in seconds
+        times = [e.timestamp / 1e6 for scalars in self.scalars.values() for e in scalars]
+        self.begun: float | None = min(times) if times else None
         self.resume = resume_point(self)
 
     def _add(self, tag: str, event: object, value: float) -> None:
