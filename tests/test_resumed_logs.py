@@ -115,6 +115,46 @@ def test_a_fresh_run_logged_after_a_resumed_run_is_not_its_earlier_part(
 
 
 @pytest.mark.parametrize("kind", ["csv", "tensorboard"])
+def test_replay_of_a_chain_of_resumes_names_the_run_each_part_is_read_in(
+    tmp_path, monkeypatch, capsys, ns, kind
+):
+    """version_0 -> version_1 (resumed from its epoch=1.ckpt) -> version_2 (resumed from version_1's
+    epoch=3.ckpt): replay of the three replays version_2 only, with every check of its run, and
+    says version_0 is read in version_2, version_1 having resumed from it, and version_1 in
+    version_2. It used to say version_0 was read 'in each of 2 runs resumed from it: version_1,
+    version_2' (version_1 is no replayed run, version_2 did not resume from version_0)."""
+    install_scripted_meter(monkeypatch)
+    _fit(ns, tmp_path, _logger(ns, kind, tmp_path, "logs"), 4, ckpt_dir=tmp_path / "c0")
+    _fit(
+        ns,
+        tmp_path,
+        _logger(ns, kind, tmp_path, "logs"),
+        6,
+        tmp_path / "c0" / "epoch=1.ckpt",
+        tmp_path / "c1",
+    )
+    last = _fit(
+        ns,
+        tmp_path,
+        _logger(ns, kind, tmp_path, "logs"),
+        8,
+        tmp_path / "c1" / "epoch=3.ckpt",
+        tmp_path / "c2",
+    )
+    first, middle, latest = (_log_file(tmp_path / "logs" / f"version_{v}", kind) for v in range(3))
+    assert open_lightning_log(latest).folders == tuple(str(log.parent) for log in (latest, middle, first))
+    curve = read_log_curve(latest)
+    assert list(curve.metrics) == pytest.approx(list(last.policy.history.metrics), rel=1e-6)
+
+    out = tmp_path / "d.csv"
+    assert cli.main(["replay", *map(str, (first, middle, latest)), "-o", str(out)]) == 0
+    assert [row["curve_id"] for row in csv.DictReader(out.read_text().splitlines())] == [str(latest.parent)]
+    said = capsys.readouterr().out
+    assert f"{first} in {latest} ({middle} resumed from it), {middle} in {latest}\n" in said
+    assert "each of" not in said
+
+
+@pytest.mark.parametrize("kind", ["csv", "tensorboard"])
 def test_reading_a_resumed_log_reads_each_sibling_folder_once(tmp_path, monkeypatch, ns, kind):
     """Eight fine-tunes resumed from one checkpoint (whose log is in another folder): reading one
     of them reads each sibling folder once (they resumed from the same point: none is its earlier

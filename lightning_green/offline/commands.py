@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import dataclasses
 import importlib.util
+import itertools
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -214,22 +215,35 @@ def _file_curves(
     failed: dict[str, tuple[str, Curve]] = {}  # realpath -> (path, curve) of a log whose summary says failed
     several = len(args.curves) > 1
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
+    log_paths: dict[str, str] = {}  # realpath of a log -> the log, as given
     # realpath of an earlier part of a resumed run -> the logs that continue it (two branches
     # resumed from one checkpoint continue the same earlier part: it is part of each)
     joined: dict[str, list[str]] = {}
+    # realpath of a folder of a resumed run's chain -> the logs given that read it as an earlier
+    # part, and the folders of the parts resumed from it directly (the next in each chain)
+    read_in: dict[str, list[str]] = {}
+    resumed_into: dict[str, list[str]] = {}
+    given_in: dict[str, str] = {}  # realpath of a given log's folder -> the log, as given
     for path in args.curves:
         if is_tensorboard_log(path) and path not in logs:
             continue  # another event file of a run already read
         run = logs.get(path)
         if run is not None:
+            given_in.setdefault(os.path.dirname(os.path.realpath(path)), path)
             for earlier in getattr(run, "continues", ()):
                 joined.setdefault(os.path.realpath(earlier), []).append(path)
+            chain = [os.path.realpath(folder) for folder in getattr(run, "folders", ())]
+            for later, folder in itertools.pairwise(chain):
+                read_in.setdefault(folder, []).append(path)
+                if later not in resumed_into.setdefault(folder, []):
+                    resumed_into[folder].append(later)
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
                 skipped.append(path)
             else:
                 curves.append(curve)
                 log_curves[os.path.realpath(path)] = curve
+                log_paths[os.path.realpath(path)] = path
                 if run.failed:
                     failed[os.path.realpath(path)] = (path, curve)
             continue
@@ -244,14 +258,13 @@ def _file_curves(
     parts = [(p, joined[p]) for p in log_curves if p in joined]
     if parts:  # the earlier part of a resumed run is in the run that continues it (in each of them)
         dropped = {id(log_curves[p]) for p, _ in parts}
+        dropped_folders = {os.path.dirname(p) for p, _ in parts}
         curves = [c for c in curves if id(c) not in dropped]
         echo(
             "read as part of the run that continues it (resumed from a checkpoint into a new folder): "
             + ", ".join(
-                f"{p} in {by[0]}"
-                if len(by) == 1
-                else f"{p} in each of {len(by)} runs resumed from it: {', '.join(by)}"
-                for p, by in parts
+                _read_in_note(log_paths[p], read_in, resumed_into, given_in, dropped_folders)
+                for p, _ in parts
             )
         )
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
@@ -288,6 +301,40 @@ def _file_curves(
     files = args.curves
     source = ", ".join(files) if len(files) <= 3 else f"{len(files)} files ({files[0]}, ..., {files[-1]})"
     return curves, source
+
+
+def _read_in_note(
+    path: str,
+    read_in: Mapping[str, Sequence[str]],
+    resumed_into: Mapping[str, Sequence[str]],
+    given_in: Mapping[str, str],
+    dropped_folders: set[str],
+) -> str:
+    """Where replay reads the log ``path`` (the earlier part of resumed runs), for its note.
+
+    Names the replayed runs that read it (not a run itself read in a later one), and, where those
+    did not resume from it directly (a chain of resumes), the runs that did.
+
+    Args:
+        path: The log, as given.
+        read_in: Realpath of a folder -> the given logs that read it as an earlier part.
+        resumed_into: Realpath of a folder -> the folders of the runs resumed from it directly.
+        given_in: Realpath of a given log's folder -> the log, as given.
+        dropped_folders: The realpaths of the folders of the logs read as parts of other runs.
+
+    Returns:
+        ``"<path> in <run>"``, ``"<path> in each of N runs resumed from it: <runs>"``, or, in a
+        chain, ``"<path> in <run> (<direct> resumed from it)"``.
+    """
+    folder = os.path.dirname(os.path.realpath(path))
+    replayed = [r for r in read_in[folder] if os.path.dirname(os.path.realpath(r)) not in dropped_folders]
+    direct = [given_in.get(f, f) for f in resumed_into[folder]]
+    if replayed == direct:
+        if len(replayed) == 1:
+            return f"{path} in {replayed[0]}"
+        return f"{path} in each of {len(replayed)} runs resumed from it: {', '.join(replayed)}"
+    runs = replayed[0] if len(replayed) == 1 else f"each of {len(replayed)} runs: {', '.join(replayed)}"
+    return f"{path} in {runs} ({', '.join(direct)} resumed from it)"
 
 
 def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tuple[list[Curve], str]:
