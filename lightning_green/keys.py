@@ -38,6 +38,9 @@ CHECK_EPOCHS = "energy/check_epochs"  # epochs completed at the check (fractiona
 # The monitored metric's value each check decided on (the metric's own series may not hold it:
 # logged every few steps, or once an epoch under autolog): what replay decides on.
 CHECK_METRIC = "energy/check_metric"
+# The checks the stopper has decided on, this one included (a resumed run counts those its
+# checkpoint held): where a resumed run's log joins its earlier part, the checks after it are cut.
+CHECK_NUMBER = "energy/check_number"
 BATCH_SIZE = "energy/batch_size"  # AdaptiveBatchSize: the batch size of the epoch
 PRECISION = "energy/precision"  # AdaptivePrecision: bits of the compute type (32 or 16)
 # Logged once, at a stop before the planned end: what the stop avoided up to it. Projections from

@@ -12,6 +12,8 @@ from doubles import install_scripted_meter
 
 from lightning_green import EnergyAwareEarlyStopping, cli
 from lightning_green.offline import lightning_csv, open_lightning_log, read_log_curve
+from lightning_green.offline.mlflow_curves import curve_of_run
+from lightning_green.offline.mlflow_runs import MlflowRun
 
 FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
 
@@ -244,3 +246,62 @@ def test_a_run_resumed_from_a_checkpoint_saved_at_a_validation_replays_every_che
         assert row["stop_reason"] == reason
         assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
         assert float(row["cost_at_stop"]) == pytest.approx(float(history.costs_kwh[-1]), rel=1e-6)
+
+
+def test_a_validation_after_a_checkpoint_saved_at_a_training_step_is_not_in_the_resumed_run(
+    tmp_path, monkeypatch, sqlite_uri, ns
+):
+    """Four validations an epoch (val_check_interval=0.25, logged at steps 2, 5, 8, ...) and a
+    checkpoint every 6 training steps: step=18.ckpt is saved at the end of the training batch,
+    before that batch's validation (logged at step 17), so the run resumed from it never has that
+    check. Its logs (a new CSVLogger and TensorBoardLogger folder, the same MLflow run) read as
+    the callback's history exactly: 15 checks, not 16 with the abandoned fit's val_loss at step 17,
+    which every reader used to keep (rows up to the resumed log's first step, 20)."""
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+
+    def fit(max_epochs, ckpt_path=None, run_id=None, prefix=""):
+        ns.pl.seed_everything(0)
+        stopper = EnergyAwareEarlyStopping(monitor="val_loss")
+        every = ns.callbacks.ModelCheckpoint(
+            dirpath=ckpt, save_top_k=-1, every_n_train_steps=6, filename=prefix + "{step}"
+        )
+        mlflow = ns.loggers.MLFlowLogger(
+            experiment_name="e",
+            tracking_uri=sqlite_uri,
+            run_id=run_id,
+            artifact_location=str(tmp_path / "art"),
+        )
+        loggers = [_logger(ns, "csv", tmp_path, "csv"), _logger(ns, "tensorboard", tmp_path, "tb"), mlflow]
+        trainer = make_trainer(
+            tmp_path,
+            [stopper, every],
+            logger=loggers,
+            max_epochs=max_epochs,
+            lightning=ns,
+            enable_checkpointing=True,
+            limit_train_batches=12,
+            limit_val_batches=2,
+            val_check_interval=0.25,
+            num_sanity_val_steps=0,
+        )
+        datamodule = ns.DigitsDataModule(batch_size=32)
+        trainer.fit(ns.DigitsClassifier(), datamodule=datamodule, ckpt_path=ckpt_path)
+        return stopper, mlflow.run_id
+
+    _, run_id = fit(3)
+    stopper, again = fit(4, ckpt_path=ckpt / "step=18.ckpt", run_id=run_id, prefix="resumed-")
+    assert again == run_id
+    history = stopper.policy.history
+    assert len(history) == 15  # 5 checks from the checkpoint (epochs 0.25 .. 1.25), then 1.75 .. 4.0
+    curves = {
+        "csv": read_log_curve(_log_file(tmp_path / "csv" / "version_1", "csv")),
+        "tensorboard": read_log_curve(_log_file(tmp_path / "tb" / "version_1", "tb")),
+        "mlflow": curve_of_run(MlflowRun.open(sqlite_uri, run_id), "val_loss"),
+    }
+    for kind, curve in curves.items():
+        assert list(curve.metrics) == pytest.approx(list(history.metrics), rel=1e-6), kind
+        assert list(curve.costs) == pytest.approx(list(history.costs_kwh), rel=1e-6), kind
+        assert [float(e) for e in curve.epochs] == pytest.approx(
+            [*(0.25 * i for i in range(1, 6)), *(0.25 * i for i in range(7, 17))]
+        ), kind

@@ -353,6 +353,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             # The value this check decided on, for replay to decide on the same: the metric's own
             # series may not hold it (logged every few steps, or once an epoch under autolog).
             metrics[keys.CHECK_METRIC] = float(self.policy.history.metrics[-1])
+            # How many checks the history holds: a resumed run's log counts on from its checkpoint's.
+            metrics[keys.CHECK_NUMBER] = float(len(self.policy.history))
         self._pending_metrics = {}
         if not metrics or not _loggers.any_logger(trainer):
             return

@@ -63,8 +63,8 @@ class LightningCsvRun:
     """One ``CSVLogger`` folder read as a logged run (:class:`~.mlflow_curves.LoggedRun`).
 
     A run resumed from a checkpoint into a new folder (``version_1``) is joined to the earlier
-    parts it continues (:func:`earlier_parts`): their rows up to the resumed log's first step, then
-    its own.
+    parts it continues (:func:`earlier_parts`): their rows up to the resumed log's first step (less
+    a check its checkpoint did not hold, :func:`kept_until`), then its own.
 
     Attributes:
         run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
@@ -259,11 +259,14 @@ class ResumePoint:
         base_kwh: The ``energy/total_kwh`` its first epoch started from (the checkpoint's), kWh.
         epoch: The ``epoch`` it logged with its first total, or ``None``.
         first_step: The first step it logged anything at.
+        first_check: The ``energy/check_number`` of its first check (the checkpoint held one
+            fewer), or ``None`` when the stopper logged none (runs logged before it existed).
     """
 
     base_kwh: float
     epoch: float | None
     first_step: int
+    first_check: int | None = None
 
     def same_as(self, other: ResumePoint) -> bool:
         """Whether ``other`` resumed from the same point (another branch from the same checkpoint)."""
@@ -303,7 +306,28 @@ def resume_point(part: LogPart) -> ResumePoint | None:
     base = totals[first] - epoch_kwh.get(first, 0.0)
     if not base > 0:
         return None
-    return ResumePoint(base, part.history("epoch").get(first), part.first_step)
+    numbers = part.history(keys.CHECK_NUMBER)
+    first_check = int(numbers[min(numbers)]) if numbers else None
+    return ResumePoint(base, part.history("epoch").get(first), part.first_step, first_check)
+
+
+def kept_until(earlier: LogPart, point: ResumePoint) -> int:
+    """The last step of ``earlier`` whose rows belong to the run that resumed from it at ``point``.
+
+    The rows up to the resumed log's first step (the step its checkpoint was saved at), less the
+    checks the checkpoint did not hold: where the stopper numbered its checks
+    (``energy/check_number``), a check of ``earlier`` numbered as the resumed log's first or
+    later (one run after the checkpoint was saved: a validation right after a checkpoint saved at a
+    training step) is cut, with everything logged from its step on.
+    """
+    if point.first_check is None:
+        return point.first_step
+    after = [
+        step
+        for step, number in earlier.history(keys.CHECK_NUMBER).items()
+        if number >= point.first_check and step < point.first_step
+    ]
+    return min(after) - 1 if after else point.first_step
 
 
 PartT = TypeVar("PartT", bound=LogPart)
@@ -329,8 +353,9 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
         ``[(earlier, last_step), ...]``, latest part first: the part's rows up to ``last_step``
         (the first step of the part that continues it, the step its checkpoint was saved at: a
         checkpoint saved at a validation inside an epoch, or at the epoch's last one before the
-        epoch closed, holds the checks of that epoch so far) belong to the run; what it logged
-        after was re-run after the resume. Empty when the log was not resumed or its earlier
+        epoch closed, holds the checks of that epoch so far; less a check the checkpoint did not
+        hold, :func:`kept_until`) belong to the run; what it logged after was re-run after the
+        resume. Empty when the log was not resumed or its earlier
         part is not there.
     """
     chain: list[tuple[PartT, int]] = []
@@ -354,8 +379,9 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
         if best is None:
             break
         # what the checkpoint held: every row up to the resumed log's first step (the global step
-        # it was saved at), each check inside the checkpoint's epoch too, not only whole epochs
-        chain.append((best[1], point.first_step))
+        # it was saved at), each check inside the checkpoint's epoch too, not only whole epochs,
+        # less a check run after the checkpoint was saved (:func:`kept_until`)
+        chain.append((best[1], kept_until(best[1], point)))
         current = best[1]  # its first step is earlier than ``current``'s: the chain ends
     return chain
 

@@ -74,11 +74,53 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=_read_only(tracking_uri))
 
 
-def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
+def abandoned_spans(check_numbers: Iterable[Any]) -> list[tuple[int, int]]:
+    """What fits abandoned by a resume into the same run logged after the checkpoint, from the checks.
+
+    The stopper numbers its checks (``energy/check_number``, the checkpoint's counted): a fit
+    resumed into the same run numbers its first check as the checkpoint's count plus one, a number
+    the abandoned fit had already logged, at a step that fit's check held, however early in the
+    step the checkpoint was saved (a validation right after a checkpoint saved at a training step
+    logs at the step before the resumed fit's first).
+
+    Args:
+        check_numbers: The ``energy/check_number`` history (anything with ``step``, ``timestamp``
+            and ``value``), in any order.
+
+    Returns:
+        ``[(from_step, until_timestamp), ...]``: every point at ``from_step`` or later logged at
+        ``until_timestamp`` or earlier is the abandoned fit's (its checks numbered as the resumed
+        fit's first or later, and what it logged before its last such check). Empty without
+        a resume (numbers that only grow).
+
+    Example:
+        >>> from types import SimpleNamespace as M
+        >>> first = [M(step=s, timestamp=s, value=n) for n, s in enumerate((2, 5, 8, 11), 1)]
+        >>> again = [M(step=11, timestamp=20, value=3)]  # resumed from a checkpoint of 2 checks
+        >>> abandoned_spans(first + again)
+        [(8, 11)]
+    """
+    spans: list[tuple[int, int]] = []
+    seen: list[tuple[int, int, float]] = []  # (timestamp, step, number)
+    top, top_step = -math.inf, -1
+    for m in sorted(check_numbers, key=lambda m: (int(m.timestamp), int(m.step))):
+        timestamp, step, number = int(m.timestamp), int(m.step), float(m.value)
+        if number < top or (number == top and step != top_step):  # counted again from a
+            # checkpoint's checks: a fit resumed into the run (one check logged twice is not)
+            after = [(t, s) for t, s, n in seen if n >= number]
+            spans.append((min(s for _, s in after), max(t for t, _ in after)))
+        top, top_step = number, step
+        seen.append((timestamp, step, number))
+    return spans
+
+
+def latest_per_step(points: Iterable[Any], abandoned: Iterable[tuple[int, int]] = ()) -> dict[int, float]:
     """``step -> value`` of a metric history; a step logged twice keeps the latest value.
 
     Args:
         points: MLflow ``Metric`` entities (anything with ``step``, ``timestamp`` and ``value``).
+        abandoned: ``(from_step, until_timestamp)`` spans of what fits abandoned by a resume into
+            the same run logged after their checkpoint (:func:`abandoned_spans`): left out.
 
     Returns:
         One value per step: the one with the largest timestamp, ties broken by the largest value
@@ -95,10 +137,13 @@ def latest_per_step(points: Iterable[Any]) -> dict[int, float]:
         {1: 1.0, 2: 1.0, 3: 2.0}
     """
     out: dict[int, tuple[int, float, float]] = {}
+    spans = list(abandoned)
     for m in points:
         value = float(m.value)
         key = (int(m.timestamp), -math.inf if math.isnan(value) else value, value)
         step = int(m.step)
+        if any(step >= first and key[0] <= until for first, until in spans):
+            continue  # logged after the checkpoint by a fit resumed from it into the run
         if step not in out or key[:2] > out[step][:2]:
             out[step] = key
     kept: dict[int, float] = {}
@@ -173,6 +218,7 @@ class MlflowRun:
         self.params: Mapping[str, str] = params
         self._metric_keys = set(getattr(run.data, "metrics", None) or ())
         self.metric_prefix = metric_prefix(self._metric_keys)
+        self._spans: list[tuple[int, int]] | None = None
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
@@ -189,12 +235,27 @@ class MlflowRun:
         """``step -> value`` of the metric ``key`` (empty when the run never logged it).
 
         A step logged more than once keeps the value with the latest timestamp
-        (:func:`latest_per_step`). In a run logged through ``MLFlowLogger(prefix=...)`` (every
-        metric ``<prefix>-<key>``, :attr:`metric_prefix`), ``key`` is the name without the prefix.
+        (:func:`latest_per_step`); what a fit resumed into the run from a checkpoint abandoned
+        logged after that checkpoint is left out (:func:`abandoned_spans`). In a run logged
+        through ``MLFlowLogger(prefix=...)`` (every metric ``<prefix>-<key>``, :attr:`metric_prefix`),
+        ``key`` is the name without the prefix.
         """
+        return latest_per_step(
+            self._client.get_metric_history(self.run_id, self._key(key)), self._abandoned()
+        )
+
+    def _key(self, key: str) -> str:
         if self.metric_prefix and key not in self._metric_keys:
-            key = f"{self.metric_prefix}{PREFIX_JOIN}{key}"  # logged through MLFlowLogger(prefix=...)
-        return latest_per_step(self._client.get_metric_history(self.run_id, key))
+            return f"{self.metric_prefix}{PREFIX_JOIN}{key}"  # logged through MLFlowLogger(prefix=...)
+        return key
+
+    def _abandoned(self) -> list[tuple[int, int]]:
+        """:func:`abandoned_spans` of the run's ``energy/check_number`` (read once)."""
+        if self._spans is None:
+            key = self._key(keys.CHECK_NUMBER)
+            numbers = self._client.get_metric_history(self.run_id, key) if key in self._metric_keys else []
+            self._spans = abandoned_spans(numbers)
+        return self._spans
 
     def artifact_names(self, folder: str) -> set[str]:
         """Paths of the artifacts in ``folder`` (empty when the store gives no artifact access)."""

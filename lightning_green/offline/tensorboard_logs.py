@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from lightning_green import keys
 from lightning_green.offline.errors import OfflineInputError
 from lightning_green.offline.lightning_csv import (
     HPARAMS_FILE,
@@ -30,7 +31,7 @@ from lightning_green.offline.lightning_csv import (
     role_in_log,
     side_files,
 )
-from lightning_green.offline.mlflow_runs import latest_per_step
+from lightning_green.offline.mlflow_runs import abandoned_spans, latest_per_step
 
 EVENTS_PREFIX = "events.out.tfevents."
 """How TensorBoard event files are named."""
@@ -153,7 +154,7 @@ def _scalar_history(scalars: dict[str, list[_Scalar]], key: str) -> dict[int, fl
     """``step -> value`` of the scalar ``key`` of ``scalars`` (see :meth:`TensorBoardRun.history`)."""
     if key == "step" and key not in scalars:
         return {e.step: float(e.step) for events in scalars.values() for e in events}
-    return latest_per_step(scalars.get(key, []))
+    return latest_per_step(scalars.get(key, []), abandoned_spans(scalars.get(keys.CHECK_NUMBER, [])))
 
 
 class _TbPart:
