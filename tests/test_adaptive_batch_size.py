@@ -22,7 +22,14 @@ from conftest import NAMESPACES, PL, AnyCallback, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.loggers import MLFlowLogger
 from pytorch_lightning.strategies import FSDPStrategy
-from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
+from test_adaptive_doubles import (  # noqa: F401
+    CostedDigits,
+    ResumableLoader,
+    Spy,
+    costed_digits,
+    install_step_cost,
+    one_thread,
+)
 from torch.utils.data import DataLoader
 
 from lightning_green import (
@@ -279,10 +286,10 @@ def test_out_of_memory_rules_the_size_out_and_training_continues(tmp_path, monke
     assert "val_acc" in trainer.callback_metrics
 
 
-def test_a_loader_built_once_that_ignores_the_size_stops_adapting_with_one_warning(tmp_path, monkeypatch, ns):
-    # A common DataModule pattern: the DataLoader built once in setup() and returned again, so a
-    # switch of batch_size changes nothing. Detected at the first batch after the switch: the
-    # attribute and learning rate go back before any step, adapting stops, training goes on.
+def built_once(ns):
+    """A common DataModule pattern: the train DataLoader built once in ``setup()`` (from the
+    ``batch_size`` then) and returned again, whatever ``batch_size`` becomes."""
+
     class BuiltOnce(ns.DigitsDataModule):
         def setup(self, stage=None):
             super().setup(stage)
@@ -291,13 +298,21 @@ def test_a_loader_built_once_that_ignores_the_size_stops_adapting_with_one_warni
         def train_dataloader(self):
             return self.loader
 
+    return BuiltOnce
+
+
+def test_a_loader_built_once_that_ignores_the_size_stops_adapting_with_one_warning(tmp_path, monkeypatch, ns):
+    # A common DataModule pattern: the DataLoader built once in setup() and returned again, so a
+    # switch of batch_size changes nothing. Detected at the first batch after the switch: the
+    # attribute and learning rate go back before any step, adapting stops, training goes on.
+    built_once_dm = built_once(ns)
     install_step_cost(monkeypatch, **STEP_HEAVY)
     cb = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
     spy = Spy()
     logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        trainer, _, dm = fit(tmp_path, [spy, cb], dm=BuiltOnce(), epochs=5, logger=logger, lightning=ns)
+        trainer, _, dm = fit(tmp_path, [spy, cb], dm=built_once_dm(), epochs=5, logger=logger, lightning=ns)
     ignored = [str(w.message) for w in caught if "did not follow" in str(w.message)]
     assert len(ignored) == 1
     assert "batch_size=64" in ignored[0] and "train_dataloader() from self.batch_size" in ignored[0]
@@ -324,14 +339,7 @@ def test_a_resume_at_an_adopted_size_with_a_loader_built_once_goes_back_to_the_s
     # builds its DataLoader once in setup() from batch_size=32 (before the checkpoint's 64 is
     # restored), the loader yields 32. Caught at the first batch, as after a switch: the learning
     # rate goes back to the rate for 32 before any step, one warning, adapting stops.
-    class BuiltOnce(ns.DigitsDataModule):
-        def setup(self, stage=None):
-            super().setup(stage)
-            self.loader = DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
-
-        def train_dataloader(self):
-            return self.loader
-
+    built_once_dm = built_once(ns)
     install_step_cost(monkeypatch, **STEP_HEAVY)
     first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST)
     checkpoint = ns.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)
@@ -349,7 +357,7 @@ def test_a_resume_at_an_adopted_size_with_a_loader_built_once_goes_back_to_the_s
         fit(
             tmp_path / "b",
             [spy, resumed],
-            dm=BuiltOnce(batch_size=32),
+            dm=built_once_dm(batch_size=32),
             epochs=9,
             ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
             lightning=ns,
@@ -361,27 +369,6 @@ def test_a_resume_at_an_adopted_size_with_a_loader_built_once_goes_back_to_the_s
     assert moves(resumed)[-1] == (7, 64, 32, "loader_ignored_size")
     assert resumed.history[-1]["details"] == {"first_batch": 32, "expected": 64}
     assert resumed.current_batch_size == 32 and not resumed.policy.active and resumed.pending is None
-
-
-class StatefulLoader(DataLoader):
-    """A loader Lightning restores mid-epoch (``state_dict``/``load_state_dict``, as torchdata's)."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._skip, self._yielded = 0, 0
-
-    def __iter__(self):
-        skip, self._skip, self._yielded = self._skip, 0, 0
-        for i, batch in enumerate(super().__iter__()):
-            self._yielded = i + 1
-            if i >= skip:
-                yield batch
-
-    def state_dict(self):
-        return {"yielded": self._yielded}
-
-    def load_state_dict(self, state):
-        self._skip = state["yielded"] if state["yielded"] < len(self) else 0
 
 
 class _SaveBeforeLastBatch(AnyCallback):
@@ -401,7 +388,7 @@ def test_a_resume_whose_first_batch_is_the_epochs_partial_last_is_not_taken_for_
     # is restored mid-epoch, so the resumed run's first batch is that partial one (30 samples).
     class Resumable(ns.DigitsDataModule):
         def train_dataloader(self):
-            return StatefulLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+            return ResumableLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
 
     mid = str(tmp_path / "mid.ckpt")
     install_step_cost(monkeypatch, **STEP_HEAVY)

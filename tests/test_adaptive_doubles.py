@@ -16,6 +16,7 @@ import pytest
 import torch
 from conftest import PL, AnyCallback
 from torch.nn import functional
+from torch.utils.data import DataLoader
 
 from lightning_green.energy.meter import EnergyMeter
 
@@ -176,3 +177,28 @@ def test_step_cost_meter_counts_exactly(monkeypatch):
     cost.charge(4, "float32")
     cost.charge(4, "bfloat16")
     assert meter.read().energy_j == pytest.approx(3.0 + 9.0)
+
+
+class ResumableLoader(DataLoader):
+    """A loader Lightning restores mid-epoch (``state_dict``/``load_state_dict``, as torchdata's).
+
+    ``epoch_batches``: the batches an epoch trains (``limit_train_batches``; default: all): a
+    checkpoint at an epoch's end resumes with the next epoch from its start.
+    """
+
+    def __init__(self, *args, epoch_batches: int | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.epoch_batches, self._skip, self._yielded = epoch_batches, 0, 0
+
+    def __iter__(self):
+        skip, self._skip, self._yielded = self._skip, 0, 0
+        for i, batch in enumerate(super().__iter__()):
+            self._yielded = i + 1
+            if i >= skip:
+                yield batch
+
+    def state_dict(self):
+        return {"yielded": self._yielded}
+
+    def load_state_dict(self, state):
+        self._skip = state["yielded"] % (self.epoch_batches or len(self))

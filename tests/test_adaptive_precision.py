@@ -15,7 +15,14 @@ from digits import DigitsClassifier, DigitsDataModule
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.plugins.precision import MixedPrecision
-from test_adaptive_doubles import CostedDigits, Spy, costed_digits, install_step_cost, one_thread  # noqa: F401
+from test_adaptive_doubles import (  # noqa: F401
+    CostedDigits,
+    ResumableLoader,
+    Spy,
+    costed_digits,
+    install_step_cost,
+    one_thread,
+)
 from torch.utils.data import DataLoader
 
 from lightning_green import AdaptationUnsupportedError, AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor
@@ -539,31 +546,11 @@ def test_a_resume_from_a_checkpoint_saved_where_a_switch_was_decided_waits_for_t
     assert state["step_s"] > 0  # the measured step time sizes the windows after the resume too
 
 
-class ResumableLoader(DataLoader):
-    """A loader Lightning restores mid-epoch (``state_dict``/``load_state_dict``, as torchdata's)."""
-
-    def __init__(self, *args, epoch_batches: int = 20, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.epoch_batches, self._skip, self._yielded = epoch_batches, 0, 0
-
-    def __iter__(self):
-        skip, self._skip, self._yielded = self._skip, 0, 0
-        for i, batch in enumerate(super().__iter__()):
-            self._yielded = i + 1
-            if i >= skip:
-                yield batch
-
-    def state_dict(self):
-        return {"yielded": self._yielded}
-
-    def load_state_dict(self, state):
-        self._skip = state["yielded"] % self.epoch_batches  # an epoch's end: the next one from its start
-
-
 def resumable_digits(lightning):
     class ResumableDigits(lightning.DigitsDataModule):
         def train_dataloader(self):
-            return ResumableLoader(self.train_set, batch_size=self.batch_size, shuffle=False)
+            loader = ResumableLoader  # 20 batches an epoch (limit_train_batches)
+            return loader(self.train_set, batch_size=self.batch_size, shuffle=False, epoch_batches=20)
 
     return ResumableDigits(batch_size=32)
 

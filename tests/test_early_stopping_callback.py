@@ -423,21 +423,16 @@ def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, 
     assert longer.state_dict()["patience"] == longer.config.patience
 
 
-def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):
-    """CSVLogger writes a resumed run into a new ``version_N`` folder: replay of that log joins the
-    earlier part (found by the energy total the resumed run continues from) and makes the callback's
-    decision; given both logs, it replays one run and says so."""
-    import csv
-
-    from lightning_green import cli
-
+def _killed_and_resumed_into_a_new_folder(tmp_path, monkeypatch, ns, make_logger) -> EnergyAwareEarlyStopping:
+    """A run logged by ``make_logger()`` killed at epoch 9 and resumed from its last checkpoint (the
+    logger writes the resumed part into a new ``version_N`` folder); returns the resumed stopper."""
     install_scripted_meter(monkeypatch)
     module = ns.module(curve_module)(saturating_curve(40, tau=5.0))
     ckpt = tmp_path / "ckpt"
 
     def fit(stopper, extra, ckpt_path=None):
-        logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
         callbacks = [stopper, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), *extra]
+        logger = make_logger()
         _fit(
             tmp_path, callbacks, module, 40, ckpt_path, logger=logger, lightning=ns, enable_checkpointing=True
         )
@@ -447,6 +442,20 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
     stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
     fit(stopper, [], ckpt_path=str(ckpt / "last.ckpt"))
     assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 9
+    return stopper
+
+
+def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):
+    """CSVLogger writes a resumed run into a new ``version_N`` folder: replay of that log joins the
+    earlier part (found by the energy total the resumed run continues from) and makes the callback's
+    decision; given both logs, it replays one run and says so."""
+    import csv
+
+    from lightning_green import cli
+
+    stopper = _killed_and_resumed_into_a_new_folder(
+        tmp_path, monkeypatch, ns, lambda: ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    )
     first, resumed = (tmp_path / "csv" / f"version_{v}" / "metrics.csv" for v in (0, 1))
     from lightning_green.offline import read_log_curve
 
@@ -492,22 +501,9 @@ def test_a_tensorboard_logged_run_resumed_into_a_new_folder_replays_as_one_run(
     from lightning_green import cli
     from lightning_green.offline import read_log_curve
 
-    install_scripted_meter(monkeypatch)
-    module = ns.module(curve_module)(saturating_curve(40, tau=5.0))
-    ckpt = tmp_path / "ckpt"
-
-    def fit(stopper, extra, ckpt_path=None):
-        logger = ns.loggers.TensorBoardLogger(str(tmp_path), name="tb")
-        callbacks = [stopper, ns.callbacks.ModelCheckpoint(dirpath=ckpt, save_last=True), *extra]
-        _fit(
-            tmp_path, callbacks, module, 40, ckpt_path, logger=logger, lightning=ns, enable_checkpointing=True
-        )
-
-    with pytest.raises(KilledError):
-        fit(EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5), [KillAt(9)])
-    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
-    fit(stopper, [], ckpt_path=str(ckpt / "last.ckpt"))
-    assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 9
+    stopper = _killed_and_resumed_into_a_new_folder(
+        tmp_path, monkeypatch, ns, lambda: ns.loggers.TensorBoardLogger(str(tmp_path), name="tb")
+    )
     (first,), (resumed,) = (
         list((tmp_path / "tb" / f"version_{v}").glob("events.out.tfevents.*")) for v in (0, 1)
     )

@@ -100,6 +100,30 @@ class _Checker:
         return len(values)
 
 
+def _check_records(
+    c: _Checker, key: str, records: Any, limit: int, kind: str, *, optional_metric: bool
+) -> None:
+    """Check the summary's ``key``: a list of at most ``limit`` ``kind`` records.
+
+    Each has an integer ``epoch``, the numbers ``total_kwh`` and ``metric`` (optional where
+    ``optional_metric``) and, for ``per_epoch``, ``energy_kwh``.
+    """
+    if not isinstance(records, list):
+        raise c.fail(key, f"must be a list of {kind} records, got {_shown(records)}")
+    if len(records) > limit:
+        raise c.fail(key, f"has {len(records):,} entries; the report draws at most {limit:,}")
+    article = "an" if kind[0] in "aeiou" else "a"
+    for i, entry in enumerate(records):
+        field = f"{key}[{i}]"
+        if not isinstance(entry, dict):
+            raise c.fail(field, f"must be {article} {kind} record (a JSON object), got {_shown(entry)}")
+        c.integer(entry, "epoch", f"{field}.epoch")
+        c.number(entry, "total_kwh", f"{field}.total_kwh")
+        if key == "per_epoch":
+            c.number(entry, "energy_kwh", f"{field}.energy_kwh")
+        c.number(entry, "metric", f"{field}.metric", optional=optional_metric)
+
+
 def check_summary(data: Any, where: str) -> dict[str, Any]:
     """``data`` if it is a summary the report can print and draw, else a clear error.
 
@@ -145,34 +169,9 @@ def check_summary(data: Any, where: str) -> dict[str, Any]:
         for key in ("best_epoch", "kwh_to_best", "kwh_after_best"):
             if data.get(key) is None:
                 raise c.fail(key, "must be given where best_metric is")
-    per_epoch = data["per_epoch"]
-    if not isinstance(per_epoch, list):
-        raise c.fail("per_epoch", f"must be a list of epoch records, got {_shown(per_epoch)}")
-    if len(per_epoch) > MAX_PER_EPOCH:
-        raise c.fail(
-            "per_epoch", f"has {len(per_epoch):,} entries; the report draws at most {MAX_PER_EPOCH:,}"
-        )
-    for i, entry in enumerate(per_epoch):
-        field = f"per_epoch[{i}]"
-        if not isinstance(entry, dict):
-            raise c.fail(field, f"must be an epoch record (a JSON object), got {_shown(entry)}")
-        c.integer(entry, "epoch", f"{field}.epoch")
-        c.number(entry, "total_kwh", f"{field}.total_kwh")
-        c.number(entry, "energy_kwh", f"{field}.energy_kwh")
-        c.number(entry, "metric", f"{field}.metric", optional=True)
-    checks = data.get("checks")
-    if checks is not None:
-        if not isinstance(checks, list):
-            raise c.fail("checks", f"must be a list of check records, got {_shown(checks)}")
-        if len(checks) > MAX_CHECKS:
-            raise c.fail("checks", f"has {len(checks):,} entries; the report draws at most {MAX_CHECKS:,}")
-        for i, entry in enumerate(checks):
-            field = f"checks[{i}]"
-            if not isinstance(entry, dict):
-                raise c.fail(field, f"must be a check record (a JSON object), got {_shown(entry)}")
-            c.integer(entry, "epoch", f"{field}.epoch")
-            c.number(entry, "total_kwh", f"{field}.total_kwh")
-            c.number(entry, "metric", f"{field}.metric")
+    _check_records(c, "per_epoch", data["per_epoch"], MAX_PER_EPOCH, "epoch", optional_metric=True)
+    if data.get("checks") is not None:
+        _check_records(c, "checks", data["checks"], MAX_CHECKS, "check", optional_metric=False)
     policy = data.get("stopping_policy")
     if policy is not None and not isinstance(policy, dict):
         raise c.fail("stopping_policy", f"must be a JSON object or null, got {_shown(policy)}")
