@@ -514,18 +514,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._window is not None:
             self._window.target_steps = self._target_steps()
 
-    def on_save_checkpoint(
-        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Pause the window while the checkpoint is written (a collective: every rank saves it).
-
-        Writing a checkpoint is not training: a window that took its energy would make the epoch
-        it falls in look dearer. The window resumes at the next training batch, as after validation.
-        (``trainer.save_checkpoint`` paused it already, for weights-only checkpoints too.)
-        """
-        if self._session is not None and self._session.running:
-            self.pause_window(trainer)
-
     def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
         noise = switch.details.get("b_noise")
         extra = dict(

@@ -512,17 +512,16 @@ class AdaptivePrecision(AdaptiveCallback):
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Pause the window and keep it whole in the checkpoint: energy so far, all ranks' samples and losses.
+        """Keep the window whole in the checkpoint: energy so far, all ranks' samples and losses.
 
-        A collective while the session runs (every rank saves the checkpoint). Writing the
-        checkpoint is not training: the window stays paused until the next training batch (as
-        over validation), so a window closed after a resume measures what the uninterrupted one does.
-        (``trainer.save_checkpoint`` paused it already, for weights-only checkpoints too.)
+        A collective while the session runs (every rank saves the checkpoint). The window is paused
+        already: ``trainer.save_checkpoint`` pauses it before any checkpoint is written (writing is
+        not training; :meth:`AdaptiveCallback._before_checkpoint_write`), until the next training
+        batch, so a window closed after a resume measures what the uninterrupted one does.
         """
         session = self._session
         if session is None or not session.running:
             return
-        self.pause_window(trainer)  # resumed at the next on_train_batch_start
         saved = checkpoint.get("callbacks", {}).get(self.state_key)
         if saved is None or self._restored_window is not None:
             return

@@ -405,16 +405,22 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             record, _ = self.session.close_epoch(carried, None)
             self._log_closed_elsewhere(trainer, record)
 
-    def _log_closed_elsewhere(self, trainer: Trainer, record: EpochEnergy) -> None:
-        """Log an epoch closed outside its ``on_train_epoch_end`` straight to the loggers (rank 0)."""
-        metrics = {
+    def _epoch_metrics(self, record: EpochEnergy) -> dict[str, float]:
+        """What an epoch's record logs, but ``energy/total_kwh``."""
+        metrics: dict[str, float] = {
             keys.EPOCH_KWH: record.energy_kwh,
-            keys.TOTAL_KWH: record.total_kwh,
             keys.AVG_POWER_W: record.avg_power_w,
             keys.SAMPLES_PER_J: record.samples_per_j,
         }
         if record.co2_kg is not None:
             metrics[keys.CO2_KG] = record.co2_kg
+        if self.monitor is not None and record.marginal_per_kwh is not None:
+            metrics[keys.marginal_key(self.monitor)] = record.marginal_per_kwh
+        return metrics
+
+    def _log_closed_elsewhere(self, trainer: Trainer, record: EpochEnergy) -> None:
+        """Log an epoch closed outside its ``on_train_epoch_end`` straight to the loggers (rank 0)."""
+        metrics = {**self._epoch_metrics(record), keys.TOTAL_KWH: record.total_kwh}
         if trainer.global_rank == 0 and _loggers.any_logger(trainer):
             # At the step Lightning logged the caught epoch's last batches at.
             step = max(0, int(trainer.global_step) - 1)
@@ -500,15 +506,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             _compat.warn(trainer, message + "; its gain per kWh is not logged (strict=False).")
 
     def _log_epoch(self, trainer: Trainer, pl_module: LightningModule, record: EpochEnergy) -> None:
-        metrics: dict[str, float] = {
-            keys.EPOCH_KWH: record.energy_kwh,
-            keys.AVG_POWER_W: record.avg_power_w,
-            keys.SAMPLES_PER_J: record.samples_per_j,
-        }
-        if record.co2_kg is not None:
-            metrics[keys.CO2_KG] = record.co2_kg
-        if self.monitor is not None and record.marginal_per_kwh is not None:
-            metrics[keys.marginal_key(self.monitor)] = record.marginal_per_kwh
+        metrics = self._epoch_metrics(record)
         to_loggers = bool(trainer.loggers)
         # add_dataloader_idx=False: a monitor such as "val_loss/dataloader_idx_1" names the marginal key.
         # The record is the same on every rank (summed across them): sync_dist averages equal values,
@@ -517,8 +515,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             on_step=False, on_epoch=True, logger=to_loggers, add_dataloader_idx=False, sync_dist=True
         )
         # As float64 tensors: Lightning logs plain floats as float32 (7 digits of a kWh).
-        pl_module.log_dict(_compat.exact_values(trainer, metrics), prog_bar=False, **options)
-        total = _compat.exact_values(trainer, {keys.TOTAL_KWH: record.total_kwh})[keys.TOTAL_KWH]
+        exact = _compat.exact_values(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
+        total = exact.pop(keys.TOTAL_KWH)
+        pl_module.log_dict(exact, prog_bar=False, **options)
         pl_module.log(keys.TOTAL_KWH, total, prog_bar=self.prog_bar, **options)
         if trainer.global_rank == 0 and not _loggers.autologged(trainer):
             # An MLflow run active without MLFlowLogger or autolog: the epoch's energy goes there too.

@@ -290,7 +290,7 @@ class EnergyLedger:
             kg: Its CO2-eq as priced when it was used; None prices it at the intensity now.
         """
         kg = self.priced_now(energy_j) if kg is None else kg
-        self.outside_epochs_j, self.outside_co2_kg = _plus_outside(
+        self.outside_epochs_j, self.outside_co2_kg = plus_priced(
             (self.outside_epochs_j, self.outside_co2_kg), energy_j, kg
         )
 
@@ -533,11 +533,16 @@ class EnergyLedger:
         self._co2_before = (self.offset_j, None if saved_kg is None else float(saved_kg))
 
 
-def _plus_outside(
-    outside: tuple[float, float | None], energy_j: float, kg: float | None
+def plus_priced(
+    priced: tuple[float, float | None], energy_j: float, kg: float | None
 ) -> tuple[float, float | None]:
-    """Energy outside epochs and its CO2, plus ``energy_j`` of ``kg`` (``None``: some had no price)."""
-    before_j, before_kg = outside
+    """Energy and its CO2, plus ``energy_j`` of ``kg``: the CO2 is ``None`` when some had no price.
+
+    Example:
+        >>> plus_priced((1.0, 0.5), 2.0, 0.25), plus_priced((1.0, 0.5), 2.0, None)
+        ((3.0, 0.75), (3.0, None))
+    """
+    before_j, before_kg = priced
     return before_j + energy_j, None if before_kg is None or kg is None else before_kg + kg
 
 
@@ -560,7 +565,7 @@ def with_outside_epochs(
         {'total_j': 0.0, 'outside_epochs_j': 2.0, 'outside_co2_kg': None, 'before_epochs_j': 2.0}
     """
     before = (float(state.get("outside_epochs_j", 0.0)), state.get("outside_co2_kg", 0.0))
-    outside_j, outside_kg = _plus_outside(before, energy_j, kg)
+    outside_j, outside_kg = plus_priced(before, energy_j, kg)
     updated = {**state, "outside_epochs_j": outside_j, "outside_co2_kg": outside_kg}
     if before_epochs:
         updated["before_epochs_j"] = float(state.get("before_epochs_j", 0.0)) + energy_j

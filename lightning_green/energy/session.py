@@ -41,7 +41,7 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from lightning_green.energy.accounting import EnergyLedger, EpochEnergy
+from lightning_green.energy.accounting import EnergyLedger, EpochEnergy, plus_priced
 from lightning_green.energy.meter import EnergyMeter
 from lightning_green.energy.units import j_to_kwh
 
@@ -163,9 +163,8 @@ def _joined(first: BeforeEpochs | None, second: BeforeEpochs | None) -> BeforeEp
     """Both energies as one (CO2 None when either has none)."""
     if first is None or second is None:
         return first or second
-    kg = None if first.co2_kg is None or second.co2_kg is None else first.co2_kg + second.co2_kg
-    source = merge_sources(first.source, second.source) or second.source
-    return BeforeEpochs(first.energy_j + second.energy_j, kg, source)
+    energy_j, kg = plus_priced((first.energy_j, first.co2_kg), second.energy_j, second.co2_kg)
+    return BeforeEpochs(energy_j, kg, merge_sources(first.source, second.source) or second.source)
 
 
 @dataclass
