@@ -112,10 +112,7 @@ class LightningCsvRun:
             ]
             chain = earlier_parts(own, pool)
         self._cells = _joined_cells([(part.cells, last) for part, last in chain], own.cells)
-        params: dict[str, str] = {}
-        for part, _ in reversed(chain):
-            params.update(part.params)
-        self.params: Mapping[str, str] = {**params, **own.params}
+        self.params: Mapping[str, str] = joined_params(own, chain)
         self.continues: tuple[str, ...] = tuple(part.path for part, _ in chain)
         self.inputs: tuple[str, ...] = (
             self.path,
@@ -245,6 +242,8 @@ class LogPart(Protocol):
     ``version_N`` folder, or the wall time of its first event, in seconds); ``None``: not known."""
     resume: ResumePoint | None
     """Where it resumed from a checkpoint (:func:`resume_point`), or ``None``."""
+    params: Mapping[str, str]
+    """Its ``hparams.yaml``'s entries as text."""
 
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of ``key`` in its own rows."""
@@ -384,6 +383,18 @@ def earlier_parts(part: PartT, candidates: Sequence[PartT]) -> list[tuple[PartT,
         chain.append((best[1], kept_until(best[1], point)))
         current = best[1]  # its first step is earlier than ``current``'s: the chain ends
     return chain
+
+
+def joined_params(own: LogPart, chain: Sequence[tuple[LogPart, int]]) -> dict[str, str]:
+    """The run parameters of a log joined to the earlier parts it continues.
+
+    ``chain`` is latest part first, as :func:`earlier_parts` returns it; a later part's value of a
+    parameter wins.
+    """
+    params: dict[str, str] = {}
+    for part, _ in reversed(chain):
+        params.update(part.params)
+    return {**params, **own.params}
 
 
 def _joined_cells(

@@ -25,6 +25,7 @@ from lightning_green.offline.lightning_csv import (
     SUMMARY_FILE,
     LogParts,
     earlier_parts,
+    joined_params,
     read_hparams,
     read_summary_marks,
     resume_point,
@@ -116,10 +117,7 @@ class TensorBoardRun:
                 self._scalars.setdefault(tag, []).extend(e for e in events if e.step <= last_step)
         for tag, events in own.scalars.items():  # a step logged again: the latest wall time wins
             self._scalars.setdefault(tag, []).extend(events)
-        params: dict[str, str] = {}
-        for part, _ in reversed(chain):
-            params.update(part.params)
-        self.params = {**params, **own.params}
+        self.params = joined_params(own, chain)
         self.continues: tuple[str, ...] = tuple(f for part, _ in chain for f in part.event_files)
         self.inputs: tuple[str, ...] = (
             *(str(folder / Path(f).name) for f in own.event_files),
