@@ -445,22 +445,12 @@ def _killed_and_resumed_into_a_new_folder(tmp_path, monkeypatch, ns, make_logger
     return stopper
 
 
-def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):
-    """CSVLogger writes a resumed run into a new ``version_N`` folder: replay of that log joins the
-    earlier part (found by the energy total the resumed run continues from) and makes the callback's
-    decision; given both logs, it replays one run and says so."""
+def _replays_as_one_run(tmp_path, capsys, stopper, first, resumed) -> None:
+    """Replay of the resumed log, alone or with its earlier part, makes the callback's decision on
+    one run (the resumed one's) and says the earlier part is read as part of it."""
     import csv
 
     from lightning_green import cli
-
-    stopper = _killed_and_resumed_into_a_new_folder(
-        tmp_path, monkeypatch, ns, lambda: ns.loggers.CSVLogger(str(tmp_path), name="csv")
-    )
-    first, resumed = (tmp_path / "csv" / f"version_{v}" / "metrics.csv" for v in (0, 1))
-    from lightning_green.offline import read_log_curve
-
-    curve = read_log_curve(resumed)  # every check of the run, the earlier folder's first
-    assert len(curve.metrics) == len(stopper.policy.history) and curve.epochs[0] == 1
 
     for given, out in (([resumed], "one.csv"), ([first, resumed], "both.csv")):
         capsys.readouterr()
@@ -473,6 +463,25 @@ def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path,
         )
         assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
     assert "read as part of the run that continues it" in capsys.readouterr().out
+
+
+def test_a_csv_logged_run_resumed_into_a_new_folder_replays_as_one_run(tmp_path, monkeypatch, capsys, ns):
+    """CSVLogger writes a resumed run into a new ``version_N`` folder: replay of that log joins the
+    earlier part (found by the energy total the resumed run continues from) and makes the callback's
+    decision; given both logs, it replays one run and says so."""
+
+    from lightning_green import cli
+
+    stopper = _killed_and_resumed_into_a_new_folder(
+        tmp_path, monkeypatch, ns, lambda: ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    )
+    first, resumed = (tmp_path / "csv" / f"version_{v}" / "metrics.csv" for v in (0, 1))
+    from lightning_green.offline import read_log_curve
+
+    curve = read_log_curve(resumed)  # every check of the run, the earlier folder's first
+    assert len(curve.metrics) == len(stopper.policy.history) and curve.epochs[0] == 1
+
+    _replays_as_one_run(tmp_path, capsys, stopper, first, resumed)
 
     # What replay and report read beside the log (the earlier part, hparams.yaml, the summary) is
     # an input too: an output onto any of them is refused and the file is left as it was.
@@ -496,7 +505,6 @@ def test_a_tensorboard_logged_run_resumed_into_a_new_folder_replays_as_one_run(
     replay and report of its event file join the earlier part (every check from the first epoch,
     the callback's decision); given both folders' event files, replay reads one run and says so;
     and the earlier part's event file, read as an input, cannot be overwritten by an output."""
-    import csv
 
     from lightning_green import cli
     from lightning_green.offline import read_log_curve
@@ -512,17 +520,7 @@ def test_a_tensorboard_logged_run_resumed_into_a_new_folder_replays_as_one_run(
     assert len(curve.metrics) == len(stopper.policy.history) and curve.epochs[0] == 1
     assert list(curve.costs) == pytest.approx(list(stopper.policy.history.costs_kwh), rel=1e-6)
 
-    for given, out in (([resumed], "one.csv"), ([first, resumed], "both.csv")):
-        capsys.readouterr()
-        assert cli.main(["replay", *map(str, given), "-o", str(tmp_path / out)]) == 0
-        (row,) = list(csv.DictReader((tmp_path / out).read_text().splitlines()))
-        assert row["curve_id"] == str(resumed.parent)
-        assert (row["stop_reason"], int(row["stop_epoch"])) == (
-            stopper.stop_reason.value,
-            stopper.stopped_epoch + 1,
-        )
-        assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
-    assert "read as part of the run that continues it" in capsys.readouterr().out
+    _replays_as_one_run(tmp_path, capsys, stopper, first, resumed)
 
     # The earlier part's event file and what is read beside it are inputs: refused, left as they were.
     kept = {p: p.read_bytes() for p in (first, first.parent / "hparams.yaml")}
