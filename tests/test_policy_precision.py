@@ -52,7 +52,7 @@ def simulate(
     multiplies a step's energy and time (contention on the CPU-time estimate).
     """
     used: Counter = Counter()
-    decisions = []
+    decisions, details = [], []
     energy_j = 0.0
     precision = policy.current_precision
     for t in range(start, start + steps):
@@ -71,8 +71,15 @@ def simulate(
         used[precision] += 1
         d = policy.decide(epoch=t // epoch_steps, planned_steps=planned)
         decisions.append((t, d.precision, d.reason))
+        details.append(dict(d.details))
         precision = d.precision
-    return {"decisions": decisions, "used": used, "energy_j": energy_j, "final": precision}
+    return {
+        "decisions": decisions,
+        "details": details,
+        "used": used,
+        "energy_j": energy_j,
+        "final": precision,
+    }
 
 
 def eager_policy(supported: list[str], **kwargs) -> PrecisionPolicy:
@@ -295,6 +302,11 @@ def test_a_candidate_window_dearer_than_estimated_is_cut_at_the_budget():
     assert run["final"] == FP32
     outcome = policy.state_dict()["outcomes"][BF16]
     assert (outcome["status"], outcome["stopped_by"]) == ("insufficient", "budget")
+    # The cut says why: what probing had spent, past what it was allowed.
+    (cut,) = [d for d in run["details"] if d.get("cut") == "budget"]
+    # (the allowance is 5 % of the run projected from what it spent, the dear window included)
+    assert allowance <= cut["probe_allowance_j"] <= cut["probe_spent_j"]
+    assert cut["probe_spent_j"] == sum(policy.probe_energy_j().values())  # nothing probed after it
 
 
 def test_cheapest_of_several_precisions_wins():

@@ -348,7 +348,13 @@ class ProbeRunner:
         base, cand = probe["base"], probe["cand"]
         if probe["role"] == CANDIDATE and not probe["filled"] and self._budget_spent(planned_steps):
             probe["role"], probe["seg_j"] = REFERENCE, 0.0  # cut: its window is not measured
-            return self._emit(base, PrecisionReason.PROBE, {**details, "segment": REFERENCE, "cut": "budget"})
+            spent = {
+                "probe_spent_j": sum(self._probe_j.values()),
+                "probe_allowance_j": self.probe_allowance_j(planned_steps),
+            }
+            return self._emit(
+                base, PrecisionReason.PROBE, {**details, "segment": REFERENCE, "cut": "budget", **spent}
+            )
         if not probe["filled"]:
             segment = self._segment_precision()
             assert segment is not None
