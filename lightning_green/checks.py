@@ -116,7 +116,24 @@ def is_number(value: object) -> bool:
 
 def _fail(name: str, allowed: str, value: object, given: object, allow_none: bool) -> ValueError:
     shown = value if given is _UNSET else given
-    return ValueError(f"{name} must be {'None or ' if allow_none else ''}{allowed}, got {shown!r}")
+    message = f"{name} must be {'None or ' if allow_none else ''}{allowed}, got {shown!r}"
+    return ValueError(message + _text_number_hint(value, allowed))
+
+
+def _text_number_hint(value: object, allowed: str) -> str:
+    """Why a number may have arrived as text: PyYAML (YAML 1.1) reads ``1e-3`` as a string."""
+    if not isinstance(value, str) or ("number" not in allowed and "integer" not in allowed):
+        return ""
+    try:
+        float(value.strip())
+    except ValueError:
+        return ""
+    if "e" not in value.lower() or "inf" in value.lower():
+        return f" (the text {value!r}, not a number: write it unquoted, or pass a number)"
+    return (
+        f" (the text {value!r}, not a number: a YAML 1.1 loader such as PyYAML's reads an exponent "
+        "without a dot, like 1e-3, as text; write 1.0e-3, or pass a float)"
+    )
 
 
 def _of(unit: str) -> str:

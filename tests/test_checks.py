@@ -83,7 +83,9 @@ def test_bools_text_and_non_scalars_are_not_numbers(value):
     assert not is_number(value)
     with pytest.raises(ValueError) as info:
         check_positive("pue", value)
-    assert str(info.value) == f"pue must be a positive number, got {value!r}"
+    hint = f" (the text {value!r}, not a number: write it unquoted, or pass a number)"
+    hint = hint if isinstance(value, str) else ""  # text that reads as a number says so
+    assert str(info.value) == f"pue must be a positive number, got {value!r}{hint}"
     with pytest.raises(ValueError, match=r"^patience must be an integer >= 0, got "):
         check_int("patience", value, 0)
 
@@ -100,7 +102,11 @@ def test_an_integer_argument_refuses_integral_floats():
         (lambda: check_int("patience", -1, 0), "patience must be an integer >= 0, got -1"),
         (lambda: check_int("probe_windows", 9, 1, 8), "probe_windows must be an integer in [1, 8], got 9"),
         (lambda: check_int("offset", 3, maximum=2), "offset must be an integer <= 2, got 3"),
-        (lambda: check_int("steps", "3"), "steps must be an integer, got '3'"),
+        (
+            lambda: check_int("steps", "3"),
+            "steps must be an integer, got '3' (the text '3', not a number: write it unquoted, or pass "
+            "a number)",
+        ),
         (lambda: check_int("epoch", -2, 0, allow_none=True), "epoch must be None or an integer >= 0, got -2"),
         (lambda: check_positive("lr", 0), "lr must be a positive number, got 0"),
         (lambda: check_positive("lr", math.inf), "lr must be a positive number, got inf"),
@@ -311,3 +317,23 @@ def test_finite_or_none():
     assert [finite_or_none(v) for v in (None, math.nan, -math.inf, torch.tensor(math.inf))] == [None] * 4
     with pytest.raises(TypeError, match="got 'x'"):
         finite_or_none("x")
+
+
+def test_a_number_pyyaml_read_as_text_is_refused_with_the_reason():
+    """PyYAML (YAML 1.1) reads ``1e-3`` as the text '1e-3'; the error says why and how to write it."""
+    import yaml
+
+    from lightning_green import EnergyAwareEarlyStopping
+
+    config = yaml.safe_load("energy_budget_kwh: 1e-3\npatience: '3'\n")
+    assert config == {"energy_budget_kwh": "1e-3", "patience": "3"}
+    with pytest.raises(ValueError, match=r"got '1e-3' \(the text '1e-3', not a number: .*write 1.0e-3"):
+        EnergyAwareEarlyStopping(monitor="val_loss", energy_budget_kwh=config["energy_budget_kwh"])
+    with pytest.raises(ValueError, match=r"got '3' \(the text '3', not a number: write it unquoted"):
+        EnergyAwareEarlyStopping(monitor="val_loss", patience=config["patience"])
+    # Written as YAML 1.1 wants it, the same value is a number.
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", **yaml.safe_load("energy_budget_kwh: 1.0e-3"))
+    assert stopper.energy_budget_kwh == 1e-3
+    # Text that is no number gets no such hint.
+    with pytest.raises(ValueError, match=r"got 'lots'$"):
+        EnergyAwareEarlyStopping(monitor="val_loss", energy_budget_kwh="lots")
