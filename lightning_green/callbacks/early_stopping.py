@@ -367,9 +367,12 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
                 _loggers.log_metrics(trainer, metrics, step=step, epoch=int(trainer.current_epoch))
         elif self._check_on_train_epoch_end:
             if trainer.loggers:
-                # Identical on every rank (one decision): sync_dist only says so to Lightning.
+                # Identical on every rank (one decision): sync_dist only says so to Lightning, and
+                # max keeps equal values exact (a mean of three can move the last digit).
                 exact = _compat.exact_values(trainer, metrics)  # float64: not Lightning's float32
-                pl_module.log_dict(exact, on_step=False, on_epoch=True, logger=True, sync_dist=True)
+                pl_module.log_dict(
+                    exact, on_step=False, on_epoch=True, logger=True, sync_dist=True, reduce_fx="max"
+                )
             if trainer.global_rank == 0:
                 # An MLflow run active without MLFlowLogger: straight to it, at this epoch.
                 _loggers.log_to_active_run(trainer, metrics)

@@ -509,10 +509,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         metrics = self._epoch_metrics(record)
         to_loggers = bool(trainer.loggers)
         # add_dataloader_idx=False: a monitor such as "val_loss/dataloader_idx_1" names the marginal key.
-        # The record is the same on every rank (summed across them): sync_dist averages equal values,
-        # and spares DDP runs Lightning's warning for each key.
+        # The record is the same on every rank (summed across them): sync_dist spares DDP runs
+        # Lightning's warning for each key, and reduces with max, which keeps equal values exact (a
+        # mean of three equal float64 values can differ from them in the last digit).
         options = dict(
-            on_step=False, on_epoch=True, logger=to_loggers, add_dataloader_idx=False, sync_dist=True
+            on_step=False,
+            on_epoch=True,
+            logger=to_loggers,
+            add_dataloader_idx=False,
+            sync_dist=True,
+            reduce_fx="max",
         )
         # As float64 tensors: Lightning logs plain floats as float32 (7 digits of a kWh).
         exact = _compat.exact_values(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
