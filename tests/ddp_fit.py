@@ -10,6 +10,9 @@ script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
 ``--rank1-clock-rate R`` makes rank 1's clock, as its measurement session reads it, run R times as
 fast as rank 0's: each rank's own time must never decide a collective.
+``--estimate-platform P`` makes the CPU-time estimate see ``sys.platform`` as ``P`` on every rank
+(``darwin``: the path of machines without ``/proc``); the launcher re-runs this script with the
+same arguments, so rank 1 gets it too.
 """
 
 from __future__ import annotations
@@ -156,6 +159,7 @@ def main() -> None:
     parser.add_argument("--lightning", default="pytorch_lightning", help="the Lightning namespace")
     parser.add_argument("--rank1-clock-rate", type=float, default=1.0, help="rank 1's window clock rate")
     parser.add_argument("--monitor-args", default="{}", help="JSON kwargs of EnergyMonitor")
+    parser.add_argument("--estimate-platform", default=None, help="sys.platform as the estimate sees it")
     parser.add_argument(
         "--fail-in-epoch", type=int, default=None, help="training_step raises there, every rank"
     )
@@ -170,6 +174,13 @@ def main() -> None:
 
         rate, origin = args.rank1_clock_rate, time.monotonic()
         session.time = SimpleNamespace(monotonic=lambda: origin + rate * (time.monotonic() - origin))
+
+    if args.estimate_platform is not None:
+        from types import SimpleNamespace
+
+        from lightning_green.energy import estimate
+
+        estimate.sys = SimpleNamespace(platform=args.estimate_platform)
 
     if args.scripted:
 

@@ -58,6 +58,21 @@ def test_ddp_cpu_estimate_counts_each_rank_once(tmp_path):
 
 
 @pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
+def test_ddp_cpu_estimate_without_proc_counts_every_rank(tmp_path, lightning):
+    """Where the estimate cannot read other processes (macOS, Windows: no /proc), each rank
+    estimates its own CPU time and the session sums them: rank 1 is counted, and only once."""
+    ranks = run_ddp(tmp_path, "--epochs", "2", "--estimate-platform", "darwin", "--lightning", lightning)
+    assert ranks[0]["history"] == ranks[1]["history"]
+    assert ranks[0]["source"] == "estimate"
+    # The last epoch against each rank's own CPU time over it (the same span, epoch end to epoch
+    # end): rank 0 alone would give about half of it, a double count about twice.
+    own_s = [rank["rows"][-1]["cpu_s"] - rank["rows"][-2]["cpu_s"] for rank in ranks]
+    measured_s = ranks[0]["history"][-1]["energy_j"] / DEFAULT_CPU_POWER_PER_CORE_W
+    assert 0.8 < measured_s / sum(own_s) < 1.25, (measured_s, own_s)
+    assert measured_s > own_s[0] + 0.5 * own_s[1], (measured_s, own_s)  # rank 1 is in it
+
+
+@pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
 def test_ddp_a_failed_fit_reports_the_energy_up_to_the_last_reading_of_all_ranks(tmp_path, lightning):
     """Both ranks raise in epoch 2: the failed-fit summary (no collective possible there) counts
     what the ranks read together inside that epoch (here each step, step_interval=1), not only

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from nvml_double import FakeNvml, gpus
 
+from lightning_green.energy import estimate
 from lightning_green.energy.estimate import CpuTimeEstimateMeter
 from lightning_green.energy.meter import CompositeMeter, EnergyMeasurementWarning
 from lightning_green.energy.nvml import NvmlMeter, nvml_available
@@ -29,6 +32,12 @@ def rapl_root(tmp_path: Path) -> str:
     (zone / "energy_uj").write_text("1000\n")
     (zone / "max_energy_range_uj").write_text("262143328850\n")
     return str(tmp_path / "powercap")
+
+
+@pytest.fixture
+def no_proc(monkeypatch):
+    """The estimate sees a platform without ``/proc`` (macOS), as it would there."""
+    monkeypatch.setattr(estimate, "sys", SimpleNamespace(platform="darwin"))
 
 
 def build(spec: str, **kwargs):
@@ -139,8 +148,58 @@ def test_auto_with_unreadable_rapl_warns_how_to_grant_access(rapl_root):
     assert len(warned) == 1 and "sudo chmod -R a+r" in warned[0] and "estimate is used instead" in warned[0]
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 @pytest.mark.parametrize("spec", ["auto", "estimate", "rapl"])
-def test_nothing_to_read_on_a_cpu_rank_that_is_not_the_host_reader(spec, rapl_root):
+@pytest.mark.parametrize("rapl", ["rapl_root", "no_rapl"])
+def test_nothing_to_read_on_a_cpu_rank_that_is_not_the_host_reader(spec, rapl, request):
+    # The host reader's RAPL, or its estimate of every local rank's process tree, counts it.
+    meter, warned = build(spec, host_reader=False, rapl_root=request.getfixturevalue(rapl))
+    assert meter is None and warned == []
+
+
+# -- platforms where the estimate cannot read other processes (no /proc) ---------------------------
+def test_process_trees_are_not_readable_without_proc(no_proc):
+    assert estimate.process_trees_readable() is False
+    assert CpuTimeEstimateMeter(power_per_core_w=10.0)._use_proc is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
+def test_process_trees_are_readable_with_proc(tmp_path):
+    assert estimate.process_trees_readable() is True
+    assert estimate.process_trees_readable(str(tmp_path)) is False  # a procfs without this process
+
+
+@pytest.mark.parametrize("spec", ["auto", "estimate"])
+def test_without_proc_a_rank_that_is_not_the_host_reader_estimates_its_own_process(spec, no_rapl, no_proc):
+    # No other process can read this rank's CPU time there: it is counted here or nowhere.
+    meter, warned = build(spec, host_reader=False, rapl_root=no_rapl)
+    assert warned == [] and isinstance(meter, CpuTimeEstimateMeter) and meter.source == "estimate"
+    assert meter.root_pids == (os.getpid(),) and meter._use_proc is False
+
+
+def test_without_proc_the_host_reader_estimates_its_own_process_only(no_rapl, no_proc):
+    meter, _ = build("auto", rapl_root=no_rapl, root_pids=[os.getpid(), os.getpid() + 1])
+    assert isinstance(meter, CpuTimeEstimateMeter) and meter.root_pids == (os.getpid(),)
+
+
+def test_without_proc_a_non_host_rank_falls_back_to_its_own_estimate_like_the_host_reader(no_rapl, no_proc):
+    meter, warned = build("rapl", host_reader=False, rapl_root=no_rapl)
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "RAPL is unavailable" in warned[0] and "estimate" in warned[0]
+
+
+def test_without_proc_a_gpu_rank_adds_its_own_estimate_to_nvml(no_rapl, no_proc):
+    nvml = FakeNvml(gpus(1))
+    meter, warned = build(
+        "auto", cuda_indices=[0], host_reader=False, rapl_root=no_rapl, nvml=nvml, environ={}
+    )
+    assert warned == [] and isinstance(meter, CompositeMeter) and meter.source == "nvml+estimate"
+
+
+@pytest.mark.parametrize("spec", ["auto", "rapl"])
+def test_without_proc_a_non_host_rank_adds_nothing_to_the_host_readers_rapl(spec, rapl_root, no_proc):
+    # RAPL measures the whole host, every rank's CPU included: the host reader's reading counts it.
+    assert isinstance(build(spec, rapl_root=rapl_root)[0], RaplMeter)
     meter, warned = build(spec, host_reader=False, rapl_root=rapl_root)
     assert meter is None and warned == []
 

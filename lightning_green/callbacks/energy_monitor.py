@@ -270,6 +270,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             self.session.watch(stoppers[0].monitor, stoppers[0].mode)
         device = trainer.strategy.root_device
         cuda_indices = [device.index or 0] if device.type == "cuda" else []
+        # Local rank 0 reads the host for every local rank (without /proc, build_meter gives every
+        # rank an estimate of its own process instead); the session sums the ranks' meters.
         host_reader = trainer.local_rank == 0
         root_pids = _compat.local_rank_pids(trainer)
         meter = build_meter(

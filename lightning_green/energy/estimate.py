@@ -7,8 +7,18 @@ any accelerator, so it is a rough figure and is labelled ``estimate`` wherever i
 
 On Linux the tree is read from ``/proc``: a live process counts its own CPU time plus that of
 the children it has already waited for (``utime + stime + cutime + cstime``), so a worker is
-counted while it runs and, once reaped, inside its parent - never twice. Elsewhere the
-estimate falls back to ``resource.getrusage`` of this process and its reaped children.
+counted while it runs and, once reaped, inside its parent - never twice.
+
+Elsewhere (macOS, Windows: :func:`process_trees_readable` is False) no process can read
+another's CPU time, so the estimate counts ``resource.getrusage`` of its own process and of the
+children it has reaped, and under DDP every rank reads its own (``build_meter`` gives each rank
+an estimate; the session sums them over ranks). Nothing is counted twice there either: the
+ranks that Lightning's ``ddp`` launcher starts are children of local rank 0, but a child enters
+rank 0's ``RUSAGE_CHILDREN`` only once it has exited and been reaped, and a rank exits only
+after the fit's last reading (every reading is a collective that every rank takes part in, so
+no rank has exited when rank 0 reads). A data-loader worker is counted in its own rank's figure
+when it is reaped, not while it runs; persistent workers, which live until after the fit, are
+not counted on this path.
 """
 
 from __future__ import annotations
@@ -149,6 +159,23 @@ def _parent_map(proc_root: str) -> dict[int, list[int]]:
     return children
 
 
+def process_trees_readable(proc_root: str = _PROC) -> bool:
+    """Whether the estimate can read the CPU time of other processes here (Linux ``/proc``).
+
+    Where it can, one process per machine (local rank 0 under DDP) reads the trees of every
+    local rank; where it cannot (macOS, Windows), each process reads its own
+    (:class:`CpuTimeEstimateMeter`) and every DDP rank builds an estimate of its own
+    (:func:`~lightning_green.energy.selection.build_meter`).
+
+    Args:
+        proc_root: The procfs mount point.
+
+    Returns:
+        True on Linux with ``proc_root`` showing this process.
+    """
+    return sys.platform.startswith("linux") and os.path.isdir(f"{proc_root}/{os.getpid()}")
+
+
 def _rusage_cpu_s() -> float:
     import resource
 
@@ -164,7 +191,9 @@ class CpuTimeEstimateMeter(EnergyMeter):
         power_per_core_w: Watts drawn by one fully busy core; None reads
             ``LIGHTNING_GREEN_CPU_POWER_PER_CORE_W`` or uses :data:`DEFAULT_CPU_POWER_PER_CORE_W`.
         root_pids: The processes whose trees are counted; None means this process only. Under
-            DDP, local rank 0 passes the pids of every local rank.
+            DDP, local rank 0 passes the pids of every local rank. Ignored where process trees
+            cannot be read (:func:`process_trees_readable`): this process and its reaped
+            children are counted, and every rank has an estimate of its own.
         proc_root: The procfs mount point.
 
     Example:
@@ -190,11 +219,14 @@ class CpuTimeEstimateMeter(EnergyMeter):
         self.power_per_core_w = resolve_cpu_power_per_core_w(power_per_core_w)
         self.root_pids: tuple[int, ...] = tuple(root_pids) if root_pids else (os.getpid(),)
         self.proc_root = proc_root
-        self._use_proc = sys.platform.startswith("linux") and os.path.isdir(f"{proc_root}/{os.getpid()}")
+        self._use_proc = process_trees_readable(proc_root)
         self._cpu0_s = 0.0
 
     def cpu_s(self) -> float:
-        """CPU seconds of the tree now (absolute, not since start)."""
+        """CPU seconds of the tree now (absolute, not since start).
+
+        Where process trees cannot be read: this process's and its reaped children's.
+        """
         if self._use_proc:
             return process_tree_cpu_s(self.root_pids, self.proc_root)
         return _rusage_cpu_s()

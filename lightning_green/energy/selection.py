@@ -2,9 +2,13 @@
 
 GPU sources are per process (the ``cuda_indices`` of this rank). Host sources - RAPL and the
 CPU-time estimate - are read by one process per machine (``host_reader``: local rank 0 under
-DDP, whose estimate counts every local rank through ``root_pids``). RAPL and the estimate both
-measure the host CPU, so they are never combined; the estimate counts CPU time only, so it
-never double counts a GPU measured by NVML.
+DDP, whose estimate counts every local rank through ``root_pids``). Where the estimate cannot
+read other processes (no ``/proc``: macOS, Windows; see
+:func:`~lightning_green.energy.estimate.process_trees_readable`) every rank that would use it
+has an estimate of its own process instead, and the session sums them over ranks; RAPL (Linux
+only) stays the host reader's. RAPL and the estimate both measure the host CPU, so they are
+never combined; the estimate counts CPU time only, so it never double counts a GPU measured
+by NVML.
 
 A named source that cannot be used falls back with one :class:`EnergyMeasurementWarning`
 saying why and what is used instead; the ``source`` label of the result always tells the truth.
@@ -16,7 +20,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from types import ModuleType
 
-from lightning_green.energy.estimate import CpuTimeEstimateMeter
+from lightning_green.energy.estimate import CpuTimeEstimateMeter, process_trees_readable
 from lightning_green.energy.meter import CompositeMeter, EnergyMeasurementWarning, EnergyMeter
 from lightning_green.energy.nvml import DEFAULT_SAMPLING_INTERVAL_S, NvmlMeter, NvmlUnavailableError
 from lightning_green.energy.rapl import DEFAULT_POWERCAP_ROOT, RaplMeter, RaplUnavailableError
@@ -92,14 +96,21 @@ def build_meter(
     it is readable, else the CPU-time estimate: ``estimate`` on a CPU-only machine,
     ``nvml+rapl`` on a GPU server with readable RAPL, ``nvml+estimate`` without. A source named
     explicitly but unavailable gives one :class:`EnergyMeasurementWarning` and falls back (to
-    the estimate on the host reader).
+    the estimate on the host reader). Where the estimate cannot read other processes' CPU time
+    (:func:`~lightning_green.energy.estimate.process_trees_readable` is False) a process that is
+    not the host reader gets, wherever the host reader would use the estimate, an estimate of
+    its own process (and reaped children): its CPU time is counted by no one else.
 
     Args:
         spec: The ``meter`` argument (see :func:`validate_meter_spec`).
         cuda_indices: Torch CUDA indices this process uses; empty on a CPU run.
-        host_reader: Whether this process reads host sources (local rank 0 under DDP).
+        host_reader: Whether this process reads the host sources for every process of the
+            machine (local rank 0 under DDP): RAPL and, where process trees can be read, the
+            estimate of every local rank. Where they cannot, every process estimates its own
+            CPU time whatever this says (RAPL stays the host reader's).
         cpu_power_per_core_w: Per-core power of the estimate, watts (None: environment or default).
-        root_pids: Processes whose CPU time the estimate counts (all local ranks); None: this one.
+        root_pids: Processes whose CPU time the host reader's estimate counts (all local ranks);
+            None: this one. Unused where process trees cannot be read.
         sampling_interval_s: Power sampling period for GPUs without an energy counter.
         rapl_root: The powercap directory.
         nvml: The ``pynvml`` module or a stand-in; None imports ``pynvml``.
@@ -108,7 +119,8 @@ def build_meter(
 
     Returns:
         The meter, a :class:`CompositeMeter` when there are several sources, or None when this
-        process has nothing to read (a non-host rank without GPUs).
+        process has nothing to read (a non-host rank without GPUs, where process trees can be
+        read or the host reader measures RAPL).
 
     Raises:
         ValueError: If ``spec`` is invalid.
@@ -137,7 +149,11 @@ def build_meter(
             fallbacks.append("meter 'nvml' was requested but this process uses no CUDA device")
 
     host: EnergyMeter | None = None
-    if host_reader:
+    # Without readable process trees the host reader's estimate sees its own process only: every
+    # other rank makes the host reader's choice too, and estimates its own process where that
+    # choice is the estimate (where it is RAPL, which measures the whole host, it adds nothing).
+    own_only = not process_trees_readable()
+    if host_reader or own_only:
         if auto or "rapl" in parts:
             try:
                 host = RaplMeter(rapl_root)
@@ -146,7 +162,10 @@ def build_meter(
                 if not auto or err.unreadable:
                     fallbacks.append(f"RAPL is unavailable: {err.reason}")
         if host is None and (auto or "estimate" in parts or fallbacks):
-            host = CpuTimeEstimateMeter(power_per_core_w=cpu_power_per_core_w, root_pids=root_pids)
+            pids = None if own_only else root_pids
+            host = CpuTimeEstimateMeter(power_per_core_w=cpu_power_per_core_w, root_pids=pids)
+        if isinstance(host, RaplMeter) and not host_reader:
+            host = None  # the host reader reads RAPL for every process of the machine
         if host is not None:
             meters.append(host)
 
