@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -275,3 +276,16 @@ def test_sampling_interval_reaches_the_nvml_meter(no_rapl):
     )
     assert isinstance(meter, NvmlMeter) and meter.sampling_interval_s == 0.05
     assert meter.source == "nvml-sampled"
+
+
+def test_without_proc_the_estimate_needs_no_posix_only_module(no_proc, monkeypatch):
+    """Windows has no ``resource`` module: the estimate there reads ``os.times`` (every platform)."""
+    monkeypatch.setitem(sys.modules, "resource", None)  # `import resource` now raises, as on Windows
+    meter = CpuTimeEstimateMeter(power_per_core_w=10.0)
+    meter.start()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # 50 ms of this process's own CPU time
+        pass
+    reading = meter.read()
+    meter.close()
+    assert reading.source == "estimate" and 0.4 <= reading.energy_j <= 10.0  # about 0.5 J at 10 W/core

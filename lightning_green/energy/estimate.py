@@ -10,11 +10,12 @@ the children it has already waited for (``utime + stime + cutime + cstime``), so
 counted while it runs and, once reaped, inside its parent - never twice.
 
 Elsewhere (macOS, Windows: :func:`process_trees_readable` is False) no process can read
-another's CPU time, so the estimate counts ``resource.getrusage`` of its own process and of the
-children it has reaped, and under DDP every rank reads its own (``build_meter`` gives each rank
+another's CPU time, so the estimate counts the CPU time of its own process and of the children it
+has reaped (``os.times``; Windows keeps no children's times, so there a data-loader worker is not
+counted), and under DDP every rank reads its own (``build_meter`` gives each rank
 an estimate; the session sums them over ranks). Nothing is counted twice there either: the
 ranks that Lightning's ``ddp`` launcher starts are children of local rank 0, but a child enters
-rank 0's ``RUSAGE_CHILDREN`` only once it has exited and been reaped, and a rank exits only
+rank 0's children's times only once it has exited and been reaped, and a rank exits only
 after the fit's last reading (every reading is a collective that every rank takes part in, so
 no rank has exited when rank 0 reads). A data-loader worker is counted in its own rank's figure
 when it is reaped, not while it runs; persistent workers, which live until after the fit, are
@@ -176,12 +177,13 @@ def process_trees_readable(proc_root: str = _PROC) -> bool:
     return sys.platform.startswith("linux") and os.path.isdir(f"{proc_root}/{os.getpid()}")
 
 
-def _rusage_cpu_s() -> float:
-    import resource
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of the children it has reaped.
 
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    ``os.times`` exists on every platform; Windows keeps no children's times (this process only).
+    """
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 class CpuTimeEstimateMeter(EnergyMeter):
@@ -229,7 +231,7 @@ class CpuTimeEstimateMeter(EnergyMeter):
         """
         if self._use_proc:
             return process_tree_cpu_s(self.root_pids, self.proc_root)
-        return _rusage_cpu_s()
+        return _own_cpu_s()
 
     def _start(self) -> None:
         self._cpu0_s = self.cpu_s()
