@@ -50,9 +50,9 @@ HOST_J_PER_READ = 10.0
 class RankScriptedMeter(EnergyMeter):
     """A counter that grows by a fixed amount per read: exact expectations under DDP."""
 
-    def __init__(self, rank: int, host: bool) -> None:
+    def __init__(self, rank: int, host: bool, gpu_j_per_read: float = GPU_J_PER_READ) -> None:
         super().__init__()
-        self.rank, self.host, self.reads = rank, host, 0
+        self.rank, self.host, self.reads, self.gpu_j_per_read = rank, host, 0, gpu_j_per_read
         self.source = "nvml+rapl" if host else "nvml"
 
     def _start(self) -> None:
@@ -60,7 +60,7 @@ class RankScriptedMeter(EnergyMeter):
 
     def _read_j(self) -> dict[str, float]:
         self.reads += 1
-        out = {f"gpu:{self.rank}": self.reads * GPU_J_PER_READ * (self.rank + 1)}
+        out = {f"gpu:{self.rank}": self.reads * self.gpu_j_per_read * (self.rank + 1)}
         if self.host:
             out["rapl:package-0"] = self.reads * HOST_J_PER_READ
         return out
@@ -160,6 +160,14 @@ def main() -> None:
     parser.add_argument("--rank1-clock-rate", type=float, default=1.0, help="rank 1's window clock rate")
     parser.add_argument("--monitor-args", default="{}", help="JSON kwargs of EnergyMonitor")
     parser.add_argument("--estimate-platform", default=None, help="sys.platform as the estimate sees it")
+    parser.add_argument("--devices", type=int, default=2, help="the number of ranks")
+    parser.add_argument("--csv", action="store_true", help="log to a CSVLogger in OUT/csv")
+    parser.add_argument(
+        "--scripted-gpu-j",
+        type=float,
+        default=GPU_J_PER_READ,
+        help="rank r's scripted GPU J per read / (r+1)",
+    )
     parser.add_argument(
         "--fail-in-epoch", type=int, default=None, help="training_step raises there, every rank"
     )
@@ -185,7 +193,8 @@ def main() -> None:
     if args.scripted:
 
         def scripted_build_meter(spec, *, cuda_indices=(), host_reader=True, **_):
-            return RankScriptedMeter(int(os.environ.get("LOCAL_RANK", "0")), host_reader)
+            rank = int(os.environ.get("LOCAL_RANK", "0"))
+            return RankScriptedMeter(rank, host_reader, gpu_j_per_read=args.scripted_gpu_j)
 
         energy_monitor_module.build_meter = scripted_build_meter
 
@@ -205,9 +214,11 @@ def main() -> None:
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
-        devices=2,
+        devices=args.devices,
         strategy="ddp",
-        logger=False,
+        logger=importlib.import_module(f"{NAMESPACE}.loggers").CSVLogger(str(args.out), name="csv")
+        if args.csv
+        else False,
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,

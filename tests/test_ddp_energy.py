@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -11,12 +12,13 @@ from pathlib import Path
 import pytest
 
 from lightning_green.energy.estimate import DEFAULT_CPU_POWER_PER_CORE_W
+from lightning_green.energy.units import j_to_kwh
 
 SCRIPT = Path(__file__).with_name("ddp_fit.py")
 pytestmark = pytest.mark.slow
 
 
-def run_ddp(out: Path, *args: str, timeout: int = 240) -> list[dict]:
+def run_ddp(out: Path, *args: str, timeout: int = 240, ranks: int = 2) -> list[dict]:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W": ""}
     env.pop("LOCAL_RANK", None)
     proc = subprocess.run(
@@ -27,7 +29,7 @@ def run_ddp(out: Path, *args: str, timeout: int = 240) -> list[dict]:
         timeout=timeout,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
 
 
 def test_ddp_scripted_meters_sum_every_rank_once(tmp_path):
@@ -86,3 +88,25 @@ def test_ddp_a_failed_fit_reports_the_energy_up_to_the_last_reading_of_all_ranks
         # At least the read after the epoch's first step: 1000 J + 2000 J from the GPUs, 10 J host.
         assert summary["total_kwh"] * 3.6e6 >= closed_j + 3010.0 - 1e-6
     assert ranks[0]["summary"]["total_kwh"] == ranks[1]["summary"]["total_kwh"]
+
+
+@pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
+def test_ddp_three_ranks_log_the_ledgers_figures_to_the_last_digit(tmp_path, lightning):
+    """Every rank logs the same figures; the loggers get them exactly, whatever the number of ranks.
+
+    Scripted meters make 100 J an epoch over 3 ranks (15 + 30 + 45 J of GPU, 10 J of host): 100 J
+    and 200 J in kWh are among the values a mean over three ranks moves in the last digit.
+    """
+    ranks = run_ddp(
+        tmp_path,
+        *("--scripted", "--scripted-gpu-j", "15", "--devices", "3", "--csv", "--epochs", "2"),
+        *("--lightning", lightning),
+        ranks=3,
+    )
+    history = ranks[0]["history"]
+    assert [h["energy_j"] for h in history] == [100.0, 100.0]
+    assert all(r["history"] == history for r in ranks)
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
+    logged = [r for r in rows if r["energy/total_kwh"]]
+    assert [float(r["energy/total_kwh"]) for r in logged] == [j_to_kwh(h["total_j"]) for h in history]
+    assert [float(r["energy/epoch_kwh"]) for r in logged] == [j_to_kwh(h["energy_j"]) for h in history]
