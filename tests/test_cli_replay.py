@@ -549,6 +549,90 @@ def test_csvlogger_logs_with_and_without_a_recorded_metric(tmp_path: Path, capsy
     assert "skipped 1 Lightning log(s) without both 'train_loss'" in capsys.readouterr().out
 
 
+RECORDED = "lightning_green.monitor: val_acc\nlightning_green.mode: max\nlightning_green.patience: 2\n"
+NUMPY_LR = """lr: !!python/object/apply:numpy._core.multiarray.scalar
+- !!python/object/apply:numpy.dtype
+  args:
+  - f8
+  - false
+  - true
+  state: !!python/tuple
+  - 3
+  - <
+  - null
+  - null
+  - null
+  - -1
+  - -1
+  - 0
+- !!binary |
+  exSuR+F6hD8=
+"""  # np.float64(0.01) as Lightning's hparams.yaml holds it
+
+
+def test_a_models_python_object_hyperparameters_are_not_built_and_do_not_block_the_log(
+    tmp_path: Path, capsys
+) -> None:
+    """Lightning dumps a model's hyperparameters that are Python objects (a NumPy scalar, a
+    ``pathlib.Path``) under ``!!python/...`` tags; replay and report read the log's
+    ``lightning_green.*`` entries and build none of them (an ``apply`` of ``os.system`` would run)."""
+    marker = tmp_path / "ran"
+    hparams = (
+        NUMPY_LR
+        + "data_dir: !!python/object/apply:pathlib.PosixPath\n- /\n- data\n"
+        + f"hook: !!python/object/apply:os.system [touch {marker}]\n"
+        + "odd: !!float not-a-number\n"
+        + RECORDED
+    )
+    log = _csvlogger_log(tmp_path / "a" / "version_0", ROWS, hparams)
+    out = tmp_path / "d.csv"
+    assert main(["replay", str(log), "-o", str(out)]) == 0, capsys.readouterr().err
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert float(row["best_metric_at_stop"]) == 95  # its recorded metric, direction and patience
+    assert "policy arguments as recorded by 1 run(s)" in capsys.readouterr().out
+    assert main(["report", str(log), "-o", str(tmp_path / "r.png")]) == 0, capsys.readouterr().err
+    assert not marker.exists()
+
+    from lightning_green.offline.lightning_csv import read_hparams
+
+    params = read_hparams(log.parent / "hparams.yaml")
+    assert params["lr"] == "<!!python/object/apply:numpy._core.multiarray.scalar>"
+    assert params["data_dir"] == "<!!python/object/apply:pathlib.PosixPath>"
+    assert params["odd"] == "<!!float unreadable at line 22>"
+    assert params["lightning_green.patience"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("hparams", "message"),
+    [
+        (RECORDED + "lr: [0.1\n", "hparams.yaml: not readable as YAML: while parsing a flow sequence"),
+        (RECORDED + "---\nlr: 0.1\n", "hparams.yaml: not readable as YAML: expected a single document"),
+        ("- lr\n- 0.1\n", "hparams.yaml: expected a mapping of run parameters, got a list"),
+        (
+            NUMPY_LR.replace("lr:", "lightning_green.min_delta:") + RECORDED,
+            "hparams.yaml: parameter lightning_green.min_delta (line 1) is not a plain value: "
+            "<!!python/object/apply:numpy._core.multiarray.scalar>",
+        ),
+        (
+            RECORDED + "lightning_green.min_epochs: !!int two\n",
+            "parameter lightning_green.min_epochs (line 4) is not a plain value: "
+            "<!!int unreadable at line 4>",
+        ),
+    ],
+    ids=["unclosed", "two-documents", "a-list", "own-entry-an-object", "own-entry-malformed"],
+)
+@pytest.mark.parametrize("command", ["replay", "report"])
+def test_a_malformed_hparams_yaml_or_lightning_green_entry_is_refused_clearly(
+    tmp_path: Path, capsys, hparams: str, message: str, command: str
+) -> None:
+    log = _csvlogger_log(tmp_path / "a" / "version_0", ROWS, hparams)
+    out = tmp_path / ("d.csv" if command == "replay" else "r.png")
+    assert main([command, str(log), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{log.parent / 'hparams.yaml'}: " in err and message in err
+    assert not out.exists()
+
+
 def test_csvlogger_log_with_a_bad_cell_names_where(tmp_path: Path, capsys) -> None:
     bad_step = _csvlogger_log(tmp_path / "s" / "version_0", [*ROWS[:2], "3,3e-6,3e-6,2,x,92,0.3"])
     out = tmp_path / "d.csv"

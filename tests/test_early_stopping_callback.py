@@ -534,6 +534,64 @@ def test_a_tensorboard_logged_run_resumed_into_a_new_folder_replays_as_one_run(
     assert {p: p.read_bytes() for p in kept} == kept and not (tmp_path / "r.png").exists()
 
 
+def test_a_log_whose_model_has_numpy_and_path_hyperparameters_replays_and_reports(
+    tmp_path, monkeypatch, capsys, ns
+):
+    """A model's own hyperparameters that Lightning dumps into ``hparams.yaml`` as Python objects (a
+    learning rate from a NumPy sweep, a ``pathlib.Path``) are no part of what replay and report read:
+    both read the CSV and the TensorBoard log (the ``lightning_green.*`` entries) and give the
+    callback's stop. They used to refuse the whole log (no constructor for the tag)."""
+    import csv
+    from pathlib import Path
+
+    import numpy as np
+
+    from lightning_green import cli
+
+    install_scripted_meter(monkeypatch)
+
+    swept_lr = np.logspace(-4, -2, 3)[2]  # np.float64(0.01)
+
+    class Swept(ns.module(curve_module)):
+        def __init__(self, curve, lr=swept_lr, data_dir=Path("/data/digits")) -> None:
+            super().__init__(curve)
+            self.save_hyperparameters(ignore=["curve"])
+
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", min_relative_gain=0.5)
+    loggers = [
+        ns.loggers.CSVLogger(str(tmp_path), name="csv"),
+        ns.loggers.TensorBoardLogger(str(tmp_path), name="tb"),
+    ]
+    _fit(tmp_path, [stopper], Swept(saturating_curve(20, tau=2.0)), 20, logger=loggers, lightning=ns)
+    assert stopper.stop_reason is StopReason.MARGINAL_GAIN
+    csv_log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    (tb_log,) = (tmp_path / "tb" / "version_0").glob("events.out.tfevents.*")
+    for log in (csv_log, tb_log):  # the premise: both files hold the objects under Python tags
+        dumped = (log.parent / "hparams.yaml").read_text()
+        assert "lr: !!python/object/apply:numpy" in dumped and "!!python/object/apply:pathlib" in dumped
+
+    for log in (csv_log, tb_log):
+        capsys.readouterr()
+        out, as_json = tmp_path / "d.csv", tmp_path / "r.json"
+        assert cli.main(["replay", str(log), "-o", str(out)]) == 0, capsys.readouterr().err
+        (row,) = list(csv.DictReader(out.read_text().splitlines()))
+        assert (row["curve_id"], row["stop_reason"], int(row["stop_epoch"])) == (
+            str(log.parent),
+            stopper.stop_reason.value,
+            stopper.stopped_epoch + 1,
+        )
+        assert "policy arguments as recorded by 1 run(s)" in capsys.readouterr().out
+        argv = ["report", str(log), "-o", str(tmp_path / "r.png"), "--json", str(as_json)]
+        assert cli.main(argv) == 0, capsys.readouterr().err
+        summary = json.loads(as_json.read_text())
+        assert (summary["monitor"], summary["epochs"]) == ("val_loss", stopper.stopped_epoch + 1)
+        if log == csv_log:  # the first logger's folder holds the run's energy_summary.json
+            assert (summary["stop_reason"], summary["stopped_epoch"]) == (
+                stopper.stop_reason.value,
+                stopper.stopped_epoch,
+            )
+
+
 def test_a_metric_logged_every_few_steps_replays_at_every_check(tmp_path, monkeypatch, capsys, ns):
     """The stopper watching ``curve_loss`` (a new value every step, logged every 3 steps, 4 steps an
     epoch) checks at every epoch end on the step's value, which the log's own ``curve_loss`` series

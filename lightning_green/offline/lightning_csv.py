@@ -18,6 +18,7 @@ its column is read. A step logged twice keeps its later row (the file is in logg
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -490,20 +491,127 @@ def side_files(folder: Path) -> tuple[str, ...]:
 
 
 def read_hparams(path: Path) -> dict[str, str]:
-    """``hparams.yaml`` as text values (``True`` -> ``"True"``, ``None`` -> ``"none"``), or ``{}``."""
+    r"""``hparams.yaml`` as text values (``True`` -> ``"True"``, ``None`` -> ``"none"``), or ``{}``.
+
+    The file is read safely, whoever wrote it: nothing in it is run or built. Lightning dumps a
+    model's hyperparameters that are Python objects (a NumPy scalar, a ``pathlib.Path``) under
+    ``!!python/...`` tags; such an entry, or any other whose value cannot be read, keeps a
+    placeholder naming its tag or line (``<!!python/object/apply:pathlib.PosixPath>``). The readers
+    use only the callbacks' ``lightning_green.<name>`` entries, plain values, which must be readable.
+
+    Args:
+        path: The ``hparams.yaml`` of a ``CSVLogger`` or ``TensorBoardLogger`` folder.
+
+    Returns:
+        ``name -> value as text``; ``{}`` when there is no such file or it is empty.
+
+    Raises:
+        OfflineInputError: If the file is not YAML, not a mapping of names to values, or a
+            ``lightning_green.<name>`` entry cannot be read as a plain value.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "hparams.yaml"
+        >>> _ = f.write_text("lr: !!python/object/apply:numpy.float64 [0.01]\nlightning_green.patience: 3")
+        >>> read_hparams(f)
+        {'lr': '<!!python/object/apply:numpy.float64>', 'lightning_green.patience': '3'}
+    """
     if not path.is_file():
         return {}
     import yaml
 
     try:
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loader = _hparams_loader()(path.read_text(encoding="utf-8"))
+        try:
+            root = loader.get_single_node()  # parsed only: nothing constructed yet
+        finally:
+            loader.dispose()
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise OfflineInputError(f"{path}: not readable as YAML: {e}") from None
-    if loaded is None:
+    if root is None:
         return {}
-    if not isinstance(loaded, dict):
-        raise OfflineInputError(f"{path}: expected a mapping of run parameters, got {type(loaded).__name__}")
-    return {str(k): "none" if v is None else str(v) for k, v in loaded.items()}
+    if isinstance(root, yaml.ScalarNode) and _construct(loader, root) is None:
+        return {}  # ``null``: as an empty file
+    if not isinstance(root, yaml.MappingNode):
+        kind = "a list" if isinstance(root, yaml.SequenceNode) else "a single value"
+        raise OfflineInputError(f"{path}: expected a mapping of run parameters, got {kind}")
+    try:
+        loader.flatten_mapping(root)  # merge keys (``<<: *defaults``), as yaml.safe_load does
+    except yaml.YAMLError as e:
+        raise OfflineInputError(f"{path}: not readable as YAML: {e}") from None
+    params: dict[str, str] = {}
+    for key_node, value_node in root.value:
+        name = str(_construct(loader, key_node))
+        value = _construct(loader, value_node)
+        if name.startswith(keys.PARAM_PREFIX) and _holds_unread(value):
+            raise OfflineInputError(
+                f"{path}: parameter {name} ({_line(value_node)}) is not a plain value: {value!r}"
+            )
+        params[name] = "none" if value is None else str(value)
+    return params
+
+
+class _Unread:
+    """A value of ``hparams.yaml`` left unread: under a tag no safe reader builds, or malformed."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __repr__(self) -> str:
+        return f"<{self.what}>"
+
+    __str__ = __repr__
+
+
+def _holds_unread(value: object) -> bool:
+    """Whether ``value`` is, or (a list's item, a mapping's key or value) holds, an :class:`_Unread`."""
+    if isinstance(value, _Unread):
+        return True
+    if isinstance(value, list | tuple | set):
+        return any(map(_holds_unread, value))
+    if isinstance(value, dict):
+        return any(_holds_unread(k) or _holds_unread(v) for k, v in value.items())
+    return False
+
+
+def _short_tag(tag: str) -> str:
+    """``!!name`` for a YAML core tag (``tag:yaml.org,2002:name``), else the tag as written."""
+    core = "tag:yaml.org,2002:"
+    return "!!" + tag[len(core) :] if tag.startswith(core) else tag
+
+
+def _line(node: Any) -> str:
+    """Where ``node`` begins: ``line N``."""
+    return f"line {node.start_mark.line + 1}"
+
+
+def _construct(loader: Any, node: Any) -> Any:
+    """``node`` built by the safe ``loader``; an :class:`_Unread` where its value cannot be.
+
+    An explicit core tag on a value it cannot hold (``!!float abc``, ``!!int [1]``) is not built.
+    """
+    try:
+        return loader.construct_object(node, deep=True)
+    except Exception:  # the value is malformed for its tag: ValueError, KeyError, ConstructorError ...
+        loader.recursive_objects.clear()  # what the failed construction left marked
+        loader.state_generators.clear()
+        return _Unread(f"{_short_tag(node.tag)} unreadable at {_line(node)}")
+
+
+@functools.cache
+def _hparams_loader() -> type:
+    """``yaml.SafeLoader`` building a value under any tag it does not know as an :class:`_Unread`.
+
+    Never a Python object: ``!!python/object/apply:numpy...`` is not applied, only named.
+    """
+    import yaml
+
+    class HparamsLoader(yaml.SafeLoader):
+        def construct_undefined(self, node: Any) -> _Unread:
+            return _Unread(_short_tag(node.tag))
+
+    HparamsLoader.add_constructor(None, HparamsLoader.construct_undefined)
+    return HparamsLoader
 
 
 def read_summary_marks(path: Path) -> tuple[dict[str, str], bool]:
