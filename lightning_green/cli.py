@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     mlf.add_argument(
         "--cost-key",
         default=None,
-        help=f"cumulative kWh metric (MLflow input, Lightning logs; default: {ENERGY_KEY})",
+        help=f"cumulative kWh metric (MLflow input, Lightning logs; default: {ENERGY_KEY}), or step: the "
+        "optimizer steps each point was logged at, for runs logged without energy",
     )
     _add_policy_options(rp)
 
@@ -223,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=("min", "max"),
         default=None,
-        help="direction of a --monitor other than the run's own (default: min; the run's own metric "
-        "has the direction it recorded)",
+        help="direction of a --monitor the run recorded none for (default: min, with a note; a metric the "
+        "run recorded keeps its recorded direction, and a --mode that contradicts it is an error, as in "
+        "replay)",
     )
     rep.add_argument(
         "-o",

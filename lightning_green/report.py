@@ -7,7 +7,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from lightning_green.policy import StopDecision
 from lightning_green.policy.marginal import MarginalAssessment
 from lightning_green.report_plot import PLOT_FILENAME, plot_summary
 from lightning_green.stop_record import savings_from_metrics, savings_text
+
+if TYPE_CHECKING:
+    from lightning_green.offline.mlflow_curves import Direction
 
 SUMMARY_FILENAME = "energy_summary.json"
 """Name of the JSON summary written next to the logs and logged as an MLflow artifact."""
@@ -366,14 +369,18 @@ def summary_from_mlflow(
         tracking_uri: MLflow tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000`` ...).
         run_id: The run.
         monitor: Metric to draw; default: the run's ``lightning_green.monitor`` param.
-        mode: Its direction, for a metric other than the run's (``"min"`` when not given); the
-            run's own metric has the direction it recorded.
+        mode: Its direction, for a metric the run recorded none for (``"min"`` when not given:
+            the summary says ``mode_assumed``); a metric the run recorded has the direction it
+            recorded, and a ``mode`` that contradicts it is refused (replay's rule,
+            :func:`~lightning_green.offline.mlflow_curves.metric_direction`).
 
     Returns:
         A summary as :func:`build_summary` makes it.
 
     Raises:
         ValueError: When the run logged no energy metrics.
+        lightning_green.offline.RecordedParamError: When ``mode`` contradicts the direction the
+            run recorded for the metric.
         lightning_green.offline.OfflineInputError: When the summary artifact is malformed or too
             large (:func:`~lightning_green.offline.summary_artifact.load_summary`), or the run
             recorded values of the wrong type or more epochs than the report draws.
@@ -384,6 +391,7 @@ def summary_from_mlflow(
     from lightning_green.offline.summary_artifact import load_summary
 
     run = MlflowRun.open(tracking_uri, run_id)
+    direction = _direction(run, monitor, mode)
     artifact = f"lightning_green/{SUMMARY_FILENAME}"
     has_summary = artifact in run.artifact_names("lightning_green")
     if has_summary and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
@@ -392,7 +400,7 @@ def summary_from_mlflow(
         if run.status not in (None, "FINISHED") and not summary.get("failed"):
             summary["run_status"] = run.status  # ended, or was killed, after its summary was logged
         return summary
-    summary = _summary_from_metrics(run, monitor, mode)
+    summary = _summary_from_metrics(run, direction)
     if has_summary:  # of the run's own metric: another one is drawn from the metrics
         summary["rebuilt_for_monitor"] = True
     if run.artifacts_error is not None:
@@ -412,7 +420,8 @@ def summary_from_log(
     Args:
         path: The log's ``metrics.csv`` or one of its ``events.out.tfevents.*`` files.
         monitor: Metric to draw; default: the run's ``lightning_green.monitor``.
-        mode: Its direction, for a metric other than the run's (as :func:`summary_from_mlflow`).
+        mode: Its direction, for a metric the run recorded none for (as
+            :func:`summary_from_mlflow`: one contradicting the recorded direction is refused).
         run: The log already opened (``open_lightning_log(path)``), so that it is read once.
 
     Returns:
@@ -420,8 +429,9 @@ def summary_from_log(
 
     Raises:
         ValueError: When the log logged no energy metrics.
-        lightning_green.offline.OfflineInputError: When the file is neither kind of log, or the
-            summary file or a record is malformed.
+        lightning_green.offline.OfflineInputError: When the file is neither kind of log, the
+            summary file or a record is malformed, or ``mode`` contradicts the direction the run
+            recorded for the metric (``RecordedParamError``).
     """
     from lightning_green.offline.errors import UsageError
     from lightning_green.offline.lightning_logs import open_lightning_log
@@ -433,26 +443,40 @@ def summary_from_log(
             f"log {path}: not a Lightning log (a CSVLogger metrics.csv or a TensorBoard "
             "events.out.tfevents.* file)"
         )
+    direction = _direction(run, monitor, mode)
     summary_file = Path(path).parent / SUMMARY_FILENAME
     if summary_file.is_file() and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
         return load_summary(str(summary_file), str(summary_file))
-    summary = _summary_from_metrics(run, monitor, mode)
+    summary = _summary_from_metrics(run, direction)
     if summary_file.is_file():  # of the run's own metric: another one is drawn from the metrics
         summary["rebuilt_for_monitor"] = True
     return summary
 
 
-def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None) -> dict[str, Any]:
+def _direction(run: Any, monitor: str | None, mode: str | None) -> Direction | None:
+    """The metric a report draws (``monitor``, else the run's) and its direction; ``None``: no metric.
+
+    Replay's rule (:func:`~lightning_green.offline.mlflow_curves.metric_direction`): the direction
+    the run recorded for the metric, a ``mode`` contradicting it refused; else ``mode``, else
+    ``"min"`` (assumed).
+    """
+    from lightning_green.offline.mlflow_curves import metric_direction
+
+    metric = monitor or run.params.get(keys.PARAM_MONITOR) or None
+    return None if metric is None else metric_direction(run.label, run.params, metric, mode)
+
+
+def _summary_from_metrics(run: Any, direction: Direction | None) -> dict[str, Any]:
     """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact).
 
-    The run's own metric has the direction it recorded; another one ``mode``, else ``"min"``.
+    Args:
+        run: The run (:class:`~lightning_green.offline.mlflow_runs.MlflowRun`, a Lightning log).
+        direction: The metric drawn and its direction (:func:`_direction`), or ``None``: energy only.
     """
     run_id, params, tags, history = run.run_id, run.params, run.tags, run.history
     recorded = params.get(keys.PARAM_MONITOR)
-    monitor = monitor or recorded
-    if monitor == recorded:
-        mode = params.get(keys.PARAM_MODE, mode or "min")
-    mode = mode or "min"
+    monitor = None if direction is None else direction.metric
+    mode = "min" if direction is None else direction.mode
     from lightning_green.offline.csv_curves import parse_number
     from lightning_green.offline.errors import OfflineInputError
     from lightning_green.offline.summary_artifact import MAX_PER_EPOCH
@@ -510,6 +534,8 @@ def _summary_from_metrics(run: Any, monitor: str | None, mode: str | None = None
         "stopped_epoch": stopped_epoch,
         "rebuilt_from_metrics": True,
     }
+    if direction is not None and direction.assumed:  # neither recorded for the metric nor given
+        extra["mode_assumed"] = True
     status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
     if status == "FAILED":
         extra.update(failed=True, error=f"the MLflow run's status is {status}")

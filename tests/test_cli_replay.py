@@ -905,3 +905,55 @@ def test_logs_all_skipped_as_unfinished_say_so(tmp_path: Path, sqlite_uri: str, 
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "1 run(s) that did not finish skipped (--include-unfinished" in err and "logged both" not in err
+
+
+def test_an_mlflow_run_without_energy_replays_in_steps_as_its_csv_log_does(
+    tmp_path: Path, sqlite_uri: str, capsys, ns
+) -> None:
+    """A real fit logged without lightning_green to MLflow and to a CSVLogger: ``--cost-key step``
+    (which the message for a run without energy suggests) replays it from MLflow as from its CSV
+    log: the step MLflow recorded with each point is the CSV's step column, the same decisions."""
+    pytest.importorskip("mlflow")
+    from conftest import make_trainer
+
+    loggers = [
+        ns.loggers.MLFlowLogger(experiment_name="old", tracking_uri=sqlite_uri),
+        ns.loggers.CSVLogger(str(tmp_path), name="csv"),
+    ]
+    ns.pl.seed_everything(0)
+    make_trainer(
+        tmp_path,
+        [],
+        logger=loggers,
+        max_epochs=4,
+        lightning=ns,
+        limit_train_batches=4,
+        limit_val_batches=1,
+        num_sanity_val_steps=0,
+    ).fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    val_steps = [int(r["step"]) for r in csv.DictReader(log.open()) if r["val_loss"]]
+    assert len(val_steps) == 4
+
+    out = tmp_path / "d.csv"
+    mlflow_input = ["--mlflow-uri", sqlite_uri, "--experiment", "old"]
+    assert main(["replay", *mlflow_input, "-o", str(out), "--monitor", "val_loss"]) == 1
+    assert "--cost-key step replays them with optimizer steps as the cost" in capsys.readouterr().out
+    threshold = ["--min-epochs", "1", "--stopping-threshold", "1000"]  # met by the first validation
+    for options in (
+        ["--monitor", "val_loss"],
+        ["--monitor", "val_loss", *threshold],
+        ["--monitor", "val_acc", "--mode", "max", "--patience", "1", "--min-epochs", "1"],
+    ):
+        decisions = []
+        for source in (mlflow_input, [str(log)]):
+            assert main(["replay", *source, "-o", str(out), "--cost-key", "step", *options]) == 0
+            assert "(cost in steps)" in capsys.readouterr().out
+            (row,) = list(csv.DictReader(out.read_text().splitlines()))
+            assert float(row["cost_total"]) == val_steps[-1]  # the step of the last validation
+            assert float(row["cost_at_stop"]) in val_steps
+            decisions.append({k: v for k, v in row.items() if k != "curve_id"})
+        assert decisions[0] == decisions[1], options
+        if threshold[-1] in options:  # a stop, at the first validation's step, from both
+            assert decisions[0]["stop_reason"] != "none"
+            assert float(decisions[0]["cost_at_stop"]) == val_steps[0]

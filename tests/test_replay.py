@@ -522,3 +522,55 @@ def test_a_curve_of_checks_before_any_training_replays_without_a_plan() -> None:
 def test_an_empty_curve_is_refused_when_built() -> None:
     with pytest.raises(ValueError, match="at least one check"):
         Curve("a", np.array([]), np.array([]), np.array([]), False)
+
+
+def test_an_mlflow_run_has_the_step_series_of_a_lightning_log(tmp_path: Path) -> None:
+    """``step`` is the step itself at every step the run logged anything at, as the CSVLogger and
+    TensorBoard readers give it; a metric the run itself named ``step`` is read as logged."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.offline import LightningCsvRun, MlflowRun
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.create_experiment("steps")
+    plain = client.create_run(experiment).info.run_id
+    rows = ["epoch,step,train_loss,val_loss"]
+    for e in range(3):
+        client.log_metric(plain, "train_loss", 1.0, step=10 * e + 4)
+        client.log_metric(plain, "val_loss", 1 / (e + 1), step=10 * e + 9)
+        client.log_metric(plain, "epoch", e, step=10 * e + 9)
+        rows += [f"{e},{10 * e + 4},1.0,", f"{e},{10 * e + 9},,{1 / (e + 1)}"]
+    (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
+    steps = MlflowRun.open(uri, plain).history("step")
+    assert steps == {s: float(s) for s in (4, 9, 14, 19, 24, 29)}
+    assert steps == LightningCsvRun(tmp_path / "metrics.csv").history("step")
+    own = client.create_run(experiment).info.run_id
+    client.log_metric(own, "step", 7.0, step=0)
+    assert MlflowRun.open(uri, own).history("step") == {0: 7.0}
+
+
+def test_the_direction_of_a_metric_is_the_one_the_run_recorded_for_it() -> None:
+    """The rule replay and report share: the stopper's direction for its metric, the
+    EnergyMonitor's for its own, a contradicting mode refused; else the mode given, else min."""
+    from lightning_green.offline import RecordedParamError
+    from lightning_green.offline.mlflow_curves import metric_direction
+
+    params = {
+        "lightning_green.monitor": "val_acc",
+        "lightning_green.mode": "max",
+        "lightning_green.stopping_monitor": "val_loss",
+        "lightning_green.stopping_mode": "min",
+    }
+    acc = metric_direction("run a", params, "val_acc", None)
+    assert (acc.mode, acc.source, acc.recorded_param) == ("max", "recorded", "lightning_green.mode")
+    loss = metric_direction("run a", params, "val_loss", "min")
+    assert (loss.mode, loss.recorded_param) == ("min", "lightning_green.stopping_mode")
+    for metric, mode, param in (("val_acc", "min", "mode=max"), ("val_loss", "max", "stopping_mode=min")):
+        with pytest.raises(RecordedParamError, match=f"recorded lightning_green.{param} for '{metric}'"):
+            metric_direction("run a", params, metric, mode)
+    other = metric_direction("run a", params, "train_loss", None)
+    assert (other.mode, other.assumed) == ("min", True)
+    given = metric_direction("run a", {}, "train_acc", "max")
+    assert (given.mode, given.source, given.assumed) == ("max", "option", False)

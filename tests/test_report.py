@@ -316,3 +316,73 @@ def test_report_command_needs_one_source(tmp_path, capsys):
     other.write_text("curve_id,epoch\n")
     assert green_cli.main(["report", str(other)]) == 2
     assert "not a Lightning log" in capsys.readouterr().err
+
+
+def test_report_resolves_the_direction_as_replay_does(tmp_path, monkeypatch, capsys, ns):
+    """One rule for ``--mode`` in report and replay: a ``--mode`` that contradicts the direction
+    the run recorded for the metric is refused with replay's message and exit 2 (from the summary
+    beside the log or the MLflow artifact, and from a summary rebuilt from the metrics), nothing
+    written; a metric the run recorded no direction for is read as lower is better, and report says
+    so as replay does."""
+    import csv
+
+    install_scripted_meter(monkeypatch)
+    loggers = [
+        ns.loggers.CSVLogger(str(tmp_path), name="csv"),  # first: energy_summary.json goes beside it
+        ns.loggers.MLFlowLogger(experiment_name="dir", tracking_uri=f"sqlite:///{tmp_path / 'm.db'}"),
+    ]
+    ns.pl.seed_everything(0)
+    make_trainer(
+        tmp_path, [EnergyMonitor(monitor="val_loss")], logger=loggers, max_epochs=4, lightning=ns, **FAST
+    ).fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    assert (log.parent / "energy_summary.json").is_file()
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    accuracies = [float(r["val_acc"]) for r in csv.DictReader(log.open()) if r["val_acc"]]
+    assert max(accuracies) != min(accuracies)
+    png, as_json, out = tmp_path / "r.png", tmp_path / "r.json", tmp_path / "d.csv"
+    sources = {
+        "csv": ([str(log)], [str(log)]),
+        "mlflow": (
+            ["--mlflow-uri", uri, "--run-id", loggers[1].run_id],
+            ["--mlflow-uri", uri, "--experiment", "dir"],
+        ),
+    }
+    for name, (report_input, replay_input) in sources.items():
+        for rebuilt in (False, True):
+            if rebuilt and name == "csv":
+                (log.parent / "energy_summary.json").unlink()  # rebuilt from the metrics
+            elif rebuilt:
+                continue  # the MLflow run keeps its summary artifact
+            for written in (png, as_json, out):
+                written.unlink(missing_ok=True)
+            capsys.readouterr()
+            assert green_cli.main(["replay", *replay_input, "-o", str(out), "--mode", "max"]) == 2
+            replay_err = capsys.readouterr().err
+            assert "recorded lightning_green.mode=min for 'val_loss'; mode 'max' (--mode) contradicts it" in (
+                replay_err
+            )
+            report = ["report", *report_input, "-o", str(png), "--json", str(as_json)]
+            assert green_cli.main([*report, "--mode", "max"]) == 2, (name, rebuilt)
+            assert capsys.readouterr().err == replay_err
+            assert not png.exists() and not as_json.exists() and not out.exists()
+            assert green_cli.main([*report, "--monitor", "val_loss", "--mode", "max"]) == 2
+            assert capsys.readouterr().err == replay_err
+            assert green_cli.main([*report, "--mode", "min"]) == 0  # agrees with the record
+            assert json.loads(as_json.read_text())["mode"] == "min"
+            assert "note:" not in capsys.readouterr().out
+
+        # A metric the run recorded no direction for: lower is better, and both commands say so.
+        assert green_cli.main(["replay", *replay_input, "-o", str(out), "--monitor", "val_acc"]) == 0
+        (note,) = [line for line in capsys.readouterr().out.splitlines() if "recorded no direction" in line]
+        assert note.startswith("note: 1 run(s) recorded no direction for 'val_acc': read as lower is better")
+        assert green_cli.main([*report, "--monitor", "val_acc"]) == 0
+        printed = capsys.readouterr().out
+        assert note.replace("1 run(s)", "the run") in printed.splitlines()
+        summary = json.loads(as_json.read_text())
+        assert summary["mode"] == "min" and summary["mode_assumed"] is True
+        assert summary["best_metric"] == min(accuracies)
+        assert green_cli.main([*report, "--monitor", "val_acc", "--mode", "max"]) == 0
+        assert "note:" not in capsys.readouterr().out
+        summary = json.loads(as_json.read_text())
+        assert summary["best_metric"] == max(accuracies) and "mode_assumed" not in summary

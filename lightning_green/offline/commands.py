@@ -26,12 +26,15 @@ from lightning_green.offline.engine import ReplayResult, config_for, replay_curv
 from lightning_green.offline.errors import OutputPathError, UsageError
 from lightning_green.offline.lightning_csv import LogParts
 from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
-from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
+from lightning_green.offline.mlflow_curves import ENERGY_KEY, assumed_mode_note, curve_of_run
 from lightning_green.offline.staging import StagedOutputs
 from lightning_green.offline.tensorboard_logs import is_tensorboard_log
 from lightning_green.policy import StoppingConfig
 
 Printer = Callable[[str], None]
+
+_STEP_HINT = " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
+"""Said of the runs and logs skipped for lacking the energy series: every reader has a ``step`` series."""
 
 
 def _written(echo: Printer) -> Printer:
@@ -272,7 +275,7 @@ def _file_curves(
         echo(
             f"skipped {len(skipped)} Lightning log(s) without both {metric} and {cost_key!r}: "
             + ", ".join(skipped)
-            + " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
+            + _STEP_HINT
         )
     # A failed run that a given log continues (resumed into a new folder) is part of that run.
     broke_off = [(path, curve) for real, (path, curve) in failed.items() if real not in joined]
@@ -354,7 +357,11 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
     source = f"{args.mlflow_uri} experiment {args.experiment!r}"
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
     if skipped:
-        echo(f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: " + ", ".join(skipped))
+        echo(
+            f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: "
+            + ", ".join(skipped)
+            + (_STEP_HINT if cost_key == ENERGY_KEY else "")
+        )
     if unfinished and include:  # their curves end where the run broke off: say which they are
         echo(
             f"included {len(unfinished)} run(s) that did not finish, as far as they ran: "
@@ -426,6 +433,9 @@ def _print_replay(
             f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
             f"{args.monitor!r} with the command-line options and defaults"
         )
+    assumed = [c for c in curves if c.mode_assumed]
+    if assumed:  # the rule report follows too (metric_direction)
+        echo(assumed_mode_note(f"{len(assumed)} run(s)", [str(c.metric_name) for c in assumed]))
     groups = {"all": list(results)}
     if len({r.higher_is_better for r in results}) > 1:
         groups = {
@@ -518,6 +528,8 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
         out.commit()
     echo = _written(echo)
     echo(text)
+    if summary.get("mode_assumed"):  # as replay says it (metric_direction: one rule for both)
+        echo(assumed_mode_note("the run", [str(summary.get("monitor"))]))
     if args.json is not None:
         echo(f"wrote {args.json}")
     if plot is None:

@@ -48,6 +48,8 @@ class Curve:
             epoch: setup, a batch-size or learning-rate search; earlier fits' end-of-fit work), as
             the stopper recorded it (``energy/check_outside_kwh``): the energy budget counts it,
             ``costs`` does not. ``None``: not recorded (none is counted).
+        mode_assumed: Whether :attr:`higher_is_better` is the default (lower is better), neither
+            recorded by the run for this metric nor given (``--mode``): replay says so.
     """
 
     curve_id: str
@@ -66,6 +68,7 @@ class Curve:
     epoch_texts: tuple[str, ...] | None = field(default=None, repr=False)
     cost_not_run: float | None = field(default=None, repr=False)
     outside_costs: np.ndarray | None = field(default=None, repr=False)
+    mode_assumed: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)

@@ -17,9 +17,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -83,11 +83,12 @@ def read_mlflow_curves(
     else the one the run recorded (``lightning_green.stopping_monitor``, written by
     EnergyAwareEarlyStopping when it watched another metric than the EnergyMonitor, else
     ``lightning_green.monitor``); the direction is the one the run recorded for that metric
-    (``lightning_green.stopping_mode``/``lightning_green.mode``), else ``mode``, else ``"min"``.
+    (``lightning_green.stopping_mode``/``lightning_green.mode``), else ``mode``, else ``"min"``
+    (:func:`metric_direction`, the rule ``report`` follows too; :attr:`Curve.mode_assumed`).
     A ``mode`` contradicting the recorded direction of the same metric is an error. The policy
     arguments the run recorded (``lightning_green.<name>``) go into :attr:`Curve.recorded_config`
     when the curve is of the recorded metric; a run replayed on another metric than it recorded
-    is replayed like a run that recorded nothing (``mode`` or ``"min"``, no recorded arguments).
+    is replayed without recorded arguments.
 
     Where a step of a metric was logged more than once, the value kept is MLflow's "latest": the
     largest timestamp, ties broken by the largest value (so the result does not depend on the
@@ -100,7 +101,9 @@ def read_mlflow_curves(
         monitor: The monitored metric's key (default: each run's recorded one).
         mode: ``"min"`` or ``"max"``: direction of the metric (default: each run's recorded one,
             else ``"min"``).
-        cost_key: Key of cumulative cost in kWh.
+        cost_key: Key of the cumulative cost: kWh (a key ending in ``kwh``), or ``"step"``, the
+            step MLflow recorded with each point (optimizer steps, for runs logged without energy;
+            :meth:`~lightning_green.offline.mlflow_runs.MlflowRun.history`).
         unfinished: When a list, runs that did not finish (MLflow status ``FAILED``, ``KILLED``,
             ``RUNNING``: still training or killed) are left out and named here as ``"<id>
             (<STATUS>)"``: their curves end where the run broke off, not where it would have
@@ -185,12 +188,7 @@ def curve_of_run(
     if prefix and target.monitor is not None and key == f"{prefix}{PREFIX_JOIN}{target.monitor}":
         key = target.monitor
     own = key == target.monitor
-    if own and mode is not None and target.mode is not None and mode != target.mode:
-        raise RecordedParamError(
-            f"{where} recorded {target.mode_param}={target.mode} for {key!r}; "
-            f"mode {mode!r} (--mode) contradicts it"
-        )
-    run_mode = (target.mode if own else None) or mode or "min"
+    direction = metric_direction(where, params, key, mode)
     metric = run.history(key)
     # The stopper's own record of each check (several an epoch, one every few epochs) where it
     # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
@@ -230,7 +228,7 @@ def curve_of_run(
         epochs=epochs,
         metrics=np.array(values, dtype=float),
         costs=costs,
-        higher_is_better=run_mode == "max",
+        higher_is_better=direction.mode == "max",
         cost_unit="kWh" if cost_key.lower().endswith("kwh") else "steps" if cost_key == "step" else cost_key,
         metric_name=key,
         planned_max_epochs=planned,
@@ -240,6 +238,117 @@ def curve_of_run(
         recorded_config=_recorded_config(where, params) if own else None,
         cost_not_run=_cost_not_run(run, costs, epochs, planned),
         outside_costs=_outside_costs(where, steps, outside) if outside else None,
+        mode_assumed=direction.assumed,
+    )
+
+
+DEFAULT_MODE = "min"
+"""The direction of a metric the run recorded none for, when none is given (``--mode``)."""
+
+
+@dataclass(frozen=True)
+class Direction:
+    """The direction a run's metric is read in, by the rule ``replay`` and ``report`` share.
+
+    Attributes:
+        metric: The metric.
+        mode: ``"min"`` (lower is better) or ``"max"``.
+        source: ``"recorded"``: the direction the run recorded for the metric; ``"option"``: the
+            ``mode`` given, for a metric the run recorded none for; ``"default"``: neither, so
+            :data:`DEFAULT_MODE` (assumed: the commands say so, :func:`assumed_mode_note`).
+        recorded_param: The run parameter that holds the recorded direction (``None`` unless
+            ``source`` is ``"recorded"``).
+    """
+
+    metric: str
+    mode: str
+    source: Literal["recorded", "option", "default"]
+    recorded_param: str | None = None
+
+    @property
+    def assumed(self) -> bool:
+        """Whether the direction is the default, neither recorded by the run nor given."""
+        return self.source == "default"
+
+
+def metric_direction(where: str, params: Mapping[str, str], metric: str, mode: str | None) -> Direction:
+    """The direction of ``metric`` in a logged run: the one rule of ``replay`` and ``report``.
+
+    The direction the run recorded for the metric wins: the stopper's own
+    (``lightning_green.stopping_mode``, where ``lightning_green.stopping_monitor`` is the metric),
+    else the EnergyMonitor's (``lightning_green.mode``, where ``lightning_green.monitor`` is); a
+    ``mode`` that contradicts it is refused. A metric the run recorded no direction for is read
+    in ``mode``, else in :data:`DEFAULT_MODE` (an assumption: :attr:`Direction.assumed`).
+
+    Args:
+        where: How messages name the run (``MLflow run <id>``, ``Lightning CSV log <path>``).
+        params: The run's parameters (``lightning_green.<name>``).
+        metric: The metric read (without an ``MLFlowLogger`` prefix).
+        mode: The direction given (``--mode``), or ``None``.
+
+    Returns:
+        The direction, and where it came from.
+
+    Raises:
+        ValueError: If ``mode`` is not ``"min"``, ``"max"`` or ``None``.
+        RecordedParamError: If ``mode`` contradicts the direction the run recorded for ``metric``.
+        OfflineInputError: If the recorded direction is neither ``min`` nor ``max``.
+
+    Example:
+        >>> params = {"lightning_green.monitor": "val_loss", "lightning_green.mode": "min"}
+        >>> metric_direction("run a", params, "val_loss", None).source
+        'recorded'
+        >>> metric_direction("run a", params, "val_acc", None)
+        Direction(metric='val_acc', mode='min', source='default', recorded_param=None)
+        >>> try:
+        ...     metric_direction("run a", params, "val_loss", "max")
+        ... except RecordedParamError as e:
+        ...     print(e)
+        run a recorded lightning_green.mode=min for 'val_loss'; mode 'max' (--mode) contradicts it
+    """
+    if mode not in (None, "min", "max"):
+        raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
+    pairs = (
+        (keys.PARAM_STOPPING_MONITOR, keys.PARAM_STOPPING_MODE),
+        (keys.PARAM_MONITOR, keys.PARAM_MODE),
+    )
+    for monitor_param, mode_param in pairs:
+        recorded = params.get(mode_param)
+        if (params.get(monitor_param) or None) != metric or recorded is None:
+            continue
+        if recorded not in ("min", "max"):
+            raise OfflineInputError(
+                f"{where}: parameter {mode_param} must be 'min' or 'max', got {recorded!r}"
+            )
+        if mode is not None and mode != recorded:
+            raise RecordedParamError(
+                f"{where} recorded {mode_param}={recorded} for {metric!r}; "
+                f"mode {mode!r} (--mode) contradicts it"
+            )
+        return Direction(metric, recorded, "recorded", mode_param)
+    if mode is not None:
+        return Direction(metric, mode, "option")
+    return Direction(metric, DEFAULT_MODE, "default")
+
+
+def assumed_mode_note(runs: str, metrics: Iterable[str]) -> str:
+    """The note ``replay`` and ``report`` print for metrics read in the assumed direction.
+
+    Args:
+        runs: Which runs (``"the run"``, ``"2 run(s)"``).
+        metrics: The metrics read in :data:`DEFAULT_MODE` (:attr:`Direction.assumed`).
+
+    Example:
+        >>> note = assumed_mode_note("the run", ["val_acc"])
+        >>> note.split(": read")[0]
+        "note: the run recorded no direction for 'val_acc'"
+        >>> note.endswith("read as lower is better (mode min, the default; --mode max if higher is better)")
+        True
+    """
+    names = " or ".join(repr(m) for m in sorted(set(metrics)))
+    return (
+        f"note: {runs} recorded no direction for {names}: read as lower is better (mode {DEFAULT_MODE}, "
+        "the default; --mode max if higher is better)"
     )
 
 

@@ -157,6 +157,9 @@ def latest_per_step(points: Iterable[Any], abandoned: Iterable[tuple[int, int]] 
     return kept
 
 
+STEP_KEY = "step"
+"""The built-in cost series of every logged run: the step itself at each step logged (``--cost-key step``)."""
+
 PREFIX_JOIN = "-"
 """What Lightning's ``MLFlowLogger`` puts between its ``prefix`` and each metric's name."""
 
@@ -219,6 +222,7 @@ class MlflowRun:
         self._metric_keys = set(getattr(run.data, "metrics", None) or ())
         self.metric_prefix = metric_prefix(self._metric_keys)
         self._spans: list[tuple[int, int]] | None = None
+        self._step_series: dict[int, float] | None = None
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
@@ -239,10 +243,27 @@ class MlflowRun:
         logged after that checkpoint is left out (:func:`abandoned_spans`). In a run logged
         through ``MLFlowLogger(prefix=...)`` (every metric ``<prefix>-<key>``, :attr:`metric_prefix`),
         ``key`` is the name without the prefix.
+
+        ``"step"`` (when no metric has that name) is the step itself at every step the run logged
+        a metric at (MLflow records Lightning's global step with each point: optimizer steps, a
+        cost for a run logged without energy, ``--cost-key step``), as the ``CSVLogger`` and
+        ``TensorBoardLogger`` readers give it.
         """
+        if key == STEP_KEY and self._key(key) not in self._metric_keys:
+            return self._steps()
         return latest_per_step(
             self._client.get_metric_history(self.run_id, self._key(key)), self._abandoned()
         )
+
+    def _steps(self) -> dict[int, float]:
+        """``step -> step`` at every step of every metric the run logged (read once)."""
+        if self._step_series is None:
+            steps: set[int] = set()
+            for key in sorted(self._metric_keys):
+                points = self._client.get_metric_history(self.run_id, key)
+                steps.update(latest_per_step(points, self._abandoned()))
+            self._step_series = {step: float(step) for step in sorted(steps)}
+        return dict(self._step_series)
 
     def _key(self, key: str) -> str:
         if self.metric_prefix and key not in self._metric_keys:
