@@ -12,12 +12,13 @@ projection from the measured checks, labelled as one. The offline tools read it 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lightning_green import keys
 from lightning_green.json_safe import finite_or_none
 from lightning_green.policy import StopDecision
+from lightning_green.policy.history import History
 from lightning_green.policy.savings import StopSavings
 
 PROJECTION_NOTE = "projected from the measured cost of recent checks and the learning-curve fit; not run"
@@ -54,6 +55,41 @@ def decision_metrics(decision: StopDecision, unit: str = "epochs") -> dict[str, 
             (keys.NOT_RUN_GAIN, s.metric_gain_forgone),
         ]
     return {key: v for key, value in values if (v := finite_or_none(value)) is not None}
+
+
+def check_metrics(
+    history: History, inputs: Sequence[tuple[float, int | None]] | None, epochs: Sequence[float | None]
+) -> list[dict[str, float]]:
+    """What each check of a stopper's history logged for replay to decide on the same, one dict a check.
+
+    The cumulative kWh, the metric value and the check's number; the epochs completed where the
+    run has epochs; the kWh outside the epochs and the epochs until the next learning-rate drop
+    where ``inputs`` holds them (``None``: not kept).
+
+    Args:
+        history: The policy's checks.
+        inputs: ``(outside_kwh, epochs_until_lr_decay)`` of each check, or ``None``.
+        epochs: Epochs completed at each check (``None`` where there are no epochs).
+
+    Example:
+        >>> h = History([0.5, 0.4], [0.1, 0.2], [1.0, 2.0])
+        >>> check_metrics(h, [(0.01, None), (0.01, 3)], [1.0, 2.0])[1]  # doctest: +NORMALIZE_WHITESPACE
+        {'energy/check_kwh': 0.2, 'energy/check_metric': 0.4, 'energy/check_number': 2.0,
+         'energy/check_epochs': 2.0, 'energy/check_outside_kwh': 0.01, 'energy/epochs_until_lr_decay': 3.0}
+    """
+    rows = []
+    costs, values = history.costs_kwh.tolist(), history.metrics.tolist()
+    for i, (cost, metric, done) in enumerate(zip(costs, values, epochs, strict=True)):
+        row = {keys.CHECK_KWH: float(cost), keys.CHECK_METRIC: float(metric), keys.CHECK_NUMBER: float(i + 1)}
+        if done is not None:
+            row[keys.CHECK_EPOCHS] = float(done)
+        if inputs is not None:
+            outside_kwh, lr_hint = inputs[i]
+            row[keys.CHECK_OUTSIDE_KWH] = float(outside_kwh)
+            if lr_hint is not None:
+                row[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
+        rows.append(row)
+    return rows
 
 
 def savings_fields(

@@ -894,3 +894,91 @@ def test_a_run_resumed_from_an_earlier_checkpoint_into_its_mlflow_run_replays_as
         resumed.stopped_epoch + 1,
     )
     assert float(row["cost_total"]) == pytest.approx(float(resumed.policy.history.costs_kwh[-1]), rel=1e-6)
+
+
+def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
+    tmp_path, sqlite_uri, monkeypatch, capsys, ns
+):
+    """A checkpoint saved at a budget stop, resumed into a new MLflow run (no ``run_id``): the fit
+    ends at once and the new run records what its summary says - the stop tags, the policy's
+    parameters, the run's epochs and the checks the stop was decided on, as the stopped run logged
+    them - so replay over its experiment makes the stop. The fit's own setup counts before the first
+    epoch. Resumed into its own run, it logs nothing twice."""
+    import csv
+    from pathlib import Path
+
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green import cli, keys
+
+    install_scripted_meter(monkeypatch)
+    ckpts = tmp_path / "ckpt"
+
+    def fit(name, ckpt_path=None, **logger_kwargs):
+        stopper = EnergyAwareEarlyStopping(
+            monitor="val_acc", mode="max", energy_budget_kwh=BEFORE_KWH + 6.4 * EPOCH_KWH
+        )
+        every = ns.callbacks.ModelCheckpoint(dirpath=ckpts, save_top_k=-1, filename="{epoch}")
+        artifacts = str(tmp_path / "artifacts")
+        logger = ns.loggers.MLFlowLogger(
+            tracking_uri=sqlite_uri, artifact_location=artifacts, **logger_kwargs
+        )
+        kwargs = dict(logger=logger, lightning=ns, enable_checkpointing=True)
+        trainer = _fit(tmp_path / name, [stopper, every], ns.DigitsClassifier(), 8, ckpt_path, **kwargs)
+        return stopper, logger, trainer
+
+    first, logger, _ = fit("a", experiment_name="first")
+    assert first.stop_reason is StopReason.ENERGY_BUDGET and first.stopped_epoch >= 1
+    at_stop = ckpts / f"epoch={first.stopped_epoch}.ckpt"
+    resumed, new_logger, trainer = fit("b", at_stop, experiment_name="resumed")
+    assert trainer.current_epoch == first.stopped_epoch + 1  # not one epoch more
+    assert (resumed.stop_reason, resumed.stopped_epoch) == (first.stop_reason, first.stopped_epoch)
+
+    client = MlflowClient(sqlite_uri)
+    run, original = client.get_run(new_logger.run_id), client.get_run(logger.run_id)
+    artifact = client.download_artifacts(
+        run.info.run_id, "lightning_green/energy_summary.json", str(tmp_path)
+    )
+    summary = json.loads(Path(artifact).read_text())
+    assert (summary["stop_reason"], summary["stopped_epoch"]) == ("energy_budget", first.stopped_epoch)
+    tags = run.data.tags
+    assert (tags[keys.TAG_STOP_REASON], tags[keys.TAG_STOPPED_EPOCH]) == (
+        "energy_budget",
+        str(first.stopped_epoch),
+    )
+
+    def ours(params):
+        return {k: v for k, v in params.items() if k.startswith(keys.PARAM_PREFIX)}
+
+    assert ours(run.data.params) == ours(original.data.params)
+    assert float(run.data.params[keys.policy_param("energy_budget_kwh")]) == first.config.energy_budget_kwh
+
+    def series(run_id, key):
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+    logged = [keys.TOTAL_KWH, keys.EPOCH_KWH, "val_acc", keys.CHECK_KWH, keys.CHECK_METRIC]
+    logged += [keys.CHECK_NUMBER, keys.CHECK_EPOCHS, keys.CHECK_OUTSIDE_KWH]
+    for key in logged:  # as the stopped run logged them, at the same steps
+        assert series(run.info.run_id, key) == series(logger.run_id, key) != [], key
+    totals = [value for _, value in series(run.info.run_id, keys.TOTAL_KWH)]
+    assert totals == [epoch["total_kwh"] for epoch in summary["per_epoch"]]
+
+    out = tmp_path / "decisions.csv"
+    capsys.readouterr()
+    assert cli.main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "resumed", "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert (row["curve_id"], row["stop_reason"]) == (run.info.run_id, "energy_budget")
+    assert int(row["stop_epoch"]) == first.stopped_epoch + 1
+    assert "stops: energy_budget 1" in capsys.readouterr().out
+
+    # The resumed fit's setup is setup: before the first epoch, as the README's accounting says.
+    before = first.energy_monitor.last_summary["kwh_before_first_epoch"]
+    assert resumed.energy_monitor.last_summary["kwh_before_first_epoch"] > before
+
+    # Resumed into its own run: the same tags and parameters again, no series logged twice.
+    counts = {key: len(series(logger.run_id, key)) for key in logged}
+    fit("c", at_stop, experiment_name="first", run_id=logger.run_id)
+    assert {key: len(series(logger.run_id, key)) for key in logged} == counts
+    again = client.get_run(logger.run_id)
+    assert ours(again.data.params) == ours(original.data.params)
+    assert again.data.tags[keys.TAG_STOP_REASON] == "energy_budget"

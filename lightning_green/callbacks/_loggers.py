@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +201,47 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
                 set_tags(trainer, {f"{k}{keys.RESUMED_SUFFIX}": v for k, v in params.items()})
             else:
                 _failed(logger, err, f"{type(logger).__name__} refused params {params}")
+
+
+def runs_without_energy(trainer: Trainer) -> list[Any]:
+    """The trainer's MLflow runs that hold no ``energy/total_kwh``: runs the training run never logged to.
+
+    A fit resumed from a checkpoint into a new MLflow run (``MLFlowLogger`` without ``run_id``)
+    writes into one; a fit resumed into its own run (``run_id``) finds the series its earlier part
+    logged there. For global rank 0; a run that cannot be read is left out (with one warning).
+    """
+    found = []
+    for logger in filter(reachable, mlflow_loggers(trainer)):
+        prefix = getattr(logger, "_prefix", "") or ""
+        key = (
+            f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}{keys.TOTAL_KWH}"
+            if prefix
+            else keys.TOTAL_KWH
+        )
+        try:
+            if not logger.experiment.get_metric_history(logger.run_id, key):
+                found.append(logger)
+        except Exception as err:
+            _failed(logger, err, f"could not read {key!r} of MLflow run {getattr(logger, 'run_id', '?')}")
+    return found
+
+
+def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, dict[str, float]]]) -> None:
+    """Write records of a run's earlier part into ``loggers`` (runs that hold none of them), row by row.
+
+    Args:
+        loggers: The loggers (:func:`runs_without_energy`).
+        rows: ``(step, epoch, metrics)`` in order: the metrics go to ``step``; ``epoch``, when not
+            ``None``, is the step an active MLflow run gets instead (as :func:`log_metrics`).
+    """
+    for logger in filter(reachable, loggers):
+        try:
+            for step, epoch, metrics in rows:
+                if metrics:
+                    active = isinstance(logger, ActiveMlflowRun) and epoch is not None
+                    logger.log_metrics(metrics, step=epoch if active else step)
+        except Exception as err:
+            _failed(logger, err, f"{type(logger).__name__} refused the run's earlier records")
 
 
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:

@@ -26,8 +26,8 @@ from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
-from lightning_green.stop_record import decision_metrics, stop_savings_fields
-from lightning_green.training.check_progress import CheckPlace, check_place, training_end
+from lightning_green.stop_record import check_metrics, decision_metrics, stop_savings_fields
+from lightning_green.training.check_progress import CheckPlace, check_place, check_points, training_end
 from lightning_green.training.learning_rates import epochs_until_lr_decay
 
 _DEFAULTS = StoppingConfig()
@@ -50,6 +50,9 @@ class StopperState:
     policy: dict[str, Any] | None = None
     stop_reason: str | None = None
     stop_plan: list[int | None] | None = None  # the trainer's [max_epochs, max_steps] at the stop
+    # Per check of the policy's history, what it was told beyond it: the run's kWh outside the
+    # epochs and the epochs until the next learning-rate drop (None in older checkpoints).
+    check_inputs: list[tuple[float, int | None]] | None = None
 
 
 class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
@@ -170,6 +173,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
         self._training_end_text: str | None = None
         self._inputs_logged = False
+        # (outside_kwh, lr_hint) of every check in the policy's history; None: unknown (an older checkpoint)
+        self._check_inputs: list[tuple[float, int | None]] | None = []
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
         # Lightning EarlyStopping's own fields, as its constructor sets them.
@@ -270,6 +275,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             outside_epochs_kwh=outside_kwh,
         )
         self._record_inputs(trainer, place, lr_hint, cost_kwh, outside_kwh)
+        if self._check_inputs is not None:
+            self._check_inputs.append((float(outside_kwh), lr_hint))
         # Bit-identical on every rank by construction; the broadcast guards against platforms
         # whose floating point differs (multi-node with mixed hardware).
         should_stop, reason = trainer.strategy.broadcast(
@@ -296,16 +303,20 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         and the learning-rate hint when there is one.
         """
         if not self._inputs_logged and trainer.global_rank == 0:
-            self._inputs_logged = True
-            horizon = place.horizon_epochs
-            params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
-            _loggers.log_params(trainer, params)
+            self._log_params(trainer, place)
         self._pending_metrics[keys.CHECK_KWH] = float(cost_kwh)
         self._pending_metrics[keys.CHECK_OUTSIDE_KWH] = float(outside_kwh)
         if place.epochs is not None:
             self._pending_metrics[keys.CHECK_EPOCHS] = float(place.epochs)
         if lr_hint is not None:
             self._pending_metrics[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
+
+    def _log_params(self, trainer: Trainer, place: CheckPlace) -> None:
+        """Log the planned horizon in epochs and the policy arguments as run parameters (once a fit)."""
+        self._inputs_logged = True
+        horizon = place.horizon_epochs
+        params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
+        _loggers.log_params(trainer, params)
 
     def policy_params(self) -> dict[str, Any]:
         """The run parameters that record this stopper's policy, for replay to reproduce it.
@@ -409,7 +420,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
         reason = None if self.stop_reason is None else self.stop_reason.value
         plan = None if self.stop_reason is None else self._stop_plan
-        return {**super().state_dict(), **to_state(StopperState(self.policy.state_dict(), reason, plan))}
+        state = StopperState(self.policy.state_dict(), reason, plan, self._check_inputs)
+        return {**super().state_dict(), **to_state(state)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore so that the resumed run makes the decisions the uninterrupted one would."""
@@ -424,12 +436,16 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._stop_plan = state.stop_plan
         self._stop_restored = self.stop_reason is not None
         self._stop_config = (state.policy or {}).get("config")
+        inputs = state.check_inputs
+        known = inputs is not None and len(inputs) == len(self.policy.history)
+        self._check_inputs = list(inputs) if known else None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
 
         The uninterrupted run ended there: a process killed after the stop (before it exited)
-        and resumed must not train another epoch. Unless the stopper's arguments or the plan
+        and resumed must not train another epoch; the fit's loggers record the stop as the run's
+        did (:meth:`_record_restored_stop`). Unless the stopper's arguments or the plan
         (``max_epochs``, ``max_steps``) changed since the stop: then the fit trains on and the
         next check decides anew.
         """
@@ -446,6 +462,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
                 "before the checkpoint was saved; the resumed fit ends there too. Change the stopper's "
                 "arguments or max_epochs to train on.",
             )
+            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+                self._record_restored_stop(trainer)
             return
         self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
         self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
@@ -454,6 +472,32 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             f"lightning_green: EnergyAwareEarlyStopping had stopped this run at epoch {epoch} ({reason}); "
             "its arguments or the plan changed since, so the resumed fit trains on and decides anew.",
         )
+
+    def _record_restored_stop(self, trainer: Trainer) -> None:
+        """Record the stop a resumed fit ends at in its loggers, as the stop recorded it in the run's.
+
+        The stop tags and the run parameters (plan and policy arguments) go to every logger: the
+        same values again in a run resumed into its own MLflow run, and what a new log of the run
+        (a new MLflow run, a new ``version_N`` folder) needs to agree with its summary. An MLflow
+        run that holds none of the run's series (a new run) also gets the checks the stop was
+        decided on (:func:`~lightning_green.stop_record.check_metrics`) at the steps they logged at
+        (:func:`~lightning_green.training.check_progress.check_points`), for replay to make the
+        same decision over it.
+        """
+        position = _compat.fit_position(trainer)
+        place = check_place(position, None)
+        self._log_params(trainer, place)
+        _loggers.set_tags(
+            trainer, {TAG_STOP_REASON: self.stop_reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
+        )
+        new_runs = _loggers.runs_without_energy(trainer)
+        if new_runs:
+            history = self.policy.history
+            epochs, steps = check_points(history.progress.tolist(), place, position.steps_per_epoch)
+            metrics = check_metrics(history, self._check_inputs, epochs)
+            _loggers.log_history(
+                new_runs, [(step, None, row) for step, row in zip(steps, metrics, strict=True)]
+            )
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]

@@ -27,6 +27,7 @@ from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.session import EnergySession, OpenEpoch, merge_sources
 from lightning_green.report import format_summary, session_summary, write_report
 from lightning_green.state import from_state, to_state
+from lightning_green.training.check_progress import logged_steps
 from lightning_green.training.windows import batch_samples, uncounted_batch_message
 
 
@@ -429,8 +430,50 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             _loggers.log_metrics(trainer, metrics, step=step, epoch=record.epoch)
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Pick up a deferred metric of the last epoch before the summary."""
+        """Pick up a deferred metric of the last epoch before the summary; end a fit that trained no epoch.
+
+        A fit whose training loop ended before its first epoch (resumed from a checkpoint saved
+        after the stopper stopped the run, which ends it at the start) used what it measured until
+        now on its setup and sanity check: that counts before the first epoch, as every fit's setup
+        does (collective), and only what follows (the end of the fit) after the last. A new MLflow
+        run of it gets the run's epochs (:meth:`_log_earlier_epochs`).
+        """
         self._resolve_deferred_metric(trainer)
+        if self.session.running and not self.session.epochs_begun:
+            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+                self._log_earlier_epochs(trainer)
+            self._begin_epochs(trainer)
+
+    def _log_earlier_epochs(self, trainer: Trainer) -> None:
+        """Give the loggers of a fit that trained no epoch what the run's epochs logged (rank 0).
+
+        The run parameters the first epoch logs (energy source, PUE, monitor) go to every logger;
+        an MLflow run that holds none of the run's series (a new run) also gets every epoch's
+        series - energy, ``energy/total_kwh``, the monitored metric, its gain per kWh - at the step
+        the epoch's end logged at when every epoch has the resumed fit's optimizer steps (at the
+        epoch's number in an active MLflow run, as :meth:`_log_epoch` logs there).
+        """
+        history = self.session.history
+        if not history:
+            return
+        if not self._source_logged:
+            self._log_params(trainer, history[0])
+        new_runs = _loggers.runs_without_energy(trainer)
+        if not new_runs:
+            return
+        per_epoch = _compat.fit_position(trainer).steps_per_epoch
+        steps = logged_steps([None if per_epoch is None else (r.epoch + 1) * per_epoch for r in history])
+        rows: list[tuple[int, int | None, dict[str, float]]] = []
+        for record, step in zip(history, steps, strict=True):
+            metrics = {
+                **self._epoch_metrics(record),
+                keys.TOTAL_KWH: record.total_kwh,
+                "epoch": float(record.epoch),
+            }
+            if self.monitor is not None and record.metric is not None:
+                metrics[self.monitor] = record.metric
+            rows.append((step, record.epoch, metrics))
+        _loggers.log_history(new_runs, rows)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Close the epoch (every rank: a collective) and log it.
@@ -531,14 +574,18 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             # An MLflow run active without MLFlowLogger or autolog: the epoch's energy goes there too.
             _loggers.log_to_active_run(trainer, {**metrics, keys.TOTAL_KWH: record.total_kwh})
         if trainer.global_rank == 0 and not self._source_logged:
-            self._source_logged = True
-            params: dict[str, Any] = {keys.PARAM_ENERGY_SOURCE: record.source, keys.PARAM_PUE: self.pue}
-            if self.monitor is not None:
-                params[keys.PARAM_MONITOR] = self.monitor
-                params[keys.PARAM_MODE] = self.mode
-            if self.carbon_intensity_g_per_kwh is not None:
-                params[keys.PARAM_CARBON_INTENSITY] = self.carbon_intensity_g_per_kwh
-            _loggers.log_params(trainer, params)
+            self._log_params(trainer, record)
+
+    def _log_params(self, trainer: Trainer, record: EpochEnergy) -> None:
+        """Log the run parameters: the energy source of ``record`` (the first epoch), PUE, monitor."""
+        self._source_logged = True
+        params: dict[str, Any] = {keys.PARAM_ENERGY_SOURCE: record.source, keys.PARAM_PUE: self.pue}
+        if self.monitor is not None:
+            params[keys.PARAM_MONITOR] = self.monitor
+            params[keys.PARAM_MODE] = self.mode
+        if self.carbon_intensity_g_per_kwh is not None:
+            params[keys.PARAM_CARBON_INTENSITY] = self.carbon_intensity_g_per_kwh
+        _loggers.log_params(trainer, params)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Take the final reading (every rank: a collective) and write the summary."""

@@ -251,6 +251,11 @@ class EnergySession:
         """The run's energy at the last closed epoch (or restored), in kWh."""
         return j_to_kwh(self.ledger.total_j)
 
+    @property
+    def epochs_begun(self) -> bool:
+        """Whether this fit's first epoch began (:meth:`begin_epochs`)."""
+        return self._epochs_begun
+
     # -- lifecycle --------------------------------------------------------------------------------
     def new_run(self, monitor: str | None, mode: Literal["min", "max"], keep_set_aside: bool = False) -> None:
         """Forget the previous run (totals, history, energy source) before a new one starts.

@@ -23,6 +23,7 @@ The distance to the next scheduled learning-rate drop comes in epochs after the 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
@@ -217,3 +218,61 @@ def training_end(position: FitPosition) -> str:
     if position.planned_steps is not None and position.global_step >= position.planned_steps:
         return f"ran to max_steps={position.max_steps}"
     return f"ended after {position.current_epoch} epochs for another reason"
+
+
+def logged_steps(steps_done: Sequence[float | None]) -> list[int]:
+    """The logging steps of points of a run (epoch ends, checks) from the optimizer steps done at each.
+
+    Lightning logs what a point recorded at the step of the batch that ended before it: the
+    optimizer steps done, minus one (an epoch of 45 steps logs its metrics at step 44). A point
+    whose steps are unknown (``None``) follows the one before it, and every point gets a step
+    after the one before it: no two points share a step.
+
+    Args:
+        steps_done: Optimizer steps done at each point, in the order of the points.
+
+    Returns:
+        One step per point, increasing.
+
+    Example:
+        >>> logged_steps([45.0, 90.0, 90.0, None, 200.5])
+        [44, 89, 90, 91, 200]
+    """
+    steps: list[int] = []
+    for done in steps_done:
+        step = 0 if done is None or not math.isfinite(done) else max(0, math.ceil(done) - 1)
+        steps.append(step if not steps else max(step, steps[-1] + 1))
+    return steps
+
+
+def check_points(
+    progress: Sequence[float], place: CheckPlace, steps_per_epoch: int | None
+) -> tuple[list[float | None], list[int]]:
+    """The epochs completed and the logging step of each of a run's checks, from their progress.
+
+    Args:
+        progress: Progress at each check, in the unit of ``place`` (the run's plan now).
+        place: Where the run is now (its unit and epoch length).
+        steps_per_epoch: Optimizer steps in an epoch now (``None``: unknown).
+
+    Returns:
+        ``(epochs, steps)``: epochs completed at each check (``None`` in a run without epochs), as
+        the stopper logs ``energy/check_epochs``, and the step each check logged at when every epoch
+        has ``steps_per_epoch`` steps (:func:`logged_steps`).
+
+    Example:
+        >>> place = CheckPlace(2.0, 8.0, None, 1.0, "epochs")
+        >>> check_points([0.5, 1.0, 2.0], place, steps_per_epoch=45)
+        ([0.5, 1.0, 2.0], [22, 44, 89])
+        >>> check_points([30.0, 60.0], CheckPlace(60.0, 100.0, None, 30.0, "steps"), 30)
+        ([1.0, 2.0], [29, 59])
+    """
+    values = [float(p) for p in progress]
+    if place.unit == "steps":
+        per_epoch = place.progress_per_epoch
+        epochs: list[float | None] = [None if per_epoch is None else p / per_epoch for p in values]
+        done: list[float | None] = list(values)
+    else:
+        epochs = list(values)
+        done = [None if steps_per_epoch is None else p * steps_per_epoch for p in values]
+    return epochs, logged_steps(done)
