@@ -108,7 +108,8 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
         "Defaults are the callback's. For MLflow input and Lightning logs, an option not given takes the "
         "value each run "
         "recorded (run parameter lightning_green.<name>, logged by EnergyAwareEarlyStopping), so the "
-        "replay reproduces the callback's decision; an option given overrides it.",
+        "replay reproduces the callback's decision; an option given overrides it. A --monitor other "
+        "than the metric the run's stopper watched replays with the options given and these defaults.",
     )
     for f in dataclasses.fields(StoppingConfig):
         flag = "--" + f.name.replace("_", "-")
