@@ -232,6 +232,14 @@ def test_a_run_trained_on_with_a_longer_plan_replays_to_the_callbacks_decision(
             enable_checkpointing=True,
         )
     assert stopper.stop_reason is StopReason.MARGINAL_GAIN and stopper.stopped_epoch > 5
+    # The new plan is the tag `.resumed` (MLflow keeps a parameter's first value); the parameters
+    # logged again with the value the run holds get no such tag.
+    from mlflow import MlflowClient
+
+    tags = MlflowClient(sqlite_uri).get_run(logger.run_id).data.tags
+    resumed = {k for k in tags if k.endswith(".resumed")}
+    assert resumed == {"lightning_green.max_epochs.resumed"}, resumed
+    assert tags["lightning_green.max_epochs.resumed"] == "40"
 
     out = tmp_path / "decisions.csv"
     argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "longer", "-o", str(out)]

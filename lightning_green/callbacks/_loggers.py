@@ -191,16 +191,32 @@ def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
     """Record run parameters on every logger (MLflow params, TensorBoard/CSV hparams).
 
     A parameter an MLflow run already holds with another value (a resumed run whose energy
-    source changed) is recorded as a tag ``<name>.resumed`` instead.
+    source changed) is recorded as a tag ``<name>.resumed`` instead; the others, logged again with
+    the value the run holds, are left as they are.
     """
     for logger in filter(reachable, ordered_loggers(trainer)):
         try:
             logger.log_hyperparams(params)
         except Exception as err:
             if _is_mlflow(logger) and not is_connection_failure(err):
-                set_tags(trainer, {f"{k}{keys.RESUMED_SUFFIX}": v for k, v in params.items()})
+                _log_params_one_by_one(trainer, logger, params)
             else:
                 _failed(logger, err, f"{type(logger).__name__} refused params {params}")
+
+
+def _log_params_one_by_one(trainer: Trainer, logger: Any, params: dict[str, Any]) -> None:
+    """Log ``params`` to an MLflow run that refused them together: a refused one becomes a tag."""
+    changed = {}
+    for name, value in params.items():
+        try:
+            logger.log_hyperparams({name: value})
+        except Exception as err:
+            if is_connection_failure(err):
+                _failed(logger, err, f"{type(logger).__name__} refused params {params}")
+                return
+            changed[f"{name}{keys.RESUMED_SUFFIX}"] = value
+    if changed:
+        set_tags(trainer, changed)
 
 
 def runs_without_energy(trainer: Trainer) -> list[Any]:
