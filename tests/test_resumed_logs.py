@@ -31,6 +31,20 @@ def _log_file(folder, kind):
     return events
 
 
+def _is_the_history(curve, history, what: str = "") -> None:
+    """A read curve holds the stopper's checks: their metric values and cumulative costs."""
+    assert list(curve.metrics) == pytest.approx(list(history.metrics), rel=1e-6), what
+    assert list(curve.costs) == pytest.approx(list(history.costs_kwh), rel=1e-6), what
+
+
+def _replay_every_version(root, kind) -> list[dict[str, str]]:
+    """Replay every ``root/logs/version_*`` log of ``kind`` in one call; the decisions' rows."""
+    out = root / "d.csv"
+    name = "metrics.csv" if kind == "csv" else "events.out.tfevents.*"
+    assert cli.main(["replay", str(root / "logs" / "version_*" / name), "-o", str(out)]) == 0
+    return list(csv.DictReader(out.read_text().splitlines()))
+
+
 def _fit(ns, root, logger, max_epochs, ckpt_path=None, ckpt_dir=None, seed=0, **kwargs):
     ns.pl.seed_everything(seed)
     stopper = EnergyAwareEarlyStopping(monitor="val_loss")
@@ -72,14 +86,9 @@ def test_two_runs_resumed_from_one_checkpoint_each_continue_the_first_run_only(
     for log, stopper in zip(resumed, branches, strict=True):
         run = open_lightning_log(log)
         assert run.folders == (str(log.parent), str(first.parent))
-        curve = read_log_curve(log)
-        assert list(curve.metrics) == pytest.approx(list(stopper.policy.history.metrics), rel=1e-6)
-        assert list(curve.costs) == pytest.approx(list(stopper.policy.history.costs_kwh), rel=1e-6)
+        _is_the_history(read_log_curve(log), stopper.policy.history)
 
-    out = tmp_path / "d.csv"
-    name = "metrics.csv" if kind == "csv" else "events.out.tfevents.*"
-    assert cli.main(["replay", str(tmp_path / "logs" / "version_*" / name), "-o", str(out)]) == 0
-    rows = list(csv.DictReader(out.read_text().splitlines()))
+    rows = _replay_every_version(tmp_path, kind)
     assert [row["curve_id"] for row in rows] == [str(log.parent) for log in resumed]
     for row, stopper in zip(rows, branches, strict=True):
         assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6)
@@ -105,13 +114,8 @@ def test_a_fresh_run_logged_after_a_resumed_run_is_not_its_earlier_part(
 
     run = open_lightning_log(middle)
     assert run.folders == (str(middle.parent), str(first.parent))
-    curve = read_log_curve(middle)
-    assert list(curve.metrics) == pytest.approx(list(resumed.policy.history.metrics), rel=1e-6)
-    assert list(curve.costs) == pytest.approx(list(resumed.policy.history.costs_kwh), rel=1e-6)
-    out = tmp_path / "d.csv"
-    name = "metrics.csv" if kind == "csv" else "events.out.tfevents.*"
-    assert cli.main(["replay", str(tmp_path / "logs" / "version_*" / name), "-o", str(out)]) == 0
-    rows = list(csv.DictReader(out.read_text().splitlines()))
+    _is_the_history(read_log_curve(middle), resumed.policy.history)
+    rows = _replay_every_version(tmp_path, kind)
     assert [row["curve_id"] for row in rows] == [str(middle.parent), str(last.parent)]
     assert f"{first} in {middle}" in capsys.readouterr().out
 
@@ -234,8 +238,7 @@ def test_a_run_resumed_from_a_checkpoint_saved_at_a_validation_replays_every_che
         _log_file(tmp_path / "tb" / "version_1", "tb"),
     ):
         curve = read_log_curve(log)
-        assert list(curve.metrics) == pytest.approx(list(history.metrics), rel=1e-6)
-        assert list(curve.costs) == pytest.approx(list(history.costs_kwh), rel=1e-6)
+        _is_the_history(curve, history)
         assert [float(e) for e in curve.epochs] == pytest.approx(
             [val_check_interval * (i + 1) for i in range(len(history))]
         )
@@ -300,8 +303,7 @@ def test_a_validation_after_a_checkpoint_saved_at_a_training_step_is_not_in_the_
         "mlflow": curve_of_run(MlflowRun.open(sqlite_uri, run_id), "val_loss"),
     }
     for kind, curve in curves.items():
-        assert list(curve.metrics) == pytest.approx(list(history.metrics), rel=1e-6), kind
-        assert list(curve.costs) == pytest.approx(list(history.costs_kwh), rel=1e-6), kind
+        _is_the_history(curve, history, kind)
         assert [float(e) for e in curve.epochs] == pytest.approx(
             [*(0.25 * i for i in range(1, 6)), *(0.25 * i for i in range(7, 17))]
         ), kind
