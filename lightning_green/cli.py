@@ -4,7 +4,8 @@
 the summary of a past run and draws its end-of-run plot (the monitored metric against cumulative
 kWh, epoch energy, the stop and the learning-curve fit); ``lightning-green report LOG`` does the
 same for a run logged with ``CSVLogger`` (its ``metrics.csv``) or ``TensorBoardLogger`` (an event
-file).
+file). ``--cost-key`` is replay's (one option, one check, :func:`add_cost_key_option`): ``step``
+draws the run, and gives its figures, against the optimizer steps, as replay replays it.
 
 ``lightning-green replay CURVES.csv -o DECISIONS.csv [policy options]`` replays the stopping policy
 over logged learning curves (the long format of ``benchmarks/data/curves``) and writes one decision
@@ -86,6 +87,13 @@ _HELP = {
 }
 
 
+COST_KEY_HELP = (
+    "the cost each point of the curve is put against (replay's cost, report's x-axis and figures): a "
+    f"running total the run logged (default: {ENERGY_KEY}, the cumulative kWh; it must never decrease), or "
+    f"{keys.STEP}: the optimizer step each point was logged at, for runs logged without energy"
+)
+"""The help of ``--cost-key``, one text for ``replay`` and ``report``."""
+
 _URI_HELP = "MLflow tracking URI (sqlite:///PATH: the database file must exist; http://HOST:PORT)"
 
 
@@ -95,6 +103,18 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse_optional.__name__ = getattr(parse, "__name__", "value")
     return parse_optional
+
+
+def add_cost_key_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """``--cost-key``, as ``replay`` and ``report`` take it: one option, one help, one check.
+
+    Absent from the command line it is ``None``; the commands resolve it (the energy key by
+    default) and refuse a blank one with :func:`lightning_green.offline.checks.cost_key`.
+
+    Args:
+        parser: The subcommand's parser, or one of its argument groups.
+    """
+    parser.add_argument("--cost-key", default=None, metavar="KEY", help=COST_KEY_HELP)
 
 
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
@@ -196,19 +216,16 @@ def build_parser() -> argparse.ArgumentParser:
         "run recorded, "
         "lightning_green.monitor)",
     )
-    mlf.add_argument(
-        "--cost-key",
-        default=None,
-        help=f"cumulative kWh metric (MLflow input, Lightning logs; default: {ENERGY_KEY}), or step: the "
-        "optimizer steps each point was logged at, for runs logged without energy",
-    )
+    add_cost_key_option(mlf)
     _add_policy_options(rp)
 
     rep = sub.add_parser(
         "report",
         help="draw the energy report of a past run (MLflow, or a Lightning log)",
         description="Draw the monitored metric against cumulative kWh (epoch energy as bars, the stop and "
-        "its reason, the learning-curve fit and its projection) for a run logged with lightning_green.",
+        "its reason, the learning-curve fit and its projection) for a run logged with lightning_green; "
+        "with --cost-key, against replay's cost instead (step: the optimizer steps, also for a run "
+        "logged without energy).",
     )
     rep.add_argument(
         "log",
@@ -227,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="direction of a --monitor the run recorded none for (default: min, with a note; a metric the "
         "run recorded keeps its recorded direction, and a --mode that contradicts it is an error, as in "
-        "replay)",
+        "replay; so is --mode for a run with no metric to draw, one recorded without a monitored metric, "
+        "unless --monitor names one)",
     )
+    add_cost_key_option(rep)
     rep.add_argument(
         "-o",
         "--output",

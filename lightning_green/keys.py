@@ -28,6 +28,9 @@ RUN_CO2_KG = "energy/run_co2_kg"
 # Lightning's batch-size and learning-rate finders): in no epoch, so in no energy/total_kwh.
 RUN_BEFORE_EPOCHS_KWH = "energy/run_before_epochs_kwh"
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
+# Not logged: the offline readers' built-in cost series, the step each point was logged at
+# (optimizer steps; ``--cost-key step`` of replay and report, for runs logged without energy).
+STEP = "step"
 # EnergyAwareEarlyStopping, at every check (several an epoch, or one every few epochs): what the
 # policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.
 CHECK_KWH = "energy/check_kwh"  # cumulative kWh of the training epochs at the check

@@ -232,20 +232,26 @@ def format_summary(summary: dict[str, Any]) -> str:
     Returns:
         Multi-line text.
     """
-    label = summary["energy_source"] + (" (ESTIMATE, not measured)" if summary["is_estimate"] else "")
-    if summary["partial"]:
-        label += " [partial: some readings failed]"
-    rows = [
-        ("energy", f"{summary['total_kwh']:.6g} kWh"),
-        (
-            "CO2",
-            "unknown (no carbon intensity given)"
-            if summary["co2_kg"] is None
-            else f"{summary['co2_kg']:.6g} kg CO2e at {summary['carbon_intensity_g_per_kwh']:g} g/kWh",
-        ),
-        ("source", label),
-        ("epochs", str(summary["epochs"])),
-    ]
+    cost = summary.get("cost") or {}  # drawn against another cost than kWh (report --cost-key)
+    if summary.get("total_kwh") is None:  # a run logged without energy, drawn against another cost
+        rows = [("energy", f"not logged (no {keys.TOTAL_KWH}: the run was logged without EnergyMonitor)")]
+    else:
+        label = summary["energy_source"] + (" (ESTIMATE, not measured)" if summary["is_estimate"] else "")
+        if summary["partial"]:
+            label += " [partial: some readings failed]"
+        rows = [
+            ("energy", f"{summary['total_kwh']:.6g} kWh"),
+            (
+                "CO2",
+                "unknown (no carbon intensity given)"
+                if summary["co2_kg"] is None
+                else f"{summary['co2_kg']:.6g} kg CO2e at {summary['carbon_intensity_g_per_kwh']:g} g/kWh",
+            ),
+            ("source", label),
+        ]
+    rows.append(("epochs", "unknown" if summary.get("epochs") is None else str(summary["epochs"])))
+    if cost:
+        rows.append(("cost (x-axis)", f"{cost['key']}: {cost['total']:.6g} {cost['unit']} in all"))
     if summary.get("kwh_per_epoch") is not None:
         rows.append(("kWh per epoch", f"{summary['kwh_per_epoch']:.6g}"))
     if summary.get("kwh_before_first_epoch"):
@@ -260,7 +266,20 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(
             ("after the last epoch", f"{summary['kwh_after_last_epoch']:.6g} kWh (end of fit, in no epoch)")
         )
-    if summary.get("monitor") and summary.get("best_metric") is not None:
+    if cost and summary.get("monitor") and cost.get("best_metric") is not None:  # the figures in that cost
+        rows.append(
+            (
+                f"best {summary['monitor']}",
+                f"{cost['best_metric']:.6g} at epoch {cost['best_epoch']} "
+                f"after {cost['to_best']:.6g} {cost['unit']}",
+            )
+        )
+        if summary.get("best_marginal_per_kwh") is not None:
+            rows.append(
+                (f"best {summary['monitor']} gain per kWh", f"{summary['best_marginal_per_kwh']:.6g}")
+            )
+        rows.append((f"{cost['unit']} spent after best", f"{cost['after_best']:.6g}"))
+    elif summary.get("monitor") and summary.get("best_metric") is not None:
         rows.append(
             (
                 f"best {summary['monitor']}",
@@ -296,8 +315,14 @@ def format_summary(summary: dict[str, Any]) -> str:
             else:
                 text = f"{epoch} (0-based: {epoch + 1} epochs trained)"
             rows.append(("stopped epoch", text))
+    not_run = cost.get("not_run_projected")
+    in_cost = None if not_run is None else f"{not_run:.4g} {cost['unit']}"
+    if in_cost is not None and cost["unit"] == "kWh":  # another kWh series than the run's energy
+        in_cost += f" of {cost['key']}"
     if summary.get("stop_savings"):  # what the stop avoided up to the planned end: a projection
-        rows.append(("not run (projected)", savings_text(summary["stop_savings"])))
+        rows.append(("not run (projected)", savings_text(summary["stop_savings"], in_cost=in_cost)))
+    elif in_cost is not None:  # projected from the run's checks to its plan, as replay projects it
+        rows.append(("not run (projected)", f"{in_cost} to the planned end (projected, not run)"))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then
         rows.insert(0, ("status", f"FAILED ({summary.get('error') or 'the fit raised'})"))
     elif summary.get("run_status"):  # read back from MLflow: a run that had not ended
@@ -306,6 +331,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         unreadable = summary.get("artifacts_unreadable")
         if summary.get("rebuilt_for_monitor"):
             why = f" (to draw {summary.get('monitor')!r}: the run's {SUMMARY_FILENAME} is of its own metric)"
+        elif summary.get("rebuilt_for_cost"):
+            why = f" (to draw against {cost.get('key')!r}: the run's {SUMMARY_FILENAME} is against kWh)"
         elif unreadable:
             why = (
                 f" (its artifacts could not be read: {unreadable}; read the run through the tracking "
@@ -354,13 +381,18 @@ def write_report(summary: dict[str, Any], out_dir: str | Path) -> tuple[Path, Pa
 
 
 def summary_from_mlflow(
-    tracking_uri: str, run_id: str, monitor: str | None = None, mode: str | None = None
+    tracking_uri: str,
+    run_id: str,
+    monitor: str | None = None,
+    mode: str | None = None,
+    cost_key: str = keys.TOTAL_KWH,
 ) -> dict[str, Any]:
     """The summary of a past run, read back from MLflow.
 
     Uses the run's ``lightning_green/energy_summary.json`` artifact when it has one (it holds the
-    stopping policy's fit); otherwise rebuilds the summary from the logged metric histories
-    (``energy/epoch_kwh``, ``energy/total_kwh``, the monitored metric), the params and the tags.
+    stopping policy's fit) and the metric and cost asked for are the run's own; otherwise rebuilds
+    the summary from the logged metric histories (``energy/epoch_kwh``, ``energy/total_kwh``, the
+    monitored metric), the params and the tags.
     The run is read with the offline tools' one MLflow reader
     (:class:`~lightning_green.offline.mlflow_runs.MlflowRun`: a step logged twice keeps the value
     with the latest timestamp, as in replay).
@@ -372,15 +404,21 @@ def summary_from_mlflow(
         mode: Its direction, for a metric the run recorded none for (``"min"`` when not given:
             the summary says ``mode_assumed``); a metric the run recorded has the direction it
             recorded, and a ``mode`` that contradicts it is refused (replay's rule,
-            :func:`~lightning_green.offline.mlflow_curves.metric_direction`).
+            :func:`~lightning_green.offline.mlflow_curves.metric_direction`), as is a ``mode``
+            with no metric to draw (no ``monitor``, and the run recorded none).
+        cost_key: What the metric is drawn against (``--cost-key``, replay's cost): the
+            cumulative kWh by default; ``step`` or another running total the run logged adds the
+            summary's ``cost`` (:func:`~lightning_green.offline.cost_axis.cost_fields`), from the
+            metrics (a run logged without energy too).
 
     Returns:
         A summary as :func:`build_summary` makes it.
 
     Raises:
-        ValueError: When the run logged no energy metrics.
+        ValueError: When the run logged no energy metrics (and, with another ``cost_key``, no
+            metric to draw either).
         lightning_green.offline.RecordedParamError: When ``mode`` contradicts the direction the
-            run recorded for the metric.
+            run recorded for the metric, or is given with no metric to draw.
         lightning_green.offline.OfflineInputError: When the summary artifact is malformed or too
             large (:func:`~lightning_green.offline.summary_artifact.load_summary`), or the run
             recorded values of the wrong type or more epochs than the report draws.
@@ -394,35 +432,42 @@ def summary_from_mlflow(
     direction = _direction(run, monitor, mode)
     artifact = f"lightning_green/{SUMMARY_FILENAME}"
     has_summary = artifact in run.artifact_names("lightning_green")
-    if has_summary and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
+    own_metric = monitor in (None, run.params.get(keys.PARAM_MONITOR))
+    if has_summary and own_metric and cost_key == keys.TOTAL_KWH:
         with tempfile.TemporaryDirectory() as tmp:
             summary = load_summary(run.download_artifact(artifact, tmp), f"{artifact} of run {run_id}")
         if run.status not in (None, "FINISHED") and not summary.get("failed"):
             summary["run_status"] = run.status  # ended, or was killed, after its summary was logged
         return summary
-    summary = _summary_from_metrics(run, direction)
-    if has_summary:  # of the run's own metric: another one is drawn from the metrics
-        summary["rebuilt_for_monitor"] = True
+    summary = _summary_from_metrics(run, direction, cost_key)
+    if has_summary:  # of the run's own metric against kWh: another is drawn from the metrics
+        summary["rebuilt_for_monitor" if not own_metric else "rebuilt_for_cost"] = True
     if run.artifacts_error is not None:
         summary["artifacts_unreadable"] = run.artifacts_error
     return summary
 
 
 def summary_from_log(
-    path: str, monitor: str | None = None, mode: str | None = None, run: Any | None = None
+    path: str,
+    monitor: str | None = None,
+    mode: str | None = None,
+    run: Any | None = None,
+    cost_key: str = keys.TOTAL_KWH,
 ) -> dict[str, Any]:
     """The summary of a past run read back from its Lightning log (``CSVLogger``, ``TensorBoardLogger``).
 
     Uses the ``energy_summary.json`` EnergyMonitor wrote in the log's folder when there is one (and
-    the metric asked for is the run's); otherwise rebuilds the summary from the logged metrics and
-    hyperparameters, as :func:`summary_from_mlflow` does for a run without the artifact.
+    the metric and cost asked for are the run's); otherwise rebuilds the summary from the logged
+    metrics and hyperparameters, as :func:`summary_from_mlflow` does for a run without the artifact.
 
     Args:
         path: The log's ``metrics.csv`` or one of its ``events.out.tfevents.*`` files.
         monitor: Metric to draw; default: the run's ``lightning_green.monitor``.
         mode: Its direction, for a metric the run recorded none for (as
-            :func:`summary_from_mlflow`: one contradicting the recorded direction is refused).
+            :func:`summary_from_mlflow`: one contradicting the recorded direction is refused, as
+            is one with no metric to draw).
         run: The log already opened (``open_lightning_log(path)``), so that it is read once.
+        cost_key: What the metric is drawn against (as :func:`summary_from_mlflow`).
 
     Returns:
         A summary as :func:`build_summary` makes it.
@@ -445,11 +490,12 @@ def summary_from_log(
         )
     direction = _direction(run, monitor, mode)
     summary_file = Path(path).parent / SUMMARY_FILENAME
-    if summary_file.is_file() and monitor in (None, run.params.get(keys.PARAM_MONITOR)):
+    own_metric = monitor in (None, run.params.get(keys.PARAM_MONITOR))
+    if summary_file.is_file() and own_metric and cost_key == keys.TOTAL_KWH:
         return load_summary(str(summary_file), str(summary_file))
-    summary = _summary_from_metrics(run, direction)
-    if summary_file.is_file():  # of the run's own metric: another one is drawn from the metrics
-        summary["rebuilt_for_monitor"] = True
+    summary = _summary_from_metrics(run, direction, cost_key)
+    if summary_file.is_file():  # of the run's own metric against kWh: another is drawn from the metrics
+        summary["rebuilt_for_monitor" if not own_metric else "rebuilt_for_cost"] = True
     return summary
 
 
@@ -458,21 +504,120 @@ def _direction(run: Any, monitor: str | None, mode: str | None) -> Direction | N
 
     Replay's rule (:func:`~lightning_green.offline.mlflow_curves.metric_direction`): the direction
     the run recorded for the metric, a ``mode`` contradicting it refused; else ``mode``, else
-    ``"min"`` (assumed).
+    ``"min"`` (assumed). A ``mode`` with no metric to draw (none given, none recorded: an
+    energy-only run) is refused as replay refuses a run without a metric (``--monitor``).
+
+    Raises:
+        RecordedParamError: When ``mode`` contradicts the record, or there is no metric for it.
     """
+    from lightning_green.offline.errors import RecordedParamError
     from lightning_green.offline.mlflow_curves import metric_direction
 
     metric = monitor or run.params.get(keys.PARAM_MONITOR) or None
+    if metric is None and mode is not None:
+        stopper = run.params.get(keys.PARAM_STOPPING_MONITOR)
+        example = stopper or "METRIC"
+        raise RecordedParamError(
+            f"--mode {mode}: {run.label} has no metric to draw (it recorded no {keys.PARAM_MONITOR}: "
+            f"energy only); name one with --monitor (--monitor {example} --mode {mode})"
+        )
     return None if metric is None else metric_direction(run.label, run.params, metric, mode)
 
 
-def _summary_from_metrics(run: Any, direction: Direction | None) -> dict[str, Any]:
+def _summary_from_metrics(
+    run: Any, direction: Direction | None, cost_key: str = keys.TOTAL_KWH
+) -> dict[str, Any]:
     """Rebuild a run's summary from its logged metrics, params and tags (no summary artifact).
 
     Args:
         run: The run (:class:`~lightning_green.offline.mlflow_runs.MlflowRun`, a Lightning log).
         direction: The metric drawn and its direction (:func:`_direction`), or ``None``: energy only.
+        cost_key: What the metric is drawn against: another cost than the cumulative kWh adds the
+            summary's ``cost`` and each epoch's ``cost``
+            (:func:`~lightning_green.offline.cost_axis.cost_fields`); then a run that logged no
+            energy is summarised without it (``energy_logged`` false).
+
+    Raises:
+        ValueError: When the run logged no energy (and, with another cost, no metric to draw).
     """
+    against = cost_key != keys.TOTAL_KWH
+    totals = run.history(keys.TOTAL_KWH)
+    if totals or not against or direction is None:
+        if not totals:
+            hint = (
+                f" and recorded no monitored metric to draw against {cost_key!r}: name one with --monitor"
+                if against
+                else ": was EnergyMonitor attached? (a run logged without it: --monitor METRIC --cost-key "
+                f"{keys.STEP} draws the metric against its optimizer steps)"
+            )
+            raise ValueError(f"run {run.run_id} logged no {keys.TOTAL_KWH}{hint}")
+        summary = _energy_summary_from_metrics(run, direction, totals)
+    else:
+        summary = _summary_without_energy(run, direction)
+    if against:
+        from lightning_green.offline.cost_axis import cost_fields
+
+        cost, epoch_costs = cost_fields(run, direction, cost_key, sorted(totals))
+        for record, at in zip(summary["per_epoch"], epoch_costs, strict=True):
+            record["cost"] = at
+        summary["cost"] = cost
+    return summary
+
+
+def _run_marks(run: Any, direction: Direction | None) -> dict[str, Any]:
+    """What a rebuilt summary says of how the run ended (its stop, its status) and how it was read."""
+    tags = run.tags
+    stopped = tags.get(keys.TAG_STOPPED_EPOCH)
+    stopped_epoch = None if stopped is None else _whole(run.run_id, f"tag {keys.TAG_STOPPED_EPOCH}", stopped)
+    marks: dict[str, Any] = {
+        "stop_reason": tags.get(keys.TAG_STOP_REASON),
+        "stopped_epoch": stopped_epoch,
+        "rebuilt_from_metrics": True,
+    }
+    if direction is not None and direction.assumed:  # neither recorded for the metric nor given
+        marks["mode_assumed"] = True
+    status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
+    if status == "FAILED":
+        marks.update(failed=True, error=f"the MLflow run's status is {status}")
+    elif status not in (None, "FINISHED"):
+        marks["run_status"] = status
+    return marks
+
+
+def _summary_without_energy(run: Any, direction: Direction) -> dict[str, Any]:
+    """The summary of a run that logged no energy (drawn against another cost): its metric, no kWh.
+
+    The keys of :func:`build_summary`, the energy ones ``None``; ``epochs`` from Lightning's
+    ``epoch`` metric (``None`` without it).
+    """
+    epochs = run.history("epoch")
+    last = max(epochs.values()) if epochs else None
+    summary: dict[str, Any] = {
+        "total_kwh": None,
+        "co2_kg": None,
+        "energy_source": None,
+        "energy_logged": False,
+        "is_estimate": False,
+        "partial": False,
+        "pue": None,
+        "carbon_intensity_g_per_kwh": None,
+        "epochs": None if last is None else _whole(run.run_id, "metric epoch", repr(last)) + 1,
+        "kwh_per_epoch": None,
+        "kwh_before_first_epoch": None,
+        "kwh_after_last_epoch": None,
+        "duration_s": None,
+        "monitor": direction.metric,
+        "mode": direction.mode,
+        "per_epoch": [],
+    }
+    summary.update(_run_marks(run, direction))
+    return summary
+
+
+def _energy_summary_from_metrics(
+    run: Any, direction: Direction | None, totals: dict[int, float]
+) -> dict[str, Any]:
+    """:func:`_summary_from_metrics` of a run that logged ``energy/total_kwh`` (``totals``)."""
     run_id, params, tags, history = run.run_id, run.params, run.tags, run.history
     recorded = params.get(keys.PARAM_MONITOR)
     monitor = None if direction is None else direction.metric
@@ -487,9 +632,6 @@ def _summary_from_metrics(run: Any, direction: Direction | None) -> dict[str, An
             raise OfflineInputError(f"run {run_id}: {name} must be a number, got {text!r}")
         return value
 
-    totals = history(keys.TOTAL_KWH)
-    if not totals:
-        raise ValueError(f"run {run_id} logged no {keys.TOTAL_KWH}: was EnergyMonitor attached?")
     if len(totals) > MAX_PER_EPOCH:
         raise OfflineInputError(
             f"run {run_id} logged {len(totals):,} epochs of {keys.TOTAL_KWH}; the report draws at most "
@@ -527,20 +669,7 @@ def _summary_from_metrics(run: Any, direction: Direction | None) -> dict[str, An
                 marginal_per_kwh=marginal.get(step),
             )
         )
-    stopped = tags.get(keys.TAG_STOPPED_EPOCH)
-    stopped_epoch = None if stopped is None else _whole(run_id, f"tag {keys.TAG_STOPPED_EPOCH}", stopped)
-    extra: dict[str, Any] = {
-        "stop_reason": tags.get(keys.TAG_STOP_REASON),
-        "stopped_epoch": stopped_epoch,
-        "rebuilt_from_metrics": True,
-    }
-    if direction is not None and direction.assumed:  # neither recorded for the metric nor given
-        extra["mode_assumed"] = True
-    status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
-    if status == "FAILED":
-        extra.update(failed=True, error=f"the MLflow run's status is {status}")
-    elif status not in (None, "FINISHED"):
-        extra["run_status"] = status
+    extra = _run_marks(run, direction)
     not_run = {key: h[max(h)] for key in keys.NOT_RUN_KEYS if (h := history(key))}
     # The projected gain is of the metric the stopper watched, whichever metric is drawn.
     stopper_metric = params.get(keys.PARAM_STOPPING_MONITOR) or recorded or monitor

@@ -175,8 +175,13 @@ def savings_from_metrics(
     )
 
 
-def savings_text(fields: Mapping[str, Any]) -> str:
+def savings_text(fields: Mapping[str, Any], *, in_cost: str | None = None) -> str:
     r"""One line saying what a stop avoided (from :func:`savings_fields`), labelled a projection.
+
+    Args:
+        fields: The summary's ``stop_savings``.
+        in_cost: The same rest of the run in another cost (``"1200 steps"``: a report drawn
+            against it, ``--cost-key``), said after the kWh; ``None``: not said.
 
     Example:
         >>> f = savings_fields(StopSavings(2.5, 2.5, 10.0, 0.004, 0.012), unit="epochs", stopped_at=7.5,
@@ -196,6 +201,7 @@ def savings_text(fields: Mapping[str, Any]) -> str:
     if fields.get("planned_end") is not None:
         parts[0] += f" to the planned end at {fields['planned_end']:.6g} {unit}"
     text = f"{parts[0]}, {fields['kwh_not_spent']:.4g} kWh not spent"
+    text += "" if in_cost is None else f" ({in_cost})"
     gain, metric = fields.get("metric_gain_forgone"), fields.get("metric") or "metric"
     text += f"; {metric} gain forgone " + ("unknown (no fit)" if gain is None else f"{gain:.4g}")
     return text + " (projected, not run)"

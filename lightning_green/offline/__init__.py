@@ -16,6 +16,8 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   (:func:`read_log_curve`);
 - :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
+- :mod:`~lightning_green.offline.cost_axis`: a past run against another cost than kWh, for
+  ``report --cost-key`` (replay's curve of the run in that cost, and its figures).
 
 Nothing here imports torch or Lightning; MLflow and matplotlib only when used.
 """

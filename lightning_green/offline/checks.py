@@ -19,12 +19,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lightning_green import keys
 from lightning_green.offline.errors import OutputPathError, UsageError
 
 if TYPE_CHECKING:
     import sqlite3
 
 SQLITE_PREFIX = "sqlite:///"
+COST_KEYS_ALLOWED = (
+    f"a running total the run logged ({keys.TOTAL_KWH!r}, the default, or another) or {keys.STEP!r} "
+    "(optimizer steps)"
+)
+"""What ``--cost-key`` may name, as the refusals of ``replay`` and ``report`` say it."""
 
 
 def _kind(mode: int) -> str:
@@ -274,6 +280,29 @@ def _unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
         return None
     except (urllib.error.URLError, OSError, ValueError) as e:
         return str(getattr(e, "reason", e))
+
+
+def cost_key(value: str | None) -> str:
+    """The cost ``--cost-key`` names, for ``replay`` and ``report`` alike (checked before any work).
+
+    Args:
+        value: The option as given (``None``: not given).
+
+    Returns:
+        ``value``, or ``energy/total_kwh`` (the cumulative energy) when it was not given.
+
+    Raises:
+        UsageError: When it is empty or blank, naming what the option may name.
+
+    Example:
+        >>> cost_key(None), cost_key("step")
+        ('energy/total_kwh', 'step')
+    """
+    if value is None:
+        return keys.TOTAL_KWH
+    if not value.strip():
+        raise UsageError(f"--cost-key {value!r} is empty: give {COST_KEYS_ALLOWED}")
+    return value
 
 
 def image_format(flag: str, path: str) -> str:

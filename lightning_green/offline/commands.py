@@ -98,6 +98,7 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         raise UsageError("MLflow input needs --mlflow-uri and --experiment")
     if from_mlflow and not args.experiment.strip():
         raise UsageError("--experiment is empty: give the name of the MLflow experiment to replay")
+    cost_key = checks.cost_key(args.cost_key)
     inputs: list[tuple[str, str]] = []
     logs: dict[str, Any] = {}
     if from_mlflow:
@@ -116,7 +117,6 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
                 "Lightning logs (CSVLogger metrics.csv, TensorBoard events.out.tfevents.*); a curves CSV "
                 "names its metric and cost in its columns"
             )
-    cost_key = args.cost_key or ENERGY_KEY
     if args.max_epochs is not None and args.max_epochs <= 0:
         raise UsageError(f"--max-epochs must be a positive integer, got {args.max_epochs}")
     outputs = [("-o/--output", args.output)] + ([("--plot", args.plot)] if args.plot is not None else [])
@@ -473,7 +473,7 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
 
     Args:
         args: The parsed ``report`` command line: the MLflow URI and run id, or a Lightning log
-            file, ``--output`` and ``--json``.
+            file, ``--monitor``, ``--mode``, ``--cost-key`` (as replay's), ``--output`` and ``--json``.
         echo: Where the summary lines go.
 
     Returns:
@@ -488,6 +488,7 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     )
 
     from_mlflow = args.mlflow_uri is not None or args.run_id is not None
+    cost_key = checks.cost_key(args.cost_key)
     if from_mlflow == (args.log is not None):
         raise UsageError("give either --mlflow-uri URI --run-id ID or LOG (a Lightning log file)")
     if from_mlflow:
@@ -515,9 +516,11 @@ def run_report(args: argparse.Namespace, echo: Printer = print) -> int:
     image_format = checks.image_format("-o/--output", plot) if plot is not None else None
 
     if from_mlflow:
-        summary = summary_from_mlflow(args.mlflow_uri, args.run_id, monitor=args.monitor, mode=args.mode)
+        summary = summary_from_mlflow(
+            args.mlflow_uri, args.run_id, monitor=args.monitor, mode=args.mode, cost_key=cost_key
+        )
     else:
-        summary = summary_from_log(args.log, monitor=args.monitor, mode=args.mode, run=run)
+        summary = summary_from_log(args.log, monitor=args.monitor, mode=args.mode, run=run, cost_key=cost_key)
     text = format_summary(summary)
     with StagedOutputs() as out:
         if "--json" in targets:

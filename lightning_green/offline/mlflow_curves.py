@@ -27,7 +27,7 @@ from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError, RecordedParamError
-from lightning_green.offline.mlflow_runs import PREFIX_JOIN, experiment_runs
+from lightning_green.offline.mlflow_runs import PREFIX_JOIN, STEP_KEY, experiment_runs
 from lightning_green.policy import StoppingConfig
 from lightning_green.policy.savings import project_savings
 
@@ -221,7 +221,7 @@ def curve_of_run(
         epochs = np.arange(1, len(steps) + 1)
     hint_hist = run.history(LR_HINT_KEY)
     plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
-    costs = _cumulative(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
+    costs = cumulative_costs(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
     outside = run.history(CHECK_OUTSIDE_KEY) if cost is at_checks else {}
     return Curve(
         curve_id=run_id,
@@ -229,17 +229,29 @@ def curve_of_run(
         metrics=np.array(values, dtype=float),
         costs=costs,
         higher_is_better=direction.mode == "max",
-        cost_unit="kWh" if cost_key.lower().endswith("kwh") else "steps" if cost_key == "step" else cost_key,
+        cost_unit=cost_unit(cost_key),
         metric_name=key,
         planned_max_epochs=planned,
         plan_recorded=plan_recorded,
         lr_hints=tuple(_hint(where, hint_hist[s]) if s in hint_hist else None for s in steps),
         recorded_monitor=target.monitor,
         recorded_config=_recorded_config(where, params) if own else None,
-        cost_not_run=_cost_not_run(run, costs, epochs, planned),
+        cost_not_run=_cost_not_run(run, cost_key, costs, epochs, planned),
         outside_costs=_outside_costs(where, steps, outside) if outside else None,
         mode_assumed=direction.assumed,
     )
+
+
+def cost_unit(cost_key: str) -> str:
+    """The unit of the cost ``cost_key`` names: ``kWh`` (a key ending in ``kwh``), ``steps``, else the key.
+
+    Example:
+        >>> cost_unit("energy/total_kwh"), cost_unit("step"), cost_unit("tokens_seen")
+        ('kWh', 'steps', 'tokens_seen')
+    """
+    if cost_key.lower().endswith("kwh"):
+        return "kWh"
+    return "steps" if cost_key == STEP_KEY else cost_key
 
 
 DEFAULT_MODE = "min"
@@ -367,11 +379,21 @@ def _outside_costs(where: str, steps: list[int], outside: Mapping[int, float]) -
     return np.array(values, dtype=float)
 
 
-def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:
+def cumulative_costs(where: str, key: str, steps: list[int], cost: Mapping[int, float]) -> np.ndarray:
     """The cumulative cost at ``steps``, refused where it is negative, not finite or decreases.
 
     As a curves CSV's cumulative cost is checked (exactly: a total logged in 32-bit floats still
-    never decreases), so that a per-epoch series given as ``--cost-key`` is not replayed as a total.
+    never decreases), so that a per-epoch series given as ``--cost-key`` is not replayed (or drawn,
+    by ``report``) as a total.
+
+    Args:
+        where: How messages name the run.
+        key: The cost's key (``--cost-key``), as messages name it.
+        steps: The steps read, in order.
+        cost: ``step -> value`` of the cost (every one of ``steps`` present).
+
+    Returns:
+        The values at ``steps``.
 
     Raises:
         OfflineInputError: Naming the run, the key, the step and the values.
@@ -391,21 +413,28 @@ def _cumulative(where: str, key: str, steps: list[int], cost: Mapping[int, float
     return np.array(values, dtype=float)
 
 
-def _cost_not_run(run: LoggedRun, costs: np.ndarray, epochs: np.ndarray, planned: int | None) -> float | None:
+def _cost_not_run(
+    run: LoggedRun, cost_key: str, costs: np.ndarray, epochs: np.ndarray, planned: int | float | None
+) -> float | None:
     """The projected cost of the rest of the planned run, when the run's own stopper stopped it.
 
-    The kWh the stopper recorded at the stop (``energy/not_run_kwh_projected``), else, for a run
-    tagged as stopped, projected from the logged epochs up to the recorded plan
-    (:func:`~lightning_green.policy.savings.project_savings`); ``None`` for a run that was not
-    stopped, or without a plan.
+    In the cost of the curve (``cost_key``): the kWh the stopper recorded at the stop
+    (``energy/not_run_kwh_projected``) for the energy cost, the steps it recorded
+    (``energy/not_run_steps_projected``, a run planned in steps) for ``step``; else, for a run
+    tagged as stopped (or with that record), projected from the curve's costs up to the recorded
+    plan (:func:`~lightning_green.policy.savings.project_savings`). ``None`` for a run that was
+    not stopped, or without a plan.
     """
     reason = run.tags.get(keys.TAG_STOP_REASON)
     if reason == keys.NO_STOP:
         return None
     recorded = run.history(keys.NOT_RUN_KWH)  # logged at a stop only (a log without tags has this)
-    if recorded:
+    if recorded and cost_key == ENERGY_KEY:
         return max(0.0, recorded[max(recorded)])
-    if reason is None:
+    steps = run.history(keys.NOT_RUN_STEPS) if cost_key == STEP_KEY else {}
+    if steps:
+        return max(0.0, steps[max(steps)])
+    if reason is None and not recorded:
         return None
     savings = project_savings(costs, epochs.astype(float), planned)
     return None if savings is None else savings.kwh_not_spent

@@ -157,7 +157,7 @@ def latest_per_step(points: Iterable[Any], abandoned: Iterable[tuple[int, int]] 
     return kept
 
 
-STEP_KEY = "step"
+STEP_KEY = keys.STEP
 """The built-in cost series of every logged run: the step itself at each step logged (``--cost-key step``)."""
 
 PREFIX_JOIN = "-"
