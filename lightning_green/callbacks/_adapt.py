@@ -61,14 +61,21 @@ def write_adaptations(
 ) -> Path | None:
     """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
 
-    Rank 0 only (None elsewhere, or when writing failed); a failed fit is marked in the file.
+    The file is merged in the first logger's folder and copied into the others
+    (:func:`~lightning_green.callbacks._loggers.write_in_output_dirs`). Rank 0 only (None elsewhere,
+    or when writing failed); a failed fit is marked in the file.
+
+    Returns:
+        The file in the first folder, the one logged to MLflow.
     """
     if trainer.global_rank != 0:
         return None
-    path = _loggers.output_dir(trainer) / ADAPTATIONS_FILENAME
     try:
-        merge_adaptations(path, key, payload, failed)
+        (path,) = _loggers.write_in_output_dirs(
+            trainer, lambda folder: (merge_adaptations(folder / ADAPTATIONS_FILENAME, key, payload, failed),)
+        )
     except (OSError, ValueError) as err:
+        path = _loggers.output_dir(trainer) / ADAPTATIONS_FILENAME
         _compat.warn(trainer, f"lightning_green: could not write {path}: {err}")
         return None
     _loggers.log_artifact(trainer, path)

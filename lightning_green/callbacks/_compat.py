@@ -348,11 +348,6 @@ def is_mlflow_logger(logger: Any) -> bool:
     return isinstance(logger, classes("loggers", "MLFlowLogger"))
 
 
-def is_file_logger(logger: Any) -> bool:
-    """Whether ``logger`` is a ``TensorBoardLogger`` or ``CSVLogger`` (a versioned ``log_dir``)."""
-    return isinstance(logger, classes("loggers", "TensorBoardLogger") + classes("loggers", "CSVLogger"))
-
-
 def strategy_kind(trainer: Trainer) -> str | None:
     """``"single"`` (one device), ``"ddp"`` (data parallel) or None (DeepSpeed, FSDP, XLA ...)."""
     strategy = trainer.strategy

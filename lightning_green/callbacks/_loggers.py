@@ -12,11 +12,13 @@ outside ``self.log`` go to it too, so replay and report read it as any run.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lightning_green import keys
 from lightning_green.callbacks import _compat
@@ -24,6 +26,9 @@ from lightning_green.callbacks._compat import Trainer
 
 REPORTS_DIRNAME = "energy_reports"
 """Folder for summaries and plots when no logger has a directory of its own."""
+
+Written = TypeVar("Written", bound=tuple[Path | None, ...])
+"""The files a writer of :func:`write_in_output_dirs` wrote (None for one it did not)."""
 
 
 class ActiveMlflowRun:
@@ -317,23 +322,82 @@ def log_artifact(trainer: Trainer, path: Path, artifact_path: str = "lightning_g
             _failed(logger, err, f"could not log artifact {path} to MLflow")
 
 
-def output_dir(trainer: Trainer) -> Path:
-    """Where to write report files: the first logger's directory, else the trainer's root.
+def output_dirs(trainer: Trainer) -> list[Path]:
+    """Every folder the report files go to: each logger's own, once each, in the trainer's order.
 
-    TensorBoard and CSV loggers give their versioned directory; an MLflow logger gives a
-    per-run folder ``energy_reports/<run_id>`` under ``default_root_dir`` (its own ``save_dir``
-    only exists for file stores); without a logger, ``energy_reports`` under ``default_root_dir``
-    (``energy_reports/<run_id>`` for an MLflow run active in the process). The directory is not
+    TensorBoard and CSV loggers (and any logger with a local ``log_dir``) give their versioned
+    directory; an MLflow logger gives a per-run folder ``energy_reports/<run_id>`` under
+    ``default_root_dir`` (its own ``save_dir`` only exists for file stores). Two loggers sharing a
+    folder give it once. Without a logger, ``energy_reports`` under ``default_root_dir``
+    (``energy_reports/<run_id>`` for an MLflow run active in the process). The folders are not
     created.
+
+    Returns:
+        At least one folder; the first is :func:`output_dir`.
     """
+    found: dict[str, Path] = {}
     for logger in trainer.loggers:
-        if _compat.is_file_logger(logger) and logger.log_dir:
-            return Path(logger.log_dir)
-        if _compat.is_mlflow_logger(logger):
-            return Path(trainer.default_root_dir) / REPORTS_DIRNAME / str(logger.run_id)
-        if getattr(logger, "log_dir", None):
-            return Path(logger.log_dir)
+        folder = _logger_dir(trainer, logger)
+        if folder is not None:
+            found.setdefault(os.path.realpath(folder), folder)
+    if found:
+        return list(found.values())
     run = active_run(trainer)
     if run is not None:
-        return Path(trainer.default_root_dir) / REPORTS_DIRNAME / run.run_id
-    return Path(trainer.default_root_dir) / REPORTS_DIRNAME
+        return [Path(trainer.default_root_dir) / REPORTS_DIRNAME / run.run_id]
+    return [Path(trainer.default_root_dir) / REPORTS_DIRNAME]
+
+
+def _logger_dir(trainer: Trainer, logger: Any) -> Path | None:
+    """The local folder of one logger (see :func:`output_dirs`), None for a logger without one.
+
+    A logger that cannot say (its ``log_dir`` or MLflow ``run_id`` raised) has none: the other
+    loggers' folders still get the files.
+    """
+    try:
+        if _compat.is_mlflow_logger(logger):
+            return Path(trainer.default_root_dir) / REPORTS_DIRNAME / str(logger.run_id)
+        log_dir = getattr(logger, "log_dir", None)
+    except Exception as err:
+        name = type(logger).__name__
+        _compat.warn(trainer, f"lightning_green: {name} has no folder for the reports: {err}")
+        return None
+    return Path(log_dir) if log_dir else None
+
+
+def output_dir(trainer: Trainer) -> Path:
+    """The first of :func:`output_dirs`: where the files logged to MLflow are written first."""
+    return output_dirs(trainer)[0]
+
+
+def write_in_output_dirs(trainer: Trainer, write: Callable[[Path], Written]) -> Written:
+    """Write report files into every folder of :func:`output_dirs`, the same content in each.
+
+    ``write`` writes them into the first folder (and returns their paths, None for a file it
+    did not write); they are then copied into the other folders, so a file merged with what the
+    first folder held (``adaptations.json``) is the same everywhere. For global rank 0.
+
+    Args:
+        trainer: The trainer whose loggers' folders get the files.
+        write: Writes the files into the folder it is given (created by it when missing).
+
+    Returns:
+        What ``write`` returned: the files in the first folder (the ones to log to MLflow).
+
+    Raises:
+        Exception: What ``write`` raised (nothing is copied then); a folder a copy fails for
+            gets one warning instead.
+    """
+    first, *others = output_dirs(trainer)
+    written = write(first)
+    for folder in others:
+        for path in written:
+            if path is None:
+                continue
+            target = folder / path.name
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+            except OSError as err:
+                _compat.warn(trainer, f"lightning_green: could not write {target}: {err}")
+    return written

@@ -636,8 +636,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if self.summary:  # locally first: a logger whose server is gone may keep a call waiting
             _compat.info(trainer, format_summary(self.last_summary))
             try:
-                self.summary_path, self.plot_path = write_report(
-                    self.last_summary, _loggers.output_dir(trainer)
+                summary = self.last_summary
+                self.summary_path, self.plot_path = _loggers.write_in_output_dirs(
+                    trainer, lambda folder: write_report(summary, folder)
                 )
                 written = True
             except Exception as err:  # the report must never fail a run

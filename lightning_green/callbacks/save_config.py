@@ -2,8 +2,9 @@
 
 LightningCLI's default ``SaveConfigCallback`` writes ``config.yaml`` to ``trainer.log_dir``, which
 an MLflow logger on a database or server store does not have (``assert log_dir is not None``).
-:class:`SaveConfigToLoggers` writes the fully resolved config next to the energy reports and logs
-it as an artifact of every MLflow run, so the run records exactly what was trained.
+:class:`SaveConfigToLoggers` writes the fully resolved config next to the energy reports (in every
+logger's folder) and logs it as an artifact of every MLflow run, so the run records exactly what
+was trained.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
     """Save the resolved LightningCLI config locally and as an artifact ``config/`` of every MLflow run.
 
     Use ``LightningCLI(..., save_config_callback=SaveConfigToLoggers)`` with either namespace's
-    ``LightningCLI``. The file goes where :func:`~lightning_green.callbacks._loggers.output_dir` says;
-    written once, on global rank 0.
+    ``LightningCLI``. The file goes into every folder
+    :func:`~lightning_green.callbacks._loggers.output_dirs` names (each logger's, beside the energy
+    reports); written once, on global rank 0.
 
     Args:
         parser: Set by LightningCLI.
@@ -43,8 +45,20 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
         self.saved_path: Path | None = None
 
     def save_config(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Write the config and log it to every MLflow run (called on global rank 0 only)."""
-        path = _loggers.output_dir(trainer) / self.config_filename
+        """Write the config beside every logger's energy reports and log it to every MLflow run.
+
+        Called on global rank 0 only. Each folder of
+        :func:`~lightning_green.callbacks._loggers.output_dirs` gets it (written there by the
+        parser, so a ``multifile`` config keeps its parts beside it); the first one's is logged.
+        """
+        paths = [folder / self.config_filename for folder in _loggers.output_dirs(trainer)]
+        for path in paths:
+            self._save(path)
+        self.saved_path = paths[0]
+        _loggers.log_artifact(trainer, paths[0], artifact_path="config")
+
+    def _save(self, path: Path) -> None:
+        """Write the resolved config to ``path`` (its folder created when missing)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # Keep None values: the saved config must rebuild exactly this run (jsonargparse >= 4.49
         # calls the option skip_unset, older releases skip_none and reject the new name).
@@ -56,5 +70,3 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
             self.parser.save(
                 self.config, str(path), overwrite=True, multifile=self.multifile, skip_none=False
             )
-        self.saved_path = path
-        _loggers.log_artifact(trainer, path, artifact_path="config")
