@@ -54,7 +54,15 @@ def test_cpu_mode_runs_every_part_against_the_double_and_prints_one_table(tmp_pa
     # (b) a real fit chose a precision and measured joules per sample per precision.
     chosen = by_quantity["b", "chosen precision"]["value"].split()[0]
     assert chosen in ("32-true", "bf16-mixed")
-    assert "32-true" in by_quantity["b", "J/sample by precision (adaptations record)"]["value"]
+    per_sample = by_quantity["b", "J/sample by precision (adaptations record)"]["value"]
+    if "none measured" in per_sample:
+        # Only on a machine so loaded (a CI run at 7x its usual time) that the probe plan ran out of
+        # its time limit or its budget before one window: the table must say which, at 32-true.
+        decision = by_quantity.get(("b", "decision"), {}).get("value", "")
+        unfinished = "NOT finished" in by_quantity["b", "chosen precision"]["value"]
+        assert chosen == "32-true" and (unfinished or "no_budget" in decision or "insufficient" in decision)
+    else:
+        assert "32-true" in per_sample
     # (c) adapt_gpu's fixed and adaptive fits ran; (d) the NVML tests ran, the real one skipped.
     assert "fixed/adaptive energy to the target" in {r["quantity"] for r in rows if r["part"] == "c"}
     d_row = by_quantity["d", "pytest tests/test_nvml_meter.py"]
