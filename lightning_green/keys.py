@@ -74,6 +74,11 @@ PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned
 PARAM_STOPPING_MONITOR = "lightning_green.stopping_monitor"
 PARAM_STOPPING_MODE = "lightning_green.stopping_mode"
 PARAM_PREFIX = "lightning_green."  # + a StoppingConfig field: the stopping policy's arguments
+# A Lightning log (CSVLogger, TensorBoardLogger) that a fit resumed from a checkpoint began in a new
+# folder holds the run's earlier epochs and checks, copied from the checkpoint at the steps they
+# were logged at, up to this step; the fit's own records follow. Its readers join the log to the
+# folder of that earlier part when it is there, and read the copy where it is not.
+PARAM_EARLIER_PART_UNTIL_STEP = "lightning_green.earlier_part_until_step"
 RESUMED_SUFFIX = ".resumed"
 """A parameter an MLflow run already held with another value (a run resumed or continued with
 another plan, energy source ...) is recorded as the tag ``<parameter>.resumed``: the latest value."""

@@ -4,7 +4,7 @@ Lightning's ``ddp`` strategy re-runs this script for rank 1, so it must be impor
 script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
     python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,batch,precision,...]
-        [--lightning pytorch_lightning|lightning.pytorch]
+        [--lightning pytorch_lightning|lightning.pytorch] [--csv] [--ckpt-dir DIR] [--ckpt-path CKPT]
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument(
         "--fail-in-epoch", type=int, default=None, help="training_step raises there, every rank"
     )
+    parser.add_argument("--ckpt-dir", type=Path, default=None, help="save DIR/epoch=N.ckpt every epoch")
+    parser.add_argument("--ckpt-path", type=Path, default=None, help="resume the fit from this checkpoint")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -210,6 +212,9 @@ def main() -> None:
         elif name == "precision":
             callbacks.append(lightning_green.AdaptivePrecision(**json.loads(args.precision_args)))
     callbacks.append(Recorder(args.out))
+    if args.ckpt_dir is not None:
+        checkpoint = importlib.import_module(f"{NAMESPACE}.callbacks").ModelCheckpoint
+        callbacks.append(checkpoint(dirpath=args.ckpt_dir, save_top_k=-1, filename="{epoch}"))
     pl.seed_everything(0)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
@@ -222,12 +227,12 @@ def main() -> None:
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
-        enable_checkpointing=False,
+        enable_checkpointing=args.ckpt_dir is not None,
         default_root_dir=str(args.out),
     )
     model = DigitsClassifier() if args.fail_in_epoch is None else FailingDigits(args.fail_in_epoch)
     try:
-        trainer.fit(model, datamodule=DigitsDataModule(batch_size=32))
+        trainer.fit(model, datamodule=DigitsDataModule(batch_size=32), ckpt_path=args.ckpt_path)
     except RuntimeError as err:
         if "scripted failure" not in str(err):
             raise

@@ -110,3 +110,24 @@ def test_ddp_three_ranks_log_the_ledgers_figures_to_the_last_digit(tmp_path, lig
     logged = [r for r in rows if r["energy/total_kwh"]]
     assert [float(r["energy/total_kwh"]) for r in logged] == [j_to_kwh(h["total_j"]) for h in history]
     assert [float(r["energy/epoch_kwh"]) for r in logged] == [j_to_kwh(h["energy_j"]) for h in history]
+
+
+@pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
+def test_ddp_a_run_resumed_into_a_new_csv_folder_holds_the_whole_run(tmp_path, lightning):
+    """Two ranks, two epochs (a checkpoint each), then resumed from epoch=0.ckpt into a new CSVLogger
+    folder to three epochs: rank 0 copies epoch 0 and its check into version_1 before the first epoch
+    of the resumed fit begins (no collective in it: the ranks go on together), so version_1 holds
+    every epoch once and its totals are the ledger's."""
+    common = ("--scripted", "--csv", "--callbacks", "monitor,stopper", "--lightning", lightning)
+    common += ("--stopper-args", json.dumps({"monitor": "val_acc", "mode": "max"}))
+    run_ddp(tmp_path, *common, "--epochs", "2", "--ckpt-dir", str(tmp_path / "ckpt"))
+    ranks = run_ddp(
+        tmp_path, *common, "--epochs", "3", "--ckpt-path", str(tmp_path / "ckpt" / "epoch=0.ckpt")
+    )
+    history = ranks[0]["history"]
+    assert ranks[1]["history"] == history and [h["epoch"] for h in history] == [0, 1, 2]
+    rows = list(csv.DictReader((tmp_path / "csv" / "version_1" / "metrics.csv").open()))
+    logged = [r for r in rows if r["energy/total_kwh"]]
+    assert [float(r["epoch"]) for r in logged] == [0, 1, 2]
+    assert [float(r["energy/total_kwh"]) for r in logged] == [j_to_kwh(h["total_j"]) for h in history]
+    assert [float(r["energy/check_number"]) for r in rows if r["energy/check_number"]] == [1, 2, 3]

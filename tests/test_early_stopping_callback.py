@@ -910,19 +910,23 @@ def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
     """A checkpoint saved at a budget stop, resumed into a new MLflow run (no ``run_id``): the fit
     ends at once and the new run records what its summary says - the stop tags, the policy's
     parameters, the run's epochs and the checks the stop was decided on, as the stopped run logged
-    them - so replay over its experiment makes the stop. The fit's own setup counts before the first
-    epoch. Resumed into its own run, it logs nothing twice."""
+    them - so replay over its experiment makes the stop. So do its new CSVLogger and TensorBoardLogger
+    folders (version_1): replayed with the stopped run's folder, version_0 is read in version_1;
+    alone, version_1 makes the stop too (it used to hold no epoch: replay skipped it). The fit's
+    own setup counts before the first epoch. Resumed into its own run, it logs nothing twice."""
     import csv
+    import shutil
     from pathlib import Path
 
     from mlflow.tracking import MlflowClient
+    from test_resumed_logs import _log_file, _replay_every_version
 
     from lightning_green import cli, keys
 
     install_scripted_meter(monkeypatch)
     ckpts = tmp_path / "ckpt"
 
-    def fit(name, ckpt_path=None, **logger_kwargs):
+    def fit(name, ckpt_path=None, files=True, **logger_kwargs):
         stopper = EnergyAwareEarlyStopping(
             monitor="val_acc", mode="max", energy_budget_kwh=BEFORE_KWH + 6.4 * EPOCH_KWH
         )
@@ -931,7 +935,12 @@ def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
         logger = ns.loggers.MLFlowLogger(
             tracking_uri=sqlite_uri, artifact_location=artifacts, **logger_kwargs
         )
-        kwargs = dict(logger=logger, lightning=ns, enable_checkpointing=True)
+        folders = [
+            ns.loggers.CSVLogger(str(tmp_path / "csv"), name="logs"),
+            ns.loggers.TensorBoardLogger(str(tmp_path / "tensorboard"), name="logs"),
+        ]
+        loggers = [logger, *folders] if files else logger
+        kwargs = dict(logger=loggers, lightning=ns, enable_checkpointing=True)
         trainer = _fit(tmp_path / name, [stopper, every], ns.DigitsClassifier(), 8, ckpt_path, **kwargs)
         return stopper, logger, trainer
 
@@ -965,7 +974,7 @@ def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
         return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
     logged = [keys.TOTAL_KWH, keys.EPOCH_KWH, "val_acc", keys.CHECK_KWH, keys.CHECK_METRIC]
-    logged += [keys.CHECK_NUMBER, keys.CHECK_EPOCHS, keys.CHECK_OUTSIDE_KWH]
+    logged += [keys.CHECK_NUMBER, keys.CHECK_EPOCHS, keys.CHECK_OUTSIDE_KWH, keys.NOT_RUN_KWH]
     for key in logged:  # as the stopped run logged them, at the same steps
         assert series(run.info.run_id, key) == series(logger.run_id, key) != [], key
     totals = [value for _, value in series(run.info.run_id, keys.TOTAL_KWH)]
@@ -978,6 +987,16 @@ def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
     assert (row["curve_id"], row["stop_reason"]) == (run.info.run_id, "energy_budget")
     assert int(row["stop_epoch"]) == first.stopped_epoch + 1
     assert "stops: energy_budget 1" in capsys.readouterr().out
+    for kind in ("csv", "tensorboard"):
+        version_1 = _log_file(tmp_path / kind / "logs" / "version_1", kind)
+        (joined,) = _replay_every_version(tmp_path / kind, kind)  # version_0 read in version_1
+        assert joined["curve_id"] == str(version_1.parent), kind
+        assert (joined["stop_reason"], joined["stop_epoch"]) == (row["stop_reason"], row["stop_epoch"]), kind
+        assert float(joined["cost_at_stop"]) == pytest.approx(float(row["cost_at_stop"]), rel=1e-6), kind
+        shutil.move(str(tmp_path / kind / "logs" / "version_0"), str(tmp_path / f"{kind}-version_0"))
+        out = tmp_path / f"{kind}-alone.csv"
+        assert cli.main(["replay", str(version_1), "-o", str(out)]) == 0
+        assert list(csv.DictReader(out.read_text().splitlines())) == [joined], kind
 
     # The resumed fit's setup is setup: before the first epoch, as the README's accounting says.
     before = first.energy_monitor.last_summary["kwh_before_first_epoch"]
@@ -985,7 +1004,7 @@ def test_a_stopped_run_resumed_into_a_new_mlflow_run_records_the_stop(
 
     # Resumed into its own run: the same tags and parameters again, no series logged twice.
     counts = {key: len(series(logger.run_id, key)) for key in logged}
-    fit("c", at_stop, experiment_name="first", run_id=logger.run_id)
+    fit("c", at_stop, files=False, experiment_name="first", run_id=logger.run_id)
     assert {key: len(series(logger.run_id, key)) for key in logged} == counts
     again = client.get_run(logger.run_id)
     assert ours(again.data.params) == ours(original.data.params)

@@ -10,7 +10,7 @@ import pytest
 from conftest import make_trainer
 from doubles import install_scripted_meter
 
-from lightning_green import EnergyAwareEarlyStopping, cli
+from lightning_green import EnergyAwareEarlyStopping, cli, keys
 from lightning_green.offline import lightning_csv, open_lightning_log, read_log_curve
 from lightning_green.offline.mlflow_curves import curve_of_run
 from lightning_green.offline.mlflow_runs import MlflowRun
@@ -307,3 +307,157 @@ def test_a_validation_after_a_checkpoint_saved_at_a_training_step_is_not_in_the_
         assert [float(e) for e in curve.epochs] == pytest.approx(
             [*(0.25 * i for i in range(1, 6)), *(0.25 * i for i in range(7, 17))]
         ), kind
+
+
+def _epochs_of(run, what: str) -> list[float]:
+    """The epochs a read log's ``energy/total_kwh`` points are of, in step order; its totals add up."""
+    totals, epochs = run.history(keys.TOTAL_KWH), run.history("epoch")
+    added = sum(run.history(keys.EPOCH_KWH).values())
+    assert added == pytest.approx(totals[max(totals)], rel=1e-6), what
+    return [epochs[step] for step in sorted(totals)]
+
+
+def _replayed(root, log, out_name: str) -> dict[str, str]:
+    """Replay one log; its decisions' row."""
+    out = root / out_name
+    assert cli.main(["replay", str(log), "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    return row
+
+
+def _decides_as(row, stopper, what: str) -> None:
+    """A replayed decision is the callback's on its whole run."""
+    history = stopper.policy.history
+    reason = stopper.stop_reason.value if stopper.stop_reason is not None else "none"
+    assert row["stop_reason"] == reason, what
+    assert float(row["best_metric_at_stop"]) == pytest.approx(stopper.policy.best_score, rel=1e-6), what
+    assert float(row["cost_at_stop"]) == pytest.approx(float(history.costs_kwh[-1]), rel=1e-6), what
+
+
+def test_a_run_resumed_into_new_logs_gives_each_the_whole_run(tmp_path, monkeypatch, capsys, sqlite_uri, ns):
+    """Three epochs (a checkpoint each), then resumed from epoch=1.ckpt into a new MLflow run and new
+    CSVLogger and TensorBoardLogger folders (version_1) to five: each new log holds every epoch 0..4
+    once - epochs 0 and 1 copied from the checkpoint at the steps the first fit logged them at, then
+    its own -, its energy/epoch_kwh add up to its last energy/total_kwh, which are the summary's, and
+    replay over it alone (the CSV and TensorBoard folders with no version_0 beside them) makes the
+    callback's decision on every check of the run. Given version_0 too, replay reads it in version_1.
+    The new logs used to start at epoch 2 (replay over one alone saw three of the five epochs)."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+
+    def loggers(experiment):
+        mlflow = ns.loggers.MLFlowLogger(
+            experiment_name=experiment, tracking_uri=sqlite_uri, artifact_location=str(tmp_path / "art")
+        )
+        files = [_logger(ns, kind, tmp_path / kind, "logs") for kind in ("csv", "tensorboard")]
+        return [*files, mlflow]
+
+    first = loggers("first")
+    _fit(ns, tmp_path, first, 3, ckpt_dir=ckpt)
+    new = loggers("resumed")
+    stopper = _fit(ns, tmp_path, new, 5, ckpt_path=ckpt / "epoch=1.ckpt")
+    history, summary = stopper.policy.history, stopper.energy_monitor.last_summary
+    assert len(history) == 5
+    totals = [epoch["total_kwh"] for epoch in summary["per_epoch"]]
+
+    client = MlflowClient(sqlite_uri)
+
+    def points(run_id, key):
+        return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+    run_id = new[2].run_id
+    logged = points(run_id, keys.TOTAL_KWH)
+    assert [value for _, value in logged] == pytest.approx(totals, rel=1e-9)  # each epoch once
+    assert logged[:2] == points(first[2].run_id, keys.TOTAL_KWH)[:2]  # at the first fit's steps
+    run = MlflowRun.open(sqlite_uri, run_id)
+    assert _epochs_of(run, "mlflow") == [0, 1, 2, 3, 4]
+    assert run.history(keys.RUN_KWH) and min(run.history(keys.RUN_KWH).values()) == pytest.approx(
+        summary["total_kwh"], rel=1e-9
+    )
+    assert [value for _, value in points(run_id, keys.CHECK_NUMBER)] == [1, 2, 3, 4, 5]
+    _is_the_history(curve_of_run(run, "val_loss"), history, "mlflow")
+    out = tmp_path / "mlflow.csv"
+    assert cli.main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "resumed", "-o", str(out)]) == 0
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    _decides_as(row, stopper, "mlflow")
+
+    for kind in ("csv", "tensorboard"):
+        root = tmp_path / kind
+        log = _log_file(root / "logs" / "version_1", kind)
+        capsys.readouterr()
+        (joined,) = _replay_every_version(root, kind)  # version_0 read in version_1
+        assert joined["curve_id"] == str(log.parent), kind
+        assert f"in {log.parent}" in capsys.readouterr().out, kind
+        _decides_as(joined, stopper, kind)
+
+        shutil.move(str(root / "logs" / "version_0"), str(tmp_path / f"{kind}-version_0"))
+        alone = open_lightning_log(log)
+        assert alone.continues == (), kind
+        assert _epochs_of(alone, kind) == [0, 1, 2, 3, 4]
+        assert list(alone.history(keys.TOTAL_KWH).values()) == pytest.approx(totals, rel=1e-6), kind
+        _is_the_history(read_log_curve(log), history, kind)
+        assert _replayed(tmp_path, log, f"{kind}-alone.csv") == {**joined, "curve_id": str(log.parent)}
+    rows = list(csv.DictReader((tmp_path / "csv" / "logs" / "version_1" / "metrics.csv").open()))
+    assert len([r for r in rows if r[keys.TOTAL_KWH]]) == 5  # each epoch's total in one row
+
+
+def test_a_run_resumed_into_its_own_logs_gets_no_copy(tmp_path, monkeypatch, sqlite_uri, ns):
+    """Three epochs, then resumed from the last checkpoint into the same MLflow run (``run_id``) and
+    the same TensorBoard folder (``version=0``) to five: both hold the run's series, so none is
+    copied into them: each epoch's energy/total_kwh and each check is logged once, at its own step."""
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    install_scripted_meter(monkeypatch)
+    ckpt = tmp_path / "ckpt"
+
+    def loggers(run_id=None):
+        mlflow = ns.loggers.MLFlowLogger(
+            experiment_name="e",
+            tracking_uri=sqlite_uri,
+            run_id=run_id,
+            artifact_location=str(tmp_path / "art"),
+        )
+        return [ns.loggers.TensorBoardLogger(str(tmp_path), name="tb", version=0), mlflow]
+
+    first = loggers()
+    _fit(ns, tmp_path, first, 3, ckpt_dir=ckpt)
+    again = loggers(first[1].run_id)
+    stopper = _fit(ns, tmp_path, again, 5, ckpt_path=ckpt / "epoch=2.ckpt")
+    assert again[1].run_id == first[1].run_id
+
+    client = MlflowClient(sqlite_uri)
+    for key in (keys.TOTAL_KWH, keys.CHECK_NUMBER):
+        steps = [m.step for m in client.get_metric_history(first[1].run_id, key)]
+        assert len(steps) == len(set(steps)) == 5, key
+
+    folder = tmp_path / "tb" / "version_0"
+    events = sorted(folder.glob("events.out.tfevents.*"))
+    assert len(events) == 2  # one per fit
+    steps = [
+        event.step
+        for path in events
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+        if value.tag == keys.TOTAL_KWH
+    ]
+    assert len(steps) == len(set(steps)) == 5
+    _is_the_history(read_log_curve(events[0]), stopper.policy.history)
+
+
+def test_a_log_whose_copy_of_its_earlier_part_ends_at_no_step_is_refused(tmp_path, capsys):
+    """``lightning_green.earlier_part_until_step`` says where a copy of the run's earlier part ends:
+    a value that is no step is an input error naming the folder (exit 2), not a log read wrongly."""
+    folder = tmp_path / "logs" / "version_1"
+    folder.mkdir(parents=True)
+    (folder / "metrics.csv").write_text(
+        "epoch,step,val_loss,energy/epoch_kwh,energy/total_kwh\n0,3,0.5,0.1,0.1\n1,7,0.4,0.1,0.2\n"
+    )
+    (folder / "hparams.yaml").write_text(f"{keys.PARAM_EARLIER_PART_UNTIL_STEP}: 2.5\n")
+    assert cli.main(["replay", str(folder / "metrics.csv"), "-o", str(tmp_path / "d.csv")]) == 2
+    said = capsys.readouterr().err
+    assert f"{folder}: run parameter {keys.PARAM_EARLIER_PART_UNTIL_STEP} is not a whole number" in said

@@ -348,6 +348,16 @@ def is_mlflow_logger(logger: Any) -> bool:
     return isinstance(logger, classes("loggers", "MLFlowLogger"))
 
 
+def is_csv_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``CSVLogger`` (of any namespace)."""
+    return isinstance(logger, classes("loggers", "CSVLogger"))
+
+
+def is_tensorboard_logger(logger: Any) -> bool:
+    """Whether ``logger`` is a ``TensorBoardLogger`` (of any namespace)."""
+    return isinstance(logger, classes("loggers", "TensorBoardLogger"))
+
+
 def strategy_kind(trainer: Trainer) -> str | None:
     """``"single"`` (one device), ``"ddp"`` (data parallel) or None (DeepSpeed, FSDP, XLA ...)."""
     strategy = trainer.strategy

@@ -12,6 +12,7 @@ outside ``self.log`` go to it too, so replay and report read it as any run.
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import sys
@@ -224,43 +225,112 @@ def _log_params_one_by_one(trainer: Trainer, logger: Any, params: dict[str, Any]
         set_tags(trainer, changed)
 
 
-def runs_without_energy(trainer: Trainer) -> list[Any]:
-    """The trainer's MLflow runs that hold no ``energy/total_kwh``: runs the training run never logged to.
+EARLIER_PART_SERIES = (keys.TOTAL_KWH, keys.CHECK_KWH)
+"""Series a log of the run holds once the run's epochs or the stopper's checks were logged to it."""
 
-    A fit resumed from a checkpoint into a new MLflow run (``MLFlowLogger`` without ``run_id``)
-    writes into one; a fit resumed into its own run (``run_id``) finds the series its earlier part
-    logged there. For global rank 0; a run that cannot be read is left out (with one warning).
+EVENTS_PREFIX = "events.out.tfevents."
+"""How TensorBoard names its event files."""
+
+
+def runs_without_energy(trainer: Trainer) -> list[Any]:
+    """The trainer's logs that hold none of the run's series: logs its earlier part never wrote to.
+
+    A fit resumed from a checkpoint into a new log writes into one: a new MLflow run
+    (``MLFlowLogger`` without ``run_id``), a new ``version_N`` folder of ``CSVLogger`` or
+    ``TensorBoardLogger``; a fit resumed into the run's own MLflow run (``run_id``) finds the
+    series its earlier part logged there. What tells, per logger (:data:`EARLIER_PART_SERIES`,
+    with the logger's prefix):
+
+    - an MLflow run (``MLFlowLogger``, or the run active in the process): its metrics;
+    - a ``CSVLogger``: the header of its ``metrics.csv`` and the rows it has yet to write;
+    - a ``TensorBoardLogger``: whether its folder holds an event file besides the one it writes
+      (written by an earlier fit: taken to hold them; event files are not read here).
+
+    Any other logger (W&B, Comet, Neptune ...) cannot be inspected and is left out, as is a
+    ``TensorBoardLogger`` whose event file cannot be named or whose folder is not local. For
+    global rank 0; a logger that cannot be read is left out (with one warning).
     """
     found = []
-    for logger in filter(reachable, mlflow_loggers(trainer)):
-        prefix = getattr(logger, "_prefix", "") or ""
-        key = (
-            f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}{keys.TOTAL_KWH}"
-            if prefix
-            else keys.TOTAL_KWH
-        )
+    for logger in filter(reachable, ordered_loggers(trainer)):
+        names = {_prefixed(logger, key) for key in EARLIER_PART_SERIES}
         try:
-            if not logger.experiment.get_metric_history(logger.run_id, key):
-                found.append(logger)
+            held = _holds_any(logger, names)
         except Exception as err:
-            _failed(logger, err, f"could not read {key!r} of MLflow run {getattr(logger, 'run_id', '?')}")
+            _failed(logger, err, f"could not read what {type(logger).__name__} holds of the run")
+            continue
+        if held is False:
+            found.append(logger)
     return found
 
 
+def _prefixed(logger: Any, key: str) -> str:
+    """``key`` as ``logger`` logs it (after its ``prefix``, joined by its ``LOGGER_JOIN_CHAR``)."""
+    prefix = getattr(logger, "_prefix", "") or ""
+    return f"{prefix}{getattr(logger, 'LOGGER_JOIN_CHAR', '-')}{key}" if prefix else key
+
+
+def _holds_any(logger: Any, names: set[str]) -> bool | None:
+    """Whether ``logger`` holds a series of ``names``; ``None`` where that cannot be told."""
+    if _is_mlflow(logger):
+        return not names.isdisjoint(logger.experiment.get_run(logger.run_id).data.metrics)
+    if _compat.is_csv_logger(logger):
+        writer = logger.experiment
+        path = getattr(writer, "metrics_file_path", None)
+        if path is None:
+            return None
+        held = set(getattr(writer, "metrics_keys", ()))
+        held.update(key for row in getattr(writer, "metrics", ()) for key in row)
+        if os.path.isfile(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                held.update(cell.strip() for cell in next(csv.reader(f), []))
+        return not names.isdisjoint(held)
+    if _compat.is_tensorboard_logger(logger):
+        own = _event_file(logger.experiment)
+        folder = Path(str(logger.log_dir))
+        if own is None or not folder.is_dir():
+            return None
+        return any(p.name != Path(own).name for p in folder.glob(EVENTS_PREFIX + "*"))
+    return None
+
+
+def _event_file(writer: Any) -> str | None:
+    """The event file a TensorBoard ``SummaryWriter`` writes (torch's or tensorboardX's), or ``None``."""
+    get = getattr(writer, "_get_file_writer", None)
+    file_writer = get() if callable(get) else getattr(writer, "file_writer", None)
+    events = getattr(file_writer, "event_writer", None)
+    name = getattr(events, "_file_name", None)
+    if name is None:  # tensorboardX keeps it one level down
+        name = getattr(getattr(events, "_ev_writer", None), "_file_name", None)
+    return None if name is None else str(name)
+
+
 def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, dict[str, float]]]) -> None:
-    """Write records of a run's earlier part into ``loggers`` (runs that hold none of them), row by row.
+    """Write records of a run's earlier part into ``loggers`` (logs that hold none of them), step by step.
+
+    The records of one step go in one call (one row of a ``metrics.csv``), in the order of the
+    steps. A ``CSVLogger`` or ``TensorBoardLogger`` also gets the run parameter
+    :data:`~lightning_green.keys.PARAM_EARLIER_PART_UNTIL_STEP` (the last step written here: its
+    readers tell the copy from the fit's own records by it) and writes both out at once.
 
     Args:
         loggers: The loggers (:func:`runs_without_energy`).
-        rows: ``(step, epoch, metrics)`` in order: the metrics go to ``step``; ``epoch``, when not
+        rows: ``(step, epoch, metrics)``: the metrics go to ``step``; ``epoch``, when not
             ``None``, is the step an active MLflow run gets instead (as :func:`log_metrics`).
     """
     for logger in filter(reachable, loggers):
+        active = isinstance(logger, ActiveMlflowRun)
+        by_step: dict[int, dict[str, float]] = {}
+        for step, epoch, metrics in rows:
+            if metrics:
+                by_step.setdefault(epoch if active and epoch is not None else step, {}).update(metrics)
+        if not by_step:
+            continue
         try:
-            for step, epoch, metrics in rows:
-                if metrics:
-                    active = isinstance(logger, ActiveMlflowRun) and epoch is not None
-                    logger.log_metrics(metrics, step=epoch if active else step)
+            for step in sorted(by_step):
+                logger.log_metrics(by_step[step], step=step)
+            if _compat.is_csv_logger(logger) or _compat.is_tensorboard_logger(logger):
+                logger.log_hyperparams({keys.PARAM_EARLIER_PART_UNTIL_STEP: max(by_step)})
+                logger.save()
         except Exception as err:
             _failed(logger, err, f"{type(logger).__name__} refused the run's earlier records")
 

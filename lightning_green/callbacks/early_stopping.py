@@ -18,7 +18,7 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.callbacks.energy_monitor import EnergyMonitor
+from lightning_green.callbacks.energy_monitor import EarlierRecord, EnergyMonitor
 from lightning_green.checks import check_bool, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import j_to_kwh
@@ -53,6 +53,9 @@ class StopperState:
     # Per check of the policy's history, what it was told beyond it: the run's kWh outside the
     # epochs and the epochs until the next learning-rate drop (None in older checkpoints).
     check_inputs: list[tuple[float, int | None]] | None = None
+    # What the stop logged of what it saved (the ``energy/not_run_*_projected`` metrics), for a new
+    # log of a run resumed after it (None: no stop, or an older checkpoint).
+    stop_record: dict[str, float] | None = None
 
 
 class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
@@ -167,6 +170,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
         self._stop_plan: list[int | None] | None = None
+        self._stop_record: dict[str, float] | None = None  # the stop's energy/not_run_* metrics
         self._stop_restored = False  # a stop came with the checkpoint (until the fit starts)
         self._stop_config: dict[str, Any] | None = None  # the policy arguments it was decided with
         self.last_decision: StopDecision | None = None
@@ -337,6 +341,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
         self._stop_plan = [trainer.max_epochs, trainer.max_steps]
+        unit = "epochs" if self.last_place is None else self.last_place.unit
+        logged = decision_metrics(decision, unit)
+        self._stop_record = {key: logged[key] for key in keys.NOT_RUN_KEYS if key in logged}
         self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
@@ -420,7 +427,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
         reason = None if self.stop_reason is None else self.stop_reason.value
         plan = None if self.stop_reason is None else self._stop_plan
-        state = StopperState(self.policy.state_dict(), reason, plan, self._check_inputs)
+        record = None if self.stop_reason is None else self._stop_record
+        state = StopperState(self.policy.state_dict(), reason, plan, self._check_inputs, record)
         return {**super().state_dict(), **to_state(state)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -434,6 +442,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self.policy.load_state_dict(state.policy)
         self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
         self._stop_plan = state.stop_plan
+        self._stop_record = state.stop_record
         self._stop_restored = self.stop_reason is not None
         self._stop_config = (state.policy or {}).get("config")
         inputs = state.check_inputs
@@ -465,7 +474,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             if trainer.global_rank == 0 and _loggers.any_logger(trainer):
                 self._record_restored_stop(trainer)
             return
-        self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
+        self.stop_reason, self._stop_plan, self._stop_record, self.stopped_epoch = None, None, None, 0
         self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
         _compat.info(
             trainer,
@@ -478,26 +487,40 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
 
         The stop tags and the run parameters (plan and policy arguments) go to every logger: the
         same values again in a run resumed into its own MLflow run, and what a new log of the run
-        (a new MLflow run, a new ``version_N`` folder) needs to agree with its summary. An MLflow
-        run that holds none of the run's series (a new run) also gets the checks the stop was
-        decided on (:func:`~lightning_green.stop_record.check_metrics`) at the steps they logged at
-        (:func:`~lightning_green.training.check_progress.check_points`), for replay to make the
-        same decision over it.
+        (a new MLflow run, a new ``version_N`` folder) needs to agree with its summary. A new log
+        also gets the run's epochs and the checks the stop was decided on, as every resumed fit's
+        does (:meth:`earlier_records`, through the EnergyMonitor), for replay to make the same
+        decision over it.
         """
-        position = _compat.fit_position(trainer)
-        place = check_place(position, None)
+        place = check_place(_compat.fit_position(trainer), None)
         self._log_params(trainer, place)
         _loggers.set_tags(
             trainer, {TAG_STOP_REASON: self.stop_reason.value, keys.TAG_STOPPED_EPOCH: self.stopped_epoch}
         )
-        new_runs = _loggers.runs_without_energy(trainer)
-        if new_runs:
-            history = self.policy.history
-            epochs, steps = check_points(history.progress.tolist(), place, position.steps_per_epoch)
-            metrics = check_metrics(history, self._check_inputs, epochs)
-            _loggers.log_history(
-                new_runs, [(step, None, row) for step, row in zip(steps, metrics, strict=True)]
-            )
+
+    def earlier_records(self, trainer: Trainer, before_step: int) -> list[EarlierRecord]:
+        """The checks of the run's earlier part as they were logged, for a new log of a resumed run.
+
+        What each check of the restored history logged for replay
+        (:func:`~lightning_green.stop_record.check_metrics`: its kWh, metric value, number, epochs
+        completed, and the kWh outside the epochs and learning-rate hint where the checkpoint keeps
+        them; with the last, a restored stop's ``energy/not_run_*_projected``), at the step it
+        logged at
+        (:func:`~lightning_green.training.check_progress.check_points`, from this fit's optimizer
+        steps per epoch), below ``before_step`` (the first step this fit logs at). The EnergyMonitor
+        writes them, with the run's epochs, into the logs that hold none of the run's series
+        (:class:`~lightning_green.callbacks.energy_monitor.HistoryContributor`).
+        """
+        history = self.policy.history
+        if not len(history):
+            return []
+        position = _compat.fit_position(trainer)
+        place = check_place(position, None)
+        epochs, steps = check_points(history.progress.tolist(), place, position.steps_per_epoch, before_step)
+        metrics = check_metrics(history, self._check_inputs, epochs)
+        if self.stop_reason is not None and self._stop_record:
+            metrics[-1].update(self._stop_record)
+        return [(step, None, row) for step, row in zip(steps, metrics, strict=True)]
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]

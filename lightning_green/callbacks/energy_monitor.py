@@ -43,6 +43,20 @@ class SummaryContributor(Protocol):
         """The fields, as plain data (asked on every rank when the fit ends or fails)."""
 
 
+EarlierRecord = tuple[int, int | None, dict[str, float]]
+"""A record of a run's earlier part to copy into a new log of the run: ``(step, epoch, metrics)``
+(``epoch``: the step an active MLflow run gets instead, or ``None``; see
+:func:`~lightning_green.callbacks._loggers.log_history`)."""
+
+
+@runtime_checkable
+class HistoryContributor(Protocol):
+    """A callback whose records of the run (the stopper's checks) a new log of a resumed run gets too."""
+
+    def earlier_records(self, trainer: Trainer, before_step: int) -> list[EarlierRecord]:
+        """What it logged in the run's earlier part (from its checkpoint), at steps below ``before_step``."""
+
+
 def _cuda_uuid(index: int) -> str | None:
     try:
         return str(torch.cuda.get_device_properties(index).uuid)
@@ -183,6 +197,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self._restored_marginal: tuple[int, float, int] | None = None
         self._metric_changed: tuple[str, str | None] | None = None  # a restored run's other metric
         self._carried_epoch: int | None = None  # the epoch a restored checkpoint caught open
+        self._restored = False  # this fit continues a run from a checkpoint (until its epochs begin)
 
     @property
     def state_key(self) -> str:
@@ -260,6 +275,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             self._new_run()
         self._set_aside_for = None
         self._reported = False
+        self._restored = False  # until a checkpoint of an earlier fit is loaded
         monitors = [cb for cb in trainer.callbacks if isinstance(cb, EnergyMonitor)]
         if len(monitors) > 1:
             raise ValueError(
@@ -395,6 +411,10 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         (or at its end) gets no such call for it, so the first training batch, validation or epoch
         end of the fit starts them instead (later calls do nothing).
 
+        A fit resumed from a checkpoint first gives a new log of the run what the run's earlier
+        part logged (:meth:`_log_earlier_part`, rank 0), before the energy of its first epoch is
+        counted from.
+
         A checkpoint saved at an epoch's last batch, before the epoch closed, resumes at the next
         epoch: Lightning ends the caught epoch with no hook. Its energy is closed as its own record
         here (no metric: its validation did not run), not added to the next epoch.
@@ -402,11 +422,64 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if not self.session.running:
             self._carried_epoch = None
             return
-        self.session.begin_epochs()
         carried, self._carried_epoch = self._carried_epoch, None
-        if carried is not None and int(trainer.current_epoch) > carried:
+        closes_carried = carried is not None and int(trainer.current_epoch) > carried
+        if self._restored and not self.session.epochs_begun:
+            self._restored = False
+            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+                self._log_earlier_part(trainer, closes_carried)
+        self.session.begin_epochs()
+        if closes_carried:
             record, _ = self.session.close_epoch(carried, None)
             self._log_closed_elsewhere(trainer, record)
+
+    def _log_earlier_part(self, trainer: Trainer, closes_carried: bool) -> None:
+        """Give a new log of a resumed run what the run logged before its checkpoint (rank 0).
+
+        Logs that hold none of the run's series (:func:`~._loggers.runs_without_energy`: a new
+        MLflow run, a new ``CSVLogger`` or ``TensorBoardLogger`` folder) get every epoch's series
+        (:meth:`_earlier_epoch_rows`) and the records of every :class:`HistoryContributor` (the
+        stopper's checks), below the first step this fit logs at (one lower when it closes an epoch
+        the checkpoint caught open), so the log holds the whole run. A log that holds them (the
+        run's own MLflow run, ``run_id``) gets nothing twice.
+        """
+        first_step = min(_compat.logging_step(trainer), int(trainer.global_step))
+        before = first_step - 1 if closes_carried else first_step
+        rows = self._earlier_epoch_rows(_compat.fit_position(trainer).steps_per_epoch, before)
+        for callback in trainer.callbacks:
+            if callback is not self and isinstance(callback, HistoryContributor):
+                rows.extend(callback.earlier_records(trainer, before))
+        if not rows:
+            return
+        new_logs = _loggers.runs_without_energy(trainer)
+        if new_logs:
+            _loggers.log_history(new_logs, rows)
+
+    def _earlier_epoch_rows(self, steps_per_epoch: int | None, before: int) -> list[EarlierRecord]:
+        """The series every restored epoch logged: energy, ``energy/total_kwh``, the metric and its gain.
+
+        At the step the epoch's end logged at when every epoch has ``steps_per_epoch`` optimizer
+        steps (below ``before``; at the epoch's number in an active MLflow run, as
+        :meth:`_log_epoch` logs there). A gain per kWh the restore logs itself (the checkpoint's
+        deferred metric) is left to it.
+        """
+        history, per_epoch = self.session.history, steps_per_epoch
+        done = [None if per_epoch is None else float((r.epoch + 1) * per_epoch) for r in history]
+        restored_gain = None if self._restored_marginal is None else self._restored_marginal[2]
+        rows: list[EarlierRecord] = []
+        for record, step in zip(history, logged_steps(done, before), strict=True):
+            metrics = {
+                **self._epoch_metrics(record),
+                keys.TOTAL_KWH: record.total_kwh,
+                "epoch": float(record.epoch),
+            }
+            if self.monitor is not None:
+                if record.metric is not None:
+                    metrics[self.monitor] = record.metric
+                if record.epoch == restored_gain:
+                    metrics.pop(keys.marginal_key(self.monitor), None)
+            rows.append((step, record.epoch, metrics))
+        return rows
 
     def _epoch_metrics(self, record: EpochEnergy) -> dict[str, float]:
         """What an epoch's record logs, but ``energy/total_kwh``."""
@@ -435,45 +508,21 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         A fit whose training loop ended before its first epoch (resumed from a checkpoint saved
         after the stopper stopped the run, which ends it at the start) used what it measured until
         now on its setup and sanity check: that counts before the first epoch, as every fit's setup
-        does (collective), and only what follows (the end of the fit) after the last. A new MLflow
-        run of it gets the run's epochs (:meth:`_log_earlier_epochs`).
+        does (collective), and only what follows (the end of the fit) after the last. Its loggers
+        get the run parameters the first epoch logged (energy source, PUE, monitor), and a new log
+        of the run the run's epochs (:meth:`_log_earlier_part`).
         """
         self._resolve_deferred_metric(trainer)
         if self.session.running and not self.session.epochs_begun:
-            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
-                self._log_earlier_epochs(trainer)
+            history = self.session.history
+            if (
+                trainer.global_rank == 0
+                and history
+                and not self._source_logged
+                and _loggers.any_logger(trainer)
+            ):
+                self._log_params(trainer, history[0])
             self._begin_epochs(trainer)
-
-    def _log_earlier_epochs(self, trainer: Trainer) -> None:
-        """Give the loggers of a fit that trained no epoch what the run's epochs logged (rank 0).
-
-        The run parameters the first epoch logs (energy source, PUE, monitor) go to every logger;
-        an MLflow run that holds none of the run's series (a new run) also gets every epoch's
-        series - energy, ``energy/total_kwh``, the monitored metric, its gain per kWh - at the step
-        the epoch's end logged at when every epoch has the resumed fit's optimizer steps (at the
-        epoch's number in an active MLflow run, as :meth:`_log_epoch` logs there).
-        """
-        history = self.session.history
-        if not history:
-            return
-        if not self._source_logged:
-            self._log_params(trainer, history[0])
-        new_runs = _loggers.runs_without_energy(trainer)
-        if not new_runs:
-            return
-        per_epoch = _compat.fit_position(trainer).steps_per_epoch
-        steps = logged_steps([None if per_epoch is None else (r.epoch + 1) * per_epoch for r in history])
-        rows: list[tuple[int, int | None, dict[str, float]]] = []
-        for record, step in zip(history, steps, strict=True):
-            metrics = {
-                **self._epoch_metrics(record),
-                keys.TOTAL_KWH: record.total_kwh,
-                "epoch": float(record.epoch),
-            }
-            if self.monitor is not None and record.metric is not None:
-                metrics[self.monitor] = record.metric
-            rows.append((step, record.epoch, metrics))
-        _loggers.log_history(new_runs, rows)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Close the epoch (every rank: a collective) and log it.
@@ -731,6 +780,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         state = from_state(MonitorState, state_dict)
         if state.fit_id is not None and self.session.running and state.fit_id == self.session.fit_id:
             return
+        self._restored = True
         self.session.load_state_dict({"ledger": state.ledger, "energy_source": state.energy_source})
         deferred, ledger = state.deferred_metric, self.session.ledger
         watched = (self.session.monitor, self.session.mode)

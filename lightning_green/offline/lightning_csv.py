@@ -65,7 +65,10 @@ class LightningCsvRun:
 
     A run resumed from a checkpoint into a new folder (``version_1``) is joined to the earlier
     parts it continues (:func:`earlier_parts`): their rows up to the resumed log's first step (less
-    a check its checkpoint did not hold, :func:`kept_until`), then its own.
+    a check its checkpoint did not hold, :func:`kept_until`), then its own. A resumed log that holds
+    a copy of its earlier part (:data:`~lightning_green.keys.PARAM_EARLIER_PART_UNTIL_STEP`) is read
+    whole where that part is not there, and joined to it, less the copy, where it is
+    (:func:`joined_span`).
 
     Attributes:
         run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
@@ -112,7 +115,9 @@ class LightningCsvRun:
                 if ("csv", other.resolve()) in parts or is_lightning_csv(other)
             ]
             chain = earlier_parts(own, pool)
-        self._cells = _joined_cells([(part.cells, last) for part, last in chain], own.cells)
+        self._cells = _joined_cells(
+            [(part.cells, last, part.copied_until) for part, last in chain], own.cells, own.copied_until
+        )
         self.params: Mapping[str, str] = joined_params(own, chain)
         self.continues: tuple[str, ...] = tuple(part.path for part, _ in chain)
         self.inputs: tuple[str, ...] = (
@@ -168,6 +173,7 @@ class _CsvPart:
         self.path = str(path)
         self.folder = path.parent
         self.params = read_hparams(self.folder / HPARAMS_FILE)
+        self.copied_until = earlier_part_until(self.params, self.folder)
         self.tags, self.failed = read_summary_marks(self.folder / SUMMARY_FILE)
         self.cells = _read_cells(self.path)
         self.inputs = (self.path, *side_files(self.folder))
@@ -245,6 +251,9 @@ class LogPart(Protocol):
     """Where it resumed from a checkpoint (:func:`resume_point`), or ``None``."""
     params: Mapping[str, str]
     """Its ``hparams.yaml``'s entries as text."""
+    copied_until: int | None
+    """The last step of the copy of its run's earlier part it holds (:func:`earlier_part_until`), or
+    ``None``."""
 
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of ``key`` in its own rows."""
@@ -290,15 +299,52 @@ def version_number(folder: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+def earlier_part_until(params: Mapping[str, str], folder: Path) -> int | None:
+    """The last step of the copy of its run's earlier part a log holds, from its run parameters.
+
+    A fit resumed from a checkpoint into a new folder writes the run's epochs and checks before
+    its own records, up to the step it records as
+    :data:`~lightning_green.keys.PARAM_EARLIER_PART_UNTIL_STEP`.
+
+    Args:
+        params: The log's own run parameters (as text).
+        folder: The log's folder, for the message.
+
+    Returns:
+        The step, or ``None`` for a log that holds no such copy.
+
+    Raises:
+        OfflineInputError: If the parameter is not a whole number >= 0.
+
+    Example:
+        >>> earlier_part_until({"lightning_green.earlier_part_until_step": "15"}, Path("v1"))
+        15
+    """
+    text = params.get(keys.PARAM_EARLIER_PART_UNTIL_STEP)
+    if text is None:
+        return None
+    value = parse_number(text.strip())
+    if value is None or not math.isfinite(value) or value < 0 or value != math.floor(value):
+        name = keys.PARAM_EARLIER_PART_UNTIL_STEP
+        raise OfflineInputError(f"{folder}: run parameter {name} is not a whole number >= 0: {text!r}")
+    return int(value)
+
+
 def resume_point(part: LogPart) -> ResumePoint | None:
     """Where ``part`` resumed from a checkpoint, from its own rows; ``None`` if it started afresh.
 
     A run resumed from a checkpoint continues ``energy/total_kwh``: its first epoch's total less
-    that epoch's ``energy/epoch_kwh`` is more than zero (the total the checkpoint held).
+    that epoch's ``energy/epoch_kwh`` is more than zero (the total the checkpoint held). A log that
+    holds a copy of its earlier part (:attr:`LogPart.copied_until`) resumed right after the copy:
+    from the copy's last total, at the epoch and check after the copy's last, its first step the
+    first it logged anything at after the copy (the one after the copy when there is none: a fit
+    that trained nothing).
 
     Raises:
         CurveFormatError: If a cell of those columns is not a number.
     """
+    if part.copied_until is not None:
+        return _after_copy(part, part.copied_until)
     totals, epoch_kwh = part.history(keys.TOTAL_KWH), part.history(keys.EPOCH_KWH)
     if not totals or not epoch_kwh or part.first_step is None:
         return None
@@ -309,6 +355,41 @@ def resume_point(part: LogPart) -> ResumePoint | None:
     numbers = part.history(keys.CHECK_NUMBER)
     first_check = int(numbers[min(numbers)]) if numbers else None
     return ResumePoint(base, part.history("epoch").get(first), part.first_step, first_check)
+
+
+def _after_copy(part: LogPart, until: int) -> ResumePoint | None:
+    """Where ``part``, which holds a copy of its earlier part up to step ``until``, resumed (or ``None``)."""
+    totals = {step: value for step, value in part.history(keys.TOTAL_KWH).items() if step <= until}
+    if not totals:
+        return None
+    last = max(totals)
+    if not totals[last] > 0:
+        return None
+    epoch = part.history("epoch").get(last)
+    numbers = [number for step, number in part.history(keys.CHECK_NUMBER).items() if step <= until]
+    after = [step for step in part.history("step") if step > until]
+    return ResumePoint(
+        totals[last],
+        None if epoch is None else epoch + 1,
+        min(after, default=until + 1),
+        int(max(numbers)) + 1 if numbers else None,
+    )
+
+
+def joined_span(oldest: bool, copied_until: int | None, last_step: int | None) -> tuple[float, float]:
+    """The steps ``(after, until]`` of a part's own rows that a log joined to its earlier parts keeps.
+
+    A part continued by a later one is kept up to ``last_step`` (:func:`earlier_parts`); the log
+    itself to its end (``None``). A part that holds a copy of its earlier part (up to
+    ``copied_until``) is kept after it, unless it is the oldest part read: the earlier parts read
+    before it hold those records as they were logged, and where none is there the copy is the run's.
+
+    Example:
+        >>> joined_span(True, 15, None), joined_span(False, 15, 40)
+        ((-inf, inf), (15, 40))
+    """
+    after = -math.inf if oldest or copied_until is None else copied_until
+    return after, math.inf if last_step is None else last_step
 
 
 def kept_until(earlier: LogPart, point: ResumePoint) -> int:
@@ -399,24 +480,29 @@ def joined_params(own: LogPart, chain: Sequence[tuple[LogPart, int]]) -> dict[st
 
 
 def _joined_cells(
-    earlier: Sequence[tuple[Mapping[str, Mapping[int, Any]], int]], own: Mapping[str, Mapping[int, Any]]
+    earlier: Sequence[tuple[Mapping[str, Mapping[int, Any]], int, int | None]],
+    own: Mapping[str, Mapping[int, Any]],
+    own_copied_until: int | None = None,
 ) -> dict[str, dict[int, Any]]:
     """``key -> step -> value`` of a resumed log joined to its earlier parts.
 
     Args:
-        earlier: ``(rows, last_step)`` of each earlier part, latest first (:func:`earlier_parts`).
+        earlier: ``(rows, last_step, copied_until)`` of each earlier part, latest first
+            (:func:`earlier_parts`; ``copied_until``: :attr:`LogPart.copied_until`).
         own: The resumed log's own rows.
+        own_copied_until: Where the copy of its earlier part that it holds ends, or ``None``.
 
     Returns:
         The oldest part's rows up to its ``last_step``, then each later part's (a step both logged
-        keeps the later part's value: the resumed run logged it again), then ``own``.
+        keeps the later part's value: the resumed run logged it again), then ``own``; of each
+        part, the steps :func:`joined_span` keeps.
     """
     joined: dict[str, dict[int, Any]] = {}
-    for rows, last_step in reversed(earlier):
+    parts = [*reversed(earlier), (own, None, own_copied_until)]
+    for i, (rows, last_step, copied_until) in enumerate(parts):
+        after, until = joined_span(i == 0, copied_until, last_step)
         for key, by_step in rows.items():
-            joined.setdefault(key, {}).update((st, v) for st, v in by_step.items() if st <= last_step)
-    for key, by_step in own.items():
-        joined.setdefault(key, {}).update(by_step)
+            joined.setdefault(key, {}).update((st, v) for st, v in by_step.items() if after < st <= until)
     return joined
 
 

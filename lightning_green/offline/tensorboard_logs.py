@@ -9,7 +9,8 @@ runs (:func:`~lightning_green.offline.mlflow_curves.curve_of_run`, through
 :func:`~lightning_green.offline.lightning_logs.read_log_curve`) makes its curve, so a replay of the
 log makes the callback's decisions. A step logged twice keeps the value with the latest wall time
 (MLflow's rule). A run resumed from a checkpoint into a new folder (``version_1``) is joined to the
-earlier part it continues, as a ``CSVLogger`` log is (:mod:`.lightning_csv`). Reading needs the
+earlier part it continues, as a ``CSVLogger`` log is (:mod:`.lightning_csv`; a copy of that part
+the resumed log holds is read where the part is not there). Reading needs the
 ``tensorboard`` package (which ``TensorBoardLogger`` needs too).
 """
 
@@ -24,8 +25,10 @@ from lightning_green.offline.lightning_csv import (
     HPARAMS_FILE,
     SUMMARY_FILE,
     LogParts,
+    earlier_part_until,
     earlier_parts,
     joined_params,
+    joined_span,
     read_hparams,
     read_summary_marks,
     resume_point,
@@ -112,11 +115,16 @@ class TensorBoardRun:
             siblings = sorted({p.parent for p in here.parent.glob(f"*/{EVENTS_PREFIX}*")}, reverse=True)
             chain = earlier_parts(own, [_tb_part(other, parts) for other in siblings])
         self._scalars: dict[str, list[_Scalar]] = {}
-        for part, last_step in reversed(chain):  # the oldest part first, up to where it was continued
+        # the oldest part first, up to where it was continued, then this log's (a step logged again:
+        # the latest wall time wins); a copy of the earlier parts a later part holds is left out
+        pieces = [
+            *((part, last, part.copied_until) for part, last in reversed(chain)),
+            (own, None, own.copied_until),
+        ]
+        for i, (part, last_step, copied_until) in enumerate(pieces):
+            after, until = joined_span(i == 0, copied_until, last_step)
             for tag, events in part.scalars.items():
-                self._scalars.setdefault(tag, []).extend(e for e in events if e.step <= last_step)
-        for tag, events in own.scalars.items():  # a step logged again: the latest wall time wins
-            self._scalars.setdefault(tag, []).extend(events)
+                self._scalars.setdefault(tag, []).extend(e for e in events if after < e.step <= until)
         self.params = joined_params(own, chain)
         self.continues: tuple[str, ...] = tuple(f for part, _ in chain for f in part.event_files)
         self.inputs: tuple[str, ...] = (
@@ -192,6 +200,7 @@ class _TbPart:
                     f"TensorBoard log {folder}: {Path(events).name} cannot be read: {e}"
                 ) from None
         self.params = params
+        self.copied_until = earlier_part_until(params, folder)
         steps = [e.step for tag, scalars in self.scalars.items() if tag != HP_METRIC for e in scalars]
         self.first_step: int | None = min(steps) if steps else None
         # when the folder was begun: the wall time of its first event, in seconds

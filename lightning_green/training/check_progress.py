@@ -220,7 +220,7 @@ def training_end(position: FitPosition) -> str:
     return f"ended after {position.current_epoch} epochs for another reason"
 
 
-def logged_steps(steps_done: Sequence[float | None]) -> list[int]:
+def logged_steps(steps_done: Sequence[float | None], before: int | None = None) -> list[int]:
     """The logging steps of points of a run (epoch ends, checks) from the optimizer steps done at each.
 
     Lightning logs what a point recorded at the step of the batch that ended before it: the
@@ -230,6 +230,10 @@ def logged_steps(steps_done: Sequence[float | None]) -> list[int]:
 
     Args:
         steps_done: Optimizer steps done at each point, in the order of the points.
+        before: A step every point must be logged before (the first step a resumed fit logs its
+            own records at), or ``None`` for no bound. Points the steps done would put at or after
+            it (epochs whose length changed during the run) are moved down below it, each still
+            after the one before it where there is room.
 
     Returns:
         One step per point, increasing.
@@ -237,16 +241,21 @@ def logged_steps(steps_done: Sequence[float | None]) -> list[int]:
     Example:
         >>> logged_steps([45.0, 90.0, 90.0, None, 200.5])
         [44, 89, 90, 91, 200]
+        >>> logged_steps([45.0, 90.0, 135.0], before=100)
+        [44, 89, 99]
     """
     steps: list[int] = []
     for done in steps_done:
         step = 0 if done is None or not math.isfinite(done) else max(0, math.ceil(done) - 1)
         steps.append(step if not steps else max(step, steps[-1] + 1))
+    if before is not None:
+        n = len(steps)
+        steps = [max(0, min(step, before - (n - i))) for i, step in enumerate(steps)]
     return steps
 
 
 def check_points(
-    progress: Sequence[float], place: CheckPlace, steps_per_epoch: int | None
+    progress: Sequence[float], place: CheckPlace, steps_per_epoch: int | None, before: int | None = None
 ) -> tuple[list[float | None], list[int]]:
     """The epochs completed and the logging step of each of a run's checks, from their progress.
 
@@ -254,6 +263,7 @@ def check_points(
         progress: Progress at each check, in the unit of ``place`` (the run's plan now).
         place: Where the run is now (its unit and epoch length).
         steps_per_epoch: Optimizer steps in an epoch now (``None``: unknown).
+        before: A step every check must be logged before (:func:`logged_steps`), or ``None``.
 
     Returns:
         ``(epochs, steps)``: epochs completed at each check (``None`` in a run without epochs), as
@@ -275,4 +285,4 @@ def check_points(
     else:
         epochs = list(values)
         done = [None if steps_per_epoch is None else p * steps_per_epoch for p in values]
-    return epochs, logged_steps(done)
+    return epochs, logged_steps(done, before)
