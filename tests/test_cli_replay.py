@@ -328,6 +328,38 @@ def test_mlflow_replay_without_monitor_of_a_run_that_recorded_none(tmp_path: Pat
     assert not out.exists()
 
 
+def test_mlflow_replay_says_which_runs_lost_the_stoppers_parameters(tmp_path: Path, sqlite_uri: str, capsys):
+    """A run the stopper checked and stopped whose parameters did not reach the store (MLflow's
+    async logging refused their batch): replayed with the defaults, and replay names it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=sqlite_uri)
+    experiment_id = client.create_experiment("lost")
+    kept = _finished_run(client, experiment_id, 5)
+    lost = _finished_run(client, experiment_id, 5)
+    for run_id in (kept, lost):
+        for i in range(5):  # the stopper's record of each check
+            client.log_metric(run_id, "energy/check_kwh", 0.01 * (i + 1), step=i)
+        client.set_tag(run_id, "lightning_green.stop_reason", "energy_budget")
+    client.log_param(kept, "lightning_green.max_epochs", "5")
+    client.log_param(kept, "lightning_green.energy_budget_kwh", "0.03")
+    out = tmp_path / "d.csv"
+    argv = [
+        "replay",
+        "--mlflow-uri",
+        sqlite_uri,
+        "--experiment",
+        "lost",
+        "--monitor",
+        "val_loss",
+        "-o",
+        str(out),
+    ]
+    assert main(argv) == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if "hold none of its parameters" in line]
+    assert len(notes) == 1 and "1 run(s)" in notes[0] and lost in notes[0] and kept not in notes[0], notes
+
+
 def _store_argv(command: str, uri: str, output: str) -> list[str]:
     """``report`` or ``replay`` reading the store at ``uri`` (replay writing ``output``)."""
     if command == "report":

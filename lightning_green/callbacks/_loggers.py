@@ -159,12 +159,6 @@ def give_up_on(logger: Any, err: BaseException) -> None:
     )
 
 
-def forget_unreachable(trainer: Trainer) -> None:
-    """At a fit's start: try the trainer's MLflow runs again (their server may be back)."""
-    for logger in mlflow_loggers(trainer):
-        _UNREACHABLE_RUNS.discard(str(getattr(logger, "run_id", "")))
-
-
 def _failed(logger: Any, err: BaseException, message: str) -> None:
     """One logger refused a call: give up on an MLflow server that does not answer, else warn."""
     if _is_mlflow(logger) and is_connection_failure(err):
@@ -196,33 +190,118 @@ def ordered_loggers(trainer: Trainer) -> list[Any]:
 def log_params(trainer: Trainer, params: dict[str, Any]) -> None:
     """Record run parameters on every logger (MLflow params, TensorBoard/CSV hparams).
 
-    A parameter an MLflow run already holds with another value (a resumed run whose energy
-    source changed) is recorded as a tag ``<name>.resumed`` instead; the others, logged again with
-    the value the run holds, are left as they are.
+    An MLflow run is sent each parameter once: the callbacks of a fit share one record per run of
+    what it holds (:func:`_held_params`), so a parameter two of them log (``monitor``, ``mode``)
+    is sent by the first only. MLflow's async logging (``MLFlowLogger(synchronous=False)``) may
+    merge two batches of a run into one, or write them at the same time: one key in both made the
+    store refuse one of them whole, in MLflow's background thread, and a callback's parameters were
+    lost without a word. A parameter the run already holds with another value (a resumed run whose
+    energy source or plan changed) is recorded as a tag ``<name>.resumed`` instead (the latest
+    value); one logged again with the value the run holds is not sent. TensorBoard and CSV loggers
+    merge hyperparameters in a dict of their own: they get ``params`` whole.
     """
     for logger in filter(reachable, ordered_loggers(trainer)):
+        if _is_mlflow(logger):
+            _log_mlflow_params(logger, params)
+            continue
         try:
             logger.log_hyperparams(params)
         except Exception as err:
-            if _is_mlflow(logger) and not is_connection_failure(err):
-                _log_params_one_by_one(trainer, logger, params)
-            else:
-                _failed(logger, err, f"{type(logger).__name__} refused params {params}")
+            _failed(logger, err, f"{type(logger).__name__} refused params {params}")
 
 
-def _log_params_one_by_one(trainer: Trainer, logger: Any, params: dict[str, Any]) -> None:
-    """Log ``params`` to an MLflow run that refused them together: a refused one becomes a tag."""
-    changed = {}
+_HELD_PARAMS: dict[str, dict[str, str]] = {}
+"""Per MLflow run id: the ``lightning_green.*`` parameters it holds (as text; a ``.resumed`` tag's
+value for one it holds with another), as read from the run at the first parameters a fit logs to
+it, and as the callbacks of the fit logged them since (:func:`log_params`)."""
+
+
+def begin_fit(trainer: Trainer) -> None:
+    """At a fit's start: forget what this process knew of the trainer's MLflow runs.
+
+    Their server is tried again (it may be back), and their parameters are read anew at the first
+    ones the fit logs (:data:`_HELD_PARAMS`).
+    """
+    for logger in mlflow_loggers(trainer):
+        run_id = str(getattr(logger, "run_id", ""))
+        _UNREACHABLE_RUNS.discard(run_id)
+        _HELD_PARAMS.pop(run_id, None)
+
+
+def _held_params(logger: Any) -> dict[str, str] | None:
+    """The record of the ``lightning_green.*`` parameters the MLflow run of ``logger`` holds.
+
+    Read from the run once a fit: its parameters, and for one held with another value since, the
+    tag ``<name>.resumed``. ``None`` when its server does not answer (given up on); ``{}`` for a
+    run that cannot be read otherwise (a refused batch is then logged one by one).
+    """
+    run_id = str(logger.run_id)
+    held = _HELD_PARAMS.get(run_id)
+    if held is not None:
+        return held
+    held = {}
+    try:
+        data = logger.experiment.get_run(run_id).data
+    except Exception as err:
+        if is_connection_failure(err):
+            _failed(logger, err, f"could not read the parameters of MLflow run {run_id}")
+            return None
+    else:
+        held = {k: str(v) for k, v in data.params.items() if k.startswith(keys.PARAM_PREFIX)}
+        for key, value in data.tags.items():
+            name = key.removesuffix(keys.RESUMED_SUFFIX)
+            if name != key and name in held:
+                held[name] = str(value)
+    _HELD_PARAMS[run_id] = held
+    return held
+
+
+def _log_mlflow_params(logger: Any, params: dict[str, Any]) -> None:
+    """Log to an MLflow run the parameters it does not hold; a changed one becomes a ``.resumed`` tag."""
+    held = _held_params(logger)
+    if held is None:
+        return
+    new = {name: value for name, value in params.items() if name not in held}
+    changed = {name: value for name, value in params.items() if name in held and held[name] != str(value)}
+    if new:
+        try:
+            logger.log_hyperparams(new)
+        except Exception as err:
+            if is_connection_failure(err):
+                _failed(logger, err, f"{type(logger).__name__} refused params {new}")
+                return
+            refused = _log_params_one_by_one(logger, new, held)
+            if refused is None:
+                return
+            changed.update(refused)
+        else:
+            held.update({name: str(value) for name, value in new.items()})
+    if changed:
+        _set_tags_on(logger, {f"{name}{keys.RESUMED_SUFFIX}": value for name, value in changed.items()})
+        held.update({name: str(value) for name, value in changed.items()})
+
+
+def _log_params_one_by_one(
+    logger: Any, params: dict[str, Any], held: dict[str, str]
+) -> dict[str, Any] | None:
+    """Log ``params`` to an MLflow run that refused them together, recording each it takes in ``held``.
+
+    Returns:
+        The parameters it refused (held with another value: each becomes a ``.resumed`` tag), or
+        ``None`` when its server stopped answering.
+    """
+    refused = {}
     for name, value in params.items():
         try:
             logger.log_hyperparams({name: value})
         except Exception as err:
             if is_connection_failure(err):
                 _failed(logger, err, f"{type(logger).__name__} refused params {params}")
-                return
-            changed[f"{name}{keys.RESUMED_SUFFIX}"] = value
-    if changed:
-        set_tags(trainer, changed)
+                return None
+            refused[name] = value
+        else:
+            held[name] = str(value)
+    return refused
 
 
 EARLIER_PART_SERIES = (keys.TOTAL_KWH, keys.CHECK_KWH)
@@ -376,11 +455,16 @@ def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
 def set_tags(trainer: Trainer, tags: dict[str, Any]) -> None:
     """Set tags (values as str) on every MLflow run of the trainer (other loggers have no tags)."""
     for logger in filter(reachable, mlflow_loggers(trainer)):
-        try:
-            for key, value in tags.items():
-                logger.experiment.set_tag(logger.run_id, key, str(value))
-        except Exception as err:
-            _failed(logger, err, f"could not set MLflow tags {tags}")
+        _set_tags_on(logger, tags)
+
+
+def _set_tags_on(logger: Any, tags: dict[str, Any]) -> None:
+    """Set tags (values as str) on the run of one MLflow logger (one warning if it refuses)."""
+    try:
+        for key, value in tags.items():
+            logger.experiment.set_tag(logger.run_id, key, str(value))
+    except Exception as err:
+        _failed(logger, err, f"could not set MLflow tags {tags}")
 
 
 def log_artifact(trainer: Trainer, path: Path, artifact_path: str = "lightning_green") -> None:

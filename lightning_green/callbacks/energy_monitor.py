@@ -266,7 +266,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """
         if stage != "fit" or self.session.running:
             return
-        _loggers.forget_unreachable(trainer)
+        _loggers.begin_fit(trainer)
         if _compat.starts_new_run(trainer):
             # A Tuner's search on this Trainer before this fit (its own fit, which it leaves without
             # an end) belongs to this run: its energy counts before the first epoch.

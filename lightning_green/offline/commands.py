@@ -26,7 +26,12 @@ from lightning_green.offline.engine import ReplayResult, config_for, replay_curv
 from lightning_green.offline.errors import OutputPathError, UsageError
 from lightning_green.offline.lightning_csv import LogParts
 from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
-from lightning_green.offline.mlflow_curves import ENERGY_KEY, assumed_mode_note, curve_of_run
+from lightning_green.offline.mlflow_curves import (
+    ENERGY_KEY,
+    MAX_EPOCHS_PARAM,
+    assumed_mode_note,
+    curve_of_run,
+)
 from lightning_green.offline.staging import StagedOutputs
 from lightning_green.offline.tensorboard_logs import is_tensorboard_log
 from lightning_green.policy import StoppingConfig
@@ -432,6 +437,13 @@ def _print_replay(
         echo(
             f"note: {len(elsewhere)} run(s) recorded another monitored metric ({other}): replayed "
             f"{args.monitor!r} with the command-line options and defaults"
+        )
+    lost = [c.curve_id for c in curves if c.arguments_missing]
+    if lost:
+        echo(
+            f"note: {len(lost)} run(s) checked by EnergyAwareEarlyStopping hold none of its parameters "
+            f"({MAX_EPOCHS_PARAM}, the policy arguments; lost by the logger): replayed with the "
+            "command-line options and defaults, not the arguments it ran with: " + ", ".join(lost)
         )
     assumed = [c for c in curves if c.mode_assumed]
     if assumed:  # the rule report follows too (metric_direction)

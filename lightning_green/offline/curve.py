@@ -50,6 +50,11 @@ class Curve:
             ``costs`` does not. ``None``: not recorded (none is counted).
         mode_assumed: Whether :attr:`higher_is_better` is the default (lower is better), neither
             recorded by the run for this metric nor given (``--mode``): replay says so.
+        arguments_missing: Whether EnergyAwareEarlyStopping checked the run (its records of the
+            checks, ``energy/check_kwh``, or a stop tag ``lightning_green.stop_reason`` of its own)
+            but the run holds none of the parameters it logs at its first check (the plan, the
+            policy arguments): a log that lost them, replayed with the options and defaults;
+            replay says so.
     """
 
     curve_id: str
@@ -69,6 +74,7 @@ class Curve:
     cost_not_run: float | None = field(default=None, repr=False)
     outside_costs: np.ndarray | None = field(default=None, repr=False)
     mode_assumed: bool = field(default=False, repr=False)
+    arguments_missing: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)

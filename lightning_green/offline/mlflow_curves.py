@@ -223,6 +223,10 @@ def curve_of_run(
     plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
     costs = cumulative_costs(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
     outside = run.history(CHECK_OUTSIDE_KEY) if cost is at_checks else {}
+    config = _recorded_config(where, params) if own else None
+    # The stopper checked this run (its records of the checks, a stop tag of its own) but the run
+    # holds none of the parameters it logs at its first check: a log that lost them.
+    checked = bool(at_checks) or run.tags.get(keys.TAG_STOP_REASON, keys.NO_STOP) != keys.NO_STOP
     return Curve(
         curve_id=run_id,
         epochs=epochs,
@@ -235,10 +239,11 @@ def curve_of_run(
         plan_recorded=plan_recorded,
         lr_hints=tuple(_hint(where, hint_hist[s]) if s in hint_hist else None for s in steps),
         recorded_monitor=target.monitor,
-        recorded_config=_recorded_config(where, params) if own else None,
+        recorded_config=config,
         cost_not_run=_cost_not_run(run, cost_key, costs, epochs, planned),
         outside_costs=_outside_costs(where, steps, outside) if outside else None,
         mode_assumed=direction.assumed,
+        arguments_missing=(own or target.monitor is None) and checked and not config and not plan_recorded,
     )
 
 
