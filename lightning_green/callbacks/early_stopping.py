@@ -10,7 +10,7 @@ Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -22,6 +22,7 @@ from lightning_green.callbacks.energy_monitor import EarlierRecord, EnergyMonito
 from lightning_green.checks import check_bool, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import j_to_kwh
+from lightning_green.json_safe import json_safe
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
 from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
 from lightning_green.report import decision_summary
@@ -44,6 +45,30 @@ LIGHTNING_REASONS: dict[StopReason, str] = {
 
 
 @dataclass
+class PendingCheck:
+    """A validation's value of the monitor that a check at the training epoch's end has yet to read.
+
+    A checkpoint saved at that validation's end keeps it: the resumed fit neither runs the
+    validation again nor has what it logged, and its epoch-end check reads the value from here.
+    """
+
+    epoch: int
+    value: float
+
+
+@dataclass
+class StopRecord:
+    """What a stop leaves to the summary and to a new log of the run, as plain data.
+
+    Kept in checkpoints saved after the stop: a fit resumed from one ends at once, with no decision
+    of its own to draw these from.
+    """
+
+    summary: dict[str, Any] = field(default_factory=dict)  # the summary's stop_savings, stopping_policy
+    metrics: dict[str, float] = field(default_factory=dict)  # the energy/not_run_*_projected it logged
+
+
+@dataclass
 class StopperState:
     """What EnergyAwareEarlyStopping saves beyond Lightning's ``EarlyStopping`` fields."""
 
@@ -53,9 +78,8 @@ class StopperState:
     # Per check of the policy's history, what it was told beyond it: the run's kWh outside the
     # epochs and the epochs until the next learning-rate drop (None in older checkpoints).
     check_inputs: list[tuple[float, int | None]] | None = None
-    # What the stop logged of what it saved (the ``energy/not_run_*_projected`` metrics), for a new
-    # log of a run resumed after it (None: no stop, or an older checkpoint).
-    stop_record: dict[str, float] | None = None
+    pending_check: PendingCheck | None = None  # a validation's value the epoch-end check has yet to read
+    stop_record: StopRecord | None = None  # what the stop leaves to the summary (None in older checkpoints)
 
 
 class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
@@ -170,7 +194,6 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
         self._stop_plan: list[int | None] | None = None
-        self._stop_record: dict[str, float] | None = None  # the stop's energy/not_run_* metrics
         self._stop_restored = False  # a stop came with the checkpoint (until the fit starts)
         self._stop_config: dict[str, Any] | None = None  # the policy arguments it was decided with
         self.last_decision: StopDecision | None = None
@@ -181,6 +204,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._check_inputs: list[tuple[float, int | None]] | None = []
         self._pending_metrics: dict[str, float] = {}
         self._missing_warned = False
+        self._pending_check: PendingCheck | None = None
+        self._before_validation: Any = None  # the monitor's value object when validation started
+        self._restored_stop: StopRecord | None = None  # the stop's record, as a checkpoint restored it
         # Lightning EarlyStopping's own fields, as its constructor sets them.
         self.wait_count = 0
         self.stopped_epoch = 0
@@ -237,8 +263,37 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
         self._inputs_logged = False
 
-    def _run_early_stopping_check(self, trainer: Trainer) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Remember the monitor's value object, to tell whether this validation logs the monitor."""
+        self._before_validation = trainer.callback_metrics.get(self.monitor)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Check here (Lightning's rule), or keep the value a check at the epoch's end will read.
+
+        Kept (:class:`PendingCheck`) so that a checkpoint saved at this validation's end holds it.
+        """
+        super().on_validation_end(trainer, pl_module)
+        value, before = trainer.callback_metrics.get(self.monitor), self._before_validation
+        self._before_validation = None
+        # A value this validation logged (Lightning puts a new value object) for the epoch-end check
+        fresh = value is not None and value is not before
+        if fresh and self._check_on_train_epoch_end and not self._should_skip_check(trainer):
+            self._pending_check = PendingCheck(int(trainer.current_epoch), float(value))
+
+    def _check_logs(self, trainer: Trainer) -> dict[str, Any]:
+        """The logged metrics a check reads.
+
+        With the value this epoch's validation logged when the fit, resumed from a checkpoint saved
+        at that validation's end, has none of its own.
+        """
         logs = trainer.callback_metrics
+        pending, self._pending_check = self._pending_check, None
+        if self.monitor not in logs and pending is not None and pending.epoch == int(trainer.current_epoch):
+            return {**logs, self.monitor: torch.tensor(pending.value, dtype=torch.float64)}
+        return logs
+
+    def _run_early_stopping_check(self, trainer: Trainer) -> None:
+        logs = self._check_logs(trainer)
         if trainer.fast_dev_run:
             return
         if not self._validate_condition_metric(logs):  # raises when strict
@@ -341,9 +396,6 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
         self._stop_plan = [trainer.max_epochs, trainer.max_steps]
-        unit = "epochs" if self.last_place is None else self.last_place.unit
-        logged = decision_metrics(decision, unit)
-        self._stop_record = {key: logged[key] for key in keys.NOT_RUN_KEYS if key in logged}
         self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
@@ -405,9 +457,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         if self.stop_reason is not None:
             fields = dict(stop_reason=self.stop_reason.value, stopped_epoch=self.stopped_epoch)
             fields["stop_message"] = self.stopping_reason_message
-            unit = "epochs" if self.last_place is None else self.last_place.unit
-            kwh = float(self.policy.history.costs_kwh[-1])
-            fields.update(stop_savings_fields(decision, unit=unit, kwh_at_stop=kwh, monitor=self.monitor))
+            record = self._stop_record()
+            if record is not None:  # from the stop's decision, or restored with the stop
+                fields.update(record.summary)
         elif end is not None:
             message = f"{type(self).__name__} did not stop the run: {end}"
             fields = dict(
@@ -415,20 +467,49 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             )
         elif decision is not None:
             fields = dict(stop_reason=None, stopped_epoch=None, stop_message=None)
-        if decision is not None:
-            fitted_from = None
-            if decision.fit is not None:
-                costs = self.policy.history.costs_kwh  # a view: no copy of the whole history
-                fitted_from = float(costs[max(0, len(costs) - decision.fit.n_points)])
-            fields["stopping_policy"] = decision_summary(decision, fitted_from)
+        if decision is not None and "stopping_policy" not in fields:
+            fields["stopping_policy"] = self._policy_summary(decision)
         return fields
+
+    def _policy_summary(self, decision: StopDecision) -> dict[str, Any]:
+        """The summary's ``stopping_policy``: the decision's numbers and its fitted curve."""
+        fitted_from = None
+        if decision.fit is not None:
+            costs = self.policy.history.costs_kwh  # a view: no copy of the whole history
+            fitted_from = float(costs[max(0, len(costs) - decision.fit.n_points)])
+        return decision_summary(decision, fitted_from)
+
+    def _stop_record(self) -> StopRecord | None:
+        """The stop's summary fields and ``energy/not_run_*`` metrics (None: no stop).
+
+        Drawn from the last decision; in a fit resumed after the stop (which decides nothing), as
+        the checkpoint kept them (None from an older checkpoint).
+        """
+        decision = self.last_decision
+        if self.stop_reason is None or decision is None:
+            return None if self.stop_reason is None else self._restored_stop
+        unit = "epochs" if self.last_place is None else self.last_place.unit
+        kwh = float(self.policy.history.costs_kwh[-1])
+        summary = stop_savings_fields(decision, unit=unit, kwh_at_stop=kwh, monitor=self.monitor)
+        summary["stopping_policy"] = self._policy_summary(decision)
+        metrics = {k: v for k, v in decision_metrics(decision, unit).items() if k in keys.NOT_RUN_KEYS}
+        return StopRecord(summary, metrics)
 
     def state_dict(self) -> dict[str, Any]:
         """Lightning's EarlyStopping fields, the policy's history and plateau state, and the stop reason."""
         reason = None if self.stop_reason is None else self.stop_reason.value
         plan = None if self.stop_reason is None else self._stop_plan
-        record = None if self.stop_reason is None else self._stop_record
-        state = StopperState(self.policy.state_dict(), reason, plan, self._check_inputs, record)
+        record = self._stop_record()
+        if record is not None:  # plain data (NumPy scalars in a fit's numbers), as a safe checkpoint holds
+            record = StopRecord(json_safe(record.summary), json_safe(record.metrics))
+        state = StopperState(
+            self.policy.state_dict(),
+            reason,
+            plan,
+            self._check_inputs,
+            pending_check=self._pending_check,
+            stop_record=record,
+        )
         return {**super().state_dict(), **to_state(state)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -442,12 +523,13 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self.policy.load_state_dict(state.policy)
         self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
         self._stop_plan = state.stop_plan
-        self._stop_record = state.stop_record
         self._stop_restored = self.stop_reason is not None
         self._stop_config = (state.policy or {}).get("config")
         inputs = state.check_inputs
         known = inputs is not None and len(inputs) == len(self.policy.history)
         self._check_inputs = list(inputs) if known else None
+        self._pending_check = state.pending_check
+        self._restored_stop = state.stop_record if self.stop_reason is not None else None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
@@ -474,7 +556,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             if trainer.global_rank == 0 and _loggers.any_logger(trainer):
                 self._record_restored_stop(trainer)
             return
-        self.stop_reason, self._stop_plan, self._stop_record, self.stopped_epoch = None, None, None, 0
+        self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
+        self._restored_stop = None
         self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
         _compat.info(
             trainer,
@@ -518,8 +601,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         place = check_place(position, None)
         epochs, steps = check_points(history.progress.tolist(), place, position.steps_per_epoch, before_step)
         metrics = check_metrics(history, self._check_inputs, epochs)
-        if self.stop_reason is not None and self._stop_record:
-            metrics[-1].update(self._stop_record)
+        record = self._stop_record()  # a restored stop's, with the stopping check as the stop logged it
+        if record is not None and metrics:
+            metrics[-1].update(record.metrics)
         return [(step, None, row) for step, row in zip(steps, metrics, strict=True)]
 
     def on_load_checkpoint(

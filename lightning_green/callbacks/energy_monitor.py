@@ -73,6 +73,18 @@ class DeferredMetric:
 
 
 @dataclass
+class OpenCheck:
+    """The validation an open epoch already ran when a checkpoint caught it.
+
+    Lightning does not run it again after the resume, nor does it keep the metrics it logged: the
+    resumed epoch's end takes its value from here.
+    """
+
+    epoch: int
+    metric: float | None = None  # rank 0's value of the monitor it logged (None: it logged none)
+
+
+@dataclass
 class MonitorState:
     """What EnergyMonitor saves in checkpoints."""
 
@@ -83,6 +95,9 @@ class MonitorState:
     monitor: str | None = None  # the metric the history's values are of (None in older checkpoints)
     mode: str | None = None
     fit_id: str | None = None  # the fit that saved it (EnergySession.fit_id)
+    open_check: OpenCheck | None = (
+        None  # the open epoch's validation before the save (None in older checkpoints)
+    )
 
 
 class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, *_compat.CALLBACK_BASES):
@@ -191,13 +206,15 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         # no value of its own (``callback_metrics`` still holds the last validation's).
         self._monitor_from_validation = False
         self._monitor_before_validation: Any = None
-        self._deferred: tuple[int, bool] | None = None  # (step, validated) of an epoch awaiting its metric
+        # (step, validated, restored value) of an epoch awaiting its metric
+        self._deferred: tuple[int, bool, float | None] | None = None
         self._epoch_open = False  # between on_train_epoch_start and the epoch's close
         # (step, value, epoch) of a marginal to log after a resume
         self._restored_marginal: tuple[int, float, int] | None = None
         self._metric_changed: tuple[str, str | None] | None = None  # a restored run's other metric
         self._carried_epoch: int | None = None  # the epoch a restored checkpoint caught open
         self._restored = False  # this fit continues a run from a checkpoint (until its epochs begin)
+        self._open_check: OpenCheck | None = None  # the open epoch's validation (this fit's or restored)
 
     @property
     def state_key(self) -> str:
@@ -362,6 +379,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             if fresh:
                 self._monitor_from_validation = True
             self._monitor_before_validation = None
+            if not trainer.sanity_checking and self.session.running:
+                metric = float(value) if fresh else None  # type: ignore[arg-type]
+                self._open_check = OpenCheck(int(trainer.current_epoch), metric)
             position = _compat.fit_position(trainer) if self.session.running else None
             if not trainer.sanity_checking and position is not None and not position.epoch_done:
                 # A validation inside the epoch (val_check_interval < 1): its value and the energy
@@ -417,7 +437,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
         A checkpoint saved at an epoch's last batch, before the epoch closed, resumes at the next
         epoch: Lightning ends the caught epoch with no hook. Its energy is closed as its own record
-        here (no metric: its validation did not run), not added to the next epoch.
+        here (no metric: its validation did not run), not added to the next epoch; when that epoch
+        would have validated at its end, a warning names it (:meth:`_warn_skipped_validation`).
         """
         if not self.session.running:
             self._carried_epoch = None
@@ -432,6 +453,21 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if closes_carried:
             record, _ = self.session.close_epoch(carried, None)
             self._log_closed_elsewhere(trainer, record)
+            self._warn_skipped_validation(trainer, carried)
+
+    def _warn_skipped_validation(self, trainer: Trainer, epoch: int) -> None:
+        """Warn (rank 0) that Lightning's restart skipped the end-of-epoch validation of ``epoch``."""
+        every = getattr(trainer, "check_val_every_n_epoch", 1)
+        if not getattr(trainer, "enable_validation", False) or every is None or (epoch + 1) % every:
+            return
+        _compat.warn(
+            trainer,
+            f"lightning_green: the checkpoint was saved at the last batch of epoch {epoch}, before its "
+            f"validation, and Lightning's restart does not run that validation: epoch {epoch} has no "
+            "metric and no check of its own (EnergyAwareEarlyStopping, EarlyStopping, a monitoring "
+            "ModelCheckpoint), so decisions can differ from the uninterrupted run's by that check (a "
+            "stop one epoch later). Checkpoints saved at validation or epoch end resume without this gap.",
+        )
 
     def _log_earlier_part(self, trainer: Trainer, closes_carried: bool) -> None:
         """Give a new log of a resumed run what the run logged before its checkpoint (rank 0).
@@ -534,9 +570,16 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             return
         self._begin_epochs(trainer)  # an epoch restored at its end: no batch or validation began the epochs
         defer = self.monitor is not None and _compat.is_overridden("on_train_epoch_end", pl_module)
-        metric = None if defer else self._read_metric(trainer, validated=self._val_ran)
+        # A validation this epoch ran before the checkpoint it was restored from: Lightning does not
+        # run it again, nor keep what it logged; its value comes with the checkpoint.
+        check, self._open_check = self._open_check, None
+        if check is not None and check.epoch != int(trainer.current_epoch):
+            check = None
+        restored = None if check is None else check.metric
+        val_ran = self._val_ran or check is not None
+        metric = None if defer else self._epoch_metric(trainer, val_ran, restored)
         record, fields = self.session.close_epoch(
-            trainer.current_epoch, metric, rank0={"validated": float(self._val_ran)}
+            trainer.current_epoch, metric, rank0={"validated": float(val_ran)}
         )
         self._epoch_open = False
         validated = bool(fields["validated"])
@@ -544,7 +587,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if self.monitor is not None and not fields["metric_logged"] and not defer:
             self._missing_monitor(trainer, validated)
         self._log_epoch(trainer, pl_module, record)
-        self._deferred = (trainer.global_step, validated) if defer else None
+        self._deferred = (trainer.global_step, validated, restored) if defer else None
 
     def _resolve_deferred_metric(self, trainer: Trainer) -> None:
         if self._restored_marginal is not None:
@@ -556,9 +599,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 )
         if self._deferred is None or not self.session.running:
             return
-        step, validated = self._deferred
+        step, validated, restored = self._deferred
         self._deferred = None
-        record = self.session.attach_metric(self._read_metric(trainer, validated=validated))
+        record = self.session.attach_metric(self._epoch_metric(trainer, validated, restored))
         if record is None:
             self._missing_monitor(trainer, validated)
         elif (
@@ -581,6 +624,14 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             return None
         value = trainer.callback_metrics.get(self.monitor)
         return None if value is None else float(value)
+
+    def _epoch_metric(self, trainer: Trainer, validated: bool, restored: float | None) -> float | None:
+        """The epoch's metric (:meth:`_read_metric`), or ``restored`` when the fit has none of its own.
+
+        ``restored``: the value the epoch's validation logged before the checkpoint the fit resumed from.
+        """
+        value = self._read_metric(trainer, validated=validated)
+        return restored if value is None and validated else value
 
     def _missing_monitor(self, trainer: Trainer, val_ran: bool) -> None:
         # A metric may legitimately be absent after an epoch that did not validate (validation
@@ -745,7 +796,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if self._deferred is not None and self.session.last_epoch is not None:
             # Saved after the module's on_train_epoch_end (checkpoint callbacks run last): the
             # metric the closed epoch waits for is fresh now; keep it, or a resume would lose it.
-            metric = self._read_metric(trainer, validated=self._deferred[1])
+            metric = self._epoch_metric(trainer, self._deferred[1], self._deferred[2])
             if metric is not None and math.isfinite(metric):
                 state.deferred_metric = DeferredMetric(metric, self._deferred[0])
         open_epoch, setup = self.session.open_parts()
@@ -767,6 +818,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             current = int(trainer.current_epoch)
             caught = current if last is None or last.epoch < current else None
             state.open_epoch = replace(open_epoch, epoch=caught)
+            check = self._open_check
+            if caught is not None and check is not None and check.epoch == caught:
+                state.open_check = check  # its validation ran: a resume does not run it again
         saved.update(to_state(state))
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -797,6 +851,10 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if state.open_epoch is not None:
             self.session.carry(state.open_epoch)
             self._carried_epoch = state.open_epoch.epoch
+            check = state.open_check
+            if check is not None and self._metric_changed is not None:
+                check = OpenCheck(check.epoch, None)  # validated, but of the other metric
+            self._open_check = check
 
     def missing_state_note(self) -> str:
         """What restarts when a resumed checkpoint holds no EnergyMonitor state: the energy, from 0."""
