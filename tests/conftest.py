@@ -98,6 +98,21 @@ class AnyCallback(*_any_callback_bases()):
     """A test callback that the Trainer of either namespace accepts."""
 
 
+class KilledError(Exception):
+    """What :class:`KillAt` raises: the process dying, for a test of resuming from a checkpoint."""
+
+
+class KillAt(AnyCallback):
+    """The process dies at the start of ``epoch`` (after the last checkpoint was saved)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == self.epoch:
+            raise KilledError
+
+
 @pytest.fixture(autouse=True)
 def _quiet_lightning():
     # Lightning's own noise (LeafSpec FutureWarning, "does not have many workers") is not ours.

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import pytorch_lightning as pl
-from conftest import PL, AnyCallback, make_trainer
+from conftest import PL, AnyCallback, KillAt, KilledError, make_trainer
 from digits import DigitsClassifier
 from doubles import CurveModule, curve_module, install_scripted_meter, saturating_curve
 from pytorch_lightning.loggers import MLFlowLogger
@@ -335,21 +335,6 @@ def test_run_the_stopper_did_not_stop_says_so(tmp_path, sqlite_uri, monkeypatch,
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # text as text, to read it back
         svg = plot_summary(reported, tmp_path / "report.svg").read_text()
     assert "ran to max_epochs=3" in svg and "stop reason: none" in svg
-
-
-class KilledError(Exception):
-    pass
-
-
-class KillAt(AnyCallback):
-    """Simulates the process dying at the start of an epoch (after the last checkpoint)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise KilledError
 
 
 def test_killed_and_resumed_run_makes_the_same_decisions(tmp_path, monkeypatch, ns):

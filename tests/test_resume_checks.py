@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import AnyCallback, make_trainer
+from conftest import KillAt, KilledError, make_trainer
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor, keys
 from lightning_green.energy.meter import EnergyMeter
@@ -71,21 +71,6 @@ def late_module(base: type) -> type:
             self.log("epoch_end_seen", float(self.current_epoch))
 
     return LateModule
-
-
-class KilledError(Exception):
-    pass
-
-
-class KillAt(AnyCallback):
-    """The process dies at the start of ``epoch`` (after the last checkpoint was saved)."""
-
-    def __init__(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            raise KilledError
 
 
 def _fit(ns, root: Path, callbacks, max_epochs, module, ckpt_path=None, logger=False, **kwargs):
