@@ -838,7 +838,8 @@ def test_ddp_ranks_make_identical_decisions(tmp_path, lightning):
     env.pop("LOCAL_RANK", None)
     args = [
         "--epochs",
-        "9",  # precision probes hold the batch size still; under load they take a few epochs
+        "14",  # precision probes hold the batch size still; under load they take several epochs
+        # (9 were too few once in a CI run beside another test process: no batch-size probe yet)
         "--callbacks",
         "monitor,batch,precision",
         "--batch-args",

@@ -194,10 +194,10 @@ def test_report_command_on_a_lightning_log(tmp_path, monkeypatch, capsys, ns, ki
 def test_an_output_where_the_log_reader_would_read_it_is_refused_even_when_missing(
     tmp_path, monkeypatch, capsys, ns
 ):
-    """A CSVLogger that is not the first logger gets no energy_summary.json: replay or report
-    writing one there (or an event file into a TensorBoard log's folder) would make the log
-    unreadable from then on. Refused, naming the path and what the log reads it as; the logs
-    still replay and report afterwards."""
+    """A log folder without its energy_summary.json (removed, or a second logger's from before
+    every logger's folder got one): replay or report writing one there (or an event file into a
+    TensorBoard log's folder) would make the log unreadable from then on. Refused, naming the path
+    and what the log reads it as; the logs still replay and report afterwards."""
     from pathlib import Path
 
     install_scripted_meter(monkeypatch)
@@ -213,7 +213,8 @@ def test_an_output_where_the_log_reader_would_read_it_is_refused_even_when_missi
     csv_log = tmp_path / "csv" / "version_0" / "metrics.csv"
     (tb_log,) = (tmp_path / "tb" / "version_0").glob("events.out.tfevents.*")
     summary = csv_log.parent / "energy_summary.json"
-    assert not summary.exists()  # the summary went to the first logger's folder only
+    assert summary.exists()  # every logger's folder gets the summary
+    summary.unlink()  # now missing: the path is still the one the log reader reads
     new_events = tb_log.parent / "events.out.tfevents.decisions"
     for argv, target, role in (
         (["replay", str(csv_log), "-o", str(summary)], summary, "its energy summary"),
