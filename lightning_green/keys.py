@@ -79,6 +79,9 @@ PARAM_PREFIX = "lightning_green."  # + a StoppingConfig field: the stopping poli
 # were logged at, up to this step; the fit's own records follow. Its readers join the log to the
 # folder of that earlier part when it is there, and read the copy where it is not.
 PARAM_EARLIER_PART_UNTIL_STEP = "lightning_green.earlier_part_until_step"
+TENSORBOARD_EVENTS_PREFIX = "events.out.tfevents."
+"""How TensorBoard names its event files: the callbacks tell a log written by an earlier fit by them,
+the offline readers find a log's files by them."""
 RESUMED_SUFFIX = ".resumed"
 """A parameter an MLflow run already held with another value (a run resumed or continued with
 another plan, energy source ...) is recorded as the tag ``<parameter>.resumed``: the latest value."""

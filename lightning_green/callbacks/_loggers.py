@@ -307,9 +307,6 @@ def _log_params_one_by_one(
 EARLIER_PART_SERIES = (keys.TOTAL_KWH, keys.CHECK_KWH)
 """Series a log of the run holds once the run's epochs or the stopper's checks were logged to it."""
 
-EVENTS_PREFIX = "events.out.tfevents."
-"""How TensorBoard names its event files."""
-
 
 def runs_without_energy(trainer: Trainer) -> list[Any]:
     """The trainer's logs that hold none of the run's series: logs its earlier part never wrote to.
@@ -368,7 +365,7 @@ def _holds_any(logger: Any, names: set[str]) -> bool | None:
         folder = Path(str(logger.log_dir))
         if own is None or not folder.is_dir():
             return None
-        return any(p.name != Path(own).name for p in folder.glob(EVENTS_PREFIX + "*"))
+        return any(p.name != Path(own).name for p in folder.glob(keys.TENSORBOARD_EVENTS_PREFIX + "*"))
     return None
 
 

@@ -37,7 +37,7 @@ from lightning_green.offline.lightning_csv import (
 )
 from lightning_green.offline.mlflow_runs import abandoned_spans, latest_per_step
 
-EVENTS_PREFIX = "events.out.tfevents."
+EVENTS_PREFIX = keys.TENSORBOARD_EVENTS_PREFIX
 """How TensorBoard event files are named."""
 HP_METRIC = "hp_metric"
 """The placeholder ``TensorBoardLogger`` logs at step 0 with the hyperparameters of every fit (a
