@@ -112,6 +112,12 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
             assert "--cost-key ' ' is empty" in err and "'energy/total_kwh'" in err and "'step'" in err
             assert main(["replay", *replay_input, "-o", str(out), "--cost-key", " "]) == 2
             assert _one_error_line(capsys) == err  # one check for both commands
+            # The per-epoch energy is the same every epoch here, so it never decreases: refused by name.
+            assert main([*report, "--cost-key", "energy/epoch_kwh"]) == 2
+            err = _one_error_line(capsys)
+            assert "'energy/epoch_kwh' is logged per epoch or per check, not as a running total" in err
+            assert main(["replay", *replay_input, "-o", str(out), "--cost-key", "energy/epoch_kwh"]) == 2
+            assert _one_error_line(capsys) == err
         assert main([*report, "--cost-key", "tokens_seen"]) == 2
         err = _one_error_line(capsys)
         assert "logged no 'tokens_seen' (--cost-key)" in err and "'step' (optimizer steps)" in err

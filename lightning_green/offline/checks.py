@@ -282,6 +282,27 @@ def _unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
         return str(getattr(e, "reason", e))
 
 
+NOT_RUNNING_TOTALS = frozenset(
+    {
+        keys.EPOCH_KWH,
+        keys.AVG_POWER_W,
+        keys.SAMPLES_PER_J,
+        keys.STEP_J,
+        keys.STEP_POWER_W,
+        keys.GAIN_PER_KWH,
+        keys.PROJECTED_GAIN,
+        keys.PROJECTED_GAIN_PER_KWH,
+        keys.EPOCHS_UNTIL_LR_DECAY,
+        keys.CHECK_METRIC,
+        keys.BATCH_SIZE,
+        keys.PRECISION,
+    }
+)
+"""What lightning_green logs per epoch, per check or as a rate: refused as ``--cost-key`` by name
+(a per-epoch cost that is the same every epoch never decreases, so the check of a running total
+would not catch it)."""
+
+
 def cost_key(value: str | None) -> str:
     """The cost ``--cost-key`` names, for ``replay`` and ``report`` alike (checked before any work).
 
@@ -302,6 +323,11 @@ def cost_key(value: str | None) -> str:
         return keys.TOTAL_KWH
     if not value.strip():
         raise UsageError(f"--cost-key {value!r} is empty: give {COST_KEYS_ALLOWED}")
+    if value in NOT_RUNNING_TOTALS:
+        raise UsageError(
+            f"--cost-key {value!r} is logged per epoch or per check, not as a running total: give "
+            f"{COST_KEYS_ALLOWED}"
+        )
     return value
 
 
