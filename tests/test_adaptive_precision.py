@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -25,7 +27,13 @@ from test_adaptive_doubles import (  # noqa: F401
 )
 from torch.utils.data import DataLoader
 
-from lightning_green import AdaptationUnsupportedError, AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor
+from lightning_green import (
+    AdaptationUnsupportedError,
+    AdaptiveBatchSize,
+    AdaptivePrecision,
+    EnergyAwareEarlyStopping,
+    EnergyMonitor,
+)
 from lightning_green.callbacks import adaptive_precision
 from lightning_green.energy.meter import EnergyMeasurementWarning
 from lightning_green.training import windows
@@ -195,6 +203,129 @@ def test_a_run_that_ends_inside_a_probe_reports_the_precision_it_chose(tmp_path,
     assert trainer.precision == "32-true"
     model.val_dtypes = []
     trainer.validate(model, datamodule=ns.DigitsDataModule(batch_size=32), verbose=False)
+    assert set(model.val_dtypes) == {"float32"}
+
+
+DTYPE = {"32-true": "float32", "bf16-mixed": "bfloat16"}
+"""The compute dtype autocast runs in under each precision on the CPU."""
+
+
+class ValidationSpy(AnyCallback):
+    """Per validation of the fit: where it ran, the precision trained and chosen then, what it ran in."""
+
+    def __init__(self, cb: AdaptivePrecision | None = None) -> None:
+        self.cb, self.rows = cb, []  # None: the Trainer's AdaptivePrecision
+
+    def on_validation_start(self, trainer, pl_module):
+        cb = self.cb or next(c for c in trainer.callbacks if isinstance(c, AdaptivePrecision))
+        self._seen = len(pl_module.val_dtypes)
+        self._at = dict(step=trainer.global_step, current=cb.current, chosen=cb.chosen_setting())
+        self._at["pending"] = cb.pending is not None
+
+    def on_validation_end(self, trainer, pl_module):
+        dtypes = set(pl_module.val_dtypes[self._seen :])
+        self.rows.append(dict(self._at, dtypes=dtypes, sanity=trainer.sanity_checking))
+
+
+def test_validation_inside_a_probe_window_runs_in_the_chosen_precision_and_the_probe_goes_on(
+    tmp_path, monkeypatch, ns
+):
+    # bf16 costs half: probed from step 20, adopted within 3 epochs. Validations every 5 steps fall
+    # inside probe windows (the Trainer then trains in bf16 while the policy is on 32-true): they
+    # run in the chosen precision, and the window's next training step is back in the candidate.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    cb = AdaptivePrecision(**LATE)
+    spy = ValidationSpy(cb)
+    trainer, model = fit(
+        tmp_path, [cb, spy], epochs=3, lightning=ns, val_check_interval=0.25, limit_val_batches=1
+    )
+    assert ("32-true", "bf16-mixed", "cheaper") in switches(cb)  # validations after it run in bf16
+    inside = [r for r in spy.rows if r["current"] != r["chosen"]]
+    assert inside and all(not r["sanity"] for r in inside)
+    for row in spy.rows:
+        assert row["dtypes"] == {DTYPE[row["chosen"]]}, row
+    for row in inside:
+        if not row["pending"]:  # no switch decided where it ran: the window goes on in the candidate
+            assert model.steps[row["step"]][1] == DTYPE[row["current"]], row
+    assert trainer.precision == cb.chosen_setting()
+
+
+def nan_in_bf16_digits(base: type) -> type:
+    """Costed digits whose outputs are NaN under bf16 autocast, in training and validation alike."""
+
+    class NanInBf16Digits(costed_digits(base)):
+        def forward(self, x):
+            out = super().forward(x)
+            return out * math.nan if test_adaptive_doubles.autocast_dtype() == "bfloat16" else out
+
+    return NanInBf16Digits
+
+
+def test_a_precision_failing_numerically_in_a_probe_does_not_stop_the_run_by_its_validation(
+    tmp_path, monkeypatch, ns
+):
+    # bf16 NaNs: its probe steps are rolled back; a validation that falls inside the probe window
+    # runs in 32-true, so val_loss stays finite and neither stopper (both check it) ends the run.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    cb = AdaptivePrecision(**LATE)
+    spy = ValidationSpy(cb)
+    green = EnergyAwareEarlyStopping(monitor="val_loss", patience=50)
+    theirs = ns.callbacks.EarlyStopping(monitor="val_loss", patience=50, check_finite=True)
+    trainer, _ = fit(
+        tmp_path,
+        [cb, spy, green, theirs],
+        model=ns.module(nan_in_bf16_digits)(),
+        epochs=4,
+        lightning=ns,
+        val_check_interval=0.25,
+        limit_val_batches=1,
+    )
+    assert (green.stopped_epoch, theirs.stopped_epoch) == (0, 0)
+    assert trainer.current_epoch == 4 and trainer.global_step == 80
+    assert torch.isfinite(trainer.callback_metrics["val_loss"])
+    assert any(h["reason"] == "rollback_non_finite" for h in cb.history)
+    assert any(r["current"] == "bf16-mixed" for r in spy.rows)  # a validation fell inside a probe
+    assert {d for r in spy.rows for d in r["dtypes"]} == {"float32"}
+
+
+class _FailAt(AnyCallback):
+    """Raises ``error`` at the start of global step ``step``: a failing fit, or Ctrl+C."""
+
+    def __init__(self, step: int, error: BaseException) -> None:
+        self.step, self.error = step, error
+
+    def on_train_batch_start(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("the data went bad"), KeyboardInterrupt()], ids=["error", "ctrl_c"]
+)
+def test_a_fit_that_fails_inside_a_probe_leaves_the_trainer_in_the_chosen_precision(
+    tmp_path, monkeypatch, ns, error
+):
+    # Lightning calls no teardown when a fit raises or is interrupted (Ctrl+C ends it with
+    # SystemExit, and ignores SIGINT from then on): the validation after it still runs in 32-true.
+    start = _first_switch_step(tmp_path / "reference", monkeypatch)
+    install_step_cost(monkeypatch)
+    cb = AdaptivePrecision(**LATE)
+    ns.pl.seed_everything(0, verbose=False)
+    model = ns.module(costed_digits)()
+    trainer = make_trainer(
+        tmp_path, [cb, _FailAt(start + 2, error)], max_epochs=3, limit_train_batches=20, lightning=ns
+    )
+    data = ns.DigitsDataModule(batch_size=32)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises((type(error), SystemExit)):
+            trainer.fit(model, datamodule=data)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert [d for _, d in model.steps][-2:] == ["bfloat16", "bfloat16"] and cb.current == "bf16-mixed"
+    assert cb.chosen_setting() == "32-true" and trainer.precision == "32-true"
+    model.val_dtypes = []
+    trainer.validate(model, datamodule=data, verbose=False)
     assert set(model.val_dtypes) == {"float32"}
 
 
@@ -509,10 +640,20 @@ def test_a_resume_from_a_checkpoint_inside_a_probe_window_decides_as_the_uninter
     ckpt = tmp_path / "whole" / "ckpt" / "epoch=5.ckpt"
     assert ("bf16-mixed", "32-true", "probe") in switches(whole)  # the window closes after the resume
 
+    validations = ValidationSpy()
     trainer, resumed, sizes, spy = probe_run(
-        tmp_path / "resumed", monkeypatch, ns, ckpt_path=str(ckpt), with_batch_size=with_batch_size
+        tmp_path / "resumed",
+        monkeypatch,
+        ns,
+        ckpt_path=str(ckpt),
+        with_batch_size=with_batch_size,
+        extra=(validations,),
     )
     assert decisions(resumed) == decisions(whole)
+    # The sanity check runs in the chosen precision, not in the probed one the fit resumed in.
+    sanity = validations.rows[0]
+    assert sanity["sanity"] and (sanity["current"], sanity["chosen"]) == ("bf16-mixed", "32-true")
+    assert sanity["dtypes"] == {"float32"}
     got, want = (cb.history[-1]["details"]["comparison"] for cb in (resumed, whole))
     assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
     assert spy.rows == whole_spy.rows[6:]  # epochs 6 to 9: the same batch sizes, precisions and lr

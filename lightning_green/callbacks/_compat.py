@@ -337,6 +337,11 @@ def starts_new_run(trainer: Trainer) -> bool:
     return int(trainer.current_epoch) == 0 and int(trainer.global_step) == 0
 
 
+def is_fitting(trainer: Trainer) -> bool:
+    """Whether the Trainer runs ``fit`` (its validations included), not ``validate``/``test``/``predict``."""
+    return getattr(trainer.state, "fn", None) == "fit"  # TrainerFn.FITTING, a str enum in both namespaces
+
+
 def stopping_reason(trainer: Trainer, name: str) -> Any:
     """The member ``name`` (``"PATIENCE_EXHAUSTED"`` ...) of the trainer's ``EarlyStoppingReason``."""
     enum = namespace_of(trainer).attr("callbacks.early_stopping", "EarlyStoppingReason")

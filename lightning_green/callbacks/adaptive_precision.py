@@ -6,7 +6,9 @@ hardware supports on training windows, keeps the cheapest whose loss stays on th
 and rolls back when one misbehaves; :class:`~lightning_green.policy.precision.PrecisionPolicy`
 decides. The Trainer's precision plugin is swapped between optimizer steps (weights stay fp32
 under every supported precision); a switch decided when a window closes applies at the next
-``on_train_batch_start``. While it probes, the session says so and AdaptiveBatchSize holds.
+``on_train_batch_start``. A probe changes training steps only: validation runs in the precision
+the policy chose, and a fit that ends, fails or is interrupted mid-probe leaves the Trainer in it.
+While it probes, the session says so and AdaptiveBatchSize holds.
 """
 
 from __future__ import annotations
@@ -161,6 +163,7 @@ class AdaptivePrecision(AdaptiveCallback):
         self._first_plan_done = False
         self._restored_window: OpenWindow | None = None
         self._window_scale_start: float | None = None
+        self._probe_plugin: Any = None  # the candidate's plugin, set aside while a validation runs
 
     def _new_run(self) -> None:
         """As :meth:`AdaptiveCallback._new_run`, and no GradScaler or step time of the earlier run."""
@@ -272,11 +275,28 @@ class AdaptivePrecision(AdaptiveCallback):
         the last steps were probing; the callback keeps its own state (:attr:`current`), so a
         further ``fit`` of the run goes on from where this one stopped.
         """
-        if stage == "fit" and self.current is not None and self._device_type is not None:
-            chosen = self.chosen_setting()
-            if chosen != self.current and trainer.strategy.precision_plugin.precision == self.current:
-                trainer.strategy.precision_plugin = self._plugin_for(trainer, chosen)
+        if stage == "fit":
+            self._leave_in_chosen(trainer)
         super().teardown(trainer, pl_module, stage)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """A fit that failed or was interrupted mid-probe is left in the chosen precision too.
+
+        Lightning calls no ``teardown`` when a fit raises (or is interrupted), so this leaves the
+        Trainer as :meth:`teardown` does, then writes what was adapted, marked failed.
+        """
+        if _compat.is_fitting(trainer):
+            self._leave_in_chosen(trainer)
+        super().on_exception(trainer, pl_module, exception)
+
+    def _leave_in_chosen(self, trainer: Trainer) -> None:
+        """Put the policy's chosen precision in the Trainer where it holds a probed candidate's plugin."""
+        self._probe_plugin = None  # a validation interrupted in the chosen precision stays in it
+        if self.current is None:
+            return
+        chosen = self.chosen_setting()
+        if chosen != self.current and trainer.strategy.precision_plugin.precision == self.current:
+            trainer.strategy.precision_plugin = self._plugin_for(trainer, chosen)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Build the policy (with a restored state) once the energy source is known (collective).
@@ -334,6 +354,29 @@ class AdaptivePrecision(AdaptiveCallback):
         trainer.strategy.precision_plugin = self._plugin_for(trainer, precision)
         self.current = precision
         self._scale_start = self._read_scale()
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Pause the window and validate in the chosen precision: a probe changes training steps only.
+
+        Inside a probe window (a mid-epoch validation, or a window spanning the epoch end) the
+        Trainer holds the candidate's plugin, which validation would use too: a candidate that
+        fails numerically would log a non-finite metric that stops the run, and a metric compared
+        across epochs would change with the probing. The candidate's plugin is set aside until
+        :meth:`on_validation_end` (the sanity check of a fit resumed mid-probe included).
+        """
+        super().on_validation_start(trainer, pl_module)
+        if self.current is None or self._probe_plugin is not None or not _compat.is_fitting(trainer):
+            return
+        chosen = self.chosen_setting()
+        plugin = trainer.strategy.precision_plugin
+        if chosen is not None and plugin.precision != chosen:
+            self._probe_plugin = plugin
+            trainer.strategy.precision_plugin = self._plugin_for(trainer, chosen)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Give the probe window back its candidate's plugin, set aside while validating."""
+        if self._probe_plugin is not None:
+            trainer.strategy.precision_plugin, self._probe_plugin = self._probe_plugin, None
 
     def on_train_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
