@@ -10,7 +10,13 @@ import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 from test_adaptive_batch_size import FAST, STEP_HEAVY, ScriptedValLoss, fit, moves
-from test_adaptive_doubles import CostedDigits, Spy, install_step_cost, one_thread  # noqa: F401
+from test_adaptive_doubles import (  # noqa: F401
+    CostedDigits,
+    ResumableLoader,
+    Spy,
+    install_step_cost,
+    one_thread,
+)
 
 from lightning_green import AdaptiveBatchSize, EnergyAwareEarlyStopping, EnergyMonitor, keys
 from lightning_green.adaptations import ADAPTATIONS_FILENAME
@@ -114,6 +120,85 @@ def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(
     assert (got["verdict"], got["pairs"]) == (want["verdict"], want["pairs"])
     assert got["ratio"] == pytest.approx(want["ratio"], rel=1e-9)
     assert got["window_j_per_sample"] == pytest.approx(want["window_j_per_sample"], rel=1e-9)
+
+
+def _decisions(cb):
+    pending = cb.pending
+    last = None if pending is None else (pending.epoch, pending.step, pending.to, pending.reason)
+    return [(h["epoch"], h["step"], h["from"], h["to"], h["reason"]) for h in cb.history], last
+
+
+@pytest.mark.parametrize(
+    ("window_s", "resume_at"),
+    [
+        # One-step windows: step 21's checkpoint holds the first gradients of the pair (20, 21);
+        # step 40 is epoch 1's last batch, before the epoch's end decides the probe of 64.
+        (0.001, (21, 40)),
+        # Windows of 6 steps (20 // (probe_windows + 1)): step 23's checkpoint catches a window
+        # open with a noise pair summed in it; step 60 is epoch 2's last batch, before it decides.
+        (600.0, (23, 60)),
+    ],
+)
+def test_a_resume_inside_an_epoch_or_at_its_last_batch_makes_the_uninterrupted_runs_decisions(
+    tmp_path, monkeypatch, ns, window_s, resume_at
+):
+    # A loader Lightning restores mid-epoch (the same batches as the uninterrupted run) and a
+    # checkpoint after every step: a run resumed from any of them makes the same decisions, at the
+    # same epochs and steps, from the same gradient noise scale, and trains the same sizes and lrs.
+    class Resumable(ns.DigitsDataModule):
+        def train_dataloader(self):
+            kwargs = dict(batch_size=self.batch_size, shuffle=False, epoch_batches=20)
+            return ResumableLoader(self.train_set, **kwargs)
+
+    args = dict(min_batch_size=32, max_batch_size=64, window_s=window_s, probe_windows=2, probe_fraction=0.9)
+    every_step = ns.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), save_top_k=-1, every_n_train_steps=1, filename="{step}"
+    )
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    whole, spy_whole = AdaptiveBatchSize(**args), Spy()
+    run = dict(dm=Resumable(batch_size=32), epochs=6, lightning=ns, limit_val_batches=2)
+    fit(tmp_path / "a", [spy_whole, whole, every_step], enable_checkpointing=True, **run)
+    assert len(whole.history) >= 2 and 64 in [r["batch_size"] for r in spy_whole.rows], _decisions(whole)
+    trained = {r["epoch"]: (r["batch_size"], r["lr"]) for r in spy_whole.rows}
+
+    for step in resume_at:
+        path = tmp_path / "ckpt" / f"step={step}.ckpt"
+        install_step_cost(monkeypatch, **STEP_HEAVY)
+        resumed, spy = AdaptiveBatchSize(**args), Spy()
+        run["dm"] = Resumable(batch_size=32)
+        fit(tmp_path / f"r{step}", [spy, resumed], ckpt_path=str(path), **run)
+        assert _decisions(resumed) == _decisions(whole), step
+        assert resumed.b_noise == pytest.approx(whole.b_noise, rel=1e-9), step
+        first = step // 20  # the epoch it goes on in; after an epoch's last batch, the next one
+        assert {r["epoch"]: (r["batch_size"], r["lr"]) for r in spy.rows} == {
+            e: trained[e] for e in range(first, 6)
+        }, step
+        saved = torch.load(path, weights_only=True)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+        assert saved["open_epoch"] == (step - 1) // 20  # caught before the epoch's end
+
+
+def test_a_checkpoint_without_the_open_window_still_resumes(tmp_path, monkeypatch):
+    # A checkpoint of an earlier release (no window, gradient pairs or caught epoch) resumes; the
+    # window and the pair it caught restart, as they did. This one's pair waits in it as tensors
+    # that torch.load(weights_only=True) loads.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    at_21 = ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), save_top_k=-1, every_n_train_steps=21, filename="{step}"
+    )
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    fit(tmp_path / "a", [first, at_21], epochs=3, enable_checkpointing=True)
+    checkpoint = torch.load(tmp_path / "ckpt" / "step=21.ckpt", weights_only=True)
+    saved = checkpoint["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert saved["noise_pairs"]["first_step"] == 20 and all(
+        isinstance(g, torch.Tensor) for g in saved["noise_pairs"]["first"]
+    )
+    for key in ("window", "window_precision", "noise_pairs", "open_epoch"):
+        del saved[key]
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    resumed = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    trainer = fit(tmp_path / "b", [resumed], epochs=3, ckpt_path=str(tmp_path / "old.ckpt"))[0]
+    assert trainer.current_epoch == 3 and resumed.policy is not None
 
 
 def test_a_resume_with_a_range_that_excludes_the_adopted_size_is_refused(tmp_path, monkeypatch):

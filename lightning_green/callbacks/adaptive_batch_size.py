@@ -12,14 +12,14 @@ DDP every rank sums the same windows and decides the same, checked exactly at ea
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
 
 from lightning_green import keys
 from lightning_green.adaptations import Pending
-from lightning_green.callbacks import _compat
+from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._adapt import (
     AdaptationUnsupportedError,
     AdaptiveCallback,
@@ -33,6 +33,7 @@ from lightning_green.json_safe import json_safe
 from lightning_green.policy.batch_size import BatchSizePolicy, BatchSizeReason, scale_learning_rate
 from lightning_green.policy.batch_size_model import batch_size_range
 from lightning_green.policy.batch_size_trial import fraction_done, no_probe_message, probing_off_message
+from lightning_green.state import to_state
 from lightning_green.training.batch_size_limits import (
     check_bounds,
     could_be_partial_last,
@@ -41,10 +42,10 @@ from lightning_green.training.batch_size_limits import (
     loader_problem,
     switch_problem,
 )
-from lightning_green.training.gradient_pairs import GradientPairs
+from lightning_green.training.gradient_pairs import GradientPairs, PairsSoFar
 from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
 from lightning_green.training.oom import OutOfMemoryGuard
-from lightning_green.training.windows import count_samples, steps_for_window
+from lightning_green.training.windows import OpenWindow, count_samples, steps_for_window
 
 LR_RULES: tuple[str, ...] = ("auto", "linear", "sqrt", "none")
 """Values of ``lr_scaling``."""
@@ -63,6 +64,16 @@ class BatchSizeState(AdaptiveState):
     step_s: dict[int, float] = field(default_factory=dict, metadata={"attr": "_step_s"})
     decided_at: tuple[int, int] | None = field(default=None, metadata={"attr": "_decided_at"})
     pending: Pending | None = None
+    window: OpenWindow | None = field(default=None, metadata={"attr": "saved_window"})
+    """The window a checkpoint caught open (its steps and energy so far): a resume continues it."""
+    window_precision: str | None = field(default=None, metadata={"attr": "_window_precision"})
+    """The precision the last window closed at: the window a resume continues is compared with it."""
+    noise_pairs: PairsSoFar | None = field(default=None, metadata={"attr": "saved_pairs"})
+    """The gradient pairs a checkpoint caught: sums not taken yet, and a pair's first gradients
+    (tensors, added by ``on_save_checkpoint``), which a resume pairs with the next step's."""
+    open_epoch: int | None = field(default=None, metadata={"attr": "_open_epoch"})
+    """The epoch a checkpoint caught before its end (None: saved after it). Lightning resumes a
+    checkpoint of an epoch's last batch at the next epoch: the caught epoch's end is made first."""
 
 
 class AdaptiveBatchSize(AdaptiveCallback):
@@ -146,6 +157,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._step_batch = 0
         self._epoch_steps: int | None = None
         self._pairs = GradientPairs(NOISE_EVERY)
+        self._restored_window: OpenWindow | None = None  # a checkpoint's, continued in on_train_start
+        self._restored_pairs: PairsSoFar | None = None  # a checkpoint's, continued in on_train_start
+        self._open_epoch: int | None = None  # a checkpoint's caught epoch, ended in on_train_start
+        self._ended_epoch: int | None = None  # the last epoch whose on_train_epoch_end ran in this fit
         self._oom_epoch = False
         self._guard: OutOfMemoryGuard | None = None
         # (previous size, new size) of a switch or resume whose first batch is still to be checked
@@ -283,12 +298,48 @@ class AdaptiveBatchSize(AdaptiveCallback):
             )
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Pick the window length from the energy source (collective: every rank is here)."""
+        """Pick the window length from the energy source; go on from a checkpoint (collective).
+
+        The window and the gradient pairs a checkpoint caught open go on, so the resumed fit
+        closes its windows and counts its noise pairs as the uninterrupted one does. A checkpoint
+        saved at an epoch's last batch, before the epoch's end, resumes at the next epoch, with
+        neither the caught epoch's end nor the next one's start (Lightning calls neither): that
+        end's decision is made here, and a switch it decides is applied before the first batch.
+        """
         self.begin_training(trainer)
-        self._window_precision = None
+        window, self._restored_window = self._restored_window, None
+        pairs, self._restored_pairs = self._restored_pairs, None
+        caught, self._open_epoch = self._open_epoch, None
+        self._ended_epoch = None
+        # A fit resumed inside an epoch gets no on_train_epoch_start for it.
+        self._epoch_steps = _compat.fit_position(trainer).steps_per_epoch
+        if window is not None:
+            self._window.restore(window)  # its target steps too
+        else:
+            self._window_precision = None
+            self._window.target_steps = self._target_steps()
+        if pairs is not None:
+            self._pairs.restore(pairs)
         self._hold_others_while_in_trial()  # a trial restored from a checkpoint
-        self._window.target_steps = self._target_steps()
+        if caught is not None and int(trainer.current_epoch) > caught:
+            self._end_caught_epoch(trainer, pl_module, caught)
         self.publish_tags(trainer)
+
+    def _end_caught_epoch(self, trainer: Trainer, pl_module: LightningModule, epoch: int) -> None:
+        """End ``epoch``, which the checkpoint caught at its last batch, and start the one training now.
+
+        As its ``on_train_epoch_end`` and the next ``on_train_epoch_start`` would have: the size
+        logged straight to the loggers (rank 0, at the step Lightning logged the epoch's last
+        batches at), the window closed, the decision made (at the epoch and step it was due) and
+        a switch applied (the train dataloader rebuilt).
+        """
+        if self.policy is None or self._session is None or self.current_batch_size is None:
+            return
+        if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+            step = max(0, int(trainer.global_step) - 1)
+            _loggers.log_metrics(trainer, {keys.BATCH_SIZE: float(self.current_batch_size)}, step, epoch)
+        self._end_epoch(trainer, epoch)
+        self.on_train_epoch_start(trainer, pl_module)
 
     def _install_oom_guard(self, pl_module: LightningModule) -> None:
         if self._guard is None or self._guard.module is not pl_module:
@@ -442,17 +493,23 @@ class AdaptiveBatchSize(AdaptiveCallback):
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Log ``energy/batch_size``; close the epoch's last window and decide, once per (epoch, step)."""
-        policy = self.policy
-        if policy is None or self._session is None or self.current_batch_size is None:
+        self._ended_epoch = int(trainer.current_epoch)
+        if self.policy is None or self._session is None or self.current_batch_size is None:
             return
         size = float(self.current_batch_size)
         pl_module.log(
             keys.BATCH_SIZE, size, on_step=False, on_epoch=True, logger=bool(trainer.loggers), sync_dist=True
         )
+        self._end_epoch(trainer, int(trainer.current_epoch))
+
+    def _end_epoch(self, trainer: Trainer, epoch: int) -> None:
+        """Close ``epoch``'s last window and decide (collective), unless this (epoch, step) was decided."""
+        policy = self.policy
+        assert policy is not None and self._session is not None and self.current_batch_size is not None
         self.pause_window(trainer)
         self._pairs.drop()
         self._active = False
-        key = (int(trainer.current_epoch), int(trainer.global_step))
+        key = (epoch, int(trainer.global_step))
         if key == self._decided_at:
             return  # this epoch end was decided already
         self._decided_at = key
@@ -467,7 +524,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._oom_epoch = False
         if not policy.active and not policy.waiting_for_longer_plan:
             return
-        epochs = int(trainer.current_epoch) + 1
+        epochs = epoch + 1
         done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
         run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
         decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
@@ -484,11 +541,12 @@ class AdaptiveBatchSize(AdaptiveCallback):
             _compat.warn(trainer, no_probe_message(decision.details, self.current_batch_size))
         elif decision.reason is BatchSizeReason.PROBING_OFF:  # the user's choice: no warning
             _compat.info(trainer, f"lightning_green: {probing_off_message(self.current_batch_size)}")
+        entry = self.decided(trainer, decision.batch_size, decision.reason.value, decision.details)
+        entry = replace(entry, epoch=epoch)  # the epoch ended: a caught one's, when resumed after it
         if decision.batch_size != self.current_batch_size:
-            self.defer(trainer, decision.batch_size, decision.reason.value, decision.details)
+            self.pending = entry  # applied at the next epoch's start
         else:  # nothing changes: the verdict is recorded now
-            entry = self.decided(trainer, decision.batch_size, decision.reason.value, decision.details)
-            self._record(trainer, decision.batch_size, entry, 1.0)
+            self._record(trainer, decision.batch_size, entry, 1.0, applied_epoch=epoch)
             self.publish_tags(trainer)
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -514,11 +572,17 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self._window is not None:
             self._window.target_steps = self._target_steps()
 
-    def _record(self, trainer: Trainer, previous: int, switch: Pending, lr_factor: float) -> None:
+    def _record(
+        self,
+        trainer: Trainer,
+        previous: int,
+        switch: Pending,
+        lr_factor: float,
+        applied_epoch: int | None = None,
+    ) -> None:
         noise = switch.details.get("b_noise")
-        extra = dict(
-            lr_factor=lr_factor, lr=first_lr(trainer.optimizers), applied_epoch=trainer.current_epoch
-        )
+        applied = trainer.current_epoch if applied_epoch is None else applied_epoch
+        extra = dict(lr_factor=lr_factor, lr=first_lr(trainer.optimizers), applied_epoch=applied)
         self.record(switch, previous, b_noise=json_safe(None if noise is None else float(noise)), **extra)
 
     def _scale_learning_rates(self, trainer: Trainer, old: int, new: int) -> float:
@@ -527,6 +591,50 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if factor != 1.0:
             scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, factor)
         return factor
+
+    @property
+    def saved_window(self) -> OpenWindow | None:
+        """A restored window not continued yet; the live one is added by :meth:`on_save_checkpoint`."""
+        return self._restored_window
+
+    @saved_window.setter
+    def saved_window(self, window: OpenWindow | None) -> None:
+        self._restored_window = window  # continued in on_train_start
+
+    @property
+    def saved_pairs(self) -> PairsSoFar | None:
+        """Restored gradient pairs not continued yet (plain data: :meth:`on_save_checkpoint` adds tensors)."""
+        return None if self._restored_pairs is None else replace(self._restored_pairs, first=None)
+
+    @saved_pairs.setter
+    def saved_pairs(self, pairs: PairsSoFar | None) -> None:
+        self._restored_pairs = pairs  # continued in on_train_start
+
+    def on_save_checkpoint(
+        self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Keep the open window, the gradient pairs and whether the epoch has ended in the checkpoint.
+
+        A collective while the session runs (every rank saves the checkpoint); the window is paused
+        already (:meth:`AdaptiveCallback._before_checkpoint_write`). A state restored and not
+        continued yet (a save before training starts) is kept as it was restored.
+        """
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        if saved is None:
+            return
+        if self._restored_window is not None or self._restored_pairs is not None:
+            first = None if self._restored_pairs is None else self._restored_pairs.first
+            if first is not None and saved.get("noise_pairs") is not None:
+                saved["noise_pairs"]["first"] = list(first)
+            return
+        session = self._session
+        if session is None or not session.running:
+            return
+        epoch = int(trainer.current_epoch)
+        pairs = self._pairs.so_far()
+        saved["window"] = to_state(self._window.so_far())
+        saved["noise_pairs"] = {**to_state(replace(pairs, first=None)), "first": pairs.first}
+        saved["open_epoch"] = None if self._ended_epoch == epoch else epoch
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The batch size, switches and measurements (``batch_size_j_per_sample`` with the PUE)."""

@@ -11,6 +11,9 @@ The estimator itself is :class:`~lightning_green.policy.noise_scale.GradientNois
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 
@@ -21,6 +24,26 @@ def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
 
 def _squared_norm(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(torch._foreach_norm(tensors)).double().pow(2).sum()
+
+
+@dataclass
+class PairsSoFar:
+    """The gradient pairs a checkpoint caught (:meth:`GradientPairs.so_far`): a resume goes on from them.
+
+    Attributes:
+        count: Pairs completed since the last :meth:`GradientPairs.take`.
+        small: Their sum of ``|G_B|²``.
+        big: Their sum of ``|G_2B|²``.
+        first_step: The optimizer step whose gradients wait for the next step's, to make a pair; -1: none.
+        first: Those gradients, as CPU tensors (``torch.load(weights_only=True)`` loads them: a pair
+            compares whole gradients, which no plain number summarises); None when none wait.
+    """
+
+    count: int = 0
+    small: float = 0.0
+    big: float = 0.0
+    first_step: int = -1
+    first: list[Any] | None = None
 
 
 class GradientPairs:
@@ -49,28 +72,49 @@ class GradientPairs:
         """Forget the kept gradient and the sums."""
         self.drop()
         self._sum: torch.Tensor | None = None
+        self._carried = (0.0, 0.0)  # the sums restored from a checkpoint, not taken yet
         self.count = 0
 
     def drop(self) -> None:
         """Forget a kept first gradient (the next pair starts afresh)."""
         self._first: list[torch.Tensor] | None = None
         self._first_step = -1
+        self._first_restored = False  # kept gradients from a checkpoint: checked against the next step's
+
+    def so_far(self) -> PairsSoFar:
+        """The sums not taken yet and a kept first gradient (a CPU copy), for a checkpoint (one sync)."""
+        small, big = self._sums()
+        first = None if self._first is None else [g.detach().to("cpu", copy=True) for g in self._first]
+        return PairsSoFar(self.count, small, big, self._first_step if first is not None else -1, first)
+
+    def restore(self, saved: PairsSoFar) -> None:
+        """Go on from :meth:`so_far`: its sums count at the next take, its gradients pair with the next."""
+        self.reset()
+        self.count = int(saved.count)
+        self._carried = (float(saved.small), float(saved.big))
+        if saved.first is not None and saved.first_step >= 0:
+            self._first, self._first_step = list(saved.first), int(saved.first_step)
+            self._first_restored = True
 
     def offer(self, step: int, optimizer: torch.optim.Optimizer) -> None:
         """See the gradients of optimizer step ``step`` (before the optimizer uses them)."""
-        first = self._first
+        first, first_step, restored = self._first, self._first_step, self._first_restored
         if first is None:
             if step % self.every == 0:
                 grads = gradients(optimizer)
                 if grads:
                     self._first, self._first_step = [g.detach().clone() for g in grads], step
             return
-        self._first = None
-        if step != self._first_step + 1:
+        self.drop()
+        if step != first_step + 1:
             return
         grads = gradients(optimizer)
         if len(first) != len(grads):
             return
+        if restored:  # saved on the CPU: on the gradients' device, for the same parameters only
+            if any(f.shape != g.shape for f, g in zip(first, grads, strict=True)):
+                return
+            first = [f.to(g.device, g.dtype, copy=True) for f, g in zip(first, grads, strict=True)]
         with torch.no_grad():
             small = (_squared_norm(first) + _squared_norm(grads)) / 2.0
             torch._foreach_add_(first, grads)
@@ -80,7 +124,12 @@ class GradientPairs:
 
     def take(self) -> tuple[int, float, float]:
         """``(pairs, sum of |G_B|², sum of |G_2B|²)`` since the last take (one device sync); then zero."""
-        small, big = [float(v) for v in self._sum.cpu().tolist()] if self._sum is not None else (0.0, 0.0)
+        small, big = self._sums()
         count = self.count
-        self._sum, self.count = None, 0
+        self._sum, self._carried, self.count = None, (0.0, 0.0), 0
         return count, small, big
+
+    def _sums(self) -> tuple[float, float]:
+        """The sums of ``|G_B|²`` and ``|G_2B|²`` since the last take, restored ones included (one sync)."""
+        small, big = [float(v) for v in self._sum.cpu().tolist()] if self._sum is not None else (0.0, 0.0)
+        return small + self._carried[0], big + self._carried[1]
