@@ -281,3 +281,24 @@ def test_a_switch_decided_at_the_last_epoch_end_never_trains_and_is_not_reported
     assert [r["batch_size"] for r in trained] == [32, 64]
     assert trained[0]["lr"] == pytest.approx(lr0)
     assert moves(resumed)[:3] == [(1, 32, 64, "probe"), (2, 64, 32, "interleave"), (3, 32, 64, "probe")]
+
+
+def test_a_large_models_kept_gradient_is_left_out_of_the_checkpoint():
+    """A checkpoint holds a kept gradient only up to ``MAX_SAVED_GRADIENT_ELEMENTS``: a large model
+    loses that one pair on resume rather than saving a copy of its gradients."""
+    from lightning_green.training.gradient_pairs import GradientPairs
+
+    w = torch.nn.Parameter(torch.zeros(10))
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    pairs = GradientPairs(every=4)
+    w.grad = torch.ones(10)
+    pairs.offer(4, optimizer)
+    kept = pairs.so_far()
+    assert kept.first_step == 4 and torch.equal(kept.first[0], torch.ones(10))
+    left_out = pairs.so_far(max_saved_elements=9)
+    assert left_out.first is None and left_out.first_step == -1
+    resumed = GradientPairs(every=4)
+    resumed.restore(left_out)
+    w.grad = torch.zeros(10)
+    resumed.offer(5, optimizer)  # no kept gradient to pair with: nothing counted
+    assert resumed.count == 0

@@ -16,6 +16,10 @@ from typing import Any
 
 import torch
 
+MAX_SAVED_GRADIENT_ELEMENTS = 4_000_000
+"""Largest kept gradient (elements, all parameters together; 16 MB in float32) a checkpoint holds so
+that a resumed run completes the pair it started. Larger models lose that one pair on resume."""
+
 
 def gradients(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
     """The gradients of an optimizer's parameters that have one."""
@@ -81,10 +85,18 @@ class GradientPairs:
         self._first_step = -1
         self._first_restored = False  # kept gradients from a checkpoint: checked against the next step's
 
-    def so_far(self) -> PairsSoFar:
-        """The sums not taken yet and a kept first gradient (a CPU copy), for a checkpoint (one sync)."""
+    def so_far(self, max_saved_elements: int = MAX_SAVED_GRADIENT_ELEMENTS) -> PairsSoFar:
+        """The sums not taken yet and a kept first gradient (a CPU copy), for a checkpoint (one sync).
+
+        Args:
+            max_saved_elements: A kept gradient of more elements is left out (the pair it would
+                have made is lost on resume: one of many), so that a large model's checkpoint does
+                not grow by a copy of its gradients.
+        """
         small, big = self._sums()
-        first = None if self._first is None else [g.detach().to("cpu", copy=True) for g in self._first]
+        first = None
+        if self._first is not None and sum(g.numel() for g in self._first) <= max_saved_elements:
+            first = [g.detach().to("cpu", copy=True) for g in self._first]
         return PairsSoFar(self.count, small, big, self._first_step if first is not None else -1, first)
 
     def restore(self, saved: PairsSoFar) -> None:
