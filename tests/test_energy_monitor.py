@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import PL, AnyCallback, make_trainer
+from conftest import PL, AnyCallback, KillAt, KilledError, make_trainer
 from digits import DigitsClassifier, DigitsDataModule
 from doubles import ScriptedMeter
 from pytorch_lightning.callbacks import ModelCheckpoint
@@ -804,3 +804,184 @@ def test_a_resume_from_inside_an_epoch_names_the_source_measured_before_it(tmp_p
     assert resumed.history[0].source == "rapl+estimate"
     summary = resumed.last_summary
     assert summary["energy_source"] == "rapl+estimate" and summary["is_estimate"] is True
+
+
+def _epoch_end_override(base):
+    class EpochEndOverride(base):
+        """Overrides on_train_epoch_end with nothing: the monitor reads the metric after it (deferred)."""
+
+        def on_train_epoch_end(self):
+            pass
+
+    return EpochEndOverride
+
+
+def test_a_gain_read_after_the_modules_epoch_end_is_logged_with_the_epochs_series(
+    tmp_path, sqlite_uri, monkeypatch, ns
+):
+    """A module overriding on_train_epoch_end: its epoch's gain per kWh is logged at the step (and,
+    in metrics.csv, the epoch) of the epoch's other series, and a report rebuilt from the CSV has it."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.report import summary_from_log
+
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: ScriptedMeter())  # 1000 J a read
+    mlflow_logger = ns.loggers.MLFlowLogger(experiment_name="deferred", tracking_uri=sqlite_uri)
+    csv = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    trainer = make_trainer(
+        tmp_path,
+        [monitor],
+        logger=[mlflow_logger, csv],
+        lightning=ns,
+        limit_train_batches=4,
+        limit_val_batches=2,
+    )
+    trainer.fit(ns.module(_epoch_end_override)(), datamodule=ns.DigitsDataModule())
+    gains = [r.marginal_per_kwh for r in monitor.history]
+    assert len(gains) == 3 and None not in gains  # the first measured from the sanity check's value
+
+    client = MlflowClient(sqlite_uri)
+    epoch_steps = [m.step for m in _history(client, mlflow_logger.run_id, "energy/epoch_kwh")]
+    marginal = _history(client, mlflow_logger.run_id, "energy/marginal_val_acc_per_kwh")
+    assert [m.step for m in marginal] == epoch_steps == [3, 7, 11]
+    assert [m.value for m in marginal] == pytest.approx(gains, rel=1e-9)
+
+    folder = Path(csv.log_dir)
+    rows = list(csvlib_rows(folder / "metrics.csv"))
+
+    def at(key):
+        return [(int(r["step"]), r["epoch"]) for r in rows if r.get(key)]
+
+    assert at("energy/marginal_val_acc_per_kwh") == at("energy/epoch_kwh") == [(3, "0"), (7, "1"), (11, "2")]
+    (folder / "energy_summary.json").unlink()  # the report rebuilds it from metrics.csv
+    rebuilt = summary_from_log(str(folder / "metrics.csv"))
+    assert [e["marginal_per_kwh"] for e in rebuilt["per_epoch"]] == pytest.approx(gains, rel=1e-6)
+    assert rebuilt["best_marginal_per_kwh"] == pytest.approx(max(gains), rel=1e-6)
+
+
+def test_a_resumed_gain_read_after_the_modules_epoch_end_keeps_its_epochs_step(
+    tmp_path, sqlite_uri, monkeypatch, ns
+):
+    """Saved at the end of epoch 1 before the module's hook logged, killed, resumed in the same MLflow
+    run: the checkpoint keeps epoch 1's step, and every gain sits at its epoch's step."""
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: ScriptedMeter())
+
+    def run(logger, extra, ckpt_path=None):
+        monitor = EnergyMonitor(monitor="val_acc", mode="max", summary=False)
+        last = ns.callbacks.ModelCheckpoint(
+            dirpath=tmp_path / "ckpt", save_last=True, save_on_train_epoch_end=True
+        )
+        trainer = make_trainer(
+            tmp_path,
+            [*extra, monitor, last],
+            logger=logger,
+            max_epochs=3,
+            lightning=ns,
+            limit_train_batches=4,
+            limit_val_batches=2,
+            enable_checkpointing=True,
+        )
+        trainer.fit(ns.module(_epoch_end_override)(), datamodule=ns.DigitsDataModule(), ckpt_path=ckpt_path)
+        return monitor
+
+    logger = ns.loggers.MLFlowLogger(experiment_name="deferred-resume", tracking_uri=sqlite_uri)
+    with pytest.raises(KilledError):
+        run(logger, [KillAt(2)])
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.EnergyMonitor"]
+    assert saved["deferred_metric"]["step"] == 7  # where epoch 1's end logged its series
+    again = ns.loggers.MLFlowLogger(
+        experiment_name="deferred-resume", tracking_uri=sqlite_uri, run_id=logger.run_id
+    )
+    resumed = run(again, [], ckpt_path=str(ckpt))
+    client = MlflowClient(sqlite_uri)
+    marginal = _history(client, logger.run_id, "energy/marginal_val_acc_per_kwh")
+    assert [m.step for m in _history(client, logger.run_id, "energy/epoch_kwh")] == [3, 7, 11]
+    assert [m.step for m in marginal] == [3, 7, 11]
+    assert [m.value for m in marginal] == pytest.approx(
+        [r.marginal_per_kwh for r in resumed.history], rel=1e-9
+    )
+
+
+def _nvml_failing_once_at_start(monkeypatch) -> None:
+    """EnergyMonitor measures one GPU through the NVML double (1000 J a counter read); the counter
+    read that takes the first fit's baseline fails once (a fault before any epoch)."""
+    from nvml_double import FakeNvml, NVMLError_Unknown, gpus
+
+    from lightning_green.energy.nvml import NvmlMeter
+
+    reads = itertools.count(1)
+    nvml = FakeNvml(gpus(1, energy_mj_fn=lambda _t: next(reads) * 1_000_000.0))
+    built = itertools.count()
+
+    def build(spec, **_kwargs):
+        meter = NvmlMeter([0], nvml=nvml, environ={})  # probes the counter: it answers
+        if next(built) == 0:
+            nvml.gpus[0].counter_errors.append(NVMLError_Unknown())
+        return meter
+
+    monkeypatch.setattr(energy_monitor, "build_meter", build)
+
+
+def test_a_fault_outside_the_epochs_keeps_the_run_partial_in_a_later_fit(
+    tmp_path, sqlite_uri, monkeypatch, ns
+):
+    """The first fit's baseline read fails (no epoch is partial, the run is); fit on with the same
+    Trainer: the run, whose total holds the first fit's energy, stays partial, in MLflow too."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.energy.meter import EnergyMeasurementWarning
+
+    _nvml_failing_once_at_start(monkeypatch)
+    logger = ns.loggers.MLFlowLogger(experiment_name="partial", tracking_uri=sqlite_uri)
+    monitor = EnergyMonitor(summary=False)
+    trainer = make_trainer(
+        tmp_path, [monitor], logger=logger, max_epochs=2, lightning=ns, limit_train_batches=3
+    )
+    module, data = ns.DigitsClassifier(), ns.DigitsDataModule()
+    with pytest.warns(EnergyMeasurementWarning, match="partial"):
+        trainer.fit(module, datamodule=data)
+    client = MlflowClient(sqlite_uri)
+    assert monitor.last_summary["partial"] is True and not any(r.partial for r in monitor.history)
+    assert client.get_run(logger.run_id).data.tags["lightning_green.partial"] == "true"
+    trainer.fit_loop.max_epochs = 4
+    trainer.fit(module, datamodule=data)  # measured without a fault
+    assert len(monitor.history) == 4 and not any(r.partial for r in monitor.history)
+    assert monitor.last_summary["partial"] is True
+    assert client.get_run(logger.run_id).data.tags["lightning_green.partial"] == "true"
+
+
+def test_a_fault_outside_the_epochs_keeps_the_run_partial_after_a_resume(tmp_path, monkeypatch, ns):
+    """The same fault, the run resumed from a checkpoint of its first fit in a new Trainer: the
+    checkpoint says partial, and so does the resumed run's summary."""
+    from lightning_green.energy.meter import EnergyMeasurementWarning
+
+    _nvml_failing_once_at_start(monkeypatch)
+
+    def run(max_epochs, ckpt_path=None):
+        monitor = EnergyMonitor(summary=False)
+        every = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, filename="{epoch}")
+        trainer = make_trainer(
+            tmp_path,
+            [monitor, every],
+            max_epochs=max_epochs,
+            lightning=ns,
+            limit_train_batches=3,
+            enable_checkpointing=True,
+        )
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(), ckpt_path=ckpt_path)
+        return monitor
+
+    with pytest.warns(EnergyMeasurementWarning, match="partial"):
+        first = run(2)
+    assert first.last_summary["partial"] is True
+    ckpt = tmp_path / "ckpt" / "epoch=1.ckpt"
+    assert torch.load(ckpt, weights_only=True)["callbacks"]["lightning_green.EnergyMonitor"]["ledger"][
+        "partial"
+    ]
+    resumed = run(4, ckpt_path=str(ckpt))
+    assert len(resumed.history) == 4 and not any(r.partial for r in resumed.history)
+    assert resumed.last_summary["partial"] is True

@@ -415,12 +415,15 @@ def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: i
     """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed).
 
     ``epoch``: the epoch they belong to, for metrics of an epoch: the step an active MLflow run
-    gets instead of ``step`` (where autolog logs that epoch's metrics, :class:`ActiveMlflowRun`).
+    gets instead of ``step`` (where autolog logs that epoch's metrics, :class:`ActiveMlflowRun`),
+    and the ``epoch`` a ``CSVLogger`` row gets (as the rows Lightning logs for the epoch have).
     """
     for logger in filter(reachable, ordered_loggers(trainer)):
         try:
             if isinstance(logger, ActiveMlflowRun) and epoch is not None:
                 logger.log_metrics(metrics, step=epoch)
+            elif epoch is not None and _compat.is_csv_logger(logger):
+                logger.log_metrics({**metrics, "epoch": epoch}, step=step)
             else:
                 logger.log_metrics(metrics, step=step)
         except Exception as err:

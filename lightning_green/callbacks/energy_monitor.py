@@ -69,7 +69,7 @@ class DeferredMetric:
     """A closed epoch's metric that the module logged after the close, read at checkpoint time."""
 
     value: float
-    step: int
+    step: int  # where the epoch's end logged its series (its gain per kWh goes there after a resume)
 
 
 @dataclass
@@ -206,7 +206,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         # no value of its own (``callback_metrics`` still holds the last validation's).
         self._monitor_from_validation = False
         self._monitor_before_validation: Any = None
-        # (step, validated, restored value) of an epoch awaiting its metric
+        # (step its epoch's end logged at, validated, restored value) of an epoch awaiting its metric
         self._deferred: tuple[int, bool, float | None] | None = None
         self._epoch_open = False  # between on_train_epoch_start and the epoch's close
         # (step, value, epoch) of a marginal to log after a resume
@@ -587,7 +587,10 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if self.monitor is not None and not fields["metric_logged"] and not defer:
             self._missing_monitor(trainer, validated)
         self._log_epoch(trainer, pl_module, record)
-        self._deferred = (trainer.global_step, validated, restored) if defer else None
+        # Its gain per kWh then goes where Lightning logs the epoch's end (one step below the
+        # counter now), beside the epoch's other series, whether the module overrides the hook or not.
+        step = max(0, _compat.logging_step(trainer) - 1)
+        self._deferred = (step, validated, restored) if defer else None
 
     def _resolve_deferred_metric(self, trainer: Trainer) -> None:
         if self._restored_marginal is not None:
@@ -729,7 +732,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self._reported = True
         source = merge_sources(self.session.energy_source, source) or source  # the whole run's
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
-        self.session.ledger.close_fit(measured_j)  # a later fit of this run continues after it
+        self.session.ledger.close_fit(measured_j, faults)  # a later fit of this run continues after it
         if trainer.global_rank != 0:
             return
         written = False
@@ -804,13 +807,17 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             # Saved before this fit's first epoch began (a finder's checkpoint before its search, a
             # save in on_train_start): what was measured so far is the fit's setup, in no epoch;
             # a resume must not add it to its first epoch.
-            state.ledger = with_outside_epochs(state.ledger, setup.energy_j, setup.co2_kg, before_epochs=True)
+            state.ledger = with_outside_epochs(
+                state.ledger, setup.energy_j, setup.co2_kg, before_epochs=True, partial=setup.partial
+            )
             state.energy_source = merge_sources(state.energy_source, setup.source)
         last = self.session.last_epoch
         if not self._epoch_open and last is not None and int(trainer.current_epoch) > last.epoch:
             # Saved after the fit's last epoch (on_train_end): end-of-fit work, in no epoch, as the
             # summary books it; a resume must not add it to its next epoch.
-            state.ledger = with_outside_epochs(state.ledger, open_epoch.energy_j, open_epoch.co2_kg)
+            state.ledger = with_outside_epochs(
+                state.ledger, open_epoch.energy_j, open_epoch.co2_kg, partial=open_epoch.partial
+            )
             state.energy_source = merge_sources(state.energy_source, open_epoch.source)
         else:
             # The epoch in progress is the current one until it closes; after its close (a save in

@@ -154,6 +154,9 @@ class EnergyLedger:
         # hold only each epoch's last.
         self.checks: list[CheckValue] = []
         self.partial_before = False  # a restored run that was already partial
+        # A measurement fault in energy booked outside the epochs (a fit's setup, its end-of-fit
+        # work, a Tuner search): in the run's total, so the run is partial, though no epoch is.
+        self.outside_partial = False
         # What the run measured outside its epochs - before each fit's first epoch (setup), and
         # after earlier fits' last epoch (end-of-fit work): in the run's total, in no epoch, and
         # kept out of the epochs' cumulative totals (and so of the costs a stopper projects from:
@@ -202,7 +205,8 @@ class EnergyLedger:
         Args:
             measured_j: Cumulative measured energy of all ranks since the meters started, in J
                 (before PUE), when the first epoch begins.
-            faults: Cumulative measurement faults of all ranks at that reading.
+            faults: Cumulative measurement faults of all ranks at that reading (any makes the
+                run partial, :attr:`partial`).
 
         Returns:
             The energy booked, PUE applied, in joules.
@@ -220,7 +224,7 @@ class EnergyLedger:
             (16.0, 10.0)
         """
         energy_j = self.unbooked_j(measured_j)
-        self.add_before_epochs(energy_j)
+        self.add_before_epochs(energy_j, partial=faults > self._last_faults)
         self._excluded_measured_j += energy_j / self.pue
         self._last_faults = faults
         return energy_j
@@ -270,38 +274,54 @@ class EnergyLedger:
         """
         return max(self._last_total_j, self.total_j_at(measured_j)) + self.outside_epochs_j
 
-    def close_fit(self, measured_j: float) -> None:
+    def close_fit(self, measured_j: float, faults: int = 0) -> None:
         """Keep what a fit that ended measured after its last epoch, for the run's total.
 
         Another ``fit`` of the same run (the same Trainer, a larger ``max_epochs``) starts its
         meters from zero, and its epochs continue from the last closed epoch's total: without this
-        the first fit's end-of-fit work would be left out of the run's total.
+        the first fit's end-of-fit work would be left out of the run's total, and a fault in it
+        (or in a fit that closed no epoch) would no longer make the run partial.
 
         Args:
             measured_j: The fit's final reading (J before PUE, since its meters started).
-        """
-        self.add_outside_epochs(max(0.0, self.total_j_at(measured_j) - self._last_total_j))
+            faults: The measurement faults in that reading (cumulative since the meters started).
 
-    def add_outside_epochs(self, energy_j: float, kg: float | None = None) -> None:
+        Example:
+            >>> ledger = EnergyLedger()
+            >>> ledger.begin()
+            >>> _ = ledger.close_epoch(0, measured_j=4.0, faults=0, samples=1, duration_s=1.0, source="rapl")
+            >>> ledger.close_fit(measured_j=5.0, faults=1)  # the final reading failed
+            >>> ledger.begin()  # a later fit of the run
+            >>> ledger.outside_epochs_j, ledger.partial
+            (1.0, True)
+        """
+        tail_j = max(0.0, self.total_j_at(measured_j) - self._last_total_j)
+        self.add_outside_epochs(tail_j, partial=faults > self._last_faults)
+
+    def add_outside_epochs(self, energy_j: float, kg: float | None = None, partial: bool = False) -> None:
         """Book energy used outside every epoch (setup, end-of-fit work).
 
         Args:
             energy_j: The energy, PUE applied, in joules.
             kg: Its CO2-eq as priced when it was used; None prices it at the intensity now.
+            partial: Whether a measurement fault happened while it was measured: the run is
+                partial from then on (:attr:`partial`).
         """
+        self.outside_partial = self.outside_partial or bool(partial)
         kg = self.priced_now(energy_j) if kg is None else kg
         self.outside_epochs_j, self.outside_co2_kg = plus_priced(
             (self.outside_epochs_j, self.outside_co2_kg), energy_j, kg
         )
 
-    def add_before_epochs(self, energy_j: float, kg: float | None = None) -> None:
+    def add_before_epochs(self, energy_j: float, kg: float | None = None, partial: bool = False) -> None:
         """Book energy used before a fit's first epoch (its setup): outside the epochs, and before them.
 
         Args:
             energy_j: The energy, PUE applied, in joules.
             kg: Its CO2-eq as priced when it was used; None prices it at the intensity now.
+            partial: Whether a measurement fault happened while it was measured.
         """
-        self.add_outside_epochs(energy_j, kg)
+        self.add_outside_epochs(energy_j, kg, partial)
         self.before_epochs_j += energy_j
 
     def run_co2_kg(self, measured_j: float) -> float | None:
@@ -491,8 +511,18 @@ class EnergyLedger:
 
     @property
     def partial(self) -> bool:
-        """Whether any epoch of the run (including before a resume) was partial."""
-        return self.partial_before or self._carry_partial or any(r.partial for r in self.history)
+        """Whether any reading in the run's total so far was partial (before a resume included).
+
+        A partial epoch, an epoch a checkpoint caught open partial, or a fault in energy booked
+        outside the epochs (:attr:`outside_partial`): the run stays partial across later fits and
+        resumes (:meth:`state_dict` keeps it as ``partial``).
+        """
+        return (
+            self.partial_before
+            or self.outside_partial
+            or self._carry_partial
+            or any(r.partial for r in self.history)
+        )
 
     # -- persistence -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -547,7 +577,12 @@ def plus_priced(
 
 
 def with_outside_epochs(
-    state: dict[str, Any], energy_j: float, kg: float | None, *, before_epochs: bool = False
+    state: dict[str, Any],
+    energy_j: float,
+    kg: float | None,
+    *,
+    before_epochs: bool = False,
+    partial: bool = False,
 ) -> dict[str, Any]:
     """A copy of a ledger's saved ``state`` with ``energy_j`` (its CO2 ``kg``) outside the epochs.
 
@@ -557,16 +592,21 @@ def with_outside_epochs(
     saved in ``on_train_start``): what was measured so far is that fit's setup, also in
     ``before_epochs_j``. The live ledger is left as it is (its fit books the same energy when it
     ends, :meth:`EnergyLedger.close_fit`, or when its first epoch begins, :meth:`EnergyLedger.begin_epochs`).
+    ``partial``: a measurement fault happened in that energy, so the saved run is partial.
 
     Example:
         >>> with_outside_epochs({"total_j": 5.0, "outside_epochs_j": 1.0, "outside_co2_kg": 0.5}, 2.0, 0.25)
         {'total_j': 5.0, 'outside_epochs_j': 3.0, 'outside_co2_kg': 0.75}
         >>> with_outside_epochs({"total_j": 0.0}, 2.0, None, before_epochs=True)
         {'total_j': 0.0, 'outside_epochs_j': 2.0, 'outside_co2_kg': None, 'before_epochs_j': 2.0}
+        >>> with_outside_epochs({"total_j": 0.0, "partial": False}, 2.0, None, partial=True)["partial"]
+        True
     """
     before = (float(state.get("outside_epochs_j", 0.0)), state.get("outside_co2_kg", 0.0))
     outside_j, outside_kg = plus_priced(before, energy_j, kg)
     updated = {**state, "outside_epochs_j": outside_j, "outside_co2_kg": outside_kg}
     if before_epochs:
         updated["before_epochs_j"] = float(state.get("before_epochs_j", 0.0)) + energy_j
+    if partial:
+        updated["partial"] = True
     return updated

@@ -152,19 +152,22 @@ class BeforeEpochs:
         energy_j: The energy, PUE applied, in joules.
         co2_kg: Its CO2-eq at the intensity now, or None when none is known.
         source: The energy source label.
+        partial: Whether a measurement fault happened while it was measured.
     """
 
     energy_j: float
     co2_kg: float | None
     source: str
+    partial: bool = False
 
 
 def _joined(first: BeforeEpochs | None, second: BeforeEpochs | None) -> BeforeEpochs | None:
-    """Both energies as one (CO2 None when either has none)."""
+    """Both energies as one (CO2 None when either has none; partial when either is)."""
     if first is None or second is None:
         return first or second
     energy_j, kg = plus_priced((first.energy_j, first.co2_kg), second.energy_j, second.co2_kg)
-    return BeforeEpochs(energy_j, kg, merge_sources(first.source, second.source) or second.source)
+    source = merge_sources(first.source, second.source) or second.source
+    return BeforeEpochs(energy_j, kg, source, first.partial or second.partial)
 
 
 @dataclass
@@ -313,7 +316,7 @@ class EnergySession:
         """Book what an earlier fit of the run set aside before this fit's epochs (:meth:`set_aside`)."""
         kept = self._booked_set_aside
         if kept is not None:
-            self.ledger.add_before_epochs(kept.energy_j, kept.co2_kg)
+            self.ledger.add_before_epochs(kept.energy_j, kept.co2_kg, partial=kept.partial)
             self.energy_source = merge_sources(self.energy_source, kept.source)
 
     def set_aside(self) -> BeforeEpochs | None:
@@ -333,7 +336,8 @@ class EnergySession:
             return None
         reading, _ = self.read()
         energy_j = self.ledger.unbooked_j(reading.energy_j)
-        self._set_aside = BeforeEpochs(energy_j, self.ledger.priced_now(energy_j), reading.source)
+        priced = self.ledger.priced_now(energy_j)
+        self._set_aside = BeforeEpochs(energy_j, priced, reading.source, partial=reading.faults > 0)
         self.stop()
         return self._set_aside
 
@@ -586,7 +590,8 @@ class EnergySession:
             energy_j, partial = ledger.carried_open_epoch()
             samples, duration_s = 0, 0.0  # none of the setup's are the epoch's
             setup_j = ledger.unbooked_j(reading.energy_j)
-            before = BeforeEpochs(setup_j, ledger.priced_now(setup_j), reading.source)
+            # this fit's meters have counted nothing but the setup's faults so far
+            before = BeforeEpochs(setup_j, ledger.priced_now(setup_j), reading.source, reading.faults > 0)
         before_kg, after_kg = ledger.co2_kg(ledger.total_j), ledger.co2_kg(ledger.total_j + energy_j)
         co2 = None if before_kg is None or after_kg is None else after_kg - before_kg
         return OpenEpoch(energy_j, samples, duration_s, partial, co2, reading.source), before
