@@ -201,34 +201,126 @@ def test_a_checkpoint_without_the_open_window_still_resumes(tmp_path, monkeypatc
     assert trainer.current_epoch == 3 and resumed.policy is not None
 
 
-def test_a_resume_with_a_range_that_excludes_the_adopted_size_is_refused(tmp_path, monkeypatch):
+def test_a_resume_with_a_range_that_excludes_the_size_trained_at_is_refused_and_a_trial_of_one_dropped(
+    tmp_path, monkeypatch, recwarn, ns
+):
     """The run trains at 64 (a probe) when the checkpoint is saved; resumed with max_batch_size=32
-    (say, a smaller GPU) it would go on at 64 unannounced: refused at fit start, naming both."""
+    (say, a smaller GPU) it would go on at 64 unannounced: refused at fit start, naming both. A
+    checkpoint where the trial of 64 is only decided (its switch pending) resumes at 32, the trial
+    and its switch dropped with one warning; one where 64 is adopted (its switch pending) is refused."""
     from lightning_green.callbacks import AdaptationUnsupportedError
 
     install_step_cost(monkeypatch, **STEP_HEAVY)
     first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
-    saver = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1)
-    fit(tmp_path / "a", [Spy(), first, saver], epochs=4, enable_checkpointing=True)
+    saver = ns.callbacks.ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1)
+    spy = Spy()
+    fit(tmp_path / "a", [spy, first, saver], epochs=6, enable_checkpointing=True, lightning=ns)
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64, 32, 64, 32]
     path = str(tmp_path / "ckpt" / "epoch=2-step=60.ckpt")
     saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
     assert saved["current_batch_size"] == 64
 
-    narrower = AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST)
+    def narrower():
+        return AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST)
+
     with pytest.raises(
         AdaptationUnsupportedError, match=r"trains at batch_size=64.*outside this range \[16, 32\]"
     ):
-        fit(tmp_path / "b", [Spy(), narrower], epochs=6, ckpt_path=path)
-    # Saved at the end of epoch 1, which decided the probe of 64: a switch pending, not yet made.
+        fit(tmp_path / "b", [Spy(), narrower()], epochs=6, ckpt_path=path, lightning=ns)
+    # Saved at the end of epoch 5, which decided to adopt 64: a switch pending, not yet made.
+    adopted = str(tmp_path / "ckpt" / "epoch=5-step=120.ckpt")
+    saved = torch.load(adopted, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert (saved["current_batch_size"], saved["pending"]["to"], saved["pending"]["reason"]) == (
+        32,
+        64,
+        "cheaper",
+    )
+    with pytest.raises(AdaptationUnsupportedError, match=r"switches at its next epoch to batch_size=64"):
+        fit(tmp_path / "b2", [Spy(), narrower()], epochs=6, ckpt_path=adopted, lightning=ns)
+    # Saved at the end of epoch 1, which decided the probe of 64: the trial starts with its switch.
     decided = str(tmp_path / "ckpt" / "epoch=1-step=40.ckpt")
     saved = torch.load(decided, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
-    assert (saved["current_batch_size"], saved["pending"]["to"]) == (32, 64)
-    narrower = AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST)
-    with pytest.raises(AdaptationUnsupportedError, match=r"switches at its next epoch to batch_size=64"):
-        fit(tmp_path / "b2", [Spy(), narrower], epochs=6, ckpt_path=decided)
+    assert (saved["current_batch_size"], saved["pending"]["to"], saved["pending"]["reason"]) == (
+        32,
+        64,
+        "probe",
+    )
+    recwarn.clear()
+    resumed, spy_b = narrower(), Spy()
+    fit(tmp_path / "b3", [spy_b, resumed], epochs=4, ckpt_path=decided, lightning=ns)
+    assert {r["batch_size"] for r in spy_b.rows if r["batch_size"] is not None} <= {16, 32}
+    assert 64 not in [h["to"] for h in resumed.history[len(saved["history"]) :]]
+    said = [str(w.message) for w in recwarn if "trial of batch_size=64" in str(w.message)]
+    assert len(said) == 1 and "[16, 32]" in said[0] and "the switch to it" in said[0], said
     wider = AdaptiveBatchSize(min_batch_size=16, max_batch_size=128, **FAST)  # contains 64: trains on
-    fit(tmp_path / "c", [Spy(), wider], epochs=4, ckpt_path=path)
+    fit(tmp_path / "c", [Spy(), wider], epochs=4, ckpt_path=path, lightning=ns)
     assert wider.current_batch_size in (32, 64)
+
+
+def test_a_trial_of_a_size_outside_the_resumed_range_caught_between_its_epochs_is_dropped(
+    tmp_path, monkeypatch, recwarn, ns
+):
+    # Saved at validation end (before the epoch-end decision) of epoch 3, a reference epoch at 32
+    # inside the trial of 64 (epoch 2 trained at 64): resumed with max_batch_size=32, the trial is
+    # dropped with one warning, never a 64 again, and the run goes on adapting within [16, 32].
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST)
+    saver = ns.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1, save_on_train_epoch_end=False
+    )
+    spy = Spy()
+    fit(tmp_path / "a", [spy, first, saver], epochs=4, enable_checkpointing=True, lightning=ns)
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64, 32]
+    path = str(tmp_path / "ckpt" / "epoch=3-step=80.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert (saved["current_batch_size"], saved["pending"]) == (32, None)
+    assert (saved["policy"]["trial"]["reference"], saved["policy"]["trial"]["candidate"]) == (32, 64)
+
+    recwarn.clear()
+    resumed, spy_b = AdaptiveBatchSize(min_batch_size=16, max_batch_size=32, **FAST), Spy()
+    fit(tmp_path / "b", [spy_b, resumed], epochs=8, ckpt_path=path, lightning=ns)
+    assert {r["batch_size"] for r in spy_b.rows if r["batch_size"] is not None} <= {16, 32}
+    assert resumed.policy.candidates == [16, 32] and 64 not in resumed.policy.tried
+    assert 64 not in [h["to"] for h in resumed.history[len(saved["history"]) :]]
+    said = [str(w.message) for w in recwarn if "trial of batch_size=64" in str(w.message)]
+    assert len(said) == 1 and "[16, 32]" in said[0] and "goes on at batch_size=32" in said[0], said
+
+
+def test_a_resume_with_another_lr_scaling_rescales_the_restored_rates_and_reports_it(
+    tmp_path, monkeypatch, recwarn, ns
+):
+    # Saved at validation end of epoch 2, trained at 64 with lr_scaling="sqrt" (lr x1.41): resumed
+    # with "linear", the restored rates become the user's scaled linearly (x2 at 64), from the
+    # resume on; the summary names the rule in force and one warning names both.
+    install_step_cost(monkeypatch, **STEP_HEAVY)
+    first = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="sqrt", **FAST)
+    saver = ns.callbacks.ModelCheckpoint(
+        dirpath=str(tmp_path / "ckpt"), every_n_epochs=1, save_top_k=-1, save_on_train_epoch_end=False
+    )
+    spy = Spy()
+    fit(tmp_path / "a", [spy, first, saver], epochs=3, enable_checkpointing=True, lightning=ns)
+    lr0 = spy.rows[0]["lr"]
+    assert [r["batch_size"] for r in spy.rows] == [32, 32, 64]
+    assert [r["lr"] for r in spy.rows] == pytest.approx([lr0, lr0, lr0 * 2**0.5])
+    path = str(tmp_path / "ckpt" / "epoch=2-step=60.ckpt")
+    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    assert (saved["current_batch_size"], saved["lr_rule"]) == (64, "sqrt")
+
+    recwarn.clear()
+    resumed, spy_b = (
+        AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, lr_scaling="linear", **FAST),
+        Spy(),
+    )
+    trainer, _, _ = fit(tmp_path / "b", [resumed, spy_b], epochs=5, ckpt_path=path, lightning=ns)
+    assert spy_b.rows[0]["batch_size"] is None  # epoch 2's end, made by the resumed run: still at 64
+    sizes = [64] + [r["batch_size"] for r in spy_b.rows[1:]]
+    assert 32 in sizes
+    assert [r["lr"] for r in spy_b.rows] == pytest.approx([lr0 * size / 32 for size in sizes])
+    assert resumed.lr_rule == "linear"
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert summary["lr_scaling"] == "linear"
+    said = [str(w.message) for w in recwarn if "lr_scaling" in str(w.message)]
+    assert len(said) == 1 and "'sqrt'" in said[0] and "'linear'" in said[0] and "x1.41" in said[0], said
 
 
 @pytest.mark.parametrize("ended_by", ["stopper", "max_epochs"])

@@ -366,6 +366,75 @@ def test_a_fit_planned_too_short_to_probe_says_so_and_a_continued_longer_plan_pr
     assert switches(resumed)[-1] == ("32-true", "bf16-mixed", "cheaper")
 
 
+def test_a_resume_with_fewer_precisions_allowed_drops_the_checkpoints_candidates(
+    tmp_path, monkeypatch, recwarn, ns
+):
+    # The first fit is planned too short to probe bf16 (kept as a candidate in the checkpoint);
+    # resumed with precisions="32-true" and a plan long enough, it trains in 32-true only, with one
+    # warning naming the candidate dropped (it probed bf16 and failed recording it).
+    install_step_cost(monkeypatch, **PROBE_COST)
+    trainer, _ = fit(tmp_path, [AdaptivePrecision(**LATE)], epochs=2, lightning=ns)
+    trainer.save_checkpoint(str(tmp_path / "after_fit.ckpt"))
+    saved = torch.load(tmp_path / "after_fit.ckpt", weights_only=False)["callbacks"]
+    assert "bf16-mixed" in saved["lightning_green.AdaptivePrecision"]["policy"]["pending"]
+
+    install_step_cost(monkeypatch, **PROBE_COST)
+    recwarn.clear()
+    resumed = AdaptivePrecision(precisions="32-true", **LATE)
+    trainer, model = fit(
+        tmp_path / "resumed", [resumed], epochs=4, lightning=ns, ckpt_path=str(tmp_path / "after_fit.ckpt")
+    )
+    assert {d for _, d in model.steps} == {"float32"} and len(model.steps) == 40
+    assert resumed.current == "32-true" and switches(resumed) == [] and resumed.policy.dropped_candidates
+    assert "bf16-mixed" not in resumed.policy.supported
+    said = [str(w.message) for w in recwarn if "AdaptivePrecision(precisions='32-true')" in str(w.message)]
+    assert len(said) == 1 and "['bf16-mixed'] dropped" in said[0], said
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert (summary["precision"], summary["precision_probe_j"]) == ("32-true", 0.0)
+
+
+@pytest.mark.parametrize("trained_in", ["adopted", "trainer"])
+def test_a_resume_whose_precision_is_no_longer_allowed_goes_on_in_an_allowed_one(
+    tmp_path, monkeypatch, recwarn, ns, trained_in
+):
+    # The first fit trains in bf16 (adopted: half the cost; or the Trainer's own). Resumed with
+    # precisions="32-true" (and the Trainer's 32-true) it goes on in 32-true from its first step,
+    # recorded as a not_allowed switch at the checkpoint's step, with one warning naming both.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    if trained_in == "adopted":
+        first = AdaptivePrecision(**LATE)
+        trainer, _ = fit(tmp_path, [first], epochs=-1, max_steps=60, lightning=ns)
+        assert switches(first)[-1] == ("32-true", "bf16-mixed", "cheaper")
+    else:
+        first = AdaptivePrecision(precisions="bf16-mixed", probe_budget=0)
+        trainer, _ = fit(tmp_path, [first], epochs=1, lightning=ns, precision="bf16-mixed")
+    assert first.current == "bf16-mixed"
+    step = trainer.global_step
+    trainer.save_checkpoint(str(tmp_path / "after_fit.ckpt"))
+
+    install_step_cost(monkeypatch, **PROBE_COST)
+    recwarn.clear()
+    resumed = AdaptivePrecision(precisions="32-true", **LATE)
+    trainer, model = fit(
+        tmp_path / "resumed",
+        [resumed],
+        epochs=-1,
+        max_steps=step + 20,
+        lightning=ns,
+        ckpt_path=str(tmp_path / "after_fit.ckpt"),
+        precision="32-true",
+    )
+    assert {d for _, d in model.steps} == {"float32"} and len(model.steps) == 20
+    assert switches(resumed)[-1] == ("bf16-mixed", "32-true", "not_allowed")
+    assert (resumed.history[-1]["step"], resumed.current) == (step, "32-true")
+    assert resumed.baseline == first.baseline  # what the run started in, as before
+    said = [str(w.message) for w in recwarn if "AdaptivePrecision(precisions='32-true')" in str(w.message)]
+    assert len(said) == 1 and "trains in bf16-mixed: it goes on in 32-true" in said[0], said
+    summary = EnergyMonitor.for_trainer(trainer).last_summary
+    assert (summary["precision"], summary["precision_last"]) == ("32-true", "32-true")
+    assert trainer.strategy.precision_plugin.precision == "32-true"
+
+
 def continued_fits(path, ns, plans):
     """One run fitted again on its Trainer with each longer plan (max_steps): the AdaptivePrecision.
 

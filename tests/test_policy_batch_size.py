@@ -354,3 +354,24 @@ def test_model_beats_naive_choices_on_zeus_traces():
     row = next(r for r in results if r["wl"][0] == "librispeech" and r["gpu"] == "v100")
     assert row["oracle"] == row["picks"]["model"] == 48
     assert row["picks"]["default"] == 192 and row["regret"]["default"] > 0.2
+
+
+def test_a_trial_of_a_size_outside_the_loaded_range_is_dropped():
+    # A trial of 64 against 32, between its epochs; loaded into a policy of [16, 32] (a run resumed
+    # with max_batch_size=32): the trial is dropped and named, and 64 is never decided again.
+    first = eager_policy(32, 32, 64, noise_min_updates=1)
+    log, run_j = simulate(first, noisy(0.0), epochs=2, horizon=100)
+    assert [(e, b, r) for e, b, r, _ in log] == [(0, 64, "probe"), (1, 32, "interleave")]
+    assert first.in_trial and first.current_batch_size == 32
+    for decided in (False, True):  # the trial between its epochs, or its switch to 64 just decided
+        state = json.loads(json.dumps(first.state_dict()))
+        if decided:
+            state["current"] = 64
+        narrower = eager_policy(32, 16, 32, noise_min_updates=1)
+        narrower.load_state_dict(state)
+        assert (narrower.dropped_trial, narrower.in_trial, narrower.current_batch_size) == (64, False, 32)
+        later, _ = simulate(narrower, noisy(0.0), epochs=6, horizon=100, start=2, run_j=run_j)
+        assert 64 not in [b for _, b, _, _ in later] and later[0][1:3] == (16, "probe")
+    same = eager_policy(32, 32, 64, noise_min_updates=1)
+    same.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    assert (same.dropped_trial, same.in_trial) == (None, True)

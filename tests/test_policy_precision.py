@@ -14,6 +14,7 @@ from lightning_green.policy.precision import (
     PrecisionPolicy,
     PrecisionReason,
 )
+from lightning_green.policy.precision_probe import new_probe
 
 FP32, BF16, FP16 = "32-true", "bf16-mixed", "16-mixed"
 _RNG = np.random.default_rng(0)
@@ -519,3 +520,50 @@ def test_decision_details_are_json_able():
 def test_bad_arguments_raise_value_error_naming_them(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def _probing(
+    policy: PrecisionPolicy, costs: dict[str, float], until: Callable[[PrecisionPolicy], bool]
+) -> int:
+    """Steps simulated one by one until ``until(policy)``; returns the steps taken."""
+    for t in range(600):
+        if until(policy):
+            return t
+        simulate(policy, costs, 1, start=t)
+    raise AssertionError("never reached")
+
+
+def test_a_state_loaded_with_fewer_precisions_supported_drops_the_others():
+    # A probe of bf16 (then fp16) in a candidate window, loaded where bf16 is no longer supported (a
+    # run resumed with precisions="16-mixed"): back to the base, the probe goes on with fp16 alone.
+    costs = {FP32: 1.0, BF16: 0.5, FP16: 0.45}
+    first = eager_policy([BF16, FP16])
+    cut = _probing(first, costs, lambda p: p.probing and p.current_precision == BF16)
+    state = json.loads(json.dumps(first.state_dict()))
+    resumed = eager_policy([FP16])
+    resumed.load_state_dict(state)
+    assert (resumed.current_precision, resumed.dropped_candidates, resumed.probing) == (FP32, (BF16,), True)
+    run = simulate(resumed, costs, 300, start=cut)
+    assert BF16 not in run["used"] and run["final"] == FP16
+    assert PrecisionReason.CHEAPER in reasons(run)
+    # Candidates still to probe (before any probe started) are dropped too: nothing left to probe.
+    early = eager_policy([BF16], start_step=1000)
+    simulate(early, costs, 10)
+    only_fp32 = eager_policy([])
+    only_fp32.load_state_dict({**early.state_dict(), "started": True, "pending": [BF16]})
+    assert only_fp32.dropped_candidates == (BF16,)
+    assert simulate(only_fp32, costs, 300, start=10)["used"] == {FP32: 300}
+
+
+def test_a_state_loaded_without_its_probes_base_ends_the_probe_at_the_initial_precision():
+    # Adopted bf16, probing fp16 against it; loaded where only fp16 is allowed: the probe ends (fp16
+    # waits to be probed against fp32) and the policy stands at its initial precision.
+    state = eager_policy([BF16, FP16]).state_dict()
+    probe = {**new_probe(BF16, []), "cand": FP16, "role": "candidate"}
+    state.update(current=FP16, previous=[FP32], probe=probe, started=True, banned={BF16: 9})
+    resumed = eager_policy([FP16], initial_precision=FP32)
+    resumed.load_state_dict(json.loads(json.dumps(state)))
+    assert (resumed.current_precision, resumed.probing, resumed.dropped_candidates) == (FP32, False, ())
+    assert resumed.banned == {} and resumed.state_dict()["pending"] == [FP16]
+    run = simulate(resumed, {FP32: 1.0, FP16: 0.45}, 300, start=0)
+    assert set(run["used"]) == {FP32, FP16} and run["final"] == FP16

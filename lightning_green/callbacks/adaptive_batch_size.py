@@ -165,6 +165,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._guard: OutOfMemoryGuard | None = None
         # (previous size, new size) of a switch or resume whose first batch is still to be checked
         self._unchecked_switch: tuple[int, int] | None = None
+        self._lr_rescale: float | None = None  # for restored learning rates scaled by another rule
 
     @property
     def probing(self) -> bool:
@@ -237,20 +238,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         if self.initial_batch_size is None:  # a first fit, nothing restored
             self.initial_batch_size = self.current_batch_size = self._size(pl_module)
         assert self.initial_batch_size is not None and self.current_batch_size is not None
-        low, high, _ = batch_size_range(self.initial_batch_size, self.min_batch_size, self.max_batch_size)
-        # A size the restored run adopted, or a switch to one it decided before the checkpoint.
-        pending = None if self.pending is None else int(self.pending.to)
-        for size, how in ((self.current_batch_size, "trains at"), (pending, "switches at its next epoch to")):
-            if size is not None and size != self.initial_batch_size and not low <= size <= high:
-                raise AdaptationUnsupportedError(
-                    f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
-                    f"max_batch_size={self.max_batch_size!r}): the checkpoint's run {how} "
-                    f"{self.attr_name}={size} (adopted by AdaptiveBatchSize; its learning rates are scaled "
-                    f"for it), outside this range [{low}, {high}]. Resume with a range that contains "
-                    f"{size}, or start a new run from the checkpoint's weights "
-                    "(LightningModule.load_from_checkpoint) to adapt within the new range."
-                )
-        self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
+        self._check_restored_sizes(trainer)
         per_epoch_validation = trainer.check_val_every_n_epoch is not None and trainer.limit_val_batches > 0
         stepped = [c.scheduler for c in trainer.lr_scheduler_configs if c.interval == "step"]
         problem = switch_problem(
@@ -274,9 +262,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
             # built in setup() from the attribute's earlier value would ignore it, as after a switch.
             built_with = before if isinstance(before, int) and before != self.current_batch_size else None
             self._unchecked_switch = (built_with or self.initial_batch_size, self.current_batch_size)
-        if self.lr_rule is None:
-            optimizer = trainer.optimizers[0] if trainer.optimizers else None
-            self.lr_rule = resolve_lr_rule(self.lr_scaling, optimizer)
+        self._follow_lr_rule(trainer)
         if (
             not _compat.starts_new_run(trainer)
             and getattr(trainer, "ckpt_path", None) is None
@@ -297,15 +283,95 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 "epoch changes with the batch size, so a schedule sized in steps ends early or late.",
             )
 
+    def _check_restored_sizes(self, trainer: Trainer) -> None:
+        """Build the policy (with a restored state); refuse a resume at a size outside the range.
+
+        A size the restored run trains at or adopted, or a switch to one it decided before the
+        checkpoint, outside ``[min_batch_size, max_batch_size]`` is refused (its learning rates are
+        scaled for it). A trial of a size outside the range that the run is not training at is
+        dropped, with its switch to the candidate if one is pending: one warning names it.
+
+        Raises:
+            AdaptationUnsupportedError: For such a size, naming it and the range.
+        """
+        assert self.initial_batch_size is not None and self.current_batch_size is not None
+        low, high, _ = batch_size_range(self.initial_batch_size, self.min_batch_size, self.max_batch_size)
+
+        def refuse_outside(size: int | None, how: str) -> None:
+            if size is not None and size != self.initial_batch_size and not low <= size <= high:
+                raise AdaptationUnsupportedError(
+                    f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
+                    f"max_batch_size={self.max_batch_size!r}): the checkpoint's run {how} "
+                    f"{self.attr_name}={size} (a size AdaptiveBatchSize adopted or tried; learning rates "
+                    f"are scaled for the size trained at), outside this range [{low}, {high}]. Resume with "
+                    f"a range that contains {size}, or start a new run from the checkpoint's weights "
+                    "(LightningModule.load_from_checkpoint) to adapt within the new range."
+                )
+
+        refuse_outside(self.current_batch_size, "trains at")
+        loading = self.policy is None and self._restored_policy is not None
+        self.ensure_policy(lambda: self._build_policy(trainer, self.initial_batch_size))
+        assert self.policy is not None
+        dropped = self.policy.dropped_trial if loading else None
+        pending = self.pending
+        dropped_switch = dropped is not None and pending is not None and int(pending.to) == dropped
+        if dropped_switch:
+            self.pending = None  # the switch to the trial's candidate goes with the trial
+        pending_size = None if self.pending is None else int(self.pending.to)
+        refuse_outside(pending_size, "switches at its next epoch to")
+        refuse_outside(self.policy.adopted_batch_size, "adopted (and goes back to after its trial)")
+        if dropped is not None:
+            switch = " and the switch to it decided for the next epoch" if dropped_switch else ""
+            verb = "are" if dropped_switch else "is"
+            _compat.warn(
+                trainer,
+                f"AdaptiveBatchSize(min_batch_size={self.min_batch_size!r}, "
+                f"max_batch_size={self.max_batch_size!r}): the checkpoint's trial of {self.attr_name}="
+                f"{dropped} is outside this range [{low}, {high}]: the trial{switch} {verb} dropped; the run "
+                f"goes on at {self.attr_name}={self.current_batch_size}.",
+            )
+
+    def _follow_lr_rule(self, trainer: Trainer) -> None:
+        """Use ``lr_scaling`` from this fit on, also where the restored run used another rule.
+
+        The learning rates of a resumed run at a size other than the user's were scaled by the
+        checkpoint's rule: they are rescaled after Lightning restores the optimizers (at train start)
+        so that they are the user's rates scaled by this rule. One warning names both rules.
+        """
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        rule = resolve_lr_rule(self.lr_scaling, optimizer)
+        restored, self.lr_rule = self.lr_rule, rule
+        self._lr_rescale = None
+        if restored is None or restored == rule:
+            return
+        assert self.initial_batch_size is not None and self.current_batch_size is not None
+        initial, size = self.initial_batch_size, self.current_batch_size
+        before = scale_learning_rate(1.0, initial, size, restored)
+        factor = scale_learning_rate(1.0, initial, size, rule) / before
+        restoring = getattr(trainer, "ckpt_path", None) is not None  # else scaled afresh for the size below
+        if restoring and factor != 1.0:
+            self._lr_rescale = factor
+        rescaled = f" (learning rates x{factor:.3g} at {self.attr_name}={size})" if factor != 1.0 else ""
+        _compat.warn(
+            trainer,
+            f"AdaptiveBatchSize(lr_scaling={self.lr_scaling!r}): the checkpoint's run scaled learning "
+            f"rates with {restored!r}; from here on they follow {rule!r}, from the rates for "
+            f"{self.attr_name}={initial}{rescaled}.",
+        )
+
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Pick the window length from the energy source; go on from a checkpoint (collective).
 
-        The window and the gradient pairs a checkpoint caught open go on, so the resumed fit
-        closes its windows and counts its noise pairs as the uninterrupted one does. A checkpoint
-        saved at an epoch's last batch, before the epoch's end, resumes at the next epoch, with
-        neither the caught epoch's end nor the next one's start (Lightning calls neither): that
-        end's decision is made here, and a switch it decides is applied before the first batch.
+        Learning rates a checkpoint restored, scaled by another rule, follow this fit's now. The
+        window and the gradient pairs a checkpoint caught open go on, so the resumed fit closes
+        its windows and counts its noise pairs as the uninterrupted one does. A checkpoint saved
+        at an epoch's last batch, before the epoch's end, resumes at the next epoch, with neither
+        the caught epoch's end nor the next one's start (Lightning calls neither): that end's
+        decision is made here, and a switch it decides is applied before the first batch.
         """
+        if self._lr_rescale is not None:
+            scale_learning_rates(trainer.optimizers, trainer.lr_scheduler_configs, self._lr_rescale)
+            self._lr_rescale = None
         self.begin_training(trainer)
         window, self._restored_window = self._restored_window, None
         pairs, self._restored_pairs = self._restored_pairs, None

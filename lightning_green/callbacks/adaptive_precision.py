@@ -13,6 +13,7 @@ While it probes, the session says so and AdaptiveBatchSize holds.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -153,6 +154,8 @@ class AdaptivePrecision(AdaptiveCallback):
         self.current: str | None = None
         self.skipped_steps = 0
         self._supported: tuple[str, ...] = ()
+        self._trainer_precision: str | None = None  # the Trainer's precision at setup
+        self._fallen_back_from: str | None = None  # a resumed precision not allowed, left at fit start
         self._device_type = "cpu"
         self._original_plugin: Any = None
         self._scaler: Any = None
@@ -234,6 +237,7 @@ class AdaptivePrecision(AdaptiveCallback):
             )
         self._device_type = device.type
         self._supported = tuple(p for p in PRECISIONS if p in wanted or p == name)
+        self._trainer_precision = name
         self._original_plugin = plugin
         if self.baseline is None:
             self.baseline = name
@@ -244,7 +248,10 @@ class AdaptivePrecision(AdaptiveCallback):
         self.attach(trainer)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Apply a restored precision and GradScaler state before Lightning restores the plugin's.
+        """Build the policy (with a restored state), apply the precision and GradScaler state.
+
+        Both before Lightning restores the plugin's. A resumed run trains only in the precisions
+        this fit allows (``precisions`` and the Trainer's): see :meth:`_keep_allowed`.
 
         Raises:
             AdaptationUnsupportedError: For precisions of the checkpoint this device lacks.
@@ -258,15 +265,63 @@ class AdaptivePrecision(AdaptiveCallback):
                 f"this {trainer.strategy.root_device.type} device does not support ({list(hardware)}). "
                 "Resume on such a device, or without the checkpoint's AdaptivePrecision state."
             )
-        self._supported = tuple(
-            p for p in PRECISIONS if p in self._supported or p in (self.baseline, self.current, pending)
-        )
+        if self.policy is None:  # a first fit, or a resumed one: not a fit again of this callback
+            self._keep_allowed(trainer)
         if self._restored_scaler is not None:
             self._get_scaler().load_state_dict(self._restored_scaler)
             self._restored_scaler = None
         if self.current is not None and self.current != trainer.strategy.precision_plugin.precision:
             self._swap(trainer, self.current)
             _compat.info(trainer, f"lightning_green: AdaptivePrecision resumed in {self.current}")
+
+    def _keep_allowed(self, trainer: Trainer) -> None:
+        """Build the policy around the restored state, keeping only the precisions this fit allows.
+
+        A resumed run whose precision is no longer allowed goes on in the one it chose where still
+        allowed, else in the Trainer's (a ``not_allowed`` record); a pending switch, candidates or a
+        probe of precisions no longer allowed are dropped (the policy's
+        :meth:`~lightning_green.policy.precision.PrecisionPolicy.load_state_dict`). One warning
+        names what was dropped and the precision the run goes on in.
+        """
+        # As the policy's: the precisions argument (or the hardware's), the Trainer's and fp32, the reference.
+        allowed = tuple(p for p in PRECISIONS if p in self._supported or p == REFERENCE_PRECISION)
+        assert self.current is not None and self._trainer_precision is not None
+        self._fallen_back_from = None
+        chosen = self.chosen_setting()
+        fallback = chosen if chosen in allowed else self._trainer_precision
+        restored = self._restored_policy is not None
+        initial = fallback if restored or self.current not in allowed else self.current
+        self.ensure_policy(lambda: self._new_policy(self._supported, initial))
+        policy = self.policy
+        assert policy is not None
+        decided, previous, pending = policy.current_precision, self.current, self.pending
+        dropped = list(policy.dropped_candidates)
+        if pending is not None and str(pending.to) != decided:  # its target (or its probe) is not allowed
+            self.pending = None
+            if pending.to not in allowed:
+                dropped.append(str(pending.to))
+        if self.pending is not None and previous not in allowed:  # the switch decided goes on from here
+            applied = self.take_pending()
+            assert applied is not None
+            self.current = str(applied.to)
+            self.record(applied, previous)
+        elif self.pending is None and decided != previous:
+            self._fallen_back_from = previous  # recorded at train start, at the checkpoint's step
+            self.current = decided
+        if self.current != previous and self._restored_window is not None:  # its steps are not comparable
+            self._restored_window = dataclasses.replace(self._restored_window, partial=True)
+        told = [f"the checkpoint's run trains in {previous}: it goes on in {self.current}"]
+        told = told if self.current != previous else []
+        lost = [p for p in PRECISIONS if p in dropped and p != previous]  # in PRECISIONS order, once
+        if lost:
+            told.append(f"{lost} dropped (not probed, not switched to)")
+        if told:
+            wanted = ",".join(self.precisions) if self.precisions is not None else None
+            _compat.warn(
+                trainer,
+                f"AdaptivePrecision(precisions={wanted!r}) resumed allowing {list(allowed)} (with the "
+                f"Trainer's precision {self._trainer_precision}): {'; '.join(told)}.",
+            )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """After a fit that ended while probing: leave the Trainer in the precision the policy chose.
@@ -299,7 +354,7 @@ class AdaptivePrecision(AdaptiveCallback):
             trainer.strategy.precision_plugin = self._plugin_for(trainer, chosen)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Build the policy (with a restored state) once the energy source is known (collective).
+        """Start measuring once the energy source is known (collective); the policy is built at fit start.
 
         The window a checkpoint caught open, or the one the last fit's training ended in (``fit``
         called again on the same Trainer), goes on: the policy counts every step the Trainer
@@ -308,7 +363,7 @@ class AdaptivePrecision(AdaptiveCallback):
         """
         self.begin_training(trainer)
         assert self.baseline is not None and self.current is not None
-        self.ensure_policy(lambda: self._new_policy(self._supported, self.baseline))
+        self.ensure_policy(lambda: self._new_policy(self._supported, self.current))
         self._window.target_steps = max(self.policy.window_steps, 1)
         self._planned_steps = planned_steps(trainer)
         self._scale_start = self._read_scale()
@@ -317,6 +372,11 @@ class AdaptivePrecision(AdaptiveCallback):
             if self._window_scale_start is not None and self._scale_start is not None:
                 self._scale_start = self._window_scale_start
         self._restored_window, self._window_scale_start = None, None
+        if self._fallen_back_from is not None:
+            details = {"allowed": list(self.policy.supported), "trained_in": self._fallen_back_from}
+            entry = self.decided(trainer, self.current, PrecisionReason.NOT_ALLOWED.value, details)
+            self.record(entry, self._fallen_back_from)
+            self._fallen_back_from = None
         self._session.set_probing(self.key, self.busy)
         self.publish_tags(trainer)
 

@@ -175,6 +175,8 @@ class BatchSizePolicy:
         # looked at again when the plan grows (a run continued to a larger max_epochs).
         self._no_budget_planned: float | None = None
         self._last_run_j: float | None = None
+        self.dropped_trial: int | None = None
+        """The candidate of a trial a loaded state held that is outside this policy's range (dropped)."""
 
     # ------------------------------------------------------------------ recording
 
@@ -523,6 +525,11 @@ class BatchSizePolicy:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
+        A trial whose candidate is outside this policy's range (a run resumed with a narrower one)
+        is dropped, named by :attr:`dropped_trial`: the size of the last decision goes back to the
+        trial's reference. (Training at that candidate cannot go on within the range: the caller
+        refuses such a resume.)
+
         Args:
             state: What :meth:`state_dict` returned.
 
@@ -550,3 +557,7 @@ class BatchSizePolicy:
         self._no_budget_planned = None if no_budget is None else float(no_budget)
         self._last_run_j = None if state["last_run_j"] is None else float(state["last_run_j"])
         self.noise_scale.load_state_dict(state["noise_scale"])
+        trial, self.dropped_trial = self._trial, None
+        if trial is not None and trial.candidate not in self.grid:
+            self.dropped_trial, self._trial = trial.candidate, None
+            self._current, self._epoch_candidate_j = trial.reference, 0.0

@@ -226,6 +226,8 @@ class PrecisionPolicy(ProbeRunner):
         self._unconfirmed: dict[str, int] = {}  # estimate: precision -> epoch first resolved cheaper
         self._alarm: dict[str, Any] | None = None
         self._j: dict[str, float] = {}
+        self.dropped_candidates: tuple[str, ...] = ()
+        """Candidates a loaded state held (still to probe, or in the probe) that are not supported."""
 
     # ------------------------------------------------------------------ queries
 
@@ -485,6 +487,11 @@ class PrecisionPolicy(ProbeRunner):
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a :meth:`state_dict` (possibly through JSON); later decisions are identical.
 
+        A state saved with other precisions supported (a run resumed with fewer allowed) keeps
+        only this policy's (:attr:`dropped_candidates` names the candidates it loses); the precision
+        in use, where no longer supported, becomes ``initial_precision`` (:attr:`current_precision`
+        says which).
+
         Args:
             state: What :meth:`state_dict` returned: windows, the probe in progress, outcomes,
                 probing energy, bans and the precision in use.
@@ -519,3 +526,44 @@ class PrecisionPolicy(ProbeRunner):
         self._alarm = None if alarm is None else dict(alarm)
         self._j = {str(k): float(v) for k, v in state["j_per_sample"].items()}
         self._estimated = bool(state.get("estimated", False))
+        self.dropped_candidates = self._keep_supported()
+
+    def _keep_supported(self) -> tuple[str, ...]:
+        """After a load: forget the precisions of the state that this policy does not support.
+
+        A run resumed with fewer precisions allowed (``AdaptivePrecision(precisions=...)``) trains
+        only in those: the candidates still to probe lose the others; a probe measured against a
+        precision no longer supported ends (its supported candidates wait to be probed again), one
+        of a candidate no longer supported goes on with the next candidate (back to its base); bans,
+        rollback targets and an alarm about them are forgotten. The precision in use, where no longer
+        supported (or the candidate of a probe that ended here), becomes ``initial_precision``.
+
+        Returns:
+            The candidates dropped (still to probe, or in the probe), in :data:`PRECISIONS` order.
+        """
+        ok = set(self.supported)
+        probe = self._probe
+        held = set(self._pending)
+        if probe is not None:
+            held |= {p for p in [probe["cand"], *probe["queue"]] if p is not None}
+        dropped = tuple(p for p in PRECISIONS if p in held and p not in ok)
+        self._pending = [p for p in self._pending if p in ok]
+        if probe is not None:
+            probe["queue"] = [p for p in probe["queue"] if p in ok]
+            if probe["base"] not in ok:  # its reference windows compare with a precision not allowed
+                rest = [p for p in [probe["cand"], *probe["queue"]] if p is not None and p in ok]
+                self._pending += [p for p in rest if p not in self._pending]
+                self._probe = None
+                self._current = self.initial_precision
+            elif probe["cand"] is not None and probe["cand"] not in ok:  # as after a rollback of it
+                if self._current == probe["cand"]:
+                    self._current = probe["base"]
+                probe.update(new_probe(probe["base"], probe["queue"]))
+        self._previous = [p for p in self._previous if p in ok]
+        self._banned = {p: e for p, e in self._banned.items() if p in ok}
+        self._unconfirmed = {p: e for p, e in self._unconfirmed.items() if p in ok}
+        if self._alarm is not None and self._alarm["precision"] not in ok:
+            self._alarm = None
+        if self._current not in ok:
+            self._current = self.initial_precision
+        return dropped

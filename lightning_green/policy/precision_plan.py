@@ -62,6 +62,12 @@ class PrecisionReason(str, Enum):
     """Repeated GradScaler overflows: back to the previous precision, the offender banned."""
     COOLDOWN_OVER = "cooldown_over"
     """A banned precision's cooling period ended: it will be probed again."""
+    NOT_ALLOWED = "not_allowed"
+    """A resumed run trained in (or was probing from) a precision its new arguments do not allow.
+
+    Recorded by the callback at the resume, to the precision the policy falls back to (the one it
+    chose where still allowed, else the Trainer's): see :meth:`PrecisionPolicy.load_state_dict`.
+    """
 
 
 @dataclass(frozen=True)
