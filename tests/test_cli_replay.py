@@ -822,9 +822,9 @@ def test_a_server_that_answers_with_an_html_page_is_one_short_line(tmp_path: Pat
 
 
 def test_a_cost_key_that_is_not_a_running_total_is_refused(tmp_path: Path, sqlite_uri: str, capsys) -> None:
-    """``--cost-key energy/epoch_kwh`` (per epoch, not cumulative) is refused as a curves CSV's
-    decreasing cost is, naming the key and the step, from MLflow and a CSVLogger log alike: it is
-    not replayed on a made-up running maximum."""
+    """``--cost-key energy/epoch_kwh`` (per epoch, not cumulative) is refused by name, and a user's
+    own per-epoch series as a curves CSV's decreasing cost is, naming the key and the step, from
+    MLflow and a CSVLogger log alike: it is not replayed on a made-up running maximum."""
     pytest.importorskip("mlflow")
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
@@ -836,25 +836,33 @@ def test_a_cost_key_that_is_not_a_running_total_is_refused(tmp_path: Path, sqlit
     metrics = []
     for e, (kwh, total) in enumerate(zip(epoch_kwh, totals, strict=True)):
         step = 8 * e + 7
-        for key, value in (("val_loss", 1 / (e + 1)), ("energy/epoch_kwh", kwh), ("energy/total_kwh", total)):
+        for key, value in (
+            ("val_loss", 1 / (e + 1)),
+            ("energy/epoch_kwh", kwh),
+            ("my/epoch_cost", kwh),
+            ("energy/total_kwh", total),
+        ):
             metrics.append(Metric(key, value, 1_000 + e, step))
     client.log_batch(run.info.run_id, metrics=metrics)
     client.set_terminated(run.info.run_id)
     folder = tmp_path / "csv" / "version_0"
     folder.mkdir(parents=True)
     rows = [
-        f"{kwh},{t},{e},{8 * e + 7},{1 / (e + 1)}"
+        f"{kwh},{t},{e},{kwh},{8 * e + 7},{1 / (e + 1)}"
         for e, (kwh, t) in enumerate(zip(epoch_kwh, totals, strict=True))
     ]
-    header = "energy/epoch_kwh,energy/total_kwh,epoch,step,val_loss"
+    header = "energy/epoch_kwh,energy/total_kwh,epoch,my/epoch_cost,step,val_loss"
     (folder / "metrics.csv").write_text("\n".join([header, *rows]) + "\n")
 
     out = tmp_path / "d.csv"
     for source in (["--mlflow-uri", sqlite_uri, "--experiment", "per-epoch"], [str(folder / "metrics.csv")]):
         base = ["replay", *source, "-o", str(out), "--monitor", "val_loss"]
-        assert main([*base, "--cost-key", "energy/epoch_kwh"]) == 2
+        assert main([*base, "--cost-key", "energy/epoch_kwh"]) == 2  # known per epoch: by name
         err = capsys.readouterr().err
-        assert "cumulative cost 'energy/epoch_kwh' decreases at step 15: 1.0 after 5.0 at step 7" in err
+        assert "'energy/epoch_kwh' is logged per epoch or per check, not as a running total" in err
+        assert main([*base, "--cost-key", "my/epoch_cost"]) == 2  # the user's own: by its values
+        err = capsys.readouterr().err
+        assert "cumulative cost 'my/epoch_cost' decreases at step 15: 1.0 after 5.0 at step 7" in err
         assert not out.exists()
         assert main(base) == 0  # the running total is replayed, to its true total
         (row,) = list(csv.DictReader(out.read_text().splitlines()))
