@@ -303,7 +303,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.append(("stop reason", f"{reason} ({end})" if end else reason))
     else:
         if summary.get("stop_reason") is not None:
-            rows.append(("stop reason", str(summary["stop_reason"])))
+            how = " (the stopper's decision at its last check, replayed from its records)"
+            how = how if summary.get("stop_replayed") else ""  # a log without a stop record of its own
+            rows.append(("stop reason", str(summary["stop_reason"]) + how))
         if summary.get("stopped_epoch") is not None:  # 0-based, as Lightning's stopped_epoch
             epoch = int(summary["stopped_epoch"])
             saved = summary.get("stop_savings") or {}
@@ -574,6 +576,12 @@ def _run_marks(run: Any, direction: Direction | None) -> dict[str, Any]:
         "stopped_epoch": stopped_epoch,
         "rebuilt_from_metrics": True,
     }
+    if marks["stop_reason"] is None:  # no tag (a Lightning log without its summary): the stopper's records
+        from lightning_green.offline.stop_marks import replayed_stop
+
+        stop = replayed_stop(run)
+        if stop is not None:
+            marks.update(stop_reason=stop.reason, stopped_epoch=stop.stopped_epoch, stop_replayed=True)
     if direction is not None and direction.assumed:  # neither recorded for the metric nor given
         marks["mode_assumed"] = True
     status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
@@ -624,6 +632,7 @@ def _energy_summary_from_metrics(
     mode = "min" if direction is None else direction.mode
     from lightning_green.offline.csv_curves import parse_number
     from lightning_green.offline.errors import OfflineInputError
+    from lightning_green.offline.mlflow_curves import recorded_not_run
     from lightning_green.offline.summary_artifact import MAX_PER_EPOCH
 
     def number(text: str | None, name: str, default: float | None) -> float | None:
@@ -642,6 +651,13 @@ def _energy_summary_from_metrics(
         history(keys.AVG_POWER_W),
         history(keys.SAMPLES_PER_J),
     )
+    per_epoch = {keys.EPOCH_KWH: epoch_kwh, keys.AVG_POWER_W: power_w, keys.SAMPLES_PER_J: per_j}
+    for key, series in per_epoch.items():
+        for step, value in sorted(series.items()):
+            if not (math.isfinite(value) and value >= 0):  # never logged so: a damaged log, refused
+                raise OfflineInputError(
+                    f"{run.label}: metric {key!r} must be finite and >= 0, got {value!r} at step {step}"
+                )
     metric = history(monitor) if monitor else {}
     if monitor and monitor != recorded and not metric:
         shown = f"; the run monitored {recorded!r}" if recorded else ""
@@ -670,14 +686,14 @@ def _energy_summary_from_metrics(
             )
         )
     extra = _run_marks(run, direction)
-    not_run = {key: h[max(h)] for key in keys.NOT_RUN_KEYS if (h := history(key))}
+    not_run = recorded_not_run(run)  # as replay reads (and refuses) them
     # The projected gain is of the metric the stopper watched, whichever metric is drawn.
     stopper_metric = params.get(keys.PARAM_STOPPING_MONITOR) or recorded or monitor
     savings = savings_from_metrics(not_run, kwh_at_stop=records[-1].total_kwh, monitor=stopper_metric)
     extra.update({"stop_savings": savings} if savings else {})
     if extra["stop_reason"] == keys.NO_STOP:
         extra["training_end"] = _training_end(records, params.get(keys.PARAM_MAX_EPOCHS))
-    checks = _checks_from_metrics(run_id, history, monitor, monitor == stopper_metric, metric)
+    checks = _checks_from_metrics(run, monitor, monitor == stopper_metric, metric)
     sign = -1.0 if mode == "max" else 1.0
     best_check = min(checks, key=lambda c: (sign * c.metric, c.total_j)) if checks else None
     # The whole run (what preceded the first epoch and followed the last included), as the summary
@@ -703,8 +719,7 @@ def _energy_summary_from_metrics(
 
 
 def _checks_from_metrics(
-    run_id: str,
-    history: Any,
+    run: Any,
     monitor: str | None,
     stoppers_metric: bool,
     metric: dict[int, float],
@@ -719,8 +734,7 @@ def _checks_from_metrics(
     where no epoch ended (no ``energy/total_kwh``) taken as inside.
 
     Args:
-        run_id: How errors name the run.
-        history: ``key -> {step: value}`` of the run's metrics.
+        run: The run (its ``history``: ``key -> {step: value}`` of its metrics).
         monitor: The metric drawn (``None``: no checks).
         stoppers_metric: Whether it is the metric the stopper decided on: then its
             ``energy/check_metric`` is the value, else the metric's own value at the check's step.
@@ -730,14 +744,18 @@ def _checks_from_metrics(
         The checks with a finite value of the metric, in order.
 
     Raises:
-        OfflineInputError: If there are more than the report draws (``MAX_CHECKS``).
+        OfflineInputError: If there are more than the report draws (``MAX_CHECKS``), or the
+            cumulative kWh of the checks is not finite, negative or decreases (as replay refuses it).
     """
     from lightning_green.offline.errors import OfflineInputError
+    from lightning_green.offline.mlflow_curves import cumulative_costs
     from lightning_green.offline.summary_artifact import MAX_CHECKS
 
+    history = run.history
     at_checks = history(keys.CHECK_KWH) if monitor else {}
     if not at_checks:
         return []
+    cumulative_costs(run.label, keys.CHECK_KWH, sorted(at_checks), at_checks)
     completed = history(keys.CHECK_EPOCHS)
     decided = history(keys.CHECK_METRIC) if stoppers_metric else {}
     epoch_ends, epochs = set(history(keys.TOTAL_KWH)), history("epoch")
@@ -756,7 +774,7 @@ def _checks_from_metrics(
         checks.append(CheckValue(int(epoch), float(value), at_checks[step] * J_PER_KWH))
     if len(checks) > MAX_CHECKS:
         raise OfflineInputError(
-            f"run {run_id} logged {len(checks):,} checks inside epochs ({keys.CHECK_KWH}); the report "
+            f"run {run.run_id} logged {len(checks):,} checks inside epochs ({keys.CHECK_KWH}); the report "
             f"draws at most {MAX_CHECKS:,}"
         )
     return checks

@@ -49,7 +49,8 @@ def metric_points(summary: dict[str, Any]) -> list[tuple[float, float]]:
 
     Each epoch's value (``per_epoch``, at the epoch's end) and each validation inside an epoch
     (``checks``, with ``val_check_interval < 1``), ordered by the energy up to them (a check
-    inside an epoch before the epoch's end at the same energy). A summary drawn against another
+    inside an epoch before the epoch's end at the same energy); a value that is not finite (NaN,
+    ``null`` in a summary file) is not drawn. A summary drawn against another
     cost (its ``cost``, ``report --cost-key``) gives ``(cost, metric)`` of the curve's finite points.
 
     Example:
@@ -57,16 +58,19 @@ def metric_points(summary: dict[str, Any]) -> list[tuple[float, float]]:
         >>> inside = [{"total_kwh": 1.0, "metric": 0.5}, {"total_kwh": 3.0, "metric": 0.3}]
         >>> metric_points({"per_epoch": epochs, "checks": inside})
         [(1.0, 0.5), (2.0, 0.4), (3.0, 0.3)]
+        >>> metric_points({"per_epoch": [{"total_kwh": 1.0, "metric": float("nan")}]})
+        []
     """
     cost = summary.get("cost")
     if cost:  # drawn against another cost (report --cost-key): replay's curve, its points in that cost
         points = cost.get("points") or []
         return [(float(p["cost"]), float(p["metric"])) for p in points if _finite(p["metric"])]
-    inside = [(float(c["total_kwh"]), 0, float(c["metric"])) for c in summary.get("checks") or []]
+    checks = summary.get("checks") or []
+    inside = [(float(c["total_kwh"]), 0, float(c["metric"])) for c in checks if _finite(c["metric"])]
     ends = [
         (float(e["total_kwh"]), 1, float(e["metric"]))
         for e in summary.get("per_epoch", [])
-        if e.get("metric") is not None
+        if _finite(e.get("metric"))  # NaN where rebuilt from the metrics (null in a summary file)
     ]
     return [(kwh, metric) for kwh, _, metric in sorted(inside + ends, key=lambda p: p[:2])]
 

@@ -18,6 +18,8 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 - :mod:`~lightning_green.offline.cost_axis`: a past run against another cost than kWh, for
   ``report --cost-key`` (replay's curve of the run in that cost, and its figures).
+- :mod:`~lightning_green.offline.stop_marks`: a run's stop from the stopper's records of its
+  checks, replayed, for ``report`` of a log without a stop tag or summary (:func:`replayed_stop`).
 
 Nothing here imports torch or Lightning; MLflow and matplotlib only when used.
 """

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from lightning_green import keys
 from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
@@ -444,6 +445,15 @@ def _print_replay(
             f"note: {len(lost)} run(s) checked by EnergyAwareEarlyStopping hold none of its parameters "
             f"({MAX_EPOCHS_PARAM}, the policy arguments; lost by the logger): replayed with the "
             "command-line options and defaults, not the arguments it ran with: " + ", ".join(lost)
+        )
+    unbudgeted = [c for c in curves if c.budget_not_applied is not None]
+    if unbudgeted and "energy_budget_kwh" not in options:
+        units = " and ".join(sorted({c.cost_unit for c in unbudgeted}))
+        budget = keys.policy_param("energy_budget_kwh")
+        echo(
+            f"note: {len(unbudgeted)} run(s) recorded an energy budget ({budget}): not applied, the cost "
+            f"is in {units}, not kWh (their stops on energy_budget are not replayed; replay with the "
+            f"default cost, {keys.TOTAL_KWH}, to apply it)"
         )
     assumed = [c for c in curves if c.mode_assumed]
     if assumed:  # the rule report follows too (metric_direction)

@@ -55,6 +55,10 @@ class Curve:
             but the run holds none of the parameters it logs at its first check (the plan, the
             policy arguments): a log that lost them, replayed with the options and defaults;
             replay says so.
+        budget_not_applied: The energy budget (kWh) the run recorded
+            (``lightning_green.energy_budget_kwh``) and replay does not apply, because the curve's
+            cost is not in kWh (``--cost-key step``): a budget in kWh is not judged against steps.
+            ``None``: none recorded, or applied. Replay says so.
     """
 
     curve_id: str
@@ -75,6 +79,7 @@ class Curve:
     outside_costs: np.ndarray | None = field(default=None, repr=False)
     mode_assumed: bool = field(default=False, repr=False)
     arguments_missing: bool = field(default=False, repr=False)
+    budget_not_applied: float | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)

@@ -192,7 +192,12 @@ def curve_of_run(
     metric = run.history(key)
     # The stopper's own record of each check (several an epoch, one every few epochs) where it
     # logged one; the per-epoch series otherwise (runs logged without the stopper, or before).
-    at_checks = run.history(CHECK_KWH_KEY) if cost_key == ENERGY_KEY else {}
+    # Against another cost the checks are the same, each at that cost where it was logged at the
+    # check's step (``step``: at every step logged).
+    energy = cost_key == ENERGY_KEY
+    at_checks = run.history(CHECK_KWH_KEY)
+    if not energy:
+        at_checks = {s: cost[s] for s in at_checks if s in cost}
     # The value each check decided on, logged beside its cost (runs logged since it was): exact
     # whatever the metric's own logging (every few steps, or once an epoch under autolog).
     decided = run.history(CHECK_METRIC_KEY) if own and at_checks else {}
@@ -221,9 +226,13 @@ def curve_of_run(
         epochs = np.arange(1, len(steps) + 1)
     hint_hist = run.history(LR_HINT_KEY)
     plan_recorded, planned = _planned_max_epochs(where, params.get(MAX_EPOCHS_PARAM))
-    costs = cumulative_costs(where, CHECK_KWH_KEY if cost is at_checks else cost_key, steps, cost)
-    outside = run.history(CHECK_OUTSIDE_KEY) if cost is at_checks else {}
+    costs = cumulative_costs(where, CHECK_KWH_KEY if energy and cost is at_checks else cost_key, steps, cost)
+    outside = run.history(CHECK_OUTSIDE_KEY) if energy and cost is at_checks else {}
     config = _recorded_config(where, params) if own else None
+    unit = cost_unit(cost_key)
+    budget = None if config is None or unit == "kWh" else config.get("energy_budget_kwh")
+    if budget is not None:  # a budget in kWh is not a number of steps: not judged against them
+        config = {**config, "energy_budget_kwh": None}
     # The stopper checked this run (its records of the checks, a stop tag of its own) but the run
     # holds none of the parameters it logs at its first check: a log that lost them.
     checked = bool(at_checks) or run.tags.get(keys.TAG_STOP_REASON, keys.NO_STOP) != keys.NO_STOP
@@ -233,7 +242,7 @@ def curve_of_run(
         metrics=np.array(values, dtype=float),
         costs=costs,
         higher_is_better=direction.mode == "max",
-        cost_unit=cost_unit(cost_key),
+        cost_unit=unit,
         metric_name=key,
         planned_max_epochs=planned,
         plan_recorded=plan_recorded,
@@ -244,6 +253,7 @@ def curve_of_run(
         outside_costs=_outside_costs(where, steps, outside) if outside else None,
         mode_assumed=direction.assumed,
         arguments_missing=(own or target.monitor is None) and checked and not config and not plan_recorded,
+        budget_not_applied=budget,
     )
 
 
@@ -433,16 +443,41 @@ def _cost_not_run(
     reason = run.tags.get(keys.TAG_STOP_REASON)
     if reason == keys.NO_STOP:
         return None
-    recorded = run.history(keys.NOT_RUN_KWH)  # logged at a stop only (a log without tags has this)
-    if recorded and cost_key == ENERGY_KEY:
-        return max(0.0, recorded[max(recorded)])
-    steps = run.history(keys.NOT_RUN_STEPS) if cost_key == STEP_KEY else {}
-    if steps:
-        return max(0.0, steps[max(steps)])
-    if reason is None and not recorded:
+    not_run = recorded_not_run(run)  # logged at a stop only (a log without tags has this)
+    if keys.NOT_RUN_KWH in not_run and cost_key == ENERGY_KEY:
+        return not_run[keys.NOT_RUN_KWH]
+    if keys.NOT_RUN_STEPS in not_run and cost_key == STEP_KEY:
+        return not_run[keys.NOT_RUN_STEPS]
+    if reason is None and keys.NOT_RUN_KWH not in not_run:
         return None
     savings = project_savings(costs, epochs.astype(float), planned)
     return None if savings is None else savings.kwh_not_spent
+
+
+def recorded_not_run(run: LoggedRun) -> dict[str, float]:
+    """What the run's stopper recorded, at its stop, of the rest of the planned run (projected).
+
+    The last value of each ``energy/not_run_*_projected`` metric the run logged
+    (:data:`~lightning_green.keys.NOT_RUN_KEYS`), as ``replay`` and ``report`` read them both:
+    each must be finite and >= 0 (the stopper logs no other: the kWh, epochs, steps and checks not
+    run, the metric gain forgone as an improvement).
+
+    Raises:
+        OfflineInputError: Naming the run, the metric, the step and the value.
+    """
+    out: dict[str, float] = {}
+    for key in keys.NOT_RUN_KEYS:
+        history = run.history(key)
+        if not history:
+            continue
+        step = max(history)
+        value = history[step]
+        if not (math.isfinite(value) and value >= 0):
+            raise OfflineInputError(
+                f"{run.label}: metric {key!r} must be finite and >= 0, got {value!r} at step {step}"
+            )
+        out[key] = value
+    return out
 
 
 @dataclass(frozen=True)

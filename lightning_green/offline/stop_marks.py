@@ -1,0 +1,71 @@
+"""How a logged run's stopper stopped it, from its records of its checks, where no tag says so.
+
+EnergyAwareEarlyStopping tags an MLflow run with its stop (``lightning_green.stop_reason``,
+``lightning_green.stopped_epoch``); a Lightning ``CSVLogger`` or ``TensorBoardLogger`` log has no
+tags, and holds the stop only in the ``energy_summary.json`` EnergyMonitor writes beside it (none
+with ``summary=False``, or after a killed run). What every log holds are the stopper's records of
+each check it decided on (``energy/check_kwh``, ``energy/check_epochs``, ``energy/check_metric``)
+and the arguments it ran with: replayed (:func:`~lightning_green.offline.engine.replay_curve`, the
+policy the callback runs, fed what it was fed), they give the decision it made at its last check.
+``report`` reads the stop from them (:func:`replayed_stop`) as ``replay`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from lightning_green import keys
+from lightning_green.offline.engine import config_for, replay_curve
+from lightning_green.offline.mlflow_curves import LoggedRun, curve_of_run
+
+
+@dataclass(frozen=True)
+class ReplayedStop:
+    """A stop read from the stopper's records of its checks.
+
+    Attributes:
+        reason: The stop reason (``energy_budget``, ``marginal_gain`` ...), as the tag holds it.
+        stopped_epoch: The epoch it stopped in, 0-based (Lightning's ``stopped_epoch``, the tag).
+    """
+
+    reason: str
+    stopped_epoch: int
+
+
+def replayed_stop(run: LoggedRun) -> ReplayedStop | None:
+    """The stop of ``run`` as its stopper decided it at its last check, from its records of its checks.
+
+    The run's recorded checks are replayed with the arguments it recorded (as ``lightning-green
+    replay`` replays them against kWh); the run was stopped there when that replay stops at its
+    last check (a stopper that stops ends the fit: no check follows its stop). ``None`` when the
+    run holds no records of the stopper's checks or none of its arguments (a replay with the
+    defaults would not be its decision), or the replay stops elsewhere or not at all (a run that
+    ran to its end, was killed, or whose stop the Trainer held back).
+
+    Args:
+        run: A logged run (an MLflow run, a Lightning log).
+
+    Returns:
+        The stop, or ``None``.
+
+    Raises:
+        OfflineInputError: When the records are malformed, as ``replay`` refuses them.
+    """
+    params = run.params
+    monitor = params.get(keys.PARAM_STOPPING_MONITOR) or params.get(keys.PARAM_MONITOR)
+    if not monitor or not run.history(keys.CHECK_KWH):
+        return None
+    curve = curve_of_run(run)  # the metric and the cost replay reads by default
+    if curve is None or not curve.recorded_config or curve.arguments_missing:
+        return None
+    result = replay_curve(curve, config_for(curve))
+    last = len(curve.epochs) - 1
+    at_last = float(result.stop_epoch) == float(curve.epochs[last]) and result.cost_at_stop == float(
+        curve.costs[last]
+    )
+    if result.stop_reason is None or not at_last:
+        return None
+    # Epochs completed at the stop: whole at an epoch's end (epoch 5 completed: 0-based epoch 4),
+    # a fraction inside one (1.98: in 0-based epoch 1).
+    return ReplayedStop(result.stop_reason.value, max(0, math.ceil(float(curve.epochs[last])) - 1))
