@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import functools
 import importlib
 import os
@@ -147,3 +148,16 @@ def make_trainer(
     )
     defaults.update(kwargs)
     return lightning.Trainer(**defaults)
+
+
+def replay_decision(out: Path) -> dict[str, str]:
+    """The one row of a ``replay`` decisions CSV (one run replayed)."""
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    return row
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
+    """The one ``error:`` line a command wrote (MLflow may log a line of its own when it opens a store)."""
+    err = capsys.readouterr().err
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    return line

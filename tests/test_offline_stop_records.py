@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import one_error_line, replay_decision
 from test_stopper_progress import BATCHES, EPOCH_KWH, check_curve_module, fit, flat_after
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
@@ -51,17 +52,6 @@ def _replay_input(source: str, report_input: list[str], name: str) -> list[str]:
     return report_input if source != "mlflow" else [*report_input[:2], "--experiment", name]
 
 
-def _decision(out: Path) -> dict[str, str]:
-    (row,) = list(csv.DictReader(out.read_text().splitlines()))
-    return row
-
-
-def _one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    return line
-
-
 def test_a_stop_inside_an_epoch_against_steps_and_without_a_summary(tmp_path, sqlite_uri, monkeypatch, ns):
     """Four checks an epoch, stopped at a check inside an epoch: ``replay --cost-key step`` replays the
     stopper's checks (fractional epochs, each at its step) and stops where the run did, as in kWh;
@@ -85,7 +75,7 @@ def test_a_stop_inside_an_epoch_against_steps_and_without_a_summary(tmp_path, sq
         replay_input = _replay_input(source, report_input, "inside")
         for cost_key in ("energy/total_kwh", "step"):
             assert main(["replay", *replay_input, "-o", str(out), "--cost-key", cost_key]) == 0, source
-            row = _decision(out)
+            row = replay_decision(out)
             assert row["stop_reason"] == stopper.stop_reason.value, (source, cost_key)
             assert float(row["stop_epoch"]) == pytest.approx(stopped_at, rel=1e-12), (source, cost_key)
         assert float(row["cost_not_run_projected"]) == pytest.approx(steps_left), source
@@ -126,11 +116,11 @@ def test_a_recorded_energy_budget_is_not_compared_with_steps(tmp_path, sqlite_ur
     for source, report_input in inputs().items():
         replay_input = _replay_input(source, report_input, "budget")
         assert main(["replay", *replay_input, "-o", str(out)]) == 0, source
-        row = _decision(out)
+        row = replay_decision(out)
         assert (row["stop_reason"], int(row["stop_epoch"])) == ("energy_budget", done), source
         assert "recorded an energy budget" not in capsys.readouterr().out
         assert main(["replay", *replay_input, "-o", str(out), "--cost-key", "step"]) == 0, source
-        row = _decision(out)
+        row = replay_decision(out)
         assert row["stop_reason"] != "energy_budget" and int(row["stop_epoch"]) == done, source
         printed = capsys.readouterr().out
         assert (
@@ -223,13 +213,13 @@ def test_damaged_stop_records_get_one_refusal_in_both_commands(tmp_path, sqlite_
     for k, (column, value, replay_reads) in enumerate(cases):
         edited = _edited(log, tmp_path / f"case{k}", column, value, nth=-1 if "not_run" in column else 1)
         assert main(["report", str(edited), "-o", str(png)]) == 2, (column, value)
-        err = _one_error_line(capsys)
+        err = one_error_line(capsys)
         assert f"metric {column!r} must be finite and >= 0, got {float(value)!r}" in err or (
             f"cumulative cost {column!r} must be finite and >= 0, got {float(value)!r}" in err
         ), err
         assert main(["replay", str(edited), "-o", str(out)]) == (2 if replay_reads else 0), (column, value)
         if replay_reads:
-            assert _one_error_line(capsys) == err and not out.exists()
+            assert one_error_line(capsys) == err and not out.exists()
         else:  # the energy of each epoch is the report's alone
             capsys.readouterr()
             out.unlink()
@@ -241,7 +231,7 @@ def test_damaged_stop_records_get_one_refusal_in_both_commands(tmp_path, sqlite_
     (check,) = [m for m in client.get_metric_history(run_id, "energy/check_kwh")][1:2]
     client.log_metric(run_id, "energy/check_kwh", math.nan, step=check.step, timestamp=check.timestamp + 1)
     assert main(["report", *inputs()["mlflow"], "-o", str(png)]) == 2
-    err = _one_error_line(capsys)
+    err = one_error_line(capsys)
     assert f"cumulative cost 'energy/check_kwh' must be finite and >= 0, got nan at step {check.step}" in err
     assert main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "damaged", "-o", str(out)]) == 2
-    assert _one_error_line(capsys) == err
+    assert one_error_line(capsys) == err

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import make_trainer
+from conftest import make_trainer, one_error_line, replay_decision
 from doubles import curve_module, install_scripted_meter, saturating_curve
 
 from lightning_green import EnergyAwareEarlyStopping, EnergyMonitor
@@ -26,18 +26,6 @@ STEPS_PER_EPOCH = 4  # limit_train_batches: one optimizer step a batch
 def _val_steps(log: Path, metric: str = "val_loss") -> list[int]:
     """The steps ``metric`` was logged at in a CSVLogger log."""
     return [int(r["step"]) for r in csv.DictReader(log.open()) if r[metric]]
-
-
-def _decision(out: Path) -> dict[str, str]:
-    (row,) = list(csv.DictReader(out.read_text().splitlines()))
-    return row
-
-
-def _one_error_line(capsys) -> str:
-    """The one ``error:`` line the command wrote (MLflow may log a line of its own when it opens a store)."""
-    err = capsys.readouterr().err
-    (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
-    return line
 
 
 def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_uri, capsys, monkeypatch, ns):
@@ -70,7 +58,7 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
     for name, (report_input, replay_input) in sources.items():
         assert main(["replay", *replay_input, "-o", str(out), "--cost-key", "step"]) == 0, name
         assert "(cost in steps)" in capsys.readouterr().out
-        decision = _decision(out)
+        decision = replay_decision(out)
         report = ["report", *report_input, "-o", str(png), "--json", str(as_json)]
         assert main([*report, "--cost-key", "step"]) == 0, name
         printed = capsys.readouterr().out
@@ -108,25 +96,25 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
             written.unlink(missing_ok=True)
         if name == "mlflow":  # checked before the run is read: the same for every input
             assert main([*report, "--cost-key", " "]) == 2
-            err = _one_error_line(capsys)
+            err = one_error_line(capsys)
             assert "--cost-key ' ' is empty" in err and "'energy/total_kwh'" in err and "'step'" in err
             assert main(["replay", *replay_input, "-o", str(out), "--cost-key", " "]) == 2
-            assert _one_error_line(capsys) == err  # one check for both commands
+            assert one_error_line(capsys) == err  # one check for both commands
             # The per-epoch energy is the same every epoch here, so it never decreases: refused by name.
             assert main([*report, "--cost-key", "energy/epoch_kwh"]) == 2
-            err = _one_error_line(capsys)
+            err = one_error_line(capsys)
             assert "'energy/epoch_kwh' is logged per epoch or per check, not as a running total" in err
             assert main(["replay", *replay_input, "-o", str(out), "--cost-key", "energy/epoch_kwh"]) == 2
-            assert _one_error_line(capsys) == err
+            assert one_error_line(capsys) == err
         assert main([*report, "--cost-key", "tokens_seen"]) == 2
-        err = _one_error_line(capsys)
+        err = one_error_line(capsys)
         assert "logged no 'tokens_seen' (--cost-key)" in err and "'step' (optimizer steps)" in err
         # A series that is no running total: replay's refusal, word for word.
         assert main(["replay", *replay_input, "-o", str(out), "--cost-key", "val_loss"]) == 2
-        replay_err = _one_error_line(capsys)
+        replay_err = one_error_line(capsys)
         assert "cumulative cost 'val_loss' decreases at step" in replay_err
         assert main([*report, "--cost-key", "val_loss"]) == 2
-        assert _one_error_line(capsys) == replay_err
+        assert one_error_line(capsys) == replay_err
         assert not png.exists() and not as_json.exists() and not out.exists()
 
 
@@ -153,11 +141,11 @@ def test_report_cost_key_step_draws_a_run_logged_without_energy(tmp_path, sqlite
             written.unlink(missing_ok=True)
         report = ["report", *report_input, "-o", str(png), "--json", str(as_json)]
         assert main(report) == 1
-        assert "--cost-key step" in _one_error_line(capsys)
+        assert "--cost-key step" in one_error_line(capsys)
         assert not png.exists() and not as_json.exists()
         options = ["--monitor", "val_acc", "--mode", "max", "--cost-key", "step"]
         assert main(["replay", *replay_input, "-o", str(out), *options]) == 0
-        decision = _decision(out)
+        decision = replay_decision(out)
         assert main([*report, *options]) == 0
         printed = capsys.readouterr().out
         summary = json.loads(as_json.read_text())
@@ -200,11 +188,11 @@ def test_report_refuses_mode_for_a_run_with_no_metric_to_draw(tmp_path, sqlite_u
         # replay refuses the run without a metric; report refuses --mode without one, the same way
         assert main(["replay", *replay_input, "-o", str(out), "--mode", "max"]) == 2
         assert "recorded no lightning_green.monitor: name the monitored metric (--monitor)" in (
-            _one_error_line(capsys)
+            one_error_line(capsys)
         )
         for cost_key in ([], ["--cost-key", "step"]):
             assert main([*report, "--mode", "max", *cost_key]) == 2
-            err = _one_error_line(capsys)
+            err = one_error_line(capsys)
             assert "--mode max" in err and "no metric to draw" in err and "--monitor" in err
             assert "recorded no lightning_green.monitor" in err
             assert not png.exists() and not as_json.exists() and not out.exists()
