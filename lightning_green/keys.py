@@ -73,6 +73,10 @@ PARAM_MAX_EPOCHS = "lightning_green.max_epochs"  # the stopping policy's planned
 # holds ``lightning_green.monitor``/``.mode``); absent otherwise.
 PARAM_STOPPING_MONITOR = "lightning_green.stopping_monitor"
 PARAM_STOPPING_MODE = "lightning_green.stopping_mode"
+# The Trainer's floor on a stop (``Trainer(min_epochs=..., min_steps=...)``), when it has one:
+# Lightning holds a stop back until both are met; replay holds it back alike. Absent without one.
+PARAM_TRAINER_MIN_EPOCHS = "lightning_green.trainer_min_epochs"
+PARAM_TRAINER_MIN_STEPS = "lightning_green.trainer_min_steps"
 PARAM_PREFIX = "lightning_green."  # + a StoppingConfig field: the stopping policy's arguments
 # A Lightning log (CSVLogger, TensorBoardLogger) that a fit resumed from a checkpoint began in a new
 # folder holds the run's earlier epochs and checks, copied from the checkpoint at the steps they

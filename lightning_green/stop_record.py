@@ -28,6 +28,10 @@ PROJECTION_NOTE = "projected from the measured cost of recent checks and the lea
 def decision_metrics(decision: StopDecision, unit: str = "epochs") -> dict[str, float]:
     """The metrics a check logs: the policy's gain rates and, at a stop, what it avoided (projected).
 
+    What a stop avoided is logged wherever the decision carries it: a stop's, or the projection
+    the callback attaches at a check while the Trainer holds its earlier stop back
+    (``Trainer(min_epochs)``), which ends the run at the floor whatever that check decides.
+
     Args:
         decision: The policy's decision at the check.
         unit: Unit of the policy's progress, ``"epochs"`` or ``"steps"``.
@@ -46,7 +50,7 @@ def decision_metrics(decision: StopDecision, unit: str = "epochs") -> dict[str, 
         (keys.PROJECTED_GAIN_PER_KWH, decision.projected_gain_per_kwh),
     ]
     s = decision.savings
-    if decision.should_stop and s is not None:
+    if s is not None:
         values += [
             (keys.NOT_RUN_KWH, s.kwh_not_spent),
             (keys.NOT_RUN_EPOCHS, s.epochs_not_run),

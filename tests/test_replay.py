@@ -574,3 +574,29 @@ def test_the_direction_of_a_metric_is_the_one_the_run_recorded_for_it() -> None:
     assert (other.mode, other.assumed) == ("min", True)
     given = metric_direction("run a", {}, "train_acc", "max")
     assert (given.mode, given.source, given.assumed) == ("max", "option", False)
+
+
+def test_a_recorded_trainer_floor_holds_the_stop_back_as_lightning_does() -> None:
+    """``Trainer(min_epochs)`` recorded: the stop ends the run at the first check at the floor, with
+    the reason of the last check that decided to stop (its ``stop_check``); a stop the policy no
+    longer makes at the floor still ends the run there (Lightning keeps ``should_stop``); without
+    the record, replay stops where the policy first says so."""
+    metrics = np.array([2.0, 1.0, 0.5, *[0.6] * 7])  # a plateau stop (patience 3) at the 6th check
+    curve = Curve("a", np.arange(1, 11), metrics, np.arange(1.0, 11.0), False)
+    config = StoppingConfig(patience=3, min_epochs=1, min_relative_gain=None)
+    plain = replay_curve(curve, config)
+    assert (plain.stop_epoch, plain.stop_reason, plain.stop_check) == (6, StopReason.PLATEAU, 5)
+    held = replay_curve(replace(curve, trainer_min_epochs=8), config)
+    assert (held.stop_epoch, held.stop_reason, held.stop_check, held.cost_at_stop) == (
+        8,
+        StopReason.PLATEAU,
+        7,
+        8.0,
+    )
+    released = replace(curve, metrics=np.array([2.0, 1.0, 0.5, 0.6, 0.6, 0.6, 0.1, 0.2, 0.2, 0.2]))
+    again = replay_curve(replace(released, trainer_min_epochs=8), config)
+    assert (again.stop_epoch, again.stop_reason, again.stop_check) == (8, StopReason.PLATEAU, 5)
+    by_steps = replay_curve(replace(curve, trainer_min_steps=90, check_steps=np.arange(1, 11) * 10), config)
+    assert (by_steps.stop_epoch, by_steps.stop_check) == (9, 8)
+    beyond = replay_curve(replace(curve, trainer_min_epochs=20), config)  # the log ends first
+    assert (beyond.stop_epoch, beyond.stop_reason, beyond.stop_check) == (10, StopReason.PLATEAU, 9)

@@ -9,6 +9,7 @@ Trainer's measurement session (:func:`~lightning_green.callbacks.energy_monitor.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import j_to_kwh
 from lightning_green.json_safe import json_safe
 from lightning_green.keys import PARAM_MAX_EPOCHS, TAG_STOP_REASON
-from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason
+from lightning_green.policy import StopDecision, StoppingConfig, StoppingPolicy, StopReason, project_savings
 from lightning_green.report import decision_summary
 from lightning_green.state import from_state, to_state
 from lightning_green.stop_record import check_metrics, decision_metrics, stop_savings_fields
@@ -80,6 +81,22 @@ class StopperState:
     check_inputs: list[tuple[float, int | None]] | None = None
     pending_check: PendingCheck | None = None  # a validation's value the epoch-end check has yet to read
     stop_record: StopRecord | None = None  # what the stop leaves to the summary (None in older checkpoints)
+
+
+def trainer_floor_params(trainer: Trainer) -> dict[str, int]:
+    """The run parameters recording the Trainer's floor on a stop, where it has one.
+
+    Lightning holds a stop back until ``min_epochs`` epochs are completed and ``min_steps``
+    optimizer steps taken (its fit loop's values: ``min_steps`` alone makes ``min_epochs`` 1);
+    each that holds anything back becomes :data:`keys.PARAM_TRAINER_MIN_EPOCHS` /
+    :data:`keys.PARAM_TRAINER_MIN_STEPS`.
+    """
+    loop = trainer.fit_loop
+    floors = {
+        keys.PARAM_TRAINER_MIN_EPOCHS: getattr(loop, "min_epochs", None),
+        keys.PARAM_TRAINER_MIN_STEPS: getattr(loop, "min_steps", None),
+    }
+    return {name: int(value) for name, value in floors.items() if value}
 
 
 class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_STOPPING_BASES):
@@ -341,6 +358,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         should_stop, reason = trainer.strategy.broadcast(
             (decision.should_stop, None if decision.reason is None else decision.reason.value), src=0
         )
+        if not should_stop and self.stop_reason is not None and trainer.should_stop:
+            decision = self._held_stop_decision(decision, place)
         self.last_decision = decision
         self.wait_count = self.policy.wait_count
         self.best_score = torch.tensor(self.policy.best_score)
@@ -350,6 +369,22 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         # (A stop of its own held by Trainer(min_epochs) is renewed, as Lightning's EarlyStopping does.)
         if should_stop and (not trainer.should_stop or self.stop_reason is not None):
             self._stop(trainer, StopReason(reason), decision)
+
+    def _held_stop_decision(self, decision: StopDecision, place: CheckPlace) -> StopDecision:
+        """``decision`` with what the run's held stop avoids, projected from this check.
+
+        A stop of this stopper that ``Trainer(min_epochs/min_steps)`` holds back stays asked for
+        (Lightning keeps ``should_stop``): the run ends once the floor is met, whatever a later
+        check decides. What it then leaves unrun (the summary's ``stop_savings``, the logged
+        ``energy/not_run_*_projected``) is projected from the last check, as at a stop.
+        """
+        if decision.savings is not None:
+            return decision
+        history = self.policy.history
+        savings = project_savings(
+            history.costs_kwh, history.progress, place.horizon, progress_per_epoch=place.progress_per_epoch
+        )
+        return dataclasses.replace(decision, savings=savings)
 
     def _record_inputs(
         self, trainer: Trainer, place: CheckPlace, lr_hint: int | None, cost_kwh: float, outside_kwh: float
@@ -371,10 +406,15 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self._pending_metrics[keys.EPOCHS_UNTIL_LR_DECAY] = float(lr_hint)
 
     def _log_params(self, trainer: Trainer, place: CheckPlace) -> None:
-        """Log the planned horizon in epochs and the policy arguments as run parameters (once a fit)."""
+        """Log the plan, the Trainer's floor on a stop and the policy arguments as run parameters.
+
+        Once a fit. The floor (``Trainer(min_epochs=..., min_steps=...)``, which holds a stop back
+        until it is met) only when the Trainer has one, for replay to hold the stop back alike.
+        """
         self._inputs_logged = True
         horizon = place.horizon_epochs
         params = {PARAM_MAX_EPOCHS: "none" if horizon is None else horizon, **self.policy_params()}
+        params.update(trainer_floor_params(trainer))
         _loggers.log_params(trainer, params)
 
     def policy_params(self) -> dict[str, Any]:

@@ -59,6 +59,14 @@ class Curve:
             (``lightning_green.energy_budget_kwh``) and replay does not apply, because the curve's
             cost is not in kWh (``--cost-key step``): a budget in kWh is not judged against steps.
             ``None``: none recorded, or applied. Replay says so.
+        trainer_min_epochs: The Trainer's ``min_epochs`` the run recorded
+            (``lightning_green.trainer_min_epochs``): Lightning holds a stop back until that many
+            epochs are completed, and replay holds it back alike
+            (:func:`~lightning_green.offline.engine.floor_reached`). ``None``: none recorded.
+        trainer_min_steps: The Trainer's ``min_steps`` the run recorded
+            (``lightning_green.trainer_min_steps``), held to alike. ``None``: none recorded.
+        check_steps: The Trainer's ``global_step`` at each check where known (a logged run: the
+            step the check was logged at, plus one), for :attr:`trainer_min_steps`; else ``None``.
     """
 
     curve_id: str
@@ -80,6 +88,9 @@ class Curve:
     mode_assumed: bool = field(default=False, repr=False)
     arguments_missing: bool = field(default=False, repr=False)
     budget_not_applied: float | None = field(default=None, repr=False)
+    trainer_min_epochs: int | None = field(default=None, repr=False)
+    trainer_min_steps: int | None = field(default=None, repr=False)
+    check_steps: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)

@@ -55,6 +55,10 @@ class ReplayResult:
         cost_not_run: Cost of the planned run beyond the logged curve, a projection
             (:attr:`Curve.cost_not_run`: the run was stopped by its own stopper); 0 when the
             curve is the whole run.
+        stop_check: The check (0-based) whose decision the stop is: the stop's own, or for a
+            stop the Trainer's floor held back (:func:`floor_reached`), the last check that
+            decided to stop before the run ended (the callback's ``stopped_epoch``). ``None``
+            without a stop.
     """
 
     curve_id: str
@@ -69,6 +73,7 @@ class ReplayResult:
     decision: StopDecision | None = field(default=None, repr=False, compare=False)
     stop_epoch_text: str = field(default="", repr=False)
     cost_not_run: float = field(default=0.0, repr=False)
+    stop_check: int | None = field(default=None, repr=False, compare=False)
 
     @property
     def cost_saved(self) -> float:
@@ -128,6 +133,7 @@ def result_at(
         decision=decision,
         stop_epoch_text=curve.epoch_text(index),
         cost_not_run=curve.cost_not_run or 0.0,
+        stop_check=None if reason is None else index,
     )
 
 
@@ -324,11 +330,41 @@ def replay_curve(
     # What the run spent outside its epochs at each check: the budget counts it (as the callback's).
     outside = [0.0] * len(costs) if curve.outside_costs is None else curve.outside_costs.tolist()
     decision: StopDecision | None = None
+    # A stop the Trainer's floor holds back (Trainer(min_epochs/min_steps)): Lightning keeps its
+    # should_stop and ends the fit once the floor is met; the callback renews the stop (its reason,
+    # its stopped_epoch) at every later check whose decision is a stop.
+    held: tuple[int, StopReason | None] | None = None
     for i in range(len(metrics)):
         decision = policy.update(metrics[i], costs[i], outside_epochs_kwh=outside[i], **inputs.update_args(i))
         if decision.should_stop:
-            return result_at(curve, i, decision.reason, decision)
-    return result_at(curve, len(metrics) - 1, None, decision)
+            held = (i, decision.reason)
+        if held is not None and floor_reached(curve, i):
+            return replace(result_at(curve, i, held[1], decision), stop_check=held[0])
+    last = len(metrics) - 1
+    if held is not None:  # held to the end of the log: the run ended before its floor, stopped
+        return replace(result_at(curve, last, held[1], decision), stop_check=held[0])
+    return result_at(curve, last, None, decision)
+
+
+def floor_reached(curve: Curve, index: int) -> bool:
+    """Whether Lightning lets a stop end the run at check ``index``: the Trainer's floor is met.
+
+    Lightning holds a stop back (``Trainer(min_epochs=..., min_steps=...)``) until the epochs
+    completed reach ``min_epochs`` and the optimizer steps ``min_steps``
+    (:attr:`Curve.trainer_min_epochs`, :attr:`Curve.trainer_min_steps`, as the run recorded
+    them); a check inside an epoch counts the epochs completed before it. A floor of steps with
+    no step known at the check is taken as met. True when the run recorded no floor.
+
+    Example:
+        >>> c = Curve("a", np.array([1, 2, 3]), np.zeros(3), np.ones(3), False, trainer_min_epochs=2)
+        >>> [floor_reached(c, i) for i in range(3)]
+        [False, True, True]
+    """
+    min_epochs = curve.trainer_min_epochs
+    if min_epochs is not None and math.floor(float(curve.epochs[index])) < min_epochs:
+        return False
+    steps = curve.check_steps
+    return curve.trainer_min_steps is None or steps is None or int(steps[index]) >= curve.trainer_min_steps
 
 
 def cost_not_run_to(curve: Curve, max_epochs: int | float) -> float:

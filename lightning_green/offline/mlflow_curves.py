@@ -254,6 +254,9 @@ def curve_of_run(
         mode_assumed=direction.assumed,
         arguments_missing=(own or target.monitor is None) and checked and not config and not plan_recorded,
         budget_not_applied=budget,
+        trainer_min_epochs=_trainer_floor(where, params, keys.PARAM_TRAINER_MIN_EPOCHS),
+        trainer_min_steps=_trainer_floor(where, params, keys.PARAM_TRAINER_MIN_STEPS),
+        check_steps=np.array(steps, dtype=np.int64) + 1,
     )
 
 
@@ -554,6 +557,23 @@ def _planned_max_epochs(where: str, text: str | None) -> tuple[bool, int | float
             f" 'none', got {text!r}"
         )
     return True, int(value) if float(value).is_integer() else float(value)
+
+
+def _trainer_floor(where: str, params: Mapping[str, str], name: str) -> int | None:
+    """The Trainer's ``min_epochs``/``min_steps`` the run recorded as ``name`` (``None``: none recorded).
+
+    Raises:
+        OfflineInputError: When the value is not a whole number >= 0.
+    """
+    text = params.get(name)
+    if text is None:
+        return None
+    text = text.strip()
+    if not _INTEGER.fullmatch(text) or int(text) < 0:
+        raise OfflineInputError(
+            f"{where}: parameter {name} must be a whole number >= 0, got {params[name]!r}"
+        )
+    return int(text) or None
 
 
 def _check_epochs(where: str, values: list[float]) -> np.ndarray:

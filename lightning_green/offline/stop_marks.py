@@ -38,10 +38,13 @@ def replayed_stop(run: LoggedRun) -> ReplayedStop | None:
 
     The run's recorded checks are replayed with the arguments it recorded (as ``lightning-green
     replay`` replays them against kWh); the run was stopped there when that replay stops at its
-    last check (a stopper that stops ends the fit: no check follows its stop). ``None`` when the
-    run holds no records of the stopper's checks or none of its arguments (a replay with the
-    defaults would not be its decision), or the replay stops elsewhere or not at all (a run that
-    ran to its end, was killed, or whose stop the Trainer held back).
+    last check (a stopper that stops ends the fit: no check follows its stop). A stop the
+    Trainer's recorded floor (``Trainer(min_epochs/min_steps)``) held back is replayed as Lightning
+    held it (:func:`~lightning_green.offline.engine.floor_reached`): the run ends at the first
+    check at the floor, its stopped epoch that of the last check that decided to stop. ``None``
+    when the run holds no records of the stopper's checks or none of its arguments (a replay with
+    the defaults would not be its decision), or the replay stops elsewhere or not at all (a run
+    that ran to its end or was killed).
 
     Args:
         run: A logged run (an MLflow run, a Lightning log).
@@ -66,6 +69,8 @@ def replayed_stop(run: LoggedRun) -> ReplayedStop | None:
     )
     if result.stop_reason is None or not at_last:
         return None
-    # Epochs completed at the stop: whole at an epoch's end (epoch 5 completed: 0-based epoch 4),
-    # a fraction inside one (1.98: in 0-based epoch 1).
-    return ReplayedStop(result.stop_reason.value, max(0, math.ceil(float(curve.epochs[last])) - 1))
+    # The epoch of the check whose decision the stop is (the last renewal of a stop the Trainer's
+    # floor held back, as the callback's stopped_epoch): epochs completed at it, whole at an epoch's
+    # end (epoch 5 completed: 0-based epoch 4), a fraction inside one (1.98: in 0-based epoch 1).
+    decided = last if result.stop_check is None else result.stop_check
+    return ReplayedStop(result.stop_reason.value, max(0, math.ceil(float(curve.epochs[decided])) - 1))
