@@ -632,7 +632,7 @@ def _energy_summary_from_metrics(
     mode = "min" if direction is None else direction.mode
     from lightning_green.offline.csv_curves import parse_number
     from lightning_green.offline.errors import OfflineInputError
-    from lightning_green.offline.mlflow_curves import recorded_not_run
+    from lightning_green.offline.mlflow_curves import recorded_not_run, require_finite_non_negative
     from lightning_green.offline.summary_artifact import MAX_PER_EPOCH
 
     def number(text: str | None, name: str, default: float | None) -> float | None:
@@ -653,11 +653,8 @@ def _energy_summary_from_metrics(
     )
     per_epoch = {keys.EPOCH_KWH: epoch_kwh, keys.AVG_POWER_W: power_w, keys.SAMPLES_PER_J: per_j}
     for key, series in per_epoch.items():
-        for step, value in sorted(series.items()):
-            if not (math.isfinite(value) and value >= 0):  # never logged so: a damaged log, refused
-                raise OfflineInputError(
-                    f"{run.label}: metric {key!r} must be finite and >= 0, got {value!r} at step {step}"
-                )
+        for step, value in sorted(series.items()):  # never logged otherwise: a damaged log, refused
+            require_finite_non_negative(run.label, f"metric {key!r}", step, value)
     metric = history(monitor) if monitor else {}
     if monitor and monitor != recorded and not metric:
         shown = f"; the run monitored {recorded!r}" if recorded else ""

@@ -382,6 +382,26 @@ def assumed_mode_note(runs: str, metrics: Iterable[str]) -> str:
     )
 
 
+def require_finite_non_negative(where: str, what: str, step: int, value: float) -> float:
+    """``value``, refused where it is not finite or is negative (no record lightning_green logs is).
+
+    Args:
+        where: How the message names the run.
+        what: How it names the record (``"metric 'energy/epoch_kwh'"``).
+        step: The step the value was logged at.
+        value: The value.
+
+    Returns:
+        ``value``.
+
+    Raises:
+        OfflineInputError: Naming the run, the record, the value and the step.
+    """
+    if not (math.isfinite(value) and value >= 0):
+        raise OfflineInputError(f"{where}: {what} must be finite and >= 0, got {value!r} at step {step}")
+    return value
+
+
 def _outside_costs(where: str, steps: list[int], outside: Mapping[int, float]) -> np.ndarray:
     """The run's cost outside its epochs at each check (0 where a check has none), refused when negative.
 
@@ -390,10 +410,7 @@ def _outside_costs(where: str, steps: list[int], outside: Mapping[int, float]) -
     """
     values = [outside.get(s, 0.0) for s in steps]
     for step, value in zip(steps, values, strict=True):
-        if not (math.isfinite(value) and value >= 0):
-            raise OfflineInputError(
-                f"{where}: {CHECK_OUTSIDE_KEY!r} must be finite and >= 0, got {value!r} at step {step}"
-            )
+        require_finite_non_negative(where, repr(CHECK_OUTSIDE_KEY), step, value)
     return np.array(values, dtype=float)
 
 
@@ -418,10 +435,7 @@ def cumulative_costs(where: str, key: str, steps: list[int], cost: Mapping[int, 
     """
     values = [cost[s] for s in steps]
     for k, (step, value) in enumerate(zip(steps, values, strict=True)):
-        if not (math.isfinite(value) and value >= 0):
-            raise OfflineInputError(
-                f"{where}: cumulative cost {key!r} must be finite and >= 0, got {value!r} at step {step}"
-            )
+        require_finite_non_negative(where, f"cumulative cost {key!r}", step, value)
         if k and value < values[k - 1]:
             raise OfflineInputError(
                 f"{where}: cumulative cost {key!r} decreases at step {step}: {value!r} after "
@@ -474,12 +488,7 @@ def recorded_not_run(run: LoggedRun) -> dict[str, float]:
         if not history:
             continue
         step = max(history)
-        value = history[step]
-        if not (math.isfinite(value) and value >= 0):
-            raise OfflineInputError(
-                f"{run.label}: metric {key!r} must be finite and >= 0, got {value!r} at step {step}"
-            )
-        out[key] = value
+        out[key] = require_finite_non_negative(run.label, f"metric {key!r}", step, history[step])
     return out
 
 
