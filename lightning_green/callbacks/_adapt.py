@@ -31,7 +31,7 @@ from lightning_green.checks import check_range
 from lightning_green.energy.session import EnergySession
 from lightning_green.json_safe import json_safe
 from lightning_green.state import load_attributes, save_attributes, to_state
-from lightning_green.training.windows import TrainingWindow, default_window_s
+from lightning_green.training.windows import OpenWindow, TrainingWindow, default_window_s
 
 
 class AdaptationUnsupportedError(*_compat.MISCONFIGURATION_BASES):
@@ -119,6 +119,7 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         self._session: EnergySession | None = None
         self._window: TrainingWindow = None  # type: ignore[assignment] - made at setup, with the session
         self._window_s_used: float | None = None
+        self._restored_window: OpenWindow | None = None  # to go on with at the next training start
         self._active = False
         self._last_global_step = -1
 
@@ -197,6 +198,39 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         """
         if self._session is not None and self._session.running:
             self._window.pause()
+
+    @property
+    def saved_window(self) -> OpenWindow | None:
+        """A window to go on with at the next training start (saved as it is in checkpoints).
+
+        A checkpoint's not continued yet, or one the callback set aside; the window open now is
+        added by :meth:`_with_open_window`.
+
+        (Its samples and losses are summed over ranks there, so the state is the same on every rank.)
+        """
+        return self._restored_window
+
+    @saved_window.setter
+    def saved_window(self, window: OpenWindow | None) -> None:
+        self._restored_window = window  # continued in on_train_start
+
+    def _with_open_window(self, checkpoint: dict[str, Any]) -> dict[str, Any] | None:
+        """This callback's entry of ``checkpoint`` with the window open now written in (collective).
+
+        While the session runs (every rank saves the checkpoint) and no :attr:`saved_window` waits
+        to be continued (that one is saved as it is). The window is paused already: writing a
+        checkpoint is not training (:meth:`_before_checkpoint_write`), so a window closed after a
+        resume measures what the uninterrupted one does.
+
+        Returns:
+            The entry written to, or ``None`` where nothing was written.
+        """
+        session = self._session
+        saved = checkpoint.get("callbacks", {}).get(self.state_key)
+        if session is None or not session.running or saved is None or self._restored_window is not None:
+            return None
+        saved["window"] = to_state(self._window.so_far())
+        return saved
 
     def _let_go_of_trainer(self, trainer: Trainer) -> None:
         """After the fit, the window no longer waits on the trainer's device.

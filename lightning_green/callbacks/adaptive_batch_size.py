@@ -157,7 +157,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._step_batch = 0
         self._epoch_steps: int | None = None
         self._pairs = GradientPairs(NOISE_EVERY)
-        self._restored_window: OpenWindow | None = None  # a checkpoint's, continued in on_train_start
         self._restored_pairs: PairsSoFar | None = None  # a checkpoint's, continued in on_train_start
         self._open_epoch: int | None = None  # a checkpoint's caught epoch, ended in on_train_start
         self._ended_epoch: int | None = None  # the last epoch whose on_train_epoch_end ran in this fit
@@ -659,15 +658,6 @@ class AdaptiveBatchSize(AdaptiveCallback):
         return factor
 
     @property
-    def saved_window(self) -> OpenWindow | None:
-        """A restored window not continued yet; the live one is added by :meth:`on_save_checkpoint`."""
-        return self._restored_window
-
-    @saved_window.setter
-    def saved_window(self, window: OpenWindow | None) -> None:
-        self._restored_window = window  # continued in on_train_start
-
-    @property
     def saved_pairs(self) -> PairsSoFar | None:
         """Restored gradient pairs not continued yet (plain data: :meth:`on_save_checkpoint` adds tensors)."""
         return None if self._restored_pairs is None else replace(self._restored_pairs, first=None)
@@ -693,12 +683,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
             if first is not None and saved.get("noise_pairs") is not None:
                 saved["noise_pairs"]["first"] = list(first)
             return
-        session = self._session
-        if session is None or not session.running:
+        if self._with_open_window(checkpoint) is None:
             return
         epoch = int(trainer.current_epoch)
         pairs = self._pairs.so_far()
-        saved["window"] = to_state(self._window.so_far())
         saved["noise_pairs"] = {**to_state(replace(pairs, first=None)), "first": pairs.first}
         saved["open_epoch"] = None if self._ended_epoch == epoch else epoch
 

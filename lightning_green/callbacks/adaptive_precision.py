@@ -41,7 +41,6 @@ from lightning_green.policy.precision import (
     probing_off_text,
     too_short_text,
 )
-from lightning_green.state import to_state
 from lightning_green.training.planned import planned_steps
 from lightning_green.training.precision import (
     PRECISION_BITS,
@@ -164,7 +163,6 @@ class AdaptivePrecision(AdaptiveCallback):
         self._step_s: float | None = None
         self._planned_steps: float | None = None
         self._first_plan_done = False
-        self._restored_window: OpenWindow | None = None
         self._window_scale_start: float | None = None
         self._probe_plugin: Any = None  # the candidate's plugin, set aside while a validation runs
 
@@ -598,38 +596,16 @@ class AdaptivePrecision(AdaptiveCallback):
             )
         self.pause_window(trainer)
 
-    @property
-    def saved_window(self) -> OpenWindow | None:
-        """A restored window not continued yet, or the one the last fit's training ended in.
-
-        The live one is added by :meth:`on_save_checkpoint`.
-
-        (Its samples and losses are summed over ranks there, so the state is the same on every rank.)
-        """
-        return self._restored_window
-
-    @saved_window.setter
-    def saved_window(self, window: OpenWindow | None) -> None:
-        self._restored_window = window  # continued in on_train_start
-
     def on_save_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        """Keep the window whole in the checkpoint: energy so far, all ranks' samples and losses.
+        """Keep the window whole in the checkpoint, with the GradScaler's scale it began at.
 
-        A collective while the session runs (every rank saves the checkpoint). The window is paused
-        already: ``trainer.save_checkpoint`` pauses it before any checkpoint is written (writing is
-        not training; :meth:`AdaptiveCallback._before_checkpoint_write`), until the next training
-        batch, so a window closed after a resume measures what the uninterrupted one does.
+        Its energy so far and all ranks' samples and losses (:meth:`AdaptiveCallback._with_open_window`).
         """
-        session = self._session
-        if session is None or not session.running:
-            return
-        saved = checkpoint.get("callbacks", {}).get(self.state_key)
-        if saved is None or self._restored_window is not None:
-            return
-        saved["window"] = to_state(self._window.so_far())
-        saved["window_scale_start"] = self._scale_start
+        saved = self._with_open_window(checkpoint)
+        if saved is not None:
+            saved["window_scale_start"] = self._scale_start
 
     @property
     def saved_scaler(self) -> dict[str, Any] | None:
