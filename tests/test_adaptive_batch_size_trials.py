@@ -26,6 +26,16 @@ from lightning_green.callbacks import _loggers
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def _saved_state(path, weights_only: bool = False) -> dict:
+    """AdaptiveBatchSize's entry of the checkpoint at ``path``."""
+    return torch.load(path, weights_only=weights_only)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+
+
+def _size_and_switch(saved: dict) -> tuple:
+    """The size a saved state trains at, and its pending switch's size and reason."""
+    return saved["current_batch_size"], saved["pending"]["to"], saved["pending"]["reason"]
+
+
 def test_a_difference_within_the_measured_noise_is_never_adopted(tmp_path, monkeypatch):
     # The same joules per sample at every size, each step's cost scattered by up to x2 either way:
     # a window can look much cheaper at 64, but the paired visits never resolve it.
@@ -104,7 +114,7 @@ def test_resume_mid_probe_restores_the_batch_size_and_makes_the_same_decisions(
     resumed, spy = AdaptiveBatchSize(min_batch_size=32, max_batch_size=64, **FAST), Spy()
     step = 20 * (resume_after + 1)
     path = str(tmp_path / "ckpt" / f"epoch={resume_after}-step={step}.ckpt")
-    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    saved = _saved_state(path)
     assert saved["current_batch_size"] == spy_whole.rows[resume_after]["batch_size"]
     ckpt_b = checkpoint("ckpt_b")
     fit(tmp_path / "b", [spy, resumed, ckpt_b], epochs=7, ckpt_path=path, enable_checkpointing=True)
@@ -173,7 +183,7 @@ def test_a_resume_inside_an_epoch_or_at_its_last_batch_makes_the_uninterrupted_r
         assert {r["epoch"]: (r["batch_size"], r["lr"]) for r in spy.rows} == {
             e: trained[e] for e in range(first, 6)
         }, step
-        saved = torch.load(path, weights_only=True)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+        saved = _saved_state(path, weights_only=True)
         assert saved["open_epoch"] == (step - 1) // 20  # caught before the epoch's end
 
 
@@ -217,7 +227,7 @@ def test_a_resume_with_a_range_that_excludes_the_size_trained_at_is_refused_and_
     fit(tmp_path / "a", [spy, first, saver], epochs=6, enable_checkpointing=True, lightning=ns)
     assert [r["batch_size"] for r in spy.rows] == [32, 32, 64, 32, 64, 32]
     path = str(tmp_path / "ckpt" / "epoch=2-step=60.ckpt")
-    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    saved = _saved_state(path)
     assert saved["current_batch_size"] == 64
 
     def narrower():
@@ -229,22 +239,14 @@ def test_a_resume_with_a_range_that_excludes_the_size_trained_at_is_refused_and_
         fit(tmp_path / "b", [Spy(), narrower()], epochs=6, ckpt_path=path, lightning=ns)
     # Saved at the end of epoch 5, which decided to adopt 64: a switch pending, not yet made.
     adopted = str(tmp_path / "ckpt" / "epoch=5-step=120.ckpt")
-    saved = torch.load(adopted, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
-    assert (saved["current_batch_size"], saved["pending"]["to"], saved["pending"]["reason"]) == (
-        32,
-        64,
-        "cheaper",
-    )
+    saved = _saved_state(adopted)
+    assert _size_and_switch(saved) == (32, 64, "cheaper")
     with pytest.raises(AdaptationUnsupportedError, match=r"switches at its next epoch to batch_size=64"):
         fit(tmp_path / "b2", [Spy(), narrower()], epochs=6, ckpt_path=adopted, lightning=ns)
     # Saved at the end of epoch 1, which decided the probe of 64: the trial starts with its switch.
     decided = str(tmp_path / "ckpt" / "epoch=1-step=40.ckpt")
-    saved = torch.load(decided, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
-    assert (saved["current_batch_size"], saved["pending"]["to"], saved["pending"]["reason"]) == (
-        32,
-        64,
-        "probe",
-    )
+    saved = _saved_state(decided)
+    assert _size_and_switch(saved) == (32, 64, "probe")
     recwarn.clear()
     resumed, spy_b = narrower(), Spy()
     fit(tmp_path / "b3", [spy_b, resumed], epochs=4, ckpt_path=decided, lightning=ns)
@@ -272,7 +274,7 @@ def test_a_trial_of_a_size_outside_the_resumed_range_caught_between_its_epochs_i
     fit(tmp_path / "a", [spy, first, saver], epochs=4, enable_checkpointing=True, lightning=ns)
     assert [r["batch_size"] for r in spy.rows] == [32, 32, 64, 32]
     path = str(tmp_path / "ckpt" / "epoch=3-step=80.ckpt")
-    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    saved = _saved_state(path)
     assert (saved["current_batch_size"], saved["pending"]) == (32, None)
     assert (saved["policy"]["trial"]["reference"], saved["policy"]["trial"]["candidate"]) == (32, 64)
 
@@ -303,7 +305,7 @@ def test_a_resume_with_another_lr_scaling_rescales_the_restored_rates_and_report
     assert [r["batch_size"] for r in spy.rows] == [32, 32, 64]
     assert [r["lr"] for r in spy.rows] == pytest.approx([lr0, lr0, lr0 * 2**0.5])
     path = str(tmp_path / "ckpt" / "epoch=2-step=60.ckpt")
-    saved = torch.load(path, weights_only=False)["callbacks"]["lightning_green.AdaptiveBatchSize"]
+    saved = _saved_state(path)
     assert (saved["current_batch_size"], saved["lr_rule"]) == (64, "sqrt")
 
     recwarn.clear()
