@@ -632,7 +632,7 @@ def _energy_summary_from_metrics(
     mode = "min" if direction is None else direction.mode
     from lightning_green.offline.csv_curves import parse_number
     from lightning_green.offline.errors import OfflineInputError
-    from lightning_green.offline.mlflow_curves import recorded_not_run, require_finite_non_negative
+    from lightning_green.offline.mlflow_curves import recorded_not_run, require_sound_energy_records
     from lightning_green.offline.summary_artifact import MAX_PER_EPOCH
 
     def number(text: str | None, name: str, default: float | None) -> float | None:
@@ -651,10 +651,7 @@ def _energy_summary_from_metrics(
         history(keys.AVG_POWER_W),
         history(keys.SAMPLES_PER_J),
     )
-    per_epoch = {keys.EPOCH_KWH: epoch_kwh, keys.AVG_POWER_W: power_w, keys.SAMPLES_PER_J: per_j}
-    for key, series in per_epoch.items():
-        for step, value in sorted(series.items()):  # never logged otherwise: a damaged log, refused
-            require_finite_non_negative(run.label, f"metric {key!r}", step, value)
+    require_sound_energy_records(run)  # as replay refuses a damaged log
     metric = history(monitor) if monitor else {}
     if monitor and monitor != recorded and not metric:
         shown = f"; the run monitored {recorded!r}" if recorded else ""
@@ -797,4 +794,9 @@ def _training_end(records: Sequence[EpochEnergy], planned: str | None) -> str:
     epochs_done = records[-1].epoch + 1
     if planned is not None and planned.strip().isdigit() and epochs_done >= int(planned):
         return f"ran to max_epochs={int(planned)}"
+    from lightning_green.offline.csv_curves import parse_number
+
+    fraction = None if planned is None else parse_number(planned.strip())
+    if fraction is not None and fraction > 0 and epochs_done >= math.ceil(fraction):  # planned in steps
+        return f"ran to its planned end ({fraction:.4g} epochs: max_steps)"
     return f"ended after {epochs_done} epochs"

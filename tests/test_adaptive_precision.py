@@ -37,6 +37,7 @@ from lightning_green import (
 from lightning_green.callbacks import adaptive_precision
 from lightning_green.energy.meter import EnergyMeasurementWarning
 from lightning_green.training import windows
+from lightning_green.training.precision import PRECISION_BITS
 
 # One intra-op thread: CPU time (the energy estimate) stays meaningful on a shared 2-core box.
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -248,6 +249,33 @@ def test_validation_inside_a_probe_window_runs_in_the_chosen_precision_and_the_p
         if not row["pending"]:  # no switch decided where it ran: the window goes on in the candidate
             assert model.steps[row["step"]][1] == DTYPE[row["current"]], row
     assert trainer.precision == cb.chosen_setting()
+
+
+class EpochEndSpy(AnyCallback):
+    """At every epoch's end (after AdaptivePrecision's): the precision trained then and the one chosen."""
+
+    def __init__(self, cb: AdaptivePrecision) -> None:
+        self.cb, self.rows = cb, []
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.rows.append((self.cb.current, self.cb.chosen_setting()))
+
+
+def test_the_precision_logged_for_an_epoch_is_the_chosen_one_when_it_ends_inside_a_probe(
+    tmp_path, monkeypatch, ns
+):
+    # bf16 costs half; a probe from step 17 of 20-step epochs straddles the first epoch's end while
+    # the policy is still on 32-true: that epoch's energy/precision is 32 (the precision chosen,
+    # as the tag says, probes aside), not the 16 of the probe's step at that moment.
+    install_step_cost(monkeypatch, **PROBE_COST)
+    cb = AdaptivePrecision(**dict(AMPLE, start_step=17))
+    spy = EpochEndSpy(cb)
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="csv")
+    fit(tmp_path, [cb, spy], epochs=3, lightning=ns, logger=logger)
+    assert any(current != chosen for current, chosen in spy.rows), spy.rows  # an epoch ended in a probe
+    rows = list(csv.DictReader((Path(logger.log_dir) / "metrics.csv").read_text().splitlines()))
+    logged = [float(r["energy/precision"]) for r in rows if r.get("energy/precision")]
+    assert logged == [float(PRECISION_BITS[chosen]) for _, chosen in spy.rows]
 
 
 def nan_in_bf16_digits(base: type) -> type:

@@ -186,10 +186,10 @@ def _edited(log: Path, to: Path, column: str, value: str, nth: int = 0) -> Path:
 
 
 def test_damaged_stop_records_get_one_refusal_in_both_commands(tmp_path, sqlite_uri, monkeypatch, capsys, ns):
-    """A value the callbacks never log (NaN, negative) in the energy of an epoch, in what the stop
-    left unrun or in the kWh of a check: ``report`` refuses it with one error line naming the
-    metric, the value and the step, and ``replay`` refuses the records it reads with the same line
-    (it does not read the energy of each epoch) instead of reading a NaN or -1 as none, or the
+    """A value the callbacks never log (NaN, negative) in the energy of an epoch, in the running
+    total, in what the stop left unrun or in the kWh of a check: ``report`` refuses it with one
+    error line naming the metric, the value and the step, and ``replay`` refuses it with the same
+    line (whether or not it reads that record) instead of reading a NaN or -1 as none, or the
     report printing "nan kWh not spent" or failing on a NaN as an integer."""
     from doubles import install_scripted_meter
     from mlflow.tracking import MlflowClient
@@ -205,24 +205,22 @@ def test_damaged_stop_records_get_one_refusal_in_both_commands(tmp_path, sqlite_
     out, png = tmp_path / "d.csv", tmp_path / "r.png"
     capsys.readouterr()
     cases = [
-        ("energy/not_run_kwh_projected", "nan", True),
-        ("energy/not_run_kwh_projected", "-1", True),
-        ("energy/check_kwh", "nan", True),
-        ("energy/epoch_kwh", "nan", False),
+        ("energy/not_run_kwh_projected", "nan"),
+        ("energy/not_run_kwh_projected", "-1"),
+        ("energy/check_kwh", "nan"),
+        ("energy/epoch_kwh", "nan"),
+        ("energy/total_kwh", "nan"),
+        ("energy/avg_power_w", "-3"),
     ]
-    for k, (column, value, replay_reads) in enumerate(cases):
+    for k, (column, value) in enumerate(cases):
         edited = _edited(log, tmp_path / f"case{k}", column, value, nth=-1 if "not_run" in column else 1)
         assert main(["report", str(edited), "-o", str(png)]) == 2, (column, value)
         err = one_error_line(capsys)
         assert f"metric {column!r} must be finite and >= 0, got {float(value)!r}" in err or (
             f"cumulative cost {column!r} must be finite and >= 0, got {float(value)!r}" in err
         ), err
-        assert main(["replay", str(edited), "-o", str(out)]) == (2 if replay_reads else 0), (column, value)
-        if replay_reads:
-            assert one_error_line(capsys) == err and not out.exists()
-        else:  # the energy of each epoch is the report's alone
-            capsys.readouterr()
-            out.unlink()
+        assert main(["replay", str(edited), "-o", str(out)]) == 2, (column, value)
+        assert one_error_line(capsys) == err and not out.exists()
         assert not png.exists()
 
     # A tagged MLflow run (its stop from the tag, not replayed): the kWh of a check refused all the same.
@@ -235,3 +233,36 @@ def test_damaged_stop_records_get_one_refusal_in_both_commands(tmp_path, sqlite_
     assert f"cumulative cost 'energy/check_kwh' must be finite and >= 0, got nan at step {check.step}" in err
     assert main(["replay", "--mlflow-uri", sqlite_uri, "--experiment", "damaged", "-o", str(out)]) == 2
     assert one_error_line(capsys) == err
+
+
+def test_a_log_without_a_summary_of_a_run_to_its_end_says_none(tmp_path, sqlite_uri, monkeypatch, ns):
+    """A run the stopper never stopped, its last check inside the last epoch (every third batch of
+    eight): the report of each log without a summary says ``none`` and "ran to max_epochs", as the
+    summary it printed; the same log cut after an earlier epoch (a killed run) gives no reason, as
+    the log cannot tell a killed run from one that ended."""
+    from doubles import install_scripted_meter
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=50, min_relative_gain=None)
+    monitor = EnergyMonitor(monitor="val_loss", summary=False)
+    loggers, inputs = _loggers(tmp_path, sqlite_uri, ns, "to_end")
+    module = ns.module(check_curve_module)(flat_after(100, 100), steps_per_check=3)
+    fit(tmp_path, ns, [stopper, monitor], module, logger=loggers, max_epochs=4, val_check_interval=3)
+    assert stopper.stop_reason is None and not float(stopper.last_decision.progress).is_integer()
+
+    png, as_json = tmp_path / "r.png", tmp_path / "r.json"
+    for source, report_input in inputs().items():
+        assert main(["report", *report_input, "-o", str(png), "--json", str(as_json)]) == 0, source
+        summary = json.loads(as_json.read_text())
+        assert summary["rebuilt_from_metrics"], source
+        assert (summary["stop_reason"], summary["training_end"]) == ("none", "ran to max_epochs=4"), source
+
+    log = tmp_path / "csv" / "version_0" / "metrics.csv"
+    rows = list(csv.reader(log.open()))
+    at = rows[0].index("step")
+    cut = tmp_path / "cut"  # the first two epochs' rows
+    shutil.copytree(log.parent, cut)
+    with (cut / "metrics.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0], *(r for r in rows[1:] if int(r[at]) < 2 * BATCHES)])
+    assert main(["report", str(cut / "metrics.csv"), "-o", str(png), "--json", str(as_json)]) == 0
+    assert json.loads(as_json.read_text())["stop_reason"] is None

@@ -583,9 +583,14 @@ class AdaptivePrecision(AdaptiveCallback):
         }
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Log ``energy/precision`` and pause the window over the epoch-end work."""
-        if self.current is not None:
-            bits = float(PRECISION_BITS[self.current])
+        """Log ``energy/precision`` (the chosen precision) and pause the window over the epoch-end work.
+
+        An epoch ending inside a probe logs the precision the policy is on, as the tag
+        ``lightning_green.precision`` does, not the candidate its last steps tried.
+        """
+        chosen = self.chosen_setting()
+        if self.current is not None and chosen in PRECISION_BITS:
+            bits = float(PRECISION_BITS[chosen])
             pl_module.log(
                 keys.PRECISION,
                 bits,

@@ -178,6 +178,7 @@ def curve_of_run(
     cost = run.history(cost_key)
     if not cost:
         return None
+    require_sound_energy_records(run)
     target = _recorded_target(where, params)
     key = monitor or target.monitor
     if key is None:
@@ -400,6 +401,25 @@ def require_finite_non_negative(where: str, what: str, step: int, value: float) 
     if not (math.isfinite(value) and value >= 0):
         raise OfflineInputError(f"{where}: {what} must be finite and >= 0, got {value!r} at step {step}")
     return value
+
+
+ENERGY_RECORD_KEYS = (keys.TOTAL_KWH, keys.EPOCH_KWH, keys.AVG_POWER_W, keys.SAMPLES_PER_J)
+"""The per-epoch energy records EnergyMonitor logs: each finite and >= 0 in a sound log."""
+
+
+def require_sound_energy_records(run: LoggedRun) -> None:
+    """Refuse a run whose per-epoch energy records hold a value EnergyMonitor never logs.
+
+    ``replay`` and ``report`` read the same log alike: a NaN, infinite or negative value in any of
+    :data:`ENERGY_RECORD_KEYS` (a damaged or hand-edited log) is refused by both, whether or not the
+    command at hand reads that record.
+
+    Raises:
+        OfflineInputError: Naming the run, the metric, the step and the value.
+    """
+    for key in ENERGY_RECORD_KEYS:
+        for step, value in sorted(run.history(key).items()):
+            require_finite_non_negative(run.label, f"metric {key!r}", step, value)
 
 
 def _outside_costs(where: str, steps: list[int], outside: Mapping[int, float]) -> np.ndarray:
