@@ -292,10 +292,28 @@ def _run(argv: Sequence[str] | None) -> int:
         _fail(f"nothing written: {_one_line(e)}")
         return 1
     except Exception as e:
-        if type(e).__module__.split(".")[0] != "mlflow":
+        origin = type(e).__module__.split(".")[0]
+        if origin == "alembic":  # an older mlflow's schema migration, on a store a newer one wrote
+            _fail(
+                "nothing written: the MLflow store's database schema is unknown to the installed mlflow "
+                f"{_installed('mlflow')} (written by a newer MLflow? upgrade mlflow to read it): "
+                f"{_one_line(e)}"
+            )
+            return 2
+        if origin != "mlflow":
             raise
         _fail(f"nothing written: MLflow: {_one_line(e)}")  # unknown run, server error
         return 1
+
+
+def _installed(distribution: str) -> str:
+    """The installed version of ``distribution`` (``"?"`` when its metadata cannot be read)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -417,3 +417,34 @@ def test_an_unforeseen_failure_is_one_line_not_a_traceback(curves: Path, tmp_pat
     monkeypatch.setenv("LIGHTNING_GREEN_TRACEBACK", "1")
     with pytest.raises(TypeError):
         cli.main(["replay", str(curves), "-o", str(tmp_path / "d.csv")])
+
+
+def test_a_store_from_a_newer_mlflow_is_a_clear_refusal(tmp_path: Path, sqlite_uri: str, capsys, monkeypatch):
+    """An older mlflow (2.x) opening a store a newer one migrated fails in alembic, looking for a
+    schema revision it does not know: both commands say so in one line, exit 2, naming the installed
+    mlflow and what to do, rather than "unexpected CommandError ... please report it"."""
+    import sqlite3
+
+    import mlflow
+    from mlflow.store.db.utils import _upgrade_db
+    from sqlalchemy import create_engine
+
+    from lightning_green.offline import mlflow_curves
+
+    mlflow.set_tracking_uri(sqlite_uri)
+    with mlflow.start_run():
+        mlflow.log_metric("val_acc", 0.5, step=0)
+    database = sqlite_uri.removeprefix("sqlite:///")
+    with sqlite3.connect(database) as connection:  # the revision a newer MLflow would have written
+        connection.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+
+    def older_mlflow(tracking_uri, experiment):  # what mlflow 2.x does on opening it: migrate it
+        _upgrade_db(create_engine(sqlite_uri))
+
+    monkeypatch.setattr(mlflow_curves, "experiment_runs", older_mlflow)
+    argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "Default", "-o", str(tmp_path / "d.csv")]
+    assert main(argv) == 2
+    (err,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert "unexpected" not in err and "Traceback" not in err, err
+    assert f"unknown to the installed mlflow {mlflow.__version__}" in err and "upgrade mlflow" in err
+    assert "ffffffffffff" in err and not (tmp_path / "d.csv").exists()

@@ -985,3 +985,27 @@ def test_a_fault_outside_the_epochs_keeps_the_run_partial_after_a_resume(tmp_pat
     resumed = run(4, ckpt_path=str(ckpt))
     assert len(resumed.history) == 4 and not any(r.partial for r in resumed.history)
     assert resumed.last_summary["partial"] is True
+
+
+def test_without_matplotlib_the_summary_is_written_and_the_note_names_the_extra(
+    tmp_path, monkeypatch, caplog, ns
+):
+    """A core install (no ``[plot]`` extra): the summary JSON is written, no plot, and the one note
+    says what to install, as the command line's does."""
+    import sys
+
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib: ImportError
+    caplog.set_level("INFO")
+    monitor = EnergyMonitor()
+    _fit(tmp_path, monitor, max_epochs=1, lightning=ns)
+    assert monitor.summary_path is not None and Path(monitor.summary_path).exists()
+    assert (
+        monitor.plot_path is None and not (Path(monitor.summary_path).parent / "energy_report.png").exists()
+    )
+    notes = [r.getMessage() for r in caplog.records if "matplotlib is not installed" in r.getMessage()]
+    assert notes == [
+        "lightning_green: matplotlib is not installed, so no energy plot was drawn "
+        "(pip install 'lightning_green[plot]')."
+    ]

@@ -146,3 +146,23 @@ def test_wheel_ships_py_typed_the_licence_and_the_offline_package(tmp_path: Path
         "lightning_green/offline/engine.py",
     } <= names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+
+
+def test_the_lightning_requirements_admit_only_releases_the_callbacks_run_on() -> None:
+    """The stopper uses ``EarlyStoppingReason`` (Lightning 2.6+): a pip resolution must not keep an
+    older 2.4/2.5 install it crashes on, nor the malicious 2.6.2 and 2.6.3; the installed ones fit."""
+    import re
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    quoted = re.findall(r'"((?:pytorch-)?lightning[<>=!~][^"]*)"', (ROOT / "pyproject.toml").read_text())
+    specs = {r.name: r.specifier for r in map(Requirement, quoted)}
+    assert set(specs) == {"pytorch-lightning", "lightning"} and len(quoted) == 2, quoted
+    for name, spec in specs.items():
+        releases = ("2.4.0", "2.5.6", "2.6.0", "2.6.1", "2.6.2", "2.6.3", "2.6.6")
+        assert [v for v in releases if spec.contains(v)] == ["2.6.0", "2.6.1", "2.6.6"], (name, str(spec))
+        assert spec.contains(version(name)), (name, version(name))
+    for module in ("lightning.pytorch", "pytorch_lightning"):  # what the floor stands for
+        early_stopping = __import__(f"{module}.callbacks.early_stopping", fromlist=["EarlyStoppingReason"])
+        assert hasattr(early_stopping, "EarlyStoppingReason"), module

@@ -762,7 +762,9 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 _loggers.log_artifact(trainer, path)
         if self.plot_path is None:
             _compat.info(
-                trainer, "lightning_green: matplotlib is not installed, so no energy plot was drawn."
+                trainer,
+                "lightning_green: matplotlib is not installed, so no energy plot was drawn "
+                "(pip install 'lightning_green[plot]').",
             )
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
