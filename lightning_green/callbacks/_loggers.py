@@ -7,7 +7,9 @@ A Trainer without an ``MLFlowLogger`` in a process where an MLflow run is active
 (``mlflow.start_run()``; ``mlflow.pytorch.autolog()`` logs the per-epoch ``callback_metrics``, the
 callbacks' ``energy/*`` among them, into it) has that run as one more logger here
 (:class:`ActiveMlflowRun`): the callbacks' params, tags, artifacts and the metrics they log
-outside ``self.log`` go to it too, so replay and report read it as any run.
+outside ``self.log`` go to it too, so replay and report read it as any run. Without autolog,
+every series goes to the step an ``MLFlowLogger`` would log it at (Lightning's logging step);
+under autolog, the series of an epoch go to the epoch's number, beside autolog's own.
 """
 
 from __future__ import annotations
@@ -35,22 +37,41 @@ Written = TypeVar("Written", bound=tuple[Path | None, ...])
 class ActiveMlflowRun:
     """The MLflow run active in this process, written to as an ``MLFlowLogger`` writes to its run.
 
-    Metrics go to the step they are logged at. The per-epoch ones go to the epoch's number
-    (:func:`log_to_active_run`, ``epoch`` of :func:`log_metrics`): ``mlflow.pytorch.autolog()``
-    logs the epoch's metrics (the monitored one, ``energy/total_kwh``) at that step, so the series
-    of one run share their steps; the per-step energy and the records of checks inside an epoch
-    go to Lightning's step, one step each.
+    Metrics go to the step they are logged at: Lightning's logging step, as an ``MLFlowLogger``
+    gets them, so that the run's steps are optimizer steps (``--cost-key step``) and a resumed
+    run's copied records fall in order among its own. Under ``mlflow.pytorch.autolog()``
+    (``by_epoch``) the metrics of an epoch (``epoch`` of :func:`log_metrics`, :func:`log_history`,
+    and :func:`log_to_active_run`) go to the epoch's number instead: autolog logs the epoch's
+    ``callback_metrics`` (the monitored metric, ``energy/total_kwh``) there, and the series of one
+    run share their steps; the per-step energy and the records of checks inside an epoch still go
+    to Lightning's step, one step each.
 
     Attributes:
         run_id: The active run.
+        by_epoch: Whether autolog logs the trainer's epochs into it (at the epochs' numbers).
         experiment: An ``MlflowClient`` of the current tracking URI.
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, by_epoch: bool = False) -> None:
         from mlflow.tracking import MlflowClient
 
         self.run_id = run_id
+        self.by_epoch = by_epoch
         self.experiment = MlflowClient()
+
+    def step_of(self, step: int, epoch: int | None) -> int:
+        """The step metrics logged at Lightning's ``step`` for ``epoch`` (or ``None``) go to in this run.
+
+        Example:
+            >>> run = ActiveMlflowRun.__new__(ActiveMlflowRun)
+            >>> run.by_epoch = False
+            >>> run.step_of(29, 2), run.step_of(29, None)
+            (29, 29)
+            >>> run.by_epoch = True
+            >>> run.step_of(29, 2), run.step_of(29, None)
+            (2, 29)
+        """
+        return int(epoch) if self.by_epoch and epoch is not None else int(step)
 
     def log_hyperparams(self, params: dict[str, Any]) -> None:
         """Log run parameters (values as str; MLflow refuses to change one already logged)."""
@@ -73,7 +94,7 @@ def active_run(trainer: Trainer) -> ActiveMlflowRun | None:
     mlflow = sys.modules.get("mlflow")
     try:
         run = None if mlflow is None else mlflow.active_run()
-        return None if run is None else ActiveMlflowRun(run.info.run_id)
+        return None if run is None else ActiveMlflowRun(run.info.run_id, by_epoch=autologged(trainer))
     except Exception:  # an mlflow without a usable active-run API: no such run
         return None
 
@@ -339,6 +360,31 @@ def runs_without_energy(trainer: Trainer) -> list[Any]:
     return found
 
 
+def mlflow_runs_with_energy(trainer: Trainer) -> list[str]:
+    """The trainer's MLflow runs that already hold the energy series of a run (a fit logged there).
+
+    Asked when a fit that starts a new run (no checkpoint resumed) begins: an MLflow run it logs
+    to that holds them (``MLFlowLogger(run_id=...)`` of an earlier fit's run, or such a run
+    started again with ``mlflow.start_run(run_id=...)``) gets two runs' series at the same steps.
+    For global rank 0; a run that cannot be read is left out (with one warning).
+
+    Returns:
+        Their run ids, once each, in the trainer's order.
+    """
+    found: list[str] = []
+    for logger in filter(reachable, mlflow_loggers(trainer)):
+        names = {_prefixed(logger, key) for key in EARLIER_PART_SERIES}
+        try:
+            held = _holds_any(logger, names)
+        except Exception as err:
+            _failed(logger, err, f"could not read what MLflow run {getattr(logger, 'run_id', '?')} holds")
+            continue
+        run_id = str(logger.run_id)
+        if held and run_id not in found:
+            found.append(run_id)
+    return found
+
+
 def _prefixed(logger: Any, key: str) -> str:
     """``key`` as ``logger`` logs it (after its ``prefix``, joined by its ``LOGGER_JOIN_CHAR``)."""
     prefix = getattr(logger, "_prefix", "") or ""
@@ -391,14 +437,19 @@ def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, di
     Args:
         loggers: The loggers (:func:`runs_without_energy`).
         rows: ``(step, epoch, metrics)``: the metrics go to ``step``; ``epoch``, when not
-            ``None``, is the step an active MLflow run gets instead (as :func:`log_metrics`).
+            ``None``, is the epoch they belong to: the step an autologged active MLflow run gets
+            instead (:meth:`ActiveMlflowRun.step_of`, as :func:`log_metrics`), which gets no
+            ``epoch`` series either (the step is the epoch; autolog logs none).
     """
     for logger in filter(reachable, loggers):
-        active = isinstance(logger, ActiveMlflowRun)
+        by_epoch = isinstance(logger, ActiveMlflowRun) and logger.by_epoch
         by_step: dict[int, dict[str, float]] = {}
         for step, epoch, metrics in rows:
+            if by_epoch:
+                metrics = {key: value for key, value in metrics.items() if key != "epoch"}
             if metrics:
-                by_step.setdefault(epoch if active and epoch is not None else step, {}).update(metrics)
+                target = logger.step_of(step, epoch) if by_epoch else step
+                by_step.setdefault(target, {}).update(metrics)
         if not by_step:
             continue
         try:
@@ -414,14 +465,15 @@ def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, di
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
     """Log metrics at ``step`` straight to every logger (where ``LightningModule.log`` is not allowed).
 
-    ``epoch``: the epoch they belong to, for metrics of an epoch: the step an active MLflow run
-    gets instead of ``step`` (where autolog logs that epoch's metrics, :class:`ActiveMlflowRun`),
-    and the ``epoch`` a ``CSVLogger`` row gets (as the rows Lightning logs for the epoch have).
+    ``epoch``: the epoch they belong to, for metrics of an epoch: the step an autologged active
+    MLflow run gets instead of ``step`` (where autolog logs that epoch's metrics,
+    :class:`ActiveMlflowRun`), and the ``epoch`` a ``CSVLogger`` row gets (as the rows Lightning
+    logs for the epoch have).
     """
     for logger in filter(reachable, ordered_loggers(trainer)):
         try:
-            if isinstance(logger, ActiveMlflowRun) and epoch is not None:
-                logger.log_metrics(metrics, step=epoch)
+            if isinstance(logger, ActiveMlflowRun):
+                logger.log_metrics(metrics, step=logger.step_of(step, epoch))
             elif epoch is not None and _compat.is_csv_logger(logger):
                 logger.log_metrics({**metrics, "epoch": epoch}, step=step)
             else:
@@ -439,15 +491,21 @@ def autologged(trainer: Trainer) -> bool:
 
 
 def log_to_active_run(trainer: Trainer, metrics: dict[str, float]) -> None:
-    """Log metrics to the MLflow run active in the process only, if any, at the current epoch's number.
+    """Log an epoch's metrics, at its end, to the MLflow run active in the process only, if any.
 
-    Where autolog logs the epoch's metrics (see :func:`active_run`).
+    At the step Lightning logs the epoch's end at (one below its logging step now), with
+    Lightning's ``epoch`` series, as an ``MLFlowLogger`` gets them; under autolog at the epoch's
+    number, where autolog logs the epoch's metrics (:class:`ActiveMlflowRun`).
     """
     run = active_run(trainer)
     if run is None or not reachable(run):
         return
+    epoch = int(trainer.current_epoch)
+    step = run.step_of(max(0, _compat.logging_step(trainer) - 1), epoch)
+    if not run.by_epoch:
+        metrics = {**metrics, "epoch": float(epoch)}
     try:
-        run.log_metrics(metrics, step=int(trainer.current_epoch))
+        run.log_metrics(metrics, step=step)
     except Exception as err:
         _failed(run, err, f"the active MLflow run refused metrics {list(metrics)}")
 

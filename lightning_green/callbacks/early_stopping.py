@@ -632,7 +632,10 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         (:func:`~lightning_green.training.check_progress.check_points`, from this fit's optimizer
         steps per epoch), below ``before_step`` (the first step this fit logs at). The EnergyMonitor
         writes them, with the run's epochs, into the logs that hold none of the run's series
-        (:class:`~lightning_green.callbacks.energy_monitor.HistoryContributor`).
+        (:class:`~lightning_green.callbacks.energy_monitor.HistoryContributor`). A check at an
+        epoch's end (checked at ``on_train_epoch_end``) also names its epoch: an autologged active
+        MLflow run gets it at the epoch's number, as this fit's own checks
+        (:meth:`~lightning_green.callbacks._loggers.ActiveMlflowRun.step_of`).
         """
         history = self.policy.history
         if not len(history):
@@ -644,7 +647,11 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         record = self._stop_record()  # a restored stop's, with the stopping check as the stop logged it
         if record is not None and metrics:
             metrics[-1].update(record.metrics)
-        return [(step, None, row) for step, row in zip(steps, metrics, strict=True)]
+        at_end = bool(self._check_on_train_epoch_end)
+        return [
+            (step, _epoch_ended(done) if at_end else None, row)
+            for step, done, row in zip(steps, epochs, metrics, strict=True)
+        ]
 
     def on_load_checkpoint(
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
@@ -661,3 +668,15 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             f"{checkpoint.get('epoch', '?')}){was}: its history restarts here - patience, the "
             "learning-curve fit and the budget forecast start from the resumed epoch.",
         )
+
+
+def _epoch_ended(epochs_done: float | None) -> int | None:
+    """The epoch a check after ``epochs_done`` epochs ended (0-based), ``None`` for one inside an epoch.
+
+    Example:
+        >>> _epoch_ended(3.0), _epoch_ended(2.5), _epoch_ended(None)
+        (2, None, None)
+    """
+    if epochs_done is None or not math.isfinite(epochs_done) or epochs_done < 1:
+        return None
+    return int(epochs_done) - 1 if float(epochs_done).is_integer() else None

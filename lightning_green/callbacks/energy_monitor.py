@@ -45,7 +45,8 @@ class SummaryContributor(Protocol):
 
 EarlierRecord = tuple[int, int | None, dict[str, float]]
 """A record of a run's earlier part to copy into a new log of the run: ``(step, epoch, metrics)``
-(``epoch``: the step an active MLflow run gets instead, or ``None``; see
+(``epoch``: the epoch they belong to, the step an autologged active MLflow run gets instead,
+or ``None``; see
 :func:`~lightning_green.callbacks._loggers.log_history`)."""
 
 
@@ -185,6 +186,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self._reported = False  # whether this fit's end (or failure) was reported
         # The Trainer whose Tuner search the session set aside energy of (its next fit books it)
         self._set_aside_for: weakref.ref[Trainer] | None = None
+        self._starts_run = False  # this fit starts a run (a new Trainer; a checkpoint may resume one)
         self._new_run()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -284,7 +286,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if stage != "fit" or self.session.running:
             return
         _loggers.begin_fit(trainer)
-        if _compat.starts_new_run(trainer):
+        self._starts_run = _compat.starts_new_run(trainer)
+        if self._starts_run:
             # A Tuner's search on this Trainer before this fit (its own fit, which it leaves without
             # an end) belongs to this run: its energy counts before the first epoch.
             searched = self._set_aside_for is not None and self._set_aside_for() is trainer
@@ -394,13 +397,19 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             self._val_ran = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Mark where the first ``step_interval`` is measured from; warn of a changed metric.
+        """Mark where the first ``step_interval`` is measured from; warn of a changed metric or a used run.
 
-        The warning comes once when the restored run watched another metric (its values were
-        dropped); not for a monitor a stopper created, whose own warning says its history restarts.
+        The warning of a changed metric comes once when the restored run watched another metric
+        (its values were dropped); not for a monitor a stopper created, whose own warning says its
+        history restarts. A fit that starts a new run (no checkpoint resumed) into an MLflow run
+        that holds an earlier fit's energy series gets a warning naming it
+        (:meth:`_warn_used_runs`).
         """
         if self.step_interval and self.session.running:  # collective: every rank is here
             self.session.step_energy(trainer.global_step)  # so the first due step logs a value
+        starts, self._starts_run = self._starts_run, False
+        if starts and not self._restored and trainer.global_rank == 0 and self.session.running:
+            self._warn_used_runs(trainer)
         if self._metric_changed is not None:
             (before, before_mode), self._metric_changed = self._metric_changed, None
             if self.implicit:
@@ -410,6 +419,24 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
                 f"lightning_green: the checkpoint's energy history watched {before!r} (mode "
                 f"{before_mode!r}), this run watches {self.monitor!r} (mode {self.mode!r}): the energy "
                 f"continues, but the metric history, its best and its gain per kWh restart here.",
+            )
+
+    def _warn_used_runs(self, trainer: Trainer) -> None:
+        """Warn (rank 0) for each MLflow run of a new run's fit that an earlier fit logged energy to.
+
+        The two fits' series interleave at the same steps and replay and report read the later
+        values of each step: the earlier fit is lost from view, without a word otherwise.
+        """
+        for run_id in _loggers.mlflow_runs_with_energy(trainer):
+            _compat.warn(
+                trainer,
+                f"lightning_green: MLflow run {run_id} already holds lightning_green energy series "
+                f"({keys.TOTAL_KWH}, {keys.CHECK_KWH}) from an earlier fit, and this fit starts a new "
+                "run (no checkpoint resumed): its series will interleave with the earlier fit's at the "
+                "same steps, its energy_summary.json and energy/run_kwh will be this fit's, and "
+                "`lightning-green replay` and `report` will read only the latest fit. Log to a new "
+                "MLflow run (MLFlowLogger without run_id), or resume the earlier fit with "
+                "trainer.fit(..., ckpt_path=...) to continue it.",
             )
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -495,8 +522,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         """The series every restored epoch logged: energy, ``energy/total_kwh``, the metric and its gain.
 
         At the step the epoch's end logged at when every epoch has ``steps_per_epoch`` optimizer
-        steps (below ``before``; at the epoch's number in an active MLflow run, as
-        :meth:`_log_epoch` logs there). A gain per kWh the restore logs itself (the checkpoint's
+        steps (below ``before``; at the epoch's number in an autologged active MLflow run, where
+        autolog logs the epochs of this fit). A gain per kWh the restore logs itself (the checkpoint's
         deferred metric) is left to it.
         """
         history, per_epoch = self.session.history, steps_per_epoch

@@ -19,6 +19,7 @@ from typing import Any
 
 from lightning_green import keys
 from lightning_green.offline.checks import open_read_only, sqlite_file
+from lightning_green.offline.errors import OfflineInputError
 
 _SNAPSHOTS: dict[str, tuple[tuple[int, int], str]] = {}
 """``database path -> ((mtime_ns, size) of the file snapshotted, snapshot file)`` in this process:
@@ -163,6 +164,9 @@ STEP_KEY = keys.STEP
 PREFIX_JOIN = "-"
 """What Lightning's ``MLFlowLogger`` puts between its ``prefix`` and each metric's name."""
 
+EPOCH_KEY = "epoch"
+"""Lightning's own series, logged with every metric it logs to a logger: the epoch at that step."""
+
 
 def metric_prefix(metric_keys: set[str]) -> str | None:
     """The ``MLFlowLogger(prefix=...)`` a run's metrics were logged with, seen from their names.
@@ -248,12 +252,41 @@ class MlflowRun:
         a metric at (MLflow records Lightning's global step with each point: optimizer steps, a
         cost for a run logged without energy, ``--cost-key step``), as the ``CSVLogger`` and
         ``TensorBoardLogger`` readers give it.
+
+        Raises:
+            OfflineInputError: For ``"step"`` of a run whose epochs are at epoch numbers
+                (:attr:`epochs_at_epoch_numbers`): its steps are not optimizer steps.
         """
         if key == STEP_KEY and self._key(key) not in self._metric_keys:
+            if self.epochs_at_epoch_numbers:
+                raise OfflineInputError(
+                    f"{self.label} logged its epochs at MLflow steps that are epoch numbers, not "
+                    "optimizer steps (mlflow.pytorch.autolog(), or an MLflow run active without "
+                    "MLFlowLogger logged by lightning_green before it logged at Lightning's steps): "
+                    f"it has no {STEP_KEY!r} cost (--cost-key); give {keys.TOTAL_KWH!r} or another "
+                    "running total it logged"
+                )
             return self._steps()
         return latest_per_step(
             self._client.get_metric_history(self.run_id, self._key(key)), self._abandoned()
         )
+
+    @property
+    def epochs_at_epoch_numbers(self) -> bool:
+        """Whether the run's per-epoch series are at MLflow steps that are the epochs' numbers.
+
+        So are the epochs of a run ``mlflow.pytorch.autolog()`` logged (it logs each epoch's
+        metrics at the epoch's number), and of a run lightning_green logged to as the MLflow run
+        active in the process (no ``MLFlowLogger``) before it logged there at Lightning's steps;
+        the records of checks inside an epoch, the per-step energy and the run's totals
+        (``energy/run_kwh``) are at Lightning's steps all the same. Told by Lightning's
+        ``epoch`` series, which Lightning logs with every metric it logs to a logger (an
+        ``MLFlowLogger``) and lightning_green with every epoch it logs to an active run, and
+        autolog never: a run holding ``energy/total_kwh`` without it. Such a run's steps mix two
+        axes: it has no ``"step"`` cost (:meth:`history`).
+        """
+        held = self._metric_keys
+        return self._key(keys.TOTAL_KWH) in held and self._key(EPOCH_KEY) not in held
 
     def _steps(self) -> dict[int, float]:
         """``step -> step`` at every step of every metric the run logged (read once)."""
