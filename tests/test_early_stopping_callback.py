@@ -96,21 +96,63 @@ class StopsTheRunAt(AnyCallback):
             trainer.should_stop = True
 
 
-def test_a_run_ended_by_something_else_is_not_this_stoppers_stop(tmp_path, monkeypatch, ns):
-    """The budget would stop at epoch 1, but the run was already ending there (max_time): the
-    check is recorded, the stop and what it saved are not claimed."""
-    install_scripted_meter(monkeypatch)
-    budget_kwh = BEFORE_KWH + 2.5 * EPOCH_KWH
-    stopper = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
-    trainer = _fit(tmp_path, [stopper, StopsTheRunAt(1)], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
-    assert trainer.current_epoch == 2 and len(stopper.policy.history) == 2
-    assert stopper.last_decision.should_stop  # what the policy said ...
-    assert stopper.stop_reason is None and stopper.stopped_epoch == 0  # ... is not what ended the run
-    assert stopper.energy_summary_fields()["stop_reason"] == "none"
+# val_loss improves for three epochs, then never again: a plateau stop (patience 3) at epoch 5.
+PLATEAU_AT_5 = [3.0, 2.0, 1.0, *[1.5] * 20]
 
-    control = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", energy_budget_kwh=budget_kwh)
-    _fit(tmp_path / "alone", [control], ns.DigitsClassifier(), max_epochs=20, lightning=ns)
-    assert (control.stop_reason, control.stopped_epoch) == (StopReason.ENERGY_BUDGET, 1)
+
+def _plateau_stopper() -> EnergyAwareEarlyStopping:
+    return EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1, min_relative_gain=None)
+
+
+@pytest.mark.parametrize("order", ["ours_first", "lightnings_first"])
+def test_its_stop_is_recorded_whatever_callback_asked_to_stop_first(tmp_path, monkeypatch, ns, order):
+    """Lightning's EarlyStopping beside it (README) decides to stop at the same check: whichever comes
+    first in the callback list, the stop this stopper decided is its own - reason, stopped epoch,
+    summary and what it saved are those of the run it stops alone (and what replay of its log says)."""
+    install_scripted_meter(monkeypatch)
+    module = ns.module(curve_module)
+    alone = _plateau_stopper()
+    _fit(tmp_path / "alone", [alone], module(PLATEAU_AT_5), max_epochs=20, lightning=ns)
+    assert (alone.stop_reason, alone.stopped_epoch) == (StopReason.PLATEAU, 5)
+    expected = alone.energy_monitor.last_summary
+
+    ours = _plateau_stopper()
+    theirs = ns.callbacks.EarlyStopping(monitor="val_loss", patience=3)
+    callbacks = [ours, theirs] if order == "ours_first" else [theirs, ours]
+    trainer = _fit(tmp_path / order, callbacks, module(PLATEAU_AT_5), max_epochs=20, lightning=ns)
+    assert trainer.current_epoch == 6 and theirs.stopped_epoch == 5  # both stop at the same check
+    assert (ours.stop_reason, ours.stopped_epoch) == (StopReason.PLATEAU, 5)
+    summary = ours.energy_monitor.last_summary
+    assert (summary["stop_reason"], summary["stopped_epoch"]) == ("plateau", 5)
+    assert summary["stop_savings"] == expected["stop_savings"]
+
+
+def test_its_stop_is_recorded_when_another_stop_is_held_by_the_trainers_floor(tmp_path, monkeypatch, ns):
+    """Lightning's EarlyStopping asks to stop at epoch 1, held by ``Trainer(min_epochs=8)``: the
+    stopper's own plateau stop at epoch 5, renewed until the floor ends the run, is recorded."""
+    install_scripted_meter(monkeypatch)
+    ours = _plateau_stopper()
+    theirs = ns.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=100.0)
+    module = ns.module(curve_module)(PLATEAU_AT_5)
+    trainer = _fit(tmp_path, [theirs, ours], module, max_epochs=12, min_epochs=8, lightning=ns)
+    assert trainer.current_epoch == 8
+    assert ours.stop_reason is StopReason.PLATEAU and ours.stopped_epoch == 7  # renewed at every check
+    summary = ours.energy_monitor.last_summary
+    assert summary["stop_reason"] == "plateau" and summary["stop_savings"]["epochs_not_run"] == 4
+
+
+def test_a_run_ended_by_something_else_alone_is_not_this_stoppers_stop(tmp_path, monkeypatch, ns):
+    """``Trainer(max_time)`` (or another callback) ends the run at epoch 1 and the stopper's check
+    there says go on: the check is recorded, no stop is claimed."""
+    install_scripted_meter(monkeypatch)
+    stopper = _plateau_stopper()
+    module = ns.module(curve_module)(PLATEAU_AT_5)
+    trainer = _fit(tmp_path, [stopper, StopsTheRunAt(1)], module, max_epochs=20, lightning=ns)
+    assert trainer.current_epoch == 2 and len(stopper.policy.history) == 2
+    assert not stopper.last_decision.should_stop
+    assert stopper.stop_reason is None and stopper.stopped_epoch == 0
+    fields = stopper.energy_summary_fields()
+    assert fields["stop_reason"] == "none" and "for another reason" in fields["stop_message"]
 
 
 def test_shares_an_explicit_monitor_and_never_measures_twice(tmp_path, monkeypatch):

@@ -364,10 +364,12 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.wait_count = self.policy.wait_count
         self.best_score = torch.tensor(self.policy.best_score)
         self._log_decision(trainer, pl_module, decision)
-        # Another part of the run (Trainer(max_time), another callback) already ended it: this
-        # check's decision is recorded, but the stop and what it saved are not this stopper's.
-        # (A stop of its own held by Trainer(min_epochs) is renewed, as Lightning's EarlyStopping does.)
-        if should_stop and (not trainer.should_stop or self.stop_reason is not None):
+        # The stop is this stopper's whenever its check decides one, whatever else asked the run to
+        # stop before it (Lightning's EarlyStopping earlier in the callback list, Trainer(max_time)):
+        # the record follows the decision, not the callbacks' order, and agrees with a replay of the
+        # run's log. A stop held back by Trainer(min_epochs) is renewed, as Lightning's EarlyStopping
+        # does; a run that something else alone ended records no stop of this stopper's.
+        if should_stop:
             self._stop(trainer, StopReason(reason), decision)
 
     def _held_stop_decision(self, decision: StopDecision, place: CheckPlace) -> StopDecision:
