@@ -154,6 +154,33 @@ def test_a_stopper_checking_at_epoch_end_resumed_from_its_validation_end_decides
     )
 
 
+@pytest.mark.parametrize("max_epochs", [-1, 30], ids=["planned-in-steps", "steps-and-epochs"])
+def test_a_run_planned_in_steps_resumed_from_an_epoch_end_checkpoint_decides_the_same(
+    tmp_path, ns, max_epochs
+):
+    """``Trainer(max_steps=...)`` resumed from the ``last.ckpt`` of an epoch's end: Lightning runs that
+    epoch's end again, with none of its metrics, before training on. The stopper (``strict=True``)
+    knows the check from the checkpoint and does not check again - no missing-metric error - and the
+    resumed run stops where the uninterrupted one did, on the same checks."""
+
+    def callbacks(root):
+        stopper = EnergyAwareEarlyStopping(
+            monitor="val_loss", patience=3, min_relative_gain=None, patience_rest_fraction=None
+        )
+        return [stopper, ns.callbacks.ModelCheckpoint(dirpath=root / "ckpt", save_last=True)]
+
+    module = ns.module(batch_module)
+    steps = 30 * FAST["limit_train_batches"]
+    reference, resumed = _killed_and_resumed(
+        ns, tmp_path, callbacks, 4, max_epochs, lambda: module(VEE), max_steps=steps
+    )
+    before, after = reference[0], resumed[0]
+    assert before.stop_reason is not None and before.stopped_epoch == 5
+    assert (after.stop_reason, after.stopped_epoch) == (before.stop_reason, before.stopped_epoch)
+    assert after.policy.state_dict() == before.policy.state_dict()
+    assert len(after.policy.history) == 6
+
+
 def test_a_run_killed_after_the_stop_and_resumed_into_a_new_mlflow_run_records_what_the_stop_saved(
     tmp_path, sqlite_uri, ns
 ):

@@ -224,6 +224,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._pending_check: PendingCheck | None = None
         self._before_validation: Any = None  # the monitor's value object when validation started
         self._restored_stop: StopRecord | None = None  # the stop's record, as a checkpoint restored it
+        self._restored_check = False  # a checkpoint's history was restored; this fit has not checked yet
         # Lightning EarlyStopping's own fields, as its constructor sets them.
         self.wait_count = 0
         self.stopped_epoch = 0
@@ -309,7 +310,24 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             return {**logs, self.monitor: torch.tensor(pending.value, dtype=torch.float64)}
         return logs
 
+    def _repeats_restored_check(self, trainer: Trainer) -> bool:
+        """Whether this check repeats the last one of the history a checkpoint restored.
+
+        A fit resumed from a checkpoint saved at an epoch's end (after that epoch's check) may run
+        the epoch's end again before training on (Lightning does with ``max_steps``), with none of
+        the epoch's metrics: the check is the checkpoint's already, at the same place. Asked at the
+        fit's first check only.
+        """
+        restored, self._restored_check = self._restored_check, False
+        history = self.policy.history
+        if not restored or not len(history):
+            return False
+        place = check_place(_compat.fit_position(trainer), None)
+        return place.progress == float(history.progress[-1])
+
     def _run_early_stopping_check(self, trainer: Trainer) -> None:
+        if self._repeats_restored_check(trainer):
+            return  # the resumed run decides what the uninterrupted one did: nothing new here
         logs = self._check_logs(trainer)
         if trainer.fast_dev_run:
             return
@@ -572,6 +590,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._check_inputs = list(inputs) if known else None
         self._pending_check = state.pending_check
         self._restored_stop = state.stop_record if self.stop_reason is not None else None
+        self._restored_check = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
