@@ -82,6 +82,31 @@ def test_callbacks_reused_in_a_new_trainer_start_a_new_run(tmp_path, sqlite_uri,
     assert trainer.strategy.precision_plugin.precision == precision.current
 
 
+def test_a_stopper_reused_in_a_trainer_validating_every_second_epoch_checks_after_its_validations(
+    tmp_path, ns
+):
+    """The first Trainer validates every epoch, so ``check_on_train_epoch_end=None`` means the epoch's
+    end; the second validates every second epoch: the reused stopper checks after those validations
+    (no missing-metric error at the end of epoch 0), as a new stopper does."""
+
+    def fit(stopper, name, **kwargs):
+        pl.seed_everything(0)
+        trainer = make_trainer(
+            tmp_path / name, [stopper], max_epochs=4, lightning=ns, limit_train_batches=2, **kwargs
+        )
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+
+    def stopper():
+        return EnergyAwareEarlyStopping(monitor="val_loss", patience=50)
+
+    reused, fresh = stopper(), stopper()
+    fit(reused, "first")
+    assert reused.policy.history.progress.tolist() == [1.0, 2.0, 3.0, 4.0]
+    fit(reused, "second", check_val_every_n_epoch=2)
+    fit(fresh, "fresh", check_val_every_n_epoch=2)
+    assert reused.policy.history.progress.tolist() == fresh.policy.history.progress.tolist() == [2.0, 4.0]
+
+
 def test_fitting_the_same_trainer_again_continues_its_run(tmp_path, sqlite_uri, ns):
     from mlflow.tracking import MlflowClient
 

@@ -202,6 +202,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         )
         for name in energy:  # the energy arguments as attributes, as Lightning keeps its own
             setattr(self, name, getattr(self.config, name))
+        # The argument as given: each setup resolves None for its own Trainer (as Lightning does).
+        self._check_on_train_epoch_end_arg = check_on_train_epoch_end
         self._energy: EnergyMonitor | None = None
         self._session: EnergySession | None = None
         self._new_run()
@@ -238,8 +240,11 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         earlier fit in a new Trainer) starts with an empty history, as a new callback would; a
         resumed run then takes the checkpoint's. A time-based ``val_check_interval`` (Lightning >=
         2.6, which Lightning's ``EarlyStopping`` does not read) validates anywhere in an epoch: the
-        check follows each validation, as with several validations an epoch.
+        check follows each validation, as with several validations an epoch. Where to check is
+        decided anew from the constructor's argument at every setup: reused in a Trainer that
+        validates otherwise, the stopper checks where that Trainer's validations are.
         """
+        self._check_on_train_epoch_end = self._check_on_train_epoch_end_arg
         if self._check_on_train_epoch_end is None and _compat.val_check_interval(trainer) is None:
             self._check_on_train_epoch_end = False
         super().setup(trainer, pl_module, stage)
