@@ -141,6 +141,37 @@ def test_its_stop_is_recorded_when_another_stop_is_held_by_the_trainers_floor(tm
     assert summary["stop_reason"] == "plateau" and summary["stop_savings"]["epochs_not_run"] == 4
 
 
+def test_the_same_trainer_fit_again_after_the_stop_ends_at_once(tmp_path, monkeypatch, caplog, ns):
+    """``trainer.fit()`` again after the stop, nothing changed: the stop stands, as in a fit resumed
+    from a checkpoint saved after it - no epoch trained, the stop's epoch kept, a line saying so and
+    how to train on. With a longer ``max_epochs`` the fit trains on and the next check decides anew."""
+    install_scripted_meter(monkeypatch)
+    caplog.set_level("INFO")
+    stopper = _plateau_stopper()
+    module = ns.module(curve_module)(PLATEAU_AT_5)
+    trainer = _fit(tmp_path, [stopper], module, max_epochs=20, lightning=ns)
+    assert (stopper.stop_reason, stopper.stopped_epoch, trainer.global_step) == (StopReason.PLATEAU, 5, 24)
+    summary = stopper.energy_monitor.last_summary
+
+    trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=32))
+    assert (trainer.current_epoch, trainer.global_step) == (6, 24)  # not one batch more
+    assert (stopper.stop_reason, stopper.stopped_epoch, len(stopper.policy.history)) == (
+        StopReason.PLATEAU,
+        5,
+        6,
+    )
+    assert "stopped this run at epoch 5 (plateau) in an earlier fit of this Trainer" in caplog.text
+    assert "Change the stopper's arguments or max_epochs to train on" in caplog.text
+    again = stopper.energy_monitor.last_summary
+    assert (again["stop_reason"], again["stop_savings"]) == ("plateau", summary["stop_savings"])
+
+    trainer.fit_loop.max_epochs = 21
+    trainer.fit(module, datamodule=ns.DigitsDataModule(batch_size=32))
+    assert trainer.current_epoch == 7 and len(stopper.policy.history) == 7
+    assert (stopper.stop_reason, stopper.stopped_epoch) == (StopReason.PLATEAU, 6)  # decided anew
+    assert "so this fit trains on and decides anew" in caplog.text
+
+
 def test_a_run_ended_by_something_else_alone_is_not_this_stoppers_stop(tmp_path, monkeypatch, ns):
     """``Trainer(max_time)`` (or another callback) ends the run at epoch 1 and the stopper's check
     there says go on: the check is recorded, no stop is claimed."""

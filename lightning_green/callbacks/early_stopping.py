@@ -213,7 +213,9 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.policy = StoppingPolicy(self.config, monitor=self.monitor)
         self.stop_reason: StopReason | None = None
         self._stop_plan: list[int | None] | None = None
-        self._stop_restored = False  # a stop came with the checkpoint (until the fit starts)
+        # Where a stop in force when a fit starts came from: "checkpoint" (restored with it) or
+        # "earlier fit" (of the same Trainer, fit again); None: no stop (until the fit starts).
+        self._stop_carried: Literal["checkpoint", "earlier fit"] | None = None
         self._stop_config: dict[str, Any] | None = None  # the policy arguments it was decided with
         self.last_decision: StopDecision | None = None
         self.last_place: CheckPlace | None = None  # where the last check was: progress, horizon, unit
@@ -261,6 +263,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             if _compat.starts_new_run(trainer):
                 self._new_run()
                 self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
+            elif self.stop_reason is not None:  # the same Trainer fit again after the stop
+                self._stop_carried = "earlier fit"
             self._energy = EnergyMonitor.for_trainer(
                 trainer, requester=self, monitor=self.monitor, mode=self.mode
             )
@@ -461,6 +465,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.stopped_epoch = trainer.current_epoch
         self.stop_reason = reason
         self._stop_plan = [trainer.max_epochs, trainer.max_steps]
+        self._stop_config = self.config.to_dict()
         self.stopping_reason = _compat.stopping_reason(trainer, LIGHTNING_REASONS[reason])
         self.stopping_reason_message = decision.message
         if self.verbose:
@@ -588,7 +593,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self.policy.load_state_dict(state.policy)
         self.stop_reason = None if state.stop_reason is None else StopReason(state.stop_reason)
         self._stop_plan = state.stop_plan
-        self._stop_restored = self.stop_reason is not None
+        self._stop_carried = None if self.stop_reason is None else "checkpoint"
         self._stop_config = (state.policy or {}).get("config")
         inputs = state.check_inputs
         known = inputs is not None and len(inputs) == len(self.policy.history)
@@ -598,37 +603,45 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._restored_check = True
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """A checkpoint saved after this stopper stopped the run ends the resumed fit at once.
+        """A fit that starts after this stopper stopped the run ends at once.
 
-        The uninterrupted run ended there: a process killed after the stop (before it exited)
-        and resumed must not train another epoch; the fit's loggers record the stop as the run's
-        did (:meth:`_record_restored_stop`). Unless the stopper's arguments or the plan
-        (``max_epochs``, ``max_steps``) changed since the stop: then the fit trains on and the
-        next check decides anew.
+        The uninterrupted run ended there: a process killed after the stop (before it exited) and
+        resumed from a checkpoint saved after it, or the same Trainer fit again, must not train
+        another epoch; a resumed fit's loggers record the stop as the run's did
+        (:meth:`_record_restored_stop`; those of the same Trainer have it already). Unless the
+        stopper's arguments or the plan (``max_epochs``, ``max_steps``) changed since the stop: then
+        the fit trains on and the next check decides anew.
         """
-        restored, self._stop_restored = self._stop_restored, False
-        if not restored or self.stop_reason is None:
+        carried, self._stop_carried = self._stop_carried, None
+        if carried is None or self.stop_reason is None:
             return
         reason, epoch = self.stop_reason.value, self.stopped_epoch
         same_plan = self._stop_plan == [trainer.max_epochs, trainer.max_steps]
+        restored = carried == "checkpoint"
         if self._stop_config == self.config.to_dict() and same_plan:
             trainer.should_stop = True
+            when, this_fit = (
+                ("before the checkpoint was saved", "the resumed fit")
+                if restored
+                else ("in an earlier fit of this Trainer", "this fit")
+            )
             _compat.info(
                 trainer,
                 f"lightning_green: EnergyAwareEarlyStopping stopped this run at epoch {epoch} ({reason}) "
-                "before the checkpoint was saved; the resumed fit ends there too. Change the stopper's "
-                "arguments or max_epochs to train on.",
+                f"{when}; {this_fit} ends there too. Change the stopper's arguments or max_epochs "
+                "to train on.",
             )
-            if trainer.global_rank == 0 and _loggers.any_logger(trainer):
+            if restored and trainer.global_rank == 0 and _loggers.any_logger(trainer):
                 self._record_restored_stop(trainer)
             return
         self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
         self._restored_stop = None
         self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
+        this_fit = "the resumed fit" if restored else "this fit"
         _compat.info(
             trainer,
             f"lightning_green: EnergyAwareEarlyStopping had stopped this run at epoch {epoch} ({reason}); "
-            "its arguments or the plan changed since, so the resumed fit trains on and decides anew.",
+            f"its arguments or the plan changed since, so {this_fit} trains on and decides anew.",
         )
 
     def _record_restored_stop(self, trainer: Trainer) -> None:
