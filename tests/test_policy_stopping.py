@@ -756,6 +756,29 @@ def test_savings_with_several_checks_an_epoch_and_in_steps() -> None:
     assert a.kwh_not_spent == pytest.approx(b.kwh_not_spent)
 
 
+@pytest.mark.parametrize(
+    ("progress", "horizon", "checks"),
+    [
+        ([19.0, 20.0, 21.0, 22.0, 22.5], 30, 8),  # ended mid-epoch (Trainer(min_steps)): 23, ..., 30
+        ([1.0, 1.5], 10, 9),  # the same after one whole epoch: 2, ..., 10
+        ([0.25, 0.5, 0.75, 1.0, 1.125], 2, 4),  # four checks an epoch, ended inside one: 1.25, ..., 2
+        ([2.0, 4.0, 6.0], 11, 2),  # every second epoch, to an odd plan: 8, 10
+        ([100.0, 200.0, 300.0, 350.0], 1000, 7),  # in steps, every 100, ended at 350: 400, ..., 1000
+        ([1.0, 2.0, 3.0], 10, 7),  # one an epoch: as before
+    ],
+)
+def test_the_checks_a_stop_leaves_unrun_are_whole_checks_of_the_schedule(progress, horizon, checks) -> None:
+    """A run that ended inside a check interval (its last check at 22.5 epochs, one check an epoch)
+    leaves the schedule's checks to the plan unrun - 8, not the 8.33 that the mean progress per
+    check (pulled down by the last, partial one) made of it."""
+    from lightning_green.policy import project_savings
+
+    costs = 0.1 * np.asarray(progress)
+    savings = project_savings(costs, np.asarray(progress), horizon)
+    assert savings.checks_not_run == checks and isinstance(savings.checks_not_run, float)
+    assert savings.progress_not_run == horizon - progress[-1]
+
+
 def test_savings_of_a_plateau_stop_before_the_marginal_rule_may_act() -> None:
     # A flat metric stopped by patience in the first half: the fit is made at the stop.
     rng = np.random.default_rng(2)

@@ -83,6 +83,27 @@ def test_replay_and_report_of_a_held_stop_agree_with_the_live_run(
         assert (reported["stop_reason"], reported["stopped_epoch"]) == ("plateau", stopped_epoch), source
 
 
+def test_a_held_stop_that_ends_the_run_inside_an_epoch_leaves_whole_checks_unrun(
+    tmp_path: Path, monkeypatch, ns
+) -> None:
+    """``Trainer(min_steps=...)`` holds the plateau stop to half-way through epoch 8: the run's last
+    check is at 8.5 epochs, and what the stop leaves unrun is the checks at 9, 10, 11, 12 - four,
+    in the summary and the logged ``energy/not_run_checks_projected`` alike."""
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1, min_relative_gain=None)
+    monitor = EnergyMonitor(monitor="val_loss", summary=False)
+    module = ns.module(check_curve_module)(RENEWED, steps_per_check=BATCHES)
+    logger = ns.loggers.CSVLogger(tmp_path, name="logs")
+    floor = FLOOR * BATCHES + BATCHES // 2
+    fit(tmp_path, ns, [stopper, monitor], module, logger=logger, max_epochs=12, min_steps=floor)
+    assert stopper.stop_reason is not None and stopper.policy.history.progress.tolist()[-2:] == [8.0, 8.5]
+    saved = monitor.last_summary["stop_savings"]
+    assert (saved["stopped_at"], saved["epochs_not_run"], saved["checks_not_run"]) == (8.5, 3.5, 4)
+    with open(Path(logger.log_dir) / "metrics.csv", newline="") as f:
+        logged = [row[keys.NOT_RUN_CHECKS] for row in csv.DictReader(f) if row.get(keys.NOT_RUN_CHECKS)]
+    assert [float(value) for value in logged][-1] == 4
+
+
 def test_the_floor_is_recorded_only_where_the_trainer_has_one(tmp_path: Path, monkeypatch, ns) -> None:
     """``lightning_green.trainer_min_epochs``/``_min_steps``: Lightning's fit-loop values; none without."""
     from lightning_green.callbacks.early_stopping import trainer_floor_params

@@ -2,17 +2,18 @@
 
 When the policy stops a run before its planned end (the horizon: ``max_epochs``, or ``max_steps``),
 the part it did not run is a *projection*, never a measurement: the progress left to the horizon is
-exact, the checks and the energy it would have taken follow from the measured pace of recent checks
-(progress per check, kWh per unit of progress over the last ``COST_WINDOW`` check intervals,
-:mod:`.budget`), and the metric gain from the learning-curve fit (the improvement of the best
-value the fit's central trend projects up to the horizon, with the metric's noise; ``None``
-without a fit). :func:`project_savings` is the pure function; the policy attaches its result to a
-stopping :class:`~lightning_green.policy.StopDecision` as ``savings``, and offline replay can
-apply it to a logged history.
+exact, the checks it would have run follow from the spacing of recent checks (a whole number,
+:func:`checks_left`), the energy it would have taken from the measured kWh per unit of progress over
+the last ``COST_WINDOW`` check intervals (:mod:`.budget`), and the metric gain from the
+learning-curve fit (the improvement of the best value the fit's central trend projects up to the
+horizon, with the metric's noise; ``None`` without a fit). :func:`project_savings` is the pure
+function; the policy attaches its result to a stopping :class:`~lightning_green.policy.StopDecision`
+as ``savings``, and offline replay can apply it to a logged history.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,7 +30,8 @@ class StopSavings:
         progress_not_run: Training left to the horizon, in the unit of progress (epochs, possibly
             fractional, or steps).
         epochs_not_run: The same in epochs, or ``None`` when the run has no epochs.
-        checks_not_run: Checks (validation runs) that would have come, at the recent pace.
+        checks_not_run: Checks (validation runs) that would have come, at the recent spacing of
+            checks (a whole number, :func:`checks_left`).
         kwh_not_spent: Energy (cost, in replay whatever unit the cost is in) the rest of the run
             would have taken, from the measured cost per unit of progress of recent checks.
         metric_gain_forgone: Improvement of the best value of the metric projected for the rest
@@ -52,6 +54,51 @@ class StopSavings:
             0.5
         """
         return asdict(self)
+
+
+_SAME = 1e-6
+"""Relative tolerance when progress values are compared (fractions of an epoch are not exact)."""
+
+
+def checks_left(progress: np.ndarray, horizon: float, window: int = _budget.COST_WINDOW) -> float:
+    """The checks still to come up to ``horizon``, on the schedule of the recent checks: a whole number.
+
+    The schedule's spacing is the median progress between the recent checks before the last one
+    (the last ``window`` intervals; from the run's start to the first check when there is no earlier
+    one): the last check may sit inside an interval, where a run ended mid-epoch (a stop held back
+    by ``Trainer(min_steps=...)``), and a check there moves no later check. The checks to come are
+    the schedule's points after the last check up to the horizon, counted from the last check on
+    the schedule.
+
+    Args:
+        progress: Training completed at every check (epochs, possibly fractional, or steps).
+        horizon: Planned end of the run in the unit of ``progress``.
+        window: Number of recent check intervals that set the spacing.
+
+    Returns:
+        The number of checks (``>= 0``, whole).
+
+    Example:
+        >>> checks_left(np.array([0.25, 0.5, 0.75, 1.0]), horizon=10)  # four checks an epoch
+        36.0
+        >>> checks_left(np.array([20.0, 21.0, 22.0, 22.5]), horizon=30)  # ended mid-epoch: 23 ... 30
+        8.0
+        >>> checks_left(np.array([2.0, 4.0, 6.0]), horizon=11)  # every second epoch: 8, 10
+        2.0
+    """
+    points = np.asarray(progress, dtype=float)
+    n, last = len(points), float(points[-1])
+    if float(horizon) <= last:
+        return 0.0
+    earlier = np.diff(points)[:-1][-window:] if n >= 3 else points[:1]
+    earlier = earlier[earlier > 0]
+    if not len(earlier):  # no progress between checks: the recent pace, rounded up
+        return float(math.ceil(_budget.checks_remaining(points, horizon, window) - _SAME))
+    spacing = float(np.median(earlier))
+    previous = float(points[-2]) if n >= 2 else 0.0
+    on_schedule = last - previous >= spacing * (1.0 - _SAME)
+    anchor = last if on_schedule else previous
+    return float(math.floor((float(horizon) - anchor) / spacing + _SAME))
 
 
 def project_savings(
@@ -95,7 +142,7 @@ def project_savings(
     return StopSavings(
         progress_not_run=left,
         epochs_not_run=None if progress_per_epoch is None else left / float(progress_per_epoch),
-        checks_not_run=_budget.checks_remaining(progress, horizon),
+        checks_not_run=checks_left(progress, horizon),
         kwh_not_spent=_budget.remaining_cost_to(costs_kwh, progress, horizon),
         metric_gain_forgone=None if metric_gain is None else max(float(metric_gain), 0.0),
     )
