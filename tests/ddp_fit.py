@@ -8,6 +8,8 @@ script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
+``--rank1-failed-read N`` makes rank 1's scripted meter fail its N-th read (1-based; the energy it
+missed comes with its next read, as a counter that answers again gives it).
 ``--rank1-clock-rate R`` makes rank 1's clock, as its measurement session reads it, run R times as
 fast as rank 0's: each rank's own time must never decide a collective.
 ``--estimate-platform P`` makes the CPU-time estimate see ``sys.platform`` as ``P`` on every rank
@@ -50,9 +52,12 @@ HOST_J_PER_READ = 10.0
 class RankScriptedMeter(EnergyMeter):
     """A counter that grows by a fixed amount per read: exact expectations under DDP."""
 
-    def __init__(self, rank: int, host: bool, gpu_j_per_read: float = GPU_J_PER_READ) -> None:
+    def __init__(
+        self, rank: int, host: bool, gpu_j_per_read: float = GPU_J_PER_READ, failed_read: int | None = None
+    ) -> None:
         super().__init__()
         self.rank, self.host, self.reads, self.gpu_j_per_read = rank, host, 0, gpu_j_per_read
+        self.failed_read = failed_read
         self.source = "nvml+rapl" if host else "nvml"
 
     def _start(self) -> None:
@@ -60,6 +65,8 @@ class RankScriptedMeter(EnergyMeter):
 
     def _read_j(self) -> dict[str, float]:
         self.reads += 1
+        if self.reads == self.failed_read:
+            raise RuntimeError("scripted read failure")
         out = {f"gpu:{self.rank}": self.reads * self.gpu_j_per_read * (self.rank + 1)}
         if self.host:
             out["rapl:package-0"] = self.reads * HOST_J_PER_READ
@@ -168,6 +175,7 @@ def main() -> None:
         default=GPU_J_PER_READ,
         help="rank r's scripted GPU J per read / (r+1)",
     )
+    parser.add_argument("--rank1-failed-read", type=int, default=None, help="rank 1's meter fails this read")
     parser.add_argument(
         "--fail-in-epoch", type=int, default=None, help="training_step raises there, every rank"
     )
@@ -196,7 +204,10 @@ def main() -> None:
 
         def scripted_build_meter(spec, *, cuda_indices=(), host_reader=True, **_):
             rank = int(os.environ.get("LOCAL_RANK", "0"))
-            return RankScriptedMeter(rank, host_reader, gpu_j_per_read=args.scripted_gpu_j)
+            failed_read = args.rank1_failed_read if rank == 1 else None
+            return RankScriptedMeter(
+                rank, host_reader, gpu_j_per_read=args.scripted_gpu_j, failed_read=failed_read
+            )
 
         energy_monitor_module.build_meter = scripted_build_meter
 

@@ -44,6 +44,24 @@ def test_ddp_scripted_meters_sum_every_rank_once(tmp_path):
     assert ranks[0]["history"] == ranks[1]["history"]  # identical on every rank
 
 
+@pytest.mark.parametrize("lightning", ["pytorch_lightning", "lightning.pytorch"])
+def test_ddp_a_read_failing_on_one_rank_marks_both_epochs_it_touched_partial_on_every_rank(
+    tmp_path, lightning
+):
+    """Rank 1's read closing epoch 1 fails (it keeps its last figure): epoch 1 misses rank 1's
+    2000 J, which epoch 2 holds once rank 1 answers again. Both epochs are partial, on every rank;
+    the run's total is unchanged."""
+    ranks = run_ddp(
+        tmp_path, "--scripted", "--epochs", "4", "--rank1-failed-read", "3", "--lightning", lightning
+    )
+    history = ranks[0]["history"]
+    assert ranks[1]["history"] == history
+    assert [h["energy_j"] for h in history] == pytest.approx([3010.0, 1010.0, 5010.0, 3010.0])
+    assert [h["partial"] for h in history] == [False, True, True, False]
+    assert history[-1]["total_j"] == pytest.approx(4 * 3010.0)
+    assert all(rank["summary"]["partial"] is True for rank in ranks)
+
+
 def test_ddp_cpu_estimate_counts_each_rank_once(tmp_path):
     ranks = run_ddp(tmp_path, "--epochs", "2")
     assert ranks[0]["history"] == ranks[1]["history"]

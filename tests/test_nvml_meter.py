@@ -167,6 +167,8 @@ def test_counter_error_on_one_gpu_warns_once_keeps_its_value_and_recovers():
     # The cumulative counter works again: nothing is lost.
     assert fourth.domains_j == {"gpu:0": pytest.approx(6.0), "gpu:1": pytest.approx(6.0)}
     assert fourth.faults == third.faults
+    # A reading that kept a last value is stale: the span it begins gets the energy it missed.
+    assert [r.stale for r in (first, second, third, fourth)] == [False, True, True, False]
 
 
 def test_counter_going_backwards_becomes_a_new_baseline():
@@ -188,6 +190,7 @@ def test_counter_going_backwards_becomes_a_new_baseline():
     assert [r.energy_j for r in (before, reset, after)] == pytest.approx([2.0, 2.0, 3.0])
     assert reset.faults > before.faults
     assert after.faults == reset.faults
+    assert not reset.stale and not after.stale  # the energy is lost, not late: no later span gets it
 
 
 def test_counter_becoming_unsupported_hands_the_gpu_to_the_sampler():

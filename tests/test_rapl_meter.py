@@ -237,6 +237,7 @@ def test_file_unreadable_mid_run_is_a_fault_and_recovers(server):
     assert third.faults > second.faults
     assert fourth.domains_j["rapl:package-0"] == pytest.approx(4.0)  # recovered
     assert fourth.faults == third.faults
+    assert [r.stale for r in (first, second, third, fourth)] == [False, True, True, False]
 
 
 def test_availability_reasons(tmp_path, server):

@@ -26,7 +26,7 @@ from lightning_green.adaptations import (
 )
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.callbacks.energy_monitor import session_for
+from lightning_green.callbacks.energy_monitor import EnergyMonitor, session_for
 from lightning_green.checks import check_range
 from lightning_green.energy.session import EnergySession
 from lightning_green.json_safe import json_safe
@@ -112,6 +112,7 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         self.window_s = check_range(
             "window_s", window_s, 0.0, 600.0, low_open=True, high_open=False, what="seconds", allow_none=True
         )
+        EnergyMonitor.check_environment()  # what the EnergyMonitor it may add at fit setup reads
         self.history: list[dict[str, Any]] = []
         self.pending: Pending | None = None
         self.policy: Any = None

@@ -190,6 +190,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         }
         # Validates every policy argument (ValueError naming it) before Lightning sees them.
         self.config = StoppingConfig(**shared, **energy)
+        EnergyMonitor.check_environment()  # what the EnergyMonitor it may add at fit setup reads
         # Lightning gets the config's plain values (a NumPy or tensor scalar kept in its fields
         # would go into the checkpoint, which torch.load(weights_only=True) then refuses).
         super().__init__(

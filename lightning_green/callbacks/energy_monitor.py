@@ -175,6 +175,8 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         self.cpu_power_per_core_w = (
             None if cpu_power_per_core_w is None else resolve_cpu_power_per_core_w(cpu_power_per_core_w)
         )
+        if cpu_power_per_core_w is None:  # the environment's, read at fit start: a bad value is refused now
+            resolve_cpu_power_per_core_w(None)
         self.sampling_interval_s = float(sampling_interval_s)
         self.step_interval = step_interval
         self.prog_bar = check_bool("prog_bar", prog_bar)
@@ -275,6 +277,21 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         if trainer.lightning_module is not None:
             created.setup(trainer, trainer.lightning_module, "fit")
         return created
+
+    @staticmethod
+    def check_environment() -> None:
+        """Refuse bad values of the environment variables an ``EnergyMonitor()`` of default arguments reads.
+
+        ``LIGHTNING_GREEN_CARBON_INTENSITY`` and ``LIGHTNING_GREEN_CPU_POWER_PER_CORE_W``, with the
+        messages ``EnergyMonitor()`` gives: for the constructors of the callbacks that add one at fit
+        setup when the Trainer has none (:meth:`for_trainer`), so that a bad value is refused at
+        construction - before a logger has started a run - as every bad argument is.
+
+        Raises:
+            ValueError: Naming the variable and the value set.
+        """
+        resolve_carbon_intensity_g_per_kwh(None, None)
+        resolve_cpu_power_per_core_w(None)
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Build the meters and start the session for fitting (idempotent).
@@ -576,6 +593,14 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         of the run the run's epochs (:meth:`_log_earlier_part`).
         """
         self._resolve_deferred_metric(trainer)
+        self._end_without_epochs(trainer)
+
+    def _end_without_epochs(self, trainer: Trainer) -> None:
+        """Book what a fit that began no epoch measured so far before the first epoch (collective).
+
+        From :meth:`on_train_end`, and from :meth:`on_fit_end` for a fit whose training loop
+        Lightning skipped (``max_epochs`` already reached: no ``on_train_start``/``on_train_end``).
+        """
         if self.session.running and not self.session.epochs_begun:
             history = self.session.history
             if (
@@ -718,7 +743,13 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         _loggers.log_params(trainer, params)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Take the final reading (every rank: a collective) and write the summary."""
+        """Take the final reading (every rank: a collective) and write the summary.
+
+        A fit that trained no epoch and whose training loop Lightning skipped (``max_epochs``
+        already reached) gets no ``on_train_end``: its setup and sanity check are booked before the
+        first epoch here, as :meth:`on_train_end` would.
+        """
+        self._end_without_epochs(trainer)
         if self.session.running:
             reading, _ = self.session.read()
             self._report(trainer, reading.energy_j, reading.faults, reading.source, failure=None)

@@ -173,6 +173,9 @@ class EnergyLedger:
         self._excluded_measured_j = 0.0
         self._last_total_j = 0.0
         self._last_faults = 0
+        # The reading that began the epoch in progress was stale (kept a domain's last good
+        # figure): the energy it missed comes in this epoch, which is partial.
+        self._open_stale = False
         # An epoch a checkpoint caught open (saved before the epoch was closed): its energy is
         # in offset_j, its samples and time are added when the epoch closes after the resume.
         self._carry_samples = 0
@@ -191,9 +194,10 @@ class EnergyLedger:
         """
         self.offset_j = self._last_total_j
         self._last_faults = 0
+        self._open_stale = False
         self._excluded_measured_j = 0.0
 
-    def begin_epochs(self, measured_j: float, faults: int) -> float:
+    def begin_epochs(self, measured_j: float, faults: int, stale: bool = False) -> float:
         """Book what was measured before this process's first epoch began outside the epochs.
 
         The setup of the fit (the sanity check, Lightning's ``BatchSizeFinder`` and
@@ -207,6 +211,8 @@ class EnergyLedger:
                 (before PUE), when the first epoch begins.
             faults: Cumulative measurement faults of all ranks at that reading (any makes the
                 run partial, :attr:`partial`).
+            stale: Whether that reading kept a domain's last good figure: the energy it missed
+                comes in the first epoch, which is partial too (:meth:`close_epoch`).
 
         Returns:
             The energy booked, PUE applied, in joules.
@@ -227,6 +233,7 @@ class EnergyLedger:
         self.add_before_epochs(energy_j, partial=faults > self._last_faults)
         self._excluded_measured_j += energy_j / self.pue
         self._last_faults = faults
+        self._open_stale = bool(stale)
         return energy_j
 
     def unbooked_j(self, measured_j: float) -> float:
@@ -296,7 +303,7 @@ class EnergyLedger:
             (1.0, True)
         """
         tail_j = max(0.0, self.total_j_at(measured_j) - self._last_total_j)
-        self.add_outside_epochs(tail_j, partial=faults > self._last_faults)
+        self.add_outside_epochs(tail_j, partial=faults > self._last_faults or self._open_stale)
 
     def add_outside_epochs(self, energy_j: float, kg: float | None = None, partial: bool = False) -> None:
         """Book energy used outside every epoch (setup, end-of-fit work).
@@ -348,8 +355,14 @@ class EnergyLedger:
         duration_s: float,
         source: str,
         metric: float | None = None,
+        stale: bool = False,
     ) -> EpochEnergy:
         """Record the end of an epoch.
+
+        The epoch is partial when a measurement fault was counted in it, or when the reading that
+        began it was stale: a read that fails keeps the last good figure, so the energy it missed
+        lands in the next epoch once the meter answers again - that epoch holds energy of the one
+        before.
 
         Args:
             epoch: Zero-based epoch index.
@@ -359,9 +372,26 @@ class EnergyLedger:
             duration_s: Wall time of the epoch.
             source: Energy source label.
             metric: Monitored metric at the end of the epoch, if logged.
+            stale: Whether this reading kept a domain's last good figure
+                (:attr:`~lightning_green.energy.readings.EnergyReading.stale`): the next epoch (or
+                the end-of-fit work, :meth:`close_fit`) is partial too.
 
         Returns:
             The epoch's record (also appended to :attr:`history`).
+
+        Example:
+            >>> ledger = EnergyLedger()
+            >>> ledger.begin()
+            >>> def close(epoch, measured_j, faults, stale=False):
+            ...     return ledger.close_epoch(epoch, measured_j=measured_j, faults=faults, samples=1,
+            ...                               duration_s=1.0, source="nvml", stale=stale)
+            >>> close(0, 1.0, faults=1, stale=True).partial  # its closing read failed
+            True
+            >>> record = close(1, 9.0, faults=1)  # holds what epoch 0's close missed
+            >>> record.energy_j, record.partial
+            (8.0, True)
+            >>> close(2, 10.0, faults=1).partial
+            False
         """
         total_j = max(self._last_total_j, self.total_j_at(measured_j))
         energy_j = total_j - self._last_total_j
@@ -381,12 +411,17 @@ class EnergyLedger:
         self.history.append(record)
         self._last_total_j = total_j
         self._last_faults = faults
+        self._open_stale = bool(stale)
         self._carry_samples, self._carry_duration_s, self._carry_partial = 0, 0.0, False
         return record
 
     def faults_in_open_epoch(self, faults: int) -> bool:
-        """Whether the epoch in progress had a measurement fault, given the cumulative ``faults``."""
-        return faults > self._last_faults or self._carry_partial
+        """Whether the epoch in progress is partial, given the cumulative ``faults``.
+
+        A fault counted in it, a stale reading that began it (:meth:`close_epoch`), or a fault in
+        the part of it a checkpoint caught open.
+        """
+        return faults > self._last_faults or self._open_stale or self._carry_partial
 
     def attach_metric(self, metric: float) -> EpochEnergy:
         """Give the last closed epoch its metric when it was logged after the epoch was closed.

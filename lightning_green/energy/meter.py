@@ -112,6 +112,7 @@ class EnergyMeter(ABC):
         self._warned: set[str] = set()
         self._last_domains_j: dict[str, float] = {}
         self._started = False
+        self._stale = False  # whether the read in progress kept a domain's last good figure
         self._lock = threading.Lock()
 
     # -- public API -------------------------------------------------------------------------
@@ -131,15 +132,18 @@ class EnergyMeter(ABC):
 
         Returns:
             A reading whose energy never decreases from one call to the next. On a fault the
-            last good per-domain values are kept and ``faults`` grows.
+            last good per-domain values are kept and ``faults`` grows; a domain that could not
+            be read now makes the reading ``stale`` (:meth:`mark_stale`).
         """
         with self._lock:
             if not self._started:
                 raise RuntimeError(f"{type(self).__name__}.read() called before start()")
+            self._stale = False
             try:
                 domains_j = self._read_j()
             except Exception as err:  # a broken meter must not stop training
                 self.record_fault("read", f"{type(self).__name__} read failed: {err!r}")
+                self.mark_stale()
                 domains_j = dict(self._last_domains_j)
             merged = dict(self._last_domains_j)
             for name, value_j in domains_j.items():
@@ -152,6 +156,7 @@ class EnergyMeter(ABC):
                 domains_j=merged,
                 source=self.source,
                 faults=self.faults,
+                stale=self._stale,
             )
 
     def close(self) -> None:
@@ -189,6 +194,16 @@ class EnergyMeter(ABC):
                 EnergyMeasurementWarning,
                 stacklevel=3,
             )
+
+    def mark_stale(self) -> None:
+        """Note that the read in progress keeps a domain's last good figure (it could not be read now).
+
+        For a fault whose energy is not lost but late: a counter that answers again gives it to
+        a later reading, so the reading is ``stale`` and the span it begins is partial too. Call it
+        from :meth:`_read_j` beside :meth:`record_fault`; not for energy that is lost (a counter
+        reset, a sampler gap).
+        """
+        self._stale = True
 
     # -- to implement ---------------------------------------------------------------------------
     @abstractmethod
@@ -237,7 +252,10 @@ class CompositeMeter(EnergyMeter):
     def _read_j(self) -> dict[str, float]:
         domains_j: dict[str, float] = {}
         for meter in self.meters:
-            domains_j.update(meter.read().domains_j)
+            reading = meter.read()
+            domains_j.update(reading.domains_j)
+            if reading.stale:
+                self.mark_stale()
         # A part may have degraded to another source (NVML to its power sampler, say).
         self.source = "+".join(dict.fromkeys(m.source for m in self.meters))
         return domains_j

@@ -339,6 +339,7 @@ class NvmlMeter(EnergyMeter):
                         f"nvml-read:{gpu.domain}",
                         f"NVML read of {gpu.domain} failed: {err!r}; its last value is kept.",
                     )
+                    self.mark_stale()
             self._update_source()
             self._ensure_sampler()
         with self._sample_lock:
@@ -373,6 +374,7 @@ class NvmlMeter(EnergyMeter):
                     f"NVML energy counter read of {gpu.domain} failed: {err!r}; its last value is kept "
                     "and the counter is read again next time (a counter that recovers loses nothing).",
                 )
+                self.mark_stale()  # what it missed comes with the next good read
             return
         if gpu.base_mj is None or gpu.last_raw_mj is None:
             gpu.base_mj = gpu.last_raw_mj = raw_mj

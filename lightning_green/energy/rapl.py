@@ -218,6 +218,7 @@ class _ZoneState:
     energy_uj: int = 0
     errors: int = 0
     last_error: str = ""
+    failing: bool = False  # whether the last poll failed (the zone keeps its last value)
     resets: int = 0
 
 
@@ -293,6 +294,8 @@ class RaplMeter(EnergyMeter):
                         f"the previous reading, last: {state.last_error}); {state.zone.domain} keeps its "
                         "last value until the counter can be read again.",
                     )
+                if state.failing:  # unreadable now: what it misses comes with the next good poll
+                    self.mark_stale()
                 if state.resets:
                     state.resets = 0
                     self.record_fault(
@@ -322,7 +325,9 @@ class RaplMeter(EnergyMeter):
         except (OSError, ValueError) as err:
             state.errors += 1
             state.last_error = repr(err)
+            state.failing = True
             return
+        state.failing = False
         prev_uj = state.prev_uj
         state.prev_uj = value_uj
         if prev_uj is None:  # first good read: the baseline

@@ -4,7 +4,9 @@ A meter reports *cumulative* energy since it was started, never decreasing: rese
 wraparounds of the underlying hardware counter are absorbed by the meter. Faults (a failed
 read, a counter that went backwards, a sampler thread that died) are counted in ``faults``: a
 span whose end reading has seen more faults than its start is partial - some energy in it may
-be missing.
+be missing. A reading that could not read some domain keeps that domain's last good figure and
+is ``stale``: the energy it missed comes with a later reading, so a span that begins at a stale
+reading is partial too (it holds energy of the span before).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class EnergyReading:
         source: Where the energy came from: ``nvml``, ``nvml-sampled``, ``rapl``,
             ``estimate`` or a ``+``-joined combination.
         faults: Number of measurement faults since the meter was started.
+        stale: Whether some domain could not be read now and kept its last good figure: the
+            energy it missed comes with a later reading, in the span that begins here.
     """
 
     timestamp_s: float
@@ -37,6 +41,7 @@ class EnergyReading:
     domains_j: Mapping[str, float] = field(default_factory=dict)
     source: str = "estimate"
     faults: int = 0
+    stale: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "domains_j", _frozen(self.domains_j))

@@ -98,12 +98,16 @@ class Reading:
         faults: Measurement faults since the session started, all ranks.
         samples: Training samples counted since the current epoch began, all ranks.
         source: The energy source label (``nvml``, ``rapl``, ``estimate``, ``+``-joined ...).
+        stale: Whether a rank's meter kept a domain's last good figure in this reading: the
+            energy it missed comes with a later reading (:attr:`EnergyReading.stale
+            <lightning_green.energy.readings.EnergyReading.stale>`).
     """
 
     energy_j: float
     faults: int
     samples: int
     source: str
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,7 @@ class _Mark:
     energy_j: float
     time_s: float
     faults: int
+    stale: bool  # opened on a stale reading: the window holds energy from before it
 
 
 class EnergySession:
@@ -209,7 +214,6 @@ class EnergySession:
         self._epoch_start_s = 0.0
         self._windows: dict[str, _Mark] = {}
         self.last_reading: Reading | None = None  # the last collective reading of this fit
-        self._faults_before_read = 0  # summed faults before the last reading
         self._probing: set[str] = set()
         self._step_mark: tuple[float, int, float] | None = None  # (energy_j with PUE, step, seconds)
         self._now: tuple[Hashable, float] | None = None  # (moment, total_j) of the last total_j_now(at)
@@ -305,7 +309,6 @@ class EnergySession:
         self._epoch_start_s = self._clock()
         self._windows.clear()
         self.last_reading = None
-        self._faults_before_read = 0
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
         self._epochs_begun = False
         self.fit_id = uuid.uuid4().hex
@@ -375,6 +378,7 @@ class EnergySession:
         own: Fields = {
             "meter.energy_j": reading.energy_j if reading is not None else 0.0,
             "meter.faults": float(reading.faults) if reading is not None else 0.0,
+            "meter.stale": float(reading is not None and reading.stale),
             "meter.samples": float(self._samples_local),
             **{f"source.{name}": float(name in parts) for name in SOURCES},
         }
@@ -384,10 +388,10 @@ class EnergySession:
             faults=round(summed.pop("meter.faults")),  # type: ignore[arg-type]
             samples=round(summed.pop("meter.samples")),  # type: ignore[arg-type]
             source=_source_label(summed),
+            stale=float(summed.pop("meter.stale")) > 0,  # type: ignore[arg-type]
         )
         for name in SOURCES:
             summed.pop(f"source.{name}")
-        self._faults_before_read = 0 if self.last_reading is None else self.last_reading.faults
         self.last_reading = measured
         return measured, summed
 
@@ -435,19 +439,14 @@ class EnergySession:
         """:meth:`total_j_now` in kWh (collective)."""
         return j_to_kwh(self.total_j_now(at))
 
-    def _faults_before_last_read(self) -> int:
-        """Faults counted before the last read: a window that opens on a failed read is partial.
-
-        A read that fails keeps the last good value, so the window it opens would count the
-        energy of the outage as its own when the counter answers again.
-        """
-        after = 0 if self.last_reading is None else self.last_reading.faults
-        return min(self._faults_before_read, after)  # a restarted meter counts from 0 again
-
     def begin(self, key: str) -> None:
-        """Open the window ``key`` here (collective)."""
+        """Open the window ``key`` here (collective).
+
+        A window opened on a stale reading (a read that failed keeps the last good figure) is
+        partial: it would count the energy of the outage as its own when the meter answers again.
+        """
         reading, _ = self.read()
-        self._windows[key] = _Mark(reading.energy_j, self._clock(), self._faults_before_last_read())
+        self._windows[key] = _Mark(reading.energy_j, self._clock(), reading.faults, reading.stale)
 
     def end(
         self,
@@ -472,14 +471,14 @@ class EnergySession:
         reading, summed = self.read(fields, rank0={**(rank0 or {}), "window.duration_s": now - mark.time_s})
         duration_s = float(summed.pop("window.duration_s"))  # type: ignore[arg-type]
         if restart:
-            self._windows[key] = _Mark(reading.energy_j, now, self._faults_before_last_read())
+            self._windows[key] = _Mark(reading.energy_j, now, reading.faults, reading.stale)
         return WindowRecord(
             key=key,
             energy_j=max(0.0, reading.energy_j - mark.energy_j),
             duration_s=max(0.0, duration_s),
             fields=summed,
             source=reading.source,
-            partial=reading.faults > mark.faults,
+            partial=reading.faults > mark.faults or mark.stale,
         )
 
     def is_open(self, key: str) -> bool:
@@ -502,7 +501,7 @@ class EnergySession:
             return None
         self._epochs_begun = True
         reading, _ = self.read()
-        booked_j = self.ledger.begin_epochs(reading.energy_j, reading.faults)
+        booked_j = self.ledger.begin_epochs(reading.energy_j, reading.faults, stale=reading.stale)
         self.energy_source = merge_sources(self.energy_source, reading.source)  # in the run's total
         self._epoch_start_s = self._clock()
         self._samples_local = 0
@@ -545,6 +544,7 @@ class EnergySession:
             duration_s=float(summed["epoch.duration_s"]),  # type: ignore[arg-type]
             source=merge_sources(self._carry_source, reading.source) or reading.source,
             metric=value if value is not None and math.isfinite(value) else None,
+            stale=reading.stale,  # the next epoch would hold energy of this one: partial too
         )
         self._carry_source = None
         self._epoch_start_s = now
