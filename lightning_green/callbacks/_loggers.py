@@ -19,7 +19,7 @@ import os
 import shutil
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -347,17 +347,28 @@ def runs_without_energy(trainer: Trainer) -> list[Any]:
     ``TensorBoardLogger`` whose event file cannot be named or whose folder is not local. For
     global rank 0; a logger that cannot be read is left out (with one warning).
     """
-    found = []
-    for logger in filter(reachable, ordered_loggers(trainer)):
+    loggers = filter(reachable, ordered_loggers(trainer))
+    held = _what_each_holds(
+        loggers, lambda logger: f"could not read what {type(logger).__name__} holds of the run"
+    )
+    return [logger for logger, holds in held if holds is False]
+
+
+def _what_each_holds(
+    loggers: Iterable[Any], failure: Callable[[Any], str]
+) -> Iterator[tuple[Any, bool | None]]:
+    """Each logger with whether it holds any of :data:`EARLIER_PART_SERIES` (``None``: cannot tell).
+
+    A logger that cannot be read is left out, with one warning (``failure(logger)``).
+    """
+    for logger in loggers:
         names = {_prefixed(logger, key) for key in EARLIER_PART_SERIES}
         try:
             held = _holds_any(logger, names)
         except Exception as err:
-            _failed(logger, err, f"could not read what {type(logger).__name__} holds of the run")
+            _failed(logger, err, failure(logger))
             continue
-        if held is False:
-            found.append(logger)
-    return found
+        yield logger, held
 
 
 def mlflow_runs_with_energy(trainer: Trainer) -> list[str]:
@@ -372,13 +383,10 @@ def mlflow_runs_with_energy(trainer: Trainer) -> list[str]:
         Their run ids, once each, in the trainer's order.
     """
     found: list[str] = []
-    for logger in filter(reachable, mlflow_loggers(trainer)):
-        names = {_prefixed(logger, key) for key in EARLIER_PART_SERIES}
-        try:
-            held = _holds_any(logger, names)
-        except Exception as err:
-            _failed(logger, err, f"could not read what MLflow run {getattr(logger, 'run_id', '?')} holds")
-            continue
+    loggers = filter(reachable, mlflow_loggers(trainer))
+    for logger, held in _what_each_holds(
+        loggers, lambda logger: f"could not read what MLflow run {getattr(logger, 'run_id', '?')} holds"
+    ):
         run_id = str(logger.run_id)
         if held and run_id not in found:
             found.append(run_id)
