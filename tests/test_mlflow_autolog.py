@@ -202,3 +202,43 @@ def test_an_autologged_run_with_checks_inside_epochs_replays_to_the_callbacks_de
     assert row["stop_reason"] == stopper.stop_reason.value
     assert float(row["stop_epoch"]) == pytest.approx(stopper.policy.history.progress[-1])  # 3.73 epochs
     assert float(row["cost_at_stop"]) == pytest.approx(stopper.policy.history.costs_kwh[-1])
+
+
+def test_autolog_beside_an_mlflowlogger_replays_the_loggers_run_and_names_autologs_copy(
+    tmp_path, monkeypatch, ns, autolog, capsys
+):
+    """Autolog with an MLFlowLogger in the same experiment: MLflow makes two runs of the fit, the
+    logger's with the callbacks' records and autolog's own with a copy of the Trainer's metrics.
+    Replay over the experiment, told nothing, replays the logger's run to the callback's decision
+    and names autolog's copy as skipped, rather than refusing the experiment for the copy's
+    missing ``lightning_green.monitor``."""
+    from mlflow.tracking import MlflowClient
+
+    install_scripted_meter(monkeypatch)
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=3, min_epochs=1)
+    logger = ns.loggers.MLFlowLogger(experiment_name="autolog", tracking_uri=autolog)
+    trainer = make_trainer(
+        tmp_path,
+        [stopper],
+        logger=logger,
+        max_epochs=40,
+        lightning=ns,
+        limit_train_batches=4,
+        limit_val_batches=1,
+    )
+    trainer.fit(ns.module(curve_module)(saturating_curve(40)), datamodule=ns.DigitsDataModule(batch_size=16))
+    assert stopper.stop_reason is not None
+    client = MlflowClient(autolog)
+    runs = client.search_runs([client.get_experiment_by_name("autolog").experiment_id])
+    (copy,) = [r for r in runs if r.info.run_id != logger.run_id]  # autolog's own run of the fit
+    assert "mlflow.autologging" in copy.data.tags and "energy/total_kwh" in copy.data.metrics
+    assert "lightning_green.monitor" not in copy.data.params
+
+    decisions = tmp_path / "decisions.csv"
+    capsys.readouterr()
+    argv = ["replay", "--mlflow-uri", autolog, "--experiment", "autolog", "-o", str(decisions)]
+    assert cli.main(argv) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert row["curve_id"] == logger.run_id and row["stop_reason"] == stopper.stop_reason.value
+    assert int(row["stop_epoch"]) == stopper.stopped_epoch + 1
+    assert "skipped 1 MLflow autolog run(s) holding a copy of a fit's metrics" in capsys.readouterr().out

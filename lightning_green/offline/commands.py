@@ -351,6 +351,7 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
 
     include = bool(getattr(args, "include_unfinished", False))
     unfinished: list[str] = []
+    copies: list[str] = []
     curves, skipped = read_mlflow_curves(
         args.mlflow_uri,
         args.experiment,
@@ -359,9 +360,16 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
         cost_key=cost_key,
         unfinished=unfinished,
         keep_unfinished=include,
+        autolog_copies=copies,
     )
     source = f"{args.mlflow_uri} experiment {args.experiment!r}"
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
+    if copies:
+        echo(
+            f"skipped {len(copies)} MLflow autolog run(s) holding a copy of a fit's metrics but none of "
+            "lightning_green's parameters (beside an MLFlowLogger, whose run is replayed; --monitor to "
+            "replay them too): " + ", ".join(copies)
+        )
     if skipped:
         echo(
             f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: "

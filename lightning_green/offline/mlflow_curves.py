@@ -59,6 +59,7 @@ def read_mlflow_curves(
     cost_key: str = ENERGY_KEY,
     unfinished: list[str] | None = None,
     keep_unfinished: bool = False,
+    autolog_copies: list[str] | None = None,
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
@@ -110,6 +111,12 @@ def read_mlflow_curves(
             ended, so what a stop saves on them says nothing of the policy. ``None``: read them
             like the others.
         keep_unfinished: With ``unfinished``, still read those runs (named there all the same).
+        autolog_copies: When a list and ``monitor`` is not given, runs that MLflow's autologging
+            made (tag ``mlflow.autologging``) and that hold none of lightning_green's parameters
+            are left out and named here: beside an ``MLFlowLogger``, autolog starts a run of its
+            own with a copy of the Trainer's metrics (the energy ones included) but not the
+            callbacks' records, a second copy of a fit the logger's run holds. ``None``: read them
+            like the others (a run that records no metric is then refused).
 
     Returns:
         ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
@@ -133,6 +140,9 @@ def read_mlflow_curves(
             unfinished.append(f"{run.run_id} ({run.status})")
             if not keep_unfinished:
                 continue
+        if autolog_copies is not None and monitor is None and _autolog_copy(run):
+            autolog_copies.append(run.run_id)
+            continue
         curve = curve_of_run(run, monitor, mode=mode, cost_key=cost_key)
         if curve is None:
             skipped.append(run.run_id)
@@ -159,6 +169,16 @@ class LoggedRun(Protocol):
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the metric ``key`` (empty when the run never logged it)."""
         ...
+
+
+AUTOLOGGING_TAG = "mlflow.autologging"
+"""The tag MLflow's autologging sets on the runs it logs to (its flavour: ``pytorch``)."""
+
+
+def _autolog_copy(run: LoggedRun) -> bool:
+    """Whether ``run`` is MLflow autolog's copy of a fit's metrics, without the callbacks' records."""
+    recorded = (keys.PARAM_MONITOR, keys.PARAM_STOPPING_MONITOR)
+    return AUTOLOGGING_TAG in run.tags and not any(name in run.params for name in recorded)
 
 
 def curve_of_run(
