@@ -431,9 +431,9 @@ def test_a_store_from_a_newer_mlflow_is_a_clear_refusal(tmp_path: Path, sqlite_u
 
     from lightning_green.offline import mlflow_curves
 
-    mlflow.set_tracking_uri(sqlite_uri)
-    with mlflow.start_run():
-        mlflow.log_metric("val_acc", 0.5, step=0)
+    client = mlflow.tracking.MlflowClient(sqlite_uri)  # not the fluent API: no process-wide experiment
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    client.log_metric(run.info.run_id, "val_acc", 0.5, step=0)
     database = sqlite_uri.removeprefix("sqlite:///")
     with sqlite3.connect(database) as connection:  # the revision a newer MLflow would have written
         connection.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
