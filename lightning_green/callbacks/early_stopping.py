@@ -619,13 +619,10 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         reason, epoch = self.stop_reason.value, self.stopped_epoch
         same_plan = self._stop_plan == [trainer.max_epochs, trainer.max_steps]
         restored = carried == "checkpoint"
+        this_fit = "the resumed fit" if restored else "this fit"
         if self._stop_config == self.config.to_dict() and same_plan:
             trainer.should_stop = True
-            when, this_fit = (
-                ("before the checkpoint was saved", "the resumed fit")
-                if restored
-                else ("in an earlier fit of this Trainer", "this fit")
-            )
+            when = "before the checkpoint was saved" if restored else "in an earlier fit of this Trainer"
             _compat.info(
                 trainer,
                 f"lightning_green: EnergyAwareEarlyStopping stopped this run at epoch {epoch} ({reason}) "
@@ -638,7 +635,6 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self.stop_reason, self._stop_plan, self.stopped_epoch = None, None, 0
         self._restored_stop = None
         self.stopping_reason = _compat.stopping_reason(trainer, "NOT_STOPPED")
-        this_fit = "the resumed fit" if restored else "this fit"
         _compat.info(
             trainer,
             f"lightning_green: EnergyAwareEarlyStopping had stopped this run at epoch {epoch} ({reason}); "

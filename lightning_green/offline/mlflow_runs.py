@@ -227,6 +227,7 @@ class MlflowRun:
         self.metric_prefix = metric_prefix(self._metric_keys)
         self._spans: list[tuple[int, int]] | None = None
         self._step_series: dict[int, float] | None = None
+        self._series: dict[str, dict[int, float]] = {}  # metric name -> its history (read once)
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
@@ -267,9 +268,7 @@ class MlflowRun:
                     "running total it logged"
                 )
             return self._steps()
-        return latest_per_step(
-            self._client.get_metric_history(self.run_id, self._key(key)), self._abandoned()
-        )
+        return dict(self._read(self._key(key)))
 
     @property
     def epochs_at_epoch_numbers(self) -> bool:
@@ -292,11 +291,22 @@ class MlflowRun:
         """``step -> step`` at every step of every metric the run logged (read once)."""
         if self._step_series is None:
             steps: set[int] = set()
-            for key in sorted(self._metric_keys):
-                points = self._client.get_metric_history(self.run_id, key)
-                steps.update(latest_per_step(points, self._abandoned()))
+            for name in sorted(self._metric_keys):
+                steps.update(self._read(name))
             self._step_series = {step: float(step) for step in sorted(steps)}
         return dict(self._step_series)
+
+    def _read(self, name: str) -> dict[int, float]:
+        """``step -> value`` of the metric logged as ``name`` (:meth:`history`), read from the store once.
+
+        The commands ask for some series more than once (the checks of ``replay``, then the checks
+        ``report`` draws, the soundness checks of the energy records): one request each to a
+        tracking server.
+        """
+        if name not in self._series:
+            points = self._client.get_metric_history(self.run_id, name)
+            self._series[name] = latest_per_step(points, self._abandoned())
+        return self._series[name]
 
     def _key(self, key: str) -> str:
         if self.metric_prefix and key not in self._metric_keys:
