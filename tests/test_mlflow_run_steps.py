@@ -46,6 +46,29 @@ def _callbacks():
     ]
 
 
+def _checkpointing_trainer(tmp_path, ns, ckpt_dir, max_epochs, **kwargs):
+    """The callbacks and a ``last.ckpt`` in ``ckpt_dir``, a short digits run."""
+    saver = ns.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)
+    return make_trainer(
+        tmp_path,
+        [*_callbacks(), saver],
+        max_epochs=max_epochs,
+        lightning=ns,
+        limit_train_batches=BATCHES,
+        limit_val_batches=1,
+        enable_checkpointing=True,
+        **kwargs,
+    )
+
+
+def _fit_digits(trainer, ns, ckpt=None) -> None:
+    trainer.fit(
+        ns.DigitsClassifier(),
+        datamodule=ns.DigitsDataModule(batch_size=16),
+        ckpt_path=None if ckpt is None else str(ckpt),
+    )
+
+
 def _energy_steps(uri: str, run_id: str) -> dict[str, list[int]]:
     from mlflow.tracking import MlflowClient
 
@@ -112,22 +135,9 @@ def test_a_fit_resumed_into_a_new_active_run_copies_its_checks_in_order(
     ckpt_dir = tmp_path / "ckpt"
     runs = []
     for max_epochs, ckpt in ((3, None), (5, ckpt_dir / "last.ckpt")):
-        saver = ns.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)
-        trainer = make_trainer(
-            tmp_path,
-            [*_callbacks(), saver],
-            max_epochs=max_epochs,
-            lightning=ns,
-            limit_train_batches=BATCHES,
-            limit_val_batches=1,
-            enable_checkpointing=True,
-        )
+        trainer = _checkpointing_trainer(tmp_path, ns, ckpt_dir, max_epochs)
         with mlflow.start_run() as active:
-            trainer.fit(
-                ns.DigitsClassifier(),
-                datamodule=ns.DigitsDataModule(batch_size=16),
-                ckpt_path=None if ckpt is None else str(ckpt),
-            )
+            _fit_digits(trainer, ns, ckpt)
         runs.append(active.info.run_id)
 
     client = MlflowClient(tracking)
@@ -196,24 +206,10 @@ def test_a_new_runs_fit_into_an_mlflow_run_with_energy_is_warned_of(tmp_path, mo
 
     def fit(max_epochs, run_id=None, ckpt=None):
         logger = ns.loggers.MLFlowLogger(experiment_name="same", tracking_uri=sqlite_uri, run_id=run_id)
-        saver = ns.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), save_last=True)
-        trainer = make_trainer(
-            tmp_path,
-            [*_callbacks(), saver],
-            logger=logger,
-            max_epochs=max_epochs,
-            lightning=ns,
-            limit_train_batches=BATCHES,
-            limit_val_batches=1,
-            enable_checkpointing=True,
-        )
+        trainer = _checkpointing_trainer(tmp_path, ns, ckpt_dir, max_epochs, logger=logger)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            trainer.fit(
-                ns.DigitsClassifier(),
-                datamodule=ns.DigitsDataModule(batch_size=16),
-                ckpt_path=None if ckpt is None else str(ckpt),
-            )
+            _fit_digits(trainer, ns, ckpt)
         said = [str(w.message) for w in caught if "already holds lightning_green" in str(w.message)]
         return logger.run_id, said
 
