@@ -17,7 +17,9 @@ information), each file split by metric kind (loss, accuracy), and prints per fi
 - how many marginal-gain stops fell on the first check ``min_horizon_fraction`` allowed;
 - what a hindsight oracle saves at the same mean regret (context: what was possible): one
   tolerance for all curves, and the best stop per curve; and, at a tenth, a half and one harm
-  threshold of mean regret, the best stops per curve against the best patience rule.
+  threshold of mean regret, the best stops per curve against the best patience rule; and what the
+  1.5x target takes at several levels of regret, as a share of the best stops per curve there
+  (a rule that knows only the history reaches a share of them: the policy's own is printed).
 
 Then the no-harm targets (MLPerf regret <= 0.5 points; step-schedule regret <= 0.5 x patience 10's),
 the time per decision, and a leave-one-source-out check of the defaults: for each source (file),
@@ -252,6 +254,9 @@ def versus(saved: float, rule: Rule | None) -> str:
 FRONTIER_SHARES = (0.1, 0.5, 1.0)
 """Levels of mean regret, in harm thresholds, at which :func:`frontier` compares."""
 
+NEEDS_SHARES = (0.1, 0.2, 0.5, 1.0, 2.0)
+"""Levels of mean regret, in harm thresholds, at which :func:`needs` says what the target asks."""
+
 
 def frontier(curves: Sequence[Curve], table: Sequence[Rule], best: Sequence[Stats]) -> str:
     """The best stop per curve (``best``, at :data:`FRONTIER_SHARES`) vs the best patience rule there."""
@@ -265,6 +270,17 @@ def frontier(curves: Sequence[Curve], table: Sequence[Rule], best: Sequence[Stat
             f" {100 * patience:.1f}% ({ratio})"
         )
     return "; ".join(parts)
+
+
+def needs(curves: Sequence[Curve], table: Sequence[Rule], best: Sequence[Stats]) -> str:
+    """What :data:`RATIO_TARGET` asks at each of :data:`NEEDS_SHARES`: the cost saved it takes, as a
+    share of what the best stop per curve (``best``, hindsight) saves at that mean regret."""
+    parts = []
+    for share, at in zip(NEEDS_SHARES, best, strict=True):
+        rule = best_rule(table, share * harm_threshold(curves[0]))
+        patience = 0.0 if rule is None else rule.stats.saved
+        parts.append(f"{100 * RATIO_TARGET * patience / at.saved:.0f}%" if at.saved > 0 else "n/a")
+    return "/".join(parts)
 
 
 def loso_configs(default: StoppingConfig) -> dict[str, StoppingConfig]:
@@ -409,14 +425,23 @@ def main(argv: list[str] | None = None) -> int:
                 f" average, realized {realized:.4g} (mean |error| {error:.2f} harm thresholds)"
             )
         oracle = oracle_at(d.curves, s.regret).saved
-        levels = [share * harm_threshold(d.curves[0]) for share in FRONTIER_SHARES]
-        at_policy, *at_levels = best_stops_at(d.curves, [s.regret, *levels])
+        thr = harm_threshold(d.curves[0])
+        levels = [share * thr for share in FRONTIER_SHARES]
+        at_policy, *at_levels = best_stops_at(d.curves, [s.regret, *levels, *(x * thr for x in NEEDS_SHARES)])
+        at_levels, at_needs = at_levels[: len(levels)], at_levels[len(levels) :]
         best = at_policy.saved
         print(
             f"  (hindsight at the same mean regret: one tolerance for all curves saves {100 * oracle:.1f}%"
             f"{versus(oracle, rule)}, the best stop per curve {100 * best:.1f}%{versus(best, rule)})"
         )
         print("  (at lower regret: " + frontier(d.curves, tables[d.key], at_levels) + ")")
+        reached = f"{100 * s.saved / best:.0f}%" if best > 0 else "n/a"
+        print(
+            f"  ({RATIO_TARGET}x the patience rules takes, at a mean regret of"
+            f" {'/'.join(f'{x:g}' for x in NEEDS_SHARES)} harm thresholds,"
+            f" {needs(d.curves, tables[d.key], at_needs)} of what the best stop per curve saves there;"
+            f" the policy saves {reached} of it at its own regret)"
+        )
         verdicts.append(f"{d.key}: cost saved {fmt_ratio(ratio)} x the patience rule's (>= 1.5): {verdict}")
         for text, ok in harm_checks(d, s, tables[d.key]):
             verdicts.append(f"{text}: {'PASS' if ok else 'FAIL'}")
