@@ -20,6 +20,15 @@ after the fit's last reading (every reading is a collective that every rank take
 no rank has exited when rank 0 reads). A data-loader worker is counted in its own rank's figure
 when it is reaped, not while it runs; persistent workers, which live until after the fit, are
 not counted on this path.
+
+Faults: a process of the tree that exists but whose ``/proc/<pid>/stat`` (or list of children)
+cannot be read fails the read, as any meter's read failure does (one warning, the last good figure
+kept, the spans around it partial): its CPU time is never taken as zero, which would hand the
+epoch's energy to a later one unmarked. A child that exits between being listed and being read is
+no fault: the tree is read again, so that it is counted once, in its parent's reaped time. A
+baseline read that fails at :meth:`~lightning_green.energy.meter.EnergyMeter.start` leaves the
+baseline to the first good read (the energy before it is missing, and that span is partial),
+never to zero, which would count the process's whole CPU history.
 """
 
 from __future__ import annotations
@@ -78,38 +87,64 @@ def _clock_ticks_per_s() -> float:
         return 100.0
 
 
+def _unreadable(pid: int, path: str, err: OSError) -> OSError:
+    return OSError(err.errno, f"process {pid} exists but {path} cannot be read: {err.strerror or err}")
+
+
 def _read_stat(pid: int, proc_root: str) -> tuple[int, float] | None:
-    """``(ppid, utime + stime + cutime + cstime in ticks)`` of a live process, None if gone."""
+    """``(ppid, utime + stime + cutime + cstime in ticks)`` of a process, None if it is gone.
+
+    Raises:
+        OSError: If the process exists but its ``stat`` cannot be read or parsed: not "gone",
+            whose CPU time would be taken as zero.
+    """
+    path = f"{proc_root}/{pid}/stat"
     try:
-        with open(f"{proc_root}/{pid}/stat", "rb") as fh:
+        with open(path, "rb") as fh:
             data = fh.read().decode("ascii", "replace")
-    except OSError:
-        return None
+    except (FileNotFoundError, ProcessLookupError):
+        return None  # exited (and reaped) since it was listed
+    except OSError as err:
+        raise _unreadable(pid, path, err) from err
     # The command name is in parentheses and may contain spaces or parentheses.
     fields = data[data.rfind(")") + 2 :].split()
     # fields[0] is field 3 (state) of proc(5): ppid is field 4, utime..cstime are 14..17.
     try:
         return int(fields[1]), float(fields[11]) + float(fields[12]) + float(fields[13]) + float(fields[14])
     except (IndexError, ValueError):
-        return None
+        raise OSError(f"process {pid}: {path} does not hold a process status: {data[:80]!r}") from None
 
 
 def _children(pid: int, proc_root: str) -> list[int] | None:
-    """Direct children from ``/proc/PID/task/*/children``; None where the kernel lacks it."""
+    """Direct children from ``/proc/PID/task/*/children``; None where the kernel lacks it.
+
+    Raises:
+        OSError: If the process exists but its children cannot be listed.
+    """
+    path = f"{proc_root}/{pid}/task"
     try:
-        tids = os.listdir(f"{proc_root}/{pid}/task")
-    except OSError:
-        return []
+        tids = os.listdir(path)
+    except (FileNotFoundError, ProcessLookupError):
+        return []  # exited since its stat was read
+    except OSError as err:
+        raise _unreadable(pid, path, err) from err
     out: list[int] = []
     for tid in tids:
+        children = f"{path}/{tid}/children"
         try:
-            with open(f"{proc_root}/{pid}/task/{tid}/children") as fh:
+            with open(children) as fh:
                 out.extend(int(c) for c in fh.read().split())
         except FileNotFoundError:
             return None
-        except OSError:
-            continue
+        except ProcessLookupError:
+            continue  # the thread ended since it was listed
+        except OSError as err:
+            raise _unreadable(pid, children, err) from err
     return out
+
+
+_TREE_READ_TRIES = 3
+"""Reads of a process tree when a child vanishes between being listed and being read (below)."""
 
 
 def process_tree_cpu_s(root_pids: Iterable[int], proc_root: str = _PROC) -> float:
@@ -118,18 +153,39 @@ def process_tree_cpu_s(root_pids: Iterable[int], proc_root: str = _PROC) -> floa
     Each process is counted once even when roots overlap (a DDP rank that is a child of
     another rank). Reaped children are included through their parent's ``cutime``/``cstime``.
 
+    A child that exits and is reaped between the read of its parent and its own read would be
+    in neither figure (its time moves into its parent's after the parent was read): such a torn
+    read is taken again, up to three times in all, so that the child is counted once, in its
+    parent. A process that exists but cannot be read is an error, never a zero.
+
     Args:
         root_pids: The roots of the trees.
         proc_root: The procfs mount point (tests may point it elsewhere).
 
     Returns:
         Total user + system CPU time in seconds; roots that no longer exist count zero.
+
+    Raises:
+        OSError: If a process of the trees exists but its CPU time or its children cannot be
+            read (``/proc/<pid>/stat`` unreadable): the figure would be too low.
     """
+    roots = list(root_pids)
+    for _ in range(_TREE_READ_TRIES):
+        total_s, torn = _tree_cpu_s(roots, proc_root)
+        if not torn:
+            break
+    return total_s
+
+
+def _tree_cpu_s(root_pids: list[int], proc_root: str) -> tuple[float, bool]:
+    """CPU seconds of the trees and whether a listed child vanished before it was read."""
     ticks = _clock_ticks_per_s()
+    roots = set(root_pids)
     seen: set[int] = set()
     stack = list(root_pids)
     parents: dict[int, list[int]] | None = None
     total_ticks = 0.0
+    torn = False
     while stack:
         pid = stack.pop()
         if pid in seen:
@@ -137,6 +193,7 @@ def process_tree_cpu_s(root_pids: Iterable[int], proc_root: str = _PROC) -> floa
         seen.add(pid)
         stat = _read_stat(pid, proc_root)
         if stat is None:
+            torn = torn or pid not in roots
             continue
         total_ticks += stat[1]
         kids = _children(pid, proc_root) if parents is None else None
@@ -145,7 +202,7 @@ def process_tree_cpu_s(root_pids: Iterable[int], proc_root: str = _PROC) -> floa
                 parents = _parent_map(proc_root)
             kids = parents.get(pid, [])
         stack.extend(kids)
-    return total_ticks / ticks
+    return total_ticks / ticks, torn
 
 
 def _parent_map(proc_root: str) -> dict[int, list[int]]:
@@ -154,7 +211,10 @@ def _parent_map(proc_root: str) -> dict[int, list[int]]:
     for entry in os.listdir(proc_root):
         if not entry.isdigit():
             continue
-        stat = _read_stat(int(entry), proc_root)
+        try:
+            stat = _read_stat(int(entry), proc_root)
+        except OSError:  # another user's process behind hidepid: its parent is unknown, and not ours
+            continue
         if stat is not None:
             children.setdefault(stat[0], []).append(int(entry))
     return children
@@ -222,19 +282,34 @@ class CpuTimeEstimateMeter(EnergyMeter):
         self.root_pids: tuple[int, ...] = tuple(root_pids) if root_pids else (os.getpid(),)
         self.proc_root = proc_root
         self._use_proc = process_trees_readable(proc_root)
-        self._cpu0_s = 0.0
+        self._cpu0_s: float | None = None  # the baseline; None until a read of the tree succeeded
 
     def cpu_s(self) -> float:
         """CPU seconds of the tree now (absolute, not since start).
 
         Where process trees cannot be read: this process's and its reaped children's.
+
+        Raises:
+            OSError: If a process of the tree exists but cannot be read
+                (:func:`process_tree_cpu_s`).
         """
         if self._use_proc:
             return process_tree_cpu_s(self.root_pids, self.proc_root)
         return _own_cpu_s()
 
     def _start(self) -> None:
+        self._cpu0_s = None  # a failed read leaves no baseline: the first good read takes it
         self._cpu0_s = self.cpu_s()
 
     def _read_j(self) -> dict[str, float]:
-        return {self.domain: max(0.0, self.cpu_s() - self._cpu0_s) * self.power_per_core_w}
+        cpu_s = self.cpu_s()  # may raise: the base class keeps the last good figure
+        if self._cpu0_s is None:
+            # The baseline read at start failed: counting from zero would count the process's
+            # whole CPU history (an earlier fit, imports). The baseline is this first good read;
+            # the energy before it is missing, so the reading is partial (counted, warned at start).
+            self._cpu0_s = cpu_s
+            self.record_fault(
+                "start",
+                f"{type(self).__name__} started late: the CPU time before its first good read is missing.",
+            )
+        return {self.domain: max(0.0, cpu_s - self._cpu0_s) * self.power_per_core_w}
