@@ -412,6 +412,30 @@ def test_nvml_failing_at_start_is_retried_at_each_read_and_every_blind_interval_
     assert nvml.init_refcount == 0
 
 
+def test_a_counter_failing_at_start_takes_its_baseline_at_the_first_good_read():
+    """The counter's value since the driver loaded (5000 J here) is never counted: the first good
+    read is the baseline. The intervals up to it are partial: the start's fault is counted, and
+    the read that fails again is stale."""
+    nvml = FakeNvml(gpus(1, energy_mj=5_000_000))
+    gpu = nvml.gpus[0]
+    meter = NvmlMeter([0], nvml=nvml, environ={})
+    gpu.counter_errors = [NVMLError_Unknown(), NVMLError_Unknown()]  # at start and at the first read
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meter.start()
+        gpu.energy_mj += 1_000
+        first = meter.read()
+        gpu.energy_mj += 2_000
+        second = meter.read()  # the baseline
+        gpu.energy_mj += 3_000
+        third = meter.read()
+        meter.close()
+    assert len(energy_warnings(record)) == 1
+    assert [r.energy_j for r in (first, second, third)] == pytest.approx([0.0, 0.0, 3.0])
+    assert (first.faults, first.stale) == (2, True)
+    assert (second.faults, second.stale) == (2, False) and third.faults == 2
+
+
 def test_a_failing_shutdown_warns_once_and_marks_nothing_partial():
     """nvmlShutdown failing at the end loses no energy: a warning that says so, no fault counted."""
     nvml = FakeNvml(gpus(1, energy_mj=1_000))

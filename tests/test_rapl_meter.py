@@ -240,6 +240,35 @@ def test_file_unreadable_mid_run_is_a_fault_and_recovers(server):
     assert [r.stale for r in (first, second, third, fourth)] == [False, True, True, False]
 
 
+def test_a_counter_unreadable_at_start_takes_its_baseline_at_the_first_good_read(server):
+    """A zone unreadable at start never counts its value since boot: its first good read is its
+    baseline; the read before is a fault and stale (the span up to the baseline is partial)."""
+    cap, z = server
+    meter = RaplMeter(str(cap.root), poll_interval_s=None)
+    energy = z["package-0"] / "energy_uj"
+    saved = int(energy.read_text())
+    _make_unreadable(energy)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        meter.start()
+        cap.bump(z["package-1"], 1_000_000)
+        first = meter.read()  # package-0 still unreadable
+        shutil.rmtree(energy)
+        energy.write_text(f"{saved + 5_000_000}\n")
+        second = meter.read()  # package-0's baseline
+        cap.bump(z["package-0"], 2_000_000)
+        third = meter.read()
+        meter.close()
+    messages = energy_warnings(record)
+    assert len(messages) == 1 and "package-0" in messages[0]
+    assert first.domains_j["rapl:package-0"] == 0.0
+    assert first.domains_j["rapl:package-1"] == pytest.approx(1.0)
+    assert second.domains_j["rapl:package-0"] == 0.0  # not the 6 J since boot
+    assert third.domains_j["rapl:package-0"] == pytest.approx(2.0)
+    assert (first.faults, first.stale) == (1, True)
+    assert (second.faults, second.stale) == (1, False) and third.faults == 1
+
+
 def test_availability_reasons(tmp_path, server):
     ok, reason = rapl_available(str(tmp_path / "absent"))
     assert not ok and "not found" in reason
