@@ -2,7 +2,7 @@
 
 Plain data, no Lightning: a switch decided at an epoch and step (:class:`Pending` until it is
 applied), an adaptation history of such entries, its compact text for MLflow tags and the JSON
-file both adaptive callbacks write their histories into.
+file both adaptive callbacks of a fit write their histories into (:class:`FitAdaptations`).
 """
 
 from __future__ import annotations
@@ -64,29 +64,62 @@ def switches(history: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [h for h in history if h["from"] != h["to"]]
 
 
-def merge_adaptations(path: Path, key: str, payload: Mapping[str, Any], failed: bool = False) -> Path:
-    """Write ``payload`` under ``key`` into the JSON file ``path``, keeping the other keys.
+@dataclass
+class FitAdaptations:
+    """What one fit's adaptive callbacks recorded in ``adaptations.json``: the file's whole content.
 
-    Args:
-        path: The ``adaptations.json`` file (created with its folder when missing).
-        key: ``"batch_size"`` or ``"precision"``.
-        payload: The callback's fields (made JSON-able).
-        failed: Mark the file ``"failed": true`` (written by a fit that raised).
+    Each callback adds its fields under its key when the fit ends (or fails), and the file is
+    written whole from this record each time: it holds this fit's callbacks only, never what a
+    file left in the folder by another run (or an earlier fit) held, and ``"failed": true`` only
+    when this fit failed. A resumed fit's callbacks restore the run's adaptation history from the
+    checkpoint, so their fields cover the whole run, as the fit's ``energy_summary.json`` does.
 
-    Raises:
-        OSError: When the file cannot be written.
+    Attributes:
+        fit: What names the fit (the measurement session's ``fit_id``), None where unknown.
+        fields: The callbacks' fields by key (``"batch_size"``, ``"precision"``), JSON-able.
+        failed: Whether the fit failed (a callback wrote from ``on_exception``).
+
+    Example:
+        >>> record = FitAdaptations("fit-1")
+        >>> record.add("precision", {"precision": "32-true"})
+        >>> record.to_json()
+        {'precision': {'precision': '32-true'}}
+        >>> record.add("batch_size", {"batch_size": 32}, failed=True)
+        >>> sorted(record.to_json())
+        ['batch_size', 'failed', 'precision']
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        data = {}
-    data = data if isinstance(data, dict) else {}
-    data[key] = json_safe(payload)
-    if failed:
-        data["failed"] = True
-    path.write_text(json.dumps(data, indent=2) + "\n")
-    return path
+
+    fit: str | None
+    fields: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+    def add(self, key: str, payload: Mapping[str, Any], failed: bool = False) -> None:
+        """Record one callback's fields under ``key`` (replacing what it recorded before in this fit).
+
+        Args:
+            key: ``"batch_size"`` or ``"precision"``.
+            payload: The callback's fields (made JSON-able).
+            failed: The fit failed (the file is marked ``"failed": true``).
+        """
+        self.fields[key] = json_safe(payload)
+        self.failed = self.failed or bool(failed)
+
+    def to_json(self) -> dict[str, Any]:
+        """The content of ``adaptations.json``: the fields by key, and ``"failed": true`` for a failed fit."""
+        data = dict(self.fields)
+        if self.failed:
+            data["failed"] = True
+        return data
+
+    def write(self, path: Path) -> Path:
+        """Write the record as ``path`` (its folder created when missing), replacing any file there.
+
+        Raises:
+            OSError: When the file cannot be written.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
 
 
 def chosen_setting(history: Sequence[Mapping[str, Any]], initial: Any) -> Any:

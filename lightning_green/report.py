@@ -223,6 +223,17 @@ def decision_summary(decision: StopDecision, fitted_from_kwh: float | None = Non
     return out
 
 
+def error_text(err: BaseException) -> str:
+    """An error in words, as the summary's ``error`` holds it: its type, and its text where it has one.
+
+    Example:
+        >>> error_text(RuntimeError("the data went bad")), error_text(KeyboardInterrupt())
+        ('RuntimeError: the data went bad', 'KeyboardInterrupt')
+    """
+    text = str(err)
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A short human-readable table of a summary.
 
@@ -326,7 +337,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     elif in_cost is not None:  # projected from the run's checks to its plan, as replay projects it
         rows.append(("not run (projected)", f"{in_cost} to the planned end (projected, not run)"))
     if summary.get("failed"):  # written by a fit that raised: what was measured until then
-        rows.insert(0, ("status", f"FAILED ({summary.get('error') or 'the fit raised'})"))
+        error = str(summary.get("error") or "").removesuffix(": ")  # an error without text, as written before
+        rows.insert(0, ("status", f"FAILED ({error or 'the fit raised'})"))
     elif summary.get("run_status"):  # read back from MLflow: a run that had not ended
         rows.insert(0, ("status", f"{summary['run_status']} (the run did not finish: what it logged so far)"))
     if summary.get("rebuilt_from_metrics"):

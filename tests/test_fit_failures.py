@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import signal
 import warnings
 
 import pytest
@@ -15,7 +16,7 @@ from doubles import install_scripted_meter
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import MLFlowLogger
 
-from lightning_green import AdaptiveBatchSize, EnergyAwareEarlyStopping, EnergyMonitor
+from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyAwareEarlyStopping, EnergyMonitor
 
 FAST = dict(limit_train_batches=4, limit_val_batches=1, num_sanity_val_steps=0)
 
@@ -224,3 +225,47 @@ def test_replay_and_report_of_runs_that_did_not_finish(tmp_path, sqlite_uri, cap
     assert f"included 1 run(s) that did not finish, as far as they ran: {mlflow_logger.run_id} (KILLED)" in (
         capsys.readouterr().out
     )
+
+
+class _CtrlC(AnyCallback):
+    """Ctrl-C at the start of epoch 1 (Lightning ends the fit with ``SystemExit``)."""
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_a_later_run_into_the_same_folder_writes_its_own_adaptations_only(tmp_path, ns, caplog):
+    """Two runs into one report folder (no logger: ``energy_reports`` under the root). The first,
+    with both adaptive callbacks, is interrupted with Ctrl-C: its files say so (the error is
+    ``KeyboardInterrupt``, with no empty text after it). The second, with AdaptivePrecision alone,
+    ends: its ``adaptations.json`` is its own callback's, without the first run's batch size or
+    ``"failed"``, as its ``energy_summary.json`` is its own."""
+    folder = tmp_path / "energy_reports"
+
+    def fit(callbacks, max_epochs):
+        callbacks = [EnergyMonitor(monitor="val_acc", mode="max"), *callbacks]
+        trainer = make_trainer(tmp_path, callbacks, max_epochs=max_epochs, lightning=ns, **FAST)
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+
+    def written():
+        return [
+            json.loads((folder / name).read_text()) for name in ("adaptations.json", "energy_summary.json")
+        ]
+
+    batch = AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, window_s=0.001, probe_windows=1)
+    sigint = signal.getsignal(signal.SIGINT)
+    try:  # Lightning ignores SIGINT after a Ctrl-C
+        with caplog.at_level(logging.INFO), pytest.raises((KeyboardInterrupt, SystemExit)):
+            fit([batch, AdaptivePrecision(), _CtrlC()], 3)
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    adaptations, summary = written()
+    assert sorted(adaptations) == ["batch_size", "failed", "precision"] and adaptations["failed"] is True
+    assert summary["failed"] is True and summary["error"] == "KeyboardInterrupt"
+    assert re.search(r"status +FAILED \(KeyboardInterrupt\)$", caplog.text, re.MULTILINE), caplog.text
+
+    fit([AdaptivePrecision()], 2)
+    adaptations, summary = written()
+    assert list(adaptations) == ["precision"] and adaptations["precision"]["precision_initial"] == "32-true"
+    assert "failed" not in summary and summary["epochs"] == 2

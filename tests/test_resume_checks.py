@@ -9,6 +9,7 @@ so the resumed run's figures equal the uninterrupted run's exactly; ``val_loss``
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -230,6 +231,70 @@ def test_a_run_killed_after_the_stop_and_resumed_into_a_new_mlflow_run_records_w
 
     assert new_logger.run_id != logger.run_id
     assert not_run(new_logger.run_id) == not_run(logger.run_id) != {}
+    tags = [client.get_run(run_id).data.tags for run_id in (logger.run_id, new_logger.run_id)]
+    for tag in (keys.TAG_STOP_REASON, keys.TAG_STOPPED_EPOCH):  # the stop, recorded in the new run too
+        assert tags[1][tag] == tags[0][tag], tag
+
+
+@pytest.mark.parametrize(
+    ("ending", "max_epochs"),
+    [("ran_to_max_epochs", 2), ("stopped_at_the_last_epoch", 4)],
+)
+def test_a_run_resumed_from_its_last_checkpoint_records_how_it_ended_again(
+    tmp_path, sqlite_uri, ns, ending, max_epochs
+):
+    """A finished run resumed from its last checkpoint into a new MLflow run (the same command run
+    again) trains nothing and records how the run ended, as its first fit did: ``none`` (summary,
+    printed line, tag) for a run that ran to ``max_epochs`` - Lightning skips the training loop,
+    so no ``on_train_end`` records it -, and the stop for a run stopped at its last epoch (the loop
+    skipped too; a stop before it: the test above). The EnergyMonitor comes first, so its summary is
+    written before the stopper's own ``on_fit_end``."""
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.report import format_summary
+
+    def fit(name, ckpt_path=None):
+        monitor = EnergyMonitor(monitor="val_loss")
+        stopper = EnergyAwareEarlyStopping(
+            monitor="val_loss",
+            patience=1,
+            min_epochs=0,
+            min_relative_gain=None,
+            patience_rest_fraction=None,
+        )
+        checkpoint = ns.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_last=True)
+        logger = ns.loggers.MLFlowLogger(experiment_name=name, tracking_uri=sqlite_uri)
+        module = ns.module(batch_module)(VEE)  # best at epoch 2: a plateau stop after epoch 3
+        trainer = _fit(
+            ns, tmp_path / name, [monitor, stopper, checkpoint], max_epochs, module, ckpt_path, logger=logger
+        )
+        return stopper, monitor, logger, trainer
+
+    first, _, logger, trainer = fit("first")
+    epochs = trainer.current_epoch
+    expected = "none" if ending == "ran_to_max_epochs" else "plateau"
+    assert (first.stop_reason is None) is (expected == "none")
+    assert epochs == (max_epochs if expected == "none" else 4)  # a stop after epoch 3: 4 epochs
+    _, monitor, new_logger, trainer = fit("resumed", tmp_path / "ckpt" / "last.ckpt")
+    assert trainer.current_epoch == epochs  # no epoch more
+
+    client = MlflowClient(sqlite_uri)
+    runs = [client.get_run(lg.run_id).data for lg in (logger, new_logger)]
+    summaries = [first.energy_monitor.last_summary, monitor.last_summary]
+    assert new_logger.run_id != logger.run_id
+    for summary, run in zip(summaries, runs, strict=True):
+        assert summary["stop_reason"] == run.tags[keys.TAG_STOP_REASON] == expected
+        if expected == "none":
+            assert summary["training_end"] == f"ran to max_epochs={max_epochs}"
+            assert re.search(
+                rf"\n  stop reason +none \(ran to max_epochs={max_epochs}\)", format_summary(summary)
+            )
+            assert keys.TAG_STOPPED_EPOCH not in run.tags
+        else:
+            assert summary["stopped_epoch"] == int(run.tags[keys.TAG_STOPPED_EPOCH]) == 3
+        # The plan the stopper decided with, for replay of the new run alone.
+        assert run.params[keys.PARAM_MAX_EPOCHS] == str(max_epochs)
+    assert json.loads(Path(monitor.summary_path).read_text())["stop_reason"] == expected
 
 
 def test_a_checkpoint_at_an_epochs_last_batch_warns_that_lightning_skips_its_validation(tmp_path, ns):

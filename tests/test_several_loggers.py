@@ -4,7 +4,9 @@ tools read the same run from each logger's logs (a failed run skipped, the stop 
 from __future__ import annotations
 
 import csv
+import json
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -204,20 +206,99 @@ def test_the_output_folders_are_each_loggers_own_once_each_in_the_trainers_order
     assert _loggers.output_dirs(_trainer(ns, tmp_path, False)) == [tmp_path / "energy_reports"]
 
     # Written in the first, copied into the others (the same bytes); a folder that cannot take
-    # them gets a warning and the others still get them.
+    # them gets one warning naming it and the error, and the others still get them.
     (tmp_path / "csv").mkdir()
     (tmp_path / "csv" / "version_0").write_text("a file where the folder would go")
+    written_in = []
 
     def write(folder):
+        written_in.append(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "a.json").write_text('{"a": 1}')
-        return folder / "a.json", None
+        (folder / "b.json").write_text('{"b": 2}')
+        return folder / "a.json", None, folder / "b.json"
 
-    with pytest.warns(UserWarning, match=r"could not write .*csv.version_0.a\.json") as said:
-        assert _loggers.write_in_output_dirs(trainer, write) == (expected[0] / "a.json", None)
-    assert len([w for w in said if "could not write" in str(w.message)]) == 1
+    files = (expected[0] / "a.json", None, expected[0] / "b.json")
+    with pytest.warns(
+        UserWarning, match=r"could not write the files into \S*csv.version_0: \w+Error: "
+    ) as said:
+        assert _loggers.write_in_output_dirs(trainer, write, "the files") == files
+    assert len([w for w in said if "could not write" in str(w.message)]) == 1  # one for the folder
+    assert written_in == expected[:1]
     assert [(folder / "a.json").is_file() for folder in expected] == [True, False, True]
-    assert (expected[2] / "a.json").read_text() == '{"a": 1}'
+    assert (expected[2] / "b.json").read_text() == '{"b": 2}'
+
+    # A first folder that cannot take them: written into the next one that can, copied on from there.
+    blocked = ns.loggers.CSVLogger(str(tmp_path / "csv"), name="", version=0)  # csv/version_0: a file
+    trainer = _trainer(ns, tmp_path, [blocked, same, later])
+    written_in.clear()
+    with pytest.warns(UserWarning, match=r"could not write the files into \S*csv.version_0: ") as said:
+        assert _loggers.write_in_output_dirs(trainer, write, "the files") == (
+            expected[0] / "a.json",
+            None,
+            expected[0] / "b.json",
+        )
+    assert len([w for w in said if "could not write" in str(w.message)]) == 1
+    assert written_in == [tmp_path / "csv" / "version_0", expected[0]]
+    # None of them: nothing written (each folder warned), None returned.
+    trainer = _trainer(ns, tmp_path, [blocked])
+    with pytest.warns(UserWarning, match="could not write the files into"):
+        assert _loggers.write_in_output_dirs(trainer, write, "the files") is None
+
+
+def test_a_report_folder_that_cannot_be_written_loses_its_own_copy_only(tmp_path, sqlite_uri, ns):
+    """``default_root_dir`` under a regular file: the MLflow logger's report folder
+    (``energy_reports/<run_id>`` under it) cannot be made, whatever the loggers' order. It gets one
+    warning for the energy report and one for ``adaptations.json``, each naming it and the error; the
+    CSV logger's folder still gets the summary, the plot and ``adaptations.json``, and the MLflow run
+    the same files as artifacts. With no folder that can be written, the run still gets them."""
+    from mlflow.tracking import MlflowClient
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("where the root's folder would go")
+    root = blocker / "root"
+
+    def fit(loggers) -> list[str]:
+        callbacks = [
+            EnergyMonitor(monitor="val_acc", mode="max"),
+            AdaptiveBatchSize(min_batch_size=16, max_batch_size=64, window_s=0.001, probe_windows=1),
+        ]
+        trainer = make_trainer(root, callbacks, logger=loggers, max_epochs=2, lightning=ns, **FAST)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+        return [str(w.message) for w in caught if "could not write" in str(w.message)]
+
+    def artifacts(run_id: str) -> dict[str, bytes]:
+        out = tmp_path / "downloaded" / run_id
+        client.download_artifacts(run_id, "lightning_green", str(out))
+        return {p.name: p.read_bytes() for p in (out / "lightning_green").iterdir()}
+
+    client = MlflowClient(sqlite_uri)
+    mlflow_logger = ns.loggers.MLFlowLogger(experiment_name=EXPERIMENT, tracking_uri=sqlite_uri)
+    csv_logger = ns.loggers.CSVLogger(str(tmp_path / "csv"))
+    said = fit([mlflow_logger, csv_logger])  # MLflow's folder first: the one written first
+    lost = root / "energy_reports" / mlflow_logger.run_id
+    assert len(said) == 2, said
+    what = sorted(m.partition(f" into {lost}: ")[0] for m in said)  # named, with the error after it
+    assert what == [
+        f"lightning_green: could not write {w}" for w in ("adaptations.json", "the energy report")
+    ]
+    assert all("NotADirectoryError" in m for m in said)
+    folder = Path(csv_logger.log_dir)
+    kept = {name: (folder / name).read_bytes() for name in REPORT_FILES}
+    assert artifacts(mlflow_logger.run_id) == kept
+    assert b'"failed"' not in kept["adaptations.json"] + kept["energy_summary.json"]
+
+    alone = ns.loggers.MLFlowLogger(experiment_name=EXPERIMENT, tracking_uri=sqlite_uri)
+    assert len(fit([alone])) == 2  # no folder: from a temporary one, which is gone again
+    logged = artifacts(alone.run_id)
+    assert sorted(logged) == sorted(REPORT_FILES)
+    assert json.loads(logged["energy_summary.json"])["epochs"] == 2
+    assert list(json.loads(logged["adaptations.json"])) == ["batch_size"]
+    assert (
+        not blocker.with_name("root").exists() and blocker.read_text() == "where the root's folder would go"
+    )
 
 
 def test_the_lightning_cli_config_is_saved_beside_every_loggers_reports(tmp_path, ns):
@@ -236,3 +317,13 @@ def test_the_lightning_cli_config_is_saved_beside_every_loggers_reports(tmp_path
     assert saver.saved_path == tmp_path / "tb" / "version_0" / "config.yaml"
     for name in ("tb", "csv"):
         assert (tmp_path / name / "version_0" / "config.yaml").read_text() == "lr: 0.5\n"
+
+    # A folder that cannot be written (first here) gets one warning naming it; the others the config.
+    (tmp_path / "blocked").write_text("a file where the folder would go")
+    blocked = ns.loggers.CSVLogger(str(tmp_path / "blocked"), name="", version=0)
+    loggers = [blocked, ns.loggers.CSVLogger(str(tmp_path), name="after")]
+    with pytest.warns(UserWarning, match=r"could not write config\.yaml into \S*blocked.version_0: ") as said:
+        saver.save_config(_trainer(ns, tmp_path, loggers), None, "fit")
+    assert len([w for w in said if "could not write" in str(w.message)]) == 1
+    assert saver.saved_path == tmp_path / "after" / "version_0" / "config.yaml"
+    assert saver.saved_path.read_text() == "lr: 0.5\n"

@@ -10,6 +10,7 @@ never reported as trained, and is saved with the state so a resumed fit applies 
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +19,9 @@ from typing import Any, ClassVar
 from lightning_green.adaptations import (
     ADAPTATIONS_FILENAME,
     MAX_HISTORY,
+    FitAdaptations,
     Pending,
     chosen_setting,
-    merge_adaptations,
     switch_text,
     switches,
 )
@@ -56,30 +57,46 @@ def check_strategy(trainer: Trainer, who: str) -> None:
         )
 
 
-def write_adaptations(
-    trainer: Trainer, key: str, payload: Mapping[str, Any], failed: bool = False
-) -> Path | None:
-    """Merge ``payload`` under ``key`` into ``adaptations.json`` next to the summary; log it to MLflow.
+_FIT_ADAPTATIONS: weakref.WeakKeyDictionary[Trainer, FitAdaptations] = weakref.WeakKeyDictionary()
+"""Per Trainer: what its adaptive callbacks recorded in ``adaptations.json`` in its latest fit."""
 
-    The file is merged in the first logger's folder and copied into the others
-    (:func:`~lightning_green.callbacks._loggers.write_in_output_dirs`). Rank 0 only (None elsewhere,
-    or when writing failed); a failed fit is marked in the file.
+
+def write_adaptations(
+    trainer: Trainer, key: str, payload: Mapping[str, Any], fit: str | None, failed: bool = False
+) -> Path | None:
+    """Record ``payload`` under ``key`` in this fit's ``adaptations.json`` and write it; log it to MLflow.
+
+    The file holds what the adaptive callbacks of this fit recorded (:class:`FitAdaptations`):
+    the first write of a fit replaces a file another run (or an earlier fit) left in the folder;
+    a failed fit is marked in it, a fit that ends is not. It goes into every logger's folder, one
+    that cannot be written warned about and left out
+    (:func:`~lightning_green.callbacks._loggers.write_in_output_dirs`), and to every MLflow run
+    (from a temporary folder when no local one took it). Rank 0 only.
+
+    Args:
+        trainer: The fit's trainer.
+        key: The callback's key (``"batch_size"``, ``"precision"``).
+        payload: Its summary fields.
+        fit: What names this fit (the session's ``fit_id``): a write of another fit starts anew.
+        failed: The fit failed (written from ``on_exception``).
 
     Returns:
-        The file in the first folder, the one logged to MLflow.
+        The file in the first folder that took it (the one logged to MLflow); None on other ranks
+        or when no folder did.
     """
     if trainer.global_rank != 0:
         return None
-    try:
-        (path,) = _loggers.write_in_output_dirs(
-            trainer, lambda folder: (merge_adaptations(folder / ADAPTATIONS_FILENAME, key, payload, failed),)
-        )
-    except (OSError, ValueError) as err:
-        path = _loggers.output_dir(trainer) / ADAPTATIONS_FILENAME
-        _compat.warn(trainer, f"lightning_green: could not write {path}: {err}")
-        return None
-    _loggers.log_artifact(trainer, path)
-    return path
+    record = _FIT_ADAPTATIONS.get(trainer)
+    if record is None or record.fit != fit:
+        record = _FIT_ADAPTATIONS[trainer] = FitAdaptations(fit)
+    record.add(key, payload, failed)
+
+    def write(folder: Path) -> tuple[Path]:
+        return (record.write(folder / ADAPTATIONS_FILENAME),)
+
+    written = _loggers.write_in_output_dirs(trainer, write, ADAPTATIONS_FILENAME)
+    _loggers.log_written(trainer, written, write, ADAPTATIONS_FILENAME)
+    return None if written is None else written[0]
 
 
 @dataclass
@@ -298,6 +315,10 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
             f"{k}_j_per_sample": json_safe({s: j * pue for s, j in j_per_sample.items()}),
         }
 
+    def _fit_id(self) -> str | None:
+        """What names the fit under way (the shared session's ``fit_id``), None before setup."""
+        return None if self._session is None else self._session.fit_id
+
     def pue(self) -> float:
         """The session's PUE (1.0 before setup): summary joules carry it like the summary totals."""
         return self._session.pue if self._session is not None else 1.0
@@ -316,7 +337,7 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write the switches into ``adaptations.json`` and the MLflow tags, and say what was chosen."""
         self.publish_tags(trainer)
-        write_adaptations(trainer, self.key, self.energy_summary_fields())
+        write_adaptations(trainer, self.key, self.energy_summary_fields(), self._fit_id())
         chosen, last = self.chosen_setting(), self.setting()
         probing = "" if chosen == last else f" (ended while probing {last}; trained at {last} last)"
         _compat.info(
@@ -344,7 +365,7 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         """Undo what was attached; write what was adapted until the failure, marked failed."""
         self.release()
         self._let_go_of_trainer(trainer)
-        write_adaptations(trainer, self.key, self.energy_summary_fields(), failed=True)
+        write_adaptations(trainer, self.key, self.energy_summary_fields(), self._fit_id(), failed=True)
 
     def ensure_policy(self, build: Callable[[], Any]) -> None:
         """Build the policy (with the restored state) unless a previous fit of this callback left one."""

@@ -18,6 +18,7 @@ import csv
 import os
 import shutil
 import sys
+import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any, TypeVar
 from lightning_green import keys
 from lightning_green.callbacks import _compat
 from lightning_green.callbacks._compat import Trainer
+from lightning_green.report import error_text
 
 REPORTS_DIRNAME = "energy_reports"
 """Folder for summaries and plots when no logger has a directory of its own."""
@@ -590,34 +592,73 @@ def output_dir(trainer: Trainer) -> Path:
     return output_dirs(trainer)[0]
 
 
-def write_in_output_dirs(trainer: Trainer, write: Callable[[Path], Written]) -> Written:
-    """Write report files into every folder of :func:`output_dirs`, the same content in each.
+def write_in_output_dirs(trainer: Trainer, write: Callable[[Path], Written], what: str) -> Written | None:
+    """Write report files into every folder of :func:`output_dirs`, the same bytes in each.
 
-    ``write`` writes them into the first folder (and returns their paths, None for a file it
-    did not write); they are then copied into the other folders, so a file merged with what the
-    first folder held (``adaptations.json``) is the same everywhere. For global rank 0.
+    ``write`` writes them into the first folder that takes them (a folder it fails in is left for
+    the next); they are then copied into every other folder. Each folder that cannot take them
+    gets one warning naming it and the error, and the other folders still get them: one folder
+    that cannot be written (a root under a regular file, a read-only disk) loses the files there
+    only. For global rank 0.
 
     Args:
         trainer: The trainer whose loggers' folders get the files.
-        write: Writes the files into the folder it is given (created by it when missing).
+        write: Writes the files into the folder it is given (created by it when missing) and
+            returns their paths (None for a file it did not write).
+        what: The files in words, for the warnings (``"the energy report"``).
 
     Returns:
-        What ``write`` returned: the files in the first folder (the ones to log to MLflow).
-
-    Raises:
-        Exception: What ``write`` raised (nothing is copied then); a folder a copy fails for
-            gets one warning instead.
+        What ``write`` returned in the first folder that took the files (the ones to log to
+        MLflow, :func:`log_written`), or None when no folder did.
     """
-    first, *others = output_dirs(trainer)
-    written = write(first)
-    for folder in others:
-        for path in written:
-            if path is None:
+    written: Written | None = None
+    for folder in output_dirs(trainer):
+        try:
+            if written is None:
+                written = write(folder)
                 continue
-            target = folder / path.name
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
-            except OSError as err:
-                _compat.warn(trainer, f"lightning_green: could not write {target}: {err}")
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in written:
+                if path is not None:
+                    shutil.copyfile(path, folder / path.name)
+        except Exception as err:  # a report must never fail a run: this folder goes without
+            _compat.warn(trainer, f"lightning_green: could not write {what} into {folder}: {error_text(err)}")
     return written
+
+
+def log_written(
+    trainer: Trainer,
+    written: Sequence[Path | None] | None,
+    write: Callable[[Path], Written],
+    what: str,
+    artifact_path: str = "lightning_green",
+) -> None:
+    """Log report files into folder ``artifact_path`` of every MLflow run of the trainer.
+
+    The files :func:`write_in_output_dirs` wrote (``written``); when no folder took them
+    (``None``), the files ``write`` writes into a temporary folder, removed after: an MLflow run
+    gets its artifacts even where no local folder can hold them. For global rank 0.
+
+    Args:
+        trainer: The trainer whose MLflow runs get the files.
+        written: What :func:`write_in_output_dirs` returned.
+        write: The same writer.
+        what: The files in words, for a warning when the temporary folder fails too.
+        artifact_path: The artifacts' folder in the run.
+    """
+    if not any(reachable(logger) for logger in mlflow_loggers(trainer)):
+        return
+    if written is not None:
+        for path in written:
+            if path is not None:
+                log_artifact(trainer, path, artifact_path)
+        return
+    with tempfile.TemporaryDirectory(prefix="lightning_green_") as folder:
+        try:
+            files = write(Path(folder))
+        except Exception as err:
+            _compat.warn(trainer, f"lightning_green: could not write {what} for MLflow: {error_text(err)}")
+            return
+        for path in files:
+            if path is not None:
+                log_artifact(trainer, path, artifact_path)

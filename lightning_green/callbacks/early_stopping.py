@@ -230,6 +230,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         self._before_validation: Any = None  # the monitor's value object when validation started
         self._restored_stop: StopRecord | None = None  # the stop's record, as a checkpoint restored it
         self._restored_check = False  # a checkpoint's history was restored; this fit has not checked yet
+        self._training_ran = False  # this fit's training loop started (Lightning skips a finished run's)
+        self._fit_finished = False  # finish_fit recorded this fit's ending
         # Lightning EarlyStopping's own fields, as its constructor sets them.
         self.wait_count = 0
         self.stopped_epoch = 0
@@ -290,6 +292,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         """
         self.stopping_reason = _compat.stopping_reason(trainer, self.stopping_reason.name)
         self._inputs_logged = False
+        self._training_ran = False  # until on_train_start: Lightning may skip the training loop
+        self._fit_finished = False
 
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Remember the monitor's value object, to tell whether this validation logs the monitor."""
@@ -478,11 +482,48 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Record (summary ``stop_reason: "none"``, tag ``none``) that the run ended without this stopper."""
+        self._record_no_stop(trainer)
+
+    def _record_no_stop(self, trainer: Trainer) -> None:
+        """Record that the run ended without a stop of this stopper (summary fields, tag ``none``)."""
         if self.stop_reason is not None or trainer.sanity_checking or trainer.fast_dev_run:
             return
         self._training_end_text = training_end(_compat.fit_position(trainer))
         if trainer.global_rank == 0:
             _loggers.set_tags(trainer, {TAG_STOP_REASON: keys.NO_STOP})
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Record how the run ended when Lightning skipped the training loop (:meth:`finish_fit`)."""
+        self.finish_fit(trainer)
+
+    def finish_fit(self, trainer: Trainer) -> None:
+        """Record how the run ended in a fit whose training loop Lightning skipped (every rank; once a fit).
+
+        A fit resumed from a checkpoint of a run that had reached ``max_epochs`` (or ``max_steps``)
+        gets neither ``on_train_start`` nor ``on_train_end``: the ending those record is recorded
+        here instead, as the run's first fit recorded it - a restored stop in the fit's loggers
+        (:meth:`_record_restored_stop`: the stop's tags and the run parameters), or ``none`` with
+        how the run ended (``ran to max_epochs=3``; with the run parameters, from a checkpoint). A
+        stop restored with other arguments or another plan stays the run's stop here: the fit
+        trains nothing to decide anew on.
+
+        Called from :meth:`on_fit_end` and by the ``EnergyMonitor`` before it pulls the summary
+        fields (:class:`~lightning_green.callbacks.energy_monitor.FitEndContributor`), whichever
+        comes first in the callbacks' order; a fit whose training loop ran has it recorded already.
+        """
+        if self._fit_finished or self._training_ran:
+            return
+        self._fit_finished = True
+        carried, self._stop_carried = self._stop_carried, None
+        to_loggers = trainer.global_rank == 0 and _loggers.any_logger(trainer)
+        if self.stop_reason is not None:
+            if carried == "checkpoint" and to_loggers:
+                self._record_restored_stop(trainer)
+            return
+        if self._restored_check and len(self.policy.history) and to_loggers:
+            # A new log of the run gets its checks from the checkpoint: the plan and arguments too.
+            self._log_params(trainer, check_place(_compat.fit_position(trainer), None))
+        self._record_no_stop(trainer)
 
     def _log_decision(self, trainer: Trainer, pl_module: LightningModule, decision: StopDecision) -> None:
         place = self.last_place
@@ -613,6 +654,7 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         stopper's arguments or the plan (``max_epochs``, ``max_steps``) changed since the stop: then
         the fit trains on and the next check decides anew.
         """
+        self._training_ran = True
         carried, self._stop_carried = self._stop_carried, None
         if carried is None or self.stop_reason is None:
             return

@@ -25,7 +25,7 @@ from lightning_green.energy.carbon import resolve_carbon_intensity_g_per_kwh, va
 from lightning_green.energy.estimate import resolve_cpu_power_per_core_w
 from lightning_green.energy.selection import build_meter, validate_meter_spec
 from lightning_green.energy.session import EnergySession, OpenEpoch, merge_sources
-from lightning_green.report import format_summary, session_summary, write_report
+from lightning_green.report import error_text, format_summary, session_summary, write_report
 from lightning_green.state import from_state, to_state
 from lightning_green.training.check_progress import logged_steps
 from lightning_green.training.windows import batch_samples, uncounted_batch_message
@@ -41,6 +41,19 @@ class SummaryContributor(Protocol):
 
     def energy_summary_fields(self) -> dict[str, Any]:
         """The fields, as plain data (asked on every rank when the fit ends or fails)."""
+
+
+@runtime_checkable
+class FitEndContributor(Protocol):
+    """A callback that records how the fit ended before the summary is pulled (the stopper).
+
+    Lightning skips the training loop of a fit resumed from a checkpoint of a finished run (no
+    ``on_train_start``/``on_train_end``): what those record is recorded at the fit's end, which the
+    EnergyMonitor's ``on_fit_end`` may reach first (the callbacks' order).
+    """
+
+    def finish_fit(self, trainer: Trainer) -> None:
+        """Record the fit's ending where its training hooks did not (every rank; idempotent)."""
 
 
 EarlierRecord = tuple[int, int | None, dict[str, float]]
@@ -747,8 +760,12 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
 
         A fit that trained no epoch and whose training loop Lightning skipped (``max_epochs``
         already reached) gets no ``on_train_end``: its setup and sanity check are booked before the
-        first epoch here, as :meth:`on_train_end` would.
+        first epoch here, as :meth:`on_train_end` would, and each :class:`FitEndContributor` records
+        how the fit ended before the summary asks for its fields.
         """
+        for callback in trainer.callbacks:  # how the fit ended, before the summary asks (their order aside)
+            if callback is not self and isinstance(callback, FitEndContributor):
+                callback.finish_fit(trainer)
         self._end_without_epochs(trainer)
         if self.session.running:
             reading, _ = self.session.read()
@@ -786,39 +803,39 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             if callback is not self and isinstance(callback, SummaryContributor):
                 extra.update(callback.energy_summary_fields())
         if failure is not None:
-            extra.update(failed=True, error=f"{type(failure).__name__}: {failure}")
+            extra.update(failed=True, error=error_text(failure))
         self._reported = True
         source = merge_sources(self.session.energy_source, source) or source  # the whole run's
         self.last_summary = session_summary(self.session, measured_j, faults, source, extra)
         self.session.ledger.close_fit(measured_j, faults)  # a later fit of this run continues after it
         if trainer.global_rank != 0:
             return
-        written = False
+        summary = self.last_summary
+        what = "the energy report"
+
+        def write(folder: Path) -> tuple[Path, Path | None]:
+            return write_report(summary, folder)
+
+        written: tuple[Path, Path | None] | None = None
         if self.summary:  # locally first: a logger whose server is gone may keep a call waiting
-            _compat.info(trainer, format_summary(self.last_summary))
-            try:
-                summary = self.last_summary
-                self.summary_path, self.plot_path = _loggers.write_in_output_dirs(
-                    trainer, lambda folder: write_report(summary, folder)
-                )
-                written = True
-            except Exception as err:  # the report must never fail a run
-                _compat.warn(trainer, f"lightning_green: could not write the energy report: {err!r}")
-        partial = str(self.last_summary["partial"]).lower()
+            _compat.info(trainer, format_summary(summary))
+            # Into every logger's folder: one that cannot be written warns and loses its copy only.
+            written = _loggers.write_in_output_dirs(trainer, write, what)
+            self.summary_path, self.plot_path = (None, None) if written is None else written
+        partial = str(summary["partial"]).lower()
         _loggers.set_tags(trainer, {keys.TAG_PARTIAL: partial, keys.PARAM_ENERGY_SOURCE: source})
         run_metrics = {
-            keys.RUN_KWH: self.last_summary["total_kwh"],
-            keys.RUN_CO2_KG: self.last_summary["co2_kg"],
-            keys.RUN_BEFORE_EPOCHS_KWH: self.last_summary.get("kwh_before_first_epoch"),
+            keys.RUN_KWH: summary["total_kwh"],
+            keys.RUN_CO2_KG: summary["co2_kg"],
+            keys.RUN_BEFORE_EPOCHS_KWH: summary.get("kwh_before_first_epoch"),
         }
         run_metrics = {k: float(v) for k, v in run_metrics.items() if v is not None}
         _loggers.log_metrics(trainer, run_metrics, step=_compat.logging_step(trainer))
-        if not written:
+        if not self.summary:
             return
-        for path in (self.summary_path, self.plot_path):
-            if path is not None:
-                _loggers.log_artifact(trainer, path)
-        if self.plot_path is None:
+        # From the folder that took them, else a temporary one: MLflow gets them either way.
+        _loggers.log_written(trainer, written, write, what)
+        if written is not None and self.plot_path is None:
             _compat.info(
                 trainer,
                 "lightning_green: matplotlib is not installed, so no energy plot was drawn "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
+from lightning_green.report import error_text
 
 
 class SaveConfigToLoggers(*_compat.save_config_bases()):
@@ -49,16 +50,27 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
 
         Called on global rank 0 only. Each folder of
         :func:`~lightning_green.callbacks._loggers.output_dirs` gets it (written there by the
-        parser, so a ``multifile`` config keeps its parts beside it); the first one's is logged.
+        parser, so a ``multifile`` config keeps its parts beside it); a folder that cannot be
+        written gets one warning naming it, and the others still get it. The first one written is
+        logged (one written into a temporary folder when none could be).
         """
-        paths = [folder / self.config_filename for folder in _loggers.output_dirs(trainer)]
-        for path in paths:
-            self._save(path)
-        self.saved_path = paths[0]
-        _loggers.log_artifact(trainer, paths[0], artifact_path="config")
+        saved: list[Path] = []
+        for folder in _loggers.output_dirs(trainer):
+            try:
+                saved.append(self._save(folder / self.config_filename))
+            except Exception as err:  # the config must not fail the run: this folder goes without
+                what = f"{self.config_filename} into {folder}"
+                _compat.warn(trainer, f"lightning_green: could not write {what}: {error_text(err)}")
+        self.saved_path = saved[0] if saved else None
 
-    def _save(self, path: Path) -> None:
-        """Write the resolved config to ``path`` (its folder created when missing)."""
+        def write(folder: Path) -> tuple[Path]:
+            return (self._save(folder / self.config_filename),)
+
+        written = (self.saved_path,) if self.saved_path is not None else None
+        _loggers.log_written(trainer, written, write, self.config_filename, artifact_path="config")
+
+    def _save(self, path: Path) -> Path:
+        """Write the resolved config to ``path`` (its folder created when missing); returns ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
         # Keep None values: the saved config must rebuild exactly this run (jsonargparse >= 4.49
         # calls the option skip_unset, older releases skip_none and reject the new name).
@@ -70,3 +82,4 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
             self.parser.save(
                 self.config, str(path), overwrite=True, multifile=self.multifile, skip_none=False
             )
+        return path
