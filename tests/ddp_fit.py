@@ -4,7 +4,8 @@ Lightning's ``ddp`` strategy re-runs this script for rank 1, so it must be impor
 script. Each rank writes what it saw to ``OUT/rank<N>.json``.
 
     python tests/ddp_fit.py OUT [--scripted] [--epochs N] [--callbacks monitor,stopper,batch,precision,...]
-        [--lightning pytorch_lightning|lightning.pytorch] [--csv] [--ckpt-dir DIR] [--ckpt-path CKPT]
+        [--lightning pytorch_lightning|lightning.pytorch] [--csv] [--mlflow] [--ckpt-dir DIR]
+        [--ckpt-path CKPT] [--strategy ddp|ddp_spawn|ddp_fork] [--limit-batches N]
 
 ``--scripted`` replaces the hardware by a scripted meter per rank (an NVML-like GPU counter on
 every rank, a host counter on local rank 0 only, as ``build_meter`` would arrange on a GPU box).
@@ -15,6 +16,9 @@ fast as rank 0's: each rank's own time must never decide a collective.
 ``--estimate-platform P`` makes the CPU-time estimate see ``sys.platform`` as ``P`` on every rank
 (``darwin``: the path of machines without ``/proc``); the launcher re-runs this script with the
 same arguments, so rank 1 gets it too.
+``--strategy ddp_spawn`` (or ``ddp_fork``) runs the fit in workers this process starts: ``--scripted``,
+``--rank1-*`` and ``--estimate-platform`` do not reach spawned workers, and the ranks' records are
+written only where the fit succeeds (Lightning calls no callback's ``on_exception`` in a worker).
 """
 
 from __future__ import annotations
@@ -43,7 +47,16 @@ from lightning_green.energy.meter import EnergyMeter  # noqa: E402
 # The Lightning namespace to train under (read before argparse: the classes below depend on it).
 NAMESPACE = sys.argv[sys.argv.index("--lightning") + 1] if "--lightning" in sys.argv else "pytorch_lightning"
 pl = importlib.import_module(NAMESPACE)
-DigitsDataModule, DigitsClassifier = for_lightning(pl)
+_DigitsDataModule, _DigitsClassifier = for_lightning(pl)
+
+
+class DigitsDataModule(_DigitsDataModule):
+    """The digits data, as a module-level class: ``ddp_spawn`` pickles it for its workers."""
+
+
+class DigitsClassifier(_DigitsClassifier):
+    """The digits classifier, as a module-level class (picklable for ``ddp_spawn``)."""
+
 
 GPU_J_PER_READ = 1000.0  # rank r's scripted GPU adds (r + 1) * this per read
 HOST_J_PER_READ = 10.0
@@ -101,6 +114,7 @@ class Recorder(pl.Callback):
 
     def setup(self, trainer, pl_module, stage):
         self.cpu0_s = _cpu_s()
+        self.set_up = True  # in this process (not in the launching process of ddp_spawn workers)
 
     def on_train_epoch_start(self, trainer, pl_module):
         self.epoch_batch_size = None
@@ -123,7 +137,8 @@ class Recorder(pl.Callback):
         )
 
     def on_exception(self, trainer, pl_module, exception):
-        self.on_fit_end(trainer, pl_module)  # after EnergyMonitor's: its failed-fit summary is there
+        if getattr(self, "set_up", False):
+            self.on_fit_end(trainer, pl_module)  # after EnergyMonitor's: its failed-fit summary is there
 
     def on_fit_end(self, trainer, pl_module):
         monitor = lightning_green.EnergyMonitor.for_trainer(trainer)
@@ -169,6 +184,11 @@ def main() -> None:
     parser.add_argument("--estimate-platform", default=None, help="sys.platform as the estimate sees it")
     parser.add_argument("--devices", type=int, default=2, help="the number of ranks")
     parser.add_argument("--csv", action="store_true", help="log to a CSVLogger in OUT/csv")
+    parser.add_argument("--mlflow", action="store_true", help="log to an MLFlowLogger, store OUT/mlflow.db")
+    parser.add_argument("--strategy", default="ddp", help="ddp, or ddp_spawn/ddp_fork (workers)")
+    parser.add_argument(
+        "--limit-batches", type=int, default=None, help="train batches an epoch (and 1 of validation)"
+    )
     parser.add_argument(
         "--scripted-gpu-j",
         type=float,
@@ -226,25 +246,33 @@ def main() -> None:
     if args.ckpt_dir is not None:
         checkpoint = importlib.import_module(f"{NAMESPACE}.callbacks").ModelCheckpoint
         callbacks.append(checkpoint(dirpath=args.ckpt_dir, save_top_k=-1, filename="{epoch}"))
+    loggers_module = importlib.import_module(f"{NAMESPACE}.loggers")
+    loggers = [loggers_module.CSVLogger(str(args.out), name="csv")] if args.csv else []
+    if args.mlflow:
+        uri = f"sqlite:///{args.out / 'mlflow.db'}"
+        loggers.append(loggers_module.MLFlowLogger(experiment_name="ddp", tracking_uri=uri))
     pl.seed_everything(0)
     trainer = pl.Trainer(
         max_epochs=args.epochs,
         accelerator="cpu",
         devices=args.devices,
-        strategy="ddp",
-        logger=importlib.import_module(f"{NAMESPACE}.loggers").CSVLogger(str(args.out), name="csv")
-        if args.csv
-        else False,
+        strategy=args.strategy,
+        logger=loggers or False,
         callbacks=callbacks,
         enable_progress_bar=False,
         enable_model_summary=False,
         enable_checkpointing=args.ckpt_dir is not None,
         default_root_dir=str(args.out),
+        **(
+            {}
+            if args.limit_batches is None
+            else {"limit_train_batches": args.limit_batches, "limit_val_batches": 1, "log_every_n_steps": 1}
+        ),
     )
     model = DigitsClassifier() if args.fail_in_epoch is None else FailingDigits(args.fail_in_epoch)
     try:
         trainer.fit(model, datamodule=DigitsDataModule(batch_size=32), ckpt_path=args.ckpt_path)
-    except RuntimeError as err:
+    except Exception as err:  # ddp_spawn's launching process gets the worker's traceback as text
         if "scripted failure" not in str(err):
             raise
     # Leave the process group before the interpreter exits: gloo's threads torn down at exit can

@@ -140,6 +140,7 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
         self._restored_window: OpenWindow | None = None  # to go on with at the next training start
         self._active = False
         self._last_global_step = -1
+        self._in_fit = False  # set up for a fit in this process, until its teardown or failure
 
     @property
     def tag_setting(self) -> str:
@@ -184,9 +185,21 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
 
         A callback reused in a new Trainer then probes and decides afresh from the setting the new
         run starts with, as a new callback would; a resumed run takes the checkpoint's state after.
+        From here until the fit's teardown or failure the callback is :attr:`in_fit`.
         """
+        self._in_fit = True
+        _compat.handle_failures_in_worker(trainer, self)  # ddp_spawn: Lightning calls on_exception elsewhere
         if _compat.starts_new_run(trainer):
             self._new_run()
+
+    @property
+    def in_fit(self) -> bool:
+        """Whether a fit was set up with this callback in this process and has not ended or failed yet.
+
+        Not in the launching process of ``ddp_spawn``/``ddp_fork`` workers: the fit is set up in the
+        workers only.
+        """
+        return self._in_fit
 
     def _new_run(self) -> None:
         """The state of a run that has not started: every field of :attr:`State` at its default."""
@@ -358,11 +371,20 @@ class AdaptiveCallback(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutStat
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         """Undo what was attached to the module (see :meth:`release`)."""
         if stage == "fit":
+            self._in_fit = False
             self.release()
             self._let_go_of_trainer(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        """Undo what was attached; write what was adapted until the failure, marked failed."""
+        """Undo what was attached; write what was adapted until the failure, marked failed.
+
+        Nothing when no fit was set up with the callback in this process (:attr:`in_fit`): the
+        launching process of ``ddp_spawn`` workers, where the worker wrote the file already; asked
+        for its folder or run there, a logger would start a new one.
+        """
+        if not self._in_fit:
+            return
+        self._in_fit = False
         self.release()
         self._let_go_of_trainer(trainer)
         write_adaptations(trainer, self.key, self.energy_summary_fields(), self._fit_id(), failed=True)

@@ -12,13 +12,16 @@ attributes, the DDP collectives and the device sync are behind the small functio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import inspect
 import logging
 import os
+import signal
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -502,6 +505,108 @@ def stop_calling_before_checkpoint_writes(trainer: Trainer, listener: Callable[[
             trainer.save_checkpoint = wrapper.original
         else:
             del trainer.save_checkpoint
+
+
+def launched_worker(trainer: Trainer) -> bool:
+    """Whether the fit runs in workers that Lightning's multiprocessing launcher started.
+
+    ``ddp_spawn``, ``ddp_fork``, ``ddp_notebook`` (and XLA) start the fit in new processes
+    (``_MultiProcessingLauncher``); the launching process never sets it up. Asked at ``setup``, a
+    true answer means this process is such a worker.
+    """
+    launcher = getattr(trainer.strategy, "launcher", None)
+    return isinstance(launcher, classes("strategies.launchers.multiprocessing", "_MultiProcessingLauncher"))
+
+
+class _FailuresInWorker:
+    """A launched worker's ``trainer._run_stage`` that handles a failure as Lightning does under ``ddp``.
+
+    Lightning calls ``on_exception`` and the loggers' ``finalize("failed")`` in the process that
+    called ``fit`` (``_call_and_handle_interrupt``): under ``ddp`` every rank, under the
+    multiprocessing launcher only the launching process, whose callbacks and loggers took no part
+    in the fit. When the stage (sanity check and training) raises, this calls the registered
+    callbacks' ``on_exception`` (in the Trainer's callback order, each guarded: one failing does not
+    stop the others), then every logger's ``finalize("failed")`` (an MLflow run is marked
+    ``FAILED``), and re-raises. The Trainer's own method is back once the stage is over.
+    """
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.had_own = "_run_stage" in vars(trainer)  # an instance attribute set before ours
+        self.original: Callable[..., Any] = trainer._run_stage
+        self.trainer: Trainer | None = trainer
+        self.callbacks: list[Any] = []
+        functools.update_wrapper(self, self.original)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        trainer = self.trainer
+        assert trainer is not None
+        try:
+            return self.original(*args, **kwargs)
+        except BaseException as exception:
+            with _sigterm_held():
+                _interrupt_in_worker(trainer, self.callbacks, exception)
+            raise
+        finally:
+            self._uninstall(trainer)
+
+    def _uninstall(self, trainer: Trainer) -> None:
+        if vars(trainer).get("_run_stage") is self:
+            if self.had_own:
+                trainer._run_stage = self.original
+            else:
+                del trainer._run_stage
+        self.trainer = None
+
+
+def _interrupt_in_worker(trainer: Trainer, callbacks: Sequence[Any], exception: BaseException) -> None:
+    """Lightning's ``_interrupt`` for ``callbacks`` and the loggers, in the worker the fit failed in."""
+    pl_module = trainer.lightning_module
+    for callback in [cb for cb in trainer.callbacks if any(cb is c for c in callbacks)]:
+        try:
+            callback.on_exception(trainer, pl_module, exception)
+        except Exception as err:  # the others still get theirs
+            warn(trainer, f"lightning_green: {type(callback).__name__}.on_exception failed: {err!r}")
+    for logger in trainer.loggers:
+        try:
+            logger.finalize("failed")
+        except Exception as err:
+            warn(trainer, f"lightning_green: {type(logger).__name__}.finalize('failed') failed: {err!r}")
+
+
+@contextlib.contextmanager
+def _sigterm_held() -> Iterator[None]:
+    """Keep SIGTERM from ending (or, through Lightning's handler, interrupting) this block.
+
+    Once one worker ended with its failure, the launching process sends SIGTERM to the others (and
+    SIGKILL 30 s later): rank 0 may still be writing its reports. A SIGTERM meanwhile is dropped: the
+    worker ends with its failure right after. Main thread only (where signals are handled).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def handle_failures_in_worker(trainer: Trainer, callback: Any) -> None:
+    """In a launched worker (:func:`launched_worker`), have the fit's failure call ``callback.on_exception``.
+
+    Called at the callback's ``setup`` for a fit; the Trainer instance's ``_run_stage`` is wrapped
+    once (:class:`_FailuresInWorker`), whatever the number of callbacks. Nothing is done in a single
+    process or under ``ddp``, where Lightning calls ``on_exception`` in every rank itself.
+    """
+    if not launched_worker(trainer) or getattr(trainer, "_run_stage", None) is None:
+        return
+    wrapper = vars(trainer).get("_run_stage")
+    if not isinstance(wrapper, _FailuresInWorker):
+        wrapper = _FailuresInWorker(trainer)
+        trainer._run_stage = wrapper
+    if not any(cb is callback for cb in wrapper.callbacks):
+        wrapper.callbacks.append(callback)
 
 
 def train_loader_batches(trainer: Trainer) -> int | None:

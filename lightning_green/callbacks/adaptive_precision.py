@@ -338,7 +338,7 @@ class AdaptivePrecision(AdaptiveCallback):
         Lightning calls no ``teardown`` when a fit raises (or is interrupted), so this leaves the
         Trainer as :meth:`teardown` does, then writes what was adapted, marked failed.
         """
-        if _compat.is_fitting(trainer):
+        if self.in_fit and _compat.is_fitting(trainer):
             self._leave_in_chosen(trainer)
         super().on_exception(trainer, pl_module, exception)
 

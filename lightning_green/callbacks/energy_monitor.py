@@ -351,6 +351,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
             cuda_uuids=[_cuda_uuid(i) for i in cuda_indices],
         )
         self.session.start(meter, _compat.summing(trainer), rank0=trainer.global_rank == 0)
+        _compat.handle_failures_in_worker(trainer, self)  # ddp_spawn: Lightning calls on_exception elsewhere
 
     def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Keep the untrained model's metric as the baseline of the first epoch's gain."""
@@ -779,11 +780,14 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         epoch), with the faults it saw.
         When the fit failed because the MLflow tracking server stopped answering, nothing more is
         sent to it (each call would wait out MLflow's retries); the reports are written locally.
+        A monitor whose session does not run (never set up for a fit in this process: the launching
+        process of ``ddp_spawn`` workers, whose worker reported the failure already) touches no
+        logger: asked for its run or folder there, a logger would start a new one.
         """
-        if trainer.global_rank == 0 and _loggers.mlflow_unreachable(exception):
-            for logger in _loggers.mlflow_loggers(trainer):
-                _loggers.give_up_on(logger, exception)
         if self.session.running:
+            if trainer.global_rank == 0 and _loggers.mlflow_unreachable(exception):
+                for logger in _loggers.mlflow_loggers(trainer):
+                    _loggers.give_up_on(logger, exception)
             if int(trainer.world_size) <= 1:
                 reading, _ = self.session.read()
                 self._report(trainer, reading.energy_j, reading.faults, reading.source, failure=exception)
