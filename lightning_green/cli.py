@@ -90,7 +90,8 @@ _HELP = {
 COST_KEY_HELP = (
     "the cost each point of the curve is put against (replay's cost, report's x-axis and figures): a "
     f"running total the run logged (default: {ENERGY_KEY}, the cumulative kWh; it must never decrease), or "
-    f"{keys.STEP}: the optimizer step each point was logged at, for runs logged without energy"
+    f"{keys.STEP}: the optimizer steps done at each point (the step it was logged at plus one), for runs "
+    "logged without energy"
 )
 """The help of ``--cost-key``, one text for ``replay`` and ``report``."""
 

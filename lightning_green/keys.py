@@ -27,9 +27,12 @@ RUN_CO2_KG = "energy/run_co2_kg"
 # The part of energy/run_kwh measured before the first epoch of each fit (setup, sanity check,
 # Lightning's batch-size and learning-rate finders): in no epoch, so in no energy/total_kwh.
 RUN_BEFORE_EPOCHS_KWH = "energy/run_before_epochs_kwh"
+# The fit's end records: logged after training, at the optimizer steps done (Lightning's logging step
+# then), where every record of the training (its batches, checks and epochs) is one below them.
+FIT_END_KEYS = (RUN_KWH, RUN_CO2_KG, RUN_BEFORE_EPOCHS_KWH)
 EPOCHS_UNTIL_LR_DECAY = "energy/epochs_until_lr_decay"  # at checks where a drop was ahead
-# Not logged: the offline readers' built-in cost series, the step each point was logged at
-# (optimizer steps; ``--cost-key step`` of replay and report, for runs logged without energy).
+# Not logged: the offline readers' built-in cost series, the optimizer steps done at each point (the
+# step it was logged at plus one; ``--cost-key step`` of replay and report, for runs logged without energy).
 STEP = "step"
 # EnergyAwareEarlyStopping, at every check (several an epoch, or one every few epochs): what the
 # policy decided on, for replay to decide on the same. The per-epoch series above end at epochs.

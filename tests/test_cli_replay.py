@@ -724,9 +724,10 @@ def test_a_lightning_log_without_energy_replays_with_optimizer_steps_as_the_cost
     assert main([*base, "--cost-key", "step", "--patience", "3"]) == 0
     assert "cost in steps" in capsys.readouterr().out
     (row,) = list(csv.DictReader(out.read_text().splitlines()))
-    assert row["stop_reason"] in ("plateau", "marginal_gain") and float(row["cost_total"]) == 45 * 19 + 44
-    stop = int(row["stop_epoch"])  # epochs completed; its check was at step 45 * stop - 1
-    assert float(row["cost_at_stop"]) == 45 * stop - 1 and stop < 20
+    # The optimizer steps done: 45 an epoch (Lightning logged each epoch's end at its last step, 44)
+    assert row["stop_reason"] in ("plateau", "marginal_gain") and float(row["cost_total"]) == 45 * 20
+    stop = int(row["stop_epoch"])  # epochs completed; its check was logged at step 45 * stop - 1
+    assert float(row["cost_at_stop"]) == 45 * stop and stop < 20
 
 
 @pytest.mark.parametrize("command", ["replay", "report"])
@@ -952,7 +953,8 @@ def test_an_mlflow_run_without_energy_replays_in_steps_as_its_csv_log_does(
 ) -> None:
     """A real fit logged without lightning_green to MLflow and to a CSVLogger: ``--cost-key step``
     (which the message for a run without energy suggests) replays it from MLflow as from its CSV
-    log: the step MLflow recorded with each point is the CSV's step column, the same decisions."""
+    log: the step MLflow recorded with each point is the CSV's step column, the same decisions, each
+    point at the optimizer steps done there (the logged step plus one)."""
     pytest.importorskip("mlflow")
     from conftest import make_trainer
 
@@ -972,8 +974,8 @@ def test_an_mlflow_run_without_energy_replays_in_steps_as_its_csv_log_does(
         num_sanity_val_steps=0,
     ).fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
     log = tmp_path / "csv" / "version_0" / "metrics.csv"
-    val_steps = [int(r["step"]) for r in csv.DictReader(log.open()) if r["val_loss"]]
-    assert len(val_steps) == 4
+    val_steps = [int(r["step"]) + 1 for r in csv.DictReader(log.open()) if r["val_loss"]]
+    assert val_steps == [4, 8, 12, 16]  # the optimizer steps done at each validation
 
     out = tmp_path / "d.csv"
     mlflow_input = ["--mlflow-uri", sqlite_uri, "--experiment", "old"]
@@ -990,10 +992,10 @@ def test_an_mlflow_run_without_energy_replays_in_steps_as_its_csv_log_does(
             assert main(["replay", *source, "-o", str(out), "--cost-key", "step", *options]) == 0
             assert "(cost in steps)" in capsys.readouterr().out
             (row,) = list(csv.DictReader(out.read_text().splitlines()))
-            assert float(row["cost_total"]) == val_steps[-1]  # the step of the last validation
+            assert float(row["cost_total"]) == val_steps[-1]  # the steps done at the last validation
             assert float(row["cost_at_stop"]) in val_steps
             decisions.append({k: v for k, v in row.items() if k != "curve_id"})
         assert decisions[0] == decisions[1], options
-        if threshold[-1] in options:  # a stop, at the first validation's step, from both
+        if threshold[-1] in options:  # a stop, at the first validation's steps, from both
             assert decisions[0]["stop_reason"] != "none"
             assert float(decisions[0]["cost_at_stop"]) == val_steps[0]

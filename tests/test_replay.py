@@ -525,8 +525,10 @@ def test_an_empty_curve_is_refused_when_built() -> None:
 
 
 def test_an_mlflow_run_has_the_step_series_of_a_lightning_log(tmp_path: Path) -> None:
-    """``step`` is the step itself at every step the run logged anything at, as the CSVLogger and
-    TensorBoard readers give it; a metric the run itself named ``step`` is read as logged."""
+    """``step`` is the optimizer steps done (the logged step plus one) at every step the run logged
+    anything of its training at, as the CSVLogger and TensorBoard readers give it: the run's end
+    records, logged after training at the steps done, add none; a metric the run itself named
+    ``step`` is read as logged."""
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
 
@@ -536,15 +538,17 @@ def test_an_mlflow_run_has_the_step_series_of_a_lightning_log(tmp_path: Path) ->
     client = MlflowClient(tracking_uri=uri)
     experiment = client.create_experiment("steps")
     plain = client.create_run(experiment).info.run_id
-    rows = ["epoch,step,train_loss,val_loss"]
+    rows = ["epoch,step,train_loss,val_loss,energy/run_kwh"]
     for e in range(3):
         client.log_metric(plain, "train_loss", 1.0, step=10 * e + 4)
         client.log_metric(plain, "val_loss", 1 / (e + 1), step=10 * e + 9)
         client.log_metric(plain, "epoch", e, step=10 * e + 9)
-        rows += [f"{e},{10 * e + 4},1.0,", f"{e},{10 * e + 9},,{1 / (e + 1)}"]
+        rows += [f"{e},{10 * e + 4},1.0,,", f"{e},{10 * e + 9},,{1 / (e + 1)},"]
+    client.log_metric(plain, "energy/run_kwh", 1e-3, step=30)  # EnergyMonitor's, at the fit's end
+    rows.append(",30,,,0.001")
     (tmp_path / "metrics.csv").write_text("\n".join(rows) + "\n")
     steps = MlflowRun.open(uri, plain).history("step")
-    assert steps == {s: float(s) for s in (4, 9, 14, 19, 24, 29)}
+    assert steps == {s: float(s + 1) for s in (4, 9, 14, 19, 24, 29)}
     assert steps == LightningCsvRun(tmp_path / "metrics.csv").history("step")
     own = client.create_run(experiment).info.run_id
     client.log_metric(own, "step", 7.0, step=0)

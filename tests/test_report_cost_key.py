@@ -24,8 +24,9 @@ STEPS_PER_EPOCH = 4  # limit_train_batches: one optimizer step a batch
 
 
 def _val_steps(log: Path, metric: str = "val_loss") -> list[int]:
-    """The steps ``metric`` was logged at in a CSVLogger log."""
-    return [int(r["step"]) for r in csv.DictReader(log.open()) if r[metric]]
+    """The optimizer steps done at each point of ``metric`` in a CSVLogger log: its step plus one
+    (Lightning logs a point of the training at the steps done, minus one)."""
+    return [int(r["step"]) + 1 for r in csv.DictReader(log.open()) if r[metric]]
 
 
 def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_uri, capsys, monkeypatch, ns):
@@ -47,6 +48,7 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
     assert stopper.stop_reason is not None
     log = tmp_path / "csv" / "version_0" / "metrics.csv"
     val_steps = _val_steps(log)
+    assert val_steps[:2] == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH]  # the steps done, not the logged step
     sources = {  # name: (report's input, replay's input)
         "mlflow": (
             ["--mlflow-uri", sqlite_uri, "--run-id", mlflow_logger.run_id],
@@ -65,7 +67,8 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
         summary = json.loads(as_json.read_text())
         cost = summary["cost"]
         assert cost["key"] == "step" and cost["unit"] == "steps"
-        # The curve drawn is replay's: a point at every step the metric was logged at, to the stop.
+        # The curve drawn is replay's: a point at every step the metric was logged at (the optimizer
+        # steps done there), to the stop.
         assert [p["cost"] for p in cost["points"]] == val_steps
         assert cost["points"][-1]["cost"] == float(decision["cost_at_stop"]) == float(decision["cost_total"])
         (line,) = [ln for ln in draw_summary(summary).axes[0].get_lines() if ln.get_label() == "val_loss"]
@@ -77,6 +80,9 @@ def test_report_cost_key_step_draws_the_curve_replay_replays(tmp_path, sqlite_ur
         best = values.index(min(values))
         assert cost["best_metric"] == min(values) and cost["to_best"] == val_steps[best]
         assert cost["after_best"] == cost["total"] - val_steps[best] >= 0
+        # The run ended at its last check: its end records (energy/run_kwh, logged after training at
+        # the steps done) add no step.
+        assert cost["total"] == val_steps[-1]
         assert f"after {val_steps[best]:g} steps" in printed and "steps spent after best" in printed
         # What the stop left unrun, in steps: replay's projection, the same in both commands.
         epochs_not_run = summary["stop_savings"]["epochs_not_run"]
@@ -130,6 +136,7 @@ def test_report_cost_key_step_draws_a_run_logged_without_energy(tmp_path, sqlite
     )
     log = tmp_path / "csv" / "version_0" / "metrics.csv"
     val_steps = _val_steps(log, "val_acc")
+    assert val_steps == [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH, 3 * STEPS_PER_EPOCH]
     accuracies = [float(r["val_acc"]) for r in csv.DictReader(log.open()) if r["val_acc"]]
     png, as_json, out = tmp_path / "r.png", tmp_path / "r.json", tmp_path / "d.csv"
     mlflow_input = ["--mlflow-uri", sqlite_uri]

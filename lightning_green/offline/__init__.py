@@ -14,6 +14,8 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   (:class:`LightningCsvRun`, :class:`TensorBoardRun`);
 - :mod:`~lightning_green.offline.lightning_logs`: which of them reads a log file, and its curve
   (:func:`read_log_curve`);
+- :mod:`~lightning_green.offline.check_places`: where the checks of a log without the stopper's
+  records of them fall in training (several an epoch: by their steps);
 - :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 - :mod:`~lightning_green.offline.cost_axis`: a past run against another cost than kWh, for

@@ -31,6 +31,7 @@ from typing import Any, Protocol, TypeVar
 from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_ROWS, csv_records, parse_number
 from lightning_green.offline.errors import CurveFormatError, OfflineInputError
+from lightning_green.offline.mlflow_runs import steps_done, training_series
 
 HPARAMS_FILE = "hparams.yaml"
 """The run parameters ``CSVLogger`` writes beside ``metrics.csv``."""
@@ -148,8 +149,9 @@ class LightningCsvRun:
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the column ``key`` (empty when the run never logged it).
 
-        ``"step"`` is the step itself at every step logged (optimizer steps: a cost for a run
-        logged without energy, ``--cost-key step``).
+        ``"step"`` is the optimizer steps done at every step the training logged at (the step plus
+        one, :func:`~.mlflow_runs.steps_done`, :func:`~.mlflow_runs.training_series`: a cost for a
+        run logged without energy, ``--cost-key step``).
 
         Raises:
             CurveFormatError: At the first cell of the column that is not a number.
@@ -197,7 +199,7 @@ def _csv_part(path: Path, parts: LogParts) -> _CsvPart:
 def _cells_history(path: str, cells: Mapping[str, Mapping[int, Cell]], key: str) -> dict[int, float]:
     """``step -> value`` of the column ``key`` of ``cells`` (read from ``path``)."""
     if key == "step":
-        return {step: float(step) for column in cells.values() for step in column}
+        return steps_done(step for name, column in cells.items() if training_series(name) for step in column)
     out: dict[int, float] = {}
     for step, (line, col, text) in cells.get(key, {}).items():
         value = parse_number(text)

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from lightning_green import keys
+from lightning_green.offline.check_places import epochs_at_checks
 from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError, RecordedParamError
@@ -73,7 +74,10 @@ def read_mlflow_curves(
     step with the check). A run without them (logged without the stopper, or by an earlier
     version) is read from ``cost_key`` per epoch at the steps where the metric was logged too, the
     epoch of each check from the ``epoch`` metric Lightning logs at the same step (0-based, so
-    epochs completed is one more) when present, else from the check's position.
+    epochs completed is one more) when present, else from the check's position; several checks
+    in one epoch (``val_check_interval < 1``) are placed within it by their steps, where the log
+    determines the steps of an epoch, and refused where it does not
+    (:func:`~lightning_green.offline.check_places.epochs_at_checks`).
     What the callback told the policy beyond the curves is passed on as it was: the run parameter
     ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
     ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
@@ -103,8 +107,8 @@ def read_mlflow_curves(
         mode: ``"min"`` or ``"max"``: direction of the metric (default: each run's recorded one,
             else ``"min"``).
         cost_key: Key of the cumulative cost: kWh (a key ending in ``kwh``), or ``"step"``, the
-            step MLflow recorded with each point (optimizer steps, for runs logged without energy;
-            :meth:`~lightning_green.offline.mlflow_runs.MlflowRun.history`).
+            optimizer steps done at each point (the step MLflow recorded with it plus one, for runs
+            logged without energy; :meth:`~lightning_green.offline.mlflow_runs.MlflowRun.history`).
         unfinished: When a list, runs that did not finish (MLflow status ``FAILED``, ``KILLED``,
             ``RUNNING``: still training or killed) are left out and named here as ``"<id>
             (<STATUS>)"``: their curves end where the run broke off, not where it would have
@@ -130,7 +134,8 @@ def read_mlflow_curves(
         OfflineInputError: If a run's records are invalid (``lightning_green.max_epochs``
             neither a positive integer nor ``none``, a policy argument of the wrong type or out of
             range, an ``epoch`` or ``energy/epochs_until_lr_decay`` that is not a whole number >= 0,
-            more than :data:`MAX_CHECKS` checks).
+            more than :data:`MAX_CHECKS` checks, several checks in an epoch of a length the log
+            does not determine).
     """
     if mode not in (None, "min", "max"):
         raise ValueError(f"mode must be 'min', 'max' or None, got {mode!r}")
@@ -241,8 +246,9 @@ def curve_of_run(
     epoch_hist = run.history("epoch")
     if check_epochs and all(s in check_epochs for s in steps):
         epochs = _check_epochs(where, [check_epochs[s] for s in steps])
-    elif all(s in epoch_hist for s in steps):
-        epochs = np.array([_epoch(where, epoch_hist[s]) + 1 for s in steps])
+    elif all(s in epoch_hist for s in steps):  # Lightning's epochs; several checks in one: by their steps
+        checks = [(s, _epoch(where, epoch_hist[s])) for s in steps]
+        epochs = epochs_at_checks(where, key, checks, epoch_hist)
     else:
         epochs = np.arange(1, len(steps) + 1)
     hint_hist = run.history(LR_HINT_KEY)

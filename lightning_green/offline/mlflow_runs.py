@@ -159,7 +159,42 @@ def latest_per_step(points: Iterable[Any], abandoned: Iterable[tuple[int, int]] 
 
 
 STEP_KEY = keys.STEP
-"""The built-in cost series of every logged run: the step itself at each step logged (``--cost-key step``)."""
+"""The built-in cost series of every logged run: the optimizer steps done at each step logged
+(:func:`steps_done`; ``--cost-key step``)."""
+
+
+def steps_done(logged_steps: Iterable[int]) -> dict[int, float]:
+    """The ``"step"`` series of a Lightning log: ``logged step -> optimizer steps done`` there.
+
+    Lightning logs what it logs during training at the optimizer steps done, minus one (its
+    ``_batches_that_stepped`` before the batch that ended is counted: an epoch of 45 steps logs its
+    end at step 44, a validation after 22 steps at step 21), and so does lightning_green for every
+    record of the training: the cost of a point at step ``s`` is ``s + 1`` optimizer steps, the
+    ``Trainer.global_step`` there. The fit's end records (:data:`~lightning_green.keys.FIT_END_KEYS`,
+    logged after training at the steps done) are no such point: the readers leave their steps out
+    (:func:`training_series`).
+
+    Example:
+        >>> steps_done([44, 89, 0])
+        {0: 1.0, 44: 45.0, 89: 90.0}
+    """
+    return {step: float(step + 1) for step in sorted(set(logged_steps))}
+
+
+def training_series(name: str, prefix: str | None = None) -> bool:
+    """Whether the series logged as ``name`` is logged during training (its steps are in ``"step"``).
+
+    Every series but lightning_green's fit's end records (:data:`~lightning_green.keys.FIT_END_KEYS`,
+    also under an ``MLFlowLogger`` ``prefix``), which are logged at the optimizer steps done after
+    training, one step beyond the training's last point.
+
+    Example:
+        >>> training_series("val_loss"), training_series("fold1-energy/run_kwh", "fold1")
+        (True, False)
+    """
+    fit_end = {*keys.FIT_END_KEYS, *(f"{prefix}{PREFIX_JOIN}{key}" for key in keys.FIT_END_KEYS if prefix)}
+    return name not in fit_end
+
 
 PREFIX_JOIN = "-"
 """What Lightning's ``MLFlowLogger`` puts between its ``prefix`` and each metric's name."""
@@ -249,9 +284,10 @@ class MlflowRun:
         through ``MLFlowLogger(prefix=...)`` (every metric ``<prefix>-<key>``, :attr:`metric_prefix`),
         ``key`` is the name without the prefix.
 
-        ``"step"`` (when no metric has that name) is the step itself at every step the run logged
-        a metric at (MLflow records Lightning's global step with each point: optimizer steps, a
-        cost for a run logged without energy, ``--cost-key step``), as the ``CSVLogger`` and
+        ``"step"`` (when no metric has that name) is the optimizer steps done at every step the run
+        logged a metric of its training at (MLflow records Lightning's logging step with each point,
+        one below the steps done: :func:`steps_done`, :func:`training_series`; a cost for a run
+        logged without energy, ``--cost-key step``), as the ``CSVLogger`` and
         ``TensorBoardLogger`` readers give it.
 
         Raises:
@@ -288,12 +324,14 @@ class MlflowRun:
         return self._key(keys.TOTAL_KWH) in held and self._key(EPOCH_KEY) not in held
 
     def _steps(self) -> dict[int, float]:
-        """``step -> step`` at every step of every metric the run logged (read once)."""
+        """``step -> optimizer steps done`` at every step of every metric the run logged (read once)."""
         if self._step_series is None:
             steps: set[int] = set()
-            for name in sorted(self._metric_keys):
+            for name in sorted(
+                filter(lambda name: training_series(name, self.metric_prefix), self._metric_keys)
+            ):
                 steps.update(self._read(name))
-            self._step_series = {step: float(step) for step in sorted(steps)}
+            self._step_series = steps_done(steps)
         return dict(self._step_series)
 
     def _read(self, name: str) -> dict[int, float]:

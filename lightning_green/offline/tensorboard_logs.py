@@ -35,7 +35,7 @@ from lightning_green.offline.lightning_csv import (
     role_in_log,
     side_files,
 )
-from lightning_green.offline.mlflow_runs import abandoned_spans, latest_per_step
+from lightning_green.offline.mlflow_runs import abandoned_spans, latest_per_step, steps_done, training_series
 
 EVENTS_PREFIX = keys.TENSORBOARD_EVENTS_PREFIX
 """How TensorBoard event files are named."""
@@ -150,17 +150,22 @@ class TensorBoardRun:
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the scalar ``key`` (empty when the run never logged it).
 
-        ``"step"`` (when no scalar has that name) is the step itself at every step logged
-        (optimizer steps: a cost for a run logged without energy, ``--cost-key step``).
+        ``"step"`` (when no scalar has that name) is the optimizer steps done at every step a
+        scalar of the training keeps (a step logged twice, or one of a fit abandoned for a later one
+        logged into the same folder, is read as for ``key``; the step plus one,
+        :func:`~.mlflow_runs.steps_done`, :func:`~.mlflow_runs.training_series`: a cost for a run
+        logged without energy, ``--cost-key step``).
         """
         return _scalar_history(self._scalars, key)
 
 
 def _scalar_history(scalars: dict[str, list[_Scalar]], key: str) -> dict[int, float]:
     """``step -> value`` of the scalar ``key`` of ``scalars`` (see :meth:`TensorBoardRun.history`)."""
-    if key == "step" and key not in scalars:
-        return {e.step: float(e.step) for events in scalars.values() for e in events}
-    return latest_per_step(scalars.get(key, []), abandoned_spans(scalars.get(keys.CHECK_NUMBER, [])))
+    abandoned = abandoned_spans(scalars.get(keys.CHECK_NUMBER, []))
+    if key == "step" and key not in scalars:  # the steps each scalar keeps, as for an MLflow run
+        kept = (latest_per_step(events, abandoned) for tag, events in scalars.items() if training_series(tag))
+        return steps_done(step for steps in kept for step in steps)
+    return latest_per_step(scalars.get(key, []), abandoned)
 
 
 class _TbPart:
