@@ -341,6 +341,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         rows.insert(0, ("status", f"FAILED ({error or 'the fit raised'})"))
     elif summary.get("run_status"):  # read back from MLflow: a run that had not ended
         rows.insert(0, ("status", f"{summary['run_status']} (the run did not finish: what it logged so far)"))
+    if summary.get("hf_trainer_log"):
+        rows.append(("log", "Hugging Face Trainer (epoch read as the epochs completed)"))
     if summary.get("rebuilt_from_metrics"):
         unreadable = summary.get("artifacts_unreadable")
         if summary.get("rebuilt_for_monitor"):
@@ -596,6 +598,8 @@ def _run_marks(run: Any, direction: Direction | None) -> dict[str, Any]:
             marks.update(stop_reason=stop.reason, stopped_epoch=stop.stopped_epoch, stop_replayed=True)
     if direction is not None and direction.assumed:  # neither recorded for the metric nor given
         marks["mode_assumed"] = True
+    if getattr(run, "hf_trainer", False):  # read by the Trainer's rule (offline.hf_trainer)
+        marks["hf_trainer_log"] = True
     status = getattr(run, "status", None)  # MLflow's; a Lightning log has none
     if status == "FAILED":
         marks.update(failed=True, error=f"the MLflow run's status is {status}")
@@ -608,10 +612,16 @@ def _summary_without_energy(run: Any, direction: Direction) -> dict[str, Any]:
     """The summary of a run that logged no energy (drawn against another cost): its metric, no kWh.
 
     The keys of :func:`build_summary`, the energy ones ``None``; ``epochs`` from Lightning's
-    ``epoch`` metric (``None`` without it).
+    ``epoch`` metric (a Hugging Face Trainer log's: the epochs completed as logged; ``None``
+    without it).
     """
     epochs = run.history("epoch")
     last = max(epochs.values()) if epochs else None
+    trained: int | float | None = None
+    if last is not None and getattr(run, "hf_trainer", False):  # the epochs completed, as logged
+        trained = int(last) if float(last).is_integer() else float(last)
+    elif last is not None:  # Lightning's 0-based index of the last epoch
+        trained = _whole(run.run_id, "metric epoch", repr(last)) + 1
     summary: dict[str, Any] = {
         "total_kwh": None,
         "co2_kg": None,
@@ -621,7 +631,7 @@ def _summary_without_energy(run: Any, direction: Direction) -> dict[str, Any]:
         "partial": False,
         "pue": None,
         "carbon_intensity_g_per_kwh": None,
-        "epochs": None if last is None else _whole(run.run_id, "metric epoch", repr(last)) + 1,
+        "epochs": trained,
         "kwh_per_epoch": None,
         "kwh_before_first_epoch": None,
         "kwh_after_last_epoch": None,

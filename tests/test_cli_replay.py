@@ -50,7 +50,8 @@ def test_replay_writes_decisions_and_prints_summary(curves_csv: Path, tmp_path: 
     assert {r["stop_reason"] for r in rows} <= {"none", "plateau", "marginal_gain"}
     printed = capsys.readouterr().out
     assert "mean cost saved" in printed and "mean regret" in printed
-    assert "[lower is better, 4 curves]" in printed and "[higher is better, 2 curves]" in printed
+    assert "[val_loss, lower is better, 4 curves]" in printed
+    assert "[eval_accuracy_x100, higher is better, 2 curves]" in printed
 
 
 def test_policy_options_change_decisions(curves_csv: Path, tmp_path: Path) -> None:

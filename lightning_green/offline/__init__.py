@@ -16,7 +16,10 @@ One package for the offline tools (``lightning-green replay`` and ``report``):
   (:func:`read_log_curve`);
 - :mod:`~lightning_green.offline.check_places`: where the checks of a log without the stopper's
   records of them fall in training (several an epoch: by their steps);
-- :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`);
+- :mod:`~lightning_green.offline.hf_trainer`: Hugging Face Trainer logs (an ``MLflowCallback`` run,
+  a ``log_history`` CSV export) told apart from Lightning's, their ``epoch`` the epochs completed;
+- :mod:`~lightning_green.offline.engine`: the replay (:func:`replay_curve`, :func:`summarize`,
+  :func:`summarize_per_metric`);
 - :mod:`~lightning_green.offline.outputs`: the decisions CSV and the trade-off plot.
 - :mod:`~lightning_green.offline.cost_axis`: a past run against another cost than kWh, for
   ``report --cost-key`` (replay's curve of the run in that cost, and its figures).
@@ -30,6 +33,7 @@ from lightning_green.offline.csv_curves import REQUIRED_COLUMNS, read_curves_csv
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.engine import (
     NO_STOP,
+    MetricSummary,
     PolicyInputs,
     ReplayResult,
     Summary,
@@ -39,6 +43,7 @@ from lightning_green.offline.engine import (
     replay_curve,
     result_at,
     summarize,
+    summarize_per_metric,
 )
 from lightning_green.offline.errors import (
     CurveFormatError,
@@ -68,6 +73,7 @@ __all__ = [
     "Curve",
     "CurveFormatError",
     "LightningCsvRun",
+    "MetricSummary",
     "MlflowRun",
     "OfflineInputError",
     "OutputPathError",
@@ -92,5 +98,6 @@ __all__ = [
     "replay_curve",
     "result_at",
     "summarize",
+    "summarize_per_metric",
     "write_decisions_csv",
 ]

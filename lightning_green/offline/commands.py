@@ -23,15 +23,17 @@ from typing import Any
 from lightning_green import keys
 from lightning_green.offline import checks
 from lightning_green.offline.curve import Curve
-from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize
+from lightning_green.offline.engine import ReplayResult, config_for, replay_curve, summarize_per_metric
 from lightning_green.offline.errors import OutputPathError, UsageError
 from lightning_green.offline.lightning_csv import LogParts
 from lightning_green.offline.lightning_logs import is_lightning_log, open_lightning_log
 from lightning_green.offline.mlflow_curves import (
     ENERGY_KEY,
     MAX_EPOCHS_PARAM,
+    NO_ENERGY,
     assumed_mode_note,
     curve_of_run,
+    why_no_curve,
 )
 from lightning_green.offline.staging import StagedOutputs
 from lightning_green.offline.tensorboard_logs import is_tensorboard_log
@@ -41,6 +43,29 @@ Printer = Callable[[str], None]
 
 _STEP_HINT = " (logged without EnergyMonitor? --cost-key step replays them with optimizer steps as the cost)"
 """Said of the runs and logs skipped for lacking the energy series: every reader has a ``step`` series."""
+
+
+def _skipped_lines(what: str, metric: str, cost_key: str, why: Mapping[str, str]) -> list[str]:
+    """What replay says of the runs or logs it skipped: a line naming them all, then one for each.
+
+    Args:
+        what: What they are (``"Lightning log(s)"``, ``"run(s)"``).
+        metric: The metric asked for, as shown (``'val_loss'``, ``the monitored metric``).
+        cost_key: The cost asked for.
+        why: Each one -> why it was skipped (:func:`~.mlflow_curves.why_no_curve`).
+
+    Returns:
+        The lines; the first gives the ``--cost-key step`` hint when the cost is the energy and
+        one of them lacks it (a run logged without EnergyMonitor), and only then.
+    """
+    if not why:
+        return []
+    lacks_energy = cost_key == ENERGY_KEY and any(reason.startswith(NO_ENERGY) for reason in why.values())
+    head = f"skipped {len(why)} {what} without both {metric} and {cost_key!r}"
+    return [
+        f"{head}{_STEP_HINT if lacks_energy else ''}:",
+        *(f"  {name}: {reason}" for name, reason in why.items()),
+    ]
 
 
 def _written(echo: Printer) -> Printer:
@@ -120,7 +145,8 @@ def run_replay(args: argparse.Namespace, echo: Printer = print) -> int:
         if given and not any(is_lightning_log(path) for path in args.curves):
             raise UsageError(
                 f"{' and '.join(given)} only apply to MLflow input (--mlflow-uri/--experiment) and to "
-                "Lightning logs (CSVLogger metrics.csv, TensorBoard events.out.tfevents.*); a curves CSV "
+                "Lightning logs (CSVLogger metrics.csv, TensorBoard events.out.tfevents.*) and Hugging Face "
+                "Trainer logs (a log_history CSV export); a curves CSV "
                 "names its metric and cost in its columns"
             )
     if args.max_epochs is not None and args.max_epochs <= 0:
@@ -220,7 +246,7 @@ def _file_curves(
     from lightning_green.offline.csv_curves import read_curves_csv
 
     curves: list[Curve] = []
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}  # a log without the metric or the cost -> why
     failed: dict[str, tuple[str, Curve]] = {}  # realpath -> (path, curve) of a log whose summary says failed
     several = len(args.curves) > 1
     log_curves: dict[str, Curve] = {}  # realpath of a log -> its curve
@@ -248,7 +274,7 @@ def _file_curves(
                     resumed_into[folder].append(later)
             curve = curve_of_run(run, args.monitor, mode=args.mode, cost_key=cost_key)
             if curve is None:
-                skipped.append(path)
+                skipped[path] = why_no_curve(run, args.monitor, cost_key)
             else:
                 curves.append(curve)
                 log_curves[os.path.realpath(path)] = curve
@@ -277,12 +303,8 @@ def _file_curves(
             )
         )
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
-    if skipped:
-        echo(
-            f"skipped {len(skipped)} Lightning log(s) without both {metric} and {cost_key!r}: "
-            + ", ".join(skipped)
-            + _STEP_HINT
-        )
+    for line in _skipped_lines("Lightning log(s)", metric, cost_key, skipped):
+        echo(line)
     # A failed run that a given log continues (resumed into a new folder) is part of that run.
     broke_off = [(path, curve) for real, (path, curve) in failed.items() if real not in joined]
     if broke_off and getattr(args, "include_unfinished", False):
@@ -352,6 +374,7 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
     include = bool(getattr(args, "include_unfinished", False))
     unfinished: list[str] = []
     copies: list[str] = []
+    why: dict[str, str] = {}
     curves, skipped = read_mlflow_curves(
         args.mlflow_uri,
         args.experiment,
@@ -361,6 +384,7 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
         unfinished=unfinished,
         keep_unfinished=include,
         autolog_copies=copies,
+        why_skipped=why,
     )
     source = f"{args.mlflow_uri} experiment {args.experiment!r}"
     metric = repr(args.monitor) if args.monitor else "the monitored metric"
@@ -370,12 +394,8 @@ def _mlflow_curves(args: argparse.Namespace, cost_key: str, echo: Printer) -> tu
             "lightning_green's parameters (beside an MLFlowLogger, whose run is replayed; --monitor to "
             "replay them too): " + ", ".join(copies)
         )
-    if skipped:
-        echo(
-            f"skipped {len(skipped)} run(s) without both {metric} and {cost_key!r}: "
-            + ", ".join(skipped)
-            + (_STEP_HINT if cost_key == ENERGY_KEY else "")
-        )
+    for line in _skipped_lines("run(s)", metric, cost_key, {r: why[r] for r in skipped}):
+        echo(line)
     if unfinished and include:  # their curves end where the run broke off: say which they are
         echo(
             f"included {len(unfinished)} run(s) that did not finish, as far as they ran: "
@@ -436,6 +456,12 @@ def _print_replay(
     if with_lr:
         lr_note = f"; learning-rate schedule {'ignored' if args.ignore_lr else 'used'} for {with_lr}"
     echo(f"replayed {len(results)} curves from {source} (cost in {' and '.join(units)}{lr_note})")
+    hf = [c.curve_id for c in curves if c.hf_trainer]
+    if hf:
+        echo(
+            f"read {len(hf)} Hugging Face Trainer log(s) (their epoch as the epochs completed, their step as "
+            "the Trainer's global step): " + ", ".join(hf)
+        )
     recorded = [c for c in curves if c.recorded_config]
     if recorded:
         given = f" (given on the command line: {', '.join(sorted(options))})" if options else ""
@@ -466,15 +492,16 @@ def _print_replay(
     assumed = [c for c in curves if c.mode_assumed]
     if assumed:  # the rule report follows too (metric_direction)
         echo(assumed_mode_note(f"{len(assumed)} run(s)", [str(c.metric_name) for c in assumed]))
-    groups = {"all": list(results)}
-    if len({r.higher_is_better for r in results}) > 1:
-        groups = {
-            "lower is better": [r for r in results if not r.higher_is_better],
-            "higher is better": [r for r in results if r.higher_is_better],
-        }
-    for label, group in groups.items():
-        s = summarize(group)
-        prefix = "" if label == "all" else f"[{label}, {s.n_curves} curves] "
+    per_metric = summarize_per_metric(results)  # a mean regret is in its metric's units
+    names = {m.metric_name for m in per_metric}
+    directions = {m.higher_is_better for m in per_metric}
+    for m in per_metric:
+        s = m.summary
+        label = [m.metric_name or "unnamed metric"] if len(names) > 1 else []
+        label += (
+            ["higher is better" if m.higher_is_better else "lower is better"] if len(directions) > 1 else []
+        )
+        prefix = "" if len(per_metric) == 1 else f"[{', '.join(label)}, {s.n_curves} curves] "
         stops = ", ".join(f"{k} {v}" for k, v in sorted(s.stops.items(), key=lambda kv: -kv[1]))
         projected = ""
         if s.n_projected:

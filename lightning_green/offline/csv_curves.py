@@ -100,7 +100,8 @@ def read_curves_csv(source: str | os.PathLike[str] | IO[str], *, name: str | Non
             repeated column, cells beyond the header, a value that is not a plain number, an epoch
             outside ``[0, MAX_EPOCH)``, an epoch repeated or going backwards
             within a curve, a cumulative cost that is negative or decreases, an unknown or
-            inconsistent ``higher_is_better``, a curve without a complete cost column, or no rows.
+            inconsistent ``higher_is_better``, a ``metric_name`` that changes within a curve (a
+            blank cell names none), a curve without a complete cost column, or no rows.
         OSError: If the file cannot be opened or read.
     """
     if isinstance(source, (str, os.PathLike)):
@@ -192,7 +193,7 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
     index = _header_index(header, path, header_line)
     lr_col = index.get("lr")
     name_col = index.get("metric_name")
-    metric_names: dict[str, str] = {}
+    metric_names: dict[str, tuple[str, int]] = {}  # curve_id -> (its metric_name, the line that named it)
 
     rows: dict[str, list[_Row]] = {}
     direction: dict[str, tuple[bool, int]] = {}
@@ -300,8 +301,19 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
                 f"{int(direction[curve_id][0])})",
             )
         direction.setdefault(curve_id, (hib, line_no))
-        if name_col is not None and curve_id not in metric_names:
-            metric_names[curve_id] = row[name_col].strip()
+        name = row[name_col].strip() if name_col is not None else ""
+        if name and curve_id in metric_names and metric_names[curve_id][0] != name:
+            first, first_line = metric_names[curve_id]
+            raise CurveFormatError(
+                path,
+                line_no,
+                index["metric_name"] + 1,
+                "metric_name",
+                f"curve {curve_id!r} changes metric_name: {name!r} after {first!r} (line {first_line}); "
+                "a curve is of one metric (give each metric its own curve_id)",
+            )
+        if name:
+            metric_names.setdefault(curve_id, (name, line_no))
         series.append((line_no, epoch, epoch_text, metric, costs[0], costs[1], lr))
 
     if not rows:
@@ -338,7 +350,7 @@ def _read_curves(f: IO[str], path: str) -> list[Curve]:
                 higher_is_better=direction[curve_id][0],
                 cost_unit=unit,
                 lrs=lrs,
-                metric_name=metric_names.get(curve_id) or None,
+                metric_name=metric_names[curve_id][0] if curve_id in metric_names else None,
                 epoch_texts=tuple(r[2] for r in series),
             )
         )

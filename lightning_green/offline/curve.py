@@ -66,7 +66,11 @@ class Curve:
         trainer_min_steps: The Trainer's ``min_steps`` the run recorded
             (``lightning_green.trainer_min_steps``), held to alike. ``None``: none recorded.
         check_steps: The Trainer's ``global_step`` at each check where known (a logged run: the
-            step the check was logged at, plus one), for :attr:`trainer_min_steps`; else ``None``.
+            step the check was logged at, plus one; a Hugging Face Trainer log's step as logged),
+            for :attr:`trainer_min_steps`; else ``None``.
+        hf_trainer: Whether the curve is of a Hugging Face Trainer log
+            (:mod:`~lightning_green.offline.hf_trainer`): its ``epoch`` read as the epochs
+            completed, its steps as the Trainer's ``global_step``. Replay says so.
     """
 
     curve_id: str
@@ -91,6 +95,7 @@ class Curve:
     trainer_min_epochs: int | None = field(default=None, repr=False)
     trainer_min_steps: int | None = field(default=None, repr=False)
     check_steps: np.ndarray | None = field(default=None, repr=False)
+    hf_trainer: bool = field(default=False, repr=False)
 
     def __post_init__(self) -> None:
         n = len(self.epochs)

@@ -59,6 +59,8 @@ class ReplayResult:
             stop the Trainer's floor held back (:func:`floor_reached`), the last check that
             decided to stop before the run ended (the callback's ``stopped_epoch``). ``None``
             without a stop.
+        metric_name: The curve's metric (:attr:`Curve.metric_name`), when known: regrets of
+            different metrics are in different units (:func:`summarize_per_metric`).
     """
 
     curve_id: str
@@ -74,6 +76,7 @@ class ReplayResult:
     stop_epoch_text: str = field(default="", repr=False)
     cost_not_run: float = field(default=0.0, repr=False)
     stop_check: int | None = field(default=None, repr=False, compare=False)
+    metric_name: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def cost_saved(self) -> float:
@@ -134,6 +137,7 @@ def result_at(
         stop_epoch_text=curve.epoch_text(index),
         cost_not_run=curve.cost_not_run or 0.0,
         stop_check=None if reason is None else index,
+        metric_name=curve.metric_name,
     )
 
 
@@ -450,14 +454,25 @@ class Summary:
 
 
 def summarize(results: Sequence[ReplayResult]) -> Summary:
-    """Mean cost saved, mean regret and the count of each stop reason.
+    """Mean cost saved, mean regret and the count of each stop reason, of curves of one metric.
 
     Example:
         >>> r = ReplayResult("a", 5, StopReason.PLATEAU, 1.0, 5.0, 10.0, 0.9, False, "s")
         >>> s = summarize([r])
         >>> s.mean_cost_saved, round(s.mean_regret, 3), s.stops
         (0.5, 0.1, {'plateau': 1})
+
+    Raises:
+        ValueError: If the results are of more than one metric (another ``metric_name``, or
+            another direction): a mean regret of several metrics mixes their units;
+            :func:`summarize_per_metric` gives one summary for each.
     """
+    metrics = list(dict.fromkeys(metric_of(r) for r in results))
+    if len(metrics) > 1:
+        raise ValueError(
+            f"results of {len(metrics)} metrics ({', '.join(metric_label(*m) for m in metrics)}): a mean "
+            "regret mixes their units; summarize_per_metric gives one summary for each"
+        )
     stops: dict[str, int] = {}
     for r in results:
         key = r.stop_reason.value if r.stop_reason is not None else NO_STOP
@@ -472,3 +487,53 @@ def summarize(results: Sequence[ReplayResult]) -> Summary:
         n_projected=sum(1 for r in results if r.cost_not_run > 0),
         n_regret_undefined=n - len(regrets),
     )
+
+
+def metric_of(result: ReplayResult) -> tuple[str | None, bool]:
+    """``(metric_name, higher_is_better)``: the metric a result is of (its regret's unit)."""
+    return result.metric_name, result.higher_is_better
+
+
+def metric_label(metric_name: str | None, higher_is_better: bool) -> str:
+    """A metric as messages name it: ``'val_loss' (lower is better)``.
+
+    Example:
+        >>> metric_label("val_acc", True), metric_label(None, False)
+        ("'val_acc' (higher is better)", 'an unnamed metric (lower is better)')
+    """
+    name = "an unnamed metric" if metric_name is None else repr(metric_name)
+    return f"{name} ({'higher' if higher_is_better else 'lower'} is better)"
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """The summary of the curves of one metric.
+
+    Attributes:
+        metric_name: The metric (``None``: curves that name none, such as a curves CSV without
+            ``metric_name``).
+        higher_is_better: Its direction.
+        summary: Their :class:`Summary`.
+    """
+
+    metric_name: str | None
+    higher_is_better: bool
+    summary: Summary
+
+
+def summarize_per_metric(results: Sequence[ReplayResult]) -> list[MetricSummary]:
+    """One :func:`summarize` for each metric of ``results`` (name and direction), first seen first.
+
+    A mean regret is in the units of its metric: curves of ``val_loss`` and of ``perplexity`` are
+    summarised apart, and so are curves of unnamed metrics of each direction.
+
+    Example:
+        >>> a = ReplayResult("a", 5, StopReason.PLATEAU, 1.0, 5.0, 10.0, 0.9, False, "s", metric_name="loss")
+        >>> b = replace(a, curve_id="b", best_metric_at_stop=20.0, best_metric_total=19.0, metric_name="ppl")
+        >>> [(m.metric_name, round(m.summary.mean_regret, 3)) for m in summarize_per_metric([a, b])]
+        [('loss', 0.1), ('ppl', 1.0)]
+    """
+    groups: dict[tuple[str | None, bool], list[ReplayResult]] = {}
+    for r in results:
+        groups.setdefault(metric_of(r), []).append(r)
+    return [MetricSummary(name, hib, summarize(group)) for (name, hib), group in groups.items()]

@@ -31,6 +31,8 @@ from typing import Any, Protocol, TypeVar
 from lightning_green import keys
 from lightning_green.offline.csv_curves import MAX_ROWS, csv_records, parse_number
 from lightning_green.offline.errors import CurveFormatError, OfflineInputError
+from lightning_green.offline.hf_trainer import LABEL as HF_TRAINER_LABEL
+from lightning_green.offline.hf_trainer import is_hf_trainer_log
 from lightning_green.offline.mlflow_runs import steps_done, training_series
 
 HPARAMS_FILE = "hparams.yaml"
@@ -43,8 +45,21 @@ def _open(path: str | os.PathLike[str]) -> Any:
     return open(path, newline="", encoding="utf-8-sig", errors="surrogateescape")
 
 
+def csv_header(path: str | os.PathLike[str]) -> set[str]:
+    """The column names of the CSV file at ``path`` (its first non-blank record), blank names left out."""
+    with _open(path) as f:
+        for _, row in csv_records(f, str(path)):
+            names = {cell.strip() for cell in row} - {""}
+            if names:
+                return names
+    return set()
+
+
 def is_lightning_csv(path: str | os.PathLike[str]) -> bool:
     r"""Whether ``path`` is a ``CSVLogger`` ``metrics.csv``: its header has ``step`` and no ``curve_id``.
+
+    A log of steps whose header is that of a Hugging Face Trainer log (:func:`is_hf_trainer_csv`)
+    is not one.
 
     Example:
         >>> import tempfile, pathlib
@@ -53,12 +68,26 @@ def is_lightning_csv(path: str | os.PathLike[str]) -> bool:
         >>> is_lightning_csv(f)
         True
     """
-    with _open(path) as f:
-        for _, row in csv_records(f, str(path)):
-            names = {cell.strip() for cell in row}
-            if names - {""}:
-                return "step" in names and "curve_id" not in names
-    return False
+    names = csv_header(path)
+    return "step" in names and "curve_id" not in names and not is_hf_trainer_log(names)
+
+
+def is_hf_trainer_csv(path: str | os.PathLike[str]) -> bool:
+    r"""Whether ``path`` is a CSV export of a Hugging Face Trainer's ``log_history``.
+
+    One row per entry of ``trainer_state.json``'s ``log_history`` (``step`` is the Trainer's
+    ``global_step``, ``epoch`` the epochs completed), as ``pandas.DataFrame(log_history).to_csv()``
+    writes it; told by the Trainer's own columns (:func:`~.hf_trainer.is_hf_trainer_log`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> f = pathlib.Path(tempfile.mkdtemp()) / "log_history.csv"
+        >>> _ = f.write_text("epoch,step,eval_loss,eval_runtime\n1.0,150,0.5,3.1\n")
+        >>> is_hf_trainer_csv(f), is_lightning_csv(f)
+        (True, False)
+    """
+    names = csv_header(path)
+    return "step" in names and "curve_id" not in names and is_hf_trainer_log(names)
 
 
 class LightningCsvRun:
@@ -72,8 +101,13 @@ class LightningCsvRun:
     (:func:`joined_span`).
 
     Attributes:
-        run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``).
-        label: How messages name it: ``Lightning CSV log <metrics.csv>`` (and the logs it continues).
+        run_id: The folder of ``metrics.csv``, as given (the curve's ``curve_id``); for a Hugging
+            Face Trainer log, the file.
+        label: How messages name it: ``Lightning CSV log <metrics.csv>`` (and the logs it continues),
+            or ``Hugging Face Trainer log <file>``.
+        hf_trainer: Whether the file is a Hugging Face Trainer's ``log_history`` exported to CSV
+            (:func:`is_hf_trainer_csv`): its ``epoch`` is the epochs completed, not Lightning's
+            0-based index.
         params: ``hparams.yaml``'s entries as text (as MLflow keeps parameters); empty without it.
         tags: ``lightning_green.stop_reason`` (and ``stopped_epoch``) from ``energy_summary.json``,
             when the folder has one.
@@ -86,13 +120,17 @@ class LightningCsvRun:
         folders: The folders read: this log's, then those of the earlier parts it continues.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, parts: LogParts | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, parts: LogParts | None = None, hf_trainer: bool | None = None
+    ) -> None:
         """Read ``metrics.csv`` at ``path`` and the files beside it (and the logs it continues).
 
         Args:
             path: The log's ``metrics.csv``.
             parts: The folders already read by this command (:data:`LogParts`), shared between
                 the logs it opens so that each sibling folder is read once; default: this call's.
+            hf_trainer: Whether the file is a Hugging Face Trainer log (:func:`is_hf_trainer_csv`),
+                when the caller has told; default: told from its header here.
 
         Raises:
             CurveFormatError: If a ``metrics.csv`` is malformed (no ``step`` column, a bad step).
@@ -102,8 +140,10 @@ class LightningCsvRun:
         parts = {} if parts is None else parts
         own = _csv_part(Path(path), parts)
         self.path = str(path)
-        self.run_id = str(Path(path).parent)
-        self.label = f"Lightning CSV log {self.path}"
+        self.hf_trainer = is_hf_trainer_csv(path) if hf_trainer is None else hf_trainer
+        # a CSVLogger folder holds one log; Trainer exports are files of any name, several to a folder
+        self.run_id = self.path if self.hf_trainer else str(Path(path).parent)
+        self.label = f"{HF_TRAINER_LABEL if self.hf_trainer else 'Lightning CSV log'} {self.path}"
         self.tags: Mapping[str, str] = own.tags
         self.failed = own.failed
         chain: list[tuple[_CsvPart, int]] = []
@@ -126,7 +166,7 @@ class LightningCsvRun:
             *side_files(Path(path).parent),
             *(f for part, _ in chain for f in part.inputs),
         )
-        self.folders: tuple[str, ...] = (self.run_id, *(str(part.folder) for part, _ in chain))
+        self.folders: tuple[str, ...] = (str(Path(path).parent), *(str(part.folder) for part, _ in chain))
         if chain:
             self.label = f"{self.label} (continuing {', '.join(self.continues)})"
 
@@ -146,6 +186,11 @@ class LightningCsvRun:
         """
         return role_in_log(path, self.folders, lambda name: name == Path(self.path).name, "the log itself")
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The columns the log has a value in, sorted (``step`` aside: every row's)."""
+        return tuple(sorted(self._cells))
+
     def history(self, key: str) -> dict[int, float]:
         """``step -> value`` of the column ``key`` (empty when the run never logged it).
 
@@ -156,7 +201,7 @@ class LightningCsvRun:
         Raises:
             CurveFormatError: At the first cell of the column that is not a number.
         """
-        return _cells_history(self.path, self._cells, key)
+        return _cells_history(self.path, self._cells, key, 0 if self.hf_trainer else 1)
 
 
 LogParts = dict[tuple[str, Path], Any]
@@ -196,10 +241,18 @@ def _csv_part(path: Path, parts: LogParts) -> _CsvPart:
     return parts[key]
 
 
-def _cells_history(path: str, cells: Mapping[str, Mapping[int, Cell]], key: str) -> dict[int, float]:
-    """``step -> value`` of the column ``key`` of ``cells`` (read from ``path``)."""
+def _cells_history(
+    path: str, cells: Mapping[str, Mapping[int, Cell]], key: str, steps_offset: int = 1
+) -> dict[int, float]:
+    """``step -> value`` of the column ``key`` of ``cells`` (read from ``path``).
+
+    ``"step"``: the optimizer steps done, the logged step plus ``steps_offset``
+    (:func:`~.mlflow_runs.steps_done`).
+    """
     if key == "step":
-        return steps_done(step for name, column in cells.items() if training_series(name) for step in column)
+        return steps_done(
+            (step for name, column in cells.items() if training_series(name) for step in column), steps_offset
+        )
     out: dict[int, float] = {}
     for step, (line, col, text) in cells.get(key, {}).items():
         value = parse_number(text)

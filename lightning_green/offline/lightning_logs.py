@@ -1,5 +1,9 @@
 """A Lightning log by its file: a ``CSVLogger`` ``metrics.csv`` or a ``TensorBoardLogger`` event file.
 
+A Hugging Face Trainer's ``log_history`` exported to CSV is read by the ``CSVLogger`` reader too,
+as the Trainer's log (:mod:`~lightning_green.offline.hf_trainer`): its ``epoch`` is the epochs
+completed.
+
 The one place that tells which reader reads a log (:func:`open_lightning_log`), for replay and
 report alike, and the curve of a log (:func:`read_log_curve`), read with the one reader of logged
 runs (:func:`~lightning_green.offline.mlflow_curves.curve_of_run`) as an MLflow run is.
@@ -10,25 +14,34 @@ from __future__ import annotations
 import os
 
 from lightning_green.offline.curve import Curve
-from lightning_green.offline.lightning_csv import LightningCsvRun, LogParts, is_lightning_csv
+from lightning_green.offline.lightning_csv import (
+    LightningCsvRun,
+    LogParts,
+    is_hf_trainer_csv,
+    is_lightning_csv,
+)
 from lightning_green.offline.mlflow_curves import ENERGY_KEY, curve_of_run
 from lightning_green.offline.tensorboard_logs import TensorBoardRun, is_tensorboard_log
 
 
 def is_lightning_log(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a TensorBoard event file (by its name) or a ``CSVLogger`` ``metrics.csv``."""
-    return is_tensorboard_log(path) or is_lightning_csv(path)
+    """Whether ``path`` is a TensorBoard event file (by its name) or a ``CSVLogger`` ``metrics.csv``.
+
+    Or a Hugging Face Trainer's ``log_history`` exported to CSV, which the ``CSVLogger`` reader reads.
+    """
+    return is_tensorboard_log(path) or is_lightning_csv(path) or is_hf_trainer_csv(path)
 
 
 def open_lightning_log(
     path: str | os.PathLike[str], *, parts: LogParts | None = None
 ) -> LightningCsvRun | TensorBoardRun | None:
-    """The run of the log ``path`` (``None``: neither kind of log).
+    """The run of the log ``path`` (``None``: no kind of log).
 
     An event file is told by its name first: it is binary, not a CSV to look into.
 
     Args:
-        path: A ``CSVLogger`` ``metrics.csv`` or a TensorBoard event file.
+        path: A ``CSVLogger`` ``metrics.csv``, a TensorBoard event file, or a Hugging Face
+            Trainer's ``log_history`` exported to CSV.
         parts: The folders already read (:data:`~.lightning_csv.LogParts`): give the same dict
             to every log of one command, and each folder (a log, or a sibling looked at as the
             earlier part of a resumed one) is read once; default: read afresh.
@@ -39,7 +52,9 @@ def open_lightning_log(
     if is_tensorboard_log(path):
         return TensorBoardRun(path, parts=parts)
     if is_lightning_csv(path):
-        return LightningCsvRun(path, parts=parts)
+        return LightningCsvRun(path, parts=parts, hf_trainer=False)
+    if is_hf_trainer_csv(path):  # read as a CSVLogger log is, its epochs by the Trainer's rule
+        return LightningCsvRun(path, parts=parts, hf_trainer=True)
     return None
 
 

@@ -14,6 +14,7 @@ arguments, so a replay reproduces the callback's decision. Runs are read through
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import math
 import re
@@ -28,6 +29,7 @@ from lightning_green.offline.check_places import epochs_at_checks
 from lightning_green.offline.csv_curves import MAX_EPOCH, MAX_ROWS, parse_bool, parse_number
 from lightning_green.offline.curve import Curve
 from lightning_green.offline.errors import OfflineInputError, RecordedParamError
+from lightning_green.offline.hf_trainer import epochs_completed, require_lightning_epochs
 from lightning_green.offline.mlflow_runs import PREFIX_JOIN, STEP_KEY, experiment_runs
 from lightning_green.policy import StoppingConfig
 from lightning_green.policy.savings import project_savings
@@ -61,6 +63,7 @@ def read_mlflow_curves(
     unfinished: list[str] | None = None,
     keep_unfinished: bool = False,
     autolog_copies: list[str] | None = None,
+    why_skipped: dict[str, str] | None = None,
 ) -> tuple[list[Curve], list[str]]:
     """Curves from the runs of an MLflow experiment that logged the monitored metric and ``cost_key``.
 
@@ -74,10 +77,13 @@ def read_mlflow_curves(
     step with the check). A run without them (logged without the stopper, or by an earlier
     version) is read from ``cost_key`` per epoch at the steps where the metric was logged too, the
     epoch of each check from the ``epoch`` metric Lightning logs at the same step (0-based, so
-    epochs completed is one more) when present, else from the check's position; several checks
-    in one epoch (``val_check_interval < 1``) are placed within it by their steps, where the log
-    determines the steps of an epoch, and refused where it does not
-    (:func:`~lightning_green.offline.check_places.epochs_at_checks`).
+    epochs completed is one more; a fraction is refused, not Lightning's) when present, else from
+    the check's position; several checks in one epoch (``val_check_interval < 1``) are placed
+    within it by their steps, where the log determines the steps of an epoch, and refused where
+    it does not (:func:`~lightning_green.offline.check_places.epochs_at_checks`). A run the
+    Hugging Face Trainer logged (``MLflowCallback``, told by the Trainer's own metrics:
+    :mod:`~lightning_green.offline.hf_trainer`) logs the epochs completed as ``epoch``
+    (fractions inside an epoch) at its ``global_step``: read as they are.
     What the callback told the policy beyond the curves is passed on as it was: the run parameter
     ``lightning_green.max_epochs`` becomes the curve's planned horizon (``none``: no plan, so
     ``max_epochs=None``; absent, as in runs logged without the stopping callback: the last
@@ -121,6 +127,7 @@ def read_mlflow_curves(
             own with a copy of the Trainer's metrics (the energy ones included) but not the
             callbacks' records, a second copy of a fit the logger's run holds. ``None``: read them
             like the others (a run that records no metric is then refused).
+        why_skipped: When a dict, each skipped run's id -> why it was (:func:`why_no_curve`).
 
     Returns:
         ``(curves, skipped)``: one curve per run (``curve_id`` is the run id, in start-time order)
@@ -151,6 +158,8 @@ def read_mlflow_curves(
         curve = curve_of_run(run, monitor, mode=mode, cost_key=cost_key)
         if curve is None:
             skipped.append(run.run_id)
+            if why_skipped is not None:
+                why_skipped[run.run_id] = why_no_curve(run, monitor, cost_key)
         else:
             curves.append(curve)
     return curves, skipped
@@ -164,6 +173,10 @@ class LoggedRun(Protocol):
         label: How messages name it (``MLflow run <id>``).
         params: Its parameters, as text (``lightning_green.<name>``: what the callbacks recorded).
         tags: Its tags (``lightning_green.stop_reason``).
+
+    A reader may also give ``hf_trainer`` (the run is a Hugging Face Trainer's:
+    :mod:`~lightning_green.offline.hf_trainer`; ``False`` when absent) and ``metric_names`` (the
+    series it holds, which messages list).
     """
 
     run_id: str
@@ -244,8 +257,13 @@ def curve_of_run(
         )
     check_epochs = run.history(CHECK_EPOCHS_KEY) if cost is at_checks else {}
     epoch_hist = run.history("epoch")
+    hf = bool(getattr(run, "hf_trainer", False))  # its epoch: the epochs completed, at its global_step
+    if not hf:
+        require_lightning_epochs(where, epoch_hist)  # another trainer's epoch is refused, not misread
     if check_epochs and all(s in check_epochs for s in steps):
         epochs = _check_epochs(where, [check_epochs[s] for s in steps])
+    elif hf and all(s in epoch_hist for s in steps):
+        epochs = epochs_completed(where, steps, epoch_hist)
     elif all(s in epoch_hist for s in steps):  # Lightning's epochs; several checks in one: by their steps
         checks = [(s, _epoch(where, epoch_hist[s])) for s in steps]
         epochs = epochs_at_checks(where, key, checks, epoch_hist)
@@ -283,8 +301,65 @@ def curve_of_run(
         budget_not_applied=budget,
         trainer_min_epochs=_trainer_floor(where, params, keys.PARAM_TRAINER_MIN_EPOCHS),
         trainer_min_steps=_trainer_floor(where, params, keys.PARAM_TRAINER_MIN_STEPS),
-        check_steps=np.array(steps, dtype=np.int64) + 1,
+        check_steps=np.array(steps, dtype=np.int64) + (0 if hf else 1),
+        hf_trainer=hf,
     )
+
+
+NO_ENERGY = f"no {ENERGY_KEY!r}"
+"""How :func:`why_no_curve` begins for a run without the energy cost (commands add ``--cost-key step``)."""
+SHOWN_NAMES = 20
+"""Most series :func:`why_no_curve` names of what a run logged (the rest counted)."""
+
+
+def why_no_curve(run: LoggedRun, monitor: str | None = None, cost_key: str = ENERGY_KEY) -> str:
+    """Why :func:`curve_of_run` made no curve of ``run``: what it lacks, and the series it holds.
+
+    Args:
+        run: The run (its ``metric_names`` are listed where it has them).
+        monitor: The metric asked for (``--monitor``), else the one the run recorded.
+        cost_key: The cost asked for (``--cost-key``).
+
+    Returns:
+        ``"nothing logged"``; else each series missing (a misspelt one with its close matches:
+        ``"no 'val_los' (--monitor; did you mean 'val_loss'?)"``) and what the run logged; or, with
+        both there, that they share no step.
+
+    Example:
+        >>> from types import SimpleNamespace as Run
+        >>> series = {"val_loss": {9: 0.5}, "epoch": {9: 0.0}, "step": {9: 9.0}}
+        >>> run = Run(label="log", params={}, metric_names=("epoch", "val_loss"),
+        ...           history=lambda key: series.get(key, {}))
+        >>> why_no_curve(run, "val_los", "step")
+        "no 'val_los' (--monitor; did you mean 'val_loss'?); it logged epoch, val_loss"
+    """
+    listed = getattr(run, "metric_names", None)  # None: a reader that does not list them
+    names: tuple[str, ...] = () if listed is None else tuple(listed)
+    if listed is not None and not names:
+        return "nothing logged"
+    recorded = (
+        keys.PARAM_STOPPING_MONITOR if keys.PARAM_STOPPING_MONITOR in run.params else keys.PARAM_MONITOR
+    )
+    key = monitor or run.params.get(recorded) or None
+    missing: list[str] = []
+    for name, flag in ((key, "--monitor" if monitor else "the metric it recorded"), (cost_key, "--cost-key")):
+        if name is None or run.history(name):
+            continue
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.75)
+        if name == ENERGY_KEY and cost_key == ENERGY_KEY:
+            missing.insert(0, NO_ENERGY)  # the commands add the hint: --cost-key step
+        elif close:
+            missing.append(f"no {name!r} ({flag}; did you mean {' or '.join(map(repr, close))}?)")
+        else:
+            missing.append(f"no {name!r} ({flag})")
+    if not missing:
+        return f"{key!r} and {cost_key!r} logged at no common step"
+    if not names:
+        return "; ".join(missing)
+    shown = ", ".join(names[:SHOWN_NAMES])
+    if len(names) > SHOWN_NAMES:
+        shown += f" and {len(names) - SHOWN_NAMES} more"
+    return f"{'; '.join(missing)}; it logged {shown}"
 
 
 def cost_unit(cost_key: str) -> str:

@@ -20,6 +20,8 @@ from typing import Any
 from lightning_green import keys
 from lightning_green.offline.checks import open_read_only, sqlite_file
 from lightning_green.offline.errors import OfflineInputError
+from lightning_green.offline.hf_trainer import LABEL as HF_TRAINER_LABEL
+from lightning_green.offline.hf_trainer import is_hf_trainer_log
 
 _SNAPSHOTS: dict[str, tuple[tuple[int, int], str]] = {}
 """``database path -> ((mtime_ns, size) of the file snapshotted, snapshot file)`` in this process:
@@ -163,8 +165,8 @@ STEP_KEY = keys.STEP
 (:func:`steps_done`; ``--cost-key step``)."""
 
 
-def steps_done(logged_steps: Iterable[int]) -> dict[int, float]:
-    """The ``"step"`` series of a Lightning log: ``logged step -> optimizer steps done`` there.
+def steps_done(logged_steps: Iterable[int], offset: int = 1) -> dict[int, float]:
+    """The ``"step"`` series of a log: ``logged step -> optimizer steps done`` there.
 
     Lightning logs what it logs during training at the optimizer steps done, minus one (its
     ``_batches_that_stepped`` before the batch that ended is counted: an epoch of 45 steps logs its
@@ -172,13 +174,18 @@ def steps_done(logged_steps: Iterable[int]) -> dict[int, float]:
     record of the training: the cost of a point at step ``s`` is ``s + 1`` optimizer steps, the
     ``Trainer.global_step`` there. The fit's end records (:data:`~lightning_green.keys.FIT_END_KEYS`,
     logged after training at the steps done) are no such point: the readers leave their steps out
-    (:func:`training_series`).
+    (:func:`training_series`). A Hugging Face Trainer logs at its ``global_step``, the steps done:
+    ``offset=0``.
+
+    Args:
+        logged_steps: The steps the log holds points at.
+        offset: Optimizer steps done at logged step 0 (1 for Lightning's logs, 0 for the Trainer's).
 
     Example:
-        >>> steps_done([44, 89, 0])
-        {0: 1.0, 44: 45.0, 89: 90.0}
+        >>> steps_done([44, 89, 0]), steps_done([45], offset=0)
+        ({0: 1.0, 44: 45.0, 89: 90.0}, {45: 45.0})
     """
-    return {step: float(step + 1) for step in sorted(set(logged_steps))}
+    return {step: float(step + offset) for step in sorted(set(logged_steps))}
 
 
 def training_series(name: str, prefix: str | None = None) -> bool:
@@ -239,6 +246,9 @@ class MlflowRun:
             first value of a parameter) stands for ``lightning_green.<name>``.
         tags: Its tags.
         metric_prefix: The ``MLFlowLogger(prefix=...)`` its metrics were logged with, or ``None``.
+        hf_trainer: Whether the Hugging Face Trainer logged it (its ``MLflowCallback``, told by the
+            Trainer's own metrics: :func:`~.hf_trainer.is_hf_trainer_log`): its ``epoch`` is the
+            epochs completed, not Lightning's 0-based index.
         status: MLflow's status of the run (``FINISHED``, ``FAILED``, ``KILLED``, ``RUNNING``:
             still training, or its process was killed before it could say so).
         artifacts_error: Why the run's artifacts could not be listed (``None`` when they could,
@@ -260,9 +270,18 @@ class MlflowRun:
         self.params: Mapping[str, str] = params
         self._metric_keys = set(getattr(run.data, "metrics", None) or ())
         self.metric_prefix = metric_prefix(self._metric_keys)
+        self.hf_trainer = is_hf_trainer_log(self._metric_keys)
+        if self.hf_trainer:
+            self.label = f"{self.label} ({HF_TRAINER_LABEL})"
         self._spans: list[tuple[int, int]] | None = None
         self._step_series: dict[int, float] | None = None
         self._series: dict[str, dict[int, float]] = {}  # metric name -> its history (read once)
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The metrics the run logged, sorted, as :meth:`history` names them (no ``MLFlowLogger`` prefix)."""
+        prefix = f"{self.metric_prefix}{PREFIX_JOIN}" if self.metric_prefix else ""
+        return tuple(sorted({k.removeprefix(prefix) for k in self._metric_keys}))
 
     @classmethod
     def open(cls, tracking_uri: str, run_id: str) -> MlflowRun:
@@ -331,7 +350,7 @@ class MlflowRun:
                 filter(lambda name: training_series(name, self.metric_prefix), self._metric_keys)
             ):
                 steps.update(self._read(name))
-            self._step_series = steps_done(steps)
+            self._step_series = steps_done(steps, 0 if self.hf_trainer else 1)
         return dict(self._step_series)
 
     def _read(self, name: str) -> dict[int, float]:

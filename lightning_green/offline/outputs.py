@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from lightning_green.offline.engine import NO_STOP, ReplayResult, summarize
+from lightning_green.offline.engine import NO_STOP, ReplayResult, metric_label, summarize_per_metric
 from lightning_green.offline.staging import StagedOutputs
 
 DECISION_COLUMNS = (
@@ -125,13 +125,24 @@ def plot_tradeoff(
                 facecolors="none" if projected else None,
                 edgecolors="tab:orange" if projected else None,
             )
-    s = summarize(results)
-    ax.scatter([100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color="crimson", label="mean")
-    ax.set_xlabel("cost saved (%)" + (", partly projected" if s.n_projected else ""))
-    ax.set_ylabel("regret (metric units, improving direction)")
-    ax.set_title(
-        title or f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
+    per_metric = summarize_per_metric(results)  # a mean regret is in its metric's units: one each
+    for m in per_metric:
+        s = m.summary
+        named = "" if len(per_metric) == 1 else f" of {metric_label(m.metric_name, m.higher_is_better)}"
+        color = "crimson" if len(per_metric) == 1 else None
+        ax.scatter(
+            [100 * s.mean_cost_saved], [s.mean_regret], s=80, marker="*", color=color, label=f"mean{named}"
+        )
+    ax.set_xlabel(
+        "cost saved (%)" + (", partly projected" if any(r.cost_not_run > 0 for r in results) else "")
     )
+    ax.set_ylabel("regret (metric units, improving direction)")
+    if not title and len(per_metric) == 1:
+        s = per_metric[0].summary
+        title = f"{s.n_curves} curves: {100 * s.mean_cost_saved:.1f}% saved, regret {s.mean_regret:.4g}"
+    elif not title:
+        title = f"{len(results)} curves of {len(per_metric)} metrics (regret in each metric's units)"
+    ax.set_title(title)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120, format=image_format)

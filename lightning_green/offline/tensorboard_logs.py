@@ -136,6 +136,11 @@ class TensorBoardRun:
         if chain:
             self.label = f"{self.label} (continuing {', '.join(self.folders[1:])})"
 
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """The scalars the log holds, sorted."""
+        return tuple(sorted(self._scalars))
+
     def reads(self, path: str | os.PathLike[str]) -> str | None:
         """What this log's reader reads a file at ``path`` as, whether it exists or not; else ``None``.
 
