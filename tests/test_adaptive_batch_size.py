@@ -198,6 +198,28 @@ def test_a_run_too_short_to_probe_probes_once_fit_again_makes_it_long_enough(tmp
     assert cb.current_batch_size == 64
 
 
+@pytest.mark.parametrize("loader", ["sized", "streamed"])
+def test_a_plan_in_steps_that_ends_inside_an_epoch_says_once_that_it_does_not_probe(tmp_path, ns, loader):
+    """``max_steps=12`` over epochs of 5 batches: the run ends 2 batches into its third epoch, which
+    counts as 0.4 of an epoch (not a whole one, which made the plan 3 epochs, longer than the 2.4
+    said at the first epoch's end, and said it again). One warning and one ``no_probe_budget``
+    record, as README says, whether the loader has a length or not."""
+    from doubles import streamed_digits
+
+    cb = AdaptiveBatchSize()
+    dm = ns.DigitsDataModule(batch_size=32)
+    if loader == "streamed":
+        dm = streamed_digits(ns.DigitsDataModule, 5 * 32)(batch_size=32)
+    batches = 5 if loader == "sized" else 1.0  # a stream's length is its own
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, _, _ = fit(tmp_path, [cb], dm=dm, epochs=None, batches=batches, lightning=ns, max_steps=12)
+    assert trainer.global_step == 12  # 2 batches into the third epoch
+    assert len([w for w in caught if "AdaptiveBatchSize does not probe" in str(w.message)]) == 1
+    assert [(h["epoch"], h["reason"]) for h in cb.history] == [(0, "no_probe_budget")]
+    assert cb.history[0]["details"]["planned_epochs"] == pytest.approx(2.4)
+
+
 def test_a_precision_change_during_a_trial_leaves_only_comparable_windows(tmp_path, monkeypatch, ns):
     # bf16 costs half; AdaptivePrecision adopts it early and rolls back (a loss jump) during the
     # batch-size trial: the trial then compares the windows measured after the change only, and

@@ -42,6 +42,7 @@ from lightning_green.training.batch_size_limits import (
     loader_problem,
     switch_problem,
 )
+from lightning_green.training.check_progress import FitPosition
 from lightning_green.training.gradient_pairs import GradientPairs, PairsSoFar
 from lightning_green.training.learning_rates import first_lr, resolve_lr_rule, scale_learning_rates
 from lightning_green.training.oom import OutOfMemoryGuard
@@ -152,6 +153,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self.current_batch_size: int | None = None
         self.lr_rule: str | None = None
         self._decided_at: tuple[int, int] | None = None  # (epoch, global_step) of the last epoch-end decision
+        self._no_probe_said: str | None = None  # the fit (its measurement's id) told it does not probe
         self._step_s: dict[int, float] = {}
         self._window_precision: str | None = None  # the precision the last window closed at
         self._step_batch = 0
@@ -589,7 +591,7 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._oom_epoch = False
         if not policy.active and not policy.waiting_for_longer_plan:
             return
-        epochs = epoch + 1
+        epochs = _epochs_done(_compat.fit_position(trainer), epoch)
         done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
         run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
         decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
@@ -603,6 +605,9 @@ class AdaptiveBatchSize(AdaptiveCallback):
                 f"{policy.oom_batch_size}); lower min_batch_size."
             )
         if decision.reason is BatchSizeReason.NO_PROBE_BUDGET:
+            if self._no_probe_said == self._session.fit_id:
+                return  # said once this fit (a plan estimated again at its end is no new plan)
+            self._no_probe_said = self._session.fit_id
             _compat.warn(trainer, no_probe_message(decision.details, self.current_batch_size))
         elif decision.reason is BatchSizeReason.PROBING_OFF:  # the user's choice: no warning
             _compat.info(trainer, f"lightning_green: {probing_off_message(self.current_batch_size)}")
@@ -704,3 +709,20 @@ class AdaptiveBatchSize(AdaptiveCallback):
             "b_noise": json_safe(self.b_noise),
             "lr_scaling": self.lr_rule or self.lr_scaling,
         }
+
+
+def _epochs_done(position: FitPosition, epoch: int) -> float:
+    """Epochs trained when ``epoch`` (0-based) ends: fractional when the run ended inside it.
+
+    A plan in ``max_steps`` that ends inside an epoch ends it at the last step: that epoch counts
+    the fraction of its batches trained (:attr:`FitPosition.epoch_fraction`), not as a whole one,
+    so the planned length projected from it is the plan's.
+
+    Example:
+        >>> inside = FitPosition(2, 120, 30, 45, 1, max_epochs=-1, max_steps=120, epoch_done=False)
+        >>> round(_epochs_done(inside, 2), 4), _epochs_done(inside, 1)  # the epoch ended at its end
+        (2.6667, 2.0)
+    """
+    if epoch == position.current_epoch and not position.epoch_done and position.batches_done > 0:
+        return epoch + position.epoch_fraction
+    return float(epoch + 1)

@@ -23,7 +23,13 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from lightning_green.checks import check_fraction_below_1, check_int, check_non_negative, check_range
+from lightning_green.checks import (
+    check_fraction_below_1,
+    check_int,
+    check_non_negative,
+    check_positive,
+    check_range,
+)
 from lightning_green.policy._util import check_state_version, median
 from lightning_green.policy.batch_size_model import (
     LRScalingRule,
@@ -313,7 +319,7 @@ class BatchSizePolicy:
     def decide(
         self,
         run_energy_j: float,
-        epochs_done: int,
+        epochs_done: float,
         fraction_done: float,
         b_noise: float | str | None = USE_ESTIMATE,
     ) -> BatchSizeDecision | None:
@@ -321,7 +327,8 @@ class BatchSizePolicy:
 
         Args:
             run_energy_j: The run's energy so far (J, same basis as the windows').
-            epochs_done: Epochs trained so far (resumes included), >= 1.
+            epochs_done: Epochs trained so far (resumes included), > 0: fractional when the run
+                ended inside its last epoch (``max_steps``).
             fraction_done: Share of the planned run done (epochs or steps, whichever ends it
                 first); 0 when the run has no planned end (nothing can be projected: no probing).
             b_noise: The gradient noise scale, ``inf`` allowed, None when unknown. Default
@@ -333,7 +340,7 @@ class BatchSizePolicy:
         """
         noise = self.noise_scale.b_noise if b_noise == USE_ESTIMATE else check_b_noise(b_noise)
         run_j = check_non_negative("run_energy_j", run_energy_j, unit="joules")
-        epochs = check_int("epochs_done", epochs_done, 1)
+        epochs = check_positive("epochs_done", epochs_done, unit="epochs")
         last_j = run_j / epochs if self._last_run_j is None else max(0.0, run_j - self._last_run_j)
         self._last_run_j = run_j
         average = projected = None
@@ -414,7 +421,7 @@ class BatchSizePolicy:
         trial: Trial,
         noise: float | None,
         run_j: float,
-        epochs: int,
+        epochs: float,
         projected: float | None,
         details: dict[str, Any],
     ) -> BatchSizeDecision:

@@ -220,7 +220,9 @@ def judge(
     return "more_samples", figures
 
 
-def fraction_done(epochs_done: int, steps_done: int, max_epochs: int | None, max_steps: int | None) -> float:
+def fraction_done(
+    epochs_done: float, steps_done: int, max_epochs: int | None, max_steps: int | None
+) -> float:
     """Share of the planned run done: the larger of the epoch and step shares (0 without a plan).
 
     Example:
