@@ -215,6 +215,55 @@ def test_two_stoppers_are_refused_at_fit_start_lightnings_beside_one_works(tmp_p
     assert ours.stop_reason is None and monitor.last_summary["stop_reason"] == "none"
 
 
+def test_barebones_trainers_are_refused_at_fit_start_where_a_metric_is_monitored(tmp_path, ns):
+    """``Trainer(barebones=True)`` disables ``self.log``: a monitored metric is never logged.
+
+    Every callback that needs one refuses before any training, naming barebones (not an error after
+    a whole epoch that tells the user to log a metric the model logs); one that may go without it
+    (``strict=False``) warns once; ``EnergyMonitor()`` without a metric measures as usual.
+    """
+    from lightning_green.callbacks import MonitorNotLoggedError
+
+    def barebones(callbacks):
+        fast = dict(limit_train_batches=2, limit_val_batches=1)
+        return ns.Trainer(
+            barebones=True, max_epochs=1, callbacks=callbacks, default_root_dir=str(tmp_path), **fast
+        )
+
+    def fit(trainer):
+        trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule(batch_size=32))
+        return trainer
+
+    lightnings = ns.callbacks.EarlyStopping(monitor="val_acc", mode="max")
+    adopted = r"EnergyMonitor\(\) \(watching the EarlyStopping callback's monitor 'val_acc'\)"
+    refused = [
+        ([EnergyMonitor(monitor="val_acc", mode="max")], r"EnergyMonitor\(monitor='val_acc'\)"),
+        (
+            [EnergyAwareEarlyStopping(monitor="val_acc", mode="max")],
+            r"EnergyAwareEarlyStopping\(monitor='val_acc'\)",
+        ),
+        ([EnergyMonitor(), lightnings], adopted),
+    ]
+    for callbacks, who in refused:
+        trainer = barebones(callbacks)
+        with pytest.raises(
+            MonitorNotLoggedError, match=who + r" cannot work with Trainer\(barebones=True\)"
+        ) as err:
+            fit(trainer)
+        assert "disables self.log" in str(err.value) and trainer.global_step == 0  # before any training
+    assert not (tmp_path / "energy_reports").exists()  # nothing measured, no summary of a fit that never ran
+
+    lenient = EnergyAwareEarlyStopping(monitor="val_acc", mode="max", strict=False)
+    with pytest.warns(UserWarning, match=r"barebones=True.*strict=False: it goes on without the metric"):
+        trainer = fit(barebones([lenient]))
+    assert trainer.current_epoch == 1 and lenient.stop_reason is None
+
+    monitor = EnergyMonitor()  # no metric: the energy alone, measured and summarised
+    trainer = fit(barebones([monitor]))
+    assert trainer.current_epoch == 1 and monitor.last_summary["epochs"] == 1
+    assert (tmp_path / "energy_reports" / "energy_summary.json").exists()
+
+
 @pytest.mark.parametrize("scheduled", [False, True], ids=["constant-lr", "multistep-lr"])
 def test_replaying_the_logged_run_reproduces_the_callbacks_decision(
     tmp_path, sqlite_uri, monkeypatch, scheduled

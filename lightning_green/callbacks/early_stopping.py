@@ -19,7 +19,7 @@ import torch
 from lightning_green import keys
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.callbacks.energy_monitor import EarlierRecord, EnergyMonitor
+from lightning_green.callbacks.energy_monitor import EarlierRecord, EnergyMonitor, check_metric_loggable
 from lightning_green.checks import check_bool, check_choice
 from lightning_green.energy.session import EnergySession
 from lightning_green.energy.units import j_to_kwh
@@ -254,6 +254,13 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             self._check_on_train_epoch_end = False
         super().setup(trainer, pl_module, stage)
         if stage == "fit":
+            check_metric_loggable(
+                trainer,
+                f"{type(self).__name__}(monitor={self.monitor!r})",
+                self.monitor,
+                self.strict,
+                "remove it: it decides on that metric alone.",
+            )
             stoppers = [cb for cb in trainer.callbacks if isinstance(cb, EnergyAwareEarlyStopping)]
             if len(stoppers) > 1:
                 raise ValueError(

@@ -35,6 +35,36 @@ class MonitorNotLoggedError(RuntimeError):
     """The monitored metric was not logged; the message lists the metrics that were."""
 
 
+def check_metric_loggable(trainer: Trainer, who: str, monitor: str | None, strict: bool, remedy: str) -> None:
+    """Refuse, at fit setup, a monitored metric that the Trainer cannot log: ``Trainer(barebones=True)``.
+
+    Barebones disables ``LightningModule.log``: a metric the model logs never reaches the
+    Trainer's metrics, so a callback that reads it would fail only after a whole epoch, blaming
+    the model. Strict: :class:`MonitorNotLoggedError` before any training; otherwise one warning
+    (the callback works on without the metric).
+
+    Args:
+        trainer: The Trainer being set up.
+        who: The callback as it was built, for the message (``EnergyMonitor(monitor='val_acc')``).
+        monitor: The metric it reads (``None``: none, nothing to refuse).
+        strict: Whether the callback requires the metric (its ``strict`` argument).
+        remedy: What else the user can do, the last sentence of the message.
+
+    Raises:
+        MonitorNotLoggedError: Under ``barebones=True``, for a strict callback with a monitor.
+    """
+    if monitor is None or not getattr(trainer, "barebones", False):
+        return
+    message = (
+        f"{who} cannot work with Trainer(barebones=True): barebones disables self.log "
+        f"(LightningModule.log), so the monitored metric {monitor!r} is never logged, whatever the "
+        f"model logs. Use a Trainer without barebones=True, or {remedy}"
+    )
+    if strict:
+        raise MonitorNotLoggedError(message)
+    _compat.warn(trainer, f"lightning_green: {message} (strict=False: it goes on without the metric).")
+
+
 @runtime_checkable
 class SummaryContributor(Protocol):
     """A callback that adds fields to the end-of-run summary (the stopper, the adaptive callbacks)."""
@@ -335,6 +365,7 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         stoppers = _compat.early_stopping_callbacks(trainer)
         if self.monitor is None and stoppers:
             self.session.watch(stoppers[0].monitor, stoppers[0].mode)
+        self._check_metric_loggable(trainer)
         device = trainer.strategy.root_device
         cuda_indices = [device.index or 0] if device.type == "cuda" else []
         # Local rank 0 reads the host for every local rank (without /proc, build_meter gives every
@@ -352,6 +383,20 @@ class EnergyMonitor(_compat.PicklesWithoutTheModule, _compat.WarnsWithoutState, 
         )
         self.session.start(meter, _compat.summing(trainer), rank0=trainer.global_rank == 0)
         _compat.handle_failures_in_worker(trainer, self)  # ddp_spawn: Lightning calls on_exception elsewhere
+
+    def _check_metric_loggable(self, trainer: Trainer) -> None:
+        """Refuse a monitor the Trainer cannot log (:func:`check_metric_loggable`), naming where it came from.
+
+        Not for a monitor another lightning_green callback created: that callback says so itself.
+        """
+        if self.implicit or self.monitor is None:
+            return
+        who = f"EnergyMonitor(monitor={self.monitor!r})"
+        remedy = "EnergyMonitor() without a monitor, to measure the energy alone."
+        if self._watch[0] is None:  # adopted from an EarlyStopping callback
+            who = f"EnergyMonitor() (watching the EarlyStopping callback's monitor {self.monitor!r})"
+            remedy = "no EarlyStopping callback beside EnergyMonitor(), to measure the energy alone."
+        check_metric_loggable(trainer, who, self.monitor, self.strict, remedy)
 
     def on_sanity_check_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Keep the untrained model's metric as the baseline of the first epoch's gain."""
