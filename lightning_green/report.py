@@ -29,6 +29,23 @@ SUMMARY_FILENAME = "energy_summary.json"
 
 _FIT_POINTS = 50  # points of a fitted learning curve drawn in the plot
 
+RESIDUE = 1e-9
+"""A difference of energies no larger than this fraction of the energy it is taken from is the
+floating-point residue of the subtraction (``5.3e-23`` kWh of a run's ``5e-7``), not energy: zero."""
+
+
+def energy_left(whole_kwh: float, *parts_kwh: float) -> float:
+    """What ``whole_kwh`` holds beyond ``parts_kwh``: ``0.0`` when that is residue (:data:`RESIDUE`).
+
+    Example:
+        >>> energy_left(5e-07, 1.1111111111111121e-07, 3.88888888888888e-07)
+        0.0
+        >>> round(energy_left(5e-07, 1e-07, 3e-07) * 1e7, 9)  # 1e-07 kWh left: energy, kept
+        1.0
+    """
+    left = whole_kwh - sum(parts_kwh)
+    return 0.0 if left <= RESIDUE * abs(whole_kwh) else left
+
 
 def session_summary(
     session: EnergySession, measured_j: float, faults: int, source: str, extra: dict[str, Any]
@@ -47,6 +64,9 @@ def session_summary(
     """
     ledger = session.ledger
     total_j = ledger.run_total_j(measured_j)
+    before_j = ledger.before_epochs_j
+    if session.running and not session.epochs_begun:  # a fit that failed before its first epoch began:
+        before_j += ledger.unbooked_j(measured_j)  # what it measured is its setup, in no epoch
     return build_summary(
         ledger.history,
         total_j=total_j,
@@ -60,7 +80,8 @@ def session_summary(
         best_check=ledger.best_check,
         co2_kg=ledger.run_co2_kg(measured_j),
         checks=ledger.checks,
-        before_epochs_j=ledger.before_epochs_j,
+        before_epochs_j=before_j,
+        fit_duration_s=session.fit_elapsed_s,
     )
 
 
@@ -79,8 +100,14 @@ def build_summary(
     co2_kg: float | None = None,
     checks: Sequence[CheckValue] = (),
     before_epochs_j: float = 0.0,
+    fit_duration_s: float | None = None,
 ) -> dict[str, Any]:
     """The end-of-run summary as plain data.
+
+    Its energy is in three parts that add up to ``total_kwh``: before the first epoch of each fit
+    (``kwh_before_first_epoch``; all a fit that trained no epoch measured up to the end of its
+    training loop), the epochs (the last epoch's cumulative ``total_kwh``) and after the last
+    epoch (``kwh_after_last_epoch``). A part that is only the residue of the subtraction is 0.
 
     Args:
         history: Epoch records of the whole run (resumes included).
@@ -102,6 +129,8 @@ def build_summary(
             with the epochs' values; absent when there were none.
         before_epochs_j: The part of ``total_j`` measured before the first epoch of each fit
             (setup, sanity check, a batch-size or learning-rate search), in no epoch, in J.
+        fit_duration_s: The wall time of the fit (its measurement), the ``duration_s`` of a run
+            that trained no epoch; a run's epochs give theirs (``None``: 0 without epochs).
 
     Returns:
         A JSON-able dictionary.
@@ -125,9 +154,9 @@ def build_summary(
         "kwh_per_epoch": (sum(r.energy_j for r in history) / epochs / J_PER_KWH) if epochs else None,
         # Outside epochs, in total_kwh and in no epoch: before each fit's first epoch (setup, the
         # sanity check, Lightning's finders), and the rest (end-of-fit work, of every fit).
-        "kwh_before_first_epoch": before_kwh if epochs else None,
-        "kwh_after_last_epoch": max(0.0, total_kwh - before_kwh - history[-1].total_kwh) if epochs else None,
-        "duration_s": sum(r.duration_s for r in history),
+        "kwh_before_first_epoch": before_kwh,
+        "kwh_after_last_epoch": energy_left(total_kwh, before_kwh, history[-1].total_kwh if epochs else 0.0),
+        "duration_s": sum(r.duration_s for r in history) if epochs else float(fit_duration_s or 0.0),
         "monitor": monitor,
         "mode": mode,
     }
@@ -174,7 +203,7 @@ def _metric_fields(
         "best_metric": best.metric,
         "best_epoch": best.epoch,
         "kwh_to_best": best.total_kwh,
-        "kwh_after_best": max(0.0, from_epochs_kwh - best.total_kwh),
+        "kwh_after_best": energy_left(from_epochs_kwh, best.total_kwh),
         "best_marginal_per_kwh": max(marginals) if marginals else None,
         "last_marginal_per_kwh": marginals[-1] if marginals else None,
     }

@@ -125,6 +125,36 @@ def test_a_fit_that_trains_no_epoch_books_its_setup_before_the_first_epoch(tmp_p
     assert second["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(2000.0)  # both fits' ends
 
 
+@pytest.mark.parametrize(
+    "plan", [dict(max_epochs=3, limit_train_batches=0), dict(max_epochs=0)], ids=["no-batches", "no-epochs"]
+)
+def test_a_new_run_that_trains_no_epoch_has_its_energy_in_the_summarys_parts(tmp_path, monkeypatch, ns, plan):
+    """A fit of a new run that trains no epoch: what it measured up to the end of its training loop
+    (setup, sanity check) is before the first epoch, the rest after; the parts add up to the
+    total, ``energy/run_before_epochs_kwh`` is logged with ``energy/run_kwh``, and the duration is
+    the fit's (there are no epochs to sum)."""
+    import csv
+
+    from lightning_green.report import format_summary
+
+    monkeypatch.setattr(energy_monitor, "build_meter", lambda spec, **_: ScriptedMeter())  # 1000 J a read
+    monitor = EnergyMonitor(monitor="val_acc", mode="max")
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="none")
+    trainer = make_trainer(tmp_path, [monitor], logger=logger, lightning=ns, **plan)
+    trainer.fit(ns.DigitsClassifier(), datamodule=ns.DigitsDataModule())
+    summary = monitor.last_summary
+    assert summary["epochs"] == 0 and summary["total_kwh"] * J_PER_KWH == pytest.approx(2000.0)
+    # The training loop's end (or the fit's, where Lightning skipped the loop), then the final reading.
+    assert summary["kwh_before_first_epoch"] * J_PER_KWH == pytest.approx(1000.0)
+    assert summary["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(1000.0)
+    assert summary["duration_s"] > 0
+    assert "before the first epoch" in format_summary(summary)
+    with (tmp_path / "none" / "version_0" / "metrics.csv").open() as f:
+        logged = {k: float(v) for row in csv.DictReader(f) for k, v in row.items() if v and k != "step"}
+    assert logged["energy/run_kwh"] == pytest.approx(summary["total_kwh"])
+    assert logged["energy/run_before_epochs_kwh"] == pytest.approx(summary["kwh_before_first_epoch"])
+
+
 def _build(name: str):
     return {
         "EnergyMonitor": lambda: EnergyMonitor(),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 import pytest
@@ -308,6 +309,33 @@ def test_a_report_rebuilt_from_the_metrics_draws_every_validation_inside_epochs(
         (line,) = [ln for ln in draw_summary(rebuilt).axes[0].get_lines() if ln.get_label() == "val_loss"]
         assert len(line.get_xdata()) == 2 * epochs  # every validation drawn, in order of the energy
         assert list(line.get_xdata()) == sorted(line.get_xdata())
+
+
+def test_float_residue_of_the_energy_parts_is_no_energy():
+    """The parts of a run's energy are differences of floats: the residue of a subtraction
+    (``2.6e-23`` kWh of a run's ``2.8e-7``) is no energy, neither a line of the printed summary nor
+    energy spent after the best; energy that is there still is."""
+    from lightning_green.energy.accounting import EpochEnergy
+    from lightning_green.energy.units import J_PER_KWH
+    from lightning_green.report import build_summary
+
+    def summary(total_j, before_j, last_j):
+        epoch = EpochEnergy(
+            0, last_j, last_j, duration_s=1.0, samples=10, source="rapl", partial=False, metric=0.5
+        )
+        options = dict(source="rapl", partial=False, pue=1.0, carbon_intensity_g_per_kwh=None)
+        return build_summary(
+            [epoch], total_j=total_j, monitor="val_loss", before_epochs_j=before_j, **options
+        )
+
+    assert 1.0 / J_PER_KWH - 0.3 / J_PER_KWH - 0.7 / J_PER_KWH > 0  # the residue this summary must not show
+    exact = summary(total_j=1.0, before_j=0.3, last_j=0.7)
+    assert exact["kwh_after_last_epoch"] == 0.0 and exact["kwh_after_best"] == 0.0
+    text = format_summary(exact)
+    assert "after the last epoch" not in text and re.search(r"kWh spent after best +0$", text, re.MULTILINE)
+    real = summary(total_j=1.0, before_j=0.3, last_j=0.6)  # 0.1 J at the end of the fit
+    assert real["kwh_after_last_epoch"] * J_PER_KWH == pytest.approx(0.1)
+    assert "after the last epoch" in format_summary(real)
 
 
 def test_report_command_needs_one_source(tmp_path, capsys):

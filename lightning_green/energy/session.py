@@ -212,6 +212,7 @@ class EnergySession:
         self._rank0 = True
         self._samples_local = 0
         self._epoch_start_s = 0.0
+        self._fit_start_s = 0.0  # when this fit's measurement started (start)
         self._windows: dict[str, _Mark] = {}
         self.last_reading: Reading | None = None  # the last collective reading of this fit
         self._probing: set[str] = set()
@@ -263,6 +264,11 @@ class EnergySession:
         """Whether this fit's first epoch began (:meth:`begin_epochs`)."""
         return self._epochs_begun
 
+    @property
+    def fit_elapsed_s(self) -> float:
+        """Wall time since this fit's measurement started (:meth:`start`), in seconds."""
+        return max(0.0, self._clock() - self._fit_start_s)
+
     # -- lifecycle --------------------------------------------------------------------------------
     def new_run(self, monitor: str | None, mode: Literal["min", "max"], keep_set_aside: bool = False) -> None:
         """Forget the previous run (totals, history, energy source) before a new one starts.
@@ -306,7 +312,7 @@ class EnergySession:
         self._running = True
         self.ledger.begin()
         self._samples_local = 0
-        self._epoch_start_s = self._clock()
+        self._epoch_start_s = self._fit_start_s = self._clock()
         self._windows.clear()
         self.last_reading = None
         self._now = None  # the meters restarted from zero: an earlier fit's reading means nothing
