@@ -6,6 +6,7 @@ import csv
 import functools
 import importlib
 import os
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass
@@ -161,3 +162,24 @@ def one_error_line(capsys: pytest.CaptureFixture[str]) -> str:
     err = capsys.readouterr().err
     (line,) = [ln for ln in err.splitlines() if ln.startswith("error: ")]
     return line
+
+
+DDP_SCRIPT = Path(__file__).with_name("ddp_fit.py")
+
+
+def run_ddp_script(out: Path, *args: str, timeout: int = 240) -> str:
+    """Run ``ddp_fit.py`` (2 ranks over gloo, as its arguments say) writing into ``out``; its output.
+
+    Fails the test when the script exits non-zero (a fit failing inside it is caught there).
+    """
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W": ""}
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, str(DDP_SCRIPT), str(out), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr

@@ -4,31 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_ddp_script
 
 from lightning_green.energy.estimate import DEFAULT_CPU_POWER_PER_CORE_W
 from lightning_green.energy.units import j_to_kwh
 
-SCRIPT = Path(__file__).with_name("ddp_fit.py")
 pytestmark = pytest.mark.slow
 
 
 def run_ddp(out: Path, *args: str, timeout: int = 240, ranks: int = 2) -> list[dict]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W": ""}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    run_ddp_script(out, *args, timeout=timeout)
     return [json.loads((out / f"rank{r}.json").read_text()) for r in range(ranks)]
 
 

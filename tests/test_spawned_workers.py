@@ -11,33 +11,20 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import NAMESPACES, Lightning, make_trainer
+from conftest import NAMESPACES, Lightning, make_trainer, run_ddp_script
 
 from lightning_green import AdaptiveBatchSize, AdaptivePrecision, EnergyMonitor
 from lightning_green.callbacks import _compat
 
-SCRIPT = Path(__file__).with_name("ddp_fit.py")
 REPORTS = {"energy_summary.json", "energy_report.png", "adaptations.json"}
 
 
 def run_fit(out: Path, *args: str, timeout: int = 240) -> str:
     """Run ``ddp_fit.py`` (its fit failing is expected); its output."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "LIGHTNING_GREEN_CPU_POWER_PER_CORE_W": ""}
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT), str(out), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    return proc.stdout + proc.stderr
+    return run_ddp_script(out, *args, timeout=timeout)
 
 
 @pytest.mark.slow
