@@ -70,6 +70,30 @@ def curve_module(base: type) -> type:
 CurveModule = PL.module(curve_module)
 
 
+class Stream(torch.utils.data.IterableDataset):
+    """The first ``n`` samples of a dataset, streamed: a train loader without a length."""
+
+    def __init__(self, dataset, n: int) -> None:
+        self.dataset, self.n = dataset, n
+
+    def __iter__(self):
+        return (self.dataset[i] for i in range(self.n))
+
+
+def streamed_digits(base: type, samples: int) -> type:
+    """``base`` (a digits DataModule of either namespace) whose train loader streams ``samples``.
+
+    Its first ``samples`` training samples at the DataModule's ``batch_size``, from an
+    ``IterableDataset`` without a length: Lightning knows an epoch's batches only once it ended.
+    """
+
+    class StreamedDigits(base):
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(Stream(self.train_set, samples), batch_size=self.batch_size)
+
+    return StreamedDigits
+
+
 def saturating_curve(epochs: int, floor: float = 1.0, tau: float = 3.0) -> list[float]:
     """A loss that falls fast, then flattens: ``floor + 2 exp(-epoch / tau)``."""
     import math
@@ -77,4 +101,13 @@ def saturating_curve(epochs: int, floor: float = 1.0, tau: float = 3.0) -> list[
     return [floor + 2.0 * math.exp(-e / tau) for e in range(epochs)]
 
 
-__all__ = ["CurveModule", "ScriptedMeter", "curve_module", "install_scripted_meter", "pl", "saturating_curve"]
+__all__ = [
+    "CurveModule",
+    "ScriptedMeter",
+    "Stream",
+    "curve_module",
+    "install_scripted_meter",
+    "pl",
+    "saturating_curve",
+    "streamed_digits",
+]

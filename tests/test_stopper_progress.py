@@ -17,7 +17,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 from conftest import AnyCallback, make_trainer
-from doubles import curve_module, install_scripted_meter, saturating_curve
+from doubles import curve_module, install_scripted_meter, saturating_curve, streamed_digits
 
 from lightning_green import EnergyAwareEarlyStopping
 from lightning_green.energy.units import J_PER_KWH
@@ -445,3 +445,48 @@ def test_the_learning_rate_hints_reach_replay_with_their_checks(tmp_path, sqlite
     assert curve.epochs.tolist() == [2, 4, 6, 8]
     # After epoch e (0-based) the drop at epoch 6 is 5 - e epochs after the current one; none after it.
     assert list(curve.lr_hints) == [4, 2, 0, None]
+
+
+def test_checks_inside_epochs_of_unknown_length_count_the_planned_epochs(tmp_path, monkeypatch, capsys, ns):
+    """An IterableDataset without a length, ``max_epochs`` planned, checks every few batches.
+
+    The checks are placed in epochs against the ``max_epochs`` plan, as with a sized loader:
+    ``min_epochs`` holds a plateau stop until that many epochs are done (not that many checks),
+    the horizon is ``max_epochs``, and the stop says what it saved. Inside the first epoch, whose
+    length nothing has measured yet, a check after ``b`` batches is placed at ``b / (b + 1)``
+    (before the epoch's end); later ones at the fraction of the epochs before. Replay of the
+    run's log decides as the callback did.
+    """
+    from lightning_green import EnergyMonitor, cli
+    from lightning_green.report import format_summary
+
+    install_scripted_meter(monkeypatch)
+    # Nothing improves by 50: the plateau rule (patience 1) would stop at the second check.
+    stopper = EnergyAwareEarlyStopping(monitor="val_loss", patience=1, min_delta=50.0, min_epochs=3)
+    monitor = EnergyMonitor(monitor="val_loss")
+    logger = ns.loggers.CSVLogger(str(tmp_path), name="stream")
+    module = ns.module(check_curve_module)(flat_after(1, 40), steps_per_check=BATCHES // 2)
+    pl.seed_everything(0)
+    options = dict(max_epochs=6, val_check_interval=BATCHES // 2, limit_val_batches=1, num_sanity_val_steps=0)
+    trainer = make_trainer(tmp_path, [stopper, monitor], logger=logger, lightning=ns, **options)
+    trainer.fit(module, datamodule=streamed_digits(ns.DigitsDataModule, BATCHES * 16)(batch_size=16))
+
+    progress = stopper.policy.history.progress.tolist()
+    assert progress == [0.8, 1.0, 1.5, 2.0, 2.5, 3.0]  # 4 / (4 + 1) inside the first epoch
+    assert stopper.stop_reason is not None and stopper.stop_reason.value == "plateau"
+    assert trainer.global_step == 3 * BATCHES  # after min_epochs epochs, not after 3 checks
+    place = stopper.last_place
+    assert (place.unit, place.horizon, place.progress_per_epoch) == ("epochs", 6.0, 1.0)
+    saved = monitor.last_summary["stop_savings"]
+    assert (saved["unit"], saved["stopped_at"], saved["planned_end"], saved["epochs_not_run"]) == (
+        "epochs", 3, 6, 3,
+    )  # fmt: skip
+    assert "not run (projected)" in format_summary(monitor.last_summary)
+    hparams = (tmp_path / "stream" / "version_0" / "hparams.yaml").read_text()
+    assert re.search(r"^lightning_green\.max_epochs: 6$", hparams, re.MULTILINE)
+
+    decisions = tmp_path / "decisions.csv"
+    metrics_csv = tmp_path / "stream" / "version_0" / "metrics.csv"
+    assert cli.main(["replay", str(metrics_csv), "-o", str(decisions)]) == 0
+    (row,) = list(csv.DictReader(decisions.read_text().splitlines()))
+    assert (row["stop_reason"], float(row["stop_epoch"])) == ("plateau", 3.0)

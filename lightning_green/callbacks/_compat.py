@@ -423,19 +423,25 @@ def val_check_interval(trainer: Trainer) -> int | float | None:
 
 
 def fit_position(trainer: Trainer) -> FitPosition:
-    """The fit loop's counters and plan now (batches done in the epoch from its batch progress)."""
+    """The fit loop's counters and plan now (batches done in the epoch from its batch progress).
+
+    The batches of the epochs before the current one are the run's batches (the batch progress's
+    total, restored with a checkpoint) less the current epoch's.
+    """
     batches = trainer.fit_loop.epoch_loop.batch_progress
     interval = val_check_interval(trainer)
+    done = int(batches.current.completed)
     return FitPosition(
         current_epoch=int(trainer.current_epoch),
         global_step=int(trainer.global_step),
-        batches_done=int(batches.current.completed),
+        batches_done=done,
         batches_per_epoch=trainer.num_training_batches,
         accumulate_grad_batches=int(trainer.accumulate_grad_batches),
         max_epochs=trainer.max_epochs,
         max_steps=trainer.max_steps,
         epoch_done=bool(getattr(batches, "is_last_batch", True)),
         checks_inside_epochs=interval is None or isinstance(interval, int) or float(interval) < 1.0,
+        batches_before_epoch=max(0, int(batches.total.completed) - done),
     )
 
 

@@ -727,7 +727,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
             return []
         position = _compat.fit_position(trainer)
         place = check_place(position, None)
-        epochs, steps = check_points(history.progress.tolist(), place, position.steps_per_epoch, before_step)
+        per_epoch = position.epoch_steps_estimate  # of the epochs before, for a loader without a length
+        epochs, steps = check_points(history.progress.tolist(), place, per_epoch, before_step)
         metrics = check_metrics(history, self._check_inputs, epochs)
         record = self._stop_record()  # a restored stop's, with the stopping check as the stop logged it
         if record is not None and metrics:

@@ -11,9 +11,14 @@ the callback's compatibility layer) into what
   an epoch (exactly the ``epoch=current_epoch`` of a one-check-an-epoch run), the fraction of the
   epoch's batches done inside an epoch; the horizon is ``max_epochs`` (or what ``max_steps``
   allows, when it is shorter; Lightning's implicit 1000 epochs is no plan);
-- a run planned in steps (or checked inside epochs of unknown length) counts optimizer steps
-  (``global_step``), the horizon is ``max_steps`` and an epoch is the optimizer steps of one
-  (``None`` when the train loader has no length).
+- a check inside an epoch of unknown length (a train loader without a length) in a run planned in
+  epochs is placed in epochs as well, at the fraction of an estimated length: the mean of the
+  epochs completed, and at least the batches done and the one the loader has ready (in the first
+  epoch, which no earlier epoch measures, ``b / (b + 1)`` after ``b`` batches: always before the
+  epoch's end, so ``min_epochs`` counts the epochs completed);
+- a run planned in steps (or checked inside epochs of unknown length without an epoch plan) counts
+  optimizer steps (``global_step``), the horizon is ``max_steps`` and an epoch is the optimizer
+  steps of one (``None`` when the train loader has no length).
 
 The distance to the next scheduled learning-rate drop comes in epochs after the current one
 (:func:`~lightning_green.training.learning_rates.epochs_until_lr_decay`): the drop starts at epoch
@@ -46,6 +51,8 @@ class FitPosition:
         epoch_done: Whether the epoch in progress has reached its last batch.
         checks_inside_epochs: Whether validation runs inside epochs (``val_check_interval`` below
             1 or a number of batches).
+        batches_before_epoch: Training batches completed in the epochs before the one in progress
+            (``None``: not known), which estimate the length of an epoch the loader does not give.
     """
 
     current_epoch: int
@@ -57,6 +64,7 @@ class FitPosition:
     max_steps: int | None
     epoch_done: bool
     checks_inside_epochs: bool = False
+    batches_before_epoch: int | None = None
 
     @property
     def known_batches(self) -> float | None:
@@ -71,6 +79,20 @@ class FitPosition:
         return None if n is None else math.ceil(n / max(1, self.accumulate_grad_batches))
 
     @property
+    def epoch_steps_estimate(self) -> int | None:
+        """:attr:`steps_per_epoch`, or where the loader has no length the mean of the epochs completed.
+
+        Example:
+            >>> FitPosition(2, 95, 5, float("inf"), 1, 12, -1, False, True, 90).epoch_steps_estimate
+            45
+        """
+        known = self.steps_per_epoch
+        earlier = self.batches_before_epoch
+        if known is not None or not earlier or self.current_epoch <= 0:
+            return known
+        return math.ceil(earlier / self.current_epoch / max(1, self.accumulate_grad_batches))
+
+    @property
     def planned_epochs(self) -> int | None:
         """``max_epochs`` when the user planned one (positive, not Lightning's implicit 1000)."""
         epochs = self.max_epochs if self.max_epochs is not None and self.max_epochs > 0 else None
@@ -83,9 +105,35 @@ class FitPosition:
 
     @property
     def in_steps(self) -> bool:
-        """Whether progress counts optimizer steps (a plan in steps only; checks in epochs of no length)."""
+        """Whether progress counts optimizer steps.
+
+        In a run planned in steps only, and in one without a plan checked inside epochs of no known
+        length; a run planned in epochs counts epochs, whatever its loader.
+        """
         by_plan = self.planned_steps is not None and not (self.max_epochs is not None and self.max_epochs > 0)
-        return by_plan or (self.checks_inside_epochs and self.known_batches is None)
+        unplaced = self.checks_inside_epochs and self.known_batches is None and self.planned_epochs is None
+        return by_plan or unplaced
+
+    @property
+    def epoch_fraction(self) -> float:
+        """The fraction of the epoch in progress done (before its end), from its batches.
+
+        Of the epoch's batches when the loader has a length; otherwise of an estimated length: the
+        mean batches of the epochs completed, and at least the batches done plus the one the loader
+        has ready, so that a check inside the epoch is always placed before its end.
+
+        Example:
+            >>> FitPosition(1, 60, 15, float("inf"), 1, 12, -1, False, True, 45).epoch_fraction
+            0.3333333333333333
+            >>> FitPosition(0, 15, 15, float("inf"), 1, 12, -1, False, True, 0).epoch_fraction  # first epoch
+            0.9375
+        """
+        batches = self.known_batches
+        if batches is not None:
+            return min(self.batches_done / batches, 1.0)
+        earlier = self.batches_before_epoch
+        mean = earlier / self.current_epoch if earlier and self.current_epoch > 0 else 0.0
+        return self.batches_done / max(mean, self.batches_done + 1.0)
 
 
 @dataclass(frozen=True)
@@ -180,6 +228,10 @@ def check_place(position: FitPosition, lr_hint_epochs: int | None) -> CheckPlace
         CheckPlace(progress=2.5, horizon=8.0, lr_decay_in=1.5, progress_per_epoch=1.0, unit='epochs')
         >>> check_place(FitPosition(2, 30, 10, 10, 1, -1, 100, True), lr_hint_epochs=None)
         CheckPlace(progress=30.0, horizon=100.0, lr_decay_in=None, progress_per_epoch=10.0, unit='steps')
+        >>> no_length = float("inf")  # an IterableDataset: a third of the second epoch, 45 batches each
+        >>> place = check_place(FitPosition(1, 60, 15, no_length, 1, 12, -1, False, True, 45), None)
+        >>> place.unit, round(place.progress, 4), place.horizon
+        ('epochs', 1.3333, 12.0)
     """
     epoch_end = float(position.current_epoch + 1)
     if position.in_steps:
@@ -196,10 +248,9 @@ def check_place(position: FitPosition, lr_hint_epochs: int | None) -> CheckPlace
             None if per_epoch is None else float(per_epoch),
             "steps",
         )
-    batches = position.known_batches
     progress = epoch_end
-    if not position.epoch_done and batches is not None:
-        progress = position.current_epoch + min(position.batches_done / batches, 1.0)
+    if not position.epoch_done:
+        progress = position.current_epoch + position.epoch_fraction
     horizon = horizon_epochs(position)
     decay_in = None if lr_hint_epochs is None else epoch_end + lr_hint_epochs - progress
     return CheckPlace(progress, None if horizon is None else float(horizon), decay_in, 1.0, "epochs")
