@@ -592,20 +592,24 @@ def output_dir(trainer: Trainer) -> Path:
     return output_dirs(trainer)[0]
 
 
-def write_in_output_dirs(trainer: Trainer, write: Callable[[Path], Written], what: str) -> Written | None:
+def write_in_output_dirs(
+    trainer: Trainer, write: Callable[[Path], Written], what: str, copy: bool = True
+) -> Written | None:
     """Write report files into every folder of :func:`output_dirs`, the same bytes in each.
 
     ``write`` writes them into the first folder that takes them (a folder it fails in is left for
-    the next); they are then copied into every other folder. Each folder that cannot take them
-    gets one warning naming it and the error, and the other folders still get them: one folder
-    that cannot be written (a root under a regular file, a read-only disk) loses the files there
-    only. For global rank 0.
+    the next); they are then copied into every other folder (``copy=False``: ``write`` writes into
+    each folder itself, as a config whose writer puts its parts beside it). Each folder that
+    cannot take them gets one warning naming it and the error, and the other folders still get
+    them: one folder that cannot be written (a root under a regular file, a read-only disk) loses
+    the files there only. For global rank 0.
 
     Args:
         trainer: The trainer whose loggers' folders get the files.
         write: Writes the files into the folder it is given (created by it when missing) and
             returns their paths (None for a file it did not write).
         what: The files in words, for the warnings (``"the energy report"``).
+        copy: Copy the first folder's files into the others (else ``write`` in each).
 
     Returns:
         What ``write`` returned in the first folder that took the files (the ones to log to
@@ -614,8 +618,10 @@ def write_in_output_dirs(trainer: Trainer, write: Callable[[Path], Written], wha
     written: Written | None = None
     for folder in output_dirs(trainer):
         try:
-            if written is None:
-                written = write(folder)
+            if written is None or not copy:
+                files = write(folder)
+                if written is None:
+                    written = files
                 continue
             folder.mkdir(parents=True, exist_ok=True)
             for path in written:

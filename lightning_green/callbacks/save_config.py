@@ -13,7 +13,6 @@ from pathlib import Path
 
 from lightning_green.callbacks import _compat, _loggers
 from lightning_green.callbacks._compat import LightningModule, Trainer
-from lightning_green.report import error_text
 
 
 class SaveConfigToLoggers(*_compat.save_config_bases()):
@@ -54,19 +53,12 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
         written gets one warning naming it, and the others still get it. The first one written is
         logged (one written into a temporary folder when none could be).
         """
-        saved: list[Path] = []
-        for folder in _loggers.output_dirs(trainer):
-            try:
-                saved.append(self._save(folder / self.config_filename))
-            except Exception as err:  # the config must not fail the run: this folder goes without
-                what = f"{self.config_filename} into {folder}"
-                _compat.warn(trainer, f"lightning_green: could not write {what}: {error_text(err)}")
-        self.saved_path = saved[0] if saved else None
 
         def write(folder: Path) -> tuple[Path]:
             return (self._save(folder / self.config_filename),)
 
-        written = (self.saved_path,) if self.saved_path is not None else None
+        written = _loggers.write_in_output_dirs(trainer, write, self.config_filename, copy=False)
+        self.saved_path = None if written is None else written[0]
         _loggers.log_written(trainer, written, write, self.config_filename, artifact_path="config")
 
     def _save(self, path: Path) -> Path:
