@@ -23,7 +23,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import torch
 
@@ -467,14 +467,50 @@ def rebuild_train_dataloader(trainer: Trainer) -> None:
             set_epoch(dataloader, loop.epoch_progress.current.processed)
 
 
-class _BeforeCheckpointWrites:
-    """``trainer.save_checkpoint`` calling each listener first (:func:`call_before_checkpoint_writes`)."""
+_Wrapper = TypeVar("_Wrapper", bound="_TrainerMethodWrapper")
+
+
+class _TrainerMethodWrapper:
+    """A wrapper of one Trainer instance's method ``NAME``, set as an instance attribute over it.
+
+    :meth:`installed` sets it once per Trainer (a later call finds it); :meth:`restore` puts back
+    what was there before (the instance's own attribute, or none: the class's method again).
+    """
+
+    NAME: ClassVar[str]
 
     def __init__(self, trainer: Trainer) -> None:
-        self.had_own = "save_checkpoint" in vars(trainer)  # an instance attribute set before ours
-        self.original: Callable[..., Any] = trainer.save_checkpoint
-        self.listeners: list[Callable[[], None]] = []
+        self.had_own = self.NAME in vars(trainer)  # an instance attribute set before ours
+        self.original: Callable[..., Any] = getattr(trainer, self.NAME)
         functools.update_wrapper(self, self.original)
+
+    @classmethod
+    def installed(cls: type[_Wrapper], trainer: Trainer) -> _Wrapper:
+        """The Trainer's wrapper of this kind, set now if it has none."""
+        wrapper = vars(trainer).get(cls.NAME)
+        if not isinstance(wrapper, cls):
+            wrapper = cls(trainer)
+            setattr(trainer, cls.NAME, wrapper)
+        return wrapper
+
+    def restore(self, trainer: Trainer) -> None:
+        """Put back the Trainer's method as it was before this wrapper (if the wrapper is still set)."""
+        if vars(trainer).get(self.NAME) is not self:
+            return
+        if self.had_own:
+            setattr(trainer, self.NAME, self.original)
+        else:
+            delattr(trainer, self.NAME)
+
+
+class _BeforeCheckpointWrites(_TrainerMethodWrapper):
+    """``trainer.save_checkpoint`` calling each listener first (:func:`call_before_checkpoint_writes`)."""
+
+    NAME = "save_checkpoint"
+
+    def __init__(self, trainer: Trainer) -> None:
+        super().__init__(trainer)
+        self.listeners: list[Callable[[], None]] = []
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         for listener in tuple(self.listeners):
@@ -491,10 +527,7 @@ def call_before_checkpoint_writes(trainer: Trainer, listener: Callable[[], None]
     once, whatever the number of listeners; a listener already there is not added twice.
     :func:`stop_calling_before_checkpoint_writes` removes it.
     """
-    wrapper = vars(trainer).get("save_checkpoint")
-    if not isinstance(wrapper, _BeforeCheckpointWrites):
-        wrapper = _BeforeCheckpointWrites(trainer)
-        trainer.save_checkpoint = wrapper
+    wrapper = _BeforeCheckpointWrites.installed(trainer)
     if listener not in wrapper.listeners:
         wrapper.listeners.append(listener)
 
@@ -507,10 +540,7 @@ def stop_calling_before_checkpoint_writes(trainer: Trainer, listener: Callable[[
     if listener in wrapper.listeners:
         wrapper.listeners.remove(listener)
     if not wrapper.listeners:
-        if wrapper.had_own:
-            trainer.save_checkpoint = wrapper.original
-        else:
-            del trainer.save_checkpoint
+        wrapper.restore(trainer)
 
 
 def launched_worker(trainer: Trainer) -> bool:
@@ -524,7 +554,7 @@ def launched_worker(trainer: Trainer) -> bool:
     return isinstance(launcher, classes("strategies.launchers.multiprocessing", "_MultiProcessingLauncher"))
 
 
-class _FailuresInWorker:
+class _FailuresInWorker(_TrainerMethodWrapper):
     """A launched worker's ``trainer._run_stage`` that handles a failure as Lightning does under ``ddp``.
 
     Lightning calls ``on_exception`` and the loggers' ``finalize("failed")`` in the process that
@@ -536,12 +566,12 @@ class _FailuresInWorker:
     ``FAILED``), and re-raises. The Trainer's own method is back once the stage is over.
     """
 
+    NAME = "_run_stage"
+
     def __init__(self, trainer: Trainer) -> None:
-        self.had_own = "_run_stage" in vars(trainer)  # an instance attribute set before ours
-        self.original: Callable[..., Any] = trainer._run_stage
+        super().__init__(trainer)
         self.trainer: Trainer | None = trainer
         self.callbacks: list[Any] = []
-        functools.update_wrapper(self, self.original)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         trainer = self.trainer
@@ -553,15 +583,8 @@ class _FailuresInWorker:
                 _interrupt_in_worker(trainer, self.callbacks, exception)
             raise
         finally:
-            self._uninstall(trainer)
-
-    def _uninstall(self, trainer: Trainer) -> None:
-        if vars(trainer).get("_run_stage") is self:
-            if self.had_own:
-                trainer._run_stage = self.original
-            else:
-                del trainer._run_stage
-        self.trainer = None
+            self.restore(trainer)
+            self.trainer = None
 
 
 def _interrupt_in_worker(trainer: Trainer, callbacks: Sequence[Any], exception: BaseException) -> None:
@@ -607,10 +630,7 @@ def handle_failures_in_worker(trainer: Trainer, callback: Any) -> None:
     """
     if not launched_worker(trainer) or getattr(trainer, "_run_stage", None) is None:
         return
-    wrapper = vars(trainer).get("_run_stage")
-    if not isinstance(wrapper, _FailuresInWorker):
-        wrapper = _FailuresInWorker(trainer)
-        trainer._run_stage = wrapper
+    wrapper = _FailuresInWorker.installed(trainer)
     if not any(cb is callback for cb in wrapper.callbacks):
         wrapper.callbacks.append(callback)
 
