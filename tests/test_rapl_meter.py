@@ -158,6 +158,38 @@ def test_psys_counts_only_without_package_zones(tmp_path):
     assert dict(meter.read().domains_j) == {"rapl:psys": pytest.approx(2.0)}
 
 
+def test_granite_rapids_layout_counts_the_tpmi_packages_not_the_msr_psys(tmp_path):
+    # Xeons with TPMI (Granite Rapids on): the MSR interface keeps only psys, the packages and their
+    # DRAM are under intel-rapl-tpmi; psys must not stand in for them.
+    root = tmp_path / "powercap"
+    psys = make_zone(root / "intel-rapl:0", "psys", energy_uj=10)
+    packages = [make_zone(root / f"intel-rapl-tpmi:{i}", f"package-{i}", energy_uj=100) for i in (0, 1)]
+    dram = make_zone(packages[0] / "intel-rapl-tpmi:0:0", "dram", energy_uj=5)
+    os.symlink(dram, root / "intel-rapl-tpmi:0:0")
+    meter = RaplMeter(str(root), poll_interval_s=None)
+    assert meter.domains == ["rapl:package-0", "rapl:package-1", "rapl:dram-0"]
+    meter.start()
+    write_atomic(packages[0] / "energy_uj", "2000100\n")
+    write_atomic(packages[1] / "energy_uj", "1000100\n")
+    write_atomic(dram / "energy_uj", "500005\n")
+    write_atomic(psys / "energy_uj", "99000010\n")
+    reading = meter.read()
+    meter.close()
+    assert reading.energy_j == pytest.approx(3.5)
+
+
+def test_a_zone_both_msr_and_tpmi_expose_counts_once(tmp_path):
+    root = tmp_path / "powercap"
+    msr = make_zone(root / "intel-rapl:0", "package-0", energy_uj=0)
+    tpmi = make_zone(root / "intel-rapl-tpmi:0", "package-0", energy_uj=0)
+    meter = RaplMeter(str(root), poll_interval_s=None)
+    assert meter.domains == ["rapl:package-0"]
+    meter.start()
+    write_atomic(msr / "energy_uj", "1000000\n")
+    write_atomic(tpmi / "energy_uj", "1000000\n")
+    assert meter.read().energy_j == pytest.approx(1.0)
+
+
 def test_amd_layout_with_a_package_only(tmp_path):
     root = tmp_path / "powercap"
     package = make_zone(root / "amd-rapl:0", "package-0", energy_uj=0, max_range_uj=65_532_610_987)

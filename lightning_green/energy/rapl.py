@@ -5,8 +5,10 @@ Each RAPL zone exposes a cumulative ``energy_uj`` counter (microjoules) that wra
 subzones (``dram``). Never counted: the ``core`` and ``uncore`` subzones (they are inside the
 package: counting them would count their energy twice) and the ``psys`` platform zone (it
 covers the whole SoC, packages included) unless the machine has no package zone at all. Intel
-and AMD (whose RAPL driver uses the same ``intel-rapl`` layout) are both handled; the
-duplicate MMIO interface (``intel-rapl-mmio``) is ignored.
+and AMD (whose RAPL driver uses the same ``intel-rapl`` layout) are both handled, and so are the
+Xeons whose packages and DRAM the kernel exposes through TPMI (``intel-rapl-tpmi``, Granite
+Rapids and later: there the MSR interface ``intel-rapl`` holds only ``psys``); the duplicate MMIO
+interface (``intel-rapl-mmio``) is ignored. A zone two interfaces both expose counts once.
 
 Wraparound: a reading below the previous one means the counter wrapped once. The counter wraps
 after ``max_energy_range_uj / power`` seconds - about 26 minutes for a 262 kJ range at 170 W,
@@ -37,8 +39,9 @@ DEFAULT_POLL_INTERVAL_S: float = 10.0
 60 s (small counter range at high power), so 10 s leaves a six-fold margin; a poll reads a few
 small sysfs files (tens of microseconds) and costs well under 0.001% of a core."""
 
-_CONTROL_TYPES = ("intel-rapl", "amd-rapl")
-_TOP_ZONE = re.compile(r"^(intel-rapl|amd-rapl):(\d+)$")
+_CONTROL_TYPES = ("intel-rapl", "intel-rapl-tpmi", "amd-rapl")
+"""The powercap control types read, in order of preference where two expose the same zone."""
+_TOP_ZONE = re.compile(r"^(intel-rapl|intel-rapl-tpmi|amd-rapl):(\d+)$")
 _PACKAGE_INDEX = re.compile(r"^package-(\d+(?:-die-\d+)?)")
 """A package zone's index, with its die on multi-die packages (``package-0-die-1``): its DRAM
 subzone is named after both, so two dies' DRAM zones are two domains."""
