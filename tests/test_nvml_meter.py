@@ -119,6 +119,20 @@ def test_meter_matches_torch_uuids_whatever_the_device_order():
     assert NvmlMeter([0], nvml=FakeNvml(gpus(2)), environ={}, cuda_uuids=[None]).nvml_indices == {"gpu:0": 0}
 
 
+def test_a_torch_uuid_that_names_no_gpu_is_refused_not_mapped_by_index():
+    # A MIG instance on a box that mixes MIG and whole GPUs: torch's UUID is the instance's, no
+    # NVML GPU has it, and the index mapping would count a whole GPU another process uses.
+    nvml = FakeNvml([FakeGpu(uuid="GPU-a", mig_mode=0), FakeGpu(uuid="GPU-b", mig_mode=1)])
+    instance = "MIG-5c4ae3b9-1b32-5c0e-9b3f-1f2e3d4c5b6a"
+    with pytest.raises(NvmlUnavailableError, match="is none of the GPUs NVML sees") as info:
+        NvmlMeter([0], nvml=nvml, environ={}, cuda_uuids=[instance])
+    assert instance in info.value.reason and "GPU-a, GPU-b" in info.value.reason
+    assert nvml.init_refcount == 0
+    # Where NVML cannot name every GPU, a UUID match proves nothing: the index mapping applies.
+    nameless = FakeNvml([FakeGpu(uuid="", energy_mj=0), FakeGpu(uuid="GPU-b", energy_mj=0)])
+    assert NvmlMeter([0], nvml=nameless, environ={}, cuda_uuids=[instance]).nvml_indices == {"gpu:0": 0}
+
+
 # -- counter path ---------------------------------------------------------------------------------
 def test_steady_counter_gives_millijoule_deltas_since_start():
     nvml = FakeNvml(gpus(1, energy_mj=5_000_000))

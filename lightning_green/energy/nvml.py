@@ -141,6 +141,14 @@ def _probe(
         visible = environ.get("CUDA_VISIBLE_DEVICES")
         uuids = [_device_uuid(nvml, i) for i in range(count)]
         by_uuid = match_uuids(cuda_indices, cuda_uuids, uuids)
+        if all(uuids):  # every GPU named: a UUID of torch's that names none is not a whole GPU
+            for cuda_index, uuid in zip(cuda_indices, cuda_uuids, strict=False):
+                if uuid and int(cuda_index) not in by_uuid:
+                    raise NvmlUnavailableError(
+                        f"CUDA device {cuda_index} (UUID {uuid}) is none of the GPUs NVML sees "
+                        f"({', '.join(uuids)}): a MIG instance or a virtual device, whose energy NVML "
+                        "cannot attribute; counting a GPU found by index could count another GPU"
+                    )
         unmatched = [i for i in indices if i not in by_uuid]
         by_index = dict(zip(unmatched, resolve_nvml_indices(unmatched, visible, uuids), strict=True))
         nvml_indices = [by_uuid.get(i, by_index.get(i)) for i in indices]
