@@ -149,6 +149,21 @@ def test_auto_with_unreadable_rapl_warns_how_to_grant_access(rapl_root):
     assert len(warned) == 1 and "sudo chmod -R a+r" in warned[0] and "estimate is used instead" in warned[0]
 
 
+def test_auto_with_a_rapl_counter_the_driver_cannot_read_does_not_blame_access(rapl_root, monkeypatch):
+    import errno
+
+    from lightning_green.energy import rapl
+
+    def failing_read(path: str) -> int:
+        raise OSError(errno.ENODATA, os.strerror(errno.ENODATA), path)
+
+    monkeypatch.setattr(rapl, "_read_int", failing_read)
+    meter, warned = build("auto", rapl_root=rapl_root)
+    assert isinstance(meter, CpuTimeEstimateMeter)
+    assert len(warned) == 1 and "the RAPL driver could not read the counter" in warned[0]
+    assert "chmod" not in warned[0] and "estimate is used instead" in warned[0]
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 @pytest.mark.parametrize("spec", ["auto", "estimate", "rapl"])
 @pytest.mark.parametrize("rapl", ["rapl_root", "no_rapl"])

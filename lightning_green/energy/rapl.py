@@ -23,6 +23,7 @@ Since Linux 5.10 (CVE-2020-8694, "Platypus") ``energy_uj`` is readable by root o
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -52,7 +53,8 @@ class RaplUnavailableError(RuntimeError):
 
     Args:
         reason: A human-readable reason, with how to fix it where that is possible.
-        unreadable: True when the counters exist but this process may not read them.
+        unreadable: True when the counters exist but cannot be read (access denied, or the driver
+            fails to read them): worth a warning where an absent RAPL is not.
 
     Attributes:
         reason: The same reason.
@@ -186,6 +188,12 @@ def _check_zones(root: str) -> list[RaplZone]:
         try:
             _read_int(path)
         except OSError as err:
+            if err.errno in (errno.EIO, errno.ENODATA):  # the driver failed: access is not the cause
+                raise RaplUnavailableError(
+                    f"reading {path} ({zone.domain}) failed: {err.strerror or err} (the RAPL driver "
+                    "could not read the counter; granting access would not help)",
+                    unreadable=True,
+                ) from err
             who = f"uid {os.geteuid()}" if hasattr(os, "geteuid") else "this user"
             raise RaplUnavailableError(
                 f"{path} ({zone.domain}) is not readable by this process ({who}): {err.strerror or err}. "
