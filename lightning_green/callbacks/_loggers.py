@@ -14,11 +14,13 @@ under autolog, the series of an epoch go to the epoch's number, beside autolog's
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -81,9 +83,17 @@ class ActiveMlflowRun:
             self.experiment.log_param(self.run_id, key, str(value))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        """Log metrics at ``step``."""
-        for key, value in metrics.items():
-            self.experiment.log_metric(self.run_id, key, float(value), step=int(step))
+        """Log metrics at ``step`` in one ``log_batch`` request.
+
+        Each point as ``MlflowClient.log_metric`` would log it: ``float(value)``, the time now. More
+        than :data:`MLFLOW_METRICS_PER_REQUEST` metrics go in requests of that many.
+        """
+        from mlflow.entities import Metric
+
+        timestamp_ms = int(time.time() * 1000)
+        batch = [Metric(key, float(value), timestamp_ms, int(step)) for key, value in metrics.items()]
+        for chunk in _chunks(batch):
+            self.experiment.log_batch(self.run_id, metrics=chunk)
 
 
 def active_run(trainer: Trainer) -> ActiveMlflowRun | None:
@@ -439,8 +449,11 @@ def _event_file(writer: Any) -> str | None:
 def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, dict[str, float]]]) -> None:
     """Write records of a run's earlier part into ``loggers`` (logs that hold none of them), step by step.
 
-    The records of one step go in one call (one row of a ``metrics.csv``), in the order of the
-    steps. A ``CSVLogger`` or ``TensorBoardLogger`` also gets the run parameter
+    The records of one step go in one ``log_metrics`` call (one row of a ``metrics.csv``), in the
+    order of the steps. An MLflow run (``MLFlowLogger``, :class:`ActiveMlflowRun`) gets the same points, in
+    the same order, in a few ``log_batch`` requests (:func:`_log_mlflow_history`) rather than
+    one a step: a long run's copy took seconds before its first epoch, on every resume, counted
+    as the run's energy. A ``CSVLogger`` or ``TensorBoardLogger`` also gets the run parameter
     :data:`~lightning_green.keys.PARAM_EARLIER_PART_UNTIL_STEP` (the last step written here: its
     readers tell the copy from the fit's own records by it) and writes both out at once.
 
@@ -463,6 +476,9 @@ def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, di
         if not by_step:
             continue
         try:
+            if _is_mlflow(logger):
+                _log_mlflow_history(logger, by_step)
+                continue
             for step in sorted(by_step):
                 logger.log_metrics(by_step[step], step=step)
             if _compat.is_csv_logger(logger) or _compat.is_tensorboard_logger(logger):
@@ -470,6 +486,109 @@ def log_history(loggers: Sequence[Any], rows: Sequence[tuple[int, int | None, di
                 logger.save()
         except Exception as err:
             _failed(logger, err, f"{type(logger).__name__} refused the run's earlier records")
+
+
+MLFLOW_METRICS_PER_REQUEST = 1000
+"""The most metrics one MLflow ``log_batch`` request may carry (the tracking server's limit)."""
+
+_Chunked = TypeVar("_Chunked")
+
+
+def _chunks(
+    items: Sequence[_Chunked], size: int = MLFLOW_METRICS_PER_REQUEST
+) -> Iterator[Sequence[_Chunked]]:
+    """``items`` in consecutive slices of at most ``size``, in order.
+
+    Example:
+        >>> [list(c) for c in _chunks(range(5), 2)]
+        [[0, 1], [2, 3], [4]]
+    """
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+_Batch = tuple[str, list[Any], list[Any], list[Any], dict[str, Any]]
+"""One recorded ``log_batch`` call: ``(run_id, metrics, params, tags, other keyword arguments)``."""
+
+
+@contextlib.contextmanager
+def _recording_batches(client: Any) -> Iterator[list[_Batch]]:
+    """While open, ``client.log_batch`` records its calls (in the list yielded) instead of sending them.
+
+    The client's own method is put back on exit. Only this client's ``log_batch`` is held back:
+    whatever else is called on it is sent as usual (and every call, where the client cannot be
+    given an attribute of its own).
+    """
+    recorded: list[_Batch] = []
+
+    def record(
+        run_id: str,
+        metrics: Iterable[Any] = (),
+        params: Iterable[Any] = (),
+        tags: Iterable[Any] = (),
+        **kwargs: Any,
+    ) -> None:
+        recorded.append((run_id, list(metrics), list(params), list(tags), kwargs))
+
+    try:
+        own = vars(client).get("log_batch")
+        client.log_batch = record
+    except (TypeError, AttributeError):  # a client that cannot be given one: its calls are sent as made
+        yield recorded
+        return
+    try:
+        yield recorded
+    finally:
+        if own is None:
+            del client.log_batch
+        else:
+            client.log_batch = own
+
+
+def _send_batches(client: Any, recorded: Sequence[_Batch]) -> None:
+    """Send recorded ``log_batch`` calls in as few requests as MLflow takes, in their order.
+
+    Consecutive calls of metrics alone to one run, with the same other arguments, are joined and
+    sent in chunks of :data:`MLFLOW_METRICS_PER_REQUEST`; any other call is sent as recorded.
+    """
+    pending: list[Any] = []
+    pending_to: tuple[str, dict[str, Any]] | None = None
+
+    def flush() -> None:
+        if pending_to is not None:
+            for chunk in _chunks(pending):
+                client.log_batch(pending_to[0], metrics=list(chunk), **pending_to[1])
+        pending.clear()
+
+    for run_id, metrics, params, tags, kwargs in recorded:
+        if params or tags:
+            flush()
+            pending_to = None
+            client.log_batch(run_id, metrics=metrics, params=params, tags=tags, **kwargs)
+            continue
+        if pending_to != (run_id, kwargs):
+            flush()
+            pending_to = (run_id, kwargs)
+        pending.extend(metrics)
+    flush()
+
+
+def _log_mlflow_history(logger: Any, by_step: dict[int, dict[str, float]]) -> None:
+    """Log ``step -> metrics`` into an MLflow run in a few requests, in the order of the steps.
+
+    Each step's metrics are given to the logger's own ``log_metrics`` (an ``MLFlowLogger``'s
+    prefix, key clean-up and arguments, :class:`ActiveMlflowRun`'s), with the requests they make
+    recorded, not sent (:func:`_recording_batches`); the recorded points are then sent joined
+    (:func:`_send_batches`): the same keys, values and steps as one request a step (each step its
+    own timestamp, taken as it was recorded: they never decrease from step to step), in
+    ``ceil(points / 1000)`` requests. A logger whose ``log_metrics`` sends otherwise than by its
+    client's ``log_batch`` sends as it does; one that fails part-way sends nothing of the copy.
+    """
+    client = logger.experiment
+    with _recording_batches(client) as recorded:
+        for step in sorted(by_step):
+            logger.log_metrics(by_step[step], step=step)
+    _send_batches(client, recorded)
 
 
 def log_metrics(trainer: Trainer, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
