@@ -7,7 +7,10 @@ inherit from ``Callback`` (``EarlyStopping``) of *every* installed namespace
 LightningCLI accepts them. What depends on the trainer's namespace (enums, precision plugins,
 ``is_overridden``, ``lightning_getattr``, message loggers) is resolved per trainer with
 :func:`namespace_of`; isinstance checks accept every namespace's classes. The fit loop's private
-attributes, the DDP collectives and the device sync are behind the small functions here.
+attributes, the DDP collectives and the device sync are behind the small functions here. On import
+it wraps, once, each namespace's ``_parse_loop_limits`` (calling it unchanged) to record on the
+Trainer whether ``max_epochs`` is the user's or the 1000 Lightning puts in place of an unset one
+(:func:`record_max_epochs_origin`).
 """
 
 from __future__ import annotations
@@ -422,11 +425,117 @@ def val_check_interval(trainer: Trainer) -> int | float | None:
     return trainer.val_check_interval
 
 
+_LOOP_LIMITS = "_parse_loop_limits"
+"""Lightning's function that fills in the fit's unset limits, as each Trainer module names it."""
+
+_MAX_EPOCHS_ORIGIN = "_lightning_green_max_epochs_origin"
+"""The Trainer instance attribute where :class:`_LoopLimitsRecorder` leaves a :class:`_MaxEpochsOrigin`."""
+
+
+@dataclass(frozen=True)
+class _MaxEpochsOrigin:
+    """Who set a Trainer's ``max_epochs``, as its last fit's start found it.
+
+    Attributes:
+        stand_in: What Lightning put in place of an unset ``max_epochs`` (1000; -1 with ``max_steps``
+            or a ``Timer``), or ``None`` when the value is the user's.
+    """
+
+    stand_in: int | None
+
+
+class _LoopLimitsRecorder:
+    """Lightning's ``_parse_loop_limits``, called unchanged, recording on the trainer who set ``max_epochs``.
+
+    ``Trainer._run`` calls it at the start of every fit, before any callback hook, with the Trainer's
+    ``max_epochs`` (``None`` when the user set none) and sets the fit loop's ``max_epochs`` to what
+    it returns (1000 for an unset one): from then on the Trainer reads the same 1000 whether the
+    user passed it or not. The record is sticky across fits of one Trainer: a later fit passes the
+    1000 an earlier fit put in place, which stays Lightning's; any other value is the user's.
+    """
+
+    def __init__(self, original: Callable[..., Any], signature: inspect.Signature) -> None:
+        self.original = original
+        self.signature = signature
+        functools.update_wrapper(self, original)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        limits = self.original(*args, **kwargs)
+        try:
+            arguments = self.signature.bind(*args, **kwargs).arguments
+        except TypeError:  # pragma: no cover - the original took them: cannot happen
+            return limits
+        trainer = arguments.get("trainer")
+        if trainer is not None:
+            _record_max_epochs_origin(trainer, arguments.get("max_epochs"), limits)
+        return limits
+
+
+def _record_max_epochs_origin(trainer: Trainer, given: Any, limits: Any) -> None:
+    """Record on ``trainer`` whether the ``max_epochs`` of the fit starting is Lightning's stand-in."""
+    if not hasattr(trainer, "__dict__"):  # pragma: no cover - every Trainer has one
+        return
+    if not (isinstance(limits, tuple) and len(limits) == 2):  # another Lightning: not known
+        vars(trainer).pop(_MAX_EPOCHS_ORIGIN, None)
+        return
+    earlier = vars(trainer).get(_MAX_EPOCHS_ORIGIN)
+    if given is None:
+        stand_in = limits[1]
+    elif isinstance(earlier, _MaxEpochsOrigin) and earlier.stand_in is not None and given == earlier.stand_in:
+        stand_in = earlier.stand_in  # an earlier fit's stand-in, read back: still no plan of the user's
+    else:
+        stand_in = None
+    vars(trainer)[_MAX_EPOCHS_ORIGIN] = _MaxEpochsOrigin(stand_in)
+
+
+def record_max_epochs_origin() -> None:
+    """Have every installed namespace's Trainer record whether its fit's ``max_epochs`` is Lightning's.
+
+    Lightning turns an unset ``max_epochs`` into 1000 when a fit starts (``_parse_loop_limits``, in
+    ``<namespace>.trainer.trainer``); an explicit ``max_epochs=1000`` reads the same afterwards.
+    Wraps that name, once (idempotent), with :class:`_LoopLimitsRecorder`; read with
+    :func:`max_epochs_implicit`. Called when this module is imported, before any fit of a Trainer
+    given lightning_green's callbacks (also in the workers ``ddp_spawn`` starts, which import it to
+    unpickle them). A Lightning without the function, or with one that takes no ``max_epochs`` and
+    ``trainer``, is left alone: :func:`max_epochs_implicit` then answers ``None``.
+    """
+    for ns in NAMESPACES:
+        try:
+            module = importlib.import_module(f"{ns.name}.trainer.trainer")
+        except ImportError:  # pragma: no cover - every namespace has its Trainer module
+            continue
+        original = getattr(module, _LOOP_LIMITS, None)
+        if original is None or isinstance(original, _LoopLimitsRecorder) or not callable(original):
+            continue
+        try:
+            signature = inspect.signature(original)
+        except (TypeError, ValueError):  # pragma: no cover - a builtin without a signature
+            continue
+        if {"max_epochs", "trainer"} <= set(signature.parameters):
+            setattr(module, _LOOP_LIMITS, _LoopLimitsRecorder(original, signature))
+
+
+def max_epochs_implicit(trainer: Trainer) -> bool | None:
+    """Whether the Trainer's ``max_epochs`` is what Lightning put in place of an unset one.
+
+    ``False`` when the user set it (``Trainer(max_epochs=1000)`` included), ``None`` when not known
+    (no fit started since :func:`record_max_epochs_origin`, or a Lightning it could not wrap).
+    """
+    origin = vars(trainer).get(_MAX_EPOCHS_ORIGIN) if hasattr(trainer, "__dict__") else None
+    if not isinstance(origin, _MaxEpochsOrigin):
+        return None
+    return origin.stand_in is not None and trainer.max_epochs == origin.stand_in
+
+
+record_max_epochs_origin()
+
+
 def fit_position(trainer: Trainer) -> FitPosition:
     """The fit loop's counters and plan now (batches done in the epoch from its batch progress).
 
     The batches of the epochs before the current one are the run's batches (the batch progress's
-    total, restored with a checkpoint) less the current epoch's.
+    total, restored with a checkpoint) less the current epoch's. Whether ``max_epochs`` is the
+    user's comes from :func:`max_epochs_implicit`.
     """
     batches = trainer.fit_loop.epoch_loop.batch_progress
     interval = val_check_interval(trainer)
@@ -442,6 +551,7 @@ def fit_position(trainer: Trainer) -> FitPosition:
         epoch_done=bool(getattr(batches, "is_last_batch", True)),
         checks_inside_epochs=interval is None or isinstance(interval, int) or float(interval) < 1.0,
         batches_before_epoch=max(0, int(batches.total.completed) - done),
+        max_epochs_implicit=max_epochs_implicit(trainer),
     )
 
 

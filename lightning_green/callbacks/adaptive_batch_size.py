@@ -86,7 +86,8 @@ class AdaptiveBatchSize(AdaptiveCallback):
     when the paired interval of joules per sample lies below ``1 - switch_margin`` and the
     model ``j_per_sample(B) · (1 + B / B_noise)`` agrees; otherwise the size stays. Probing
     takes at most 5 % of the run's projected energy (from ``max_epochs``/``max_steps``); a run
-    too short for two candidate epochs does not probe and warns once. Logs ``energy/batch_size``
+    too short for two candidate epochs, or without a planned length (the 1000 epochs Lightning puts
+    in place of an unset ``max_epochs`` is none), does not probe and warns once. Logs ``energy/batch_size``
     per epoch, the MLflow tags ``lightning_green.batch_size[_switches]``, each decision with its
     figures in the summary and ``adaptations.json``, and ``batch_size_probe_share``.
 
@@ -591,8 +592,10 @@ class AdaptiveBatchSize(AdaptiveCallback):
         self._oom_epoch = False
         if not policy.active and not policy.waiting_for_longer_plan:
             return
-        epochs = _epochs_done(_compat.fit_position(trainer), epoch)
-        done = fraction_done(epochs, int(trainer.global_step), trainer.max_epochs, trainer.max_steps)
+        position = _compat.fit_position(trainer)
+        epochs = _epochs_done(position, epoch)
+        # the user's plan, as the stopper sees it: Lightning's stand-in for an unset max_epochs is none
+        done = fraction_done(epochs, int(trainer.global_step), position.planned_epochs, trainer.max_steps)
         run_j = self._session.total_kwh_now() * J_PER_KWH / self.pue()  # a collective: every rank is here
         decision = policy.decide(run_energy_j=run_j, epochs_done=epochs, fraction_done=done)
         self._hold_others_while_in_trial()

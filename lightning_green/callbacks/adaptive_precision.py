@@ -363,7 +363,7 @@ class AdaptivePrecision(AdaptiveCallback):
         assert self.baseline is not None and self.current is not None
         self.ensure_policy(lambda: self._new_policy(self._supported, self.current))
         self._window.target_steps = max(self.policy.window_steps, 1)
-        self._planned_steps = planned_steps(trainer)
+        self._planned_steps = planned_steps(trainer, _compat.fit_position(trainer))
         self._scale_start = self._read_scale()
         if self._restored_window is not None:  # the window the checkpoint caught open goes on
             self._window.restore(self._restored_window)

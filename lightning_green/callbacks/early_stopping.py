@@ -131,7 +131,8 @@ class EnergyAwareEarlyStopping(_compat.PicklesWithoutTheModule, *_compat.EARLY_S
         min_relative_gain: Stop when a further kWh is projected to buy less than this fraction of
             what the average kWh bought so far (None: off).
         min_horizon_fraction: No marginal-gain stop before this fraction of the planned epochs
-            (``max_epochs`` or what ``max_steps`` allows; without a plan, no hold).
+            (``max_epochs`` or what ``max_steps`` allows; without a plan, no hold: the 1000 epochs
+            Lightning puts in place of an unset ``max_epochs`` is none, ``max_epochs=1000`` is one).
         patience_rest_fraction: Near the planned end, the plateau rule also stops once the checks
             without improvement reach this fraction of the checks still planned (at least 10,
             never more than ``patience``); None: ``patience`` alone, as Lightning.

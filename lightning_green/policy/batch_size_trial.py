@@ -246,10 +246,25 @@ def probing_off_message(batch_size: int | None) -> str:
 
 
 def no_probe_message(details: Mapping[str, Any], batch_size: int | None) -> str:
-    """The warning for a run whose probing budget cannot pay for (more) candidate epochs."""
+    """The warning for a run whose probing budget cannot pay for (more) candidate epochs.
+
+    A run without a planned length (``planned_epochs`` recorded as ``None``) is told so: nothing
+    projects its energy.
+
+    Example:
+        >>> message = no_probe_message({"candidate": 64, "planned_epochs": None, "probe_j": 0.0}, 32)
+        >>> message.split(": ")[1].split(" (")[0], message.endswith("it keeps batch size 32")
+        ('the run has no planned length to project its probing budget from', True)
+    """
     allowance, visit = details.get("probe_allowance_j") or 0.0, details.get("visit_j") or 0.0
     spent = details.get("probe_j") or 0.0
     what = "does not probe" if not spent else "stops probing"
+    if "planned_epochs" in details and details["planned_epochs"] is None:
+        return (
+            f"AdaptiveBatchSize {what}: the run has no planned length to project its probing budget "
+            "from (set max_epochs or max_steps; the 1000 epochs Lightning puts in place of an unset "
+            f"max_epochs is no plan); it keeps batch size {batch_size}"
+        )
     paid, planned = details.get("paid_after_epochs"), details.get("planned_epochs")
     pace = ""
     if paid is not None and planned is not None and math.isfinite(paid):

@@ -10,7 +10,8 @@ the callback's compatibility layer) into what
 - a run planned in epochs counts progress in epochs: ``current_epoch + 1`` at a check at the end of
   an epoch (exactly the ``epoch=current_epoch`` of a one-check-an-epoch run), the fraction of the
   epoch's batches done inside an epoch; the horizon is ``max_epochs`` (or what ``max_steps``
-  allows, when it is shorter; Lightning's implicit 1000 epochs is no plan);
+  allows, when it is shorter; the 1000 epochs Lightning puts in place of an unset ``max_epochs``
+  is no plan, a ``max_epochs=1000`` of the user's is: :attr:`FitPosition.planned_epochs`);
 - a check inside an epoch of unknown length (a train loader without a length) in a run planned in
   epochs is placed in epochs as well, at the fraction of an estimated length: the mean of the
   epochs completed, and at least the batches done and the one the loader has ready (in the first
@@ -32,7 +33,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 LIGHTNING_DEFAULT_MAX_EPOCHS = 1000
-"""What Lightning substitutes for an unset ``max_epochs`` (no plan of the user's)."""
+"""What Lightning substitutes for an unset ``max_epochs`` (without ``max_steps``): no plan of the user's.
+
+Taken for Lightning's only where nothing says who set it (:attr:`FitPosition.max_epochs_implicit`).
+"""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,10 @@ class FitPosition:
             1 or a number of batches).
         batches_before_epoch: Training batches completed in the epochs before the one in progress
             (``None``: not known), which estimate the length of an epoch the loader does not give.
+        max_epochs_implicit: Whether ``max_epochs`` is what Lightning put in place of an unset one
+            (the user planned no epochs), ``False`` when the user set it; ``None`` when not known:
+            then ``max_epochs`` of :data:`LIGHTNING_DEFAULT_MAX_EPOCHS` without ``max_steps`` is
+            taken for Lightning's.
     """
 
     current_epoch: int
@@ -65,6 +73,7 @@ class FitPosition:
     epoch_done: bool
     checks_inside_epochs: bool = False
     batches_before_epoch: int | None = None
+    max_epochs_implicit: bool | None = None
 
     @property
     def known_batches(self) -> float | None:
@@ -94,9 +103,22 @@ class FitPosition:
 
     @property
     def planned_epochs(self) -> int | None:
-        """``max_epochs`` when the user planned one (positive, not Lightning's implicit 1000)."""
+        """``max_epochs`` when the user planned one (positive, not what Lightning put in place of none).
+
+        Example:
+            >>> FitPosition(0, 0, 0, 10, 1, max_epochs=1000, max_steps=-1, epoch_done=True,
+            ...             max_epochs_implicit=False).planned_epochs  # Trainer(max_epochs=1000)
+            1000
+            >>> print(FitPosition(0, 0, 0, 10, 1, 1000, -1, True, max_epochs_implicit=True).planned_epochs)
+            None
+            >>> print(FitPosition(0, 0, 0, 10, 1, 1000, -1, True).planned_epochs)  # not known: Lightning's
+            None
+        """
         epochs = self.max_epochs if self.max_epochs is not None and self.max_epochs > 0 else None
-        return None if epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and self.planned_steps is None else epochs
+        implicit = self.max_epochs_implicit
+        if implicit is None:  # not known: Lightning's stand-in, unless max_steps was set (then it puts -1)
+            implicit = epochs == LIGHTNING_DEFAULT_MAX_EPOCHS and self.planned_steps is None
+        return None if implicit else epochs
 
     @property
     def planned_steps(self) -> int | None:
@@ -110,7 +132,7 @@ class FitPosition:
         In a run planned in steps only, and in one without a plan checked inside epochs of no known
         length; a run planned in epochs counts epochs, whatever its loader.
         """
-        by_plan = self.planned_steps is not None and not (self.max_epochs is not None and self.max_epochs > 0)
+        by_plan = self.planned_steps is not None and self.planned_epochs is None
         unplaced = self.checks_inside_epochs and self.known_batches is None and self.planned_epochs is None
         return by_plan or unplaced
 
@@ -200,8 +222,10 @@ def horizon_epochs(position: FitPosition) -> int | None:
     Example:
         >>> horizon_epochs(FitPosition(0, 0, 0, 10, 1, max_epochs=-1, max_steps=95, epoch_done=True))
         10
-        >>> print(horizon_epochs(FitPosition(0, 0, 0, 10, 1, max_epochs=1000, max_steps=-1, epoch_done=True)))
+        >>> print(horizon_epochs(FitPosition(0, 0, 0, 10, 1, 1000, -1, True, max_epochs_implicit=True)))
         None
+        >>> horizon_epochs(FitPosition(0, 0, 0, 10, 1, 1000, -1, True, max_epochs_implicit=False))
+        1000
     """
     horizon = position.planned_epochs
     steps, batches = position.planned_steps, position.known_batches
