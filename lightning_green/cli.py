@@ -54,11 +54,13 @@ see one for a failure that is not about the input).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from lightning_green import __version__, keys
@@ -317,6 +319,24 @@ def _installed(distribution: str) -> str:
         return "?"
 
 
+@contextlib.contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Keep alembic's messages below WARNING off the output for the duration (its level then restored).
+
+    mlflow 2 opening an SQLite store runs alembic, whose ``INFO [alembic.runtime.migration] ...``
+    lines reach stderr once logging is configured as mlflow 2's migration configures it (a store
+    created in the process): they would come before the command's own output and errors.
+    """
+    logger = logging.getLogger("alembic")
+    level = logger.level
+    if logger.getEffectiveLevel() < logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command; returns the exit code (no traceback reaches the user).
 
@@ -327,7 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 2 on bad arguments or bad input, 1 on any other failure.
     """
     try:
-        return _run(argv)
+        with _alembic_quiet():
+            return _run(argv)
     except KeyboardInterrupt:
         _fail("interrupted; nothing written")
         return 130

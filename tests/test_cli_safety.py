@@ -448,3 +448,49 @@ def test_a_store_from_a_newer_mlflow_is_a_clear_refusal(tmp_path: Path, sqlite_u
     assert "unexpected" not in err and "Traceback" not in err, err
     assert f"unknown to the installed mlflow {mlflow.__version__}" in err and "upgrade mlflow" in err
     assert "ffffffffffff" in err and not (tmp_path / "d.csv").exists()
+
+
+def test_alembics_info_lines_stay_off_the_output(tmp_path: Path, sqlite_uri: str, capsys, monkeypatch):
+    """mlflow 2 runs alembic when it opens an SQLite store; once a store was created in the process,
+    logging is configured as mlflow 2's migration configures it (alembic at INFO, the root logger to
+    stderr), and alembic's INFO lines came before the command's own output and one-line errors."""
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    from lightning_green.offline import mlflow_runs
+
+    client = MlflowClient(sqlite_uri)
+    run_id = client.create_run(client.create_experiment("quiet")).info.run_id
+    for i in range(5):
+        client.log_metric(run_id, "val_loss", 1.0 / (i + 1), step=i)
+        client.log_metric(run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
+    client.log_param(run_id, "lightning_green.monitor", "val_loss")
+    client.log_param(run_id, "lightning_green.mode", "min")
+    client.set_terminated(run_id)
+    opened = mlflow_runs._client
+
+    def client_as_mlflow_2(tracking_uri: str):  # what mlflow 2 logs when it opens the store
+        logging.getLogger("alembic.runtime.migration").info("Context impl SQLiteImpl.")
+        return opened(tracking_uri)
+
+    monkeypatch.setattr(mlflow_runs, "_client", client_as_mlflow_2)
+    alembic, root = logging.getLogger("alembic"), logging.getLogger()
+    level, stderr = alembic.level, logging.StreamHandler(sys.stderr)
+    alembic.setLevel(logging.INFO)
+    root.addHandler(stderr)
+    capsys.readouterr()  # what creating the store said
+    try:
+        argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "quiet", "-o", str(tmp_path / "d.csv")]
+        assert main(argv) == 0
+        assert capsys.readouterr().err == ""
+        assert main([*argv, "--mode", "max"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: MLflow run {run_id} recorded lightning_green.mode=min")
+        assert err.count("\n") == 1
+        assert alembic.level == logging.INFO  # as it was: the process's logging is its own
+        alembic.info("after the command")
+        assert "after the command" in capsys.readouterr().err
+    finally:
+        root.removeHandler(stderr)
+        alembic.setLevel(level)

@@ -162,6 +162,7 @@ def test_cli_run_reads_back_through_mlflow(tracking_uri, tmp_path, monkeypatch, 
         "lightning_green/adaptations.json",
     } <= artifacts
     assert {a.path for a in client.list_artifacts(run_id, "config")} == {"config/config.yaml"}
+    (tmp_path / "dl").mkdir()  # MlflowClient.download_artifacts needs it (mlflow < 3 refuses otherwise)
     local = Path(client.download_artifacts(run_id, "lightning_green", str(tmp_path / "dl")))
     summary = json.loads((local / "energy_summary.json").read_text())
     assert summary["stop_reason"] == "threshold_reached" and summary["epochs"] == epochs
@@ -176,16 +177,22 @@ def test_cli_run_reads_back_through_mlflow(tracking_uri, tmp_path, monkeypatch, 
     assert "stop reason" in capsys.readouterr().out
 
 
-def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsys):
+def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsys, monkeypatch):
     """A run logged through a server keeps its artifacts there (``mlflow-artifacts:/``): read from
     the server's database, the report says it was rebuilt from the metrics and why; a FAILED run
-    says FAILED, a run that never ended (killed) says RUNNING."""
+    says FAILED, a run that never ended (killed) says RUNNING. Through the server the artifacts are
+    read, whatever the process-wide tracking URI (mlflow 2 resolves them against that one)."""
     from mlflow.tracking import MlflowClient
+    from mlflow.tracking._tracking_service import utils as process_wide
 
     from lightning_green.cli import main
 
     server = MlflowServer(tmp_path / "server")
     try:
+        # mlflow 2 logs to a server's artifacts only through the process-wide URI, and keeps the
+        # repository it made for each run: the server's for this setup, then forgotten and another
+        # URI set (as in a process that trained elsewhere), so what the report reads it reads itself.
+        monkeypatch.setattr(process_wide, "_tracking_uri", server.uri)
         client = MlflowClient(tracking_uri=server.uri)
         experiment = client.create_experiment("ended")
         ids = {}
@@ -199,6 +206,9 @@ def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsy
             client.log_text(run_id, "{}", "notes/kept.json")  # artifacts live on the server
             if status == "FAILED":
                 client.set_terminated(run_id, status="FAILED")
+        process_wide._artifact_repos_cache.clear()
+        elsewhere = (tmp_path / "mlruns").as_uri()
+        monkeypatch.setattr(process_wide, "_tracking_uri", elsewhere)
         database = f"sqlite:///{tmp_path / 'server' / 'backend.db'}"
         for status, run_id in ids.items():
             assert (
@@ -226,6 +236,7 @@ def test_report_says_when_it_rebuilt_a_run_and_how_the_run_ended(tmp_path, capsy
         out = capsys.readouterr().out
         assert "FAILED (the MLflow run's status is FAILED)" in out
         assert "rebuilt from the logged metrics (the run has no energy_summary.json)" in out
+        assert process_wide.get_tracking_uri() == elsewhere  # as it was
     finally:
         server.stop()
 

@@ -184,6 +184,28 @@ def test_expected_improvement_matches_simulation(seed: int) -> None:
     assert expected_improvement(best, means, sigma, counts) == pytest.approx(simulated, abs=0.01)
 
 
+def test_expected_improvement_needs_no_numpy_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    # numpy>=1.24 is declared: numpy < 2.0 has no numpy.trapezoid (the stopper crashed there).
+    # Without it, the expected improvement is what numpy's own trapezoidal rule gives, to the bit.
+    from lightning_green.policy.marginal import expected_improvement
+
+    rng = np.random.default_rng(0)
+    cases = [
+        (
+            float(rng.normal(0.5, 0.3)),
+            rng.normal(0.0, 0.5, 6),
+            float(rng.uniform(0.1, 1.0)),
+            rng.integers(1, 20, 6),
+        )
+        for _ in range(5)
+    ]
+    numpys_rule = getattr(np, "trapezoid", None) or np.trapz  # numpy 2, numpy 1
+    monkeypatch.setattr(np, "trapezoid", numpys_rule, raising=False)
+    with_numpys_rule = [expected_improvement(*case) for case in cases]
+    monkeypatch.delattr(np, "trapezoid")
+    assert [expected_improvement(*case) for case in cases] == with_numpys_rule
+
+
 def test_projection_is_the_gain_of_the_best_value() -> None:
     # A smooth curve: the best is the latest check, and the projected gain is the fit's own.
     costs = np.arange(1, 41, dtype=float)

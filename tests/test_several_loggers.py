@@ -271,6 +271,7 @@ def test_a_report_folder_that_cannot_be_written_loses_its_own_copy_only(tmp_path
 
     def artifacts(run_id: str) -> dict[str, bytes]:
         out = tmp_path / "downloaded" / run_id
+        out.mkdir(parents=True)  # MlflowClient.download_artifacts needs it (mlflow < 3 refuses otherwise)
         client.download_artifacts(run_id, "lightning_green", str(out))
         return {p.name: p.read_bytes() for p in (out / "lightning_green").iterdir()}
 
@@ -327,3 +328,42 @@ def test_the_lightning_cli_config_is_saved_beside_every_loggers_reports(tmp_path
     assert len([w for w in said if "could not write" in str(w.message)]) == 1
     assert saver.saved_path == tmp_path / "after" / "version_0" / "config.yaml"
     assert saver.saved_path.read_text() == "lr: 0.5\n"
+
+
+def test_the_config_keeps_its_none_values_with_jsonargparse_before_skip_unset(tmp_path, ns):
+    # jsonargparse 4.39 to 4.49 (Lightning 2.6 needs 4.39) call the option skip_none and refuse
+    # skip_unset with a ValueError: the config was never saved there. Any other error still shows.
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    from lightning_green.callbacks.save_config import SaveConfigToLoggers
+
+    class SkipNoneParser(ArgumentParser):
+        """``save`` as jsonargparse 4.39 to 4.49 have it: ``skip_none``, unknown keywords refused."""
+
+        refuse: str | None = None
+        calls = 0
+
+        def save(
+            self, cfg, path, format="parser_mode", skip_none=True, overwrite=False, multifile=True, **kw
+        ):
+            self.calls += 1
+            if self.refuse:
+                raise ValueError(self.refuse)
+            if kw:
+                raise ValueError(f"Unexpected keyword parameters: {set(kw)}")
+            values = {k: v for k, v in cfg.as_dict().items() if not (skip_none and v is None)}
+            Path(path).write_text(yaml.safe_dump(values, sort_keys=True))
+
+    parser = SkipNoneParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--note", type=str | None, default=None)
+    saver = SaveConfigToLoggers(parser, parser.parse_args(["--lr", "0.5"]))
+    saver.save_config(_trainer(ns, tmp_path, [ns.loggers.CSVLogger(str(tmp_path), name="csv")]), None, "fit")
+    assert saver.saved_path == tmp_path / "csv" / "version_0" / "config.yaml"
+    assert saver.saved_path.read_text() == "lr: 0.5\nnote: null\n"  # the None kept: the run rebuilds
+
+    parser.refuse, parser.calls = "Refusing to overwrite existing file", 0
+    with pytest.raises(ValueError, match=r"^Refusing to overwrite existing file$"):
+        saver._save(tmp_path / "again.yaml")
+    assert parser.calls == 1  # not taken for the option's name: not tried again with skip_none

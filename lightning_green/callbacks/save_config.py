@@ -64,13 +64,16 @@ class SaveConfigToLoggers(*_compat.save_config_bases()):
     def _save(self, path: Path) -> Path:
         """Write the resolved config to ``path`` (its folder created when missing); returns ``path``."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        # Keep None values: the saved config must rebuild exactly this run (jsonargparse >= 4.49
-        # calls the option skip_unset, older releases skip_none and reject the new name).
+        # Keep None values: the saved config must rebuild exactly this run. jsonargparse >= 4.50
+        # calls the option skip_unset; older releases call it skip_none and reject the new name,
+        # with a TypeError (before 4.39) or a ValueError naming it (4.39 to 4.49).
         try:
             self.parser.save(
                 self.config, str(path), overwrite=True, multifile=self.multifile, skip_unset=False
             )
-        except TypeError:
+        except (TypeError, ValueError) as err:
+            if "skip_unset" not in str(err):
+                raise
             self.parser.save(
                 self.config, str(path), overwrite=True, multifile=self.multifile, skip_none=False
             )

@@ -10,11 +10,12 @@ part. MLflow is imported only when a run is opened.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 import sqlite3
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from lightning_green import keys
@@ -74,7 +75,64 @@ def _client(tracking_uri: str) -> Any:
         raise RuntimeError(
             "reading MLflow runs needs mlflow: pip install 'lightning_green[mlflow]'"
         ) from None
-    return MlflowClient(tracking_uri=_read_only(tracking_uri))
+    uri = _read_only(tracking_uri)
+    snapshot = sqlite_file(uri) if uri != tracking_uri else None
+    if snapshot is None:
+        return MlflowClient(tracking_uri=uri)
+    # mlflow 2 creates the default artifact root of a database store it opens, ./mlruns, in the
+    # working directory: opened from the snapshot's folder, it is made there, not in the user's.
+    with _working_directory(os.path.dirname(snapshot)):
+        return MlflowClient(tracking_uri=uri)
+
+
+@contextlib.contextmanager
+def _working_directory(path: str) -> Iterator[None]:
+    """The process's working directory set to ``path`` for the duration, then put back."""
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def _artifacts_need_the_process_uri(tracking_uri: str, artifact_uri: str) -> bool:
+    """Whether a client of ``tracking_uri`` needs it as the process-wide URI to read ``artifact_uri``.
+
+    Artifacts a tracking server keeps (``mlflow-artifacts:/...``) are fetched from the server a
+    tracking URI names: mlflow 2 (and the 3.x releases whose artifact repositories take no
+    ``tracking_uri``) resolves them against the process-wide URI (``mlflow.set_tracking_uri``,
+    ``MLFLOW_TRACKING_URI``, else ``./mlruns``), whatever URI the client was given.
+    """
+    if not artifact_uri.startswith("mlflow-artifacts:") or not tracking_uri.startswith(
+        ("http://", "https://")
+    ):
+        return False
+    from mlflow.store.artifact.mlflow_artifacts_repo import MlflowArtifactsRepository
+
+    return "tracking_uri" not in inspect.signature(MlflowArtifactsRepository.__init__).parameters
+
+
+@contextlib.contextmanager
+def _process_tracking_uri(tracking_uri: str) -> Iterator[None]:
+    """Set MLflow's process-wide tracking URI to ``tracking_uri`` for the duration, then put it back.
+
+    What was set with ``mlflow.set_tracking_uri`` (or nothing) and the ``MLFLOW_TRACKING_URI``
+    variable (which some releases' ``set_tracking_uri`` also set) are both restored.
+    """
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    before, variable = getattr(utils, "_tracking_uri", None), os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
 
 
 def abandoned_spans(check_numbers: Iterable[Any]) -> list[tuple[int, int]]:
@@ -262,6 +320,7 @@ class MlflowRun:
         # FINISHED, FAILED, KILLED, RUNNING (still training, or killed without a word) or SCHEDULED
         self.status: str | None = getattr(run.info, "status", None)
         self.artifacts_error: str | None = None  # why the artifacts could not be listed, if so
+        self._artifact_uri = str(getattr(run.info, "artifact_uri", None) or "")
         self.tags: Mapping[str, str] = dict(run.data.tags)
         params = dict(run.data.params)
         for key, value in self.tags.items():
@@ -378,10 +437,21 @@ class MlflowRun:
             self._spans = abandoned_spans(numbers)
         return self._spans
 
+    def _artifacts(self) -> contextlib.AbstractContextManager[None]:
+        """The context of the client's artifact calls: the run's artifacts read through its tracking URI.
+
+        As mlflow 3 does by itself (:func:`_artifacts_need_the_process_uri`).
+        """
+        uri = str(self._client.tracking_uri)
+        if _artifacts_need_the_process_uri(uri, self._artifact_uri):
+            return _process_tracking_uri(uri)
+        return contextlib.nullcontext()
+
     def artifact_names(self, folder: str) -> set[str]:
         """Paths of the artifacts in ``folder`` (empty when the store gives no artifact access)."""
         try:
-            return {a.path for a in self._client.list_artifacts(self.run_id, folder)}
+            with self._artifacts():
+                return {a.path for a in self._client.list_artifacts(self.run_id, folder)}
         except Exception as err:  # a store without artifact access: treated as no artifacts
             # (e.g. mlflow-artifacts:/ of a run logged through a server, read from its database)
             text = str(err)
@@ -396,7 +466,8 @@ class MlflowRun:
 
     def download_artifact(self, path: str, directory: str | os.PathLike[str]) -> str:
         """Download the artifact ``path`` into ``directory``; returns the local file."""
-        return str(self._client.download_artifacts(self.run_id, path, str(directory)))
+        with self._artifacts():
+            return str(self._client.download_artifacts(self.run_id, path, str(directory)))
 
 
 def experiment_runs(tracking_uri: str, experiment: str) -> list[MlflowRun]:
