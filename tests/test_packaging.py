@@ -10,10 +10,14 @@ import sys
 import textwrap
 import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import lightning_green
+
+if TYPE_CHECKING:
+    from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 CURVES = ROOT / "benchmarks" / "data" / "curves" / "mlperf_v4_power_dev.csv"
@@ -166,3 +170,45 @@ def test_the_lightning_requirements_admit_only_releases_the_callbacks_run_on() -
     for module in ("lightning.pytorch", "pytorch_lightning"):  # what the floor stands for
         early_stopping = __import__(f"{module}.callbacks.early_stopping", fromlist=["EarlyStoppingReason"])
         assert hasattr(early_stopping, "EarlyStoppingReason"), module
+
+
+def _pins(path: Path) -> dict[str, Version]:
+    """``name -> version`` of every ``name==version`` line of a constraints file."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            requirement = Requirement(line)
+            (spec, *more) = requirement.specifier
+            if spec.operator == "==" and not more:
+                pins[canonicalize_name(requirement.name)] = Version(spec.version)
+    return pins
+
+
+def test_constraints_floor_pins_every_declared_floor() -> None:
+    """``constraints-floor.txt`` (README: checking the oldest releases allowed) pins the floor of every
+    requirement of ``pyproject.toml`` and its extras (torch: constraints.txt's CPU build)."""
+    import re
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    text = (ROOT / "pyproject.toml").read_text()
+    project = text[text.index("\n[project]") : text.index("\n[project.scripts]")]
+    declared: dict[str, Version] = {}
+    for requirement in map(Requirement, re.findall(r'"([A-Za-z][^"\s]*>=[^"]*)"', project)):
+        (floor,) = (Version(s.version) for s in requirement.specifier if s.operator == ">=")
+        declared[canonicalize_name(requirement.name)] = floor
+    assert {"numpy", "mlflow", "jsonargparse", "pyyaml", "lightning", "pytorch-lightning"} <= set(declared)
+    pins = _pins(ROOT / "constraints-floor.txt")
+    tools = {"pytest", "pytest-timeout", "ruff"}  # the test tools: any release
+    assert set(pins) == set(declared) - tools, (sorted(pins), sorted(declared))
+    for name, pin in pins.items():
+        if name == "torch":
+            assert pin == _pins(ROOT / "constraints.txt")["torch"]
+        else:
+            assert pin.release[: len(declared[name].release)] == declared[name].release, (name, pin)
