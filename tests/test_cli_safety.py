@@ -385,17 +385,24 @@ def test_json_is_not_written_when_the_plot_fails(
 # ---------------------------------------------------------------- malformed MLflow records, last resort
 
 
-def test_malformed_recorded_parameter_is_exit_2(tmp_path: Path, sqlite_uri: str, capsys) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(sqlite_uri)
-    run_id = client.create_run(client.create_experiment("p")).info.run_id
+def _five_check_run(client, experiment: str, params: dict[str, str]) -> str:
+    """A finished run of five checks of ``val_loss`` with their energy, monitoring it, and ``params``."""
+    run_id = client.create_run(client.create_experiment(experiment)).info.run_id
     for i in range(5):
         client.log_metric(run_id, "val_loss", 1.0 / (i + 1), step=i)
         client.log_metric(run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
     client.log_param(run_id, "lightning_green.monitor", "val_loss")
-    client.log_param(run_id, "lightning_green.patience", "1_0")
+    for key, value in params.items():
+        client.log_param(run_id, key, value)
     client.set_terminated(run_id)
+    return run_id
+
+
+def test_malformed_recorded_parameter_is_exit_2(tmp_path: Path, sqlite_uri: str, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(sqlite_uri)
+    run_id = _five_check_run(client, "p", {"lightning_green.patience": "1_0"})
     argv = ["replay", "--mlflow-uri", sqlite_uri, "--experiment", "p", "--monitor", "val_loss"]
     refused(
         [*argv, "-o", str(tmp_path / "d.csv")], capsys, tmp_path, run_id, "lightning_green.patience", "'1_0'"
@@ -461,13 +468,7 @@ def test_alembics_info_lines_stay_off_the_output(tmp_path: Path, sqlite_uri: str
     from lightning_green.offline import mlflow_runs
 
     client = MlflowClient(sqlite_uri)
-    run_id = client.create_run(client.create_experiment("quiet")).info.run_id
-    for i in range(5):
-        client.log_metric(run_id, "val_loss", 1.0 / (i + 1), step=i)
-        client.log_metric(run_id, "energy/total_kwh", 0.01 * (i + 1), step=i)
-    client.log_param(run_id, "lightning_green.monitor", "val_loss")
-    client.log_param(run_id, "lightning_green.mode", "min")
-    client.set_terminated(run_id)
+    run_id = _five_check_run(client, "quiet", {"lightning_green.mode": "min"})
     opened = mlflow_runs._client
 
     def client_as_mlflow_2(tracking_uri: str):  # what mlflow 2 logs when it opens the store
