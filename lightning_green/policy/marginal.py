@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.integrate import trapezoid  # numpy.trapezoid is numpy >= 2.0 only (numpy>=1.24 is supported)
 from scipy.special import log_ndtr
 
 from lightning_green.policy.history import Segment, segment_of
@@ -189,20 +190,7 @@ def expected_improvement(
     around = (mu[:, None] + sigma * _EI_AROUND[None, :]).ravel()
     z = np.unique(np.clip(np.concatenate((np.linspace(best, z_hi, _EI_GRID), around)), best, z_hi))
     log_cdf = log_ndtr((z[:, None] - mu[None, :]) / sigma) @ n
-    return max(_trapezoid(-np.expm1(log_cdf), z), 0.0)
-
-
-def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
-    """``integral of y dx`` by the trapezoidal rule over the points ``x`` (1-D, same length as ``y``).
-
-    numpy's ``trapezoid`` to the last bit (the same expression), which numpy < 2.0 does not have
-    (``numpy>=1.24`` is supported; ``trapz``, its older name, is gone from recent numpy 2 releases).
-
-    Example:
-        >>> _trapezoid(np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 3.0]))
-        2.5
-    """
-    return float((np.diff(x) * (y[1:] + y[:-1]) / 2.0).sum())
+    return max(float(trapezoid(-np.expm1(log_cdf), z)), 0.0)
 
 
 def _future_trend(
